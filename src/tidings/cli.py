@@ -1,0 +1,254 @@
+"""The ``tidings`` command: run the server, manage keys, send and list events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from tidings.core import keyring_for
+from tidings.crypto import new_key_text, save_dev_keyring
+from tidings.errors import TidingsError
+from tidings.keys import create_key
+from tidings.sdk.client import DEFAULT_BASE_URL, Event, Tidings
+from tidings.settings import Mode, Settings, database_url_from
+from tidings.storage import storage_for
+
+T = TypeVar("T")
+console = Console()
+DATA_DIR = Path(os.environ.get("TIDINGS_DATA_DIR", ".tidings"))
+
+URL_HELP = f"Server (default TIDINGS_BASE_URL or {DEFAULT_BASE_URL})."
+db_option = click.option("--db", "db", default=None, metavar="PATH_OR_URL",
+                         help="sqlite:///path, a plain path, or postgresql://... "
+                              "(default: TIDINGS_DATABASE_URL, else ./.tidings/tidings.db)")
+
+
+def _settings(mode: Mode, db: str | None) -> Settings:
+    return Settings(mode=mode, database_url=database_url_from(db, data_dir=DATA_DIR),
+                    data_dir=DATA_DIR)
+
+
+def _run(fn: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(fn())  # type: ignore[arg-type]
+    except TidingsError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@click.group()
+@click.version_option(package_name="tidings")
+def main() -> None:
+    """Tidings: events in, durable functions out."""
+
+
+def _serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from tidings.server import create_app
+
+    app = create_app(settings)
+    where = settings.database_url
+    console.print(f"[bold]Tidings {settings.mode}[/] on http://{host}:{port}  (db: {where})")
+    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
+                            lifespan="on", access_log=False, log_level="warning")
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8288, show_default=True, type=int)
+@db_option
+def dev(host: str, port: int, db: str | None) -> None:
+    """Run a development server: SQLite under ./.tidings, any event key accepted."""
+    _serve(_settings("dev", db), host, port)
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=8288, show_default=True, type=int)
+@db_option
+def serve(host: str, port: int, db: str | None) -> None:
+    """Run a production server: keys required, TIDINGS_ENCRYPTION_KEY required."""
+    if not (db or os.environ.get("TIDINGS_DATABASE_URL")):
+        raise click.UsageError("tidings serve needs --db URL or TIDINGS_DATABASE_URL")
+    settings = _settings("serve", db)
+    try:
+        keyring_for(settings)
+    except TidingsError as exc:
+        raise click.ClickException(exc.message) from None
+    _serve(settings, host, port)
+
+
+@main.command()
+@db_option
+def migrate(db: str | None) -> None:
+    """Apply pending database migrations."""
+
+    async def run() -> list[int]:
+        store = storage_for(_settings("dev", db).database_url)
+        applied = await store.migrate()
+        await store.close()
+        return applied
+
+    applied = _run(run)
+    click.echo(f"applied migrations: {', '.join(map(str, applied))}" if applied
+               else "database is up to date")
+
+
+@main.group()
+def keys() -> None:
+    """Event keys, API keys and encryption keys."""
+
+
+def _with_storage(db: str | None, fn: Callable[[Any], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = storage_for(_settings("dev", db).database_url)
+        await store.open()
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return _run(run)
+
+
+@keys.command("create")
+@click.option("--env", "env", required=True, help="Environment name, e.g. production.")
+@click.option("--kind", type=click.Choice(["event", "api"]), default="event", show_default=True,
+              help="event: sends events; api: reads through /v1.")
+@db_option
+def keys_create(env: str, kind: str, db: str | None) -> None:
+    """Create a key; it is printed once and only its hash is stored."""
+    secret, record = _with_storage(db, lambda s: create_key(s, env, kind))  # type: ignore[arg-type]
+    click.echo(secret)
+    click.echo(f"({kind} key {record.id} for environment {env!r}; this is the only time it is "
+               "shown)", err=True)
+
+
+@keys.command("list")
+@db_option
+def keys_list(db: str | None) -> None:
+    """List keys (prefixes only)."""
+    rows = _with_storage(db, lambda s: s.list_keys())
+    table = Table("id", "kind", "env", "prefix", "created", "revoked")
+    for key in rows:
+        table.add_row(key.id, key.kind, key.env_name, key.prefix + "…", _time(key.created_at),
+                      _time(key.revoked_at) if key.revoked_at else "")
+    console.print(table)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@db_option
+def keys_revoke(key_id: str, db: str | None) -> None:
+    """Revoke a key by id; servers stop accepting it within seconds."""
+    if not _with_storage(db, lambda s: s.revoke_key(key_id)):
+        raise click.ClickException(f"no active key with id {key_id}")
+    click.echo(f"revoked {key_id}")
+
+
+@keys.command("new-encryption-key")
+def keys_new_encryption_key() -> None:
+    """Print a fresh value for TIDINGS_ENCRYPTION_KEY."""
+    click.echo(new_key_text())
+
+
+@keys.command("rotate-encryption")
+@db_option
+def keys_rotate_encryption(db: str | None) -> None:
+    """Make a new master key active and re-wrap every data key with it.
+
+    In dev the key file under ./.tidings is updated. Otherwise the new TIDINGS_ENCRYPTION_KEY
+    (new key first, old keys after, so old data stays readable) is printed: set it everywhere.
+    """
+    from tidings.vault import UserVault
+
+    settings = _settings("dev" if not os.environ.get("TIDINGS_ENCRYPTION_KEY") else "serve", db)
+    old = keyring_for(settings)
+    new = old.rotated()
+
+    async def rewrap(store: Any) -> int:
+        vault = UserVault(store, old)
+        await vault.open()
+        return await vault.rewrap(new)
+
+    count = _with_storage(db, rewrap)
+    if settings.dev:
+        save_dev_keyring(DATA_DIR, new)
+        click.echo(f"active encryption key is now {new.active}; {count} data keys re-wrapped")
+    else:
+        click.echo(new.text())
+        click.echo(f"set TIDINGS_ENCRYPTION_KEY to the line above ({count} data keys re-wrapped)",
+                   err=True)
+
+
+
+
+@main.command()
+@click.argument("name")
+@click.option("--data", default="{}", help="JSON object.")
+@click.option("--user", default=None, help="JSON object (encrypted at rest).")
+@click.option("--id", "event_id", default=None, help="Idempotency key.")
+@click.option("--ts", default=None, type=int, help="Milliseconds since the epoch.")
+@click.option("--url", default=None, help=URL_HELP)
+@click.option("--key", default=None, help="Event key (default TIDINGS_EVENT_KEY).")
+def send(name: str, data: str, user: str | None, event_id: str | None, ts: int | None,
+         url: str | None, key: str | None) -> None:
+    """Send one event to a running server."""
+    try:
+        payload = json.loads(data)
+        person = json.loads(user) if user else None
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    client = Tidings("cli", base_url=url, event_key=key)
+    event = Event(name=name, data=payload, user=person, id=event_id, ts=ts)
+    ids = _run(lambda: client.send(event))
+    click.echo(ids[0])
+
+
+@main.command()
+@click.option("--name", default=None)
+@click.option("--limit", default=20, show_default=True, type=int)
+@click.option("--url", default=None, help=URL_HELP)
+@click.option("--api-key", default=None, help="API key (default TIDINGS_API_KEY; dev needs none).")
+def events(name: str | None, limit: int, url: str | None, api_key: str | None) -> None:
+    """List recent events of a running server."""
+    base = (url or os.environ.get("TIDINGS_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    token = api_key or os.environ.get("TIDINGS_API_KEY")
+    params: dict[str, Any] = {"limit": limit}
+    if name:
+        params["name"] = name
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    try:
+        reply = httpx.get(f"{base}/v1/events", params=params, headers=headers, timeout=30)
+    except httpx.TransportError as exc:
+        raise click.ClickException(f"cannot reach Tidings at {base}: {exc}") from None
+    body = reply.json()
+    if reply.status_code != 200:
+        raise click.ClickException(body.get("error", f"HTTP {reply.status_code}"))
+    table = Table("id", "name", "time", "data")
+    for event in body["data"]:
+        text = json.dumps(event["data"], separators=(",", ":"))
+        table.add_row(event["id"], event["name"], event["timestamp"],
+                      text if len(text) <= 60 else text[:59] + "…")
+    console.print(table)
+
+
+def _time(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")

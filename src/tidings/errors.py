@@ -1,0 +1,105 @@
+"""Errors raised by Tidings.
+
+The hierarchy::
+
+    TidingsError
+    ├── ConfigError             settings or command-line values that cannot work
+    ├── StorageError            the database refused or could not be reached
+    │   └── MigrationError      the schema is not at a version this code understands
+    ├── EncryptionError         a ciphertext cannot be read with the configured keys
+    ├── RequestRejected         the server refused a request (carries status and message)
+    │   ├── Unauthorized        the key is missing, unknown or revoked
+    │   ├── PayloadTooLarge     the body, an event or the event count is over a limit
+    │   └── EventsInvalid       one or more events failed validation
+    └── SendError               the SDK could not deliver events (carries the server's message)
+
+Each class's docstring is its default message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class TidingsError(Exception):
+    """Tidings could not do what was asked."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (type(self).__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class ConfigError(TidingsError):
+    """The configuration is invalid."""
+
+
+class StorageError(TidingsError):
+    """The database could not complete the operation."""
+
+
+class MigrationError(StorageError):
+    """The database schema is at a version this code does not know."""
+
+
+class EncryptionError(TidingsError):
+    """A ciphertext cannot be decrypted with the configured keys."""
+
+
+class RequestRejected(TidingsError):
+    """The request was rejected."""
+
+    status: int = 400
+
+    def __init__(self, message: str | None = None, *, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class Unauthorized(RequestRejected):
+    """Event key not found"""
+
+    status = 401
+
+
+class PayloadTooLarge(RequestRejected):
+    """The request is over a size limit."""
+
+    status = 413
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One problem with one field of one event of a request."""
+
+    index: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"events[{self.index}]" + (f".{self.field}" if self.field else "")
+        return f"{where}: {self.message}"
+
+
+class EventsInvalid(RequestRejected):
+    """One or more events are invalid."""
+
+    status = 400
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = tuple(errors)
+        count = len(self.errors)
+        noun = "event is" if count == 1 else "events are"
+        super().__init__(f"{count} {noun} invalid: " + "; ".join(map(str, self.errors)))
+
+
+class SendError(TidingsError):
+    """The events could not be sent."""
+
+    def __init__(self, message: str | None = None, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,80 @@
+"""Event values: what ingest validated (``NewEvent``), what the log holds (``StoredEvent``).
+
+One event carries the fields of both seeds: Inngest's ``name``/``data``/``user``/``id``/``ts``/``v``
+and Trigger.dev's ``payload`` (= data), ``context``, ``source``, ``timestamp`` (= ts) and delayed
+delivery (``deliver_at``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+DEFAULT_SOURCE = "tidings"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewEvent:
+    """A validated event, not stored yet."""
+
+    name: str
+    data: dict[str, Any]
+    user: dict[str, Any]
+    key: str | None
+    ts: int
+    v: str | None = None
+    source: str = DEFAULT_SOURCE
+    context: dict[str, Any] | None = None
+    account_id: str | None = None
+    deliver_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEvent:
+    """An event as the event log holds it, with ``user`` decrypted."""
+
+    id: str
+    env_id: str
+    name: str
+    data: dict[str, Any]
+    user: dict[str, Any]
+    key: str | None
+    ts: int
+    v: str | None
+    source: str
+    context: dict[str, Any] | None
+    account_id: str | None
+    received_at: int
+    deliver_at: int | None
+    delivered_at: int | None
+    cancelled_at: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The record the read API and the SDK see."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "data": self.data,
+            "user": self.user,
+            "event_id": self.key if self.key is not None else self.id,
+            "idempotency_key": self.key,
+            "ts": self.ts,
+            "timestamp": iso(self.ts),
+            "v": self.v,
+            "source": self.source,
+            "context": self.context,
+            "account_id": self.account_id,
+            "received_at": iso(self.received_at),
+            "deliver_at": iso(self.deliver_at),
+            "delivered_at": iso(self.delivered_at),
+            "cancelled_at": iso(self.cancelled_at),
+        }
+
+
+def iso(ms: int | None) -> str | None:
+    """Milliseconds since the epoch as ISO-8601 UTC with milliseconds, or None."""
+    if ms is None:
+        return None
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

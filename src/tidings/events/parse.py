@@ -1,0 +1,246 @@
+"""From request bytes to validated events.
+
+Every event of a request is checked before any is stored: a request with one bad event stores
+nothing, and its error lists every bad event with its index and field.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from tidings.errors import EventsInvalid, FieldError, PayloadTooLarge, RequestRejected
+from tidings.events.model import DEFAULT_SOURCE, NewEvent
+from tidings.settings import Limits
+
+RESERVED_PREFIXES = ("inngest/", "tidings/")
+TS_MIN = 315_532_800_000  # 1980-01-01T00:00:00Z
+TS_MAX = 4_102_444_800_000  # 2100-01-01T00:00:00Z, exclusive
+INTERNAL_DATA_KEY = "_inngest"
+
+NOT_EVENTS = "request body must contain an event object or an array of event objects"
+
+JsonObject = dict[str, Any]
+
+
+class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    data: JsonObject | None = None
+    payload: JsonObject | None = None
+    user: JsonObject | None = None
+    id: str | None = None
+    ts: int | None = None
+    timestamp: int | str | None = None
+    v: str | None = None
+    source: str | None = None
+    context: JsonObject | None = None
+    account_id: str | None = None
+    deliver_at: int | str | None = None
+    deliver_after: int | None = None
+
+
+_decode_list = msgspec.json.Decoder(list[msgspec.Raw]).decode
+_decode_event = msgspec.json.Decoder(_WireEvent).decode
+_MSGSPEC_AT = re.compile(r"^(.*?)(?: - at `\$(?:\.(?P<path>.+))?`)?$", re.S)
+_MSGSPEC_FIELD = re.compile(r"field `(?P<field>[^`]+)`")
+
+
+def parse_events(body: bytes, limits: Limits, now: int) -> list[NewEvent]:
+    """Validate a request body (one event object or an array of them) into events.
+
+    Raises ``RequestRejected`` for a body that is not events at all, ``PayloadTooLarge`` when a
+    limit is exceeded, and ``EventsInvalid`` naming every bad event otherwise.
+    """
+    raws = _split(body, limits)
+    events: list[NewEvent] = []
+    errors: list[FieldError] = []
+    too_large = False
+    for index, raw in enumerate(raws):
+        size = len(raw)
+        if size > limits.max_event_bytes:
+            too_large = True
+            errors.append(
+                FieldError(index, "", f"event is {size} bytes, over the limit of "
+                           f"{limits.max_event_bytes} bytes")
+            )
+            continue
+        try:
+            wire = _decode_event(raw)
+        except msgspec.ValidationError as exc:
+            errors.append(_field_error(index, str(exc)))
+            continue
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+            errors.append(FieldError(index, "", f"malformed JSON: {_reason(exc)}"))
+            continue
+        event = _check(index, wire, limits, now, errors)
+        if event is not None:
+            events.append(event)
+    if errors:
+        if too_large:
+            raise PayloadTooLarge(EventsInvalid(errors).message)
+        raise EventsInvalid(errors)
+    return events
+
+
+def _split(body: bytes, limits: Limits) -> list[msgspec.Raw] | list[bytes]:
+    start = body.lstrip()[:1]
+    if not start:
+        raise RequestRejected("request body is empty: " + NOT_EVENTS)
+    if start == b"{":
+        return [body]
+    if start != b"[":
+        try:
+            msgspec.json.decode(body)
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+            raise RequestRejected(f"malformed JSON: {_reason(exc)}") from None
+        raise RequestRejected(NOT_EVENTS)
+    try:
+        raws = _decode_list(body)
+    except msgspec.ValidationError:
+        raise RequestRejected(NOT_EVENTS) from None
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+        raise RequestRejected(f"malformed JSON: {_reason(exc)}") from None
+    if len(raws) > limits.max_events_per_request:
+        raise PayloadTooLarge(
+            f"a request may hold at most {limits.max_events_per_request} events, got {len(raws)}"
+        )
+    return raws
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, UnicodeDecodeError):
+        return "body is not valid UTF-8"
+    return str(exc).removeprefix("JSON is malformed: ")
+
+
+def _field_error(index: int, text: str) -> FieldError:
+    match = _MSGSPEC_AT.match(text)
+    message = match.group(1) if match else text
+    path = match.group("path") if match else None
+    if path is None:
+        named = _MSGSPEC_FIELD.search(message)
+        if named:
+            path = named.group("field")
+            if message.startswith("Object missing required field"):
+                message = "is required"
+            elif message.startswith("Object contains unknown field"):
+                message = "is not a known event field"
+    if message.startswith("Expected"):
+        message = "expected" + message[len("Expected"):]
+    if message == "Expected `object`, got `array`":
+        message = "an event must be a JSON object"
+    return FieldError(index, path or "", message)
+
+
+def _check(
+    index: int, wire: _WireEvent, limits: Limits, now: int, errors: list[FieldError]
+) -> NewEvent | None:
+    before = len(errors)
+
+    def bad(field: str, message: str) -> None:
+        errors.append(FieldError(index, field, message))
+
+    name = wire.name
+    if not name:
+        bad("name", "must be a non-empty string")
+    elif len(name) > limits.max_name_chars:
+        bad("name", f"must be at most {limits.max_name_chars} characters, got {len(name)}")
+    elif name.lower().startswith(RESERVED_PREFIXES):
+        bad("name", f"{name!r} uses a prefix reserved for internal events "
+            f"({', '.join(RESERVED_PREFIXES)})")
+
+    data = wire.data
+    if wire.payload is not None:
+        if data is not None and data != wire.payload:
+            bad("payload", "give `data` or `payload` (the same field), not both")
+        data = wire.payload
+    if data is None:
+        data = {}
+    elif INTERNAL_DATA_KEY in data:
+        data = {k: v for k, v in data.items() if k != INTERNAL_DATA_KEY}
+
+    ts = wire.ts
+    if wire.timestamp is not None:
+        stamp = _millis(wire.timestamp, "timestamp", bad)
+        if ts is not None and ts != 0 and stamp is not None and stamp != ts:
+            bad("timestamp", "give `ts` or `timestamp` (the same moment), not both")
+        if not ts:
+            ts = stamp
+    if not ts:
+        ts = now
+    elif not TS_MIN <= ts < TS_MAX:
+        bad("ts", f"must be milliseconds since the epoch between 1980 and 2100, got {ts}")
+
+    key = wire.id or None
+    if key is not None and len(key) > limits.max_id_chars:
+        bad("id", f"must be at most {limits.max_id_chars} characters, got {len(key)}")
+
+    source = DEFAULT_SOURCE if wire.source is None else wire.source
+    if not source or len(source) > limits.max_name_chars:
+        bad("source", f"must be a non-empty string of at most {limits.max_name_chars} characters")
+
+    deliver_at: int | None = None
+    if wire.deliver_at is not None:
+        deliver_at = _millis(wire.deliver_at, "deliver_at", bad)
+    elif wire.deliver_after is not None:
+        if wire.deliver_after < 0:
+            bad("deliver_after", "must be a non-negative number of seconds")
+        else:
+            deliver_at = now + wire.deliver_after * 1000
+    if deliver_at is not None and not TS_MIN <= deliver_at < TS_MAX:
+        bad("deliver_at" if wire.deliver_at is not None else "deliver_after",
+            "must fall between 1980 and 2100")
+
+    for field, value in (("data", data), ("user", wire.user), ("context", wire.context)):
+        if value and not _shallow_enough(value, limits.max_depth):
+            bad(field, f"is nested more than {limits.max_depth} levels deep")
+
+    if len(errors) != before:
+        return None
+    return NewEvent(
+        name=name,
+        data=data,
+        user=wire.user or {},
+        key=key,
+        ts=ts,
+        v=wire.v,
+        source=source,
+        context=wire.context,
+        account_id=wire.account_id,
+        deliver_at=deliver_at,
+    )
+
+
+def _millis(value: int | str, field: str, bad: Any) -> int | None:
+    if isinstance(value, int):
+        return value
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        bad(field, f"must be milliseconds since the epoch or an ISO-8601 time, got {value!r}")
+        return None
+    if moment.tzinfo is None:
+        bad(field, f"an ISO-8601 time needs a UTC offset (for example Z), got {value!r}")
+        return None
+    return int(moment.timestamp() * 1000)
+
+
+def _shallow_enough(value: Any, limit: int) -> bool:
+    """True when ``value`` nests at most ``limit`` containers deep."""
+    level = [value]
+    for _ in range(limit):
+        deeper: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                deeper.extend(v for v in item.values() if isinstance(v, dict | list))
+            elif isinstance(item, list):
+                deeper.extend(v for v in item if isinstance(v, dict | list))
+        if not deeper:
+            return True
+        level = deeper
+    return False

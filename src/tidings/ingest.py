@@ -1,0 +1,95 @@
+"""Ingest: validated events become event-log rows (ids assigned, ``user`` sealed), committed
+before their ids are returned."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from tidings.events.model import NewEvent, StoredEvent
+from tidings.ids import IdSeed, new_id, now_ms
+from tidings.settings import Settings
+from tidings.storage.base import EventRow, Storage
+from tidings.vault import UserVault
+
+_encode = msgspec.json.encode
+
+
+class Ingest:
+    def __init__(self, storage: Storage, vault: UserVault, settings: Settings) -> None:
+        self._storage = storage
+        self._vault = vault
+        self._window = settings.dedup_window_ms
+
+    async def append(
+        self,
+        env_id: str,
+        events: Sequence[NewEvent],
+        seed: IdSeed | None = None,
+        *,
+        received_at: int | None = None,
+    ) -> list[str]:
+        """Store events; return their ids (a duplicate's id is the original's).
+
+        With a ``seed`` the ids are the deterministic ones of the ``x-inngest-event-id-seed``
+        header, so a retried request maps onto the rows its first attempt stored.
+        """
+        if not events:
+            return []
+        now = now_ms() if received_at is None else received_at
+        rows = []
+        for index, event in enumerate(events, start=1):
+            event_id = seed.id_at(index) if seed is not None else new_id(now)
+            user, subject = await self._vault.seal(env_id, event_id, event.user)
+            rows.append(
+                EventRow(
+                    id=event_id,
+                    env_id=env_id,
+                    name=event.name,
+                    data=_encode(event.data),
+                    user=user,
+                    user_subject=subject,
+                    key=event.key,
+                    ts=event.ts,
+                    v=event.v,
+                    source=event.source,
+                    context=None if event.context is None else _encode(event.context),
+                    account_id=event.account_id,
+                    received_at=now,
+                    deliver_at=event.deliver_at,
+                )
+            )
+        return await self._storage.append_events(rows, now + self._window)
+
+
+class EventLog:
+    """Reads of the event log, with ``user`` decrypted."""
+
+    def __init__(self, storage: Storage, vault: UserVault) -> None:
+        self._storage = storage
+        self._vault = vault
+
+    async def get(self, env_id: str, event_id: str) -> StoredEvent | None:
+        row = await self._storage.get_event(env_id, event_id)
+        return None if row is None else await self.open(row)
+
+    async def open(self, row: EventRow) -> StoredEvent:
+        user = await self._vault.open_user(row.env_id, row.id, row.user, row.user_subject)
+        return StoredEvent(
+            id=row.id,
+            env_id=row.env_id,
+            name=row.name,
+            data=msgspec.json.decode(row.data),
+            user=user,
+            key=row.key,
+            ts=row.ts,
+            v=row.v,
+            source=row.source,
+            context=None if row.context is None else msgspec.json.decode(row.context),
+            account_id=row.account_id,
+            received_at=row.received_at,
+            deliver_at=row.deliver_at,
+            delivered_at=row.delivered_at,
+            cancelled_at=row.cancelled_at,
+        )

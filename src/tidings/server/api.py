@@ -1,0 +1,142 @@
+"""The JSON API under ``/v1``: reading the event log, and sending events with records back.
+
+Every answer is JSON: ``{"data": ...}`` on success, ``{"error": "...", "status": N}`` otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tidings.core import Core
+from tidings.errors import RequestRejected
+from tidings.events.parse import parse_events
+from tidings.ids import IdSeed, floor_id, now_ms
+from tidings.server.event_api import rejection
+from tidings.server.http import encode, read_body
+from tidings.storage.base import Environment, EventQuery
+
+ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+MAX_LIMIT = 1000
+
+
+def json_response(status: int, payload: Any) -> Response:
+    return Response(encode(payload), status_code=status, media_type="application/json")
+
+
+def error_response(status: int, message: str) -> Response:
+    return json_response(status, {"error": message, "status": status})
+
+
+def bearer(request: Request) -> str:
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+async def read_env(core: Core, request: Request) -> Environment:
+    """The environment a read is for: the API key's (any in dev), or its branch."""
+    branch = request.headers.get("x-inngest-env") or None
+    return await core.gate.env_for(bearer(request) or ("dev" if core.settings.dev else ""),
+                                   "api", branch)
+
+
+def _check_params(request: Request, allowed: set[str]) -> None:
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise RequestRejected(f"unknown query parameter(s): {', '.join(unknown)}; "
+                              f"allowed: {', '.join(sorted(allowed))}")
+
+
+def _time_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.lstrip("-").isdigit():
+        return int(raw)
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise RequestRejected(f"{name}: expected an ISO-8601 time or milliseconds since the "
+                              f"epoch, got {raw!r}") from None
+    if moment.tzinfo is None:
+        raise RequestRejected(f"{name}: an ISO-8601 time needs a UTC offset (for example Z)")
+    return int(moment.timestamp() * 1000)
+
+
+def _limit_param(request: Request) -> int:
+    raw = request.query_params.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise RequestRejected(f"limit: expected a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
+    return int(raw)
+
+
+def routes(core: Core) -> list[Route]:
+    async def list_events(request: Request) -> Response:
+        _check_params(request, {"name", "since", "until", "cursor", "limit"})
+        env = await read_env(core, request)
+        limit = _limit_param(request)
+        since, until = _time_param(request, "since"), _time_param(request, "until")
+        cursor = request.query_params.get("cursor") or None
+        if cursor is not None and not ULID_RE.match(cursor):
+            raise RequestRejected(f"cursor: not a cursor this API returned: {cursor!r}")
+        name = request.query_params.get("name") or None
+        rows = await core.storage.list_events(EventQuery(
+            env_id=env.id,
+            name=name,
+            min_id=floor_id(since) if since is not None else None,
+            max_id=floor_id(until) if until is not None else None,
+            before_id=cursor,
+            limit=limit + 1,
+        ))
+        page = rows[:limit]
+        data = [(await core.events.open(row)).to_json() for row in page]
+        next_cursor = page[-1].id if len(rows) > limit else None
+        return json_response(200, {"data": data, "cursor": next_cursor})
+
+    async def get_event(request: Request) -> Response:
+        _check_params(request, set())
+        env = await read_env(core, request)
+        event_id = request.path_params["event_id"]
+        event = await core.events.get(env.id, event_id) if ULID_RE.match(event_id) else None
+        if event is None:
+            return error_response(404, f"event {event_id!r} not found")
+        return json_response(200, {"data": event.to_json()})
+
+    async def send_events(request: Request) -> Response:
+        """Trigger.dev-style sending: the stored records come back, not only ids."""
+        _check_params(request, set())
+        branch = request.headers.get("x-inngest-env") or None
+        try:
+            env = await core.gate.env_for(bearer(request), "event", branch)
+            limits = core.settings.limits
+            body = await read_body(request.scope, request.receive, limits.max_body_bytes)
+            now = now_ms()
+            events = parse_events(body, limits, now)
+            seed = IdSeed.parse(request.headers.get("x-inngest-event-id-seed"))
+            ids = await core.ingest.append(env.id, events, seed, received_at=now)
+        except RequestRejected as exc:
+            payload = rejection(exc)
+            del payload["ids"]
+            return json_response(exc.status, payload)
+        records = []
+        for event_id in ids:
+            stored = await core.events.get(env.id, event_id)
+            assert stored is not None
+            records.append(stored.to_json())
+        return json_response(200, {"data": records})
+
+    async def health(request: Request) -> Response:
+        return json_response(200, {"status": 200, "message": "OK"})
+
+    return [
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/events", list_events, methods=["GET"]),
+        Route("/v1/events", send_events, methods=["POST"]),
+        Route("/v1/events/{event_id}", get_event, methods=["GET"]),
+    ]

@@ -1,0 +1,144 @@
+"""The ASGI application: ``POST /e/{key}`` goes straight to the raw Event API, everything else
+through Starlette (routing, CORS, JSON errors)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tidings.core import Core
+from tidings.errors import RequestRejected
+from tidings.server.api import error_response, json_response, routes
+from tidings.server.event_api import EventAPI
+from tidings.server.openapi import document
+from tidings.settings import Settings
+
+log = logging.getLogger("tidings.server")
+
+
+class ServerKind:
+    """Adds ``X-Inngest-Server-Kind`` to every response, as the Inngest servers do."""
+
+    def __init__(self, app: ASGIApp, kind: bytes) -> None:
+        self.app = app
+        self.header = (b"x-inngest-server-kind", kind)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_kind(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_kind)
+
+
+async def _rejected(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestRejected)
+    return error_response(exc.status, exc.message)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, str(exc.detail))
+
+
+async def _crash(request: Request, exc: Exception) -> Response:
+    log.exception("request failed", exc_info=exc)
+    return error_response(500, "internal error")
+
+
+class TidingsApp:
+    """The whole HTTP surface of a Tidings process."""
+
+    def __init__(self, settings: Settings, core: Core | None = None) -> None:
+        self.settings = settings
+        self.core = core
+        self._owns_core = core is None
+        self._events: EventAPI | None = None
+        self._rest: ASGIApp | None = None
+        if core is not None:
+            self._build(core)
+
+    def _build(self, core: Core) -> None:
+        kind = self.settings.server_kind.encode()
+        self._events = EventAPI(core, kind)
+
+        async def openapi(request: Request) -> Response:
+            return json_response(200, document())
+
+        starlette = Starlette(
+            routes=[*routes(core), Route("/openapi.json", openapi, methods=["GET"])],
+            exception_handlers={
+                RequestRejected: _rejected,
+                HTTPException: _http_error,
+                Exception: _crash,
+            },
+            middleware=[
+                Middleware(
+                    CORSMiddleware,
+                    allow_origin_regex=".*",
+                    allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+                    allow_headers=["*"],
+                    expose_headers=["Link", "Mcp-Session-Id"],
+                    max_age=3600,
+                )
+            ],
+        )
+        self._rest = ServerKind(starlette, kind)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Core]:
+        if self.core is None:
+            self.core = await Core.start(self.settings)
+            self._build(self.core)
+        try:
+            yield self.core
+        finally:
+            if self._owns_core and self.core is not None:
+                await self.core.close()
+                self.core = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind == "http" and scope["method"] == "POST" and scope["path"].startswith("/e/"):
+            assert self._events is not None
+            await self._events(scope, receive, send)
+            return
+        assert self._rest is not None
+        await self._rest(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        try:
+            async with self.running():
+                await send({"type": "lifespan.startup.complete"})
+                message = await receive()
+                assert message["type"] == "lifespan.shutdown"
+        except BaseException as exc:
+            log.error("Tidings could not start: %s", exc)
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def create_app(settings: Settings, core: Core | None = None) -> TidingsApp:
+    """The ASGI app. Without ``core`` it opens its own at lifespan start-up."""
+    return TidingsApp(settings, core)

@@ -1,0 +1,73 @@
+"""``POST /e/{key}``: the Inngest-compatible Event API, written against raw ASGI because it is
+the hot path (no routing, no request objects: parse, authenticate, validate, store, answer).
+
+Answers are always JSON, also on errors, because the official SDKs parse every reply:
+``{"ids": [...], "status": 200}`` only after the events are committed, otherwise
+``{"ids": [], "status": N, "error": "..."}`` and nothing of the request stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+from tidings.core import Core
+from tidings.errors import EventsInvalid, RequestRejected
+from tidings.events.parse import parse_events
+from tidings.ids import IdSeed, now_ms
+from tidings.server.http import header, read_body, send_json
+
+log = logging.getLogger("tidings.server")
+
+
+def cors_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    origin = header(scope, b"origin")
+    if origin is None:
+        return []
+    return [
+        (b"access-control-allow-origin", origin),
+        (b"access-control-expose-headers", b"Link, Mcp-Session-Id"),
+        (b"vary", b"Origin"),
+    ]
+
+
+def rejection(exc: RequestRejected) -> dict[str, Any]:
+    body: dict[str, Any] = {"ids": [], "status": exc.status, "error": exc.message}
+    if isinstance(exc, EventsInvalid):
+        body["errors"] = [
+            {"index": e.index, "field": e.field, "message": e.message} for e in exc.errors
+        ]
+    return body
+
+
+class EventAPI:
+    def __init__(self, core: Core, server_kind: bytes) -> None:
+        self.core = core
+        self.kind = (b"x-inngest-server-kind", server_kind)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        extra = [self.kind, *cors_headers(scope)]
+        core = self.core
+        try:
+            key = scope["path"][3:].rstrip("/")
+            branch = header(scope, b"x-inngest-env")
+            env = await core.gate.env_for(key, "event", branch.decode() if branch else None)
+            limits = core.settings.limits
+            body = await read_body(scope, receive, limits.max_body_bytes)
+            now = now_ms()
+            events = parse_events(body, limits, now)
+            seed_header = header(scope, b"x-inngest-event-id-seed")
+            seed = IdSeed.parse(seed_header.decode(errors="replace")) if seed_header else None
+            ids = await core.ingest.append(env.id, events, seed, received_at=now)
+        except RequestRejected as exc:
+            await send_json(send, exc.status, rejection(exc), extra)
+            return
+        except Exception:
+            log.exception("event ingest failed")
+            await send_json(send, 500, {"ids": [], "status": 500,
+                                        "error": "internal error: the events were not stored"},
+                            extra)
+            return
+        await send_json(send, 200, {"ids": ids, "status": 200}, extra)

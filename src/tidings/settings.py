@@ -1,0 +1,60 @@
+"""Settings: limits, windows and where things live."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from tidings.errors import ConfigError
+
+Mode = Literal["dev", "serve"]
+
+MIB = 1024 * 1024
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Size limits applied to every ingest request."""
+
+    max_event_bytes: int = 3 * MIB
+    max_events_per_request: int = 5_000
+    max_body_bytes: int = 10 * MIB
+    max_depth: int = 64
+    max_name_chars: int = 256
+    max_id_chars: int = 512
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything a server process needs to know, built once at start."""
+
+    mode: Mode = "dev"
+    database_url: str = "sqlite:///.tidings/tidings.db"
+    data_dir: Path = field(default_factory=lambda: Path(".tidings"))
+    limits: Limits = field(default_factory=Limits)
+    dedup_window_ms: int = DAY_MS
+    encryption_key: str | None = None
+
+    @property
+    def dev(self) -> bool:
+        return self.mode == "dev"
+
+    @property
+    def server_kind(self) -> str:
+        """The value of ``X-Inngest-Server-Kind`` that SDKs expect from this mode."""
+        return "dev" if self.dev else "cloud"
+
+
+def database_url_from(value: str | None, *, data_dir: Path) -> str:
+    """Resolve ``--db`` / ``TIDINGS_DATABASE_URL`` into a URL; a plain path means SQLite."""
+    url = value or os.environ.get("TIDINGS_DATABASE_URL") or ""
+    if not url:
+        return f"sqlite:///{data_dir / 'tidings.db'}"
+    if url.startswith(("postgresql://", "postgres://", "sqlite://")):
+        return url
+    if "://" in url:
+        raise ConfigError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://")
+    return f"sqlite:///{url}"

@@ -1,0 +1,245 @@
+"""PostgreSQL storage: a psycopg 3 connection pool, one transaction per operation.
+
+Many server and worker processes share one database. Idempotency claims use
+``INSERT ... ON CONFLICT``, so concurrent duplicates resolve to one stored event; migrations take
+an advisory lock, so processes starting together apply them once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from tidings.errors import MigrationError, StorageError
+from tidings.ids import new_id, now_ms
+from tidings.storage.base import (
+    ApiKey,
+    Environment,
+    EventQuery,
+    EventRow,
+    KeyKind,
+    WrappedKey,
+    dialect_file,
+    migration_files,
+    split_queries,
+)
+
+Q = split_queries(dialect_file("postgres", "queries.sql"))
+ID_MAX = "~"
+MIGRATION_LOCK = 0x7469_6469_6E67  # "tiding"
+
+
+class PostgresStorage:
+    """The scale-out backend."""
+
+    dialect = "postgres"
+
+    def __init__(self, url: str, *, min_size: int = 2, max_size: int = 16) -> None:
+        self.url = url
+        self._pool = AsyncConnectionPool(
+            url, min_size=min_size, max_size=max_size, open=False,
+            kwargs={"autocommit": True}, name="tidings",
+        )
+
+    async def open(self) -> None:
+        try:
+            await self._pool.open(wait=True, timeout=15)
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot connect to PostgreSQL: {exc}") from None
+        except Exception as exc:  # the pool raises its own PoolTimeout
+            raise StorageError(f"cannot connect to PostgreSQL at {self.url}: {exc}") from None
+        await self.migrate()
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def migrate(self) -> list[int]:
+        applied: list[int] = []
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS tidings_migrations (version INTEGER PRIMARY KEY,"
+                " name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+            )
+            cur = await conn.execute("SELECT version FROM tidings_migrations")
+            done = {row[0] for row in await cur.fetchall()}
+            known = migration_files(self.dialect)
+            newest = max((v for v, _, _ in known), default=0)
+            if done and max(done) > newest:
+                raise MigrationError(
+                    f"database schema version {max(done)} is newer than this Tidings "
+                    f"({newest}); upgrade Tidings"
+                )
+            for version, name, sql in known:
+                if version in done:
+                    continue
+                await conn.execute(sql.encode())
+                await conn.execute(
+                    "INSERT INTO tidings_migrations VALUES (%s, %s, %s)",
+                    (version, name, now_ms()),
+                )
+                applied.append(version)
+        return applied
+
+    async def schema_version(self) -> int:
+        row = await self._one("SELECT max(version) FROM tidings_migrations", ())
+        return int(row[0] or 0) if row else 0
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def _one(self, sql: str, params: Sequence[Any]) -> Any:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(sql, params)
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(sql, params)
+            return await cur.fetchall()
+
+    # -- environments and keys -----------------------------------------------------------------
+
+    async def ensure_env(self, name: str, parent_id: str | None = None) -> Environment:
+        async with self._pool.connection() as conn:
+            await conn.execute(Q["insert_env"], (new_id(), name, parent_id, now_ms()))
+            cur = await conn.execute(Q["env_by_name"], (name,))
+            return _env(await cur.fetchone())
+
+    async def get_env(self, env_id: str) -> Environment | None:
+        row = await self._one(Q["env_by_id"], (env_id,))
+        return _env(row) if row else None
+
+    async def create_key(self, env_id: str, kind: KeyKind, key_hash: str, prefix: str) -> ApiKey:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                Q["insert_key"], (new_id(), env_id, kind, key_hash, prefix, now_ms())
+            )
+            cur = await conn.execute(Q["key_by_hash"], (key_hash,))
+            return _key(await cur.fetchone())
+
+    async def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        row = await self._one(Q["key_by_hash"], (key_hash,))
+        return _key(row) if row else None
+
+    async def list_keys(self) -> list[ApiKey]:
+        return [_key(r) for r in await self._all(Q["list_keys"], ())]
+
+    async def revoke_key(self, key_id: str) -> bool:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(Q["revoke_key"], (now_ms(), key_id))
+            return cur.rowcount > 0
+
+    # -- events --------------------------------------------------------------------------------
+
+    async def append_events(self, rows: Sequence[EventRow], dedup_until: int) -> list[str]:
+        ids: list[str] = []
+        fresh: list[tuple[Any, ...]] = []
+        async with self._pool.connection() as conn, conn.transaction():
+            for row in rows:
+                if row.key is not None:
+                    cur = await conn.execute(
+                        Q["claim_event_key"],
+                        (row.env_id, row.key, row.id, dedup_until, row.received_at),
+                    )
+                    if await cur.fetchone() is None:
+                        cur = await conn.execute(Q["event_id_for_key"], (row.env_id, row.key))
+                        found = await cur.fetchone()
+                        assert found is not None
+                        ids.append(found[0])
+                        continue
+                ids.append(row.id)
+                fresh.append(_event_params(row))
+            if fresh:
+                async with conn.cursor() as cur:
+                    await cur.executemany(Q["insert_event"], fresh)
+        return ids
+
+    async def get_event(self, env_id: str, event_id: str) -> EventRow | None:
+        row = await self._one(Q["get_event"], (env_id, event_id))
+        return _event(row) if row else None
+
+    async def list_events(self, query: EventQuery) -> list[EventRow]:
+        low = query.min_id or ""
+        high = min(query.max_id or ID_MAX, query.before_id or ID_MAX)
+        if query.name is None:
+            rows = await self._all(Q["list_events"], (query.env_id, low, high, query.limit))
+        else:
+            rows = await self._all(
+                Q["list_events_by_name"], (query.env_id, query.name, low, high, query.limit)
+            )
+        return [_event(r) for r in rows]
+
+    # -- secrets and data keys -----------------------------------------------------------------
+
+    async def get_secret(self, name: str) -> bytes | None:
+        row = await self._one(Q["get_secret"], (name,))
+        return bytes(row[0]) if row else None
+
+    async def put_secret(self, name: str, value: bytes, *, replace: bool = False) -> bytes:
+        async with self._pool.connection() as conn:
+            await conn.execute(Q["replace_secret" if replace else "insert_secret"], (name, value))
+            cur = await conn.execute(Q["get_secret"], (name,))
+            row = await cur.fetchone()
+            assert row is not None
+            return bytes(row[0])
+
+    async def ensure_user_key(self, env_id: str, subject: bytes, wrapped: bytes) -> bytes:
+        async with self._pool.connection() as conn:
+            await conn.execute(Q["insert_user_key"], (env_id, subject, wrapped, now_ms()))
+            cur = await conn.execute(Q["get_user_key"], (env_id, subject))
+            row = await cur.fetchone()
+            assert row is not None
+            return bytes(row[0])
+
+    async def get_user_key(self, env_id: str, subject: bytes) -> bytes | None:
+        row = await self._one(Q["get_user_key"], (env_id, subject))
+        return bytes(row[0]) if row else None
+
+    async def delete_user_key(self, env_id: str, subject: bytes) -> bool:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(Q["delete_user_key"], (env_id, subject))
+            return cur.rowcount > 0
+
+    async def list_user_keys(self) -> list[WrappedKey]:
+        rows = await self._all(Q["list_user_keys"], ())
+        return [WrappedKey(env_id=r[0], subject=bytes(r[1]), wrapped=bytes(r[2])) for r in rows]
+
+    async def replace_user_keys(self, keys: Sequence[WrappedKey]) -> None:
+        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(
+                Q["update_user_key"], [(k.wrapped, k.env_id, k.subject) for k in keys]
+            )
+
+
+def _env(row: Any) -> Environment:
+    return Environment(id=row[0], name=row[1], parent_id=row[2], created_at=row[3])
+
+
+def _key(row: Any) -> ApiKey:
+    return ApiKey(
+        id=row[0], env_id=row[1], env_name=row[2], kind=row[3], key_hash=row[4], prefix=row[5],
+        created_at=row[6], revoked_at=row[7],
+    )
+
+
+def _event_params(row: EventRow) -> tuple[Any, ...]:
+    return (
+        row.id, row.env_id, row.name, row.data.decode(), row.user, row.user_subject, row.key,
+        row.ts, row.v, row.source, row.context.decode() if row.context is not None else None,
+        row.account_id, row.received_at, row.deliver_at,
+    )
+
+
+def _event(r: Any) -> EventRow:
+    return EventRow(
+        id=r[0], env_id=r[1], name=r[2], data=r[3].encode(),
+        user=bytes(r[4]) if r[4] is not None else None,
+        user_subject=bytes(r[5]) if r[5] is not None else None,
+        key=r[6], ts=r[7], v=r[8], source=r[9],
+        context=r[10].encode() if r[10] is not None else None,
+        account_id=r[11], received_at=r[12], deliver_at=r[13], delivered_at=r[14],
+        cancelled_at=r[15],
+    )

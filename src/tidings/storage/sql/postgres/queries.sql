@@ -1,0 +1,80 @@
+-- name: insert_env
+INSERT INTO environments (id, name, parent_id, created_at) VALUES (%s, %s, %s, %s)
+ON CONFLICT (name) DO NOTHING;
+
+-- name: env_by_name
+SELECT id, name, parent_id, created_at FROM environments WHERE name = %s;
+
+-- name: env_by_id
+SELECT id, name, parent_id, created_at FROM environments WHERE id = %s;
+
+-- name: insert_key
+INSERT INTO api_keys (id, env_id, kind, key_hash, prefix, created_at) VALUES (%s, %s, %s, %s, %s, %s);
+
+-- name: key_by_hash
+SELECT k.id, k.env_id, e.name, k.kind, k.key_hash, k.prefix, k.created_at, k.revoked_at
+FROM api_keys k JOIN environments e ON e.id = k.env_id WHERE k.key_hash = %s;
+
+-- name: list_keys
+SELECT k.id, k.env_id, e.name, k.kind, k.key_hash, k.prefix, k.created_at, k.revoked_at
+FROM api_keys k JOIN environments e ON e.id = k.env_id ORDER BY k.created_at, k.id;
+
+-- name: revoke_key
+UPDATE api_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL;
+
+-- name: claim_event_key
+INSERT INTO event_idempotency (env_id, event_key, event_id, expires_at) VALUES (%s, %s, %s, %s)
+ON CONFLICT (env_id, event_key) DO UPDATE
+    SET event_id = excluded.event_id, expires_at = excluded.expires_at
+    WHERE event_idempotency.expires_at <= %s
+RETURNING event_id;
+
+-- name: event_id_for_key
+SELECT event_id FROM event_idempotency WHERE env_id = %s AND event_key = %s;
+
+-- name: insert_event
+INSERT INTO events (id, env_id, name, data, user_data, user_subject, event_key, ts, v, source,
+                    context, account_id, received_at, deliver_at)
+VALUES (%s, %s, %s, %s::json, %s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: get_event
+SELECT id, env_id, name, data::text, user_data, user_subject, event_key, ts, v, source, context::text,
+       account_id, received_at, deliver_at, delivered_at, cancelled_at
+FROM events WHERE env_id = %s AND id = %s;
+
+-- name: get_secret
+SELECT value FROM secrets WHERE name = %s;
+
+-- name: insert_secret
+INSERT INTO secrets (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING;
+
+-- name: replace_secret
+INSERT INTO secrets (name, value) VALUES (%s, %s)
+ON CONFLICT (name) DO UPDATE SET value = excluded.value;
+
+-- name: insert_user_key
+INSERT INTO user_keys (env_id, subject, wrapped, created_at) VALUES (%s, %s, %s, %s)
+ON CONFLICT (env_id, subject) DO NOTHING;
+
+-- name: get_user_key
+SELECT wrapped FROM user_keys WHERE env_id = %s AND subject = %s;
+
+-- name: delete_user_key
+DELETE FROM user_keys WHERE env_id = %s AND subject = %s;
+
+-- name: list_user_keys
+SELECT env_id, subject, wrapped FROM user_keys ORDER BY env_id, subject;
+
+-- name: update_user_key
+UPDATE user_keys SET wrapped = %s WHERE env_id = %s AND subject = %s;
+
+-- name: list_events
+SELECT id, env_id, name, data::text, user_data, user_subject, event_key, ts, v, source, context::text,
+       account_id, received_at, deliver_at, delivered_at, cancelled_at
+FROM events WHERE env_id = %s AND id >= %s AND id < %s ORDER BY id DESC LIMIT %s;
+
+-- name: list_events_by_name
+SELECT id, env_id, name, data::text, user_data, user_subject, event_key, ts, v, source, context::text,
+       account_id, received_at, deliver_at, delivered_at, cancelled_at
+FROM events WHERE env_id = %s AND name = %s AND id >= %s AND id < %s ORDER BY id DESC LIMIT %s;

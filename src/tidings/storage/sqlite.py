@@ -1,0 +1,385 @@
+"""SQLite storage: WAL, one writer thread with group commit, a pool of reader threads.
+
+Every write is a function of a connection queued to the writer thread. The writer takes
+everything queued at that moment, runs each function in its own savepoint inside one transaction,
+commits once (``synchronous=FULL``: the commit is on disk), and only then resolves the callers'
+futures. Many concurrent requests so share one fsync, and none is acknowledged before its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tidings.errors import MigrationError, StorageError
+from tidings.ids import new_id, now_ms
+from tidings.storage.base import (
+    ApiKey,
+    Environment,
+    EventQuery,
+    EventRow,
+    KeyKind,
+    WrappedKey,
+    dialect_file,
+    migration_files,
+    split_queries,
+)
+
+T = TypeVar("T")
+Q = split_queries(dialect_file("sqlite", "queries.sql"))
+MAX_BATCH = 1024
+ID_MAX = "~"
+
+_Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
+
+
+def path_from_url(url: str) -> str:
+    if url.startswith("sqlite:///"):
+        return url.removeprefix("sqlite:///") or ":memory:"
+    if url.startswith("sqlite://"):
+        return url.removeprefix("sqlite://")
+    return url
+
+
+def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if readonly:
+        conn.execute("PRAGMA query_only = ON")
+    else:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def _resolve(done: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in done:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+class _Writer(threading.Thread):
+    def __init__(self, path: str) -> None:
+        super().__init__(name="tidings-sqlite-writer", daemon=True)
+        self.path = path
+        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self.ready = threading.Event()
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            conn = connect(self.path)
+        except BaseException as exc:
+            self.failure = exc
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            while True:
+                first = self.jobs.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < MAX_BATCH:
+                    try:
+                        job = self.jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        stop = True
+                        break
+                    batch.append(job)
+                self._commit(conn, batch)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _commit(conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, _, _ in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    value = fn(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    outcomes.append((False, exc))
+                else:
+                    outcomes.append((True, value))
+                conn.execute("RELEASE job")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            failure = StorageError(f"SQLite transaction failed: {exc}")
+            outcomes = [(False, failure)] * len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for (_, future, loop), (ok, value) in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((future, ok, value))
+        for loop, done in by_loop.items():
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_resolve, done)
+
+
+class SQLiteStorage:
+    """The embedded backend. One process writes at a time; any number may read."""
+
+    dialect = "sqlite"
+
+    def __init__(self, url: str) -> None:
+        self.path = path_from_url(url)
+        self._writer: _Writer | None = None
+        self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tidings-sqlite-read")
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        await self.migrate()
+        writer = _Writer(self.path)
+        writer.start()
+        await asyncio.to_thread(writer.ready.wait)
+        if writer.failure is not None:
+            raise StorageError(f"cannot open SQLite database {self.path}: {writer.failure}")
+        self._writer = writer
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.jobs.put(None)
+            await asyncio.to_thread(writer.join)
+        await asyncio.to_thread(self._readers.shutdown)
+        with self._lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+
+    async def migrate(self) -> list[int]:
+        return await asyncio.to_thread(self._migrate)
+
+    def _migrate(self) -> list[int]:
+        lock_path = self.path + ".lock" if self.path != ":memory:" else None
+        lock = open(lock_path, "a") if lock_path else None  # noqa: SIM115
+        try:
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            conn = connect(self.path)
+            try:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS tidings_migrations (version INTEGER PRIMARY KEY,"
+                    " name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+                )
+                done = {row[0] for row in conn.execute("SELECT version FROM tidings_migrations")}
+                known = migration_files(self.dialect)
+                newest = max((v for v, _, _ in known), default=0)
+                if done and max(done) > newest:
+                    raise MigrationError(
+                        f"database schema version {max(done)} is newer than this Tidings "
+                        f"({newest}); upgrade Tidings"
+                    )
+                applied = []
+                for version, name, sql in known:
+                    if version in done:
+                        continue
+                    conn.executescript(
+                        f"BEGIN IMMEDIATE;\n{sql}\nINSERT INTO tidings_migrations VALUES "
+                        f"({version}, '{name}', {now_ms()});\nCOMMIT;"
+                    )
+                    applied.append(version)
+                return applied
+            finally:
+                conn.close()
+        finally:
+            if lock is not None:
+                lock.close()
+
+    async def schema_version(self) -> int:
+        rows = await self._read(lambda c: c.execute(
+            "SELECT max(version) FROM tidings_migrations").fetchall())
+        return int(rows[0][0] or 0)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        if self._writer is None:
+            raise StorageError("storage is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._writer.jobs.put((fn, future, loop))
+        return future
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, readonly=True)
+            self._local.conn = conn
+            with self._lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
+
+    # -- environments and keys -----------------------------------------------------------------
+
+    async def ensure_env(self, name: str, parent_id: str | None = None) -> Environment:
+        def run(conn: sqlite3.Connection) -> Environment:
+            conn.execute(Q["insert_env"], (new_id(), name, parent_id, now_ms()))
+            return _env(conn.execute(Q["env_by_name"], (name,)).fetchone())
+
+        return await self._write(run)
+
+    async def get_env(self, env_id: str) -> Environment | None:
+        row = await self._read(lambda c: c.execute(Q["env_by_id"], (env_id,)).fetchone())
+        return _env(row) if row else None
+
+    async def create_key(self, env_id: str, kind: KeyKind, key_hash: str, prefix: str) -> ApiKey:
+        def run(conn: sqlite3.Connection) -> ApiKey:
+            conn.execute(Q["insert_key"], (new_id(), env_id, kind, key_hash, prefix, now_ms()))
+            return _key(conn.execute(Q["key_by_hash"], (key_hash,)).fetchone())
+
+        return await self._write(run)
+
+    async def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        row = await self._read(lambda c: c.execute(Q["key_by_hash"], (key_hash,)).fetchone())
+        return _key(row) if row else None
+
+    async def list_keys(self) -> list[ApiKey]:
+        rows = await self._read(lambda c: c.execute(Q["list_keys"]).fetchall())
+        return [_key(r) for r in rows]
+
+    async def revoke_key(self, key_id: str) -> bool:
+        return await self._write(
+            lambda c: c.execute(Q["revoke_key"], (now_ms(), key_id)).rowcount > 0
+        )
+
+    # -- events --------------------------------------------------------------------------------
+
+    async def append_events(self, rows: Sequence[EventRow], dedup_until: int) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            ids: list[str] = []
+            fresh: list[tuple[Any, ...]] = []
+            for row in rows:
+                if row.key is not None:
+                    claimed = conn.execute(
+                        Q["claim_event_key"],
+                        (row.env_id, row.key, row.id, dedup_until, row.received_at),
+                    ).fetchone()
+                    if claimed is None:
+                        found = conn.execute(Q["event_id_for_key"], (row.env_id, row.key))
+                        ids.append(found.fetchone()[0])
+                        continue
+                ids.append(row.id)
+                fresh.append(_event_params(row))
+            conn.executemany(Q["insert_event"], fresh)
+            return ids
+
+        return await self._write(run)
+
+    async def get_event(self, env_id: str, event_id: str) -> EventRow | None:
+        row = await self._read(lambda c: c.execute(Q["get_event"], (env_id, event_id)).fetchone())
+        return _event(row) if row else None
+
+    async def list_events(self, query: EventQuery) -> list[EventRow]:
+        low = query.min_id or ""
+        high = min(query.max_id or ID_MAX, query.before_id or ID_MAX)
+        params: tuple[Any, ...]
+        if query.name is None:
+            sql, params = Q["list_events"], (query.env_id, low, high, query.limit)
+        else:
+            sql = Q["list_events_by_name"]
+            params = (query.env_id, query.name, low, high, query.limit)
+        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
+        return [_event(r) for r in rows]
+
+    # -- secrets and data keys -----------------------------------------------------------------
+
+    async def get_secret(self, name: str) -> bytes | None:
+        row = await self._read(lambda c: c.execute(Q["get_secret"], (name,)).fetchone())
+        return bytes(row[0]) if row else None
+
+    async def put_secret(self, name: str, value: bytes, *, replace: bool = False) -> bytes:
+        def run(conn: sqlite3.Connection) -> bytes:
+            conn.execute(Q["replace_secret" if replace else "insert_secret"], (name, value))
+            return bytes(conn.execute(Q["get_secret"], (name,)).fetchone()[0])
+
+        return await self._write(run)
+
+    async def ensure_user_key(self, env_id: str, subject: bytes, wrapped: bytes) -> bytes:
+        def run(conn: sqlite3.Connection) -> bytes:
+            conn.execute(Q["insert_user_key"], (env_id, subject, wrapped, now_ms()))
+            return bytes(conn.execute(Q["get_user_key"], (env_id, subject)).fetchone()[0])
+
+        return await self._write(run)
+
+    async def get_user_key(self, env_id: str, subject: bytes) -> bytes | None:
+        row = await self._read(lambda c: c.execute(Q["get_user_key"], (env_id, subject)).fetchone())
+        return bytes(row[0]) if row else None
+
+    async def delete_user_key(self, env_id: str, subject: bytes) -> bool:
+        return await self._write(
+            lambda c: c.execute(Q["delete_user_key"], (env_id, subject)).rowcount > 0
+        )
+
+    async def list_user_keys(self) -> list[WrappedKey]:
+        rows = await self._read(lambda c: c.execute(Q["list_user_keys"]).fetchall())
+        return [WrappedKey(env_id=r[0], subject=bytes(r[1]), wrapped=bytes(r[2])) for r in rows]
+
+    async def replace_user_keys(self, keys: Sequence[WrappedKey]) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                Q["update_user_key"], [(k.wrapped, k.env_id, k.subject) for k in keys]
+            )
+
+        await self._write(run)
+
+
+def _env(row: Any) -> Environment:
+    return Environment(id=row[0], name=row[1], parent_id=row[2], created_at=row[3])
+
+
+def _key(row: Any) -> ApiKey:
+    return ApiKey(
+        id=row[0], env_id=row[1], env_name=row[2], kind=row[3], key_hash=row[4], prefix=row[5],
+        created_at=row[6], revoked_at=row[7],
+    )
+
+
+def _event_params(row: EventRow) -> tuple[Any, ...]:
+    return (
+        row.id, row.env_id, row.name, row.data, row.user, row.user_subject, row.key, row.ts,
+        row.v, row.source, row.context, row.account_id, row.received_at, row.deliver_at,
+    )
+
+
+def _event(r: Any) -> EventRow:
+    return EventRow(
+        id=r[0], env_id=r[1], name=r[2], data=bytes(r[3]),
+        user=bytes(r[4]) if r[4] is not None else None,
+        user_subject=bytes(r[5]) if r[5] is not None else None,
+        key=r[6], ts=r[7], v=r[8], source=r[9],
+        context=bytes(r[10]) if r[10] is not None else None,
+        account_id=r[11], received_at=r[12], deliver_at=r[13], delivered_at=r[14],
+        cancelled_at=r[15],
+    )
