@@ -130,10 +130,10 @@ def _field_error(index: int, text: str) -> FieldError:
                 message = "is required"
             elif message.startswith("Object contains unknown field"):
                 message = "is not a known event field"
-    if message.startswith("Expected"):
+    if path is None and message.startswith("Expected `object`, got "):
+        message = "an event must be a JSON object, got " + message.rsplit(" ", 1)[-1]
+    elif message.startswith("Expected"):
         message = "expected" + message[len("Expected"):]
-    if message == "Expected `object`, got `array`":
-        message = "an event must be a JSON object"
     return FieldError(index, path or "", message)
 
 

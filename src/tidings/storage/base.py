@@ -85,8 +85,12 @@ class Storage(Protocol):
 
     async def close(self) -> None: ...
 
-    async def migrate(self) -> list[int]:
-        """Apply pending migrations; return the versions applied."""
+    async def migrate(self, *, fresh_schema: bool = True) -> list[int]:
+        """Apply pending migrations; return the versions applied.
+
+        A database with no migrations at all gets ``schema.sql`` (the current schema) in one go
+        unless ``fresh_schema`` is false; either way the result is the same schema.
+        """
 
     async def schema_version(self) -> int: ...
 

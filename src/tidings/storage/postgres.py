@@ -56,7 +56,7 @@ class PostgresStorage:
     async def close(self) -> None:
         await self._pool.close()
 
-    async def migrate(self) -> list[int]:
+    async def migrate(self, *, fresh_schema: bool = True) -> list[int]:
         applied: list[int] = []
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
@@ -73,6 +73,14 @@ class PostgresStorage:
                     f"database schema version {max(done)} is newer than this Tidings "
                     f"({newest}); upgrade Tidings"
                 )
+            if not done and fresh_schema:
+                await conn.execute(dialect_file(self.dialect, "schema.sql").encode())
+                for version, name, _ in known:
+                    await conn.execute(
+                        "INSERT INTO tidings_migrations VALUES (%s, %s, %s)",
+                        (version, name, now_ms()),
+                    )
+                return [v for v, _, _ in known]
             for version, name, sql in known:
                 if version in done:
                     continue

@@ -174,10 +174,10 @@ class SQLiteStorage:
                 conn.close()
             self._reader_conns.clear()
 
-    async def migrate(self) -> list[int]:
-        return await asyncio.to_thread(self._migrate)
+    async def migrate(self, *, fresh_schema: bool = True) -> list[int]:
+        return await asyncio.to_thread(self._migrate, fresh_schema)
 
-    def _migrate(self) -> list[int]:
+    def _migrate(self, fresh_schema: bool) -> list[int]:
         lock_path = self.path + ".lock" if self.path != ":memory:" else None
         lock = open(lock_path, "a") if lock_path else None  # noqa: SIM115
         try:
@@ -197,6 +197,14 @@ class SQLiteStorage:
                         f"database schema version {max(done)} is newer than this Tidings "
                         f"({newest}); upgrade Tidings"
                     )
+                if not done and fresh_schema:
+                    marks = "".join(
+                        f"INSERT INTO tidings_migrations VALUES ({v}, '{n}', {now_ms()});\n"
+                        for v, n, _ in known
+                    )
+                    schema = dialect_file(self.dialect, "schema.sql")
+                    conn.executescript(f"BEGIN IMMEDIATE;\n{schema}\n{marks}COMMIT;")
+                    return [v for v, _, _ in known]
                 applied = []
                 for version, name, sql in known:
                     if version in done:
