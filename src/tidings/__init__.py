@@ -1,35 +1,53 @@
 """Tidings: a self-hostable event platform for Python teams.
 
-Send events with :class:`Tidings`; run the server with ``tidings dev`` or ``tidings serve``.
+Send events with :class:`Tidings`; register durable functions with ``@client.function``; run the
+server with ``tidings dev`` or ``tidings serve`` and workers with ``tidings worker``.
 """
 
 from tidings.errors import (
     ConfigError,
     EncryptionError,
     EventsInvalid,
+    FunctionError,
+    NonRetriableError,
     PayloadTooLarge,
     RequestRejected,
+    RetryAfterError,
     SendError,
+    StepError,
     StorageError,
     TidingsError,
     Unauthorized,
 )
 from tidings.sdk import Event, EventRecord, Tidings
+from tidings.sdk.context import Context, ReceivedEvent, Step, SyncStep
+from tidings.sdk.function import Function, TriggerCron, TriggerEvent
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "Context",
     "EncryptionError",
     "Event",
     "EventRecord",
     "EventsInvalid",
+    "Function",
+    "FunctionError",
+    "NonRetriableError",
     "PayloadTooLarge",
+    "ReceivedEvent",
     "RequestRejected",
+    "RetryAfterError",
     "SendError",
+    "Step",
+    "StepError",
     "StorageError",
+    "SyncStep",
     "Tidings",
     "TidingsError",
+    "TriggerCron",
+    "TriggerEvent",
     "Unauthorized",
     "__version__",
 ]

@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import click
 import httpx
 from rich.console import Console
-from rich.table import Table
+from rich.measure import Measurement
+from rich.table import Column, Table
 
 from tidings.core import keyring_for
 from tidings.crypto import new_key_text, save_dev_keyring
@@ -40,16 +41,32 @@ def _settings(mode: Mode, db: str | None) -> Settings:
 
 
 def _run(fn: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return asyncio.run(fn())  # type: ignore[arg-type]
-    except TidingsError as exc:
-        raise click.ClickException(exc.message) from None
+    return asyncio.run(fn())  # type: ignore[arg-type]
 
 
-@click.group()
+class _Group(click.Group):
+    """Every ``TidingsError`` of every command ends as one ``Error: ...`` line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TidingsError as exc:
+            raise click.ClickException(exc.message) from None
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="tidings")
 def main() -> None:
     """Tidings: events in, durable functions out."""
+
+
+def _print_table(table: Table) -> None:
+    """Print a table whole: piped output is as wide as the table, not cut at 80 columns."""
+    out = console
+    if not console.is_terminal:
+        needed = Measurement.get(console, console.options.update_width(1000), table).maximum
+        out = Console(width=max(console.width, needed))
+    out.print(table)
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:
@@ -58,7 +75,7 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     from tidings.server import create_app
 
     app = create_app(settings)
-    where = settings.database_url
+    where = _safe_url(settings.database_url)
     console.print(f"[bold]Tidings {settings.mode}[/] on http://{host}:{port}  (db: {where})")
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
                             lifespan="on", access_log=False, log_level="warning")
@@ -86,10 +103,7 @@ def serve(host: str, port: int, db: str | None) -> None:
     if not (db or os.environ.get("TIDINGS_DATABASE_URL")):
         raise click.UsageError("tidings serve needs --db URL or TIDINGS_DATABASE_URL")
     settings = _settings("serve", db)
-    try:
-        keyring_for(settings)
-    except TidingsError as exc:
-        raise click.ClickException(exc.message) from None
+    keyring_for(settings)  # fail here, with a clear message, rather than in the server's start
     _serve(settings, host, port)
 
 
@@ -97,16 +111,10 @@ def serve(host: str, port: int, db: str | None) -> None:
 @db_option
 def migrate(db: str | None) -> None:
     """Apply pending database migrations."""
-
-    async def run() -> list[int]:
-        store = storage_for(_settings("dev", db).database_url)
-        applied = await store.migrate()
-        await store.close()
-        return applied
-
-    applied = _run(run)
-    click.echo(f"applied migrations: {', '.join(map(str, applied))}" if applied
-               else "database is up to date")
+    url = _settings("dev", db).database_url
+    # Opening a store applies what is pending (PostgreSQL cannot migrate before it connects).
+    version = _with_storage(db, lambda s: s.schema_version())
+    click.echo(f"database schema is at version {version} ({_safe_url(url)})")
 
 
 @main.group()
@@ -144,11 +152,12 @@ def keys_create(env: str, kind: str, db: str | None) -> None:
 def keys_list(db: str | None) -> None:
     """List keys (prefixes only)."""
     rows = _with_storage(db, lambda s: s.list_keys())
-    table = Table("id", "kind", "env", "prefix", "created", "revoked")
+    table = Table(Column("id", no_wrap=True), "kind", "env", Column("prefix", no_wrap=True),
+                  "created", "revoked")
     for key in rows:
         table.add_row(key.id, key.kind, key.env_name, key.prefix + "…", _time(key.created_at),
                       _time(key.revoked_at) if key.revoked_at else "")
-    console.print(table)
+    _print_table(table)
 
 
 @keys.command("revoke")
@@ -186,16 +195,19 @@ def keys_rotate_encryption(db: str | None) -> None:
         await vault.open()
         return await vault.rewrap(new)
 
-    count = _with_storage(db, rewrap)
+    # The new keyring holds the old keys too, so it is written (or shown) before any data key
+    # is re-wrapped with it: a failure half-way must not leave keys wrapped by a lost key.
     if settings.dev:
         save_dev_keyring(DATA_DIR, new)
-        click.echo(f"active encryption key is now {new.active}; {count} data keys re-wrapped")
     else:
         click.echo(new.text())
-        click.echo(f"set TIDINGS_ENCRYPTION_KEY to the line above ({count} data keys re-wrapped)",
-                   err=True)
-
-
+    count = _with_storage(db, rewrap)
+    if settings.dev:
+        click.echo(f"active encryption key is now {new.active}; {count} data keys re-wrapped")
+        click.echo("restart running servers so that they encrypt with it", err=True)
+    else:
+        click.echo(f"set TIDINGS_ENCRYPTION_KEY to the line above and restart the servers "
+                   f"({count} data keys re-wrapped)", err=True)
 
 
 @main.command()
@@ -237,15 +249,29 @@ def events(name: str | None, limit: int, url: str | None, api_key: str | None) -
         reply = httpx.get(f"{base}/v1/events", params=params, headers=headers, timeout=30)
     except httpx.TransportError as exc:
         raise click.ClickException(f"cannot reach Tidings at {base}: {exc}") from None
-    body = reply.json()
-    if reply.status_code != 200:
-        raise click.ClickException(body.get("error", f"HTTP {reply.status_code}"))
-    table = Table("id", "name", "time", "data")
+    try:
+        body = reply.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or reply.status_code != 200:
+        error = body.get("error") if isinstance(body, dict) else None
+        raise click.ClickException(f"{base} answered {reply.status_code}: "
+                                   f"{error or reply.text[:200]}")
+    table = Table(Column("id", no_wrap=True), "name", Column("time", no_wrap=True), "data")
     for event in body["data"]:
-        text = json.dumps(event["data"], separators=(",", ":"))
+        text = json.dumps(event["data"], separators=(",", ":"), ensure_ascii=False)
         table.add_row(event["id"], event["name"], event["timestamp"],
                       text if len(text) <= 60 else text[:59] + "…")
-    console.print(table)
+    _print_table(table)
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
 def _time(ms: int | None) -> str:

@@ -7,6 +7,10 @@ The hierarchy::
     ├── StorageError            the database refused or could not be reached
     │   └── MigrationError      the schema is not at a version this code understands
     ├── EncryptionError         a ciphertext cannot be read with the configured keys
+    ├── FunctionError           raised by or into user functions
+    │   ├── NonRetriableError   fail the run now, without retries
+    │   ├── RetryAfterError     retry, but not before a given time
+    │   └── StepError           a step failed after its retries (or an invoked function failed)
     ├── RequestRejected         the server refused a request (carries status and message)
     │   ├── Unauthorized        the key is missing, unknown or revoked
     │   ├── PayloadTooLarge     the body, an event or the event count is over a limit
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 class TidingsError(Exception):
@@ -103,3 +108,28 @@ class SendError(TidingsError):
     def __init__(self, message: str | None = None, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class FunctionError(TidingsError):
+    """The function failed."""
+
+
+class NonRetriableError(FunctionError):
+    """The function failed and must not be retried."""
+
+
+class RetryAfterError(FunctionError):
+    """The function failed; retry it after the given delay or at the given time."""
+
+    def __init__(self, message: str | None = None, retry_after: Any = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StepError(FunctionError):
+    """A step failed after its retries; raised where the function awaited it."""
+
+    def __init__(self, message: str, *, name: str = "Error", stack: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.stack = stack

@@ -3,7 +3,7 @@ before their ids are returned."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -21,6 +21,7 @@ class Ingest:
         self._storage = storage
         self._vault = vault
         self._window = settings.dedup_window_ms
+        self.observers: list[Callable[[list[str], bool], None]] = []
 
     async def append(
         self,
@@ -60,7 +61,12 @@ class Ingest:
                     deliver_at=event.deliver_at,
                 )
             )
-        return await self._storage.append_events(rows, now + self._window)
+        ids = await self._storage.append_events(rows, now + self._window)
+        if self.observers:
+            delayed = any(e.deliver_at is not None for e in events)
+            for observer in self.observers:
+                observer(ids, delayed)
+        return ids
 
 
 class EventLog:

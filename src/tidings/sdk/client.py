@@ -12,7 +12,7 @@ import asyncio
 import base64
 import os
 import random
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -20,8 +20,16 @@ from urllib.parse import quote
 
 import httpx
 
-from tidings.errors import SendError
+from tidings.errors import ConfigError, SendError
 from tidings.ids import now_ms
+from tidings.sdk.function import (
+    DEFAULT_RETRIES,
+    Function,
+    Handler,
+    Trigger,
+    TriggerEvent,
+    make_function,
+)
 
 T = TypeVar("T")
 DEFAULT_BASE_URL = "http://127.0.0.1:8288"
@@ -118,6 +126,48 @@ class Tidings:
         self._transport = transport
         self._max_attempts = max(1, max_attempts)
         self._timeout = timeout
+        self._functions: dict[str, Function] = {}
+
+    # -- functions -----------------------------------------------------------------------------
+
+    @property
+    def functions(self) -> list[Function]:
+        """The functions registered on this client (``on_failure`` handlers included)."""
+        return list(self._functions.values())
+
+    def function(
+        self,
+        *,
+        id: str,
+        trigger: Trigger | None = None,
+        triggers: Sequence[Trigger] | None = None,
+        name: str | None = None,
+        retries: int = DEFAULT_RETRIES,
+        on_failure: Handler | None = None,
+    ) -> Callable[[Handler], Function]:
+        """Register the decorated ``async def`` or ``def`` handler (taking one ``ctx``).
+
+        ``on_failure`` runs once the function has failed for good (retries exhausted or a
+        ``NonRetriableError``), with the ``tidings/function.failed`` event as its ``ctx.event``.
+        """
+        chosen = [*([trigger] if trigger is not None else []), *(triggers or [])]
+
+        def decorate(handler: Handler) -> Function:
+            fn = make_function(self.app_id, handler, id=id, triggers=chosen, name=name,
+                               retries=retries)
+            if fn.slug in self._functions:
+                raise ConfigError(f"function {fn.slug!r} is registered twice")
+            self._functions[fn.slug] = fn
+            if on_failure is not None:
+                failure = make_function(
+                    self.app_id, on_failure, id=f"{id}-failure", name=f"{fn.name} (failure)",
+                    retries=0, failure_of=fn.slug,
+                    triggers=[TriggerEvent(event="tidings/function.failed",
+                                           if_=f"event.data.function_id == '{fn.slug}'")])
+                self._functions[failure.slug] = failure
+            return fn
+
+        return decorate
 
     # -- Inngest style -------------------------------------------------------------------------
 

@@ -21,7 +21,12 @@ from tidings.server.event_api import rejection
 from tidings.server.http import encode, read_body
 from tidings.storage.base import Environment, EventQuery
 
-ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+ULID_RE = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
+# ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+MILLIS_RE = re.compile(r"[0-9]{1,15}")
+LIMIT_RE = re.compile(r"[0-9]{1,4}")
+MAX_MILLIS = (1 << 48) - 1  # the largest time a ULID holds
+DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 
 
@@ -57,21 +62,21 @@ def _time_param(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    if raw.lstrip("-").isdigit():
+    if MILLIS_RE.fullmatch(raw) and int(raw) <= MAX_MILLIS:
         return int(raw)
     try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(raw.upper().replace("Z", "+00:00"))
     except ValueError:
         raise RequestRejected(f"{name}: expected an ISO-8601 time or milliseconds since the "
-                              f"epoch, got {raw!r}") from None
+                              f"epoch (0 to {MAX_MILLIS}), got {raw!r}") from None
     if moment.tzinfo is None:
         raise RequestRejected(f"{name}: an ISO-8601 time needs a UTC offset (for example Z)")
     return int(moment.timestamp() * 1000)
 
 
 def _limit_param(request: Request) -> int:
-    raw = request.query_params.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    raw = request.query_params.get("limit", str(DEFAULT_LIMIT))
+    if not LIMIT_RE.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise RequestRejected(f"limit: expected a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
     return int(raw)
 
@@ -83,9 +88,12 @@ def routes(core: Core) -> list[Route]:
         limit = _limit_param(request)
         since, until = _time_param(request, "since"), _time_param(request, "until")
         cursor = request.query_params.get("cursor") or None
-        if cursor is not None and not ULID_RE.match(cursor):
+        if cursor is not None and not ULID_RE.fullmatch(cursor):
             raise RequestRejected(f"cursor: not a cursor this API returned: {cursor!r}")
         name = request.query_params.get("name") or None
+        if name is not None and "\x00" in name:
+            # No event name holds NUL (PostgreSQL text cannot), so do not send it to the database.
+            raise RequestRejected("name: must not contain NUL characters")
         rows = await core.storage.list_events(EventQuery(
             env_id=env.id,
             name=name,
@@ -103,7 +111,7 @@ def routes(core: Core) -> list[Route]:
         _check_params(request, set())
         env = await read_env(core, request)
         event_id = request.path_params["event_id"]
-        event = await core.events.get(env.id, event_id) if ULID_RE.match(event_id) else None
+        event = await core.events.get(env.id, event_id) if ULID_RE.fullmatch(event_id) else None
         if event is None:
             return error_response(404, f"event {event_id!r} not found")
         return json_response(200, {"data": event.to_json()})
@@ -127,16 +135,23 @@ def routes(core: Core) -> list[Route]:
         records = []
         for event_id in ids:
             stored = await core.events.get(env.id, event_id)
-            assert stored is not None
+            if stored is None:
+                # The id is taken by an event of another environment: a seed header reused
+                # across environments. Say so instead of answering with records we do not have.
+                return error_response(409, f"event id {event_id} (from x-inngest-event-id-seed) "
+                                      "belongs to another environment; send without the seed")
             records.append(stored.to_json())
         return json_response(200, {"data": records})
+
+    async def events(request: Request) -> Response:
+        return await (send_events if request.method == "POST" else list_events)(request)
 
     async def health(request: Request) -> Response:
         return json_response(200, {"status": 200, "message": "OK"})
 
+    # One route per path, so a 405 names every method the path has in ``Allow``.
     return [
         Route("/health", health, methods=["GET"]),
-        Route("/v1/events", list_events, methods=["GET"]),
-        Route("/v1/events", send_events, methods=["POST"]),
+        Route("/v1/events", events, methods=["GET", "POST"]),
         Route("/v1/events/{event_id}", get_event, methods=["GET"]),
     ]

@@ -53,7 +53,9 @@ async def _rejected(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, str(exc.detail))
+    response = error_response(exc.status_code, str(exc.detail))
+    response.headers.update(exc.headers or {})  # e.g. ``Allow`` on a 405
+    return response
 
 
 async def _crash(request: Request, exc: Exception) -> Response:
@@ -75,13 +77,19 @@ class TidingsApp:
 
     def _build(self, core: Core) -> None:
         kind = self.settings.server_kind.encode()
-        self._events = EventAPI(core, kind)
+        self._events = events = EventAPI(core, kind)
 
         async def openapi(request: Request) -> Response:
             return json_response(200, document())
 
         starlette = Starlette(
-            routes=[*routes(core), Route("/openapi.json", openapi, methods=["GET"])],
+            routes=[
+                *routes(core),
+                Route("/openapi.json", openapi, methods=["GET"]),
+                # ``__call__`` sends POST /e/... straight to the Event API; this route only
+                # gives the other methods a 405 that names POST.
+                Route("/e/{key:path}", events, methods=["POST"]),
+            ],
             exception_handlers={
                 RequestRejected: _rejected,
                 HTTPException: _http_error,

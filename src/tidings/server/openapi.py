@@ -1,47 +1,80 @@
-"""The OpenAPI document of the JSON endpoints, served at ``/openapi.json``."""
+"""The OpenAPI document of the JSON endpoints, served at ``/openapi.json``.
+
+``tests/acceptance/test_schemathesis.py`` fuzzes the server against it, so every answer the
+server can give (status, headers, body) is written down here.
+"""
 
 from __future__ import annotations
 
 from functools import cache
 from typing import Any
 
+from tidings.events.parse import TS_MAX, TS_MIN
+from tidings.keys import MAX_BRANCH_CHARS
+from tidings.settings import Limits
+
+LIMITS = Limits()
+ULID_PATTERN = "^[0-9A-HJKMNP-TV-Z]{26}$"
+MAX_MILLIS = (1 << 48) - 1
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
 JSON_OBJECT: dict[str, Any] = {"type": "object", "additionalProperties": True}
 NULLABLE_STRING: dict[str, Any] = {"type": ["string", "null"]}
 NULLABLE_TIME: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
+EVENT_TIME: dict[str, Any] = {"oneOf": [
+    {"type": "integer", "minimum": TS_MIN, "maximum": TS_MAX - 1},
+    {"type": "string", "format": "date-time"},
+    {"type": "null"},
+]}
+# Every optional field of an incoming event may also be null, which means "not given".
+MAYBE_OBJECT: dict[str, Any] = {"type": ["object", "null"], "additionalProperties": True}
 
 EVENT_IN: dict[str, Any] = {
     "type": "object",
     "required": ["name"],
     "additionalProperties": False,
     "properties": {
-        "name": {"type": "string", "minLength": 1, "maxLength": 256,
+        "name": {"type": "string", "minLength": 1, "maxLength": LIMITS.max_name_chars,
                  "description": "Event name; the prefixes inngest/ and tidings/ are reserved."},
-        "data": {**JSON_OBJECT, "description": "The payload (Inngest name)."},
-        "payload": {**JSON_OBJECT, "description": "The payload (Trigger.dev name)."},
-        "user": {**JSON_OBJECT, "description": "Encrypted at rest; external_id identifies the "
+        "data": {**MAYBE_OBJECT, "description": "The payload (Inngest name)."},
+        "payload": {**MAYBE_OBJECT, "description": "The payload (Trigger.dev name); give it or "
+                    "data, not two different values."},
+        "user": {**MAYBE_OBJECT, "description": "Encrypted at rest; external_id identifies the "
                  "user for erasure."},
-        "id": {"type": "string", "description": "Idempotency key: a second event with the same "
-               "id in the dedup window is not stored again."},
-        "ts": {"type": "integer", "minimum": 315532800000, "maximum": 4102444799999,
-               "description": "Milliseconds since the epoch; default now."},
-        "timestamp": {"oneOf": [{"type": "integer"}, {"type": "string", "format": "date-time"}]},
-        "v": {"type": "string"},
-        "source": {"type": "string", "minLength": 1, "maxLength": 256, "default": "tidings"},
-        "context": JSON_OBJECT,
-        "account_id": {"type": "string"},
-        "deliver_at": {"oneOf": [{"type": "integer"}, {"type": "string", "format": "date-time"}]},
-        "deliver_after": {"type": "integer", "minimum": 0, "description": "Seconds."},
+        "id": {"type": ["string", "null"], "maxLength": LIMITS.max_id_chars,
+               "description": "Idempotency key: a second event with the same id in the dedup "
+               "window is not stored again."},
+        "ts": {"oneOf": [{"type": "integer", "minimum": TS_MIN, "maximum": TS_MAX - 1},
+                         {"enum": [0, None]}],
+               "description": "Milliseconds since the epoch; default (or 0) now."},
+        "timestamp": {**EVENT_TIME, "description": "Same as ts (Trigger.dev name); give one "
+                      "of them or the same moment in both."},
+        "v": NULLABLE_STRING,
+        "source": {"type": ["string", "null"], "minLength": 1,
+                   "maxLength": LIMITS.max_name_chars, "default": "tidings"},
+        "context": MAYBE_OBJECT,
+        "account_id": NULLABLE_STRING,
+        "deliver_at": {**EVENT_TIME, "description": "Deliver to functions at this time."},
+        "deliver_after": {"type": ["integer", "null"], "minimum": 0,
+                          "description": "Deliver after this many seconds (before 2100)."},
     },
 }
 
 EVENT_RECORD: dict[str, Any] = {
     "type": "object",
-    "required": ["id", "name", "data", "user", "ts", "source", "received_at"],
+    "additionalProperties": False,
+    "required": ["id", "name", "data", "user", "event_id", "idempotency_key", "ts", "timestamp",
+                 "v", "source", "context", "account_id", "received_at", "deliver_at",
+                 "delivered_at", "cancelled_at"],
     "properties": {
-        "id": {"type": "string", "description": "Internal ULID."},
+        "id": {"type": "string", "pattern": ULID_PATTERN, "description": "Internal ULID."},
         "name": {"type": "string"},
         "data": JSON_OBJECT,
-        "user": JSON_OBJECT,
+        "user": {**JSON_OBJECT, "description": "Decrypted; {} when none or erased."},
         "event_id": {"type": "string", "description": "The sender's id, else the internal id."},
         "idempotency_key": NULLABLE_STRING,
         "ts": {"type": "integer"},
@@ -57,21 +90,56 @@ EVENT_RECORD: dict[str, Any] = {
     },
 }
 
+FIELD_ERROR: dict[str, Any] = {
+    "type": "object",
+    "required": ["index", "field", "message"],
+    "properties": {
+        "index": {"type": "integer", "minimum": 0, "description": "Position in the request."},
+        "field": {"type": "string", "description": "Empty when the event as a whole is bad."},
+        "message": {"type": "string"},
+    },
+}
+
 ERROR: dict[str, Any] = {
     "type": "object",
     "required": ["error", "status"],
-    "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
+    "properties": {
+        "error": {"type": "string"},
+        "status": {"type": "integer"},
+        "errors": {"type": "array", "items": _ref("FieldError"),
+                   "description": "One entry per invalid field, when events failed validation."},
+    },
 }
 
 INGEST_REPLY: dict[str, Any] = {
     "type": "object",
     "required": ["ids", "status"],
     "properties": {
-        "ids": {"type": "array", "items": {"type": "string"}},
+        "ids": {"type": "array", "items": {"type": "string", "pattern": ULID_PATTERN},
+                "description": "One per event, in order; empty when nothing was stored."},
         "status": {"type": "integer"},
         "error": {"type": "string"},
-        "errors": {"type": "array", "items": {"type": "object"}},
+        "errors": {"type": "array", "items": _ref("FieldError")},
     },
+}
+
+EVENT_PAGE: dict[str, Any] = {
+    "type": "object",
+    "required": ["data", "cursor"],
+    "properties": {
+        "data": {"type": "array", "items": _ref("EventRecord")},
+        "cursor": {"type": ["string", "null"],
+                   "description": "Pass as cursor for the next (older) page; null at the end."},
+    },
+}
+
+SCHEMAS: dict[str, Any] = {
+    "EventIn": EVENT_IN,
+    "EventRecord": EVENT_RECORD,
+    "FieldError": FIELD_ERROR,
+    "Error": ERROR,
+    "IngestReply": INGEST_REPLY,
+    "EventPage": EVENT_PAGE,
 }
 
 
@@ -80,87 +148,138 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    return {str(code): _json(ERROR, "Error") for code in codes}
+    return {str(code): _json(_ref("Error"), "Error") for code in codes}
 
 
-EVENTS_BODY = {
+def _header(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, "schema": schema,
+            "description": description}
+
+
+ENV_HEADER = _header(
+    "x-inngest-env",
+    {"type": "string", "maxLength": MAX_BRANCH_CHARS, "pattern": "^[^/]*$"},
+    "A branch environment of the key's environment, created on first use.",
+)
+SEED_HEADER = _header(
+    "x-inngest-event-id-seed", {"type": "string"},
+    "'<millis>,<base64 of 10 bytes>': retries with the same seed get the same ids (anything "
+    "else is ignored).",
+)
+READ_HEADERS = [ENV_HEADER]
+SEND_HEADERS = [ENV_HEADER, SEED_HEADER]
+
+EVENTS_BODY: dict[str, Any] = {
     "required": True,
-    "content": {"application/json": {"schema": {
-        "oneOf": [EVENT_IN, {"type": "array", "items": EVENT_IN, "maxItems": 5000}]}}},
+    "content": {"application/json": {"schema": {"oneOf": [
+        _ref("EventIn"),
+        {"type": "array", "items": _ref("EventIn"),
+         "maxItems": LIMITS.max_events_per_request},
+    ]}}},
 }
+
+
+def _time_query(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "description": description, "schema": {"anyOf": [
+        {"type": "integer", "minimum": 0, "maximum": MAX_MILLIS},
+        {"type": "string", "format": "date-time"},
+    ]}}
 
 
 @cache
 def document() -> dict[str, Any]:
-    ingest_errors = {str(c): _json(INGEST_REPLY, "Rejected; nothing stored")
+    """The OpenAPI 3.1 document (built once)."""
+    ingest_errors = {str(c): _json(_ref("IngestReply"), "Rejected; nothing stored")
                      for c in (400, 401, 413, 415)}
+    api_key: list[dict[str, list[str]]] = [{"apiKey": []}]
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Tidings", "version": "1"},
+        "info": {"title": "Tidings", "version": "1",
+                 "description": "Events in, durable functions out. Every answer is JSON."},
         "paths": {
-            "/e/{key}": {
-                "post": {
-                    "summary": "Send events (Inngest-compatible Event API)",
-                    "parameters": [
-                        {"name": "key", "in": "path", "required": True,
-                         "schema": {"type": "string"}},
-                        {"name": "x-inngest-event-id-seed", "in": "header", "required": False,
-                         "schema": {"type": "string"}},
-                    ],
-                    "requestBody": EVENTS_BODY,
-                    "responses": {"200": _json(INGEST_REPLY, "Stored"), **ingest_errors},
-                }
-            },
+            "/e/{key}": {"post": {
+                "operationId": "ingest",
+                "summary": "Send events (Inngest-compatible Event API)",
+                "description": "Answers only after the events are committed; a request with "
+                               "one bad event stores nothing.",
+                "parameters": [
+                    {"name": "key", "in": "path", "required": True,
+                     "schema": {"type": "string", "minLength": 1},
+                     "description": "Event key (any in dev)."},
+                    *SEND_HEADERS,
+                ],
+                "requestBody": EVENTS_BODY,
+                "responses": {"200": _json(_ref("IngestReply"), "Stored"), **ingest_errors},
+            }},
             "/v1/events": {
                 "get": {
+                    "operationId": "listEvents",
                     "summary": "List events, newest first",
+                    "security": api_key,
                     "parameters": [
-                        {"name": "name", "in": "query", "schema": {"type": "string"}},
-                        {"name": "since", "in": "query", "schema": {"type": "string"}},
-                        {"name": "until", "in": "query", "schema": {"type": "string"}},
-                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                        {"name": "name", "in": "query",
+                         "schema": {"type": "string", "pattern": "^[^\\x00]*$"}},
+                        _time_query("since", "Events at or after this time."),
+                        _time_query("until", "Events before this time."),
+                        {"name": "cursor", "in": "query",
+                         "schema": {"type": "string", "pattern": ULID_PATTERN}},
                         {"name": "limit", "in": "query",
-                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                    "default": 50}},
+                        *READ_HEADERS,
                     ],
-                    "responses": {
-                        "200": _json({
-                            "type": "object",
-                            "required": ["data", "cursor"],
-                            "properties": {
-                                "data": {"type": "array", "items": EVENT_RECORD},
-                                "cursor": NULLABLE_STRING,
-                            },
-                        }, "A page of events"),
-                        **_errors(400, 401),
-                    },
+                    "responses": {"200": _json(_ref("EventPage"), "A page of events"),
+                                  **_errors(400, 401)},
                 },
                 "post": {
+                    "operationId": "sendEvents",
                     "summary": "Send events and get the stored records back",
-                    "parameters": [{"name": "authorization", "in": "header",
-                                    "schema": {"type": "string"}}],
+                    "security": [{"eventKey": []}],
+                    "parameters": SEND_HEADERS,
                     "requestBody": EVENTS_BODY,
                     "responses": {
                         "200": _json({"type": "object", "required": ["data"], "properties": {
-                            "data": {"type": "array", "items": EVENT_RECORD}}}, "Stored"),
-                        **_errors(400, 401, 413, 415),
+                            "data": {"type": "array", "items": _ref("EventRecord")}}}, "Stored"),
+                        **_errors(400, 401, 409, 413, 415),
                     },
                 },
             },
-            "/v1/events/{event_id}": {
-                "get": {
-                    "summary": "One event, with user decrypted",
-                    "parameters": [{"name": "event_id", "in": "path", "required": True,
-                                    "schema": {"type": "string"}}],
-                    "responses": {
-                        "200": _json({"type": "object", "required": ["data"],
-                                      "properties": {"data": EVENT_RECORD}}, "The event"),
-                        **_errors(400, 401, 404),
-                    },
-                }
-            },
-            "/health": {
-                "get": {"summary": "Health", "responses": {"200": _json(
-                    {"type": "object"}, "OK")}}
+            "/v1/events/{event_id}": {"get": {
+                "operationId": "getEvent",
+                "summary": "One event, with user decrypted",
+                "security": api_key,
+                "parameters": [
+                    {"name": "event_id", "in": "path", "required": True,
+                     "schema": {"type": "string", "minLength": 1}},
+                    *READ_HEADERS,
+                ],
+                "responses": {"200": _json({"type": "object", "required": ["data"],
+                                            "properties": {"data": _ref("EventRecord")}},
+                                           "The event"),
+                              **_errors(400, 401, 404)},
+            }},
+            "/health": {"get": {
+                "operationId": "health",
+                "summary": "Health",
+                "responses": {"200": _json({
+                    "type": "object", "required": ["status", "message"],
+                    "properties": {"status": {"const": 200}, "message": {"type": "string"}},
+                }, "OK")},
+            }},
+            "/openapi.json": {"get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "responses": {"200": _json({"type": "object", "required": ["openapi", "paths"]},
+                                           "OpenAPI 3.1")},
+            }},
+        },
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer",
+                           "description": "An API key (tda_...); tidings dev needs none."},
+                "eventKey": {"type": "http", "scheme": "bearer",
+                             "description": "An event key (tdk_...); any in tidings dev."},
             },
         },
     }

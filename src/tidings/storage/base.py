@@ -7,11 +7,15 @@ backend re-encodes what ingest already encoded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from tidings.storage.tx import Tx
 
 KeyKind = Literal["event", "api"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +97,12 @@ class Storage(Protocol):
         """
 
     async def schema_version(self) -> int: ...
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in a write transaction; its result once committed."""
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` on a read connection."""
 
     async def ensure_env(self, name: str, parent_id: str | None = None) -> Environment:
         """The environment of that name under that parent, created if missing."""

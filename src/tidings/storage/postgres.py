@@ -7,11 +7,13 @@ an advisory lock, so processes starting together apply them once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg.types.string import TextLoader
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from tidings.errors import MigrationError, StorageError
 from tidings.ids import new_id, now_ms
@@ -26,7 +28,9 @@ from tidings.storage.base import (
     migration_files,
     split_queries,
 )
+from tidings.storage.tx import PostgresTx, Tx
 
+T = TypeVar("T")
 Q = split_queries(dialect_file("postgres", "queries.sql"))
 ID_MAX = "~"
 MIGRATION_LOCK = 0x7469_6469_6E67  # "tiding"
@@ -43,10 +47,15 @@ class PostgresStorage:
             url, min_size=min_size, max_size=max_size, open=False,
             kwargs={"autocommit": True}, name="tidings",
         )
+        self._sync_pool = ConnectionPool(
+            url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True},
+            configure=_text_json, name="tidings-sync",
+        )
 
     async def open(self) -> None:
         try:
             await self._pool.open(wait=True, timeout=15)
+            await asyncio.to_thread(self._sync_pool.open, True, 15)
         except psycopg.Error as exc:
             raise StorageError(f"cannot connect to PostgreSQL: {exc}") from None
         except Exception as exc:  # the pool raises its own PoolTimeout
@@ -55,6 +64,28 @@ class PostgresStorage:
 
     async def close(self) -> None:
         await self._pool.close()
+        await asyncio.to_thread(self._sync_pool.close)
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in one transaction on a pooled connection (in a worker thread)."""
+        return await asyncio.to_thread(self._transact, fn)
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        return await asyncio.to_thread(self._autocommit, fn)
+
+    def _transact(self, fn: Callable[[Tx], T]) -> T:
+        for attempt in range(5):
+            try:
+                with self._sync_pool.connection() as conn, conn.transaction():
+                    return fn(PostgresTx(conn))
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _autocommit(self, fn: Callable[[Tx], T]) -> T:
+        with self._sync_pool.connection() as conn:
+            return fn(PostgresTx(conn))
 
     async def migrate(self, *, fresh_schema: bool = True) -> list[int]:
         applied: list[int] = []
@@ -220,6 +251,12 @@ class PostgresStorage:
             await cur.executemany(
                 Q["update_user_key"], [(k.wrapped, k.env_id, k.subject) for k in keys]
             )
+
+
+def _text_json(conn: psycopg.Connection[Any]) -> None:
+    """JSON columns come back as text: the shared logic decodes them itself."""
+    conn.adapters.register_loader("json", TextLoader)
+    conn.adapters.register_loader("jsonb", TextLoader)
 
 
 def _env(row: Any) -> Environment:

@@ -31,6 +31,7 @@ from tidings.storage.base import (
     migration_files,
     split_queries,
 )
+from tidings.storage.tx import SQLiteTx, Tx
 
 T = TypeVar("T")
 Q = split_queries(dialect_file("sqlite", "queries.sql"))
@@ -173,6 +174,13 @@ class SQLiteStorage:
             for conn in self._reader_conns:
                 conn.close()
             self._reader_conns.clear()
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in the writer's next group commit; its result once committed."""
+        return await self._write(lambda conn: fn(SQLiteTx(conn)))
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        return await self._read(lambda conn: fn(SQLiteTx(conn)))
 
     async def migrate(self, *, fresh_schema: bool = True) -> list[int]:
         return await asyncio.to_thread(self._migrate, fresh_schema)

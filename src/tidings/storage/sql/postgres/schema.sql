@@ -61,3 +61,101 @@ CREATE TABLE user_keys (
     created_at BIGINT NOT NULL,
     PRIMARY KEY (env_id, subject)
 );
+
+CREATE TABLE functions (
+    id TEXT PRIMARY KEY,
+    env_id TEXT NOT NULL REFERENCES environments (id),
+    app_id TEXT NOT NULL,
+    slug TEXT NOT NULL,
+    name TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    url TEXT,
+    config JSON NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    archived_at BIGINT,
+    UNIQUE (env_id, slug)
+);
+
+CREATE TABLE registry (
+    name TEXT PRIMARY KEY,
+    version BIGINT NOT NULL
+);
+
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    env_id TEXT NOT NULL,
+    function_id TEXT NOT NULL REFERENCES functions (id),
+    queue TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_ids JSON,
+    dedup_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    due_at BIGINT,
+    lease_owner TEXT,
+    lease_until BIGINT,
+    lease_token BIGINT NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    started_at BIGINT,
+    ended_at BIGINT,
+    progress_at BIGINT NOT NULL,
+    output JSON,
+    error JSON,
+    parent_run_id TEXT,
+    parent_step TEXT,
+    rerun_of TEXT,
+    replay_id TEXT,
+    UNIQUE (function_id, dedup_key)
+);
+
+CREATE INDEX runs_due ON runs (queue, due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX runs_env ON runs (env_id, id);
+CREATE INDEX runs_function ON runs (function_id, id);
+CREATE INDEX runs_event ON runs (event_id);
+
+CREATE TABLE steps (
+    run_id TEXT NOT NULL,
+    step TEXT NOT NULL,
+    name TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    output JSON,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    started_at BIGINT,
+    ended_at BIGINT,
+    PRIMARY KEY (run_id, step)
+);
+
+CREATE TABLE pauses (
+    run_id TEXT NOT NULL,
+    step TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    env_id TEXT NOT NULL,
+    event_name TEXT,
+    condition TEXT,
+    trigger_event JSON,
+    correlation TEXT,
+    since_id TEXT,
+    until BIGINT NOT NULL,
+    PRIMARY KEY (run_id, step)
+);
+
+CREATE INDEX pauses_wait ON pauses (env_id, event_name) WHERE kind = 'wait';
+CREATE INDEX pauses_correlation ON pauses (correlation) WHERE correlation IS NOT NULL;
+
+CREATE INDEX events_undelivered ON events (deliver_at)
+    WHERE delivered_at IS NULL AND cancelled_at IS NULL;
+
+CREATE TABLE replays (
+    id TEXT PRIMARY KEY,
+    env_id TEXT NOT NULL,
+    function_id TEXT NOT NULL,
+    since_ms BIGINT NOT NULL,
+    until_ms BIGINT NOT NULL,
+    statuses TEXT NOT NULL,
+    total BIGINT NOT NULL,
+    created BIGINT NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL
+);

@@ -1,0 +1,442 @@
+"""The executor: leases due runs of one queue and drives each forward by one call.
+
+A call replays the run's recorded steps, runs what is new, and ends in an ``Outcome`` that the
+executor turns into state in one transaction: the run's end, its retry time, or its pauses.
+Leases are renewed while calls are in flight; a worker that dies stops renewing, its leases
+expire, and another worker picks the runs up where their recorded steps end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from tidings.core import Core
+from tidings.engine.backoff import Backoff, clamp_retry_after
+from tidings.engine.native import NativeDriver
+from tidings.engine.outcomes import (
+    Blocked,
+    Invoke,
+    Outcome,
+    RetryStep,
+    RunDone,
+    RunFailed,
+    Sleep,
+    WaitForEvent,
+)
+from tidings.errors import RequestRejected
+from tidings.events.parse import parse_events
+from tidings.ids import floor_id, new_id, now_ms
+from tidings.router.registry import Registry
+from tidings.router.route import look_back
+from tidings.runs import store
+from tidings.runs.model import COMPLETED, FAILED, FunctionRow, Run, StepRow, dumps
+from tidings.sdk.context import _Interrupt
+from tidings.sdk.function import Function
+from tidings.storage.base import EventRow
+from tidings.storage.tx import Tx
+
+log = logging.getLogger("tidings.engine")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineSettings:
+    lease_ms: int = 30_000
+    heartbeat_ms: int = 10_000
+    concurrency: int = 100
+    idle_poll_ms: int = 250
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
+
+
+class _Host:
+    """The engine's side of one call (``StepHost`` for the SDK's step tools)."""
+
+    def __init__(self, executor: Executor, run: Run, fn: FunctionRow, steps: list[StepRow]) -> None:
+        self._executor = executor
+        self._run = run
+        self._fn = fn
+        self._memo = {s.step: s for s in steps if s.status in ("completed", "failed")}
+        self._position = len(steps)
+        self.blockers: list[Any] = []
+        self.retry: RetryStep | None = None
+        self.lost = False
+
+    def memo(self, step: str) -> tuple[bool, Any]:
+        row = self._memo.get(step)
+        return (True, row.output) if row is not None else (False, None)
+
+    def now(self) -> int:
+        return self._executor.clock()
+
+    def _next_position(self) -> int:
+        self._position += 1
+        return self._position - 1
+
+    async def completed(self, step: str, name: str, output: bytes) -> None:
+        now = self.now()
+        position = self._next_position()
+        text = output.decode()
+        ok = await self._executor.storage.write(
+            lambda tx: store.record_step(tx, self._run, step, name, position, text, now, now))
+        if not ok:
+            self.lost = True
+            raise _Interrupt()
+
+    async def errored(self, step: str, name: str, error: dict[str, Any]) -> bool:
+        now = self.now()
+        position = self._next_position()
+        retries = self._fn.retries
+        final = await self._executor.storage.write(
+            lambda tx: store.record_step_error(tx, self._run, step, name, position, error,
+                                               retries, now, now))
+        if final is None:
+            self.lost = True
+            raise _Interrupt()
+        if not final:
+            attempts = await self._executor.storage.read(
+                lambda tx: tx.one("step_attempts", (self._run.id, step)))
+            failures = int(attempts[0]) if attempts else 1
+            self.retry = RetryStep(step, now + self._executor.settings.backoff.delay(failures))
+        return final
+
+    def block(self, blocker: Any) -> None:
+        self.blockers.append(blocker)
+
+    async def send(self, events: list[dict[str, Any]]) -> list[str]:
+        return await self._executor.send(self._run.env_id, events)
+
+
+class Executor:
+    def __init__(self, core: Core, registry: Registry, functions: Mapping[str, Function], *,
+                 queue: str, settings: EngineSettings | None = None,
+                 clock: Callable[[], int] = now_ms,
+                 on_events: Callable[[list[str]], None] | None = None,
+                 on_due: Callable[[str], None] | None = None) -> None:
+        self.core = core
+        self.storage = core.storage
+        self.registry = registry
+        self.functions = dict(functions)
+        self.queue = queue
+        self.settings = settings or EngineSettings()
+        self.clock = clock
+        self.owner = worker_id()
+        self._on_events = on_events or (lambda ids: None)
+        self._on_due = on_due or (lambda queue: None)
+        self._driver = NativeDriver()
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._leases: dict[str, int] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._loop(), name="tidings-executor"),
+                       asyncio.create_task(self._heartbeat(), name="tidings-heartbeat")]
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop claiming; let calls in flight finish for ``grace`` seconds, then hand the rest
+        back (their leases are released so another worker continues them at once)."""
+        self._stopping = True
+        self._wake.set()
+        if self._inflight:
+            _, pending = await asyncio.wait(list(self._inflight.values()), timeout=grace)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._leases:
+            leases = list(self._leases.items())
+
+            def release_all(tx: Tx) -> None:
+                for run_id, token in leases:
+                    store.release(tx, run_id, token)
+
+            await self.storage.write(release_all)
+        self._driver.close()
+
+    async def drain(self, *, max_rounds: int = 10_000) -> int:
+        """Run everything due now, and what that makes due, until nothing is left (tests)."""
+        total = 0
+        for _ in range(max_rounds):
+            claimed = await self._claim(self.settings.concurrency)
+            if not claimed:
+                break
+            total += len(claimed)
+            await asyncio.gather(*(self._drive(run) for run in claimed))
+        return total
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            room = self.settings.concurrency - len(self._inflight)
+            claimed = await self._claim(room) if room > 0 else []
+            for run in claimed:
+                task = asyncio.create_task(self._drive(run))
+                self._inflight[run.id] = task
+                task.add_done_callback(self._forget)
+            if claimed and len(claimed) == room:
+                await asyncio.sleep(0)
+                continue
+            if claimed:
+                continue
+            await self._idle()
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        for run_id, running in list(self._inflight.items()):
+            if running is task:
+                del self._inflight[run_id]
+
+    async def _idle(self) -> None:
+        self._wake.clear()
+        due = await self.storage.read(lambda tx: store.next_due(tx, self.queue))
+        wait = self.settings.idle_poll_ms / 1000
+        if due is not None:
+            wait = max(0.0, min(wait, (due - self.clock()) / 1000))
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _claim(self, limit: int) -> list[Run]:
+        if limit <= 0:
+            return []
+        now = self.clock()
+        runs = await self.storage.write(lambda tx: store.claim(
+            tx, self.queue, self.owner, now, self.settings.lease_ms, limit))
+        for run in runs:
+            self._leases[run.id] = run.lease_token
+        return runs
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_ms / 1000)
+            if self._leases:
+                try:
+                    await self._renew(list(self._leases.items()))
+                except Exception:
+                    log.exception("renewing leases failed")
+
+    async def _renew(self, leases: list[tuple[str, int]]) -> None:
+        until = self.clock() + self.settings.lease_ms
+        await self.storage.write(lambda tx: store.renew(tx, leases, until))
+
+    # -- one call ------------------------------------------------------------------------------
+
+    async def _drive(self, run: Run) -> None:
+        try:
+            await self._call(run)
+        except Exception:
+            log.exception("run %s: call failed inside the engine; it will be retried", run.id)
+            with contextlib.suppress(Exception):
+                await self.storage.write(lambda tx: store.release(tx, run.id, run.lease_token))
+        finally:
+            self._leases.pop(run.id, None)
+
+    async def _call(self, run: Run) -> None:
+        fn_row = await self._function_row(run.function_id)
+        fn = self.functions.get(fn_row.slug) if fn_row else None
+        if fn_row is None or fn is None:
+            log.warning("run %s: function %s is not served by this worker", run.id,
+                        fn_row.slug if fn_row else run.function_id)
+            await self.storage.write(lambda tx: store.release(tx, run.id, run.lease_token))
+            return
+        now = self.clock()
+        steps = await self.storage.write(lambda tx: store.open_call(tx, run, now))
+        if steps is None:
+            return
+        event, events = await self._events(run)
+        host = _Host(self, run, fn_row, steps)
+        outcome = await self._driver.call(fn, host, run_id=run.id, attempt=run.attempt,
+                                          event=event, events=events)
+        if outcome is None:
+            return
+        await self._settle(run, fn_row, event, events, outcome)
+
+    async def _function_row(self, function_id: str) -> FunctionRow | None:
+        for fn in self.registry.functions():
+            if fn.id == function_id:
+                return fn
+        return await self.storage.read(lambda tx: store.function_by_id(tx, function_id))
+
+    async def _events(self, run: Run) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        ids = run.event_ids or [run.event_id]
+        loaded = []
+        for event_id in ids:
+            stored = await self.core.events.get(run.env_id, event_id)
+            if stored is None:
+                continue
+            data: dict[str, Any] = {"id": stored.key or stored.id, "name": stored.name,
+                                    "data": stored.data, "user": stored.user, "ts": stored.ts,
+                                    "source": stored.source}
+            if stored.v is not None:
+                data["v"] = stored.v
+            if stored.context is not None:
+                data["context"] = stored.context
+            loaded.append(data)
+        if not loaded:
+            loaded = [{"id": run.event_id, "name": "tidings/missing", "data": {}, "ts": 0}]
+        return loaded[0], loaded
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    async def _settle(self, run: Run, fn: FunctionRow, event: dict[str, Any],
+                      events: list[dict[str, Any]], outcome: Outcome) -> None:
+        now = self.clock()
+        emitted: list[str] = []
+        due_now = False
+        if isinstance(outcome, RunDone):
+            output = msgspec.json.decode(outcome.output)
+            rows = self._lifecycle(run, fn, event, events, "finished", now, result=output)
+            await self.storage.write(lambda tx: self._end(tx, run, COMPLETED, output, None,
+                                                          rows, now))
+            emitted = [r.id for r in rows]
+        elif isinstance(outcome, RunFailed):
+            if outcome.retriable and run.attempt < fn.retries:
+                at = (clamp_retry_after(outcome.retry_at, now) if outcome.retry_at
+                      else now + self.settings.backoff.delay(run.attempt + 1))
+                await self.storage.write(
+                    lambda tx: store.reschedule(tx, run, due_at=at, attempt=run.attempt + 1))
+            else:
+                rows = [*self._lifecycle(run, fn, event, events, "failed", now,
+                                         error=outcome.error),
+                        *self._lifecycle(run, fn, event, events, "finished", now,
+                                         error=outcome.error)]
+                await self.storage.write(lambda tx: self._end(tx, run, FAILED, None,
+                                                              outcome.error, rows, now))
+                emitted = [r.id for r in rows]
+        elif isinstance(outcome, RetryStep):
+            at = outcome.retry_at if outcome.retry_at is not None else now
+            await self.storage.write(
+                lambda tx: store.reschedule(tx, run, due_at=at, attempt=run.attempt))
+        elif isinstance(outcome, Blocked):
+            plans = [await self._plan_invoke(run, b, now) if isinstance(b, Invoke) else None
+                     for b in outcome.blockers]
+            due_now = await self.storage.write(
+                lambda tx: self._pause(tx, run, fn, event, outcome, plans, now))
+            emitted = [p[0].id for p in plans if p is not None]
+        if emitted:
+            self._on_events(emitted)
+        if due_now:
+            self._on_due(self.queue)
+            self.wake()
+
+    def _end(self, tx: Tx, run: Run, status: str, output: Any, error: Any,
+             rows: list[EventRow], now: int) -> None:
+        if store.finish(tx, run, status=status, output=output, error=error, now=now):
+            for row in rows:
+                store.insert_event(tx, row, delivered_at=None)
+            if run.parent_run_id:
+                tx.one("notify", ("*",))
+
+    def _lifecycle(self, run: Run, fn: FunctionRow, event: dict[str, Any],
+                   events: list[dict[str, Any]], kind: str, now: int, *,
+                   result: Any = None, error: Any = None) -> list[EventRow]:
+        name = f"tidings/function.{kind}"
+        if not self.registry.listens(run.env_id, name):
+            return []
+        data: dict[str, Any] = {"function_id": fn.slug, "run_id": run.id, "event": event,
+                                "events": events}
+        if error is not None:
+            data["error"] = error
+        else:
+            data["result"] = result
+        event_id = run.id if kind != "finished" else new_id(now)
+        if kind == "failed":
+            event_id = new_id(now)
+        return [EventRow(id=event_id, env_id=run.env_id, name=name,
+                         data=msgspec.json.encode(data), user=None, user_subject=None, key=None,
+                         ts=now, v=None, source="tidings", context=None, account_id=None,
+                         received_at=now, deliver_at=None)]
+
+    async def _plan_invoke(self, run: Run, blocker: Invoke,
+                           now: int) -> tuple[EventRow, str] | None:
+        target = self.registry.function(run.env_id, blocker.function)
+        if target is None:
+            return None
+        event_id = new_id(now)
+        user, subject = await self.core.vault.seal(run.env_id, event_id, blocker.user or {})
+        data = {**blocker.data, "_tidings": {"parent_run_id": run.id, "step": blocker.step}}
+        row = EventRow(id=event_id, env_id=run.env_id, name="tidings/function.invoked",
+                       data=msgspec.json.encode(data), user=user, user_subject=subject,
+                       key=None, ts=now, v=None, source="tidings", context=None,
+                       account_id=None, received_at=now, deliver_at=None)
+        return row, target.id
+
+    def _pause(self, tx: Tx, run: Run, fn: FunctionRow, event: dict[str, Any],
+               outcome: Blocked, plans: list[tuple[EventRow, str] | None], now: int) -> bool:
+        if store.leased_status(tx, run.id, run.lease_token) is None:
+            return False
+        since = floor_id(run.progress_at)
+        for blocker, plan in zip(outcome.blockers, plans, strict=True):
+            if isinstance(blocker, Sleep):
+                store.pause(tx, run, step=blocker.step, name=blocker.name, kind="sleep",
+                            until=blocker.until)
+            elif isinstance(blocker, WaitForEvent):
+                store.pause(tx, run, step=blocker.step, name=blocker.name, kind="wait",
+                            until=blocker.until, event_name=blocker.event,
+                            condition=blocker.condition, trigger_event=dumps(event),
+                            since_id=since)
+                look_back(tx, run.env_id, run.id, blocker.step, blocker.name, blocker.event,
+                          blocker.condition, event, since, now)
+            elif isinstance(blocker, Invoke):
+                if plan is None:
+                    store.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
+                                until=blocker.until)
+                    store.resolve_pause(tx, run.id, blocker.step, blocker.name, {"error": {
+                        "name": "FunctionNotFound",
+                        "message": f"function {blocker.function!r} not found"}}, now,
+                        failed=True)
+                    continue
+                row, target_id = plan
+                store.insert_event(tx, row, delivered_at=now)
+                target = store.function_by_id(tx, target_id)
+                assert target is not None
+                child = store.create_run(tx, fn=target, event_id=row.id, due_at=now, now=now,
+                                         dedup_key=f"invoke:{run.id}:{blocker.step}",
+                                         parent_run_id=run.id, parent_step=blocker.step)
+                existing = child or tx.one("run_for_dedup",
+                                           (target.id, f"invoke:{run.id}:{blocker.step}"))
+                correlation = child if child else (existing[0] if existing else None)
+                store.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
+                            until=blocker.until, correlation=correlation)
+                if child:
+                    tx.one("notify", (target.queue,))
+        store.park(tx, run, now)
+        again = store.get_run(tx, run.id)
+        return again is not None and again.due_at is not None and again.due_at <= now
+
+    # -- sending from inside a run -------------------------------------------------------------
+
+    async def send(self, env_id: str, events: list[dict[str, Any]]) -> list[str]:
+        now = self.clock()
+        try:
+            parsed = parse_events(msgspec.json.encode(events), self.core.settings.limits, now)
+        except RequestRejected as exc:
+            from tidings.errors import NonRetriableError
+
+            raise NonRetriableError(f"send_event: {exc.message}") from None
+        ids = await self.core.ingest.append(env_id, parsed, received_at=now)
+        self._on_events(ids)
+        return ids

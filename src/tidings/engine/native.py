@@ -1,0 +1,107 @@
+"""The native driver: calls a Python function registered with the Tidings SDK, in-process.
+
+Async handlers run on the event loop; plain ``def`` handlers run in a thread pool with a
+synchronous step facade. Either way the call ends in one ``Outcome``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from tidings.engine.outcomes import (
+    Blocked,
+    Outcome,
+    RetryStep,
+    RunDone,
+    RunFailed,
+    error_json,
+)
+from tidings.errors import NonRetriableError, RetryAfterError, StepError
+from tidings.sdk.context import (
+    Context,
+    ReceivedEvent,
+    Step,
+    StepHost,
+    SyncStep,
+    _Interrupt,
+    encode_output,
+)
+from tidings.sdk.function import Function
+
+log = logging.getLogger("tidings.functions")
+
+
+class CallControl(StepHost, Protocol):
+    """What the driver reads back after a call: pauses requested, a step to retry."""
+
+    blockers: list[Any]
+    retry: RetryStep | None
+    lost: bool
+
+
+def retry_at(exc: RetryAfterError, now: int) -> int | None:
+    value = exc.retry_after
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    if isinstance(value, timedelta):
+        return now + int(value.total_seconds() * 1000)
+    if isinstance(value, int | float):
+        return now + int(value)
+    return None
+
+
+class NativeDriver:
+    def __init__(self, threads: int = 32) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tidings-fn")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def call(self, fn: Function, host: CallControl, *, run_id: str, attempt: int,
+                   event: dict[str, Any], events: list[dict[str, Any]]) -> Outcome | None:
+        """Call the function once; None when the call was abandoned (its lease was lost)."""
+        step = Step(host)
+        received = [ReceivedEvent.from_json(e) for e in events]
+        ctx = Context(event=ReceivedEvent.from_json(event), events=received, run_id=run_id,
+                      attempt=attempt, step=step,
+                      logger=logging.LoggerAdapter(log, {"run_id": run_id,
+                                                         "function": fn.slug}))
+        try:
+            if fn.is_async:
+                result = await fn.handler(ctx)
+            else:
+                loop = asyncio.get_running_loop()
+                ctx.step = SyncStep(step, loop)
+                result = await loop.run_in_executor(self._pool, fn.handler, ctx)
+        except _Interrupt:
+            if host.lost:
+                return None
+            if host.retry is not None:
+                return host.retry
+            return Blocked(tuple(host.blockers))
+        except NonRetriableError as exc:
+            return RunFailed(error_json(exc), retriable=False)
+        except RetryAfterError as exc:
+            return RunFailed(error_json(exc), retriable=True, retry_at=retry_at(exc, host.now()))
+        except StepError as exc:
+            return RunFailed({"name": exc.name, "message": exc.message, "stack": exc.stack},
+                             retriable=False)
+        except Exception as exc:
+            return RunFailed(error_json(exc), retriable=True)
+        if host.lost:
+            return None
+        if host.blockers:
+            return Blocked(tuple(host.blockers))
+        try:
+            return RunDone(_unwrap(encode_output(result)))
+        except NonRetriableError as exc:
+            return RunFailed(error_json(exc), retriable=False)
+
+
+def _unwrap(wrapped: bytes) -> bytes:
+    # encode_output gives {"data": value}; a run's output is the bare value.
+    return wrapped[len(b'{"data":'):-1]

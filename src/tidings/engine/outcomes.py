@@ -1,0 +1,102 @@
+"""The small vocabulary a driver answers the executor with, whichever driver it is.
+
+During a call a driver reports finished steps (``StepDone``, ``StepErrored``) as they happen; the
+call then ends with one ``Outcome``: the function returned (``RunDone``), failed (``RunFailed``),
+is blocked on sleeps, waits or invocations (``Blocked``), or a step must be retried later
+(``RetryStep``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+ErrorJSON = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StepDone:
+    step: str
+    name: str
+    output: bytes  # the JSON of {"data": value}
+
+
+@dataclass(frozen=True, slots=True)
+class StepErrored:
+    step: str
+    name: str
+    error: ErrorJSON
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    step: str
+    name: str
+    until: int
+
+
+@dataclass(frozen=True, slots=True)
+class WaitForEvent:
+    step: str
+    name: str
+    event: str
+    condition: str | None
+    until: int
+
+
+@dataclass(frozen=True, slots=True)
+class Invoke:
+    step: str
+    name: str
+    function: str
+    data: dict[str, Any]
+    user: dict[str, Any] | None
+    until: int
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A step the function wants run on its own call (parallel steps over HTTP)."""
+
+    step: str
+    name: str
+
+
+Blocker = Sleep | WaitForEvent | Invoke
+
+
+@dataclass(frozen=True, slots=True)
+class RunDone:
+    output: bytes  # the JSON of the function's return value
+
+
+@dataclass(frozen=True, slots=True)
+class RunFailed:
+    error: ErrorJSON
+    retriable: bool = True
+    retry_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    blockers: tuple[Blocker, ...]
+    planned: tuple[Planned, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RetryStep:
+    step: str
+    retry_at: int | None = None
+
+
+Outcome = RunDone | RunFailed | Blocked | RetryStep
+
+
+def error_json(exc: BaseException) -> ErrorJSON:
+    import traceback
+
+    return {
+        "name": type(exc).__name__,
+        "message": str(exc),
+        "stack": "".join(traceback.format_exception(exc)),
+    }

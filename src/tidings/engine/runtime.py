@@ -1,0 +1,128 @@
+"""The runtime of a process: registers its native apps, routes, executes, fires crons.
+
+``tidings dev -a module:client`` runs one next to the HTTP server; ``tidings worker`` runs one
+alone. Everything it knows is in the database, so any number of them can share one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING
+
+from tidings.core import Core
+from tidings.engine.executor import EngineSettings, Executor
+from tidings.engine.scheduler import CronService
+from tidings.ids import now_ms
+from tidings.router.registry import Registry
+from tidings.router.route import Routed
+from tidings.router.service import RouterService
+from tidings.runs import store
+from tidings.runs.store import FunctionDef
+from tidings.storage.base import Environment
+
+if TYPE_CHECKING:
+    from tidings.sdk.client import Tidings
+
+log = logging.getLogger("tidings.runtime")
+
+
+def native_queue(app_id: str) -> str:
+    return f"native:{app_id}"
+
+
+class Runtime:
+    def __init__(self, core: Core, apps: Sequence[Tidings] = (), *,
+                 env: str = "dev", settings: EngineSettings | None = None,
+                 clock: Callable[[], int] = now_ms, route: bool = True) -> None:
+        self.core = core
+        self.apps = list(apps)
+        self.env_name = env
+        self.settings = settings or EngineSettings()
+        self.clock = clock
+        self.registry = Registry()
+        self.router = RouterService(core.storage, self.registry, self._routed, clock=clock)
+        self.cron = CronService(core.storage, self.registry, self._due, clock=clock)
+        self.executors: dict[str, Executor] = {}
+        self._route = route
+        self._listener: asyncio.Task[None] | None = None
+        self.env: Environment | None = None
+
+    async def register(self) -> None:
+        """Record this process's native functions (and archive ones its apps dropped)."""
+        self.env = env = await self.core.storage.ensure_env(self.env_name)
+        now = self.clock()
+        for app in self.apps:
+            queue = native_queue(app.app_id)
+            defs = [FunctionDef(slug=fn.slug, name=fn.name, url=None, config=fn.definition())
+                    for fn in app.functions]
+            await self.core.storage.write(
+                partial(store.register, env_id=env.id, app_id=app.app_id, queue=queue,
+                        defs=defs, now=now))
+            self.executors[queue] = Executor(
+                self.core, self.registry, {fn.slug: fn for fn in app.functions}, queue=queue,
+                settings=self.settings, clock=self.clock, on_events=self.router.submit,
+                on_due=self._due)
+        await self.core.storage.read(self.registry.refresh)
+
+    async def start(self) -> None:
+        await self.register()
+        if self._route:
+            self.core.ingest.observers.append(self._ingested)
+            await self.router.start()
+        await self.cron.start()
+        for executor in self.executors.values():
+            await executor.start()
+        subscribe = getattr(self.core.storage, "subscribe", None)
+        if subscribe is not None:
+            self._listener = asyncio.create_task(subscribe(self._due))
+
+    async def stop(self, grace: float = 30.0) -> None:
+        if self._listener:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await asyncio.gather(*(e.stop(grace) for e in self.executors.values()))
+        await self.cron.stop()
+        await self.router.stop()
+        if self._ingested in self.core.ingest.observers:
+            self.core.ingest.observers.remove(self._ingested)
+
+    async def drain(self, *, rounds: int = 1000) -> int:
+        """Route and run everything due now until nothing is left (tests)."""
+        total = 0
+        for _ in range(rounds):
+            await self.router.flush()
+            await self.cron.tick()
+            ran = 0
+            for executor in self.executors.values():
+                ran += await executor.drain()
+            total += ran
+            if not ran:
+                await self.router.flush()
+                if not any([await e.drain() for e in self.executors.values()]):
+                    return total
+        return total
+
+    def _ingested(self, ids: list[str], delayed: bool) -> None:
+        self.router.submit(ids)
+        if delayed:
+            self.router.delayed()
+
+    def _routed(self, routed: Routed) -> None:
+        for queue, _ in routed.runs:
+            self._due(queue)
+        if routed.woken:
+            for executor in self.executors.values():
+                executor.wake()
+
+    def _due(self, queue: str) -> None:
+        executor = self.executors.get(queue)
+        if executor is not None:
+            executor.wake()
+        elif queue == "*":
+            for other in self.executors.values():
+                other.wake()

@@ -1,0 +1,105 @@
+"""Cron: each function's schedule fires ``tidings/scheduled.timer`` and starts one run per tick,
+once across all processes (the run's key is the tick)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable
+from functools import partial
+
+import msgspec
+from ulid import ULID
+
+from tidings.engine.cron import parse_cron
+from tidings.errors import ConfigError
+from tidings.ids import now_ms
+from tidings.router.registry import Registry
+from tidings.runs import store
+from tidings.runs.model import FunctionRow
+from tidings.storage.base import EventRow, Storage
+from tidings.storage.tx import Tx
+
+log = logging.getLogger("tidings.cron")
+TIMER = "tidings/scheduled.timer"
+
+
+def tick_id(fn: FunctionRow, tick: int) -> str:
+    entropy = hashlib.sha256(f"{fn.id}:{tick}".encode()).digest()[:10]
+    return str(ULID.from_bytes(tick.to_bytes(6, "big") + entropy))
+
+
+def fire(tx: Tx, *, fn: FunctionRow, expression: str, tick: int, now: int) -> str | None:
+    row = EventRow(id=tick_id(fn, tick), env_id=fn.env_id, name=TIMER,
+                   data=msgspec.json.encode({"cron": expression}), user=None, user_subject=None,
+                   key=None, ts=tick, v=None, source="tidings", context=None, account_id=None,
+                   received_at=now, deliver_at=None)
+    store.insert_event(tx, row, delivered_at=now)
+    run_id = store.create_run(tx, fn=fn, event_id=row.id, due_at=now, now=now,
+                              dedup_key=f"cron:{tick}")
+    if run_id is not None:
+        tx.one("notify", (fn.queue,))
+    return run_id
+
+
+class CronService:
+    def __init__(self, storage: Storage, registry: Registry, on_run: Callable[[str], None], *,
+                 clock: Callable[[], int] = now_ms) -> None:
+        self._storage = storage
+        self._registry = registry
+        self._on_run = on_run
+        self._clock = clock
+        self._next: dict[tuple[str, str], int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="tidings-cron")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def tick(self) -> list[str]:
+        """Fire every schedule that is due; return the runs started here."""
+        await self._storage.read(self._registry.refresh)
+        now = self._clock()
+        started: list[str] = []
+        live = set()
+        for fn, expression in self._registry.crons:
+            key = (fn.id, expression)
+            live.add(key)
+            try:
+                schedule = parse_cron(expression)
+            except ConfigError:
+                continue
+            due = self._next.get(key)
+            if due is None:
+                self._next[key] = schedule.next_after(now)
+                continue
+            if due > now:
+                continue
+            run_id = await self._storage.write(partial(fire, fn=fn, expression=expression,
+                                                       tick=due, now=now))
+            if run_id is not None:
+                started.append(run_id)
+                self._on_run(fn.queue)
+            self._next[key] = schedule.next_after(now)
+        for key in set(self._next) - live:
+            del self._next[key]
+        return started
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("cron tick failed")
+            upcoming = min(self._next.values(), default=None)
+            wait = 1.0
+            if upcoming is not None:
+                wait = max(0.01, min(wait, (upcoming - self._clock()) / 1000))
+            await asyncio.sleep(wait)

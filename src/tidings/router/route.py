@@ -1,0 +1,92 @@
+"""Routing: a committed, due event starts the functions it triggers, resumes the runs waiting for
+it, and is marked delivered, all in one transaction.
+
+An event is routed once: ``mark_delivered`` only succeeds for the first router to reach it, so
+the in-process router and the sweeper (delayed events, crash leftovers, other processes) never
+both route it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from tidings.router.expressions import matches
+from tidings.router.registry import Registry, aliases
+from tidings.runs import store
+from tidings.storage.tx import Tx
+
+
+@dataclass(slots=True)
+class Routed:
+    """What a routing transaction did: runs created (by queue) and runs woken."""
+
+    runs: list[tuple[str, str]] = field(default_factory=list)
+    woken: list[str] = field(default_factory=list)
+    delivered: int = 0
+
+
+def event_json(row: Sequence[Any]) -> tuple[str, dict[str, Any], str, Any]:
+    """``(env_id, event as functions see it, source, context)`` from an ``event_for_routing``
+    row."""
+    event_id, env_id, name, data, key, ts, v, source, context = row[:9]
+    event: dict[str, Any] = {"id": key or event_id, "name": name,
+                             "data": msgspec.json.decode(data), "ts": ts}
+    if v is not None:
+        event["v"] = v
+    return env_id, event, source, msgspec.json.decode(context) if context else None
+
+
+def route(tx: Tx, registry: Registry, event_ids: Sequence[str], now: int) -> Routed:
+    registry.refresh(tx)
+    routed = Routed()
+    for event_id in event_ids:
+        if tx.run("mark_delivered", (now, event_id, now)) == 0:
+            continue
+        row = tx.one("event_for_routing", (event_id,))
+        assert row is not None
+        routed.delivered += 1
+        env_id, event, source, context = event_json(row)
+        for fn in registry.match(env_id, event, source, context):
+            ts = int(event["ts"])
+            due = ts if ts > now else now
+            run_id = store.create_run(tx, fn=fn, event_id=event_id, due_at=due, now=now)
+            if run_id is not None:
+                routed.runs.append((fn.queue, run_id))
+        _resume_waiters(tx, env_id, event_id, event, now, routed)
+    return routed
+
+
+def _resume_waiters(tx: Tx, env_id: str, event_id: str, event: dict[str, Any], now: int,
+                    routed: Routed) -> None:
+    for name in aliases(event["name"]):
+        tx.one("lock_name_shared", (f"{env_id}:{name}",))
+        for run_id, step, step_name, condition, trigger, since_id in tx.all(
+                "waits_for_event", (env_id, name)):
+            if since_id and event_id < since_id:
+                continue
+            variables = {"event": msgspec.json.decode(trigger) if trigger else {},
+                         "async": event}
+            if matches(condition, variables) and store.resolve_pause(
+                    tx, run_id, step, step_name, event, now):
+                routed.woken.append(run_id)
+
+
+def look_back(tx: Tx, env_id: str, run_id: str, step: str, step_name: str, event_name: str,
+              condition: str | None, trigger: dict[str, Any], since_id: str, now: int) -> bool:
+    """A wait just recorded: resolve it at once with a matching event that arrived while it was
+    being set up (after ``since_id``). True when it was resolved."""
+    for name in aliases(event_name):
+        tx.one("lock_name", (f"{env_id}:{name}",))
+    for name in aliases(event_name):
+        for (candidate,) in tx.all("events_since", (env_id, name, since_id)):
+            row = tx.one("event_for_routing", (candidate,))
+            if row is None:
+                continue
+            _, event, _, _ = event_json(row)
+            if matches(condition, {"event": trigger, "async": event}):
+                return store.resolve_pause(tx, run_id, step, step_name, event, now)
+    return False

@@ -1,0 +1,114 @@
+"""The routing service of a process: routes what this process ingests as soon as it is
+committed, and sweeps for everything else that is due (delayed events, events another process
+stored and did not route, leftovers of a crash)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from functools import partial
+
+from tidings.ids import now_ms
+from tidings.router.registry import Registry
+from tidings.router.route import Routed, route
+from tidings.storage.base import Storage
+from tidings.storage.tx import Tx
+
+log = logging.getLogger("tidings.router")
+BATCH = 500
+
+
+class RouterService:
+    def __init__(self, storage: Storage, registry: Registry, on_routed: Callable[[Routed], None],
+                 *, clock: Callable[[], int] = now_ms, sweep_ms: int = 1000) -> None:
+        self._storage = storage
+        self._registry = registry
+        self._on_routed = on_routed
+        self._clock = clock
+        self._sweep_ms = sweep_ms
+        self._pending: list[str] = []
+        self._ready = asyncio.Event()
+        self._sweep_now = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def submit(self, event_ids: list[str]) -> None:
+        """Route these committed events soon (now, or when they come due)."""
+        self._pending.extend(event_ids)
+        self._ready.set()
+
+    def delayed(self) -> None:
+        """A delayed event was stored: look again at when the next delivery is due."""
+        self._sweep_now.set()
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._loop(), name="tidings-router"),
+                       asyncio.create_task(self._sweeper(), name="tidings-sweeper")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def flush(self) -> int:
+        """Route everything submitted and everything due now (tests, drain mode)."""
+        delivered = 0
+        while self._pending:
+            delivered += await self._route(self._take())
+        while True:
+            now = self._clock()
+            due = await self._storage.read(partial(_due, now=now))
+            if not due:
+                return delivered
+            delivered += await self._route(due)
+
+    def _take(self) -> list[str]:
+        batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
+        if not self._pending:
+            self._ready.clear()
+        return batch
+
+    async def _route(self, event_ids: list[str]) -> int:
+        now = self._clock()
+        routed = await self._storage.write(lambda tx: route(tx, self._registry, event_ids, now))
+        self._on_routed(routed)
+        return routed.delivered
+
+    async def _loop(self) -> None:
+        while True:
+            await self._ready.wait()
+            try:
+                await self._route(self._take())
+            except Exception:
+                log.exception("routing failed; the sweeper will retry")
+                await asyncio.sleep(0.1)
+
+    async def _sweeper(self) -> None:
+        while True:
+            try:
+                now = self._clock()
+                due = await self._storage.read(partial(_due, now=now))
+                if due:
+                    await self._route(due)
+                    continue
+                following = await self._storage.read(_next_delivery)
+            except Exception:
+                log.exception("sweeping for due events failed")
+                following = None
+            wait = self._sweep_ms / 1000
+            if following is not None:
+                wait = max(0.0, min(wait, (following - self._clock()) / 1000))
+            self._sweep_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sweep_now.wait(), wait)
+
+
+def _due(tx: Tx, *, now: int) -> list[str]:
+    return [row[0] for row in tx.all("undelivered_due", (now, BATCH))]
+
+
+def _next_delivery(tx: Tx) -> int | None:
+    row = tx.one("next_delivery")
+    return int(row[0]) if row and row[0] is not None else None

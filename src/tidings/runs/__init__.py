@@ -1,0 +1,1 @@
+"""The run queue: runs, their recorded steps and their pauses, kept in the database."""

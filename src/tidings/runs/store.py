@@ -1,0 +1,262 @@
+"""The run queue's transactions, written once for both databases (functions of a ``Tx``).
+
+Every write that follows a lease checks the lease token first: a worker whose lease expired (it
+was presumed dead and the run was claimed again) cannot record anything afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tidings.ids import new_id
+from tidings.runs.model import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    RUNNING,
+    SLEEPING,
+    TERMINAL,
+    WAITING,
+    FunctionRow,
+    Run,
+    StepRow,
+    dumps,
+)
+from tidings.storage.base import EventRow
+from tidings.storage.tx import Tx
+
+
+def json_param(tx: Tx, value: bytes | None) -> bytes | str | None:
+    """JSON bytes as the events table of this dialect stores them."""
+    if value is None:
+        return None
+    return value if tx.dialect == "sqlite" else value.decode()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FunctionDef:
+    slug: str
+    name: str
+    url: str | None
+    config: dict[str, Any]
+
+
+# -- functions -------------------------------------------------------------------------------
+
+def register(tx: Tx, *, env_id: str, app_id: str, queue: str, defs: Sequence[FunctionDef],
+             now: int, archive_missing: bool = True) -> list[FunctionRow]:
+    """Create or update an app's functions; archive the ones it no longer has."""
+    for d in defs:
+        tx.run("upsert_function", (new_id(now), env_id, app_id, d.slug, d.name, queue, d.url,
+                                   dumps(d.config), now, now))
+    if archive_missing:
+        keep = {d.slug for d in defs}
+        for row in tx.all("app_functions", (env_id, app_id)):
+            if row[3] not in keep:
+                tx.run("archive_function", (now, row[0]))
+    tx.run("bump_registry")
+    rows = []
+    for d in defs:
+        found = tx.one("function_by_slug", (env_id, d.slug))
+        assert found is not None
+        rows.append(FunctionRow.from_row(found))
+    return rows
+
+
+def registry_version(tx: Tx) -> int:
+    row = tx.one("registry_version")
+    return int(row[0]) if row else 0
+
+
+def live_functions(tx: Tx) -> list[FunctionRow]:
+    return [FunctionRow.from_row(r) for r in tx.all("live_functions")]
+
+
+def function_by_slug(tx: Tx, env_id: str, slug: str) -> FunctionRow | None:
+    row = tx.one("function_by_slug", (env_id, slug))
+    return FunctionRow.from_row(row) if row else None
+
+
+def function_by_id(tx: Tx, function_id: str) -> FunctionRow | None:
+    row = tx.one("function_by_id", (function_id,))
+    return FunctionRow.from_row(row) if row else None
+
+
+# -- runs ------------------------------------------------------------------------------------
+
+def create_run(tx: Tx, *, fn: FunctionRow, event_id: str, due_at: int, now: int,
+               event_ids: list[str] | None = None, dedup_key: str | None = None,
+               parent_run_id: str | None = None, parent_step: str | None = None,
+               rerun_of: str | None = None, replay_id: str | None = None) -> str | None:
+    """A new queued run, or None when this function already has a run for that key."""
+    run_id = new_id(now)
+    created = tx.run("insert_run", (
+        run_id, fn.env_id, fn.id, fn.queue, event_id,
+        dumps(event_ids) if event_ids is not None else None, dedup_key or event_id, due_at,
+        now, now, parent_run_id, parent_step, rerun_of, replay_id))
+    return run_id if created else None
+
+
+def get_run(tx: Tx, run_id: str) -> Run | None:
+    row = tx.one("run_by_id", (run_id,))
+    return Run.from_row(row) if row else None
+
+
+def claim(tx: Tx, queue: str, owner: str, now: int, lease_ms: int, limit: int) -> list[Run]:
+    rows = tx.all("claim_runs", (owner, now + lease_ms, now, queue, now, now, limit))
+    return [Run.from_row(r) for r in rows]
+
+
+def next_due(tx: Tx, queue: str) -> int | None:
+    row = tx.one("next_due", (queue,))
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def renew(tx: Tx, leases: Sequence[tuple[str, int]], until: int) -> None:
+    tx.many("renew_lease", [(until, run_id, token) for run_id, token in leases])
+
+
+def release(tx: Tx, run_id: str, token: int) -> None:
+    tx.run("release_lease", (run_id, token))
+
+
+def leased_status(tx: Tx, run_id: str, token: int) -> str | None:
+    row = tx.one("run_leased", (run_id, token))
+    return str(row[0]) if row else None
+
+
+def steps_of(tx: Tx, run_id: str) -> list[StepRow]:
+    return [StepRow.from_row(r) for r in tx.all("steps_of_run", (run_id,))]
+
+
+# -- one call of a run -----------------------------------------------------------------------
+
+def open_call(tx: Tx, run: Run, now: int) -> list[StepRow] | None:
+    """Settle pauses that expired, then the run's steps; None when the lease is lost."""
+    status = leased_status(tx, run.id, run.lease_token)
+    if status is None or status in TERMINAL:
+        return None
+    position = _next_position(tx, run.id)
+    for step, name, kind, until, _ in tx.all("pauses_of_run", (run.id,)):
+        if until > now:
+            continue
+        tx.run("delete_pause", (run.id, step))
+        if kind == "invoke":
+            memo: Any = {"error": {"name": "InvokeTimeout",
+                                   "message": f"invoked function did not finish in time ({name})"}}
+        else:
+            memo = None
+        tx.run("insert_step", (run.id, step, name, position, "completed", dumps(memo), 0,
+                               until, now))
+        position += 1
+    return steps_of(tx, run.id)
+
+
+def _next_position(tx: Tx, run_id: str) -> int:
+    row = tx.one("step_count", (run_id,))
+    return int(row[0]) if row else 0
+
+
+def record_step(tx: Tx, run: Run, step: str, name: str, position: int, output: str,
+                started_at: int, now: int) -> bool:
+    if leased_status(tx, run.id, run.lease_token) is None:
+        return False
+    tx.run("insert_step", (run.id, step, name, position, "completed", output, 0, started_at, now))
+    tx.run("progress", (now, run.id))
+    return True
+
+
+def record_step_error(tx: Tx, run: Run, step: str, name: str, position: int,
+                      error: dict[str, Any], retries: int, started_at: int,
+                      now: int) -> bool | None:
+    """Count a failed attempt; True when it was the last (the error is then the step's result),
+    None when the lease is lost."""
+    if leased_status(tx, run.id, run.lease_token) is None:
+        return None
+    row = tx.one("step_attempts", (run.id, step))
+    attempts = (int(row[0]) if row else 0) + 1
+    final = attempts > retries
+    tx.run("insert_step", (run.id, step, name, position, "failed" if final else "errored",
+                           dumps({"error": error}), attempts, started_at, now))
+    if final:
+        tx.run("progress", (now, run.id))
+    return final
+
+
+def reschedule(tx: Tx, run: Run, *, due_at: int, attempt: int, status: str = RUNNING) -> bool:
+    return tx.run("reschedule_run", (status, attempt, due_at, run.id, run.lease_token)) > 0
+
+
+def finish(tx: Tx, run: Run, *, status: str, output: Any, error: Any, now: int) -> bool:
+    """End a run (Completed or Failed) and settle an invoking parent."""
+    done = tx.run("finish_run", (status, dumps(output) if status == COMPLETED else None,
+                                 dumps(error) if error is not None else None, now, run.id,
+                                 run.lease_token)) > 0
+    if done:
+        tx.run("delete_pauses_of_run", (run.id,))
+        _settle_parent(tx, run.id, status, output, error, now)
+    return done
+
+
+def cancel(tx: Tx, run_id: str, reason: str, now: int) -> bool:
+    error = {"name": "Cancelled", "message": reason}
+    if tx.run("cancel_run", (dumps(error), now, run_id)) == 0:
+        return False
+    tx.run("delete_pauses_of_run", (run_id,))
+    _settle_parent(tx, run_id, CANCELLED, None, error, now)
+    return True
+
+
+def _settle_parent(tx: Tx, child_id: str, status: str, output: Any, error: Any,
+                   now: int) -> None:
+    parent = tx.one("pause_by_correlation", (child_id,))
+    if parent is None:
+        return
+    memo = {"data": output} if status == COMPLETED else {"error": error}
+    resolve_pause(tx, parent[0], parent[1], parent[2], memo, now,
+                  failed=status != COMPLETED)
+
+
+def resolve_pause(tx: Tx, run_id: str, step: str, name: str, memo: Any, now: int, *,
+                  failed: bool = False) -> bool:
+    """Give a paused step its result and wake the run; False when someone else already did."""
+    if tx.run("delete_pause", (run_id, step)) == 0:
+        return False
+    position = _next_position(tx, run_id)
+    tx.run("insert_step", (run_id, step, name, position, "failed" if failed else "completed",
+                           dumps(memo), 0, None, now))
+    tx.run("progress", (now, run_id))
+    tx.run("wake_run", (now, run_id))
+    return True
+
+
+def pause(tx: Tx, run: Run, *, step: str, name: str, kind: str, until: int,
+          event_name: str | None = None, condition: str | None = None,
+          trigger_event: str | None = None, correlation: str | None = None,
+          since_id: str | None = None) -> None:
+    tx.run("insert_pause", (run.id, step, name, kind, run.env_id, event_name, condition,
+                            trigger_event, correlation, since_id, until))
+
+
+def park(tx: Tx, run: Run, now: int) -> bool:
+    """After pauses are recorded: sleep until the earliest one ends (or run now if one was
+    already resolved)."""
+    row = tx.one("min_pause_until", (run.id,))
+    earliest = row[0] if row else None
+    kinds = {r[2] for r in tx.all("pauses_of_run", (run.id,))}
+    if earliest is None:
+        return reschedule(tx, run, due_at=now, attempt=run.attempt)
+    status = SLEEPING if kinds == {"sleep"} else WAITING
+    return reschedule(tx, run, due_at=int(earliest), attempt=run.attempt, status=status)
+
+
+def insert_event(tx: Tx, row: EventRow, *, delivered_at: int | None) -> None:
+    tx.run("insert_event", (
+        row.id, row.env_id, row.name, json_param(tx, row.data), row.user, row.user_subject,
+        row.key, row.ts, row.v, row.source, json_param(tx, row.context), row.account_id,
+        row.received_at, row.deliver_at, delivered_at))
+
+
+__all__ = ["CANCELLED", "COMPLETED", "FAILED", "FunctionDef"]

@@ -1,0 +1,26 @@
+-- PostgreSQL's own versions of shared queries.
+
+-- name: claim_runs
+UPDATE runs SET lease_owner = %s, lease_until = %s, lease_token = lease_token + 1,
+                started_at = COALESCE(started_at, %s),
+                status = CASE WHEN status = 'Queued' THEN 'Running' ELSE status END
+WHERE id IN (SELECT id FROM runs WHERE queue = %s AND due_at <= %s
+             AND (lease_until IS NULL OR lease_until < %s) ORDER BY due_at LIMIT %s
+             FOR UPDATE SKIP LOCKED)
+RETURNING id, env_id, function_id, queue, event_id, event_ids, status, attempt, due_at,
+          lease_owner, lease_until, lease_token, created_at, started_at, ended_at, progress_at,
+          output, error, parent_run_id, parent_step, rerun_of, replay_id;
+
+-- name: undelivered_due
+SELECT id FROM events
+WHERE delivered_at IS NULL AND cancelled_at IS NULL AND (deliver_at IS NULL OR deliver_at <= %s)
+ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED;
+
+-- name: notify
+SELECT pg_notify('tidings_runs', %s);
+
+-- name: lock_name_shared
+SELECT pg_advisory_xact_lock_shared(hashtext(%s));
+
+-- name: lock_name
+SELECT pg_advisory_xact_lock(hashtext(%s));

@@ -1,0 +1,185 @@
+-- Queries of the run queue, shared by both dialects (`?` becomes `%s` on PostgreSQL).
+
+-- name: registry_version
+SELECT version FROM registry WHERE name = 'functions';
+
+-- name: bump_registry
+INSERT INTO registry (name, version) VALUES ('functions', 1)
+ON CONFLICT (name) DO UPDATE SET version = registry.version + 1;
+
+-- name: upsert_function
+INSERT INTO functions (id, env_id, app_id, slug, name, queue, url, config, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (env_id, slug) DO UPDATE SET
+    app_id = excluded.app_id, name = excluded.name, queue = excluded.queue, url = excluded.url,
+    config = excluded.config, updated_at = excluded.updated_at, archived_at = NULL;
+
+-- name: function_by_slug
+SELECT id, env_id, app_id, slug, name, queue, url, config, archived_at
+FROM functions WHERE env_id = ? AND slug = ?;
+
+-- name: function_by_id
+SELECT id, env_id, app_id, slug, name, queue, url, config, archived_at
+FROM functions WHERE id = ?;
+
+-- name: live_functions
+SELECT id, env_id, app_id, slug, name, queue, url, config, archived_at
+FROM functions WHERE archived_at IS NULL ORDER BY env_id, slug;
+
+-- name: app_functions
+SELECT id, env_id, app_id, slug, name, queue, url, config, archived_at
+FROM functions WHERE env_id = ? AND app_id = ? AND archived_at IS NULL;
+
+-- name: archive_function
+UPDATE functions SET archived_at = ? WHERE id = ? AND archived_at IS NULL;
+
+-- name: insert_run
+INSERT INTO runs (id, env_id, function_id, queue, event_id, event_ids, dedup_key, status, due_at,
+                  created_at, progress_at, parent_run_id, parent_step, rerun_of, replay_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, 'Queued', ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (function_id, dedup_key) DO NOTHING;
+
+-- name: run_by_id
+SELECT id, env_id, function_id, queue, event_id, event_ids, status, attempt, due_at,
+       lease_owner, lease_until, lease_token, created_at, started_at, ended_at, progress_at,
+       output, error, parent_run_id, parent_step, rerun_of, replay_id
+FROM runs WHERE id = ?;
+
+-- name: run_for_dedup
+SELECT id FROM runs WHERE function_id = ? AND dedup_key = ?;
+
+-- name: claim_runs
+UPDATE runs SET lease_owner = ?, lease_until = ?, lease_token = lease_token + 1,
+                started_at = COALESCE(started_at, ?),
+                status = CASE WHEN status = 'Queued' THEN 'Running' ELSE status END
+WHERE id IN (SELECT id FROM runs WHERE queue = ? AND due_at <= ?
+             AND (lease_until IS NULL OR lease_until < ?) ORDER BY due_at LIMIT ?)
+RETURNING id, env_id, function_id, queue, event_id, event_ids, status, attempt, due_at,
+          lease_owner, lease_until, lease_token, created_at, started_at, ended_at, progress_at,
+          output, error, parent_run_id, parent_step, rerun_of, replay_id;
+
+-- name: next_due
+SELECT min(due_at) FROM runs WHERE queue = ? AND due_at IS NOT NULL;
+
+-- name: renew_lease
+UPDATE runs SET lease_until = ? WHERE id = ? AND lease_token = ?;
+
+-- name: release_lease
+UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_token = ?;
+
+-- name: run_leased
+SELECT status FROM runs WHERE id = ? AND lease_token = ?;
+
+-- name: steps_of_run
+SELECT step, name, position, status, output, attempts, started_at, ended_at
+FROM steps WHERE run_id = ? ORDER BY position;
+
+-- name: step_count
+SELECT count(*) FROM steps WHERE run_id = ?;
+
+-- name: insert_step
+INSERT INTO steps (run_id, step, name, position, status, output, attempts, started_at, ended_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, step) DO UPDATE SET
+    status = excluded.status, output = excluded.output, attempts = excluded.attempts,
+    ended_at = excluded.ended_at
+WHERE steps.status = 'errored';
+
+-- name: step_attempts
+SELECT attempts FROM steps WHERE run_id = ? AND step = ?;
+
+-- name: progress
+UPDATE runs SET progress_at = ? WHERE id = ?;
+
+-- name: finish_run
+UPDATE runs SET status = ?, output = ?, error = ?, ended_at = ?, due_at = NULL,
+                lease_owner = NULL, lease_until = NULL
+WHERE id = ? AND lease_token = ?;
+
+-- name: reschedule_run
+UPDATE runs SET status = ?, attempt = ?, due_at = ?, lease_owner = NULL, lease_until = NULL
+WHERE id = ? AND lease_token = ?;
+
+-- name: wake_run
+UPDATE runs SET due_at = ?, status = 'Running'
+WHERE id = ? AND status IN ('Sleeping', 'Waiting', 'Running', 'Queued');
+
+-- name: cancel_run
+UPDATE runs SET status = 'Cancelled', error = ?, ended_at = ?, due_at = NULL,
+                lease_owner = NULL, lease_until = NULL
+WHERE id = ? AND status NOT IN ('Completed', 'Failed', 'Cancelled');
+
+-- name: insert_pause
+INSERT INTO pauses (run_id, step, name, kind, env_id, event_name, condition, trigger_event,
+                    correlation, since_id, until)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, step) DO NOTHING;
+
+-- name: pauses_of_run
+SELECT step, name, kind, until, correlation FROM pauses WHERE run_id = ?;
+
+-- name: delete_pause
+DELETE FROM pauses WHERE run_id = ? AND step = ?;
+
+-- name: delete_pauses_of_run
+DELETE FROM pauses WHERE run_id = ?;
+
+-- name: waits_for_event
+SELECT run_id, step, name, condition, trigger_event, since_id
+FROM pauses WHERE env_id = ? AND event_name = ? AND kind = 'wait';
+
+-- name: pause_by_correlation
+SELECT run_id, step, name FROM pauses WHERE correlation = ?;
+
+-- name: min_pause_until
+SELECT min(until) FROM pauses WHERE run_id = ?;
+
+-- name: undelivered_due
+SELECT id FROM events
+WHERE delivered_at IS NULL AND cancelled_at IS NULL AND (deliver_at IS NULL OR deliver_at <= ?)
+ORDER BY id LIMIT ?;
+
+-- name: next_delivery
+SELECT min(deliver_at) FROM events
+WHERE delivered_at IS NULL AND cancelled_at IS NULL AND deliver_at IS NOT NULL;
+
+-- name: events_since
+SELECT id FROM events WHERE env_id = ? AND name = ? AND id >= ? ORDER BY id LIMIT 1000;
+
+-- name: cancel_event
+UPDATE events SET cancelled_at = ? WHERE env_id = ? AND id = ? AND delivered_at IS NULL
+    AND cancelled_at IS NULL;
+
+-- name: mark_delivered
+UPDATE events SET delivered_at = ?
+WHERE id = ? AND delivered_at IS NULL AND cancelled_at IS NULL
+    AND (deliver_at IS NULL OR deliver_at <= ?);
+
+-- name: lock_name_shared
+SELECT ?;
+
+-- name: lock_name
+SELECT ?;
+
+-- name: event_for_routing
+SELECT id, env_id, name, data, event_key, ts, v, source, context, deliver_at
+FROM events WHERE id = ?;
+
+-- name: event_state
+SELECT delivered_at, cancelled_at FROM events WHERE env_id = ? AND id = ?;
+
+-- name: runs_of_event
+SELECT r.id, r.env_id, r.function_id, r.queue, r.event_id, r.event_ids, r.status, r.attempt,
+       r.due_at, r.lease_owner, r.lease_until, r.lease_token, r.created_at, r.started_at,
+       r.ended_at, r.progress_at, r.output, r.error, r.parent_run_id, r.parent_step, r.rerun_of,
+       r.replay_id
+FROM runs r WHERE r.env_id = ? AND r.event_id = ? ORDER BY r.id;
+
+-- name: notify
+SELECT ?;
+
+-- name: insert_event
+INSERT INTO events (id, env_id, name, data, user_data, user_subject, event_key, ts, v, source,
+                    context, account_id, received_at, deliver_at, delivered_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO NOTHING;

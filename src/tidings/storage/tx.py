@@ -1,0 +1,89 @@
+"""A transaction as the shared storage logic sees it, whichever database is underneath.
+
+Logic that is the same on both backends (runs, steps, pauses, routing) is written once, as plain
+functions of a ``Tx``. SQLite runs them in its writer thread, inside a group commit; PostgreSQL
+runs them in a worker thread on a pooled connection, inside one transaction. Queries are named SQL
+(``sql/shared/*.sql`` with ``?`` placeholders, overridden per dialect where the dialects differ).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from functools import cache
+from typing import Any, Protocol
+
+from tidings.storage.base import dialect_file, split_queries
+
+Row = tuple[Any, ...]
+
+
+class Tx(Protocol):
+    dialect: str
+
+    def one(self, name: str, params: Sequence[Any] = ()) -> Row | None: ...
+
+    def all(self, name: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    def run(self, name: str, params: Sequence[Any] = ()) -> int:
+        """Execute; return the number of rows changed."""
+
+    def many(self, name: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+
+@cache
+def queries(dialect: str) -> dict[str, str]:
+    """The named queries of a dialect: the shared ones, then the dialect's own overrides."""
+    shared = split_queries(dialect_file("shared", "runs.sql"))
+    if dialect == "postgres":
+        shared = {name: sql.replace("?", "%s") for name, sql in shared.items()}
+    try:
+        own = split_queries(dialect_file(dialect, "runs.sql"))
+    except FileNotFoundError:
+        own = {}
+    return {**shared, **own}
+
+
+class SQLiteTx:
+    dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._q = queries("sqlite")
+
+    def one(self, name: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self._conn.execute(self._q[name], params).fetchone()
+        return row
+
+    def all(self, name: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self._conn.execute(self._q[name], params).fetchall()
+
+    def run(self, name: str, params: Sequence[Any] = ()) -> int:
+        return self._conn.execute(self._q[name], params).rowcount
+
+    def many(self, name: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._conn.executemany(self._q[name], rows)
+
+
+class PostgresTx:
+    dialect = "postgres"
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._q = queries("postgres")
+
+    def one(self, name: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self._conn.execute(self._q[name], params).fetchone()
+        return row
+
+    def all(self, name: str, params: Sequence[Any] = ()) -> list[Row]:
+        rows: list[Row] = self._conn.execute(self._q[name], params).fetchall()
+        return rows
+
+    def run(self, name: str, params: Sequence[Any] = ()) -> int:
+        count: int = self._conn.execute(self._q[name], params).rowcount
+        return count
+
+    def many(self, name: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self._conn.cursor() as cur:
+            cur.executemany(self._q[name], list(rows))
