@@ -29,6 +29,10 @@ T = TypeVar("T")
 console = Console()
 DATA_DIR = Path(os.environ.get("TIDINGS_DATA_DIR", ".tidings"))
 
+app_option = click.option("-a", "--app", "apps", multiple=True, metavar="MODULE:CLIENT",
+                          help="A tidings.Tidings client whose functions run here (repeatable).")
+env_option = click.option("--env", default="production", show_default=True,
+                          help="Environment the native functions belong to.")
 URL_HELP = f"Server (default TIDINGS_BASE_URL or {DEFAULT_BASE_URL})."
 db_option = click.option("--db", "db", default=None, metavar="PATH_OR_URL",
                          help="sqlite:///path, a plain path, or postgresql://... "
@@ -69,12 +73,14 @@ def _print_table(table: Table) -> None:
     out.print(table)
 
 
-def _serve(settings: Settings, host: str, port: int) -> None:
+def _serve(settings: Settings, host: str, port: int, apps: tuple[str, ...] = (),
+           env: str = "dev", retry_interval: float | None = None) -> None:
     import uvicorn
 
     from tidings.server import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, apps=_load_apps(apps), env=env,
+                     engine=_engine(retry_interval=retry_interval))
     where = _safe_url(settings.database_url)
     console.print(f"[bold]Tidings {settings.mode}[/] on http://{host}:{port}  (db: {where})")
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
@@ -89,22 +95,31 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8288, show_default=True, type=int)
 @db_option
-def dev(host: str, port: int, db: str | None) -> None:
-    """Run a development server: SQLite under ./.tidings, any event key accepted."""
-    _serve(_settings("dev", db), host, port)
+@app_option
+@click.option("--retry-interval", type=float, default=None, metavar="SECONDS",
+              help="Retry failed steps and runs every N seconds instead of the backoff table.")
+def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
+        retry_interval: float | None) -> None:
+    """Run a development server: SQLite under ./.tidings, any event key accepted.
+
+    With ``-a module:client`` the client's functions run in this process.
+    """
+    _serve(_settings("dev", db), host, port, apps, retry_interval=retry_interval)
 
 
 @main.command()
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=8288, show_default=True, type=int)
 @db_option
-def serve(host: str, port: int, db: str | None) -> None:
+@app_option
+@env_option
+def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str) -> None:
     """Run a production server: keys required, TIDINGS_ENCRYPTION_KEY required."""
     if not (db or os.environ.get("TIDINGS_DATABASE_URL")):
         raise click.UsageError("tidings serve needs --db URL or TIDINGS_DATABASE_URL")
     settings = _settings("serve", db)
     keyring_for(settings)  # fail here, with a clear message, rather than in the server's start
-    _serve(settings, host, port)
+    _serve(settings, host, port, apps, env)
 
 
 @main.command()
@@ -278,3 +293,79 @@ def _time(ms: int | None) -> str:
     if ms is None:
         return ""
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _load_apps(specs: tuple[str, ...]) -> list[Any]:
+    import importlib
+
+    from tidings.sdk.client import Tidings as Client
+
+    if specs and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    apps = []
+    for spec in specs:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from None
+        client = getattr(module, attr or "client", None)
+        if not isinstance(client, Client):
+            raise click.BadParameter(f"{spec!r} is not a tidings.Tidings client")
+        apps.append(client)
+    return apps
+
+
+def _engine(*, retry_interval: float | None = None, concurrency: int | None = None) -> Any:
+    from dataclasses import replace
+
+    from tidings.engine.backoff import Backoff
+    from tidings.engine.executor import EngineSettings
+
+    settings = EngineSettings()
+    if retry_interval is not None:
+        settings = replace(settings, backoff=Backoff.fixed(int(retry_interval * 1000)))
+    if concurrency is not None:
+        settings = replace(settings, concurrency=concurrency)
+    return settings
+
+
+@main.command()
+@click.argument("apps", nargs=-1, required=True, metavar="MODULE:CLIENT...")
+@db_option
+@click.option("--env", default=None, help="Environment (default: dev for SQLite, else "
+              "production).")
+@click.option("--concurrency", default=100, show_default=True, type=int,
+              help="Calls in flight at once.")
+@click.option("--retry-interval", type=float, default=None, metavar="SECONDS")
+@click.option("--grace", default=30.0, show_default=True, type=float,
+              help="Seconds in-flight calls get to finish on SIGTERM before being handed back.")
+def worker(apps: tuple[str, ...], db: str | None, env: str | None, concurrency: int,
+           retry_interval: float | None, grace: float) -> None:
+    """Run the functions of one or more clients against a shared database, without HTTP."""
+    import signal
+
+    from tidings.core import Core
+    from tidings.engine.runtime import Runtime
+
+    clients = _load_apps(apps)
+    settings = _settings("serve" if os.environ.get("TIDINGS_ENCRYPTION_KEY") else "dev", db)
+    name = env or ("dev" if settings.database_url.startswith("sqlite") else "production")
+
+    async def run() -> None:
+        core = await Core.start(settings)
+        runtime = Runtime(core, clients, env=name,
+                          settings=_engine(retry_interval=retry_interval,
+                                           concurrency=concurrency))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await runtime.start()
+        console.print(f"[bold]Tidings worker[/] {', '.join(apps)} (env {name}, "
+                      f"db {_safe_url(settings.database_url)})")
+        await stop.wait()
+        await runtime.stop(grace)
+        await core.close()
+
+    _run(run)

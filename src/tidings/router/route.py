@@ -57,6 +57,10 @@ def route(tx: Tx, registry: Registry, event_ids: Sequence[str], now: int) -> Rou
             if run_id is not None:
                 routed.runs.append((fn.queue, run_id))
         _resume_waiters(tx, env_id, event_id, event, now, routed)
+    for queue in {queue for queue, _ in routed.runs}:
+        tx.one("notify", (queue,))
+    if routed.woken:
+        tx.one("notify", ("*",))
     return routed
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -17,11 +18,16 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidings.core import Core
+from tidings.engine.executor import EngineSettings
+from tidings.engine.runtime import Runtime
 from tidings.errors import RequestRejected
 from tidings.server.api import error_response, json_response, routes
 from tidings.server.event_api import EventAPI
 from tidings.server.openapi import document
 from tidings.settings import Settings
+
+if TYPE_CHECKING:
+    from tidings.sdk.client import Tidings
 
 log = logging.getLogger("tidings.server")
 
@@ -66,10 +72,16 @@ async def _crash(request: Request, exc: Exception) -> Response:
 class TidingsApp:
     """The whole HTTP surface of a Tidings process."""
 
-    def __init__(self, settings: Settings, core: Core | None = None) -> None:
+    def __init__(self, settings: Settings, core: Core | None = None, *,
+                 apps: Sequence[Tidings] = (), env: str = "dev",
+                 engine: EngineSettings | None = None) -> None:
         self.settings = settings
         self.core = core
         self._owns_core = core is None
+        self._apps = list(apps)
+        self._env = env
+        self._engine = engine
+        self.runtime: Runtime | None = None
         self._events: EventAPI | None = None
         self._rest: ASGIApp | None = None
         if core is not None:
@@ -113,9 +125,19 @@ class TidingsApp:
         if self.core is None:
             self.core = await Core.start(self.settings)
             self._build(self.core)
+        if self._owns_core:
+            self.runtime = Runtime(self.core, self._apps, env=self._env, settings=self._engine)
+            try:
+                await self.runtime.start()
+            except BaseException:
+                await self.core.close()
+                raise
         try:
             yield self.core
         finally:
+            if self.runtime is not None:
+                await self.runtime.stop()
+                self.runtime = None
             if self._owns_core and self.core is not None:
                 await self.core.close()
                 self.core = None
@@ -147,6 +169,9 @@ class TidingsApp:
         await send({"type": "lifespan.shutdown.complete"})
 
 
-def create_app(settings: Settings, core: Core | None = None) -> TidingsApp:
-    """The ASGI app. Without ``core`` it opens its own at lifespan start-up."""
-    return TidingsApp(settings, core)
+def create_app(settings: Settings, core: Core | None = None, *,
+               apps: Sequence[Tidings] = (), env: str = "dev",
+               engine: EngineSettings | None = None) -> TidingsApp:
+    """The ASGI app. Without ``core`` it opens its own at lifespan start-up, with a runtime that
+    routes events and runs the native functions of ``apps``."""
+    return TidingsApp(settings, core, apps=apps, env=env, engine=engine)

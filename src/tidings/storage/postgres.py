@@ -87,6 +87,20 @@ class PostgresStorage:
         with self._sync_pool.connection() as conn:
             return fn(PostgresTx(conn))
 
+    async def subscribe(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(queue)`` on every ``NOTIFY tidings_runs`` until cancelled."""
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                async with conn:
+                    await conn.execute("LISTEN tidings_runs")
+                    async for note in conn.notifies():
+                        callback(note.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(1)
+
     async def migrate(self, *, fresh_schema: bool = True) -> list[int]:
         applied: list[int] = []
         async with self._pool.connection() as conn, conn.transaction():
