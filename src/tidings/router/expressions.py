@@ -12,10 +12,10 @@ from typing import Any
 
 import cel
 
-from tidings.errors import TidingsError
+from tidings.errors import ConfigError
 
 
-class ExpressionError(TidingsError):
+class ExpressionError(ConfigError):
     """The expression is not valid CEL."""
 
 

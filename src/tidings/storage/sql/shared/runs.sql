@@ -183,3 +183,9 @@ INSERT INTO events (id, env_id, name, data, user_data, user_subject, event_key, 
                     context, account_id, received_at, deliver_at, delivered_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO NOTHING;
+
+-- name: runs_of_env
+SELECT id, env_id, function_id, queue, event_id, event_ids, status, attempt, due_at,
+       lease_owner, lease_until, lease_token, created_at, started_at, ended_at, progress_at,
+       output, error, parent_run_id, parent_step, rerun_of, replay_id
+FROM runs WHERE env_id = ? ORDER BY id;

@@ -1,0 +1,81 @@
+"""An engine in drain mode: tests send events, then route and run everything due, with a clock
+they can move."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import pytest
+
+import tidings
+from tidings.core import Core
+from tidings.engine.backoff import Backoff
+from tidings.engine.executor import EngineSettings
+from tidings.engine.runtime import Runtime
+from tidings.events.parse import parse_events
+from tidings.ids import now_ms
+from tidings.runs import store
+from tidings.runs.model import Run, StepRow
+from tidings.storage.tx import Tx
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def __call__(self) -> int:
+        return now_ms() + self.offset
+
+    def advance(self, ms: int) -> None:
+        self.offset += ms
+
+
+@dataclass
+class Engine:
+    core: Core
+    clock: Clock
+    apps: list[tidings.Tidings]
+    runtime: Runtime | None = None
+
+    async def start(self, *apps: tidings.Tidings) -> Runtime:
+        self.apps.extend(apps)
+        self.runtime = Runtime(self.core, self.apps, clock=self.clock, settings=EngineSettings(
+            backoff=Backoff.fixed(1000)))
+        await self.runtime.register()
+        return self.runtime
+
+    @property
+    def env_id(self) -> str:
+        assert self.runtime is not None and self.runtime.env is not None
+        return self.runtime.env.id
+
+    async def send(self, *events: dict[str, Any]) -> list[str]:
+        parsed = parse_events(msgspec.json.encode(list(events)), self.core.settings.limits,
+                              self.clock())
+        return await self.core.ingest.append(self.env_id, parsed, received_at=self.clock())
+
+    async def drain(self) -> int:
+        assert self.runtime is not None
+        return await self.runtime.drain()
+
+    async def runs(self) -> list[Run]:
+        def read(tx: Tx) -> list[Run]:
+            rows = tx.all("runs_of_env", (self.env_id,))
+            return [Run.from_row(r) for r in rows]
+
+        return await self.core.storage.read(read)
+
+    async def run(self, run_id: str) -> Run:
+        found = await self.core.storage.read(lambda tx: store.get_run(tx, run_id))
+        assert found is not None
+        return found
+
+    async def steps(self, run_id: str) -> list[StepRow]:
+        return await self.core.storage.read(lambda tx: store.steps_of(tx, run_id))
+
+
+@pytest.fixture
+async def engine(core: Core) -> Engine:
+    return Engine(core, Clock(), [])
