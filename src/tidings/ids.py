@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import threading
 import time
 
 from ulid import ULID
@@ -20,10 +21,25 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_last = [0, 0]
+_lock = threading.Lock()
+_RANDOM_BITS = 80
+
+
 def new_id(ms: int | None = None) -> str:
-    """A fresh ULID for the given millisecond (default: now)."""
+    """A fresh ULID for the given millisecond (default: now).
+
+    Ids made in one process within one millisecond increase (the random part counts up), so
+    events of one request keep their order.
+    """
     stamp = now_ms() if ms is None else ms
-    return str(ULID.from_bytes(stamp.to_bytes(6, "big") + os.urandom(10)))
+    with _lock:
+        if stamp == _last[0] and _last[1] + 1 < (1 << _RANDOM_BITS):
+            rand = _last[1] + 1
+        else:
+            rand = int.from_bytes(os.urandom(10), "big") >> 1
+        _last[0], _last[1] = stamp, rand
+    return str(ULID.from_int((stamp << _RANDOM_BITS) | rand))
 
 
 def floor_id(ms: int) -> str:
