@@ -113,13 +113,13 @@ class LiveServer:
 
 
 def start_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
-                 command: str = "dev") -> LiveServer:
+                 command: str = "dev", port: int | None = None) -> LiveServer:
     """Start ``tidings dev`` (or serve) in a subprocess and wait until /health answers."""
-    port = free_port()
+    port = port or free_port()
     data_dir = tmp_path / "server"
     data_dir.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, "TIDINGS_DATA_DIR": str(data_dir), **(env or {})}
-    log = open(data_dir / "server.log", "wb")  # noqa: SIM115
+    log = open(data_dir / "server.log", "ab")  # noqa: SIM115
     host = ["--host", "127.0.0.1"]
     process = subprocess.Popen(
         [TIDINGS, command, *host, "--port", str(port), *args],

@@ -323,6 +323,10 @@ def _engine(*, retry_interval: float | None = None, concurrency: int | None = No
     from tidings.engine.executor import EngineSettings
 
     settings = EngineSettings()
+    lease = os.environ.get("TIDINGS_LEASE_SECONDS")
+    if lease:
+        lease_ms = max(500, int(float(lease) * 1000))
+        settings = replace(settings, lease_ms=lease_ms, heartbeat_ms=max(100, lease_ms // 3))
     if retry_interval is not None:
         settings = replace(settings, backoff=Backoff.fixed(int(retry_interval * 1000)))
     if concurrency is not None:

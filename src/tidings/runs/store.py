@@ -10,19 +10,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tidings.ids import new_id
+from tidings.ids import floor_id, new_id
 from tidings.runs.model import (
     CANCELLED,
     COMPLETED,
     FAILED,
     RUNNING,
     SLEEPING,
+    STATUSES,
     TERMINAL,
     WAITING,
     FunctionRow,
     Run,
     StepRow,
     dumps,
+    loads,
 )
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
@@ -257,6 +259,184 @@ def insert_event(tx: Tx, row: EventRow, *, delivered_at: int | None) -> None:
         row.id, row.env_id, row.name, json_param(tx, row.data), row.user, row.user_subject,
         row.key, row.ts, row.v, row.source, json_param(tx, row.context), row.account_id,
         row.received_at, row.deliver_at, delivered_at))
+
+
+# -- the runs API: reads and operator actions ------------------------------------------------
+
+# Below and above every ULID, whatever the database's collation (ids are digits and capitals).
+ID_MIN, ID_MAX = "0" * 26, "Z" * 27
+REPLAYABLE = (COMPLETED, FAILED, CANCELLED)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunQuery:
+    """A page of an environment's runs, newest first. Bounds are run ids (ULIDs sort by the
+    time the run was created); ``max_id`` and ``before_id`` are exclusive."""
+
+    env_id: str
+    function_id: str | None = None
+    statuses: Sequence[str] = STATUSES
+    min_id: str | None = None
+    max_id: str | None = None
+    before_id: str | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PauseRow:
+    """What a paused run waits for: a sleep, an event or an invoked run, until ``until``."""
+
+    step: str
+    name: str
+    kind: str  # sleep | wait | invoke
+    event_name: str | None
+    condition: str | None
+    correlation: str | None
+    until: int
+
+    @classmethod
+    def from_row(cls, r: tuple[Any, ...]) -> PauseRow:
+        return cls(step=r[0], name=r[1], kind=r[2], event_name=r[3], condition=r[4],
+                   correlation=r[5], until=r[6])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Replay:
+    """A bulk rerun: every run of a function created in ``[since_ms, until_ms)`` whose status
+    was one of ``statuses`` when the replay started (``total``), ``created`` of them so far."""
+
+    id: str
+    env_id: str
+    function_id: str
+    function: str
+    since_ms: int
+    until_ms: int
+    statuses: list[str]
+    total: int
+    created: int
+    created_at: int
+
+    @classmethod
+    def from_row(cls, r: tuple[Any, ...]) -> Replay:
+        return cls(id=r[0], env_id=r[1], function_id=r[2], function=r[3], since_ms=r[4],
+                   until_ms=r[5], statuses=loads(r[6]), total=r[7], created=r[8],
+                   created_at=r[9])
+
+    @property
+    def done(self) -> bool:
+        return self.created >= self.total
+
+
+def _statuses(statuses: Sequence[str], size: int) -> list[str | None]:
+    """A status filter as ``size`` parameters (``status IN (?, ...)``), padded with NULL."""
+    chosen = [*dict.fromkeys(statuses)][:size]
+    return [*chosen, *[None] * (size - len(chosen))]
+
+
+def _named(rows: list[tuple[Any, ...]]) -> list[tuple[Run, str]]:
+    return [(Run.from_row(r), str(r[22])) for r in rows]
+
+
+def list_runs(tx: Tx, query: RunQuery) -> list[tuple[Run, str]]:
+    """``(run, function slug)`` of a page of runs."""
+    low = query.min_id or ID_MIN
+    high = min(query.max_id or ID_MAX, query.before_id or ID_MAX)
+    statuses = _statuses(query.statuses, len(STATUSES))
+    if query.function_id is None:
+        return _named(tx.all("list_runs", (query.env_id, low, high, *statuses, query.limit)))
+    return _named(tx.all("list_runs_of_function",
+                         (query.function_id, low, high, *statuses, query.limit)))
+
+
+def run_with_slug(tx: Tx, run_id: str) -> tuple[Run, str] | None:
+    found = _named(tx.all("listed_run", (run_id,)))
+    return found[0] if found else None
+
+
+def runs_started_by(tx: Tx, env_id: str, event_id: str) -> list[tuple[Run, str]]:
+    return _named(tx.all("listed_runs_of_event", (env_id, event_id)))
+
+
+def pauses_of(tx: Tx, run_id: str) -> list[PauseRow]:
+    return [PauseRow.from_row(r) for r in tx.all("pause_details", (run_id,))]
+
+
+def cancel_fenced(tx: Tx, run_id: str, reason: str, now: int,
+                  emit: Sequence[EventRow] = ()) -> bool:
+    """Cancel a run that has not ended and store ``emit`` (its lifecycle events) with it; False
+    when it had already ended.
+
+    Unlike ``cancel``, the run's lease token moves on: a call in flight when the run is cancelled
+    cannot record its steps, its end or its retry afterwards (which would bring the run back).
+    """
+    run = get_run(tx, run_id)
+    error = {"name": "Cancelled", "message": reason}
+    if run is None or tx.run("cancel_run_fenced", (dumps(error), now, run_id)) == 0:
+        return False
+    tx.run("delete_pauses_of_run", (run_id,))
+    _settle_parent(tx, run_id, CANCELLED, None, error, now)
+    for row in emit:
+        insert_event(tx, row, delivered_at=None)
+    if run.parent_run_id:
+        tx.one("notify", ("*",))
+    return True
+
+
+def rerun(tx: Tx, source: Run, fn: FunctionRow, now: int, *,
+          replay_id: str | None = None) -> str | None:
+    """A new queued run of ``fn`` with the events of ``source``; None when this replay already
+    reran it. Each rerun has a key of its own, so any run can be rerun any number of times."""
+    key = f"replay:{replay_id}:{source.id}" if replay_id else f"rerun:{new_id(now)}"
+    run_id = create_run(tx, fn=fn, event_id=source.event_id, event_ids=source.event_ids,
+                        due_at=now, now=now, dedup_key=key, rerun_of=source.id,
+                        replay_id=replay_id)
+    if run_id is not None:
+        tx.one("notify", (fn.queue,))
+    return run_id
+
+
+def start_replay(tx: Tx, *, fn: FunctionRow, since_ms: int, until_ms: int,
+                 statuses: Sequence[str], now: int, batch: int) -> tuple[Replay, list[str]]:
+    """Record a replay of the runs that match now, rerun the first ``batch`` of them; the
+    replay and the ids of the runs left to rerun (``replay_batch``)."""
+    sources = [str(r[0]) for r in tx.all("replay_sources", (
+        fn.id, floor_id(since_ms), floor_id(until_ms), *_statuses(statuses, 3)))]
+    replay_id = new_id(now)
+    tx.run("insert_replay", (replay_id, fn.env_id, fn.id, since_ms, until_ms,
+                             dumps(list(statuses)), len(sources), now))
+    replay_batch(tx, replay_id, fn, sources[:batch], now)
+    replay = get_replay(tx, replay_id)
+    assert replay is not None
+    return replay, sources[batch:]
+
+
+def replay_batch(tx: Tx, replay_id: str, fn: FunctionRow, source_ids: Sequence[str],
+                 now: int) -> None:
+    """Rerun these runs for the replay: once each, however often a batch is repeated, and only
+    the reruns created here count towards the replay's progress."""
+    created = 0
+    for source_id in source_ids:
+        source = get_run(tx, source_id)
+        if source is not None and rerun(tx, source, fn, now, replay_id=replay_id) is not None:
+            created += 1
+    if created:
+        tx.run("replay_progress", (created, replay_id))
+
+
+def get_replay(tx: Tx, replay_id: str) -> Replay | None:
+    row = tx.one("replay_by_id", (replay_id,))
+    return Replay.from_row(row) if row else None
+
+
+def cancel_delivery(tx: Tx, env_id: str, event_id: str, now: int) -> str | None:
+    """Stop a stored event from being delivered; None when done, else why it was not:
+    ``"missing"``, ``"delivered"`` or ``"cancelled"`` (already)."""
+    if tx.run("cancel_event", (now, env_id, event_id)) > 0:
+        return None
+    state = tx.one("event_state", (env_id, event_id))
+    if state is None:
+        return "missing"
+    return "delivered" if state[0] is not None else "cancelled"
 
 
 __all__ = ["CANCELLED", "COMPLETED", "FAILED", "FunctionDef"]

@@ -1,4 +1,5 @@
-"""The JSON API under ``/v1``: reading the event log, and sending events with records back.
+"""The JSON API under ``/v1``: reading the event log, and sending events with records back
+(the runs, replays and delivery levers are in ``runs_api.py``, on the helpers here).
 
 Every answer is JSON: ``{"data": ...}`` on success, ``{"error": "...", "status": N}`` otherwise.
 """
@@ -6,8 +7,9 @@ Every answer is JSON: ``{"data": ...}`` on success, ``{"error": "...", "status":
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,6 +22,9 @@ from tidings.ids import IdSeed, floor_id, now_ms
 from tidings.server.event_api import rejection
 from tidings.server.http import encode, read_body
 from tidings.storage.base import Environment, EventQuery
+
+if TYPE_CHECKING:
+    from tidings.engine.runtime import Runtime
 
 ULID_RE = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
@@ -51,17 +56,22 @@ async def read_env(core: Core, request: Request) -> Environment:
                                    "api", branch)
 
 
-def _check_params(request: Request, allowed: set[str]) -> None:
+def check_params(request: Request, allowed: set[str]) -> None:
     unknown = sorted(set(request.query_params) - allowed)
     if unknown:
         raise RequestRejected(f"unknown query parameter(s): {', '.join(unknown)}; "
                               f"allowed: {', '.join(sorted(allowed))}")
 
 
-def _time_param(request: Request, name: str) -> int | None:
+def time_param(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
+    return parse_time(name, raw)
+
+
+def parse_time(name: str, raw: str) -> int:
+    """Milliseconds since the epoch from ISO-8601 with an offset, or from milliseconds."""
     if MILLIS_RE.fullmatch(raw) and int(raw) <= MAX_MILLIS:
         return int(raw)
     try:
@@ -74,19 +84,23 @@ def _time_param(request: Request, name: str) -> int | None:
     return int(moment.timestamp() * 1000)
 
 
-def _limit_param(request: Request) -> int:
+def limit_param(request: Request) -> int:
     raw = request.query_params.get("limit", str(DEFAULT_LIMIT))
     if not LIMIT_RE.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise RequestRejected(f"limit: expected a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
     return int(raw)
 
 
-def routes(core: Core) -> list[Route]:
+def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> list[Route]:
+    """Every route of the JSON API. ``runtime`` gives the process's runtime, if one runs: the
+    runs API wakes its executors when it queues runs."""
+    from tidings.server.runs_api import RunsAPI  # it builds on the helpers of this module
+
     async def list_events(request: Request) -> Response:
-        _check_params(request, {"name", "since", "until", "cursor", "limit"})
+        check_params(request, {"name", "since", "until", "cursor", "limit"})
         env = await read_env(core, request)
-        limit = _limit_param(request)
-        since, until = _time_param(request, "since"), _time_param(request, "until")
+        limit = limit_param(request)
+        since, until = time_param(request, "since"), time_param(request, "until")
         cursor = request.query_params.get("cursor") or None
         if cursor is not None and not ULID_RE.fullmatch(cursor):
             raise RequestRejected(f"cursor: not a cursor this API returned: {cursor!r}")
@@ -108,7 +122,7 @@ def routes(core: Core) -> list[Route]:
         return json_response(200, {"data": data, "cursor": next_cursor})
 
     async def get_event(request: Request) -> Response:
-        _check_params(request, set())
+        check_params(request, set())
         env = await read_env(core, request)
         event_id = request.path_params["event_id"]
         event = await core.events.get(env.id, event_id) if ULID_RE.fullmatch(event_id) else None
@@ -118,7 +132,7 @@ def routes(core: Core) -> list[Route]:
 
     async def send_events(request: Request) -> Response:
         """Trigger.dev-style sending: the stored records come back, not only ids."""
-        _check_params(request, set())
+        check_params(request, set())
         branch = request.headers.get("x-inngest-env") or None
         try:
             env = await core.gate.env_for(bearer(request), "event", branch)
@@ -154,4 +168,5 @@ def routes(core: Core) -> list[Route]:
         Route("/health", health, methods=["GET"]),
         Route("/v1/events", events, methods=["GET", "POST"]),
         Route("/v1/events/{event_id}", get_event, methods=["GET"]),
+        *RunsAPI(core, runtime).routes(),
     ]

@@ -189,3 +189,64 @@ SELECT id, env_id, function_id, queue, event_id, event_ids, status, attempt, due
        lease_owner, lease_until, lease_token, created_at, started_at, ended_at, progress_at,
        output, error, parent_run_id, parent_step, rerun_of, replay_id
 FROM runs WHERE env_id = ? ORDER BY id;
+
+-- name: list_runs
+SELECT r.id, r.env_id, r.function_id, r.queue, r.event_id, r.event_ids, r.status, r.attempt,
+       r.due_at, r.lease_owner, r.lease_until, r.lease_token, r.created_at, r.started_at,
+       r.ended_at, r.progress_at, r.output, r.error, r.parent_run_id, r.parent_step, r.rerun_of,
+       r.replay_id, f.slug
+FROM runs r JOIN functions f ON f.id = r.function_id
+WHERE r.env_id = ? AND r.id >= ? AND r.id < ? AND r.status IN (?, ?, ?, ?, ?, ?, ?)
+ORDER BY r.id DESC LIMIT ?;
+
+-- name: list_runs_of_function
+SELECT r.id, r.env_id, r.function_id, r.queue, r.event_id, r.event_ids, r.status, r.attempt,
+       r.due_at, r.lease_owner, r.lease_until, r.lease_token, r.created_at, r.started_at,
+       r.ended_at, r.progress_at, r.output, r.error, r.parent_run_id, r.parent_step, r.rerun_of,
+       r.replay_id, f.slug
+FROM runs r JOIN functions f ON f.id = r.function_id
+WHERE r.function_id = ? AND r.id >= ? AND r.id < ? AND r.status IN (?, ?, ?, ?, ?, ?, ?)
+ORDER BY r.id DESC LIMIT ?;
+
+-- name: listed_run
+SELECT r.id, r.env_id, r.function_id, r.queue, r.event_id, r.event_ids, r.status, r.attempt,
+       r.due_at, r.lease_owner, r.lease_until, r.lease_token, r.created_at, r.started_at,
+       r.ended_at, r.progress_at, r.output, r.error, r.parent_run_id, r.parent_step, r.rerun_of,
+       r.replay_id, f.slug
+FROM runs r JOIN functions f ON f.id = r.function_id
+WHERE r.id = ?;
+
+-- name: listed_runs_of_event
+SELECT r.id, r.env_id, r.function_id, r.queue, r.event_id, r.event_ids, r.status, r.attempt,
+       r.due_at, r.lease_owner, r.lease_until, r.lease_token, r.created_at, r.started_at,
+       r.ended_at, r.progress_at, r.output, r.error, r.parent_run_id, r.parent_step, r.rerun_of,
+       r.replay_id, f.slug
+FROM runs r JOIN functions f ON f.id = r.function_id
+WHERE r.env_id = ? AND r.event_id = ? ORDER BY r.id DESC;
+
+-- name: pause_details
+SELECT step, name, kind, event_name, condition, correlation, until
+FROM pauses WHERE run_id = ? ORDER BY until, step;
+
+-- name: cancel_run_fenced
+UPDATE runs SET status = 'Cancelled', error = ?, ended_at = ?, due_at = NULL,
+                lease_owner = NULL, lease_until = NULL, lease_token = lease_token + 1
+WHERE id = ? AND status NOT IN ('Completed', 'Failed', 'Cancelled');
+
+-- name: replay_sources
+SELECT id FROM runs
+WHERE function_id = ? AND id >= ? AND id < ? AND status IN (?, ?, ?) ORDER BY id;
+
+-- name: insert_replay
+INSERT INTO replays (id, env_id, function_id, since_ms, until_ms, statuses, total, created,
+                     created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?);
+
+-- name: replay_progress
+UPDATE replays SET created = created + ? WHERE id = ?;
+
+-- name: replay_by_id
+SELECT p.id, p.env_id, p.function_id, f.slug, p.since_ms, p.until_ms, p.statuses, p.total,
+       p.created, p.created_at
+FROM replays p JOIN functions f ON f.id = p.function_id
+WHERE p.id = ?;

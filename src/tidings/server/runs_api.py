@@ -1,0 +1,410 @@
+"""The runs API under ``/v1``: what ran, what runs and what waits, and the operator's levers:
+cancel a run, rerun it, replay many, stop a delayed event before it is delivered.
+
+It answers to the same API keys as ``GET /v1/events``. A write that queues runs or emits events
+commits first, then wakes this process's runtime (when one runs here); other processes hear
+of it through ``NOTIFY`` (PostgreSQL) or their next poll.
+
+Replays rerun their first ``REPLAY_BATCH`` runs before answering (``201``, done); a larger
+replay answers ``202`` and goes on in batches, one transaction each, in a background task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tidings.core import Core
+from tidings.errors import RequestRejected
+from tidings.events.model import iso
+from tidings.ids import floor_id, new_id, now_ms
+from tidings.router.registry import Registry
+from tidings.runs import store
+from tidings.runs.model import STATUSES, TERMINAL, FunctionRow, Run, StepRow
+from tidings.runs.store import REPLAYABLE, PauseRow, Replay, RunQuery
+from tidings.server.api import (
+    MAX_MILLIS,
+    ULID_RE,
+    check_params,
+    error_response,
+    json_response,
+    limit_param,
+    parse_time,
+    read_env,
+    time_param,
+)
+from tidings.server.http import read_body
+from tidings.storage.base import Environment, EventRow
+from tidings.storage.tx import Tx
+
+if TYPE_CHECKING:
+    from tidings.engine.runtime import Runtime
+
+log = logging.getLogger("tidings.server")
+REPLAY_BATCH = 500
+CANCELLED_EVENT = "tidings/function.cancelled"
+CANCEL_REASON = "cancelled through the API"
+REPLAY_FIELDS = ("function", "since", "until", "statuses")
+
+
+def run_json(run: Run, slug: str) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "function": slug,
+        "status": run.status,
+        "attempt": run.attempt,
+        "event_id": run.event_id,
+        "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at),
+        "ended_at": iso(run.ended_at),
+        "due_at": iso(run.due_at),
+        "output": run.output,
+        "error": run.error,
+        "parent_run_id": run.parent_run_id,
+        "rerun_of": run.rerun_of,
+        "replay_id": run.replay_id,
+    }
+
+
+def step_json(step: StepRow) -> dict[str, Any]:
+    duration = None
+    if step.started_at is not None and step.ended_at is not None:
+        duration = step.ended_at - step.started_at
+    return {
+        "id": step.step,
+        "name": step.name,
+        "status": step.status,
+        "attempts": step.attempts,
+        "started_at": iso(step.started_at),
+        "ended_at": iso(step.ended_at),
+        "duration_ms": duration,
+        "output": step.output,
+    }
+
+
+def pause_json(pause: PauseRow) -> dict[str, Any]:
+    return {
+        "step": pause.step,
+        "name": pause.name,
+        "kind": pause.kind,
+        "event": pause.event_name,
+        "condition": pause.condition,
+        "invoked_run_id": pause.correlation,
+        "until": iso(pause.until),
+    }
+
+
+def replay_json(replay: Replay) -> dict[str, Any]:
+    return {
+        "id": replay.id,
+        "function": replay.function,
+        "since": iso(replay.since_ms),
+        "until": iso(replay.until_ms),
+        "statuses": replay.statuses,
+        "total": replay.total,
+        "created": replay.created,
+        "done": replay.done,
+        "created_at": iso(replay.created_at),
+    }
+
+
+def _choose(raw: str, allowed: tuple[str, ...], what: str) -> str:
+    for status in allowed:
+        if status.lower() == raw.strip().lower():
+            return status
+    raise RequestRejected(f"{what}: {raw!r} is not one of {', '.join(allowed)}")
+
+
+def _not_found(what: str, ident: str) -> Response:
+    return error_response(404, f"{what} {ident!r} not found")
+
+
+class RunsAPI:
+    """The handlers, with what they share: the core, the runtime if any, a registry (to know
+    whether anything listens for ``function.cancelled``) and the replays under way."""
+
+    def __init__(self, core: Core, runtime: Callable[[], Runtime | None] | None = None) -> None:
+        self.core = core
+        self._runtime = runtime or (lambda: None)
+        self._registry = Registry()
+        self._replays: set[asyncio.Task[None]] = set()
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/runs", self.list_runs, methods=["GET"]),
+            Route("/v1/runs/{run_id}", self.get_run, methods=["GET"]),
+            Route("/v1/runs/{run_id}/cancel", self.cancel_run, methods=["POST"]),
+            Route("/v1/runs/{run_id}/rerun", self.rerun, methods=["POST"]),
+            Route("/v1/events/{event_id}/runs", self.runs_of_event, methods=["GET"]),
+            Route("/v1/events/{event_id}/cancel", self.cancel_event, methods=["POST"]),
+            Route("/v1/replays", self.start_replay, methods=["POST"]),
+            Route("/v1/replays/{replay_id}", self.get_replay, methods=["GET"]),
+        ]
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def list_runs(self, request: Request) -> Response:
+        check_params(request, {"function", "status", "since", "until", "cursor", "limit"})
+        env = await read_env(self.core, request)
+        limit = limit_param(request)
+        since, until = time_param(request, "since"), time_param(request, "until")
+        cursor = request.query_params.get("cursor") or None
+        if cursor is not None and not ULID_RE.fullmatch(cursor):
+            raise RequestRejected(f"cursor: not a cursor this API returned: {cursor!r}")
+        statuses = [_choose(part, STATUSES, "status")
+                    for value in request.query_params.getlist("status")
+                    for part in value.split(",") if part.strip()]
+        slug = request.query_params.get("function") or None
+        fn = await self._function(env, slug) if slug is not None else None
+        if slug is not None and fn is None:
+            return _not_found("function", slug)
+        query = RunQuery(env_id=env.id, function_id=fn.id if fn else None,
+                         statuses=statuses or STATUSES,
+                         min_id=floor_id(since) if since is not None else None,
+                         max_id=floor_id(until) if until is not None else None,
+                         before_id=cursor, limit=limit + 1)
+        rows = await self.core.storage.read(partial(store.list_runs, query=query))
+        page = rows[:limit]
+        return json_response(200, {"data": [run_json(run, slug) for run, slug in page],
+                                   "cursor": page[-1][0].id if len(rows) > limit else None})
+
+    async def get_run(self, request: Request) -> Response:
+        check_params(request, set())
+        env = await read_env(self.core, request)
+        run_id = request.path_params["run_id"]
+        found = await self._run(env, run_id)
+        if found is None:
+            return _not_found("run", run_id)
+        run, slug = found
+
+        def details(tx: Tx) -> tuple[list[StepRow], list[PauseRow]]:
+            return store.steps_of(tx, run.id), store.pauses_of(tx, run.id)
+
+        steps, pauses = await self.core.storage.read(details)
+        event = await self.core.events.get(run.env_id, run.event_id)
+        data = {**run_json(run, slug), "steps": [step_json(s) for s in steps],
+                "pauses": [pause_json(p) for p in pauses],
+                "event": event.to_json() if event is not None else None}
+        return json_response(200, {"data": data})
+
+    async def runs_of_event(self, request: Request) -> Response:
+        check_params(request, set())
+        env = await read_env(self.core, request)
+        event_id = request.path_params["event_id"]
+        if not ULID_RE.fullmatch(event_id) or await self.core.storage.get_event(
+                env.id, event_id) is None:
+            return _not_found("event", event_id)
+        rows = await self.core.storage.read(
+            partial(store.runs_started_by, env_id=env.id, event_id=event_id))
+        return json_response(200, {"data": [run_json(run, slug) for run, slug in rows]})
+
+    async def get_replay(self, request: Request) -> Response:
+        check_params(request, set())
+        env = await read_env(self.core, request)
+        replay_id = request.path_params["replay_id"]
+        replay = None
+        if ULID_RE.fullmatch(replay_id):
+            replay = await self.core.storage.read(partial(store.get_replay, replay_id=replay_id))
+        if replay is None or replay.env_id != env.id:
+            return _not_found("replay", replay_id)
+        return json_response(200, {"data": replay_json(replay)})
+
+    # -- levers --------------------------------------------------------------------------------
+
+    async def cancel_run(self, request: Request) -> Response:
+        check_params(request, set())
+        env = await read_env(self.core, request)
+        run_id = request.path_params["run_id"]
+        found = await self._run(env, run_id)
+        if found is None:
+            return _not_found("run", run_id)
+        run, slug = found
+        if run.status in TERMINAL:
+            return self._ended(run)
+        now = now_ms()
+        emit = await self._cancelled_events(run, slug, now)
+        cancelled = await self.core.storage.write(partial(
+            store.cancel_fenced, run_id=run.id, reason=CANCEL_REASON, now=now, emit=emit))
+        again = await self._run(env, run_id)
+        assert again is not None
+        if not cancelled:
+            return self._ended(again[0])
+        if emit:
+            self._emitted([row.id for row in emit])
+        if run.parent_run_id:
+            self._wake("*")
+        return json_response(200, {"data": run_json(*again)})
+
+    async def rerun(self, request: Request) -> Response:
+        check_params(request, set())
+        env = await read_env(self.core, request)
+        run_id = request.path_params["run_id"]
+        found = await self._run(env, run_id)
+        if found is None:
+            return _not_found("run", run_id)
+        source = found[0]
+        fn = await self.core.storage.read(
+            partial(store.function_by_id, function_id=source.function_id))
+        if fn is None or fn.archived_at is not None:
+            return error_response(409, f"function {found[1]!r} is archived: its app no longer "
+                                  "has it, so a rerun would never run")
+        now = now_ms()
+        new_run_id = await self.core.storage.write(partial(store.rerun, source=source, fn=fn,
+                                                           now=now))
+        assert new_run_id is not None  # a rerun's key is new every time
+        self._wake(fn.queue)
+        created = await self._run(env, new_run_id)
+        assert created is not None
+        return json_response(201, {"data": run_json(*created)})
+
+    async def cancel_event(self, request: Request) -> Response:
+        check_params(request, set())
+        env = await read_env(self.core, request)
+        event_id = request.path_params["event_id"]
+        if not ULID_RE.fullmatch(event_id):
+            return _not_found("event", event_id)
+        why = await self.core.storage.write(partial(
+            store.cancel_delivery, env_id=env.id, event_id=event_id, now=now_ms()))
+        if why == "missing":
+            return _not_found("event", event_id)
+        if why is not None:
+            return error_response(409, f"event {event_id} was already {why}")
+        event = await self.core.events.get(env.id, event_id)
+        assert event is not None
+        return json_response(200, {"data": event.to_json()})
+
+    async def start_replay(self, request: Request) -> Response:
+        check_params(request, set())
+        env = await read_env(self.core, request)
+        body = await read_body(request.scope, request.receive,
+                               self.core.settings.limits.max_body_bytes)
+        slug, since, until, statuses = _replay_request(body)
+        fn = await self._function(env, slug)
+        if fn is None:
+            return _not_found("function", slug)
+        replay, rest = await self.core.storage.write(partial(
+            store.start_replay, fn=fn, since_ms=since, until_ms=until, statuses=statuses,
+            now=now_ms(), batch=REPLAY_BATCH))
+        self._wake(fn.queue)
+        if rest:
+            task = asyncio.create_task(self._continue(replay.id, fn, rest),
+                                       name=f"tidings-replay-{replay.id}")
+            self._replays.add(task)
+            task.add_done_callback(self._replays.discard)
+        return json_response(202 if rest else 201, {"data": replay_json(replay)})
+
+    async def _continue(self, replay_id: str, fn: FunctionRow, rest: list[str]) -> None:
+        try:
+            for start in range(0, len(rest), REPLAY_BATCH):
+                batch = rest[start:start + REPLAY_BATCH]
+                await self.core.storage.write(partial(
+                    store.replay_batch, replay_id=replay_id, fn=fn, source_ids=batch,
+                    now=now_ms()))
+                self._wake(fn.queue)
+        except Exception:
+            log.exception("replay %s stopped; what it created so far stays", replay_id)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    async def _function(self, env: Environment, slug: str) -> FunctionRow | None:
+        if "\x00" in slug:
+            # No slug holds NUL (PostgreSQL text cannot), so do not send it to the database.
+            raise RequestRejected("function: must not contain NUL characters")
+        return await self.core.storage.read(
+            partial(store.function_by_slug, env_id=env.id, slug=slug))
+
+    async def _run(self, env: Environment, run_id: str) -> tuple[Run, str] | None:
+        if not ULID_RE.fullmatch(run_id):
+            return None
+        found = await self.core.storage.read(partial(store.run_with_slug, run_id=run_id))
+        return found if found is not None and found[0].env_id == env.id else None
+
+    def _ended(self, run: Run) -> Response:
+        return error_response(409, f"run {run.id} already ended ({run.status})")
+
+    async def _cancelled_events(self, run: Run, slug: str, now: int) -> list[EventRow]:
+        """``tidings/function.cancelled`` for the run, when a function listens for it.
+
+        Its ``event`` and ``events`` are the run's events without ``user``: lifecycle events are
+        stored unencrypted, and ``user`` must stay encrypted (and erasable) at rest.
+        """
+        await self.core.storage.read(self._registry.refresh)
+        if not self._registry.listens(run.env_id, CANCELLED_EVENT):
+            return []
+        events = []
+        for event_id in run.event_ids or [run.event_id]:
+            row = await self.core.storage.get_event(run.env_id, event_id)
+            if row is not None:
+                event: dict[str, Any] = {"id": row.key or row.id, "name": row.name,
+                                         "data": msgspec.json.decode(row.data), "ts": row.ts}
+                if row.v is not None:
+                    event["v"] = row.v
+                events.append(event)
+        data = {"function_id": slug, "run_id": run.id, "event": events[0] if events else None,
+                "events": events, "error": {"name": "Cancelled", "message": CANCEL_REASON}}
+        return [EventRow(id=new_id(now), env_id=run.env_id, name=CANCELLED_EVENT,
+                         data=msgspec.json.encode(data), user=None, user_subject=None, key=None,
+                         ts=now, v=None, source="tidings", context=None, account_id=None,
+                         received_at=now, deliver_at=None)]
+
+    def _emitted(self, event_ids: list[str]) -> None:
+        # The runtime of this process routes what it ingests at once; these are the same.
+        for observer in self.core.ingest.observers:
+            observer(event_ids, False)
+
+    def _wake(self, queue: str) -> None:
+        runtime = self._runtime()
+        if runtime is None:
+            return
+        executor = runtime.executors.get(queue)
+        if executor is not None:
+            executor.wake()
+        elif queue == "*":
+            for other in runtime.executors.values():
+                other.wake()
+
+
+def _replay_request(body: bytes) -> tuple[str, int, int, list[str]]:
+    try:
+        payload = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise RequestRejected(f"the body is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise RequestRejected("the body is a JSON object: "
+                              '{"function", "since", "until", "statuses"}')
+    unknown = sorted(set(payload) - set(REPLAY_FIELDS))
+    missing = [name for name in REPLAY_FIELDS if payload.get(name) is None]
+    if unknown or missing:
+        raise RequestRejected("; ".join(
+            ([f"unknown field(s): {', '.join(unknown)}"] if unknown else [])
+            + ([f"missing field(s): {', '.join(missing)}"] if missing else [])))
+    slug = payload["function"]
+    if not isinstance(slug, str) or not slug:
+        raise RequestRejected("function: the slug of a function, e.g. my-app-send-welcome")
+    since, until = _time_field(payload, "since"), _time_field(payload, "until")
+    if until <= since:
+        raise RequestRejected("until: must be after since")
+    raw = payload["statuses"]
+    if not isinstance(raw, list) or not raw or not all(isinstance(s, str) for s in raw):
+        raise RequestRejected(f"statuses: a non-empty list of {', '.join(REPLAYABLE)}")
+    statuses = list(dict.fromkeys(_choose(s, REPLAYABLE, "statuses") for s in raw))
+    return slug, since, until, statuses
+
+
+def _time_field(payload: dict[str, Any], name: str) -> int:
+    value = payload[name]
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= MAX_MILLIS:
+            raise RequestRejected(f"{name}: milliseconds from 0 to {MAX_MILLIS}")
+        return value
+    if isinstance(value, str):
+        return parse_time(name, value)
+    raise RequestRejected(f"{name}: an ISO-8601 time or milliseconds since the epoch")
