@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,7 @@ from tidings.engine.outcomes import (
 )
 from tidings.errors import RequestRejected
 from tidings.events.parse import parse_events
-from tidings.ids import floor_id, new_id, now_ms
+from tidings.ids import IdSeed, floor_id, new_id, now_ms
 from tidings.router.registry import Registry
 from tidings.router.route import look_back
 from tidings.runs import store
@@ -61,7 +62,17 @@ def worker_id() -> str:
 
 
 class _Host:
-    """The engine's side of one call (``StepHost`` for the SDK's step tools)."""
+    """The engine's side of one call (``StepHost`` for the SDK's step tools).
+
+    Where the database commits writes in the order they were made (SQLite's single writer),
+    finished steps are buffered and written together — with the call's outcome when the call
+    ends soon, or every ``FLUSH_MS`` — instead of one commit per step. A step is then recorded
+    at least once and, once recorded, never runs again, which is all a replay relies on.
+    Elsewhere each step is committed before the function goes on.
+    """
+
+    FLUSH_MS = 20
+    FLUSH_STEPS = 256
 
     def __init__(self, executor: Executor, run: Run, fn: FunctionRow, steps: list[StepRow]) -> None:
         self._executor = executor
@@ -72,6 +83,23 @@ class _Host:
         self.blockers: list[Any] = []
         self.retry: RetryStep | None = None
         self.lost = False
+        self._buffer: list[tuple[str, str, int, str, int]] = []
+        self._buffered_at = 0
+        self._pending: list[asyncio.Future[bool]] = []
+        self._ordered = bool(getattr(executor.storage, "ordered_writes", False))
+
+    def take_buffer(self) -> list[tuple[str, str, int, str, int]]:
+        buffer, self._buffer = self._buffer, []
+        return buffer
+
+    async def settled(self) -> bool:
+        """Wait for step records in flight; False when one found the lease lost."""
+        if self._pending:
+            results = await asyncio.gather(*self._pending)
+            self._pending.clear()
+            if not all(results):
+                self.lost = True
+        return not self.lost
 
     def memo(self, step: str) -> tuple[bool, Any]:
         row = self._memo.get(step)
@@ -84,17 +112,30 @@ class _Host:
         self._position += 1
         return self._position - 1
 
+    def _flush(self) -> asyncio.Future[bool]:
+        records = self.take_buffer()
+        run = self._run
+        return asyncio.ensure_future(self._executor.storage.write(
+            lambda tx: store.record_steps(tx, run, records)))
+
     async def completed(self, step: str, name: str, output: bytes) -> None:
         now = self.now()
-        position = self._next_position()
-        text = output.decode()
-        ok = await self._executor.storage.write(
-            lambda tx: store.record_step(tx, self._run, step, name, position, text, now, now))
-        if not ok:
+        self._buffer.append((step, name, self._next_position(), output.decode(), now))
+        if self._ordered:
+            if len(self._buffer) == 1:
+                self._buffered_at = now
+            if now - self._buffered_at >= self.FLUSH_MS or len(self._buffer) >= self.FLUSH_STEPS:
+                self._pending.append(self._flush())
+            return
+        if not await self._flush():
             self.lost = True
             raise _Interrupt()
 
     async def errored(self, step: str, name: str, error: dict[str, Any]) -> bool:
+        if self._buffer:
+            self._pending.append(self._flush())
+        if not await self.settled():
+            raise _Interrupt()
         now = self.now()
         position = self._next_position()
         retries = self._fn.retries
@@ -114,8 +155,8 @@ class _Host:
     def block(self, blocker: Any) -> None:
         self.blockers.append(blocker)
 
-    async def send(self, events: list[dict[str, Any]]) -> list[str]:
-        return await self._executor.send(self._run.env_id, events)
+    async def send(self, events: list[dict[str, Any]], key: str) -> list[str]:
+        return await self._executor.send(self._run, events, key)
 
 
 class Executor:
@@ -139,6 +180,7 @@ class Executor:
         self._leases: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._stopping = False
+        self._saturated = False
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -184,7 +226,7 @@ class Executor:
             if not claimed:
                 break
             total += len(claimed)
-            await asyncio.gather(*(self._drive(run) for run in claimed))
+            await asyncio.gather(*(self._drive(call) for call in claimed))
         return total
 
     # -- the loop ------------------------------------------------------------------------------
@@ -192,42 +234,54 @@ class Executor:
     async def _loop(self) -> None:
         while not self._stopping:
             room = self.settings.concurrency - len(self._inflight)
-            claimed = await self._claim(room) if room > 0 else []
-            for run in claimed:
-                task = asyncio.create_task(self._drive(run))
-                self._inflight[run.id] = task
+            if room <= 0:
+                self._saturated = True
+                await self._idle(poll=False)
+                continue
+            claimed = await self._claim(room)
+            for call in claimed:
+                task = asyncio.create_task(self._drive(call))
+                self._inflight[call.run.id] = task
                 task.add_done_callback(self._forget)
-            if claimed and len(claimed) == room:
+            if len(claimed) == room:
+                # Probably more is due: claim again as soon as calls finish.
+                self._saturated = True
                 await asyncio.sleep(0)
                 continue
-            if claimed:
-                continue
-            await self._idle()
+            await self._idle(poll=not claimed)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         for run_id, running in list(self._inflight.items()):
             if running is task:
                 del self._inflight[run_id]
+        if self._saturated:
+            self._saturated = False
+            self._wake.set()
 
-    async def _idle(self) -> None:
-        self._wake.clear()
-        due = await self.storage.read(lambda tx: store.next_due(tx, self.queue))
+    async def _idle(self, *, poll: bool = True) -> None:
+        """Wait for a wake-up, or until the next run is due (bounded by the idle poll)."""
+        if self._wake.is_set():
+            self._wake.clear()
+            return
         wait = self.settings.idle_poll_ms / 1000
-        if due is not None:
-            wait = max(0.0, min(wait, (due - self.clock()) / 1000))
-        if wait > 0:
+        if poll:
+            due = await self.storage.read(lambda tx: store.next_due(tx, self.queue))
+            if due is not None:
+                wait = max(0.0, min(wait, (due - self.clock()) / 1000))
+        if wait > 0 and not self._wake.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
+        self._wake.clear()
 
-    async def _claim(self, limit: int) -> list[Run]:
+    async def _claim(self, limit: int) -> list[store.Claimed]:
         if limit <= 0:
             return []
         now = self.clock()
-        runs = await self.storage.write(lambda tx: store.claim(
+        calls = await self.storage.write(lambda tx: store.claim_calls(
             tx, self.queue, self.owner, now, self.settings.lease_ms, limit))
-        for run in runs:
-            self._leases[run.id] = run.lease_token
-        return runs
+        for call in calls:
+            self._leases[call.run.id] = call.run.lease_token
+        return calls
 
     async def _heartbeat(self) -> None:
         while True:
@@ -244,9 +298,10 @@ class Executor:
 
     # -- one call ------------------------------------------------------------------------------
 
-    async def _drive(self, run: Run) -> None:
+    async def _drive(self, call: store.Claimed) -> None:
+        run = call.run
         try:
-            await self._call(run)
+            await self._call(call)
         except Exception:
             log.exception("run %s: call failed inside the engine; it will be retried", run.id)
             with contextlib.suppress(Exception):
@@ -254,7 +309,8 @@ class Executor:
         finally:
             self._leases.pop(run.id, None)
 
-    async def _call(self, run: Run) -> None:
+    async def _call(self, call: store.Claimed) -> None:
+        run = call.run
         fn_row = await self._function_row(run.function_id)
         fn = self.functions.get(fn_row.slug) if fn_row else None
         if fn_row is None or fn is None:
@@ -262,17 +318,13 @@ class Executor:
                         fn_row.slug if fn_row else run.function_id)
             await self.storage.write(lambda tx: store.release(tx, run.id, run.lease_token))
             return
-        now = self.clock()
-        steps = await self.storage.write(lambda tx: store.open_call(tx, run, now))
-        if steps is None:
-            return
-        event, events = await self._events(run)
-        host = _Host(self, run, fn_row, steps)
+        event, events = await self._events(run, call.events)
+        host = _Host(self, run, fn_row, call.steps)
         outcome = await self._driver.call(fn, host, run_id=run.id, attempt=run.attempt,
                                           event=event, events=events)
-        if outcome is None:
+        if not await host.settled() or outcome is None:
             return
-        await self._settle(run, fn_row, event, events, outcome)
+        await self._settle(run, fn_row, event, events, outcome, host.take_buffer())
 
     async def _function_row(self, function_id: str) -> FunctionRow | None:
         for fn in self.registry.functions():
@@ -280,13 +332,11 @@ class Executor:
                 return fn
         return await self.storage.read(lambda tx: store.function_by_id(tx, function_id))
 
-    async def _events(self, run: Run) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        ids = run.event_ids or [run.event_id]
+    async def _events(self, run: Run, rows: list[EventRow]
+                      ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         loaded = []
-        for event_id in ids:
-            stored = await self.core.events.get(run.env_id, event_id)
-            if stored is None:
-                continue
+        for row in rows:
+            stored = await self.core.events.open(row)
             data: dict[str, Any] = {"id": stored.key or stored.id, "name": stored.name,
                                     "data": stored.data, "user": stored.user, "ts": stored.ts,
                                     "source": stored.source}
@@ -302,38 +352,49 @@ class Executor:
     # -- outcomes ------------------------------------------------------------------------------
 
     async def _settle(self, run: Run, fn: FunctionRow, event: dict[str, Any],
-                      events: list[dict[str, Any]], outcome: Outcome) -> None:
+                      events: list[dict[str, Any]], outcome: Outcome,
+                      records: list[tuple[str, str, int, str, int]]) -> None:
+        write = self.storage.write
+        if records:
+            def with_records(body: Callable[[Tx], Any]) -> Awaitable[Any]:
+                def both(tx: Tx) -> Any:
+                    if not store.record_steps(tx, run, records):
+                        return None
+                    return body(tx)
+                return self.storage.write(both)
+
+            write = with_records  # type: ignore[assignment]
         now = self.clock()
         emitted: list[str] = []
         due_now = False
         if isinstance(outcome, RunDone):
             output = msgspec.json.decode(outcome.output)
             rows = self._lifecycle(run, fn, event, events, "finished", now, result=output)
-            await self.storage.write(lambda tx: self._end(tx, run, COMPLETED, output, None,
+            await write(lambda tx: self._end(tx, run, COMPLETED, output, None,
                                                           rows, now))
             emitted = [r.id for r in rows]
         elif isinstance(outcome, RunFailed):
             if outcome.retriable and run.attempt < fn.retries:
                 at = (clamp_retry_after(outcome.retry_at, now) if outcome.retry_at
                       else now + self.settings.backoff.delay(run.attempt + 1))
-                await self.storage.write(
+                await write(
                     lambda tx: store.reschedule(tx, run, due_at=at, attempt=run.attempt + 1))
             else:
                 rows = [*self._lifecycle(run, fn, event, events, "failed", now,
                                          error=outcome.error),
                         *self._lifecycle(run, fn, event, events, "finished", now,
                                          error=outcome.error)]
-                await self.storage.write(lambda tx: self._end(tx, run, FAILED, None,
+                await write(lambda tx: self._end(tx, run, FAILED, None,
                                                               outcome.error, rows, now))
                 emitted = [r.id for r in rows]
         elif isinstance(outcome, RetryStep):
             at = outcome.retry_at if outcome.retry_at is not None else now
-            await self.storage.write(
+            await write(
                 lambda tx: store.reschedule(tx, run, due_at=at, attempt=run.attempt))
         elif isinstance(outcome, Blocked):
             plans = [await self._plan_invoke(run, b, now) if isinstance(b, Invoke) else None
                      for b in outcome.blockers]
-            due_now = await self.storage.write(
+            due_now = await write(
                 lambda tx: self._pause(tx, run, fn, event, outcome, plans, now))
             emitted = [p[0].id for p in plans if p is not None]
         if emitted:
@@ -429,7 +490,10 @@ class Executor:
 
     # -- sending from inside a run -------------------------------------------------------------
 
-    async def send(self, env_id: str, events: list[dict[str, Any]]) -> list[str]:
+    async def send(self, run: Run, events: list[dict[str, Any]], key: str) -> list[str]:
+        """Store events sent from a step. Their ids derive from the run and step, so a step that
+        runs again (its process died before recording it) stores nothing twice."""
+        env_id = run.env_id
         now = self.clock()
         try:
             parsed = parse_events(msgspec.json.encode(events), self.core.settings.limits, now)
@@ -437,6 +501,8 @@ class Executor:
             from tidings.errors import NonRetriableError
 
             raise NonRetriableError(f"send_event: {exc.message}") from None
-        ids = await self.core.ingest.append(env_id, parsed, received_at=now)
+        digest = hashlib.sha256(f"{run.id}:{key}".encode()).digest()
+        seed = IdSeed(run.created_at, digest[:10])
+        ids = await self.core.ingest.append(env_id, parsed, seed, received_at=now)
         self._on_events(ids)
         return ids

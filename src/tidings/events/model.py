@@ -11,12 +11,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 DEFAULT_SOURCE = "tidings"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NewEvent:
-    """A validated event, not stored yet."""
+class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A validated event, not stored yet.
+
+    A msgspec struct rather than a frozen dataclass: ingest builds one per event, and a struct
+    is built about ten times faster.
+    """
 
     name: str
     data: dict[str, Any]

@@ -56,6 +56,7 @@ class Registry:
         self.version = -1
         self._envs: dict[str, _EnvIndex] = {}
         self.crons: list[tuple[FunctionRow, str]] = []
+        self._listening: dict[tuple[str, str], bool] = {}
 
     def refresh(self, tx: Tx) -> bool:
         """Reload when the database's registry version moved; True when it did."""
@@ -82,6 +83,7 @@ class Registry:
                 else:
                     index.exact[name].append(entry)
         self._envs, self.crons, self.version = envs, crons, version
+        self._listening = {}
 
     def function(self, env_id: str, slug: str) -> FunctionRow | None:
         index = self._envs.get(env_id)
@@ -91,12 +93,16 @@ class Registry:
         return [fn for index in self._envs.values() for fn in index.by_slug.values()]
 
     def listens(self, env_id: str, name: str) -> bool:
+        """True when some function of the environment triggers on events of that name."""
+        known = self._listening.get((env_id, name))
+        if known is not None:
+            return known
         index = self._envs.get(env_id)
-        if index is None:
-            return False
         names = aliases(name)
-        return any(n in index.exact for n in names) or any(
-            n.startswith(prefix) for prefix, _ in index.wildcards for n in names)
+        found = index is not None and (any(n in index.exact for n in names) or any(
+            n.startswith(prefix) for prefix, _ in index.wildcards for n in names))
+        self._listening[(env_id, name)] = found
+        return found
 
     def match(self, env_id: str, event: dict[str, Any], source: str = "tidings",
               context: Any = None) -> list[FunctionRow]:

@@ -111,6 +111,50 @@ def claim(tx: Tx, queue: str, owner: str, now: int, lease_ms: int, limit: int) -
     return [Run.from_row(r) for r in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A leased run with what its next call needs: recorded steps and trigger events."""
+
+    run: Run
+    steps: list[StepRow]
+    events: list[EventRow]
+
+
+def claim_calls(tx: Tx, queue: str, owner: str, now: int, lease_ms: int,
+                limit: int) -> list[Claimed]:
+    """Lease due runs and open their calls in the same transaction."""
+    claimed = []
+    for run in claim(tx, queue, owner, now, lease_ms, limit):
+        # A run started by this very claim has neither steps nor pauses: skip looking.
+        fresh = run.started_at == now
+        steps = [] if fresh else open_call(tx, run, now)
+        if steps is None:
+            continue
+        ids = run.event_ids or [run.event_id]
+        events = [row for row in (event_row(tx, i) for i in ids) if row is not None]
+        claimed.append(Claimed(run, steps, events))
+    return claimed
+
+
+def event_row(tx: Tx, event_id: str) -> EventRow | None:
+    r = tx.one("event_row", (event_id,))
+    if r is None:
+        return None
+    return EventRow(
+        id=r[0], env_id=r[1], name=r[2], data=_bytes(r[3]), user=_blob(r[4]),
+        user_subject=_blob(r[5]), key=r[6], ts=r[7], v=r[8], source=r[9],
+        context=_bytes(r[10]) if r[10] is not None else None, account_id=r[11],
+        received_at=r[12], deliver_at=r[13], delivered_at=r[14], cancelled_at=r[15])
+
+
+def _bytes(value: Any) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+def _blob(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
 def next_due(tx: Tx, queue: str) -> int | None:
     row = tx.one("next_due", (queue,))
     return int(row[0]) if row and row[0] is not None else None
@@ -167,6 +211,17 @@ def record_step(tx: Tx, run: Run, step: str, name: str, position: int, output: s
         return False
     tx.run("insert_step", (run.id, step, name, position, "completed", output, 0, started_at, now))
     tx.run("progress", (now, run.id))
+    return True
+
+
+def record_steps(tx: Tx, run: Run, records: Sequence[tuple[str, str, int, str, int]]) -> bool:
+    """Record finished steps ``(step, name, position, output, ended_at)`` in order."""
+    if leased_status(tx, run.id, run.lease_token) is None:
+        return False
+    if records:
+        tx.many("insert_step", [(run.id, step, name, position, "completed", output, 0, at, at)
+                                for step, name, position, output, at in records])
+        tx.run("progress", (records[-1][4], run.id))
     return True
 
 

@@ -86,7 +86,8 @@ class StepHost(Protocol):
     def block(self, blocker: Blocker) -> None:
         """Note a pause; the call ends after the current steps settle."""
 
-    async def send(self, events: list[dict[str, Any]]) -> list[str]: ...
+    async def send(self, events: list[dict[str, Any]], key: str) -> list[str]:
+        """Store events; ``key`` names the step, so a repeated send stores nothing twice."""
 
     def now(self) -> int: ...
 
@@ -197,7 +198,8 @@ class Step:
         """Send events once for this run; a replay returns the first send's ids."""
         batch = events if isinstance(events, list | tuple) else [events]
         body = [e.to_json() if hasattr(e, "to_json") else dict(e) for e in batch]
-        ids: list[str] = await self.run(step_id, self._host.send, body)
+        key = f"{step_id}:{self._seen.get(step_id, 0)}"
+        ids: list[str] = await self.run(step_id, self._host.send, body, key)
         return ids
 
     async def parallel(self, *branches: Callable[[], Awaitable[T]]) -> list[T]:

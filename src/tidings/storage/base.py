@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
+import msgspec
+
 if TYPE_CHECKING:
     from tidings.storage.tx import Tx
 
@@ -38,9 +40,12 @@ class ApiKey:
     revoked_at: int | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EventRow:
-    """One event as stored. ``user`` is ciphertext; ``data``/``context`` are JSON bytes."""
+class EventRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One event as stored. ``user`` is ciphertext; ``data``/``context`` are JSON bytes.
+
+    A msgspec struct rather than a frozen dataclass: ingest builds one per event, and a struct
+    is built about ten times faster.
+    """
 
     id: str
     env_id: str

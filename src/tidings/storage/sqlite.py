@@ -142,6 +142,7 @@ class SQLiteStorage:
     """The embedded backend. One process writes at a time; any number may read."""
 
     dialect = "sqlite"
+    ordered_writes = True  # one writer thread, jobs committed in submission order
 
     def __init__(self, url: str) -> None:
         self.path = path_from_url(url)

@@ -250,3 +250,8 @@ SELECT p.id, p.env_id, p.function_id, f.slug, p.since_ms, p.until_ms, p.statuses
        p.created, p.created_at
 FROM replays p JOIN functions f ON f.id = p.function_id
 WHERE p.id = ?;
+
+-- name: event_row
+SELECT id, env_id, name, data, user_data, user_subject, event_key, ts, v, source, context,
+       account_id, received_at, deliver_at, delivered_at, cancelled_at
+FROM events WHERE id = ?;
