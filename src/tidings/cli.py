@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +20,12 @@ from rich.table import Column, Table
 
 from tidings.core import keyring_for
 from tidings.crypto import new_key_text, save_dev_keyring
-from tidings.errors import TidingsError
+from tidings.durations import to_ms
+from tidings.errors import ConfigError, TidingsError
+from tidings.ids import now_ms
 from tidings.keys import create_key
+from tidings.runs.model import STATUSES
+from tidings.runs.store import REPLAYABLE
 from tidings.sdk.client import DEFAULT_BASE_URL, Event, Tidings
 from tidings.settings import Mode, Settings, database_url_from
 from tidings.storage import storage_for
@@ -247,37 +252,224 @@ def send(name: str, data: str, user: str | None, event_id: str | None, ts: int |
     click.echo(ids[0])
 
 
-@main.command()
-@click.option("--name", default=None)
-@click.option("--limit", default=20, show_default=True, type=int)
-@click.option("--url", default=None, help=URL_HELP)
-@click.option("--api-key", default=None, help="API key (default TIDINGS_API_KEY; dev needs none).")
-def events(name: str | None, limit: int, url: str | None, api_key: str | None) -> None:
-    """List recent events of a running server."""
+api_options = [
+    click.option("--url", default=None, help=URL_HELP),
+    click.option("--api-key", default=None,
+                 help="API key (default TIDINGS_API_KEY; dev needs none)."),
+]
+
+
+def _api_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(api_options):
+        fn = option(fn)
+    return fn
+
+
+def _api(method: str, path: str, url: str | None, api_key: str | None, *,
+         params: Any = None, body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
+    """``data`` of a JSON API answer of a running server; a one-line error otherwise."""
     base = (url or os.environ.get("TIDINGS_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
     token = api_key or os.environ.get("TIDINGS_API_KEY")
-    params: dict[str, Any] = {"limit": limit}
-    if name:
-        params["name"] = name
     headers = {"authorization": f"Bearer {token}"} if token else {}
     try:
-        reply = httpx.get(f"{base}/v1/events", params=params, headers=headers, timeout=30)
+        reply = httpx.request(method, f"{base}{path}", params=params, json=body,
+                              headers=headers, timeout=30)
     except httpx.TransportError as exc:
         raise click.ClickException(f"cannot reach Tidings at {base}: {exc}") from None
     try:
-        body = reply.json()
+        answer = reply.json()
     except ValueError:
-        body = None
-    if not isinstance(body, dict) or reply.status_code != 200:
-        error = body.get("error") if isinstance(body, dict) else None
+        answer = None
+    if not isinstance(answer, dict) or reply.status_code not in ok:
+        error = answer.get("error") if isinstance(answer, dict) else None
         raise click.ClickException(f"{base} answered {reply.status_code}: "
                                    f"{error or reply.text[:200]}")
+    return answer["data"]
+
+
+@main.command()
+@click.option("--name", default=None)
+@click.option("--limit", default=20, show_default=True, type=int)
+@_api_options
+def events(name: str | None, limit: int, url: str | None, api_key: str | None) -> None:
+    """List recent events of a running server."""
+    params: dict[str, Any] = {"limit": limit}
+    if name:
+        params["name"] = name
     table = Table(Column("id", no_wrap=True), "name", Column("time", no_wrap=True), "data")
-    for event in body["data"]:
-        text = json.dumps(event["data"], separators=(",", ":"), ensure_ascii=False)
-        table.add_row(event["id"], event["name"], event["timestamp"],
-                      text if len(text) <= 60 else text[:59] + "…")
+    for event in _api("GET", "/v1/events", url, api_key, params=params):
+        table.add_row(event["id"], event["name"], event["timestamp"], _short(event["data"]))
     _print_table(table)
+
+
+# -- runs and replays ----------------------------------------------------------------------------
+
+STATUS_STYLE = {"Queued": "cyan", "Running": "blue", "Sleeping": "magenta",
+                "Waiting": "magenta", "Completed": "green", "Failed": "red",
+                "Cancelled": "yellow"}
+
+
+@main.group(invoke_without_command=True)
+@click.option("--function", "function", default=None, metavar="SLUG",
+              help="Only this function's runs.")
+@click.option("--status", "statuses", multiple=True, metavar="STATUS",
+              type=click.Choice(STATUSES, case_sensitive=False),
+              help="Only runs in this status (repeatable).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@_api_options
+@click.pass_context
+def runs(ctx: click.Context, function: str | None, statuses: tuple[str, ...], limit: int,
+         url: str | None, api_key: str | None) -> None:
+    """List recent runs of a running server, newest first; ``runs show ID`` shows one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    params: dict[str, Any] = {"limit": limit}
+    if function:
+        params["function"] = function
+    if statuses:
+        params["status"] = ",".join(statuses)
+    table = Table(Column("id", no_wrap=True), "function", "status",
+                  Column("created", no_wrap=True), Column("took", justify="right"),
+                  "result")
+    for run in _api("GET", "/v1/runs", url, api_key, params=params):
+        result = run["error"] if run["status"] in ("Failed", "Cancelled") else run["output"]
+        table.add_row(run["id"], run["function"], _status(run),
+                      _clock(run["created_at"]), _took(run["started_at"], run["ended_at"]),
+                      _short(result) if run["ended_at"] else "")
+    _print_table(table)
+
+
+@runs.command("show")
+@click.argument("run_id")
+@_api_options
+def runs_show(run_id: str, url: str | None, api_key: str | None) -> None:
+    """One run: status, result, the step timeline and what it waits for."""
+    run = _api("GET", f"/v1/runs/{run_id}", url, api_key)
+    console.print(f"[bold]Run {run['id']}[/]  {run['function']}")
+    event = run["event"] or {}
+    facts = [("status", _status(run)),
+             ("event", f"{event.get('name', '?')}  {run['event_id']}"),
+             ("created", _clock(run["created_at"])), ("started", _clock(run["started_at"])),
+             ("ended", _clock(run["ended_at"])),
+             ("took", _took(run["started_at"], run["ended_at"])),
+             ("output", _short(run["output"], 200) if run["status"] == "Completed" else ""),
+             ("error", _error(run["error"])),
+             ("next call", _clock(run["due_at"]) if not run["pauses"] else ""),
+             ("rerun of", run["rerun_of"] or ""), ("replay", run["replay_id"] or ""),
+             ("invoked by", run["parent_run_id"] or "")]
+    grid = Table.grid(padding=(0, 2))
+    for label, value in facts:
+        if value:
+            grid.add_row(f"[dim]{label}[/]", value)
+    console.print(grid)
+    if run["steps"]:
+        steps = Table("#", "step", "status", Column("attempts", justify="right"),
+                      Column("started", no_wrap=True), Column("ended", no_wrap=True),
+                      Column("took", justify="right"), "output", title="Steps",
+                      title_justify="left")
+        for number, step in enumerate(run["steps"], start=1):
+            took = "" if step["duration_ms"] is None else _duration(step["duration_ms"])
+            steps.add_row(str(number), step["name"], step["status"], str(step["attempts"]),
+                          _clock(step["started_at"]), _clock(step["ended_at"]), took,
+                          _short(step["output"]))
+        _print_table(steps)
+    for pause in run["pauses"]:
+        console.print(f"[magenta]waiting[/] {_pause(pause)}")
+
+
+@main.command()
+@click.option("--function", "function", required=True, metavar="SLUG")
+@click.option("--since", required=True, metavar="TIME",
+              help="Runs created at or after: ISO-8601 with offset, ms, or an age like 2h.")
+@click.option("--until", default=None, metavar="TIME", help="Runs created before (default now).")
+@click.option("--status", "statuses", multiple=True, required=True, metavar="STATUS",
+              type=click.Choice(REPLAYABLE, case_sensitive=False),
+              help="Rerun runs that ended in this status (repeatable).")
+@_api_options
+def replay(function: str, since: str, until: str | None, statuses: tuple[str, ...],
+           url: str | None, api_key: str | None) -> None:
+    """Rerun every run of a function created in a time range that ended in these statuses."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    body = {"function": function, "since": _moment(since, "--since"),
+            "until": _moment(until, "--until") if until else now_ms(), "statuses": statuses}
+    started = _api("POST", "/v1/replays", url, api_key, body=body, ok=(201, 202))
+    console.print(f"replay {started['id']}: {started['total']} runs of {function} to rerun")
+    state = started
+    with Progress(TextColumn("rerunning"), BarColumn(), MofNCompleteColumn(),
+                  console=console) as progress:
+        bar = progress.add_task("replay", total=state["total"], completed=state["created"])
+        while not state["done"]:
+            time.sleep(0.2)  # a person watches this: five looks a second are plenty
+            state = _api("GET", f"/v1/replays/{started['id']}", url, api_key)
+            progress.update(bar, completed=state["created"])
+    console.print(f"replay {state['id']} done: {state['created']} of {state['total']} runs "
+                  "queued again")
+
+
+def _moment(text: str, option: str) -> int | str:
+    """Milliseconds for ms or an age (``90m`` ago); ISO-8601 text as it is (the server reads
+    it and says what is wrong with it)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        return now_ms() - to_ms(text)
+    except ConfigError:
+        if text[:1].isdigit() and "-" in text:
+            return text
+        raise click.BadParameter(f"{text!r}: an ISO-8601 time, milliseconds or an age like "
+                                 "2h", param_hint=option) from None
+
+
+def _status(run: dict[str, Any]) -> str:
+    status = run["status"]
+    extra = f" (attempt {run['attempt'] + 1})" if run["attempt"] else ""
+    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]{extra}"
+
+
+def _pause(pause: dict[str, Any]) -> str:
+    until = _clock(pause["until"])
+    if pause["kind"] == "sleep":
+        return f"sleep {pause['name']!r} until {until}"
+    if pause["kind"] == "invoke":
+        return f"invoked run {pause['invoked_run_id']} ({pause['name']!r}) until {until}"
+    condition = f" if {pause['condition']}" if pause["condition"] else ""
+    return f"event {pause['event']}{condition} ({pause['name']!r}) until {until}"
+
+
+def _error(error: Any) -> str:
+    if not isinstance(error, dict):
+        return _short(error, 200) if error is not None else ""
+    return f"[red]{error.get('name', 'Error')}[/]: {error.get('message', '')}"
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _clock(text: str | None) -> str:
+    return "" if text is None else _parse_iso(text).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _took(start: str | None, end: str | None) -> str:
+    if start is None or end is None:
+        return ""
+    return _duration(int((_parse_iso(end) - _parse_iso(start)).total_seconds() * 1000))
+
+
+def _duration(ms: int) -> str:
+    if ms < 1000:
+        return f"{ms} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
+    minutes, seconds = divmod(ms // 1000, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
 def _safe_url(url: str) -> str:

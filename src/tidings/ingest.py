@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import msgspec
 
 from tidings.events.model import NewEvent, StoredEvent
-from tidings.ids import IdSeed, new_id, now_ms
+from tidings.ids import IdSeed, new_ids, now_ms
 from tidings.settings import Settings
 from tidings.storage.base import EventRow, Storage
 from tidings.vault import UserVault
@@ -39,10 +39,17 @@ class Ingest:
         if not events:
             return []
         now = now_ms() if received_at is None else received_at
+        if seed is not None:
+            ids = [seed.id_at(index) for index in range(1, len(events) + 1)]
+        else:
+            ids = new_ids(len(events), now)
+        seal = self._vault.seal
         rows = []
-        for index, event in enumerate(events, start=1):
-            event_id = seed.id_at(index) if seed is not None else new_id(now)
-            user, subject = await self._vault.seal(env_id, event_id, event.user)
+        for event_id, event in zip(ids, events, strict=True):
+            user = subject = None
+            if event.user:
+                user, subject = await seal(env_id, event_id, event.user)
+            context = event.context
             rows.append(
                 EventRow(
                     id=event_id,
@@ -55,7 +62,7 @@ class Ingest:
                     ts=event.ts,
                     v=event.v,
                     source=event.source,
-                    context=None if event.context is None else _encode(event.context),
+                    context=None if context is None else _encode(context),
                     account_id=event.account_id,
                     received_at=now,
                     deliver_at=event.deliver_at,

@@ -197,8 +197,12 @@ class Executor:
         back (their leases are released so another worker continues them at once)."""
         self._stopping = True
         self._wake.set()
+        handed_back: list[tuple[str, int]] = []
         if self._inflight:
             _, pending = await asyncio.wait(list(self._inflight.values()), timeout=grace)
+            handed_back = [(run_id, self._leases[run_id])
+                           for run_id, task in self._inflight.items()
+                           if task in pending and run_id in self._leases]
             for task in pending:
                 task.cancel()
             for task in pending:
@@ -208,8 +212,8 @@ class Executor:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._leases:
-            leases = list(self._leases.items())
+        leases = [*self._leases.items(), *handed_back]
+        if leases:
 
             def release_all(tx: Tx) -> None:
                 for run_id, token in leases:

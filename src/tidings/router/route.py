@@ -43,20 +43,28 @@ def event_json(row: Sequence[Any]) -> tuple[str, dict[str, Any], str, Any]:
 def route(tx: Tx, registry: Registry, event_ids: Sequence[str], now: int) -> Routed:
     registry.refresh(tx)
     routed = Routed()
-    for event_id in event_ids:
-        if tx.run("mark_delivered", (now, event_id, now)) == 0:
-            continue
-        row = tx.one("event_for_routing", (event_id,))
-        assert row is not None
-        routed.delivered += 1
+    rows = sorted(tx.all("deliver_batch", (now, store.id_list(tx, event_ids), now)))
+    routed.delivered = len(rows)
+    new_runs: list[tuple[Any, ...]] = []
+    waits: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    for row in rows:
+        event_id = row[0]
         env_id, event, source, context = event_json(row)
         for fn in registry.match(env_id, event, source, context):
             ts = int(event["ts"])
-            due = ts if ts > now else now
-            run_id = store.create_run(tx, fn=fn, event_id=event_id, due_at=due, now=now)
-            if run_id is not None:
-                routed.runs.append((fn.queue, run_id))
-        _resume_waiters(tx, env_id, event_id, event, now, routed)
+            params = store.run_params(fn=fn, event_id=event_id, due_at=ts if ts > now else now,
+                                      now=now)
+            new_runs.append(params)
+            routed.runs.append((fn.queue, params[0]))
+        for name in aliases(event["name"]):
+            key = (env_id, name)
+            if key not in waits:
+                if tx.dialect != "sqlite":
+                    tx.one("lock_name_shared", (f"{env_id}:{name}",))
+                waits[key] = tx.all("waits_for_event", key)
+            _resume_waiters(tx, waits[key], event_id, event, now, routed)
+    if new_runs:
+        tx.many("insert_run", new_runs)
     for queue in {queue for queue, _ in routed.runs}:
         tx.one("notify", (queue,))
     if routed.woken:
@@ -64,18 +72,16 @@ def route(tx: Tx, registry: Registry, event_ids: Sequence[str], now: int) -> Rou
     return routed
 
 
-def _resume_waiters(tx: Tx, env_id: str, event_id: str, event: dict[str, Any], now: int,
-                    routed: Routed) -> None:
-    for name in aliases(event["name"]):
-        tx.one("lock_name_shared", (f"{env_id}:{name}",))
-        for run_id, step, step_name, condition, trigger, since_id in tx.all(
-                "waits_for_event", (env_id, name)):
-            if since_id and event_id < since_id:
-                continue
-            variables = {"event": msgspec.json.decode(trigger) if trigger else {},
-                         "async": event}
-            if matches(condition, variables) and store.resolve_pause(
-                    tx, run_id, step, step_name, event, now):
+def _resume_waiters(tx: Tx, waits: list[tuple[Any, ...]], event_id: str, event: dict[str, Any],
+                    now: int, routed: Routed) -> None:
+    for entry in list(waits):
+        run_id, step, step_name, condition, trigger, since_id = entry
+        if since_id and event_id < since_id:
+            continue
+        variables = {"event": msgspec.json.decode(trigger) if trigger else {}, "async": event}
+        if matches(condition, variables):
+            waits.remove(entry)
+            if store.resolve_pause(tx, run_id, step, step_name, event, now):
                 routed.woken.append(run_id)
 
 

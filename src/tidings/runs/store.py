@@ -88,6 +88,22 @@ def function_by_id(tx: Tx, function_id: str) -> FunctionRow | None:
 
 # -- runs ------------------------------------------------------------------------------------
 
+def id_list(tx: Tx, ids: Sequence[str]) -> str | list[str]:
+    """A list of ids as one query parameter (JSON for SQLite's json_each, an array for
+    PostgreSQL's ANY)."""
+    return dumps(list(ids)) if tx.dialect == "sqlite" else list(ids)
+
+
+def run_params(*, fn: FunctionRow, event_id: str, due_at: int, now: int,
+               event_ids: list[str] | None = None, dedup_key: str | None = None,
+               parent_run_id: str | None = None, parent_step: str | None = None,
+               rerun_of: str | None = None, replay_id: str | None = None,
+               run_id: str | None = None) -> tuple[Any, ...]:
+    return (run_id or new_id(now), fn.env_id, fn.id, fn.queue, event_id,
+            dumps(event_ids) if event_ids is not None else None, dedup_key or event_id, due_at,
+            now, now, parent_run_id, parent_step, rerun_of, replay_id)
+
+
 def create_run(tx: Tx, *, fn: FunctionRow, event_id: str, due_at: int, now: int,
                event_ids: list[str] | None = None, dedup_key: str | None = None,
                parent_run_id: str | None = None, parent_step: str | None = None,
@@ -130,16 +146,23 @@ def claim_calls(tx: Tx, queue: str, owner: str, now: int, lease_ms: int,
         steps = [] if fresh else open_call(tx, run, now)
         if steps is None:
             continue
-        ids = run.event_ids or [run.event_id]
-        events = [row for row in (event_row(tx, i) for i in ids) if row is not None]
-        claimed.append(Claimed(run, steps, events))
-    return claimed
+        claimed.append(Claimed(run, steps, []))
+    wanted = {i for c in claimed for i in (c.run.event_ids or [c.run.event_id])}
+    rows = {r.id: r for r in event_rows(tx, sorted(wanted))} if wanted else {}
+    return [Claimed(c.run, c.steps, [rows[i] for i in (c.run.event_ids or [c.run.event_id])
+                                     if i in rows]) for c in claimed]
+
+
+def event_rows(tx: Tx, ids: Sequence[str]) -> list[EventRow]:
+    return [_event_row(r) for r in tx.all("event_rows", (id_list(tx, ids),))]
 
 
 def event_row(tx: Tx, event_id: str) -> EventRow | None:
     r = tx.one("event_row", (event_id,))
-    if r is None:
-        return None
+    return None if r is None else _event_row(r)
+
+
+def _event_row(r: tuple[Any, ...]) -> EventRow:
     return EventRow(
         id=r[0], env_id=r[1], name=r[2], data=_bytes(r[3]), user=_blob(r[4]),
         user_subject=_blob(r[5]), key=r[6], ts=r[7], v=r[8], source=r[9],

@@ -24,3 +24,14 @@ SELECT pg_advisory_xact_lock_shared(hashtext(%s));
 
 -- name: lock_name
 SELECT pg_advisory_xact_lock(hashtext(%s));
+
+-- name: deliver_batch
+UPDATE events SET delivered_at = %s
+WHERE id = ANY(%s) AND delivered_at IS NULL AND cancelled_at IS NULL
+    AND (deliver_at IS NULL OR deliver_at <= %s)
+RETURNING id, env_id, name, data::text, event_key, ts, v, source, context::text;
+
+-- name: event_rows
+SELECT id, env_id, name, data::text, user_data, user_subject, event_key, ts, v, source,
+       context::text, account_id, received_at, deliver_at, delivered_at, cancelled_at
+FROM events WHERE id = ANY(%s);

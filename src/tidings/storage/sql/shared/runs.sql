@@ -255,3 +255,17 @@ WHERE p.id = ?;
 SELECT id, env_id, name, data, user_data, user_subject, event_key, ts, v, source, context,
        account_id, received_at, deliver_at, delivered_at, cancelled_at
 FROM events WHERE id = ?;
+
+-- name: deliver_batch
+UPDATE events SET delivered_at = ?
+WHERE id IN (SELECT value FROM json_each(?)) AND delivered_at IS NULL AND cancelled_at IS NULL
+    AND (deliver_at IS NULL OR deliver_at <= ?)
+RETURNING id, env_id, name, data, event_key, ts, v, source, context;
+
+-- name: event_rows
+SELECT id, env_id, name, data, user_data, user_subject, event_key, ts, v, source, context,
+       account_id, received_at, deliver_at, delivered_at, cancelled_at
+FROM events WHERE id IN (SELECT value FROM json_each(?));
+
+-- name: wait_names
+SELECT DISTINCT env_id, event_name FROM pauses WHERE kind = 'wait';
