@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Column, Table
 
@@ -298,7 +299,7 @@ def events(name: str | None, limit: int, url: str | None, api_key: str | None) -
         params["name"] = name
     table = Table(Column("id", no_wrap=True), "name", Column("time", no_wrap=True), "data")
     for event in _api("GET", "/v1/events", url, api_key, params=params):
-        table.add_row(event["id"], event["name"], event["timestamp"], _short(event["data"]))
+        table.add_row(event["id"], escape(event["name"]), event["timestamp"], _short(event["data"]))
     _print_table(table)
 
 
@@ -332,10 +333,10 @@ def runs(ctx: click.Context, function: str | None, statuses: tuple[str, ...], li
                   Column("created", no_wrap=True), Column("took", justify="right"),
                   "result")
     for run in _api("GET", "/v1/runs", url, api_key, params=params):
-        result = run["error"] if run["status"] in ("Failed", "Cancelled") else run["output"]
-        table.add_row(run["id"], run["function"], _status(run),
+        result = _short(run["output"]) if run["status"] == "Completed" else _error(run["error"])
+        table.add_row(run["id"], escape(run["function"]), _status(run),
                       _clock(run["created_at"]), _took(run["started_at"], run["ended_at"]),
-                      _short(result) if run["ended_at"] else "")
+                      result)
     _print_table(table)
 
 
@@ -345,10 +346,10 @@ def runs(ctx: click.Context, function: str | None, statuses: tuple[str, ...], li
 def runs_show(run_id: str, url: str | None, api_key: str | None) -> None:
     """One run: status, result, the step timeline and what it waits for."""
     run = _api("GET", f"/v1/runs/{run_id}", url, api_key)
-    console.print(f"[bold]Run {run['id']}[/]  {run['function']}")
+    console.print(f"[bold]Run {run['id']}[/]  {escape(run['function'])}")
     event = run["event"] or {}
     facts = [("status", _status(run)),
-             ("event", f"{event.get('name', '?')}  {run['event_id']}"),
+             ("event", f"{escape(event.get('name', '?'))}  {run['event_id']}"),
              ("created", _clock(run["created_at"])), ("started", _clock(run["started_at"])),
              ("ended", _clock(run["ended_at"])),
              ("took", _took(run["started_at"], run["ended_at"])),
@@ -369,7 +370,8 @@ def runs_show(run_id: str, url: str | None, api_key: str | None) -> None:
                       title_justify="left")
         for number, step in enumerate(run["steps"], start=1):
             took = "" if step["duration_ms"] is None else _duration(step["duration_ms"])
-            steps.add_row(str(number), step["name"], step["status"], str(step["attempts"]),
+            steps.add_row(str(number), escape(step["name"]), step["status"],
+                          str(step["attempts"]),
                           _clock(step["started_at"]), _clock(step["ended_at"]), took,
                           _short(step["output"]))
         _print_table(steps)
@@ -428,24 +430,25 @@ def _status(run: dict[str, Any]) -> str:
 
 
 def _pause(pause: dict[str, Any]) -> str:
-    until = _clock(pause["until"])
+    until, name = _clock(pause["until"]), escape(repr(pause["name"]))
     if pause["kind"] == "sleep":
-        return f"sleep {pause['name']!r} until {until}"
+        return f"sleep {name} until {until}"
     if pause["kind"] == "invoke":
-        return f"invoked run {pause['invoked_run_id']} ({pause['name']!r}) until {until}"
-    condition = f" if {pause['condition']}" if pause["condition"] else ""
-    return f"event {pause['event']}{condition} ({pause['name']!r}) until {until}"
+        return f"invoked run {pause['invoked_run_id']} ({name}) until {until}"
+    condition = f" if {escape(pause['condition'])}" if pause["condition"] else ""
+    return f"event {escape(pause['event'] or '')}{condition} ({name}) until {until}"
 
 
 def _error(error: Any) -> str:
     if not isinstance(error, dict):
         return _short(error, 200) if error is not None else ""
-    return f"[red]{error.get('name', 'Error')}[/]: {error.get('message', '')}"
+    name, message = escape(str(error.get("name", "Error"))), escape(str(error.get("message", "")))
+    return f"[red]{name}[/]: {message}"
 
 
 def _short(value: Any, width: int = 60) -> str:
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return escape(text if len(text) <= width else text[:width - 1] + "…")
 
 
 def _parse_iso(text: str) -> datetime:

@@ -57,6 +57,10 @@ class EngineSettings:
     backoff: Backoff = field(default_factory=Backoff)
 
 
+def _without_user(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if k != "user"}
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
 
@@ -83,12 +87,13 @@ class _Host:
         self.blockers: list[Any] = []
         self.retry: RetryStep | None = None
         self.lost = False
-        self._buffer: list[tuple[str, str, int, str, int]] = []
+        self._buffer: list[tuple[str, str, int, str, int, int]] = []
+        self._began: dict[str, int] = {}
         self._buffered_at = 0
         self._pending: list[asyncio.Future[bool]] = []
         self._ordered = bool(getattr(executor.storage, "ordered_writes", False))
 
-    def take_buffer(self) -> list[tuple[str, str, int, str, int]]:
+    def take_buffer(self) -> list[tuple[str, str, int, str, int, int]]:
         buffer, self._buffer = self._buffer, []
         return buffer
 
@@ -103,7 +108,10 @@ class _Host:
 
     def memo(self, step: str) -> tuple[bool, Any]:
         row = self._memo.get(step)
-        return (True, row.output) if row is not None else (False, None)
+        if row is None:
+            self._began[step] = self.now()  # the step is new: it starts now
+            return False, None
+        return True, row.output
 
     def now(self) -> int:
         return self._executor.clock()
@@ -120,7 +128,8 @@ class _Host:
 
     async def completed(self, step: str, name: str, output: bytes) -> None:
         now = self.now()
-        self._buffer.append((step, name, self._next_position(), output.decode(), now))
+        began = self._began.pop(step, now)
+        self._buffer.append((step, name, self._next_position(), output.decode(), began, now))
         if self._ordered:
             if len(self._buffer) == 1:
                 self._buffered_at = now
@@ -139,9 +148,10 @@ class _Host:
         now = self.now()
         position = self._next_position()
         retries = self._fn.retries
+        began = self._began.pop(step, now)
         final = await self._executor.storage.write(
             lambda tx: store.record_step_error(tx, self._run, step, name, position, error,
-                                               retries, now, now))
+                                               retries, began, now))
         if final is None:
             self.lost = True
             raise _Interrupt()
@@ -357,7 +367,7 @@ class Executor:
 
     async def _settle(self, run: Run, fn: FunctionRow, event: dict[str, Any],
                       events: list[dict[str, Any]], outcome: Outcome,
-                      records: list[tuple[str, str, int, str, int]]) -> None:
+                      records: list[tuple[str, str, int, str, int, int]]) -> None:
         write = self.storage.write
         if records:
             def with_records(body: Callable[[Tx], Any]) -> Awaitable[Any]:
@@ -421,8 +431,10 @@ class Executor:
         name = f"tidings/function.{kind}"
         if not self.registry.listens(run.env_id, name):
             return []
-        data: dict[str, Any] = {"function_id": fn.slug, "run_id": run.id, "event": event,
-                                "events": events}
+        # The trigger's ``user`` is left out: it is only ever stored sealed.
+        data: dict[str, Any] = {"function_id": fn.slug, "run_id": run.id,
+                                "event": _without_user(event),
+                                "events": [_without_user(e) for e in events]}
         if error is not None:
             data["error"] = error
         else:

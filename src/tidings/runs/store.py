@@ -237,14 +237,16 @@ def record_step(tx: Tx, run: Run, step: str, name: str, position: int, output: s
     return True
 
 
-def record_steps(tx: Tx, run: Run, records: Sequence[tuple[str, str, int, str, int]]) -> bool:
-    """Record finished steps ``(step, name, position, output, ended_at)`` in order."""
+def record_steps(tx: Tx, run: Run,
+                 records: Sequence[tuple[str, str, int, str, int, int]]) -> bool:
+    """Record finished steps ``(step, name, position, output, started_at, ended_at)`` in
+    order."""
     if leased_status(tx, run.id, run.lease_token) is None:
         return False
     if records:
-        tx.many("insert_step", [(run.id, step, name, position, "completed", output, 0, at, at)
-                                for step, name, position, output, at in records])
-        tx.run("progress", (records[-1][4], run.id))
+        tx.many("insert_step", [(run.id, step, name, position, "completed", output, 0, began, at)
+                                for step, name, position, output, began, at in records])
+        tx.run("progress", (records[-1][5], run.id))
     return True
 
 
@@ -281,12 +283,8 @@ def finish(tx: Tx, run: Run, *, status: str, output: Any, error: Any, now: int) 
 
 
 def cancel(tx: Tx, run_id: str, reason: str, now: int) -> bool:
-    error = {"name": "Cancelled", "message": reason}
-    if tx.run("cancel_run", (dumps(error), now, run_id)) == 0:
-        return False
-    tx.run("delete_pauses_of_run", (run_id,))
-    _settle_parent(tx, run_id, CANCELLED, None, error, now)
-    return True
+    """Cancel a run that has not ended (fenced: a call in flight cannot overwrite it)."""
+    return cancel_fenced(tx, run_id, reason, now)
 
 
 def _settle_parent(tx: Tx, child_id: str, status: str, output: Any, error: Any,

@@ -96,7 +96,7 @@ class TidingsApp:
 
         starlette = Starlette(
             routes=[
-                *routes(core),
+                *routes(core, lambda: self.runtime),
                 Route("/openapi.json", openapi, methods=["GET"]),
                 # ``__call__`` sends POST /e/... straight to the Event API; this route only
                 # gives the other methods a 405 that names POST.

@@ -173,7 +173,7 @@ class RunsAPI:
                          before_id=cursor, limit=limit + 1)
         rows = await self.core.storage.read(partial(store.list_runs, query=query))
         page = rows[:limit]
-        return json_response(200, {"data": [run_json(run, slug) for run, slug in page],
+        return json_response(200, {"data": [run_json(run, name) for run, name in page],
                                    "cursor": page[-1][0].id if len(rows) > limit else None})
 
     async def get_run(self, request: Request) -> Response:

@@ -81,8 +81,10 @@ SELECT count(*) FROM steps WHERE run_id = ?;
 INSERT INTO steps (run_id, step, name, position, status, output, attempts, started_at, ended_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id, step) DO UPDATE SET
-    status = excluded.status, output = excluded.output, attempts = excluded.attempts,
-    ended_at = excluded.ended_at
+    status = excluded.status, output = excluded.output,
+    attempts = CASE WHEN excluded.attempts > steps.attempts THEN excluded.attempts
+                    ELSE steps.attempts END,
+    started_at = excluded.started_at, ended_at = excluded.ended_at
 WHERE steps.status = 'errored';
 
 -- name: step_attempts
@@ -103,11 +105,6 @@ WHERE id = ? AND lease_token = ?;
 -- name: wake_run
 UPDATE runs SET due_at = ?, status = 'Running'
 WHERE id = ? AND status IN ('Sleeping', 'Waiting', 'Running', 'Queued');
-
--- name: cancel_run
-UPDATE runs SET status = 'Cancelled', error = ?, ended_at = ?, due_at = NULL,
-                lease_owner = NULL, lease_until = NULL
-WHERE id = ? AND status NOT IN ('Completed', 'Failed', 'Cancelled');
 
 -- name: insert_pause
 INSERT INTO pauses (run_id, step, name, kind, env_id, event_name, condition, trigger_event,
