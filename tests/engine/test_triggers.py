@@ -86,8 +86,8 @@ def test_bad_triggers_are_refused_at_registration(trigger: Any, words: str) -> N
 
 async def test_duplicate_event_ids_start_one_run(engine: Engine) -> None:
     await engine.start(app_with(tidings.TriggerEvent(event="app/dup")))
-    for _ in range(1000 // 50):
-        await engine.send(*({"name": "app/dup", "id": "same"} for _ in range(50)))
+    for _ in range(1000):
+        await engine.send({"name": "app/dup", "id": "same"})
     await engine.drain()
     assert len(await engine.runs()) == 1
 
