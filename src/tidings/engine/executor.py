@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +22,10 @@ import msgspec
 
 from tidings.core import Core
 from tidings.engine.backoff import Backoff, clamp_retry_after
-from tidings.engine.native import NativeDriver
 from tidings.engine.outcomes import (
     Blocked,
+    Continue,
+    Driver,
     Invoke,
     Outcome,
     RetryStep,
@@ -41,7 +42,6 @@ from tidings.router.route import look_back
 from tidings.runs import store
 from tidings.runs.model import COMPLETED, FAILED, FunctionRow, Run, StepRow, dumps
 from tidings.sdk.context import _Interrupt
-from tidings.sdk.function import Function
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
 
@@ -82,7 +82,8 @@ class _Host:
         self._executor = executor
         self._run = run
         self._fn = fn
-        self._memo = {s.step: s for s in steps if s.status in ("completed", "failed")}
+        self._steps = [s for s in steps if s.status in ("completed", "failed")]
+        self._memo = {s.step: s for s in self._steps}
         self._position = len(steps)
         self.blockers: list[Any] = []
         self.retry: RetryStep | None = None
@@ -92,6 +93,11 @@ class _Host:
         self._buffered_at = 0
         self._pending: list[asyncio.Future[bool]] = []
         self._ordered = bool(getattr(executor.storage, "ordered_writes", False))
+
+    @property
+    def recorded(self) -> list[StepRow]:
+        """Steps recorded before this call, in the order they were recorded."""
+        return self._steps
 
     def take_buffer(self) -> list[tuple[str, str, int, str, int, int]]:
         buffer, self._buffer = self._buffer, []
@@ -170,7 +176,7 @@ class _Host:
 
 
 class Executor:
-    def __init__(self, core: Core, registry: Registry, functions: Mapping[str, Function], *,
+    def __init__(self, core: Core, registry: Registry, driver: Driver, *,
                  queue: str, settings: EngineSettings | None = None,
                  clock: Callable[[], int] = now_ms,
                  on_events: Callable[[list[str]], None] | None = None,
@@ -178,14 +184,13 @@ class Executor:
         self.core = core
         self.storage = core.storage
         self.registry = registry
-        self.functions = dict(functions)
         self.queue = queue
         self.settings = settings or EngineSettings()
         self.clock = clock
         self.owner = worker_id()
         self._on_events = on_events or (lambda ids: None)
         self._on_due = on_due or (lambda queue: None)
-        self._driver = NativeDriver()
+        self._driver = driver
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._leases: dict[str, int] = {}
         self._wake = asyncio.Event()
@@ -326,16 +331,14 @@ class Executor:
     async def _call(self, call: store.Claimed) -> None:
         run = call.run
         fn_row = await self._function_row(run.function_id)
-        fn = self.functions.get(fn_row.slug) if fn_row else None
-        if fn_row is None or fn is None:
+        if fn_row is None or not self._driver.serves(fn_row):
             log.warning("run %s: function %s is not served by this worker", run.id,
                         fn_row.slug if fn_row else run.function_id)
             await self.storage.write(lambda tx: store.release(tx, run.id, run.lease_token))
             return
         event, events = await self._events(run, call.events)
         host = _Host(self, run, fn_row, call.steps)
-        outcome = await self._driver.call(fn, host, run_id=run.id, attempt=run.attempt,
-                                          event=event, events=events)
+        outcome = await self._driver.call(fn_row, host, run=run, event=event, events=events)
         if not await host.settled() or outcome is None:
             return
         await self._settle(run, fn_row, event, events, outcome, host.take_buffer())
@@ -401,6 +404,9 @@ class Executor:
                 await write(lambda tx: self._end(tx, run, FAILED, None,
                                                               outcome.error, rows, now))
                 emitted = [r.id for r in rows]
+        elif isinstance(outcome, Continue):
+            await write(lambda tx: store.reschedule(tx, run, due_at=now, attempt=run.attempt))
+            due_now = True
         elif isinstance(outcome, RetryStep):
             at = outcome.retry_at if outcome.retry_at is not None else now
             await write(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -21,6 +22,7 @@ from tidings.engine.outcomes import (
     error_json,
 )
 from tidings.errors import NonRetriableError, RetryAfterError, StepError
+from tidings.runs.model import FunctionRow, Run, StepRow
 from tidings.sdk.context import (
     Context,
     ReceivedEvent,
@@ -36,11 +38,15 @@ log = logging.getLogger("tidings.functions")
 
 
 class CallControl(StepHost, Protocol):
-    """What the driver reads back after a call: pauses requested, a step to retry."""
+    """What a driver reads back after a call: pauses requested, a step to retry; and what the
+    HTTP driver needs besides: the recorded steps in order."""
 
     blockers: list[Any]
     retry: RetryStep | None
     lost: bool
+
+    @property
+    def recorded(self) -> list[StepRow]: ...
 
 
 def retry_at(exc: RetryAfterError, now: int) -> int | None:
@@ -55,15 +61,23 @@ def retry_at(exc: RetryAfterError, now: int) -> int | None:
 
 
 class NativeDriver:
-    def __init__(self, threads: int = 32) -> None:
+    """Calls the functions of one Tidings client, in this process."""
+
+    def __init__(self, functions: Mapping[str, Function], threads: int = 32) -> None:
+        self.functions = dict(functions)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tidings-fn")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def call(self, fn: Function, host: CallControl, *, run_id: str, attempt: int,
+    def serves(self, fn: FunctionRow) -> bool:
+        return fn.slug in self.functions
+
+    async def call(self, row: FunctionRow, host: CallControl, *, run: Run,
                    event: dict[str, Any], events: list[dict[str, Any]]) -> Outcome | None:
         """Call the function once; None when the call was abandoned (its lease was lost)."""
+        fn = self.functions[row.slug]
+        run_id, attempt = run.id, run.attempt
         step = Step(host)
         received = [ReceivedEvent.from_json(e) for e in events]
         ctx = Context(event=ReceivedEvent.from_json(event), events=received, run_id=run_id,

@@ -9,7 +9,10 @@ is blocked on sleeps, waits or invocations (``Blocked``), or a step must be retr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from tidings.runs.model import FunctionRow, Run
 
 ErrorJSON = dict[str, Any]
 
@@ -84,12 +87,32 @@ class Blocked:
 
 
 @dataclass(frozen=True, slots=True)
+class Continue:
+    """Steps were recorded and the function has more to do: call it again now (the HTTP
+    protocol runs one step per call)."""
+
+    force_plan: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class RetryStep:
     step: str
     retry_at: int | None = None
 
 
-Outcome = RunDone | RunFailed | Blocked | RetryStep
+Outcome = RunDone | RunFailed | Blocked | RetryStep | Continue
+
+
+class Driver(Protocol):
+    """How the executor reaches a function's code: in-process or over HTTP."""
+
+    def serves(self, fn: FunctionRow) -> bool: ...
+
+    async def call(self, fn: FunctionRow, host: Any, *, run: Run, event: dict[str, Any],
+                   events: list[dict[str, Any]]) -> Outcome | None:
+        """Call once; None when the call was abandoned (the lease was lost)."""
+
+    def close(self) -> None: ...
 
 
 def error_json(exc: BaseException) -> ErrorJSON:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from tidings.core import Core
 from tidings.engine.executor import EngineSettings, Executor
+from tidings.engine.native import NativeDriver
 from tidings.engine.scheduler import CronService
 from tidings.ids import now_ms
 from tidings.router.registry import Registry
@@ -62,8 +63,9 @@ class Runtime:
             await self.core.storage.write(
                 partial(store.register, env_id=env.id, app_id=app.app_id, queue=queue,
                         defs=defs, now=now))
+            driver = NativeDriver({fn.slug: fn for fn in app.functions})
             self.executors[queue] = Executor(
-                self.core, self.registry, {fn.slug: fn for fn in app.functions}, queue=queue,
+                self.core, self.registry, driver, queue=queue,
                 settings=self.settings, clock=self.clock, on_events=self.router.submit,
                 on_due=self._due)
         await self.core.storage.read(self.registry.refresh)
