@@ -8,7 +8,7 @@ both route it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ import msgspec
 from tidings.router.expressions import matches
 from tidings.router.registry import Registry, aliases
 from tidings.runs import store
+from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
 
 
@@ -41,15 +42,41 @@ def event_json(row: Sequence[Any]) -> tuple[str, dict[str, Any], str, Any]:
 
 
 def route(tx: Tx, registry: Registry, event_ids: Sequence[str], now: int) -> Routed:
+    """Route stored events that are due and not delivered yet (the sweeper's path)."""
     registry.refresh(tx)
-    routed = Routed()
     rows = sorted(tx.all("deliver_batch", (now, store.id_list(tx, event_ids), now)))
-    routed.delivered = len(rows)
+    routed = Routed(delivered=len(rows))
+    _route(tx, registry, ((row[0], *event_json(row)) for row in rows), now, routed)
+    return routed
+
+
+def route_new(tx: Tx, registry: Registry, rows: Sequence[EventRow], now: int) -> Routed:
+    """Route events in the transaction that stores them (stored with ``delivered_at`` set)."""
+    registry.refresh(tx)
+    routed = Routed(delivered=len(rows))
+    decoded = []
+    for row in rows:
+        event: dict[str, Any] = {"id": row.key or row.id, "name": row.name, "ts": row.ts}
+        if row.v is not None:
+            event["v"] = row.v
+        decoded.append((row.id, row.env_id, event, row.source, row.context, row.data))
+    _route(tx, registry, _lazy(decoded), now, routed)
+    return routed
+
+
+def _lazy(rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, str, dict[str, Any], str, Any]]:
+    for event_id, env_id, event, source, context, data in rows:
+        event["data"] = msgspec.json.decode(data)
+        yield (event_id, env_id, event, source,
+               msgspec.json.decode(context) if context is not None else None)
+
+
+def _route(tx: Tx, registry: Registry,
+           rows: Iterable[tuple[str, str, dict[str, Any], str, Any]], now: int,
+           routed: Routed) -> None:
     new_runs: list[tuple[Any, ...]] = []
     waits: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
-    for row in rows:
-        event_id = row[0]
-        env_id, event, source, context = event_json(row)
+    for event_id, env_id, event, source, context in rows:
         for fn in registry.match(env_id, event, source, context):
             ts = int(event["ts"])
             params = store.run_params(fn=fn, event_id=event_id, due_at=ts if ts > now else now,
@@ -62,14 +89,14 @@ def route(tx: Tx, registry: Registry, event_ids: Sequence[str], now: int) -> Rou
                 if tx.dialect != "sqlite":
                     tx.one("lock_name_shared", (f"{env_id}:{name}",))
                 waits[key] = tx.all("waits_for_event", key)
-            _resume_waiters(tx, waits[key], event_id, event, now, routed)
+            if waits[key]:
+                _resume_waiters(tx, waits[key], event_id, event, now, routed)
     if new_runs:
         tx.many("insert_run", new_runs)
     for queue in {queue for queue, _ in routed.runs}:
         tx.one("notify", (queue,))
     if routed.woken:
         tx.one("notify", ("*",))
-    return routed
 
 
 def _resume_waiters(tx: Tx, waits: list[tuple[Any, ...]], event_id: str, event: dict[str, Any],
