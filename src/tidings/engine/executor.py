@@ -68,11 +68,12 @@ def worker_id() -> str:
 class _Host:
     """The engine's side of one call (``StepHost`` for the SDK's step tools).
 
-    Where the database commits writes in the order they were made (SQLite's single writer),
-    finished steps are buffered and written together — with the call's outcome when the call
-    ends soon, or every ``FLUSH_MS`` — instead of one commit per step. A step is then recorded
-    at least once and, once recorded, never runs again, which is all a replay relies on.
-    Elsewhere each step is committed before the function goes on.
+    Finished steps are buffered and written together — with the call's outcome when the call
+    ends soon, else every ``FLUSH_MS`` or ``FLUSH_STEPS`` — instead of one commit per step. A
+    step is then recorded at least once and, once recorded, never runs again, which is all a
+    replay relies on. Where the database commits writes in the order they are made (SQLite's
+    single writer) the function goes on while a flush commits; elsewhere it waits for each
+    flush, so records still land in order.
     """
 
     FLUSH_MS = 20
@@ -84,6 +85,7 @@ class _Host:
         self._fn = fn
         self._steps = [s for s in steps if s.status in ("completed", "failed")]
         self._memo = {s.step: s for s in self._steps}
+        self._failures = {s.step: s.attempts for s in steps if s.status == "errored"}
         self._position = len(steps)
         self.blockers: list[Any] = []
         self.retry: RetryStep | None = None
@@ -98,6 +100,11 @@ class _Host:
     def recorded(self) -> list[StepRow]:
         """Steps recorded before this call, in the order they were recorded."""
         return self._steps
+
+    @property
+    def attempts(self) -> dict[str, int]:
+        """Failed attempts so far of the steps that will be retried."""
+        return self._failures
 
     def take_buffer(self) -> list[tuple[str, str, int, str, int, int]]:
         buffer, self._buffer = self._buffer, []
@@ -132,21 +139,24 @@ class _Host:
         return asyncio.ensure_future(self._executor.storage.write(
             lambda tx: store.record_steps(tx, run, records)))
 
-    async def completed(self, step: str, name: str, output: bytes) -> None:
+    async def completed(self, step: str, name: str, output: bytes,
+                        began: int | None = None) -> None:
         now = self.now()
-        began = self._began.pop(step, now)
+        began = self._began.pop(step, now) if began is None else began
         self._buffer.append((step, name, self._next_position(), output.decode(), began, now))
-        if self._ordered:
-            if len(self._buffer) == 1:
-                self._buffered_at = now
-            if now - self._buffered_at >= self.FLUSH_MS or len(self._buffer) >= self.FLUSH_STEPS:
-                self._pending.append(self._flush())
+        if len(self._buffer) == 1:
+            self._buffered_at = now
+        if now - self._buffered_at < self.FLUSH_MS and len(self._buffer) < self.FLUSH_STEPS:
             return
-        if not await self._flush():
+        if self._ordered:
+            self._pending.append(self._flush())
+        elif not await self._flush():
+            # Without ordered commits, wait for each flush so records land in order.
             self.lost = True
             raise _Interrupt()
 
-    async def errored(self, step: str, name: str, error: dict[str, Any]) -> bool:
+    async def errored(self, step: str, name: str, error: dict[str, Any],
+                      began: int | None = None) -> bool:
         if self._buffer:
             self._pending.append(self._flush())
         if not await self.settled():
@@ -154,7 +164,7 @@ class _Host:
         now = self.now()
         position = self._next_position()
         retries = self._fn.retries
-        began = self._began.pop(step, now)
+        began = self._began.pop(step, now) if began is None else began
         final = await self._executor.storage.write(
             lambda tx: store.record_step_error(tx, self._run, step, name, position, error,
                                                retries, began, now))
@@ -267,7 +277,7 @@ class Executor:
                 self._saturated = True
                 await asyncio.sleep(0)
                 continue
-            await self._idle(poll=not claimed)
+            await self._idle()
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         for run_id, running in list(self._inflight.items()):

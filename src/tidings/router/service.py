@@ -106,7 +106,12 @@ class RouterService:
 
 
 def _due(tx: Tx, *, now: int) -> list[str]:
-    return [row[0] for row in tx.all("undelivered_due", (now, BATCH))]
+    """Undelivered events that are due: those never delayed first (left over by a process that
+    stored them and stopped), then delayed ones whose time has come."""
+    ids = [row[0] for row in tx.all("undelivered_now", (BATCH,))]
+    if len(ids) < BATCH:
+        ids += [row[0] for row in tx.all("undelivered_due", (now, BATCH - len(ids)))]
+    return ids
 
 
 def _next_delivery(tx: Tx) -> int | None:

@@ -11,10 +11,15 @@ RETURNING id, env_id, function_id, queue, event_id, event_ids, status, attempt, 
           lease_owner, lease_until, lease_token, created_at, started_at, ended_at, progress_at,
           output, error, parent_run_id, parent_step, rerun_of, replay_id;
 
+-- name: undelivered_now
+SELECT id FROM events
+WHERE delivered_at IS NULL AND cancelled_at IS NULL AND deliver_at IS NULL
+ORDER BY id LIMIT %s;
+
 -- name: undelivered_due
 SELECT id FROM events
-WHERE delivered_at IS NULL AND cancelled_at IS NULL AND (deliver_at IS NULL OR deliver_at <= %s)
-ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED;
+WHERE delivered_at IS NULL AND cancelled_at IS NULL AND deliver_at <= %s
+ORDER BY deliver_at LIMIT %s;
 
 -- name: notify
 SELECT pg_notify('tidings_runs', %s);

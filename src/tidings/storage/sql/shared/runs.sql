@@ -131,10 +131,15 @@ SELECT run_id, step, name FROM pauses WHERE correlation = ?;
 -- name: min_pause_until
 SELECT min(until) FROM pauses WHERE run_id = ?;
 
+-- name: undelivered_now
+SELECT id FROM events INDEXED BY events_undelivered
+WHERE delivered_at IS NULL AND cancelled_at IS NULL AND deliver_at IS NULL
+ORDER BY id LIMIT ?;
+
 -- name: undelivered_due
 SELECT id FROM events
-WHERE delivered_at IS NULL AND cancelled_at IS NULL AND (deliver_at IS NULL OR deliver_at <= ?)
-ORDER BY id LIMIT ?;
+WHERE delivered_at IS NULL AND cancelled_at IS NULL AND deliver_at <= ?
+ORDER BY deliver_at LIMIT ?;
 
 -- name: next_delivery
 SELECT min(deliver_at) FROM events
