@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: dev test lint typecheck pytest install node clean bench
 
@@ -37,9 +38,11 @@ pytest: install node
 
 test: lint typecheck pytest
 
+# `make bench` runs P1-P6; `make bench BENCH="p3 p5"` runs the ones named (bench/README.md).
 bench: install
+	command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 	$(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache

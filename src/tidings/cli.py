@@ -80,13 +80,13 @@ def _print_table(table: Table) -> None:
 
 
 def _serve(settings: Settings, host: str, port: int, apps: tuple[str, ...] = (),
-           env: str = "dev", retry_interval: float | None = None) -> None:
+           env: str = "dev", retry_interval: float | None = None, watch: Any = None) -> None:
     import uvicorn
 
     from tidings.server import create_app
 
     app = create_app(settings, apps=_load_apps(apps), env=env,
-                     engine=_engine(retry_interval=retry_interval))
+                     engine=_engine(retry_interval=retry_interval), watch=watch)
     where = _safe_url(settings.database_url)
     console.print(f"[bold]Tidings {settings.mode}[/] on http://{host}:{port}  (db: {where})")
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
@@ -97,20 +97,37 @@ def _serve(settings: Settings, host: str, port: int, apps: tuple[str, ...] = (),
         sys.exit(1)
 
 
+retry_option = click.option(
+    "--retry-interval", type=float, default=None, metavar="SECONDS",
+    help="Retry failed steps and runs every N seconds instead of the backoff table.")
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8288, show_default=True, type=int)
 @db_option
 @app_option
-@click.option("--retry-interval", type=float, default=None, metavar="SECONDS",
-              help="Retry failed steps and runs every N seconds instead of the backoff table.")
+@retry_option
+@click.option("-u", "--sdk-url", "sdk_urls", multiple=True, metavar="URL",
+              help="An Inngest SDK app to sync and keep synced, e.g. "
+                   "http://127.0.0.1:3000/api/inngest (repeatable).")
+@click.option("--no-discovery", is_flag=True,
+              help="Do not look for SDK apps on the usual local ports.")
+@click.option("--poll-interval", type=float, default=5.0, show_default=True, metavar="SECONDS",
+              help="How often SDK apps are synced again.")
 def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
-        retry_interval: float | None) -> None:
+        retry_interval: float | None, sdk_urls: tuple[str, ...], no_discovery: bool,
+        poll_interval: float) -> None:
     """Run a development server: SQLite under ./.tidings, any event key accepted.
 
-    With ``-a module:client`` the client's functions run in this process.
+    With ``-a module:client`` the client's functions run in this process; apps written with
+    the Inngest SDKs (``INNGEST_DEV=1``) are synced from ``-u URL`` or found on local ports.
     """
-    _serve(_settings("dev", db), host, port, apps, retry_interval=retry_interval)
+    from tidings.server.app import AppWatch
+
+    watch = AppWatch(urls=sdk_urls, discover=not no_discovery, interval=poll_interval,
+                     own_port=port)
+    _serve(_settings("dev", db), host, port, apps, retry_interval=retry_interval, watch=watch)
 
 
 @main.command()
@@ -119,13 +136,19 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
 @db_option
 @app_option
 @env_option
-def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str) -> None:
-    """Run a production server: keys required, TIDINGS_ENCRYPTION_KEY required."""
+@retry_option
+def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
+          retry_interval: float | None) -> None:
+    """Run a production server: keys required, TIDINGS_ENCRYPTION_KEY required.
+
+    Inngest SDK apps sync with their environment's signing key (``tidings keys
+    create-signing``), through ``POST /v1/apps/sync`` or a ``PUT`` to the app.
+    """
     if not (db or os.environ.get("TIDINGS_DATABASE_URL")):
         raise click.UsageError("tidings serve needs --db URL or TIDINGS_DATABASE_URL")
     settings = _settings("serve", db)
     keyring_for(settings)  # fail here, with a clear message, rather than in the server's start
-    _serve(settings, host, port, apps, env)
+    _serve(settings, host, port, apps, env, retry_interval=retry_interval)
 
 
 @main.command()
@@ -189,6 +212,53 @@ def keys_revoke(key_id: str, db: str | None) -> None:
     if not _with_storage(db, lambda s: s.revoke_key(key_id)):
         raise click.ClickException(f"no active key with id {key_id}")
     click.echo(f"revoked {key_id}")
+
+
+def _with_signing_keys(db: str | None, fn: Callable[[Any, Any], Awaitable[T]]) -> T:
+    """``fn(signing_keys, storage)`` with the master keyring of this machine."""
+    from tidings.keys import SigningKeys
+
+    serve = bool(os.environ.get("TIDINGS_ENCRYPTION_KEY"))
+    keyring = keyring_for(_settings("serve" if serve else "dev", db))
+    return _with_storage(db, lambda store: fn(SigningKeys(store, keyring), store))
+
+
+@keys.command("create-signing")
+@click.option("--env", "env", required=True, help="Environment name, e.g. production.")
+@db_option
+def keys_create_signing(env: str, db: str | None) -> None:
+    """Create the environment's signing key for Inngest SDK apps (INNGEST_SIGNING_KEY).
+
+    It is stored encrypted with the master key (the server signs its calls with it). A key
+    that existed becomes the fallback, still accepted, until `drop-signing-fallback`: give
+    apps the new key as INNGEST_SIGNING_KEY and the old one as INNGEST_SIGNING_KEY_FALLBACK.
+    """
+    if not env or "/" in env:
+        raise click.BadParameter("an environment name is non-empty and has no '/'")
+
+    async def create(keys: Any, store: Any) -> Any:
+        return await keys.create(await store.ensure_env(env))
+
+    created = _with_signing_keys(db, create)
+    click.echo(created.current)
+    note = f"signing key for environment {env!r}"
+    if created.fallback:
+        note += "; the previous key is now the fallback"
+    click.echo(f"({note})", err=True)
+
+
+@keys.command("drop-signing-fallback")
+@click.option("--env", "env", required=True)
+@db_option
+def keys_drop_signing_fallback(env: str, db: str | None) -> None:
+    """End a signing key rotation: the previous key stops being accepted."""
+
+    async def drop(keys: Any, store: Any) -> bool:
+        return bool(await keys.drop_fallback((await store.ensure_env(env)).id))
+
+    if not _with_signing_keys(db, drop):
+        raise click.ClickException(f"environment {env!r} has no fallback signing key")
+    click.echo(f"the fallback signing key of {env!r} is no longer accepted")
 
 
 @keys.command("new-encryption-key")

@@ -34,10 +34,40 @@ def encode(value: int) -> str:
 
 _RANDOM_BITS = 80
 _LOW_BITS = 20  # ids of one millisecond share all but their last 4 characters, mostly
-_LOW_MASK = (1 << _LOW_BITS) - 1
 _lock = threading.Lock()
 # (millisecond, last random part, high part it was encoded for, those first 22 characters)
 _last: list[tuple[int, int, int, str]] = [(0, 0, -1, "")]
+
+
+class _Entropy:
+    """Random bytes drawn 4 KiB at a time: a system call per id would also hand the GIL to other
+    threads (the SQLite writer) in the middle of a request. Used under ``_lock``."""
+
+    __slots__ = ("at", "data")
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.at = 0
+
+    def bits79(self) -> int:
+        """79 random bits: an id's random part, with room to count up from it."""
+        if self.at + 10 > len(self.data):
+            self.data, self.at = os.urandom(4096), 0
+        start = self.at
+        self.at = start + 10
+        return int.from_bytes(self.data[start:start + 10], "big") >> 1
+
+
+_entropy = _Entropy()
+
+
+def _forget() -> None:
+    """A forked child must not count on from its parent's ids, nor reuse its random bytes."""
+    _last[0] = (0, 0, -1, "")
+    _entropy.data, _entropy.at = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget)
 
 
 def new_ids(count: int, ms: int | None = None) -> list[str]:
@@ -52,7 +82,7 @@ def new_ids(count: int, ms: int | None = None) -> list[str]:
     with _lock:
         last_ms, rand, high, head = _last[0]
         if stamp != last_ms or rand + count >= (1 << _RANDOM_BITS):
-            rand = int.from_bytes(os.urandom(10), "big") >> 1
+            rand = _entropy.bits79()
             high = -1
         ids = []
         for _ in range(count):

@@ -4,6 +4,7 @@ before their ids are returned."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import msgspec
 
@@ -11,9 +12,19 @@ from tidings.events.model import NewEvent, StoredEvent
 from tidings.ids import IdSeed, new_ids, now_ms
 from tidings.settings import Settings
 from tidings.storage.base import EventRow, Storage
+from tidings.storage.tx import Tx
 from tidings.vault import UserVault
 
 _encode = msgspec.json.encode
+
+
+class InlineRouting(Protocol):
+    """Routing done in the transaction that stores the events (where the backend can)."""
+
+    def route(self, tx: Tx, rows: list[EventRow], now: int) -> Any:
+        """Runs in the storing transaction; the result is handed to ``routed`` after commit."""
+
+    def routed(self, result: Any) -> None: ...
 
 
 class Ingest:
@@ -22,6 +33,7 @@ class Ingest:
         self._vault = vault
         self._window = settings.dedup_window_ms
         self.observers: list[Callable[[list[str], bool], None]] = []
+        self.inline: InlineRouting | None = None
 
     async def append(
         self,
@@ -39,6 +51,7 @@ class Ingest:
         if not events:
             return []
         now = now_ms() if received_at is None else received_at
+        inline = self.inline
         if seed is not None:
             ids = [seed.id_at(index) for index in range(1, len(events) + 1)]
         else:
@@ -66,13 +79,30 @@ class Ingest:
                     account_id=event.account_id,
                     received_at=now,
                     deliver_at=event.deliver_at,
+                    delivered_at=now if inline is not None and (
+                        event.deliver_at is None or event.deliver_at <= now) else None,
                 )
             )
-        ids = await self._storage.append_events(rows, now + self._window)
-        if self.observers:
+        if inline is None:
+            ids = await self._storage.append_events(rows, now + self._window)
+            pending = ids
+        else:
+            routed: list[Any] = []
+
+            def route(tx: Tx, fresh: list[EventRow]) -> None:
+                due = [row for row in fresh if row.delivered_at is not None]
+                if due:
+                    routed.append(inline.route(tx, due, now))
+
+            ids = await self._storage.append_events(
+                rows, now + self._window, route=route)
+            for result in routed:
+                inline.routed(result)
+            pending = [row.id for row in rows if row.delivered_at is None]
+        if self.observers and pending:
             delayed = any(e.deliver_at is not None for e in events)
             for observer in self.observers:
-                observer(ids, delayed)
+                observer(pending, delayed)
         return ids
 
 

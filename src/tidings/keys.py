@@ -1,5 +1,5 @@
-"""Event and API keys: creation (the secret is shown once, only its hash is kept) and the gate
-that turns a presented key into an environment."""
+"""Keys: event and API keys (the secret is shown once, only its hash is kept) and the gate that
+turns a presented key into an environment; and the environments' signing keys for SDK apps."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from tidings.crypto import Keyring
 from tidings.errors import ConfigError, RequestRejected, Unauthorized
+from tidings.signing import bearer_matches, new_signing_key
 from tidings.storage.base import ApiKey, Environment, KeyKind, Storage
 
 DEV_ENV = "dev"
@@ -96,3 +98,83 @@ class Gate:
             env = await self._storage.ensure_env(f"{parent.name}/{branch}", parent.id)
             self._branches[(parent.id, branch)] = env
         return env
+
+
+# -- signing keys ----------------------------------------------------------------------------
+
+SIGNING_AAD = b"signing-key\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class EnvSigningKeys:
+    """An environment's signing key, and the one it replaced while apps move over to it."""
+
+    env_id: str
+    current: str
+    fallback: str | None
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return (self.current,) if self.fallback is None else (self.current, self.fallback)
+
+
+class SigningKeys:
+    """The signing keys of every environment: the server signs its requests to SDK apps with
+    them and SDKs authenticate with them, so they are stored sealed by the master keyring
+    (never only hashed) and kept here for ``CACHE_SECONDS``."""
+
+    def __init__(self, storage: Storage, keyring: Keyring) -> None:
+        self._storage = storage
+        self._keyring = keyring
+        self._keys: dict[str, EnvSigningKeys] = {}
+        self._until = 0.0
+
+    async def of_env(self, env_id: str) -> EnvSigningKeys | None:
+        await self._load()
+        return self._keys.get(env_id)
+
+    async def env_for_bearer(self, token: str) -> str | None:
+        """The environment whose signing key (or fallback) ``token`` presents, in any form."""
+        await self._load()
+        for keys in self._keys.values():
+            if bearer_matches(token, keys.all):
+                return keys.env_id
+        return None
+
+    async def create(self, env: Environment) -> EnvSigningKeys:
+        """A new signing key; the current one (if any) becomes the fallback."""
+        now = int(time.time() * 1000)
+        old = await self.of_env(env.id)
+        key = new_signing_key(env.name)
+        fallback = old.current if old is not None else None
+        await self._put(env.id, key, fallback, now)
+        return EnvSigningKeys(env.id, key, fallback)
+
+    async def drop_fallback(self, env_id: str) -> bool:
+        """End a rotation: the fallback key stops working. False when there was none."""
+        old = await self.of_env(env_id)
+        if old is None or old.fallback is None:
+            return False
+        await self._put(env_id, old.current, None, int(time.time() * 1000))
+        return True
+
+    async def _put(self, env_id: str, key: str, fallback: str | None, now: int) -> None:
+        aad = SIGNING_AAD + env_id.encode()
+        sealed = self._keyring.seal(key.encode(), aad)
+        sealed_fallback = self._keyring.seal(fallback.encode(), aad) if fallback else None
+        await self._storage.write(lambda tx: tx.run(
+            "put_signing_keys", (env_id, sealed, sealed_fallback, now)))
+        self._until = 0.0
+
+    async def _load(self) -> None:
+        if time.monotonic() < self._until:
+            return
+        rows = await self._storage.read(lambda tx: tx.all("all_signing_keys"))
+        keys = {}
+        for env_id, sealed, fallback in rows:
+            aad = SIGNING_AAD + str(env_id).encode()
+            current = self._keyring.open(bytes(sealed), aad).decode()
+            previous = self._keyring.open(bytes(fallback), aad).decode() if fallback else None
+            keys[env_id] = EnvSigningKeys(env_id, current, previous)
+        self._keys = keys
+        self._until = time.monotonic() + CACHE_SECONDS

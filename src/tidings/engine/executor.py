@@ -156,27 +156,27 @@ class _Host:
             raise _Interrupt()
 
     async def errored(self, step: str, name: str, error: dict[str, Any],
-                      began: int | None = None) -> bool:
+                      began: int | None = None, *, final: bool = False) -> bool:
         if self._buffer:
             self._pending.append(self._flush())
         if not await self.settled():
             raise _Interrupt()
         now = self.now()
         position = self._next_position()
-        retries = self._fn.retries
+        retries = -1 if final else self._fn.retries
         began = self._began.pop(step, now) if began is None else began
-        final = await self._executor.storage.write(
+        last = await self._executor.storage.write(
             lambda tx: store.record_step_error(tx, self._run, step, name, position, error,
                                                retries, began, now))
-        if final is None:
+        if last is None:
             self.lost = True
             raise _Interrupt()
-        if not final:
+        if not last:
             attempts = await self._executor.storage.read(
                 lambda tx: tx.one("step_attempts", (self._run.id, step)))
             failures = int(attempts[0]) if attempts else 1
             self.retry = RetryStep(step, now + self._executor.settings.backoff.delay(failures))
-        return final
+        return last
 
     def block(self, blocker: Any) -> None:
         self.blockers.append(blocker)

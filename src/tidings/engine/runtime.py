@@ -1,4 +1,5 @@
-"""The runtime of a process: registers its native apps, routes, executes, fires crons.
+"""The runtime of a process: registers its native apps, routes, executes, fires crons; in a
+server process it also calls the functions of Inngest SDK apps (queue ``http``).
 
 ``tidings dev -a module:client`` runs one next to the HTTP server; ``tidings worker`` runs one
 alone. Everything it knows is in the database, so any number of them can share one.
@@ -15,15 +16,19 @@ from typing import TYPE_CHECKING
 
 from tidings.core import Core
 from tidings.engine.executor import EngineSettings, Executor
+from tidings.engine.http_driver import HttpDriver
 from tidings.engine.native import NativeDriver
 from tidings.engine.scheduler import CronService
 from tidings.ids import now_ms
+from tidings.keys import SigningKeys
 from tidings.router.registry import Registry
-from tidings.router.route import Routed
+from tidings.router.route import Routed, route_new
 from tidings.router.service import RouterService
 from tidings.runs import store
+from tidings.runs.model import HTTP_QUEUE
 from tidings.runs.store import FunctionDef
-from tidings.storage.base import Environment
+from tidings.storage.base import Environment, EventRow
+from tidings.storage.tx import Tx
 
 if TYPE_CHECKING:
     from tidings.sdk.client import Tidings
@@ -38,7 +43,8 @@ def native_queue(app_id: str) -> str:
 class Runtime:
     def __init__(self, core: Core, apps: Sequence[Tidings] = (), *,
                  env: str = "dev", settings: EngineSettings | None = None,
-                 clock: Callable[[], int] = now_ms, route: bool = True) -> None:
+                 clock: Callable[[], int] = now_ms, route: bool = True,
+                 http: bool = False) -> None:
         self.core = core
         self.apps = list(apps)
         self.env_name = env
@@ -49,6 +55,7 @@ class Runtime:
         self.cron = CronService(core.storage, self.registry, self._due, clock=clock)
         self.executors: dict[str, Executor] = {}
         self._route = route
+        self._http = http
         self._listener: asyncio.Task[None] | None = None
         self.env: Environment | None = None
 
@@ -68,12 +75,21 @@ class Runtime:
                 self.core, self.registry, driver, queue=queue,
                 settings=self.settings, clock=self.clock, on_events=self.router.submit,
                 on_due=self._due)
+        if self._http and HTTP_QUEUE not in self.executors:
+            # Functions of Inngest SDK apps, whatever environment synced them.
+            keys = SigningKeys(self.core.storage, self.core.vault.sealer.keyring)
+            http = HttpDriver(self.core.storage, keys, dev=self.core.settings.dev)
+            self.executors[HTTP_QUEUE] = Executor(
+                self.core, self.registry, http, queue=HTTP_QUEUE, settings=self.settings,
+                clock=self.clock, on_events=self.router.submit, on_due=self._due)
         await self.core.storage.read(self.registry.refresh)
 
     async def start(self) -> None:
         await self.register()
         if self._route:
             self.core.ingest.observers.append(self._ingested)
+            if getattr(self.core.storage, "routes_inline", False):
+                self.core.ingest.inline = self
             await self.router.start()
         await self.cron.start()
         for executor in self.executors.values():
@@ -92,6 +108,8 @@ class Runtime:
         await self.router.stop()
         if self._ingested in self.core.ingest.observers:
             self.core.ingest.observers.remove(self._ingested)
+        if self.core.ingest.inline is self:
+            self.core.ingest.inline = None
 
     async def drain(self, *, rounds: int = 1000) -> int:
         """Route and run everything due now until nothing is left (tests)."""
@@ -108,6 +126,13 @@ class Runtime:
                 if not any([await e.drain() for e in self.executors.values()]):
                     return total
         return total
+
+    def route(self, tx: Tx, rows: list[EventRow], now: int) -> Routed:
+        """Route events in the transaction that stores them (``Ingest.inline``)."""
+        return route_new(tx, self.registry, rows, now)
+
+    def routed(self, result: Routed) -> None:
+        self._routed(result)
 
     def _ingested(self, ids: list[str], delayed: bool) -> None:
         self.router.submit(ids)

@@ -16,11 +16,13 @@ import msgspec
 DEFAULT_SOURCE = "tidings"
 
 
-class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
+class NewEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A validated event, not stored yet.
 
     A msgspec struct rather than a frozen dataclass: ingest builds one per event, and a struct
-    is built about ten times faster.
+    is built about ten times faster. Not tracked by the garbage collector (``gc=False``): it
+    holds JSON values, which cannot refer back to it, and thousands of them are in flight at
+    once under load.
     """
 
     name: str

@@ -26,7 +26,7 @@ NOT_EVENTS = "request body must contain an event object or an array of event obj
 JsonObject = dict[str, Any]
 
 
-class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):
+class _WireEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     name: str
     data: JsonObject | None = None
     payload: JsonObject | None = None

@@ -11,6 +11,7 @@ QUEUED, RUNNING, SLEEPING, WAITING = "Queued", "Running", "Sleeping", "Waiting"
 COMPLETED, FAILED, CANCELLED = "Completed", "Failed", "Cancelled"
 STATUSES = (QUEUED, RUNNING, SLEEPING, WAITING, COMPLETED, FAILED, CANCELLED)
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+HTTP_QUEUE = "http"  # the queue of the functions of Inngest SDK apps
 
 
 def loads(value: str | bytes | None) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -17,13 +18,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tidings.apps.sync import AppPoller, AppSync
 from tidings.core import Core
 from tidings.engine.executor import EngineSettings
 from tidings.engine.runtime import Runtime
 from tidings.errors import RequestRejected
+from tidings.keys import DEV_ENV, SigningKeys
 from tidings.server.api import error_response, json_response, routes
 from tidings.server.event_api import EventAPI
 from tidings.server.openapi import document
+from tidings.server.sdk_api import SdkAPI
 from tidings.settings import Settings
 
 if TYPE_CHECKING:
@@ -74,14 +78,17 @@ class TidingsApp:
 
     def __init__(self, settings: Settings, core: Core | None = None, *,
                  apps: Sequence[Tidings] = (), env: str = "dev",
-                 engine: EngineSettings | None = None) -> None:
+                 engine: EngineSettings | None = None, watch: AppWatch | None = None) -> None:
         self.settings = settings
         self.core = core
         self._owns_core = core is None
         self._apps = list(apps)
         self._env = env
         self._engine = engine
+        self._watch = watch
         self.runtime: Runtime | None = None
+        self.sync: AppSync | None = None
+        self._poller: AppPoller | None = None
         self._events: EventAPI | None = None
         self._rest: ASGIApp | None = None
         if core is not None:
@@ -90,6 +97,8 @@ class TidingsApp:
     def _build(self, core: Core) -> None:
         kind = self.settings.server_kind.encode()
         self._events = events = EventAPI(core, kind)
+        keys = SigningKeys(core.storage, core.vault.sealer.keyring)
+        self.sync = AppSync(core, keys)
 
         async def openapi(request: Request) -> Response:
             return json_response(200, document())
@@ -97,6 +106,7 @@ class TidingsApp:
         starlette = Starlette(
             routes=[
                 *routes(core, lambda: self.runtime),
+                *SdkAPI(core, self.sync, keys).routes(),
                 Route("/openapi.json", openapi, methods=["GET"]),
                 # ``__call__`` sends POST /e/... straight to the Event API; this route only
                 # gives the other methods a 405 that names POST.
@@ -126,21 +136,38 @@ class TidingsApp:
             self.core = await Core.start(self.settings)
             self._build(self.core)
         if self._owns_core:
-            self.runtime = Runtime(self.core, self._apps, env=self._env, settings=self._engine)
+            self.runtime = Runtime(self.core, self._apps, env=self._env, settings=self._engine,
+                                   http=True)
             try:
                 await self.runtime.start()
+                await self._watch_apps(self.core)
             except BaseException:
                 await self.core.close()
                 raise
         try:
             yield self.core
         finally:
+            if self._poller is not None:
+                await self._poller.stop()
+                self._poller = None
+            if self.sync is not None:
+                await self.sync.close()
             if self.runtime is not None:
                 await self.runtime.stop()
                 self.runtime = None
             if self._owns_core and self.core is not None:
                 await self.core.close()
                 self.core = None
+
+    async def _watch_apps(self, core: Core) -> None:
+        watch = self._watch
+        if watch is None or not core.settings.dev or not (watch.urls or watch.discover):
+            return
+        assert self.sync is not None
+        env = await core.gate.env_for(DEV_ENV, "api")
+        self._poller = AppPoller(self.sync, env.id, watch.urls, interval=watch.interval,
+                                 discover=watch.discover, own_port=watch.own_port)
+        await self._poller.start()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -169,9 +196,21 @@ class TidingsApp:
         await send({"type": "lifespan.shutdown.complete"})
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppWatch:
+    """``tidings dev``: SDK apps to keep synced (``-u``), and whether to look for more."""
+
+    urls: tuple[str, ...] = ()
+    discover: bool = False
+    interval: float = 5.0
+    own_port: int | None = None
+
+
 def create_app(settings: Settings, core: Core | None = None, *,
                apps: Sequence[Tidings] = (), env: str = "dev",
-               engine: EngineSettings | None = None) -> TidingsApp:
+               engine: EngineSettings | None = None,
+               watch: AppWatch | None = None) -> TidingsApp:
     """The ASGI app. Without ``core`` it opens its own at lifespan start-up, with a runtime that
-    routes events and runs the native functions of ``apps``."""
-    return TidingsApp(settings, core, apps=apps, env=env, engine=engine)
+    routes events, runs the native functions of ``apps`` and calls those of SDK apps; in dev,
+    ``watch`` keeps SDK apps synced."""
+    return TidingsApp(settings, core, apps=apps, env=env, engine=engine, watch=watch)

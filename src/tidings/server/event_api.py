@@ -17,13 +17,12 @@ from tidings.core import Core
 from tidings.errors import EventsInvalid, RequestRejected
 from tidings.events.parse import parse_events
 from tidings.ids import IdSeed, now_ms
-from tidings.server.http import header, read_body, send_json
+from tidings.server.http import header_map, read_body, send_json
 
 log = logging.getLogger("tidings.server")
 
 
-def cors_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
-    origin = header(scope, b"origin")
+def cors_headers(origin: bytes | None) -> list[tuple[bytes, bytes]]:
     if origin is None:
         return []
     return [
@@ -48,17 +47,19 @@ class EventAPI:
         self.kind = (b"x-inngest-server-kind", server_kind)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        extra = [self.kind, *cors_headers(scope)]
+        headers = header_map(scope)
+        origin = headers.get(b"origin")
+        extra = [self.kind] if origin is None else [self.kind, *cors_headers(origin)]
         core = self.core
         try:
             key = scope["path"][3:].rstrip("/")
-            branch = header(scope, b"x-inngest-env")
-            env = await core.gate.env_for(key, "event", branch.decode() if branch else None)
+            branch = headers.get(b"x-inngest-env")
+            env = await core.gate.env_for(key, "event", _branch(branch) if branch else None)
             limits = core.settings.limits
-            body = await read_body(scope, receive, limits.max_body_bytes)
+            body = await read_body(scope, receive, limits.max_body_bytes, headers)
             now = now_ms()
             events = parse_events(body, limits, now)
-            seed_header = header(scope, b"x-inngest-event-id-seed")
+            seed_header = headers.get(b"x-inngest-event-id-seed")
             seed = IdSeed.parse(seed_header.decode(errors="replace")) if seed_header else None
             ids = await core.ingest.append(env.id, events, seed, received_at=now)
         except RequestRejected as exc:
@@ -71,3 +72,10 @@ class EventAPI:
                             extra)
             return
         await send_json(send, 200, {"ids": ids, "status": 200}, extra)
+
+
+def _branch(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise RequestRejected("x-inngest-env: a branch name must be UTF-8 text") from None

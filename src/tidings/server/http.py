@@ -14,21 +14,41 @@ encode = msgspec.json.encode
 JSON_TYPE = (b"content-type", b"application/json")
 
 
-def header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
+def header_map(scope: Scope) -> dict[bytes, bytes]:
+    """Every request header by (lower-case) name; of a repeated header, the first."""
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    return dict(reversed(headers))
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The request body, decompressed when gzip-encoded; ``PayloadTooLarge`` past ``limit``."""
-    declared = header(scope, b"content-length")
+async def read_body(
+    scope: Scope, receive: Receive, limit: int, headers: dict[bytes, bytes] | None = None
+) -> bytes:
+    """The request body, decompressed when gzip-encoded; ``PayloadTooLarge`` past ``limit``.
+
+    ``headers`` (from ``header_map``) saves scanning the headers again."""
+    if headers is None:
+        headers = header_map(scope)
+    declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is {int(declared)} bytes, over the limit of "
                               f"{limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise RequestRejected("client disconnected", status=400)
+    body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+    if message.get("more_body", False):
+        body = await _rest_of_body(receive, body, limit)
+    encoding = headers.get(b"content-encoding")
+    if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
+        body = _decompress(body, encoding.strip().lower(), limit)
+    return body
+
+
+async def _rest_of_body(receive: Receive, first: bytes, limit: int) -> bytes:
+    chunks = [first]
+    size = len(first)
     more = True
     while more:
         message = await receive()
@@ -40,11 +60,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
         chunks.append(chunk)
         more = message.get("more_body", False)
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    encoding = header(scope, b"content-encoding")
-    if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
-        body = _decompress(body, encoding.strip().lower(), limit)
-    return body
+    return b"".join(chunks)
 
 
 def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
@@ -68,7 +84,7 @@ async def send_json(
     send: Send, status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     body = encode(payload)
-    headers = [JSON_TYPE, (b"content-length", str(len(body)).encode())]
+    headers = [JSON_TYPE, (b"content-length", b"%d" % len(body))]
     if extra:
         headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})

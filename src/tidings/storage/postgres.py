@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
@@ -33,6 +34,7 @@ from tidings.storage.tx import PostgresTx, Tx
 T = TypeVar("T")
 Q = split_queries(dialect_file("postgres", "queries.sql"))
 ID_MAX = "~"
+COPY_MIN_ROWS = 16  # from this many rows on, COPY beats INSERTs (it has to be set up first)
 MIGRATION_LOCK = 0x7469_6469_6E67  # "tiding"
 
 
@@ -47,6 +49,8 @@ class PostgresStorage:
             url, min_size=min_size, max_size=max_size, open=False,
             kwargs={"autocommit": True}, name="tidings",
         )
+        # As many threads as pooled connections (the default executor has only cpus + 4).
+        self._threads = ThreadPoolExecutor(max_workers=max_size, thread_name_prefix="tidings-pg")
         self._sync_pool = ConnectionPool(
             url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True},
             configure=_text_json, name="tidings-sync",
@@ -65,13 +69,16 @@ class PostgresStorage:
     async def close(self) -> None:
         await self._pool.close()
         await asyncio.to_thread(self._sync_pool.close)
+        self._threads.shutdown(wait=False)
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in one transaction on a pooled connection (in a worker thread)."""
-        return await asyncio.to_thread(self._transact, fn)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self._transact, fn)
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
-        return await asyncio.to_thread(self._autocommit, fn)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self._autocommit, fn)
 
     def _transact(self, fn: Callable[[Tx], T]) -> T:
         for attempt in range(5):
@@ -187,9 +194,31 @@ class PostgresStorage:
 
     # -- events --------------------------------------------------------------------------------
 
-    async def append_events(self, rows: Sequence[EventRow], dedup_until: int) -> list[str]:
+    async def append_events(self, rows: Sequence[EventRow], dedup_until: int, *,
+                            route: Callable[[Tx, list[EventRow]], Any] | None = None
+                            ) -> list[str]:
+        if route is not None:
+            raise NotImplementedError("PostgreSQL routes stored events after their commit")
+        try:
+            return await self._append(rows, dedup_until, copy=len(rows) >= COPY_MIN_ROWS)
+        except psycopg.errors.UniqueViolation:
+            # COPY cannot skip an id that is already stored (a retried request with seeded
+            # ids): store them again the slow way, which skips it.
+            return await self._append(rows, dedup_until, copy=False)
+
+    async def _append(self, rows: Sequence[EventRow], dedup_until: int, *, copy: bool
+                      ) -> list[str]:
+        if all(row.key is None for row in rows):
+            async with self._pool.connection() as conn:
+                if copy or len(rows) == 1:
+                    # One statement is atomic by itself: no BEGIN and COMMIT round trips.
+                    await _insert_events(conn, rows, copy=copy)
+                else:
+                    async with conn.transaction():
+                        await _insert_events(conn, rows, copy=False)
+            return [row.id for row in rows]
         ids: list[str] = []
-        fresh: list[tuple[Any, ...]] = []
+        fresh: list[EventRow] = []
         async with self._pool.connection() as conn, conn.transaction():
             for row in rows:
                 if row.key is not None:
@@ -204,10 +233,9 @@ class PostgresStorage:
                         ids.append(found[0])
                         continue
                 ids.append(row.id)
-                fresh.append(_event_params(row))
+                fresh.append(row)
             if fresh:
-                async with conn.cursor() as cur:
-                    await cur.executemany(Q["insert_event"], fresh)
+                await _insert_events(conn, fresh, copy=copy)
         return ids
 
     async def get_event(self, env_id: str, event_id: str) -> EventRow | None:
@@ -284,11 +312,26 @@ def _key(row: Any) -> ApiKey:
     )
 
 
+async def _insert_events(conn: psycopg.AsyncConnection[Any], rows: Sequence[EventRow], *,
+                         copy: bool) -> None:
+    """One statement: COPY (many rows; fails on an id already stored) or INSERTs that skip
+    stored ids."""
+    if len(rows) == 1:
+        await conn.execute(Q["insert_event"], _event_params(rows[0]))
+    elif not copy:
+        async with conn.cursor() as cur:
+            await cur.executemany(Q["insert_event"], [_event_params(row) for row in rows])
+    else:
+        async with conn.cursor() as cur, cur.copy(Q["copy_events"]) as pipe:
+            for row in rows:
+                await pipe.write_row(_event_params(row))
+
+
 def _event_params(row: EventRow) -> tuple[Any, ...]:
     return (
         row.id, row.env_id, row.name, row.data.decode(), row.user, row.user_subject, row.key,
         row.ts, row.v, row.source, row.context.decode() if row.context is not None else None,
-        row.account_id, row.received_at, row.deliver_at,
+        row.account_id, row.received_at, row.deliver_at, row.delivered_at,
     )
 
 

@@ -34,9 +34,13 @@ SELECT event_id FROM event_idempotency WHERE env_id = %s AND event_key = %s;
 
 -- name: insert_event
 INSERT INTO events (id, env_id, name, data, user_data, user_subject, event_key, ts, v, source,
-                    context, account_id, received_at, deliver_at)
-VALUES (%s, %s, %s, %s::json, %s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s)
+                    context, account_id, received_at, deliver_at, delivered_at)
+VALUES (%s, %s, %s, %s::json, %s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s, %s)
 ON CONFLICT (id) DO NOTHING;
+
+-- name: copy_events
+COPY events (id, env_id, name, data, user_data, user_subject, event_key, ts, v, source, context,
+             account_id, received_at, deliver_at, delivered_at) FROM STDIN;
 
 -- name: get_event
 SELECT id, env_id, name, data::text, user_data, user_subject, event_key, ts, v, source, context::text,

@@ -1,0 +1,29 @@
+"""``python -m bench [p1 p2 p3 p4 p5 p6]``: the benchmarks named (default: all), one after the
+other. P1/P2 measure ingest; P3-P6 the engine, beside Celery and DBOS where they have a peer."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import p1_ingest, p2_batch, p3_throughput, p4_latency, p5_steps, p6_pending
+
+BENCHMARKS = {"p1": p1_ingest, "p2": p2_batch, "p3": p3_throughput, "p4": p4_latency,
+              "p5": p5_steps, "p6": p6_pending}
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = [n.lower() for n in (sys.argv[1:] if argv is None else argv)] or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmarks: {', '.join(unknown)} (choose from "
+              f"{', '.join(BENCHMARKS)})", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in names:
+        failed |= BENCHMARKS[name].main([])
+        print()
+    return failed
+
+
+if __name__ == "__main__":
+    sys.exit(main())

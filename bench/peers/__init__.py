@@ -1,0 +1,1 @@
+"""The peers the engine benchmarks compare Tidings with: Celery (Redis) and DBOS."""

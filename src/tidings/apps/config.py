@@ -1,0 +1,243 @@
+"""The body an SDK registers its functions with (``POST /fn/register``, or the answer to an
+in-band sync), read as the Go server reads it: a key matches whatever its case (``appname`` and
+``appName``) and, beyond Go, whatever its underscores (``deploy_type``); ``null`` is absent.
+
+Each function becomes a ``FunctionDef`` on queue ``http`` whose config holds its triggers, its
+retries (``retries.attempts`` counts *retries*: default 4, at most 20, as Inngest's server reads
+it) and its flow control as the SDK gave it, for the engine to apply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import jcs
+
+from tidings.durations import to_ms
+from tidings.errors import ConfigError, RequestRejected
+from tidings.router.expressions import check_expression
+from tidings.runs.store import FunctionDef
+from tidings.sdk.function import MAX_TRIGGERS, TriggerCron, TriggerEvent
+
+DEFAULT_RETRIES = 4
+MAX_RETRIES = 20
+FLOW_CONTROL = {  # folded key -> the name the config keeps
+    "concurrency": "concurrency", "throttle": "throttle", "ratelimit": "rateLimit",
+    "debounce": "debounce", "batchevents": "batchEvents", "priority": "priority",
+    "cancel": "cancel", "singleton": "singleton", "timeouts": "timeouts",
+    "idempotency": "idempotency", "checkpoint": "checkpoint",
+}
+_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def fold(key: str) -> str:
+    return key.replace("_", "").lower()
+
+
+def get(obj: Mapping[str, Any], key: str) -> Any:
+    """``obj[key]`` matched as Go matches JSON keys (and ignoring ``_``); None when absent."""
+    wanted = fold(key)
+    for name, value in obj.items():
+        if fold(name) == wanted and value is not None:
+            return value
+    return None
+
+
+def strip_nulls(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: strip_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [strip_nulls(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppConfig:
+    """One registration: the app, where it is served, and its functions."""
+
+    app_id: str
+    url: str
+    sdk: str | None
+    framework: str | None
+    functions: tuple[FunctionDef, ...]
+    checksum: str
+
+
+def parse_app(body: Any) -> AppConfig:
+    """Read a register body; ``RequestRejected`` says what is wrong with it."""
+    if not isinstance(body, Mapping):
+        raise RequestRejected("Invalid request: the body is not a JSON object")
+    app_id = get(body, "appName") or get(body, "app_id")
+    if not isinstance(app_id, str) or not app_id:
+        raise RequestRejected("App ID required")
+    url = get(body, "url")
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+        raise RequestRejected(f"Invalid request: the app URL {url!r} is not an http(s) URL")
+    raw_functions = get(body, "functions") or []
+    if not isinstance(raw_functions, list):
+        raise RequestRejected("Invalid request: functions is not a list")
+    functions: list[FunctionDef] = []
+    for index, raw in enumerate(raw_functions):
+        try:
+            functions.append(parse_function(raw))
+        except ConfigError as exc:
+            name = get(raw, "id") if isinstance(raw, Mapping) else None
+            raise RequestRejected(f"At least one function is invalid: function "
+                             f"{name or index!r}: {exc.message}") from None
+    slugs = [f.slug for f in functions]
+    duplicated = sorted({s for s in slugs if slugs.count(s) > 1})
+    if duplicated:
+        raise RequestRejected(f"At least one function is invalid: duplicate function ids "
+                         f"{', '.join(duplicated)}")
+    sdk, framework = get(body, "sdk"), get(body, "framework")
+    digest = hashlib.sha256(jcs.canonicalize(strip_nulls(
+        {"app": app_id, "url": url, "functions": raw_functions}))).hexdigest()
+    return AppConfig(app_id=app_id, url=url, sdk=sdk if isinstance(sdk, str) else None,
+                     framework=framework if isinstance(framework, str) else None,
+                     functions=tuple(functions), checksum=digest)
+
+
+def parse_function(raw: Any) -> FunctionDef:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("not a JSON object")
+    name = get(raw, "name")
+    slug = get(raw, "id") or (_SLUG.sub("-", name.lower()).strip("-")
+                              if isinstance(name, str) else None)
+    if not isinstance(slug, str) or not slug:
+        raise ConfigError("a function id is required")
+    if name is None:
+        name = slug
+    if not isinstance(name, str):
+        raise ConfigError("the name is not a string")
+    triggers = _triggers(get(raw, "triggers"))
+    url, retries = _step(get(raw, "steps"), get(raw, "retries"))
+    config: dict[str, Any] = {"id": slug, "name": name, "triggers": triggers,
+                              "retries": retries, "runtime": "http"}
+    for key, value in raw.items():
+        canonical = FLOW_CONTROL.get(fold(key))
+        if canonical is not None and value is not None:
+            config[canonical] = strip_nulls(value)
+    _check_flow_control(config)
+    return FunctionDef(slug=slug, name=name, url=url, config=config)
+
+
+def _triggers(raw: Any) -> list[dict[str, Any]]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("at least one trigger is required")
+    if len(raw) > MAX_TRIGGERS:
+        raise ConfigError(f"at most {MAX_TRIGGERS} triggers")
+    out: list[dict[str, Any]] = []
+    for trigger in raw:
+        if not isinstance(trigger, Mapping):
+            raise ConfigError("a trigger is a JSON object")
+        event, cron = get(trigger, "event"), get(trigger, "cron")
+        if isinstance(cron, str) and event is None:
+            TriggerCron(cron=cron).check()
+            normal: dict[str, Any] = {"cron": cron}
+        elif isinstance(event, str):
+            expression = get(trigger, "expression")
+            if expression is not None and not isinstance(expression, str):
+                raise ConfigError(f"trigger {event!r}: the expression is not a string")
+            TriggerEvent(event=event, if_=expression or None).check()
+            normal = {"event": event, **({"expression": expression} if expression else {})}
+        else:
+            raise ConfigError("a trigger has an event name or a cron schedule")
+        if normal in out:
+            raise ConfigError(f"duplicate trigger {normal}")
+        out.append(normal)
+    return out
+
+
+def _step(raw: Any, top_retries: Any) -> tuple[str, int]:
+    """The one step's URL and the function's retries."""
+    if not isinstance(raw, Mapping) or len(raw) != 1:
+        raise ConfigError("exactly one step is required")
+    step = next(iter(raw.values()))
+    if not isinstance(step, Mapping):
+        raise ConfigError("the step is not a JSON object")
+    runtime = get(step, "runtime") or {}
+    url = get(runtime, "url") if isinstance(runtime, Mapping) else None
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+        raise ConfigError(f"the step URL {url!r} is not an http(s) URL")
+    retries = get(step, "retries")
+    attempts = get(retries, "attempts") if isinstance(retries, Mapping) else None
+    if attempts is None:
+        attempts = top_retries if top_retries is not None else DEFAULT_RETRIES
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
+        raise ConfigError(f"retries.attempts must be a whole number from 0, got {attempts!r}")
+    return url, min(attempts, MAX_RETRIES)
+
+
+def _check_flow_control(config: dict[str, Any]) -> None:
+    """CEL keys and conditions compile, durations read, and limits are within bounds."""
+    concurrency = config.get("concurrency")
+    if isinstance(concurrency, int) and not isinstance(concurrency, bool):
+        concurrency = [{"limit": concurrency}]
+    elif isinstance(concurrency, Mapping):
+        concurrency = [concurrency]
+    if concurrency is not None:
+        if not isinstance(concurrency, list) or len(concurrency) > 2:
+            raise ConfigError("concurrency: at most 2 limits")
+        for limit in concurrency:
+            _expression(limit, "key", "concurrency.key")
+            scope = get(limit, "scope") if isinstance(limit, Mapping) else None
+            if scope is not None and scope not in ("fn", "env", "account"):
+                raise ConfigError(f"concurrency.scope: fn, env or account, got {scope!r}")
+    cancel = config.get("cancel")
+    if cancel is not None:
+        if not isinstance(cancel, list) or len(cancel) > 5:
+            raise ConfigError("cancel: at most 5 cancellations")
+        for entry in cancel:
+            if not isinstance(entry, Mapping) or not isinstance(get(entry, "event"), str):
+                raise ConfigError("cancel: each cancellation names an event")
+            _expression(entry, "if", "cancel.if")
+            _duration(entry, "timeout", "cancel.timeout")
+    for name in ("throttle", "rateLimit", "debounce", "batchEvents", "singleton"):
+        _expression(config.get(name), "key", f"{name}.key")
+    for name in ("throttle", "rateLimit", "debounce"):
+        _duration(config.get(name), "period", f"{name}.period")
+    _duration(config.get("debounce"), "timeout", "debounce.timeout")
+    _duration(config.get("batchEvents"), "timeout", "batchEvents.timeout")
+    _expression(config.get("batchEvents"), "if", "batchEvents.if")
+    _expression(config.get("priority"), "run", "priority.run")
+    for name in ("start", "finish"):
+        _duration(config.get("timeouts"), name, f"timeouts.{name}")
+    idempotency = config.get("idempotency")
+    if idempotency is not None:
+        if not isinstance(idempotency, str):
+            raise ConfigError("idempotency is a CEL expression")
+        check_expression(idempotency)
+    if "batchEvents" in config:
+        for other in ("cancel", "debounce", "singleton"):
+            if config.get(other):
+                raise ConfigError(f"batchEvents cannot be combined with {other}")
+        priority = config.get("priority")
+        if isinstance(priority, Mapping) and get(priority, "run"):
+            raise ConfigError("batchEvents cannot be combined with priority.run")
+
+
+def _expression(obj: Any, key: str, what: str) -> None:
+    if not isinstance(obj, Mapping):
+        return
+    value = get(obj, key)
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} is a CEL expression")
+    try:
+        check_expression(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{what}: {exc.message}") from None
+
+
+def _duration(obj: Any, key: str, what: str) -> None:
+    if not isinstance(obj, Mapping):
+        return
+    value = get(obj, key)
+    if value is not None:
+        to_ms(value, what)

@@ -1,0 +1,246 @@
+"""Syncing apps: what ``POST /fn/register`` does with a registration, and pinging an app with
+a ``PUT`` so that it registers — out of band (it calls ``/fn/register``) or in band (it answers
+the ``PUT`` with its configuration). ``tidings dev`` pings known apps every few seconds and
+looks for new ones on the usual local ports (``AppPoller``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import httpx
+import msgspec
+
+from tidings.apps import records
+from tidings.apps.config import AppConfig, get, parse_app
+from tidings.core import Core
+from tidings.errors import RequestRejected
+from tidings.ids import now_ms
+from tidings.keys import SigningKeys
+from tidings.runs import store
+from tidings.runs.model import HTTP_QUEUE
+from tidings.signing import sign, verify
+from tidings.storage.tx import Tx
+
+log = logging.getLogger("tidings.apps")
+USER_AGENT = "tidings"
+# Where `inngest dev` looks for apps (pkg/devserver/discovery): ports and paths on localhost.
+DISCOVERY_PORTS = (*range(3000, 3011), 4321, 5000, 5173, 8000, 8080, 8081, 8888,
+                   *range(8910, 8916), 8787)
+DISCOVERY_PATHS = ("/api/inngest", "/x/inngest", "/.netlify/functions/inngest",
+                   "/.redwood/functions/inngest")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncResult:
+    """How pinging one app went: ``synced``, ``unreachable`` or ``failed`` (with why)."""
+
+    url: str
+    status: str
+    error: str | None = None
+    modified: bool = False
+    app_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "status": self.status, "error": self.error,
+                "modified": self.modified, "app_id": self.app_id}
+
+
+class AppSync:
+    def __init__(self, core: Core, keys: SigningKeys, *,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 timeout: float = 30.0) -> None:
+        self._core = core
+        self.storage = core.storage
+        self._keys = keys
+        self._dev = core.settings.dev
+        self._kind = core.settings.server_kind
+        self._transport = transport
+        self._timeout = timeout
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(transport=self._transport, timeout=self._timeout)
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def register(self, env_id: str, body: Any) -> tuple[AppConfig, bool]:
+        """Store an app's functions (archiving the ones it dropped); whether anything changed.
+        An unchanged registration (the dev server re-syncs every few seconds) writes only the
+        app's record."""
+        app = parse_app(body)
+        modified = await self._core.storage.write(
+            partial(_register, env_id=env_id, app=app, now=now_ms()))
+        return app, modified
+
+    async def ping(self, env_id: str, url: str) -> SyncResult:
+        """Ask the app at ``url`` to sync, and record how that went."""
+        body = msgspec.json.encode({"url": url})
+        headers = {"content-type": "application/json", "user-agent": USER_AGENT,
+                   "x-inngest-server-kind": self._kind}
+        keys = None if self._dev else await self._keys.of_env(env_id)
+        if keys is not None:
+            headers["x-inngest-signature"] = sign(body, keys.current)
+            headers["x-inngest-sync-kind"] = "in_band"
+        try:
+            reply = await self.http.put(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return await self._failed(env_id, url, records.UNREACHABLE,
+                                      f"cannot reach the app: {exc or type(exc).__name__}")
+        try:
+            answer = reply.json()
+        except ValueError:
+            answer = None
+        if not reply.is_success:
+            return await self._failed(env_id, url, records.FAILED,
+                                      f"the app answered {reply.status_code}: "
+                                      f"{_message(answer) or reply.text[:300]}")
+        if reply.headers.get("x-inngest-sync-kind") != "in_band":
+            # Out of band: the app has called /fn/register, which recorded it.
+            modified = bool(answer.get("modified")) if isinstance(answer, dict) else False
+            return SyncResult(url=url, status=records.SYNCED, modified=modified)
+        if keys is not None and not verify(reply.content, reply.headers.get("x-inngest-signature"),
+                                           keys.all):
+            return await self._failed(env_id, url, records.FAILED,
+                                      "the app's answer is not signed with this environment's "
+                                      "signing key")
+        try:
+            app, modified = await self.register(env_id, in_band_body(answer))
+        except RequestRejected as exc:
+            return await self._failed(env_id, url, records.FAILED, exc.message)
+        return SyncResult(url=url, status=records.SYNCED, modified=modified, app_id=app.app_id)
+
+    async def _failed(self, env_id: str, url: str, status: str, error: str) -> SyncResult:
+        log.info("app at %s: %s (%s)", url, status, error)
+        await self._core.storage.write(partial(records.checked, env_id=env_id, url=url,
+                                               status=status, error=error, now=now_ms()))
+        return SyncResult(url=url, status=status, error=error)
+
+
+def _register(tx: Tx, *, env_id: str, app: AppConfig, now: int) -> bool:
+    before = records.app_at(tx, env_id, app.url)
+    modified = before is None or before.checksum != app.checksum
+    if modified:
+        store.register(tx, env_id=env_id, app_id=app.app_id, queue=HTTP_QUEUE,
+                       defs=app.functions, now=now)
+    records.synced(tx, env_id=env_id, url=app.url, app_id=app.app_id, sdk=app.sdk,
+                   framework=app.framework, checksum=app.checksum,
+                   functions=len(app.functions), now=now)
+    return modified
+
+
+def in_band_body(answer: Any) -> dict[str, Any]:
+    """An in-band sync answer (``app_id``, ``sdk_language``, ``inspection`` …) as a register
+    body."""
+    if not isinstance(answer, dict):
+        raise RequestRejected("the app's in-band answer is not a JSON object")
+    language = get(answer, "sdk_language") or get(get(answer, "inspection") or {},
+                                                  "sdk_language")
+    version = get(answer, "sdk_version") or get(get(answer, "inspection") or {},
+                                                "sdk_version")
+    return {"appname": get(answer, "app_id"), "url": get(answer, "url"),
+            "functions": get(answer, "functions") or [],
+            "framework": get(answer, "framework"),
+            "sdk": f"{language}:v{version}" if language and version else None}
+
+
+def _message(answer: Any) -> str | None:
+    if isinstance(answer, dict):
+        for key in ("error", "message"):
+            if isinstance(answer.get(key), str) and answer[key]:
+                return str(answer[key])
+    return None
+
+
+class AppPoller:
+    """``tidings dev``'s app watcher: re-syncs the known apps every ``interval`` seconds and,
+    until one has synced, looks for apps on the local ports and paths `inngest dev` scans
+    (a TCP connect first, then a ``GET`` that only an Inngest SDK answers as one)."""
+
+    def __init__(self, sync: AppSync, env_id: str, urls: Sequence[str], *,
+                 interval: float = 5.0, discover: bool = True, own_port: int | None = None,
+                 host: str = "127.0.0.1") -> None:
+        self._sync = sync
+        self._env_id = env_id
+        self._urls = list(dict.fromkeys(urls))
+        self._interval = interval
+        self._discover = discover
+        self._own_port = own_port
+        self._host = host
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="tidings-app-poller")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.round()
+            except Exception:
+                log.exception("syncing apps failed")
+            await asyncio.sleep(self._interval)
+
+    async def round(self) -> list[SyncResult]:
+        """Ping every known app once; discover when none is synced yet."""
+        env_id = self._env_id
+        known = await self._sync.storage.read(lambda tx: records.apps_of(tx, env_id))
+        urls = list(dict.fromkeys([*self._urls, *(app.url for app in known)]))
+        results = list(await asyncio.gather(*(self._sync.ping(env_id, url) for url in urls)))
+        if self._discover and not any(r.status == records.SYNCED for r in results):
+            found = await self.discover()
+            if found is not None:
+                results.append(found)
+        if any(r.status == records.SYNCED for r in results):
+            self._discover = False
+        return results
+
+    async def discover(self) -> SyncResult | None:
+        ports = [p for p in DISCOVERY_PORTS if p != self._own_port]
+        listening = await asyncio.gather(*(self._listening(p) for p in ports))
+        for port, answers in zip(ports, listening, strict=True):
+            if not answers:
+                continue
+            for path in DISCOVERY_PATHS:
+                url = f"http://{self._host}:{port}{path}"
+                if await self._is_sdk(url):
+                    result = await self._sync.ping(self._env_id, url)
+                    if result.status == records.SYNCED:
+                        log.info("discovered an app at %s", url)
+                        self._urls.append(url)
+                        return result
+        return None
+
+    async def _listening(self, port: int) -> bool:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(self._host, port), 0.25)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+
+    async def _is_sdk(self, url: str) -> bool:
+        try:
+            reply = await self._sync.http.get(url, timeout=2.0,
+                                              headers={"x-inngest-server-kind": "dev"})
+        except httpx.HTTPError:
+            return False
+        return reply.is_success and "x-inngest-sdk" in reply.headers

@@ -1,0 +1,237 @@
+"""The Inngest call protocol as data: the body of a call to an SDK app, and reading the ops it
+answers with, as inngest-py 0.5 and inngest-js 4 really speak them.
+
+The body is JCS-canonical JSON (RFC 8785): the SDKs re-canonicalise it before checking its
+signature. Memoized steps keep the shapes the SDKs expect: ``{"data": x}`` or ``{"error": e}``
+for runs and invokes, the whole event for a wait, ``null`` for a sleep.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import jcs
+import msgspec
+
+from tidings.durations import to_ms
+from tidings.engine.outcomes import ErrorJSON, Invoke, WaitForEvent
+from tidings.errors import ConfigError
+from tidings.runs.model import StepRow
+
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+MAX_PAUSE_MS = 366 * 24 * 3600 * 1000
+EXECUTION_VERSION = 2
+
+
+class ProtocolError(ValueError):
+    """The app's answer is not the Inngest protocol."""
+
+
+def sdk_name(name: str) -> str:
+    """SDKs know the internal events by their Inngest names."""
+    return "inngest/" + name.removeprefix("tidings/") if name.startswith("tidings/") else name
+
+
+def sdk_event(event: Mapping[str, Any]) -> dict[str, Any]:
+    """An event as an SDK reads it (``ts`` an integer, ``data`` an object)."""
+    out: dict[str, Any] = {"data": event.get("data") or {}, "id": str(event.get("id") or ""),
+                           "name": sdk_name(str(event.get("name", ""))),
+                           "ts": int(event.get("ts") or 0), "user": event.get("user") or {}}
+    if event.get("v") is not None:
+        out["v"] = event["v"]
+    return out
+
+
+@dataclass(slots=True, kw_only=True)
+class CallState:
+    """What one call of a run knows, and what it learns while its steps finish."""
+
+    run_id: str
+    attempt: int
+    max_attempts: int
+    force_plan: bool
+    event: dict[str, Any]
+    events: list[dict[str, Any]]
+    steps: dict[str, Any] = field(default_factory=dict)
+    stack: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, *, run_id: str, attempt: int, retries: int, force_plan: bool,
+           event: Mapping[str, Any], events: Sequence[Mapping[str, Any]],
+           recorded: Sequence[StepRow]) -> CallState:
+        state = cls(run_id=run_id, attempt=attempt, max_attempts=retries + 1,
+                    force_plan=force_plan, event=sdk_event(event),
+                    events=[sdk_event(e) for e in events])
+        for row in recorded:
+            state.remember(row.step, row.output)
+        return state
+
+    def remember(self, step: str, memo: Any) -> None:
+        if step not in self.steps:
+            self.stack.append(step)
+        self.steps[step] = memo
+
+    def body(self, step_id: str, attempt: int | None = None) -> bytes:
+        """The request body for a call aimed at ``step_id`` (``step``: from the top). Over
+        4 MiB, the SDK is told to fetch the events and steps itself (``use_api``)."""
+        body = self._body(step_id, attempt, use_api=False)
+        if len(body) > MAX_REQUEST_BYTES:
+            body = self._body(step_id, attempt, use_api=True)
+        return body
+
+    def _body(self, step_id: str, attempt: int | None, *, use_api: bool) -> bytes:
+        # ``ctx.fn_id`` is left out on purpose: given it, inngest-js 4 switches to
+        # "checkpointing" and reports steps through an API Tidings does not serve.
+        ctx = {"attempt": self.attempt if attempt is None else attempt,
+               "disable_immediate_execution": self.force_plan,
+               "max_attempts": self.max_attempts, "run_id": self.run_id,
+               "stack": {"current": len(self.stack), "stack": list(self.stack)},
+               "step_id": step_id, "use_api": use_api}
+        payload = {"ctx": ctx, "event": self.event,
+                   "events": [] if use_api else self.events,
+                   "steps": {} if use_api else self.steps,
+                   "use_api": use_api, "version": EXECUTION_VERSION}
+        encoded: bytes = jcs.canonicalize(payload)
+        return encoded
+
+
+def memos(steps: Sequence[StepRow]) -> dict[str, Any]:
+    """The ``steps`` object of a call (and of ``GET /v0/runs/{id}/actions``)."""
+    return {row.step: row.output for row in steps if row.status in ("completed", "failed")}
+
+
+# -- answers ---------------------------------------------------------------------------------
+
+def parse_ops(body: bytes) -> list[dict[str, Any]]:
+    """The ops of a 206: an array, or one object (older SDKs)."""
+    try:
+        value = msgspec.json.decode(body) if body.strip() else []
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"the 206 body is not JSON: {exc}") from None
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(op, dict) for op in value):
+        raise ProtocolError("the 206 body is not a list of ops")
+    for op in value:
+        if not isinstance(op.get("id"), str) or not op["id"]:
+            raise ProtocolError(f"an op has no id: {str(op)[:200]}")
+    return value
+
+
+def unwrap_stream(body: bytes) -> tuple[int, dict[str, str], bytes]:
+    """A streamed answer (201: keep-alive spaces, then ``{"status", "headers", "body"}``)."""
+    try:
+        envelope = msgspec.json.decode(body.strip())
+        status = int(envelope["status"])
+        headers = {str(k).lower(): str(v) for k, v in (envelope.get("headers") or {}).items()}
+        inner = envelope.get("body")
+    except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError):
+        raise ProtocolError("the streamed answer is not a status, headers and body") from None
+    raw = inner.encode() if isinstance(inner, str) else msgspec.json.encode(inner)
+    return status, headers, raw
+
+
+def display_name(op: Mapping[str, Any]) -> str:
+    userland = op.get("userland")
+    for candidate in (op.get("displayName"),
+                      userland.get("id") if isinstance(userland, dict) else None,
+                      op.get("name"), op["id"]):
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return str(op["id"])
+
+
+def _opts(op: Mapping[str, Any]) -> dict[str, Any]:
+    opts = op.get("opts")
+    return opts if isinstance(opts, dict) else {}
+
+
+def _duration(value: Any, what: str) -> int:
+    try:
+        return min(to_ms(value if isinstance(value, int) else str(value), what), MAX_PAUSE_MS)
+    except ConfigError as exc:
+        raise ProtocolError(exc.message) from None
+
+
+def _moment(text: str) -> int | None:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def sleep_until(op: Mapping[str, Any], now: int) -> int:
+    """When a ``Sleep`` ends: ``opts.duration`` or else ``name`` (inngest-py puts the wake-up
+    time there, inngest-js a duration such as ``"30s"``)."""
+    raw = _opts(op).get("duration") or op.get("name")
+    text = str(raw or "")
+    if len(text) >= 10:
+        moment = _moment(text)
+        if moment is not None:
+            return min(moment, now + MAX_PAUSE_MS)
+    return now + _duration(text, f"sleep {display_name(op)!r}")
+
+
+def wait_of(op: Mapping[str, Any], now: int) -> WaitForEvent:
+    """A ``WaitForEvent``: the event in ``opts.event`` or else ``name``; no timeout, no wait."""
+    opts = _opts(op)
+    event = opts.get("event") or op.get("name")
+    if not isinstance(event, str) or not event:
+        raise ProtocolError("a WaitForEvent op names no event")
+    timeout = opts.get("timeout")
+    until = now + _duration(timeout, "wait timeout") if timeout else now
+    condition = opts.get("if")
+    return WaitForEvent(op["id"], display_name(op), event,
+                        condition if isinstance(condition, str) and condition else None, until)
+
+
+def invoke_of(op: Mapping[str, Any], now: int) -> Invoke:
+    opts = _opts(op)
+    function = opts.get("function_id")
+    if not isinstance(function, str) or not function:
+        raise ProtocolError("an InvokeFunction op names no function_id")
+    payload = opts.get("payload")
+    payload = payload if isinstance(payload, dict) else {}
+    data = payload.get("data")
+    user = payload.get("user")
+    timeout = opts.get("timeout")
+    until = now + (_duration(timeout, "invoke timeout") if timeout else MAX_PAUSE_MS)
+    return Invoke(op["id"], display_name(op), function, data if isinstance(data, dict) else {},
+                  user if isinstance(user, dict) else None, until)
+
+
+def error_of(value: Any, default_name: str = "Error") -> ErrorJSON:
+    """An SDK's error (``{name, message, stack, code}``, or a bare message) as a run keeps
+    it."""
+    if isinstance(value, dict):
+        name = value.get("name") or default_name
+        message = value.get("message") or value.get("error") or ""
+        out: ErrorJSON = {"name": str(name), "message": str(message)}
+        if value.get("stack"):
+            out["stack"] = str(value["stack"])
+        return out
+    return {"name": default_name, "message": "" if value is None else str(value)[:2000]}
+
+
+def retry_after(value: str | None, now: int) -> int | None:
+    """``Retry-After`` as a time: seconds (at most 7 digits), or a date (ISO-8601 or
+    RFC 1123)."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit() and len(text) <= 7:
+        return now + int(text) * 1000
+    moment = _moment(text)
+    if moment is not None:
+        return moment
+    try:
+        return int(email.utils.parsedate_to_datetime(text).timestamp() * 1000)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,132 @@
+"""What Inngest SDK apps call, and the levers over them.
+
+* ``POST /fn/register``: an app registers its functions (out-of-band sync). Outside dev it
+  authenticates with ``Authorization: Bearer`` and its environment's signing key (plain or
+  hashed, with or without the ``signkey-…-`` prefix), which also says which environment it is.
+* ``GET /v0/runs/{id}/batch`` and ``/actions``: the events and memoized steps of a run, for calls
+  too large to carry them (``use_api``).
+* ``POST /v1/apps/sync {"url": …}`` pings an app so that it syncs; ``GET /v1/apps`` lists them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tidings.apps import records
+from tidings.apps.sync import AppSync
+from tidings.core import Core
+from tidings.engine.http_wire import memos, sdk_event
+from tidings.errors import RequestRejected, Unauthorized
+from tidings.events.model import iso
+from tidings.keys import DEV_ENV, SigningKeys
+from tidings.runs import store
+from tidings.runs.model import Run
+from tidings.server.api import bearer, error_response, json_response, read_env
+from tidings.server.http import read_body
+
+MAX_REGISTER_BYTES = 16 * 1024 * 1024
+
+
+def app_json(app: records.AppRecord) -> dict[str, Any]:
+    return {"url": app.url, "app_id": app.app_id, "sdk": app.sdk, "framework": app.framework,
+            "status": app.status, "error": app.error, "functions": app.function_count,
+            "synced_at": iso(app.synced_at), "checked_at": iso(app.checked_at)}
+
+
+class SdkAPI:
+    def __init__(self, core: Core, sync: AppSync, keys: SigningKeys) -> None:
+        self.core = core
+        self.sync = sync
+        self.keys = keys
+        self.kind = core.settings.server_kind
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/fn/register", self.register, methods=["POST"]),
+            Route("/v0/runs/{run_id}/batch", self.batch, methods=["GET"]),
+            Route("/v0/runs/{run_id}/actions", self.actions, methods=["GET"]),
+            Route("/v1/apps", self.list_apps, methods=["GET"]),
+            Route("/v1/apps/sync", self.sync_app, methods=["POST"]),
+        ]
+
+    async def _sdk_env(self, request: Request) -> str:
+        """The environment an SDK request is for: dev's, or its signing key's."""
+        if self.core.settings.dev:
+            return (await self.core.gate.env_for(DEV_ENV, "api")).id
+        token = bearer(request)
+        if not token:
+            raise Unauthorized("a signing key is required (Authorization: Bearer <signing key "
+                               "or its hash>)")
+        env_id = await self.keys.env_for_bearer(token)
+        if env_id is None:
+            raise Unauthorized("signing key not found")
+        return env_id
+
+    async def register(self, request: Request) -> Response:
+        expected = request.headers.get("x-inngest-expected-server-kind")
+        if expected and expected.lower() != self.kind:
+            return error_response(400, f"Expected server kind {expected}, got {self.kind}")
+        env_id = await self._sdk_env(request)
+        raw = await read_body(request.scope, request.receive, MAX_REGISTER_BYTES)
+        try:
+            body = msgspec.json.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise RequestRejected(f"Invalid request: the body is not JSON: {exc}") from None
+        _, modified = await self.sync.register(env_id, body)
+        return json_response(200, {"ok": True, "modified": modified})
+
+    async def _run_of(self, request: Request) -> Run | None:
+        env_id = await self._sdk_env(request)
+        run_id = request.path_params["run_id"]
+        run = await self.core.storage.read(lambda tx: store.get_run(tx, run_id))
+        return run if run is not None and run.env_id == env_id else None
+
+    async def batch(self, request: Request) -> Response:
+        run = await self._run_of(request)
+        if run is None:
+            return error_response(404, f"run {request.path_params['run_id']!r} not found")
+        ids = run.event_ids or [run.event_id]
+        rows = await self.core.storage.read(lambda tx: store.event_rows(tx, ids))
+        by_id = {row.id: row for row in rows}
+        events = []
+        for event_id in ids:
+            if event_id in by_id:
+                stored = await self.core.events.open(by_id[event_id])
+                events.append(sdk_event({"id": stored.key or stored.id, "name": stored.name,
+                                         "data": stored.data, "user": stored.user,
+                                         "ts": stored.ts, "v": stored.v}))
+        return json_response(200, events)
+
+    async def actions(self, request: Request) -> Response:
+        run = await self._run_of(request)
+        if run is None:
+            return error_response(404, f"run {request.path_params['run_id']!r} not found")
+        run_id = run.id
+        steps = await self.core.storage.read(lambda tx: store.steps_of(tx, run_id))
+        return json_response(200, memos(steps))
+
+    async def list_apps(self, request: Request) -> Response:
+        env = await read_env(self.core, request)
+        apps = await self.core.storage.read(lambda tx: records.apps_of(tx, env.id))
+        return json_response(200, {"data": [app_json(a) for a in apps]})
+
+    async def sync_app(self, request: Request) -> Response:
+        env = await read_env(self.core, request)
+        raw = await read_body(request.scope, request.receive, 64 * 1024)
+        try:
+            body = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            body = None
+        url = body.get("url") if isinstance(body, dict) else None
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise RequestRejected('expected {"url": "http(s)://…"}: the URL the app serves')
+        result = await self.sync.ping(env.id, url)
+        if result.status != records.SYNCED:
+            return json_response(502, {"error": result.error, "status": 502,
+                                       "data": result.to_json()})
+        return json_response(200, {"data": result.to_json()})

@@ -1,0 +1,48 @@
+-- Queries of SDK apps (sync records, signing keys, runs planned step by step), shared by both
+-- dialects (`?` becomes `%s` on PostgreSQL).
+
+-- name: app_by_url
+SELECT env_id, url, app_id, sdk, framework, checksum, status, error, function_count,
+       created_at, checked_at, synced_at
+FROM apps WHERE env_id = ? AND url = ?;
+
+-- name: apps_of_env
+SELECT env_id, url, app_id, sdk, framework, checksum, status, error, function_count,
+       created_at, checked_at, synced_at
+FROM apps WHERE env_id = ? ORDER BY url;
+
+-- name: app_synced
+INSERT INTO apps (env_id, url, app_id, sdk, framework, checksum, status, error, function_count,
+                  created_at, checked_at, synced_at)
+VALUES (?, ?, ?, ?, ?, ?, 'synced', NULL, ?, ?, ?, ?)
+ON CONFLICT (env_id, url) DO UPDATE SET
+    app_id = excluded.app_id, sdk = excluded.sdk, framework = excluded.framework,
+    checksum = excluded.checksum, status = 'synced', error = NULL,
+    function_count = excluded.function_count, checked_at = excluded.checked_at,
+    synced_at = excluded.synced_at;
+
+-- name: app_checked
+INSERT INTO apps (env_id, url, status, error, created_at, checked_at)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (env_id, url) DO UPDATE SET
+    status = excluded.status, error = excluded.error, checked_at = excluded.checked_at;
+
+-- name: app_moved
+DELETE FROM apps WHERE env_id = ? AND app_id = ? AND url <> ?;
+
+-- name: signing_keys_of_env
+SELECT sealed, fallback FROM signing_keys WHERE env_id = ?;
+
+-- name: all_signing_keys
+SELECT env_id, sealed, fallback FROM signing_keys;
+
+-- name: put_signing_keys
+INSERT INTO signing_keys (env_id, sealed, fallback, created_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (env_id) DO UPDATE SET
+    sealed = excluded.sealed, fallback = excluded.fallback, created_at = excluded.created_at;
+
+-- name: plan_run
+INSERT INTO planned_runs (run_id, since) VALUES (?, ?) ON CONFLICT (run_id) DO NOTHING;
+
+-- name: run_planned
+SELECT since FROM planned_runs WHERE run_id = ?;

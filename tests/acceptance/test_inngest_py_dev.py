@@ -1,0 +1,112 @@
+"""Scenario: an app written with the official ``inngest`` Python SDK and served by FastAPI runs
+unmodified on ``tidings dev -u URL``: its environment says ``INNGEST_DEV=1`` and where the
+server is, nothing else. The dev server syncs it, events sent with the SDK's own client start
+its functions, and every run — steps, a sleep, a conditional wait, an invocation, a sent event,
+parallel steps, retries of the function and of one step, a non-retriable failure and its
+``on_failure`` handler, a cron — ends with the output the code says, read back through
+``/v1/runs``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import inngest
+import pytest
+
+from tests.acceptance.py_app_scenario import check_flow, check_runs, check_synced, send
+from tests.acceptance.sdk_apps import (
+    Api,
+    AppProcess,
+    clean_env,
+    start_py_app,
+    stop_app,
+    wait_for,
+)
+from tests.conftest import ROOT, LiveServer, free_port, start_server, stop_server
+
+
+@pytest.fixture
+def app_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """More of the app's environment (a test sets it with ``indirect`` parametrization)."""
+    extra: dict[str, str] = getattr(request, "param", {})
+    return extra
+
+
+@pytest.fixture
+def stack(tmp_path: Path, app_env: dict[str, str]) -> Iterator[tuple[LiveServer, AppProcess]]:
+    server_port = free_port()
+    app = start_py_app(tmp_path, clean_env(INNGEST_DEV="1",
+                                           INNGEST_BASE_URL=f"http://127.0.0.1:{server_port}",
+                                           **app_env))
+    try:
+        server = start_server(tmp_path, "--db", str(tmp_path / "dev.db"), "-u", app.url,
+                              "--no-discovery", "--retry-interval", "0.2",
+                              "-a", "tests.acceptance.native_app:client", port=server_port,
+                              env={"PYTHONPATH": str(ROOT)})
+    except BaseException:
+        stop_app(app)
+        raise
+    yield server, app
+    stop_server(server)
+    stop_app(app)
+
+
+@pytest.fixture
+def sender(stack: tuple[LiveServer, AppProcess],
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[inngest.Inngest]:
+    for name in ("INNGEST_DEV", "INNGEST_BASE_URL", "INNGEST_EVENT_KEY", "INNGEST_ENV"):
+        monkeypatch.delenv(name, raising=False)
+    client = inngest.Inngest(app_id="py-sender", is_production=False,
+                             event_api_base_url=stack[0].url)
+    yield client
+    client._http_client._http_client_sync.close()
+
+
+def test_python_sdk_app_runs_on_tidings_dev(stack: tuple[LiveServer, AppProcess],
+                                           sender: inngest.Inngest) -> None:
+    server, app = stack
+    api = Api(server.url)
+
+    def logs() -> str:
+        return app.output() + (server.data_dir / "server.log").read_text(errors="replace")
+
+    check_synced(wait_for(lambda: api.synced(app.url), timeout=30, what="the app to sync",
+                          logs=logs))
+    check_runs(api, sender, logs)
+
+
+def test_native_and_sdk_functions_invoke_each_other(stack: tuple[LiveServer, AppProcess],
+                                                   sender: inngest.Inngest) -> None:
+    server, app = stack
+    api = Api(server.url)
+
+    def logs() -> str:
+        return app.output() + (server.data_dir / "server.log").read_text(errors="replace")
+
+    wait_for(lambda: api.synced(app.url), timeout=30, what="the app to sync", logs=logs)
+    native_to_sdk = api.run_of(send(sender, "native/relay"), "native-app-relay")
+    sdk_to_native = api.run_of(send(sender, "py/call-native"), "py-app-call-native")
+
+    relayed = api.finished(native_to_sdk["id"], logs=logs)
+    assert relayed["status"] == "Completed", relayed
+    assert relayed["output"] == {"doubled": {"y": 10}}
+    called = api.finished(sdk_to_native["id"], logs=logs)
+    assert called["status"] == "Completed", called
+    assert called["output"] == {"tripled": {"z": 12}}
+    [child] = [r for r in api.runs("native-app-triple") if r["parent_run_id"] == called["id"]]
+    assert child["output"] == {"z": 12}
+
+
+@pytest.mark.parametrize("app_env", [{"INNGEST_STREAMING": "force"}], indirect=True)
+def test_streamed_answers(stack: tuple[LiveServer, AppProcess], sender: inngest.Inngest) -> None:
+    """With ``INNGEST_STREAMING=force`` the SDK answers async functions with a 201, keep-alive
+    spaces and the real answer in an envelope: the flow runs the same."""
+    server, app = stack
+    api = Api(server.url)
+
+    def logs() -> str:
+        return app.output() + (server.data_dir / "server.log").read_text(errors="replace")
+
+    wait_for(lambda: api.synced(app.url), timeout=30, what="the app to sync", logs=logs)
+    check_flow(api, sender, send(sender, "py/flow", {"id": 11}), 11, logs)
