@@ -104,6 +104,10 @@ class Registry:
         self._listening[(env_id, name)] = found
         return found
 
+    def maybe(self, env_id: str, name: str) -> bool:
+        """Whether any trigger could match this name (before looking at conditions)."""
+        return self.listens(env_id, name)
+
     def match(self, env_id: str, event: dict[str, Any], source: str = "tidings",
               context: Any = None) -> list[FunctionRow]:
         """The functions an event starts; a function matched by several triggers once."""

@@ -66,9 +66,30 @@ def route_new(tx: Tx, registry: Registry, rows: Sequence[EventRow], now: int) ->
 
 def _lazy(rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, str, dict[str, Any], str, Any]]:
     for event_id, env_id, event, source, context, data in rows:
-        event["data"] = msgspec.json.decode(data)
-        yield (event_id, env_id, event, source,
-               msgspec.json.decode(context) if context is not None else None)
+        event["data"] = _Deferred(data)
+        yield (event_id, env_id, event, source, _Deferred(context) if context else None)
+
+
+class _Deferred:
+    """JSON decoded on first use: most events match no trigger and no wait."""
+
+    __slots__ = ("raw", "value")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.value: Any = _UNSET
+
+    def get(self) -> Any:
+        if self.value is _UNSET:
+            self.value = msgspec.json.decode(self.raw)
+        return self.value
+
+
+_UNSET = object()
+
+
+def _resolved(value: Any) -> Any:
+    return value.get() if isinstance(value, _Deferred) else value
 
 
 def _route(tx: Tx, registry: Registry,
@@ -77,26 +98,41 @@ def _route(tx: Tx, registry: Registry,
     new_runs: list[tuple[Any, ...]] = []
     waits: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
     for event_id, env_id, event, source, context in rows:
+        if not registry.maybe(env_id, event["name"]) and not _waits_for(
+                tx, waits, env_id, event["name"]):
+            continue
+        event["data"] = _resolved(event["data"])
+        context = _resolved(context)
         for fn in registry.match(env_id, event, source, context):
             ts = int(event["ts"])
             params = store.run_params(fn=fn, event_id=event_id, due_at=ts if ts > now else now,
                                       now=now)
             new_runs.append(params)
             routed.runs.append((fn.queue, params[0]))
-        for name in aliases(event["name"]):
-            key = (env_id, name)
-            if key not in waits:
-                if tx.dialect != "sqlite":
-                    tx.one("lock_name_shared", (f"{env_id}:{name}",))
-                waits[key] = tx.all("waits_for_event", key)
-            if waits[key]:
-                _resume_waiters(tx, waits[key], event_id, event, now, routed)
+        if _waits_for(tx, waits, env_id, event["name"]):
+            for name in aliases(event["name"]):
+                if waits[(env_id, name)]:
+                    _resume_waiters(tx, waits[(env_id, name)], event_id, event, now, routed)
     if new_runs:
         tx.many("insert_run", new_runs)
     for queue in {queue for queue, _ in routed.runs}:
         tx.one("notify", (queue,))
     if routed.woken:
         tx.one("notify", ("*",))
+
+
+def _waits_for(tx: Tx, waits: dict[tuple[str, str], list[tuple[Any, ...]]], env_id: str,
+               name: str) -> bool:
+    """Whether runs wait for events of this name (read once per name and transaction)."""
+    found = False
+    for alias in aliases(name):
+        key = (env_id, alias)
+        if key not in waits:
+            if tx.dialect != "sqlite":
+                tx.one("lock_name_shared", (f"{env_id}:{alias}",))
+            waits[key] = tx.all("waits_for_event", key)
+        found = found or bool(waits[key])
+    return found
 
 
 def _resume_waiters(tx: Tx, waits: list[tuple[Any, ...]], event_id: str, event: dict[str, Any],

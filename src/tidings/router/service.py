@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from functools import partial
 
-from tidings.ids import now_ms
+from tidings.ids import floor_id, now_ms
 from tidings.router.registry import Registry
 from tidings.router.route import Routed, route
 from tidings.storage.base import Storage
@@ -18,6 +18,7 @@ from tidings.storage.tx import Tx
 
 log = logging.getLogger("tidings.router")
 BATCH = 500
+GRACE_MS = 2000  # the storing process routes its own events; others wait this long
 
 
 class RouterService:
@@ -59,7 +60,7 @@ class RouterService:
             delivered += await self._route(self._take())
         while True:
             now = self._clock()
-            due = await self._storage.read(partial(_due, now=now))
+            due = await self._storage.read(partial(_due, now=now, grace_ms=0))
             if not due:
                 return delivered
             delivered += await self._route(due)
@@ -105,10 +106,11 @@ class RouterService:
                 await asyncio.wait_for(self._sweep_now.wait(), wait)
 
 
-def _due(tx: Tx, *, now: int) -> list[str]:
-    """Undelivered events that are due: those never delayed first (left over by a process that
-    stored them and stopped), then delayed ones whose time has come."""
-    ids = [row[0] for row in tx.all("undelivered_now", (BATCH,))]
+def _due(tx: Tx, *, now: int, grace_ms: int = GRACE_MS) -> list[str]:
+    """Undelivered events that are due: those never delayed first, once the process that stored
+    them had ``grace_ms`` to route them itself (it stopped, or it does not route), then delayed
+    ones whose time has come."""
+    ids = [row[0] for row in tx.all("undelivered_now", (floor_id(now - grace_ms), BATCH))]
     if len(ids) < BATCH:
         ids += [row[0] for row in tx.all("undelivered_due", (now, BATCH - len(ids)))]
     return ids

@@ -10,6 +10,7 @@ Neighbouring event appends are merged into one savepoint and a few multi-row INS
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import queue
 import re
@@ -62,6 +63,9 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     else:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
+        # Checkpoints run in their own thread (``_Checkpointer``), not inside the writer's
+        # commits, where they would hold up every request waiting on that commit.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
         # Savepoints keep the pages they may have to restore in a sub-journal: in memory, not
         # a temporary file opened, written and deleted on every commit.
         conn.execute("PRAGMA temp_store = MEMORY")
@@ -270,6 +274,31 @@ class _Writer(threading.Thread):
                 loop.call_soon_threadsafe(_resolve, done)
 
 
+class _Checkpointer(threading.Thread):
+    """Copies the WAL back into the database every ``interval`` seconds (PASSIVE: it never
+    blocks the writer or readers), and truncates it when the storage closes."""
+
+    def __init__(self, path: str, interval: float = 0.25) -> None:
+        super().__init__(name="tidings-sqlite-checkpoint", daemon=True)
+        self.path = path
+        self.interval = interval
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout = 1000")
+            while not self.stopping.wait(self.interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:
+                    continue
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+
+
 class SQLiteStorage:
     """The embedded backend. One process writes at a time; any number may read."""
 
@@ -280,6 +309,7 @@ class SQLiteStorage:
     def __init__(self, url: str) -> None:
         self.path = path_from_url(url)
         self._writer: _Writer | None = None
+        self._checkpointer: _Checkpointer | None = None
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tidings-sqlite-read")
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
@@ -297,12 +327,19 @@ class SQLiteStorage:
         if writer.failure is not None:
             raise StorageError(f"cannot open SQLite database {self.path}: {writer.failure}")
         self._writer = writer
+        if self.path != ":memory:":
+            self._checkpointer = _Checkpointer(self.path)
+            self._checkpointer.start()
 
     async def close(self) -> None:
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.jobs.put(None)
             await asyncio.to_thread(writer.join)
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stopping.set()
+            await asyncio.to_thread(checkpointer.join)
         await asyncio.to_thread(self._readers.shutdown)
         with self._lock:
             for conn in self._reader_conns:

@@ -13,7 +13,7 @@ RETURNING id, env_id, function_id, queue, event_id, event_ids, status, attempt, 
 
 -- name: undelivered_now
 SELECT id FROM events
-WHERE delivered_at IS NULL AND cancelled_at IS NULL AND deliver_at IS NULL
+WHERE delivered_at IS NULL AND cancelled_at IS NULL AND deliver_at IS NULL AND id < %s
 ORDER BY id LIMIT %s;
 
 -- name: undelivered_due

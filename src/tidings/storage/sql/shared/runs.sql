@@ -133,7 +133,7 @@ SELECT min(until) FROM pauses WHERE run_id = ?;
 
 -- name: undelivered_now
 SELECT id FROM events INDEXED BY events_undelivered
-WHERE delivered_at IS NULL AND cancelled_at IS NULL AND deliver_at IS NULL
+WHERE delivered_at IS NULL AND cancelled_at IS NULL AND deliver_at IS NULL AND id < ?
 ORDER BY id LIMIT ?;
 
 -- name: undelivered_due
