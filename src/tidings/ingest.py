@@ -26,6 +26,9 @@ class InlineRouting(Protocol):
 
     def routed(self, result: Any) -> None: ...
 
+    def abandoned(self, result: Any) -> None:
+        """The storing transaction failed after ``route`` ran."""
+
 
 class Ingest:
     def __init__(self, storage: Storage, vault: UserVault, settings: Settings) -> None:
@@ -94,8 +97,13 @@ class Ingest:
                 if due:
                     routed.append(inline.route(tx, due, now))
 
-            ids = await self._storage.append_events(
-                rows, now + self._window, route=route)
+            try:
+                ids = await self._storage.append_events(
+                    rows, now + self._window, route=route)
+            except BaseException:
+                for result in routed:
+                    inline.abandoned(result)
+                raise
             for result in routed:
                 inline.routed(result)
             pending = [row.id for row in rows if row.delivered_at is None]

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import socket
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,12 +207,44 @@ class Executor:
         self._wake = asyncio.Event()
         self._stopping = False
         self._saturated = False
+        self._reserved = 0
+        self._reserve_lock = threading.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def wake(self) -> None:
         self._wake.set()
+
+    # -- runs handed over by the router (no claim) -----------------------------------------------
+
+    @property
+    def lease_ms(self) -> int:
+        return self.settings.lease_ms
+
+    def reserve(self) -> bool:
+        """Take a slot for a run the router is about to hand over (called in the routing
+        transaction, possibly from the writer thread)."""
+        with self._reserve_lock:
+            if self._stopping or (len(self._inflight) + self._reserved
+                                  >= self.settings.concurrency):
+                return False
+            self._reserved += 1
+            return True
+
+    def unreserve(self, count: int) -> None:
+        with self._reserve_lock:
+            self._reserved -= count
+
+    def adopt(self, calls: list[tuple[Run, EventRow]]) -> None:
+        """Drive runs the router leased to this executor in the transaction that stored their
+        events (after that transaction committed)."""
+        self.unreserve(len(calls))
+        for run, row in calls:
+            self._leases[run.id] = run.lease_token
+            task = asyncio.create_task(self._drive(store.Claimed(run, [], [row])))
+            self._inflight[run.id] = task
+            task.add_done_callback(self._forget)
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._loop(), name="tidings-executor"),
@@ -262,7 +295,7 @@ class Executor:
 
     async def _loop(self) -> None:
         while not self._stopping:
-            room = self.settings.concurrency - len(self._inflight)
+            room = self.settings.concurrency - len(self._inflight) - self._reserved
             if room <= 0:
                 self._saturated = True
                 await self._idle(poll=False)

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tidings.core import Core
 from tidings.engine.executor import EngineSettings, Executor
@@ -128,11 +128,22 @@ class Runtime:
         return total
 
     def route(self, tx: Tx, rows: list[EventRow], now: int) -> Routed:
-        """Route events in the transaction that stores them (``Ingest.inline``)."""
-        return route_new(tx, self.registry, rows, now)
+        """Route events in the transaction that stores them (``Ingest.inline``); new runs of
+        this process's queues go straight to their executors."""
+        return route_new(tx, self.registry, rows, now, self.executors)
 
     def routed(self, result: Routed) -> None:
+        by_queue: dict[str, list[Any]] = {}
+        for run, row in result.adopted:
+            by_queue.setdefault(run.queue, []).append((run, row))
+        for queue, calls in by_queue.items():
+            self.executors[queue].adopt(calls)
         self._routed(result)
+
+    def abandoned(self, result: Routed) -> None:
+        """The storing transaction failed: give back the slots its routing reserved."""
+        for run, _ in result.adopted:
+            self.executors[run.queue].unreserve(1)
 
     def _ingested(self, ids: list[str], delayed: bool) -> None:
         self.router.submit(ids)

@@ -8,9 +8,9 @@ both route it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -23,11 +23,25 @@ from tidings.storage.tx import Tx
 
 @dataclass(slots=True)
 class Routed:
-    """What a routing transaction did: runs created (by queue) and runs woken."""
+    """What a routing transaction did: runs created (by queue), runs woken, and runs handed
+    straight to a local executor (already leased to it)."""
 
     runs: list[tuple[str, str]] = field(default_factory=list)
     woken: list[str] = field(default_factory=list)
     delivered: int = 0
+    adopted: list[tuple[Any, Any]] = field(default_factory=list)
+
+
+class Adopter(Protocol):
+    """A local executor that takes new runs without claiming them (``route_new``)."""
+
+    @property
+    def owner(self) -> str: ...
+
+    @property
+    def lease_ms(self) -> int: ...
+
+    def reserve(self) -> bool: ...
 
 
 def event_json(row: Sequence[Any]) -> tuple[str, dict[str, Any], str, Any]:
@@ -50,18 +64,32 @@ def route(tx: Tx, registry: Registry, event_ids: Sequence[str], now: int) -> Rou
     return routed
 
 
-def route_new(tx: Tx, registry: Registry, rows: Sequence[EventRow], now: int) -> Routed:
-    """Route events in the transaction that stores them (stored with ``delivered_at`` set)."""
+def route_new(tx: Tx, registry: Registry, rows: Sequence[EventRow], now: int,
+              adopters: Mapping[str, Adopter] | None = None) -> Routed:
+    """Route events in the transaction that stores them (stored with ``delivered_at`` set).
+
+    A new run whose queue has a local executor with room is inserted already leased to it and
+    handed over after the commit, with its event: no claim, no re-reading.
+    """
     registry.refresh(tx)
     routed = Routed(delivered=len(rows))
+    routed.adopted = []
+    if adopters:
+        by_id = {row.id: row for row in rows}
+        _route(tx, registry, _lazy(_decoded(rows)), now, routed, adopters, by_id)
+        return routed
+    _route(tx, registry, _lazy(_decoded(rows)), now, routed)
+    return routed
+
+
+def _decoded(rows: Sequence[EventRow]) -> list[tuple[Any, ...]]:
     decoded = []
     for row in rows:
         event: dict[str, Any] = {"id": row.key or row.id, "name": row.name, "ts": row.ts}
         if row.v is not None:
             event["v"] = row.v
         decoded.append((row.id, row.env_id, event, row.source, row.context, row.data))
-    _route(tx, registry, _lazy(decoded), now, routed)
-    return routed
+    return decoded
 
 
 def _lazy(rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, str, dict[str, Any], str, Any]]:
@@ -94,8 +122,10 @@ def _resolved(value: Any) -> Any:
 
 def _route(tx: Tx, registry: Registry,
            rows: Iterable[tuple[str, str, dict[str, Any], str, Any]], now: int,
-           routed: Routed) -> None:
+           routed: Routed, adopters: Mapping[str, Adopter] | None = None,
+           stored: Mapping[str, EventRow] | None = None) -> None:
     new_runs: list[tuple[Any, ...]] = []
+    leased: list[tuple[Any, ...]] = []
     waits: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
     for event_id, env_id, event, source, context in rows:
         if not registry.maybe(env_id, event["name"]) and not _waits_for(
@@ -105,8 +135,15 @@ def _route(tx: Tx, registry: Registry,
         context = _resolved(context)
         for fn in registry.match(env_id, event, source, context):
             ts = int(event["ts"])
-            params = store.run_params(fn=fn, event_id=event_id, due_at=ts if ts > now else now,
-                                      now=now)
+            due = ts if ts > now else now
+            params = store.run_params(fn=fn, event_id=event_id, due_at=due, now=now)
+            adopter = adopters.get(fn.queue) if adopters and due <= now else None
+            if adopter is not None and stored is not None and adopter.reserve():
+                leased.append((*params, adopter.owner, now + adopter.lease_ms, now))
+                routed.adopted.append((store.adopted_run(params, adopter.owner,
+                                                         now + adopter.lease_ms, now),
+                                       stored[event_id]))
+                continue
             new_runs.append(params)
             routed.runs.append((fn.queue, params[0]))
         if _waits_for(tx, waits, env_id, event["name"]):
@@ -115,6 +152,8 @@ def _route(tx: Tx, registry: Registry,
                     _resume_waiters(tx, waits[(env_id, name)], event_id, event, now, routed)
     if new_runs:
         tx.many("insert_run", new_runs)
+    if leased:
+        tx.many("insert_run_leased", leased)
     for queue in {queue for queue, _ in routed.runs}:
         tx.one("notify", (queue,))
     if routed.woken:

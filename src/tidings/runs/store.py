@@ -104,6 +104,19 @@ def run_params(*, fn: FunctionRow, event_id: str, due_at: int, now: int,
             now, now, parent_run_id, parent_step, rerun_of, replay_id)
 
 
+def adopted_run(params: tuple[Any, ...], owner: str, lease_until: int, now: int) -> Run:
+    """The run ``insert_run_leased`` stores for ``run_params``, as a value."""
+    (run_id, env_id, function_id, queue, event_id, event_ids, _, due_at, created_at,
+     progress_at, parent_run_id, parent_step, rerun_of, replay_id) = params
+    return Run(id=run_id, env_id=env_id, function_id=function_id, queue=queue,
+               event_id=event_id, event_ids=None if event_ids is None else loads(event_ids),
+               status=RUNNING, attempt=0, due_at=due_at, lease_owner=owner,
+               lease_until=lease_until, lease_token=1, created_at=created_at, started_at=now,
+               ended_at=None, progress_at=progress_at, output=None, error=None,
+               parent_run_id=parent_run_id, parent_step=parent_step, rerun_of=rerun_of,
+               replay_id=replay_id)
+
+
 def create_run(tx: Tx, *, fn: FunctionRow, event_id: str, due_at: int, now: int,
                event_ids: list[str] | None = None, dedup_key: str | None = None,
                parent_run_id: str | None = None, parent_step: str | None = None,

@@ -271,3 +271,10 @@ FROM events WHERE id IN (SELECT value FROM json_each(?));
 
 -- name: wait_names
 SELECT DISTINCT env_id, event_name FROM pauses WHERE kind = 'wait';
+
+-- name: insert_run_leased
+INSERT INTO runs (id, env_id, function_id, queue, event_id, event_ids, dedup_key, status, due_at,
+                  created_at, progress_at, parent_run_id, parent_step, rerun_of, replay_id,
+                  lease_owner, lease_until, lease_token, started_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, 'Running', ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
+ON CONFLICT (function_id, dedup_key) DO NOTHING;
