@@ -73,12 +73,19 @@ def route_new(tx: Tx, registry: Registry, rows: Sequence[EventRow], now: int,
     """
     registry.refresh(tx)
     routed = Routed(delivered=len(rows))
-    routed.adopted = []
-    if adopters:
-        by_id = {row.id: row for row in rows}
-        _route(tx, registry, _lazy(_decoded(rows)), now, routed, adopters, by_id)
-        return routed
-    _route(tx, registry, _lazy(_decoded(rows)), now, routed)
+    waits: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    wanted: dict[tuple[str, str], bool] = {}
+    chosen = []
+    for row in rows:
+        key = (row.env_id, row.name)
+        care = wanted.get(key)
+        if care is None:
+            care = wanted[key] = registry.maybe(*key) or _waits_for(tx, waits, *key)
+        if care:
+            chosen.append(row)
+    if chosen:
+        by_id = {row.id: row for row in chosen} if adopters else None
+        _route(tx, registry, _lazy(_decoded(chosen)), now, routed, adopters, by_id, waits)
     return routed
 
 
@@ -123,10 +130,11 @@ def _resolved(value: Any) -> Any:
 def _route(tx: Tx, registry: Registry,
            rows: Iterable[tuple[str, str, dict[str, Any], str, Any]], now: int,
            routed: Routed, adopters: Mapping[str, Adopter] | None = None,
-           stored: Mapping[str, EventRow] | None = None) -> None:
+           stored: Mapping[str, EventRow] | None = None,
+           waits: dict[tuple[str, str], list[tuple[Any, ...]]] | None = None) -> None:
     new_runs: list[tuple[Any, ...]] = []
     leased: list[tuple[Any, ...]] = []
-    waits: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    waits = {} if waits is None else waits
     for event_id, env_id, event, source, context in rows:
         if not registry.maybe(env_id, event["name"]) and not _waits_for(
                 tx, waits, env_id, event["name"]):
