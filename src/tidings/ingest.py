@@ -71,7 +71,7 @@ class Ingest:
                     id=event_id,
                     env_id=env_id,
                     name=event.name,
-                    data=_encode(event.data),
+                    data=event.data,
                     user=user,
                     user_subject=subject,
                     key=event.key,

@@ -26,7 +26,7 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """
 
     name: str
-    data: dict[str, Any]
+    data: bytes  # the JSON object, as stored
     user: dict[str, Any]
     key: str | None
     ts: int

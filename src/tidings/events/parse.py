@@ -28,7 +28,7 @@ JsonObject = dict[str, Any]
 
 class _WireEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     name: str
-    data: JsonObject | None = None
+    data: msgspec.Raw = msgspec.Raw(b"")  # kept as JSON: ingest stores it as it came
     payload: JsonObject | None = None
     user: JsonObject | None = None
     id: str | None = None
@@ -155,10 +155,10 @@ def _plain(wire: _WireEvent, limits: Limits, now: int) -> NewEvent | None:
     if not name or len(name) > limits.max_name_chars or name[:8].lower().startswith(
             RESERVED_PREFIXES):
         return None
-    data = wire.data
-    if data is None:
-        data = {}
-    elif INTERNAL_DATA_KEY in data:
+    data = bytes(wire.data)
+    if not data or data == b"null":
+        data = b"{}"
+    elif data[:1] != b"{" or _INTERNAL_MARK in data:
         return None
     ts = wire.ts
     if not ts:
@@ -194,7 +194,7 @@ def _check(
         bad("name", f"{name!r} uses a prefix reserved for internal events "
             f"({', '.join(RESERVED_PREFIXES)})")
 
-    data = wire.data
+    data = _data_object(wire.data, bad)
     if wire.payload is not None:
         if data is not None and data != wire.payload:
             bad("payload", "give `data` or `payload` (the same field), not both")
@@ -244,7 +244,7 @@ def _check(
         return None
     return NewEvent(
         name=name,
-        data=data,
+        data=_encode(data),
         user=wire.user or {},
         key=key,
         ts=ts,
@@ -254,6 +254,29 @@ def _check(
         account_id=wire.account_id,
         deliver_at=deliver_at,
     )
+
+
+_INTERNAL_MARK = b'"_inngest"'
+_encode = msgspec.json.encode
+_JSON_TYPES = {dict: "object", list: "array", str: "str", bool: "bool", int: "int",
+               float: "float"}
+
+
+def _data_object(raw: msgspec.Raw, bad: Any) -> dict[str, Any] | None:
+    """The ``data`` of an event as an object (None when absent or null); a clear error
+    otherwise."""
+    text = bytes(raw)
+    if not text:
+        return None
+    try:
+        value = msgspec.json.decode(text)
+    except RecursionError:
+        bad("data", "is nested too deeply")
+        return None
+    if value is None or isinstance(value, dict):
+        return value
+    bad("data", f"expected `object | null`, got `{_JSON_TYPES.get(type(value), 'value')}`")
+    return None
 
 
 def _millis(value: int | str, field: str, bad: Any) -> int | None:

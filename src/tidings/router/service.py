@@ -110,7 +110,7 @@ def _due(tx: Tx, *, now: int, grace_ms: int = GRACE_MS) -> list[str]:
     """Undelivered events that are due: those never delayed first, once the process that stored
     them had ``grace_ms`` to route them itself (it stopped, or it does not route), then delayed
     ones whose time has come."""
-    ids = [row[0] for row in tx.all("undelivered_now", (floor_id(now - grace_ms), BATCH))]
+    ids = [row[0] for row in tx.all("undelivered_now", (floor_id(now - grace_ms + 1), BATCH))]
     if len(ids) < BATCH:
         ids += [row[0] for row in tx.all("undelivered_due", (now, BATCH - len(ids)))]
     return ids
