@@ -387,9 +387,9 @@ class Executor:
         await self._settle(run, fn_row, event, events, outcome, host.take_buffer())
 
     async def _function_row(self, function_id: str) -> FunctionRow | None:
-        for fn in self.registry.functions():
-            if fn.id == function_id:
-                return fn
+        known = self.registry.by_id(function_id)
+        if known is not None:
+            return known
         return await self.storage.read(lambda tx: store.function_by_id(tx, function_id))
 
     async def _events(self, run: Run, rows: list[EventRow]

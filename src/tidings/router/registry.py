@@ -57,6 +57,7 @@ class Registry:
         self._envs: dict[str, _EnvIndex] = {}
         self.crons: list[tuple[FunctionRow, str]] = []
         self._listening: dict[tuple[str, str], bool] = {}
+        self._by_id: dict[str, FunctionRow] = {}
 
     def refresh(self, tx: Tx) -> bool:
         """Reload when the database's registry version moved; True when it did."""
@@ -69,6 +70,7 @@ class Registry:
     def load(self, rows: list[FunctionRow], version: int) -> None:
         envs: dict[str, _EnvIndex] = {}
         crons = []
+        self._by_id = {fn.id: fn for fn in rows}
         for fn in rows:
             index = envs.setdefault(fn.env_id, _EnvIndex())
             index.by_slug[fn.slug] = fn
@@ -89,6 +91,9 @@ class Registry:
         index = self._envs.get(env_id)
         return index.by_slug.get(slug) if index else None
 
+    def by_id(self, function_id: str) -> FunctionRow | None:
+        return self._by_id.get(function_id)
+
     def functions(self) -> list[FunctionRow]:
         return [fn for index in self._envs.values() for fn in index.by_slug.values()]
 
@@ -103,10 +108,6 @@ class Registry:
             n.startswith(prefix) for prefix, _ in index.wildcards for n in names))
         self._listening[(env_id, name)] = found
         return found
-
-    def maybe(self, env_id: str, name: str) -> bool:
-        """Whether any trigger could match this name (before looking at conditions)."""
-        return self.listens(env_id, name)
 
     def match(self, env_id: str, event: dict[str, Any], source: str = "tidings",
               context: Any = None) -> list[FunctionRow]:

@@ -1,7 +1,7 @@
 """Routing: a committed, due event starts the functions it triggers, resumes the runs waiting for
 it, and is marked delivered, all in one transaction.
 
-An event is routed once: ``mark_delivered`` only succeeds for the first router to reach it, so
+An event is routed once: ``deliver_batch`` only marks it for the first router to reach it, so
 the in-process router and the sweeper (delayed events, crash leftovers, other processes) never
 both route it.
 """
@@ -80,7 +80,7 @@ def route_new(tx: Tx, registry: Registry, rows: Sequence[EventRow], now: int,
         key = (row.env_id, row.name)
         care = wanted.get(key)
         if care is None:
-            care = wanted[key] = registry.maybe(*key) or _waits_for(tx, waits, *key)
+            care = wanted[key] = registry.listens(*key) or _waits_for(tx, waits, *key)
         if care:
             chosen.append(row)
     if chosen:
@@ -136,7 +136,7 @@ def _route(tx: Tx, registry: Registry,
     leased: list[tuple[Any, ...]] = []
     waits = {} if waits is None else waits
     for event_id, env_id, event, source, context in rows:
-        if not registry.maybe(env_id, event["name"]) and not _waits_for(
+        if not registry.listens(env_id, event["name"]) and not _waits_for(
                 tx, waits, env_id, event["name"]):
             continue
         event["data"] = _resolved(event["data"])

@@ -241,15 +241,6 @@ def _next_position(tx: Tx, run_id: str) -> int:
     return int(row[0]) if row else 0
 
 
-def record_step(tx: Tx, run: Run, step: str, name: str, position: int, output: str,
-                started_at: int, now: int) -> bool:
-    if leased_status(tx, run.id, run.lease_token) is None:
-        return False
-    tx.run("insert_step", (run.id, step, name, position, "completed", output, 0, started_at, now))
-    tx.run("progress", (now, run.id))
-    return True
-
-
 def record_steps(tx: Tx, run: Run,
                  records: Sequence[tuple[str, str, int, str, int, int]]) -> bool:
     """Record finished steps ``(step, name, position, output, started_at, ended_at)`` in

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import msgspec
 
@@ -158,12 +158,10 @@ class Step:
         except (NonRetriableError, RetryAfterError, _Interrupt):
             raise
         except Exception as exc:
-            if await self._host.errored(step, step_id, error_json(exc)):
-                raise StepError(str(exc), name=type(exc).__name__) from exc
-            raise _Interrupt() from None
+            _give_up(exc, await self._host.errored(step, step_id, error_json(exc)))
         output = encode_output(result)
         await self._host.completed(step, step_id, output)
-        return _revive(msgspec.json.decode(output)["data"], output_type)
+        return _returned(output, output_type)
 
     async def sleep(self, step_id: str, duration: Duration) -> None:
         """Pause the run for ``duration`` (timedelta, milliseconds or text like ``"2h"``)."""
@@ -216,6 +214,19 @@ class Step:
         raise _Interrupt()
 
 
+def _give_up(exc: Exception, final: bool) -> NoReturn:
+    """After a step's failed attempt: raise it into the function when it was the last,
+    otherwise end the call so the step is retried later."""
+    if final:
+        raise StepError(str(exc), name=type(exc).__name__) from exc
+    raise _Interrupt() from None
+
+
+def _returned(output: bytes, output_type: Any) -> Any:
+    """What ``step.run`` gives back: the value as its recorded JSON reads."""
+    return _revive(msgspec.json.decode(output)["data"], output_type)
+
+
 def _settle(results: Sequence[Any]) -> list[Any]:
     interrupted = False
     for result in results:
@@ -253,12 +264,10 @@ class SyncStep:
         except (NonRetriableError, RetryAfterError, _Interrupt):
             raise
         except Exception as exc:
-            if self._wait(step._host.errored(sid, step_id, error_json(exc))):
-                raise StepError(str(exc), name=type(exc).__name__) from exc
-            raise _Interrupt() from None
+            _give_up(exc, self._wait(step._host.errored(sid, step_id, error_json(exc))))
         output = encode_output(result)
         self._wait(step._host.completed(sid, step_id, output))
-        return _revive(msgspec.json.decode(output)["data"], output_type)
+        return _returned(output, output_type)
 
     def sleep(self, step_id: str, duration: Duration) -> None:
         self._wait(self._step.sleep(step_id, duration))

@@ -152,11 +152,6 @@ SELECT id FROM events WHERE env_id = ? AND name = ? AND id >= ? ORDER BY id LIMI
 UPDATE events SET cancelled_at = ? WHERE env_id = ? AND id = ? AND delivered_at IS NULL
     AND cancelled_at IS NULL;
 
--- name: mark_delivered
-UPDATE events SET delivered_at = ?
-WHERE id = ? AND delivered_at IS NULL AND cancelled_at IS NULL
-    AND (deliver_at IS NULL OR deliver_at <= ?);
-
 -- name: lock_name_shared
 SELECT ?;
 
@@ -169,13 +164,6 @@ FROM events WHERE id = ?;
 
 -- name: event_state
 SELECT delivered_at, cancelled_at FROM events WHERE env_id = ? AND id = ?;
-
--- name: runs_of_event
-SELECT r.id, r.env_id, r.function_id, r.queue, r.event_id, r.event_ids, r.status, r.attempt,
-       r.due_at, r.lease_owner, r.lease_until, r.lease_token, r.created_at, r.started_at,
-       r.ended_at, r.progress_at, r.output, r.error, r.parent_run_id, r.parent_step, r.rerun_of,
-       r.replay_id
-FROM runs r WHERE r.env_id = ? AND r.event_id = ? ORDER BY r.id;
 
 -- name: notify
 SELECT ?;
@@ -268,9 +256,6 @@ RETURNING id, env_id, name, data, event_key, ts, v, source, context;
 SELECT id, env_id, name, data, user_data, user_subject, event_key, ts, v, source, context,
        account_id, received_at, deliver_at, delivered_at, cancelled_at
 FROM events WHERE id IN (SELECT value FROM json_each(?));
-
--- name: wait_names
-SELECT DISTINCT env_id, event_name FROM pauses WHERE kind = 'wait';
 
 -- name: insert_run_leased
 INSERT INTO runs (id, env_id, function_id, queue, event_id, event_ids, dedup_key, status, due_at,
