@@ -35,7 +35,7 @@ from tidings.engine.outcomes import (
     Sleep,
     WaitForEvent,
 )
-from tidings.errors import RequestRejected
+from tidings.errors import NonRetriableError, RequestRejected
 from tidings.events.parse import parse_events
 from tidings.ids import IdSeed, floor_id, new_id, now_ms
 from tidings.router.registry import Registry
@@ -166,16 +166,14 @@ class _Host:
         position = self._next_position()
         retries = -1 if final else self._fn.retries
         began = self._began.pop(step, now) if began is None else began
-        last = await self._executor.storage.write(
+        failures = await self._executor.storage.write(
             lambda tx: store.record_step_error(tx, self._run, step, name, position, error,
                                                retries, began, now))
-        if last is None:
+        if failures is None:
             self.lost = True
             raise _Interrupt()
+        last = failures > retries
         if not last:
-            attempts = await self._executor.storage.read(
-                lambda tx: tx.one("step_attempts", (self._run.id, step)))
-            failures = int(attempts[0]) if attempts else 1
             self.retry = RetryStep(step, now + self._executor.settings.backoff.delay(failures))
         return last
 
@@ -488,10 +486,7 @@ class Executor:
             data["error"] = error
         else:
             data["result"] = result
-        event_id = run.id if kind != "finished" else new_id(now)
-        if kind == "failed":
-            event_id = new_id(now)
-        return [EventRow(id=event_id, env_id=run.env_id, name=name,
+        return [EventRow(id=new_id(now), env_id=run.env_id, name=name,
                          data=msgspec.json.encode(data), user=None, user_subject=None, key=None,
                          ts=now, v=None, source="tidings", context=None, account_id=None,
                          received_at=now, deliver_at=None)]
@@ -542,13 +537,13 @@ class Executor:
                 child = store.create_run(tx, fn=target, event_id=row.id, due_at=now, now=now,
                                          dedup_key=f"invoke:{run.id}:{blocker.step}",
                                          parent_run_id=run.id, parent_step=blocker.step)
-                existing = child or tx.one("run_for_dedup",
-                                           (target.id, f"invoke:{run.id}:{blocker.step}"))
-                correlation = child if child else (existing[0] if existing else None)
-                store.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
-                            until=blocker.until, correlation=correlation)
-                if child:
+                if child is None:  # started by an earlier call that did not get to record it
+                    found = tx.one("run_for_dedup", (target.id, f"invoke:{run.id}:{blocker.step}"))
+                    child = found[0] if found else None
+                else:
                     tx.one("notify", (target.queue,))
+                store.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
+                            until=blocker.until, correlation=child)
         store.park(tx, run, now)
         again = store.get_run(tx, run.id)
         return again is not None and again.due_at is not None and again.due_at <= now
@@ -563,8 +558,6 @@ class Executor:
         try:
             parsed = parse_events(msgspec.json.encode(events), self.core.settings.limits, now)
         except RequestRejected as exc:
-            from tidings.errors import NonRetriableError
-
             raise NonRetriableError(f"send_event: {exc.message}") from None
         digest = hashlib.sha256(f"{run.id}:{key}".encode()).digest()
         seed = IdSeed(run.created_at, digest[:10])

@@ -256,9 +256,9 @@ def record_steps(tx: Tx, run: Run,
 
 def record_step_error(tx: Tx, run: Run, step: str, name: str, position: int,
                       error: dict[str, Any], retries: int, started_at: int,
-                      now: int) -> bool | None:
-    """Count a failed attempt; True when it was the last (the error is then the step's result),
-    None when the lease is lost."""
+                      now: int) -> int | None:
+    """Count a failed attempt and return how many there have been (more than ``retries``: it was
+    the last, and the error is now the step's result); None when the lease is lost."""
     if leased_status(tx, run.id, run.lease_token) is None:
         return None
     row = tx.one("step_attempts", (run.id, step))
@@ -268,7 +268,7 @@ def record_step_error(tx: Tx, run: Run, step: str, name: str, position: int,
                            dumps({"error": error}), attempts, started_at, now))
     if final:
         tx.run("progress", (now, run.id))
-    return final
+    return attempts
 
 
 def reschedule(tx: Tx, run: Run, *, due_at: int, attempt: int, status: str = RUNNING) -> bool:
