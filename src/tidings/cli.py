@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -92,6 +93,9 @@ def _serve(settings: Settings, host: str, port: int, apps: tuple[str, ...] = (),
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
                             lifespan="on", access_log=False, log_level="warning")
     server = uvicorn.Server(config)
+    # What is loaded by now lives as long as the process: keep the collector from walking it
+    # again and again under load.
+    gc.freeze()
     server.run()
     if not server.started:
         sys.exit(1)

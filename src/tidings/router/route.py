@@ -71,9 +71,17 @@ def route_new(tx: Tx, registry: Registry, rows: Sequence[EventRow], now: int,
     A new run whose queue has a local executor with room is inserted already leased to it and
     handed over after the commit, with its event: no claim, no re-reading.
     """
-    registry.refresh(tx)
+    shared = tx.shared
+    waits: dict[tuple[str, str], list[tuple[Any, ...]]]
+    if shared is None:
+        registry.refresh(tx)
+        waits = {}
+    else:
+        if "waits" not in shared:
+            registry.refresh(tx)
+            shared["waits"] = {}
+        waits = shared["waits"]
     routed = Routed(delivered=len(rows))
-    waits: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
     wanted: dict[tuple[str, str], bool] = {}
     chosen = []
     for row in rows:

@@ -20,6 +20,9 @@ Row = tuple[Any, ...]
 
 class Tx(Protocol):
     dialect: str
+    # What several jobs of one group commit may share (``route_new``'s reads); None when the
+    # transaction is a job's own.
+    shared: dict[str, Any] | None
 
     def one(self, name: str, params: Sequence[Any] = ()) -> Row | None: ...
 
@@ -48,9 +51,10 @@ def queries(dialect: str) -> dict[str, str]:
 class SQLiteTx:
     dialect = "sqlite"
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, shared: dict[str, Any] | None = None) -> None:
         self._conn = conn
         self._q = queries("sqlite")
+        self.shared = shared
 
     def one(self, name: str, params: Sequence[Any] = ()) -> Row | None:
         row: Row | None = self._conn.execute(self._q[name], params).fetchone()
@@ -72,6 +76,7 @@ class PostgresTx:
     def __init__(self, conn: Any) -> None:
         self._conn = conn
         self._q = queries("postgres")
+        self.shared: dict[str, Any] | None = None
 
     def one(self, name: str, params: Sequence[Any] = ()) -> Row | None:
         row: Row | None = self._conn.execute(self._q[name], params).fetchone()
