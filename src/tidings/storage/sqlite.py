@@ -50,7 +50,8 @@ INSERT_CHUNK = 256  # rows per multi-row INSERT: 256 x 15 parameters, well under
 # an AttributeError, about a third of the cost of binding an event row. Identity adapters make
 # that a dictionary hit and a call in C (``bytes(b) is b``; ``{}.get(None)`` is None).
 sqlite3.register_adapter(bytes, bytes)
-sqlite3.register_adapter(type(None), {}.get)
+_NO_ADAPTERS: dict[None, None] = {}
+sqlite3.register_adapter(type(None), _NO_ADAPTERS.get)
 
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
 
