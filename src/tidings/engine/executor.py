@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,9 +240,7 @@ class Executor:
         self.unreserve(len(calls))
         for run, row in calls:
             self._leases[run.id] = run.lease_token
-            task = asyncio.create_task(self._drive(store.Claimed(run, [], [row])))
-            self._inflight[run.id] = task
-            task.add_done_callback(self._forget)
+            self._track(run.id, asyncio.create_task(self._drive(store.Claimed(run, [], [row]))))
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._loop(), name="tidings-executor"),
@@ -300,9 +298,7 @@ class Executor:
                 continue
             claimed = await self._claim(room)
             for call in claimed:
-                task = asyncio.create_task(self._drive(call))
-                self._inflight[call.run.id] = task
-                task.add_done_callback(self._forget)
+                self._track(call.run.id, asyncio.create_task(self._drive(call)))
             if len(claimed) == room:
                 # Probably more is due: claim again as soon as calls finish.
                 self._saturated = True
@@ -310,10 +306,13 @@ class Executor:
                 continue
             await self._idle()
 
-    def _forget(self, task: asyncio.Task[None]) -> None:
-        for run_id, running in list(self._inflight.items()):
-            if running is task:
-                del self._inflight[run_id]
+    def _track(self, run_id: str, task: asyncio.Task[None]) -> None:
+        self._inflight[run_id] = task
+        task.add_done_callback(lambda done: self._forget(run_id, done))
+
+    def _forget(self, run_id: str, task: asyncio.Task[None]) -> None:
+        if self._inflight.get(run_id) is task:
+            del self._inflight[run_id]
         if self._saturated:
             self._saturated = False
             self._wake.set()
@@ -382,7 +381,8 @@ class Executor:
         outcome = await self._driver.call(fn_row, host, run=run, event=event, events=events)
         if not await host.settled() or outcome is None:
             return
-        await self._settle(run, fn_row, event, events, outcome, host.take_buffer())
+        await self._settle(run, fn_row, event, events, outcome, host.take_buffer(),
+                           first=not call.steps)
 
     async def _function_row(self, function_id: str) -> FunctionRow | None:
         known = self.registry.by_id(function_id)
@@ -411,7 +411,10 @@ class Executor:
 
     async def _settle(self, run: Run, fn: FunctionRow, event: dict[str, Any],
                       events: list[dict[str, Any]], outcome: Outcome,
-                      records: list[tuple[str, str, int, str, int, int]]) -> None:
+                      records: list[tuple[str, str, int, str, int, int]], *,
+                      first: bool = False) -> None:
+        """Record what a call did. ``first``: the run had no steps when the call began, so it
+        cannot have pauses (every pause it ever made left a step when it ended)."""
         write = self.storage.write
         if records:
             def with_records(body: Callable[[Tx], Any]) -> Awaitable[Any]:
@@ -428,8 +431,8 @@ class Executor:
         if isinstance(outcome, RunDone):
             output = msgspec.json.decode(outcome.output)
             rows = self._lifecycle(run, fn, event, events, "finished", now, result=output)
-            await write(lambda tx: self._end(tx, run, COMPLETED, output, None,
-                                                          rows, now))
+            await self.storage.write(lambda tx: self._end(tx, run, COMPLETED, output, None,
+                                                          rows, now, records, first))
             emitted = [r.id for r in rows]
         elif isinstance(outcome, RunFailed):
             if outcome.retriable and run.attempt < fn.retries:
@@ -442,8 +445,9 @@ class Executor:
                                          error=outcome.error),
                         *self._lifecycle(run, fn, event, events, "finished", now,
                                          error=outcome.error)]
-                await write(lambda tx: self._end(tx, run, FAILED, None,
-                                                              outcome.error, rows, now))
+                await self.storage.write(lambda tx: self._end(tx, run, FAILED, None,
+                                                              outcome.error, rows, now,
+                                                              records, first))
                 emitted = [r.id for r in rows]
         elif isinstance(outcome, Continue):
             await write(lambda tx: store.reschedule(tx, run, due_at=now, attempt=run.attempt))
@@ -465,8 +469,11 @@ class Executor:
             self.wake()
 
     def _end(self, tx: Tx, run: Run, status: str, output: Any, error: Any,
-             rows: list[EventRow], now: int) -> None:
-        if store.finish(tx, run, status=status, output=output, error=error, now=now):
+             rows: list[EventRow], now: int,
+             records: Sequence[tuple[str, str, int, str, int, int]] = (),
+             first: bool = False) -> None:
+        if store.finish(tx, run, status=status, output=output, error=error, now=now,
+                        records=records, paused=not first):
             for row in rows:
                 store.insert_event(tx, row, delivered_at=None)
             if run.parent_run_id:

@@ -65,6 +65,7 @@ class NativeDriver:
 
     def __init__(self, functions: Mapping[str, Function], threads: int = 32) -> None:
         self.functions = dict(functions)
+        self._async = {slug: fn.is_async for slug, fn in self.functions.items()}
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tidings-fn")
 
     def close(self) -> None:
@@ -80,12 +81,13 @@ class NativeDriver:
         run_id, attempt = run.id, run.attempt
         step = Step(host)
         received = [ReceivedEvent.from_json(e) for e in events]
-        ctx = Context(event=ReceivedEvent.from_json(event), events=received, run_id=run_id,
+        first = received[0] if events and events[0] is event else ReceivedEvent.from_json(event)
+        ctx = Context(event=first, events=received, run_id=run_id,
                       attempt=attempt, step=step,
                       logger=logging.LoggerAdapter(log, {"run_id": run_id,
                                                          "function": fn.slug}))
         try:
-            if fn.is_async:
+            if self._async[row.slug]:
                 result = await fn.handler(ctx)
             else:
                 loop = asyncio.get_running_loop()

@@ -275,15 +275,25 @@ def reschedule(tx: Tx, run: Run, *, due_at: int, attempt: int, status: str = RUN
     return tx.run("reschedule_run", (status, attempt, due_at, run.id, run.lease_token)) > 0
 
 
-def finish(tx: Tx, run: Run, *, status: str, output: Any, error: Any, now: int) -> bool:
-    """End a run (Completed or Failed) and settle an invoking parent."""
+def finish(tx: Tx, run: Run, *, status: str, output: Any, error: Any, now: int,
+           records: Sequence[tuple[str, str, int, str, int, int]] = (),
+           paused: bool = True) -> bool:
+    """End a run (Completed or Failed) with the steps its last call finished (``records``, as
+    in ``record_steps``), and settle an invoking parent; False when the lease is lost (nothing
+    written). ``paused=False`` says the run cannot have pauses left to remove."""
     done = tx.run("finish_run", (status, dumps(output) if status == COMPLETED else None,
                                  dumps(error) if error is not None else None, now, run.id,
                                  run.lease_token)) > 0
-    if done:
+    if not done:
+        return False
+    if records:
+        tx.many("insert_step", [(run.id, step, name, position, "completed", result, 0, began, at)
+                                for step, name, position, result, began, at in records])
+    if paused:
         tx.run("delete_pauses_of_run", (run.id,))
+    if run.parent_run_id:
         _settle_parent(tx, run.id, status, output, error, now)
-    return done
+    return True
 
 
 def cancel(tx: Tx, run_id: str, reason: str, now: int) -> bool:
