@@ -10,6 +10,7 @@ import pydantic
 
 import tidings
 from tests.engine.conftest import Engine
+from tidings.runs import store
 from tidings.runs.model import COMPLETED, FAILED, SLEEPING
 
 
@@ -205,3 +206,53 @@ async def test_future_ts_starts_the_run_then(engine: Engine) -> None:
     engine.clock.advance(3600_001)
     await engine.drain()
     assert (await engine.run(run.id)).output == "ran"
+
+
+async def test_completions_written_together_keep_their_steps(engine: Engine) -> None:
+    client = tidings.Tidings(app_id="app")
+
+    @client.function(id="one", trigger=tidings.TriggerEvent(event="go"))
+    async def one(ctx: tidings.Context) -> Any:
+        return await ctx.step.run("double", lambda: ctx.event.data["n"] * 2)
+
+    await engine.start(client)
+    await engine.send(*({"name": "go", "data": {"n": n}} for n in range(20)))
+    await engine.drain()
+    runs = await engine.runs()
+    assert len(runs) == 20 and {r.status for r in runs} == {COMPLETED}
+    assert sorted(r.output for r in runs) == [n * 2 for n in range(20)]
+    for r in runs:
+        (step,) = await engine.steps(r.id)
+        assert step.name == "double" and step.output == {"data": r.output}
+
+
+async def test_completions_written_together_skip_a_run_whose_lease_was_lost(
+        engine: Engine) -> None:
+    client = tidings.Tidings(app_id="app")
+
+    @client.function(id="idle", trigger=tidings.TriggerEvent(event="later"))
+    async def idle(ctx: tidings.Context) -> None:
+        return None
+
+    await engine.start(client)
+    storage = engine.core.storage
+    await engine.send({"name": "later"}, {"name": "later"})
+    assert engine.runtime is not None
+    await engine.runtime.router.flush()  # the runs exist, nobody runs them yet
+    queue = (await engine.runs())[0].queue
+    now = engine.clock()
+    first, second = await storage.write(
+        lambda tx: store.claim(tx, queue, "worker-a", now, 60_000, 10))
+    await storage.write(lambda tx: store.release(tx, second.id, second.lease_token))
+    (taken,) = await storage.write(lambda tx: store.claim(tx, queue, "worker-b", now, 60_000, 10))
+    assert taken.id == second.id and taken.lease_token > second.lease_token
+
+    record = [("s", "s", 0, '{"data":1}', now, now)]
+    await storage.write(lambda tx: store.complete_many(tx, [
+        store.Completion(first, b"1", record, now), store.Completion(second, b"2", record, now)]))
+
+    done, kept = await engine.run(first.id), await engine.run(second.id)
+    assert done.status == COMPLETED and done.output == 1
+    assert [s.output for s in await engine.steps(first.id)] == [{"data": 1}]
+    assert kept.status != COMPLETED and kept.output is None
+    assert await engine.steps(second.id) == []

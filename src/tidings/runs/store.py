@@ -296,6 +296,31 @@ def finish(tx: Tx, run: Run, *, status: str, output: Any, error: Any, now: int,
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A run that completed in its first call: no pauses, no parent, nothing to emit."""
+
+    run: Run
+    output: bytes  # JSON
+    records: Sequence[tuple[str, str, int, str, int, int]]
+    now: int
+
+
+def complete_many(tx: Tx, batch: Sequence[Completion]) -> None:
+    """Complete runs with one ``finish_run`` and one ``insert_step`` statement for the lot
+    (``finish`` for each, without pauses or a parent to settle); a run whose lease was lost is
+    left as it is, its steps unrecorded."""
+    updated = tx.many_count("finish_run", [
+        (COMPLETED, c.output.decode(), None, c.now, c.run.id, c.run.lease_token) for c in batch])
+    if updated < len(batch):
+        # Some leases were lost: the UPDATE left those runs alone, and the runs it did complete
+        # are the ones whose lease token still matches.
+        batch = [c for c in batch if leased_status(tx, c.run.id, c.run.lease_token) is not None]
+    tx.many("insert_step", [
+        (c.run.id, step, name, position, "completed", result, 0, began, at)
+        for c in batch for step, name, position, result, began, at in c.records])
+
+
 def cancel(tx: Tx, run_id: str, reason: str, now: int) -> bool:
     """Cancel a run that has not ended (fenced: a call in flight cannot overwrite it)."""
     return cancel_fenced(tx, run_id, reason, now)

@@ -33,6 +33,9 @@ class Tx(Protocol):
 
     def many(self, name: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
+    def many_count(self, name: str, rows: Iterable[Sequence[Any]]) -> int:
+        """Execute for each row; return the number of rows changed in all."""
+
 
 @cache
 def queries(dialect: str) -> dict[str, str]:
@@ -69,6 +72,9 @@ class SQLiteTx:
     def many(self, name: str, rows: Iterable[Sequence[Any]]) -> None:
         self._conn.executemany(self._q[name], rows)
 
+    def many_count(self, name: str, rows: Iterable[Sequence[Any]]) -> int:
+        return self._conn.executemany(self._q[name], rows).rowcount
+
 
 class PostgresTx:
     dialect = "postgres"
@@ -93,3 +99,6 @@ class PostgresTx:
     def many(self, name: str, rows: Iterable[Sequence[Any]]) -> None:
         with self._conn.cursor() as cur:
             cur.executemany(self._q[name], list(rows))
+
+    def many_count(self, name: str, rows: Iterable[Sequence[Any]]) -> int:
+        return sum(self.run(name, row) for row in rows)
