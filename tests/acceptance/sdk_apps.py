@@ -41,14 +41,16 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def start_app(tmp_path: Path, command: Sequence[str], env: dict[str, str], *,
-              port: int | None = None, name: str = "app", cwd: Path = ROOT) -> AppProcess:
-    """Start an SDK app (``command`` gets ``{port}`` filled in) and wait until it answers."""
+              port: int | None = None, name: str = "app", cwd: Path = ROOT,
+              host: str = "127.0.0.1") -> AppProcess:
+    """Start an SDK app (``command`` gets ``{port}`` and ``{host}`` filled in) and wait until
+    it answers."""
     port = port or free_port()
     log_path = tmp_path / f"{name}.log"
     log = open(log_path, "ab")  # noqa: SIM115
-    process = subprocess.Popen([part.format(port=port) for part in command], cwd=cwd,
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
-    app = AppProcess(f"http://127.0.0.1:{port}/api/inngest", port, process, log, log_path)
+    process = subprocess.Popen([part.format(port=port, host=host) for part in command],
+                               cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    app = AppProcess(f"http://{host}:{port}/api/inngest", port, process, log, log_path)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -64,11 +66,26 @@ def start_app(tmp_path: Path, command: Sequence[str], env: dict[str, str], *,
 
 
 def start_py_app(tmp_path: Path, env: dict[str, str], *, port: int | None = None,
-                 name: str = "py-app") -> AppProcess:
+                 name: str = "py-app", host: str = "127.0.0.1") -> AppProcess:
     return start_app(tmp_path, [sys.executable, "-m", "uvicorn",
-                                "tests.acceptance.inngest_py_app:app", "--host", "127.0.0.1",
+                                "tests.acceptance.inngest_py_app:app", "--host", "{host}",
                                 "--port", "{port}", "--log-level", "warning"],
-                     env, port=port, name=name)
+                     env, port=port, name=name, host=host)
+
+
+def outward_address() -> str | None:
+    """An address of this machine other than loopback (the one its default route leaves
+    from), or None. Connecting a UDP socket sends nothing."""
+    import ipaddress
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: only the route is looked up
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if ipaddress.ip_address(address).is_loopback else address
 
 
 def stop_app(app: AppProcess) -> None:
