@@ -116,9 +116,12 @@ def wait_for(check: Callable[[], T | None], *, timeout: float, what: str,
 class Api:
     """The server's ``/v1`` API as the tests read it."""
 
-    def __init__(self, url: str, api_key: str | None = None) -> None:
+    def __init__(self, url: str, api_key: str | None = None, *,
+                 branch: str | None = None) -> None:
         self.url = url
         self.headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        if branch is not None:
+            self.headers["x-inngest-env"] = branch
 
     def get(self, path: str, **params: Any) -> Any:
         answer = httpx.get(f"{self.url}{path}", params=params, headers=self.headers, timeout=10)
@@ -165,20 +168,22 @@ class Api:
         return wait_for(done, timeout=timeout, what=f"run {run_id} to end", logs=logs)
 
 
-class TamperingProxy:
-    """A reverse proxy on loopback in front of an app that rewrites the body of the app's ``200``
-    answers to calls (``POST``), keeping the app's signature: what a man in the middle would
-    do. Everything else passes through untouched (the ``Host`` header too, so an SDK synced
-    through the proxy registers the proxy's URL)."""
+class Proxy:
+    """A reverse proxy on loopback in front of an app. It keeps the headers of the calls
+    (``POST``) it forwards and, given ``rewrite``, puts that in place of the body of the app's
+    ``200`` answers to them, keeping the app's signature: what a man in the middle would do.
+    Everything else passes through untouched (the ``Host`` header too, so an SDK synced through
+    the proxy registers the proxy's URL)."""
 
-    def __init__(self, upstream: str, body: bytes) -> None:
+    def __init__(self, upstream: str, rewrite: bytes | None = None) -> None:
         import http.server
         import threading
 
         proxy = self
         self.upstream = upstream.rstrip("/")
-        self.body = body
+        self.rewrite = rewrite
         self.tampered = 0
+        self.calls: list[dict[str, str]] = []
         self._http = httpx.Client(timeout=60)
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -190,9 +195,11 @@ class TamperingProxy:
                 reply = proxy._http.request(self.command, proxy.upstream + self.path,
                                             content=content, headers=headers)
                 body = reply.content
-                if self.command == "POST" and reply.status_code == 200:
-                    body = proxy.body
-                    proxy.tampered += 1
+                if self.command == "POST":
+                    proxy.calls.append({k.lower(): v for k, v in self.headers.items()})
+                    if proxy.rewrite is not None and reply.status_code == 200:
+                        body = proxy.rewrite
+                        proxy.tampered += 1
                 self.send_response(reply.status_code)
                 for key, value in reply.headers.items():
                     if key.lower() not in ("content-length", "transfer-encoding", "connection",

@@ -21,7 +21,7 @@ from tests.acceptance.py_app_scenario import check_flow, check_runs, check_synce
 from tests.acceptance.sdk_apps import (
     Api,
     AppProcess,
-    TamperingProxy,
+    Proxy,
     clean_env,
     outward_address,
     production_keys,
@@ -164,7 +164,7 @@ def test_the_sdk_refuses_unsigned_calls(production: Production) -> None:
 
 def test_an_answer_with_a_bad_signature_is_not_believed(production: Production,
                                                         sender: inngest.Inngest) -> None:
-    proxy = TamperingProxy(f"http://127.0.0.1:{production.app.port}", b'{"y": 1000}')
+    proxy = Proxy(f"http://127.0.0.1:{production.app.port}", rewrite=b'{"y": 1000}')
     try:
         through = proxy.url("/api/inngest")
         synced = production.api.post("/v1/apps/sync", {"url": through})

@@ -268,6 +268,8 @@ class HttpDriver:
                    "x-run-id": state.run_id, "x-inngest-step-id": step_id}
         if keys is not None:
             headers["x-inngest-signature"] = sign(body, keys.current)
+            if keys.branch is not None:
+                headers["x-inngest-env"] = keys.branch
         url = step_url(fn.url, step_id)
         try:
             async with self._http.stream("POST", url, content=body, headers=headers) as response:

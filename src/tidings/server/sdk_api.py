@@ -2,7 +2,8 @@
 
 * ``POST /fn/register``: an app registers its functions (out-of-band sync). Outside dev it
   authenticates with ``Authorization: Bearer`` and its environment's signing key (plain or
-  hashed, with or without the ``signkey-…-`` prefix), which also says which environment it is.
+  hashed, with or without the ``signkey-…-`` prefix), which also says which environment it is;
+  ``X-Inngest-Env`` puts it in a branch of that environment.
 * ``GET /v0/runs/{id}/batch`` and ``/actions``: the events and memoized steps of a run, for calls
   too large to carry them (``use_api``).
 * ``POST /v1/apps/sync {"url": …}`` pings an app so that it syncs; ``GET /v1/apps`` lists them.
@@ -55,9 +56,11 @@ class SdkAPI:
         ]
 
     async def _sdk_env(self, request: Request) -> str:
-        """The environment an SDK request is for: dev's, or its signing key's."""
+        """The environment an SDK request is for: dev's, or its signing key's; or the branch
+        of it that ``X-Inngest-Env`` names (the SDK's ``env``, ``INNGEST_ENV``)."""
+        branch = request.headers.get("x-inngest-env") or None
         if self.core.settings.dev:
-            return (await self.core.gate.env_for(DEV_ENV, "api")).id
+            return (await self.core.gate.env_for(DEV_ENV, "api", branch)).id
         token = bearer(request)
         if not token:
             raise Unauthorized("a signing key is required (Authorization: Bearer <signing key "
@@ -65,7 +68,11 @@ class SdkAPI:
         env_id = await self.keys.env_for_bearer(token)
         if env_id is None:
             raise Unauthorized("signing key not found")
-        return env_id
+        if branch is None:
+            return env_id
+        env = await self.core.storage.get_env(env_id)
+        assert env is not None
+        return (await self.core.gate.branch(env, branch)).id
 
     async def register(self, request: Request) -> Response:
         expected = request.headers.get("x-inngest-expected-server-kind")
