@@ -273,10 +273,11 @@ def tidings_cli(tmp_path: Path, env: dict[str, str], *args: str) -> str:
     return done.stdout.strip()
 
 
-def production_keys(tmp_path: Path) -> ProductionKeys:
+def production_keys(tmp_path: Path, db: str | None = None) -> ProductionKeys:
+    """Keys of environment ``production`` in ``db`` (default: a new SQLite file)."""
     from tidings.crypto import new_key_text
 
-    db = str(tmp_path / "prod.db")
+    db = db or str(tmp_path / "prod.db")
     env = {"TIDINGS_ENCRYPTION_KEY": new_key_text(), "TIDINGS_DATA_DIR": str(tmp_path / "d")}
     signing_key = tidings_cli(tmp_path, env, "keys", "create-signing", "--env", "production",
                               "--db", db)
