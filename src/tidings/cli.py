@@ -274,21 +274,22 @@ def keys_new_encryption_key() -> None:
 @keys.command("rotate-encryption")
 @db_option
 def keys_rotate_encryption(db: str | None) -> None:
-    """Make a new master key active and re-wrap every data key with it.
+    """Make a new master key active and re-wrap every data key and signing key with it.
 
     In dev the key file under ./.tidings is updated. Otherwise the new TIDINGS_ENCRYPTION_KEY
     (new key first, old keys after, so old data stays readable) is printed: set it everywhere.
     """
+    from tidings.keys import SigningKeys
     from tidings.vault import UserVault
 
     settings = _settings("dev" if not os.environ.get("TIDINGS_ENCRYPTION_KEY") else "serve", db)
     old = keyring_for(settings)
     new = old.rotated()
 
-    async def rewrap(store: Any) -> int:
+    async def rewrap(store: Any) -> tuple[int, int]:
         vault = UserVault(store, old)
         await vault.open()
-        return await vault.rewrap(new)
+        return await vault.rewrap(new), await SigningKeys(store, old).rewrap(new)
 
     # The new keyring holds the old keys too, so it is written (or shown) before any data key
     # is re-wrapped with it: a failure half-way must not leave keys wrapped by a lost key.
@@ -296,13 +297,14 @@ def keys_rotate_encryption(db: str | None) -> None:
         save_dev_keyring(DATA_DIR, new)
     else:
         click.echo(new.text())
-    count = _with_storage(db, rewrap)
+    count, signing = _with_storage(db, rewrap)
+    done = f"{count} data keys and the signing keys of {signing} environments re-wrapped"
     if settings.dev:
-        click.echo(f"active encryption key is now {new.active}; {count} data keys re-wrapped")
+        click.echo(f"active encryption key is now {new.active}; {done}")
         click.echo("restart running servers so that they encrypt with it", err=True)
     else:
         click.echo(f"set TIDINGS_ENCRYPTION_KEY to the line above and restart the servers "
-                   f"({count} data keys re-wrapped)", err=True)
+                   f"({done})", err=True)
 
 
 @main.command()

@@ -12,6 +12,7 @@ from tidings.crypto import Keyring
 from tidings.errors import ConfigError, RequestRejected, Unauthorized
 from tidings.signing import bearer_matches, new_signing_key
 from tidings.storage.base import ApiKey, Environment, KeyKind, Storage
+from tidings.storage.tx import Tx
 
 DEV_ENV = "dev"
 PREFIXES: dict[str, str] = {"event": "tdk_", "api": "tda_"}
@@ -183,6 +184,26 @@ class SigningKeys:
             return False
         await self._put(env_id, old.current, None, int(time.time() * 1000))
         return True
+
+    async def rewrap(self, keyring: Keyring) -> int:
+        """Seal every environment's keys again under ``keyring``'s active master key (after
+        ``tidings keys rotate-encryption``); how many environments' keys were re-sealed."""
+        rows = await self._storage.read(lambda tx: tx.all("all_signing_keys"))
+        updated = []
+        for env_id, sealed, fallback in rows:
+            aad = SIGNING_AAD + str(env_id).encode()
+            fresh = keyring.seal(self._keyring.open(bytes(sealed), aad), aad)
+            fresh_fallback = (keyring.seal(self._keyring.open(bytes(fallback), aad), aad)
+                              if fallback else None)
+            updated.append((fresh, fresh_fallback, env_id, bytes(sealed)))
+
+        def write(tx: Tx) -> int:
+            return sum(tx.run("rewrap_signing_keys", params) for params in updated)
+
+        count = await self._storage.write(write)
+        self._keyring = keyring
+        self._until = 0.0
+        return count
 
     async def _put(self, env_id: str, key: str, fallback: str | None, now: int) -> None:
         aad = SIGNING_AAD + env_id.encode()
