@@ -118,6 +118,12 @@ async def test_invalid_registrations_are_refused(db_url: str, tmp_path: Path) ->
             "batchEvents cannot be combined with cancel": {**PY_BODY, "functions": [fn(
                 "x", batchEvents={"maxSize": 10, "timeout": "5s"},
                 cancel=[{"event": "app/stop"}])]},
+            # What PostgreSQL cannot store, and URLs no client can call, are refused (not 500).
+            "NUL character": {**PY_BODY, "appname": "my\x00app"},
+            "app URL 'http://[::1' is not": {**PY_BODY, "url": "http://[::1"},
+            "app URL 'http://' is not": {**PY_BODY, "url": "http://"},
+            "step URL": {**PY_BODY, "functions": [fn("x", steps={"step": {
+                "runtime": {"type": "http", "url": "https://host:99999/"}}})]},
         }
         for expected, body in cases.items():
             answer = await register(http, body)

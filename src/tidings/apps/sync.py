@@ -97,7 +97,7 @@ class AppSync:
                 headers["x-inngest-env"] = keys.branch
         try:
             reply = await self.http.put(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             return await self._failed(env_id, url, records.UNREACHABLE,
                                       f"cannot reach the app: {exc or type(exc).__name__}")
         try:

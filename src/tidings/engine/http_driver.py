@@ -275,7 +275,7 @@ class HttpDriver:
             async with self._http.stream("POST", url, content=body, headers=headers) as response:
                 answered = int(time.time())  # a streaming SDK signs as its answer begins
                 raw = await response.aread()
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             return _failure("AppUnreachable", f"cannot call {url}: {exc or type(exc).__name__}")
         status = response.status_code
         found = {k.lower(): v for k, v in response.headers.items()}

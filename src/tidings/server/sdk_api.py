@@ -6,7 +6,8 @@
   ``X-Inngest-Env`` puts it in a branch of that environment.
 * ``GET /v0/runs/{id}/batch`` and ``/actions``: the events and memoized steps of a run, for calls
   too large to carry them (``use_api``).
-* ``POST /v1/apps/sync {"url": …}`` pings an app so that it syncs; ``GET /v1/apps`` lists them.
+* ``POST /v1/apps/sync {"url": …}`` pings an app so that it syncs (``422`` when it cannot be
+  reached or its answer is refused); ``GET /v1/apps`` lists them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tidings.apps import records
+from tidings.apps.config import has_nul, is_http_url
 from tidings.apps.sync import AppSync
 from tidings.core import Core
 from tidings.engine.http_wire import memos, sdk_event
@@ -130,10 +132,12 @@ class SdkAPI:
         except msgspec.DecodeError:
             body = None
         url = body.get("url") if isinstance(body, dict) else None
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        if not is_http_url(url) or has_nul(url):
             raise RequestRejected('expected {"url": "http(s)://…"}: the URL the app serves')
         result = await self.sync.ping(env.id, url)
         if result.status != records.SYNCED:
-            return json_response(502, {"error": result.error, "status": 502,
+            # The request was fine and Tidings did its part: what failed is the app at that URL
+            # (a 5xx would say Tidings failed, and page whoever runs it).
+            return json_response(422, {"error": result.error, "status": 422,
                                        "data": result.to_json()})
         return json_response(200, {"data": result.to_json()})
