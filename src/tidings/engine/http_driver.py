@@ -277,21 +277,21 @@ class HttpDriver:
                 raw = await response.aread()
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             return _failure("AppUnreachable", f"cannot call {url}: {exc or type(exc).__name__}")
-        status = response.status_code
+        status, streamed = response.status_code, response.status_code == 201
         found = {k.lower(): v for k, v in response.headers.items()}
-        if status != 201:
-            distrust = None if self._dev or (
-                keys is not None and verify(raw, found.get("x-inngest-signature"), keys.all)
-            ) else UNSIGNED
-            return Reply(status, found, raw, distrust)
-        try:
-            status, inner, raw = unwrap_stream(raw)
-        except ProtocolError as exc:
-            return _failure("ProtocolError", str(exc))
+        inner: dict[str, str] = {}
+        answer = raw
+        if streamed:
+            try:
+                status, inner, answer = unwrap_stream(raw)
+            except ProtocolError as exc:
+                return _failure("ProtocolError", str(exc))
         if self._dev:
             distrust = None
         elif keys is None:
             distrust = UNSIGNED
+        elif streamed:
+            distrust = streamed_distrust(url, found, inner, answer, keys.all, answered=answered)
         else:
-            distrust = streamed_distrust(url, found, inner, raw, keys.all, answered=answered)
-        return Reply(status, {**found, **inner}, raw, distrust)
+            distrust = None if verify(raw, found.get("x-inngest-signature"), keys.all) else UNSIGNED
+        return Reply(status, {**found, **inner}, answer, distrust)
