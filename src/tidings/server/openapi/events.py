@@ -135,6 +135,7 @@ SCHEMAS: dict[str, Any] = {
 
 
 def paths(api_key: ApiSecurity) -> dict[str, Any]:
+    """The operations on events."""
     ingest_errors = {str(c): json_body(ref("IngestReply"), "Rejected; nothing stored")
                      for c in (400, 401, 413, 415)}
     return {

@@ -15,6 +15,7 @@ ApiSecurity = list[dict[str, list[str]]]
 
 
 def ref(name: str) -> dict[str, Any]:
+    """A reference to a schema of ``components``."""
     return {"$ref": f"#/components/schemas/{name}"}
 
 
@@ -52,14 +53,17 @@ TIME_IN: dict[str, Any] = {"anyOf": [
 
 
 def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """An answer (or request body) of JSON in ``schema``."""
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def errors(*codes: int) -> dict[str, Any]:
+    """The ``{"error", "status"}`` answers of these statuses."""
     return {str(code): json_body(ref("Error"), "Error") for code in codes}
 
 
 def header(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """An optional request header."""
     return {"name": name, "in": "header", "required": False, "schema": schema,
             "description": description}
 
@@ -73,15 +77,18 @@ READ_HEADERS = [ENV_HEADER]
 
 
 def time_query(name: str, description: str) -> dict[str, Any]:
+    """A query parameter holding a time: milliseconds or ISO-8601."""
     return {"name": name, "in": "query", "description": description, "schema": TIME_IN}
 
 
 def in_path(name: str) -> dict[str, Any]:
+    """A path parameter (an id)."""
     return {"name": name, "in": "path", "required": True,
             "schema": {"type": "string", "minLength": 1}}
 
 
 def data(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """An answer ``{"data": <schema>}``."""
     return json_body({"type": "object", "required": ["data"], "properties": {"data": schema}},
                      description)
 

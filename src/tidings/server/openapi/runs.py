@@ -151,6 +151,7 @@ SCHEMAS: dict[str, Any] = {
 
 
 def paths(api_key: ApiSecurity) -> dict[str, Any]:
+    """The operations on runs and replays."""
     one_run = [in_path("run_id"), *READ_HEADERS]
     return {
         "/v1/runs": {"get": {

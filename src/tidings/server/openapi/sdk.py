@@ -143,6 +143,7 @@ SDK_ENV_HEADER = header(
 
 
 def paths(api_key: ApiSecurity, signing_key: ApiSecurity) -> dict[str, Any]:
+    """The operations of SDK apps and on them."""
     one_run = [in_path("run_id"), SDK_ENV_HEADER]
     return {
         "/fn/register": {"post": {
