@@ -81,13 +81,14 @@ def _print_table(table: Table) -> None:
 
 
 def _serve(settings: Settings, host: str, port: int, apps: tuple[str, ...] = (),
-           env: str = "dev", retry_interval: float | None = None, watch: Any = None) -> None:
+           env: str = "dev", retry_interval: float | None = None, watch: Any = None,
+           http: bool = True) -> None:
     import uvicorn
 
     from tidings.server import create_app
 
     app = create_app(settings, apps=_load_apps(apps), env=env,
-                     engine=_engine(retry_interval=retry_interval), watch=watch)
+                     engine=_engine(retry_interval=retry_interval), watch=watch, http=http)
     where = _safe_url(settings.database_url)
     console.print(f"[bold]Tidings {settings.mode}[/] on http://{host}:{port}  (db: {where})")
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
@@ -141,8 +142,11 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
 @app_option
 @env_option
 @retry_option
+@click.option("--http/--no-http", "http", default=True, show_default=True,
+              help="Call the functions of Inngest SDK apps in this process; with --no-http "
+                   "`tidings worker`s make those calls.")
 def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
-          retry_interval: float | None) -> None:
+          retry_interval: float | None, http: bool) -> None:
     """Run a production server: keys required, TIDINGS_ENCRYPTION_KEY required.
 
     Inngest SDK apps sync with their environment's signing key (``tidings keys
@@ -152,7 +156,7 @@ def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
         raise click.UsageError("tidings serve needs --db URL or TIDINGS_DATABASE_URL")
     settings = _settings("serve", db)
     keyring_for(settings)  # fail here, with a clear message, rather than in the server's start
-    _serve(settings, host, port, apps, env, retry_interval=retry_interval)
+    _serve(settings, host, port, apps, env, retry_interval=retry_interval, http=http)
 
 
 @main.command()
@@ -274,21 +278,22 @@ def keys_new_encryption_key() -> None:
 @keys.command("rotate-encryption")
 @db_option
 def keys_rotate_encryption(db: str | None) -> None:
-    """Make a new master key active and re-wrap every data key with it.
+    """Make a new master key active and re-wrap every data key and signing key with it.
 
     In dev the key file under ./.tidings is updated. Otherwise the new TIDINGS_ENCRYPTION_KEY
     (new key first, old keys after, so old data stays readable) is printed: set it everywhere.
     """
+    from tidings.keys import SigningKeys
     from tidings.vault import UserVault
 
     settings = _settings("dev" if not os.environ.get("TIDINGS_ENCRYPTION_KEY") else "serve", db)
     old = keyring_for(settings)
     new = old.rotated()
 
-    async def rewrap(store: Any) -> int:
+    async def rewrap(store: Any) -> tuple[int, int]:
         vault = UserVault(store, old)
         await vault.open()
-        return await vault.rewrap(new)
+        return await vault.rewrap(new), await SigningKeys(store, old).rewrap(new)
 
     # The new keyring holds the old keys too, so it is written (or shown) before any data key
     # is re-wrapped with it: a failure half-way must not leave keys wrapped by a lost key.
@@ -296,13 +301,14 @@ def keys_rotate_encryption(db: str | None) -> None:
         save_dev_keyring(DATA_DIR, new)
     else:
         click.echo(new.text())
-    count = _with_storage(db, rewrap)
+    count, signing = _with_storage(db, rewrap)
+    done = f"{count} data keys and the signing keys of {signing} environments re-wrapped"
     if settings.dev:
-        click.echo(f"active encryption key is now {new.active}; {count} data keys re-wrapped")
+        click.echo(f"active encryption key is now {new.active}; {done}")
         click.echo("restart running servers so that they encrypt with it", err=True)
     else:
         click.echo(f"set TIDINGS_ENCRYPTION_KEY to the line above and restart the servers "
-                   f"({count} data keys re-wrapped)", err=True)
+                   f"({done})", err=True)
 
 
 @main.command()
@@ -604,30 +610,42 @@ def _engine(*, retry_interval: float | None = None, concurrency: int | None = No
 
 
 @main.command()
-@click.argument("apps", nargs=-1, required=True, metavar="MODULE:CLIENT...")
+@click.argument("apps", nargs=-1, metavar="[MODULE:CLIENT...]")
 @db_option
-@click.option("--env", default=None, help="Environment (default: dev for SQLite, else "
-              "production).")
+@click.option("--env", default=None, help="Environment of the clients' functions (default: "
+              "dev for SQLite, else production).")
+@click.option("--http/--no-http", "http", default=None,
+              help="Also call the functions of Inngest SDK apps (queue http), signed with "
+                   "their environments' keys. Default: on when no MODULE:CLIENT is given.")
 @click.option("--concurrency", default=100, show_default=True, type=int,
               help="Calls in flight at once.")
 @click.option("--retry-interval", type=float, default=None, metavar="SECONDS")
 @click.option("--grace", default=30.0, show_default=True, type=float,
               help="Seconds in-flight calls get to finish on SIGTERM before being handed back.")
-def worker(apps: tuple[str, ...], db: str | None, env: str | None, concurrency: int,
-           retry_interval: float | None, grace: float) -> None:
-    """Run the functions of one or more clients against a shared database, without HTTP."""
+def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | None,
+           concurrency: int, retry_interval: float | None, grace: float) -> None:
+    """Run functions against a shared database, next to any number of servers and workers.
+
+    With MODULE:CLIENT arguments it runs those clients' native functions (add --http to take
+    calls to Inngest SDK apps too); without, it calls the functions of the SDK apps synced
+    with the servers. Outside dev (TIDINGS_ENCRYPTION_KEY set) those calls are signed.
+    """
     import signal
 
     from tidings.core import Core
     from tidings.engine.runtime import Runtime
 
+    calls_apps = not apps if http is None else http
+    if not apps and not calls_apps:
+        raise click.UsageError("nothing to run: give MODULE:CLIENT or leave out --no-http")
     clients = _load_apps(apps)
     settings = _settings("serve" if os.environ.get("TIDINGS_ENCRYPTION_KEY") else "dev", db)
     name = env or ("dev" if settings.database_url.startswith("sqlite") else "production")
+    what = [*apps, *(["SDK apps (queue http)"] if calls_apps else [])]
 
     async def run() -> None:
         core = await Core.start(settings)
-        runtime = Runtime(core, clients, env=name,
+        runtime = Runtime(core, clients, env=name, http=calls_apps,
                           settings=_engine(retry_interval=retry_interval,
                                            concurrency=concurrency))
         stop = asyncio.Event()
@@ -635,7 +653,7 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, concurrency: 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await runtime.start()
-        console.print(f"[bold]Tidings worker[/] {', '.join(apps)} (env {name}, "
+        console.print(f"[bold]Tidings worker[/] {', '.join(what)} (env {name}, "
                       f"db {_safe_url(settings.database_url)})")
         await stop.wait()
         await runtime.stop(grace)

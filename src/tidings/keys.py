@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tidings.crypto import Keyring
 from tidings.errors import ConfigError, RequestRejected, Unauthorized
 from tidings.signing import bearer_matches, new_signing_key
 from tidings.storage.base import ApiKey, Environment, KeyKind, Storage
+from tidings.storage.tx import Tx
 
 DEV_ENV = "dev"
 PREFIXES: dict[str, str] = {"event": "tdk_", "api": "tda_"}
@@ -66,7 +67,7 @@ class Gate:
         else:
             env = await self._lookup(key, kind)
         if branch:
-            env = await self._branch(env, branch)
+            env = await self.branch(env, branch)
         return env
 
     async def _lookup(self, key: str, kind: KeyKind) -> Environment:
@@ -85,7 +86,9 @@ class Gate:
         self._keys[(kind, key)] = _Cached(env, now + CACHE_SECONDS)
         return env
 
-    async def _branch(self, parent: Environment, branch: str) -> Environment:
+    async def branch(self, parent: Environment, branch: str) -> Environment:
+        """The branch environment ``branch`` of ``parent`` (``parent`` itself when the branch
+        is named after it), created on first use."""
         if len(branch) > MAX_BRANCH_CHARS or "\x00" in branch or "/" in branch:
             raise RequestRejected(
                 f"x-inngest-env: a branch name has at most {MAX_BRANCH_CHARS} characters "
@@ -105,13 +108,20 @@ class Gate:
 SIGNING_AAD = b"signing-key\x00"
 
 
+def branch_name(env: Environment) -> str | None:
+    """The branch a branch environment is (``feature-x`` of ``production/feature-x``)."""
+    return env.name.rpartition("/")[2] if env.parent_id is not None else None
+
+
 @dataclass(frozen=True, slots=True)
 class EnvSigningKeys:
-    """An environment's signing key, and the one it replaced while apps move over to it."""
+    """An environment's signing key, and the one it replaced while apps move over to it. A
+    branch environment has its parent's keys, and ``branch`` names it to the SDK."""
 
     env_id: str
     current: str
     fallback: str | None
+    branch: str | None = None
 
     @property
     def all(self) -> tuple[str, ...]:
@@ -128,10 +138,25 @@ class SigningKeys:
         self._keyring = keyring
         self._keys: dict[str, EnvSigningKeys] = {}
         self._until = 0.0
+        self._envs: dict[str, Environment | None] = {}  # environments do not change
 
     async def of_env(self, env_id: str) -> EnvSigningKeys | None:
+        """The keys calls to the environment's apps are signed with: its own, or for a branch
+        environment its parent's."""
         await self._load()
-        return self._keys.get(env_id)
+        keys = self._keys.get(env_id)
+        if keys is not None:
+            return keys
+        env = await self._env(env_id)
+        if env is None or env.parent_id is None:
+            return None
+        parent = self._keys.get(env.parent_id)
+        return replace(parent, branch=branch_name(env)) if parent is not None else None
+
+    async def _env(self, env_id: str) -> Environment | None:
+        if env_id not in self._envs:
+            self._envs[env_id] = await self._storage.get_env(env_id)
+        return self._envs[env_id]
 
     async def env_for_bearer(self, token: str) -> str | None:
         """The environment whose signing key (or fallback) ``token`` presents, in any form."""
@@ -144,7 +169,8 @@ class SigningKeys:
     async def create(self, env: Environment) -> EnvSigningKeys:
         """A new signing key; the current one (if any) becomes the fallback."""
         now = int(time.time() * 1000)
-        old = await self.of_env(env.id)
+        await self._load()
+        old = self._keys.get(env.id)
         key = new_signing_key(env.name)
         fallback = old.current if old is not None else None
         await self._put(env.id, key, fallback, now)
@@ -152,11 +178,32 @@ class SigningKeys:
 
     async def drop_fallback(self, env_id: str) -> bool:
         """End a rotation: the fallback key stops working. False when there was none."""
-        old = await self.of_env(env_id)
+        await self._load()
+        old = self._keys.get(env_id)
         if old is None or old.fallback is None:
             return False
         await self._put(env_id, old.current, None, int(time.time() * 1000))
         return True
+
+    async def rewrap(self, keyring: Keyring) -> int:
+        """Seal every environment's keys again under ``keyring``'s active master key (after
+        ``tidings keys rotate-encryption``); how many environments' keys were re-sealed."""
+        rows = await self._storage.read(lambda tx: tx.all("all_signing_keys"))
+        updated = []
+        for env_id, sealed, fallback in rows:
+            aad = SIGNING_AAD + str(env_id).encode()
+            fresh = keyring.seal(self._keyring.open(bytes(sealed), aad), aad)
+            fresh_fallback = (keyring.seal(self._keyring.open(bytes(fallback), aad), aad)
+                              if fallback else None)
+            updated.append((fresh, fresh_fallback, env_id, bytes(sealed)))
+
+        def write(tx: Tx) -> int:
+            return sum(tx.run("rewrap_signing_keys", params) for params in updated)
+
+        count = await self._storage.write(write)
+        self._keyring = keyring
+        self._until = 0.0
+        return count
 
     async def _put(self, env_id: str, key: str, fallback: str | None, now: int) -> None:
         aad = SIGNING_AAD + env_id.encode()

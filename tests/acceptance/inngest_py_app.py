@@ -2,7 +2,8 @@
 team would write it: nothing in it knows about Tidings. The acceptance tests run it under
 uvicorn in a subprocess; the environment (``INNGEST_DEV``, ``INNGEST_BASE_URL``,
 ``INNGEST_SIGNING_KEY``, ``INNGEST_EVENT_KEY``) decides whether it talks to ``tidings dev`` or
-``tidings serve``.
+``tidings serve``, and ``DEPLOY_BRANCH`` (given to the client as ``env=``) which branch
+environment it belongs to.
 
     INNGEST_DEV=1 INNGEST_BASE_URL=http://127.0.0.1:8288 \\
         uvicorn tests.acceptance.inngest_py_app:app --port 8000
@@ -11,6 +12,7 @@ uvicorn in a subprocess; the environment (``INNGEST_DEV``, ``INNGEST_BASE_URL``,
 from __future__ import annotations
 
 import logging
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +20,8 @@ import fastapi
 import inngest
 import inngest.fast_api
 
-client = inngest.Inngest(app_id="py-app", logger=logging.getLogger("py-app"))
+client = inngest.Inngest(app_id="py-app", logger=logging.getLogger("py-app"),
+                         env=os.environ.get("DEPLOY_BRANCH") or None)
 
 
 @client.create_function(fn_id="double", trigger=inngest.TriggerEvent(event="py/double"))

@@ -41,14 +41,16 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def start_app(tmp_path: Path, command: Sequence[str], env: dict[str, str], *,
-              port: int | None = None, name: str = "app", cwd: Path = ROOT) -> AppProcess:
-    """Start an SDK app (``command`` gets ``{port}`` filled in) and wait until it answers."""
+              port: int | None = None, name: str = "app", cwd: Path = ROOT,
+              host: str = "127.0.0.1") -> AppProcess:
+    """Start an SDK app (``command`` gets ``{port}`` and ``{host}`` filled in) and wait until
+    it answers."""
     port = port or free_port()
     log_path = tmp_path / f"{name}.log"
     log = open(log_path, "ab")  # noqa: SIM115
-    process = subprocess.Popen([part.format(port=port) for part in command], cwd=cwd,
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
-    app = AppProcess(f"http://127.0.0.1:{port}/api/inngest", port, process, log, log_path)
+    process = subprocess.Popen([part.format(port=port, host=host) for part in command],
+                               cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    app = AppProcess(f"http://{host}:{port}/api/inngest", port, process, log, log_path)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -64,11 +66,26 @@ def start_app(tmp_path: Path, command: Sequence[str], env: dict[str, str], *,
 
 
 def start_py_app(tmp_path: Path, env: dict[str, str], *, port: int | None = None,
-                 name: str = "py-app") -> AppProcess:
+                 name: str = "py-app", host: str = "127.0.0.1") -> AppProcess:
     return start_app(tmp_path, [sys.executable, "-m", "uvicorn",
-                                "tests.acceptance.inngest_py_app:app", "--host", "127.0.0.1",
+                                "tests.acceptance.inngest_py_app:app", "--host", "{host}",
                                 "--port", "{port}", "--log-level", "warning"],
-                     env, port=port, name=name)
+                     env, port=port, name=name, host=host)
+
+
+def outward_address() -> str | None:
+    """An address of this machine other than loopback (the one its default route leaves
+    from), or None. Connecting a UDP socket sends nothing."""
+    import ipaddress
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: only the route is looked up
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if ipaddress.ip_address(address).is_loopback else address
 
 
 def stop_app(app: AppProcess) -> None:
@@ -99,9 +116,12 @@ def wait_for(check: Callable[[], T | None], *, timeout: float, what: str,
 class Api:
     """The server's ``/v1`` API as the tests read it."""
 
-    def __init__(self, url: str, api_key: str | None = None) -> None:
+    def __init__(self, url: str, api_key: str | None = None, *,
+                 branch: str | None = None) -> None:
         self.url = url
         self.headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        if branch is not None:
+            self.headers["x-inngest-env"] = branch
 
     def get(self, path: str, **params: Any) -> Any:
         answer = httpx.get(f"{self.url}{path}", params=params, headers=self.headers, timeout=10)
@@ -148,20 +168,22 @@ class Api:
         return wait_for(done, timeout=timeout, what=f"run {run_id} to end", logs=logs)
 
 
-class TamperingProxy:
-    """A reverse proxy on loopback in front of an app that rewrites the body of the app's ``200``
-    answers to calls (``POST``), keeping the app's signature: what a man in the middle would
-    do. Everything else passes through untouched (the ``Host`` header too, so an SDK synced
-    through the proxy registers the proxy's URL)."""
+class Proxy:
+    """A reverse proxy on loopback in front of an app. It keeps the headers of the calls
+    (``POST``) it forwards and, given ``rewrite``, puts that in place of the body of the app's
+    ``200`` answers to them, keeping the app's signature: what a man in the middle would do.
+    Everything else passes through untouched (the ``Host`` header too, so an SDK synced through
+    the proxy registers the proxy's URL)."""
 
-    def __init__(self, upstream: str, body: bytes) -> None:
+    def __init__(self, upstream: str, rewrite: bytes | None = None) -> None:
         import http.server
         import threading
 
         proxy = self
         self.upstream = upstream.rstrip("/")
-        self.body = body
+        self.rewrite = rewrite
         self.tampered = 0
+        self.calls: list[dict[str, str]] = []
         self._http = httpx.Client(timeout=60)
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -173,9 +195,11 @@ class TamperingProxy:
                 reply = proxy._http.request(self.command, proxy.upstream + self.path,
                                             content=content, headers=headers)
                 body = reply.content
-                if self.command == "POST" and reply.status_code == 200:
-                    body = proxy.body
-                    proxy.tampered += 1
+                if self.command == "POST":
+                    proxy.calls.append({k.lower(): v for k, v in self.headers.items()})
+                    if proxy.rewrite is not None and reply.status_code == 200:
+                        body = proxy.rewrite
+                        proxy.tampered += 1
                 self.send_response(reply.status_code)
                 for key, value in reply.headers.items():
                     if key.lower() not in ("content-length", "transfer-encoding", "connection",
@@ -249,10 +273,11 @@ def tidings_cli(tmp_path: Path, env: dict[str, str], *args: str) -> str:
     return done.stdout.strip()
 
 
-def production_keys(tmp_path: Path) -> ProductionKeys:
+def production_keys(tmp_path: Path, db: str | None = None) -> ProductionKeys:
+    """Keys of environment ``production`` in ``db`` (default: a new SQLite file)."""
     from tidings.crypto import new_key_text
 
-    db = str(tmp_path / "prod.db")
+    db = db or str(tmp_path / "prod.db")
     env = {"TIDINGS_ENCRYPTION_KEY": new_key_text(), "TIDINGS_DATA_DIR": str(tmp_path / "d")}
     signing_key = tidings_cli(tmp_path, env, "keys", "create-signing", "--env", "production",
                               "--db", db)

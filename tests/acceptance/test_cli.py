@@ -339,7 +339,7 @@ def test_rotating_the_encryption_key_keeps_every_user_readable(tmp_path: Path) -
     finally:
         stop_server(server)
 
-    assert "1 data keys re-wrapped" in ok(rotated)
+    assert "1 data keys and the signing keys of 0 environments re-wrapped" in ok(rotated)
     new_key = key_file.read_text().strip()
     new_id, old_id = (part.split(":")[0] for part in new_key.split(","))
     assert new_key.split(",")[1] == old_key
@@ -351,3 +351,45 @@ def test_rotating_the_encryption_key_keeps_every_user_readable(tmp_path: Path) -
         (blob,) = conn.execute("SELECT user_data FROM events WHERE id = ?", (fresh,)).fetchone()
     assert new_id.encode() in blob  # sealed under the new active key
     assert old_id.encode() not in blob
+
+
+def test_rotating_the_encryption_key_rewraps_the_signing_keys(db_url: str,
+                                                              tmp_path: Path) -> None:
+    """Signing keys are sealed by the master key. Rotation seals them again under the new one,
+    current and fallback, so the old key can be retired: with only the new key the CLI (and a
+    server) still reads them, with only the old one nothing can."""
+    from tidings.crypto import new_key_text
+
+    old_key = new_key_text()
+    first = ok(cli(tmp_path, "keys", "create-signing", "--env", "production", "--db", db_url,
+                   env={"TIDINGS_ENCRYPTION_KEY": old_key})).strip()
+    second = ok(cli(tmp_path, "keys", "create-signing", "--env", "production", "--db", db_url,
+                    env={"TIDINGS_ENCRYPTION_KEY": old_key})).strip()
+    rotated = cli(tmp_path, "keys", "rotate-encryption", "--db", db_url,
+                  env={"TIDINGS_ENCRYPTION_KEY": old_key})
+    keyring = ok(rotated).strip()
+    assert "signing keys of 1 environments re-wrapped" in rotated.stderr
+    new_only, old_again = keyring.split(",")
+    assert old_again == old_key
+
+    refused = cli(tmp_path, "keys", "drop-signing-fallback", "--env", "production", "--db",
+                  db_url, env={"TIDINGS_ENCRYPTION_KEY": old_key})
+    assert refused.returncode == 1
+    assert "not configured" in refused.stderr
+    # The fallback (the first key) was readable under the new key alone: dropping it works.
+    ok(cli(tmp_path, "keys", "drop-signing-fallback", "--env", "production", "--db", db_url,
+           env={"TIDINGS_ENCRYPTION_KEY": new_only}))
+    third = cli(tmp_path, "keys", "create-signing", "--env", "production", "--db", db_url,
+                env={"TIDINGS_ENCRYPTION_KEY": new_only})
+    assert "the previous key is now the fallback" in third.stderr
+
+    server = start_server(tmp_path, "--db", db_url, "--env", "production", command="serve",
+                          env={"TIDINGS_ENCRYPTION_KEY": new_only})
+    try:
+        body = {"appname": "a", "url": "http://127.0.0.1:1/api/inngest", "functions": []}
+        answers = {key: httpx.post(f"{server.url}/fn/register", json=body, timeout=10,
+                                   headers={"authorization": f"Bearer {key}"}).status_code
+                   for key in (first, second, ok(third).strip())}
+    finally:
+        stop_server(server)
+    assert answers == {first: 401, second: 200, ok(third).strip(): 200}

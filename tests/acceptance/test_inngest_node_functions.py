@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jcs
 import pytest
 
 from tests.acceptance.sdk_apps import (
@@ -27,6 +28,7 @@ from tests.acceptance.sdk_apps import (
     wait_for,
 )
 from tests.conftest import LiveServer, free_port, start_server, stop_server
+from tidings.signing import sign
 
 pytestmark = pytest.mark.node
 
@@ -116,15 +118,19 @@ def test_node_sdk_app_runs_on_tidings_dev(
     assert [(s["name"], s["status"]) for s in fragile["steps"]] == [("break", "failed")]
 
 
-def test_node_sdk_app_runs_on_tidings_serve(tmp_path: Path) -> None:
+@pytest.mark.parametrize("streaming", [False, True], ids=["plain", "streamed"])
+def test_node_sdk_app_runs_on_tidings_serve(tmp_path: Path, streaming: bool) -> None:
     """In production mode the SDK syncs in band (it answers the signed ``PUT`` with its
-    configuration), checks every call's signature and its age, and signs its answers."""
+    configuration), checks every call's signature and its age, and signs its answers; with
+    ``INNGEST_STREAMING=true`` it answers 201 at once and streams an envelope whose headers
+    sign the answer inside it."""
     node = node_binary()
     keys = production_keys(tmp_path)
     server = start_server(tmp_path, "--db", keys.db, "--env", "production", "--retry-interval",
                           "0.2", command="serve", env=keys.env)
     env = clean_env(INNGEST_SIGNING_KEY=keys.signing_key, INNGEST_EVENT_KEY=keys.event_key,
-                    INNGEST_BASE_URL=server.url)
+                    INNGEST_BASE_URL=server.url,
+                    **({"INNGEST_STREAMING": "true"} if streaming else {}))
     try:
         app = start_app(tmp_path, [node, "app.mjs", "serve", "{port}"], env, name="node-app",
                         cwd=NODE_DIR)
@@ -140,12 +146,28 @@ def test_node_sdk_app_runs_on_tidings_serve(tmp_path: Path) -> None:
         unsigned = httpx.post(f"{app.url}?fnId=node-app-double&stepId=step", timeout=30,
                               json={"event": {"name": "node/double", "data": {"x": 1}},
                                     "steps": {}, "ctx": {"run_id": "r"}})
-        assert unsigned.status_code == 401
+        refused = unsigned.status_code
+        if streaming:  # the 201 goes out at once; the refusal comes in the envelope
+            assert refused == 201
+            refused = json.loads(unsigned.content)["status"]
+        assert refused == 401
         synced = api.post("/v1/apps/sync", {"url": app.url})
         assert synced.status_code == 200, synced.text + logs()
         assert synced.json()["data"]["app_id"] == "node-app"  # in band
         check_synced(api.apps()[0])
         check_flow(api, env, logs)
+
+        body = jcs.canonicalize({
+            "ctx": {"attempt": 0, "disable_immediate_execution": False, "max_attempts": 1,
+                    "run_id": "r", "stack": {"current": 0, "stack": []}, "step_id": "step",
+                    "use_api": False},
+            "event": {"data": {"x": 1}, "id": "e", "name": "node/double", "ts": 1, "user": {}},
+            "events": [], "steps": {}, "use_api": False, "version": 2})
+        signed = httpx.post(f"{app.url}?fnId=node-app-double&stepId=step", content=body,
+                            timeout=30, headers={"content-type": "application/json",
+                                                 "x-inngest-signature": sign(body,
+                                                                             keys.signing_key)})
+        assert signed.status_code == (201 if streaming else 200), signed.text
     finally:
         stop_app(app)
         stop_server(server)

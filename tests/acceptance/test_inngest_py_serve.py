@@ -17,12 +17,13 @@ import inngest
 import jcs
 import pytest
 
-from tests.acceptance.py_app_scenario import check_runs, check_synced, send
+from tests.acceptance.py_app_scenario import check_flow, check_runs, check_synced, send
 from tests.acceptance.sdk_apps import (
     Api,
     AppProcess,
-    TamperingProxy,
+    Proxy,
     clean_env,
+    outward_address,
     production_keys,
     start_py_app,
     stop_app,
@@ -45,7 +46,21 @@ class Production:
 
 
 @pytest.fixture
-def production(tmp_path: Path) -> Iterator[Production]:
+def app_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """More of the app's environment (a test sets it with ``indirect`` parametrization)."""
+    extra: dict[str, str] = getattr(request, "param", {})
+    return extra
+
+
+@pytest.fixture
+def app_host(request: pytest.FixtureRequest) -> str:
+    """The address the app listens on and Tidings calls it at (``indirect`` too)."""
+    host: str = getattr(request, "param", "127.0.0.1")
+    return host
+
+
+@pytest.fixture
+def production(tmp_path: Path, app_env: dict[str, str], app_host: str) -> Iterator[Production]:
     keys = production_keys(tmp_path)
     assert keys.signing_key.startswith("signkey-prod-")
     server = start_server(tmp_path, "--db", keys.db, "--env", "production", "--retry-interval",
@@ -53,7 +68,8 @@ def production(tmp_path: Path) -> Iterator[Production]:
     try:
         app = start_py_app(tmp_path, clean_env(INNGEST_SIGNING_KEY=keys.signing_key,
                                                INNGEST_EVENT_KEY=keys.event_key,
-                                               INNGEST_BASE_URL=server.url))
+                                               INNGEST_BASE_URL=server.url, **app_env),
+                           host=app_host)
     except BaseException:
         stop_server(server)
         raise
@@ -148,7 +164,7 @@ def test_the_sdk_refuses_unsigned_calls(production: Production) -> None:
 
 def test_an_answer_with_a_bad_signature_is_not_believed(production: Production,
                                                         sender: inngest.Inngest) -> None:
-    proxy = TamperingProxy(f"http://127.0.0.1:{production.app.port}", b'{"y": 1000}')
+    proxy = Proxy(f"http://127.0.0.1:{production.app.port}", rewrite=b'{"y": 1000}')
     try:
         through = proxy.url("/api/inngest")
         synced = production.api.post("/v1/apps/sync", {"url": through})
@@ -163,3 +179,45 @@ def test_an_answer_with_a_bad_signature_is_not_believed(production: Production,
     assert done["status"] == "Failed"
     assert done["output"] is None
     assert done["error"]["name"] == "UntrustedAnswer"
+
+
+STREAMING = {"INNGEST_STREAMING": "force"}
+
+
+@pytest.mark.parametrize("app_env", [STREAMING], indirect=True)
+def test_streamed_answers_on_tidings_serve(production: Production,
+                                           sender: inngest.Inngest) -> None:
+    """With ``INNGEST_STREAMING=force`` the SDK answers calls of async functions with a 201,
+    keep-alive spaces and an envelope. It signs ``null`` as the stream begins and nothing in
+    the envelope; on loopback nothing can rewrite the stream, so Tidings believes it: the flow
+    runs as it does unstreamed. Sync functions are not streamed and stay signed as usual."""
+    synced = production.api.post("/v1/apps/sync", {"url": production.app.url})
+    assert synced.status_code == 200, synced.text + production.logs()
+
+    check_flow(production.api, sender, send(sender, "py/flow", {"id": 5}), 5, production.logs)
+    assert "Streaming responses are enabled" in production.app.output()
+
+
+OUTWARD = outward_address()
+
+
+@pytest.mark.skipif(OUTWARD is None, reason="this machine has no address besides loopback")
+@pytest.mark.parametrize("app_env", [STREAMING], indirect=True)
+@pytest.mark.parametrize("app_host", [OUTWARD], indirect=True)
+def test_unsigned_streams_over_plain_http_are_not_believed(production: Production,
+                                                           sender: inngest.Inngest) -> None:
+    """Over plain HTTP to an address other than loopback anyone on the way could rewrite what
+    inngest-py streams, which it does not sign: Tidings does not believe those answers, and
+    says what to do. The same app's unstreamed (signed) answers are believed."""
+    assert not production.app.url.startswith("http://127.")
+    synced = production.api.post("/v1/apps/sync", {"url": production.app.url})
+    assert synced.status_code == 200, synced.text + production.logs()
+
+    doubled = production.api.run_of(send(sender, "py/double", {"x": 4}), "py-app-double")
+    flow = production.api.run_of(send(sender, "py/flow", {"id": 9}), "py-app-flow")
+    assert production.api.finished(doubled["id"], logs=production.logs)["output"] == {"y": 8}
+    refused = production.api.finished(flow["id"], logs=production.logs)
+    assert refused["status"] == "Failed"
+    assert refused["error"]["name"] == "UntrustedAnswer"
+    assert "HTTPS" in refused["error"]["message"]
+    assert refused["steps"] == []

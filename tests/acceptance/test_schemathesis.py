@@ -1,12 +1,15 @@
 """Schemathesis fuzzes every operation ``/openapi.json`` describes against a live ``tidings dev``
 over SQLite: no answer may be a 5xx, and every answer must match the document. Random ids rarely
-name a real run, so the runs API is also called on real runs and checked the same way."""
+name a real run, so the runs API and the SDK endpoints are also called on real runs and checked
+the same way. Generated app URLs are aimed at a closed loopback port: the fuzzer must not make
+the server call hosts on the network (or wait for them)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -63,15 +66,38 @@ async def fail(ctx):
 def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("fuzz")
     (tmp / "fuzzapp.py").write_text(FUZZ_APP)
-    server = start_server(tmp, "--db", str(tmp / "fuzz.db"), "-a", "fuzzapp:client")
+    server = start_server(tmp, "--db", str(tmp / "fuzz.db"), "-a", "fuzzapp:client",
+                          "--no-discovery")
     yield server
     stop_server(server)
+
+
+CLOSED_APP = "http://127.0.0.1:9/api/inngest"  # the discard port: nothing listens
+
+
+def aimed_home(value: Any) -> Any:
+    """``value`` with every http(s) URL in it replaced by ``CLOSED_APP``. Text that is not a
+    URL the server would call (or that ``urlsplit`` cannot read) stays for the server to
+    refuse."""
+    if isinstance(value, dict):
+        return {key: aimed_home(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [aimed_home(item) for item in value]
+    if isinstance(value, str):
+        try:
+            scheme = urlsplit(value).scheme
+        except ValueError:
+            return value
+        return CLOSED_APP if scheme in ("http", "https") else value
+    return value
 
 
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_answers_as_documented(case: schemathesis.Case,
                                                dev_server: LiveServer) -> None:
+    if case.path in ("/fn/register", "/v1/apps/sync"):
+        case.body = aimed_home(case.body)
     case.call_and_validate(base_url=dev_server.url, headers=AUTH, checks=CHECKS)
 
 
@@ -95,6 +121,11 @@ def test_openapi_json_describes_every_json_endpoint(dev_server: LiveServer) -> N
         ("POST", "/v1/runs/{run_id}/rerun"),
         ("POST", "/v1/replays"),
         ("GET", "/v1/replays/{replay_id}"),
+        ("POST", "/fn/register"),
+        ("GET", "/v0/runs/{run_id}/batch"),
+        ("GET", "/v0/runs/{run_id}/actions"),
+        ("GET", "/v1/apps"),
+        ("POST", "/v1/apps/sync"),
         ("GET", "/health"),
         ("GET", "/openapi.json"),
     }
@@ -149,6 +180,55 @@ def test_the_runs_api_on_real_runs_answers_as_documented(dev_server: LiveServer)
     assert replay["done"] and progress == replay
     assert replay["total"] >= 1
     assert stopped["cancelled_at"] is not None
+
+
+def _call_raw(server: LiveServer, path: str, method: str, status: int, **parts: Any) -> Any:
+    case = schema[path][method].Case(**parts)
+    reply = case.call_and_validate(base_url=server.url, headers=AUTH, checks=CHECKS)
+    assert reply.status_code == status, reply.text
+    return reply.json()
+
+
+def test_the_sdk_endpoints_on_real_runs_and_apps_answer_as_documented(
+    dev_server: LiveServer,
+) -> None:
+    sent = httpx.post(f"{dev_server.url}/e/key", timeout=10,
+                      json={"name": "fuzz/go", "data": {"n": 1}})
+    [event_id] = sent.json()["ids"]
+    deadline = time.monotonic() + 30
+    napping = None
+    while napping is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+        runs = _call(dev_server, "/v1/events/{event_id}/runs", "GET", 200,
+                     path_parameters={"event_id": event_id})
+        napping = next((r for r in runs if r["status"] == "Sleeping"), None)
+    one = {"path_parameters": {"run_id": napping["id"]}}
+
+    events = _call_raw(dev_server, "/v0/runs/{run_id}/batch", "GET", 200, **one)
+    steps = _call_raw(dev_server, "/v0/runs/{run_id}/actions", "GET", 200, **one)
+    _call_raw(dev_server, "/v0/runs/{run_id}/batch", "GET", 404,
+              path_parameters={"run_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV"})
+    registered = _call_raw(dev_server, "/fn/register", "POST", 200, body={
+        "appname": "docs-app", "url": CLOSED_APP, "framework": "fast_api", "sdk": "py:v0.5.19",
+        "functions": [{"id": "docs-app-f", "name": "f", "triggers": [{"event": "docs/f"}],
+                       "steps": {"step": {"id": "step", "name": "step",
+                                          "runtime": {"type": "http", "url": CLOSED_APP},
+                                          "retries": {"attempts": 1}}}}]})
+    _call_raw(dev_server, "/fn/register", "POST", 400, body={
+        "appname": "docs-app", "url": CLOSED_APP, "functions": [{"id": "x", "triggers": [],
+                                                                  "steps": {}}]})
+    unreachable = _call_raw(dev_server, "/v1/apps/sync", "POST", 422, body={"url": CLOSED_APP})
+    apps = _call(dev_server, "/v1/apps", "GET", 200)
+
+    assert [(e["id"], e["name"], e["data"]) for e in events] == [
+        (event_id, "fuzz/go", {"n": 1})]
+    [(step_id, memo)] = steps.items()
+    assert memo == {"data": 1} and step_id
+    assert registered == {"ok": True, "modified": True}
+    assert unreachable["data"]["status"] == "unreachable"
+    [app] = [a for a in apps if a["url"] == CLOSED_APP]
+    assert (app["status"], app["app_id"], app["functions"]) == ("unreachable", "docs-app", 1)
 
 
 @pytest.mark.parametrize("query", [

@@ -15,6 +15,7 @@ from tests.unit.helpers import app_client
 from tidings.core import Core
 from tidings.keys import SigningKeys
 from tidings.runs import store
+from tidings.runs.store import FunctionDef
 from tidings.signing import hash_key
 
 URL = "http://127.0.0.1:3000/api/inngest"
@@ -103,6 +104,21 @@ async def test_js_keys_retries_and_archiving(db_url: str, tmp_path: Path) -> Non
         assert set(await functions(core)) == {"my-app-a"}
 
 
+async def test_an_sdk_app_leaves_the_native_functions_of_its_app_id_alone(
+        db_url: str, tmp_path: Path) -> None:
+    async with app_client(make_settings(db_url, tmp_path)) as (http, core):
+        env = await core.storage.ensure_env("dev")
+        native = FunctionDef(slug="my-app-native", name="native", url=None,
+                             config={"id": "my-app-native", "triggers": [{"event": "app/n"}]})
+        await core.storage.write(lambda tx: store.register(
+            tx, env_id=env.id, app_id="my-app", queue="native:my-app", defs=[native], now=1))
+
+        assert (await register(http, PY_BODY)).status_code == 200
+        live = await functions(core)
+        assert set(live) == {"my-app-native", "my-app-all-config", "my-app-all-config-failure"}
+        assert live["my-app-native"].queue == "native:my-app"
+
+
 async def test_invalid_registrations_are_refused(db_url: str, tmp_path: Path) -> None:
     async with app_client(make_settings(db_url, tmp_path)) as (http, core):
         cases = {
@@ -118,6 +134,12 @@ async def test_invalid_registrations_are_refused(db_url: str, tmp_path: Path) ->
             "batchEvents cannot be combined with cancel": {**PY_BODY, "functions": [fn(
                 "x", batchEvents={"maxSize": 10, "timeout": "5s"},
                 cancel=[{"event": "app/stop"}])]},
+            # What PostgreSQL cannot store, and URLs no client can call, are refused (not 500).
+            "NUL character": {**PY_BODY, "appname": "my\x00app"},
+            "app URL 'http://[::1' is not": {**PY_BODY, "url": "http://[::1"},
+            "app URL 'http://' is not": {**PY_BODY, "url": "http://"},
+            "step URL": {**PY_BODY, "functions": [fn("x", steps={"step": {
+                "runtime": {"type": "http", "url": "https://host:99999/"}}})]},
         }
         for expected, body in cases.items():
             answer = await register(http, body)

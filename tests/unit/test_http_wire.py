@@ -18,13 +18,16 @@ from tidings.engine.http_wire import (
     error_of,
     invoke_of,
     parse_ops,
+    private_transport,
     retry_after,
     sdk_event,
     sleep_until,
+    streamed_distrust,
     unwrap_stream,
     wait_of,
 )
 from tidings.runs.model import StepRow
+from tidings.signing import sign
 
 NOW = 1_700_000_000_000
 
@@ -135,3 +138,53 @@ def test_errors_retry_after_and_streams() -> None:
 def test_sdk_event_keeps_v() -> None:
     assert sdk_event({"id": "e", "name": "a/b", "data": {"k": 1}, "ts": 5, "v": "1"}) == {
         "data": {"k": 1}, "id": "e", "name": "a/b", "ts": 5, "user": {}, "v": "1"}
+
+
+KEY = "signkey-prod-" + "ab" * 32
+OTHER = "signkey-prod-" + "cd" * 32
+LOCAL = "http://127.0.0.1:8000/api/inngest?fnId=f&stepId=step"
+
+
+def test_a_streamed_answer_signed_inside_its_envelope_is_checked_there() -> None:
+    """inngest-js: the envelope's headers sign the answer in it; the 201 itself is unsigned."""
+    body = b'{"y":4}'
+    inner = {"x-inngest-signature": sign(body, KEY)}
+    assert streamed_distrust(LOCAL, {}, inner, body, [KEY], answered=0) is None
+    assert streamed_distrust("http://10.0.0.7/api", {}, inner, body, [OTHER, KEY],
+                             answered=0) is None
+    assert streamed_distrust(LOCAL, {}, inner, b'{"y":5}', [KEY], answered=0) is not None
+    assert streamed_distrust(LOCAL, {}, inner, body, [OTHER], answered=0) is not None
+    # A signature inside that fails is not rescued by a good one outside.
+    outer = {"x-inngest-signature": sign(b"null", KEY)}
+    assert streamed_distrust(LOCAL, outer, {"x-inngest-signature": sign(body, OTHER)}, body,
+                             [KEY], answered=0) is not None
+
+
+def test_an_unsigned_stream_is_believed_only_over_a_transport_that_keeps_it_intact() -> None:
+    """inngest-py 0.5 signs ``null`` when its 201 begins and nothing in the envelope: that
+    proves the app holds the key, not what it streamed."""
+    began = 1_700_000_000
+    outer = {"x-inngest-signature": sign(b"null", KEY, began)}
+    body = b'[{"id": "h", "op": "StepRun", "data": 1}]'
+    for url in (LOCAL, "http://localhost:3000/api/inngest", "http://[::1]:3000/x",
+                "https://app.example.com/api/inngest"):
+        assert streamed_distrust(url, outer, {}, body, [KEY], answered=began + 2) is None, url
+    why = streamed_distrust("http://10.0.0.7:8000/api/inngest", outer, {}, body, [KEY],
+                            answered=began + 2)
+    assert why is not None and "HTTPS" in why and "10.0.0.7" in why
+    # The signature must be the app's, over what it signs, from when its answer began.
+    for bad in ({}, {"x-inngest-signature": sign(b"null", OTHER, began)},
+                {"x-inngest-signature": sign(body, KEY, began)}):
+        assert streamed_distrust(LOCAL, bad, {}, body, [KEY], answered=began) is not None
+    assert streamed_distrust(LOCAL, outer, {}, body, [KEY], answered=began + 3600) is not None
+    # A long function streams for longer than the signature's allowed age: that is fine.
+    assert streamed_distrust(LOCAL, outer, {}, body, [KEY], answered=began) is None
+
+
+def test_private_transports() -> None:
+    assert private_transport("https://10.0.0.7/api")
+    assert private_transport("http://127.0.0.2:80/")
+    assert private_transport("http://api.localhost/")
+    assert not private_transport("http://192.168.1.5:3000/api/inngest")
+    assert not private_transport("http://app.internal/api/inngest")
+    assert not private_transport("http://localhost.evil.com/")

@@ -13,7 +13,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 import jcs
@@ -48,6 +48,29 @@ def get(obj: Mapping[str, Any], key: str) -> Any:
     return None
 
 
+def is_http_url(value: Any) -> TypeGuard[str]:
+    """True for text an HTTP client can call: an http(s) URL with a host."""
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # reading it checks it
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket, a port out of range
+        return False
+
+
+def has_nul(value: Any) -> bool:
+    """True when some text in ``value`` holds a NUL character (PostgreSQL text cannot)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
+
+
 def strip_nulls(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: strip_nulls(v) for k, v in value.items() if v is not None}
@@ -72,11 +95,13 @@ def parse_app(body: Any) -> AppConfig:
     """Read a register body; ``RequestRejected`` says what is wrong with it."""
     if not isinstance(body, Mapping):
         raise RequestRejected("Invalid request: the body is not a JSON object")
+    if has_nul(body):
+        raise RequestRejected("Invalid request: text in the registration holds a NUL character")
     app_id = get(body, "appName") or get(body, "app_id")
     if not isinstance(app_id, str) or not app_id:
         raise RequestRejected("App ID required")
     url = get(body, "url")
-    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+    if not is_http_url(url):
         raise RequestRejected(f"Invalid request: the app URL {url!r} is not an http(s) URL")
     raw_functions = get(body, "functions") or []
     if not isinstance(raw_functions, list):
@@ -162,7 +187,7 @@ def _step(raw: Any, top_retries: Any) -> tuple[str, int]:
         raise ConfigError("the step is not a JSON object")
     runtime = get(step, "runtime") or {}
     url = get(runtime, "url") if isinstance(runtime, Mapping) else None
-    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+    if not is_http_url(url):
         raise ConfigError(f"the step URL {url!r} is not an http(s) URL")
     retries = get(step, "retries")
     attempts = get(retries, "attempts") if isinstance(retries, Mapping) else None

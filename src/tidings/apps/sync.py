@@ -93,9 +93,11 @@ class AppSync:
         if keys is not None:
             headers["x-inngest-signature"] = sign(body, keys.current)
             headers["x-inngest-sync-kind"] = "in_band"
+            if keys.branch is not None:
+                headers["x-inngest-env"] = keys.branch
         try:
             reply = await self.http.put(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             return await self._failed(env_id, url, records.UNREACHABLE,
                                       f"cannot reach the app: {exc or type(exc).__name__}")
         try:
@@ -116,10 +118,26 @@ class AppSync:
                                       "the app's answer is not signed with this environment's "
                                       "signing key")
         try:
-            app, modified = await self.register(env_id, in_band_body(answer))
+            registration = in_band_body(answer)
+            # An app of a branch says so (``env``), as it would in an X-Inngest-Env header.
+            target = await self._branch_of(env_id, get(answer, "env"))
+            app, modified = await self.register(target, registration)
         except RequestRejected as exc:
             return await self._failed(env_id, url, records.FAILED, exc.message)
         return SyncResult(url=url, status=records.SYNCED, modified=modified, app_id=app.app_id)
+
+    async def _branch_of(self, env_id: str, branch: Any) -> str:
+        """The environment an app of ``branch`` joins when synced from ``env_id``: that branch
+        of the environment ``env_id`` belongs to (a branch's parent, else itself)."""
+        if branch is None or branch == "":
+            return env_id
+        if not isinstance(branch, str):
+            raise RequestRejected("the app's in-band answer names an env that is not a string")
+        env = await self.storage.get_env(env_id)
+        if env is not None and env.parent_id is not None:
+            env = await self.storage.get_env(env.parent_id)
+        assert env is not None
+        return (await self._core.gate.branch(env, branch)).id
 
     async def _failed(self, env_id: str, url: str, status: str, error: str) -> SyncResult:
         log.info("app at %s: %s (%s)", url, status, error)

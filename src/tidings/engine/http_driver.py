@@ -8,7 +8,8 @@ from the top) and reads the answer: ``200`` the function returned; ``206`` ops â
 a call of its own (``stepId=<hash>``), after which every call of the run asks the SDK to plan
 rather than run (``disable_immediate_execution``); anything else is the function's error,
 retried unless the SDK says ``x-inngest-no-retry``. Outside dev every request is signed with
-the environment's signing key and an answer is only believed when its signature checks out.
+the environment's signing key and an answer is only believed when its signature checks out
+(a streamed one as ``http_wire.streamed_distrust`` says).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -32,6 +34,7 @@ from tidings.engine.http_wire import (
     parse_ops,
     retry_after,
     sleep_until,
+    streamed_distrust,
     unwrap_stream,
     wait_of,
 )
@@ -80,12 +83,19 @@ class HttpHost(Protocol):
                       began: int | None = None, *, final: bool = False) -> bool: ...
 
 
+UNSIGNED = "the app's answer is not signed with this environment's signing key; it was not believed"
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     status: int
     headers: dict[str, str]
     body: bytes
-    trusted: bool  # dev, or signed with the environment's key
+    distrust: str | None  # why the answer is not believed; None in dev or when it is signed
+
+    @property
+    def trusted(self) -> bool:
+        return self.distrust is None
 
 
 def step_url(url: str, step_id: str) -> str:
@@ -155,9 +165,8 @@ class HttpDriver:
             return reply
         if reply.status >= 300 or reply.status < 200:
             return self._failed(reply, host.now())
-        if not reply.trusted:
-            return _failure("UntrustedAnswer", "the app's answer is not signed with this "
-                            "environment's signing key; it was not believed")
+        if reply.distrust is not None:
+            return _failure("UntrustedAnswer", reply.distrust)
         if "x-inngest-sdk" not in reply.headers:
             return _failure("NotAnSDK", f"the answer ({reply.status}) has no X-Inngest-SDK "
                             "header: something other than an Inngest SDK answered")
@@ -259,19 +268,30 @@ class HttpDriver:
                    "x-run-id": state.run_id, "x-inngest-step-id": step_id}
         if keys is not None:
             headers["x-inngest-signature"] = sign(body, keys.current)
+            if keys.branch is not None:
+                headers["x-inngest-env"] = keys.branch
         url = step_url(fn.url, step_id)
         try:
-            response = await self._http.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            async with self._http.stream("POST", url, content=body, headers=headers) as response:
+                answered = int(time.time())  # a streaming SDK signs as its answer begins
+                raw = await response.aread()
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             return _failure("AppUnreachable", f"cannot call {url}: {exc or type(exc).__name__}")
-        status, raw = response.status_code, response.content
+        status, streamed = response.status_code, response.status_code == 201
         found = {k.lower(): v for k, v in response.headers.items()}
-        trusted = self._dev or (keys is not None and
-                                verify(raw, found.get("x-inngest-signature"), keys.all))
-        if status == 201:
+        inner: dict[str, str] = {}
+        answer = raw
+        if streamed:
             try:
-                status, inner, raw = unwrap_stream(raw)
+                status, inner, answer = unwrap_stream(raw)
             except ProtocolError as exc:
                 return _failure("ProtocolError", str(exc))
-            found = {**found, **inner}
-        return Reply(status, found, raw, trusted)
+        if self._dev:
+            distrust = None
+        elif keys is None:
+            distrust = UNSIGNED
+        elif streamed:
+            distrust = streamed_distrust(url, found, inner, answer, keys.all, answered=answered)
+        else:
+            distrust = None if verify(raw, found.get("x-inngest-signature"), keys.all) else UNSIGNED
+        return Reply(status, {**found, **inner}, answer, distrust)

@@ -4,15 +4,22 @@ answers with, as inngest-py 0.5 and inngest-js 4 really speak them.
 The body is JCS-canonical JSON (RFC 8785): the SDKs re-canonicalise it before checking its
 signature. Memoized steps keep the shapes the SDKs expect: ``{"data": x}`` or ``{"error": e}``
 for runs and invokes, the whole event for a wait, ``null`` for a sleep.
+
+A streamed answer (``201``) is signed differently by each SDK: inngest-js signs the answer inside
+the envelope and puts the signature in the envelope's headers; inngest-py 0.5 signs the body its
+``201`` had when the stream began — nothing, ``null`` — so only the transport keeps what it
+streams intact (``streamed_distrust``).
 """
 
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import jcs
 import msgspec
@@ -21,10 +28,14 @@ from tidings.durations import to_ms
 from tidings.engine.outcomes import ErrorJSON, Invoke, WaitForEvent
 from tidings.errors import ConfigError
 from tidings.runs.model import StepRow
+from tidings.signing import verify
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_PAUSE_MS = 366 * 24 * 3600 * 1000
 EXECUTION_VERSION = 2
+SIGNATURE = "x-inngest-signature"
+# What inngest-py 0.5 signs when it streams: its 201's body before the stream is written.
+PY_STREAM_SIGNED = b"null"
 
 
 class ProtocolError(ValueError):
@@ -133,6 +144,45 @@ def unwrap_stream(body: bytes) -> tuple[int, dict[str, str], bytes]:
         raise ProtocolError("the streamed answer is not a status, headers and body") from None
     raw = inner.encode() if isinstance(inner, str) else msgspec.json.encode(inner)
     return status, headers, raw
+
+
+def private_transport(url: str) -> bool:
+    """True when nothing on the way to ``url`` can rewrite an answer: TLS, or loopback."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    host = (parts.hostname or "").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def streamed_distrust(url: str, outer: Mapping[str, str], inner: Mapping[str, str], body: bytes,
+                      keys: Sequence[str], *, answered: int) -> str | None:
+    """Why a streamed answer cannot be believed, or None when it can.
+
+    With a signature in the envelope (inngest-js) the answer itself must be signed. Without one
+    (inngest-py 0.5) the ``201``'s own signature, over ``null`` and made when the stream began
+    (``answered``, in seconds), proves only that the app holds the key: what it streamed is
+    believed where the transport guarantees it arrived as sent, and nowhere else.
+    """
+    signature = inner.get(SIGNATURE)
+    if signature is not None:
+        if verify(body, signature, keys):
+            return None
+        return ("the answer streamed by the app is not signed with this environment's signing "
+                "key; it was not believed")
+    if not verify(PY_STREAM_SIGNED, outer.get(SIGNATURE), keys, now=answered):
+        return ("the app's streamed answer is not signed with this environment's signing key; "
+                "it was not believed")
+    if not private_transport(url):
+        return (f"the app streams its answers (INNGEST_STREAMING) and its SDK does not sign "
+                f"what it streams, so over plain HTTP to {urlsplit(url).hostname} they cannot "
+                "be believed: serve the app over HTTPS or turn streaming off")
+    return None
 
 
 def display_name(op: Mapping[str, Any]) -> str:

@@ -1,5 +1,6 @@
-"""The runtime of a process: registers its native apps, routes, executes, fires crons; in a
-server process it also calls the functions of Inngest SDK apps (queue ``http``).
+"""The runtime of a process: registers its native apps, routes, executes, fires crons; with
+``http`` (servers, unless ``--no-http``; ``tidings worker`` without apps, or ``--http``) it also
+calls the functions of Inngest SDK apps (queue ``http``).
 
 ``tidings dev -a module:client`` runs one next to the HTTP server; ``tidings worker`` runs one
 alone. Everything it knows is in the database, so any number of them can share one.
@@ -61,20 +62,21 @@ class Runtime:
 
     async def register(self) -> None:
         """Record this process's native functions (and archive ones its apps dropped)."""
-        self.env = env = await self.core.storage.ensure_env(self.env_name)
-        now = self.clock()
-        for app in self.apps:
-            queue = native_queue(app.app_id)
-            defs = [FunctionDef(slug=fn.slug, name=fn.name, url=None, config=fn.definition())
-                    for fn in app.functions]
-            await self.core.storage.write(
-                partial(store.register, env_id=env.id, app_id=app.app_id, queue=queue,
-                        defs=defs, now=now))
-            driver = NativeDriver({fn.slug: fn for fn in app.functions})
-            self.executors[queue] = Executor(
-                self.core, self.registry, driver, queue=queue,
-                settings=self.settings, clock=self.clock, on_events=self.router.submit,
-                on_due=self._due)
+        if self.apps:  # a process that only calls SDK apps has no environment of its own
+            self.env = env = await self.core.storage.ensure_env(self.env_name)
+            now = self.clock()
+            for app in self.apps:
+                queue = native_queue(app.app_id)
+                defs = [FunctionDef(slug=fn.slug, name=fn.name, url=None,
+                                    config=fn.definition()) for fn in app.functions]
+                await self.core.storage.write(
+                    partial(store.register, env_id=env.id, app_id=app.app_id, queue=queue,
+                            defs=defs, now=now))
+                driver = NativeDriver({fn.slug: fn for fn in app.functions})
+                self.executors[queue] = Executor(
+                    self.core, self.registry, driver, queue=queue,
+                    settings=self.settings, clock=self.clock, on_events=self.router.submit,
+                    on_due=self._due)
         if self._http and HTTP_QUEUE not in self.executors:
             # Functions of Inngest SDK apps, whatever environment synced them.
             keys = SigningKeys(self.core.storage, self.core.vault.sealer.keyring)

@@ -49,14 +49,15 @@ class FunctionDef:
 
 def register(tx: Tx, *, env_id: str, app_id: str, queue: str, defs: Sequence[FunctionDef],
              now: int, archive_missing: bool = True) -> list[FunctionRow]:
-    """Create or update an app's functions; archive the ones it no longer has."""
+    """Create or update an app's functions; archive the ones it no longer has. An SDK app and
+    a native client may share an app id: each archives only functions of its own queue."""
     for d in defs:
         tx.run("upsert_function", (new_id(now), env_id, app_id, d.slug, d.name, queue, d.url,
                                    dumps(d.config), now, now))
     if archive_missing:
         keep = {d.slug for d in defs}
         for row in tx.all("app_functions", (env_id, app_id)):
-            if row[3] not in keep:
+            if row[5] == queue and row[3] not in keep:
                 tx.run("archive_function", (now, row[0]))
     tx.run("bump_registry")
     rows = []

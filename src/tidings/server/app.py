@@ -78,8 +78,10 @@ class TidingsApp:
 
     def __init__(self, settings: Settings, core: Core | None = None, *,
                  apps: Sequence[Tidings] = (), env: str = "dev",
-                 engine: EngineSettings | None = None, watch: AppWatch | None = None) -> None:
+                 engine: EngineSettings | None = None, watch: AppWatch | None = None,
+                 http: bool = True) -> None:
         self.settings = settings
+        self._http = http
         self.core = core
         self._owns_core = core is None
         self._apps = list(apps)
@@ -137,7 +139,7 @@ class TidingsApp:
             self._build(self.core)
         if self._owns_core:
             self.runtime = Runtime(self.core, self._apps, env=self._env, settings=self._engine,
-                                   http=True)
+                                   http=self._http)
             try:
                 await self.runtime.start()
                 await self._watch_apps(self.core)
@@ -209,8 +211,9 @@ class AppWatch:
 def create_app(settings: Settings, core: Core | None = None, *,
                apps: Sequence[Tidings] = (), env: str = "dev",
                engine: EngineSettings | None = None,
-               watch: AppWatch | None = None) -> TidingsApp:
+               watch: AppWatch | None = None, http: bool = True) -> TidingsApp:
     """The ASGI app. Without ``core`` it opens its own at lifespan start-up, with a runtime that
-    routes events, runs the native functions of ``apps`` and calls those of SDK apps; in dev,
-    ``watch`` keeps SDK apps synced."""
-    return TidingsApp(settings, core, apps=apps, env=env, engine=engine, watch=watch)
+    routes events, runs the native functions of ``apps`` and (unless ``http`` is false) calls
+    those of SDK apps; in dev, ``watch`` keeps SDK apps synced."""
+    return TidingsApp(settings, core, apps=apps, env=env, engine=engine, watch=watch,
+                      http=http)

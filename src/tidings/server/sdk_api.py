@@ -2,10 +2,12 @@
 
 * ``POST /fn/register``: an app registers its functions (out-of-band sync). Outside dev it
   authenticates with ``Authorization: Bearer`` and its environment's signing key (plain or
-  hashed, with or without the ``signkey-…-`` prefix), which also says which environment it is.
+  hashed, with or without the ``signkey-…-`` prefix), which also says which environment it is;
+  ``X-Inngest-Env`` puts it in a branch of that environment.
 * ``GET /v0/runs/{id}/batch`` and ``/actions``: the events and memoized steps of a run, for calls
   too large to carry them (``use_api``).
-* ``POST /v1/apps/sync {"url": …}`` pings an app so that it syncs; ``GET /v1/apps`` lists them.
+* ``POST /v1/apps/sync {"url": …}`` pings an app so that it syncs (``422`` when it cannot be
+  reached or its answer is refused); ``GET /v1/apps`` lists them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tidings.apps import records
+from tidings.apps.config import has_nul, is_http_url
 from tidings.apps.sync import AppSync
 from tidings.core import Core
 from tidings.engine.http_wire import memos, sdk_event
@@ -55,9 +58,11 @@ class SdkAPI:
         ]
 
     async def _sdk_env(self, request: Request) -> str:
-        """The environment an SDK request is for: dev's, or its signing key's."""
+        """The environment an SDK request is for: dev's, or its signing key's; or the branch
+        of it that ``X-Inngest-Env`` names (the SDK's ``env``, ``INNGEST_ENV``)."""
+        branch = request.headers.get("x-inngest-env") or None
         if self.core.settings.dev:
-            return (await self.core.gate.env_for(DEV_ENV, "api")).id
+            return (await self.core.gate.env_for(DEV_ENV, "api", branch)).id
         token = bearer(request)
         if not token:
             raise Unauthorized("a signing key is required (Authorization: Bearer <signing key "
@@ -65,7 +70,11 @@ class SdkAPI:
         env_id = await self.keys.env_for_bearer(token)
         if env_id is None:
             raise Unauthorized("signing key not found")
-        return env_id
+        if branch is None:
+            return env_id
+        env = await self.core.storage.get_env(env_id)
+        assert env is not None
+        return (await self.core.gate.branch(env, branch)).id
 
     async def register(self, request: Request) -> Response:
         expected = request.headers.get("x-inngest-expected-server-kind")
@@ -123,10 +132,12 @@ class SdkAPI:
         except msgspec.DecodeError:
             body = None
         url = body.get("url") if isinstance(body, dict) else None
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        if not is_http_url(url) or has_nul(url):
             raise RequestRejected('expected {"url": "http(s)://…"}: the URL the app serves')
         result = await self.sync.ping(env.id, url)
         if result.status != records.SYNCED:
-            return json_response(502, {"error": result.error, "status": 502,
+            # The request was fine and Tidings did its part: what failed is the app at that URL
+            # (a 5xx would say Tidings failed, and page whoever runs it).
+            return json_response(422, {"error": result.error, "status": 422,
                                        "data": result.to_json()})
         return json_response(200, {"data": result.to_json()})

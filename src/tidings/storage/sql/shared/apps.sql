@@ -41,6 +41,10 @@ INSERT INTO signing_keys (env_id, sealed, fallback, created_at) VALUES (?, ?, ?,
 ON CONFLICT (env_id) DO UPDATE SET
     sealed = excluded.sealed, fallback = excluded.fallback, created_at = excluded.created_at;
 
+-- name: rewrap_signing_keys
+-- Only if the row is still the one that was read: a key created meanwhile is left as it is.
+UPDATE signing_keys SET sealed = ?, fallback = ? WHERE env_id = ? AND sealed = ?;
+
 -- name: plan_run
 INSERT INTO planned_runs (run_id, since) VALUES (?, ?) ON CONFLICT (run_id) DO NOTHING;
 

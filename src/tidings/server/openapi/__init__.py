@@ -1,0 +1,59 @@
+"""The OpenAPI document of the JSON endpoints, served at ``/openapi.json``.
+
+``tests/acceptance/test_schemathesis.py`` fuzzes the server against it, so every answer the
+server can give (status, headers, body) is written down here: the events in ``events``, runs
+and replays in ``runs``, what Inngest SDK apps call in ``sdk``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from tidings.server.openapi import events, runs, sdk
+from tidings.server.openapi.parts import ERROR, FIELD_ERROR, ApiSecurity, json_body
+
+
+@cache
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document (built once)."""
+    api_key: ApiSecurity = [{"apiKey": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Tidings", "version": "1",
+                 "description": "Events in, durable functions out. Every answer is JSON."},
+        "paths": {
+            **events.paths(api_key),
+            **runs.paths(api_key),
+            **sdk.paths(api_key, [{"signingKey": []}]),
+            "/health": {"get": {
+                "operationId": "health",
+                "summary": "Health",
+                "responses": {"200": json_body({
+                    "type": "object", "required": ["status", "message"],
+                    "properties": {"status": {"const": 200}, "message": {"type": "string"}},
+                }, "OK")},
+            }},
+            "/openapi.json": {"get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "responses": {"200": json_body({"type": "object",
+                                                "required": ["openapi", "paths"]},
+                                               "OpenAPI 3.1")},
+            }},
+        },
+        "components": {
+            "schemas": {"FieldError": FIELD_ERROR, "Error": ERROR, **events.SCHEMAS,
+                        **runs.SCHEMAS, **sdk.SCHEMAS},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer",
+                           "description": "An API key (tda_...); tidings dev needs none."},
+                "eventKey": {"type": "http", "scheme": "bearer",
+                             "description": "An event key (tdk_...); any in tidings dev."},
+                "signingKey": {"type": "http", "scheme": "bearer",
+                               "description": "The environment's signing key, plain or "
+                                              "hashed, with or without its signkey-…- "
+                                              "prefix; tidings dev needs none."},
+            },
+        },
+    }

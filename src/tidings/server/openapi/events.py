@@ -1,0 +1,203 @@
+"""The event endpoints in the OpenAPI document: the Event API (Inngest's) and ``/v1/events``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tidings.events.parse import TS_MAX, TS_MIN
+from tidings.server.openapi.parts import (
+    ENV_HEADER,
+    JSON_OBJECT,
+    LIMITS,
+    NULLABLE_STRING,
+    NULLABLE_TIME,
+    READ_HEADERS,
+    ULID_PATTERN,
+    ApiSecurity,
+    errors,
+    header,
+    json_body,
+    ref,
+    time_query,
+)
+
+EVENT_TIME: dict[str, Any] = {"oneOf": [
+    {"type": "integer", "minimum": TS_MIN, "maximum": TS_MAX - 1},
+    {"type": "string", "format": "date-time"},
+    {"type": "null"},
+]}
+# Every optional field of an incoming event may also be null, which means "not given".
+MAYBE_OBJECT: dict[str, Any] = {"type": ["object", "null"], "additionalProperties": True}
+
+EVENT_IN: dict[str, Any] = {
+    "type": "object",
+    "required": ["name"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": LIMITS.max_name_chars,
+                 "description": "Event name; the prefixes inngest/ and tidings/ are reserved."},
+        "data": {**MAYBE_OBJECT, "description": "The payload (Inngest name)."},
+        "payload": {**MAYBE_OBJECT, "description": "The payload (Trigger.dev name); give it or "
+                    "data, not two different values."},
+        "user": {**MAYBE_OBJECT, "description": "Encrypted at rest; external_id identifies the "
+                 "user for erasure."},
+        "id": {"type": ["string", "null"], "maxLength": LIMITS.max_id_chars,
+               "description": "Idempotency key: a second event with the same id in the dedup "
+               "window is not stored again."},
+        "ts": {"oneOf": [{"type": "integer", "minimum": TS_MIN, "maximum": TS_MAX - 1},
+                         {"enum": [0, None]}],
+               "description": "Milliseconds since the epoch; default (or 0) now."},
+        "timestamp": {**EVENT_TIME, "description": "Same as ts (Trigger.dev name); give one "
+                      "of them or the same moment in both."},
+        "v": NULLABLE_STRING,
+        "source": {"type": ["string", "null"], "minLength": 1,
+                   "maxLength": LIMITS.max_name_chars, "default": "tidings"},
+        "context": MAYBE_OBJECT,
+        "account_id": NULLABLE_STRING,
+        "deliver_at": {**EVENT_TIME, "description": "Deliver to functions at this time."},
+        "deliver_after": {"type": ["integer", "null"], "minimum": 0,
+                          "description": "Deliver after this many seconds (before 2100)."},
+    },
+}
+
+EVENT_RECORD: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "name", "data", "user", "event_id", "idempotency_key", "ts", "timestamp",
+                 "v", "source", "context", "account_id", "received_at", "deliver_at",
+                 "delivered_at", "cancelled_at"],
+    "properties": {
+        "id": {"type": "string", "pattern": ULID_PATTERN, "description": "Internal ULID."},
+        "name": {"type": "string"},
+        "data": JSON_OBJECT,
+        "user": {**JSON_OBJECT, "description": "Decrypted; {} when none or erased."},
+        "event_id": {"type": "string", "description": "The sender's id, else the internal id."},
+        "idempotency_key": NULLABLE_STRING,
+        "ts": {"type": "integer"},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "v": NULLABLE_STRING,
+        "source": {"type": "string"},
+        "context": {"type": ["object", "null"]},
+        "account_id": NULLABLE_STRING,
+        "received_at": {"type": "string", "format": "date-time"},
+        "deliver_at": NULLABLE_TIME,
+        "delivered_at": NULLABLE_TIME,
+        "cancelled_at": NULLABLE_TIME,
+    },
+}
+
+
+INGEST_REPLY: dict[str, Any] = {
+    "type": "object",
+    "required": ["ids", "status"],
+    "properties": {
+        "ids": {"type": "array", "items": {"type": "string", "pattern": ULID_PATTERN},
+                "description": "One per event, in order; empty when nothing was stored."},
+        "status": {"type": "integer"},
+        "error": {"type": "string"},
+        "errors": {"type": "array", "items": ref("FieldError")},
+    },
+}
+
+EVENT_PAGE: dict[str, Any] = {
+    "type": "object",
+    "required": ["data", "cursor"],
+    "properties": {
+        "data": {"type": "array", "items": ref("EventRecord")},
+        "cursor": {"type": ["string", "null"],
+                   "description": "Pass as cursor for the next (older) page; null at the end."},
+    },
+}
+
+SEED_HEADER = header(
+    "x-inngest-event-id-seed", {"type": "string"},
+    "'<millis>,<base64 of 10 bytes>': retries with the same seed get the same ids (anything "
+    "else is ignored).",
+)
+SEND_HEADERS = [ENV_HEADER, SEED_HEADER]
+
+EVENTS_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {"application/json": {"schema": {"oneOf": [
+        ref("EventIn"),
+        {"type": "array", "items": ref("EventIn"),
+         "maxItems": LIMITS.max_events_per_request},
+    ]}}},
+}
+
+
+SCHEMAS: dict[str, Any] = {
+    "EventIn": EVENT_IN,
+    "EventRecord": EVENT_RECORD,
+    "IngestReply": INGEST_REPLY,
+    "EventPage": EVENT_PAGE,
+}
+
+
+def paths(api_key: ApiSecurity) -> dict[str, Any]:
+    """The operations on events."""
+    ingest_errors = {str(c): json_body(ref("IngestReply"), "Rejected; nothing stored")
+                     for c in (400, 401, 413, 415)}
+    return {
+        "/e/{key}": {"post": {
+            "operationId": "ingest",
+            "summary": "Send events (Inngest-compatible Event API)",
+            "description": "Answers only after the events are committed; a request with "
+                           "one bad event stores nothing.",
+            "parameters": [
+                {"name": "key", "in": "path", "required": True,
+                 "schema": {"type": "string", "minLength": 1},
+                 "description": "Event key (any in dev)."},
+                *SEND_HEADERS,
+            ],
+            "requestBody": EVENTS_BODY,
+            "responses": {"200": json_body(ref("IngestReply"), "Stored"), **ingest_errors},
+        }},
+        "/v1/events": {
+            "get": {
+                "operationId": "listEvents",
+                "summary": "List events, newest first",
+                "security": api_key,
+                "parameters": [
+                    {"name": "name", "in": "query",
+                     "schema": {"type": "string", "pattern": "^[^\\x00]*$"}},
+                    time_query("since", "Events at or after this time."),
+                    time_query("until", "Events before this time."),
+                    {"name": "cursor", "in": "query",
+                     "schema": {"type": "string", "pattern": ULID_PATTERN}},
+                    {"name": "limit", "in": "query",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                "default": 50}},
+                    *READ_HEADERS,
+                ],
+                "responses": {"200": json_body(ref("EventPage"), "A page of events"),
+                              **errors(400, 401)},
+            },
+            "post": {
+                "operationId": "sendEvents",
+                "summary": "Send events and get the stored records back",
+                "security": [{"eventKey": []}],
+                "parameters": SEND_HEADERS,
+                "requestBody": EVENTS_BODY,
+                "responses": {
+                    "200": json_body({"type": "object", "required": ["data"], "properties": {
+                        "data": {"type": "array", "items": ref("EventRecord")}}}, "Stored"),
+                    **errors(400, 401, 409, 413, 415),
+                },
+            },
+        },
+        "/v1/events/{event_id}": {"get": {
+            "operationId": "getEvent",
+            "summary": "One event, with user decrypted",
+            "security": api_key,
+            "parameters": [
+                {"name": "event_id", "in": "path", "required": True,
+                 "schema": {"type": "string", "minLength": 1}},
+                *READ_HEADERS,
+            ],
+            "responses": {"200": json_body({"type": "object", "required": ["data"],
+                                            "properties": {"data": ref("EventRecord")}},
+                                           "The event"),
+                          **errors(400, 401, 404)},
+        }},
+    }

@@ -1,0 +1,242 @@
+"""The runs, replays and delivery levers in the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tidings.runs.model import STATUSES
+from tidings.runs.store import REPLAYABLE
+from tidings.server.openapi.parts import (
+    ANY_JSON,
+    NULLABLE_ID,
+    NULLABLE_STRING,
+    NULLABLE_TIME,
+    READ_HEADERS,
+    TIME_IN,
+    ULID_PATTERN,
+    ApiSecurity,
+    data,
+    errors,
+    in_path,
+    json_body,
+    ref,
+    time_query,
+)
+
+RUN: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "function", "status", "attempt", "event_id", "created_at", "started_at",
+                 "ended_at", "due_at", "output", "error", "parent_run_id", "rerun_of",
+                 "replay_id"],
+    "properties": {
+        "id": {"type": "string", "pattern": ULID_PATTERN},
+        "function": {"type": "string", "description": "The function's slug."},
+        "status": {"enum": list(STATUSES)},
+        "attempt": {"type": "integer", "minimum": 0,
+                    "description": "Retries of the whole function so far."},
+        "event_id": {"type": "string", "pattern": ULID_PATTERN,
+                     "description": "The event that started the run."},
+        "created_at": {"type": "string", "format": "date-time"},
+        "started_at": NULLABLE_TIME,
+        "ended_at": NULLABLE_TIME,
+        "due_at": {**NULLABLE_TIME, "description": "When the run is called next, if queued."},
+        "output": {**ANY_JSON, "description": "What the function returned (Completed)."},
+        "error": {**ANY_JSON, "description": "Why it failed or was cancelled."},
+        "parent_run_id": {**NULLABLE_ID, "description": "The run that invoked this one."},
+        "rerun_of": {**NULLABLE_ID, "description": "The run this one reruns."},
+        "replay_id": {**NULLABLE_ID, "description": "The replay that started it."},
+    },
+}
+
+STEP: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "name", "status", "attempts", "started_at", "ended_at", "duration_ms",
+                 "output"],
+    "properties": {
+        "id": {"type": "string", "description": "The step's hashed id."},
+        "name": {"type": "string"},
+        "status": {"enum": ["completed", "failed", "errored"],
+                   "description": "errored: failed an attempt and will be retried."},
+        "attempts": {"type": "integer", "minimum": 0, "description": "Failed attempts."},
+        "started_at": NULLABLE_TIME,
+        "ended_at": NULLABLE_TIME,
+        "duration_ms": {"type": ["integer", "null"]},
+        "output": {**ANY_JSON, "description": 'The memoized result: {"data": ...} of a step, '
+                   '{"error": ...} of a failure, the event a wait received.'},
+    },
+}
+
+PAUSE: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["step", "name", "kind", "event", "condition", "invoked_run_id", "until"],
+    "properties": {
+        "step": {"type": "string"},
+        "name": {"type": "string"},
+        "kind": {"enum": ["sleep", "wait", "invoke"]},
+        "event": {**NULLABLE_STRING, "description": "The event name a wait is for."},
+        "condition": {**NULLABLE_STRING, "description": "The wait's condition."},
+        "invoked_run_id": {**NULLABLE_ID, "description": "The run an invoke waits for."},
+        "until": {"type": "string", "format": "date-time",
+                  "description": "When the sleep ends or the wait times out."},
+    },
+}
+
+RUN_DETAIL: dict[str, Any] = {
+    **RUN,
+    "required": [*RUN["required"], "steps", "pauses", "event"],
+    "properties": {
+        **RUN["properties"],
+        "steps": {"type": "array", "items": ref("Step"),
+                  "description": "The step timeline, in the order the steps ended."},
+        "pauses": {"type": "array", "items": ref("Pause"),
+                   "description": "What the run is sleeping or waiting for."},
+        "event": {"oneOf": [ref("EventRecord"), {"type": "null"}],
+                  "description": "The event that started the run, with user decrypted."},
+    },
+}
+
+RUN_PAGE: dict[str, Any] = {
+    "type": "object",
+    "required": ["data", "cursor"],
+    "properties": {
+        "data": {"type": "array", "items": ref("Run")},
+        "cursor": {"type": ["string", "null"],
+                   "description": "Pass as cursor for the next (older) page; null at the end."},
+    },
+}
+
+REPLAY_IN: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["function", "since", "until", "statuses"],
+    "properties": {
+        "function": {"type": "string", "minLength": 1},
+        "since": {**TIME_IN, "description": "Runs created at or after this time."},
+        "until": {**TIME_IN, "description": "Runs created before this time (after since)."},
+        "statuses": {"type": "array", "minItems": 1, "items": {"enum": list(REPLAYABLE)}},
+    },
+}
+
+REPLAY: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "function", "since", "until", "statuses", "total", "created", "done",
+                 "created_at"],
+    "properties": {
+        "id": {"type": "string", "pattern": ULID_PATTERN},
+        "function": {"type": "string"},
+        "since": {"type": "string", "format": "date-time"},
+        "until": {"type": "string", "format": "date-time"},
+        "statuses": {"type": "array", "items": {"enum": list(REPLAYABLE)}},
+        "total": {"type": "integer", "minimum": 0,
+                  "description": "Runs that matched when the replay started."},
+        "created": {"type": "integer", "minimum": 0, "description": "Reruns created so far."},
+        "done": {"type": "boolean"},
+        "created_at": {"type": "string", "format": "date-time"},
+    },
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Run": RUN,
+    "RunDetail": RUN_DETAIL,
+    "RunPage": RUN_PAGE,
+    "Step": STEP,
+    "Pause": PAUSE,
+    "ReplayIn": REPLAY_IN,
+    "Replay": REPLAY,
+}
+
+
+def paths(api_key: ApiSecurity) -> dict[str, Any]:
+    """The operations on runs and replays."""
+    one_run = [in_path("run_id"), *READ_HEADERS]
+    return {
+        "/v1/runs": {"get": {
+            "operationId": "listRuns",
+            "summary": "List runs, newest first",
+            "security": api_key,
+            "parameters": [
+                {"name": "function", "in": "query", "description": "A function's slug.",
+                 "schema": {"type": "string", "pattern": "^[^\\x00]*$"}},
+                {"name": "status", "in": "query", "style": "form", "explode": True,
+                 "description": "Repeat, or separate with commas.",
+                 "schema": {"type": "array", "items": {"enum": list(STATUSES)}}},
+                time_query("since", "Runs created at or after this time."),
+                time_query("until", "Runs created before this time."),
+                {"name": "cursor", "in": "query",
+                 "schema": {"type": "string", "pattern": ULID_PATTERN}},
+                {"name": "limit", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
+                *READ_HEADERS,
+            ],
+            "responses": {"200": json_body(ref("RunPage"), "A page of runs"),
+                          **errors(400, 401, 404)},
+        }},
+        "/v1/runs/{run_id}": {"get": {
+            "operationId": "getRun",
+            "summary": "One run: its steps, what it waits for, its event",
+            "security": api_key,
+            "parameters": one_run,
+            "responses": {"200": data(ref("RunDetail"), "The run"),
+                          **errors(400, 401, 404)},
+        }},
+        "/v1/runs/{run_id}/cancel": {"post": {
+            "operationId": "cancelRun",
+            "summary": "Cancel a run that has not ended",
+            "description": "Emits tidings/function.cancelled when a function listens for it.",
+            "security": api_key,
+            "parameters": one_run,
+            "responses": {"200": data(ref("Run"), "Cancelled"),
+                          **errors(400, 401, 404, 409)},
+        }},
+        "/v1/runs/{run_id}/rerun": {"post": {
+            "operationId": "rerunRun",
+            "summary": "Start a new run of the same function with the same event",
+            "security": api_key,
+            "parameters": one_run,
+            "responses": {"201": data(ref("Run"), "The new run"),
+                          **errors(400, 401, 404, 409)},
+        }},
+        "/v1/events/{event_id}/runs": {"get": {
+            "operationId": "listEventRuns",
+            "summary": "The runs an event started, newest first",
+            "security": api_key,
+            "parameters": [in_path("event_id"), *READ_HEADERS],
+            "responses": {"200": data({"type": "array", "items": ref("Run")}, "Its runs"),
+                          **errors(400, 401, 404)},
+        }},
+        "/v1/events/{event_id}/cancel": {"post": {
+            "operationId": "cancelEvent",
+            "summary": "Cancel the delivery of an event not delivered yet (a delayed one)",
+            "security": api_key,
+            "parameters": [in_path("event_id"), *READ_HEADERS],
+            "responses": {"200": data(ref("EventRecord"), "Cancelled: never delivered"),
+                          **errors(400, 401, 404, 409)},
+        }},
+        "/v1/replays": {"post": {
+            "operationId": "startReplay",
+            "summary": "Rerun every run of a function created in a range, in some statuses",
+            "security": api_key,
+            "parameters": READ_HEADERS,
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": ref("ReplayIn")}}},
+            "responses": {
+                "201": data(ref("Replay"), "Done: every rerun is queued"),
+                "202": data(ref("Replay"), "Started: the reruns are queued in batches"),
+                **errors(400, 401, 404, 413, 415),
+            },
+        }},
+        "/v1/replays/{replay_id}": {"get": {
+            "operationId": "getReplay",
+            "summary": "A replay's progress",
+            "security": api_key,
+            "parameters": [in_path("replay_id"), *READ_HEADERS],
+            "responses": {"200": data(ref("Replay"), "The replay"),
+                          **errors(400, 401, 404)},
+        }},
+    }
+
+
