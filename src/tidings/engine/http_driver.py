@@ -9,6 +9,7 @@ a call of its own (``stepId=<hash>``), after which every call of the run asks th
 rather than run (``disable_immediate_execution``); anything else is the function's error,
 retried unless the SDK says ``x-inngest-no-retry``. Outside dev every request is signed with
 the environment's signing key and an answer is only believed when its signature checks out.
+Requests go out through ``http_client``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import msgspec
 
+from tidings.engine.http_client import AppCaller, AppClient, CallFailed, HttpxClient, proxied
 from tidings.engine.http_wire import (
     CallState,
     ProtocolError,
@@ -108,8 +110,9 @@ class HttpDriver:
         self._storage = storage
         self._keys = keys
         self._dev = dev
-        self._http = httpx.AsyncClient(transport=transport,
-                                       timeout=httpx.Timeout(timeout, connect=10.0))
+        self._http: AppCaller = (
+            HttpxClient(timeout=timeout, transport=transport)
+            if transport is not None or proxied() else AppClient(timeout=timeout))
         self._closing: asyncio.Task[None] | None = None
 
     def serves(self, fn: FunctionRow) -> bool:
@@ -261,11 +264,10 @@ class HttpDriver:
             headers["x-inngest-signature"] = sign(body, keys.current)
         url = step_url(fn.url, step_id)
         try:
-            response = await self._http.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            return _failure("AppUnreachable", f"cannot call {url}: {exc or type(exc).__name__}")
-        status, raw = response.status_code, response.content
-        found = {k.lower(): v for k, v in response.headers.items()}
+            answer = await self._http.post(url, body, headers)
+        except CallFailed as exc:
+            return _failure("AppUnreachable", f"cannot call {url}: {exc}")
+        status, raw, found = answer.status, answer.body, answer.headers
         trusted = self._dev or (keys is not None and
                                 verify(raw, found.get("x-inngest-signature"), keys.all))
         if status == 201:
