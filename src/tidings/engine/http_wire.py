@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import jcs
 import msgspec
 
+from tidings.canonical import canonical
 from tidings.durations import to_ms
 from tidings.engine.outcomes import ErrorJSON, Invoke, WaitForEvent
 from tidings.errors import ConfigError
@@ -95,8 +95,7 @@ class CallState:
                    "events": [] if use_api else self.events,
                    "steps": {} if use_api else self.steps,
                    "use_api": use_api, "version": EXECUTION_VERSION}
-        encoded: bytes = jcs.canonicalize(payload)
-        return encoded
+        return canonical(payload)
 
 
 def memos(steps: Sequence[StepRow]) -> dict[str, Any]:
