@@ -1,16 +1,24 @@
 """The HTTP driver's client against a loopback server whose answers each test scripts: calls
-share kept-alive connections, answers come whole however they are framed, and every way an app
-can fail to answer is a ``CallFailed`` — after one more try when a kept-alive connection was
-closed under the call."""
+share kept-alive connections (over TLS too), answers come whole however they are framed, and
+every way an app can fail to answer is a ``CallFailed`` — after one more try when a kept-alive
+connection was closed under the call."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
+import ssl
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tidings.engine.http_client import AppClient, CallFailed, HttpxClient, proxied
 
@@ -198,3 +206,45 @@ def test_proxies_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert not proxied()
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     assert proxied()
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "app.pem", folder / "app.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+async def test_https_apps_are_called_over_tls_and_their_certificate_is_checked(
+        tmp_path: Path) -> None:
+    cert_file, key_file = _self_signed(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert_file, key_file)
+    app = App(lambda n, body: ok(b"secure"))
+    server = await asyncio.start_server(app.serve, "127.0.0.1", 0, ssl=served)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/inngest"
+    try:
+        trusting = AppClient(timeout=5, ssl_context=ssl.create_default_context(
+            cafile=str(cert_file)))
+        assert (await trusting.post(url, b"{}", {})).body == b"secure"
+        assert (await trusting.post(url, b"{}", {})).body == b"secure"
+        assert app.connections == 1
+        await trusting.aclose()
+        default = AppClient(timeout=5)  # the usual CA bundle: this certificate is unknown
+        with pytest.raises(CallFailed, match=re.escape("cannot connect to https://127.0.0.1:")):
+            await default.post(url, b"{}", {})
+        await default.aclose()
+    finally:
+        server.close()
