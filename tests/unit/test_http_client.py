@@ -152,6 +152,17 @@ async def test_an_answer_cut_short_on_a_new_connection_fails(serve: Callable[...
     await client.aclose()
 
 
+async def test_an_answer_that_is_not_http_fails(serve: Callable[..., App]) -> None:
+    for garbage in (b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+                    b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n"
+                    b"upgrade: websocket\r\n\r\n"):
+        app = await serve(lambda n, body, garbage=garbage: garbage)
+        client = AppClient(timeout=5)
+        with pytest.raises(CallFailed, match="not HTTP"):
+            await client.post(app.url, b"{}", {})
+        await client.aclose()
+
+
 async def test_an_app_that_is_not_there_or_does_not_answer_fails(
         serve: Callable[..., App]) -> None:
     silent = await serve(lambda n, body: b"")  # reads the request, never answers

@@ -117,8 +117,8 @@ class _Connection(asyncio.Protocol):
         self.received = True
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(CallFailed(f"the answer is not HTTP/1.1: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail(CallFailed(f"the answer is not HTTP/1.1: {exc or type(exc).__name__}"))
             self.close()
 
     def eof_received(self) -> bool:
