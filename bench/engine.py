@@ -1,4 +1,4 @@
-"""What the engine benchmarks (P3-P6) share: ``tidings dev -a bench.apps:client`` on SQLite or
+"""What the engine benchmarks (P3-P7) share: ``tidings dev -a bench.apps:client`` on SQLite or
 PostgreSQL, a keep-alive HTTP sender, queries on the server's database, pinning, results.
 
 The server is pinned to ``TIDINGS_BENCH_SERVER_CPU`` (core 0) and the benchmark process itself —
@@ -142,10 +142,13 @@ def check_log(log: Path, what: str) -> None:
 
 @contextlib.contextmanager
 def tidings_dev(kind: str, *, cpu: str = SERVER_CPU, extra_env: dict[str, str] | None = None,
-                profile: Path | None = None) -> Iterator[Engine]:
+                profile: Path | None = None, port: int | None = None,
+                args: Sequence[str] = ("-a", APP)) -> Iterator[Engine]:
     """``tidings dev -a bench.apps:client`` on a fresh SQLite file or PostgreSQL schema.
 
-    With ``profile`` the server runs under ``py-spy record`` (raw collapsed stacks to that file).
+    ``args`` replace ``-a bench.apps:client`` (P7 passes ``-u URL`` for an SDK app instead);
+    ``port`` is the server's (default: a free one). With ``profile`` the server runs under
+    ``py-spy record`` (raw collapsed stacks to that file).
     """
     with contextlib.ExitStack() as stack:
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tidings-bench-")))
@@ -156,12 +159,9 @@ def tidings_dev(kind: str, *, cpu: str = SERVER_CPU, extra_env: dict[str, str] |
             db, query = stack.enter_context(_postgres_schema())
         else:
             raise ValueError(kind)
-        port = free_port()
-        argv = [str(BIN / "tidings"), "dev", "--host", "127.0.0.1", "--port", str(port),
-                "--db", db, "-a", APP]
-        if profile is not None:
-            argv = [str(BIN / "py-spy"), "record", "-r", "200", "-f", "raw", "-o", str(profile),
-                    "--", *argv]
+        port = port or free_port()
+        argv = py_spy(profile, [str(BIN / "tidings"), "dev", "--host", "127.0.0.1", "--port",
+                                str(port), "--db", db, *args])
         env = bench_env(data_dir)
         env.update(extra_env or {})
         log = data_dir / "server.log"
@@ -171,14 +171,23 @@ def tidings_dev(kind: str, *, cpu: str = SERVER_CPU, extra_env: dict[str, str] |
                                        cwd=ROOT)
         try:
             _wait_ready(process, port, log)
-            pid = _child_pid(process.pid) if profile is not None else process.pid
+            pid = child_pid(process.pid) if profile is not None else process.pid
             yield Engine(kind, port, data_dir, pid, query, log)
         finally:
             stop_process(process)
         check_log(log, f"tidings dev ({kind})")
 
 
-def _child_pid(parent: int, timeout: float = 10.0) -> int:
+def py_spy(profile: Path | None, argv: list[str]) -> list[str]:
+    """``argv`` under ``py-spy record`` (raw collapsed stacks to ``profile``), or as it is."""
+    if profile is None:
+        return argv
+    return [str(BIN / "py-spy"), "record", "-r", "200", "-f", "raw", "-o", str(profile), "--",
+            *argv]
+
+
+def child_pid(parent: int, timeout: float = 10.0) -> int:
+    """The first child of ``parent`` (the profiled process under py-spy), else ``parent``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
@@ -241,6 +250,16 @@ def rss_bytes(pid: int) -> int:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def runnable_wait_seconds(pid: int) -> float:
+    """Time the process's threads spent ready to run but waiting for a core (``schedstat``):
+    on a shared machine, how much the neighbours held it back."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
 
 
 class MemorySampler:

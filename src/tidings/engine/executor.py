@@ -142,6 +142,7 @@ class _Host:
 
     async def completed(self, step: str, name: str, output: bytes,
                         began: int | None = None) -> None:
+        self._failures.pop(step, None)  # a step that was being retried is done
         now = self.now()
         began = self._began.pop(step, now) if began is None else began
         self._buffer.append((step, name, self._next_position(), output.decode(), began, now))
@@ -173,7 +174,9 @@ class _Host:
             self.lost = True
             raise _Interrupt()
         last = failures > retries
-        if not last:
+        if last:
+            self._failures.pop(step, None)  # its error is its result: no more attempts
+        else:
             self.retry = RetryStep(step, now + self._executor.settings.backoff.delay(failures))
         return last
 

@@ -3,13 +3,14 @@ protocol, on the executor of queue ``http``.
 
 A call ``POST``s the run's event and memoized steps to the function's URL (``stepId=step``:
 from the top) and reads the answer: ``200`` the function returned; ``206`` ops — a step ran
-(recorded, then the run is called again at once: ``Continue``), a sleep, wait or invocation
-(``Blocked``), a step failed (retried alone: ``RetryStep``), or steps to run in parallel, each on
-a call of its own (``stepId=<hash>``), after which every call of the run asks the SDK to plan
-rather than run (``disable_immediate_execution``); anything else is the function's error,
-retried unless the SDK says ``x-inngest-no-retry``. Outside dev every request is signed with
-the environment's signing key and an answer is only believed when its signature checks out
-(a streamed one as ``http_wire.streamed_distrust`` says).
+(recorded as a native step is, and the function is called again at once, under the same
+lease), a sleep, wait or invocation (``Blocked``), a step failed (retried alone:
+``RetryStep``), or steps to run in parallel, each on a call of its own (``stepId=<hash>``),
+after which every call of the run asks the SDK to plan rather than run
+(``disable_immediate_execution``); anything else is the function's error, retried unless the
+SDK says ``x-inngest-no-retry``. Outside dev every request is signed with the environment's
+signing key and an answer is only believed when its signature checks out (a streamed one as
+``http_wire.streamed_distrust`` says). Requests go out through ``http_client``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import msgspec
 
+from tidings.engine.http_client import AppCaller, AppClient, CallFailed, HttpxClient, proxied
 from tidings.engine.http_wire import (
     CallState,
     ProtocolError,
@@ -112,14 +114,17 @@ def _failure(name: str, message: str, *, retriable: bool = True) -> RunFailed:
 class HttpDriver:
     """Calls the functions of SDK apps (queue ``http``) at the URLs they registered."""
 
+    MAX_CALLS = 100  # calls of a run under one lease; then it goes back to the queue
+
     def __init__(self, storage: Storage, keys: SigningKeys, *, dev: bool,
                  transport: httpx.AsyncBaseTransport | None = None,
                  timeout: float = 900.0) -> None:
         self._storage = storage
         self._keys = keys
         self._dev = dev
-        self._http = httpx.AsyncClient(transport=transport,
-                                       timeout=httpx.Timeout(timeout, connect=10.0))
+        self._http: AppCaller = (
+            HttpxClient(timeout=timeout, transport=transport)
+            if transport is not None or proxied() else AppClient(timeout=timeout))
         self._closing: asyncio.Task[None] | None = None
 
     def serves(self, fn: FunctionRow) -> bool:
@@ -131,28 +136,32 @@ class HttpDriver:
 
     async def call(self, fn: FunctionRow, host: HttpHost, *, run: Run, event: dict[str, Any],
                    events: list[dict[str, Any]]) -> Outcome | None:
-        """Call the function once; None when the call was abandoned (its lease was lost)."""
+        """Call the function until it pauses, fails or returns — while it only reports steps
+        that ran, it is called again at once, as a native function goes on after a step (at
+        most ``MAX_CALLS`` times under one lease); None when the lease was lost."""
         keys = None if self._dev else await self._keys.of_env(fn.env_id)
         if keys is None and not self._dev:
             log.warning("run %s: environment %s has no signing key (tidings keys create-signing):"
                         " the app will refuse the call", run.id, fn.env_id)
         planned = await self._storage.read(lambda tx: tx.one("run_planned", (run.id,)))
-        pending = host.attempts
-        state = CallState.of(run_id=run.id, attempt=max(pending.values(), default=run.attempt),
-                             retries=fn.retries, force_plan=planned is not None, event=event,
-                             events=events, recorded=host.recorded)
-        try:
-            outcome = await self._answer(fn, host, state, keys, "step")
-        except _Interrupt:
-            outcome = None
-        if host.lost:
-            return None
-        if outcome is not None:
-            return outcome
-        if host.blockers:
-            return Blocked(tuple(host.blockers))
-        if host.retry is not None:
-            return host.retry
+        state = CallState.of(run_id=run.id, attempt=run.attempt, retries=fn.retries,
+                             force_plan=planned is not None, event=event, events=events,
+                             recorded=host.recorded)
+        for _ in range(self.MAX_CALLS):
+            # The attempt of a step being retried, else the run's.
+            state.attempt = max(host.attempts.values(), default=run.attempt)
+            try:
+                outcome = await self._answer(fn, host, state, keys, "step")
+            except _Interrupt:
+                outcome = None
+            if host.lost:
+                return None
+            if outcome is not None:
+                return outcome
+            if host.blockers:
+                return Blocked(tuple(host.blockers))
+            if host.retry is not None:
+                return host.retry
         return Continue(force_plan=state.force_plan)
 
     async def _answer(self, fn: FunctionRow, host: HttpHost, state: CallState,
@@ -272,13 +281,13 @@ class HttpDriver:
                 headers["x-inngest-env"] = keys.branch
         url = step_url(fn.url, step_id)
         try:
-            async with self._http.stream("POST", url, content=body, headers=headers) as response:
-                answered = int(time.time())  # a streaming SDK signs as its answer begins
-                raw = await response.aread()
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            return _failure("AppUnreachable", f"cannot call {url}: {exc or type(exc).__name__}")
-        status, streamed = response.status_code, response.status_code == 201
-        found = {k.lower(): v for k, v in response.headers.items()}
+            # A streaming SDK signs as its answer begins: soon after the request goes out.
+            answered = int(time.time())
+            reply = await self._http.post(url, body, headers)
+        except CallFailed as exc:
+            return _failure("AppUnreachable", f"cannot call {url}: {exc}")
+        status, raw, found = reply.status, reply.body, reply.headers
+        streamed = status == 201
         inner: dict[str, str] = {}
         answer = raw
         if streamed:

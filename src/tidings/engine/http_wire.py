@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import jcs
 import msgspec
 
+from tidings.canonical import canonical
 from tidings.durations import to_ms
 from tidings.engine.outcomes import ErrorJSON, Invoke, WaitForEvent
 from tidings.errors import ConfigError
@@ -106,8 +106,7 @@ class CallState:
                    "events": [] if use_api else self.events,
                    "steps": {} if use_api else self.steps,
                    "use_api": use_api, "version": EXECUTION_VERSION}
-        encoded: bytes = jcs.canonicalize(payload)
-        return encoded
+        return canonical(payload)
 
 
 def memos(steps: Sequence[StepRow]) -> dict[str, Any]:

@@ -59,10 +59,13 @@ RETURNING id, env_id, function_id, queue, event_id, event_ids, status, attempt, 
           output, error, parent_run_id, parent_step, rerun_of, replay_id;
 
 -- name: next_due
-SELECT min(due_at) FROM runs WHERE queue = ? AND due_at IS NOT NULL;
+-- Runs in flight are due too, but not claimable: counting them would make an idle executor
+-- poll without pause until their calls end (a lost lease is found on the next idle poll).
+SELECT min(due_at) FROM runs WHERE queue = ? AND due_at IS NOT NULL AND lease_until IS NULL;
 
 -- name: renew_lease
-UPDATE runs SET lease_until = ? WHERE id = ? AND lease_token = ?;
+-- Only a lease still held: one released or rescheduled (same token) stays free.
+UPDATE runs SET lease_until = ? WHERE id = ? AND lease_token = ? AND lease_owner IS NOT NULL;
 
 -- name: release_lease
 UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_token = ?;

@@ -1,0 +1,302 @@
+"""P7: end-to-end runs per second of a 1-step function called over HTTP in an app written with
+the official ``inngest`` Python SDK, beside the same function as a native Tidings function.
+
+Native: ``tidings dev -a bench.apps:client`` (SQLite), P3's ``bench-p3-noop``, run in the
+server process. HTTP: ``bench.inngest_app`` — the same function written with ``inngest`` 0.5
+and served by FastAPI under uvicorn (uvloop, httptools, access log off) in a process of its
+own — synced with ``tidings dev -u URL --no-discovery``; each run is two calls of the app (the
+step runs and is answered with a 206, then the function returns with a 200).
+
+Placement: the Tidings server on core 0 (``TIDINGS_BENCH_SERVER_CPU``); this process (sender,
+poller) and the SDK app on core 1 (``TIDINGS_BENCH_WRK_CPU``, ``TIDINGS_BENCH_APP_CPU``).
+Each round starts a fresh server on a fresh SQLite file (and a fresh app), runs a 500-run
+warm-up, then posts N events as 500-event requests on one keep-alive connection; measured from
+just before the first request to the ``ended_at`` of the last run, all N checked
+``Completed``. Targets alternate round by round.
+
+Where the time goes: the CPU seconds (user + system, ``/proc``) that the server and the app
+use while the N runs go through, per run and as a share of the elapsed time, and the time they
+spent ready to run but waiting for a core (``schedstat``: the neighbours on a shared machine).
+Each has a core of its own, so the one that needs more CPU per run limits the HTTP path.
+``--profile DIR`` runs both under ``py-spy record`` (``python -m bench.pyspy_summary
+DIR/p7-http-r1.txt`` for the server, ``DIR/p7-http-r1-app.txt`` for the app).
+
+``python -m bench.p7_http [--n 10000] [--rounds 3] [--only native,http]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.engine import (
+    ROOT,
+    Engine,
+    Report,
+    bench_env,
+    check_log,
+    child_pid,
+    cpu_seconds,
+    load,
+    median_of,
+    pin_self,
+    post_all,
+    profile_option,
+    profile_path,
+    py_spy,
+    python,
+    runnable_wait_seconds,
+    stop_process,
+    tidings_dev,
+    wait_until,
+)
+from bench.harness import WRK_CPU, BenchError, free_port, pinned, print_table
+from bench.p3_throughput import BATCH, _bodies
+
+APP_CPU = os.environ.get("TIDINGS_BENCH_APP_CPU", WRK_CPU)
+APP_MODULE = "bench.inngest_app:app"
+TARGETS = ["native", "http"]
+FUNCTION = {"native": "p3-noop", "http": "sdk-p3-noop"}  # bench-p3-noop, bench-sdk-p3-noop
+
+
+# -- the SDK app -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SdkApp:
+    url: str  # the SDK endpoint, as synced
+    pid: int  # uvicorn's (not py-spy's when profiled)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def waited_seconds(self) -> float:
+        return runnable_wait_seconds(self.pid)
+
+
+def _wait_app(process: subprocess.Popen[bytes], port: int, log: Path,
+              timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"the SDK app exited at start:\n{log.read_text()[-2000:]}")
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/api/inngest")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return
+        time.sleep(0.05)
+    raise BenchError(f"the SDK app did not answer within {timeout:.0f}s")
+
+
+@contextlib.contextmanager
+def sdk_app(server_port: int, *, profile: Path | None = None) -> Iterator[SdkApp]:
+    """``bench.inngest_app`` under uvicorn, in dev mode, pointed at the server's port."""
+    with tempfile.TemporaryDirectory(prefix="tidings-bench-app-") as tmp:
+        port = free_port()
+        log = Path(tmp) / "app.log"
+        env = {k: v for k, v in bench_env().items() if not k.startswith("INNGEST_")}
+        env.update(INNGEST_DEV="1", INNGEST_BASE_URL=f"http://127.0.0.1:{server_port}")
+        argv = py_spy(profile, [python(), "-m", "uvicorn", APP_MODULE, "--host", "127.0.0.1",
+                                "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+                                "--no-access-log", "--log-level", "warning"])
+        with log.open("wb") as out:
+            process = subprocess.Popen(pinned(APP_CPU, argv), env=env, stdout=out,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       cwd=ROOT)
+        try:
+            _wait_app(process, port, log)
+            pid = child_pid(process.pid) if profile is not None else process.pid
+            yield SdkApp(f"http://127.0.0.1:{port}/api/inngest", pid)
+        finally:
+            stop_process(process)
+        check_log(log, "the SDK app")
+
+
+# -- one round ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def target_stack(target: str, profile: Path | None) -> Iterator[tuple[Engine, SdkApp | None]]:
+    """A fresh server (and, for ``http``, a fresh SDK app synced to it)."""
+    if target == "native":
+        with tidings_dev("sqlite", profile=profile) as engine:
+            yield engine, None
+        return
+    server_port = free_port()
+    app_profile = profile.with_name(profile.stem + "-app.txt") if profile else None
+    with sdk_app(server_port, profile=app_profile) as app, tidings_dev(
+            "sqlite", port=server_port, profile=profile,
+            args=["-u", app.url, "--no-discovery"]) as engine:
+        slug = f"bench-{FUNCTION['http']}"
+        wait_until("the SDK app to sync", lambda: engine.scalar(
+            "SELECT id FROM functions WHERE slug = ?", (slug,)) is not None, timeout=30)
+        yield engine, app
+
+
+def run_round(target: str, n: int, connections: int,
+              profile: Path | None = None) -> dict[str, Any]:
+    with target_stack(target, profile) as (engine, app):
+        fn = engine.function_id(FUNCTION[target])
+
+        def completed() -> int:
+            return int(engine.scalar(
+                "SELECT count(*) FROM runs WHERE function_id = ? AND status = 'Completed'",
+                (fn,)))
+
+        def cpu() -> tuple[float, float, float, float, float]:
+            """CPU used, and time spent waiting for a core, by the server and the app; CPU used
+            by this process (sender and poller, on the app's core)."""
+            return (engine.cpu_seconds(), app.cpu_seconds() if app else 0.0,
+                    runnable_wait_seconds(engine.pid), app.waited_seconds() if app else 0.0,
+                    time.process_time())
+
+        warmup = BATCH
+        post_all(engine.port, _bodies(warmup, "warmup"))
+        wait_until("the warm-up runs", lambda: completed() >= warmup, timeout=120)
+        before = cpu()
+        started = time.time()
+        post_all(engine.port, _bodies(n, "measured"), connections)
+        acked = time.time()
+        wait_until(f"{n} runs to complete", lambda: completed() >= warmup + n,
+                   timeout=max(300, n / 20))
+        seen = time.time()
+        after = cpu()
+        ended_ms = int(engine.scalar("SELECT max(ended_at) FROM runs WHERE function_id = ?",
+                                     (fn,)))
+        failed = int(engine.scalar(
+            "SELECT count(*) FROM runs WHERE function_id = ? AND status <> 'Completed'", (fn,)))
+        total = int(engine.scalar("SELECT count(*) FROM runs WHERE function_id = ?", (fn,)))
+    if failed or total != warmup + n:
+        raise BenchError(f"{target}: {total} runs, {failed} not completed "
+                         f"(expected {warmup + n} completed)")
+    elapsed = ended_ms / 1000 - started
+    # CPU is read when the poller saw the last run (up to one poll after it ended).
+    window = seen - started
+    server_cpu, app_cpu, server_wait, app_wait, own_cpu = (
+        b - a for a, b in zip(before, after, strict=True))
+    result: dict[str, Any] = {
+        "n": n, "seconds": round(elapsed, 4), "per_s": round(n / elapsed, 1),
+        "ingest_seconds": round(acked - started, 4),
+        "server_cpu_us_per_run": round(server_cpu / n * 1e6, 1),
+        "server_busy": round(server_cpu / window, 3),
+        "server_waiting": round(server_wait / window, 3),
+        "loadgen_busy": round(own_cpu / window, 3)}
+    if app is not None:
+        result.update(app_cpu_us_per_run=round(app_cpu / n * 1e6, 1),
+                      app_busy=round(app_cpu / window, 3),
+                      app_waiting=round(app_wait / window, 3))
+    return result
+
+
+# -- the plan ----------------------------------------------------------------------------------
+
+
+def summarize(report: Report, targets: list[str]) -> dict[str, Any]:
+    keys = ("per_s", "seconds", "server_cpu_us_per_run", "server_busy", "server_waiting",
+            "app_cpu_us_per_run", "app_busy", "app_waiting")
+    medians: dict[str, dict[str, float]] = {}
+    for target in targets:
+        rounds = [r for r in report.rounds if r["target"] == target]
+        medians[target] = {k: median_of(rounds, k) for k in keys if k in rounds[0]}
+    loads = [r["load_before"] for r in report.rounds]
+    summary: dict[str, Any] = {"medians": medians,
+                               "load_before": {"median": statistics.median(loads),
+                                               "min": min(loads), "max": max(loads)}}
+    if "http" in medians:
+        http = medians["http"]
+        # Each process has a core of its own: the one that needs more CPU per run sets the
+        # ceiling of the HTTP path (runs/s if that process had its core to itself).
+        ceilings = {"tidings server": 1e6 / http["server_cpu_us_per_run"],
+                    "sdk app": 1e6 / http["app_cpu_us_per_run"]}
+        summary["http_ceilings_per_s"] = {k: round(v, 1) for k, v in ceilings.items()}
+        summary["http_limited_by"] = min(ceilings, key=lambda k: ceilings[k])
+    if "native" in medians and "http" in medians:
+        by_round = {(r["target"], r["round"]): r["per_s"] for r in report.rounds}
+        pairs = [by_round[("http", i)] / by_round[("native", i)]
+                 for (t, i) in by_round if t == "http" and ("native", i) in by_round]
+        summary["ratio_http_native"] = round(medians["http"]["per_s"]
+                                             / medians["native"]["per_s"], 3)
+        summary["ratio_http_native_per_round_median"] = round(statistics.median(pairs), 3)
+    return summary
+
+
+def _cpu(figures: dict[str, Any], who: str) -> str:
+    return (f"{figures[f'{who}_cpu_us_per_run']:,.0f} us/run ({figures[f'{who}_busy']:.0%} busy, "
+            f"{figures[f'{who}_waiting']:.0%} waiting)")
+
+
+def _print_round(result: dict[str, Any]) -> None:
+    app = f"  app {_cpu(result, 'app')}" if "app_cpu_us_per_run" in result else ""
+    print(f"  round {result['round']} {result['target']:<6} {result['per_s']:>8,.0f} runs/s "
+          f"({result['n']:,} in {result['seconds']:.2f}s)  server {_cpu(result, 'server')}"
+          f"{app}  load {result['load_before']:.1f}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.p7_http", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=10_000, help="runs per round (default 10,000)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=1,
+                        help="HTTP connections sending the events (default 1)")
+    profile_option(parser)
+    parser.add_argument("--only", default=",".join(TARGETS),
+                        help=f"comma-separated targets (default: {','.join(TARGETS)})")
+    args = parser.parse_args(argv)
+    pin_self()
+    targets = [t for t in args.only.split(",") if t]
+    unknown = set(targets) - set(TARGETS)
+    if unknown or not targets:
+        parser.error(f"choose targets from {', '.join(TARGETS)}")
+    report = Report("p7_http", {"n": args.n, "rounds": args.rounds, "batch": BATCH,
+                                "connections": args.connections, "targets": targets,
+                                "app_cpu": APP_CPU})
+    print(f"P7: event -> 1-step function completed, native vs inngest-py over HTTP, "
+          f"N={args.n:,}, {args.rounds} rounds")
+    try:
+        for index in range(1, args.rounds + 1):
+            for target in targets:
+                result = {"target": target, "round": index, "load_before": load(),
+                          **run_round(target, args.n, args.connections,
+                                      profile_path(args.profile, "p7", target, index))}
+                report.rounds.append(result)
+                _print_round(result)
+    except BenchError as exc:
+        print(f"P7 failed: {exc}", file=sys.stderr)
+        return 1
+    report.summary = summary = summarize(report, targets)
+    rows = [[target, f"{m['per_s']:,.0f}", f"{m['seconds']:.2f}", _cpu(m, "server"),
+             _cpu(m, "app") if "app_cpu_us_per_run" in m else "-"]
+            for target, m in summary["medians"].items()]
+    print_table(f"P7 end-to-end runs/s, medians of {args.rounds} rounds", rows,
+                ["target", "runs/s", "seconds", "server CPU", "SDK app CPU"])
+    if "ratio_http_native" in summary:
+        print(f"http/native: {summary['ratio_http_native']:.3f} (median of per-round ratios "
+              f"{summary['ratio_http_native_per_round_median']:.3f})")
+    if "http_limited_by" in summary:
+        ceilings = summary["http_ceilings_per_s"]
+        print(f"HTTP path limited by the {summary['http_limited_by']}: a core's worth of CPU "
+              f"runs {ceilings['tidings server']:,.0f} runs/s of the server, "
+              f"{ceilings['sdk app']:,.0f} of the app")
+    loads = summary["load_before"]
+    print(f"load average before the rounds: median {loads['median']:.1f} "
+          f"({loads['min']:.1f}-{loads['max']:.1f})")
+    print(f"results: {report.save()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
