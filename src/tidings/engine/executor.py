@@ -37,6 +37,7 @@ from tidings.engine.outcomes import (
 )
 from tidings.errors import NonRetriableError, RequestRejected
 from tidings.events.parse import parse_events
+from tidings.flow import admission as flow_admission
 from tidings.ids import IdSeed, floor_id, new_id, now_ms
 from tidings.router.registry import Registry
 from tidings.router.route import look_back
@@ -338,10 +339,13 @@ class Executor:
             return []
         now = self.clock()
         calls = await self.storage.write(lambda tx: store.claim_calls(
-            tx, self.queue, self.owner, now, self.settings.lease_ms, limit))
+            tx, self.queue, self.owner, now, self.settings.lease_ms, limit, self._admit))
         for call in calls:
             self._leases[call.run.id] = call.run.lease_token
         return calls
+
+    def _admit(self, tx: Tx, runs: list[Run], now: int) -> list[Run]:
+        return flow_admission.admit(tx, runs, now, self.registry)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -423,6 +427,8 @@ class Executor:
 
             write = with_records  # type: ignore[assignment]
         now = self.clock()
+        if fn.flow is not None and fn.flow.at_claim:
+            write = flow_admission.after(write, run, fn, now)  # type: ignore[assignment]
         emitted: list[str] = []
         due_now = False
         if isinstance(outcome, RunDone):

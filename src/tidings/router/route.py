@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import msgspec
 
+from tidings.flow import cancel as flow_cancel
+from tidings.flow import routing as flow_routing
 from tidings.router.expressions import matches
 from tidings.router.registry import Registry, aliases
 from tidings.runs import store
@@ -80,7 +82,8 @@ def route_new(tx: Tx, registry: Registry, rows: Sequence[EventRow], now: int,
         key = (row.env_id, row.name)
         care = wanted.get(key)
         if care is None:
-            care = wanted[key] = registry.listens(*key) or _waits_for(tx, waits, *key)
+            care = wanted[key] = (registry.listens(*key) or registry.cancels(*key)
+                                  or _waits_for(tx, waits, *key))
         if care:
             chosen.append(row)
     if chosen:
@@ -136,16 +139,23 @@ def _route(tx: Tx, registry: Registry,
     leased: list[tuple[Any, ...]] = []
     waits = {} if waits is None else waits
     for event_id, env_id, event, source, context in rows:
-        if not registry.listens(env_id, event["name"]) and not _waits_for(
+        cancels = registry.cancels(env_id, event["name"])
+        if not registry.listens(env_id, event["name"]) and not cancels and not _waits_for(
                 tx, waits, env_id, event["name"]):
             continue
         event["data"] = _resolved(event["data"])
         context = _resolved(context)
+        if cancels:
+            flow_cancel.on_event(tx, registry, env_id, event_id, event, now)
         for fn in registry.match(env_id, event, source, context):
+            if fn.flow is not None and fn.flow.at_route:
+                flow_routing.start(tx, registry, fn, event_id, event, now, routed)
+                continue
             ts = int(event["ts"])
             due = ts if ts > now else now
             params = store.run_params(fn=fn, event_id=event_id, due_at=due, now=now)
-            adopter = adopters.get(fn.queue) if adopters and due <= now else None
+            adopter = (adopters.get(fn.queue) if adopters and due <= now and fn.flow is None
+                       else None)
             if adopter is not None and stored is not None and adopter.reserve():
                 leased.append((*params, adopter.owner, now + adopter.lease_ms, now))
                 routed.adopted.append((store.adopted_run(params, adopter.owner,

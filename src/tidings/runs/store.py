@@ -6,7 +6,7 @@ was presumed dead and the run was claimed again) cannot record anything afterwar
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,11 +149,18 @@ class Claimed:
     events: list[EventRow]
 
 
+Admit = Callable[[Tx, list[Run], int], list[Run]]
+
+
 def claim_calls(tx: Tx, queue: str, owner: str, now: int, lease_ms: int,
-                limit: int) -> list[Claimed]:
-    """Lease due runs and open their calls in the same transaction."""
+                limit: int, admit: Admit | None = None) -> list[Claimed]:
+    """Lease due runs and open their calls in the same transaction. ``admit`` (flow control)
+    may give some back before anyone sees them leased."""
     claimed = []
-    for run in claim(tx, queue, owner, now, lease_ms, limit):
+    runs = claim(tx, queue, owner, now, lease_ms, limit)
+    if admit is not None and runs:
+        runs = admit(tx, runs, now)
+    for run in runs:
         # A run started by this very claim has neither steps nor pauses: skip looking.
         fresh = run.started_at == now
         steps = [] if fresh else open_call(tx, run, now)
