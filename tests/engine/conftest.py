@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 
@@ -15,10 +16,11 @@ from tidings.engine.backoff import Backoff
 from tidings.engine.executor import EngineSettings, Executor
 from tidings.engine.runtime import Runtime, native_queue
 from tidings.events.parse import parse_events
-from tidings.ids import now_ms
 from tidings.flow import status as flow_status
+from tidings.ids import now_ms
 from tidings.runs import store
 from tidings.runs.model import TERMINAL, Run, StepRow
+from tidings.server import create_app
 from tidings.storage.tx import Tx
 
 
@@ -84,6 +86,15 @@ class Engine:
         """Why flow control holds the run back, as the runs API says it."""
         run = await self.run(run_id)
         return await self.core.storage.read(lambda tx: flow_status.waiting(tx, run))
+
+    async def get(self, path: str) -> Any:
+        """``GET`` a ``/v1`` path of the API over this engine's core; its ``data``."""
+        app = create_app(self.core.settings, self.core)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tidings") as http:
+            response = await http.get(path)
+        assert response.status_code == 200, response.text
+        return response.json()["data"]
 
     async def settle(self, *, rounds: int = 50, step_ms: int = 1_000) -> None:
         """Drain, move the clock, drain again, until nothing is left to do or rounds run out."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tidings.events.model import iso
 from tidings.runs.model import QUEUED, TERMINAL, Run
 from tidings.storage.tx import Tx
 
@@ -38,3 +39,10 @@ def waiting(tx: Tx, run: Run) -> dict[str, Any] | None:
             return {"reason": REASONS.get(kind, kind), "key": key, "since": first_at,
                     "until": run.due_at, "size": size}
     return None
+
+
+def skips(tx: Tx, event_id: str) -> list[dict[str, Any]]:
+    """The functions this event started no run of because of their flow control, and why
+    (``rate_limited``, ``idempotency``, ``singleton``)."""
+    return [{"function": slug, "reason": reason, "at": iso(at)}
+            for slug, reason, at in tx.all("flow_skips_of_event", (event_id,))]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -18,6 +19,7 @@ from starlette.routing import Route
 from tidings.core import Core
 from tidings.errors import RequestRejected
 from tidings.events.parse import parse_events
+from tidings.flow import status as flow_status
 from tidings.ids import IdSeed, floor_id, now_ms
 from tidings.server.event_api import rejection
 from tidings.server.http import encode, read_body
@@ -128,7 +130,8 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
         event = await core.events.get(env.id, event_id) if ULID_RE.fullmatch(event_id) else None
         if event is None:
             return error_response(404, f"event {event_id!r} not found")
-        return json_response(200, {"data": event.to_json()})
+        skipped = await core.storage.read(partial(flow_status.skips, event_id=event.id))
+        return json_response(200, {"data": {**event.to_json(), "skipped": skipped}})
 
     async def send_events(request: Request) -> Response:
         """Trigger.dev-style sending: the stored records come back, not only ids."""
