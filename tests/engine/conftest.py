@@ -87,12 +87,16 @@ class Engine:
         run = await self.run(run_id)
         return await self.core.storage.read(lambda tx: flow_status.waiting(tx, run))
 
-    async def get(self, path: str) -> Any:
-        """``GET`` a ``/v1`` path of the API over this engine's core; its ``data``."""
+    async def api(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        """Call the JSON API over this engine's core."""
         app = create_app(self.core.settings, self.core)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://tidings") as http:
-            response = await http.get(path)
+            return await http.request(method, path, json=body)
+
+    async def get(self, path: str) -> Any:
+        """``GET`` a ``/v1`` path; its ``data``."""
+        response = await self.api("GET", path)
         assert response.status_code == 200, response.text
         return response.json()["data"]
 

@@ -96,6 +96,7 @@ def limit_param(request: Request) -> int:
 def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> list[Route]:
     """Every route of the JSON API. ``runtime`` gives the process's runtime, if one runs: the
     runs API wakes its executors when it queues runs."""
+    from tidings.server.flow_api import FlowAPI
     from tidings.server.runs_api import RunsAPI  # it builds on the helpers of this module
 
     async def list_events(request: Request) -> Response:
@@ -172,4 +173,5 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
         Route("/v1/events", events, methods=["GET", "POST"]),
         Route("/v1/events/{event_id}", get_event, methods=["GET"]),
         *RunsAPI(core, runtime).routes(),
+        *FlowAPI(core, runtime).routes(),
     ]
