@@ -94,6 +94,7 @@ def test_openapi_json_describes_every_json_endpoint(dev_server: LiveServer) -> N
         ("POST", "/v1/runs/{run_id}/cancel"),
         ("POST", "/v1/runs/{run_id}/rerun"),
         ("POST", "/v1/replays"),
+        ("POST", "/v1/cancellations"),
         ("GET", "/v1/replays/{replay_id}"),
         ("GET", "/health"),
         ("GET", "/openapi.json"),

@@ -199,11 +199,26 @@ PAUSE: dict[str, Any] = {
     },
 }
 
+WAITING: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["reason", "key", "since", "until"],
+    "properties": {
+        "reason": {"enum": ["concurrency_limited", "throttled", "debounced", "batching"]},
+        "key": {"type": "string", "description": "The flow-control key's value."},
+        "since": NULLABLE_TIME,
+        "until": {**NULLABLE_TIME, "description": "When it looks again or starts."},
+        "size": {"type": "integer", "description": "Events in the batch or debounce so far."},
+    },
+}
+
 RUN_DETAIL: dict[str, Any] = {
     **RUN,
-    "required": [*RUN["required"], "steps", "pauses", "event"],
+    "required": [*RUN["required"], "steps", "pauses", "event", "waiting"],
     "properties": {
         **RUN["properties"],
+        "waiting": {"oneOf": [WAITING, {"type": "null"}],
+                    "description": "Why flow control holds the run back, if it does."},
         "steps": {"type": "array", "items": _ref("Step"),
                   "description": "The step timeline, in the order the steps ended."},
         "pauses": {"type": "array", "items": _ref("Pause"),
@@ -259,7 +274,49 @@ REPLAY: dict[str, Any] = {
     },
 }
 
+EVENT_DETAIL: dict[str, Any] = {
+    **EVENT_RECORD,
+    "required": [*EVENT_RECORD["required"], "skipped"],
+    "properties": {
+        **EVENT_RECORD["properties"],
+        "skipped": {"type": "array", "description": "Functions that started no run for this "
+                    "event because of their flow control.", "items": {
+                        "type": "object", "additionalProperties": False,
+                        "required": ["function", "reason", "at"],
+                        "properties": {
+                            "function": {"type": "string"},
+                            "reason": {"enum": ["rate_limited", "idempotency", "singleton"]},
+                            "at": {"type": "string", "format": "date-time"}}}},
+    },
+}
+
+CANCELLATIONS_IN: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["function", "since", "until"],
+    "properties": {
+        "function": {"type": "string", "minLength": 1},
+        "since": {**TIME_IN, "description": "Runs created at or after this time."},
+        "until": {**TIME_IN, "description": "Runs created before this time (after since)."},
+    },
+}
+
+CANCELLATIONS: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["function", "since", "until", "cancelled"],
+    "properties": {
+        "function": {"type": "string"},
+        "since": {"type": "string", "format": "date-time"},
+        "until": {"type": "string", "format": "date-time"},
+        "cancelled": {"type": "integer", "minimum": 0},
+    },
+}
+
 SCHEMAS: dict[str, Any] = {
+    "EventDetail": EVENT_DETAIL,
+    "CancellationsIn": CANCELLATIONS_IN,
+    "Cancellations": CANCELLATIONS,
     "EventIn": EVENT_IN,
     "EventRecord": EVENT_RECORD,
     "FieldError": FIELD_ERROR,
@@ -404,6 +461,18 @@ def _runs_paths(api_key: list[dict[str, list[str]]]) -> dict[str, Any]:
                 **_errors(400, 401, 404, 413, 415),
             },
         }},
+        "/v1/cancellations": {"post": {
+            "operationId": "cancelRuns",
+            "summary": "Cancel every run of a function created in a range that has not ended",
+            "security": api_key,
+            "parameters": READ_HEADERS,
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref("CancellationsIn")}}},
+            "responses": {
+                "200": _data(_ref("Cancellations"), "Cancelled"),
+                **_errors(400, 401, 404, 413, 415),
+            },
+        }},
         "/v1/replays/{replay_id}": {"get": {
             "operationId": "getReplay",
             "summary": "A replay's progress",
@@ -483,7 +552,7 @@ def document() -> dict[str, Any]:
                     *READ_HEADERS,
                 ],
                 "responses": {"200": _json({"type": "object", "required": ["data"],
-                                            "properties": {"data": _ref("EventRecord")}},
+                                            "properties": {"data": _ref("EventDetail")}},
                                            "The event"),
                               **_errors(400, 401, 404)},
             }},
