@@ -136,7 +136,9 @@ def _admit_one(tx: Tx, run: Run, fn: FunctionRow, flow: FlowControl, event: dict
     for key, limit in zip(slots, flow.concurrency, strict=True):
         used = tx.one("flow_slots_used", (key, now))
         if used is not None and int(used[0]) >= limit.limit:
-            _defer(tx, run, fresh, now + RECHECK_MS, deadline, CONCURRENCY, key, now)
+            # Waiters wake in the order they were due (priority included), not by arrival.
+            _defer(tx, run, fresh, now + RECHECK_MS, deadline, CONCURRENCY, key,
+                   min(now, run.due_at or now))
             return False
     if throttle is not None:
         assert flow.throttle is not None
@@ -155,11 +157,11 @@ def _admit_one(tx: Tx, run: Run, fn: FunctionRow, flow: FlowControl, event: dict
 
 
 def _defer(tx: Tx, run: Run, fresh: bool, due: int, deadline: int | None, reason: str,
-           key: str, now: int) -> None:
+           key: str, since: int) -> None:
     if deadline is not None:
         due = min(due, deadline + 1)
     tx.run("flow_defer", (due, fresh, fresh, run.id, run.lease_token))
-    tx.run("flow_wait", (run.id, key, reason, now, due))
+    tx.run("flow_wait", (run.id, key, reason, since, due))
 
 
 def after(write: Callable[[Callable[[Tx], Any]], Awaitable[Any]], run: Run, fn: FunctionRow,
