@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from typing import Any
 
+import msgspec
 import pytest
 
 import tidings
 from tests.engine.conftest import Engine
+from tidings.engine.runtime import Runtime
 from tidings.errors import ConfigError
+from tidings.events.parse import parse_events
+from tidings.flow import admission as flow_admission
+from tidings.ids import now_ms
 from tidings.runs.model import COMPLETED, QUEUED, SLEEPING
 
 
@@ -171,3 +177,45 @@ def test_bad_limits_are_refused(concurrency: Any, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         client.function(id="f", trigger=tidings.TriggerEvent(event="go"),
                         concurrency=concurrency)(lambda ctx: None)
+
+
+async def test_a_running_engine_hands_runs_over_within_the_limit(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not drain mode: on SQLite new runs are admitted in the transaction that stores their
+    events and handed straight to the executor; the limit holds there too."""
+    client = tidings.Tidings(app_id="app")
+    gauge = Gauge()
+    adopted: list[bool] = []
+    original = flow_admission.adopt
+
+    def spy(*args: Any, **kwargs: Any) -> bool:
+        adopted.append(original(*args, **kwargs))
+        return adopted[-1]
+
+    monkeypatch.setattr(flow_admission, "adopt", spy)
+
+    @client.function(id="f", trigger=tidings.TriggerEvent(event="go"),
+                     concurrency=tidings.Concurrency(limit=2, key="event.data.user"))
+    async def f(ctx: tidings.Context) -> Any:
+        await ctx.step.run("work", gauge.hold, ctx.event.data["user"])
+
+    runtime = Runtime(engine.core, [client])
+    await runtime.start()
+    try:
+        assert runtime.env is not None
+        events = [{"name": "go", "data": {"user": f"u{i % 4}"}} for i in range(40)]
+        parsed = parse_events(msgspec.json.encode(events), engine.core.settings.limits, now_ms())
+        await engine.core.ingest.append(runtime.env.id, parsed)
+        deadline = time.monotonic() + 60
+        done = 0
+        while time.monotonic() < deadline and done < 40:
+            runs = await engine.core.storage.read(
+                lambda tx: tx.all("runs_of_env", (runtime.env.id,)))  # type: ignore[union-attr]
+            done = sum(1 for r in runs if r[6] == COMPLETED)
+            await asyncio.sleep(0.02)
+        assert done == 40
+    finally:
+        await runtime.stop(grace=5)
+    assert max(gauge.most.values()) == 2
+    if engine.core.storage.dialect == "sqlite":
+        assert True in adopted and False in adopted  # handed over, and held back at the limit

@@ -106,6 +106,31 @@ def admit(tx: Tx, runs: list[Run], now: int, registry: Registry) -> list[Run]:
     return [run for run in runs if run.id not in refused]
 
 
+def adopt(tx: Tx, fn: FunctionRow, params: tuple[Any, ...], event: dict[str, Any],
+          owner: str, lease_until: int, now: int) -> bool:
+    """Admit a run as routing creates it, to hand it straight to a local executor: its
+    concurrency slots are free and taken now, and the run is stored leased (``run_params``
+    order). False — store it queued instead — when a slot is taken, the function is throttled,
+    or another transaction holds a key (routing never waits for a key's lock)."""
+    flow = fn.flow
+    if flow is None or flow.throttle is not None or flow.at_route:
+        return False
+    keys = [concurrency_key(c, i, fn, event) for i, c in enumerate(flow.concurrency)]
+    if tx.dialect != "sqlite":
+        for key in keys:
+            row = tx.one("try_lock_name", (key,))
+            if row is None or not row[0]:
+                return False
+    for key, limit in zip(keys, flow.concurrency, strict=True):
+        used = tx.one("flow_slots_used", (key, now))
+        if used is not None and int(used[0]) >= limit.limit:
+            return False
+    tx.run("insert_run_leased", (*params, owner, lease_until, now))
+    for key in keys:
+        tx.run("flow_slot_take", (key, params[0], 1))
+    return True
+
+
 def _start_from(run: Run, flow: FlowControl, event: dict[str, Any]) -> int:
     """When the run became ready to start: its creation, a later ``ts``, or the end of its
     debounce or batch."""
@@ -188,6 +213,8 @@ def after_call(tx: Tx, run: Run, fn: FunctionRow, now: int) -> None:
         return
     if flow.concurrency:
         release(tx, run.id, now)
+    if not flow.cancel and not flow.finish_ms:
+        return
     state = tx.one("flow_run_due", (run.id,))
     if state is None:
         return

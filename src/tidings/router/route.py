@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from tidings.flow import admission as flow_admission
 from tidings.flow import cancel as flow_cancel
 from tidings.flow import routing as flow_routing
 from tidings.router.expressions import matches
@@ -44,6 +45,8 @@ class Adopter(Protocol):
     def lease_ms(self) -> int: ...
 
     def reserve(self) -> bool: ...
+
+    def unreserve(self, count: int) -> None: ...
 
 
 def event_json(row: Sequence[Any]) -> tuple[str, dict[str, Any], str, Any]:
@@ -154,10 +157,16 @@ def _route(tx: Tx, registry: Registry,
             ts = int(event["ts"])
             due = ts if ts > now else now
             params = store.run_params(fn=fn, event_id=event_id, due_at=due, now=now)
-            adopter = (adopters.get(fn.queue) if adopters and due <= now and fn.flow is None
-                       else None)
+            adopter = adopters.get(fn.queue) if adopters and due <= now else None
             if adopter is not None and stored is not None and adopter.reserve():
-                leased.append((*params, adopter.owner, now + adopter.lease_ms, now))
+                if fn.flow is None:
+                    leased.append((*params, adopter.owner, now + adopter.lease_ms, now))
+                elif not flow_admission.adopt(tx, fn, params, event, adopter.owner,
+                                              now + adopter.lease_ms, now):
+                    adopter.unreserve(1)
+                    new_runs.append(params)
+                    routed.runs.append((fn.queue, params[0]))
+                    continue
                 routed.adopted.append((store.adopted_run(params, adopter.owner,
                                                          now + adopter.lease_ms, now),
                                        stored[event_id]))

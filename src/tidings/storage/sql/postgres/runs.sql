@@ -40,3 +40,6 @@ RETURNING id, env_id, name, data::text, event_key, ts, v, source, context::text;
 SELECT id, env_id, name, data::text, user_data, user_subject, event_key, ts, v, source,
        context::text, account_id, received_at, deliver_at, delivered_at, cancelled_at
 FROM events WHERE id = ANY(%s);
+
+-- name: try_lock_name
+SELECT pg_try_advisory_xact_lock(hashtext(%s));

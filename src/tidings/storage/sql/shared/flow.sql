@@ -119,3 +119,6 @@ SELECT id FROM runs
 WHERE function_id = ? AND id >= ? AND id < ?
     AND status NOT IN ('Completed', 'Failed', 'Cancelled')
 ORDER BY id LIMIT ?;
+
+-- name: try_lock_name
+SELECT 1 WHERE ? IS NOT NULL;
