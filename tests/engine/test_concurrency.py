@@ -219,3 +219,24 @@ async def test_a_running_engine_hands_runs_over_within_the_limit(
     assert max(gauge.most.values()) == 2
     if engine.core.storage.dialect == "sqlite":
         assert True in adopted and False in adopted  # handed over, and held back at the limit
+
+
+async def test_cancelling_a_run_frees_its_slot_and_wakes_a_waiter(engine: Engine) -> None:
+    client = tidings.Tidings(app_id="app")
+
+    @client.function(id="f", trigger=tidings.TriggerEvent(event="go"), concurrency=1)
+    async def f(ctx: tidings.Context) -> Any:
+        return await ctx.step.run("work", lambda: "done")
+
+    await engine.start(client)
+    await engine.send({"name": "go"}, {"name": "go"})
+    await engine.runtime.router.flush()  # type: ignore[union-attr]
+    executor = engine.executor()
+    (held,) = await executor._claim(10)
+    (waiter,) = [r for r in await engine.runs() if r.id != held.run.id]
+    assert (await engine.run(waiter.id)).due_at > engine.clock()  # type: ignore[operator]
+    response = await engine.api("POST", f"/v1/runs/{held.run.id}/cancel")
+    assert response.status_code == 200
+    assert (await engine.run(waiter.id)).due_at <= engine.clock()  # type: ignore[operator]
+    await engine.drain()
+    assert (await engine.run(waiter.id)).status == COMPLETED

@@ -13,7 +13,6 @@ from typing import Any
 import msgspec
 
 from tidings.flow.config import FlowControl
-from tidings.flow.slots import ended, release
 from tidings.ids import floor_id, new_id
 from tidings.router.expressions import matches
 from tidings.router.registry import Registry, aliases
@@ -33,11 +32,7 @@ def cancel_run(tx: Tx, registry: Registry, run_id: str, reason: str, now: int) -
     if run is None or run.status in TERMINAL:
         return False
     emit = _cancelled_events(tx, registry, run, reason, now)
-    if not store.cancel_fenced(tx, run_id, reason, now, emit):
-        return False
-    release(tx, run_id, now)
-    ended(tx, run_id)
-    return True
+    return store.cancel_fenced(tx, run_id, reason, now, emit)
 
 
 def _cancelled_events(tx: Tx, registry: Registry, run: Run, reason: str,

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tidings.flow import slots as flow_slots
 from tidings.ids import floor_id, new_id
 from tidings.runs.model import (
     CANCELLED,
@@ -461,6 +462,9 @@ def cancel_fenced(tx: Tx, run_id: str, reason: str, now: int,
     if run is None or tx.run("cancel_run_fenced", (dumps(error), now, run_id)) == 0:
         return False
     tx.run("delete_pauses_of_run", (run_id,))
+    # Flow control: free its concurrency slots at once (waking a waiter), drop the rest.
+    flow_slots.release(tx, run_id, now)
+    flow_slots.ended(tx, run_id)
     _settle_parent(tx, run_id, CANCELLED, None, error, now)
     for row in emit:
         insert_event(tx, row, delivered_at=None)
