@@ -188,9 +188,10 @@ async def test_a_running_engine_hands_runs_over_within_the_limit(
     adopted: list[bool] = []
     original = flow_admission.adopt
 
-    def spy(*args: Any, **kwargs: Any) -> bool:
-        adopted.append(original(*args, **kwargs))
-        return adopted[-1]
+    def spy(*args: Any, **kwargs: Any) -> list[str] | None:
+        keys = original(*args, **kwargs)
+        adopted.append(keys is not None)
+        return keys
 
     monkeypatch.setattr(flow_admission, "adopt", spy)
 

@@ -344,8 +344,9 @@ class Executor:
             self._leases[call.run.id] = call.run.lease_token
         return calls
 
-    def _admit(self, tx: Tx, runs: list[Run], now: int) -> list[Run]:
-        return flow_admission.admit(tx, runs, now, self.registry)
+    def _admit(self, tx: Tx, runs: list[Run], now: int,
+               loaded: dict[str, EventRow]) -> list[Run]:
+        return flow_admission.admit(tx, runs, now, self.registry, loaded)
 
     async def _heartbeat(self) -> None:
         while True:

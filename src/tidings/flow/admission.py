@@ -33,6 +33,7 @@ from tidings.flow.slots import ended, release
 from tidings.router.registry import Registry
 from tidings.runs import store
 from tidings.runs.model import TERMINAL, FunctionRow, Run
+from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
 
 RECHECK_MS = 60_000  # a run held back by concurrency looks again at least this often
@@ -71,8 +72,10 @@ def event_view(row: Any) -> dict[str, Any]:
             "ts": row.ts}
 
 
-def admit(tx: Tx, runs: list[Run], now: int, registry: Registry) -> list[Run]:
-    """The claimed runs that may run now; the others are given back (or cancelled)."""
+def admit(tx: Tx, runs: list[Run], now: int, registry: Registry,
+          loaded: dict[str, EventRow]) -> list[Run]:
+    """The claimed runs that may run now; the others are given back (or cancelled). The event
+    rows read on the way are left in ``loaded`` for the claim to reuse."""
     controlled: list[tuple[Run, FunctionRow, FlowControl]] = []
     for run in runs:
         fn = registry.by_id(run.function_id)
@@ -82,13 +85,14 @@ def admit(tx: Tx, runs: list[Run], now: int, registry: Registry) -> list[Run]:
             controlled.append((run, fn, fn.flow))
     if not controlled:
         return runs
-    rows = store.event_rows(tx, sorted({run.event_id for run, _, _ in controlled}))
-    events = {row.id: event_view(row) for row in rows}
+    for stored in store.event_rows(tx, sorted({run.event_id for run, _, _ in controlled})):
+        loaded[stored.id] = stored
     plans = []
     keys: set[str] = set()
     for run, fn, flow in controlled:
-        event = events.get(run.event_id) or {"id": run.event_id, "name": "", "data": {},
-                                             "ts": run.created_at}
+        row = loaded.get(run.event_id)
+        event = event_view(row) if row is not None else {
+            "id": run.event_id, "name": "", "data": {}, "ts": run.created_at}
         slots = [concurrency_key(c, i, fn, event) for i, c in enumerate(flow.concurrency)]
         fresh = run.started_at == now
         throttle = throttle_key(fn, flow, event) if flow.throttle and fresh else None
@@ -100,35 +104,44 @@ def admit(tx: Tx, runs: list[Run], now: int, registry: Registry) -> list[Run]:
         for key in sorted(keys):
             tx.one("lock_name", (key,))
     refused: set[str] = set()
+    taken: dict[str, int] = {}
+    admitted: list[str] = []
     for run, fn, flow, event, slots, throttle, fresh in plans:
-        if not _admit_one(tx, run, fn, flow, event, slots, throttle, fresh, now, registry):
+        if _admit_one(tx, run, fn, flow, event, slots, throttle, fresh, now, registry, taken):
+            admitted.append(run.id)
+        else:
             refused.add(run.id)
+    if admitted:
+        tx.many("flow_slot_take", [(key, run.id, run.lease_token)
+                                   for run, _, _, _, slots, _, _ in plans
+                                   if run.id not in refused for key in slots])
+        tx.run("flow_waits_done", (store.id_list(tx, admitted),))
     return [run for run in runs if run.id not in refused]
 
 
-def adopt(tx: Tx, fn: FunctionRow, params: tuple[Any, ...], event: dict[str, Any],
-          owner: str, lease_until: int, now: int) -> bool:
-    """Admit a run as routing creates it, to hand it straight to a local executor: its
-    concurrency slots are free and taken now, and the run is stored leased (``run_params``
-    order). False — store it queued instead — when a slot is taken, the function is throttled,
-    or another transaction holds a key (routing never waits for a key's lock)."""
+def adopt(tx: Tx, fn: FunctionRow, event: dict[str, Any], now: int,
+          taken: dict[str, int]) -> list[str] | None:
+    """Admit a run as routing creates it, to hand it straight to a local executor: the keys
+    whose slots it takes (the caller stores it leased and writes the slots, ``flow_slot_take``
+    with token 1, with the transaction's other rows), or None — store it queued instead — when
+    a slot is taken, the function is throttled, or another transaction holds a key (routing
+    never waits for a key's lock). ``taken`` counts the slots this transaction took so far."""
     flow = fn.flow
     if flow is None or flow.throttle is not None or flow.at_route:
-        return False
+        return None
     keys = [concurrency_key(c, i, fn, event) for i, c in enumerate(flow.concurrency)]
     if tx.dialect != "sqlite":
         for key in keys:
             row = tx.one("try_lock_name", (key,))
             if row is None or not row[0]:
-                return False
+                return None
     for key, limit in zip(keys, flow.concurrency, strict=True):
         used = tx.one("flow_slots_used", (key, now))
-        if used is not None and int(used[0]) >= limit.limit:
-            return False
-    tx.run("insert_run_leased", (*params, owner, lease_until, now))
+        if (int(used[0]) if used else 0) + taken.get(key, 0) >= limit.limit:
+            return None
     for key in keys:
-        tx.run("flow_slot_take", (key, params[0], 1))
-    return True
+        taken[key] = taken.get(key, 0) + 1
+    return keys
 
 
 def _start_from(run: Run, flow: FlowControl, event: dict[str, Any]) -> int:
@@ -144,7 +157,7 @@ def _start_from(run: Run, flow: FlowControl, event: dict[str, Any]) -> int:
 
 def _admit_one(tx: Tx, run: Run, fn: FunctionRow, flow: FlowControl, event: dict[str, Any],
                slots: Sequence[str], throttle: str | None, fresh: bool, now: int,
-               registry: Registry) -> bool:
+               registry: Registry, taken: dict[str, int]) -> bool:
     deadline: int | None = None
     if fresh and flow.start_ms:
         deadline = _start_from(run, flow, event) + flow.start_ms
@@ -160,7 +173,7 @@ def _admit_one(tx: Tx, run: Run, fn: FunctionRow, flow: FlowControl, event: dict
             return False
     for key, limit in zip(slots, flow.concurrency, strict=True):
         used = tx.one("flow_slots_used", (key, now))
-        if used is not None and int(used[0]) >= limit.limit:
+        if (int(used[0]) if used else 0) + taken.get(key, 0) >= limit.limit:
             # Waiters wake in the order they were due (priority included), not by arrival.
             _defer(tx, run, fresh, now + RECHECK_MS, deadline, CONCURRENCY, key,
                    min(now, run.due_at or now))
@@ -176,8 +189,7 @@ def _admit_one(tx: Tx, run: Run, fn: FunctionRow, flow: FlowControl, event: dict
             return False
         tx.run("flow_limit_set", (*decision.state, throttle))
     for key in slots:
-        tx.run("flow_slot_take", (key, run.id, run.lease_token))
-    tx.run("flow_wait_done", (run.id,))
+        taken[key] = taken.get(key, 0) + 1
     return True
 
 

@@ -7,8 +7,10 @@ Keys are matched whatever their case and underscores (``batchEvents``/``batch_ev
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -149,12 +151,40 @@ def flow_of(config: Mapping[str, Any]) -> FlowControl | None:
 
 # -- keys ------------------------------------------------------------------------------------
 
+_PATH = re.compile(r"event(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+_MISSING = object()
+
+
+@lru_cache(maxsize=1024)
+def _field_path(expression: str) -> tuple[str, ...] | None:
+    """``("data", "user_id")`` for a plain field path like ``event.data.user_id``, the usual
+    key: it is looked up directly, without running CEL (the same value, far cheaper)."""
+    text = expression.strip()
+    return tuple(text.split(".")[1:]) if _PATH.fullmatch(text) else None
+
+
+def _lookup(event: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = event
+    for name in path:
+        if not isinstance(value, Mapping):
+            return _MISSING
+        value = value.get(name, _MISSING)
+        if value is _MISSING:
+            return _MISSING
+    return value
+
+
 def key_value(expression: str | None, event: Mapping[str, Any]) -> str:
     """The value of a key expression for an event, as text. No expression, or one that cannot
     be evaluated for this event, gives the empty key (one group for all such events)."""
     if not expression:
         return ""
-    value = evaluate(expression, {"event": event})
+    path = _field_path(expression)
+    if path is not None:
+        value = _lookup(event, path)
+        value = None if value is _MISSING else value
+    else:
+        value = evaluate(expression, {"event": event})
     if value is None:
         return ""
     if isinstance(value, str):

@@ -140,6 +140,8 @@ def _route(tx: Tx, registry: Registry,
            waits: dict[tuple[str, str], list[tuple[Any, ...]]] | None = None) -> None:
     new_runs: list[tuple[Any, ...]] = []
     leased: list[tuple[Any, ...]] = []
+    slots: list[tuple[str, str, int]] = []  # concurrency slots of runs handed over
+    taken: dict[str, int] = {}
     waits = {} if waits is None else waits
     for event_id, env_id, event, source, context in rows:
         cancels = registry.cancels(env_id, event["name"])
@@ -159,14 +161,15 @@ def _route(tx: Tx, registry: Registry,
             params = store.run_params(fn=fn, event_id=event_id, due_at=due, now=now)
             adopter = adopters.get(fn.queue) if adopters and due <= now else None
             if adopter is not None and stored is not None and adopter.reserve():
-                if fn.flow is None:
-                    leased.append((*params, adopter.owner, now + adopter.lease_ms, now))
-                elif not flow_admission.adopt(tx, fn, params, event, adopter.owner,
-                                              now + adopter.lease_ms, now):
-                    adopter.unreserve(1)
-                    new_runs.append(params)
-                    routed.runs.append((fn.queue, params[0]))
-                    continue
+                if fn.flow is not None:
+                    keys = flow_admission.adopt(tx, fn, event, now, taken)
+                    if keys is None:
+                        adopter.unreserve(1)
+                        new_runs.append(params)
+                        routed.runs.append((fn.queue, params[0]))
+                        continue
+                    slots.extend((key, params[0], 1) for key in keys)
+                leased.append((*params, adopter.owner, now + adopter.lease_ms, now))
                 routed.adopted.append((store.adopted_run(params, adopter.owner,
                                                          now + adopter.lease_ms, now),
                                        stored[event_id]))
@@ -181,6 +184,8 @@ def _route(tx: Tx, registry: Registry,
         tx.many("insert_run", new_runs)
     if leased:
         tx.many("insert_run_leased", leased)
+    if slots:
+        tx.many("flow_slot_take", slots)
     for queue in {queue for queue, _ in routed.runs}:
         tx.one("notify", (queue,))
     if routed.woken:

@@ -150,17 +150,18 @@ class Claimed:
     events: list[EventRow]
 
 
-Admit = Callable[[Tx, list[Run], int], list[Run]]
+Admit = Callable[[Tx, list[Run], int, dict[str, EventRow]], list[Run]]
 
 
 def claim_calls(tx: Tx, queue: str, owner: str, now: int, lease_ms: int,
                 limit: int, admit: Admit | None = None) -> list[Claimed]:
     """Lease due runs and open their calls in the same transaction. ``admit`` (flow control)
-    may give some back before anyone sees them leased."""
+    may give some back before anyone sees them leased (and leaves the events it read)."""
     claimed = []
     runs = claim(tx, queue, owner, now, lease_ms, limit)
+    loaded: dict[str, EventRow] = {}
     if admit is not None and runs:
-        runs = admit(tx, runs, now)
+        runs = admit(tx, runs, now, loaded)
     for run in runs:
         # A run started by this very claim has neither steps nor pauses: skip looking.
         fresh = run.started_at == now
@@ -169,7 +170,9 @@ def claim_calls(tx: Tx, queue: str, owner: str, now: int, lease_ms: int,
             continue
         claimed.append(Claimed(run, steps, []))
     wanted = {i for c in claimed for i in (c.run.event_ids or [c.run.event_id])}
+    wanted.difference_update(loaded)
     rows = {r.id: r for r in event_rows(tx, sorted(wanted))} if wanted else {}
+    rows.update(loaded)
     return [Claimed(c.run, c.steps, [rows[i] for i in (c.run.event_ids or [c.run.event_id])
                                      if i in rows]) for c in claimed]
 

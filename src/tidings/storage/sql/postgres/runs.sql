@@ -43,3 +43,6 @@ FROM events WHERE id = ANY(%s);
 
 -- name: try_lock_name
 SELECT pg_try_advisory_xact_lock(hashtext(%s));
+
+-- name: flow_waits_done
+DELETE FROM flow_waits WHERE run_id = ANY(%s);

@@ -38,6 +38,9 @@ ORDER BY w.since, w.run_id LIMIT ?;
 -- name: flow_wait_done
 DELETE FROM flow_waits WHERE run_id = ?;
 
+-- name: flow_waits_done
+DELETE FROM flow_waits WHERE run_id IN (SELECT value FROM json_each(?));
+
 -- name: flow_wake
 UPDATE runs SET due_at = ?
 WHERE id = ? AND lease_owner IS NULL AND due_at > ?
