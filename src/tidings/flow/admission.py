@@ -101,13 +101,18 @@ def admit(tx: Tx, runs: list[Run], now: int, registry: Registry,
             keys.add(throttle)
         plans.append((run, fn, flow, event, slots, throttle, fresh))
     if tx.dialect != "sqlite":
-        for key in sorted(keys):
-            tx.one("lock_name", (key,))
+        tx.one("lock_names", (sorted(keys),))
+    # Slots held now, read once for every key (under the keys' locks); this claim's own
+    # admissions are added as they are decided.
+    used: dict[str, int] = {}
+    slot_keys = sorted({key for plan in plans for key in plan[4]})
+    if slot_keys:
+        for key, count in tx.all("flow_slots_counts", (store.id_list(tx, slot_keys), now)):
+            used[key] = int(count)
     refused: set[str] = set()
-    taken: dict[str, int] = {}
     admitted: list[str] = []
     for run, fn, flow, event, slots, throttle, fresh in plans:
-        if _admit_one(tx, run, fn, flow, event, slots, throttle, fresh, now, registry, taken):
+        if _admit_one(tx, run, fn, flow, event, slots, throttle, fresh, now, registry, used):
             admitted.append(run.id)
         else:
             refused.add(run.id)
@@ -157,7 +162,7 @@ def _start_from(run: Run, flow: FlowControl, event: dict[str, Any]) -> int:
 
 def _admit_one(tx: Tx, run: Run, fn: FunctionRow, flow: FlowControl, event: dict[str, Any],
                slots: Sequence[str], throttle: str | None, fresh: bool, now: int,
-               registry: Registry, taken: dict[str, int]) -> bool:
+               registry: Registry, used: dict[str, int]) -> bool:
     deadline: int | None = None
     if fresh and flow.start_ms:
         deadline = _start_from(run, flow, event) + flow.start_ms
@@ -172,8 +177,7 @@ def _admit_one(tx: Tx, run: Run, fn: FunctionRow, flow: FlowControl, event: dict
                        f"{to_text(flow.finish_ms)} of starting", now)
             return False
     for key, limit in zip(slots, flow.concurrency, strict=True):
-        used = tx.one("flow_slots_used", (key, now))
-        if (int(used[0]) if used else 0) + taken.get(key, 0) >= limit.limit:
+        if used.get(key, 0) >= limit.limit:
             # Waiters wake in the order they were due (priority included), not by arrival.
             _defer(tx, run, fresh, now + RECHECK_MS, deadline, CONCURRENCY, key,
                    min(now, run.due_at or now))
@@ -189,7 +193,7 @@ def _admit_one(tx: Tx, run: Run, fn: FunctionRow, flow: FlowControl, event: dict
             return False
         tx.run("flow_limit_set", (*decision.state, throttle))
     for key in slots:
-        taken[key] = taken.get(key, 0) + 1
+        used[key] = used.get(key, 0) + 1
     return True
 
 

@@ -7,6 +7,12 @@ from tidings.storage.tx import Tx
 
 def release(tx: Tx, run_id: str, now: int) -> None:
     """Free a run's concurrency slots and wake the oldest run waiting on each key."""
+    if tx.dialect == "postgres":
+        # Under the keys' locks, as a claim counts: a run the claim is just sending back to
+        # wait is then either seen here (and woken) or sees the slot free (and runs).
+        tx.one("flow_lock_slots_of", (run_id,))
+        tx.run("flow_release", (run_id, now, now, now))
+        return
     for (key,) in tx.all("flow_slots_release", (run_id,)):
         for (waiter,) in tx.all("flow_waiters", (key, now, 1)):
             tx.run("flow_wake", (now, waiter, now))

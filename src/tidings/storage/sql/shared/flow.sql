@@ -12,6 +12,15 @@ UPDATE flow_limits SET a = ?, b = ? WHERE flow_key = ?;
 SELECT count(*) FROM flow_slots s JOIN runs r ON r.id = s.run_id
 WHERE s.flow_key = ? AND r.lease_token = s.token AND r.lease_until >= ?;
 
+-- name: flow_slots_counts
+SELECT s.flow_key, count(*) FROM flow_slots s JOIN runs r ON r.id = s.run_id
+WHERE s.flow_key IN (SELECT value FROM json_each(?)) AND r.lease_token = s.token
+    AND r.lease_until >= ?
+GROUP BY s.flow_key;
+
+-- name: lock_names
+SELECT ?;
+
 -- name: flow_slot_take
 INSERT INTO flow_slots (flow_key, run_id, token) VALUES (?, ?, ?)
 ON CONFLICT (flow_key, run_id) DO UPDATE SET token = excluded.token;
