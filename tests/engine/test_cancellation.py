@@ -144,3 +144,22 @@ def test_at_most_five_cancellations() -> None:
     with pytest.raises(ConfigError, match="at most 5"):
         _sleeper(cancel=[tidings.Cancel(event=f"e{i}") for i in range(6)])
     _sleeper(cancel=[tidings.Cancel(event=f"e{i}") for i in range(5)])
+
+
+async def test_a_cancelled_run_emits_function_cancelled(engine: Engine) -> None:
+    client = _sleeper(cancel=ON_CANCEL)
+    seen: list[Any] = []
+
+    @client.function(id="watcher", trigger=tidings.TriggerEvent(event="tidings/function.cancelled"))
+    async def watcher(ctx: tidings.Context) -> Any:
+        seen.append(ctx.event.data)
+        return ctx.event.data["error"]["message"]
+
+    await engine.start(client)
+    await engine.send({"name": "order/created", "data": {"id": 1}})
+    await engine.drain()
+    await engine.send({"name": "order/cancelled", "data": {"id": 1}})
+    await engine.drain()
+    assert len(seen) == 1 and seen[0]["function_id"] == "app-f"
+    assert seen[0]["event"]["data"] == {"id": 1}
+    assert seen[0]["error"]["message"].startswith("cancelled by event order/cancelled")

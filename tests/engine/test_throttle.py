@@ -37,6 +37,9 @@ async def test_throttle_lets_the_burst_through_then_spaces_the_rest(engine: Engi
     (held,) = [r for r in await engine.runs() if r.status == QUEUED]
     why = await engine.waiting(held.id)
     assert why is not None and why["reason"] == "throttled"
+    shown = (await engine.get(f"/v1/runs/{held.id}"))["waiting"]
+    assert shown["reason"] == "throttled" and shown["key"] == ""
+    assert shown["until"].endswith("Z") and shown["since"].endswith("Z")
     assert held.due_at is not None and start + 19_000 <= held.due_at <= engine.clock() + 20_000
     engine.clock.advance(15_000)
     await engine.drain()
