@@ -96,3 +96,27 @@ async def test_singleton_cancel(engine: Engine) -> None:
     engine.clock.advance(3600_001)
     await engine.drain()
     assert (await engine.run(second.id)).output == 1
+
+
+async def test_a_singleton_cron_skips_ticks_while_its_run_is_active(engine: Engine) -> None:
+    """The common "do not start again while the last one still runs": a cron function with a
+    singleton. Two processes tick together: one run per tick, skipped while one is active."""
+    client = tidings.Tidings(app_id="app")
+
+    @client.function(id="hourly", trigger=tidings.TriggerCron(cron="0 * * * *"),
+                     singleton=tidings.Singleton(mode="skip"))
+    async def hourly(ctx: tidings.Context) -> Any:
+        await ctx.step.sleep("long", "90m")
+        return "done"
+
+    runtime = await engine.start(client)
+    other = type(runtime)(engine.core, [client], clock=engine.clock)
+    await other.register()
+    await runtime.cron.tick()
+    await other.cron.tick()
+    for _ in range(6):  # three hourly ticks; the run of the first sleeps 90 minutes
+        engine.clock.advance(1800_000)
+        await other.cron.tick()  # the other process ticks first (drain ticks this one)
+        await engine.drain()
+    runs = await engine.runs()
+    assert [r.status for r in runs] == [COMPLETED, SLEEPING]  # ticks 1 and 3; tick 2 skipped
