@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from tidings.durations import to_ms
+from tidings.durations import to_ms, to_text
 from tidings.errors import ConfigError
 from tidings.router.expressions import check_expression, evaluate
 
@@ -243,16 +243,10 @@ def _duration(obj: Mapping[str, Any], key: str, what: str, *, low: int | None = 
         return None
     ms = to_ms(value, f"{what}.{key}")
     if low is not None and ms < low:
-        raise ConfigError(f"{what}.{key}: at least {_text(low)}, got {value!r}")
+        raise ConfigError(f"{what}.{key}: at least {to_text(low)}, got {value!r}")
     if high is not None and ms > high:
-        raise ConfigError(f"{what}.{key}: at most {_text(high)}, got {value!r}")
+        raise ConfigError(f"{what}.{key}: at most {to_text(high)}, got {value!r}")
     return ms
-
-
-def _text(ms: int) -> str:
-    from tidings.durations import to_text
-
-    return to_text(ms)
 
 
 def _concurrency(raw: Any) -> tuple[Concurrency, ...]:
