@@ -140,3 +140,28 @@ def test_gcra_and_window_arithmetic() -> None:
 def test_bad_rates_are_refused(flow: dict[str, Any], words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         _app(**flow)
+
+
+async def test_invoking_a_rate_limited_function_fails_the_step(engine: Engine) -> None:
+    client = tidings.Tidings(app_id="app")
+
+    @client.function(id="once", trigger=tidings.TriggerEvent(event="never"),
+                     rate_limit=tidings.RateLimit(limit=1, period="1h", key="event.data.user"))
+    async def once(ctx: tidings.Context) -> Any:
+        return ctx.event.data["user"]
+
+    @client.function(id="caller", trigger=tidings.TriggerEvent(event="go"))
+    async def caller(ctx: tidings.Context) -> Any:
+        try:
+            return await ctx.step.invoke("call", function=once,
+                                         data={"user": ctx.event.data["user"]})
+        except tidings.StepError as exc:
+            return f"{exc.name}: {exc}"
+
+    await engine.start(client)
+    for user in ("ana", "ana", "bob"):
+        await engine.send({"name": "go", "data": {"user": user}})
+        await engine.drain()
+    callers = [r for r in await engine.runs() if r.parent_run_id is None]
+    assert [r.output for r in callers] == ["ana", "RateLimited: invoked function is rate limited",
+                                           "bob"]

@@ -38,6 +38,7 @@ from tidings.engine.outcomes import (
 from tidings.errors import NonRetriableError, RequestRejected
 from tidings.events.parse import parse_events
 from tidings.flow import admission as flow_admission
+from tidings.flow import routing as flow_routing
 from tidings.ids import IdSeed, floor_id, new_id, now_ms
 from tidings.router.registry import Registry
 from tidings.router.route import look_back
@@ -541,6 +542,13 @@ class Executor:
                 store.insert_event(tx, row, delivered_at=now)
                 target = store.function_by_id(tx, target_id)
                 assert target is not None
+                refused = flow_routing.refuses_invoke(tx, target, row, run.id, blocker.step, now)
+                if refused is not None:
+                    store.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
+                                until=blocker.until)
+                    store.resolve_pause(tx, run.id, blocker.step, blocker.name, {"error": {
+                        "name": "RateLimited", "message": refused}}, now, failed=True)
+                    continue
                 child = store.create_run(tx, fn=target, event_id=row.id, due_at=now, now=now,
                                          dedup_key=f"invoke:{run.id}:{blocker.step}",
                                          parent_run_id=run.id, parent_step=blocker.step)

@@ -25,6 +25,7 @@ from tidings.router.expressions import matches
 from tidings.router.registry import Registry
 from tidings.runs import store
 from tidings.runs.model import TERMINAL, FunctionRow, dumps, loads
+from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
 
 RATE_LIMITED, IDEMPOTENT, SINGLETON = "rate_limited", "idempotency", "singleton"
@@ -60,6 +61,31 @@ def start(tx: Tx, registry: Registry, fn: FunctionRow, event_id: str, event: dic
         return _debounce(tx, registry, fn, flow, event_id, event, now, routed)
     ts = int(event["ts"])
     return create(tx, registry, fn, flow, event_id, event, ts if ts > now else now, now, routed)
+
+
+def refuses_invoke(tx: Tx, fn: FunctionRow, row: EventRow, parent_run_id: str, step: str,
+                   now: int) -> str | None:
+    """Why ``fn`` may not be invoked now — its rate limit or idempotency key is used up —, or
+    None. As in Inngest, the invoking step then fails with that reason. A call that already
+    started the child (and is repeated) is never refused."""
+    flow = fn.flow
+    if flow is None or (flow.rate_limit is None and flow.idempotency is None):
+        return None
+    if tx.one("run_for_dedup", (fn.id, f"invoke:{parent_run_id}:{step}")) is not None:
+        return None
+    event = {"id": row.id, "name": row.name, "data": loads(row.data), "ts": row.ts}
+    if flow.rate_limit is not None:
+        rate = flow.rate_limit
+        key = f"r:{fn.id}:{short(key_value(rate.key, event))}"
+        if not _take(tx, key, now, rate.limit, rate.period_ms):
+            _skip(tx, row.id, fn, RATE_LIMITED, now)
+            return "invoked function is rate limited"
+    if flow.idempotency is not None:
+        key = f"i:{fn.id}:{short(key_value(flow.idempotency, event))}"
+        if not _take(tx, key, now, 1, IDEMPOTENCY_MS):
+            _skip(tx, row.id, fn, IDEMPOTENT, now)
+            return "invoked function already ran for this idempotency key"
+    return None
 
 
 def create(tx: Tx, registry: Registry, fn: FunctionRow, flow: FlowControl, event_id: str,
