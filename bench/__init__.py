@@ -1,6 +1,6 @@
 """Benchmarks of the event-ingest hot path (P1, P2, run with ``wrk``) and of the engine (P3-P6,
-beside Celery and DBOS; P7, SDK apps over HTTP), against real servers. ``bench/README.md`` has
-the figures and how to read them.
+beside Celery and DBOS; P7, SDK apps over HTTP; P8, flow control), against real servers.
+``bench/README.md`` has the figures and how to read them.
 
 * ``python -m bench.p1_ingest`` (P1): single-event ``POST /e/{key}`` against a bare ASGI app on
   the same server stack; the goal is tidings/bare >= 0.6.
@@ -16,6 +16,9 @@ the figures and how to read them.
 * ``python -m bench.p7_http`` (P7): event -> one-step function completed, runs/s, served by an
   app written with the official ``inngest`` SDK over HTTP beside the same function native; the
   server's and the app's CPU per run show which of them limits the HTTP path.
+* ``python -m bench.p8_flow`` (P8): a one-step function under a concurrency limit of 1 per key
+  over 10,000 keys beside the same function without flow control; the goal is keyed/plain
+  >= 0.7.
 * ``python -m bench [p1 ...]`` runs the ones named, or all.
 
 Each round starts a fresh server (fresh data directory, free port) pinned to one core, drives it

@@ -1,15 +1,24 @@
-"""``python -m bench [p1 p2 p3 p4 p5 p6 p7]``: the benchmarks named (default: all), one after the
+"""``python -m bench [p1 ... p8]``: the benchmarks named (default: all), one after the
 other. P1/P2 measure ingest; P3-P6 the engine, beside Celery and DBOS where they have a peer;
-P7 an Inngest SDK app over HTTP beside the same function native."""
+P7 an Inngest SDK app over HTTP beside the same function native; P8 the cost of flow control."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import p1_ingest, p2_batch, p3_throughput, p4_latency, p5_steps, p6_pending, p7_http
+from bench import (
+    p1_ingest,
+    p2_batch,
+    p3_throughput,
+    p4_latency,
+    p5_steps,
+    p6_pending,
+    p7_http,
+    p8_flow,
+)
 
 BENCHMARKS = {"p1": p1_ingest, "p2": p2_batch, "p3": p3_throughput, "p4": p4_latency,
-              "p5": p5_steps, "p6": p6_pending, "p7": p7_http}
+              "p5": p5_steps, "p6": p6_pending, "p7": p7_http, "p8": p8_flow}
 
 
 def main(argv: list[str] | None = None) -> int:

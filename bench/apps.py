@@ -56,3 +56,17 @@ async def p6_sleeper(ctx: tidings.Context) -> None:
     """P6 (sleeping runs): sleep until ``data.until`` (ms), then record when the run woke."""
     await ctx.step.sleep_until("nap", int(ctx.event.data["until"]))
     await ctx.step.run("woke", time.time)
+
+
+@client.function(id="p8-plain", trigger=tidings.TriggerEvent(event="bench/p8.plain"),
+                 retries=0)
+async def p8_plain(ctx: tidings.Context) -> None:
+    """P8: one no-op step, no flow control (the baseline)."""
+    await ctx.step.run("noop", _noop)
+
+
+@client.function(id="p8-keyed", trigger=tidings.TriggerEvent(event="bench/p8.keyed"),
+                 retries=0, concurrency=tidings.Concurrency(limit=1, key="event.data.key"))
+async def p8_keyed(ctx: tidings.Context) -> None:
+    """P8: the same step under a concurrency limit of 1 per ``data.key``."""
+    await ctx.step.run("noop", _noop)

@@ -1,4 +1,4 @@
-"""What the engine benchmarks (P3-P7) share: ``tidings dev -a bench.apps:client`` on SQLite or
+"""What the engine benchmarks (P3-P8) share: ``tidings dev -a bench.apps:client`` on SQLite or
 PostgreSQL, a keep-alive HTTP sender, queries on the server's database, pinning, results.
 
 The server is pinned to ``TIDINGS_BENCH_SERVER_CPU`` (core 0) and the benchmark process itself —

@@ -21,13 +21,28 @@ from tidings.errors import (
 )
 from tidings.sdk import Event, EventRecord, Tidings
 from tidings.sdk.context import Context, ReceivedEvent, Step, SyncStep
+from tidings.sdk.flow import (
+    Batch,
+    Cancel,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+    Timeouts,
+)
 from tidings.sdk.function import Function, TriggerCron, TriggerEvent
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Batch",
+    "Cancel",
+    "Concurrency",
     "ConfigError",
     "Context",
+    "Debounce",
     "EncryptionError",
     "Event",
     "EventRecord",
@@ -36,16 +51,21 @@ __all__ = [
     "FunctionError",
     "NonRetriableError",
     "PayloadTooLarge",
+    "Priority",
+    "RateLimit",
     "ReceivedEvent",
     "RequestRejected",
     "RetryAfterError",
     "SendError",
+    "Singleton",
     "Step",
     "StepError",
     "StorageError",
     "SyncStep",
+    "Throttle",
     "Tidings",
     "TidingsError",
+    "Timeouts",
     "TriggerCron",
     "TriggerEvent",
     "Unauthorized",

@@ -111,6 +111,24 @@ def ticker(ctx: inngest.ContextSync) -> dict[str, Any]:
     return {"cron": ctx.event.data.get("cron"), "event": ctx.event.name}
 
 
+@client.create_function(
+    fn_id="shaped", trigger=inngest.TriggerEvent(event="py/shaped"),
+    rate_limit=inngest.RateLimit(limit=1, period=timedelta(hours=1), key="event.data.user"),
+    concurrency=[inngest.Concurrency(limit=1, key="event.data.user")],
+    cancel=[inngest.Cancel(event="py/stop", if_exp="event.data.user == async.data.user")])
+async def shaped(ctx: inngest.Context) -> dict[str, Any]:
+    # Flow control as the SDK registers it: one run per user an hour, one at a time, and a
+    # py/stop for the same user cancels it while it sleeps.
+    await ctx.step.sleep("nap", timedelta(seconds=2))
+    return {"user": ctx.event.data["user"]}
+
+
+@client.create_function(fn_id="batched", trigger=inngest.TriggerEvent(event="py/batched"),
+                        batch_events=inngest.Batch(max_size=3, timeout=timedelta(seconds=30)))
+def batched(ctx: inngest.ContextSync) -> dict[str, Any]:
+    return {"n": [e.data["n"] for e in ctx.events]}
+
+
 app = fastapi.FastAPI()
 inngest.fast_api.serve(app, client, [double, flow, call_native, followup, flaky, wobbly, bulky,
-                                     doomed, ticker])
+                                     doomed, ticker, shaped, batched])

@@ -20,7 +20,7 @@ def check_synced(app: dict[str, Any]) -> None:
     assert app["app_id"] == "py-app"
     assert app["sdk"].startswith("py:v0.5.")
     assert app["framework"] == "fast_api"
-    assert app["functions"] == 10  # nine functions and doomed's on_failure handler
+    assert app["functions"] == 12  # eleven functions and doomed's on_failure handler
 
 
 def check_flow(api: Api, sender: inngest.Inngest, flow_event: str, flow_id: int,

@@ -110,3 +110,35 @@ def test_streamed_answers(stack: tuple[LiveServer, AppProcess], sender: inngest.
 
     wait_for(lambda: api.synced(app.url), timeout=30, what="the app to sync", logs=logs)
     check_flow(api, sender, send(sender, "py/flow", {"id": 11}), 11, logs)
+
+
+def test_flow_control_of_sdk_functions(stack: tuple[LiveServer, AppProcess],
+                                       sender: inngest.Inngest) -> None:
+    """The flow control an SDK registers is applied: a rate limit skips (and says so on the
+    event), cancel_on cancels, a batch runs once with every event."""
+    server, app = stack
+    api = Api(server.url)
+
+    def logs() -> str:
+        return app.output() + (server.data_dir / "server.log").read_text(errors="replace")
+
+    wait_for(lambda: api.synced(app.url), timeout=30, what="the app to sync", logs=logs)
+    first = send(sender, "py/shaped", {"user": "ana"})
+    again = send(sender, "py/shaped", {"user": "ana"})
+    other = send(sender, "py/shaped", {"user": "bob"})
+    ana = api.run_of(first, "py-app-shaped")
+    bob = api.run_of(other, "py-app-shaped")
+    skipped = wait_for(lambda: api.get(f"/v1/events/{again}")["skipped"] or None,
+                       timeout=30, what="the rate-limited event", logs=logs)
+    assert [(s["function"], s["reason"]) for s in skipped] == [("py-app-shaped",
+                                                               "rate_limited")]
+    assert api.runs_of(again) == []
+    send(sender, "py/stop", {"user": "bob"})
+    assert api.finished(bob["id"], logs=logs)["status"] == "Cancelled"
+    done = api.finished(ana["id"], logs=logs)
+    assert done["status"] == "Completed" and done["output"] == {"user": "ana"}
+
+    batch = [send(sender, "py/batched", {"n": n}) for n in range(3)]
+    run = api.run_of(batch[0], "py-app-batched")
+    finished = api.finished(run["id"], logs=logs)
+    assert finished["status"] == "Completed" and finished["output"] == {"n": [0, 1, 2]}

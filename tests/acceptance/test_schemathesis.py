@@ -120,6 +120,7 @@ def test_openapi_json_describes_every_json_endpoint(dev_server: LiveServer) -> N
         ("POST", "/v1/runs/{run_id}/cancel"),
         ("POST", "/v1/runs/{run_id}/rerun"),
         ("POST", "/v1/replays"),
+        ("POST", "/v1/cancellations"),
         ("GET", "/v1/replays/{replay_id}"),
         ("POST", "/fn/register"),
         ("GET", "/v0/runs/{run_id}/batch"),

@@ -140,6 +140,25 @@ async def test_invalid_registrations_are_refused(db_url: str, tmp_path: Path) ->
             "app URL 'http://' is not": {**PY_BODY, "url": "http://"},
             "step URL": {**PY_BODY, "functions": [fn("x", steps={"step": {
                 "runtime": {"type": "http", "url": "https://host:99999/"}}})]},
+            "batchEvents cannot be combined with debounce": {**PY_BODY, "functions": [fn(
+                "x", batch_events={"max_size": 10, "timeout": "5s"},
+                debounce={"period": "5s"})]},
+            "batchEvents cannot be combined with singleton": {**PY_BODY, "functions": [fn(
+                "x", batchEvents={"maxSize": 10, "timeout": "5s"},
+                singleton={"mode": "skip"})]},
+            "batchEvents cannot be combined with priority.run": {**PY_BODY, "functions": [fn(
+                "x", batchEvents={"maxSize": 10, "timeout": "5s"},
+                priority={"run": "event.data.p"})]},
+            "concurrency: at most 2 limits": {**PY_BODY, "functions": [fn(
+                "x", concurrency=[{"limit": 1}, {"limit": 2}, {"limit": 3}])]},
+            "rateLimit.period: at most 1d": {**PY_BODY, "functions": [fn(
+                "x", rateLimit={"limit": 1, "period": "25h"})]},
+            "debounce.period: at least 1s": {**PY_BODY, "functions": [fn(
+                "x", debounce={"period": "10ms"})]},
+            "cancel: at most 5": {**PY_BODY, "functions": [fn(
+                "x", cancel=[{"event": f"app/e{i}"} for i in range(6)])]},
+            "singleton.mode: skip or cancel": {**PY_BODY, "functions": [fn(
+                "x", singleton={"mode": "later"})]},
         }
         for expected, body in cases.items():
             answer = await register(http, body)

@@ -18,9 +18,8 @@ from urllib.parse import urlsplit
 
 import jcs
 
-from tidings.durations import to_ms
 from tidings.errors import ConfigError, RequestRejected
-from tidings.router.expressions import check_expression
+from tidings.flow.config import parse_flow
 from tidings.runs.store import FunctionDef
 from tidings.sdk.function import MAX_TRIGGERS, TriggerCron, TriggerEvent
 
@@ -147,7 +146,7 @@ def parse_function(raw: Any) -> FunctionDef:
         canonical = FLOW_CONTROL.get(fold(key))
         if canonical is not None and value is not None:
             config[canonical] = strip_nulls(value)
-    _check_flow_control(config)
+    parse_flow(config)
     return FunctionDef(slug=slug, name=name, url=url, config=config)
 
 
@@ -196,73 +195,3 @@ def _step(raw: Any, top_retries: Any) -> tuple[str, int]:
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
         raise ConfigError(f"retries.attempts must be a whole number from 0, got {attempts!r}")
     return url, min(attempts, MAX_RETRIES)
-
-
-def _check_flow_control(config: dict[str, Any]) -> None:
-    """CEL keys and conditions compile, durations read, and limits are within bounds."""
-    concurrency = config.get("concurrency")
-    if isinstance(concurrency, int) and not isinstance(concurrency, bool):
-        concurrency = [{"limit": concurrency}]
-    elif isinstance(concurrency, Mapping):
-        concurrency = [concurrency]
-    if concurrency is not None:
-        if not isinstance(concurrency, list) or len(concurrency) > 2:
-            raise ConfigError("concurrency: at most 2 limits")
-        for limit in concurrency:
-            _expression(limit, "key", "concurrency.key")
-            scope = get(limit, "scope") if isinstance(limit, Mapping) else None
-            if scope is not None and scope not in ("fn", "env", "account"):
-                raise ConfigError(f"concurrency.scope: fn, env or account, got {scope!r}")
-    cancel = config.get("cancel")
-    if cancel is not None:
-        if not isinstance(cancel, list) or len(cancel) > 5:
-            raise ConfigError("cancel: at most 5 cancellations")
-        for entry in cancel:
-            if not isinstance(entry, Mapping) or not isinstance(get(entry, "event"), str):
-                raise ConfigError("cancel: each cancellation names an event")
-            _expression(entry, "if", "cancel.if")
-            _duration(entry, "timeout", "cancel.timeout")
-    for name in ("throttle", "rateLimit", "debounce", "batchEvents", "singleton"):
-        _expression(config.get(name), "key", f"{name}.key")
-    for name in ("throttle", "rateLimit", "debounce"):
-        _duration(config.get(name), "period", f"{name}.period")
-    _duration(config.get("debounce"), "timeout", "debounce.timeout")
-    _duration(config.get("batchEvents"), "timeout", "batchEvents.timeout")
-    _expression(config.get("batchEvents"), "if", "batchEvents.if")
-    _expression(config.get("priority"), "run", "priority.run")
-    for name in ("start", "finish"):
-        _duration(config.get("timeouts"), name, f"timeouts.{name}")
-    idempotency = config.get("idempotency")
-    if idempotency is not None:
-        if not isinstance(idempotency, str):
-            raise ConfigError("idempotency is a CEL expression")
-        check_expression(idempotency)
-    if "batchEvents" in config:
-        for other in ("cancel", "debounce", "singleton"):
-            if config.get(other):
-                raise ConfigError(f"batchEvents cannot be combined with {other}")
-        priority = config.get("priority")
-        if isinstance(priority, Mapping) and get(priority, "run"):
-            raise ConfigError("batchEvents cannot be combined with priority.run")
-
-
-def _expression(obj: Any, key: str, what: str) -> None:
-    if not isinstance(obj, Mapping):
-        return
-    value = get(obj, key)
-    if value is None:
-        return
-    if not isinstance(value, str):
-        raise ConfigError(f"{what} is a CEL expression")
-    try:
-        check_expression(value)
-    except ConfigError as exc:
-        raise ConfigError(f"{what}: {exc.message}") from None
-
-
-def _duration(obj: Any, key: str, what: str) -> None:
-    if not isinstance(obj, Mapping):
-        return
-    value = get(obj, key)
-    if value is not None:
-        to_ms(value, what)

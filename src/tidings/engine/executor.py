@@ -37,6 +37,8 @@ from tidings.engine.outcomes import (
 )
 from tidings.errors import NonRetriableError, RequestRejected
 from tidings.events.parse import parse_events
+from tidings.flow import admission as flow_admission
+from tidings.flow import routing as flow_routing
 from tidings.ids import IdSeed, floor_id, new_id, now_ms
 from tidings.router.registry import Registry
 from tidings.router.route import look_back
@@ -344,10 +346,14 @@ class Executor:
             return []
         now = self.clock()
         calls = await self.storage.write(lambda tx: store.claim_calls(
-            tx, self.queue, self.owner, now, self.settings.lease_ms, limit))
+            tx, self.queue, self.owner, now, self.settings.lease_ms, limit, self._admit))
         for call in calls:
             self._leases[call.run.id] = call.run.lease_token
         return calls
+
+    def _admit(self, tx: Tx, runs: list[Run], now: int,
+               loaded: dict[str, EventRow]) -> list[Run]:
+        return flow_admission.admit(tx, runs, now, self.registry, loaded)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -433,18 +439,24 @@ class Executor:
 
             write = with_records  # type: ignore[assignment]
         now = self.clock()
+        # Ends record their steps themselves (``store.finish``): only flow control wraps them.
+        end_write = self.storage.write
+        flowing = fn.flow is not None and fn.flow.at_claim
+        if flowing:
+            write = flow_admission.after(write, run, fn, now)  # type: ignore[assignment]
+            end_write = flow_admission.after(end_write, run, fn, now)  # type: ignore[assignment]
         emitted: list[str] = []
         due_now = False
         if isinstance(outcome, RunDone):
-            if (self._batched and first and not run.parent_run_id
+            if (self._batched and first and not flowing and not run.parent_run_id
                     and not self.registry.listens(run.env_id, "tidings/function.finished")):
                 # The common end: nothing to emit, no pauses, no parent.
                 await self._complete(store.Completion(run, outcome.output, records, now))
                 return
             output = msgspec.json.decode(outcome.output)
             rows = self._lifecycle(run, fn, event, events, "finished", now, result=output)
-            await self.storage.write(lambda tx: self._end(tx, run, COMPLETED, output, None,
-                                                          rows, now, records, first))
+            await end_write(lambda tx: self._end(tx, run, COMPLETED, output, None,
+                                                 rows, now, records, first))
             emitted = [r.id for r in rows]
         elif isinstance(outcome, RunFailed):
             if outcome.retriable and run.attempt < fn.retries:
@@ -457,9 +469,8 @@ class Executor:
                                          error=outcome.error),
                         *self._lifecycle(run, fn, event, events, "finished", now,
                                          error=outcome.error)]
-                await self.storage.write(lambda tx: self._end(tx, run, FAILED, None,
-                                                              outcome.error, rows, now,
-                                                              records, first))
+                await end_write(lambda tx: self._end(tx, run, FAILED, None,
+                                                     outcome.error, rows, now, records, first))
                 emitted = [r.id for r in rows]
         elif isinstance(outcome, Continue):
             await write(lambda tx: store.reschedule(tx, run, due_at=now, attempt=run.attempt))
@@ -585,6 +596,13 @@ class Executor:
                 store.insert_event(tx, row, delivered_at=now)
                 target = store.function_by_id(tx, target_id)
                 assert target is not None
+                refused = flow_routing.refuses_invoke(tx, target, row, run.id, blocker.step, now)
+                if refused is not None:
+                    store.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
+                                until=blocker.until)
+                    store.resolve_pause(tx, run.id, blocker.step, blocker.name, {"error": {
+                        "name": "RateLimited", "message": refused}}, now, failed=True)
+                    continue
                 child = store.create_run(tx, fn=target, event_id=row.id, due_at=now, now=now,
                                          dedup_key=f"invoke:{run.id}:{blocker.step}",
                                          parent_run_id=run.id, parent_step=blocker.step)

@@ -8,13 +8,16 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import msgspec
 from ulid import ULID
 
 from tidings.engine.cron import parse_cron
 from tidings.errors import ConfigError
+from tidings.flow import routing as flow_routing
 from tidings.ids import now_ms
 from tidings.router.registry import Registry
 from tidings.runs import store
@@ -31,17 +34,36 @@ def tick_id(fn: FunctionRow, tick: int) -> str:
     return str(ULID.from_bytes(tick.to_bytes(6, "big") + entropy))
 
 
-def fire(tx: Tx, *, fn: FunctionRow, expression: str, tick: int, now: int) -> str | None:
+@dataclass(slots=True)
+class _Started:
+    runs: list[tuple[str, str]] = field(default_factory=list)
+
+
+def fire(tx: Tx, *, fn: FunctionRow, expression: str, tick: int, now: int,
+         registry: Registry | None = None) -> str | None:
     row = EventRow(id=tick_id(fn, tick), env_id=fn.env_id, name=TIMER,
                    data=msgspec.json.encode({"cron": expression}), user=None, user_subject=None,
                    key=None, ts=tick, v=None, source="tidings", context=None, account_id=None,
                    received_at=now, deliver_at=None)
-    store.insert_event(tx, row, delivered_at=now)
-    run_id = store.create_run(tx, fn=fn, event_id=row.id, due_at=now, now=now,
-                              dedup_key=f"cron:{tick}")
+    if registry is not None and fn.flow is not None and fn.flow.at_route:
+        # Flow control (a singleton, a rate limit…) decides, once: only the process that
+        # stores the tick's event goes on.
+        if tx.run("insert_event", _event_params(tx, row, now)) == 0:
+            return None
+        event = {"id": row.id, "name": TIMER, "data": {"cron": expression}, "ts": tick}
+        run_id = flow_routing.start(tx, registry, fn, row.id, event, now, _Started())
+    else:
+        store.insert_event(tx, row, delivered_at=now)
+        run_id = store.create_run(tx, fn=fn, event_id=row.id, due_at=now, now=now,
+                                  dedup_key=f"cron:{tick}")
     if run_id is not None:
         tx.one("notify", (fn.queue,))
     return run_id
+
+
+def _event_params(tx: Tx, row: EventRow, now: int) -> tuple[Any, ...]:
+    return (row.id, row.env_id, row.name, store.json_param(tx, row.data), None, None, None,
+            row.ts, None, row.source, None, None, row.received_at, None, now)
 
 
 class CronService:
@@ -83,7 +105,8 @@ class CronService:
             if due > now:
                 continue
             run_id = await self._storage.write(partial(fire, fn=fn, expression=expression,
-                                                       tick=due, now=now))
+                                                       tick=due, now=now,
+                                                       registry=self._registry))
             if run_id is not None:
                 started.append(run_id)
                 self._on_run(fn.queue)

@@ -58,6 +58,7 @@ class Registry:
         self.crons: list[tuple[FunctionRow, str]] = []
         self._listening: dict[tuple[str, str], bool] = {}
         self._by_id: dict[str, FunctionRow] = {}
+        self._cancels: set[tuple[str, str]] = set()
 
     def refresh(self, tx: Tx) -> bool:
         """Reload when the database's registry version moved; True when it did."""
@@ -71,6 +72,8 @@ class Registry:
         envs: dict[str, _EnvIndex] = {}
         crons = []
         self._by_id = {fn.id: fn for fn in rows}
+        self._cancels = {(fn.env_id, c.event) for fn in rows if fn.flow is not None
+                         for c in fn.flow.cancel}
         for fn in rows:
             index = envs.setdefault(fn.env_id, _EnvIndex())
             index.by_slug[fn.slug] = fn
@@ -108,6 +111,10 @@ class Registry:
             n.startswith(prefix) for prefix, _ in index.wildcards for n in names))
         self._listening[(env_id, name)] = found
         return found
+
+    def cancels(self, env_id: str, name: str) -> bool:
+        """True when some function of the environment is cancelled by events of that name."""
+        return bool(self._cancels) and any((env_id, n) in self._cancels for n in aliases(name))
 
     def match(self, env_id: str, event: dict[str, Any], source: str = "tidings",
               context: Any = None) -> list[FunctionRow]:

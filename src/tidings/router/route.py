@@ -14,6 +14,9 @@ from typing import Any, Protocol
 
 import msgspec
 
+from tidings.flow import admission as flow_admission
+from tidings.flow import cancel as flow_cancel
+from tidings.flow import routing as flow_routing
 from tidings.router.expressions import matches
 from tidings.router.registry import Registry, aliases
 from tidings.runs import store
@@ -42,6 +45,8 @@ class Adopter(Protocol):
     def lease_ms(self) -> int: ...
 
     def reserve(self) -> bool: ...
+
+    def unreserve(self, count: int) -> None: ...
 
 
 def event_json(row: Sequence[Any]) -> tuple[str, dict[str, Any], str, Any]:
@@ -88,7 +93,8 @@ def route_new(tx: Tx, registry: Registry, rows: Sequence[EventRow], now: int,
         key = (row.env_id, row.name)
         care = wanted.get(key)
         if care is None:
-            care = wanted[key] = registry.listens(*key) or _waits_for(tx, waits, *key)
+            care = wanted[key] = (registry.listens(*key) or registry.cancels(*key)
+                                  or _waits_for(tx, waits, *key))
         if care:
             chosen.append(row)
     if chosen:
@@ -142,19 +148,35 @@ def _route(tx: Tx, registry: Registry,
            waits: dict[tuple[str, str], list[tuple[Any, ...]]] | None = None) -> None:
     new_runs: list[tuple[Any, ...]] = []
     leased: list[tuple[Any, ...]] = []
+    slots: list[tuple[str, str, int]] = []  # concurrency slots of runs handed over
+    taken: dict[str, int] = {}
     waits = {} if waits is None else waits
     for event_id, env_id, event, source, context in rows:
-        if not registry.listens(env_id, event["name"]) and not _waits_for(
+        cancels = registry.cancels(env_id, event["name"])
+        if not registry.listens(env_id, event["name"]) and not cancels and not _waits_for(
                 tx, waits, env_id, event["name"]):
             continue
         event["data"] = _resolved(event["data"])
         context = _resolved(context)
+        if cancels:
+            flow_cancel.on_event(tx, registry, env_id, event_id, event, now)
         for fn in registry.match(env_id, event, source, context):
+            if fn.flow is not None and fn.flow.at_route:
+                flow_routing.start(tx, registry, fn, event_id, event, now, routed)
+                continue
             ts = int(event["ts"])
             due = ts if ts > now else now
             params = store.run_params(fn=fn, event_id=event_id, due_at=due, now=now)
             adopter = adopters.get(fn.queue) if adopters and due <= now else None
             if adopter is not None and stored is not None and adopter.reserve():
+                if fn.flow is not None:
+                    keys = flow_admission.adopt(tx, fn, event, now, taken)
+                    if keys is None:
+                        adopter.unreserve(1)
+                        new_runs.append(params)
+                        routed.runs.append((fn.queue, params[0]))
+                        continue
+                    slots.extend((key, params[0], 1) for key in keys)
                 leased.append((*params, adopter.owner, now + adopter.lease_ms, now))
                 routed.adopted.append((store.adopted_run(params, adopter.owner,
                                                          now + adopter.lease_ms, now),
@@ -170,6 +192,8 @@ def _route(tx: Tx, registry: Registry,
         tx.many("insert_run", new_runs)
     if leased:
         tx.many("insert_run_leased", leased)
+    if slots:
+        tx.many("flow_slot_take", slots)
     for queue in {queue for queue, _ in routed.runs}:
         tx.one("notify", (queue,))
     if routed.woken:

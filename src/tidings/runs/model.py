@@ -7,6 +7,8 @@ from typing import Any
 
 import msgspec
 
+from tidings.flow.config import FlowControl, flow_of
+
 QUEUED, RUNNING, SLEEPING, WAITING = "Queued", "Running", "Sleeping", "Waiting"
 COMPLETED, FAILED, CANCELLED = "Completed", "Failed", "Cancelled"
 STATUSES = (QUEUED, RUNNING, SLEEPING, WAITING, COMPLETED, FAILED, CANCELLED)
@@ -33,11 +35,13 @@ class FunctionRow:
     url: str | None
     config: dict[str, Any]
     archived_at: int | None
+    flow: FlowControl | None = None  # None: no flow control, and nothing to pay for it
 
     @classmethod
     def from_row(cls, r: tuple[Any, ...]) -> FunctionRow:
+        config = loads(r[7])
         return cls(id=r[0], env_id=r[1], app_id=r[2], slug=r[3], name=r[4], queue=r[5], url=r[6],
-                   config=loads(r[7]), archived_at=r[8])
+                   config=config, archived_at=r[8], flow=flow_of(config))
 
     @property
     def retries(self) -> int:

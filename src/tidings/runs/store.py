@@ -6,10 +6,11 @@ was presumed dead and the run was claimed again) cannot record anything afterwar
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tidings.flow import slots as flow_slots
 from tidings.ids import floor_id, new_id
 from tidings.runs.model import (
     CANCELLED,
@@ -150,11 +151,19 @@ class Claimed:
     events: list[EventRow]
 
 
+Admit = Callable[[Tx, list[Run], int, dict[str, EventRow]], list[Run]]
+
+
 def claim_calls(tx: Tx, queue: str, owner: str, now: int, lease_ms: int,
-                limit: int) -> list[Claimed]:
-    """Lease due runs and open their calls in the same transaction."""
+                limit: int, admit: Admit | None = None) -> list[Claimed]:
+    """Lease due runs and open their calls in the same transaction. ``admit`` (flow control)
+    may give some back before anyone sees them leased (and leaves the events it read)."""
     claimed = []
-    for run in claim(tx, queue, owner, now, lease_ms, limit):
+    runs = claim(tx, queue, owner, now, lease_ms, limit)
+    loaded: dict[str, EventRow] = {}
+    if admit is not None and runs:
+        runs = admit(tx, runs, now, loaded)
+    for run in runs:
         # A run started by this very claim has neither steps nor pauses: skip looking.
         fresh = run.started_at == now
         steps = [] if fresh else open_call(tx, run, now)
@@ -162,7 +171,9 @@ def claim_calls(tx: Tx, queue: str, owner: str, now: int, lease_ms: int,
             continue
         claimed.append(Claimed(run, steps, []))
     wanted = {i for c in claimed for i in (c.run.event_ids or [c.run.event_id])}
+    wanted.difference_update(loaded)
     rows = {r.id: r for r in event_rows(tx, sorted(wanted))} if wanted else {}
+    rows.update(loaded)
     return [Claimed(c.run, c.steps, [rows[i] for i in (c.run.event_ids or [c.run.event_id])
                                      if i in rows]) for c in claimed]
 
@@ -490,6 +501,9 @@ def cancel_fenced(tx: Tx, run_id: str, reason: str, now: int,
     if run is None or tx.run("cancel_run_fenced", (dumps(error), now, run_id)) == 0:
         return False
     tx.run("delete_pauses_of_run", (run_id,))
+    # Flow control: free its concurrency slots at once (waking a waiter), drop the rest.
+    flow_slots.release(tx, run_id, now)
+    flow_slots.ended(tx, run_id)
     _settle_parent(tx, run_id, CANCELLED, None, error, now)
     for row in emit:
         insert_event(tx, row, delivered_at=None)

@@ -22,6 +22,18 @@ import httpx
 
 from tidings.errors import ConfigError, SendError
 from tidings.ids import now_ms
+from tidings.sdk.flow import (
+    Batch,
+    Cancel,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+    Timeouts,
+    flow_config,
+)
 from tidings.sdk.function import (
     DEFAULT_RETRIES,
     Function,
@@ -144,17 +156,33 @@ class Tidings:
         name: str | None = None,
         retries: int = DEFAULT_RETRIES,
         on_failure: Handler | None = None,
+        concurrency: int | Concurrency | list[Concurrency] | None = None,
+        throttle: Throttle | None = None,
+        rate_limit: RateLimit | None = None,
+        idempotency: str | None = None,
+        debounce: Debounce | None = None,
+        batch_events: Batch | None = None,
+        priority: Priority | None = None,
+        singleton: Singleton | None = None,
+        cancel: list[Cancel] | None = None,
+        timeouts: Timeouts | None = None,
     ) -> Callable[[Handler], Function]:
         """Register the decorated ``async def`` or ``def`` handler (taking one ``ctx``).
 
         ``on_failure`` runs once the function has failed for good (retries exhausted or a
         ``NonRetriableError``), with the ``tidings/function.failed`` event as its ``ctx.event``.
+        The other settings are flow control (``tidings.Concurrency`` and the rest); combinations
+        Inngest does not support are refused here with a ``ConfigError``.
         """
         chosen = [*([trigger] if trigger is not None else []), *(triggers or [])]
+        flow = flow_config(concurrency=concurrency, throttle=throttle, rate_limit=rate_limit,
+                           idempotency=idempotency, debounce=debounce,
+                           batch_events=batch_events, priority=priority, singleton=singleton,
+                           cancel=cancel, timeouts=timeouts)
 
         def decorate(handler: Handler) -> Function:
             fn = make_function(self.app_id, handler, id=id, triggers=chosen, name=name,
-                               retries=retries)
+                               retries=retries, config=flow)
             if fn.slug in self._functions:
                 raise ConfigError(f"function {fn.slug!r} is registered twice")
             self._functions[fn.slug] = fn

@@ -13,6 +13,7 @@ from typing import Any
 
 from tidings.errors import ConfigError
 from tidings.events.parse import RESERVED_PREFIXES
+from tidings.flow.config import parse_flow
 from tidings.router.expressions import check_expression
 from tidings.router.filters import check_filter
 
@@ -122,6 +123,7 @@ def make_function(
     name: str | None,
     retries: int,
     failure_of: str | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> Function:
     if not id or any(c.isspace() for c in id):
         raise ConfigError(f"function id {id!r}: non-empty, without spaces")
@@ -139,5 +141,10 @@ def make_function(
                     ("function.finished", "function.failed", "function.cancelled",
                      "scheduled.timer", "function.invoked"))):
             raise ConfigError(f"function {id!r}: {trigger.event!r} is not an event Tidings emits")
+    flow = dict(config or {})
+    try:
+        parse_flow(flow)
+    except ConfigError as exc:
+        raise ConfigError(f"function {id!r}: {exc.message}") from None
     return Function(app_id=app_id, id=id, name=name or id, triggers=tuple(triggers),
-                    handler=handler, retries=retries, failure_of=failure_of)
+                    handler=handler, retries=retries, failure_of=failure_of, config=flow)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -18,6 +19,7 @@ from starlette.routing import Route
 from tidings.core import Core
 from tidings.errors import RequestRejected
 from tidings.events.parse import parse_events
+from tidings.flow import status as flow_status
 from tidings.ids import IdSeed, floor_id, now_ms
 from tidings.server.event_api import rejection
 from tidings.server.http import encode, read_body
@@ -94,6 +96,7 @@ def limit_param(request: Request) -> int:
 def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> list[Route]:
     """Every route of the JSON API. ``runtime`` gives the process's runtime, if one runs: the
     runs API wakes its executors when it queues runs."""
+    from tidings.server.flow_api import FlowAPI
     from tidings.server.runs_api import RunsAPI  # it builds on the helpers of this module
 
     async def list_events(request: Request) -> Response:
@@ -128,7 +131,8 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
         event = await core.events.get(env.id, event_id) if ULID_RE.fullmatch(event_id) else None
         if event is None:
             return error_response(404, f"event {event_id!r} not found")
-        return json_response(200, {"data": event.to_json()})
+        skipped = await core.storage.read(partial(flow_status.skips, event_id=event.id))
+        return json_response(200, {"data": {**event.to_json(), "skipped": skipped}})
 
     async def send_events(request: Request) -> Response:
         """Trigger.dev-style sending: the stored records come back, not only ids."""
@@ -169,4 +173,5 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
         Route("/v1/events", events, methods=["GET", "POST"]),
         Route("/v1/events/{event_id}", get_event, methods=["GET"]),
         *RunsAPI(core, runtime).routes(),
+        *FlowAPI(core, runtime).routes(),
     ]

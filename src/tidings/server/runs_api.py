@@ -25,6 +25,7 @@ from starlette.routing import Route
 from tidings.core import Core
 from tidings.errors import RequestRejected
 from tidings.events.model import iso
+from tidings.flow import status as flow_status
 from tidings.ids import floor_id, new_id, now_ms
 from tidings.router.registry import Registry
 from tidings.runs import store
@@ -72,6 +73,14 @@ def run_json(run: Run, slug: str) -> dict[str, Any]:
         "rerun_of": run.rerun_of,
         "replay_id": run.replay_id,
     }
+
+
+def waiting_json(waiting: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Why flow control holds the run back: ``reason`` (``concurrency_limited``, ``throttled``,
+    ``debounced``, ``batching``), ``key``, ``since`` and ``until`` (when it looks again)."""
+    if waiting is None:
+        return None
+    return {**waiting, "since": iso(waiting["since"]), "until": iso(waiting["until"])}
 
 
 def step_json(step: StepRow) -> dict[str, Any]:
@@ -185,13 +194,14 @@ class RunsAPI:
             return _not_found("run", run_id)
         run, slug = found
 
-        def details(tx: Tx) -> tuple[list[StepRow], list[PauseRow]]:
-            return store.steps_of(tx, run.id), store.pauses_of(tx, run.id)
+        def details(tx: Tx) -> tuple[list[StepRow], list[PauseRow], dict[str, Any] | None]:
+            return (store.steps_of(tx, run.id), store.pauses_of(tx, run.id),
+                    flow_status.waiting(tx, run))
 
-        steps, pauses = await self.core.storage.read(details)
+        steps, pauses, waiting = await self.core.storage.read(details)
         event = await self.core.events.get(run.env_id, run.event_id)
         data = {**run_json(run, slug), "steps": [step_json(s) for s in steps],
-                "pauses": [pause_json(p) for p in pauses],
+                "pauses": [pause_json(p) for p in pauses], "waiting": waiting_json(waiting),
                 "event": event.to_json() if event is not None else None}
         return json_response(200, {"data": data})
 

@@ -126,7 +126,24 @@ EVENTS_BODY: dict[str, Any] = {
 }
 
 
+EVENT_DETAIL: dict[str, Any] = {
+    **EVENT_RECORD,
+    "required": [*EVENT_RECORD["required"], "skipped"],
+    "properties": {
+        **EVENT_RECORD["properties"],
+        "skipped": {"type": "array", "description": "Functions that started no run for this "
+                    "event because of their flow control.", "items": {
+                        "type": "object", "additionalProperties": False,
+                        "required": ["function", "reason", "at"],
+                        "properties": {
+                            "function": {"type": "string"},
+                            "reason": {"enum": ["rate_limited", "idempotency", "singleton"]},
+                            "at": {"type": "string", "format": "date-time"}}}},
+    },
+}
+
 SCHEMAS: dict[str, Any] = {
+    "EventDetail": EVENT_DETAIL,
     "EventIn": EVENT_IN,
     "EventRecord": EVENT_RECORD,
     "IngestReply": INGEST_REPLY,
@@ -196,7 +213,7 @@ def paths(api_key: ApiSecurity) -> dict[str, Any]:
                 *READ_HEADERS,
             ],
             "responses": {"200": json_body({"type": "object", "required": ["data"],
-                                            "properties": {"data": ref("EventRecord")}},
+                                            "properties": {"data": ref("EventDetail")}},
                                            "The event"),
                           **errors(400, 401, 404)},
         }},

@@ -84,11 +84,26 @@ PAUSE: dict[str, Any] = {
     },
 }
 
+WAITING: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["reason", "key", "since", "until"],
+    "properties": {
+        "reason": {"enum": ["concurrency_limited", "throttled", "debounced", "batching"]},
+        "key": {"type": "string", "description": "The flow-control key's value."},
+        "since": NULLABLE_TIME,
+        "until": {**NULLABLE_TIME, "description": "When it looks again or starts."},
+        "size": {"type": "integer", "description": "Events in the batch or debounce so far."},
+    },
+}
+
 RUN_DETAIL: dict[str, Any] = {
     **RUN,
-    "required": [*RUN["required"], "steps", "pauses", "event"],
+    "required": [*RUN["required"], "steps", "pauses", "event", "waiting"],
     "properties": {
         **RUN["properties"],
+        "waiting": {"oneOf": [WAITING, {"type": "null"}],
+                    "description": "Why flow control holds the run back, if it does."},
         "steps": {"type": "array", "items": ref("Step"),
                   "description": "The step timeline, in the order the steps ended."},
         "pauses": {"type": "array", "items": ref("Pause"),
@@ -139,7 +154,32 @@ REPLAY: dict[str, Any] = {
     },
 }
 
+CANCELLATIONS_IN: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["function", "since", "until"],
+    "properties": {
+        "function": {"type": "string", "minLength": 1},
+        "since": {**TIME_IN, "description": "Runs created at or after this time."},
+        "until": {**TIME_IN, "description": "Runs created before this time (after since)."},
+    },
+}
+
+CANCELLATIONS: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["function", "since", "until", "cancelled"],
+    "properties": {
+        "function": {"type": "string"},
+        "since": {"type": "string", "format": "date-time"},
+        "until": {"type": "string", "format": "date-time"},
+        "cancelled": {"type": "integer", "minimum": 0},
+    },
+}
+
 SCHEMAS: dict[str, Any] = {
+    "CancellationsIn": CANCELLATIONS_IN,
+    "Cancellations": CANCELLATIONS,
     "Run": RUN,
     "RunDetail": RUN_DETAIL,
     "RunPage": RUN_PAGE,
@@ -215,6 +255,18 @@ def paths(api_key: ApiSecurity) -> dict[str, Any]:
             "parameters": [in_path("event_id"), *READ_HEADERS],
             "responses": {"200": data(ref("EventRecord"), "Cancelled: never delivered"),
                           **errors(400, 401, 404, 409)},
+        }},
+        "/v1/cancellations": {"post": {
+            "operationId": "cancelRuns",
+            "summary": "Cancel every run of a function created in a range that has not ended",
+            "security": api_key,
+            "parameters": READ_HEADERS,
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": ref("CancellationsIn")}}},
+            "responses": {
+                "200": data(ref("Cancellations"), "Cancelled"),
+                **errors(400, 401, 404, 413, 415),
+            },
         }},
         "/v1/replays": {"post": {
             "operationId": "startReplay",

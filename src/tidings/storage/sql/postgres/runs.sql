@@ -40,3 +40,33 @@ RETURNING id, env_id, name, data::text, event_key, ts, v, source, context::text;
 SELECT id, env_id, name, data::text, user_data, user_subject, event_key, ts, v, source,
        context::text, account_id, received_at, deliver_at, delivered_at, cancelled_at
 FROM events WHERE id = ANY(%s);
+
+-- name: try_lock_name
+SELECT pg_try_advisory_xact_lock(hashtext(%s));
+
+-- name: flow_waits_done
+DELETE FROM flow_waits WHERE run_id = ANY(%s);
+
+-- name: flow_slots_counts
+SELECT s.flow_key, count(*) FROM flow_slots s JOIN runs r ON r.id = s.run_id
+WHERE s.flow_key = ANY(%s) AND r.lease_token = s.token AND r.lease_until >= %s
+GROUP BY s.flow_key;
+
+-- name: lock_names
+SELECT count(pg_advisory_xact_lock(hashtext(k)))
+FROM (SELECT k FROM unnest(%s::text[]) AS k ORDER BY k) AS sorted;
+
+-- name: flow_lock_slots_of
+SELECT count(pg_advisory_xact_lock(hashtext(k)))
+FROM (SELECT flow_key AS k FROM flow_slots WHERE run_id = %s ORDER BY 1) AS sorted;
+
+-- name: flow_release
+WITH freed AS (DELETE FROM flow_slots WHERE run_id = %s RETURNING flow_key),
+waiter AS (
+    SELECT DISTINCT ON (w.flow_key) w.run_id FROM flow_waits w JOIN runs r ON r.id = w.run_id
+    WHERE w.flow_key IN (SELECT flow_key FROM freed) AND w.reason = 'concurrency'
+        AND r.due_at > %s
+    ORDER BY w.flow_key, w.since, w.run_id)
+UPDATE runs SET due_at = %s
+WHERE id IN (SELECT run_id FROM waiter) AND lease_owner IS NULL AND due_at > %s
+    AND status NOT IN ('Completed', 'Failed', 'Cancelled');

@@ -1,0 +1,95 @@
+"""Cancelling runs: by a later event (``cancel_on``), by a timeout, in bulk through the API.
+
+A ``cancel_on`` entry is recorded with the run when it is created: the event name it waits for,
+the condition (CEL over ``event`` — the run's trigger — and ``async`` — the candidate), and until
+when it holds (``timeout``, default one year). Routing an event of that name evaluates the
+conditions of the runs waiting for it; only events stored after the run's trigger count.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from tidings.flow.config import FlowControl
+from tidings.ids import floor_id, new_id
+from tidings.router.expressions import matches
+from tidings.router.registry import Registry, aliases
+from tidings.runs import store
+from tidings.runs.model import TERMINAL, FunctionRow, Run, dumps
+from tidings.storage.base import EventRow
+from tidings.storage.tx import Tx
+
+CANCELLED_EVENT = "tidings/function.cancelled"
+BULK_REASON = "cancelled in bulk through the API"
+
+
+def cancel_run(tx: Tx, registry: Registry, run_id: str, reason: str, now: int) -> bool:
+    """Cancel a run that has not ended, with ``reason``; record ``tidings/function.cancelled``
+    when a function listens for it. False when the run had already ended."""
+    run = store.get_run(tx, run_id)
+    if run is None or run.status in TERMINAL:
+        return False
+    emit = _cancelled_events(tx, registry, run, reason, now)
+    return store.cancel_fenced(tx, run_id, reason, now, emit)
+
+
+def _cancelled_events(tx: Tx, registry: Registry, run: Run, reason: str,
+                      now: int) -> list[EventRow]:
+    if not registry.listens(run.env_id, CANCELLED_EVENT):
+        return []
+    fn = registry.by_id(run.function_id) or store.function_by_id(tx, run.function_id)
+    events = []
+    for row in store.event_rows(tx, run.event_ids or [run.event_id]):
+        event: dict[str, Any] = {"id": row.key or row.id, "name": row.name,
+                                 "data": msgspec.json.decode(row.data), "ts": row.ts}
+        if row.v is not None:
+            event["v"] = row.v
+        events.append(event)
+    data = {"function_id": fn.slug if fn else run.function_id, "run_id": run.id,
+            "event": events[0] if events else None, "events": events,
+            "error": {"name": "Cancelled", "message": reason}}
+    return [EventRow(id=new_id(now), env_id=run.env_id, name=CANCELLED_EVENT,
+                     data=msgspec.json.encode(data), user=None, user_subject=None, key=None,
+                     ts=now, v=None, source="tidings", context=None, account_id=None,
+                     received_at=now, deliver_at=None)]
+
+
+def watch(tx: Tx, fn: FunctionRow, flow: FlowControl, run_id: str, event_id: str,
+          event: dict[str, Any], now: int) -> None:
+    """Record the run's ``cancel_on`` entries (idempotent)."""
+    trigger = dumps(event)
+    for position, entry in enumerate(flow.cancel):
+        tx.run("flow_cancel_add", (run_id, position, fn.env_id, entry.event, entry.condition,
+                                   trigger, event_id, now + entry.timeout_ms))
+
+
+def on_event(tx: Tx, registry: Registry, env_id: str, event_id: str, event: dict[str, Any],
+             now: int) -> list[str]:
+    """Cancel the runs this event cancels; their ids."""
+    cancelled = []
+    for name in aliases(event["name"]):
+        for run_id, _, condition, trigger, since_id, until, status in tx.all(
+                "flow_cancels_for", (env_id, name)):
+            if status in TERMINAL or until < now or event_id <= since_id:
+                continue
+            variables = {"event": msgspec.json.decode(trigger) if trigger else {},
+                         "async": event}
+            if matches(condition, variables) and cancel_run(
+                    tx, registry, run_id, f"cancelled by event {event['name']} ({event_id})",
+                    now):
+                cancelled.append(run_id)
+    return cancelled
+
+
+def cancel_between(tx: Tx, registry: Registry, fn: FunctionRow, since_ms: int, until_ms: int,
+                   now: int, batch: int) -> int:
+    """Cancel up to ``batch`` runs of ``fn`` created in ``[since_ms, until_ms)`` that have not
+    ended; how many were cancelled (fewer than ``batch``: none is left)."""
+    count = 0
+    for (run_id,) in tx.all("flow_open_runs", (fn.id, floor_id(since_ms), floor_id(until_ms),
+                                              batch)):
+        if cancel_run(tx, registry, run_id, BULK_REASON, now):
+            count += 1
+    return count
