@@ -644,14 +644,16 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
     what = [*apps, *(["SDK apps (queue http)"] if calls_apps else [])]
 
     async def run() -> None:
-        core = await Core.start(settings)
-        runtime = Runtime(core, clients, env=name, http=calls_apps,
-                          settings=_engine(retry_interval=retry_interval,
-                                           concurrency=concurrency))
+        # Handlers first: a SIGTERM while the database is still opening stops the worker
+        # cleanly once it has started, rather than killing it half-way.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        core = await Core.start(settings)
+        runtime = Runtime(core, clients, env=name, http=calls_apps,
+                          settings=_engine(retry_interval=retry_interval,
+                                           concurrency=concurrency))
         await runtime.start()
         console.print(f"[bold]Tidings worker[/] {', '.join(what)} (env {name}, "
                       f"db {_safe_url(settings.database_url)})")
