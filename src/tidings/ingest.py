@@ -88,7 +88,10 @@ class Ingest:
             )
         if inline is None:
             ids = await self._storage.append_events(rows, now + self._window)
-            pending = ids
+            # Delayed events are the sweeper's, when they come due: the router only gets the
+            # events due now.
+            pending = [i for i, event in zip(ids, events, strict=True)
+                       if event.deliver_at is None or event.deliver_at <= now]
         else:
             routed: list[Any] = []
 
@@ -106,9 +109,10 @@ class Ingest:
                 raise
             for result in routed:
                 inline.routed(result)
-            pending = [row.id for row in rows if row.delivered_at is None]
-        if self.observers and pending:
-            delayed = any(e.deliver_at is not None for e in events)
+            pending = [row.id for row in rows if row.delivered_at is None
+                       and (row.deliver_at is None or row.deliver_at <= now)]
+        delayed = any(e.deliver_at is not None and e.deliver_at > now for e in events)
+        if self.observers and (pending or delayed):
             for observer in self.observers:
                 observer(pending, delayed)
         return ids

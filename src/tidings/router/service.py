@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 
@@ -29,15 +30,16 @@ class RouterService:
         self._on_routed = on_routed
         self._clock = clock
         self._sweep_ms = sweep_ms
-        self._pending: list[str] = []
+        self._pending: deque[str] = deque()
         self._ready = asyncio.Event()
         self._sweep_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     def submit(self, event_ids: list[str]) -> None:
         """Route these committed events soon (now, or when they come due)."""
-        self._pending.extend(event_ids)
-        self._ready.set()
+        if event_ids:
+            self._pending.extend(event_ids)
+            self._ready.set()
 
     def delayed(self) -> None:
         """A delayed event was stored: look again at when the next delivery is due."""
@@ -66,8 +68,9 @@ class RouterService:
             delivered += await self._route(due)
 
     def _take(self) -> list[str]:
-        batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
-        if not self._pending:
+        pending = self._pending
+        batch = [pending.popleft() for _ in range(min(BATCH, len(pending)))]
+        if not pending:
             self._ready.clear()
         return batch
 
