@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from tidings.core import Core
 from tidings.engine.executor import EngineSettings, Executor
+from tidings.engine.housekeeping import Housekeeper
 from tidings.engine.http_driver import HttpDriver
 from tidings.engine.native import NativeDriver
 from tidings.engine.scheduler import CronService
@@ -54,6 +55,7 @@ class Runtime:
         self.registry = Registry()
         self.router = RouterService(core.storage, self.registry, self._routed, clock=clock)
         self.cron = CronService(core.storage, self.registry, self._due, clock=clock)
+        self.housekeeper = Housekeeper(core.storage, clock=clock)
         self.executors: dict[str, Executor] = {}
         self._route = route
         self._http = http
@@ -94,6 +96,7 @@ class Runtime:
                 self.core.ingest.inline = self
             await self.router.start()
         await self.cron.start()
+        await self.housekeeper.start()
         for executor in self.executors.values():
             await executor.start()
         subscribe = getattr(self.core.storage, "subscribe", None)
@@ -107,6 +110,7 @@ class Runtime:
                 await self._listener
         await asyncio.gather(*(e.stop(grace) for e in self.executors.values()))
         await self.cron.stop()
+        await self.housekeeper.stop()
         await self.router.stop()
         if self._ingested in self.core.ingest.observers:
             self.core.ingest.observers.remove(self._ingested)

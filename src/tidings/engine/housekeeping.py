@@ -1,0 +1,93 @@
+"""Housekeeping: expired state is deleted a chunk at a time.
+
+Two tables keep a row per key value ever seen, and only overwrite it when the same value comes
+back: events' idempotency claims (``event_idempotency``, worth nothing past their window) and
+flow-control limits (``flow_limits``: a throttle whose theoretical arrival time has passed, a
+rate-limit or idempotency window older than a day, the longest period either may have). With
+keys that never return they would grow without end. Every ``interval`` the housekeeper walks
+the next ``chunk`` rows of each table in key order, deletes the expired ones, and starts over
+at the end, so one sweep never holds the writer for long. Any number of processes may sweep at
+once: a delete only removes what is expired whoever removes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tidings.ids import now_ms
+from tidings.storage.base import Storage
+from tidings.storage.tx import Tx
+
+log = logging.getLogger("tidings.housekeeping")
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    start: tuple[str, ...]  # a cursor before every key
+
+    def expired(self, now: int) -> tuple[int, ...]:
+        return (now,) if self.name == "idempotency" else (now, now - DAY_MS)
+
+
+TABLES = (Table("idempotency", ("", "")), Table("flow_limits", ("",)))
+
+
+def sweep(tx: Tx, table: Table, cursor: tuple[str, ...], now: int,
+          chunk: int) -> tuple[tuple[str, ...], int]:
+    """Delete the expired rows among the ``chunk`` after ``cursor``; the next cursor (the
+    table's start once the end is reached) and how many rows went."""
+    expired = table.expired(now)
+    end = tx.one(f"{table.name}_after", (*cursor, chunk - 1))
+    if end is None:
+        return table.start, tx.run(f"{table.name}_expire_rest", (*cursor, *expired))
+    last = tuple(str(v) for v in end)
+    return last, tx.run(f"{table.name}_expire", (*cursor, *last, *expired))
+
+
+class Housekeeper:
+    def __init__(self, storage: Storage, *, clock: Callable[[], int] = now_ms,
+                 interval: float = 10.0, chunk: int = 5000) -> None:
+        self._storage = storage
+        self._clock = clock
+        self._interval = interval
+        self._chunk = chunk
+        self._cursors = {table.name: table.start for table in TABLES}
+        self._task: asyncio.Task[None] | None = None
+
+    async def once(self) -> int:
+        """One step of every table; how many rows were deleted."""
+        now = self._clock()
+
+        def step(tx: Tx) -> int:
+            deleted = 0
+            for table in TABLES:
+                cursor, count = sweep(tx, table, self._cursors[table.name], now, self._chunk)
+                self._cursors[table.name] = cursor
+                deleted += count
+            return deleted
+
+        return await self._storage.write(step)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="tidings-housekeeping")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.once()
+            except Exception:
+                log.exception("housekeeping failed; it tries again in %s s", self._interval)

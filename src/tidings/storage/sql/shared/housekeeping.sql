@@ -1,0 +1,34 @@
+-- Housekeeping (engine/housekeeping.py): expired state deleted a chunk at a time, walking each
+-- table in key order from a cursor.
+
+-- name: idempotency_after
+SELECT env_id, event_key FROM event_idempotency WHERE (env_id, event_key) > (?, ?)
+ORDER BY env_id, event_key LIMIT 1 OFFSET ?;
+
+-- name: idempotency_expire
+DELETE FROM event_idempotency
+WHERE (env_id, event_key) > (?, ?) AND (env_id, event_key) <= (?, ?) AND expires_at <= ?;
+
+-- name: idempotency_expire_rest
+DELETE FROM event_idempotency WHERE (env_id, event_key) > (?, ?) AND expires_at <= ?;
+
+-- name: flow_limits_after
+SELECT flow_key FROM flow_limits WHERE flow_key > ? ORDER BY flow_key LIMIT 1 OFFSET ?;
+
+-- name: flow_limits_expire
+-- A throttle row (b = 0) is worth nothing once its theoretical arrival time has passed; a
+-- rate-limit or idempotency window once it is older than its period, at most a day.
+DELETE FROM flow_limits
+WHERE flow_key > ? AND flow_key <= ? AND ((b = 0 AND a <= ?) OR a <= ?);
+
+-- name: flow_limits_expire_rest
+DELETE FROM flow_limits WHERE flow_key > ? AND ((b = 0 AND a <= ?) OR a <= ?);
+
+-- name: idempotency_count
+SELECT count(*) FROM event_idempotency;
+
+-- name: flow_limits_count
+SELECT count(*) FROM flow_limits;
+
+-- name: flow_limits_keys
+SELECT flow_key FROM flow_limits;
