@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import jcs
 
 from tidings.errors import ConfigError, RequestRejected
-from tidings.flow.config import parse_flow
+from tidings.flow.config import fold, get, parse_flow
 from tidings.runs.store import FunctionDef
 from tidings.sdk.function import MAX_TRIGGERS, TriggerCron, TriggerEvent
 
@@ -32,19 +32,6 @@ FLOW_CONTROL = {  # folded key -> the name the config keeps
     "idempotency": "idempotency", "checkpoint": "checkpoint",
 }
 _SLUG = re.compile(r"[^a-z0-9]+")
-
-
-def fold(key: str) -> str:
-    return key.replace("_", "").lower()
-
-
-def get(obj: Mapping[str, Any], key: str) -> Any:
-    """``obj[key]`` matched as Go matches JSON keys (and ignoring ``_``); None when absent."""
-    wanted = fold(key)
-    for name, value in obj.items():
-        if fold(name) == wanted and value is not None:
-            return value
-    return None
 
 
 def is_http_url(value: Any) -> TypeGuard[str]:

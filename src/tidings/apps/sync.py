@@ -17,9 +17,10 @@ import httpx
 import msgspec
 
 from tidings.apps import records
-from tidings.apps.config import AppConfig, get, parse_app
+from tidings.apps.config import AppConfig, parse_app
 from tidings.core import Core
 from tidings.errors import RequestRejected
+from tidings.flow.config import get
 from tidings.ids import now_ms
 from tidings.keys import SigningKeys
 from tidings.runs import store

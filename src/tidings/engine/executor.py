@@ -216,7 +216,7 @@ class Executor:
         # Plain completions of this event-loop iteration, written together (``_complete``).
         self._batched = bool(getattr(self.storage, "ordered_writes", False))
         self._completing: list[store.Completion] | None = None
-        self._completed: asyncio.Future[None] | None = None
+        self._completed: asyncio.Future[None] | None = None  # the write of that batch
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -494,34 +494,17 @@ class Executor:
     async def _complete(self, completion: store.Completion) -> None:
         """Complete a run in the next write of this loop iteration's completions: one
         statement for all of them instead of a transaction step each."""
-        batch, done = self._completing, self._completed
-        if batch is None or done is None:
-            loop = asyncio.get_running_loop()
-            batch = self._completing = []
-            done = self._completed = loop.create_future()
-            loop.call_soon(self._write_completions)
-        batch.append(completion)
-        await asyncio.shield(done)
+        if self._completing is None:
+            self._completing = []
+            self._completed = asyncio.ensure_future(self._write_completions(self._completing))
+        self._completing.append(completion)
+        assert self._completed is not None
+        await asyncio.shield(self._completed)
 
-    def _write_completions(self) -> None:
-        batch, done = self._completing, self._completed
-        self._completing = self._completed = None
-        assert batch is not None and done is not None
-        written = asyncio.ensure_future(
-            self.storage.write(lambda tx: store.complete_many(tx, batch)))
-
-        def settle(future: asyncio.Future[None]) -> None:
-            if done.done():
-                return
-            error = None if future.cancelled() else future.exception()
-            if future.cancelled():
-                done.cancel()
-            elif error is not None:
-                done.set_exception(error)
-            else:
-                done.set_result(None)
-
-        written.add_done_callback(settle)
+    async def _write_completions(self, batch: list[store.Completion]) -> None:
+        # A task starts on the next loop iteration: the batch holds this iteration's completions.
+        self._completing = None
+        await self.storage.write(lambda tx: store.complete_many(tx, batch))
 
     def _end(self, tx: Tx, run: Run, status: str, output: Any, error: Any,
              rows: list[EventRow], now: int,

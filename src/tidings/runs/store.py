@@ -253,6 +253,14 @@ def _next_position(tx: Tx, run_id: str) -> int:
     return int(row[0]) if row else 0
 
 
+def _completed_steps(run_id: str, records: Sequence[tuple[str, str, int, str, int, int]]
+                     ) -> list[tuple[Any, ...]]:
+    """``insert_step`` rows for finished steps ``(step, name, position, output, started_at,
+    ended_at)``."""
+    return [(run_id, step, name, position, "completed", output, 0, began, at)
+            for step, name, position, output, began, at in records]
+
+
 def record_steps(tx: Tx, run: Run,
                  records: Sequence[tuple[str, str, int, str, int, int]]) -> bool:
     """Record finished steps ``(step, name, position, output, started_at, ended_at)`` in
@@ -260,8 +268,7 @@ def record_steps(tx: Tx, run: Run,
     if leased_status(tx, run.id, run.lease_token) is None:
         return False
     if records:
-        tx.many("insert_step", [(run.id, step, name, position, "completed", output, 0, began, at)
-                                for step, name, position, output, began, at in records])
+        tx.many("insert_step", _completed_steps(run.id, records))
         tx.run("progress", (records[-1][5], run.id))
     return True
 
@@ -299,8 +306,7 @@ def finish(tx: Tx, run: Run, *, status: str, output: Any, error: Any, now: int,
     if not done:
         return False
     if records:
-        tx.many("insert_step", [(run.id, step, name, position, "completed", result, 0, began, at)
-                                for step, name, position, result, began, at in records])
+        tx.many("insert_step", _completed_steps(run.id, records))
     if paused:
         tx.run("delete_pauses_of_run", (run.id,))
     if run.parent_run_id:
@@ -328,9 +334,7 @@ def complete_many(tx: Tx, batch: Sequence[Completion]) -> None:
         # Some leases were lost: the UPDATE left those runs alone, and the runs it did complete
         # are the ones whose lease token still matches.
         batch = [c for c in batch if leased_status(tx, c.run.id, c.run.lease_token) is not None]
-    tx.many("insert_step", [
-        (c.run.id, step, name, position, "completed", result, 0, began, at)
-        for c in batch for step, name, position, result, began, at in c.records])
+    tx.many("insert_step", [row for c in batch for row in _completed_steps(c.run.id, c.records)])
 
 
 def cancel(tx: Tx, run_id: str, reason: str, now: int) -> bool:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -24,7 +23,7 @@ from tidings.router.registry import Registry
 from tidings.runs import store
 from tidings.server.api import check_params, error_response, json_response, read_env
 from tidings.server.http import read_body
-from tidings.server.runs_api import _time_field
+from tidings.server.runs_api import range_request
 
 if TYPE_CHECKING:
     from tidings.engine.runtime import Runtime
@@ -76,22 +75,5 @@ class FlowAPI:
 
 
 def _request(body: bytes) -> tuple[str, int, int]:
-    try:
-        payload: Any = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise RequestRejected(f"the body is not JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise RequestRejected('the body is a JSON object: {"function", "since", "until"}')
-    unknown = sorted(set(payload) - set(FIELDS))
-    missing = [name for name in FIELDS if payload.get(name) is None]
-    if unknown or missing:
-        raise RequestRejected("; ".join(
-            ([f"unknown field(s): {', '.join(unknown)}"] if unknown else [])
-            + ([f"missing field(s): {', '.join(missing)}"] if missing else [])))
-    slug = payload["function"]
-    if not isinstance(slug, str) or not slug:
-        raise RequestRejected("function: the slug of a function, e.g. my-app-send-welcome")
-    since, until = _time_field(payload, "since"), _time_field(payload, "until")
-    if until <= since:
-        raise RequestRejected("until: must be after since")
+    _, slug, since, until = range_request(body, FIELDS)
     return slug, since, until

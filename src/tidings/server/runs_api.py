@@ -382,16 +382,18 @@ class RunsAPI:
                 other.wake()
 
 
-def _replay_request(body: bytes) -> tuple[str, int, int, list[str]]:
+def range_request(body: bytes, fields: tuple[str, ...]) -> tuple[dict[str, Any], str, int, int]:
+    """A body naming a function and a time range (``since`` < ``until``) with exactly
+    ``fields``: the payload, the function's slug and the range in ms."""
     try:
         payload = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise RequestRejected(f"the body is not JSON: {exc}") from None
     if not isinstance(payload, dict):
-        raise RequestRejected("the body is a JSON object: "
-                              '{"function", "since", "until", "statuses"}')
-    unknown = sorted(set(payload) - set(REPLAY_FIELDS))
-    missing = [name for name in REPLAY_FIELDS if payload.get(name) is None]
+        raise RequestRejected("the body is a JSON object: {"
+                              + ", ".join(f'"{name}"' for name in fields) + "}")
+    unknown = sorted(set(payload) - set(fields))
+    missing = [name for name in fields if payload.get(name) is None]
     if unknown or missing:
         raise RequestRejected("; ".join(
             ([f"unknown field(s): {', '.join(unknown)}"] if unknown else [])
@@ -402,6 +404,11 @@ def _replay_request(body: bytes) -> tuple[str, int, int, list[str]]:
     since, until = _time_field(payload, "since"), _time_field(payload, "until")
     if until <= since:
         raise RequestRejected("until: must be after since")
+    return payload, slug, since, until
+
+
+def _replay_request(body: bytes) -> tuple[str, int, int, list[str]]:
+    payload, slug, since, until = range_request(body, REPLAY_FIELDS)
     raw = payload["statuses"]
     if not isinstance(raw, list) or not raw or not all(isinstance(s, str) for s in raw):
         raise RequestRejected(f"statuses: a non-empty list of {', '.join(REPLAYABLE)}")
