@@ -106,20 +106,22 @@ class Engine:
         return cpu_seconds(self.pid)
 
 
-def _wait_ready(process: subprocess.Popen[bytes], port: int, log: Path,
-                timeout: float = 60.0) -> None:
+def wait_ready(process: subprocess.Popen[bytes], port: int, log: Path, *,
+               path: str = "/health", what: str = "server", timeout: float = 60.0) -> None:
+    """Until ``GET path`` answers 200 on ``port``; ``BenchError`` if the process exits first
+    or the time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise BenchError(f"server exited at start:\n{log.read_text()[-2000:]}")
+            raise BenchError(f"{what} exited at start:\n{log.read_text()[-2000:]}")
         with contextlib.suppress(OSError, http.client.HTTPException):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/health")
+            conn.request("GET", path)
             if conn.getresponse().status == 200:
                 conn.close()
                 return
         time.sleep(0.05)
-    raise BenchError(f"server did not answer within {timeout:.0f}s")
+    raise BenchError(f"{what} did not answer within {timeout:.0f}s")
 
 
 def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGINT,
@@ -170,7 +172,7 @@ def tidings_dev(kind: str, *, cpu: str = SERVER_CPU, extra_env: dict[str, str] |
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        cwd=ROOT)
         try:
-            _wait_ready(process, port, log)
+            wait_ready(process, port, log)
             pid = child_pid(process.pid) if profile is not None else process.pid
             yield Engine(kind, port, data_dir, pid, query, log)
         finally:

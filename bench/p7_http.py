@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import os
 import statistics
 import subprocess
@@ -59,6 +58,7 @@ from bench.engine import (
     runnable_wait_seconds,
     stop_process,
     tidings_dev,
+    wait_ready,
     wait_until,
 )
 from bench.harness import WRK_CPU, BenchError, free_port, pinned, print_table
@@ -85,22 +85,6 @@ class SdkApp:
         return runnable_wait_seconds(self.pid)
 
 
-def _wait_app(process: subprocess.Popen[bytes], port: int, log: Path,
-              timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"the SDK app exited at start:\n{log.read_text()[-2000:]}")
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/api/inngest")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return
-        time.sleep(0.05)
-    raise BenchError(f"the SDK app did not answer within {timeout:.0f}s")
-
-
 @contextlib.contextmanager
 def sdk_app(server_port: int, *, profile: Path | None = None) -> Iterator[SdkApp]:
     """``bench.inngest_app`` under uvicorn, in dev mode, pointed at the server's port."""
@@ -117,7 +101,7 @@ def sdk_app(server_port: int, *, profile: Path | None = None) -> Iterator[SdkApp
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        cwd=ROOT)
         try:
-            _wait_app(process, port, log)
+            wait_ready(process, port, log, path="/api/inngest", what="the SDK app", timeout=30.0)
             pid = child_pid(process.pid) if profile is not None else process.pid
             yield SdkApp(f"http://127.0.0.1:{port}/api/inngest", pid)
         finally:
