@@ -111,10 +111,11 @@ class Ingest:
                 inline.routed(result)
             pending = [row.id for row in rows if row.delivered_at is None
                        and (row.deliver_at is None or row.deliver_at <= now)]
-        delayed = any(e.deliver_at is not None and e.deliver_at > now for e in events)
-        if self.observers and (pending or delayed):
-            for observer in self.observers:
-                observer(pending, delayed)
+        if self.observers:
+            delayed = any(e.deliver_at is not None and e.deliver_at > now for e in events)
+            if pending or delayed:
+                for observer in self.observers:
+                    observer(pending, delayed)
         return ids
 
 

@@ -76,16 +76,12 @@ def route_new(tx: Tx, registry: Registry, rows: Sequence[EventRow], now: int,
     A new run whose queue has a local executor with room is inserted already leased to it and
     handed over after the commit, with its event: no claim, no re-reading.
     """
-    shared = tx.shared
-    waits: dict[tuple[str, str], list[tuple[Any, ...]]]
-    if shared is None:
+    # Appends merged into one group commit share these reads (``Tx.shared``).
+    shared = {} if tx.shared is None else tx.shared
+    if "waits" not in shared:
         registry.refresh(tx)
-        waits = {}
-    else:
-        if "waits" not in shared:
-            registry.refresh(tx)
-            shared["waits"] = {}
-        waits = shared["waits"]
+        shared["waits"] = {}
+    waits: dict[tuple[str, str], list[tuple[Any, ...]]] = shared["waits"]
     routed = Routed(delivered=len(rows))
     wanted: dict[tuple[str, str], bool] = {}
     chosen = []
