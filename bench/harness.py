@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +151,9 @@ def bare_server() -> Iterator[Server]:
 
 
 @contextmanager
-def sqlite_server() -> Iterator[Server]:
-    """``tidings dev`` on a fresh SQLite file."""
+def sqlite_server(variant: str | None = None) -> Iterator[Server]:
+    """``tidings dev`` on a fresh SQLite file; a ``variant`` of ``bench.variants`` takes one
+    part of ingest out (P1's ``--analysis``)."""
     with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
         data_dir = Path(tmp)
         db = data_dir / "tidings.db"
@@ -161,10 +163,17 @@ def sqlite_server() -> Iterator[Server]:
                 row = conn.execute(COUNT_EVENTS.format(table="events")).fetchone()
             return int(row[0]), int(row[1] or 0)
 
-        server = Server("sqlite", free_port(), data_dir, count)
-        argv = [str(BIN / "tidings"), "dev", "--host", "127.0.0.1", "--port", str(server.port),
-                "--db", str(db)]
-        with _running(server, argv, _env(data_dir)):
+        server = Server("sqlite" if variant is None else f"sqlite-{variant}", free_port(),
+                        data_dir, count)
+        args = ["dev", "--host", "127.0.0.1", "--port", str(server.port), "--db", str(db)]
+        env = _env(data_dir)
+        if variant is None:
+            argv = [str(BIN / "tidings"), *args]
+        else:
+            argv = [sys.executable, "-m", "bench.variants", variant, *args]
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent),
+                                                              env.get("PYTHONPATH")]))
+        with _running(server, argv, env):
             yield server
 
 
@@ -214,7 +223,11 @@ SERVERS: dict[str, Callable[[], Any]] = {
     "bare": bare_server,
     "sqlite": sqlite_server,
     "postgres": postgres_server,
+    "sqlite-nostore": partial(sqlite_server, "nostore"),
+    "sqlite-nosync": partial(sqlite_server, "nosync"),
 }
+# Targets whose rounds have no stored events to check against what was acknowledged.
+STORES_NOTHING = {"bare", "sqlite-nostore"}
 
 
 # -- wrk ----------------------------------------------------------------------------------------
@@ -322,8 +335,8 @@ def run_round(plan: Plan, target: str, index: int, body_file: Path) -> Round:
         server_cpu_us_per_request=round(1e6 * cpu / max(measured.requests, 1), 1),
         errors=failed,
         acknowledged_events=acknowledged,
-        stored_events=stored if target != "bare" else None,
-        unrouted_at_stop=unrouted if target != "bare" else None,
+        stored_events=stored if target not in STORES_NOTHING else None,
+        unrouted_at_stop=unrouted if target not in STORES_NOTHING else None,
         load_before=round(load, 2),
     )
     check(plan, result, wrk_runs=len(runs))
@@ -384,7 +397,7 @@ def medians(plan: Plan) -> dict[str, dict[str, float]]:
             "server_cpu_us_per_request": round(
                 statistics.median(r.server_cpu_us_per_request for r in rounds), 1),
         }
-        if target != "bare":
+        if target not in STORES_NOTHING:
             out[target]["unrouted_at_stop_fraction"] = round(statistics.median(
                 (r.unrouted_at_stop or 0) / max(r.stored_events or 0, 1) for r in rounds), 4)
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -488,14 +489,12 @@ async def test_a_replay_reruns_each_matching_run_once(engine: Engine,
     assert {r.event_id for r in reruns} == {r["event_id"] for r in charges[1:4]}
 
 
-async def test_a_large_replay_goes_on_in_batches(engine: Engine,
-                                                 client: httpx.AsyncClient) -> None:
-    await engine.start(shop({}))
-    count = runs_api.REPLAY_BATCH * 2 + 37
+async def cancelled_runs(engine: Engine, count: int) -> int:
+    """``count`` cancelled runs of ``shop-charge``, created at one millisecond (returned)."""
     env_id = engine.env_id
     now = now_ms()
 
-    def cancelled_runs(tx: Any) -> None:
+    def create(tx: Any) -> None:
         fn = store.function_by_slug(tx, env_id, "shop-charge")
         assert fn is not None
         for i in range(count):
@@ -507,7 +506,15 @@ async def test_a_large_replay_goes_on_in_batches(engine: Engine,
             run_id = store.create_run(tx, fn=fn, event_id=event.id, due_at=now, now=now)
             assert run_id is not None and store.cancel(tx, run_id, "test", now)
 
-    await engine.core.storage.write(cancelled_runs)
+    await engine.core.storage.write(create)
+    return now
+
+
+async def test_a_large_replay_goes_on_in_batches(engine: Engine,
+                                                 client: httpx.AsyncClient) -> None:
+    await engine.start(shop({}))
+    count = runs_api.REPLAY_BATCH * 2 + 37
+    now = await cancelled_runs(engine, count)
 
     started = await client.post("/v1/replays", json={
         "function": "shop-charge", "since": now - 1, "until": now + 1,
@@ -526,6 +533,53 @@ async def test_a_large_replay_goes_on_in_batches(engine: Engine,
     reruns = [r for r in await engine.runs() if r.replay_id == first["id"]]
     assert len(reruns) == count
     assert len({r.rerun_of for r in reruns}) == count
+    assert await engine.core.storage.read(store.unfinished_replays) == []
+
+
+async def test_a_replay_left_unfinished_is_carried_on_by_the_next_runtime(
+    engine: Engine,
+) -> None:
+    """The process that started a large replay stopped after its first batch: the next runtime
+    to start reruns the rest, each run once."""
+    app = shop({})
+    await engine.start(app)
+    count = runs_api.REPLAY_BATCH + 123
+    now = await cancelled_runs(engine, count)
+    batch = runs_api.REPLAY_BATCH
+
+    def start(tx: Any) -> tuple[store.Replay, bool]:
+        fn = store.function_by_slug(tx, engine.env_id, "shop-charge")
+        assert fn is not None
+        return store.start_replay(tx, fn=fn, since_ms=now - 1, until_ms=now + 1,
+                                  statuses=[CANCELLED], now=now, batch=batch)
+
+    # What POST /v1/replays writes before it answers; then its process is gone.
+    replay, more = await engine.core.storage.write(start)
+    assert more and (replay.total, replay.created) == (count, batch)
+    [(left, fn)] = await engine.core.storage.read(store.unfinished_replays)
+    assert (left, fn.slug) == (replay.id, "shop-charge")
+
+    runtime = Runtime(engine.core, [app], env="dev",
+                      settings=EngineSettings(idle_poll_ms=600_000))
+    await runtime.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            progress = await engine.core.storage.read(partial(store.get_replay,
+                                                              replay_id=replay.id))
+            assert progress is not None
+            if progress.done:
+                break
+            assert asyncio.get_running_loop().time() < deadline, progress
+            await asyncio.sleep(0.02)
+    finally:
+        await runtime.stop(grace=5)
+
+    assert (progress.total, progress.created) == (count, count)
+    reruns = [r for r in await engine.runs() if r.replay_id == replay.id]
+    assert len(reruns) == count
+    assert len({r.rerun_of for r in reruns}) == count
+    assert await engine.core.storage.read(store.unfinished_replays) == []
 
 
 def _ulid(ms: int, i: int) -> str:

@@ -20,6 +20,7 @@ from tidings.engine.executor import EngineSettings, Executor
 from tidings.engine.housekeeping import Housekeeper
 from tidings.engine.http_driver import HttpDriver
 from tidings.engine.native import NativeDriver
+from tidings.engine.replays import Replays
 from tidings.engine.scheduler import CronService
 from tidings.ids import now_ms
 from tidings.keys import SigningKeys
@@ -56,6 +57,7 @@ class Runtime:
         self.router = RouterService(core.storage, self.registry, self._routed, clock=clock)
         self.cron = CronService(core.storage, self.registry, self._due, clock=clock)
         self.housekeeper = Housekeeper(core.storage, clock=clock)
+        self.replays = Replays(core.storage, self._due)
         self.executors: dict[str, Executor] = {}
         self._route = route
         self._http = http
@@ -99,11 +101,13 @@ class Runtime:
         await self.housekeeper.start()
         for executor in self.executors.values():
             await executor.start()
+        await self.replays.resume()
         subscribe = getattr(self.core.storage, "subscribe", None)
         if subscribe is not None:
             self._listener = asyncio.create_task(subscribe(self._due))
 
     async def stop(self, grace: float = 30.0) -> None:
+        await self.replays.stop()
         if self._listener:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):

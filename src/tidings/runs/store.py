@@ -530,18 +530,44 @@ def rerun(tx: Tx, source: Run, fn: FunctionRow, now: int, *,
 
 
 def start_replay(tx: Tx, *, fn: FunctionRow, since_ms: int, until_ms: int,
-                 statuses: Sequence[str], now: int, batch: int) -> tuple[Replay, list[str]]:
-    """Record a replay of the runs that match now, rerun the first ``batch`` of them; the
-    replay and the ids of the runs left to rerun (``replay_batch``)."""
-    sources = [str(r[0]) for r in tx.all("replay_sources", (
-        fn.id, floor_id(since_ms), floor_id(until_ms), *_statuses(statuses, 3)))]
+                 statuses: Sequence[str], now: int, batch: int) -> tuple[Replay, bool]:
+    """Record a replay of the runs that match now and rerun the first ``batch`` of them; the
+    replay, and whether runs are left for ``continue_replay``.
+
+    The runs to rerun are written down with the replay (``replay_sources``), so a replay that
+    a stopped process left unfinished is continued by the next one to start."""
     replay_id = new_id(now)
+    total = tx.run("insert_replay_sources", (replay_id, fn.id, floor_id(since_ms),
+                                             floor_id(until_ms), *_statuses(statuses, 3)))
     tx.run("insert_replay", (replay_id, fn.env_id, fn.id, since_ms, until_ms,
-                             dumps(list(statuses)), len(sources), now))
-    replay_batch(tx, replay_id, fn, sources[:batch], now)
+                             dumps(list(statuses)), total, now))
+    more = continue_replay(tx, replay_id=replay_id, fn=fn, now=now, batch=batch)
     replay = get_replay(tx, replay_id)
     assert replay is not None
-    return replay, sources[batch:]
+    return replay, more
+
+
+def continue_replay(tx: Tx, *, replay_id: str, fn: FunctionRow, now: int, batch: int) -> bool:
+    """Rerun the replay's next ``batch`` runs; whether runs are left after them."""
+    sources = [str(r[0]) for r in tx.all("next_replay_sources", (replay_id, batch + 1))]
+    done = sources[:batch]
+    if done:
+        replay_batch(tx, replay_id, fn, done, now)
+        tx.run("drop_replay_sources", (replay_id, done[-1]))
+    return len(sources) > batch
+
+
+def unfinished_replays(tx: Tx) -> list[tuple[str, FunctionRow]]:
+    """Replays with runs left to rerun, with their functions (a deleted function's replay has
+    nothing left to run: its sources go)."""
+    found = []
+    for replay_id, function_id in tx.all("unfinished_replays", ()):
+        fn = function_by_id(tx, function_id)
+        if fn is None:
+            tx.run("drop_replay_sources", (replay_id, ID_MAX))
+            continue
+        found.append((str(replay_id), fn))
+    return found
 
 
 def replay_batch(tx: Tx, replay_id: str, fn: FunctionRow, source_ids: Sequence[str],

@@ -6,12 +6,13 @@ commits first, then wakes this process's runtime (when one runs here); other pro
 of it through ``NOTIFY`` (PostgreSQL) or their next poll.
 
 Replays rerun their first ``REPLAY_BATCH`` runs before answering (``201``, done); a larger
-replay answers ``202`` and goes on in batches, one transaction each, in a background task.
+replay answers ``202`` and goes on in batches, one transaction each, in a background task
+(``engine/replays.py``). The runs left are in the database: if this process stops first, the
+next process to start carries on.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from functools import partial
@@ -23,6 +24,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tidings.core import Core
+from tidings.engine.replays import BATCH as REPLAYS_BATCH
+from tidings.engine.replays import Replays
 from tidings.errors import RequestRejected
 from tidings.events.model import iso
 from tidings.flow import status as flow_status
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
     from tidings.engine.runtime import Runtime
 
 log = logging.getLogger("tidings.server")
-REPLAY_BATCH = 500
+REPLAY_BATCH = REPLAYS_BATCH
 CANCELLED_EVENT = "tidings/function.cancelled"
 CANCEL_REASON = "cancelled through the API"
 REPLAY_FIELDS = ("function", "since", "until", "statuses")
@@ -144,7 +147,7 @@ class RunsAPI:
         self.core = core
         self._runtime = runtime or (lambda: None)
         self._registry = Registry()
-        self._replays: set[asyncio.Task[None]] = set()
+        self._replays = Replays(core.storage, self._wake)
 
     def routes(self) -> list[Route]:
         return [
@@ -300,27 +303,13 @@ class RunsAPI:
         fn = await self._function(env, slug)
         if fn is None:
             return _not_found("function", slug)
-        replay, rest = await self.core.storage.write(partial(
+        replay, more = await self.core.storage.write(partial(
             store.start_replay, fn=fn, since_ms=since, until_ms=until, statuses=statuses,
             now=now_ms(), batch=REPLAY_BATCH))
         self._wake(fn.queue)
-        if rest:
-            task = asyncio.create_task(self._continue(replay.id, fn, rest),
-                                       name=f"tidings-replay-{replay.id}")
-            self._replays.add(task)
-            task.add_done_callback(self._replays.discard)
-        return json_response(202 if rest else 201, {"data": replay_json(replay)})
-
-    async def _continue(self, replay_id: str, fn: FunctionRow, rest: list[str]) -> None:
-        try:
-            for start in range(0, len(rest), REPLAY_BATCH):
-                batch = rest[start:start + REPLAY_BATCH]
-                await self.core.storage.write(partial(
-                    store.replay_batch, replay_id=replay_id, fn=fn, source_ids=batch,
-                    now=now_ms()))
-                self._wake(fn.queue)
-        except Exception:
-            log.exception("replay %s stopped; what it created so far stays", replay_id)
+        if more:
+            self._replays.carry_on(replay.id, fn)
+        return json_response(202 if more else 201, {"data": replay_json(replay)})
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -226,9 +226,19 @@ UPDATE runs SET status = 'Cancelled', error = ?, ended_at = ?, due_at = NULL,
                 lease_owner = NULL, lease_until = NULL, lease_token = lease_token + 1
 WHERE id = ? AND status NOT IN ('Completed', 'Failed', 'Cancelled');
 
--- name: replay_sources
-SELECT id FROM runs
-WHERE function_id = ? AND id >= ? AND id < ? AND status IN (?, ?, ?) ORDER BY id;
+-- name: insert_replay_sources
+INSERT INTO replay_sources (replay_id, source_id)
+SELECT ?, id FROM runs WHERE function_id = ? AND id >= ? AND id < ? AND status IN (?, ?, ?);
+
+-- name: next_replay_sources
+SELECT source_id FROM replay_sources WHERE replay_id = ? ORDER BY source_id LIMIT ?;
+
+-- name: drop_replay_sources
+DELETE FROM replay_sources WHERE replay_id = ? AND source_id <= ?;
+
+-- name: unfinished_replays
+SELECT p.id, p.function_id FROM replays p
+WHERE EXISTS (SELECT 1 FROM replay_sources s WHERE s.replay_id = p.id) ORDER BY p.id;
 
 -- name: insert_replay
 INSERT INTO replays (id, env_id, function_id, since_ms, until_ms, statuses, total, created,

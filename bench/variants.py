@@ -1,0 +1,63 @@
+"""``tidings dev`` with one part of ingest taken out, to show where P1's time goes.
+
+``python -m bench.variants VARIANT dev --host ... --port ... --db ...``
+
+- ``nostore``: ``POST /e/{key}`` parses, validates and assigns ids as always, then answers
+  without storing anything. The ceiling of any storage design on this server stack.
+- ``nosync``: the SQLite writer commits with ``synchronous=OFF``: everything as in ``tidings
+  dev`` except the fsync of each group commit. NOT durable; only for measuring.
+
+Benchmark-only: nothing here is reachable from ``tidings`` itself.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+VARIANTS = ("nostore", "nosync")
+
+
+def _nostore() -> None:
+    from tidings.ids import IdSeed, new_ids, now_ms
+    from tidings.ingest import Ingest
+
+    async def append(self: Ingest, env_id: str, events: Sequence[Any],
+                     seed: IdSeed | None = None, *, received_at: int | None = None) -> list[str]:
+        now = now_ms() if received_at is None else received_at
+        if seed is not None:
+            return [seed.id_at(index) for index in range(1, len(events) + 1)]
+        return new_ids(len(events), now)
+
+    Ingest.append = append  # type: ignore[method-assign]
+
+
+def _nosync() -> None:
+    from tidings.storage import sqlite as storage
+
+    connect = storage.connect
+
+    def unsynced(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+        conn = connect(path, readonly=readonly)
+        if not readonly:
+            conn.execute("PRAGMA synchronous = OFF")
+        return conn
+
+    storage.connect = unsynced
+
+
+def main() -> None:
+    variant, *argv = sys.argv[1:]
+    if variant not in VARIANTS:
+        raise SystemExit(f"unknown variant {variant!r}: one of {', '.join(VARIANTS)}")
+    {"nostore": _nostore, "nosync": _nosync}[variant]()
+    from tidings.cli import main as tidings
+
+    sys.argv = ["tidings", *argv]
+    tidings()
+
+
+if __name__ == "__main__":
+    main()
