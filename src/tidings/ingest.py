@@ -65,7 +65,7 @@ class Ingest:
             user = subject = None
             if event.user:
                 user, subject = await seal(env_id, event_id, event.user)
-            context = event.context
+            context, meta = event.context, event.meta
             rows.append(
                 EventRow(
                     id=event_id,
@@ -84,6 +84,7 @@ class Ingest:
                     deliver_at=event.deliver_at,
                     delivered_at=now if inline is not None and (
                         event.deliver_at is None or event.deliver_at <= now) else None,
+                    meta=None if meta is None else _encode(meta),
                 )
             )
         if inline is None:
@@ -141,6 +142,7 @@ class EventLog:
             key=row.key,
             ts=row.ts,
             v=row.v,
+            meta=None if row.meta is None else msgspec.json.decode(row.meta),
             source=row.source,
             context=None if row.context is None else msgspec.json.decode(row.context),
             account_id=row.account_id,

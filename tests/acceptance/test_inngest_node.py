@@ -140,24 +140,19 @@ def test_node_sdk_wire_format(live_server: LiveServer, node_bin: str) -> None:
     ]
 
 
-def test_node_sdk_event_meta_is_rejected_by_the_server(
-    live_server: LiveServer, node_bin: str
-) -> None:
-    """Known incompatibility: SDK v4 events may carry ``meta`` (``meta.sessions``), which the
-    SDK passes through to the wire and Tidings rejects as an unknown field. The SDK treats the
-    400 as retryable, so it sends the same request (same seed) five times, then throws.
-    Flip this test when the server learns ``meta``."""
+def test_node_sdk_event_meta_is_stored_and_listed(live_server: LiveServer, node_bin: str) -> None:
+    """SDK v4 events may carry ``meta`` (``meta.sessions``), which the SDK passes through to the
+    wire: Tidings accepts it on the first request and keeps it, as ``/v1/events`` shows."""
     done = run_send(node_bin, live_server, "meta")
     result = output(done)
+    assert done.returncode == 0, f"{result.get('error')}\nstderr: {done.stderr}"
 
-    assert done.returncode == 1, result
-    assert "400" in result["error"]
-    assert "events[0].meta" in result["error"]
-    assert "not a known event field" in result["error"]
-    requests = result["requests"]
-    assert len(requests) == 5
-    assert len({r["headers"][SEED_HEADER] for r in requests}) == 1
-    for request in requests:
-        [sent] = request["body"]
-        assert sent["meta"] == {"sessions": {"user": "user-1"}}
-    assert listed(live_server, "node/session.event") == []
+    [request] = result["requests"]
+    [sent] = request["body"]
+    assert sent["meta"] == {"sessions": {"user": "user-1"}}
+    [event_id] = result["ids"]["one"]
+    [listed_event] = listed(live_server, "node/session.event")
+    assert listed_event["id"] == event_id
+    assert listed_event["meta"] == sent["meta"]
+    assert listed_event["data"] == {"step": 1}
+    assert stored(live_server, event_id)["meta"] == sent["meta"]

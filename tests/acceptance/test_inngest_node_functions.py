@@ -2,7 +2,7 @@
 tests/node) and served by node's http server runs unmodified on ``tidings dev -u URL`` with
 ``INNGEST_DEV=1``, and on ``tidings serve`` with its signing key: a step, a sleep, a
 conditional wait, an invocation and parallel steps, with the events sent by the SDK's own
-client."""
+client; and sessions (event ``meta``) passed from a run to what it sends and invokes."""
 
 from __future__ import annotations
 
@@ -51,8 +51,10 @@ def stack(tmp_path: Path) -> Iterator[tuple[LiveServer, AppProcess, dict[str, st
     stop_app(app)
 
 
-def send(env: dict[str, str], name: str, data: dict[str, Any]) -> str:
-    done = subprocess.run([node_binary(), "app.mjs", "send", name, json.dumps(data)],
+def send(env: dict[str, str], name: str, data: dict[str, Any],
+         meta: dict[str, Any] | None = None) -> str:
+    extra = [] if meta is None else [json.dumps(meta)]
+    done = subprocess.run([node_binary(), "app.mjs", "send", name, json.dumps(data), *extra],
                           cwd=NODE_DIR, env=env, capture_output=True, text=True, timeout=60,
                           check=False)
     assert done.returncode == 0, done.stderr
@@ -83,11 +85,30 @@ def check_flow(api: Api, env: dict[str, str], logs: Callable[[], str]) -> None:
     assert invoked["output"] == {"y": 42}
 
 
+def check_sessions(api: Api, env: dict[str, str], logs: Callable[[], str]) -> None:
+    """A run sees its event's ``meta`` and the SDK's ``ctx.sessions`` from it; the event it
+    sends and the run it invokes are in the same sessions (the SDK stamps them as
+    ``propagated_sessions``, the server folds them in), plus those set on the event sent."""
+    user = {"sessions": {"user": "user-9"}}
+    parent = api.finished(api.run_of(send(env, "node/session.start", {}, user),
+                                      "node-app-session-parent")["id"], logs=logs)
+    assert parent["status"] == "Completed", parent
+    output = parent["output"]
+    assert output["meta"] == user
+    assert output["sessions"] == {"user": "user-9"}
+    both = {"sessions": {"topic": "t-1", "user": "user-9"}}
+    assert output["invoked"] == {"meta": user, "sessions": {"user": "user-9"}}
+    [child_event] = output["sent"]
+    assert api.get(f"/v1/events/{child_event}")["meta"] == both
+    child = api.finished(api.run_of(child_event, "node-app-session-child")["id"], logs=logs)
+    assert child["output"] == {"meta": both, "sessions": both["sessions"]}
+
+
 def check_synced(app: dict[str, Any]) -> None:
     assert app["app_id"] == "node-app"
     assert app["sdk"] == "js:v4.24.0"
     assert app["framework"] == "nodejs"
-    assert app["functions"] == 4
+    assert app["functions"] == 6
 
 
 def test_node_sdk_app_runs_on_tidings_dev(
@@ -101,6 +122,7 @@ def test_node_sdk_app_runs_on_tidings_dev(
     check_synced(wait_for(lambda: api.synced(app.url), timeout=30, what="the app to sync",
                           logs=logs))
     check_flow(api, env, logs)
+    check_sessions(api, env, logs)
 
     # A step that fails twice is retried alone (ctx.attempt counts its failures)...
     flaky = api.finished(api.run_of(send(env, "node/flaky", {}), "node-app-flaky")["id"],

@@ -19,7 +19,14 @@ def _sqlite_schema(path: Path) -> list[tuple[str, ...]]:
         rows = conn.execute(
             "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL "
             "ORDER BY type, name").fetchall()
-    return [(t, n, tbl, re.sub(r"\s+", " ", sql).strip()) for t, n, tbl, sql in rows]
+    return [(t, n, tbl, _spaced(sql)) for t, n, tbl, sql in rows]
+
+
+def _spaced(sql: str) -> str:
+    """``sql`` with its layout normalised. ``ALTER TABLE … ADD COLUMN`` splices the new column
+    into the stored ``CREATE TABLE`` as a line ``, name TYPE)``, where ``schema.sql`` writes the
+    same column its own way: space next to ``(``, ``)`` and ``,`` means nothing, so it goes."""
+    return re.sub(r"\s*([(),])\s*", r"\1", re.sub(r"\s+", " ", sql)).strip()
 
 
 def _versions_sqlite(path: Path) -> list[int]:

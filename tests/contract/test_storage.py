@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
+
 from tidings.ids import floor_id, new_id, now_ms
+from tidings.runs import store
 from tidings.storage import Storage
 from tidings.storage.base import EventQuery, EventRow, WrappedKey
 
@@ -49,6 +52,34 @@ async def test_append_and_read_events(storage: Storage) -> None:
     stored = await storage.get_event(env.id, rows[1].id)
     assert stored == rows[1]
     assert await storage.get_event("other-env", rows[1].id) is None
+
+
+async def test_meta_round_trips_whichever_way_rows_are_written(storage: Storage) -> None:
+    """``meta`` comes back as it went in, next to rows without it: one row (an INSERT), a few
+    (several INSERTs; SQLite groups them by the columns they fill), many (PostgreSQL's COPY)
+    and the engine's own (lifecycle and invocation events, inserted in a transaction); read by
+    id, by page and by the shared queries of a transaction."""
+    env = await storage.ensure_env("dev")
+
+    def with_meta(i: int) -> EventRow:
+        plain = row(env.id, f"app/{i}")
+        if i % 2:
+            return plain
+        return msgspec.structs.replace(plain, meta=b'{"sessions":{"user":"u-%d"}}' % i)
+
+    rows = [with_meta(i) for i in range(26)]
+    for batch in (rows[:1], rows[1:4], rows[4:24]):
+        assert await storage.append_events(batch, now_ms() + 60_000) == [r.id for r in batch]
+    for r in rows[24:]:
+        await storage.write(lambda tx, r=r: store.insert_event(tx, r, delivered_at=None))
+    for r in rows:
+        assert await storage.get_event(env.id, r.id) == r
+    listed = await storage.list_events(EventQuery(env_id=env.id, limit=100))
+    assert sorted(listed, key=lambda r: r.id) == sorted(rows, key=lambda r: r.id)
+    ids = [r.id for r in rows]
+    read = await storage.read(lambda tx: store.event_rows(tx, ids))
+    assert sorted(read, key=lambda r: r.id) == sorted(rows, key=lambda r: r.id)
+    assert await storage.read(lambda tx: store.event_row(tx, rows[0].id)) == rows[0]
 
 
 async def test_duplicate_keys_resolve_to_the_first_event(storage: Storage) -> None:

@@ -3,8 +3,9 @@
 // environment (INNGEST_DEV, INNGEST_BASE_URL, INNGEST_SIGNING_KEY, INNGEST_EVENT_KEY) decides
 // which server it talks to.
 //
-//   node app.mjs serve <port>            serve the functions on /api/inngest
-//   node app.mjs send <name> <json>      send one event with the SDK's client, print its ids
+//   node app.mjs serve <port>                   serve the functions on /api/inngest
+//   node app.mjs send <name> <json> [<meta>]    send one event with the SDK's client (with
+//                                               that meta, JSON), print its ids
 import http from "node:http";
 import { Inngest, NonRetriableError } from "inngest";
 import { serve } from "inngest/node";
@@ -65,7 +66,28 @@ const fragile = inngest.createFunction(
   },
 );
 
-const functions = [double, flow, flaky, fragile];
+// Sessions (event meta): what a run receives, and what it passes on. The SDK reads
+// `ctx.sessions` from its events' `meta.sessions` and stamps them on what the run sends and
+// invokes (`meta.propagated_sessions`), for the server to fold into the new event's sessions.
+const sessionChild = inngest.createFunction(
+  { id: "session-child", triggers: [{ event: "node/session.child" }] },
+  async ({ event, sessions }) => ({ meta: event.meta ?? null, sessions: sessions ?? null }),
+);
+
+const sessionParent = inngest.createFunction(
+  { id: "session-parent", triggers: [{ event: "node/session.start" }] },
+  async ({ event, sessions, step }) => {
+    const sent = await step.sendEvent("tell", {
+      name: "node/session.child",
+      data: {},
+      meta: { sessions: { topic: "t-1" } },
+    });
+    const invoked = await step.invoke("ask", { function: sessionChild, data: {} });
+    return { meta: event.meta ?? null, sessions: sessions ?? null, sent: sent.ids, invoked };
+  },
+);
+
+const functions = [double, flow, flaky, fragile, sessionChild, sessionParent];
 
 const [command, ...args] = process.argv.slice(2);
 if (command === "serve") {
@@ -76,10 +98,12 @@ if (command === "serve") {
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
 } else if (command === "send") {
-  const [name, data] = args;
-  const { ids } = await inngest.send({ name, data: JSON.parse(data ?? "{}") });
+  const [name, data, meta] = args;
+  const event = { name, data: JSON.parse(data ?? "{}") };
+  if (meta) event.meta = JSON.parse(meta);
+  const { ids } = await inngest.send(event);
   console.log(JSON.stringify({ ids }));
 } else {
-  console.error("usage: node app.mjs serve <port> | send <name> <json>");
+  console.error("usage: node app.mjs serve <port> | send <name> <json> [<meta>]");
   process.exit(2);
 }

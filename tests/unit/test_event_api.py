@@ -97,6 +97,19 @@ INVALID = [
     ({"name": "a", "timestamp": "yesterday"}, "timestamp", "ISO-8601"),
     ({"name": "a", "source": ""}, "source", "non-empty"),
     ({"name": "a", "data": {"a": 1}, "payload": {"a": 2}}, "payload", "not both"),
+    ({"name": "a", "meta": "user-1"}, "meta", "expected `object | null`, got `str`"),
+    ({"name": "a", "meta": [{"sessions": {}}]}, "meta", "expected `object | null`, got `array`"),
+    ({"name": "a", "meta": {"sessions": ["u"]}}, "meta.sessions", "expected `object | null`"),
+    ({"name": "a", "meta": {"sessions": {"u": True}}}, "meta.sessions",
+     "session 'u' must be a string, a number or null, got `bool`"),
+    ({"name": "a", "meta": {"sessions": {"": "x"}}}, "meta.sessions", "cannot be empty"),
+    ({"name": "a", "meta": {"sessions": {"u": ""}}}, "meta.sessions", "empty id"),
+    ({"name": "a", "meta": {"sessions": {"k" * 129: "x"}}}, "meta.sessions", "over 128 bytes"),
+    ({"name": "a", "meta": {"sessions": {"u": "é" * 257}}}, "meta.sessions", "over 512 bytes"),
+    ({"name": "a", "meta": {"sessions": {f"k{i}": "x" for i in range(6)}}}, "meta.sessions",
+     "at most 5 sessions, got 6"),
+    ({"name": "a", "meta": {"propagated_sessions": {"u": None}}}, "meta.propagated_sessions",
+     "must be a string or a number, got `null`"),
 ]
 
 
@@ -111,6 +124,36 @@ async def test_invalid_events_are_refused_naming_the_field(
     assert f"events[1].{field}" in body["error"] and words in body["error"]
     assert body["errors"][0]["index"] == 1 and body["errors"][0]["field"] == field
     assert await all_events(client) == []
+
+
+async def test_meta_sessions_are_resolved_as_inngest_does(client: httpx.AsyncClient) -> None:
+    """The user's sessions win, inherited ones fill the free places (at most five) in key
+    order, null cuts (before anything is checked); what is stored is one ``sessions`` layer of
+    strings, or nothing."""
+    events = [
+        {"name": "a/m", "meta": {"sessions": {"user": "u-1", "n": 42}}},
+        {"name": "a/m", "meta": {
+            "sessions": {"user": "u-2", "gone": None},
+            "propagated_sessions": {"user": "parent", "gone": "g", "org": "o", "b": "1",
+                                    "c": "2", "d": "3", "e": "4"}}},
+        {"name": "a/m", "meta": {"propagatedSessions": {"org": "o"}}},
+        {"name": "a/m", "meta": {"sessions": None, "propagated_sessions": {"org": "o"}}},
+        {"name": "a/m", "meta": {"sessions": {"x": None}, "propagated_sessions": {"x": ""}}},
+        {"name": "a/m", "meta": {"sessions": {}}},
+        {"name": "a/m", "meta": {"future": {"x": 1}}},
+        {"name": "a/m", "meta": None},
+        {"name": "a/m"},
+    ]
+    ids = (await client.post("/e/k", json=events)).json()["ids"]
+    got = [(await client.get(f"/v1/events/{i}")).json()["data"]["meta"] for i in ids]
+    assert got == [
+        {"sessions": {"user": "u-1", "n": "42"}},
+        {"sessions": {"user": "u-2", "b": "1", "c": "2", "d": "3", "e": "4"}},
+        {"sessions": {"org": "o"}},
+        None, None, None, None, None, None,
+    ]
+    listed = {e["id"]: e["meta"] for e in await all_events(client)}
+    assert [listed[i] for i in ids] == got
 
 
 async def test_every_bad_event_is_listed(client: httpx.AsyncClient) -> None:

@@ -135,9 +135,27 @@ def test_errors_retry_after_and_streams() -> None:
     assert parse_ops(body) == [{"id": "h", "op": "StepRun", "data": 1}]
 
 
-def test_sdk_event_keeps_v() -> None:
+def test_sdk_event_keeps_v_and_meta() -> None:
     assert sdk_event({"id": "e", "name": "a/b", "data": {"k": 1}, "ts": 5, "v": "1"}) == {
         "data": {"k": 1}, "id": "e", "name": "a/b", "ts": 5, "user": {}, "v": "1"}
+    # inngest-js reads ``ctx.sessions`` from ``event.meta.sessions``; no meta, no key.
+    meta = {"sessions": {"user": "u-1"}}
+    assert sdk_event({"id": "e", "name": "a/b", "ts": 5, "meta": meta, "context": {"c": 1}}) == {
+        "data": {}, "id": "e", "name": "a/b", "ts": 5, "user": {}, "meta": meta}
+    assert "meta" not in sdk_event({"id": "e", "name": "a/b", "ts": 5, "meta": None})
+
+
+def test_an_invocation_carries_the_sessions_inngest_js_stamps_on_it() -> None:
+    def op(payload: object) -> dict[str, object]:
+        return {"id": "h", "op": "InvokeFunction", "displayName": "call",
+                "opts": {"function_id": "app-child", "payload": payload}}
+
+    stamped = invoke_of(op({"data": {}, "meta": {
+        "sessions": {"org": None}, "propagated_sessions": {"user": "u-1", "org": "o-1"}}}), NOW)
+    assert stamped.meta == {"sessions": {"user": "u-1"}}
+    assert invoke_of(op({"data": {}}), NOW).meta is None
+    with pytest.raises(ProtocolError, match=r"meta\.sessions: session .user. must be"):
+        invoke_of(op({"meta": {"sessions": {"user": False}}}), NOW)
 
 
 KEY = "signkey-prod-" + "ab" * 32

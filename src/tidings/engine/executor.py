@@ -413,6 +413,8 @@ class Executor:
                                     "source": stored.source}
             if stored.v is not None:
                 data["v"] = stored.v
+            if stored.meta is not None:
+                data["meta"] = stored.meta
             if stored.context is not None:
                 data["context"] = stored.context
             loaded.append(data)
@@ -523,7 +525,8 @@ class Executor:
         name = f"tidings/function.{kind}"
         if not self.registry.listens(run.env_id, name):
             return []
-        # The trigger's ``user`` is left out: it is only ever stored sealed.
+        # The trigger's ``user`` is left out: it is only ever stored sealed. Its ``meta`` is
+        # kept, on the lifecycle event too: the runs it starts share the trigger's sessions.
         data: dict[str, Any] = {"function_id": fn.slug, "run_id": run.id,
                                 "event": _without_user(event),
                                 "events": [_without_user(e) for e in events]}
@@ -531,10 +534,12 @@ class Executor:
             data["error"] = error
         else:
             data["result"] = result
+        meta = event.get("meta")
         return [EventRow(id=new_id(now), env_id=run.env_id, name=name,
                          data=msgspec.json.encode(data), user=None, user_subject=None, key=None,
                          ts=now, v=None, source="tidings", context=None, account_id=None,
-                         received_at=now, deliver_at=None)]
+                         received_at=now, deliver_at=None,
+                         meta=None if meta is None else msgspec.json.encode(meta))]
 
     async def _plan_invoke(self, run: Run, blocker: Invoke,
                            now: int) -> tuple[EventRow, str] | None:
@@ -547,7 +552,8 @@ class Executor:
         row = EventRow(id=event_id, env_id=run.env_id, name="tidings/function.invoked",
                        data=msgspec.json.encode(data), user=user, user_subject=subject,
                        key=None, ts=now, v=None, source="tidings", context=None,
-                       account_id=None, received_at=now, deliver_at=None)
+                       account_id=None, received_at=now, deliver_at=None,
+                       meta=None if blocker.meta is None else msgspec.json.encode(blocker.meta))
         return row, target.id
 
     def _pause(self, tx: Tx, run: Run, fn: FunctionRow, event: dict[str, Any],

@@ -27,6 +27,7 @@ from tidings.canonical import canonical
 from tidings.durations import to_ms
 from tidings.engine.outcomes import ErrorJSON, Invoke, WaitForEvent
 from tidings.errors import ConfigError
+from tidings.events.meta import MetaError, resolve_meta
 from tidings.runs.model import StepRow
 from tidings.signing import verify
 
@@ -48,12 +49,15 @@ def sdk_name(name: str) -> str:
 
 
 def sdk_event(event: Mapping[str, Any]) -> dict[str, Any]:
-    """An event as an SDK reads it (``ts`` an integer, ``data`` an object)."""
+    """An event as an SDK reads it (``ts`` an integer, ``data`` an object, ``meta`` only when
+    there are sessions: inngest-js reads ``ctx.sessions`` from it, inngest-py 0.5 ignores it)."""
     out: dict[str, Any] = {"data": event.get("data") or {}, "id": str(event.get("id") or ""),
                            "name": sdk_name(str(event.get("name", ""))),
                            "ts": int(event.get("ts") or 0), "user": event.get("user") or {}}
     if event.get("v") is not None:
         out["v"] = event["v"]
+    if event.get("meta") is not None:
+        out["meta"] = event["meta"]
     return out
 
 
@@ -252,8 +256,14 @@ def invoke_of(op: Mapping[str, Any], now: int) -> Invoke:
     user = payload.get("user")
     timeout = opts.get("timeout")
     until = now + (_duration(timeout, "invoke timeout") if timeout else MAX_PAUSE_MS)
+    # inngest-js stamps the run's sessions on the payload (``meta.propagated_sessions``): the
+    # invoked run joins them, as an event sent from the run would.
+    try:
+        meta = resolve_meta(payload.get("meta"))
+    except MetaError as exc:
+        raise ProtocolError(f"the invocation's {exc}") from None
     return Invoke(op["id"], display_name(op), function, data if isinstance(data, dict) else {},
-                  user if isinstance(user, dict) else None, until)
+                  user if isinstance(user, dict) else None, until, meta)
 
 
 def error_of(value: Any, default_name: str = "Error") -> ErrorJSON:

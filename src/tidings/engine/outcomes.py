@@ -55,6 +55,7 @@ class Invoke:
     data: dict[str, Any]
     user: dict[str, Any] | None
     until: int
+    meta: dict[str, Any] | None = None  # resolved (``events/meta.py``)
 
 
 @dataclass(frozen=True, slots=True)

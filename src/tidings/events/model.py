@@ -1,8 +1,8 @@
 """Event values: what ingest validated (``NewEvent``), what the log holds (``StoredEvent``).
 
 One event carries the fields of both seeds: Inngest's ``name``/``data``/``user``/``id``/``ts``/``v``
-and Trigger.dev's ``payload`` (= data), ``context``, ``source``, ``timestamp`` (= ts) and delayed
-delivery (``deliver_at``).
+and ``meta`` (sessions, ``events/meta.py``), and Trigger.dev's ``payload`` (= data), ``context``,
+``source``, ``timestamp`` (= ts) and delayed delivery (``deliver_at``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     key: str | None
     ts: int
     v: str | None = None
+    meta: dict[str, Any] | None = None  # resolved: ``{"sessions": {...}}``
     source: str = DEFAULT_SOURCE
     context: dict[str, Any] | None = None
     account_id: str | None = None
@@ -49,6 +50,7 @@ class StoredEvent:
     key: str | None
     ts: int
     v: str | None
+    meta: dict[str, Any] | None
     source: str
     context: dict[str, Any] | None
     account_id: str | None
@@ -69,6 +71,7 @@ class StoredEvent:
             "ts": self.ts,
             "timestamp": iso(self.ts),
             "v": self.v,
+            "meta": self.meta,
             "source": self.source,
             "context": self.context,
             "account_id": self.account_id,

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from tidings.errors import EventsInvalid, FieldError, PayloadTooLarge, RequestRejected
+from tidings.events.meta import MetaError, resolve_meta
 from tidings.events.model import DEFAULT_SOURCE, NewEvent
 from tidings.settings import Limits
 
@@ -35,6 +36,7 @@ class _WireEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     ts: int | None = None
     timestamp: int | str | None = None
     v: str | None = None
+    meta: JsonObject | None = None
     source: str | None = None
     context: JsonObject | None = None
     account_id: str | None = None
@@ -176,10 +178,10 @@ def _field_error(index: int, text: str) -> FieldError:
 
 def _plain(wire: _WireEvent, limits: Limits, now: int) -> NewEvent | None:
     """The event, when it is a valid plain one: no ``payload``/``timestamp`` aliases, no delayed
-    delivery, no ``_inngest`` data, nesting already known to be within the limit. Anything else
-    is None and goes through ``_check``, which names what is wrong."""
+    delivery, no ``meta`` to resolve, no ``_inngest`` data, nesting already known to be within
+    the limit. Anything else is None and goes through ``_check``, which names what is wrong."""
     if (wire.payload is not None or wire.timestamp is not None or wire.deliver_at is not None
-            or wire.deliver_after is not None):
+            or wire.deliver_after is not None or wire.meta is not None):
         return None
     name = wire.name
     if not name or len(name) > limits.max_name_chars or name[:8].lower().startswith(
@@ -270,6 +272,13 @@ def _check(
         if value and not _shallow_enough(value, limits.max_depth):
             bad(field, f"is nested more than {limits.max_depth} levels deep")
 
+    meta = None
+    if wire.meta is not None:
+        try:
+            meta = resolve_meta(wire.meta)
+        except MetaError as exc:
+            bad(exc.field, exc.message)
+
     if len(errors) != before:
         return None
     return NewEvent(
@@ -279,6 +288,7 @@ def _check(
         key=key,
         ts=ts,
         v=wire.v,
+        meta=meta,
         source=source,
         context=wire.context,
         account_id=wire.account_id,

@@ -8,6 +8,7 @@ conditions of the runs waiting for it; only events stored after the run's trigge
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -40,20 +41,33 @@ def _cancelled_events(tx: Tx, registry: Registry, run: Run, reason: str,
     if not registry.listens(run.env_id, CANCELLED_EVENT):
         return []
     fn = registry.by_id(run.function_id) or store.function_by_id(tx, run.function_id)
+    rows = store.event_rows(tx, run.event_ids or [run.event_id])
+    return [cancelled_event(run, fn.slug if fn else run.function_id, rows, reason, now)]
+
+
+def cancelled_event(run: Run, slug: str, rows: Sequence[EventRow], reason: str,
+                    now: int) -> EventRow:
+    """``tidings/function.cancelled`` for a run of the function ``slug`` with these events.
+
+    Its ``event`` and ``events`` leave ``user`` out: lifecycle events are stored unencrypted, and
+    ``user`` must stay encrypted (and erasable) at rest. Its ``meta`` is its trigger's, so the
+    run it starts is in the same sessions (inngest-js's ``CancelledEventPayload``).
+    """
     events = []
-    for row in store.event_rows(tx, run.event_ids or [run.event_id]):
+    for row in rows:
         event: dict[str, Any] = {"id": row.key or row.id, "name": row.name,
                                  "data": msgspec.json.decode(row.data), "ts": row.ts}
         if row.v is not None:
             event["v"] = row.v
+        if row.meta is not None:
+            event["meta"] = msgspec.json.decode(row.meta)
         events.append(event)
-    data = {"function_id": fn.slug if fn else run.function_id, "run_id": run.id,
-            "event": events[0] if events else None, "events": events,
-            "error": {"name": "Cancelled", "message": reason}}
-    return [EventRow(id=new_id(now), env_id=run.env_id, name=CANCELLED_EVENT,
-                     data=msgspec.json.encode(data), user=None, user_subject=None, key=None,
-                     ts=now, v=None, source="tidings", context=None, account_id=None,
-                     received_at=now, deliver_at=None)]
+    data = {"function_id": slug, "run_id": run.id, "event": events[0] if events else None,
+            "events": events, "error": {"name": "Cancelled", "message": reason}}
+    return EventRow(id=new_id(now), env_id=run.env_id, name=CANCELLED_EVENT,
+                    data=msgspec.json.encode(data), user=None, user_subject=None, key=None,
+                    ts=now, v=None, source="tidings", context=None, account_id=None,
+                    received_at=now, deliver_at=None, meta=rows[0].meta if rows else None)
 
 
 def watch(tx: Tx, fn: FunctionRow, flow: FlowControl, run_id: str, event_id: str,

@@ -192,7 +192,8 @@ def _event_row(r: tuple[Any, ...]) -> EventRow:
         id=r[0], env_id=r[1], name=r[2], data=_bytes(r[3]), user=_blob(r[4]),
         user_subject=_blob(r[5]), key=r[6], ts=r[7], v=r[8], source=r[9],
         context=_bytes(r[10]) if r[10] is not None else None, account_id=r[11],
-        received_at=r[12], deliver_at=r[13], delivered_at=r[14], cancelled_at=r[15])
+        received_at=r[12], deliver_at=r[13], delivered_at=r[14], cancelled_at=r[15],
+        meta=_bytes(r[16]) if r[16] is not None else None)
 
 
 def _bytes(value: Any) -> bytes:
@@ -389,7 +390,7 @@ def insert_event(tx: Tx, row: EventRow, *, delivered_at: int | None) -> None:
     tx.run("insert_event", (
         row.id, row.env_id, row.name, json_param(tx, row.data), row.user, row.user_subject,
         row.key, row.ts, row.v, row.source, json_param(tx, row.context), row.account_id,
-        row.received_at, row.deliver_at, delivered_at))
+        row.received_at, row.deliver_at, delivered_at, json_param(tx, row.meta)))
 
 
 # -- the runs API: reads and operator actions ------------------------------------------------

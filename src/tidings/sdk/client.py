@@ -50,7 +50,8 @@ DEV_EVENT_KEY = "dev"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
-    """An event to send (Inngest's fields)."""
+    """An event to send (Inngest's fields). ``meta={"sessions": {"user": "u-1"}}`` groups the
+    runs it starts, as Inngest's sessions do."""
 
     name: str
     data: Mapping[str, Any] = field(default_factory=dict)
@@ -58,6 +59,7 @@ class Event:
     id: str | None = None
     ts: int | None = None
     v: str | None = None
+    meta: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: (dict(v) if isinstance(v, Mapping) else v)

@@ -28,6 +28,7 @@ from tidings.engine.outcomes import (
     error_json,
 )
 from tidings.errors import NonRetriableError, RetryAfterError, StepError
+from tidings.events.meta import MetaError, resolve_meta
 
 T = TypeVar("T")
 DEFAULT_WAIT_MS = 7 * 24 * 3600 * 1000
@@ -50,6 +51,7 @@ class ReceivedEvent:
     v: str | None = None
     source: str = "tidings"
     context: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None  # Inngest's sessions: ``{"sessions": {key: id}}``
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> ReceivedEvent:
@@ -57,6 +59,7 @@ class ReceivedEvent:
             id=raw.get("id", ""), name=raw["name"], data=raw.get("data") or {},
             user=raw.get("user") or {}, ts=raw.get("ts", 0), v=raw.get("v"),
             source=raw.get("source", "tidings"), context=raw.get("context"),
+            meta=raw.get("meta"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -68,6 +71,8 @@ class ReceivedEvent:
             out["source"] = self.source
         if self.context is not None:
             out["context"] = self.context
+        if self.meta is not None:
+            out["meta"] = self.meta
         return out
 
 
@@ -184,13 +189,19 @@ class Step:
 
     async def invoke(self, step_id: str, *, function: Any, data: Mapping[str, Any] | None = None,
                      user: Mapping[str, Any] | None = None,
-                     timeout: Duration = timedelta(days=7)) -> Any:
-        """Run another function with ``data`` as its event's data and return its result."""
+                     timeout: Duration = timedelta(days=7),
+                     meta: Mapping[str, Any] | None = None) -> Any:
+        """Run another function with ``data`` as its event's data and return its result.
+        ``meta={"sessions": {...}}`` puts the invoked run in those sessions."""
         slug = function if isinstance(function, str) else function.slug
         ms = to_ms(timeout, f"invoke {step_id!r} timeout")
+        try:
+            resolved = resolve_meta(None if meta is None else dict(meta))
+        except MetaError as exc:
+            raise NonRetriableError(f"invoke {step_id!r}: {exc}") from None
         return await self._pause(step_id, lambda step: Invoke(
             step, step_id, slug, dict(data or {}), dict(user) if user else None,
-            self._host.now() + min(ms, MAX_PAUSE_MS)))
+            self._host.now() + min(ms, MAX_PAUSE_MS), resolved))
 
     async def send_event(self, step_id: str, events: Any) -> list[str]:
         """Send events once for this run; a replay returns the first send's ids."""
@@ -282,9 +293,10 @@ class SyncStep:
 
     def invoke(self, step_id: str, *, function: Any, data: Mapping[str, Any] | None = None,
                user: Mapping[str, Any] | None = None,
-               timeout: Duration = timedelta(days=7)) -> Any:
+               timeout: Duration = timedelta(days=7),
+               meta: Mapping[str, Any] | None = None) -> Any:
         return self._wait(self._step.invoke(step_id, function=function, data=data, user=user,
-                                            timeout=timeout))
+                                            timeout=timeout, meta=meta))
 
     def send_event(self, step_id: str, events: Any) -> list[str]:
         return self._wait(self._step.send_event(step_id, events))

@@ -29,7 +29,8 @@ from tidings.engine.replays import Replays
 from tidings.errors import RequestRejected
 from tidings.events.model import iso
 from tidings.flow import status as flow_status
-from tidings.ids import floor_id, new_id, now_ms
+from tidings.flow.cancel import cancelled_event
+from tidings.ids import floor_id, now_ms
 from tidings.router.registry import Registry
 from tidings.runs import store
 from tidings.runs.model import STATUSES, TERMINAL, FunctionRow, Run, StepRow
@@ -330,29 +331,16 @@ class RunsAPI:
         return error_response(409, f"run {run.id} already ended ({run.status})")
 
     async def _cancelled_events(self, run: Run, slug: str, now: int) -> list[EventRow]:
-        """``tidings/function.cancelled`` for the run, when a function listens for it.
-
-        Its ``event`` and ``events`` are the run's events without ``user``: lifecycle events are
-        stored unencrypted, and ``user`` must stay encrypted (and erasable) at rest.
-        """
+        """``tidings/function.cancelled`` for the run, when a function listens for it."""
         await self.core.storage.read(self._registry.refresh)
         if not self._registry.listens(run.env_id, CANCELLED_EVENT):
             return []
-        events = []
+        rows = []
         for event_id in run.event_ids or [run.event_id]:
             row = await self.core.storage.get_event(run.env_id, event_id)
             if row is not None:
-                event: dict[str, Any] = {"id": row.key or row.id, "name": row.name,
-                                         "data": msgspec.json.decode(row.data), "ts": row.ts}
-                if row.v is not None:
-                    event["v"] = row.v
-                events.append(event)
-        data = {"function_id": slug, "run_id": run.id, "event": events[0] if events else None,
-                "events": events, "error": {"name": "Cancelled", "message": CANCEL_REASON}}
-        return [EventRow(id=new_id(now), env_id=run.env_id, name=CANCELLED_EVENT,
-                         data=msgspec.json.encode(data), user=None, user_subject=None, key=None,
-                         ts=now, v=None, source="tidings", context=None, account_id=None,
-                         received_at=now, deliver_at=None)]
+                rows.append(row)
+        return [cancelled_event(run, slug, rows, CANCEL_REASON, now)]
 
     def _emitted(self, event_ids: list[str]) -> None:
         # The runtime of this process routes what it ingests at once; these are the same.

@@ -108,7 +108,8 @@ class SdkAPI:
                 stored = await self.core.events.open(by_id[event_id])
                 events.append(sdk_event({"id": stored.key or stored.id, "name": stored.name,
                                          "data": stored.data, "user": stored.user,
-                                         "ts": stored.ts, "v": stored.v}))
+                                         "ts": stored.ts, "v": stored.v,
+                                         "meta": stored.meta}))
         return json_response(200, events)
 
     async def actions(self, request: Request) -> Response:

@@ -41,7 +41,7 @@ class ApiKey:
 
 
 class EventRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """One event as stored. ``user`` is ciphertext; ``data``/``context`` are JSON bytes.
+    """One event as stored. ``user`` is ciphertext; ``data``/``context``/``meta`` are JSON bytes.
 
     A msgspec struct rather than a frozen dataclass: ingest builds one per event, and a struct
     is built about ten times faster. It holds only strings, bytes and numbers, so the garbage
@@ -64,6 +64,7 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     deliver_at: int | None
     delivered_at: int | None = None
     cancelled_at: int | None = None
+    meta: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -332,6 +332,7 @@ def _event_params(row: EventRow) -> tuple[Any, ...]:
         row.id, row.env_id, row.name, row.data.decode(), row.user, row.user_subject, row.key,
         row.ts, row.v, row.source, row.context.decode() if row.context is not None else None,
         row.account_id, row.received_at, row.deliver_at, row.delivered_at,
+        row.meta.decode() if row.meta is not None else None,
     )
 
 
@@ -343,5 +344,5 @@ def _event(r: Any) -> EventRow:
         key=r[6], ts=r[7], v=r[8], source=r[9],
         context=r[10].encode() if r[10] is not None else None,
         account_id=r[11], received_at=r[12], deliver_at=r[13], delivered_at=r[14],
-        cancelled_at=r[15],
+        cancelled_at=r[15], meta=r[16].encode() if r[16] is not None else None,
     )

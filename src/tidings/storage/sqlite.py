@@ -43,7 +43,7 @@ T = TypeVar("T")
 Q = split_queries(dialect_file("sqlite", "queries.sql"))
 MAX_BATCH = 1024
 ID_MAX = "~"
-INSERT_CHUNK = 256  # rows per multi-row INSERT: 256 x 15 parameters, well under SQLite's 32,766
+INSERT_CHUNK = 256  # rows per multi-row INSERT: 256 x 16 parameters, well under SQLite's 32,766
 
 # sqlite3 binds exact int, float and str parameters directly, but first treats every bytes and
 # None parameter as something to adapt: two failed attribute lookups, each raising and formatting
@@ -186,13 +186,13 @@ def _insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> None:
     instead of one per row (less work, and far fewer hand-overs of the GIL).
 
     Rows are grouped by which columns they fill: a NULL column is left out of the INSERT rather
-    than bound (most events have no ``user``, idempotency key, ``v``, context or delay), so each
-    row binds about half the parameters."""
+    than bound (most events have no ``user``, idempotency key, ``v``, context, meta or delay), so
+    each row binds about half the parameters."""
     by_shape: dict[tuple[bool, ...], list[Any]] = {}
     for row in rows:
         values = (row.id, row.env_id, row.name, row.data, row.user, row.user_subject, row.key,
                   row.ts, row.v, row.source, row.context, row.account_id, row.received_at,
-                  row.deliver_at, row.delivered_at)
+                  row.deliver_at, row.delivered_at, row.meta)
         shape = tuple(map(is_not, values, _NONES))
         params = by_shape.get(shape)
         if params is None:
@@ -595,5 +595,5 @@ def _event(r: Any) -> EventRow:
         key=r[6], ts=r[7], v=r[8], source=r[9],
         context=bytes(r[10]) if r[10] is not None else None,
         account_id=r[11], received_at=r[12], deliver_at=r[13], delivered_at=r[14],
-        cancelled_at=r[15],
+        cancelled_at=r[15], meta=bytes(r[16]) if r[16] is not None else None,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tidings.events.meta import MAX_SESSIONS
 from tidings.events.parse import TS_MAX, TS_MIN
 from tidings.server.openapi.parts import (
     ENV_HEADER,
@@ -28,6 +29,30 @@ EVENT_TIME: dict[str, Any] = {"oneOf": [
 ]}
 # Every optional field of an incoming event may also be null, which means "not given".
 MAYBE_OBJECT: dict[str, Any] = {"type": ["object", "null"], "additionalProperties": True}
+META_IN: dict[str, Any] = {
+    **MAYBE_OBJECT,
+    "description": "Inngest's sessions, which group the runs the event starts. Stored (and "
+    f"given to functions) resolved: one sessions object of at most {MAX_SESSIONS}, ids as "
+    "strings; other keys are dropped.",
+    "properties": {
+        "sessions": {"type": ["object", "null"],
+                     "additionalProperties": {"type": ["string", "number", "null"]},
+                     "description": "Session key to id. A null id cuts the inherited session "
+                     "of that key; null cuts them all."},
+        "propagated_sessions": {"type": ["object", "null"],
+                                "additionalProperties": {"type": ["string", "number"]},
+                                "description": "Inherited from the run that sends the event "
+                                "(stamped by the SDK); sessions wins for a key in both."},
+    },
+}
+# What is stored: ``meta.sessions`` resolved, or no meta at all.
+META_OUT: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["sessions"],
+    "properties": {"sessions": {"type": "object", "maxProperties": MAX_SESSIONS,
+                                "additionalProperties": {"type": "string"}}},
+}
 
 EVENT_IN: dict[str, Any] = {
     "type": "object",
@@ -50,6 +75,7 @@ EVENT_IN: dict[str, Any] = {
         "timestamp": {**EVENT_TIME, "description": "Same as ts (Trigger.dev name); give one "
                       "of them or the same moment in both."},
         "v": NULLABLE_STRING,
+        "meta": META_IN,
         "source": {"type": ["string", "null"], "minLength": 1,
                    "maxLength": LIMITS.max_name_chars, "default": "tidings"},
         "context": MAYBE_OBJECT,
@@ -64,7 +90,7 @@ EVENT_RECORD: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["id", "name", "data", "user", "event_id", "idempotency_key", "ts", "timestamp",
-                 "v", "source", "context", "account_id", "received_at", "deliver_at",
+                 "v", "meta", "source", "context", "account_id", "received_at", "deliver_at",
                  "delivered_at", "cancelled_at"],
     "properties": {
         "id": {"type": "string", "pattern": ULID_PATTERN, "description": "Internal ULID."},
@@ -76,6 +102,8 @@ EVENT_RECORD: dict[str, Any] = {
         "ts": {"type": "integer"},
         "timestamp": {"type": "string", "format": "date-time"},
         "v": NULLABLE_STRING,
+        "meta": {"oneOf": [META_OUT, {"type": "null"}],
+                 "description": "Inngest's sessions, resolved; null when none."},
         "source": {"type": "string"},
         "context": {"type": ["object", "null"]},
         "account_id": NULLABLE_STRING,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tidings.apps.records import FAILED, SYNCED, UNREACHABLE
+from tidings.server.openapi.events import META_OUT
 from tidings.server.openapi.parts import (
     ANY_JSON,
     NULLABLE_STRING,
@@ -94,6 +95,7 @@ SDK_EVENT: dict[str, Any] = {
         "ts": {"type": "integer"},
         "user": {"type": "object"},
         "v": {"type": "string"},
+        "meta": {**META_OUT, "description": "Inngest's sessions; only when there are some."},
     },
 }
 

@@ -34,17 +34,17 @@ SELECT event_id FROM event_idempotency WHERE env_id = %s AND event_key = %s;
 
 -- name: insert_event
 INSERT INTO events (id, env_id, name, data, user_data, user_subject, event_key, ts, v, source,
-                    context, account_id, received_at, deliver_at, delivered_at)
-VALUES (%s, %s, %s, %s::json, %s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s, %s)
+                    context, account_id, received_at, deliver_at, delivered_at, meta)
+VALUES (%s, %s, %s, %s::json, %s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s, %s, %s::json)
 ON CONFLICT (id) DO NOTHING;
 
 -- name: copy_events
 COPY events (id, env_id, name, data, user_data, user_subject, event_key, ts, v, source, context,
-             account_id, received_at, deliver_at, delivered_at) FROM STDIN;
+             account_id, received_at, deliver_at, delivered_at, meta) FROM STDIN;
 
 -- name: get_event
 SELECT id, env_id, name, data::text, user_data, user_subject, event_key, ts, v, source, context::text,
-       account_id, received_at, deliver_at, delivered_at, cancelled_at
+       account_id, received_at, deliver_at, delivered_at, cancelled_at, meta::text
 FROM events WHERE env_id = %s AND id = %s;
 
 -- name: get_secret
@@ -75,10 +75,10 @@ UPDATE user_keys SET wrapped = %s WHERE env_id = %s AND subject = %s;
 
 -- name: list_events
 SELECT id, env_id, name, data::text, user_data, user_subject, event_key, ts, v, source, context::text,
-       account_id, received_at, deliver_at, delivered_at, cancelled_at
+       account_id, received_at, deliver_at, delivered_at, cancelled_at, meta::text
 FROM events WHERE env_id = %s AND id >= %s AND id < %s ORDER BY id DESC LIMIT %s;
 
 -- name: list_events_by_name
 SELECT id, env_id, name, data::text, user_data, user_subject, event_key, ts, v, source, context::text,
-       account_id, received_at, deliver_at, delivered_at, cancelled_at
+       account_id, received_at, deliver_at, delivered_at, cancelled_at, meta::text
 FROM events WHERE env_id = %s AND name = %s AND id >= %s AND id < %s ORDER BY id DESC LIMIT %s;

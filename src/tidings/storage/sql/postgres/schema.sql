@@ -34,7 +34,8 @@ CREATE TABLE events (
     received_at BIGINT NOT NULL,
     deliver_at BIGINT,
     delivered_at BIGINT,
-    cancelled_at BIGINT
+    cancelled_at BIGINT,
+    meta JSON
 );
 
 CREATE INDEX events_env_id ON events (env_id, id);

@@ -173,8 +173,8 @@ SELECT ?;
 
 -- name: insert_event
 INSERT INTO events (id, env_id, name, data, user_data, user_subject, event_key, ts, v, source,
-                    context, account_id, received_at, deliver_at, delivered_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    context, account_id, received_at, deliver_at, delivered_at, meta)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO NOTHING;
 
 -- name: runs_of_env
@@ -256,7 +256,7 @@ WHERE p.id = ?;
 
 -- name: event_row
 SELECT id, env_id, name, data, user_data, user_subject, event_key, ts, v, source, context,
-       account_id, received_at, deliver_at, delivered_at, cancelled_at
+       account_id, received_at, deliver_at, delivered_at, cancelled_at, meta
 FROM events WHERE id = ?;
 
 -- name: deliver_batch
@@ -267,7 +267,7 @@ RETURNING id, env_id, name, data, event_key, ts, v, source, context;
 
 -- name: event_rows
 SELECT id, env_id, name, data, user_data, user_subject, event_key, ts, v, source, context,
-       account_id, received_at, deliver_at, delivered_at, cancelled_at
+       account_id, received_at, deliver_at, delivered_at, cancelled_at, meta
 FROM events WHERE id IN (SELECT value FROM json_each(?));
 
 -- name: insert_run_leased

@@ -34,13 +34,13 @@ SELECT event_id FROM event_idempotency WHERE env_id = ? AND event_key = ?;
 
 -- name: insert_event
 INSERT INTO events (id, env_id, name, data, user_data, user_subject, event_key, ts, v, source,
-                    context, account_id, received_at, deliver_at, delivered_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    context, account_id, received_at, deliver_at, delivered_at, meta)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO NOTHING;
 
 -- name: get_event
 SELECT id, env_id, name, data, user_data, user_subject, event_key, ts, v, source, context,
-       account_id, received_at, deliver_at, delivered_at, cancelled_at
+       account_id, received_at, deliver_at, delivered_at, cancelled_at, meta
 FROM events WHERE env_id = ? AND id = ?;
 
 -- name: get_secret
@@ -71,10 +71,10 @@ UPDATE user_keys SET wrapped = ? WHERE env_id = ? AND subject = ?;
 
 -- name: list_events
 SELECT id, env_id, name, data, user_data, user_subject, event_key, ts, v, source, context,
-       account_id, received_at, deliver_at, delivered_at, cancelled_at
+       account_id, received_at, deliver_at, delivered_at, cancelled_at, meta
 FROM events WHERE env_id = ? AND id >= ? AND id < ? ORDER BY id DESC LIMIT ?;
 
 -- name: list_events_by_name
 SELECT id, env_id, name, data, user_data, user_subject, event_key, ts, v, source, context,
-       account_id, received_at, deliver_at, delivered_at, cancelled_at
+       account_id, received_at, deliver_at, delivered_at, cancelled_at, meta
 FROM events WHERE env_id = ? AND name = ? AND id >= ? AND id < ? ORDER BY id DESC LIMIT ?;

@@ -34,7 +34,8 @@ CREATE TABLE events (
     received_at INTEGER NOT NULL,
     deliver_at INTEGER,
     delivered_at INTEGER,
-    cancelled_at INTEGER
+    cancelled_at INTEGER,
+    meta BLOB
 ) WITHOUT ROWID;
 
 CREATE INDEX events_env_id ON events (env_id, id);
