@@ -8,7 +8,7 @@ from typing import Any
 
 import tidings
 from tests.engine.conftest import Engine
-from tidings.runs.model import CANCELLED, SLEEPING
+from tidings.runs.model import CANCELLED, COMPLETED, SLEEPING, WAITING
 
 CHAT = {"sessions": {"conversation": "c-1"}}
 
@@ -115,3 +115,34 @@ async def test_an_invoked_run_gets_the_meta_of_its_invocation(engine: Engine) ->
     await engine.send({"name": "chat/parent"})
     await engine.settle(rounds=3)
     assert [r.output for r in await engine.runs()] == [{"sessions": {"org": "o-1"}}] * 2
+
+
+async def test_conditions_see_the_meta_of_events(engine: Engine) -> None:
+    """A trigger's ``if``, a wait's ``if`` and the waited-for event see ``event.meta``, as they do
+    on Inngest, whether the event is routed as it is stored or by the sweeper (delayed)."""
+    client = tidings.Tidings(app_id="app")
+
+    @client.function(id="support", trigger=tidings.TriggerEvent(
+        event="chat/message", if_="event.meta.sessions.conversation == 'c-1'"))
+    async def support(ctx: tidings.Context) -> Any:
+        got = await ctx.step.wait_for_event(
+            "answer", event="chat/answer", timeout="1h",
+            if_="async.meta.sessions.conversation == event.meta.sessions.conversation")
+        return got.meta if got else None
+
+    await engine.start(client)
+    await engine.send({"name": "chat/message", "meta": CHAT},
+                      {"name": "chat/message", "meta": {"sessions": {"conversation": "c-9"}}},
+                      {"name": "chat/message"})
+    await engine.drain()
+    (run,) = await engine.runs()
+    assert run.status == WAITING
+
+    await engine.send({"name": "chat/answer", "meta": {"sessions": {"conversation": "c-2"}}})
+    await engine.drain()
+    assert (await engine.run(run.id)).status == WAITING
+    await engine.send({"name": "chat/answer", "meta": CHAT, "deliver_after": 1})
+    engine.clock.advance(1_000)
+    await engine.drain()
+    done = await engine.run(run.id)
+    assert (done.status, done.output) == (COMPLETED, CHAT)

@@ -52,11 +52,13 @@ class Adopter(Protocol):
 def event_json(row: Sequence[Any]) -> tuple[str, dict[str, Any], str, Any]:
     """``(env_id, event as functions see it, source, context)`` from an ``event_for_routing``
     row."""
-    event_id, env_id, name, data, key, ts, v, source, context = row[:9]
+    event_id, env_id, name, data, key, ts, v, source, context, meta = row[:10]
     event: dict[str, Any] = {"id": key or event_id, "name": name,
                              "data": msgspec.json.decode(data), "ts": ts}
     if v is not None:
         event["v"] = v
+    if meta:
+        event["meta"] = msgspec.json.decode(meta)
     return env_id, event, source, msgspec.json.decode(context) if context else None
 
 
@@ -105,6 +107,8 @@ def _decoded(rows: Sequence[EventRow]) -> list[tuple[Any, ...]]:
         event: dict[str, Any] = {"id": row.key or row.id, "name": row.name, "ts": row.ts}
         if row.v is not None:
             event["v"] = row.v
+        if row.meta is not None:
+            event["meta"] = msgspec.json.decode(row.meta)
         decoded.append((row.id, row.env_id, event, row.source, row.context, row.data))
     return decoded
 

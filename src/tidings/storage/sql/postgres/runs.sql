@@ -34,7 +34,7 @@ SELECT pg_advisory_xact_lock(hashtext(%s));
 UPDATE events SET delivered_at = %s
 WHERE id = ANY(%s) AND delivered_at IS NULL AND cancelled_at IS NULL
     AND (deliver_at IS NULL OR deliver_at <= %s)
-RETURNING id, env_id, name, data::text, event_key, ts, v, source, context::text;
+RETURNING id, env_id, name, data::text, event_key, ts, v, source, context::text, meta::text;
 
 -- name: event_rows
 SELECT id, env_id, name, data::text, user_data, user_subject, event_key, ts, v, source,

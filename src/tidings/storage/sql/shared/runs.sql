@@ -162,7 +162,7 @@ SELECT ?;
 SELECT ?;
 
 -- name: event_for_routing
-SELECT id, env_id, name, data, event_key, ts, v, source, context, deliver_at
+SELECT id, env_id, name, data, event_key, ts, v, source, context, meta, deliver_at
 FROM events WHERE id = ?;
 
 -- name: event_state
@@ -263,7 +263,7 @@ FROM events WHERE id = ?;
 UPDATE events SET delivered_at = ?
 WHERE id IN (SELECT value FROM json_each(?)) AND delivered_at IS NULL AND cancelled_at IS NULL
     AND (deliver_at IS NULL OR deliver_at <= ?)
-RETURNING id, env_id, name, data, event_key, ts, v, source, context;
+RETURNING id, env_id, name, data, event_key, ts, v, source, context, meta;
 
 -- name: event_rows
 SELECT id, env_id, name, data, user_data, user_subject, event_key, ts, v, source, context,
