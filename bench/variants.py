@@ -4,15 +4,14 @@
 
 - ``nostore``: ``POST /e/{key}`` parses, validates and assigns ids as always, then answers
   without storing anything. The ceiling of any storage design on this server stack.
-- ``nosync``: the SQLite writer commits with ``synchronous=OFF``: everything as in ``tidings
-  dev`` except the fsync of each group commit. NOT durable; only for measuring.
+- ``nosync``: everything as in ``tidings dev`` except the ``fdatasync`` that makes each group
+  commit durable before it is acknowledged (``_Syncer``). NOT durable; only for measuring.
 
 Benchmark-only: nothing here is reachable from ``tidings`` itself.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -37,15 +36,10 @@ def _nostore() -> None:
 def _nosync() -> None:
     from tidings.storage import sqlite as storage
 
-    connect = storage.connect
+    def skip(self: Any) -> None:
+        return None
 
-    def unsynced(path: str, *, readonly: bool = False) -> sqlite3.Connection:
-        conn = connect(path, readonly=readonly)
-        if not readonly:
-            conn.execute("PRAGMA synchronous = OFF")
-        return conn
-
-    storage.connect = unsynced
+    storage._Syncer._sync = skip  # type: ignore[method-assign]
 
 
 def main() -> None:
