@@ -247,6 +247,7 @@ class _Writer(threading.Thread):
         self.jobs: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
         self.ready = threading.Event()
         self.failure: BaseException | None = None
+        self.syncer: _Syncer | None = None
 
     def run(self) -> None:
         syncer = None
@@ -255,7 +256,7 @@ class _Writer(threading.Thread):
             if _wal_mode(conn):
                 conn.close()
                 conn = connect(self.path, synced=False)
-                syncer = _Syncer(self.path + "-wal")
+                syncer = self.syncer = _Syncer(self.path + "-wal")
                 syncer.start()
         except BaseException as exc:
             self.failure = exc
