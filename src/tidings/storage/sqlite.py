@@ -22,6 +22,7 @@ import os
 import queue
 import re
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -252,40 +253,28 @@ class _Writer(threading.Thread):
     def run(self) -> None:
         syncer = None
         try:
-            conn = connect(self.path)
+            conn = connect(self.path, synced=False)
             if _wal_mode(conn):
-                conn.close()
-                conn = connect(self.path, synced=False)
                 syncer = self.syncer = _Syncer(self.path + "-wal")
                 syncer.start()
+            else:
+                conn.execute("PRAGMA synchronous = FULL")
         except BaseException as exc:
             self.failure = exc
             self.ready.set()
             return
         self.ready.set()
         try:
-            while True:
-                first = self.jobs.get()
-                if first is None:
-                    return
-                batch = first
-                stop = False
-                while len(batch) < MAX_BATCH:
-                    try:
-                        jobs = self.jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    if jobs is None:
-                        stop = True
-                        break
-                    batch += jobs
-                answers = self._commit(conn, batch)
+            stop = False
+            while not stop:
+                lists, stop = _take(self.jobs, MAX_BATCH)
+                if not lists:
+                    continue
+                answers = self._commit(conn, [job for jobs in lists for job in jobs])
                 if syncer is None:
                     _answer(answers)
                 else:
                     syncer.answers.put(answers)
-                if stop:
-                    return
         finally:
             if syncer is not None:
                 syncer.answers.put(None)
@@ -323,6 +312,27 @@ class _Writer(threading.Thread):
 
 
 _Answers = dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]]
+Queued = TypeVar("Queued", list[_Job], _Answers)
+
+
+def _take(source: queue.SimpleQueue[Queued | None], limit: int = sys.maxsize
+          ) -> tuple[list[Queued], bool]:
+    """The next item (waiting for it), then those queued behind it while their sizes total
+    under ``limit``; and whether the stop mark (None) was taken, which ends the queue."""
+    first = source.get()
+    if first is None:
+        return [], True
+    taken, size = [first], len(first)
+    while size < limit:
+        try:
+            item = source.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            return taken, True
+        taken.append(item)
+        size += len(item)
+    return taken, False
 
 
 def _answer(answers: _Answers) -> None:
@@ -360,19 +370,9 @@ class _Syncer(threading.Thread):
         try:
             stop = False
             while not stop:
-                first = self.answers.get()
-                if first is None:
-                    return
-                waiting = [first]
-                while True:
-                    try:
-                        more = self.answers.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        stop = True
-                        break
-                    waiting.append(more)
+                waiting, stop = _take(self.answers)
+                if not waiting:
+                    continue
                 try:
                     self._sync()
                 except OSError as exc:
@@ -386,14 +386,11 @@ class _Syncer(threading.Thread):
                 os.close(self._fd)
 
     def _sync(self) -> None:
-        """``fdatasync`` the WAL, through a descriptor that is still the WAL's file."""
-        fd = self._fd
-        if fd is None or os.fstat(fd).st_ino != os.stat(self.wal).st_ino:
-            if fd is not None:
-                os.close(fd)
-                self._fd = None
-            fd = self._fd = os.open(self.wal, os.O_RDONLY | os.O_CLOEXEC)
-        os.fdatasync(fd)
+        """``fdatasync`` the WAL. It is opened once: SQLite deletes a WAL file only when its last
+        connection closes, and the writer's stays open as long as this thread runs."""
+        if self._fd is None:
+            self._fd = os.open(self.wal, os.O_RDONLY | os.O_CLOEXEC)
+        os.fdatasync(self._fd)
 
 
 class _Checkpointer(threading.Thread):

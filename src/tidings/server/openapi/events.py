@@ -18,6 +18,7 @@ from tidings.server.openapi.parts import (
     errors,
     header,
     json_body,
+    page,
     ref,
     time_query,
 )
@@ -127,15 +128,7 @@ INGEST_REPLY: dict[str, Any] = {
     },
 }
 
-EVENT_PAGE: dict[str, Any] = {
-    "type": "object",
-    "required": ["data", "cursor"],
-    "properties": {
-        "data": {"type": "array", "items": ref("EventRecord")},
-        "cursor": {"type": ["string", "null"],
-                   "description": "Pass as cursor for the next (older) page; null at the end."},
-    },
-}
+EVENT_PAGE = page("EventRecord")
 
 SEED_HEADER = header(
     "x-inngest-event-id-seed", {"type": "string"},

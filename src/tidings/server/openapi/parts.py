@@ -93,3 +93,15 @@ def data(schema: dict[str, Any], description: str) -> dict[str, Any]:
                      description)
 
 
+def page(item: str) -> dict[str, Any]:
+    """A page of a list endpoint: ``data`` holds ``item``s, ``cursor`` leads to the next."""
+    return {
+        "type": "object",
+        "required": ["data", "cursor"],
+        "properties": {
+            "data": {"type": "array", "items": ref(item)},
+            "cursor": {"type": ["string", "null"],
+                       "description": "Pass as cursor for the next (older) page; null at the "
+                                      "end."},
+        },
+    }

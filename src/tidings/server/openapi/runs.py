@@ -19,6 +19,7 @@ from tidings.server.openapi.parts import (
     errors,
     in_path,
     json_body,
+    page,
     ref,
     time_query,
 )
@@ -113,15 +114,7 @@ RUN_DETAIL: dict[str, Any] = {
     },
 }
 
-RUN_PAGE: dict[str, Any] = {
-    "type": "object",
-    "required": ["data", "cursor"],
-    "properties": {
-        "data": {"type": "array", "items": ref("Run")},
-        "cursor": {"type": ["string", "null"],
-                   "description": "Pass as cursor for the next (older) page; null at the end."},
-    },
-}
+RUN_PAGE = page("Run")
 
 REPLAY_IN: dict[str, Any] = {
     "type": "object",
