@@ -90,6 +90,17 @@ class Engine:
         rows = self.query(sql, params)
         return rows[0][0] if rows else None
 
+    def completed_runs(self, function_id: str, expected: int, what: str) -> int:
+        """Check that the function has exactly ``expected`` runs, all completed; when the last
+        of them ended (ms)."""
+        total, failed, ended_ms = self.query(
+            "SELECT count(*), sum(CASE WHEN status <> 'Completed' THEN 1 ELSE 0 END),"
+            " max(ended_at) FROM runs WHERE function_id = ?", (function_id,))[0]
+        if failed or total != expected:
+            raise BenchError(f"{what}: {total} runs, {failed or 0} not completed "
+                             f"(expected {expected} completed)")
+        return int(ended_ms)
+
     def function_id(self, slug: str) -> str:
         found = self.scalar("SELECT id FROM functions WHERE slug = ?", (f"bench-{slug}",))
         if found is None:

@@ -89,14 +89,7 @@ def tidings_round(kind: str, n: int, connections: int,
         wait_until(f"{n} runs to complete", lambda: completed() >= warmup + n,
                    timeout=max(120, n / 100))
         cpu = engine.cpu_seconds() - cpu_before
-        ended_ms = int(engine.scalar("SELECT max(ended_at) FROM runs WHERE function_id = ?",
-                                     (fn,)))
-        failed = int(engine.scalar(
-            "SELECT count(*) FROM runs WHERE function_id = ? AND status <> 'Completed'", (fn,)))
-        total = int(engine.scalar("SELECT count(*) FROM runs WHERE function_id = ?", (fn,)))
-    if failed or total != warmup + n:
-        raise BenchError(f"tidings {kind}: {total} runs, {failed} not completed "
-                         f"(expected {warmup + n} completed)")
+        ended_ms = engine.completed_runs(fn, warmup + n, f"tidings {kind}")
     elapsed = ended_ms / 1000 - started
     return {"n": n, "seconds": round(elapsed, 4), "per_s": round(n / elapsed, 1),
             "ingest_seconds": round(acked - started, 4),

@@ -158,14 +158,7 @@ def run_round(target: str, n: int, connections: int,
                    timeout=max(300, n / 20))
         seen = time.time()
         after = cpu()
-        ended_ms = int(engine.scalar("SELECT max(ended_at) FROM runs WHERE function_id = ?",
-                                     (fn,)))
-        failed = int(engine.scalar(
-            "SELECT count(*) FROM runs WHERE function_id = ? AND status <> 'Completed'", (fn,)))
-        total = int(engine.scalar("SELECT count(*) FROM runs WHERE function_id = ?", (fn,)))
-    if failed or total != warmup + n:
-        raise BenchError(f"{target}: {total} runs, {failed} not completed "
-                         f"(expected {warmup + n} completed)")
+        ended_ms = engine.completed_runs(fn, warmup + n, target)
     elapsed = ended_ms / 1000 - started
     # CPU is read when the poller saw the last run (up to one poll after it ended).
     window = seen - started

@@ -65,11 +65,7 @@ def flow_round(kind: str, target: str, n: int, keys: int,
         wait_until(f"{n} runs to complete", lambda: completed() >= warmup + n,
                    timeout=max(120, n / 50))
         cpu = engine.cpu_seconds() - cpu_before
-        ended_ms = int(engine.scalar("SELECT max(ended_at) FROM runs WHERE function_id = ?",
-                                     (fn,)))
-        total = int(engine.scalar("SELECT count(*) FROM runs WHERE function_id = ?", (fn,)))
-    if total != warmup + n:
-        raise BenchError(f"{target}: {total} runs, expected {warmup + n}")
+        ended_ms = engine.completed_runs(fn, warmup + n, target)
     elapsed = ended_ms / 1000 - started
     return {"n": n, "seconds": round(elapsed, 4), "per_s": round(n / elapsed, 1),
             "server_cpu_us_per_run": round(cpu / n * 1e6, 1)}
