@@ -87,8 +87,17 @@ def _serve(settings: Settings, host: str, port: int, apps: tuple[str, ...] = (),
 
     from tidings.server import create_app
 
+    dead: list[str] = []
+
+    def stop(why: str) -> None:
+        # A loop died for good: stop serving, and exit with an error (below) so that the
+        # process's supervisor starts a new one.
+        dead.append(why)
+        server.should_exit = True
+
     app = create_app(settings, apps=_load_apps(apps), env=env,
-                     engine=_engine(retry_interval=retry_interval), watch=watch, http=http)
+                     engine=_engine(retry_interval=retry_interval), watch=watch, http=http,
+                     on_dead=stop)
     where = _safe_url(settings.database_url)
     console.print(f"[bold]Tidings {settings.mode}[/] on http://{host}:{port}  (db: {where})")
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
@@ -98,8 +107,15 @@ def _serve(settings: Settings, host: str, port: int, apps: tuple[str, ...] = (),
     # again and again under load.
     gc.freeze()
     server.run()
+    if dead:
+        _died(dead)
     if not server.started:
         sys.exit(1)
+
+
+def _died(dead: list[str]) -> None:
+    console.print(f"[bold red]Tidings stopped:[/] {escape(dead[0])}", highlight=False)
+    sys.exit(1)
 
 
 retry_option = click.option(
@@ -650,7 +666,12 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        core = await Core.start(settings)
+
+        def died(why: str) -> None:
+            dead.append(why)
+            stop.set()
+
+        core = await Core.start(settings, on_dead=died)
         runtime = Runtime(core, clients, env=name, http=calls_apps,
                           settings=_engine(retry_interval=retry_interval,
                                            concurrency=concurrency))
@@ -658,7 +679,14 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
         console.print(f"[bold]Tidings worker[/] {', '.join(what)} (env {name}, "
                       f"db {_safe_url(settings.database_url)})")
         await stop.wait()
-        await runtime.stop(grace)
-        await core.close()
+        try:
+            await runtime.stop(grace)
+            await core.close()
+        except Exception:
+            if not dead:
+                raise  # a dead storage cannot release leases: they expire
 
+    dead: list[str] = []
     _run(run)
+    if dead:
+        _died(dead)

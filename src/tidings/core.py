@@ -4,7 +4,8 @@ together once and shared by the HTTP server and the CLI."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from tidings.crypto import Keyring, load_dev_keyring
 from tidings.errors import ConfigError
@@ -12,6 +13,7 @@ from tidings.ingest import EventLog, Ingest
 from tidings.keys import Gate
 from tidings.settings import Settings
 from tidings.storage import Storage, storage_for
+from tidings.supervision import Supervisor
 from tidings.vault import UserVault
 
 
@@ -35,9 +37,14 @@ class Core:
     gate: Gate
     ingest: Ingest
     events: EventLog
+    # Runs the process's long-lived loops; what ``/health`` reports (``supervision.py``).
+    supervisor: Supervisor = field(default_factory=Supervisor)
 
     @classmethod
-    async def start(cls, settings: Settings, storage: Storage | None = None) -> Core:
+    async def start(cls, settings: Settings, storage: Storage | None = None, *,
+                    on_dead: Callable[[str], None] | None = None) -> Core:
+        """Open the storage and wire the rest; ``on_dead(why)`` is called if a loop of the
+        process dies for good (the CLI then stops the process)."""
         keyring = keyring_for(settings)
         store = storage or storage_for(settings.database_url)
         await store.open()
@@ -54,6 +61,7 @@ class Core:
             gate=Gate(store, dev=settings.dev),
             ingest=Ingest(store, vault, settings),
             events=EventLog(store, vault),
+            supervisor=Supervisor(on_dead=on_dead),
         )
 
     async def close(self) -> None:

@@ -5,7 +5,9 @@ The hierarchy::
     TidingsError
     ├── ConfigError             settings or command-line values that cannot work
     ├── StorageError            the database refused or could not be reached
-    │   └── MigrationError      the schema is not at a version this code understands
+    │   ├── MigrationError      the schema is not at a version this code understands
+    │   ├── DatabaseUnavailable the database cannot be reached or cannot write for now
+    │   └── StorageStopped      this process can no longer use its database: restart it
     ├── EncryptionError         a ciphertext cannot be read with the configured keys
     ├── FunctionError           raised by or into user functions
     │   ├── NonRetriableError   fail the run now, without retries
@@ -48,6 +50,14 @@ class StorageError(TidingsError):
 
 class MigrationError(StorageError):
     """The database schema is at a version this code does not know."""
+
+
+class DatabaseUnavailable(StorageError):
+    """The database cannot be reached or cannot write for now; try again later."""
+
+
+class StorageStopped(StorageError):
+    """The storage of this process stopped working for good; restart the process."""
 
 
 class EncryptionError(TidingsError):

@@ -17,7 +17,12 @@ from tidings.storage.tx import Tx
 DEV_ENV = "dev"
 PREFIXES: dict[str, str] = {"event": "tdk_", "api": "tda_"}
 MAX_BRANCH_CHARS = 128
-CACHE_SECONDS = 5.0
+# How long a checked key is believed without looking again. On PostgreSQL a revocation
+# reaches every process at once (``NOTIFY tidings_keys``: ``Gate.forget``), so this only bounds
+# what a process that was not listening (its connection was down) may miss; SQLite has no
+# notifications, and a key revoked by another process (``tidings keys revoke``) stops working
+# there within this time.
+CACHE_SECONDS = 1.0
 
 
 def hash_key(key: str) -> str:
@@ -54,6 +59,10 @@ class Gate:
         self._keys: dict[tuple[str, str], _Cached] = {}
         self._branches: dict[tuple[str, str], Environment] = {}
         self._dev_env: Environment | None = None
+
+    def forget(self) -> None:
+        """A key was revoked somewhere: check every key again on its next use."""
+        self._keys.clear()
 
     async def env_for(self, key: str, kind: KeyKind, branch: str | None = None) -> Environment:
         """The environment a key opens, or ``Unauthorized``."""

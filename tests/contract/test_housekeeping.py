@@ -8,6 +8,7 @@ from tidings.engine.housekeeping import DAY_MS, TABLES, Housekeeper, sweep
 from tidings.ids import now_ms
 from tidings.storage import Storage
 from tidings.storage.tx import Tx
+from tidings.supervision import Supervisor
 
 
 async def _count(storage: Storage, table: str) -> int:
@@ -27,7 +28,7 @@ async def test_expired_idempotency_claims_go_and_live_ones_stay(storage: Storage
         await storage.append_events([event], now + 60_000)
     assert await _count(storage, "event_idempotency") == 11
 
-    keeper = Housekeeper(storage, clock=lambda: now, chunk=3)
+    keeper = Housekeeper(storage, supervisor=Supervisor(), clock=lambda: now, chunk=3)
     deleted = 0
     for _ in range(6):  # 11 rows in chunks of 3: past the end and round again
         deleted += await keeper.once()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -27,6 +27,7 @@ from tidings.runs import store
 from tidings.runs.model import HTTP_QUEUE
 from tidings.signing import sign, verify
 from tidings.storage.tx import Tx
+from tidings.supervision import Supervisor
 
 log = logging.getLogger("tidings.apps")
 USER_AGENT = "tidings"
@@ -188,9 +189,10 @@ class AppPoller:
     (a TCP connect first, then a ``GET`` that only an Inngest SDK answers as one)."""
 
     def __init__(self, sync: AppSync, env_id: str, urls: Sequence[str], *,
-                 interval: float = 5.0, discover: bool = True, own_port: int | None = None,
-                 host: str = "127.0.0.1") -> None:
+                 supervisor: Supervisor, interval: float = 5.0, discover: bool = True,
+                 own_port: int | None = None, host: str = "127.0.0.1") -> None:
         self._sync = sync
+        self._supervisor = supervisor
         self._env_id = env_id
         self._urls = list(dict.fromkeys(urls))
         self._interval = interval
@@ -200,7 +202,7 @@ class AppPoller:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="tidings-app-poller")
+        self._task = self._supervisor.start("tidings-app-poller", self._loop)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -208,12 +210,10 @@ class AppPoller:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def _loop(self) -> None:
+    async def _loop(self, ok: Callable[[], None]) -> None:
         while True:
-            try:
-                await self.round()
-            except Exception:
-                log.exception("syncing apps failed")
+            await self.round()
+            ok()
             await asyncio.sleep(self._interval)
 
     async def round(self) -> list[SyncResult]:

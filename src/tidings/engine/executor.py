@@ -46,9 +46,12 @@ from tidings.runs import store
 from tidings.runs.model import COMPLETED, FAILED, FunctionRow, Run, StepRow, dumps
 from tidings.sdk.context import _Interrupt
 from tidings.storage.base import EventRow
+from tidings.storage.outage import unavailable
 from tidings.storage.tx import Tx
+from tidings.supervision import describe
 
 log = logging.getLogger("tidings.engine")
+OUTAGE_RETRY_MS = 1000  # a run whose call the database failed is due again no sooner
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -252,8 +255,9 @@ class Executor:
             self._track(run.id, asyncio.create_task(self._drive(store.Claimed(run, [], [row]))))
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._loop(), name="tidings-executor"),
-                       asyncio.create_task(self._heartbeat(), name="tidings-heartbeat")]
+        supervisor = self.core.supervisor
+        self._tasks = [supervisor.start(f"tidings-executor[{self.queue}]", self._loop),
+                       supervisor.start(f"tidings-heartbeat[{self.queue}]", self._heartbeat)]
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop claiming; let calls in flight finish for ``grace`` seconds, then hand the rest
@@ -298,7 +302,9 @@ class Executor:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    async def _loop(self) -> None:
+    async def _loop(self, ok: Callable[[], None]) -> None:
+        """Claim and drive due runs; a failure (the database away) ends it, and its supervisor
+        starts it again with backoff."""
         while not self._stopping:
             room = self.settings.concurrency - len(self._inflight) - self._reserved
             if room <= 0:
@@ -306,6 +312,7 @@ class Executor:
                 await self._idle(poll=False)
                 continue
             claimed = await self._claim(room)
+            ok()
             for call in claimed:
                 self._track(call.run.id, asyncio.create_task(self._drive(call)))
             if len(claimed) == room:
@@ -355,14 +362,12 @@ class Executor:
                loaded: dict[str, EventRow]) -> list[Run]:
         return flow_admission.admit(tx, runs, now, self.registry, loaded)
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, ok: Callable[[], None]) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_ms / 1000)
             if self._leases:
-                try:
-                    await self._renew(list(self._leases.items()))
-                except Exception:
-                    log.exception("renewing leases failed")
+                await self._renew(list(self._leases.items()))
+            ok()
 
     async def _renew(self, leases: list[tuple[str, int]]) -> None:
         until = self.clock() + self.settings.lease_ms
@@ -371,15 +376,59 @@ class Executor:
     # -- one call ------------------------------------------------------------------------------
 
     async def _drive(self, call: store.Claimed) -> None:
-        run = call.run
         try:
             await self._call(call)
-        except Exception:
-            log.exception("run %s: call failed inside the engine; it will be retried", run.id)
-            with contextlib.suppress(Exception):
-                await self.storage.write(lambda tx: store.release(tx, run.id, run.lease_token))
+        except Exception as exc:
+            await self._failed_inside(call, exc)
         finally:
-            self._leases.pop(run.id, None)
+            self._leases.pop(call.run.id, None)
+
+    async def _failed_inside(self, call: store.Claimed, exc: Exception) -> None:
+        """A call failed inside the engine rather than in the function.
+
+        In a database outage (``storage/outage.py``) nothing is the run's fault and nothing can
+        be recorded: the run is handed back, due again in ``OUTAGE_RETRY_MS`` (when even that
+        cannot be written, its lease expires). Any other failure — a bug, an answer the engine
+        could not take in — is an attempt of the run, as if the function had raised: its error
+        is recorded on the run and the run is due again after the backoff, or fails once the
+        function's retries are spent. So a run whose calls keep failing inside the engine
+        still ends."""
+        run = call.run
+        if unavailable(exc):
+            log.warning("run %s: the database failed during the call (%s); the run is taken "
+                        "up again once it is back", run.id, describe(exc))
+            due = self.clock() + OUTAGE_RETRY_MS
+            with contextlib.suppress(Exception):
+                await self.storage.write(lambda tx: store.hand_back(tx, run, due))
+            return
+        error = {"name": "EngineError",
+                 "message": f"the call failed inside Tidings: {describe(exc)}"}
+        log.error("run %s: the call failed inside the engine; it counts as attempt %d of the "
+                  "run", run.id, run.attempt + 1, exc_info=exc)
+        fn = self.registry.by_id(run.function_id)
+        try:
+            fn = fn or await self._function_row(run.function_id)
+            if fn is not None:
+                event, events = await self._events(run, call.events)
+                await self._settle(run, fn, event, events, RunFailed(error), [])
+                return
+        except Exception as again:
+            if unavailable(again):
+                return  # the lease expires, and the next call tries again
+            log.exception("run %s: recording the failed attempt failed too; recording it alone",
+                          run.id)
+        # The plainest record of the attempt, without the function's settings or events.
+        now = self.clock()
+        final = run.attempt >= (fn.retries if fn is not None else 0)
+        due = now + self.settings.backoff.delay(run.attempt + 1)
+        try:
+            await self.storage.write(
+                lambda tx: store.finish(tx, run, status=FAILED, output=None, error=error,
+                                        now=now) if final else
+                store.reschedule(tx, run, due_at=due, attempt=run.attempt + 1, error=error))
+        except Exception:
+            log.exception("run %s: the failed attempt could not be recorded; the run is taken "
+                          "up again when its lease expires", run.id)
 
     async def _call(self, call: store.Claimed) -> None:
         run = call.run
@@ -464,8 +513,9 @@ class Executor:
             if outcome.retriable and run.attempt < fn.retries:
                 at = (clamp_retry_after(outcome.retry_at, now) if outcome.retry_at
                       else now + self.settings.backoff.delay(run.attempt + 1))
-                await write(
-                    lambda tx: store.reschedule(tx, run, due_at=at, attempt=run.attempt + 1))
+                await write(lambda tx: store.reschedule(tx, run, due_at=at,
+                                                        attempt=run.attempt + 1,
+                                                        error=outcome.error))
             else:
                 rows = [*self._lifecycle(run, fn, event, events, "failed", now,
                                          error=outcome.error),

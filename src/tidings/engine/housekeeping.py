@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from tidings.ids import now_ms
 from tidings.storage.base import Storage
 from tidings.storage.tx import Tx
-
-log = logging.getLogger("tidings.housekeeping")
+from tidings.supervision import Supervisor
 
 DAY_MS = 86_400_000
 
@@ -52,9 +50,11 @@ def sweep(tx: Tx, table: Table, cursor: tuple[str, ...], now: int,
 
 
 class Housekeeper:
-    def __init__(self, storage: Storage, *, clock: Callable[[], int] = now_ms,
-                 interval: float = 10.0, chunk: int = 5000) -> None:
+    def __init__(self, storage: Storage, *, supervisor: Supervisor,
+                 clock: Callable[[], int] = now_ms, interval: float = 10.0,
+                 chunk: int = 5000) -> None:
         self._storage = storage
+        self._supervisor = supervisor
         self._clock = clock
         self._interval = interval
         self._chunk = chunk
@@ -76,7 +76,7 @@ class Housekeeper:
         return await self._storage.write(step)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="tidings-housekeeping")
+        self._task = self._supervisor.start("tidings-housekeeping", self._loop)
 
     async def stop(self) -> None:
         if self._task:
@@ -84,10 +84,8 @@ class Housekeeper:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def _loop(self) -> None:
+    async def _loop(self, ok: Callable[[], None]) -> None:
         while True:
+            await self.once()
+            ok()
             await asyncio.sleep(self._interval)
-            try:
-                await self.once()
-            except Exception:
-                log.exception("housekeeping failed; it tries again in %s s", self._interval)

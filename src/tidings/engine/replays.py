@@ -13,6 +13,7 @@ from tidings.ids import now_ms
 from tidings.runs import store
 from tidings.runs.model import FunctionRow
 from tidings.storage.base import Storage
+from tidings.supervision import Supervisor
 
 log = logging.getLogger("tidings.replays")
 
@@ -20,16 +21,19 @@ BATCH = 500
 
 
 class Replays:
-    def __init__(self, storage: Storage, wake: Callable[[str], None]) -> None:
+    def __init__(self, storage: Storage, wake: Callable[[str], None], *,
+                 supervisor: Supervisor) -> None:
         self._storage = storage
         self._wake = wake
+        self._supervisor = supervisor
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def carry_on(self, replay_id: str, fn: FunctionRow) -> None:
         """Rerun the rest of the replay's runs, in the background."""
         if replay_id in self._tasks:
             return
-        task = asyncio.create_task(self._run(replay_id, fn), name=f"tidings-replay-{replay_id}")
+        task = self._supervisor.start(f"tidings-replay-{replay_id}",
+                                      partial(self._run, replay_id, fn))
         self._tasks[replay_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(replay_id, None))
 
@@ -48,14 +52,12 @@ class Replays:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run(self, replay_id: str, fn: FunctionRow) -> None:
-        try:
-            more = True
-            while more:
-                more = await self._storage.write(partial(
-                    store.continue_replay, replay_id=replay_id, fn=fn, now=now_ms(),
-                    batch=BATCH))
-                self._wake(fn.queue)
-        except Exception:
-            log.exception("replay %s stopped; the next process to start continues it",
-                          replay_id)
+    async def _run(self, replay_id: str, fn: FunctionRow, ok: Callable[[], None]) -> None:
+        """Rerun the replay's runs a batch at a time until none are left; after a failure its
+        supervisor starts it again, and it goes on where the database says it stopped."""
+        more = True
+        while more:
+            more = await self._storage.write(partial(
+                store.continue_replay, replay_id=replay_id, fn=fn, now=now_ms(), batch=BATCH))
+            ok()
+            self._wake(fn.queue)

@@ -54,10 +54,13 @@ class Runtime:
         self.settings = settings or EngineSettings()
         self.clock = clock
         self.registry = Registry()
-        self.router = RouterService(core.storage, self.registry, self._routed, clock=clock)
-        self.cron = CronService(core.storage, self.registry, self._due, clock=clock)
-        self.housekeeper = Housekeeper(core.storage, clock=clock)
-        self.replays = Replays(core.storage, self._due)
+        supervisor = core.supervisor
+        self.router = RouterService(core.storage, self.registry, self._routed,
+                                    supervisor=supervisor, clock=clock)
+        self.cron = CronService(core.storage, self.registry, self._due, supervisor=supervisor,
+                                clock=clock)
+        self.housekeeper = Housekeeper(core.storage, supervisor=supervisor, clock=clock)
+        self.replays = Replays(core.storage, self._due, supervisor=supervisor)
         self.executors: dict[str, Executor] = {}
         self._route = route
         self._http = http
@@ -104,7 +107,9 @@ class Runtime:
         await self.replays.resume()
         subscribe = getattr(self.core.storage, "subscribe", None)
         if subscribe is not None:
-            self._listener = asyncio.create_task(subscribe(self._due))
+            self._listener = self.core.supervisor.start(
+                "tidings-listener", lambda ok: subscribe(
+                    self._due, self.core.gate.forget, partial(self._listening, ok)))
 
     async def stop(self, grace: float = 30.0) -> None:
         await self.replays.stop()
@@ -166,6 +171,13 @@ class Runtime:
         if routed.woken:
             for executor in self.executors.values():
                 executor.wake()
+
+    def _listening(self, ok: Callable[[], None]) -> None:
+        """Listening (again): what was notified before is lost, so every executor looks for
+        due runs now and every key is checked again on its next use."""
+        ok()
+        self.core.gate.forget()
+        self._due("*")
 
     def _due(self, queue: str) -> None:
         executor = self.executors.get(queue)

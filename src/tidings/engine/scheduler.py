@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,8 +23,8 @@ from tidings.runs import store
 from tidings.runs.model import FunctionRow
 from tidings.storage.base import EventRow, Storage
 from tidings.storage.tx import Tx
+from tidings.supervision import Supervisor
 
-log = logging.getLogger("tidings.cron")
 TIMER = "tidings/scheduled.timer"
 
 
@@ -68,8 +67,9 @@ def _event_params(tx: Tx, row: EventRow, now: int) -> tuple[Any, ...]:
 
 class CronService:
     def __init__(self, storage: Storage, registry: Registry, on_run: Callable[[str], None], *,
-                 clock: Callable[[], int] = now_ms) -> None:
+                 supervisor: Supervisor, clock: Callable[[], int] = now_ms) -> None:
         self._storage = storage
+        self._supervisor = supervisor
         self._registry = registry
         self._on_run = on_run
         self._clock = clock
@@ -77,7 +77,7 @@ class CronService:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="tidings-cron")
+        self._task = self._supervisor.start("tidings-cron", self._loop)
 
     async def stop(self) -> None:
         if self._task:
@@ -115,12 +115,10 @@ class CronService:
             del self._next[key]
         return started
 
-    async def _loop(self) -> None:
+    async def _loop(self, ok: Callable[[], None]) -> None:
         while True:
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("cron tick failed")
+            await self.tick()
+            ok()
             upcoming = min(self._next.values(), default=None)
             wait = 1.0
             if upcoming is not None:

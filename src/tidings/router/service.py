@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -15,17 +14,20 @@ from tidings.ids import floor_id, now_ms
 from tidings.router.registry import Registry
 from tidings.router.route import Routed, route
 from tidings.storage.base import Storage
+from tidings.storage.outage import unavailable
 from tidings.storage.tx import Tx
+from tidings.supervision import Supervisor
 
-log = logging.getLogger("tidings.router")
 BATCH = 500
 GRACE_MS = 2000  # the storing process routes its own events; others wait this long
 
 
 class RouterService:
     def __init__(self, storage: Storage, registry: Registry, on_routed: Callable[[Routed], None],
-                 *, clock: Callable[[], int] = now_ms, sweep_ms: int = 1000) -> None:
+                 *, supervisor: Supervisor, clock: Callable[[], int] = now_ms,
+                 sweep_ms: int = 1000) -> None:
         self._storage = storage
+        self._supervisor = supervisor
         self._registry = registry
         self._on_routed = on_routed
         self._clock = clock
@@ -46,8 +48,8 @@ class RouterService:
         self._sweep_now.set()
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._loop(), name="tidings-router"),
-                       asyncio.create_task(self._sweeper(), name="tidings-sweeper")]
+        self._tasks = [self._supervisor.start("tidings-router", self._loop),
+                       self._supervisor.start("tidings-sweeper", self._sweeper)]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -80,27 +82,32 @@ class RouterService:
         self._on_routed(routed)
         return routed.delivered
 
-    async def _loop(self) -> None:
+    async def _loop(self, ok: Callable[[], None]) -> None:
+        """Route what this process stored. When the database is away the batch is kept, to
+        be routed first once it is back (the loop's supervisor starts it again); a batch
+        whose routing fails otherwise is left to the sweeper (its events stay undelivered)."""
         while True:
             await self._ready.wait()
+            batch = self._take()
             try:
-                await self._route(self._take())
-            except Exception:
-                log.exception("routing failed; the sweeper will retry")
-                await asyncio.sleep(0.1)
+                await self._route(batch)
+            except Exception as exc:
+                if unavailable(exc):
+                    self._pending.extendleft(reversed(batch))
+                    self._ready.set()
+                raise
+            ok()
 
-    async def _sweeper(self) -> None:
+    async def _sweeper(self, ok: Callable[[], None]) -> None:
         while True:
-            try:
-                now = self._clock()
-                due = await self._storage.read(partial(_due, now=now))
-                if due:
-                    await self._route(due)
-                    continue
-                following = await self._storage.read(_next_delivery)
-            except Exception:
-                log.exception("sweeping for due events failed")
-                following = None
+            now = self._clock()
+            due = await self._storage.read(partial(_due, now=now))
+            if due:
+                await self._route(due)
+                ok()
+                continue
+            following = await self._storage.read(_next_delivery)
+            ok()
             wait = self._sweep_ms / 1000
             if following is not None:
                 wait = max(0.0, min(wait, (following - self._clock()) / 1000))

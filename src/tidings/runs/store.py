@@ -291,8 +291,19 @@ def record_step_error(tx: Tx, run: Run, step: str, name: str, position: int,
     return attempts
 
 
-def reschedule(tx: Tx, run: Run, *, due_at: int, attempt: int, status: str = RUNNING) -> bool:
+def reschedule(tx: Tx, run: Run, *, due_at: int, attempt: int, status: str = RUNNING,
+               error: Any = None) -> bool:
+    """Make the run due again and free its lease; with ``error`` (a failed attempt) the run
+    shows that error until it ends."""
+    if error is not None:
+        return tx.run("retry_run", (status, attempt, due_at, dumps(error), run.id,
+                                    run.lease_token)) > 0
     return tx.run("reschedule_run", (status, attempt, due_at, run.id, run.lease_token)) > 0
+
+
+def hand_back(tx: Tx, run: Run, due_at: int) -> bool:
+    """Free the run's lease without counting an attempt; due no sooner than ``due_at``."""
+    return tx.run("hand_back_run", (due_at, due_at, run.id, run.lease_token)) > 0
 
 
 def finish(tx: Tx, run: Run, *, status: str, output: Any, error: Any, now: int,

@@ -165,6 +165,17 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
         return await (send_events if request.method == "POST" else list_events)(request)
 
     async def health(request: Request) -> Response:
+        """200 while every long-lived loop of the process runs (those retrying after a failure
+        are listed under ``failing``); 503 once one is dead for good (the process then exits,
+        see ``supervision.py``)."""
+        report = core.supervisor.report()
+        if not report.healthy:
+            dead = "; ".join(f"{name}: {error}" for name, error in report.dead.items())
+            return json_response(503, {"status": 503, "message": f"stopped for good: {dead}",
+                                       "dead": report.dead, "failing": report.failing})
+        if report.failing:
+            return json_response(200, {"status": 200, "message": "OK, retrying after failures",
+                                       "failing": report.failing})
         return json_response(200, {"status": 200, "message": "OK"})
 
     # One route per path, so a 405 names every method the path has in ``Allow``.

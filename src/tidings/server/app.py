@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -79,8 +79,9 @@ class TidingsApp:
     def __init__(self, settings: Settings, core: Core | None = None, *,
                  apps: Sequence[Tidings] = (), env: str = "dev",
                  engine: EngineSettings | None = None, watch: AppWatch | None = None,
-                 http: bool = True) -> None:
+                 http: bool = True, on_dead: Callable[[str], None] | None = None) -> None:
         self.settings = settings
+        self._on_dead = on_dead
         self._http = http
         self.core = core
         self._owns_core = core is None
@@ -135,7 +136,7 @@ class TidingsApp:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Core]:
         if self.core is None:
-            self.core = await Core.start(self.settings)
+            self.core = await Core.start(self.settings, on_dead=self._on_dead)
             self._build(self.core)
         if self._owns_core:
             self.runtime = Runtime(self.core, self._apps, env=self._env, settings=self._engine,
@@ -167,8 +168,9 @@ class TidingsApp:
             return
         assert self.sync is not None
         env = await core.gate.env_for(DEV_ENV, "api")
-        self._poller = AppPoller(self.sync, env.id, watch.urls, interval=watch.interval,
-                                 discover=watch.discover, own_port=watch.own_port)
+        self._poller = AppPoller(self.sync, env.id, watch.urls, supervisor=core.supervisor,
+                                 interval=watch.interval, discover=watch.discover,
+                                 own_port=watch.own_port)
         await self._poller.start()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -211,9 +213,11 @@ class AppWatch:
 def create_app(settings: Settings, core: Core | None = None, *,
                apps: Sequence[Tidings] = (), env: str = "dev",
                engine: EngineSettings | None = None,
-               watch: AppWatch | None = None, http: bool = True) -> TidingsApp:
+               watch: AppWatch | None = None, http: bool = True,
+               on_dead: Callable[[str], None] | None = None) -> TidingsApp:
     """The ASGI app. Without ``core`` it opens its own at lifespan start-up, with a runtime that
     routes events, runs the native functions of ``apps`` and (unless ``http`` is false) calls
-    those of SDK apps; in dev, ``watch`` keeps SDK apps synced."""
+    those of SDK apps; in dev, ``watch`` keeps SDK apps synced. ``on_dead(why)`` is called if
+    one of the process's loops dies for good (the CLI stops the server)."""
     return TidingsApp(settings, core, apps=apps, env=env, engine=engine, watch=watch,
-                      http=http)
+                      http=http, on_dead=on_dead)

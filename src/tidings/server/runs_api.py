@@ -148,7 +148,7 @@ class RunsAPI:
         self.core = core
         self._runtime = runtime or (lambda: None)
         self._registry = Registry()
-        self._replays = Replays(core.storage, self._wake)
+        self._replays = Replays(core.storage, self._wake, supervisor=core.supervisor)
 
     def routes(self) -> list[Route]:
         return [

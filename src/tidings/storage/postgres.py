@@ -16,7 +16,7 @@ import psycopg
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from tidings.errors import MigrationError, StorageError
+from tidings.errors import DatabaseUnavailable, MigrationError, StorageError
 from tidings.ids import new_id, now_ms
 from tidings.storage.base import (
     ApiKey,
@@ -36,6 +36,8 @@ Q = split_queries(dialect_file("postgres", "queries.sql"))
 ID_MAX = "~"
 COPY_MIN_ROWS = 16  # from this many rows on, COPY beats INSERTs (it has to be set up first)
 MIGRATION_LOCK = 0x7469_6469_6E67  # "tiding"
+RUNS_CHANNEL = "tidings_runs"  # payload: a queue whose runs are due ("*": any)
+KEYS_CHANNEL = "tidings_keys"  # a key was revoked
 
 
 class PostgresStorage:
@@ -94,19 +96,23 @@ class PostgresStorage:
         with self._sync_pool.connection() as conn:
             return fn(PostgresTx(conn))
 
-    async def subscribe(self, callback: Callable[[str], None]) -> None:
-        """Call ``callback(queue)`` on every ``NOTIFY tidings_runs`` until cancelled."""
-        while True:
-            try:
-                conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-                async with conn:
-                    await conn.execute("LISTEN tidings_runs")
-                    async for note in conn.notifies():
-                        callback(note.payload)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                await asyncio.sleep(1)
+    async def subscribe(self, due: Callable[[str], None], revoked: Callable[[], None],
+                        listening: Callable[[], None]) -> None:
+        """Hear other processes until the connection fails (it raises: the caller's
+        supervisor connects again) or the task is cancelled: ``due(queue)`` on every ``NOTIFY
+        tidings_runs``, ``revoked()`` on every ``NOTIFY tidings_keys``. ``listening()`` is
+        called once ``LISTEN`` took effect: what was notified before then was missed."""
+        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        async with conn:
+            await conn.execute(f"LISTEN {RUNS_CHANNEL}")
+            await conn.execute(f"LISTEN {KEYS_CHANNEL}")
+            listening()
+            async for note in conn.notifies():
+                if note.channel == KEYS_CHANNEL:
+                    revoked()
+                else:
+                    due(note.payload)
+        raise DatabaseUnavailable("the LISTEN connection to PostgreSQL ended")
 
     async def migrate(self, *, fresh_schema: bool = True) -> list[int]:
         applied: list[int] = []
@@ -188,9 +194,14 @@ class PostgresStorage:
         return [_key(r) for r in await self._all(Q["list_keys"], ())]
 
     async def revoke_key(self, key_id: str) -> bool:
-        async with self._pool.connection() as conn:
+        """Revoke, and tell every process at once (``NOTIFY tidings_keys``, at commit): their
+        gates forget the keys they had checked."""
+        async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(Q["revoke_key"], (now_ms(), key_id))
-            return cur.rowcount > 0
+            if cur.rowcount == 0:
+                return False
+            await conn.execute(Q["notify_keys"])
+            return True
 
     # -- events --------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import queue
 import re
@@ -32,7 +33,7 @@ from operator import is_not
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tidings.errors import MigrationError, StorageError
+from tidings.errors import DatabaseUnavailable, MigrationError, StorageError, StorageStopped
 from tidings.ids import new_id, now_ms
 from tidings.storage.base import (
     ApiKey,
@@ -45,9 +46,12 @@ from tidings.storage.base import (
     migration_files,
     split_queries,
 )
+from tidings.storage.outage import unavailable
 from tidings.storage.tx import SQLiteTx, Tx
+from tidings.supervision import Outage
 
 T = TypeVar("T")
+log = logging.getLogger("tidings.storage")
 Q = split_queries(dialect_file("sqlite", "queries.sql"))
 MAX_BATCH = 1024
 ID_MAX = "~"
@@ -110,7 +114,7 @@ def _run_alone(
     conn.execute("SAVEPOINT job")
     try:
         value = fn(conn)
-    except Exception as exc:
+    except BaseException as exc:  # a panic in a native library too: it is this job's failure
         conn.execute("ROLLBACK TO job")
         outcomes.append((False, exc))
     else:
@@ -241,6 +245,12 @@ def _insert_sql(shape: tuple[bool, ...], rows: int) -> str:
 
 
 class _Writer(threading.Thread):
+    """The one thread that writes. A failed transaction (a full disk, a lock held too long)
+    fails the callers of that batch and the writer goes on with the next. Should the thread
+    itself die, the storage stops: every write waiting or to come fails with
+    ``StorageStopped``, which stops the process's loops for good (``supervision.py``) rather
+    than leaving them waiting for answers that never come."""
+
     def __init__(self, path: str) -> None:
         super().__init__(name="tidings-sqlite-writer", daemon=True)
         self.path = path
@@ -248,6 +258,7 @@ class _Writer(threading.Thread):
         self.jobs: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
         self.ready = threading.Event()
         self.failure: BaseException | None = None
+        self.stopped: StorageStopped | None = None
         self.syncer: _Syncer | None = None
 
     def run(self) -> None:
@@ -264,17 +275,28 @@ class _Writer(threading.Thread):
             self.ready.set()
             return
         self.ready.set()
+        batch: list[_Job] = []
         try:
             stop = False
             while not stop:
                 lists, stop = _take(self.jobs, MAX_BATCH)
                 if not lists:
                     continue
-                answers = self._commit(conn, [job for jobs in lists for job in jobs])
+                batch = [job for jobs in lists for job in jobs]
+                answers = self._commit(conn, batch)
+                batch = []
                 if syncer is None:
                     _answer(answers)
-                else:
-                    syncer.answers.put(answers)
+                    continue
+                syncer.answers.put(answers)
+                if syncer.stopped is not None:
+                    raise syncer.stopped
+        except BaseException as exc:
+            # Logged, and told to every caller: the thread ends without raising further.
+            self.stopped = exc if isinstance(exc, StorageStopped) else _stopped("writer", exc)
+            _fail_queue(self.jobs, self.stopped, [batch])
+            if syncer is not None and syncer.stopped is not None:
+                _fail_queue(syncer.answers, self.stopped)
         finally:
             if syncer is not None:
                 syncer.answers.put(None)
@@ -300,10 +322,13 @@ class _Writer(threading.Thread):
                     _run_alone(conn, fn, outcomes)
                 start = max(end, start + 1)
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            failure = StorageError(f"SQLite transaction failed: {exc}")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            kind = DatabaseUnavailable if unavailable(exc) else StorageError
+            failure = kind(f"SQLite transaction failed: {exc}")
+            failure.__cause__ = exc
             outcomes = [(False, failure)] * len(batch)
         answers: _Answers = {}
         for (_, future, loop), (ok, value) in zip(batch, outcomes, strict=True):
@@ -337,8 +362,37 @@ def _take(source: queue.SimpleQueue[Queued | None], limit: int = sys.maxsize
 
 def _answer(answers: _Answers) -> None:
     for loop, done in answers.items():
-        if not loop.is_closed():
+        # A loop closed meanwhile has no one left to answer.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(_resolve, done)
+
+
+def _stopped(thread: str, exc: BaseException) -> StorageStopped:
+    log.critical("the SQLite %s thread died: %s; no write can be made any more", thread, exc,
+                 exc_info=exc)
+    stopped = StorageStopped(f"the SQLite {thread} thread stopped ({exc!r}): restart Tidings")
+    stopped.__cause__ = exc
+    return stopped
+
+
+def _fail_queue(source: queue.SimpleQueue[Any], failure: StorageStopped,
+                taken: Sequence[Any] = ()) -> None:
+    """Fail what a dead thread had ``taken`` and what is queued for it: writes (lists of jobs)
+    or answers."""
+    pending = list(taken)
+    while True:
+        if pending:
+            item = pending.pop()
+        else:
+            try:
+                item = source.get_nowait()
+            except queue.Empty:
+                return
+        if isinstance(item, dict):
+            _answer({loop: [(future, False, failure) for future, _, _ in done]
+                     for loop, done in item.items()})
+        elif item is not None:
+            _answer({loop: [(future, False, failure)] for _, future, loop in item})
 
 
 def _wal_mode(conn: sqlite3.Connection) -> bool:
@@ -364,9 +418,11 @@ class _Syncer(threading.Thread):
         super().__init__(name="tidings-sqlite-syncer", daemon=True)
         self.wal = wal
         self.answers: queue.SimpleQueue[_Answers | None] = queue.SimpleQueue()
+        self.stopped: StorageStopped | None = None
         self._fd: int | None = None
 
     def run(self) -> None:
+        waiting: list[_Answers] = []
         try:
             stop = False
             while not stop:
@@ -376,11 +432,16 @@ class _Syncer(threading.Thread):
                 try:
                     self._sync()
                 except OSError as exc:
-                    failure = StorageError(f"SQLite commit could not be synced to disk: {exc}")
+                    failure = DatabaseUnavailable(
+                        f"SQLite commit could not be synced to disk: {exc}")
                     waiting = [{loop: [(future, False, failure) for future, _, _ in done]
                                 for loop, done in answers.items()} for answers in waiting]
                 for answers in waiting:
                     _answer(answers)
+        except BaseException as exc:
+            # The writer sees it at its next commit and stops the storage.
+            self.stopped = _stopped("syncer", exc)
+            _fail_queue(self.answers, self.stopped, waiting)
         finally:
             if self._fd is not None:
                 os.close(self._fd)
@@ -404,17 +465,25 @@ class _Checkpointer(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA busy_timeout = 1000")
-            while not self.stopping.wait(self.interval):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error:
-                    continue
+        outage = Outage("the SQLite checkpointer", logger=log)
+        conn: sqlite3.Connection | None = None
+        wait = self.interval
+        while not self.stopping.wait(wait):
+            try:
+                if conn is None:
+                    conn = sqlite3.connect(self.path, isolation_level=None,
+                                           check_same_thread=False)
+                    conn.execute("PRAGMA busy_timeout = 1000")
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except Exception as exc:
+                # The WAL only grows meanwhile: keep trying, and say so once.
+                wait = max(self.interval, outage.failed(exc))
+                continue
+            outage.ok()
+            wait = self.interval
+        if conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
             conn.close()
 
 
@@ -534,6 +603,8 @@ class SQLiteStorage:
         (``_hand_over``): one wake-up of the writer thread, not one per request."""
         if self._writer is None:
             raise StorageError("storage is not open")
+        if self._writer.stopped is not None:
+            raise StorageStopped(self._writer.stopped.message)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         pending = self._pending.get(loop)
@@ -553,7 +624,10 @@ class SQLiteStorage:
                 if not future.done():
                     future.set_exception(failure)
             return
-        self._writer.jobs.put(jobs)
+        writer = self._writer
+        writer.jobs.put(jobs)
+        if writer.stopped is not None:  # it died meanwhile: no one else will answer them
+            _fail_queue(writer.jobs, writer.stopped)
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

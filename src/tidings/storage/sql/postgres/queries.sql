@@ -22,6 +22,9 @@ FROM api_keys k JOIN environments e ON e.id = k.env_id ORDER BY k.created_at, k.
 -- name: revoke_key
 UPDATE api_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL;
 
+-- name: notify_keys
+SELECT pg_notify('tidings_keys', '');
+
 -- name: claim_event_key
 INSERT INTO event_idempotency (env_id, event_key, event_id, expires_at) VALUES (%s, %s, %s, %s)
 ON CONFLICT (env_id, event_key) DO UPDATE

@@ -105,6 +105,17 @@ WHERE id = ? AND lease_token = ?;
 UPDATE runs SET status = ?, attempt = ?, due_at = ?, lease_owner = NULL, lease_until = NULL
 WHERE id = ? AND lease_token = ?;
 
+-- name: retry_run
+-- A failed attempt: its error stays on the run until the run ends (``finish_run``).
+UPDATE runs SET status = ?, attempt = ?, due_at = ?, error = ?, lease_owner = NULL,
+                lease_until = NULL
+WHERE id = ? AND lease_token = ?;
+
+-- name: hand_back_run
+UPDATE runs SET due_at = CASE WHEN due_at < ? THEN ? ELSE due_at END, lease_owner = NULL,
+                lease_until = NULL
+WHERE id = ? AND lease_token = ?;
+
 -- name: wake_run
 UPDATE runs SET due_at = ?, status = 'Running'
 WHERE id = ? AND status IN ('Sleeping', 'Waiting', 'Running', 'Queued');
