@@ -113,7 +113,8 @@ class LiveServer:
 
 
 def start_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
-                 command: str = "dev", port: int | None = None) -> LiveServer:
+                 command: str = "dev", port: int | None = None,
+                 executable: str = TIDINGS) -> LiveServer:
     """Start ``tidings dev`` (or serve) in a subprocess and wait until /health answers."""
     port = port or free_port()
     data_dir = tmp_path / "server"
@@ -122,7 +123,7 @@ def start_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
     log = open(data_dir / "server.log", "ab")  # noqa: SIM115
     host = ["--host", "127.0.0.1"]
     process = subprocess.Popen(
-        [TIDINGS, command, *host, "--port", str(port), *args],
+        [executable, command, *host, "--port", str(port), *args],
         cwd=tmp_path, env=full_env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"

@@ -30,11 +30,13 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from tidings.errors import StorageStopped
+from tidings.errors import DatabaseUnavailable, StorageStopped
+from tidings.storage.outage import unavailable
 
 log = logging.getLogger("tidings.supervision")
 
 Ok = Callable[[], None]
+_OUTAGE = DatabaseUnavailable  # every error of an outage, whatever the driver calls it
 LoopBody = Callable[[Ok], Coroutine[Any, Any, None]]
 
 
@@ -45,9 +47,11 @@ def describe(exc: BaseException) -> str:
 class Outage:
     """The failures of one loop since it last worked.
 
-    ``failed`` logs the first failure of an outage (and a failure of another kind than the one
-    logged last) and says how long to wait before trying again; ``ok`` ends the outage, logging
-    once how long it lasted."""
+    ``failed`` logs the first failure of an outage and says how long to wait before trying
+    again; ``ok`` ends the outage, logging once how long it lasted. Failures in between are
+    not logged unless they are of another kind: every error that says the database is away
+    (``storage/outage.py``: a lost connection, a refused one, a pool timeout …) is one kind,
+    any other exception class its own, so a bug appearing mid-outage is still seen."""
 
     def __init__(self, name: str, *, first_delay: float = 0.1, max_delay: float = 2.0,
                  logger: logging.Logger = log, clock: Callable[[], float] = time.monotonic
@@ -58,7 +62,7 @@ class Outage:
         self.failures = 0
         self.since: float | None = None
         self.error: str | None = None
-        self._logged: type[BaseException] | None = None
+        self._logged: type[BaseException] | None = None  # or _OUTAGE
         self._log = logger
         self._clock = clock
 
@@ -68,8 +72,9 @@ class Outage:
         self.error = describe(exc)
         if self.since is None:
             self.since = self._clock()
-        if type(exc) is not self._logged:
-            self._logged = type(exc)
+        kind = _OUTAGE if unavailable(exc) else type(exc)
+        if kind is not self._logged:
+            self._logged = kind
             self._log.error("%s failed: %s; retrying with backoff until it works (logged once)",
                             self.name, self.error, exc_info=exc)
         return float(min(self.max_delay, self.first_delay * 2 ** min(self.failures - 1, 30)))
