@@ -25,7 +25,7 @@ from tidings.crypto import new_key_text, save_dev_keyring
 from tidings.durations import to_ms
 from tidings.errors import ConfigError, TidingsError
 from tidings.ids import now_ms
-from tidings.keys import create_key
+from tidings.keys import CACHE_SECONDS, create_key
 from tidings.runs.model import STATUSES
 from tidings.runs.store import REPLAYABLE
 from tidings.sdk.client import DEFAULT_BASE_URL, Event, Tidings
@@ -232,10 +232,13 @@ def keys_list(db: str | None) -> None:
 @click.argument("key_id")
 @db_option
 def keys_revoke(key_id: str, db: str | None) -> None:
-    """Revoke a key by id; servers stop accepting it within seconds."""
+    """Revoke a key by id. On PostgreSQL every server stops accepting it at once; on SQLite a
+    server in another process does within 1 s (docs/HTTP_API.md)."""
     if not _with_storage(db, lambda s: s.revoke_key(key_id)):
         raise click.ClickException(f"no active key with id {key_id}")
-    click.echo(f"revoked {key_id}")
+    postgres = _settings("dev", db).database_url.startswith(("postgresql:", "postgres:"))
+    when = "at once" if postgres else f"within {CACHE_SECONDS:g} s (SQLite)"
+    click.echo(f"revoked {key_id}; running servers stop accepting it {when}")
 
 
 def _with_signing_keys(db: str | None, fn: Callable[[Any, Any], Awaitable[T]]) -> T:

@@ -305,6 +305,7 @@ class Executor:
     async def _loop(self, ok: Callable[[], None]) -> None:
         """Claim and drive due runs; a failure (the database away) ends it, and its supervisor
         starts it again with backoff."""
+        await self._release_orphans()
         while not self._stopping:
             room = self.settings.concurrency - len(self._inflight) - self._reserved
             if room <= 0:
@@ -321,6 +322,18 @@ class Executor:
                 await asyncio.sleep(0)
                 continue
             await self._idle()
+
+    async def _release_orphans(self) -> None:
+        """Free the leases this executor holds on runs it is not driving: claims that committed
+        although their answer was lost with the connection, calls whose hand-back failed. Only
+        leases taken before now, so a run being handed over meanwhile is not touched; after an
+        outage the runs are due again at once instead of when their leases expire."""
+        before = self.clock() + self.settings.lease_ms
+        driving = set(self._leases)
+        freed = await self.storage.write(lambda tx: store.release_orphans(
+            tx, self.queue, self.owner, before, driving))
+        if freed:
+            log.info("%d runs leased to this worker before a failure are free again", freed)
 
     def _track(self, run_id: str, task: asyncio.Task[None]) -> None:
         self._inflight[run_id] = task

@@ -217,6 +217,16 @@ def release(tx: Tx, run_id: str, token: int) -> None:
     tx.run("release_lease", (run_id, token))
 
 
+def release_orphans(tx: Tx, queue: str, owner: str, before: int, driving: set[str]) -> int:
+    """Free the leases ``owner`` took on ``queue`` that expire before ``before``, except on the
+    runs it is ``driving``; how many were freed."""
+    freed = 0
+    for run_id, token in tx.all("leases_of_owner", (queue, owner, before)):
+        if run_id not in driving:
+            freed += tx.run("release_lease", (run_id, token))
+    return freed
+
+
 def leased_status(tx: Tx, run_id: str, token: int) -> str | None:
     row = tx.one("run_leased", (run_id, token))
     return str(row[0]) if row else None

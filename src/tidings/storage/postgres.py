@@ -8,6 +8,8 @@ an advisory lock, so processes starting together apply them once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -53,6 +55,7 @@ class PostgresStorage:
         )
         # As many threads as pooled connections (the default executor has only cpus + 4).
         self._threads = ThreadPoolExecutor(max_workers=max_size, thread_name_prefix="tidings-pg")
+        self._purging = threading.Lock()
         self._sync_pool = ConnectionPool(
             url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True},
             configure=_text_json, name="tidings-sync",
@@ -90,11 +93,29 @@ class PostgresStorage:
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
                 if attempt == 4:
                     raise
+            except psycopg.OperationalError:
+                self._purge()
+                raise
         raise AssertionError("unreachable")
 
     def _autocommit(self, fn: Callable[[Tx], T]) -> T:
-        with self._sync_pool.connection() as conn:
-            return fn(PostgresTx(conn))
+        try:
+            with self._sync_pool.connection() as conn:
+                return fn(PostgresTx(conn))
+        except psycopg.OperationalError:
+            self._purge()
+            raise
+
+    def _purge(self) -> None:
+        """A connection failed: test the idle ones and drop the broken. After a server restart
+        every pooled connection is dead, and would otherwise fail one operation each before the
+        pool learns of it (one failed try per connection, with each loop's backoff between)."""
+        if self._purging.acquire(blocking=False):  # one thread at a time is enough
+            try:
+                with contextlib.suppress(Exception):  # the failure that led here is raised
+                    self._sync_pool.check()
+            finally:
+                self._purging.release()
 
     async def subscribe(self, due: Callable[[str], None], revoked: Callable[[], None],
                         listening: Callable[[], None]) -> None:

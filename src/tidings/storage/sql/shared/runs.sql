@@ -67,6 +67,10 @@ SELECT min(due_at) FROM runs WHERE queue = ? AND due_at IS NOT NULL AND lease_un
 -- Only a lease still held: one released or rescheduled (same token) stays free.
 UPDATE runs SET lease_until = ? WHERE id = ? AND lease_token = ? AND lease_owner IS NOT NULL;
 
+-- name: leases_of_owner
+SELECT id, lease_token FROM runs
+WHERE queue = ? AND due_at IS NOT NULL AND lease_owner = ? AND lease_until < ?;
+
 -- name: release_lease
 UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_token = ?;
 
