@@ -167,9 +167,9 @@ def tidings_dev(kind: str, *, cpu: str = SERVER_CPU, extra_env: dict[str, str] |
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tidings-bench-")))
         if kind == "sqlite":
             db = str(data_dir / "tidings.db")
-            query = stack.enter_context(_sqlite_reader(Path(db)))
+            query = stack.enter_context(sqlite_reader(Path(db)))
         elif kind == "postgres":
-            db, query = stack.enter_context(_postgres_schema())
+            db, query = stack.enter_context(postgres_schema())
         else:
             raise ValueError(kind)
         port = port or free_port()
@@ -212,7 +212,7 @@ def child_pid(parent: int, timeout: float = 10.0) -> int:
 
 
 @contextlib.contextmanager
-def _sqlite_reader(db: Path) -> Iterator[Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]]:
+def sqlite_reader(db: Path) -> Iterator[Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]]:
     conn: sqlite3.Connection | None = None
 
     def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -230,7 +230,7 @@ def _sqlite_reader(db: Path) -> Iterator[Callable[[str, Sequence[Any]], list[tup
 
 
 @contextlib.contextmanager
-def _postgres_schema() -> Iterator[tuple[str, Callable[[str, Sequence[Any]],
+def postgres_schema() -> Iterator[tuple[str, Callable[[str, Sequence[Any]],
                                                        list[tuple[Any, ...]]]]]:
     import psycopg
 
