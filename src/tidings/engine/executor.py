@@ -286,7 +286,11 @@ class Executor:
                 for run_id, token in leases:
                     store.release(tx, run_id, token)
 
-            await self.storage.write(release_all)
+            try:
+                await self.storage.write(release_all)
+            except Exception as exc:
+                log.warning("%d leases could not be handed back (%s): they expire within %d s",
+                            len(leases), describe(exc), self.settings.lease_ms // 1000)
         self._driver.close()
 
     async def drain(self, *, max_rounds: int = 10_000) -> int:

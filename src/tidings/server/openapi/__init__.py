@@ -13,6 +13,9 @@ from typing import Any
 from tidings.server.openapi import events, runs, sdk
 from tidings.server.openapi.parts import ERROR, FIELD_ERROR, ApiSecurity, json_body
 
+# Loop name -> its last error (``supervision.py``).
+LOOPS = {"type": "object", "additionalProperties": {"type": "string"}}
+
 
 @cache
 def document() -> dict[str, Any]:
@@ -29,10 +32,21 @@ def document() -> dict[str, Any]:
             "/health": {"get": {
                 "operationId": "health",
                 "summary": "Health",
-                "responses": {"200": json_body({
-                    "type": "object", "required": ["status", "message"],
-                    "properties": {"status": {"const": 200}, "message": {"type": "string"}},
-                }, "OK")},
+                "description": "200 while every long-lived loop of the process runs (those "
+                               "retrying after a failure listed in failing); 503 once one is "
+                               "dead for good (the process then exits).",
+                "responses": {
+                    "200": json_body({
+                        "type": "object", "required": ["status", "message"],
+                        "properties": {"status": {"const": 200}, "message": {"type": "string"},
+                                       "failing": LOOPS},
+                    }, "Every loop runs"),
+                    "503": json_body({
+                        "type": "object", "required": ["status", "message", "dead"],
+                        "properties": {"status": {"const": 503}, "message": {"type": "string"},
+                                       "dead": LOOPS, "failing": LOOPS},
+                    }, "A loop is dead for good"),
+                },
             }},
             "/openapi.json": {"get": {
                 "operationId": "openapi",
