@@ -143,13 +143,18 @@ def start_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
     raise RuntimeError("tidings did not answer /health within 30 s")
 
 
-def stop_server(server: LiveServer) -> None:
-    server.process.terminate()
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it is still running after ``timeout`` seconds."""
+    process.terminate()
     try:
-        server.process.wait(timeout=10)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+        process.kill()
+        process.wait()
+
+
+def stop_server(server: LiveServer) -> None:
+    stop_process(server.process)
     server.log.close()
 
 

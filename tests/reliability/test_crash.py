@@ -1,6 +1,8 @@
 """Crash safety: a server running a 3-step function over 2,000 events is killed with SIGKILL five
 times at random moments and restarted. Nothing acknowledged is lost, every run completes, and a
-step whose result was recorded never runs again."""
+step whose result was recorded never runs again. (``python -m bench.crash`` runs the same
+function, ``bench/crash_app.py``, with a worker beside ``tidings serve`` too, and reports the
+counts.)"""
 
 from __future__ import annotations
 
@@ -19,37 +21,12 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import LiveServer, start_server, stop_server
+from tests.conftest import ROOT, LiveServer, start_server, stop_server
 
 EVENTS = 2000
 BATCH = 50
 KILLS = 5
 
-APP = '''
-import os, uuid
-import tidings
-
-client = tidings.Tidings(app_id="crash")
-LOG = os.environ["EFFECTS_LOG"]
-
-
-def effect(run_id, step):
-    token = uuid.uuid4().hex
-    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, f"{run_id} {step} {token}\\n".encode())
-    finally:
-        os.close(fd)
-    return token
-
-
-@client.function(id="three", trigger=tidings.TriggerEvent(event="crash/go"))
-async def three(ctx):
-    tokens = []
-    for step in ("one", "two", "three"):
-        tokens.append(await ctx.step.run(step, effect, ctx.run_id, step))
-    return tokens
-'''
 
 
 def _seed() -> str:
@@ -95,10 +72,10 @@ def _query(db: str, sql: str) -> list[tuple[Any, ...]]:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sigkill_loses_and_repeats_nothing(db_url: str, tmp_path: Path) -> None:
-    (tmp_path / "crashapp.py").write_text(APP)
     log = tmp_path / "effects.log"
-    env = {"EFFECTS_LOG": str(log), "TIDINGS_LEASE_SECONDS": "2"}
-    args = ("--db", db_url, "-a", "crashapp:client", "--retry-interval", "0.2")
+    env = {"TIDINGS_BENCH_EFFECTS": str(log), "TIDINGS_LEASE_SECONDS": "2",
+           "PYTHONPATH": str(ROOT)}
+    args = ("--db", db_url, "-a", "bench.crash_app:client", "--retry-interval", "0.2")
     rng = random.Random(7)
     producer = Producer()
     server: LiveServer = start_server(tmp_path, *args, env=env)

@@ -15,7 +15,6 @@ import base64
 import collections
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import ROOT, TIDINGS, LiveServer, start_server, stop_server
+from tests.conftest import ROOT, TIDINGS, LiveServer, start_server, stop_process, stop_server
 from tests.reliability.cluster import Cluster, unavailable_reason_or_fail
 from tidings.crypto import new_key_text
 
@@ -204,12 +203,7 @@ def test_runs_complete_after_a_postgres_restart_under_load(
         assert " failed: " in worker_log.read_text(), "the worker did not see the restart"
     finally:
         producer.stop()
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_process(worker, timeout=30)
         stop_server(server)
     logs = (server.data_dir / "server.log").read_text() + worker_log.read_text()
     assert "stopped for good" not in logs
