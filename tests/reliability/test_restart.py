@@ -173,7 +173,6 @@ def _worker(tmp_path: Path, db: str, env: dict[str, str]) -> tuple[subprocess.Po
 
 
 @pytest.mark.postgres
-@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_runs_complete_after_a_postgres_restart_under_load(
@@ -223,7 +222,6 @@ def _faulty_dev(tmp_path: Path, db: Path, switch: Path) -> LiveServer:
                         "--no-discovery", env=env, executable=str(launcher))
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_runs_complete_after_sqlite_fails_with_a_full_disk_and_a_held_lock(
         tmp_path: Path) -> None:
