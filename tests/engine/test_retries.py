@@ -178,12 +178,14 @@ async def test_on_failure_and_lifecycle_events(engine: Engine) -> None:
 
 
 async def test_retries_count_per_step_and_per_position(engine: Engine) -> None:
-    """As Inngest counts: each step has its own budget, and a function-level error has its
-    own count at each point the run reached; so with ``retries=1`` a run with two flaky steps
-    and two flaky stretches between them completes."""
+    """As Inngest counts (an attempt per queue item, a new item once a step is recorded): a
+    step's failures, and the function's own failures between two steps, count from 0 again
+    after each step. So with ``retries=1`` a run whose first step and two stretches of code
+    each fail once completes; a step that fails on its first try right after the function
+    failed at the same point is out of attempts."""
     client = tidings.Tidings(app_id="app")
     failed: collections.Counter[str] = collections.Counter()
-    attempts: list[tuple[str, int]] = []
+    attempts: list[int] = []
 
     def flaky(name: str) -> str:
         if failed[name] < 1:
@@ -193,25 +195,34 @@ async def test_retries_count_per_step_and_per_position(engine: Engine) -> None:
 
     @client.function(id="f", trigger=tidings.TriggerEvent(event="go"), retries=1)
     async def f(ctx: tidings.Context) -> Any:
-        attempts.append(("call", ctx.attempt))
+        attempts.append(ctx.attempt)
         a = await ctx.step.run("a", flaky, "a")
         flaky("after a")
-        b = await ctx.step.run("b", flaky, "b")
+        b = await ctx.step.run("b", lambda: "b")
         flaky("after b")
         return [a, b]
+
+    @client.function(id="g", trigger=tidings.TriggerEvent(event="go"), retries=1)
+    async def g(ctx: tidings.Context) -> Any:
+        flaky("before c")
+        return await ctx.step.run("c", flaky, "c")
 
     await engine.start(client)
     await engine.send({"name": "go"})
     await _settle(engine)
-    (run,) = await engine.runs()
-    assert (run.status, run.output) == (COMPLETED, ["a", "b"])
-    assert run.attempt == 1  # the failures since its last step: "after b" once
-    assert {s.name: (s.status, s.attempts) for s in await engine.steps(run.id)} == {
-        "a": ("completed", 1), "b": ("completed", 1)}
-    # ctx.attempt of each call: a fails; its retry (1) passes and "after a" fails; the
-    # function's retry (1) passes it and b fails; b's retry (1) passes and "after b" fails;
-    # the function's retry (1: its own count, not a third failure of the run) completes.
-    assert [n for _, n in attempts] == [0, 1, 1, 1, 1]
+    runs = {r.function_id: r for r in await engine.runs()}
+    assert len(runs) == 2
+    done = next(r for r in runs.values() if r.status == COMPLETED)
+    assert done.output == ["a", "b"]
+    assert done.attempt == 1  # the failures since its last step: "after b" once
+    assert {s.name: (s.status, s.attempts) for s in await engine.steps(done.id)} == {
+        "a": ("completed", 1), "b": ("completed", 0)}
+    # ctx.attempt of each call: a fails; its retry (1) passes, then "after a" fails; the
+    # function's retry (1) passes b, then "after b" fails; its retry (1) completes.
+    assert attempts == [0, 1, 1, 1]
+    out_of_attempts = next(r for r in runs.values() if r.status == FAILED)
+    [c] = await engine.steps(out_of_attempts.id)
+    assert (c.name, c.status, c.attempts) == ("c", "failed", 2)
 
 
 async def test_native_errors_keep_their_cause_and_notes(engine: Engine) -> None:

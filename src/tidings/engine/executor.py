@@ -190,9 +190,12 @@ class _Host:
         position = self._next_position()
         retries = -1 if final else self._fn.retries
         began = self._began.pop(step, now) if began is None else began
+        # The attempt that failed: the step's own count once it is being retried; for its
+        # first try, the run's count at this position (Inngest's queue item attempt).
+        attempt = self._failures.get(step, 0 if self.progressed else self._run.attempt)
         failures = await self._executor.storage.write(
             lambda tx: store.record_step_error(tx, self._run, step, name, position, error,
-                                               retries, began, now, kind))
+                                               retries, began, now, kind, attempt))
         if failures is None:
             self.lost = True
             raise _Interrupt()

@@ -281,13 +281,14 @@ def record_steps(tx: Tx, run: Run, records: Sequence[StepRecord]) -> bool:
 
 def record_step_error(tx: Tx, run: Run, step: str, name: str, position: int,
                       error: dict[str, Any], retries: int, started_at: int,
-                      now: int, kind: str = "run") -> int | None:
-    """Count a failed attempt and return how many there have been (more than ``retries``: it was
-    the last, and the error is now the step's result); None when the lease is lost."""
+                      now: int, kind: str = "run", attempt: int = 0) -> int | None:
+    """Count the failed ``attempt`` (0 for a first try) and return how many attempts there
+    have been (more than ``retries``: it was the last, and the error is now the step's result);
+    None when the lease is lost."""
     if leased_status(tx, run.id, run.lease_token) is None:
         return None
     row = tx.one("step_attempts", (run.id, step))
-    attempts = (int(row[0]) if row else 0) + 1
+    attempts = max(int(row[0]) if row else 0, attempt) + 1
     final = attempts > retries
     tx.run("insert_step", (run.id, step, name, position, "failed" if final else "errored",
                            dumps({"error": error}), attempts, started_at, now, kind))

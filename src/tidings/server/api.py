@@ -97,6 +97,7 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
     """Every route of the JSON API. ``runtime`` gives the process's runtime, if one runs: the
     runs API wakes its executors when it queues runs."""
     from tidings.server.flow_api import FlowAPI
+    from tidings.server.functions_api import FunctionsAPI
     from tidings.server.runs_api import RunsAPI  # it builds on the helpers of this module
 
     async def list_events(request: Request) -> Response:
@@ -174,4 +175,5 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
         Route("/v1/events/{event_id}", get_event, methods=["GET"]),
         *RunsAPI(core, runtime).routes(),
         *FlowAPI(core, runtime).routes(),
+        *FunctionsAPI(core).routes(),
     ]
