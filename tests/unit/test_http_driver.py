@@ -30,6 +30,7 @@ class Host:
         self._attempts = dict(attempts or {})
         self._run_attempt = run_attempt
         self.errors: list[tuple[str, dict[str, Any], bool]] = []
+        self.failed_attempts: list[int | None] = []
         self.flushes: list[int] = []
 
     @property
@@ -58,8 +59,9 @@ class Host:
 
     async def errored(self, step: str, name: str, error: dict[str, Any],
                       began: int | None = None, *, final: bool = False,
-                      kind: str = "run") -> bool:
+                      kind: str = "run", attempt: int | None = None) -> bool:
         self.errors.append((step, error, final))
+        self.failed_attempts.append(attempt)
         return final
 
     async def flushed(self) -> bool:
@@ -195,6 +197,16 @@ async def test_a_step_error_is_recorded_whole_or_replaced_by_one_that_says_why()
     await driver(failing_app(huge)).call(FN, host, run=run(), event=EVENT, events=[EVENT])
     [(_, kept, _)] = host.errors
     assert kept["name"] == MALFORMED and "over the" in kept["message"]
+
+
+async def test_a_step_error_counts_the_attempt_its_call_made() -> None:
+    """Inngest's queue item attempt: a step that fails on its first try right after the
+    function failed at the same point has used one attempt more."""
+    app = failing_app({"name": "Error", "message": "m"})
+    host = Host(run_attempt=1)
+    await driver(app).call(FN, host, run=run(attempt=1), event=EVENT, events=[EVENT])
+    assert app.calls[0]["ctx"]["attempt"] == 1
+    assert host.failed_attempts == [1]
 
 
 async def test_an_answer_nested_too_deep_to_read_fails_the_call_with_a_clear_error() -> None:

@@ -181,7 +181,9 @@ class _Host:
 
     async def errored(self, step: str, name: str, error: dict[str, Any],
                       began: int | None = None, *, final: bool = False,
-                      kind: str = "run") -> bool:
+                      kind: str = "run", attempt: int | None = None) -> bool:
+        """Record a failed ``attempt`` of a step (given by a driver that knows which attempt
+        its call made); True when it was the last, and its error is now its result."""
         if self._buffer:
             self._pending.append(self._flush())
         if not await self.settled():
@@ -190,12 +192,14 @@ class _Host:
         position = self._next_position()
         retries = -1 if final else self._fn.retries
         began = self._began.pop(step, now) if began is None else began
-        # The attempt that failed: the step's own count once it is being retried; for its
-        # first try, the run's count at this position (Inngest's queue item attempt).
-        attempt = self._failures.get(step, 0 if self.progressed else self._run.attempt)
+        if attempt is None:
+            # The step's own count once it is being retried; for its first try, the run's
+            # count at this position (Inngest's queue item attempt).
+            attempt = self._failures.get(step, 0 if self.progressed else self._run.attempt)
+        failed = attempt
         failures = await self._executor.storage.write(
             lambda tx: store.record_step_error(tx, self._run, step, name, position, error,
-                                               retries, began, now, kind, attempt))
+                                               retries, began, now, kind, failed))
         if failures is None:
             self.lost = True
             raise _Interrupt()

@@ -87,7 +87,7 @@ class HttpHost(Protocol):
 
     async def errored(self, step: str, name: str, error: dict[str, Any],
                       began: int | None = None, *, final: bool = False,
-                      kind: str = "run") -> bool: ...
+                      kind: str = "run", attempt: int | None = None) -> bool: ...
 
     async def flushed(self) -> bool: ...
 
@@ -101,6 +101,7 @@ class Reply:
     headers: dict[str, str]
     body: bytes
     distrust: str | None  # why the answer is not believed; None in dev or when it is signed
+    attempt: int = 0  # the ``ctx.attempt`` of the call it answers
 
     @property
     def trusted(self) -> bool:
@@ -233,7 +234,7 @@ class HttpDriver:
                     "x-inngest-no-retry", "").lower() == "true"
                 error = error_of(op.get("error"))
                 if await host.errored(step, name, error, began, final=final,
-                                      kind=step_kind(op)):
+                                      kind=step_kind(op), attempt=reply.attempt):
                     state.remember(step, {"error": error})
                 elif host.retry is not None:
                     at = retry_after(reply.headers.get("retry-after"), now)
@@ -319,4 +320,5 @@ class HttpDriver:
             distrust = streamed_distrust(url, found, inner, answer, keys.all, answered=answered)
         else:
             distrust = None if verify(raw, found.get("x-inngest-signature"), keys.all) else UNSIGNED
-        return Reply(status, {**found, **inner}, answer, distrust)
+        return Reply(status, {**found, **inner}, answer, distrust,
+                     state.attempt if attempt is None else attempt)
