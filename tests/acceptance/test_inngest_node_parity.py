@@ -15,18 +15,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.acceptance.sdk_apps import (
-    NODE_DIR,
-    Api,
-    AppProcess,
-    clean_env,
-    node_binary,
-    start_app,
-    stop_app,
-    wait_for,
-)
+from tests.acceptance.sdk_apps import NODE_DIR, Api, dev_stack, node_binary, wait_for
 from tests.acceptance.test_inngest_node_functions import send
-from tests.conftest import LiveServer, free_port, start_server, stop_server
 
 pytestmark = pytest.mark.node
 
@@ -35,27 +25,15 @@ Stack = tuple[Api, dict[str, str], Callable[[], str]]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("node-cases")
-    server_port = free_port()
-    env = clean_env(INNGEST_DEV="1", INNGEST_BASE_URL=f"http://127.0.0.1:{server_port}")
-    app: AppProcess = start_app(tmp, [node_binary(), "cases.mjs", "{port}"], env,
-                                name="node-cases", cwd=NODE_DIR)
-    server: LiveServer | None = None
-    try:
-        server = start_server(tmp, "--db", str(tmp / "dev.db"), "-u", app.url,
-                              "--no-discovery", "--retry-interval", "0.2", port=server_port)
+    with dev_stack(tmp_path_factory.mktemp("node-cases"), [node_binary(), "cases.mjs", "{port}"],
+                   name="node-cases", cwd=NODE_DIR) as (server, app, env):
         api = Api(server.url)
-        where = server
 
         def logs() -> str:
-            return app.output() + (where.data_dir / "server.log").read_text(errors="replace")
+            return app.output() + (server.data_dir / "server.log").read_text(errors="replace")
 
         wait_for(lambda: api.synced(app.url), timeout=30, what="the app to sync", logs=logs)
         yield api, env, logs
-    finally:
-        if server is not None:
-            stop_server(server)
-        stop_app(app)
 
 
 def test_a_step_error_comes_back_whole_with_its_cause(stack: Stack) -> None:

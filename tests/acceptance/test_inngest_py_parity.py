@@ -14,7 +14,6 @@ Inngest Dev Server):
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -22,46 +21,32 @@ import inngest
 import pytest
 
 from tests.acceptance.py_app_scenario import send
-from tests.acceptance.sdk_apps import Api, AppProcess, clean_env, start_app, stop_app, wait_for
-from tests.conftest import LiveServer, free_port, start_server, stop_server
+from tests.acceptance.sdk_apps import Api, AppProcess, dev_stack, uvicorn_app, wait_for
+from tests.conftest import LiveServer
+
+Stack = tuple[LiveServer, AppProcess, Api, Callable[[], str]]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[tuple[LiveServer, AppProcess, Api, Callable[[], str]]]:
-    tmp = tmp_path_factory.mktemp("py-cases")
-    server_port = free_port()
-    app = start_app(tmp, [sys.executable, "-m", "uvicorn", "tests.acceptance.inngest_py_cases:app",
-                          "--host", "{host}", "--port", "{port}", "--log-level", "warning"],
-                    clean_env(INNGEST_DEV="1", INNGEST_BASE_URL=f"http://127.0.0.1:{server_port}"),
-                    name="py-cases")
-    try:
-        server = start_server(tmp, "--db", str(tmp / "dev.db"), "-u", app.url,
-                              "--no-discovery", "--retry-interval", "0.2", port=server_port)
-    except BaseException:
-        stop_app(app)
-        raise
-    api = Api(server.url)
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with dev_stack(tmp_path_factory.mktemp("py-cases"),
+                   uvicorn_app("tests.acceptance.inngest_py_cases"),
+                   name="py-cases") as (server, app, _):
+        api = Api(server.url)
 
-    def logs() -> str:
-        return app.output() + (server.data_dir / "server.log").read_text(errors="replace")
+        def logs() -> str:
+            return app.output() + (server.data_dir / "server.log").read_text(errors="replace")
 
-    wait_for(lambda: api.synced(app.url), timeout=30, what="the app to sync", logs=logs)
-    yield server, app, api, logs
-    stop_server(server)
-    stop_app(app)
+        wait_for(lambda: api.synced(app.url), timeout=30, what="the app to sync", logs=logs)
+        yield server, app, api, logs
 
 
 @pytest.fixture(scope="module")
-def sender(stack: tuple[LiveServer, AppProcess, Api, Callable[[], str]]
-           ) -> Iterator[inngest.Inngest]:
+def sender(stack: Stack) -> Iterator[inngest.Inngest]:
     client = inngest.Inngest(app_id="py-sender", is_production=False,
                              event_api_base_url=stack[0].url)
     yield client
     client._http_client._http_client_sync.close()
-
-
-Stack = tuple[LiveServer, AppProcess, Api, Callable[[], str]]
 
 
 def executions(app: AppProcess) -> dict[str, int]:

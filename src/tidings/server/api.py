@@ -58,6 +58,14 @@ async def read_env(core: Core, request: Request) -> Environment:
                                    "api", branch)
 
 
+def without_nul(value: str, field: str) -> str:
+    """``value``, refused when it holds NUL: no name or slug does (PostgreSQL text cannot hold
+    it), so it is not sent to the database."""
+    if "\x00" in value:
+        raise RequestRejected(f"{field}: must not contain NUL characters")
+    return value
+
+
 def check_params(request: Request, allowed: set[str]) -> None:
     unknown = sorted(set(request.query_params) - allowed)
     if unknown:
@@ -109,9 +117,8 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
         if cursor is not None and not ULID_RE.fullmatch(cursor):
             raise RequestRejected(f"cursor: not a cursor this API returned: {cursor!r}")
         name = request.query_params.get("name") or None
-        if name is not None and "\x00" in name:
-            # No event name holds NUL (PostgreSQL text cannot), so do not send it to the database.
-            raise RequestRejected("name: must not contain NUL characters")
+        if name is not None:
+            without_nul(name, "name")
         rows = await core.storage.list_events(EventQuery(
             env_id=env.id,
             name=name,

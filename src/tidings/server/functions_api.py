@@ -19,10 +19,15 @@ from starlette.routing import Route
 from tidings.apps import records
 from tidings.apps.config import FLOW_CONTROL
 from tidings.core import Core
-from tidings.errors import RequestRejected
 from tidings.events.model import iso
 from tidings.runs.model import HTTP_QUEUE
-from tidings.server.api import check_params, error_response, json_response, read_env
+from tidings.server.api import (
+    check_params,
+    error_response,
+    json_response,
+    read_env,
+    without_nul,
+)
 
 
 def function_json(listed: records.ListedFunction) -> dict[str, Any]:
@@ -65,10 +70,7 @@ class FunctionsAPI:
     async def get_function(self, request: Request) -> Response:
         check_params(request, set())
         env = await read_env(self.core, request)
-        slug = request.path_params["slug"]
-        if "\x00" in slug:
-            # No slug holds NUL (PostgreSQL text cannot), so do not send it to the database.
-            raise RequestRejected("slug: must not contain NUL characters")
+        slug = without_nul(request.path_params["slug"], "slug")
         found = await self.core.storage.read(
             partial(records.function_named, env_id=env.id, slug=slug))
         if found is None:

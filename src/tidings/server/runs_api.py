@@ -45,6 +45,7 @@ from tidings.server.api import (
     parse_time,
     read_env,
     time_param,
+    without_nul,
 )
 from tidings.server.http import read_body
 from tidings.storage.base import Environment, EventRow
@@ -320,11 +321,8 @@ class RunsAPI:
     # -- helpers -------------------------------------------------------------------------------
 
     async def _function(self, env: Environment, slug: str) -> FunctionRow | None:
-        if "\x00" in slug:
-            # No slug holds NUL (PostgreSQL text cannot), so do not send it to the database.
-            raise RequestRejected("function: must not contain NUL characters")
         return await self.core.storage.read(
-            partial(store.function_by_slug, env_id=env.id, slug=slug))
+            partial(store.function_by_slug, env_id=env.id, slug=without_nul(slug, "function")))
 
     async def _run(self, env: Environment, run_id: str) -> tuple[Run, str] | None:
         if not ULID_RE.fullmatch(run_id):
