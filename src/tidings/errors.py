@@ -137,9 +137,33 @@ class RetryAfterError(FunctionError):
 
 
 class StepError(FunctionError):
-    """A step failed after its retries; raised where the function awaited it."""
+    """A step failed after its retries; raised where the function awaited it.
 
-    def __init__(self, message: str, *, name: str = "Error", stack: str | None = None) -> None:
+    ``name``, ``message``, ``stack`` and ``cause`` (the error that caused it, as recorded: a
+    dict of the same shape, or None) are the step's recorded error, whichever SDK or native
+    function reported it.
+    """
+
+    def __init__(self, message: str, *, name: str = "Error", stack: str | None = None,
+                 cause: Any = None) -> None:
         super().__init__(message)
         self.name = name
         self.stack = stack
+        self.cause = cause
+
+    @classmethod
+    def from_record(cls, error: Any) -> StepError:
+        """The StepError of a step whose recorded result is ``{"error": error}``."""
+        record = error if isinstance(error, dict) else {}
+        stack = record.get("stack")
+        return cls(str(record.get("message", "step failed")),
+                   name=str(record.get("name") or "Error"),
+                   stack=stack if isinstance(stack, str) else None, cause=record.get("cause"))
+
+    def record(self) -> dict[str, Any]:
+        """The error a run that did not catch this keeps."""
+        out: dict[str, Any] = {"name": self.name, "message": self.message,
+                               "stack": self.stack}
+        if self.cause is not None:
+            out["cause"] = self.cause
+        return out

@@ -4,18 +4,19 @@ reports, read runs back through ``/v1``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import httpx
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, LiveServer, free_port, start_server, stop_server
 
 T = TypeVar("T")
 TERMINAL = ("Completed", "Failed", "Cancelled")
@@ -65,12 +66,42 @@ def start_app(tmp_path: Path, command: Sequence[str], env: dict[str, str], *,
     raise RuntimeError(f"{name} did not answer within 30 s: {app.output()}")
 
 
+@contextlib.contextmanager
+def dev_stack(tmp_path: Path, command: Sequence[str], *, name: str, cwd: Path = ROOT,
+              app_env: dict[str, str] | None = None, server_args: Sequence[str] = (),
+              server_env: dict[str, str] | None = None,
+              ) -> Iterator[tuple[LiveServer, AppProcess, dict[str, str]]]:
+    """An SDK app (``command``, as for ``start_app``) in dev mode, and a ``tidings dev -u`` on
+    a free port that syncs it: the server, the app and the app's environment; both stopped
+    afterwards."""
+    server_port = free_port()
+    env = clean_env(INNGEST_DEV="1", INNGEST_BASE_URL=f"http://127.0.0.1:{server_port}",
+                    **(app_env or {}))
+    app = start_app(tmp_path, command, env, name=name, cwd=cwd)
+    try:
+        server = start_server(tmp_path, "--db", str(tmp_path / "dev.db"), "-u", app.url,
+                              "--no-discovery", "--retry-interval", "0.2", *server_args,
+                              port=server_port, env=server_env)
+    except BaseException:
+        stop_app(app)
+        raise
+    try:
+        yield server, app, env
+    finally:
+        stop_server(server)
+        stop_app(app)
+
+
+def uvicorn_app(module: str) -> list[str]:
+    """The command that serves ``module``'s ``app`` under uvicorn (for ``start_app``)."""
+    return [sys.executable, "-m", "uvicorn", f"{module}:app", "--host", "{host}", "--port",
+            "{port}", "--log-level", "warning"]
+
+
 def start_py_app(tmp_path: Path, env: dict[str, str], *, port: int | None = None,
                  name: str = "py-app", host: str = "127.0.0.1") -> AppProcess:
-    return start_app(tmp_path, [sys.executable, "-m", "uvicorn",
-                                "tests.acceptance.inngest_py_app:app", "--host", "{host}",
-                                "--port", "{port}", "--log-level", "warning"],
-                     env, port=port, name=name, host=host)
+    return start_app(tmp_path, uvicorn_app("tests.acceptance.inngest_py_app"), env, port=port,
+                     name=name, host=host)
 
 
 def outward_address() -> str | None:

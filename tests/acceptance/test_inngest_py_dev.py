@@ -15,15 +15,8 @@ import inngest
 import pytest
 
 from tests.acceptance.py_app_scenario import check_flow, check_runs, check_synced, send
-from tests.acceptance.sdk_apps import (
-    Api,
-    AppProcess,
-    clean_env,
-    start_py_app,
-    stop_app,
-    wait_for,
-)
-from tests.conftest import ROOT, LiveServer, free_port, start_server, stop_server
+from tests.acceptance.sdk_apps import Api, AppProcess, dev_stack, uvicorn_app, wait_for
+from tests.conftest import ROOT, LiveServer
 
 
 @pytest.fixture
@@ -35,21 +28,10 @@ def app_env(request: pytest.FixtureRequest) -> dict[str, str]:
 
 @pytest.fixture
 def stack(tmp_path: Path, app_env: dict[str, str]) -> Iterator[tuple[LiveServer, AppProcess]]:
-    server_port = free_port()
-    app = start_py_app(tmp_path, clean_env(INNGEST_DEV="1",
-                                           INNGEST_BASE_URL=f"http://127.0.0.1:{server_port}",
-                                           **app_env))
-    try:
-        server = start_server(tmp_path, "--db", str(tmp_path / "dev.db"), "-u", app.url,
-                              "--no-discovery", "--retry-interval", "0.2",
-                              "-a", "tests.acceptance.native_app:client", port=server_port,
-                              env={"PYTHONPATH": str(ROOT)})
-    except BaseException:
-        stop_app(app)
-        raise
-    yield server, app
-    stop_server(server)
-    stop_app(app)
+    with dev_stack(tmp_path, uvicorn_app("tests.acceptance.inngest_py_app"), name="py-app",
+                   app_env=app_env, server_args=("-a", "tests.acceptance.native_app:client"),
+                   server_env={"PYTHONPATH": str(ROOT)}) as (server, app, _):
+        yield server, app
 
 
 @pytest.fixture

@@ -109,7 +109,7 @@ async def test_runs_are_listed_newest_first_with_filters_and_pages(
     run = charges[0]
     assert set(run) == {"id", "function", "status", "attempt", "event_id", "created_at",
                         "started_at", "ended_at", "due_at", "output", "error", "parent_run_id",
-                        "rerun_of", "replay_id"}
+                        "parent_step", "rerun_of", "replay_id"}
     assert run["created_at"] <= run["started_at"] <= run["ended_at"]
     assert run["due_at"] is None
 
@@ -234,10 +234,12 @@ async def test_a_run_shows_its_steps_what_it_waits_for_and_its_event(
     assert done["status"] == COMPLETED
     assert done["output"] == {"order": 7, "by": "grace"}
     assert done["pauses"] == []
-    assert [s["name"] for s in done["steps"]] == ["fetch", "check", "cool-off", "approval"]
+    assert [(s["name"], s["kind"]) for s in done["steps"]] == [
+        ("fetch", "run"), ("check", "run"), ("cool-off", "sleep"), ("approval", "wait")]
     for step in done["steps"]:
-        assert set(step) == {"id", "name", "status", "attempts", "started_at", "ended_at",
-                             "duration_ms", "output"}
+        assert set(step) == {"id", "name", "kind", "invoked_run_id", "status", "attempts",
+                             "started_at", "ended_at", "duration_ms", "output"}
+        assert step["invoked_run_id"] is None
         assert step["status"] == "completed"
         if step["started_at"] is not None:
             assert step["duration_ms"] >= 0

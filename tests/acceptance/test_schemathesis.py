@@ -127,6 +127,8 @@ def test_openapi_json_describes_every_json_endpoint(dev_server: LiveServer) -> N
         ("GET", "/v0/runs/{run_id}/actions"),
         ("GET", "/v1/apps"),
         ("POST", "/v1/apps/sync"),
+        ("GET", "/v1/functions"),
+        ("GET", "/v1/functions/{slug}"),
         ("GET", "/health"),
         ("GET", "/openapi.json"),
     }
@@ -175,12 +177,29 @@ def test_the_runs_api_on_real_runs_answers_as_documented(dev_server: LiveServer)
 
     assert detail["event"]["user"] == {"email": "a@b.c"}
     assert [p["kind"] for p in detail["pauses"]] == ["sleep"]
+    assert [(s["name"], s["kind"], s["invoked_run_id"]) for s in detail["steps"]] == [
+        ("first", "run", None)]
+    assert detail["parent_step"] is None
     assert [r["id"] for r in listed] == [napping["id"]]
     assert rerun["rerun_of"] == failed["id"]
     assert cancelled["status"] == "Cancelled"
     assert replay["done"] and progress == replay
     assert replay["total"] >= 1
     assert stopped["cancelled_at"] is not None
+
+
+def test_the_functions_api_answers_as_documented(dev_server: LiveServer) -> None:
+    listed = _call(dev_server, "/v1/functions", "GET", 200)
+    nap = _call(dev_server, "/v1/functions/{slug}", "GET", 200,
+                path_parameters={"slug": "fuzz-nap"})
+    _call(dev_server, "/v1/functions/{slug}", "GET", 404, path_parameters={"slug": "fuzz-no"})
+
+    assert [f["slug"] for f in listed if f["app_id"] == "fuzz"] == ["fuzz-fail", "fuzz-nap"]
+    assert nap in listed
+    assert (nap["name"], nap["kind"], nap["url"], nap["retries"]) == ("nap", "native", None, 4)
+    assert nap["triggers"] == [{"event": "fuzz/go"}]
+    assert nap["flow"] == {} and not nap["archived"]
+    assert nap["synced_at"] == nap["updated_at"]
 
 
 def _call_raw(server: LiveServer, path: str, method: str, status: int, **parts: Any) -> Any:

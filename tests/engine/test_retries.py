@@ -175,3 +175,91 @@ async def test_on_failure_and_lifecycle_events(engine: Engine) -> None:
     ]))
     handler_runs = [r for r in await engine.runs() if r.output == "handled"]
     assert len(handler_runs) == 1
+
+
+async def test_retries_count_per_step_and_per_position(engine: Engine) -> None:
+    """As Inngest counts (an attempt per queue item, a new item once a step is recorded): a
+    step's failures, and the function's own failures between two steps, count from 0 again
+    after each step. So with ``retries=1`` a run whose first step and two stretches of code
+    each fail once completes; a step that fails on its first try right after the function
+    failed at the same point is out of attempts."""
+    client = tidings.Tidings(app_id="app")
+    failed: collections.Counter[str] = collections.Counter()
+    attempts: list[int] = []
+
+    def flaky(name: str) -> str:
+        if failed[name] < 1:
+            failed[name] += 1
+            raise RuntimeError(f"{name} failed")
+        return name
+
+    @client.function(id="f", trigger=tidings.TriggerEvent(event="go"), retries=1)
+    async def f(ctx: tidings.Context) -> Any:
+        attempts.append(ctx.attempt)
+        a = await ctx.step.run("a", flaky, "a")
+        flaky("after a")
+        b = await ctx.step.run("b", lambda: "b")
+        flaky("after b")
+        return [a, b]
+
+    @client.function(id="g", trigger=tidings.TriggerEvent(event="go"), retries=1)
+    async def g(ctx: tidings.Context) -> Any:
+        flaky("before c")
+        return await ctx.step.run("c", flaky, "c")
+
+    await engine.start(client)
+    await engine.send({"name": "go"})
+    await _settle(engine)
+    runs = {r.function_id: r for r in await engine.runs()}
+    assert len(runs) == 2
+    done = next(r for r in runs.values() if r.status == COMPLETED)
+    assert done.output == ["a", "b"]
+    assert done.attempt == 1  # the failures since its last step: "after b" once
+    assert {s.name: (s.status, s.attempts) for s in await engine.steps(done.id)} == {
+        "a": ("completed", 1), "b": ("completed", 0)}
+    # ctx.attempt of each call: a fails; its retry (1) passes, then "after a" fails; the
+    # function's retry (1) passes b, then "after b" fails; its retry (1) completes.
+    assert attempts == [0, 1, 1, 1]
+    out_of_attempts = next(r for r in runs.values() if r.status == FAILED)
+    [c] = await engine.steps(out_of_attempts.id)
+    assert (c.name, c.status, c.attempts) == ("c", "failed", 2)
+
+
+async def test_native_errors_keep_their_cause_and_notes(engine: Engine) -> None:
+    client = tidings.Tidings(app_id="app")
+    seen: list[Any] = []
+
+    def charge() -> None:
+        try:
+            raise ConnectionError("card network down")
+        except ConnectionError as exc:
+            error = RuntimeError("charge failed")
+            error.add_note("card ending 4242")
+            raise error from exc
+
+    async def report(ctx: tidings.Context) -> None:
+        seen.append(ctx.event.data["error"])
+
+    @client.function(id="pay", trigger=tidings.TriggerEvent(event="go"), retries=0,
+                     on_failure=report)
+    async def pay(ctx: tidings.Context) -> Any:
+        try:
+            await ctx.step.run("charge", charge)
+        except tidings.StepError as exc:
+            seen.append(exc.cause)
+            raise
+
+    await engine.start(client)
+    await engine.send({"name": "go"})
+    await _settle(engine, rounds=3)
+    run = next(r for r in await engine.runs() if r.status == FAILED)
+    cause = {"name": "ConnectionError", "message": "card network down"}
+    [step] = await engine.steps(run.id)
+    assert step.output["error"]["cause"] == cause
+    assert step.output["error"]["notes"] == ["card ending 4242"]
+    assert run.error["name"] == "RuntimeError" and run.error["cause"] == cause
+    stepped, event_error = seen
+    assert stepped == cause
+    assert event_error["error"] == "RuntimeError: charge failed"
+    assert (event_error["name"], event_error["message"]) == ("RuntimeError", "charge failed")
+    assert event_error["cause"] == cause and "Traceback" in event_error["stack"]

@@ -11,7 +11,7 @@ import pydantic
 import tidings
 from tests.engine.conftest import Engine
 from tidings.runs import store
-from tidings.runs.model import COMPLETED, FAILED, SLEEPING
+from tidings.runs.model import COMPLETED, FAILED, SLEEPING, StepRecord
 
 
 async def test_recorded_steps_never_run_again(engine: Engine) -> None:
@@ -111,7 +111,7 @@ async def test_invoke_returns_the_result_or_raises(engine: Engine) -> None:
         try:
             await ctx.step.invoke("missing", function="app-nope")
         except tidings.StepError as exc:
-            missing = exc.name
+            missing = f"{exc.name}: {exc}"
         return [result, failure, missing]
 
     await engine.start(client)
@@ -120,9 +120,52 @@ async def test_invoke_returns_the_result_or_raises(engine: Engine) -> None:
     runs = await engine.runs()
     caller_run = next(r for r in runs if r.parent_run_id is None)
     assert caller_run.status == COMPLETED, caller_run
-    assert caller_run.output == [42, "ValueError: nope", "FunctionNotFound"]
+    # Inngest's words for a function that does not exist.
+    assert caller_run.output == [42, "ValueError: nope",
+                                 "Error: could not find function with ID: app-nope"]
     children = [r for r in runs if r.parent_run_id == caller_run.id]
     assert sorted(r.status for r in children) == [COMPLETED, FAILED]
+    missing = next(s for s in await engine.steps(caller_run.id) if s.name == "missing")
+    assert missing.status == "failed"
+
+
+async def test_an_invoke_times_out_as_inngest_says_and_the_invoked_event_carries_inngest_data(
+        engine: Engine) -> None:
+    client = tidings.Tidings(app_id="app")
+    seen: list[dict[str, Any]] = []
+
+    @client.function(id="slow", trigger=tidings.TriggerEvent(event="never"))
+    async def slow(ctx: tidings.Context) -> None:
+        seen.append(ctx.event.data)
+        await ctx.step.sleep("long", "1h")
+
+    @client.function(id="caller", trigger=tidings.TriggerEvent(event="go"), retries=0)
+    async def caller(ctx: tidings.Context) -> Any:
+        try:
+            await ctx.step.invoke("ask", function=slow, data={"x": 1}, timeout=1000)
+        except tidings.StepError as exc:
+            return [exc.name, exc.message]
+        return "unreachable"
+
+    await engine.start(client)
+    await engine.send({"name": "go"})
+    await engine.drain()
+    engine.clock.advance(1_001)
+    await engine.drain()
+    caller_run = next(r for r in await engine.runs() if r.parent_run_id is None)
+    assert caller_run.output == ["InngestInvokeTimeoutError",
+                                 "Timed out waiting for invoked function to complete"]
+    [ask] = await engine.steps(caller_run.id)
+    assert ask.status == "failed"
+    assert ask.output["error"]["name"] == "InngestInvokeTimeoutError"
+    [data] = seen
+    assert data["x"] == 1
+    meta = data["_inngest"]
+    assert meta["fn_id"] == "app-slow" and meta["name"] == "ask"
+    assert meta["correlation_id"] == f"{caller_run.id}.{ask.step}"
+    assert meta["source_app_id"] == "app" and meta["source_fn_id"] == caller_run.function_id
+    assert sorted(meta) == ["correlation_id", "expire", "fn_id", "gid", "name", "source_app_id",
+                            "source_fn_id", "source_fn_v"]
 
 
 async def test_parallel_and_repeated_step_ids(engine: Engine) -> None:
@@ -247,7 +290,7 @@ async def test_completions_written_together_skip_a_run_whose_lease_was_lost(
     (taken,) = await storage.write(lambda tx: store.claim(tx, queue, "worker-b", now, 60_000, 10))
     assert taken.id == second.id and taken.lease_token > second.lease_token
 
-    record = [("s", "s", 0, '{"data":1}', now, now)]
+    record = [StepRecord("s", "s", 0, '{"data":1}', now, now)]
     await storage.write(lambda tx: store.complete_many(tx, [
         store.Completion(first, b"1", record, now), store.Completion(second, b"2", record, now)]))
 

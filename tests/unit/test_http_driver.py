@@ -10,8 +10,10 @@ from typing import Any
 
 import httpx
 
+from tidings.engine.error_records import MALFORMED
 from tidings.engine.http_driver import HttpDriver
-from tidings.engine.outcomes import Continue, RunDone
+from tidings.engine.http_wire import MAX_REQUEST_BYTES
+from tidings.engine.outcomes import Continue, RunDone, RunFailed
 from tidings.runs.model import FunctionRow, Run, StepRow
 
 SDK = {"x-inngest-sdk": "py:v0.5.19"}
@@ -20,12 +22,16 @@ SDK = {"x-inngest-sdk": "py:v0.5.19"}
 class Host:
     """The executor's side of a call, as ``executor._Host`` behaves towards the driver."""
 
-    def __init__(self, attempts: dict[str, int] | None = None) -> None:
+    def __init__(self, attempts: dict[str, int] | None = None, run_attempt: int = 0) -> None:
         self.blockers: list[Any] = []
         self.retry = None
         self.lost = False
         self.records: list[tuple[str, bytes]] = []
         self._attempts = dict(attempts or {})
+        self._run_attempt = run_attempt
+        self.errors: list[tuple[str, dict[str, Any], bool]] = []
+        self.failed_attempts: list[int | None] = []
+        self.flushes: list[int] = []
 
     @property
     def recorded(self) -> list[StepRow]:
@@ -35,6 +41,11 @@ class Host:
     def attempts(self) -> dict[str, int]:
         return self._attempts
 
+    @property
+    def attempt(self) -> int:
+        return max(self._attempts.values(),
+                   default=0 if self.records or self.blockers else self._run_attempt)
+
     def now(self) -> int:
         return 1_700_000_000_000
 
@@ -42,12 +53,20 @@ class Host:
         self.blockers.append(blocker)
 
     async def completed(self, step: str, name: str, output: bytes,
-                        began: int | None = None) -> None:
+                        began: int | None = None, *, kind: str = "run") -> None:
         self._attempts.pop(step, None)
         self.records.append((step, output))
 
-    async def errored(self, *args: Any, **kwargs: Any) -> bool:
-        raise AssertionError("no step fails here")
+    async def errored(self, step: str, name: str, error: dict[str, Any],
+                      began: int | None = None, *, final: bool = False,
+                      kind: str = "run", attempt: int | None = None) -> bool:
+        self.errors.append((step, error, final))
+        self.failed_attempts.append(attempt)
+        return final
+
+    async def flushed(self) -> bool:
+        self.flushes.append(len(self.records))  # every record so far is now "written"
+        return True
 
 
 class NoPlans:
@@ -114,6 +133,94 @@ async def test_a_long_function_goes_back_to_the_queue_after_max_calls() -> None:
 
 
 async def test_the_attempt_is_a_retried_steps_until_it_succeeds() -> None:
-    app, host = App(steps=2), Host(attempts={"s0": 2})
+    """Then the run has moved on: the count of function-level failures starts again."""
+    app, host = App(steps=2), Host(attempts={"s0": 2}, run_attempt=1)
     await driver(app).call(FN, host, run=run(attempt=1), event=EVENT, events=[EVENT])
-    assert [call["ctx"]["attempt"] for call in app.calls] == [2, 1, 1]
+    assert [call["ctx"]["attempt"] for call in app.calls] == [2, 0, 0]
+
+
+class BigApp(App):
+    """Each step returns 1 MiB, so from the fifth call on the state passes 4 MiB (``use_api``):
+    the SDK then reads the steps through the API, and each call notes how many it could see
+    there (what the host had written when it was made)."""
+
+    def __init__(self, steps: int, host: Host) -> None:
+        super().__init__(steps)
+        self.host = host
+        self.visible: list[tuple[bool, int]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        use_api = body["use_api"]
+        done = body["ctx"]["stack"]["current"]
+        seen = self.host.flushes[-1] if use_api and self.host.flushes else len(body["steps"])
+        self.visible.append((use_api, seen))
+        if done < self.steps:
+            op = {"op": "StepRun", "id": f"s{done}", "data": "x" * (1 << 20)}
+            return httpx.Response(206, headers=SDK, json=[op])
+        return httpx.Response(200, headers=SDK, json=done)
+
+
+async def test_a_call_that_sends_the_sdk_to_the_api_first_writes_every_step_it_recorded() -> None:
+    host = Host()
+    app = BigApp(steps=8, host=host)
+    outcome = await driver(app).call(FN, host, run=run(), event=EVENT, events=[EVENT])
+    assert outcome == RunDone(b"8")
+    # With four steps recorded the state passes 4 MiB.
+    assert MAX_REQUEST_BYTES == 4 << 20
+    assert [use_api for use_api, _ in app.visible] == [False] * 4 + [True] * 5
+    # Every call saw all the steps recorded before it, wherever it read them.
+    assert [seen for _, seen in app.visible] == list(range(9))
+
+
+def failing_app(error: object) -> App:
+    class Failing(App):
+        def __call__(self, request: httpx.Request) -> httpx.Response:
+            self.calls.append(json.loads(request.content))
+            if len(self.calls) == 1:
+                op = {"op": "StepError", "id": "s0", "displayName": "charge", "error": error}
+                return httpx.Response(206, headers=SDK, json=[op])
+            return httpx.Response(200, headers=SDK, json=None)
+
+    return Failing(steps=0)
+
+
+async def test_a_step_error_is_recorded_whole_or_replaced_by_one_that_says_why() -> None:
+    sent = {"name": "Error", "message": "Oh no!", "stack": "at a.ts", "__serialized": True,
+            "cause": {"name": "Error", "message": "This is the cause", "cause": None}}
+    host = Host()
+    await driver(failing_app(sent)).call(FN, host, run=run(), event=EVENT, events=[EVENT])
+    assert host.errors == [("s0", sent, False)]
+
+    host = Host()
+    huge = {"name": "Error", "message": "big", "data": "x" * 300_000}
+    await driver(failing_app(huge)).call(FN, host, run=run(), event=EVENT, events=[EVENT])
+    [(_, kept, _)] = host.errors
+    assert kept["name"] == MALFORMED and "over the" in kept["message"]
+
+
+async def test_a_step_error_counts_the_attempt_its_call_made() -> None:
+    """Inngest's queue item attempt: a step that fails on its first try right after the
+    function failed at the same point has used one attempt more."""
+    app = failing_app({"name": "Error", "message": "m"})
+    host = Host(run_attempt=1)
+    await driver(app).call(FN, host, run=run(attempt=1), event=EVENT, events=[EVENT])
+    assert app.calls[0]["ctx"]["attempt"] == 1
+    assert host.failed_attempts == [1]
+
+
+async def test_an_answer_nested_too_deep_to_read_fails_the_call_with_a_clear_error() -> None:
+    deep = "[" * 50_000 + "]" * 50_000
+    for status, body in ((206, f'[{{"op":"StepError","id":"s0","error":{deep}}}]'),
+                         (500, deep), (200, deep)):
+        app = App(steps=0)
+        transport = httpx.MockTransport(lambda request, s=status, b=body: httpx.Response(
+            s, headers=SDK, content=b.encode()))
+        outcome = await HttpDriver(NoPlans(), None, dev=True,  # type: ignore[arg-type]
+                                   transport=transport).call(FN, Host(), run=run(),
+                                                             event=EVENT, events=[EVENT])
+        assert isinstance(outcome, RunFailed), (status, outcome)
+        assert app.calls == []
+        if status != 500:
+            assert outcome.error["name"] == "ProtocolError"
+            assert "nested too deep" in outcome.error["message"]

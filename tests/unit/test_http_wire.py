@@ -15,7 +15,6 @@ from tidings.engine.http_wire import (
     MAX_PAUSE_MS,
     CallState,
     ProtocolError,
-    error_of,
     invoke_of,
     parse_ops,
     private_transport,
@@ -118,12 +117,7 @@ def test_waits_and_invokes() -> None:
         invoke_of({"id": "h", "opts": {}}, NOW)
 
 
-def test_errors_retry_after_and_streams() -> None:
-    assert error_of({"code": "unknown", "name": "ValueError", "message": "kaput",
-                     "stack": "Traceback"}) == {"name": "ValueError", "message": "kaput",
-                                                "stack": "Traceback"}
-    assert error_of({"error": "Could not find step"}) == {"name": "Error",
-                                                          "message": "Could not find step"}
+def test_retry_after_and_streams() -> None:
     assert retry_after("120", NOW) == NOW + 120_000
     assert retry_after("2023-11-14T22:13:30.117Z", NOW) == 1_700_000_010_117
     assert retry_after("Tue, 14 Nov 2023 22:13:30 GMT", NOW) == 1_700_000_010_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tidings.runs.model import FunctionRow
 from tidings.storage.tx import Tx
 
 SYNCED, UNREACHABLE, FAILED = "synced", "unreachable", "failed"
@@ -52,3 +53,30 @@ def synced(tx: Tx, *, env_id: str, url: str, app_id: str, sdk: str | None,
 def checked(tx: Tx, *, env_id: str, url: str, status: str, error: str | None, now: int) -> None:
     """A sync of the app at ``url`` did not succeed: it is unreachable or it failed."""
     tx.run("app_checked", (env_id, url, status, error, now, now))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListedFunction:
+    """A function as the functions API shows it: its row, when its definition was first and
+    last written, and when its app last synced (None for native functions)."""
+
+    function: FunctionRow
+    created_at: int
+    updated_at: int
+    synced_at: int | None
+
+    @classmethod
+    def from_row(cls, r: tuple[Any, ...]) -> ListedFunction:
+        return cls(function=FunctionRow.from_row(r[:9]), created_at=r[9], updated_at=r[10],
+                   synced_at=r[11])
+
+
+def functions_of(tx: Tx, env_id: str) -> list[ListedFunction]:
+    """The live functions of an environment, by slug."""
+    return [ListedFunction.from_row(r) for r in tx.all("listed_functions", (env_id,))]
+
+
+def function_named(tx: Tx, env_id: str, slug: str) -> ListedFunction | None:
+    """One function of an environment by its slug, archived or not."""
+    row = tx.one("listed_function", (env_id, slug))
+    return ListedFunction.from_row(row) if row else None

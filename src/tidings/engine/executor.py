@@ -16,13 +16,14 @@ import os
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
 
 from tidings.core import Core
 from tidings.engine.backoff import Backoff, clamp_retry_after
+from tidings.engine.error_records import lifecycle
 from tidings.engine.outcomes import (
     Blocked,
     Continue,
@@ -36,14 +37,14 @@ from tidings.engine.outcomes import (
     WaitForEvent,
 )
 from tidings.errors import NonRetriableError, RequestRejected
-from tidings.events.parse import parse_events
+from tidings.events.parse import INTERNAL_DATA_KEY, parse_events
 from tidings.flow import admission as flow_admission
 from tidings.flow import routing as flow_routing
 from tidings.ids import IdSeed, floor_id, new_id, now_ms
 from tidings.router.registry import Registry
 from tidings.router.route import look_back
 from tidings.runs import store
-from tidings.runs.model import COMPLETED, FAILED, FunctionRow, Run, StepRow, dumps
+from tidings.runs.model import COMPLETED, FAILED, FunctionRow, Run, StepRecord, StepRow, dumps
 from tidings.sdk.context import _Interrupt
 from tidings.storage.base import EventRow
 from tidings.storage.outage import unavailable
@@ -96,7 +97,10 @@ class _Host:
         self.blockers: list[Any] = []
         self.retry: RetryStep | None = None
         self.lost = False
-        self._buffer: list[tuple[str, str, int, str, int, int]] = []
+        # Something new was recorded in this call (a step's result, a pause): the run moved
+        # on, and its count of function-level failures starts again (``attempt``).
+        self.progressed = False
+        self._buffer: list[StepRecord] = []
         self._began: dict[str, int] = {}
         self._buffered_at = 0
         self._pending: list[asyncio.Future[bool]] = []
@@ -112,7 +116,13 @@ class _Host:
         """Failed attempts so far of the steps that will be retried."""
         return self._failures
 
-    def take_buffer(self) -> list[tuple[str, str, int, str, int, int]]:
+    @property
+    def attempt(self) -> int:
+        """The attempt a call starting now makes (``ctx.attempt``): the failed attempts of the
+        step being retried, else the run's function-level failures since it last moved on."""
+        return max(self._failures.values(), default=0 if self.progressed else self._run.attempt)
+
+    def take_buffer(self) -> list[StepRecord]:
         buffer, self._buffer = self._buffer, []
         return buffer
 
@@ -124,6 +134,14 @@ class _Host:
             if not all(results):
                 self.lost = True
         return not self.lost
+
+    async def flushed(self) -> bool:
+        """Write every buffered step now and wait for all step records in flight: for a call
+        whose SDK reads the run's steps back through the API (``use_api``), which must see
+        them all. False when the lease was lost."""
+        if self._buffer:
+            self._pending.append(self._flush())
+        return await self.settled()
 
     def memo(self, step: str) -> tuple[bool, Any]:
         row = self._memo.get(step)
@@ -146,11 +164,13 @@ class _Host:
             lambda tx: store.record_steps(tx, run, records)))
 
     async def completed(self, step: str, name: str, output: bytes,
-                        began: int | None = None) -> None:
+                        began: int | None = None, *, kind: str = "run") -> None:
         self._failures.pop(step, None)  # a step that was being retried is done
+        self.progressed = True
         now = self.now()
         began = self._began.pop(step, now) if began is None else began
-        self._buffer.append((step, name, self._next_position(), output.decode(), began, now))
+        self._buffer.append(StepRecord(step, name, self._next_position(), output.decode(),
+                                       began, now, kind))
         if len(self._buffer) == 1:
             self._buffered_at = now
         if now - self._buffered_at < self.FLUSH_MS and len(self._buffer) < self.FLUSH_STEPS:
@@ -163,7 +183,10 @@ class _Host:
             raise _Interrupt()
 
     async def errored(self, step: str, name: str, error: dict[str, Any],
-                      began: int | None = None, *, final: bool = False) -> bool:
+                      began: int | None = None, *, final: bool = False,
+                      kind: str = "run", attempt: int | None = None) -> bool:
+        """Record a failed ``attempt`` of a step (given by a driver that knows which attempt
+        its call made); True when it was the last, and its error is now its result."""
         if self._buffer:
             self._pending.append(self._flush())
         if not await self.settled():
@@ -172,21 +195,28 @@ class _Host:
         position = self._next_position()
         retries = -1 if final else self._fn.retries
         began = self._began.pop(step, now) if began is None else began
+        if attempt is None:
+            # The step's own count once it is being retried; for its first try, the run's
+            # count at this position (Inngest's queue item attempt).
+            attempt = self._failures.get(step, 0 if self.progressed else self._run.attempt)
+        failed = attempt
         failures = await self._executor.storage.write(
             lambda tx: store.record_step_error(tx, self._run, step, name, position, error,
-                                               retries, began, now))
+                                               retries, began, now, kind, failed))
         if failures is None:
             self.lost = True
             raise _Interrupt()
         last = failures > retries
         if last:
             self._failures.pop(step, None)  # its error is its result: no more attempts
+            self.progressed = True
         else:
             self.retry = RetryStep(step, now + self._executor.settings.backoff.delay(failures))
         return last
 
     def block(self, blocker: Any) -> None:
         self.blockers.append(blocker)
+        self.progressed = True
 
     async def send(self, events: list[dict[str, Any]], key: str) -> list[str]:
         return await self._executor.send(self._run, events, key)
@@ -460,6 +490,10 @@ class Executor:
         outcome = await self._driver.call(fn_row, host, run=run, event=event, events=events)
         if not await host.settled() or outcome is None:
             return
+        if host.progressed:
+            # Retries count per position, as Inngest's queue items do: a function-level
+            # failure after the run moved on starts a count of its own.
+            run = replace(run, attempt=0)
         await self._settle(run, fn_row, event, events, outcome, host.take_buffer(),
                            first=not call.steps)
 
@@ -492,7 +526,7 @@ class Executor:
 
     async def _settle(self, run: Run, fn: FunctionRow, event: dict[str, Any],
                       events: list[dict[str, Any]], outcome: Outcome,
-                      records: list[tuple[str, str, int, str, int, int]], *,
+                      records: list[StepRecord], *,
                       first: bool = False) -> None:
         """Record what a call did. ``first``: the run had no steps when the call began, so it
         cannot have pauses (every pause it ever made left a step when it ended)."""
@@ -534,10 +568,11 @@ class Executor:
                                                         attempt=run.attempt + 1,
                                                         error=outcome.error))
             else:
+                reported = lifecycle(outcome.error, outcome.reason)
                 rows = [*self._lifecycle(run, fn, event, events, "failed", now,
-                                         error=outcome.error),
+                                         error=reported),
                         *self._lifecycle(run, fn, event, events, "finished", now,
-                                         error=outcome.error)]
+                                         error=reported)]
                 await end_write(lambda tx: self._end(tx, run, FAILED, None,
                                                      outcome.error, rows, now, records, first))
                 emitted = [r.id for r in rows]
@@ -549,7 +584,7 @@ class Executor:
             await write(
                 lambda tx: store.reschedule(tx, run, due_at=at, attempt=run.attempt))
         elif isinstance(outcome, Blocked):
-            plans = [await self._plan_invoke(run, b, now) if isinstance(b, Invoke) else None
+            plans = [await self._plan_invoke(run, fn, b, now) if isinstance(b, Invoke) else None
                      for b in outcome.blockers]
             due_now = await write(
                 lambda tx: self._pause(tx, run, fn, event, outcome, plans, now))
@@ -577,7 +612,7 @@ class Executor:
 
     def _end(self, tx: Tx, run: Run, status: str, output: Any, error: Any,
              rows: list[EventRow], now: int,
-             records: Sequence[tuple[str, str, int, str, int, int]] = (),
+             records: Sequence[StepRecord] = (),
              first: bool = False) -> None:
         if store.finish(tx, run, status=status, output=output, error=error, now=now,
                         records=records, paused=not first):
@@ -608,14 +643,19 @@ class Executor:
                          received_at=now, deliver_at=None,
                          meta=None if meta is None else msgspec.json.encode(meta))]
 
-    async def _plan_invoke(self, run: Run, blocker: Invoke,
+    async def _plan_invoke(self, run: Run, fn: FunctionRow, blocker: Invoke,
                            now: int) -> tuple[EventRow, str] | None:
         target = self.registry.function(run.env_id, blocker.function)
         if target is None:
             return None
         event_id = new_id(now)
         user, subject = await self.core.vault.seal(run.env_id, event_id, blocker.user or {})
-        data = {**blocker.data, "_tidings": {"parent_run_id": run.id, "step": blocker.step}}
+        # What Inngest's executor puts in an invocation event (``event.InngestMetadata``);
+        # Tidings has no run groups (``gid``) nor function versions (``source_fn_v``).
+        data = {**blocker.data, INTERNAL_DATA_KEY: {
+            "fn_id": blocker.function, "correlation_id": f"{run.id}.{blocker.step}",
+            "expire": blocker.until, "gid": "", "name": blocker.name,
+            "source_app_id": fn.app_id, "source_fn_id": fn.id, "source_fn_v": 0}}
         row = EventRow(id=event_id, env_id=run.env_id, name="tidings/function.invoked",
                        data=msgspec.json.encode(data), user=user, user_subject=subject,
                        key=None, ts=now, v=None, source="tidings", context=None,
@@ -643,10 +683,11 @@ class Executor:
                 if plan is None:
                     store.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
                                 until=blocker.until)
+                    # Inngest's words (``runner.FindInvokedFunction``), which SDK tests match.
                     store.resolve_pause(tx, run.id, blocker.step, blocker.name, {"error": {
-                        "name": "FunctionNotFound",
-                        "message": f"function {blocker.function!r} not found"}}, now,
-                        failed=True)
+                        "name": "Error",
+                        "message": f"could not find function with ID: {blocker.function}"}},
+                        now, kind="invoke", failed=True)
                     continue
                 row, target_id = plan
                 store.insert_event(tx, row, delivered_at=now)
@@ -657,7 +698,8 @@ class Executor:
                     store.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
                                 until=blocker.until)
                     store.resolve_pause(tx, run.id, blocker.step, blocker.name, {"error": {
-                        "name": "RateLimited", "message": refused}}, now, failed=True)
+                        "name": "RateLimited", "message": refused}}, now, kind="invoke",
+                        failed=True)
                     continue
                 child = store.create_run(tx, fn=target, event_id=row.id, due_at=now, now=now,
                                          dedup_key=f"invoke:{run.id}:{blocker.step}",

@@ -26,16 +26,18 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import msgspec
 
+from tidings.engine.error_records import ErrorJSON, error_of
 from tidings.engine.http_client import AppCaller, AppClient, CallFailed, HttpxClient, proxied
 from tidings.engine.http_wire import (
     CallState,
     ProtocolError,
+    decode,
     display_name,
-    error_of,
     invoke_of,
     parse_ops,
     retry_after,
     sleep_until,
+    step_kind,
     streamed_distrust,
     unwrap_stream,
     wait_of,
@@ -43,7 +45,6 @@ from tidings.engine.http_wire import (
 from tidings.engine.outcomes import (
     Blocked,
     Continue,
-    ErrorJSON,
     Outcome,
     RetryStep,
     RunDone,
@@ -74,15 +75,21 @@ class HttpHost(Protocol):
     @property
     def attempts(self) -> dict[str, int]: ...
 
+    @property
+    def attempt(self) -> int: ...
+
     def now(self) -> int: ...
 
     def block(self, blocker: Any) -> None: ...
 
     async def completed(self, step: str, name: str, output: bytes,
-                        began: int | None = None) -> None: ...
+                        began: int | None = None, *, kind: str = "run") -> None: ...
 
     async def errored(self, step: str, name: str, error: dict[str, Any],
-                      began: int | None = None, *, final: bool = False) -> bool: ...
+                      began: int | None = None, *, final: bool = False,
+                      kind: str = "run", attempt: int | None = None) -> bool: ...
+
+    async def flushed(self) -> bool: ...
 
 
 UNSIGNED = "the app's answer is not signed with this environment's signing key; it was not believed"
@@ -94,6 +101,7 @@ class Reply:
     headers: dict[str, str]
     body: bytes
     distrust: str | None  # why the answer is not believed; None in dev or when it is signed
+    attempt: int = 0  # the ``ctx.attempt`` of the call it answers
 
     @property
     def trusted(self) -> bool:
@@ -148,8 +156,7 @@ class HttpDriver:
                              force_plan=planned is not None, event=event, events=events,
                              recorded=host.recorded)
         for _ in range(self.MAX_CALLS):
-            # The attempt of a step being retried, else the run's.
-            state.attempt = max(host.attempts.values(), default=run.attempt)
+            state.attempt = host.attempt
             try:
                 outcome = await self._answer(fn, host, state, keys, "step")
             except _Interrupt:
@@ -168,7 +175,7 @@ class HttpDriver:
                       keys: EnvSigningKeys | None, step_id: str) -> Outcome | None:
         """Make one request and take in its answer; None when the run goes on."""
         began = host.now()
-        reply = await self._post(fn, state, keys, step_id,
+        reply = await self._post(fn, host, state, keys, step_id,
                                  None if step_id == "step" else host.attempts.get(step_id, 0))
         if isinstance(reply, RunFailed):
             return reply
@@ -218,14 +225,16 @@ class HttpDriver:
         try:
             if kind in ("StepRun", "Step"):
                 data = op.get("data")
-                await host.completed(step, name, msgspec.json.encode({"data": data}), began)
+                await host.completed(step, name, msgspec.json.encode({"data": data}), began,
+                                     kind=step_kind(op))
                 state.remember(step, {"data": data})
             elif kind in ("StepError", "StepFailed"):
                 # StepFailed is the SDK's own "out of attempts"; a signed no-retry ends it too.
                 final = kind == "StepFailed" or reply.headers.get(
                     "x-inngest-no-retry", "").lower() == "true"
                 error = error_of(op.get("error"))
-                if await host.errored(step, name, error, began, final=final):
+                if await host.errored(step, name, error, began, final=final,
+                                      kind=step_kind(op), attempt=reply.attempt):
                     state.remember(step, {"error": error})
                 elif host.retry is not None:
                     at = retry_after(reply.headers.get("retry-after"), now)
@@ -249,30 +258,38 @@ class HttpDriver:
     def _done(self, body: bytes) -> Outcome:
         text = body.strip() or b"null"
         try:
-            msgspec.json.decode(text)
-        except msgspec.DecodeError:
-            return _failure("ProtocolError", "the function's result is not JSON")
+            decode(text, "the function's result")
+        except ProtocolError as exc:
+            return _failure("ProtocolError", str(exc))
         return RunDone(text)
 
     def _failed(self, reply: Reply, now: int) -> RunFailed:
         try:
-            answer = msgspec.json.decode(reply.body) if reply.body.strip() else None
-        except msgspec.DecodeError:
+            answer = decode(reply.body, "the error") if reply.body.strip() else None
+        except ProtocolError:
             answer = reply.body.decode(errors="replace")[:2000]
         error: ErrorJSON = error_of(answer, "HTTPError")
         if not (isinstance(answer, dict) and answer.get("name")):
             error["message"] = f"the app answered {reply.status}: {error['message']}".rstrip(": ")
+        # What Inngest's executor says of a failed call in ``function.failed``.
+        reason = f"invalid status code: {reply.status}"
         # Only a signed answer may stop the retries or move them.
         if not reply.trusted:
-            return RunFailed(error)
+            return RunFailed(error, reason=reason)
         retriable = reply.headers.get("x-inngest-no-retry", "").lower() != "true"
         return RunFailed(error, retriable=retriable,
-                         retry_at=retry_after(reply.headers.get("retry-after"), now))
+                         retry_at=retry_after(reply.headers.get("retry-after"), now),
+                         reason=reason)
 
-    async def _post(self, fn: FunctionRow, state: CallState, keys: EnvSigningKeys | None,
-                    step_id: str, attempt: int | None) -> Reply | RunFailed:
+    async def _post(self, fn: FunctionRow, host: HttpHost, state: CallState,
+                    keys: EnvSigningKeys | None, step_id: str,
+                    attempt: int | None) -> Reply | RunFailed:
         assert fn.url is not None
         body = state.body(step_id, attempt)
+        if state.used_api and not await host.flushed():
+            # The SDK reads the steps from the API, maybe from another server process: every
+            # step this call recorded must be in the database first, or it would run again.
+            raise _Interrupt()
         headers = {"content-type": "application/json", "user-agent": USER_AGENT,
                    "x-run-id": state.run_id, "x-inngest-step-id": step_id}
         if keys is not None:
@@ -303,4 +320,5 @@ class HttpDriver:
             distrust = streamed_distrust(url, found, inner, answer, keys.all, answered=answered)
         else:
             distrust = None if verify(raw, found.get("x-inngest-signature"), keys.all) else UNSIGNED
-        return Reply(status, {**found, **inner}, answer, distrust)
+        return Reply(status, {**found, **inner}, answer, distrust,
+                     state.attempt if attempt is None else attempt)

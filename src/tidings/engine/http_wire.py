@@ -25,7 +25,7 @@ import msgspec
 
 from tidings.canonical import canonical
 from tidings.durations import to_ms
-from tidings.engine.outcomes import ErrorJSON, Invoke, WaitForEvent
+from tidings.engine.outcomes import Invoke, WaitForEvent
 from tidings.errors import ConfigError
 from tidings.events.meta import MetaError, resolve_meta
 from tidings.runs.model import StepRow
@@ -73,6 +73,7 @@ class CallState:
     events: list[dict[str, Any]]
     steps: dict[str, Any] = field(default_factory=dict)
     stack: list[str] = field(default_factory=list)
+    used_api: bool = False  # the last body made tells the SDK to read the run from the API
 
     @classmethod
     def of(cls, *, run_id: str, attempt: int, retries: int, force_plan: bool,
@@ -94,7 +95,8 @@ class CallState:
         """The request body for a call aimed at ``step_id`` (``step``: from the top). Over
         4 MiB, the SDK is told to fetch the events and steps itself (``use_api``)."""
         body = self._body(step_id, attempt, use_api=False)
-        if len(body) > MAX_REQUEST_BYTES:
+        self.used_api = len(body) > MAX_REQUEST_BYTES
+        if self.used_api:
             body = self._body(step_id, attempt, use_api=True)
         return body
 
@@ -120,12 +122,21 @@ def memos(steps: Sequence[StepRow]) -> dict[str, Any]:
 
 # -- answers ---------------------------------------------------------------------------------
 
+def decode(body: bytes, what: str) -> Any:
+    """JSON from an app, or a ``ProtocolError`` naming ``what`` — nested too deep to read
+    included (a decoder's ``RecursionError`` would otherwise escape as an engine failure and
+    the run would be retried forever)."""
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"{what} is not JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(f"{what} is nested too deep to read") from None
+
+
 def parse_ops(body: bytes) -> list[dict[str, Any]]:
     """The ops of a 206: an array, or one object (older SDKs)."""
-    try:
-        value = msgspec.json.decode(body) if body.strip() else []
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(f"the 206 body is not JSON: {exc}") from None
+    value = decode(body, "the 206 body") if body.strip() else []
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(op, dict) for op in value):
@@ -138,12 +149,12 @@ def parse_ops(body: bytes) -> list[dict[str, Any]]:
 
 def unwrap_stream(body: bytes) -> tuple[int, dict[str, str], bytes]:
     """A streamed answer (201: keep-alive spaces, then ``{"status", "headers", "body"}``)."""
+    envelope = decode(body.strip(), "the streamed answer")
     try:
-        envelope = msgspec.json.decode(body.strip())
         status = int(envelope["status"])
         headers = {str(k).lower(): str(v) for k, v in (envelope.get("headers") or {}).items()}
         inner = envelope.get("body")
-    except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise ProtocolError("the streamed answer is not a status, headers and body") from None
     raw = inner.encode() if isinstance(inner, str) else msgspec.json.encode(inner)
     return status, headers, raw
@@ -196,6 +207,18 @@ def display_name(op: Mapping[str, Any]) -> str:
         if isinstance(candidate, str) and candidate:
             return candidate
     return str(op["id"])
+
+
+# ``opts.type`` of the step tools inngest-js reports as plain steps (inngest-py sends none).
+_TYPED_KINDS = {"step.sendEvent": "send", "step.ai.wrap": "ai", "step.ai.infer": "ai"}
+
+
+def step_kind(op: Mapping[str, Any]) -> str:
+    """What a step the SDK ran is, for the runs API: ``send``, ``ai`` or ``run``."""
+    if op.get("op") == "AIGateway":
+        return "ai"
+    kind = _opts(op).get("type")
+    return _TYPED_KINDS.get(kind, "run") if isinstance(kind, str) else "run"
 
 
 def _opts(op: Mapping[str, Any]) -> dict[str, Any]:
@@ -264,19 +287,6 @@ def invoke_of(op: Mapping[str, Any], now: int) -> Invoke:
         raise ProtocolError(f"the invocation's {exc}") from None
     return Invoke(op["id"], display_name(op), function, data if isinstance(data, dict) else {},
                   user if isinstance(user, dict) else None, until, meta)
-
-
-def error_of(value: Any, default_name: str = "Error") -> ErrorJSON:
-    """An SDK's error (``{name, message, stack, code}``, or a bare message) as a run keeps
-    it."""
-    if isinstance(value, dict):
-        name = value.get("name") or default_name
-        message = value.get("message") or value.get("error") or ""
-        out: ErrorJSON = {"name": str(name), "message": str(message)}
-        if value.get("stack"):
-            out["stack"] = str(value["stack"])
-        return out
-    return {"name": default_name, "message": "" if value is None else str(value)[:2000]}
 
 
 def retry_after(value: str | None, now: int) -> int | None:

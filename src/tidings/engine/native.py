@@ -13,13 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from tidings.engine.error_records import exception_record
 from tidings.engine.outcomes import (
     Blocked,
     Outcome,
     RetryStep,
     RunDone,
     RunFailed,
-    error_json,
 )
 from tidings.errors import NonRetriableError, RetryAfterError, StepError
 from tidings.runs.model import FunctionRow, Run, StepRow
@@ -47,6 +47,9 @@ class CallControl(StepHost, Protocol):
 
     @property
     def recorded(self) -> list[StepRow]: ...
+
+    @property
+    def attempt(self) -> int: ...
 
 
 def retry_at(exc: RetryAfterError, now: int) -> int | None:
@@ -78,7 +81,7 @@ class NativeDriver:
                    event: dict[str, Any], events: list[dict[str, Any]]) -> Outcome | None:
         """Call the function once; None when the call was abandoned (its lease was lost)."""
         fn = self.functions[row.slug]
-        run_id, attempt = run.id, run.attempt
+        run_id, attempt = run.id, host.attempt
         step = Step(host)
         received = [ReceivedEvent.from_json(e) for e in events]
         first = received[0] if events and events[0] is event else ReceivedEvent.from_json(event)
@@ -100,14 +103,14 @@ class NativeDriver:
                 return host.retry
             return Blocked(tuple(host.blockers))
         except NonRetriableError as exc:
-            return RunFailed(error_json(exc), retriable=False)
+            return RunFailed(exception_record(exc), retriable=False)
         except RetryAfterError as exc:
-            return RunFailed(error_json(exc), retriable=True, retry_at=retry_at(exc, host.now()))
+            return RunFailed(exception_record(exc), retriable=True,
+                             retry_at=retry_at(exc, host.now()))
         except StepError as exc:
-            return RunFailed({"name": exc.name, "message": exc.message, "stack": exc.stack},
-                             retriable=False)
+            return RunFailed(exc.record(), retriable=False)
         except Exception as exc:
-            return RunFailed(error_json(exc), retriable=True)
+            return RunFailed(exception_record(exc), retriable=True)
         if host.lost:
             return None
         if host.blockers:
@@ -115,7 +118,7 @@ class NativeDriver:
         try:
             return RunDone(_unwrap(encode_output(result)))
         except NonRetriableError as exc:
-            return RunFailed(error_json(exc), retriable=False)
+            return RunFailed(exception_record(exc), retriable=False)
 
 
 def _unwrap(wrapped: bytes) -> bytes:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tidings.engine.error_records import ErrorJSON
+
 if TYPE_CHECKING:
     from tidings.runs.model import FunctionRow, Run
-
-ErrorJSON = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +76,14 @@ class RunDone:
 
 @dataclass(frozen=True, slots=True)
 class RunFailed:
+    """The function failed: ``error`` is what the run keeps; ``reason`` what the
+    ``function.failed`` event says went wrong, when it is more than the error's name and
+    message (``invalid status code: 500``: the app answered so)."""
+
     error: ErrorJSON
     retriable: bool = True
     retry_at: int | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +120,3 @@ class Driver(Protocol):
 
     def close(self) -> None: ...
 
-
-def error_json(exc: BaseException) -> ErrorJSON:
-    import traceback
-
-    return {
-        "name": type(exc).__name__,
-        "message": str(exc),
-        "stack": "".join(traceback.format_exception(exc)),
-    }

@@ -223,7 +223,7 @@ def _resume_waiters(tx: Tx, waits: list[tuple[Any, ...]], event_id: str, event: 
         variables = {"event": msgspec.json.decode(trigger) if trigger else {}, "async": event}
         if matches(condition, variables):
             waits.remove(entry)
-            if store.resolve_pause(tx, run_id, step, step_name, event, now):
+            if store.resolve_pause(tx, run_id, step, step_name, event, now, kind="wait"):
                 routed.woken.append(run_id)
 
 
@@ -240,5 +240,6 @@ def look_back(tx: Tx, env_id: str, run_id: str, step: str, step_name: str, event
                 continue
             _, event, _, _ = event_json(row)
             if matches(condition, {"event": trigger, "async": event}):
-                return store.resolve_pause(tx, run_id, step, step_name, event, now)
+                return store.resolve_pause(tx, run_id, step, step_name, event, now,
+                                           kind="wait")
     return False

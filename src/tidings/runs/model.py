@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -89,6 +89,9 @@ class Run:
         )
 
 
+STEP_KINDS = ("run", "sleep", "wait", "invoke", "send", "ai")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepRow:
     step: str
@@ -99,8 +102,21 @@ class StepRow:
     attempts: int
     started_at: int | None
     ended_at: int | None
+    kind: str = "run"  # one of STEP_KINDS
 
     @classmethod
     def from_row(cls, r: tuple[Any, ...]) -> StepRow:
         return cls(step=r[0], name=r[1], position=r[2], status=r[3], output=loads(r[4]),
-                   attempts=r[5], started_at=r[6], ended_at=r[7])
+                   attempts=r[5], started_at=r[6], ended_at=r[7], kind=r[8])
+
+
+class StepRecord(NamedTuple):
+    """A step that finished in a call, as the call buffers it until it is written."""
+
+    step: str
+    name: str
+    position: int
+    output: str  # the JSON of {"data": value}
+    started_at: int
+    ended_at: int
+    kind: str = "run"

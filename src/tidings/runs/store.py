@@ -23,6 +23,7 @@ from tidings.runs.model import (
     WAITING,
     FunctionRow,
     Run,
+    StepRecord,
     StepRow,
     dumps,
     loads,
@@ -236,7 +237,18 @@ def steps_of(tx: Tx, run_id: str) -> list[StepRow]:
     return [StepRow.from_row(r) for r in tx.all("steps_of_run", (run_id,))]
 
 
+def invoked_runs(tx: Tx, run_id: str) -> dict[str, str]:
+    """The runs a run invoked, by the step that invoked each."""
+    return {str(step): str(child) for step, child in tx.all("invoked_runs", (run_id,))}
+
+
 # -- one call of a run -----------------------------------------------------------------------
+
+# An invocation that timed out, as Inngest words it (``ResumeRequest.SetInvokeTimeoutError``).
+INVOKE_TIMEOUT = {"error": {
+    "error": "InngestInvokeTimeoutError: Timed out waiting for invoked function to complete",
+    "name": "InngestInvokeTimeoutError",
+    "message": "Timed out waiting for invoked function to complete"}}
 
 def open_call(tx: Tx, run: Run, now: int) -> list[StepRow] | None:
     """Settle pauses that expired, then the run's steps; None when the lease is lost."""
@@ -248,13 +260,10 @@ def open_call(tx: Tx, run: Run, now: int) -> list[StepRow] | None:
         if until > now:
             continue
         tx.run("delete_pause", (run.id, step))
-        if kind == "invoke":
-            memo: Any = {"error": {"name": "InvokeTimeout",
-                                   "message": f"invoked function did not finish in time ({name})"}}
-        else:
-            memo = None
-        tx.run("insert_step", (run.id, step, name, position, "completed", dumps(memo), 0,
-                               until, now))
+        memo = INVOKE_TIMEOUT if kind == "invoke" else None
+        tx.run("insert_step", (run.id, step, name, position,
+                               "completed" if memo is None else "failed", dumps(memo), 0,
+                               until, now, kind))
         position += 1
     return steps_of(tx, run.id)
 
@@ -264,38 +273,35 @@ def _next_position(tx: Tx, run_id: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _completed_steps(run_id: str, records: Sequence[tuple[str, str, int, str, int, int]]
-                     ) -> list[tuple[Any, ...]]:
-    """``insert_step`` rows for finished steps ``(step, name, position, output, started_at,
-    ended_at)``."""
-    return [(run_id, step, name, position, "completed", output, 0, began, at)
-            for step, name, position, output, began, at in records]
+def _completed_steps(run_id: str, records: Sequence[StepRecord]) -> list[tuple[Any, ...]]:
+    """``insert_step`` rows for finished steps."""
+    return [(run_id, r.step, r.name, r.position, "completed", r.output, 0, r.started_at,
+             r.ended_at, r.kind) for r in records]
 
 
-def record_steps(tx: Tx, run: Run,
-                 records: Sequence[tuple[str, str, int, str, int, int]]) -> bool:
-    """Record finished steps ``(step, name, position, output, started_at, ended_at)`` in
-    order."""
+def record_steps(tx: Tx, run: Run, records: Sequence[StepRecord]) -> bool:
+    """Record finished steps in order."""
     if leased_status(tx, run.id, run.lease_token) is None:
         return False
     if records:
         tx.many("insert_step", _completed_steps(run.id, records))
-        tx.run("progress", (records[-1][5], run.id))
+        tx.run("progress", (records[-1].ended_at, run.id))
     return True
 
 
 def record_step_error(tx: Tx, run: Run, step: str, name: str, position: int,
                       error: dict[str, Any], retries: int, started_at: int,
-                      now: int) -> int | None:
-    """Count a failed attempt and return how many there have been (more than ``retries``: it was
-    the last, and the error is now the step's result); None when the lease is lost."""
+                      now: int, kind: str = "run", attempt: int = 0) -> int | None:
+    """Count the failed ``attempt`` (0 for a first try) and return how many attempts there
+    have been (more than ``retries``: it was the last, and the error is now the step's result);
+    None when the lease is lost."""
     if leased_status(tx, run.id, run.lease_token) is None:
         return None
     row = tx.one("step_attempts", (run.id, step))
-    attempts = (int(row[0]) if row else 0) + 1
+    attempts = max(int(row[0]) if row else 0, attempt) + 1
     final = attempts > retries
     tx.run("insert_step", (run.id, step, name, position, "failed" if final else "errored",
-                           dumps({"error": error}), attempts, started_at, now))
+                           dumps({"error": error}), attempts, started_at, now, kind))
     if final:
         tx.run("progress", (now, run.id))
     return attempts
@@ -317,8 +323,7 @@ def hand_back(tx: Tx, run: Run, due_at: int) -> bool:
 
 
 def finish(tx: Tx, run: Run, *, status: str, output: Any, error: Any, now: int,
-           records: Sequence[tuple[str, str, int, str, int, int]] = (),
-           paused: bool = True) -> bool:
+           records: Sequence[StepRecord] = (), paused: bool = True) -> bool:
     """End a run (Completed or Failed) with the steps its last call finished (``records``, as
     in ``record_steps``), and settle an invoking parent; False when the lease is lost (nothing
     written). ``paused=False`` says the run cannot have pauses left to remove."""
@@ -342,7 +347,7 @@ class Completion:
 
     run: Run
     output: bytes  # JSON
-    records: Sequence[tuple[str, str, int, str, int, int]]
+    records: Sequence[StepRecord]
     now: int
 
 
@@ -370,18 +375,19 @@ def _settle_parent(tx: Tx, child_id: str, status: str, output: Any, error: Any,
     if parent is None:
         return
     memo = {"data": output} if status == COMPLETED else {"error": error}
-    resolve_pause(tx, parent[0], parent[1], parent[2], memo, now,
+    resolve_pause(tx, parent[0], parent[1], parent[2], memo, now, kind="invoke",
                   failed=status != COMPLETED)
 
 
 def resolve_pause(tx: Tx, run_id: str, step: str, name: str, memo: Any, now: int, *,
-                  failed: bool = False) -> bool:
-    """Give a paused step its result and wake the run; False when someone else already did."""
+                  kind: str, failed: bool = False) -> bool:
+    """Give a paused step (``kind`` sleep, wait or invoke) its result and wake the run; False
+    when someone else already did."""
     if tx.run("delete_pause", (run_id, step)) == 0:
         return False
     position = _next_position(tx, run_id)
     tx.run("insert_step", (run_id, step, name, position, "failed" if failed else "completed",
-                           dumps(memo), 0, None, now))
+                           dumps(memo), 0, None, now, kind))
     tx.run("progress", (now, run_id))
     tx.run("wake_run", (now, run_id))
     return True

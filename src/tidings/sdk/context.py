@@ -20,12 +20,12 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import msgspec
 
 from tidings.durations import Duration, to_ms
+from tidings.engine.error_records import exception_record
 from tidings.engine.outcomes import (
     Blocker,
     Invoke,
     Sleep,
     WaitForEvent,
-    error_json,
 )
 from tidings.errors import NonRetriableError, RetryAfterError, StepError
 from tidings.events.meta import MetaError, resolve_meta
@@ -82,8 +82,10 @@ class StepHost(Protocol):
     def memo(self, step: str) -> tuple[bool, Any]:
         """``(True, memo)`` when the step is recorded."""
 
-    async def completed(self, step: str, name: str, output: bytes) -> None:
-        """Record a finished step (``output`` is the JSON of ``{"data": value}``)."""
+    async def completed(self, step: str, name: str, output: bytes, *,
+                        kind: str = "run") -> None:
+        """Record a finished step (``output`` is the JSON of ``{"data": value}``; ``kind``:
+        ``run``, or ``send`` for a ``send_event``)."""
 
     async def errored(self, step: str, name: str, error: dict[str, Any]) -> bool:
         """Record a failed attempt; True when it was the last (the error is then final)."""
@@ -142,9 +144,7 @@ class Step:
         if not found:
             return False, None
         if isinstance(memo, dict) and "error" in memo and len(memo) == 1:
-            error = memo["error"] or {}
-            raise StepError(str(error.get("message", "step failed")),
-                            name=str(error.get("name", "Error")), stack=error.get("stack"))
+            raise StepError.from_record(memo["error"])
         if isinstance(memo, dict) and "data" in memo and len(memo) == 1:
             return True, memo["data"]
         return True, memo
@@ -152,6 +152,10 @@ class Step:
     async def run(self, step_id: str, fn: Callable[..., Any],
                   *args: Any, output_type: Any = None) -> Any:
         """Run ``fn(*args)`` once for this run; later calls get its recorded result."""
+        return await self._run(step_id, fn, args, output_type, "run")
+
+    async def _run(self, step_id: str, fn: Callable[..., Any], args: Sequence[Any],
+                   output_type: Any, kind: str) -> Any:
         step = self._id(step_id)
         found, value = self._recorded(step)
         if found:
@@ -163,9 +167,10 @@ class Step:
         except (NonRetriableError, RetryAfterError, _Interrupt):
             raise
         except Exception as exc:
-            _give_up(exc, await self._host.errored(step, step_id, error_json(exc)))
+            record = exception_record(exc)
+            _give_up(exc, record, await self._host.errored(step, step_id, record))
         output = encode_output(result)
-        await self._host.completed(step, step_id, output)
+        await self._host.completed(step, step_id, output, kind=kind)
         return _returned(output, output_type)
 
     async def sleep(self, step_id: str, duration: Duration) -> None:
@@ -208,7 +213,7 @@ class Step:
         batch = events if isinstance(events, list | tuple) else [events]
         body = [e.to_json() if hasattr(e, "to_json") else dict(e) for e in batch]
         key = f"{step_id}:{self._seen.get(step_id, 0)}"
-        ids: list[str] = await self.run(step_id, self._host.send, body, key)
+        ids: list[str] = await self._run(step_id, self._host.send, (body, key), None, "send")
         return ids
 
     async def parallel(self, *branches: Callable[[], Awaitable[T]]) -> list[T]:
@@ -225,11 +230,12 @@ class Step:
         raise _Interrupt()
 
 
-def _give_up(exc: Exception, final: bool) -> NoReturn:
-    """After a step's failed attempt: raise it into the function when it was the last,
-    otherwise end the call so the step is retried later."""
+def _give_up(exc: Exception, record: dict[str, Any], final: bool) -> NoReturn:
+    """After a step's failed attempt: raise it into the function when it was the last (as a
+    replay would: from its recorded error), otherwise end the call so the step is retried
+    later."""
     if final:
-        raise StepError(str(exc), name=type(exc).__name__) from exc
+        raise StepError.from_record(record) from exc
     raise _Interrupt() from None
 
 
@@ -275,7 +281,8 @@ class SyncStep:
         except (NonRetriableError, RetryAfterError, _Interrupt):
             raise
         except Exception as exc:
-            _give_up(exc, self._wait(step._host.errored(sid, step_id, error_json(exc))))
+            record = exception_record(exc)
+            _give_up(exc, record, self._wait(step._host.errored(sid, step_id, record)))
         output = encode_output(result)
         self._wait(step._host.completed(sid, step_id, output))
         return _returned(output, output_type)

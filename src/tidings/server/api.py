@@ -58,6 +58,14 @@ async def read_env(core: Core, request: Request) -> Environment:
                                    "api", branch)
 
 
+def without_nul(value: str, field: str) -> str:
+    """``value``, refused when it holds NUL: no name or slug does (PostgreSQL text cannot hold
+    it), so it is not sent to the database."""
+    if "\x00" in value:
+        raise RequestRejected(f"{field}: must not contain NUL characters")
+    return value
+
+
 def check_params(request: Request, allowed: set[str]) -> None:
     unknown = sorted(set(request.query_params) - allowed)
     if unknown:
@@ -97,6 +105,7 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
     """Every route of the JSON API. ``runtime`` gives the process's runtime, if one runs: the
     runs API wakes its executors when it queues runs."""
     from tidings.server.flow_api import FlowAPI
+    from tidings.server.functions_api import FunctionsAPI
     from tidings.server.runs_api import RunsAPI  # it builds on the helpers of this module
 
     async def list_events(request: Request) -> Response:
@@ -108,9 +117,8 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
         if cursor is not None and not ULID_RE.fullmatch(cursor):
             raise RequestRejected(f"cursor: not a cursor this API returned: {cursor!r}")
         name = request.query_params.get("name") or None
-        if name is not None and "\x00" in name:
-            # No event name holds NUL (PostgreSQL text cannot), so do not send it to the database.
-            raise RequestRejected("name: must not contain NUL characters")
+        if name is not None:
+            without_nul(name, "name")
         rows = await core.storage.list_events(EventQuery(
             env_id=env.id,
             name=name,
@@ -185,4 +193,5 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
         Route("/v1/events/{event_id}", get_event, methods=["GET"]),
         *RunsAPI(core, runtime).routes(),
         *FlowAPI(core, runtime).routes(),
+        *FunctionsAPI(core).routes(),
     ]

@@ -15,13 +15,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tidings.core import Core
-from tidings.errors import RequestRejected
 from tidings.events.model import iso
 from tidings.flow.cancel import cancel_between
 from tidings.ids import now_ms
 from tidings.router.registry import Registry
 from tidings.runs import store
-from tidings.server.api import check_params, error_response, json_response, read_env
+from tidings.server.api import (
+    check_params,
+    error_response,
+    json_response,
+    read_env,
+    without_nul,
+)
 from tidings.server.http import read_body
 from tidings.server.runs_api import range_request
 
@@ -47,10 +52,8 @@ class FlowAPI:
         body = await read_body(request.scope, request.receive,
                                self.core.settings.limits.max_body_bytes)
         slug, since, until = _request(body)
-        if "\x00" in slug:
-            raise RequestRejected("function: must not contain NUL characters")
         fn = await self.core.storage.read(
-            partial(store.function_by_slug, env_id=env.id, slug=slug))
+            partial(store.function_by_slug, env_id=env.id, slug=without_nul(slug, "function")))
         if fn is None:
             return error_response(404, f"function {slug!r} not found")
         await self.core.storage.read(self._registry.refresh)

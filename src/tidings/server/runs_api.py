@@ -45,6 +45,7 @@ from tidings.server.api import (
     parse_time,
     read_env,
     time_param,
+    without_nul,
 )
 from tidings.server.http import read_body
 from tidings.storage.base import Environment, EventRow
@@ -74,6 +75,7 @@ def run_json(run: Run, slug: str) -> dict[str, Any]:
         "output": run.output,
         "error": run.error,
         "parent_run_id": run.parent_run_id,
+        "parent_step": run.parent_step,
         "rerun_of": run.rerun_of,
         "replay_id": run.replay_id,
     }
@@ -87,13 +89,16 @@ def waiting_json(waiting: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**waiting, "since": iso(waiting["since"]), "until": iso(waiting["until"])}
 
 
-def step_json(step: StepRow) -> dict[str, Any]:
+def step_json(step: StepRow, invoked: dict[str, str]) -> dict[str, Any]:
+    """A step, with the run it invoked (``invoked``: the run's children by step)."""
     duration = None
     if step.started_at is not None and step.ended_at is not None:
         duration = step.ended_at - step.started_at
     return {
         "id": step.step,
         "name": step.name,
+        "kind": step.kind,
+        "invoked_run_id": invoked.get(step.step) if step.kind == "invoke" else None,
         "status": step.status,
         "attempts": step.attempts,
         "started_at": iso(step.started_at),
@@ -198,13 +203,14 @@ class RunsAPI:
             return _not_found("run", run_id)
         run, slug = found
 
-        def details(tx: Tx) -> tuple[list[StepRow], list[PauseRow], dict[str, Any] | None]:
+        def details(tx: Tx) -> tuple[list[StepRow], list[PauseRow], dict[str, Any] | None,
+                                     dict[str, str]]:
             return (store.steps_of(tx, run.id), store.pauses_of(tx, run.id),
-                    flow_status.waiting(tx, run))
+                    flow_status.waiting(tx, run), store.invoked_runs(tx, run.id))
 
-        steps, pauses, waiting = await self.core.storage.read(details)
+        steps, pauses, waiting, invoked = await self.core.storage.read(details)
         event = await self.core.events.get(run.env_id, run.event_id)
-        data = {**run_json(run, slug), "steps": [step_json(s) for s in steps],
+        data = {**run_json(run, slug), "steps": [step_json(s, invoked) for s in steps],
                 "pauses": [pause_json(p) for p in pauses], "waiting": waiting_json(waiting),
                 "event": event.to_json() if event is not None else None}
         return json_response(200, {"data": data})
@@ -315,11 +321,8 @@ class RunsAPI:
     # -- helpers -------------------------------------------------------------------------------
 
     async def _function(self, env: Environment, slug: str) -> FunctionRow | None:
-        if "\x00" in slug:
-            # No slug holds NUL (PostgreSQL text cannot), so do not send it to the database.
-            raise RequestRejected("function: must not contain NUL characters")
         return await self.core.storage.read(
-            partial(store.function_by_slug, env_id=env.id, slug=slug))
+            partial(store.function_by_slug, env_id=env.id, slug=without_nul(slug, "function")))
 
     async def _run(self, env: Environment, run_id: str) -> tuple[Run, str] | None:
         if not ULID_RE.fullmatch(run_id):

@@ -2,7 +2,7 @@
 
 ``tests/acceptance/test_schemathesis.py`` fuzzes the server against it, so every answer the
 server can give (status, headers, body) is written down here: the events in ``events``, runs
-and replays in ``runs``, what Inngest SDK apps call in ``sdk``.
+and replays in ``runs``, the functions in ``functions``, what Inngest SDK apps call in ``sdk``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from tidings.server.openapi import events, runs, sdk
+from tidings.server.openapi import events, functions, runs, sdk
 from tidings.server.openapi.parts import ERROR, FIELD_ERROR, ApiSecurity, json_body
 
 # Loop name -> its last error (``supervision.py``).
@@ -28,6 +28,7 @@ def document() -> dict[str, Any]:
         "paths": {
             **events.paths(api_key),
             **runs.paths(api_key),
+            **functions.paths(api_key),
             **sdk.paths(api_key, [{"signingKey": []}]),
             "/health": {"get": {
                 "operationId": "health",
@@ -58,7 +59,7 @@ def document() -> dict[str, Any]:
         },
         "components": {
             "schemas": {"FieldError": FIELD_ERROR, "Error": ERROR, **events.SCHEMAS,
-                        **runs.SCHEMAS, **sdk.SCHEMAS},
+                        **runs.SCHEMAS, **functions.SCHEMAS, **sdk.SCHEMAS},
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer",
                            "description": "An API key (tda_...); tidings dev needs none."},

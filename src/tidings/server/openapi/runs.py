@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tidings.runs.model import STATUSES
+from tidings.runs.model import STATUSES, STEP_KINDS
 from tidings.runs.store import REPLAYABLE
 from tidings.server.openapi.parts import (
     ANY_JSON,
@@ -28,14 +28,15 @@ RUN: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["id", "function", "status", "attempt", "event_id", "created_at", "started_at",
-                 "ended_at", "due_at", "output", "error", "parent_run_id", "rerun_of",
-                 "replay_id"],
+                 "ended_at", "due_at", "output", "error", "parent_run_id", "parent_step",
+                 "rerun_of", "replay_id"],
     "properties": {
         "id": {"type": "string", "pattern": ULID_PATTERN},
         "function": {"type": "string", "description": "The function's slug."},
         "status": {"enum": list(STATUSES)},
         "attempt": {"type": "integer", "minimum": 0,
-                    "description": "Retries of the whole function so far."},
+                    "description": "Function-level failures since the run last moved on (a "
+                                   "step's own retries are its attempts)."},
         "event_id": {"type": "string", "pattern": ULID_PATTERN,
                      "description": "The event that started the run."},
         "created_at": {"type": "string", "format": "date-time"},
@@ -45,6 +46,8 @@ RUN: dict[str, Any] = {
         "output": {**ANY_JSON, "description": "What the function returned (Completed)."},
         "error": {**ANY_JSON, "description": "Why it failed or was cancelled."},
         "parent_run_id": {**NULLABLE_ID, "description": "The run that invoked this one."},
+        "parent_step": {**NULLABLE_STRING,
+                        "description": "The step of the parent run that invoked this one."},
         "rerun_of": {**NULLABLE_ID, "description": "The run this one reruns."},
         "replay_id": {**NULLABLE_ID, "description": "The replay that started it."},
     },
@@ -53,14 +56,17 @@ RUN: dict[str, Any] = {
 STEP: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["id", "name", "status", "attempts", "started_at", "ended_at", "duration_ms",
-                 "output"],
+    "required": ["id", "name", "kind", "invoked_run_id", "status", "attempts", "started_at",
+                 "ended_at", "duration_ms", "output"],
     "properties": {
         "id": {"type": "string", "description": "The step's hashed id."},
         "name": {"type": "string"},
+        "kind": {"enum": list(STEP_KINDS), "description": "What the step was."},
+        "invoked_run_id": {**NULLABLE_ID, "description": "The run an invoke step started."},
         "status": {"enum": ["completed", "failed", "errored"],
                    "description": "errored: failed an attempt and will be retried."},
-        "attempts": {"type": "integer", "minimum": 0, "description": "Failed attempts."},
+        "attempts": {"type": "integer", "minimum": 0,
+                     "description": "Failed attempts of this step."},
         "started_at": NULLABLE_TIME,
         "ended_at": NULLABLE_TIME,
         "duration_ms": {"type": ["integer", "null"]},

@@ -114,6 +114,7 @@ CREATE INDEX runs_due ON runs (queue, due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX runs_env ON runs (env_id, id);
 CREATE INDEX runs_function ON runs (function_id, id);
 CREATE INDEX runs_event ON runs (event_id);
+CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
 
 CREATE TABLE steps (
     run_id TEXT NOT NULL,
@@ -125,6 +126,7 @@ CREATE TABLE steps (
     attempts INTEGER NOT NULL DEFAULT 0,
     started_at BIGINT,
     ended_at BIGINT,
+    kind TEXT NOT NULL DEFAULT 'run',
     PRIMARY KEY (run_id, step)
 );
 

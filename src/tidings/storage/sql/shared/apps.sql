@@ -50,3 +50,17 @@ INSERT INTO planned_runs (run_id, since) VALUES (?, ?) ON CONFLICT (run_id) DO N
 
 -- name: run_planned
 SELECT since FROM planned_runs WHERE run_id = ?;
+
+-- name: listed_functions
+-- The live functions of an environment, with when their definition was written and when their
+-- app last synced (none for native functions: they register as their process starts).
+SELECT f.id, f.env_id, f.app_id, f.slug, f.name, f.queue, f.url, f.config, f.archived_at,
+       f.created_at, f.updated_at, a.synced_at
+FROM functions f LEFT JOIN apps a ON a.env_id = f.env_id AND a.app_id = f.app_id
+WHERE f.env_id = ? AND f.archived_at IS NULL ORDER BY f.slug;
+
+-- name: listed_function
+SELECT f.id, f.env_id, f.app_id, f.slug, f.name, f.queue, f.url, f.config, f.archived_at,
+       f.created_at, f.updated_at, a.synced_at
+FROM functions f LEFT JOIN apps a ON a.env_id = f.env_id AND a.app_id = f.app_id
+WHERE f.env_id = ? AND f.slug = ?;

@@ -78,17 +78,21 @@ UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_to
 SELECT status FROM runs WHERE id = ? AND lease_token = ?;
 
 -- name: steps_of_run
-SELECT step, name, position, status, output, attempts, started_at, ended_at
+SELECT step, name, position, status, output, attempts, started_at, ended_at, kind
 FROM steps WHERE run_id = ? ORDER BY position;
+
+-- name: invoked_runs
+SELECT parent_step, id FROM runs WHERE parent_run_id = ?;
 
 -- name: step_count
 SELECT count(*) FROM steps WHERE run_id = ?;
 
 -- name: insert_step
-INSERT INTO steps (run_id, step, name, position, status, output, attempts, started_at, ended_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO steps (run_id, step, name, position, status, output, attempts, started_at, ended_at,
+                   kind)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id, step) DO UPDATE SET
-    status = excluded.status, output = excluded.output,
+    status = excluded.status, output = excluded.output, kind = excluded.kind,
     attempts = CASE WHEN excluded.attempts > steps.attempts THEN excluded.attempts
                     ELSE steps.attempts END,
     started_at = excluded.started_at, ended_at = excluded.ended_at
