@@ -109,7 +109,7 @@ async def test_a_function_that_reports_steps_is_called_again_at_once() -> None:
 async def test_a_long_function_goes_back_to_the_queue_after_max_calls() -> None:
     app, host = App(steps=10_000), Host()
     outcome = await driver(app).call(FN, host, run=run(), event=EVENT, events=[EVENT])
-    assert outcome == Continue(force_plan=False)
+    assert outcome == Continue()
     assert len(app.calls) == len(host.records) == HttpDriver.MAX_CALLS
 
 

@@ -464,8 +464,9 @@ class Executor:
             if outcome.retriable and run.attempt < fn.retries:
                 at = (clamp_retry_after(outcome.retry_at, now) if outcome.retry_at
                       else now + self.settings.backoff.delay(run.attempt + 1))
-                await write(
-                    lambda tx: store.reschedule(tx, run, due_at=at, attempt=run.attempt + 1))
+                await write(lambda tx: store.reschedule(tx, run, due_at=at,
+                                                        attempt=run.attempt + 1,
+                                                        error=outcome.error))
             else:
                 rows = [*self._lifecycle(run, fn, event, events, "failed", now,
                                          error=outcome.error),

@@ -291,8 +291,13 @@ def record_step_error(tx: Tx, run: Run, step: str, name: str, position: int,
     return attempts
 
 
-def reschedule(tx: Tx, run: Run, *, due_at: int, attempt: int, status: str = RUNNING) -> bool:
-    return tx.run("reschedule_run", (status, attempt, due_at, run.id, run.lease_token)) > 0
+def reschedule(tx: Tx, run: Run, *, due_at: int, attempt: int, status: str = RUNNING,
+               error: Any = None) -> bool:
+    """Hand the run back to the queue, due at ``due_at``. ``error``: the attempt that just
+    failed, shown on the run until its next call goes on or it ends."""
+    return tx.run("reschedule_run", (status, attempt, due_at,
+                                     None if error is None else dumps(error), run.id,
+                                     run.lease_token)) > 0
 
 
 def finish(tx: Tx, run: Run, *, status: str, output: Any, error: Any, now: int,
