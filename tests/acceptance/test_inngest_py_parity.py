@@ -15,10 +15,9 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import secrets
-import threading
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,101 +34,14 @@ from tests.acceptance.sdk_apps import (
     stop_app,
     wait_for,
 )
+from tests.acceptance.stand_ins import OVERLOADED, PROVIDER_ANSWER, Http10Proxy, Provider
 from tests.conftest import LiveServer, free_port, start_server, stop_server
 
 AUTH_KEY = f"sk-ant-parity-{secrets.token_hex(8)}"
 PROMPT = {"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 16}
-PROVIDER_ANSWER = {"id": "msg_01", "type": "message", "role": "assistant",
-                   "content": [{"type": "text", "text": "Hi there!"}],
-                   "usage": {"input_tokens": 9, "output_tokens": 11}}
-
-
-class Provider:
-    """An inference provider on loopback. ``/v1`` answers; ``/flaky/v1`` fails its first
-    request; ``/down/v1`` always fails. It keeps every request it got."""
-
-    def __init__(self) -> None:
-        provider = self
-        self.requests: list[dict[str, Any]] = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):  # HTTP/1.0, as http.server answers
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                provider.requests.append({"path": self.path, "body": json.loads(body),
-                                          "headers": {k.lower(): v for k, v in
-                                                      self.headers.items()}})
-                seen = sum(r["path"] == self.path for r in provider.requests)
-                if self.path.startswith("/down/") or (self.path.startswith("/flaky/")
-                                                      and seen == 1):
-                    status, answer = 503, {"type": "error", "error": {"type": "overloaded"}}
-                else:
-                    status, answer = 200, PROVIDER_ANSWER
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.end_headers()
-                self.wfile.write(json.dumps(answer).encode())
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-
-class Http10Proxy:
-    """A proxy in front of an app, built as the inngest-py suite's (``test_core.http_proxy``):
-    it reads the app's whole answer, then answers HTTP/1.0 with the app's headers as they were
-    — ``Transfer-Encoding: chunked`` among them for a streamed answer — and the body unchunked,
-    ended by closing the connection."""
-
-    def __init__(self, upstream: str) -> None:
-        proxy = self
-        self.answers: list[tuple[int, dict[str, str]]] = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _forward(self) -> None:
-                size = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(size) if size else None
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                headers["host"] = self.headers["host"]
-                with httpx.stream(self.command, upstream + self.path, content=body,
-                                  headers=headers, timeout=60) as reply:
-                    content = b"".join(reply.iter_raw())
-                    kept = dict(reply.headers.items())
-                if self.command == "POST":
-                    proxy.answers.append((reply.status_code, kept))
-                self.send_response(reply.status_code)
-                for key, value in kept.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(content)
-
-            do_GET = do_PUT = do_POST = _forward
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/api/inngest"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
 
 
 def _uvicorn(app: str) -> list[str]:
-    import sys
-
     return [sys.executable, "-m", "uvicorn", f"tests.acceptance.inngest_py_parity_app:{app}",
             "--host", "{host}", "--port", "{port}", "--log-level", "warning"]
 
@@ -256,7 +168,7 @@ def test_a_failed_inference_is_retried_as_a_step_and_fails_the_step_when_out_of_
     error = ask["output"]["error"]
     assert error["name"] == "AIGatewayError"
     assert error["message"] == "Error making AI request: unsuccessful status code: 503"
-    assert error["data"] == {"type": "error", "error": {"type": "overloaded"}}
+    assert error["data"] == OVERLOADED
     assert "unsuccessful status code: 503" in json.dumps(down["error"])
     assert [r["path"] for r in provider.requests].count("/down/v1/messages") == 3  # retries=2
     assert [r["path"] for r in provider.requests].count("/flaky/v1/messages") == 2
@@ -331,3 +243,26 @@ def test_a_streamed_answer_through_an_http_1_0_proxy_is_read_as_go_reads_it(
     # Both calls were streamed, and passed on as the suite's proxy passes them on.
     assert [status for status, _ in proxy.answers] == [201, 201]
     assert all(h.get("transfer-encoding") == "chunked" for _, h in proxy.answers)
+
+
+def test_get_dev_lists_the_functions_with_their_triggers_and_step_urls(
+        stack: tuple[LiveServer, AppProcess]) -> None:
+    server, app = stack
+    api = Api(server.url)
+    wait_for(lambda: api.synced(app.url), timeout=30, what="the app to sync")
+    answer = httpx.get(f"{server.url}/dev", timeout=10)
+    assert answer.status_code == 200, answer.text
+    info = answer.json()
+    assert info["version"].startswith("tidings-")
+    assert info["startOpts"]["urls"] == [app.url]
+    by_slug = {f["slug"]: f for f in info["functions"]}
+    assert sorted(by_slug) == ["parity-group-then-two", "parity-infer", "parity-infer-nowhere",
+                               "parity-race"]
+    infer = by_slug["parity-infer"]
+    assert infer == {"id": infer["id"], "name": "infer", "slug": "parity-infer",
+                     "triggers": [{"event": "parity/infer"}],
+                     "steps": [{"id": "step", "name": "step", "retries": 2,
+                                "uri": f"{app.url}?fnId=parity-infer&stepId=step"}]}
+    [handler] = info["handlers"]
+    assert handler["sdk"]["appName"] == "parity"
+    assert sorted(handler["functionIDs"]) == sorted(f["id"] for f in info["functions"])

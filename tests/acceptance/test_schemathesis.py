@@ -127,6 +127,7 @@ def test_openapi_json_describes_every_json_endpoint(dev_server: LiveServer) -> N
         ("GET", "/v0/runs/{run_id}/actions"),
         ("GET", "/v1/apps"),
         ("POST", "/v1/apps/sync"),
+        ("GET", "/dev"),
         ("GET", "/health"),
         ("GET", "/openapi.json"),
     }
