@@ -29,6 +29,7 @@ class Provider:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 provider.requests.append({"path": self.path, "body": json.loads(body),
+                                          "names": list(self.headers.keys()),
                                           "headers": {k.lower(): v for k, v in
                                                       self.headers.items()}})
                 seen = sum(r["path"] == self.path for r in provider.requests)

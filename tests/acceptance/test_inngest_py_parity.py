@@ -139,6 +139,9 @@ def test_ai_infer_makes_the_request_the_sdk_describes_and_records_the_answer(
     assert headers["x-my-header"] == "my-value"
     assert headers["anthropic-version"] == "2023-06-01"
     assert headers["content-type"] == "application/json"
+    # Named as Go names them: the SDK's own suite reads them so from http.server.
+    assert {"X-Api-Key", "X-My-Header", "Anthropic-Version", "Content-Type"} <= set(
+        request["names"])
     ask = next(s for s in api.run(done["id"])["steps"] if s["name"] == "ask")
     assert (ask["status"], ask["output"]) == ("completed", {"data": PROVIDER_ANSWER})
 

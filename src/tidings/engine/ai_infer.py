@@ -2,12 +2,13 @@
 Tidings as Inngest's executor makes it, its answer recorded as the step's output.
 
 The op's ``opts`` hold ``url``, ``format``, ``auth_key``, ``headers`` and ``body``. The request
-is a ``POST`` of ``body`` as JSON to ``url`` with ``content-type: application/json``, the key
-where its format expects it (``anthropic``: ``x-api-key``; ``gemini``: a ``key`` query
+is a ``POST`` of ``body`` as JSON to ``url`` with ``Content-Type: application/json``, the key
+where its format expects it (``anthropic``: ``X-Api-Key``; ``gemini``: a ``key`` query
 parameter; ``bedrock``: ``Authorization`` as given; any other: ``Authorization: Bearer``), then
-the op's own headers. A 2xx answer's JSON is the step's output (``{"data": answer}``); any other
-answer, or none, is an ``AIGatewayError`` attempt of the step, retried as a failed step is. An op
-that cannot be sent (no http(s) URL, headers that are not text) fails the step for good.
+the op's own headers, every name written as Go writes it (``X-My-Header``). A 2xx answer's
+JSON is the step's output (``{"data": answer}``); any other answer, or none, is an
+``AIGatewayError`` attempt of the step, retried as a failed step is. An op that cannot be sent
+(no http(s) URL, headers that are not text) fails the step for good.
 
 The request goes out through the HTTP driver's client (``http_client``), the same path as calls
 of apps, so whatever guards that path guards this one. The key and the headers are the user's
@@ -87,21 +88,28 @@ def inference_of(opts: Any) -> Inference:
     if any(c in k + v for k, v in extra.items() for c in "\r\n\x00") or any(
             c in key for c in "\r\n\x00"):
         raise BadInference("a header holds a line break")
-    headers = {"content-type": "application/json"}
+    headers = {"Content-Type": "application/json"}
     style = opts.get("format")
     if style == "gemini":
         query = [*parse_qsl(parts.query, keep_blank_values=True), ("key", key)]
         url = urlunsplit(parts._replace(query=urlencode(query)))
     elif style == "bedrock":
-        headers["authorization"] = key
+        headers["Authorization"] = key
     elif style == "anthropic":
-        headers["x-api-key"] = key
+        headers["X-Api-Key"] = key
     else:
-        headers["authorization"] = f"Bearer {key}"
+        headers["Authorization"] = f"Bearer {key}"
     for name, value in extra.items():
-        lower = name.lower()
-        headers[lower] = f"{headers[lower]}, {value}" if lower in headers else value
+        canonical = _canonical(name)
+        headers[canonical] = (f"{headers[canonical]}, {value}" if canonical in headers
+                              else value)
     return Inference(url, headers, msgspec.json.encode(opts.get("body")))
+
+
+def _canonical(name: str) -> str:
+    """A header name as Go writes it (``x-api-key`` → ``X-Api-Key``): providers see the names
+    Inngest's requests carry."""
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
 async def infer(http: AppCaller, request: Inference) -> Answer:
