@@ -269,3 +269,14 @@ def test_get_dev_lists_the_functions_with_their_triggers_and_step_urls(
     [handler] = info["handlers"]
     assert handler["sdk"]["appName"] == "parity"
     assert sorted(handler["functionIDs"]) == sorted(f["id"] for f in info["functions"])
+
+
+def test_the_events_api_gives_each_event_its_internal_id_as_inngest_names_it(
+        live_server: LiveServer) -> None:
+    """The inngest-py suite reads ``internal_id`` of ``GET /v1/events`` to match the ids its
+    sends returned."""
+    ids = [_send(live_server, "parity/listed") for _ in range(2)]
+    listed = httpx.get(f"{live_server.url}/v1/events", params={"name": "parity/listed"},
+                       timeout=10).json()["data"]
+    assert sorted(e["internal_id"] for e in listed) == sorted(ids)
+    assert all(e["internal_id"] == e["id"] for e in listed)
