@@ -62,7 +62,6 @@ from tidings.keys import EnvSigningKeys, SigningKeys
 from tidings.runs.model import HTTP_QUEUE, FunctionRow, Run, StepRow
 from tidings.sdk.context import _Interrupt
 from tidings.signing import sign, verify
-from tidings.storage.base import Storage
 
 log = logging.getLogger("tidings.engine.http")
 USER_AGENT = "tidings"
@@ -154,10 +153,9 @@ class HttpDriver:
 
     MAX_CALLS = 100  # calls of a run under one lease; then it goes back to the queue
 
-    def __init__(self, storage: Storage, keys: SigningKeys, *, dev: bool,
+    def __init__(self, keys: SigningKeys, *, dev: bool,
                  transport: httpx.AsyncBaseTransport | None = None,
                  timeout: float = 900.0) -> None:
-        self._storage = storage
         self._keys = keys
         self._dev = dev
         self._http: AppCaller = (
