@@ -4,18 +4,19 @@ reports, read runs back through ``/v1``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import httpx
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, LiveServer, free_port, start_server, stop_server
 
 T = TypeVar("T")
 TERMINAL = ("Completed", "Failed", "Cancelled")
@@ -71,6 +72,28 @@ def start_py_app(tmp_path: Path, env: dict[str, str], *, port: int | None = None
                                 "tests.acceptance.inngest_py_app:app", "--host", "{host}",
                                 "--port", "{port}", "--log-level", "warning"],
                      env, port=port, name=name, host=host)
+
+
+@contextlib.contextmanager
+def dev_with_app(tmp_path: Path, command: Sequence[str], env: dict[str, str], *, name: str,
+                 cwd: Path = ROOT) -> Iterator[tuple[LiveServer, AppProcess]]:
+    """An SDK app in dev mode (``env`` plus ``INNGEST_DEV`` and ``INNGEST_BASE_URL``) and a
+    ``tidings dev`` that syncs it (``-u``, retries 0.2 s apart), stopped on the way out."""
+    server_port = free_port()
+    app = start_app(tmp_path, command, clean_env(
+        INNGEST_DEV="1", INNGEST_BASE_URL=f"http://127.0.0.1:{server_port}", **env),
+        name=name, cwd=cwd)
+    try:
+        server = start_server(tmp_path, "--db", str(tmp_path / "dev.db"), "-u", app.url,
+                              "--no-discovery", "--retry-interval", "0.2", port=server_port)
+    except BaseException:
+        stop_app(app)
+        raise
+    try:
+        yield server, app
+    finally:
+        stop_server(server)
+        stop_app(app)
 
 
 def outward_address() -> str | None:

@@ -17,7 +17,22 @@ PROVIDER_ANSWER = {"id": "msg_01", "type": "message", "role": "assistant",
 OVERLOADED = {"type": "error", "error": {"type": "overloaded"}}
 
 
-class Provider:
+class _Loopback:
+    """An ``http.server`` on a loopback port, serving from a thread until closed."""
+
+    def _serve(self, handler: type[http.server.BaseHTTPRequestHandler]) -> str:
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+class Provider(_Loopback):
     """An inference provider on loopback. ``/v1`` answers; ``/flaky/v1`` fails its first
     request; ``/down/v1`` always fails. It keeps every request it got."""
 
@@ -46,18 +61,10 @@ class Provider:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self.url = self._serve(Handler)
 
 
-class Http10Proxy:
+class Http10Proxy(_Loopback):
     """A proxy in front of an app, built as the inngest-py suite's (``test_core.http_proxy``):
     it reads the app's whole answer, then answers HTTP/1.0 with the app's headers as they were
     — ``Transfer-Encoding: chunked`` among them for a streamed answer — and the body unchunked,
@@ -90,14 +97,4 @@ class Http10Proxy:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/api/inngest"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-
+        self.url = self._serve(Handler) + "/api/inngest"

@@ -21,13 +21,14 @@ from tests.acceptance.sdk_apps import (
     Api,
     AppProcess,
     clean_env,
+    dev_with_app,
     node_binary,
     production_keys,
     start_app,
     stop_app,
     wait_for,
 )
-from tests.conftest import LiveServer, free_port, start_server, stop_server
+from tests.conftest import LiveServer, start_server, stop_server
 from tidings.signing import sign
 
 pytestmark = pytest.mark.node
@@ -35,20 +36,9 @@ pytestmark = pytest.mark.node
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[LiveServer, AppProcess, dict[str, str]]]:
-    node = node_binary()
-    server_port = free_port()
-    env = clean_env(INNGEST_DEV="1", INNGEST_BASE_URL=f"http://127.0.0.1:{server_port}")
-    app = start_app(tmp_path, [node, "app.mjs", "serve", "{port}"], env, name="node-app",
-                    cwd=NODE_DIR)
-    try:
-        server = start_server(tmp_path, "--db", str(tmp_path / "dev.db"), "-u", app.url,
-                              "--no-discovery", "--retry-interval", "0.2", port=server_port)
-    except BaseException:
-        stop_app(app)
-        raise
-    yield server, app, env
-    stop_server(server)
-    stop_app(app)
+    with dev_with_app(tmp_path, [node_binary(), "app.mjs", "serve", "{port}"], {},
+                      name="node-app", cwd=NODE_DIR) as (server, app):
+        yield server, app, clean_env(INNGEST_DEV="1", INNGEST_BASE_URL=server.url)
 
 
 def send(env: dict[str, str], name: str, data: dict[str, Any],

@@ -20,14 +20,12 @@ from tests.acceptance.sdk_apps import (
     NODE_DIR,
     Api,
     AppProcess,
-    clean_env,
+    dev_with_app,
     node_binary,
-    start_app,
-    stop_app,
     wait_for,
 )
 from tests.acceptance.stand_ins import PROVIDER_ANSWER, Provider
-from tests.conftest import LiveServer, free_port, start_server, stop_server
+from tests.conftest import LiveServer
 
 pytestmark = pytest.mark.node
 
@@ -37,26 +35,17 @@ PROMPT = {"messages": [{"role": "user", "content": "Say hi"}]}
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[LiveServer, AppProcess, Provider]]:
-    node = node_binary()
     provider = Provider()
-    server_port = free_port()
-    app = start_app(tmp_path, [node, "parity.mjs", "{port}"], clean_env(
-        INNGEST_DEV="1", INNGEST_BASE_URL=f"http://127.0.0.1:{server_port}",
-        PROVIDER_URL=provider.url, PROVIDER_KEY=KEY), name="node-parity", cwd=NODE_DIR)
     try:
-        server = start_server(tmp_path, "--db", str(tmp_path / "dev.db"), "-u", app.url,
-                              "--no-discovery", "--retry-interval", "0.2", port=server_port)
-    except BaseException:
-        stop_app(app)
+        with dev_with_app(tmp_path, [node_binary(), "parity.mjs", "{port}"],
+                          {"PROVIDER_URL": provider.url, "PROVIDER_KEY": KEY},
+                          name="node-parity", cwd=NODE_DIR) as (server, app):
+            api = Api(server.url)
+            wait_for(lambda: api.synced(app.url), timeout=30, what="the app to sync",
+                     logs=app.output)
+            yield server, app, provider
+    finally:
         provider.close()
-        raise
-    api = Api(server.url)
-    wait_for(lambda: api.synced(app.url), timeout=30, what="the app to sync",
-             logs=app.output)
-    yield server, app, provider
-    stop_server(server)
-    stop_app(app)
-    provider.close()
 
 
 def _run(server: LiveServer, app: AppProcess, name: str, function: str) -> dict[str, Any]:

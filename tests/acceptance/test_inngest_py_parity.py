@@ -30,6 +30,7 @@ from tests.acceptance.sdk_apps import (
     Api,
     AppProcess,
     clean_env,
+    dev_with_app,
     start_app,
     stop_app,
     wait_for,
@@ -55,19 +56,10 @@ def provider() -> Iterator[Provider]:
 
 @pytest.fixture
 def stack(tmp_path: Path, provider: Provider) -> Iterator[tuple[LiveServer, AppProcess]]:
-    server_port = free_port()
-    app = start_app(tmp_path, _uvicorn("app"), clean_env(
-        INNGEST_DEV="1", INNGEST_BASE_URL=f"http://127.0.0.1:{server_port}",
-        PROVIDER_URL=provider.url, PROVIDER_KEY=AUTH_KEY), name="parity-app")
-    try:
-        server = start_server(tmp_path, "--db", str(tmp_path / "dev.db"), "-u", app.url,
-                              "--no-discovery", "--retry-interval", "0.2", port=server_port)
-    except BaseException:
-        stop_app(app)
-        raise
-    yield server, app
-    stop_server(server)
-    stop_app(app)
+    with dev_with_app(tmp_path, _uvicorn("app"), {"PROVIDER_URL": provider.url,
+                                                  "PROVIDER_KEY": AUTH_KEY},
+                      name="parity-app") as both:
+        yield both
 
 
 def _send(server: LiveServer, name: str, data: dict[str, Any] | None = None) -> str:
