@@ -10,9 +10,10 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
 from tidings.engine.http_driver import HttpDriver
-from tidings.engine.outcomes import Continue, RunDone
+from tidings.engine.outcomes import Continue, RunDone, RunFailed
 from tidings.runs.model import FunctionRow, Run, StepRow
 
 SDK = {"x-inngest-sdk": "py:v0.5.19"}
@@ -176,3 +177,18 @@ async def test_in_a_race_group_each_branch_goes_on_at_its_own_pace() -> None:
     assert app.ran == ["a1", "a2", "b1", "b2", "after"]
     targeted = [step for step, _ in app.calls if step != "step"]
     assert sorted(targeted) == ["a1", "a2", "b1", "b2"]  # b1 was planned thrice, run once
+
+
+async def test_an_answer_that_is_not_the_protocol_fails_the_attempt_loudly(
+        caplog: pytest.LogCaptureFixture) -> None:
+    answers = [httpx.Response(206, headers=SDK, content=b"<html>not ops</html>"),
+               httpx.Response(206, headers=SDK, json=[{"op": "StepRun"}]),
+               httpx.Response(200, content=b"hello")]
+    for answer in answers:
+        host = Host()
+        failed = await HttpDriver(None, dev=True,  # type: ignore[arg-type]
+                                  transport=httpx.MockTransport(lambda r, a=answer: a)).call(
+            FN, host, run=run(), event=EVENT, events=[EVENT])
+        assert isinstance(failed, RunFailed) and failed.retriable
+        assert failed.error["name"] in ("ProtocolError", "NotAnSDK")
+        assert f"run 01RUN (app-f), attempt 0: {failed.error['name']}" in caplog.text

@@ -291,9 +291,20 @@ class HttpDriver:
     async def _infer(self, call: _Call, op: dict[str, Any], began: int) -> Outcome | None:
         """A ``step.ai.infer``: Tidings makes the request (``ai_infer``) and records its
         answer as the step's output, or its failure as an attempt of the step."""
-        step, name, host = op["id"], display_name(op), call.host
-        if step in call.state.steps:
-            return None
+        step, name = op["id"], display_name(op)
+        if step in call.state.steps or step in call.running or step in call.held:
+            return None  # a race group's branches report it again
+        call.running.add(step)
+        try:
+            return await self._inference(call, step, name, op, began)
+        finally:
+            call.running.discard(step)
+            if step not in call.state.steps:
+                call.held.add(step)
+
+    async def _inference(self, call: _Call, step: str, name: str, op: dict[str, Any],
+                         began: int) -> Outcome | None:
+        host = call.host
         try:
             request = inference_of(op.get("opts"))
         except BadInference as exc:
