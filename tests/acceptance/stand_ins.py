@@ -1,4 +1,4 @@
-"""Stand-ins on loopback for the parity scenarios: an inference provider, and a proxy that
+"""Stand-ins on loopback for the driver scenarios: an inference provider, and a proxy that
 answers as the inngest-py suite's does. Both are built on Python's ``http.server``, so both
 answer HTTP/1.0 with bodies ended by closing the connection."""
 

@@ -1,5 +1,5 @@
-"""Functions written with the official ``inngest`` Python SDK for the parity scenarios
-(``test_inngest_py_parity.py``): parallel groups and the steps after them, a race group,
+"""Functions written with the official ``inngest`` Python SDK for the driver scenarios
+(``test_inngest_py_driver.py``): parallel groups and the steps after them, a race group,
 ``step.ai.infer``. Each function notes what its code saw in ``SEEN`` (how many requests reached
 it, the order its steps ran in), which ``GET /seen`` answers.
 

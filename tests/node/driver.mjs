@@ -1,9 +1,9 @@
 // Functions written with the official Inngest TypeScript SDK for
-// tests/acceptance/test_inngest_node_parity.py: a parallel group and the steps after it, a race
+// tests/acceptance/test_inngest_node_driver.py: a parallel group and the steps after it, a race
 // group, step.ai.infer. Each function notes what its code saw (how many requests reached it,
 // the order its steps ran in), which GET /seen answers. Nothing in it knows about Tidings.
 //
-//   PROVIDER_URL=… PROVIDER_KEY=… node parity.mjs <port>
+//   PROVIDER_URL=… PROVIDER_KEY=… node driver.mjs <port>
 import http from "node:http";
 import { Inngest } from "inngest";
 import { serve } from "inngest/node";

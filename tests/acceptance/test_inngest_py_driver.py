@@ -1,5 +1,5 @@
 """Scenario: functions written with the official ``inngest`` Python SDK
-(``inngest_py_parity_app``) behave on ``tidings dev`` as on Inngest:
+(``inngest_py_driver_app``) behave on ``tidings dev`` as on Inngest:
 
 - after a parallel group, the next lone step runs in the request that finds it (immediate
   execution), so a group and two steps take six requests, not eight;
@@ -43,7 +43,7 @@ PROMPT = {"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 16}
 
 
 def _uvicorn(app: str) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", f"tests.acceptance.inngest_py_parity_app:{app}",
+    return [sys.executable, "-m", "uvicorn", f"tests.acceptance.inngest_py_driver_app:{app}",
             "--host", "{host}", "--port", "{port}", "--log-level", "warning"]
 
 

@@ -1,4 +1,4 @@
-"""Scenario: functions written with the official ``inngest`` npm SDK (``tests/node/parity.mjs``,
+"""Scenario: functions written with the official ``inngest`` npm SDK (``tests/node/driver.mjs``,
 the version pinned in tests/node) behave on ``tidings dev`` as on Inngest: after a parallel
 group the next lone step runs in the request that finds it; a race group
 (``group.parallel({mode: "race"})``) lets each branch go on at its own pace; ``step.ai.infer``
@@ -37,7 +37,7 @@ PROMPT = {"messages": [{"role": "user", "content": "Say hi"}]}
 def stack(tmp_path: Path) -> Iterator[tuple[LiveServer, AppProcess, Provider]]:
     provider = Provider()
     try:
-        with dev_with_app(tmp_path, [node_binary(), "parity.mjs", "{port}"],
+        with dev_with_app(tmp_path, [node_binary(), "driver.mjs", "{port}"],
                           {"PROVIDER_URL": provider.url, "PROVIDER_KEY": KEY},
                           name="node-parity", cwd=NODE_DIR) as (server, app):
             api = Api(server.url)
