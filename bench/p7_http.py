@@ -1,11 +1,15 @@
 """P7: end-to-end runs per second of a 1-step function called over HTTP in an app written with
-the official ``inngest`` Python SDK, beside the same function as a native Tidings function.
+the official ``inngest`` Python SDK, beside the same function as a native Tidings function; and
+of ``http-parallel``, a function of the same app with a parallel group of two steps followed by
+two steps, with the calls the app answers per run.
 
 Native: ``tidings dev -a bench.apps:client`` (SQLite), P3's ``bench-p3-noop``, run in the
 server process. HTTP: ``bench.inngest_app`` — the same function written with ``inngest`` 0.5
 and served by FastAPI under uvicorn (uvloop, httptools, access log off) in a process of its
 own — synced with ``tidings dev -u URL --no-discovery``; each run is two calls of the app (the
-step runs and is answered with a 206, then the function returns with a 200).
+step runs and is answered with a 206, then the function returns with a 200). An
+``http-parallel`` run is six: the group is planned, its two steps run on calls of their own,
+each later step runs in the call that finds it, and the last call returns.
 
 Placement: the Tidings server on core 0 (``TIDINGS_BENCH_SERVER_CPU``); this process (sender,
 poller) and the SDK app on core 1 (``TIDINGS_BENCH_WRK_CPU``, ``TIDINGS_BENCH_APP_CPU``).
@@ -21,19 +25,25 @@ Each has a core of its own, so the one that needs more CPU per run limits the HT
 ``--profile DIR`` runs both under ``py-spy record`` (``python -m bench.pyspy_summary
 DIR/p7-http-r1.txt`` for the server, ``DIR/p7-http-r1-app.txt`` for the app).
 
-``python -m bench.p7_http [--n 10000] [--rounds 3] [--only native,http]``
+``--base-src DIR`` adds, for each HTTP target, the same round with the server's code taken from
+``DIR`` (the ``src`` of another checkout: ``TARGET@base``), alternating with it, to compare a
+change with what it changes.
+
+``python -m bench.p7_http [--n 10000] [--rounds 3] [--only native,http,http-parallel]``
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +57,7 @@ from bench.engine import (
     check_log,
     child_pid,
     cpu_seconds,
+    encode,
     load,
     median_of,
     pin_self,
@@ -62,12 +73,15 @@ from bench.engine import (
     wait_until,
 )
 from bench.harness import WRK_CPU, BenchError, free_port, pinned, print_table
-from bench.p3_throughput import BATCH, _bodies
+from bench.p3_throughput import BATCH
 
 APP_CPU = os.environ.get("TIDINGS_BENCH_APP_CPU", WRK_CPU)
 APP_MODULE = "bench.inngest_app:app"
-TARGETS = ["native", "http"]
-FUNCTION = {"native": "p3-noop", "http": "sdk-p3-noop"}  # bench-p3-noop, bench-sdk-p3-noop
+TARGETS = ["native", "http", "http-parallel"]
+# bench-p3-noop, bench-sdk-p3-noop, bench-sdk-p7-parallel
+FUNCTION = {"native": "p3-noop", "http": "sdk-p3-noop", "http-parallel": "sdk-p7-parallel"}
+EVENT = {"native": "bench/p3.noop", "http": "bench/p3.noop",
+         "http-parallel": "bench/p7.parallel"}
 
 
 # -- the SDK app -------------------------------------------------------------------------------
@@ -83,6 +97,12 @@ class SdkApp:
 
     def waited_seconds(self) -> float:
         return runnable_wait_seconds(self.pid)
+
+    def calls(self) -> int:
+        """The calls (``POST``) the app has answered."""
+        with urllib.request.urlopen(self.url.replace("/api/inngest", "/requests"),
+                                    timeout=10) as answer:
+            return int(json.load(answer)["calls"])
 
 
 @contextlib.contextmanager
@@ -112,27 +132,36 @@ def sdk_app(server_port: int, *, profile: Path | None = None) -> Iterator[SdkApp
 # -- one round ---------------------------------------------------------------------------------
 
 
+def _bodies(event: str, n: int, round_tag: str) -> list[bytes]:
+    return [encode([{"name": event, "data": {"round": round_tag, "i": i + j}}
+                    for j in range(min(BATCH, n - i))]) for i in range(0, n, BATCH)]
+
+
 @contextlib.contextmanager
-def target_stack(target: str, profile: Path | None) -> Iterator[tuple[Engine, SdkApp | None]]:
-    """A fresh server (and, for ``http``, a fresh SDK app synced to it)."""
+def target_stack(target: str, profile: Path | None,
+                 base_src: Path | None = None) -> Iterator[tuple[Engine, SdkApp | None]]:
+    """A fresh server (and, for the HTTP targets, a fresh SDK app synced to it); with
+    ``base_src``, the server runs the code in that folder."""
+    extra_env = None if base_src is None else {
+        "PYTHONPATH": os.pathsep.join([str(base_src), str(ROOT)])}
     if target == "native":
-        with tidings_dev("sqlite", profile=profile) as engine:
+        with tidings_dev("sqlite", profile=profile, extra_env=extra_env) as engine:
             yield engine, None
         return
     server_port = free_port()
     app_profile = profile.with_name(profile.stem + "-app.txt") if profile else None
     with sdk_app(server_port, profile=app_profile) as app, tidings_dev(
-            "sqlite", port=server_port, profile=profile,
+            "sqlite", port=server_port, profile=profile, extra_env=extra_env,
             args=["-u", app.url, "--no-discovery"]) as engine:
-        slug = f"bench-{FUNCTION['http']}"
+        slug = f"bench-{FUNCTION[target]}"
         wait_until("the SDK app to sync", lambda: engine.scalar(
             "SELECT id FROM functions WHERE slug = ?", (slug,)) is not None, timeout=30)
         yield engine, app
 
 
-def run_round(target: str, n: int, connections: int,
-              profile: Path | None = None) -> dict[str, Any]:
-    with target_stack(target, profile) as (engine, app):
+def run_round(target: str, n: int, connections: int, profile: Path | None = None,
+              base_src: Path | None = None) -> dict[str, Any]:
+    with target_stack(target, profile, base_src) as (engine, app):
         fn = engine.function_id(FUNCTION[target])
 
         def completed() -> int:
@@ -148,16 +177,18 @@ def run_round(target: str, n: int, connections: int,
                     time.process_time())
 
         warmup = BATCH
-        post_all(engine.port, _bodies(warmup, "warmup"))
+        post_all(engine.port, _bodies(EVENT[target], warmup, "warmup"))
         wait_until("the warm-up runs", lambda: completed() >= warmup, timeout=120)
+        calls_before = app.calls() if app else 0
         before = cpu()
         started = time.time()
-        post_all(engine.port, _bodies(n, "measured"), connections)
+        post_all(engine.port, _bodies(EVENT[target], n, "measured"), connections)
         acked = time.time()
         wait_until(f"{n} runs to complete", lambda: completed() >= warmup + n,
                    timeout=max(300, n / 20))
         seen = time.time()
         after = cpu()
+        calls = (app.calls() - calls_before) if app else 0
         ended_ms = engine.completed_runs(fn, warmup + n, target)
     elapsed = ended_ms / 1000 - started
     # CPU is read when the poller saw the last run (up to one poll after it ended).
@@ -172,7 +203,8 @@ def run_round(target: str, n: int, connections: int,
         "server_waiting": round(server_wait / window, 3),
         "loadgen_busy": round(own_cpu / window, 3)}
     if app is not None:
-        result.update(app_cpu_us_per_run=round(app_cpu / n * 1e6, 1),
+        result.update(calls_per_run=round(calls / n, 3),
+                      app_cpu_us_per_run=round(app_cpu / n * 1e6, 1),
                       app_busy=round(app_cpu / window, 3),
                       app_waiting=round(app_wait / window, 3))
     return result
@@ -183,7 +215,7 @@ def run_round(target: str, n: int, connections: int,
 
 def summarize(report: Report, targets: list[str]) -> dict[str, Any]:
     keys = ("per_s", "seconds", "server_cpu_us_per_run", "server_busy", "server_waiting",
-            "app_cpu_us_per_run", "app_busy", "app_waiting")
+            "calls_per_run", "app_cpu_us_per_run", "app_busy", "app_waiting")
     medians: dict[str, dict[str, float]] = {}
     for target in targets:
         rounds = [r for r in report.rounds if r["target"] == target]
@@ -207,6 +239,10 @@ def summarize(report: Report, targets: list[str]) -> dict[str, Any]:
         summary["ratio_http_native"] = round(medians["http"]["per_s"]
                                              / medians["native"]["per_s"], 3)
         summary["ratio_http_native_per_round_median"] = round(statistics.median(pairs), 3)
+    # Each target beside its run on the base code (``--base-src``): runs/s after / before.
+    summary["ratio_to_base"] = {
+        target: round(medians[target]["per_s"] / medians[f"{target}@base"]["per_s"], 3)
+        for target in targets if f"{target}@base" in medians}
     return summary
 
 
@@ -216,7 +252,8 @@ def _cpu(figures: dict[str, Any], who: str) -> str:
 
 
 def _print_round(result: dict[str, Any]) -> None:
-    app = f"  app {_cpu(result, 'app')}" if "app_cpu_us_per_run" in result else ""
+    app = (f"  app {_cpu(result, 'app')}, {result['calls_per_run']:g} calls/run"
+           if "app_cpu_us_per_run" in result else "")
     print(f"  round {result['round']} {result['target']:<6} {result['per_s']:>8,.0f} runs/s "
           f"({result['n']:,} in {result['seconds']:.2f}s)  server {_cpu(result, 'server')}"
           f"{app}  load {result['load_before']:.1f}", flush=True)
@@ -232,12 +269,23 @@ def main(argv: list[str] | None = None) -> int:
     profile_option(parser)
     parser.add_argument("--only", default=",".join(TARGETS),
                         help=f"comma-separated targets (default: {','.join(TARGETS)})")
+    parser.add_argument("--base-src", type=Path, default=None, metavar="DIR",
+                        help="also run each HTTP target with the server's code from DIR "
+                             "(another checkout's src), as TARGET@base")
     args = parser.parse_args(argv)
     pin_self()
-    targets = [t for t in args.only.split(",") if t]
-    unknown = set(targets) - set(TARGETS)
-    if unknown or not targets:
+    chosen = [t for t in args.only.split(",") if t]
+    unknown = set(chosen) - set(TARGETS)
+    if unknown or not chosen:
         parser.error(f"choose targets from {', '.join(TARGETS)}")
+    base = args.base_src.resolve() if args.base_src else None
+    if base is not None and not (base / "tidings" / "__init__.py").is_file():
+        parser.error(f"--base-src {base}: no tidings package there")
+    # (name, target, server code): each HTTP target beside its base, round after round.
+    plan = [(name, target, src) for target in chosen
+            for name, src in ((target, None), (f"{target}@base", base))
+            if src is None or (base is not None and target != "native")]
+    targets = [name for name, _, _ in plan]
     report = Report("p7_http", {"n": args.n, "rounds": args.rounds, "batch": BATCH,
                                 "connections": args.connections, "targets": targets,
                                 "app_cpu": APP_CPU})
@@ -245,10 +293,10 @@ def main(argv: list[str] | None = None) -> int:
           f"N={args.n:,}, {args.rounds} rounds")
     try:
         for index in range(1, args.rounds + 1):
-            for target in targets:
-                result = {"target": target, "round": index, "load_before": load(),
+            for name, target, src in plan:
+                result = {"target": name, "round": index, "load_before": load(),
                           **run_round(target, args.n, args.connections,
-                                      profile_path(args.profile, "p7", target, index))}
+                                      profile_path(args.profile, "p7", target, index), src)}
                 report.rounds.append(result)
                 _print_round(result)
     except BenchError as exc:
@@ -256,10 +304,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     report.summary = summary = summarize(report, targets)
     rows = [[target, f"{m['per_s']:,.0f}", f"{m['seconds']:.2f}", _cpu(m, "server"),
-             _cpu(m, "app") if "app_cpu_us_per_run" in m else "-"]
+             _cpu(m, "app") if "app_cpu_us_per_run" in m else "-",
+             f"{m['calls_per_run']:g}" if "calls_per_run" in m else "-"]
             for target, m in summary["medians"].items()]
     print_table(f"P7 end-to-end runs/s, medians of {args.rounds} rounds", rows,
-                ["target", "runs/s", "seconds", "server CPU", "SDK app CPU"])
+                ["target", "runs/s", "seconds", "server CPU", "SDK app CPU", "calls/run"])
+    for target, ratio in summary["ratio_to_base"].items():
+        print(f"{target} / {target}@base: {ratio:.3f} (runs/s)")
     if "ratio_http_native" in summary:
         print(f"http/native: {summary['ratio_http_native']:.3f} (median of per-round ratios "
               f"{summary['ratio_http_native_per_round_median']:.3f})")

@@ -129,6 +129,7 @@ def test_openapi_json_describes_every_json_endpoint(dev_server: LiveServer) -> N
         ("POST", "/v1/apps/sync"),
         ("GET", "/v1/functions"),
         ("GET", "/v1/functions/{slug}"),
+        ("GET", "/dev"),
         ("GET", "/health"),
         ("GET", "/openapi.json"),
     }

@@ -130,6 +130,54 @@ async def test_chunked_and_close_delimited_answers_arrive_whole(
     await client.aclose()
 
 
+async def test_an_http_1_0_answer_is_read_to_its_end_whatever_its_transfer_encoding_says(
+        serve: Callable[..., App]) -> None:
+    """As Go's client reads it (Inngest's): on HTTP/1.0 ``Transfer-Encoding`` is ignored, so
+    an unchunked body that says ``chunked`` (what a proxy built on ``http.server`` passes on for
+    a streamed answer) runs to ``Content-Length`` or to the end of the connection."""
+    streamed = b'  {"status":200,"headers":{},"body":"\\"Hi\\""}'
+    answers = [
+        Cut(b"HTTP/1.0 201 Created\r\nServer: BaseHTTP/0.6\r\nTransfer-Encoding: chunked\r\n"
+            b"x-inngest-sdk: inngest-py:v0.5\r\n\r\n" + streamed),
+        b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 4\r\n\r\nfine",
+        Cut(b"HTTP/1.0 200 OK\r\n\r\nto the end"),
+    ]
+    app = await serve(lambda n, body: answers[n - 1])
+    client = AppClient(timeout=5)
+    first = await client.post(app.url, b"{}", {})
+    assert (first.status, first.body) == (201, streamed)
+    assert first.headers["x-inngest-sdk"] == "inngest-py:v0.5"
+    assert "transfer-encoding" not in first.headers
+    assert (await client.post(app.url, b"{}", {})).body == b"fine"
+    assert (await client.post(app.url, b"{}", {})).body == b"to the end"
+    assert client.idle() == 0  # HTTP/1.0 without keep-alive: never reused
+    await client.aclose()
+
+
+async def test_an_answer_whose_head_arrives_in_pieces_is_read_whole(
+        serve: Callable[..., App]) -> None:
+    pieces = [b"HTT", b"P/1.", b"0 200 OK\r\nTransfer-Enc", b"oding: chunked\r\n\r",
+              b"\nbody", b" and more"]
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for piece in pieces:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        writer.close()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    client = AppClient(timeout=5)
+    try:
+        answer = await client.post(
+            f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/", b"", {})
+        assert (answer.status, answer.body) == (200, b"body and more")
+    finally:
+        server.close()
+        await client.aclose()
+
+
 async def test_a_kept_alive_connection_closed_under_a_call_is_replaced_once(
         serve: Callable[..., App]) -> None:
     # The second request arrives on a connection the app then drops without a word, as an app

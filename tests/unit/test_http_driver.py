@@ -5,10 +5,12 @@ step succeeds."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import httpx
+import pytest
 
 from tidings.engine.error_records import MALFORMED
 from tidings.engine.http_driver import HttpDriver
@@ -69,13 +71,6 @@ class Host:
         return True
 
 
-class NoPlans:
-    """Storage as the driver reads it when no parallel step was ever planned."""
-
-    async def read(self, fn: Any) -> None:
-        return None
-
-
 class App:
     """An SDK app whose function runs ``steps`` steps, then returns how many it saw."""
 
@@ -95,7 +90,7 @@ class App:
 
 
 def driver(app: App) -> HttpDriver:
-    return HttpDriver(NoPlans(), None, dev=True,  # type: ignore[arg-type]
+    return HttpDriver(None, dev=True,  # type: ignore[arg-type]
                       transport=httpx.MockTransport(app))
 
 
@@ -128,7 +123,7 @@ async def test_a_function_that_reports_steps_is_called_again_at_once() -> None:
 async def test_a_long_function_goes_back_to_the_queue_after_max_calls() -> None:
     app, host = App(steps=10_000), Host()
     outcome = await driver(app).call(FN, host, run=run(), event=EVENT, events=[EVENT])
-    assert outcome == Continue(force_plan=False)
+    assert outcome == Continue()
     assert len(app.calls) == len(host.records) == HttpDriver.MAX_CALLS
 
 
@@ -216,7 +211,7 @@ async def test_an_answer_nested_too_deep_to_read_fails_the_call_with_a_clear_err
         app = App(steps=0)
         transport = httpx.MockTransport(lambda request, s=status, b=body: httpx.Response(
             s, headers=SDK, content=b.encode()))
-        outcome = await HttpDriver(NoPlans(), None, dev=True,  # type: ignore[arg-type]
+        outcome = await HttpDriver(None, dev=True,  # type: ignore[arg-type]
                                    transport=transport).call(FN, Host(), run=run(),
                                                              event=EVENT, events=[EVENT])
         assert isinstance(outcome, RunFailed), (status, outcome)
@@ -224,3 +219,83 @@ async def test_an_answer_nested_too_deep_to_read_fails_the_call_with_a_clear_err
         if status != 500:
             assert outcome.error["name"] == "ProtocolError"
             assert "nested too deep" in outcome.error["message"]
+
+
+class GroupApp:
+    """An SDK app whose function runs branches of steps in parallel (each branch's steps in
+    turn), then one step ``after``, then returns; it answers as inngest-py does: new steps of
+    the group planned, a lone step run at once unless ``disable_immediate_execution``."""
+
+    def __init__(self, branches: list[list[str]], *, race: bool = False,
+                 slow: frozenset[str] = frozenset()) -> None:
+        self.branches, self.race, self.slow = branches, race, slow
+        self.calls: list[tuple[str, bool]] = []  # (stepId, disable_immediate_execution)
+        self.ran: list[str] = []
+
+    def _op(self, step: str, kind: str, **extra: Any) -> dict[str, Any]:
+        opts = {"parallelMode": "race"} if self.race else None
+        return {"op": kind, "id": step, "displayName": step, "opts": opts, **extra}
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        target = request.url.params["stepId"]
+        self.calls.append((target, body["ctx"]["disable_immediate_execution"]))
+        done = body["steps"]
+        if target != "step":
+            if target in self.slow:
+                await asyncio.sleep(0.05)
+            self.ran.append(target)
+            return httpx.Response(206, headers=SDK, json=[self._op(target, "StepRun",
+                                                                   data=target)])
+        pending = [next(s for s in branch if s not in done) for branch in self.branches
+                   if any(s not in done for s in branch)]
+        if pending:
+            return httpx.Response(206, headers=SDK,
+                                  json=[self._op(s, "StepPlanned") for s in pending])
+        if "after" not in done:
+            if body["ctx"]["disable_immediate_execution"]:
+                return httpx.Response(206, headers=SDK, json=[self._op("after", "StepPlanned")])
+            self.ran.append("after")
+            return httpx.Response(206, headers=SDK, json=[{"op": "StepRun", "id": "after",
+                                                           "data": "after"}])
+        return httpx.Response(200, headers=SDK, json=sorted(done))
+
+
+async def test_after_a_parallel_group_the_next_lone_step_runs_where_it_is_found() -> None:
+    app, host = GroupApp([["p1"], ["p2"]]), Host()
+    outcome = await driver(app).call(FN, host, run=run(), event=EVENT,  # type: ignore[arg-type]
+                                     events=[EVENT])
+    assert outcome == RunDone(b'["after","p1","p2"]')
+    # The group is planned, its steps run on requests of their own (those alone say
+    # disable_immediate_execution, as Inngest sets it), "after" runs in the request that finds
+    # it, and the last request returns: five requests.
+    assert app.calls[0] == ("step", False)
+    assert sorted(app.calls[1:3]) == [("p1", True), ("p2", True)]
+    assert app.calls[3:] == [("step", False), ("step", False)]
+    assert [step for step, _ in host.records][2:] == ["after"]
+
+
+async def test_in_a_race_group_each_branch_goes_on_at_its_own_pace() -> None:
+    app = GroupApp([["a1", "a2"], ["b1", "b2"]], race=True, slow=frozenset({"b1", "b2"}))
+    host = Host()
+    outcome = await driver(app).call(FN, host, run=run(), event=EVENT,  # type: ignore[arg-type]
+                                     events=[EVENT])
+    assert outcome == RunDone(b'["a1","a2","after","b1","b2"]')
+    assert app.ran == ["a1", "a2", "b1", "b2", "after"]
+    targeted = [step for step, _ in app.calls if step != "step"]
+    assert sorted(targeted) == ["a1", "a2", "b1", "b2"]  # b1 was planned thrice, run once
+
+
+async def test_an_answer_that_is_not_the_protocol_fails_the_attempt_loudly(
+        caplog: pytest.LogCaptureFixture) -> None:
+    answers = [httpx.Response(206, headers=SDK, content=b"<html>not ops</html>"),
+               httpx.Response(206, headers=SDK, json=[{"op": "StepRun"}]),
+               httpx.Response(200, content=b"hello")]
+    for answer in answers:
+        host = Host()
+        failed = await HttpDriver(None, dev=True,  # type: ignore[arg-type]
+                                  transport=httpx.MockTransport(lambda r, a=answer: a)).call(
+            FN, host, run=run(), event=EVENT, events=[EVENT])
+        assert isinstance(failed, RunFailed) and failed.retriable
+        assert failed.error["name"] in ("ProtocolError", "NotAnSDK")
+        assert f"run 01RUN (app-f), attempt 0: {failed.error['name']}" in caplog.text

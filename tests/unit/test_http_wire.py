@@ -39,7 +39,7 @@ def row(step: str, output: object, status: str = "completed") -> StepRow:
 def state(*rows: StepRow) -> CallState:
     event = {"id": "01H", "name": "tidings/function.failed", "data": None, "ts": NOW,
              "user": None, "source": "tidings"}
-    return CallState.of(run_id="01RUN", attempt=1, retries=4, force_plan=False, event=event,
+    return CallState.of(run_id="01RUN", attempt=1, retries=4, event=event,
                         events=[event], recorded=list(rows))
 
 

@@ -126,9 +126,9 @@ def parse_function(raw: Any) -> FunctionDef:
     if not isinstance(name, str):
         raise ConfigError("the name is not a string")
     triggers = _triggers(get(raw, "triggers"))
-    url, retries = _step(get(raw, "steps"), get(raw, "retries"))
+    url, retries, step = _step(get(raw, "steps"), get(raw, "retries"))
     config: dict[str, Any] = {"id": slug, "name": name, "triggers": triggers,
-                              "retries": retries, "runtime": "http"}
+                              "retries": retries, "runtime": "http", "step": step}
     for key, value in raw.items():
         canonical = FLOW_CONTROL.get(fold(key))
         if canonical is not None and value is not None:
@@ -164,11 +164,12 @@ def _triggers(raw: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _step(raw: Any, top_retries: Any) -> tuple[str, int]:
-    """The one step's URL and the function's retries."""
+def _step(raw: Any, top_retries: Any) -> tuple[str, int, dict[str, Any]]:
+    """The one step's URL, the function's retries, and the step as registered (its id, name
+    and, when the SDK gave any, its retries: what ``GET /dev`` shows, as Inngest does)."""
     if not isinstance(raw, Mapping) or len(raw) != 1:
         raise ConfigError("exactly one step is required")
-    step = next(iter(raw.values()))
+    key, step = next(iter(raw.items()))
     if not isinstance(step, Mapping):
         raise ConfigError("the step is not a JSON object")
     runtime = get(step, "runtime") or {}
@@ -181,4 +182,10 @@ def _step(raw: Any, top_retries: Any) -> tuple[str, int]:
         attempts = top_retries if top_retries is not None else DEFAULT_RETRIES
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
         raise ConfigError(f"retries.attempts must be a whole number from 0, got {attempts!r}")
-    return url, min(attempts, MAX_RETRIES)
+    step_id, step_name = get(step, "id"), get(step, "name")
+    registered: dict[str, Any] = {
+        "id": step_id if isinstance(step_id, str) else str(key),
+        "name": step_name if isinstance(step_name, str) else str(key)}
+    if isinstance(retries, Mapping) or top_retries is not None:
+        registered["retries"] = min(attempts, MAX_RETRIES)
+    return url, min(attempts, MAX_RETRIES), registered

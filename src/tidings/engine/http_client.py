@@ -6,8 +6,11 @@ most of what the server spends on a run of an SDK function. httpx (with httpcore
 anyio) spends about seven times the CPU of this client on a call, and httpcore 1.0's pool
 re-examines every connection it holds on each request and response (bench P7). The driver
 needs little: one method, bodies in memory, answers sized by ``Content-Length`` or chunked,
-TLS, a timeout. Where more is needed — a proxy from the environment, or a transport given for
-tests — ``HttpxClient`` makes the same calls through httpx.
+TLS, a timeout. Answers are read as Go's client (Inngest's) reads them: an ``HTTP/1.0`` answer's
+``Transfer-Encoding`` is ignored, so its body runs to ``Content-Length`` or the end of the
+connection (``_http10``; a proxy built on Python's ``http.server`` answers so). Where more is
+needed — a proxy from the environment, or a transport given for tests — ``HttpxClient`` makes
+the same calls through httpx.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import httpx
 KEEPALIVE_SECONDS = 4.0
 MAX_IDLE_PER_ORIGIN = 256
 CONNECT_TIMEOUT = 10.0
+MAX_HEAD_BYTES = 64 * 1024  # an answer's status line and headers, looked at before parsing
 
 
 class CallFailed(Exception):
@@ -85,6 +89,17 @@ def _target(url: str) -> _Target:
     return _Target((parts.scheme, parts.hostname, port), host, path)
 
 
+def _http10(head: bytes) -> bytes:
+    """The head of an answer as Go reads it: on ``HTTP/1.0``, without ``Transfer-Encoding``."""
+    if not head.startswith(b"HTTP/1.0"):
+        return head
+    end = head.find(b"\r\n\r\n")
+    lines = head[:end].split(b"\r\n")
+    kept = [line for line in lines
+            if line.split(b":", 1)[0].strip().lower() != b"transfer-encoding"]
+    return b"\r\n".join(kept) + head[end:]
+
+
 def _head(target: _Target, headers: Mapping[str, str], length: int) -> bytes:
     lines = [f"POST {target.path} HTTP/1.1", f"host: {target.host_header}",
              f"content-length: {length}"]
@@ -104,6 +119,8 @@ class _Connection(asyncio.Protocol):
         self._answer: asyncio.Future[Answer] | None = None
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
+        # The start of the current answer, kept until its head is whole when it may be HTTP/1.0.
+        self._start: bytearray | None = None
         self.received = False  # some of the current answer has arrived
         self._headers_done = False
         self.closed = False
@@ -118,6 +135,15 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received = True
+        if self._start is not None:
+            if not self._start and data.startswith(b"HTTP/1.1"):
+                self._start = None  # the usual answer: straight to the parser
+            else:
+                self._start += data
+                if (b"\r\n\r\n" not in self._start and len(self._start) < MAX_HEAD_BYTES
+                        and b"HTTP/1.0".startswith(bytes(self._start[:8]))):
+                    return  # the head is not whole yet
+                data, self._start = _http10(bytes(self._start)), None
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
@@ -176,6 +202,7 @@ class _Connection(asyncio.Protocol):
             raise CallFailed("the connection is closed")
         self._answer = asyncio.get_running_loop().create_future()
         self.received = self.reusable = False
+        self._start = bytearray()
         self._transport.write(head + body)
         try:
             return await self._answer

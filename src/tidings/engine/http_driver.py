@@ -5,12 +5,17 @@ A call ``POST``s the run's event and memoized steps to the function's URL (``ste
 from the top) and reads the answer: ``200`` the function returned; ``206`` ops — a step ran
 (recorded as a native step is, and the function is called again at once, under the same
 lease), a sleep, wait or invocation (``Blocked``), a step failed (retried alone:
-``RetryStep``), or steps to run in parallel, each on a call of its own (``stepId=<hash>``),
-after which every call of the run asks the SDK to plan rather than run
-(``disable_immediate_execution``); anything else is the function's error, retried unless the
-SDK says ``x-inngest-no-retry``. Outside dev every request is signed with the environment's
-signing key and an answer is only believed when its signature checks out (a streamed one as
-``http_wire.streamed_distrust`` says). Requests go out through ``http_client``.
+``RetryStep``), an inference for Tidings to make (``ai_infer``), or steps to run in parallel,
+each on a request of its own (``stepId=<hash>``, with ``disable_immediate_execution`` as
+Inngest sets it while a group runs); anything else is the function's error, retried unless the
+SDK says ``x-inngest-no-retry``. After a group the function is called from the top again with
+``disable_immediate_execution`` off, so a lone step that follows runs in that very request, as
+on Inngest (which clears the flag whenever it schedules a discovery request with no step of
+the group pending); a race group asks again after each of its steps (``_group``).
+
+Outside dev every request is signed with the environment's signing key and an answer is only
+believed when its signature checks out (a streamed one as ``http_wire.streamed_distrust``
+says). Requests go out through ``http_client``; a failed call is logged with the run's id.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -27,6 +33,8 @@ import httpx
 import msgspec
 
 from tidings.engine.error_records import ErrorJSON, error_of
+from tidings.engine import ai_infer
+from tidings.engine.ai_infer import BadInference, inference_of
 from tidings.engine.http_client import AppCaller, AppClient, CallFailed, HttpxClient, proxied
 from tidings.engine.http_wire import (
     CallState,
@@ -51,12 +59,10 @@ from tidings.engine.outcomes import (
     RunFailed,
     Sleep,
 )
-from tidings.ids import now_ms
 from tidings.keys import EnvSigningKeys, SigningKeys
 from tidings.runs.model import HTTP_QUEUE, FunctionRow, Run, StepRow
 from tidings.sdk.context import _Interrupt
 from tidings.signing import sign, verify
-from tidings.storage.base import Storage
 
 log = logging.getLogger("tidings.engine.http")
 USER_AGENT = "tidings"
@@ -119,15 +125,45 @@ def _failure(name: str, message: str, *, retriable: bool = True) -> RunFailed:
     return RunFailed({"name": name, "message": message}, retriable=retriable)
 
 
+async def _settle_all(calls: Iterable[Awaitable[Outcome | None]]) -> list[Outcome | None]:
+    """Await every call, then raise the first exception if one raised: nothing is left
+    running unattended."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]
+
+
+def _first(outcomes: list[Outcome | None]) -> Outcome | None:
+    return next((o for o in outcomes if o is not None), None)
+
+
+@dataclass(slots=True)
+class _Call:
+    """One call of a run: the requests it makes share what they learn."""
+
+    fn: FunctionRow
+    host: HttpHost
+    state: CallState
+    keys: EnvSigningKeys | None
+    running: set[str] = field(default_factory=set)  # steps with a request of their own out
+    held: set[str] = field(default_factory=set)  # steps that ran without a result: not again
+
+
+def _race(op: dict[str, Any]) -> bool:
+    opts = op.get("opts")
+    return isinstance(opts, dict) and opts.get("parallelMode") == "race"
+
+
 class HttpDriver:
     """Calls the functions of SDK apps (queue ``http``) at the URLs they registered."""
 
     MAX_CALLS = 100  # calls of a run under one lease; then it goes back to the queue
 
-    def __init__(self, storage: Storage, keys: SigningKeys, *, dev: bool,
+    def __init__(self, keys: SigningKeys, *, dev: bool,
                  transport: httpx.AsyncBaseTransport | None = None,
                  timeout: float = 900.0) -> None:
-        self._storage = storage
         self._keys = keys
         self._dev = dev
         self._http: AppCaller = (
@@ -151,31 +187,35 @@ class HttpDriver:
         if keys is None and not self._dev:
             log.warning("run %s: environment %s has no signing key (tidings keys create-signing):"
                         " the app will refuse the call", run.id, fn.env_id)
-        planned = await self._storage.read(lambda tx: tx.one("run_planned", (run.id,)))
         state = CallState.of(run_id=run.id, attempt=run.attempt, retries=fn.retries,
-                             force_plan=planned is not None, event=event, events=events,
-                             recorded=host.recorded)
+                             event=event, events=events, recorded=host.recorded)
+        call = _Call(fn, host, state, keys)
         for _ in range(self.MAX_CALLS):
             state.attempt = host.attempt
             try:
-                outcome = await self._answer(fn, host, state, keys, "step")
+                outcome = await self._answer(call, "step")
             except _Interrupt:
                 outcome = None
             if host.lost:
                 return None
+            if isinstance(outcome, RunFailed):
+                log.warning("run %s (%s), attempt %d: %s: %s", run.id, fn.slug, run.attempt,
+                            outcome.error.get("name"), outcome.error.get("message"))
             if outcome is not None:
                 return outcome
             if host.blockers:
                 return Blocked(tuple(host.blockers))
             if host.retry is not None:
                 return host.retry
-        return Continue(force_plan=state.force_plan)
+        return Continue()
 
-    async def _answer(self, fn: FunctionRow, host: HttpHost, state: CallState,
-                      keys: EnvSigningKeys | None, step_id: str) -> Outcome | None:
-        """Make one request and take in its answer; None when the run goes on."""
+    async def _answer(self, call: _Call, step_id: str, *, plan: bool = False) -> Outcome | None:
+        """Make one request and take in its answer; None when the run goes on. ``plan``: the
+        request runs one of several steps the SDK reported together (Inngest then sets
+        ``disable_immediate_execution``, which a request aimed at one step ignores)."""
+        host = call.host
         began = host.now()
-        reply = await self._post(fn, host, state, keys, step_id,
+        reply = await self._post(call, step_id, plan,
                                  None if step_id == "step" else host.attempts.get(step_id, 0))
         if isinstance(reply, RunFailed):
             return reply
@@ -194,29 +234,103 @@ class HttpDriver:
             return _failure("ProtocolError", str(exc))
         if not ops:
             return _failure("ProtocolError", "the app answered 206 with no ops")
-        planned = []
+        planned, inferences = [], []
         for op in ops:
-            if op.get("op") == "StepPlanned":
+            kind = op.get("op")
+            if kind == "StepPlanned":
                 if step_id == "step":
                     planned.append(op)
                 continue
-            outcome = await self._op(host, state, op, began, reply)
+            if kind == "AIGateway":
+                inferences.append(op)
+                continue
+            outcome = await self._op(host, call.state, op, began, reply)
+            if outcome is not None:
+                return outcome
+        if inferences:
+            outcome = _first(await _settle_all(
+                self._infer(call, op, began) for op in inferences))
             if outcome is not None:
                 return outcome
         if planned:
-            if not state.force_plan:
-                await self._storage.write(
-                    lambda tx: tx.run("plan_run", (state.run_id, now_ms())))
-                state.force_plan = True
-            results = await asyncio.gather(
-                *(self._answer(fn, host, state, keys, op["id"]) for op in planned),
-                return_exceptions=True)
-            outcomes: list[Outcome | None] = []
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result  # every call has ended: nothing runs on unattended
-                outcomes.append(result)
-            return next((o for o in outcomes if o is not None), None)
+            return await self._group(call, planned, plan=len(ops) > 1)
+        return None
+
+    async def _group(self, call: _Call, planned: list[dict[str, Any]], *,
+                     plan: bool) -> Outcome | None:
+        """Run planned steps, each on a request of its own, concurrently; a step already
+        running or recorded, or that failed in this call, is not run again. When a step of a
+        race group (``parallelMode: "race"``) is recorded, the function is asked at once what
+        comes next, so that each branch goes on at its own pace (Inngest: a discovery request
+        after every race step, instead of one when the whole group is done)."""
+        tasks: dict[asyncio.Task[Outcome | None], dict[str, Any] | None] = {}
+
+        def start(ops: list[dict[str, Any]]) -> None:
+            for op in ops:
+                step = op["id"]
+                if step in call.running or step in call.held or step in call.state.steps:
+                    continue
+                call.running.add(op["id"])
+                tasks[asyncio.ensure_future(self._answer(call, op["id"], plan=plan))] = op
+
+        start(planned)
+        outcome: Outcome | None = None
+        failure: BaseException | None = None
+        while tasks:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                op = tasks.pop(task)
+                if op is not None:
+                    call.running.discard(op["id"])
+                    if op["id"] not in call.state.steps:
+                        call.held.add(op["id"])  # e.g. an attempt failed: retried later
+                if task.exception() is not None:
+                    failure = failure or task.exception()
+                    continue
+                outcome = outcome or task.result()
+                if (op is not None and _race(op) and op["id"] in call.state.steps
+                        and outcome is None and failure is None and not call.host.lost):
+                    tasks[asyncio.ensure_future(self._answer(call, "step"))] = None
+        if failure is not None:
+            raise failure  # every request has ended: nothing runs on unattended
+        return outcome
+
+    async def _infer(self, call: _Call, op: dict[str, Any], began: int) -> Outcome | None:
+        """A ``step.ai.infer``: Tidings makes the request (``ai_infer``) and records its
+        answer as the step's output, or its failure as an attempt of the step."""
+        step, name = op["id"], display_name(op)
+        if step in call.state.steps or step in call.running or step in call.held:
+            return None  # a race group's branches report it again
+        call.running.add(step)
+        try:
+            return await self._inference(call, step, name, op, began)
+        finally:
+            call.running.discard(step)
+            if step not in call.state.steps:
+                call.held.add(step)
+
+    async def _inference(self, call: _Call, step: str, name: str, op: dict[str, Any],
+                         began: int) -> Outcome | None:
+        host = call.host
+        try:
+            request = inference_of(op.get("opts"))
+        except BadInference as exc:
+            error: ErrorJSON = {"name": ai_infer.ERROR_NAME,
+                                "message": f"step.ai.infer {name!r} cannot be sent: {exc}"}
+            log.warning("run %s: %s", call.state.run_id, error["message"])
+            if await host.errored(step, name, error, began, final=True, kind="ai"):
+                call.state.remember(step, {"error": error})
+            return None
+        answer = await ai_infer.infer(self._http, request)
+        if answer.output is not None:
+            await host.completed(step, name, answer.output, began, kind="ai")
+            call.state.remember(step, msgspec.json.decode(answer.output))
+            return None
+        assert answer.error is not None
+        log.warning("run %s: step.ai.infer %r (%s) failed: %s", call.state.run_id, name,
+                    request.where, answer.error["message"])
+        if await host.errored(step, name, answer.error, began, kind="ai"):
+            call.state.remember(step, {"error": answer.error})
         return None
 
     async def _op(self, host: HttpHost, state: CallState, op: dict[str, Any], began: int,
@@ -240,12 +354,15 @@ class HttpDriver:
                     at = retry_after(reply.headers.get("retry-after"), now)
                     if at is not None:
                         host.retry = RetryStep(step, at)
-            elif kind == "Sleep":
-                host.block(Sleep(step, name, sleep_until(op, now)))
-            elif kind == "WaitForEvent":
-                host.block(wait_of(op, now))
-            elif kind == "InvokeFunction":
-                host.block(invoke_of(op, now))
+            elif kind in ("Sleep", "WaitForEvent", "InvokeFunction"):
+                if any(b.step == step for b in host.blockers):
+                    return None  # a race group's branches report it again
+                if kind == "Sleep":
+                    host.block(Sleep(step, name, sleep_until(op, now)))
+                elif kind == "WaitForEvent":
+                    host.block(wait_of(op, now))
+                else:
+                    host.block(invoke_of(op, now))
             elif kind == "RunComplete":
                 return self._done(msgspec.json.encode(op.get("data")))
             elif kind not in (None, "None"):
@@ -281,17 +398,17 @@ class HttpDriver:
                          retry_at=retry_after(reply.headers.get("retry-after"), now),
                          reason=reason)
 
-    async def _post(self, fn: FunctionRow, host: HttpHost, state: CallState,
-                    keys: EnvSigningKeys | None, step_id: str,
+    async def _post(self, call: _Call, step_id: str, plan: bool,
                     attempt: int | None) -> Reply | RunFailed:
+        fn, keys, host = call.fn, call.keys, call.host
         assert fn.url is not None
-        body = state.body(step_id, attempt)
-        if state.used_api and not await host.flushed():
+        body = call.state.body(step_id, attempt, plan=plan)
+        if call.state.used_api and not await host.flushed():
             # The SDK reads the steps from the API, maybe from another server process: every
             # step this call recorded must be in the database first, or it would run again.
             raise _Interrupt()
         headers = {"content-type": "application/json", "user-agent": USER_AGENT,
-                   "x-run-id": state.run_id, "x-inngest-step-id": step_id}
+                   "x-run-id": call.state.run_id, "x-inngest-step-id": step_id}
         if keys is not None:
             headers["x-inngest-signature"] = sign(body, keys.current)
             if keys.branch is not None:

@@ -68,7 +68,6 @@ class CallState:
     run_id: str
     attempt: int
     max_attempts: int
-    force_plan: bool
     event: dict[str, Any]
     events: list[dict[str, Any]]
     steps: dict[str, Any] = field(default_factory=dict)
@@ -76,11 +75,11 @@ class CallState:
     used_api: bool = False  # the last body made tells the SDK to read the run from the API
 
     @classmethod
-    def of(cls, *, run_id: str, attempt: int, retries: int, force_plan: bool,
+    def of(cls, *, run_id: str, attempt: int, retries: int,
            event: Mapping[str, Any], events: Sequence[Mapping[str, Any]],
            recorded: Sequence[StepRow]) -> CallState:
         state = cls(run_id=run_id, attempt=attempt, max_attempts=retries + 1,
-                    force_plan=force_plan, event=sdk_event(event),
+                    event=sdk_event(event),
                     events=[sdk_event(e) for e in events])
         for row in recorded:
             state.remember(row.step, row.output)
@@ -91,20 +90,21 @@ class CallState:
             self.stack.append(step)
         self.steps[step] = memo
 
-    def body(self, step_id: str, attempt: int | None = None) -> bytes:
-        """The request body for a call aimed at ``step_id`` (``step``: from the top). Over
-        4 MiB, the SDK is told to fetch the events and steps itself (``use_api``)."""
-        body = self._body(step_id, attempt, use_api=False)
+    def body(self, step_id: str, attempt: int | None = None, *, plan: bool = False) -> bytes:
+        """The request body for a call aimed at ``step_id`` (``step``: from the top); ``plan``
+        sets ``disable_immediate_execution``. Over 4 MiB, the SDK is told to fetch the events
+        and steps itself (``use_api``)."""
+        body = self._body(step_id, attempt, plan, use_api=False)
         self.used_api = len(body) > MAX_REQUEST_BYTES
         if self.used_api:
-            body = self._body(step_id, attempt, use_api=True)
+            body = self._body(step_id, attempt, plan, use_api=True)
         return body
 
-    def _body(self, step_id: str, attempt: int | None, *, use_api: bool) -> bytes:
+    def _body(self, step_id: str, attempt: int | None, plan: bool, *, use_api: bool) -> bytes:
         # ``ctx.fn_id`` is left out on purpose: given it, inngest-js 4 switches to
         # "checkpointing" and reports steps through an API Tidings does not serve.
         ctx = {"attempt": self.attempt if attempt is None else attempt,
-               "disable_immediate_execution": self.force_plan,
+               "disable_immediate_execution": plan,
                "max_attempts": self.max_attempts, "run_id": self.run_id,
                "stack": {"current": len(self.stack), "stack": list(self.stack)},
                "step_id": step_id, "use_api": use_api}

@@ -97,8 +97,6 @@ class Continue:
     """Steps were recorded and the function has more to do: call it again now (the HTTP
     protocol runs one step per call)."""
 
-    force_plan: bool = False
-
 
 @dataclass(frozen=True, slots=True)
 class RetryStep:

@@ -87,7 +87,7 @@ class Runtime:
         if self._http and HTTP_QUEUE not in self.executors:
             # Functions of Inngest SDK apps, whatever environment synced them.
             keys = SigningKeys(self.core.storage, self.core.vault.sealer.keyring)
-            http = HttpDriver(self.core.storage, keys, dev=self.core.settings.dev)
+            http = HttpDriver(keys, dev=self.core.settings.dev)
             self.executors[HTTP_QUEUE] = Executor(
                 self.core, self.registry, http, queue=HTTP_QUEUE, settings=self.settings,
                 clock=self.clock, on_events=self.router.submit, on_due=self._due)

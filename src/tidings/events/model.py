@@ -63,6 +63,7 @@ class StoredEvent:
         """The record the read API and the SDK see."""
         return {
             "id": self.id,
+            "internal_id": self.id,  # what Inngest's REST API names it
             "name": self.name,
             "data": self.data,
             "user": self.user,

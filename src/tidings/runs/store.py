@@ -309,12 +309,11 @@ def record_step_error(tx: Tx, run: Run, step: str, name: str, position: int,
 
 def reschedule(tx: Tx, run: Run, *, due_at: int, attempt: int, status: str = RUNNING,
                error: Any = None) -> bool:
-    """Make the run due again and free its lease; with ``error`` (a failed attempt) the run
-    shows that error until it ends."""
-    if error is not None:
-        return tx.run("retry_run", (status, attempt, due_at, dumps(error), run.id,
-                                    run.lease_token)) > 0
-    return tx.run("reschedule_run", (status, attempt, due_at, run.id, run.lease_token)) > 0
+    """Hand the run back to the queue, due at ``due_at``. ``error``: the attempt that just
+    failed, shown on the run until its next call goes on or it ends."""
+    return tx.run("reschedule_run", (status, attempt, due_at,
+                                     None if error is None else dumps(error), run.id,
+                                     run.lease_token)) > 0
 
 
 def hand_back(tx: Tx, run: Run, due_at: int) -> bool:

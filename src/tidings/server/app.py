@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,6 +25,7 @@ from tidings.engine.runtime import Runtime
 from tidings.errors import RequestRejected
 from tidings.keys import DEV_ENV, SigningKeys
 from tidings.server.api import error_response, json_response, routes
+from tidings.server.dev_api import DevAPI
 from tidings.server.event_api import EventAPI
 from tidings.server.openapi import document
 from tidings.server.sdk_api import SdkAPI
@@ -110,6 +111,7 @@ class TidingsApp:
             routes=[
                 *routes(core, lambda: self.runtime),
                 *SdkAPI(core, self.sync, keys).routes(),
+                *DevAPI(core, self._start_opts()).routes(),
                 Route("/openapi.json", openapi, methods=["GET"]),
                 # ``__call__`` sends POST /e/... straight to the Event API; this route only
                 # gives the other methods a 405 that names POST.
@@ -132,6 +134,13 @@ class TidingsApp:
             ],
         )
         self._rest = ServerKind(starlette, kind)
+
+    def _start_opts(self) -> dict[str, Any]:
+        """What ``GET /dev`` says the server was started with (Inngest's ``startOpts``)."""
+        watch = self._watch or AppWatch()
+        return {"urls": list(watch.urls), "autodiscover": watch.discover,
+                "poll": bool(watch.urls or watch.discover), "poll_interval": watch.interval,
+                "require_keys": not self.settings.dev, "persist": True}
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Core]:

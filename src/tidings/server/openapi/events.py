@@ -90,11 +90,14 @@ EVENT_IN: dict[str, Any] = {
 EVENT_RECORD: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["id", "name", "data", "user", "event_id", "idempotency_key", "ts", "timestamp",
+    "required": ["id", "internal_id", "name", "data", "user", "event_id", "idempotency_key",
+                 "ts", "timestamp",
                  "v", "meta", "source", "context", "account_id", "received_at", "deliver_at",
                  "delivered_at", "cancelled_at"],
     "properties": {
         "id": {"type": "string", "pattern": ULID_PATTERN, "description": "Internal ULID."},
+        "internal_id": {"type": "string", "pattern": ULID_PATTERN,
+                        "description": "The same id, under the name Inngest's API gives it."},
         "name": {"type": "string"},
         "data": JSON_OBJECT,
         "user": {**JSON_OBJECT, "description": "Decrypted; {} when none or erased."},

@@ -1,5 +1,6 @@
 """What Inngest SDK apps call, and the levers over them, in the OpenAPI document: registering
-(``/fn/register``), the large state of a run (``/v0/runs/{id}/…``), and the apps (``/v1/apps``).
+(``/fn/register``), the large state of a run (``/v0/runs/{id}/…``), the apps (``/v1/apps``), and
+the dev server's description of itself (``/dev``).
 """
 
 from __future__ import annotations
@@ -130,6 +131,43 @@ SYNC_RESULT: dict[str, Any] = {
     },
 }
 
+DEV_FUNCTION: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "name", "slug", "triggers", "steps"],
+    "additionalProperties": True,
+    "description": "As Inngest's dev server lists a function; with the flow control it "
+                   "registered.",
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "slug": {"type": "string"},
+        "triggers": {"type": "array", "items": TRIGGER},
+        "steps": {"type": "array", "description": "None for a native function.", "items": {
+            "type": "object", "required": ["id", "name", "uri"], "properties": {
+                "id": {"type": "string"}, "name": {"type": "string"}, "uri": HTTP_URL,
+                "retries": {"type": "integer", "description": "Only when registered."}}}},
+    },
+}
+
+DEV_INFO: dict[str, Any] = {
+    "type": "object",
+    "required": ["version", "authed", "startOpts", "functions", "handlers",
+                 "isSingleNodeService", "isMissingSigningKey", "isMissingEventKeys",
+                 "features"],
+    "properties": {
+        "version": {"type": "string"},
+        "authed": {"type": "boolean"},
+        "startOpts": {"type": "object"},
+        "functions": {"type": "array", "items": ref("DevFunction")},
+        "handlers": {"type": "array", "items": {"type": "object"},
+                     "description": "The synced apps and their functions' ids."},
+        "isSingleNodeService": {"type": "boolean"},
+        "isMissingSigningKey": {"type": "boolean"},
+        "isMissingEventKeys": {"type": "boolean"},
+        "features": {"type": "object"},
+    },
+}
+
 SCHEMAS: dict[str, Any] = {
     "FunctionConfig": FUNCTION_CONFIG,
     "RegisterIn": REGISTER_IN,
@@ -137,6 +175,8 @@ SCHEMAS: dict[str, Any] = {
     "SdkEvent": SDK_EVENT,
     "App": APP,
     "SyncResult": SYNC_RESULT,
+    "DevFunction": DEV_FUNCTION,
+    "DevInfo": DEV_INFO,
 }
 
 SDK_ENV_HEADER = header(
@@ -188,6 +228,15 @@ def paths(api_key: ApiSecurity, signing_key: ApiSecurity) -> dict[str, Any]:
             "parameters": READ_HEADERS,
             "responses": {"200": data({"type": "array", "items": ref("App")}, "Its apps"),
                           **errors(400, 401)},
+        }},
+        "/dev": {"get": {
+            "operationId": "devInfo",
+            "summary": "The dev server's functions, their triggers and step URLs, as the "
+                       "Inngest Dev Server answers (tidings dev only: 404 elsewhere)",
+            "security": api_key,
+            "parameters": READ_HEADERS,
+            "responses": {"200": json_body(ref("DevInfo"), "The dev server"),
+                          **errors(400, 401, 404)},
         }},
         "/v1/apps/sync": {"post": {
             "operationId": "syncApp",

@@ -186,11 +186,6 @@ CREATE TABLE signing_keys (
     created_at BIGINT NOT NULL
 );
 
-CREATE TABLE planned_runs (
-    run_id TEXT PRIMARY KEY,
-    since BIGINT NOT NULL
-);
-
 -- Throttle (GCRA: a = theoretical arrival time) and rate limit / idempotency (a fixed window:
 -- a = its start, b = runs started in it), one row per key.
 CREATE TABLE flow_limits (

@@ -1,4 +1,4 @@
--- Queries of SDK apps (sync records, signing keys, runs planned step by step), shared by both
+-- Queries of SDK apps (sync records and signing keys), shared by both
 -- dialects (`?` becomes `%s` on PostgreSQL).
 
 -- name: app_by_url
@@ -44,12 +44,6 @@ ON CONFLICT (env_id) DO UPDATE SET
 -- name: rewrap_signing_keys
 -- Only if the row is still the one that was read: a key created meanwhile is left as it is.
 UPDATE signing_keys SET sealed = ?, fallback = ? WHERE env_id = ? AND sealed = ?;
-
--- name: plan_run
-INSERT INTO planned_runs (run_id, since) VALUES (?, ?) ON CONFLICT (run_id) DO NOTHING;
-
--- name: run_planned
-SELECT since FROM planned_runs WHERE run_id = ?;
 
 -- name: listed_functions
 -- The live functions of an environment, with when their definition was written and when their

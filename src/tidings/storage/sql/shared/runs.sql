@@ -110,13 +110,9 @@ UPDATE runs SET status = ?, output = ?, error = ?, ended_at = ?, due_at = NULL,
 WHERE id = ? AND lease_token = ?;
 
 -- name: reschedule_run
-UPDATE runs SET status = ?, attempt = ?, due_at = ?, lease_owner = NULL, lease_until = NULL
-WHERE id = ? AND lease_token = ?;
-
--- name: retry_run
--- A failed attempt: its error stays on the run until the run ends (``finish_run``).
+-- `error`: the error of the attempt that failed, while the run waits to try again; else NULL.
 UPDATE runs SET status = ?, attempt = ?, due_at = ?, error = ?, lease_owner = NULL,
-                lease_until = NULL
+    lease_until = NULL
 WHERE id = ? AND lease_token = ?;
 
 -- name: hand_back_run
