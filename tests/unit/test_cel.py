@@ -27,8 +27,9 @@ from tidings.settings import MIB, ExpressionLimits
 DEEP = "(" * 100_000 + "true" + ")" * 100_000
 # One call of each function the checker admits, each of which must work in this library.
 PROBES = {
-    "contains": "'ab'.contains('a')", "size": "size('a') == 1", "startsWith": "'ab'.startsWith('a')",
-    "endsWith": "'ab'.endsWith('b')", "matches": "'ab'.matches('^a')", "string": "string(1)",
+    "contains": "'ab'.contains('a')", "size": "size('a') == 1",
+    "startsWith": "'ab'.startsWith('a')", "endsWith": "'ab'.endsWith('b')",
+    "matches": "'ab'.matches('^a')", "string": "string(1)",
     "bytes": "bytes('a')", "double": "double(1)", "int": "int(1.0)", "uint": "uint(1)",
     "dyn": "dyn(1)", "type": "type(1) == int", "duration": "duration('1s')",
     "timestamp": "timestamp('2020-01-01T00:00:00Z')",
@@ -173,7 +174,7 @@ def test_a_native_function_with_an_expression_that_never_works_is_refused() -> N
         @client.function(id="a", trigger=tidings.TriggerEvent(event="a/b", if_="foo(1)"))
         async def a(ctx: Any) -> None: ...
 
-    with pytest.raises(ConfigError, match="concurrency.key: .*Unsupported operation"):
+    with pytest.raises(ConfigError, match=r"concurrency\.key: .*Unsupported operation"):
         @client.function(id="b", trigger=tidings.TriggerEvent(event="a/b"),
                          concurrency=tidings.Concurrency(limit=1, key="event.name - 1"))
         async def b(ctx: Any) -> None: ...

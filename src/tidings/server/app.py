@@ -93,6 +93,7 @@ class TidingsApp:
         self._poller: AppPoller | None = None
         self._events: EventAPI | None = None
         self._rest: ASGIApp | None = None
+        self._routes: list[Route] = []
         if core is not None:
             self._build(core)
 
@@ -103,17 +104,18 @@ class TidingsApp:
         self.sync = AppSync(core, keys)
 
         async def openapi(request: Request) -> Response:
-            return json_response(200, document())
+            return json_response(200, document(self.settings.dev))
 
+        self._routes = [
+            *routes(core, lambda: self.runtime),
+            *SdkAPI(core, self.sync, keys).routes(),
+            Route("/openapi.json", openapi, methods=["GET"]),
+            # ``__call__`` sends POST /e/... straight to the Event API; this route only
+            # gives the other methods a 405 that names POST.
+            Route("/e/{key:path}", events, methods=["POST"]),
+        ]
         starlette = Starlette(
-            routes=[
-                *routes(core, lambda: self.runtime),
-                *SdkAPI(core, self.sync, keys).routes(),
-                Route("/openapi.json", openapi, methods=["GET"]),
-                # ``__call__`` sends POST /e/... straight to the Event API; this route only
-                # gives the other methods a 405 that names POST.
-                Route("/e/{key:path}", events, methods=["POST"]),
-            ],
+            routes=self._routes,
             exception_handlers={
                 RequestRejected: _rejected,
                 HTTPException: _http_error,
@@ -131,6 +133,14 @@ class TidingsApp:
             ],
         )
         self._rest = ServerKind(starlette, kind)
+
+    @property
+    def endpoints(self) -> list[tuple[str, str]]:
+        """Every ``(method, path)`` the app answers (``HEAD`` aside), paths as the OpenAPI
+        document writes them: what a test must cover."""
+        return sorted((method, route.path.replace(":path}", "}"))
+                      for route in self._routes for method in route.methods or ()
+                      if method != "HEAD")
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Core]:

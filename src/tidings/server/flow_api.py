@@ -21,7 +21,7 @@ from tidings.flow.cancel import cancel_between
 from tidings.ids import now_ms
 from tidings.router.registry import Registry
 from tidings.runs import store
-from tidings.server.api import check_params, error_response, json_response, read_env
+from tidings.server.api import check_params, json_response, not_found, read_env
 from tidings.server.http import read_body
 from tidings.server.runs_api import range_request
 
@@ -52,7 +52,7 @@ class FlowAPI:
         fn = await self.core.storage.read(
             partial(store.function_by_slug, env_id=env.id, slug=slug))
         if fn is None:
-            return error_response(404, f"function {slug!r} not found")
+            return not_found("function", slug)
         await self.core.storage.read(self._registry.refresh)
         total = 0
         while True:

@@ -77,8 +77,9 @@ READ_HEADERS = [ENV_HEADER]
 
 
 def time_query(name: str, description: str) -> dict[str, Any]:
-    """A query parameter holding a time: milliseconds or ISO-8601."""
-    return {"name": name, "in": "query", "description": description, "schema": TIME_IN}
+    """A query parameter holding a time: milliseconds or ISO-8601 (empty: none)."""
+    return {"name": name, "in": "query", "description": description,
+            "schema": {"anyOf": [*TIME_IN["anyOf"], {"type": "string", "maxLength": 0}]}}
 
 
 def in_path(name: str) -> dict[str, Any]:

@@ -116,6 +116,8 @@ RUN_DETAIL: dict[str, Any] = {
 
 RUN_PAGE = page("Run")
 
+UNTIL = ("Runs created before this time, which must be after since (a 400 otherwise: JSON "
+         "Schema cannot compare two fields).")
 REPLAY_IN: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -123,7 +125,7 @@ REPLAY_IN: dict[str, Any] = {
     "properties": {
         "function": {"type": "string", "minLength": 1},
         "since": {**TIME_IN, "description": "Runs created at or after this time."},
-        "until": {**TIME_IN, "description": "Runs created before this time (after since)."},
+        "until": {**TIME_IN, "description": UNTIL},
         "statuses": {"type": "array", "minItems": 1, "items": {"enum": list(REPLAYABLE)}},
     },
 }
@@ -154,7 +156,7 @@ CANCELLATIONS_IN: dict[str, Any] = {
     "properties": {
         "function": {"type": "string", "minLength": 1},
         "since": {**TIME_IN, "description": "Runs created at or after this time."},
-        "until": {**TIME_IN, "description": "Runs created before this time (after since)."},
+        "until": {**TIME_IN, "description": UNTIL},
     },
 }
 
