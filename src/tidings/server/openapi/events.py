@@ -7,6 +7,7 @@ from typing import Any
 from tidings.events.meta import MAX_ID_BYTES, MAX_KEY_BYTES, MAX_SESSIONS
 from tidings.events.parse import TS_MAX, TS_MIN
 from tidings.server.openapi.parts import (
+    CURSOR_QUERY,
     ENV_HEADER,
     JSON_OBJECT,
     LIMITS,
@@ -215,8 +216,7 @@ def paths(api_key: ApiSecurity, event_key: ApiSecurity) -> dict[str, Any]:
                                 "maxLength": LIMITS.max_name_chars}},
                     time_query("since", "Events at or after this time."),
                     time_query("until", "Events before this time."),
-                    {"name": "cursor", "in": "query",
-                     "schema": {"type": "string", "pattern": ULID_PATTERN}},
+                    CURSOR_QUERY,
                     {"name": "limit", "in": "query",
                      "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
                                 "default": 50}},

@@ -82,6 +82,11 @@ def time_query(name: str, description: str) -> dict[str, Any]:
             "schema": {"anyOf": [*TIME_IN["anyOf"], {"type": "string", "maxLength": 0}]}}
 
 
+# The cursor of the previous page; empty is none.
+CURSOR_QUERY: dict[str, Any] = {"name": "cursor", "in": "query", "schema": {
+    "type": "string", "pattern": "^(" + ULID_PATTERN.strip("^$") + ")?$"}}
+
+
 def in_path(name: str) -> dict[str, Any]:
     """A path parameter (an id)."""
     return {"name": name, "in": "path", "required": True,

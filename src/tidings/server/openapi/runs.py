@@ -8,6 +8,7 @@ from tidings.runs.model import STATUSES
 from tidings.runs.store import REPLAYABLE
 from tidings.server.openapi.parts import (
     ANY_JSON,
+    CURSOR_QUERY,
     NULLABLE_ID,
     NULLABLE_STRING,
     NULLABLE_TIME,
@@ -201,8 +202,7 @@ def paths(api_key: ApiSecurity) -> dict[str, Any]:
                  "schema": {"type": "array", "items": {"enum": list(STATUSES)}}},
                 time_query("since", "Runs created at or after this time."),
                 time_query("until", "Runs created before this time."),
-                {"name": "cursor", "in": "query",
-                 "schema": {"type": "string", "pattern": ULID_PATTERN}},
+                CURSOR_QUERY,
                 {"name": "limit", "in": "query",
                  "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
                 *READ_HEADERS,
