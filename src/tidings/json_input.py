@@ -92,7 +92,7 @@ def blame(raw: bytes, max_depth: int) -> list[str | int] | None:
         elif token == b":":
             if stack and stack[-1][0] == "{":
                 stack[-1][1] = _text(last)
-        elif not _is_utf8(token):
+        elif not is_utf8(token):
             is_key = raw[match.end():match.end() + 64].lstrip()[:1] == b":"
             return _path(stack[:-1] if is_key and stack else stack) if is_key else _path(stack)
         last = token
@@ -113,11 +113,13 @@ def _path(stack: list[list[Any]]) -> list[str | int]:
     return [frame[1] for frame in stack if frame[1] is not None]
 
 
-def _is_utf8(token: bytes) -> bool:
-    if token.isascii():
+def is_utf8(raw: bytes) -> bool:
+    """True when ``raw`` is UTF-8 (one ``isascii`` scan when it is ASCII, as it nearly always
+    is)."""
+    if raw.isascii():
         return True
     try:
-        token.decode()
+        raw.decode()
     except UnicodeDecodeError:
         return False
     return True

@@ -23,7 +23,7 @@ import msgspec
 from tidings.errors import EventsInvalid, FieldError, PayloadTooLarge, RequestRejected
 from tidings.events.meta import MetaError, resolve_meta
 from tidings.events.model import DEFAULT_SOURCE, NewEvent
-from tidings.json_input import blame, reason, shallow_enough
+from tidings.json_input import blame, is_utf8, reason, shallow_enough
 from tidings.settings import Limits
 
 RESERVED_PREFIXES = ("inngest/", "tidings/")
@@ -214,7 +214,7 @@ def _plain(wire: _WireEvent, limits: Limits, now: int) -> NewEvent | None:
     data = bytes(wire.data)
     if not data or data == b"null":
         data = b"{}"
-    elif data[:1] != b"{" or _INTERNAL_MARK in data or not _utf8(data):
+    elif data[:1] != b"{" or _INTERNAL_MARK in data or not is_utf8(data):
         return None
     ts = wire.ts
     if not ts:
@@ -357,17 +357,6 @@ def _data_object(raw: msgspec.Raw, bad: Any) -> dict[str, Any] | None:
         return value
     bad("data", f"expected `object | null`, got `{_JSON_TYPES.get(type(value), 'value')}`")
     return None
-
-
-def _utf8(raw: bytes) -> bool:
-    """True when ``raw`` is UTF-8 (msgspec skips over ``data`` without checking its bytes)."""
-    if raw.isascii():
-        return True
-    try:
-        raw.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _millis(value: int | str, field: str, bad: Any) -> int | None:
