@@ -36,7 +36,7 @@ def decode_json(raw: bytes, what: str = "the body", *, max_depth: int = MAX_DEPT
         if "UTF-8" in str(exc):
             raise RequestRejected(f"{what}: {shown_path(blame(raw, max_depth))}is not valid "
                                   "UTF-8") from None
-        raise RequestRejected(f"{what} is not valid JSON: {reason(exc)}") from None
+        raise RequestRejected(f"{what} is not JSON: {reason(exc)}") from None
     except RecursionError:
         value = _TOO_DEEP
     if value is _TOO_DEEP or not shallow_enough(value, max_depth):

@@ -351,7 +351,7 @@ def _data_object(raw: msgspec.Raw, bad: Any) -> dict[str, Any] | None:
         return None
     except msgspec.DecodeError as exc:
         bad("data", "is not valid UTF-8" if "UTF-8" in str(exc) else
-            f"is not valid JSON: {reason(exc)}")
+            f"is not JSON: {reason(exc)}")
         return None
     if value is None or isinstance(value, dict):
         return value
