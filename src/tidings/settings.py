@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -25,6 +26,34 @@ class Limits:
     max_depth: int = 64
     max_name_chars: int = 256
     max_id_chars: int = 512
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExpressionLimits:
+    """Bounds on CEL expressions (``router/expressions.py`` says why), per process, from the
+    environment: ``TIDINGS_EXPRESSION_MAX_CHARS``, ``TIDINGS_EXPRESSION_MAX_DEPTH`` and
+    ``TIDINGS_EXPRESSION_CACHE_MB``."""
+
+    max_chars: int = 4096
+    max_depth: int = 32
+    cache_bytes: int = 32 * MIB
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ExpressionLimits:
+        """The defaults, with what the environment sets; ``ConfigError`` for a value that is
+        not a positive whole number."""
+        found: dict[str, int] = {}
+        for field_name, variable, scale in (("max_chars", "MAX_CHARS", 1),
+                                            ("max_depth", "MAX_DEPTH", 1),
+                                            ("cache_bytes", "CACHE_MB", MIB)):
+            raw = environ.get(f"TIDINGS_EXPRESSION_{variable}")
+            if raw is None or raw == "":
+                continue
+            if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+                raise ConfigError(f"TIDINGS_EXPRESSION_{variable}: a positive whole number, "
+                                  f"got {raw!r}")
+            found[field_name] = int(raw) * scale
+        return cls(**found)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -46,16 +46,25 @@ def new_signing_key(env: str) -> str:
 
 
 def bearer_matches(token: str, keys: Iterable[str]) -> bool:
-    """True when ``token`` is one of ``keys``, plain or hashed, with or without prefix."""
-    presented = strip_prefix(token)
+    """True when ``token`` is one of ``keys``, plain or hashed, with or without prefix.
+
+    Compared as bytes: ``hmac.compare_digest`` refuses ``str`` holding anything but ASCII with
+    a ``TypeError``, and a header may hold anything (a malformed credential is a mismatch)."""
+    presented = _utf8(strip_prefix(token))
     if not presented:
         return False
     for key in keys:
-        plain = strip_prefix(key)
-        hashed = strip_prefix(hash_key(key))
+        plain = _utf8(strip_prefix(key))
+        hashed = _utf8(strip_prefix(hash_key(key)))
         if hmac.compare_digest(presented, plain) or hmac.compare_digest(presented, hashed):
             return True
     return False
+
+
+def _utf8(text: str) -> bytes:
+    # Header values reach us decoded as latin-1, so they always encode; ``surrogateescape``
+    # covers text that came some other way.
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _mac(body: bytes, key: str, stamp: int) -> str:
@@ -72,7 +81,7 @@ def sign(body: bytes, key: str, stamp: int | None = None) -> str:
 def verify(body: bytes, header: str | None, keys: Iterable[str], *,
            now: int | None = None, max_skew: int = MAX_SKEW_SECONDS) -> bool:
     """True when ``header`` signs ``body`` with one of ``keys`` within ``max_skew`` seconds."""
-    if not header:
+    if not header or not isinstance(header, str):  # a streamed answer's is any JSON value
         return False
     parts = dict(p.split("=", 1) for p in header.split("&") if "=" in p)
     try:
@@ -83,4 +92,5 @@ def verify(body: bytes, header: str | None, keys: Iterable[str], *,
     current = int(time.time()) if now is None else now
     if abs(current - stamp) > max_skew:
         return False
-    return any(hmac.compare_digest(mac, _mac(body, key, stamp)) for key in keys)
+    given = _utf8(mac)  # bytes: a non-ASCII signature is a mismatch, not a TypeError
+    return any(hmac.compare_digest(given, _mac(body, key, stamp).encode()) for key in keys)

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import jsonschema_rs
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -35,13 +36,13 @@ CHECKS = [
     response_schema_conformance,
     unsupported_method,
 ]
-# Dev accepts any event key; the bearer makes POST /v1/events reach the handler.
+# Dev accepts any key and needs none; the fuzzed calls go without, the real-run calls with one.
 AUTH = {"Authorization": "Bearer dev"}
 
 # The document the server serves (the last test proves they are equal). Loaded at import so that
 # each operation is its own test; ``schemathesis.pytest.from_fixture`` cannot be used with
 # pytest 9 (schemathesis 4.32 sets the removed ``Node._nodeid``).
-schema = schemathesis.openapi.from_dict(document())
+schema = schemathesis.openapi.from_dict(document(dev=True))
 
 
 FUZZ_APP = """
@@ -98,7 +99,7 @@ def test_every_operation_answers_as_documented(case: schemathesis.Case,
                                                dev_server: LiveServer) -> None:
     if case.path in ("/fn/register", "/v1/apps/sync"):
         case.body = aimed_home(case.body)
-    case.call_and_validate(base_url=dev_server.url, headers=AUTH, checks=CHECKS)
+    case.call_and_validate(base_url=dev_server.url, checks=CHECKS)
 
 
 def test_openapi_json_describes_every_json_endpoint(dev_server: LiveServer) -> None:
@@ -133,7 +134,7 @@ def test_openapi_json_describes_every_json_endpoint(dev_server: LiveServer) -> N
         ("GET", "/health"),
         ("GET", "/openapi.json"),
     }
-    assert served.json() == document()
+    assert served.json() == document(dev=True)
 
 
 def _call(server: LiveServer, path: str, method: str, status: int, **parts: Any) -> Any:
@@ -300,3 +301,59 @@ def test_a_non_utf8_branch_header_on_the_event_api_is_not_a_server_error(
 
     assert reply.status_code < 500, reply.text
 
+
+def test_the_dev_document_asks_for_no_credentials_and_dev_needs_none(
+    dev_server: LiveServer,
+) -> None:
+    dev, serve = document(dev=True), document(dev=False)
+    operations = [(path, method) for path, item in dev["paths"].items() for method in item]
+    needs_none = {("/e/{key}", "post"), ("/health", "get"), ("/openapi.json", "get")}
+
+    asked = {(p, m) for p, m in operations if dev["paths"][p][m].get("security")}
+    required = {(p, m) for p, m in operations if serve["paths"][p][m].get("security")}
+    answers = {path: httpx.get(f"{dev_server.url}{path}", timeout=10).status_code
+               for path in ("/v1/events", "/v1/runs", "/v1/apps")}
+    sent = httpx.post(f"{dev_server.url}/v1/events", json={"name": "docs/no-key"}, timeout=10)
+
+    assert asked == set()
+    assert required == set(operations) - needs_none
+    assert answers == {"/v1/events": 200, "/v1/runs": 200, "/v1/apps": 200}
+    assert sent.status_code == 200, sent.text
+
+
+def test_ts_and_timestamp_together_break_the_document_and_are_refused(
+    dev_server: LiveServer,
+) -> None:
+    event_in = jsonschema_rs.validator_for(document(dev=True)["components"]["schemas"]["EventIn"])
+    both = {"name": "docs/both", "ts": 1_700_000_000_000, "timestamp": 1_700_000_000_000}
+    either = [{"name": "docs/one", "ts": 1_700_000_000_000},
+              {"name": "docs/one", "timestamp": "2023-11-14T22:13:20Z"},
+              {"name": "docs/one", "ts": 0, "timestamp": 1_700_000_000_000}]
+
+    reply = httpx.post(f"{dev_server.url}/e/key", json=both, timeout=10)
+    accepted = httpx.post(f"{dev_server.url}/e/key", json=either, timeout=10)
+
+    assert not event_in.is_valid(both)
+    assert all(event_in.is_valid(one) for one in either)
+    assert reply.status_code == 400
+    assert [e["field"] for e in reply.json()["errors"]] == ["timestamp"]
+    assert accepted.status_code == 200, accepted.text
+
+
+@pytest.mark.parametrize("path", ["/v1/replays", "/v1/cancellations"])
+def test_a_range_must_end_after_it_starts_as_the_document_says(dev_server: LiveServer,
+                                                                path: str) -> None:
+    """JSON Schema cannot compare two fields: the document says it in words, the server
+    answers 400 naming ``until``."""
+    schema_name = "ReplayIn" if path == "/v1/replays" else "CancellationsIn"
+    until = document(dev=True)["components"]["schemas"][schema_name]["properties"]["until"]
+    body: dict[str, Any] = {"function": "fuzz-nap", "since": "2024-01-01T00:00:00Z",
+                            "until": "2024-01-01T00:00:00Z"}
+    if path == "/v1/replays":
+        body["statuses"] = ["Failed"]
+
+    reply = httpx.post(f"{dev_server.url}{path}", json=body, timeout=10)
+
+    assert "must be after since" in until["description"]
+    assert reply.status_code == 400
+    assert reply.json()["error"].startswith("until:")

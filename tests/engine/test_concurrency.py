@@ -241,3 +241,30 @@ async def test_cancelling_a_run_frees_its_slot_and_wakes_a_waiter(engine: Engine
     assert (await engine.run(waiter.id)).due_at <= engine.clock()  # type: ignore[operator]
     await engine.drain()
     assert (await engine.run(waiter.id)).status == COMPLETED
+
+
+async def test_a_key_holding_nul_is_kept_apart_and_stored_on_both_backends(
+    engine: Engine,
+) -> None:
+    """``data`` may hold ``\\u0000`` (it is JSON), so a key computed from it may too; PostgreSQL
+    text cannot, so such a key is stored hashed: each key still holds its own slots."""
+    client = tidings.Tidings(app_id="app")
+    gauge = Gauge()
+
+    @client.function(id="f", trigger=tidings.TriggerEvent(event="go"),
+                     concurrency=tidings.Concurrency(limit=1, key="event.data.user"),
+                     throttle=tidings.Throttle(limit=100, period="1s", burst=100,
+                                              key="event.data.user"))
+    async def f(ctx: tidings.Context) -> Any:
+        await ctx.step.run("work", gauge.hold, ctx.event.data["user"])
+        return ctx.event.data["user"]
+
+    await engine.start(client)
+    await engine.send(*[{"name": "go", "data": {"user": user}}
+                        for user in ("a\u0000b", "a\u0000b", "a\u0000c", "a")])
+    await engine.drain()
+    runs = await engine.runs()
+
+    assert [r.status for r in runs] == [COMPLETED] * 4
+    assert sorted(r.output for r in runs) == ["a", "a\u0000b", "a\u0000b", "a\u0000c"]
+    assert gauge.most == {"a\u0000b": 1, "a\u0000c": 1, "a": 1}

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from tidings.errors import ConfigError
-from tidings.router.expressions import ExpressionError, check_expression, evaluate, matches
+from tidings.router.cel_check import check_expression
+from tidings.router.expressions import ExpressionError, evaluate, matches
 from tidings.router.filters import check_filter, filter_matches
 
 PAYLOAD: dict[str, Any] = {

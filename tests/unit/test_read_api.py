@@ -92,8 +92,9 @@ async def test_send_with_records_back(client: httpx.AsyncClient) -> None:
     refused = await client.post("/v1/events", headers={"authorization": "Bearer any"},
                                 json={"name": ""})
     assert refused.status_code == 400 and "events[0].name" in refused.json()["error"]
-    unauthenticated = await client.post("/v1/events", json={"name": "a"})
-    assert unauthenticated.status_code == 401
+    # Dev needs no key, as for reads and for /e/{key} (any key): its OpenAPI document says so.
+    keyless = await client.post("/v1/events", json={"name": "a"})
+    assert keyless.status_code == 200
 
 
 async def test_serve_requires_keys_per_environment(db_url: str, tmp_path: Path) -> None:
@@ -110,6 +111,7 @@ async def test_serve_requires_keys_per_environment(db_url: str, tmp_path: Path) 
         assert sent.status_code == 200
         await http.post(f"/e/{stage_key}", json={"name": "in/staging"})
         assert (await http.get("/v1/events")).status_code == 401
+        assert (await http.post("/v1/events", json={"name": "a"})).status_code == 401
         assert (await http.get("/v1/events", headers={
             "authorization": f"Bearer {prod_key}"})).status_code == 401
         listed = await http.get("/v1/events", headers={"authorization": f"Bearer {prod_api}"})

@@ -48,13 +48,27 @@ def is_http_url(value: Any) -> TypeGuard[str]:
 
 def has_nul(value: Any) -> bool:
     """True when some text in ``value`` holds a NUL character (PostgreSQL text cannot)."""
+    return nul_at(value) is not None
+
+
+def nul_at(value: Any, path: str = "") -> str | None:
+    """Where the first text in ``value`` holding NUL is (``functions[0].name``), or None."""
     if isinstance(value, str):
-        return "\x00" in value
+        return path if "\x00" in value else None
     if isinstance(value, Mapping):
-        return any(has_nul(k) or has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(has_nul(v) for v in value)
-    return False
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return where
+            found = nul_at(item, where)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = nul_at(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def strip_nulls(value: Any) -> Any:
@@ -81,8 +95,10 @@ def parse_app(body: Any) -> AppConfig:
     """Read a register body; ``RequestRejected`` says what is wrong with it."""
     if not isinstance(body, Mapping):
         raise RequestRejected("Invalid request: the body is not a JSON object")
-    if has_nul(body):
-        raise RequestRejected("Invalid request: text in the registration holds a NUL character")
+    nul = nul_at(body)
+    if nul is not None:
+        raise RequestRejected(f"Invalid request: {nul[:200]!r} holds a NUL character, "
+                              "which cannot be stored as text")
     app_id = get(body, "appName") or get(body, "app_id")
     if not isinstance(app_id, str) or not app_id:
         raise RequestRejected("App ID required")

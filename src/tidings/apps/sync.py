@@ -22,6 +22,7 @@ from tidings.core import Core
 from tidings.errors import RequestRejected
 from tidings.flow.config import get
 from tidings.ids import now_ms
+from tidings.json_input import decode_json
 from tidings.keys import SigningKeys
 from tidings.runs import store
 from tidings.runs.model import HTTP_QUEUE
@@ -80,8 +81,9 @@ class AppSync:
     async def register(self, env_id: str, body: Any) -> tuple[AppConfig, bool]:
         """Store an app's functions (archiving the ones it dropped); whether anything changed.
         An unchanged registration (the dev server re-syncs every few seconds) writes only the
-        app's record."""
-        app = parse_app(body)
+        app's record. Reading it compiles and tries every expression in it (milliseconds each
+        at most): in a thread, so that a large app does not hold up the event loop."""
+        app = await asyncio.to_thread(parse_app, body)
         modified = await self._core.storage.write(
             partial(_register, env_id=env_id, app=app, now=now_ms()))
         return app, modified
@@ -103,8 +105,8 @@ class AppSync:
             return await self._failed(env_id, url, records.UNREACHABLE,
                                       f"cannot reach the app: {exc or type(exc).__name__}")
         try:
-            answer = reply.json()
-        except ValueError:
+            answer = decode_json(reply.content, "the app's answer")
+        except RequestRejected:
             answer = None
         if not reply.is_success:
             return await self._failed(env_id, url, records.FAILED,

@@ -25,8 +25,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
+from tidings.engine.error_records import ErrorJSON
 from tidings.engine.http_client import AppCaller, CallFailed
-from tidings.engine.outcomes import ErrorJSON
 
 ERROR_NAME = "AIGatewayError"
 MAX_ERROR_BODY = 64 * 1024  # of a failed answer, kept in the step's error

@@ -32,9 +32,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import msgspec
 
-from tidings.engine.error_records import ErrorJSON, error_of
 from tidings.engine import ai_infer
 from tidings.engine.ai_infer import BadInference, inference_of
+from tidings.engine.error_records import ErrorJSON, error_of
 from tidings.engine.http_client import AppCaller, AppClient, CallFailed, HttpxClient, proxied
 from tidings.engine.http_wire import (
     CallState,
@@ -438,4 +438,4 @@ class HttpDriver:
         else:
             distrust = None if verify(raw, found.get("x-inngest-signature"), keys.all) else UNSIGNED
         return Reply(status, {**found, **inner}, answer, distrust,
-                     state.attempt if attempt is None else attempt)
+                     call.state.attempt if attempt is None else attempt)

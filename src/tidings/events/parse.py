@@ -2,6 +2,14 @@
 
 Every event of a request is checked before any is stored: a request with one bad event stores
 nothing, and its error lists every bad event with its index and field.
+
+Text is checked for what the backends cannot store, the same way on both: ``data`` is kept as
+the bytes it came as (msgspec checks its structure and escapes but not its UTF-8), so it is
+checked to be UTF-8 here (one ``isascii`` scan when it is ASCII, as it nearly always is); and
+the fields stored as text columns (``name``, ``id``, ``v``, ``source``, ``account_id``) may not
+hold NUL, which PostgreSQL text cannot. A ``\\u0000`` escape inside ``data``, ``user``,
+``context`` or ``meta`` is kept: those are stored as ``json`` (not ``jsonb``) on PostgreSQL and
+as text on SQLite, so it round-trips on both.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import msgspec
 from tidings.errors import EventsInvalid, FieldError, PayloadTooLarge, RequestRejected
 from tidings.events.meta import MetaError, resolve_meta
 from tidings.events.model import DEFAULT_SOURCE, NewEvent
+from tidings.json_input import blame, is_utf8, reason, shallow_enough
 from tidings.settings import Limits
 
 RESERVED_PREFIXES = ("inngest/", "tidings/")
@@ -80,8 +89,8 @@ def parse_events(body: bytes, limits: Limits, now: int) -> list[NewEvent]:
         except msgspec.ValidationError as exc:
             errors.append(_field_error(index, str(exc)))
             continue
-        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
-            errors.append(FieldError(index, "", f"malformed JSON: {_reason(exc)}"))
+        except (msgspec.DecodeError, RecursionError) as exc:
+            errors.append(_decode_error(index, text, exc, max_depth))
             continue
         # No value can nest deeper than the event has brackets (strings only add to the count),
         # so a small count spares walking data, user and context.
@@ -106,7 +115,7 @@ def _all_plain(body: bytes, limits: Limits, now: int) -> list[NewEvent] | None:
         return None
     try:
         wires = _decode_wires(body)
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
     if len(wires) > limits.max_events_per_request:
         return None
@@ -133,15 +142,20 @@ def _split(body: bytes, limits: Limits) -> list[msgspec.Raw] | list[bytes]:
     if start != b"[":
         try:
             msgspec.json.decode(body)
-        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
-            raise RequestRejected(f"malformed JSON: {_reason(exc)}") from None
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise RequestRejected(f"malformed JSON: {reason(exc)}") from None
         raise RequestRejected(NOT_EVENTS)
     try:
         raws = _decode_list(body)
     except msgspec.ValidationError:
         raise RequestRejected(NOT_EVENTS) from None
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
-        raise RequestRejected(f"malformed JSON: {_reason(exc)}") from None
+    except RecursionError:
+        path = blame(body, limits.max_depth + 1) or []  # + 1: the array holding the events
+        index = path[0] if path and isinstance(path[0], int) else 0
+        raise EventsInvalid([FieldError(index, _field(path[1:]), _too_deep(limits.max_depth))
+                             ]) from None
+    except msgspec.DecodeError as exc:
+        raise RequestRejected(f"malformed JSON: {reason(exc)}") from None
     if len(raws) > limits.max_events_per_request:
         raise PayloadTooLarge(
             f"a request may hold at most {limits.max_events_per_request} events, got {len(raws)}"
@@ -149,12 +163,22 @@ def _split(body: bytes, limits: Limits) -> list[msgspec.Raw] | list[bytes]:
     return raws
 
 
-def _reason(exc: BaseException) -> str:
+def _decode_error(index: int, text: bytes, exc: BaseException, max_depth: int) -> FieldError:
+    """An event msgspec could not decode, with the field to blame when it can be found."""
     if isinstance(exc, RecursionError):
-        return "nested too deeply"
-    if isinstance(exc, UnicodeDecodeError):
-        return "body is not valid UTF-8"
-    return str(exc).removeprefix("JSON is malformed: ")
+        return FieldError(index, _field(blame(text, max_depth + 1)), _too_deep(max_depth))
+    if "UTF-8" in str(exc):
+        return FieldError(index, _field(blame(text, max_depth + 1)), "is not valid UTF-8")
+    return FieldError(index, "", f"malformed JSON: {reason(exc)}")
+
+
+def _field(path: list[str | int] | None) -> str:
+    """The event field a path inside an event starts with (empty when it names none)."""
+    return path[0] if path and isinstance(path[0], str) else ""
+
+
+def _too_deep(limit: int) -> str:
+    return f"is nested more than {limit} levels deep"
 
 
 def _field_error(index: int, text: str) -> FieldError:
@@ -185,25 +209,28 @@ def _plain(wire: _WireEvent, limits: Limits, now: int) -> NewEvent | None:
         return None
     name = wire.name
     if not name or len(name) > limits.max_name_chars or name[:8].lower().startswith(
-            RESERVED_PREFIXES):
+            RESERVED_PREFIXES) or "\x00" in name:
         return None
     data = bytes(wire.data)
     if not data or data == b"null":
         data = b"{}"
-    elif data[:1] != b"{" or _INTERNAL_MARK in data:
+    elif data[:1] != b"{" or _INTERNAL_MARK in data or not is_utf8(data):
         return None
     ts = wire.ts
     if not ts:
         ts = now
     elif not TS_MIN <= ts < TS_MAX:
         return None
-    key = wire.id or None
-    if key is not None and len(key) > limits.max_id_chars:
+    key = wire.id
+    if key is not None and (not key or len(key) > limits.max_id_chars or "\x00" in key):
         return None
     source = wire.source
     if source is None:
         source = DEFAULT_SOURCE
-    elif not source or len(source) > limits.max_name_chars:
+    elif not source or len(source) > limits.max_name_chars or "\x00" in source:
+        return None
+    if (wire.v is not None and "\x00" in wire.v) or (
+            wire.account_id is not None and "\x00" in wire.account_id):
         return None
     return NewEvent(name=name, data=data, user=wire.user or {}, key=key, ts=ts, v=wire.v,
                     source=source, context=wire.context, account_id=wire.account_id)
@@ -225,6 +252,10 @@ def _check(
     elif name.lower().startswith(RESERVED_PREFIXES):
         bad("name", f"{name!r} uses a prefix reserved for internal events "
             f"({', '.join(RESERVED_PREFIXES)})")
+    for field, text in (("name", name), ("id", wire.id), ("v", wire.v),
+                        ("source", wire.source), ("account_id", wire.account_id)):
+        if text is not None and "\x00" in text:
+            bad(field, NO_NUL)
 
     data = _data_object(wire.data, bad)
     if wire.payload is not None:
@@ -239,8 +270,10 @@ def _check(
     ts = wire.ts
     if wire.timestamp is not None:
         stamp = _millis(wire.timestamp, "timestamp", bad)
-        if ts is not None and ts != 0 and stamp is not None and stamp != ts:
-            bad("timestamp", "give `ts` or `timestamp` (the same moment), not both")
+        if ts:
+            # One moment, one field: the OpenAPI document can say "not both" but not "both
+            # equal" (they may differ in type), so both are refused even when they agree.
+            bad("timestamp", "give `ts` or `timestamp` (the same field), not both")
         if not ts:
             ts = stamp
     if not ts:
@@ -248,8 +281,10 @@ def _check(
     elif not TS_MIN <= ts < TS_MAX:
         bad("ts", f"must be milliseconds since the epoch between 1980 and 2100, got {ts}")
 
-    key = wire.id or None
-    if key is not None and len(key) > limits.max_id_chars:
+    key = wire.id
+    if key == "":
+        bad("id", "must be a non-empty string when given (omit it, or send null, for none)")
+    elif key is not None and len(key) > limits.max_id_chars:
         bad("id", f"must be at most {limits.max_id_chars} characters, got {len(key)}")
 
     source = DEFAULT_SOURCE if wire.source is None else wire.source
@@ -269,8 +304,8 @@ def _check(
             "must fall between 1980 and 2100")
 
     for field, value in (("data", data), ("user", wire.user), ("context", wire.context)):
-        if value and not _shallow_enough(value, limits.max_depth):
-            bad(field, f"is nested more than {limits.max_depth} levels deep")
+        if value and not shallow_enough(value, limits.max_depth):
+            bad(field, _too_deep(limits.max_depth))
 
     meta = None
     if wire.meta is not None:
@@ -297,6 +332,7 @@ def _check(
 
 
 _INTERNAL_MARK = b'"_inngest"'
+NO_NUL = "must not contain NUL (\\u0000): it cannot be stored as text"
 _encode = msgspec.json.encode
 _JSON_TYPES = {dict: "object", list: "array", str: "str", bool: "bool", int: "int",
                float: "float"}
@@ -312,6 +348,10 @@ def _data_object(raw: msgspec.Raw, bad: Any) -> dict[str, Any] | None:
         value = msgspec.json.decode(text)
     except RecursionError:
         bad("data", "is nested too deeply")
+        return None
+    except msgspec.DecodeError as exc:
+        bad("data", "is not valid UTF-8" if "UTF-8" in str(exc) else
+            f"is not JSON: {reason(exc)}")
         return None
     if value is None or isinstance(value, dict):
         return value
@@ -331,19 +371,3 @@ def _millis(value: int | str, field: str, bad: Any) -> int | None:
         bad(field, f"an ISO-8601 time needs a UTC offset (for example Z), got {value!r}")
         return None
     return int(moment.timestamp() * 1000)
-
-
-def _shallow_enough(value: Any, limit: int) -> bool:
-    """True when ``value`` nests at most ``limit`` containers deep."""
-    level = [value]
-    for _ in range(limit):
-        deeper: list[Any] = []
-        for item in level:
-            if isinstance(item, dict):
-                deeper.extend(v for v in item.values() if isinstance(v, dict | list))
-            elif isinstance(item, list):
-                deeper.extend(v for v in item if isinstance(v, dict | list))
-        if not deeper:
-            return True
-        level = deeper
-    return False

@@ -41,8 +41,9 @@ CONCURRENCY, THROTTLED = "concurrency", "throttled"
 
 
 def short(value: str) -> str:
-    """A key value as stored: long values are hashed."""
-    if len(value) <= 128:
+    """A key value as stored: long values are hashed, and so are values holding NUL (an event's
+    ``data`` may hold ``\\u0000``; PostgreSQL text cannot)."""
+    if len(value) <= 128 and "\x00" not in value:
         return value
     return "sha1:" + hashlib.sha1(value.encode()).hexdigest()
 

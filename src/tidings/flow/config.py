@@ -17,7 +17,8 @@ import msgspec
 
 from tidings.durations import to_ms, to_text
 from tidings.errors import ConfigError
-from tidings.router.expressions import check_expression, evaluate
+from tidings.router.cel_check import check_expression
+from tidings.router.expressions import evaluate
 
 SECOND, HOUR, DAY = 1000, 3_600_000, 86_400_000
 MAX_CONCURRENCY_LIMITS = 2
@@ -107,6 +108,24 @@ class FlowControl:
         return bool(self.rate_limit or self.idempotency or self.debounce or self.batch
                     or self.priority or self.singleton or self.cancel)
 
+    def expressions(self) -> list[tuple[str, str, tuple[str, ...], bool]]:
+        """Every CEL expression: ``(setting, source, variables it is given, is a condition)``."""
+        event, both = ("event",), ("event", "async")
+        found: list[tuple[str, str | None, tuple[str, ...], bool]] = [
+            *(("concurrency.key", c.key, event, False) for c in self.concurrency),
+            ("throttle.key", self.throttle.key if self.throttle else None, event, False),
+            ("rateLimit.key", self.rate_limit.key if self.rate_limit else None, event, False),
+            ("idempotency", self.idempotency, event, False),
+            ("debounce.key", self.debounce.key if self.debounce else None, event, False),
+            ("batchEvents.key", self.batch.key if self.batch else None, event, False),
+            ("batchEvents.if", self.batch.condition if self.batch else None, event, True),
+            ("priority.run", self.priority, event, False),
+            ("singleton.key", self.singleton.key if self.singleton else None, event, False),
+            *(("cancel.if", c.condition, both, True) for c in self.cancel),
+        ]
+        return [(setting, source, names, condition)
+                for setting, source, names, condition in found if source]
+
     @property
     def at_claim(self) -> bool:
         """Something is decided when a worker claims a run, or released when a call ends."""
@@ -115,8 +134,19 @@ class FlowControl:
 
 
 def parse_flow(config: Mapping[str, Any]) -> FlowControl | None:
-    """The flow control of a function's config; None when it has none. ``ConfigError`` says
-    what is wrong, naming the setting."""
+    """The flow control of a function's config, checked as at registration (its expressions
+    too); None when it has none. ``ConfigError`` says what is wrong, naming the setting."""
+    flow = _read(config)
+    if flow is not None:
+        for setting, source, names, condition in flow.expressions():
+            try:
+                check_expression(source, names=names, condition=condition)
+            except ConfigError as exc:
+                raise ConfigError(f"{setting}: {exc.message}") from None
+    return flow
+
+
+def _read(config: Mapping[str, Any]) -> FlowControl | None:
     flow = FlowControl(
         concurrency=_concurrency(get(config, "concurrency")),
         throttle=_rate(get(config, "throttle"), "throttle"),
@@ -142,9 +172,11 @@ def parse_flow(config: Mapping[str, Any]) -> FlowControl | None:
 
 
 def flow_of(config: Mapping[str, Any]) -> FlowControl | None:
-    """``parse_flow`` for configs already accepted at registration (never raises)."""
+    """The flow control of a config already accepted at registration (never raises). Its
+    expressions are not checked again: one accepted by an older check still applies, and
+    evaluating it logs why if it cannot work."""
     try:
-        return parse_flow(config)
+        return _read(config)
     except ConfigError:
         return None
 
@@ -227,10 +259,6 @@ def _expression(obj: Mapping[str, Any], key: str, what: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise ConfigError(f"{what}.{key} is a CEL expression, got {value!r}")
-    try:
-        check_expression(value)
-    except ConfigError as exc:
-        raise ConfigError(f"{what}.{key}: {exc.message}") from None
     return value
 
 
@@ -300,10 +328,6 @@ def _idempotency(raw: Any) -> str | None:
         return None
     if not isinstance(raw, str):
         raise ConfigError(f"idempotency is a CEL expression, got {raw!r}")
-    try:
-        check_expression(raw)
-    except ConfigError as exc:
-        raise ConfigError(f"idempotency: {exc.message}") from None
     return raw
 
 

@@ -12,20 +12,24 @@ from typing import Any
 from tidings.errors import ConfigError
 
 _MISSING = object()
+MAX_DEPTH = 32
 OPERATORS = frozenset({
     "$startsWith", "$endsWith", "$ignoreCaseEquals", "$exists", "$isNull", "$anythingBut",
     "$gt", "$gte", "$lt", "$lte", "$between", "$includes", "$not",
 })
 
 
-def check_filter(pattern: Any, where: str = "filter") -> None:
-    """Raise ``ConfigError`` when ``pattern`` is not a valid EventFilter."""
+def check_filter(pattern: Any, where: str = "filter", depth: int = 0) -> None:
+    """Raise ``ConfigError`` when ``pattern`` is not a valid EventFilter (nesting more than
+    ``MAX_DEPTH`` objects deep included: matching recurses as deep as the filter does)."""
     if not isinstance(pattern, dict):
         raise ConfigError(f"{where}: a filter is an object of keys to arrays or nested objects")
+    if depth >= MAX_DEPTH:
+        raise ConfigError(f"{where.split('.')[0]}: nested more than {MAX_DEPTH} objects deep")
     for key, leaf in pattern.items():
         path = f"{where}.{key}"
         if isinstance(leaf, dict):
-            check_filter(leaf, path)
+            check_filter(leaf, path, depth + 1)
         elif isinstance(leaf, list):
             for item in leaf:
                 if isinstance(item, dict):

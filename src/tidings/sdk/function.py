@@ -14,7 +14,7 @@ from typing import Any
 from tidings.errors import ConfigError
 from tidings.events.parse import RESERVED_PREFIXES
 from tidings.flow.config import parse_flow
-from tidings.router.expressions import check_expression
+from tidings.router.cel_check import check_expression
 from tidings.router.filters import check_filter
 
 MAX_TRIGGERS = 10
@@ -44,7 +44,10 @@ class TriggerEvent:
         if star != -1 and (star != len(name) - 1 or star == 0 or name[star - 1] not in "/."):
             raise ConfigError(f"trigger {name!r}: a wildcard may only end the name, after / or .")
         if self.if_:
-            check_expression(self.if_)
+            try:
+                check_expression(self.if_, condition=True)
+            except ConfigError as exc:
+                raise ConfigError(f"trigger {name!r}: if: {exc.message}") from None
         if self.filter is not None:
             check_filter(dict(self.filter), "filter")
         if self.context_filter is not None:

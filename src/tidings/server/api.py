@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,7 +22,7 @@ from tidings.errors import RequestRejected
 from tidings.events.parse import parse_events
 from tidings.flow import status as flow_status
 from tidings.ids import IdSeed, floor_id, now_ms
-from tidings.server.event_api import rejection
+from tidings.server.event_api import BRANCH_NOT_UTF8, rejection
 from tidings.server.http import encode, read_body
 from tidings.storage.base import Environment, EventQuery
 
@@ -45,15 +46,33 @@ def error_response(status: int, message: str) -> Response:
     return json_response(status, {"error": message, "status": status})
 
 
+def not_found(what: str, ident: str) -> Response:
+    """A 404 naming what was not found (a long id cut short: it came from the caller)."""
+    shown = ident if len(ident) <= 100 else ident[:100] + "…"
+    return error_response(404, f"{what} {shown!r} not found")
+
+
 def bearer(request: Request) -> str:
     value = request.headers.get("authorization", "")
     scheme, _, token = value.partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
+def branch_header(request: Request) -> str | None:
+    """``X-Inngest-Env``, which must be UTF-8 (Starlette hands header values over decoded as
+    latin-1, so bytes that are not UTF-8 would otherwise name a branch of mojibake)."""
+    value = request.headers.get("x-inngest-env")
+    if not value:
+        return None
+    try:
+        return value.encode("latin-1").decode()
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        raise RequestRejected(BRANCH_NOT_UTF8) from None
+
+
 async def read_env(core: Core, request: Request) -> Environment:
     """The environment a read is for: the API key's (any in dev), or its branch."""
-    branch = request.headers.get("x-inngest-env") or None
+    branch = branch_header(request)
     return await core.gate.env_for(bearer(request) or ("dev" if core.settings.dev else ""),
                                    "api", branch)
 
@@ -67,10 +86,29 @@ def without_nul(value: str, field: str) -> str:
 
 
 def check_params(request: Request, allowed: set[str]) -> None:
+    """Refuse query parameters not in ``allowed``, and values that are not UTF-8 or hold NUL
+    (Starlette would pass the first on with U+FFFD in place; PostgreSQL cannot take the
+    second)."""
     unknown = sorted(set(request.query_params) - allowed)
     if unknown:
         raise RequestRejected(f"unknown query parameter(s): {', '.join(unknown)}; "
-                              f"allowed: {', '.join(sorted(allowed))}")
+                              f"allowed: {', '.join(sorted(allowed) or ['none'])}")
+    raw = request.scope.get("query_string", b"")
+    if not raw:
+        return
+    for pair in raw.split(b"&"):
+        name, _, value = pair.partition(b"=")
+        try:
+            text = unquote_to_bytes(value.replace(b"+", b" ")).decode()
+        except UnicodeDecodeError:
+            raise RequestRejected(f"{_name(name)}: not valid UTF-8 (percent-encode UTF-8 "
+                                  "bytes)") from None
+        if "\x00" in text:
+            raise RequestRejected(f"{_name(name)}: must not contain NUL characters")
+
+
+def _name(raw: bytes) -> str:
+    return unquote_to_bytes(raw).decode(errors="replace")[:100]
 
 
 def time_param(request: Request, name: str) -> int | None:
@@ -117,8 +155,9 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
         if cursor is not None and not ULID_RE.fullmatch(cursor):
             raise RequestRejected(f"cursor: not a cursor this API returned: {cursor!r}")
         name = request.query_params.get("name") or None
-        if name is not None:
-            without_nul(name, "name")
+        if name is not None and len(name) > core.settings.limits.max_name_chars:
+            raise RequestRejected(f"name: an event name has at most "
+                                  f"{core.settings.limits.max_name_chars} characters")
         rows = await core.storage.list_events(EventQuery(
             env_id=env.id,
             name=name,
@@ -138,16 +177,19 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
         event_id = request.path_params["event_id"]
         event = await core.events.get(env.id, event_id) if ULID_RE.fullmatch(event_id) else None
         if event is None:
-            return error_response(404, f"event {event_id!r} not found")
+            return not_found("event", event_id)
         skipped = await core.storage.read(partial(flow_status.skips, event_id=event.id))
         return json_response(200, {"data": {**event.to_json(), "skipped": skipped}})
+
+    # Dev takes any key and needs none, as for reads.
+    dev_key = "dev" if core.settings.dev else ""
 
     async def send_events(request: Request) -> Response:
         """Trigger.dev-style sending: the stored records come back, not only ids."""
         check_params(request, set())
-        branch = request.headers.get("x-inngest-env") or None
+        branch = branch_header(request)
         try:
-            env = await core.gate.env_for(bearer(request), "event", branch)
+            env = await core.gate.env_for(bearer(request) or dev_key, "event", branch)
             limits = core.settings.limits
             body = await read_body(request.scope, request.receive, limits.max_body_bytes)
             now = now_ms()

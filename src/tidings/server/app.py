@@ -95,6 +95,7 @@ class TidingsApp:
         self._poller: AppPoller | None = None
         self._events: EventAPI | None = None
         self._rest: ASGIApp | None = None
+        self._routes: list[Route] = []
         if core is not None:
             self._build(core)
 
@@ -105,18 +106,19 @@ class TidingsApp:
         self.sync = AppSync(core, keys)
 
         async def openapi(request: Request) -> Response:
-            return json_response(200, document())
+            return json_response(200, document(self.settings.dev))
 
+        self._routes = [
+            *routes(core, lambda: self.runtime),
+            *SdkAPI(core, self.sync, keys).routes(),
+            *DevAPI(core, self._start_opts()).routes(),
+            Route("/openapi.json", openapi, methods=["GET"]),
+            # ``__call__`` sends POST /e/... straight to the Event API; this route only
+            # gives the other methods a 405 that names POST.
+            Route("/e/{key:path}", events, methods=["POST"]),
+        ]
         starlette = Starlette(
-            routes=[
-                *routes(core, lambda: self.runtime),
-                *SdkAPI(core, self.sync, keys).routes(),
-                *DevAPI(core, self._start_opts()).routes(),
-                Route("/openapi.json", openapi, methods=["GET"]),
-                # ``__call__`` sends POST /e/... straight to the Event API; this route only
-                # gives the other methods a 405 that names POST.
-                Route("/e/{key:path}", events, methods=["POST"]),
-            ],
+            routes=self._routes,
             exception_handlers={
                 RequestRejected: _rejected,
                 HTTPException: _http_error,
@@ -141,6 +143,14 @@ class TidingsApp:
         return {"urls": list(watch.urls), "autodiscover": watch.discover,
                 "poll": bool(watch.urls or watch.discover), "poll_interval": watch.interval,
                 "require_keys": not self.settings.dev, "persist": True}
+
+    @property
+    def endpoints(self) -> list[tuple[str, str]]:
+        """Every ``(method, path)`` the app answers (``HEAD`` aside), paths as the OpenAPI
+        document writes them: what a test must cover."""
+        return sorted((method, route.path.replace(":path}", "}"))
+                      for route in self._routes for method in route.methods or ()
+                      if method != "HEAD")
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Core]:

@@ -20,6 +20,7 @@ from tidings.ids import IdSeed, now_ms
 from tidings.server.http import header_map, read_body, send_json
 
 log = logging.getLogger("tidings.server")
+BRANCH_NOT_UTF8 = "x-inngest-env: a branch name must be UTF-8 text"
 
 
 def cors_headers(origin: bytes | None) -> list[tuple[bytes, bytes]]:
@@ -78,4 +79,4 @@ def _branch(raw: bytes) -> str:
     try:
         return raw.decode()
     except UnicodeDecodeError:
-        raise RequestRejected("x-inngest-env: a branch name must be UTF-8 text") from None
+        raise RequestRejected(BRANCH_NOT_UTF8) from None

@@ -22,8 +22,8 @@ from tidings.router.registry import Registry
 from tidings.runs import store
 from tidings.server.api import (
     check_params,
-    error_response,
     json_response,
+    not_found,
     read_env,
     without_nul,
 )
@@ -55,7 +55,7 @@ class FlowAPI:
         fn = await self.core.storage.read(
             partial(store.function_by_slug, env_id=env.id, slug=without_nul(slug, "function")))
         if fn is None:
-            return error_response(404, f"function {slug!r} not found")
+            return not_found("function", slug)
         await self.core.storage.read(self._registry.refresh)
         total = 0
         while True:

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -31,6 +30,7 @@ from tidings.events.model import iso
 from tidings.flow import status as flow_status
 from tidings.flow.cancel import cancelled_event
 from tidings.ids import floor_id, now_ms
+from tidings.json_input import decode_json
 from tidings.router.registry import Registry
 from tidings.runs import store
 from tidings.runs.model import STATUSES, TERMINAL, FunctionRow, Run, StepRow
@@ -42,6 +42,7 @@ from tidings.server.api import (
     error_response,
     json_response,
     limit_param,
+    not_found,
     parse_time,
     read_env,
     time_param,
@@ -141,10 +142,6 @@ def _choose(raw: str, allowed: tuple[str, ...], what: str) -> str:
     raise RequestRejected(f"{what}: {raw!r} is not one of {', '.join(allowed)}")
 
 
-def _not_found(what: str, ident: str) -> Response:
-    return error_response(404, f"{what} {ident!r} not found")
-
-
 class RunsAPI:
     """The handlers, with what they share: the core, the runtime if any, a registry (to know
     whether anything listens for ``function.cancelled``) and the replays under way."""
@@ -183,7 +180,7 @@ class RunsAPI:
         slug = request.query_params.get("function") or None
         fn = await self._function(env, slug) if slug is not None else None
         if slug is not None and fn is None:
-            return _not_found("function", slug)
+            return not_found("function", slug)
         query = RunQuery(env_id=env.id, function_id=fn.id if fn else None,
                          statuses=statuses or STATUSES,
                          min_id=floor_id(since) if since is not None else None,
@@ -200,7 +197,7 @@ class RunsAPI:
         run_id = request.path_params["run_id"]
         found = await self._run(env, run_id)
         if found is None:
-            return _not_found("run", run_id)
+            return not_found("run", run_id)
         run, slug = found
 
         def details(tx: Tx) -> tuple[list[StepRow], list[PauseRow], dict[str, Any] | None,
@@ -221,7 +218,7 @@ class RunsAPI:
         event_id = request.path_params["event_id"]
         if not ULID_RE.fullmatch(event_id) or await self.core.storage.get_event(
                 env.id, event_id) is None:
-            return _not_found("event", event_id)
+            return not_found("event", event_id)
         rows = await self.core.storage.read(
             partial(store.runs_started_by, env_id=env.id, event_id=event_id))
         return json_response(200, {"data": [run_json(run, slug) for run, slug in rows]})
@@ -234,7 +231,7 @@ class RunsAPI:
         if ULID_RE.fullmatch(replay_id):
             replay = await self.core.storage.read(partial(store.get_replay, replay_id=replay_id))
         if replay is None or replay.env_id != env.id:
-            return _not_found("replay", replay_id)
+            return not_found("replay", replay_id)
         return json_response(200, {"data": replay_json(replay)})
 
     # -- levers --------------------------------------------------------------------------------
@@ -245,7 +242,7 @@ class RunsAPI:
         run_id = request.path_params["run_id"]
         found = await self._run(env, run_id)
         if found is None:
-            return _not_found("run", run_id)
+            return not_found("run", run_id)
         run, slug = found
         if run.status in TERMINAL:
             return self._ended(run)
@@ -269,7 +266,7 @@ class RunsAPI:
         run_id = request.path_params["run_id"]
         found = await self._run(env, run_id)
         if found is None:
-            return _not_found("run", run_id)
+            return not_found("run", run_id)
         source = found[0]
         fn = await self.core.storage.read(
             partial(store.function_by_id, function_id=source.function_id))
@@ -290,11 +287,11 @@ class RunsAPI:
         env = await read_env(self.core, request)
         event_id = request.path_params["event_id"]
         if not ULID_RE.fullmatch(event_id):
-            return _not_found("event", event_id)
+            return not_found("event", event_id)
         why = await self.core.storage.write(partial(
             store.cancel_delivery, env_id=env.id, event_id=event_id, now=now_ms()))
         if why == "missing":
-            return _not_found("event", event_id)
+            return not_found("event", event_id)
         if why is not None:
             return error_response(409, f"event {event_id} was already {why}")
         event = await self.core.events.get(env.id, event_id)
@@ -309,7 +306,7 @@ class RunsAPI:
         slug, since, until, statuses = _replay_request(body)
         fn = await self._function(env, slug)
         if fn is None:
-            return _not_found("function", slug)
+            return not_found("function", slug)
         replay, more = await self.core.storage.write(partial(
             store.start_replay, fn=fn, since_ms=since, until_ms=until, statuses=statuses,
             now=now_ms(), batch=REPLAY_BATCH))
@@ -365,10 +362,7 @@ class RunsAPI:
 def range_request(body: bytes, fields: tuple[str, ...]) -> tuple[dict[str, Any], str, int, int]:
     """A body naming a function and a time range (``since`` < ``until``) with exactly
     ``fields``: the payload, the function's slug and the range in ms."""
-    try:
-        payload = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise RequestRejected(f"the body is not JSON: {exc}") from None
+    payload = decode_json(body)
     if not isinstance(payload, dict):
         raise RequestRejected("the body is a JSON object: {"
                               + ", ".join(f'"{name}"' for name in fields) + "}")

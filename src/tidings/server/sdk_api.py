@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -26,10 +25,20 @@ from tidings.core import Core
 from tidings.engine.http_wire import memos, sdk_event
 from tidings.errors import RequestRejected, Unauthorized
 from tidings.events.model import iso
+from tidings.json_input import decode_json
 from tidings.keys import DEV_ENV, SigningKeys
 from tidings.runs import store
 from tidings.runs.model import Run
-from tidings.server.api import bearer, error_response, json_response, read_env
+from tidings.server.api import (
+    ULID_RE,
+    bearer,
+    branch_header,
+    check_params,
+    error_response,
+    json_response,
+    not_found,
+    read_env,
+)
 from tidings.server.http import read_body
 
 MAX_REGISTER_BYTES = 16 * 1024 * 1024
@@ -60,7 +69,7 @@ class SdkAPI:
     async def _sdk_env(self, request: Request) -> str:
         """The environment an SDK request is for: dev's, or its signing key's; or the branch
         of it that ``X-Inngest-Env`` names (the SDK's ``env``, ``INNGEST_ENV``)."""
-        branch = request.headers.get("x-inngest-env") or None
+        branch = branch_header(request)
         if self.core.settings.dev:
             return (await self.core.gate.env_for(DEV_ENV, "api", branch)).id
         token = bearer(request)
@@ -82,23 +91,22 @@ class SdkAPI:
             return error_response(400, f"Expected server kind {expected}, got {self.kind}")
         env_id = await self._sdk_env(request)
         raw = await read_body(request.scope, request.receive, MAX_REGISTER_BYTES)
-        try:
-            body = msgspec.json.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise RequestRejected(f"Invalid request: the body is not JSON: {exc}") from None
+        body = decode_json(raw, "Invalid request: the body")
         _, modified = await self.sync.register(env_id, body)
         return json_response(200, {"ok": True, "modified": modified})
 
     async def _run_of(self, request: Request) -> Run | None:
         env_id = await self._sdk_env(request)
         run_id = request.path_params["run_id"]
+        if not ULID_RE.fullmatch(run_id):
+            return None  # not an id Tidings gives (and not sent to the database)
         run = await self.core.storage.read(lambda tx: store.get_run(tx, run_id))
         return run if run is not None and run.env_id == env_id else None
 
     async def batch(self, request: Request) -> Response:
         run = await self._run_of(request)
         if run is None:
-            return error_response(404, f"run {request.path_params['run_id']!r} not found")
+            return not_found("run", request.path_params["run_id"])
         ids = run.event_ids or [run.event_id]
         rows = await self.core.storage.read(lambda tx: store.event_rows(tx, ids))
         by_id = {row.id: row for row in rows}
@@ -115,26 +123,32 @@ class SdkAPI:
     async def actions(self, request: Request) -> Response:
         run = await self._run_of(request)
         if run is None:
-            return error_response(404, f"run {request.path_params['run_id']!r} not found")
+            return not_found("run", request.path_params["run_id"])
         run_id = run.id
         steps = await self.core.storage.read(lambda tx: store.steps_of(tx, run_id))
         return json_response(200, memos(steps))
 
     async def list_apps(self, request: Request) -> Response:
+        check_params(request, set())
         env = await read_env(self.core, request)
         apps = await self.core.storage.read(lambda tx: records.apps_of(tx, env.id))
         return json_response(200, {"data": [app_json(a) for a in apps]})
 
     async def sync_app(self, request: Request) -> Response:
+        check_params(request, set())
         env = await read_env(self.core, request)
         raw = await read_body(request.scope, request.receive, 64 * 1024)
-        try:
-            body = msgspec.json.decode(raw)
-        except msgspec.DecodeError:
-            body = None
-        url = body.get("url") if isinstance(body, dict) else None
+        body = decode_json(raw)
+        if not isinstance(body, dict):
+            raise RequestRejected('the body is a JSON object: {"url": "http(s)://…"}')
+        unknown = sorted(set(body) - {"url"})
+        if unknown:
+            raise RequestRejected(f"unknown field(s): {', '.join(unknown)}; the body is "
+                                  '{"url": "http(s)://…"}')
+        url = body.get("url")
         if not is_http_url(url) or has_nul(url):
-            raise RequestRejected('expected {"url": "http(s)://…"}: the URL the app serves')
+            raise RequestRejected('url: expected {"url": "http(s)://…"}, the URL the app '
+                                  'serves')
         result = await self.sync.ping(env.id, url)
         if result.status != records.SYNCED:
             # The request was fine and Tidings did its part: what failed is the app at that URL

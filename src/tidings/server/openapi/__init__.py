@@ -18,18 +18,21 @@ LOOPS = {"type": "object", "additionalProperties": {"type": "string"}}
 
 
 @cache
-def document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document (built once)."""
-    api_key: ApiSecurity = [{"apiKey": []}]
+def document(dev: bool = False) -> dict[str, Any]:
+    """The OpenAPI 3.1 document (built once per mode). ``tidings dev`` asks for no credentials
+    at all, so its document names none (``"security": []``); ``serve`` requires them."""
+    api_key: ApiSecurity = [] if dev else [{"apiKey": []}]
+    event_key: ApiSecurity = [] if dev else [{"eventKey": []}]
+    signing_key: ApiSecurity = [] if dev else [{"signingKey": []}]
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tidings", "version": "1",
                  "description": "Events in, durable functions out. Every answer is JSON."},
         "paths": {
-            **events.paths(api_key),
+            **events.paths(api_key, event_key),
             **runs.paths(api_key),
             **functions.paths(api_key),
-            **sdk.paths(api_key, [{"signingKey": []}]),
+            **sdk.paths(api_key, signing_key),
             "/health": {"get": {
                 "operationId": "health",
                 "summary": "Health",

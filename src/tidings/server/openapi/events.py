@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tidings.events.meta import MAX_SESSIONS
+from tidings.events.meta import MAX_ID_BYTES, MAX_KEY_BYTES, MAX_SESSIONS
 from tidings.events.parse import TS_MAX, TS_MIN
 from tidings.server.openapi.parts import (
+    CURSOR_QUERY,
     ENV_HEADER,
     JSON_OBJECT,
     LIMITS,
@@ -23,6 +24,8 @@ from tidings.server.openapi.parts import (
     time_query,
 )
 
+# Text stored in a text column: no NUL (PostgreSQL text cannot hold it), on both backends.
+NO_NUL = "^[^\\x00]*$"
 EVENT_TIME: dict[str, Any] = {"oneOf": [
     {"type": "integer", "minimum": TS_MIN, "maximum": TS_MAX - 1},
     {"type": "string", "format": "date-time"},
@@ -30,18 +33,23 @@ EVENT_TIME: dict[str, Any] = {"oneOf": [
 ]}
 # Every optional field of an incoming event may also be null, which means "not given".
 MAYBE_OBJECT: dict[str, Any] = {"type": ["object", "null"], "additionalProperties": True}
+# Keys are at most MAX_KEY_BYTES and ids MAX_ID_BYTES of UTF-8: in characters, a quarter.
+SESSION_KEY: dict[str, Any] = {"minLength": 1, "maxLength": MAX_KEY_BYTES // 4}
+SESSION_ID: list[dict[str, Any]] = [
+    {"type": "string", "minLength": 1, "maxLength": MAX_ID_BYTES // 4}, {"type": "number"}]
 META_IN: dict[str, Any] = {
     **MAYBE_OBJECT,
     "description": "Inngest's sessions, which group the runs the event starts. Stored (and "
     f"given to functions) resolved: one sessions object of at most {MAX_SESSIONS}, ids as "
     "strings; other keys are dropped.",
     "properties": {
-        "sessions": {"type": ["object", "null"],
-                     "additionalProperties": {"type": ["string", "number", "null"]},
+        "sessions": {"type": ["object", "null"], "maxProperties": MAX_SESSIONS,
+                     "propertyNames": SESSION_KEY,
+                     "additionalProperties": {"anyOf": [*SESSION_ID, {"type": "null"}]},
                      "description": "Session key to id. A null id cuts the inherited session "
                      "of that key; null cuts them all."},
-        "propagated_sessions": {"type": ["object", "null"],
-                                "additionalProperties": {"type": ["string", "number"]},
+        "propagated_sessions": {"type": ["object", "null"], "propertyNames": SESSION_KEY,
+                                "additionalProperties": {"anyOf": SESSION_ID},
                                 "description": "Inherited from the run that sends the event "
                                 "(stamped by the SDK); sessions wins for a key in both."},
     },
@@ -61,30 +69,36 @@ EVENT_IN: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "name": {"type": "string", "minLength": 1, "maxLength": LIMITS.max_name_chars,
+                 "pattern": NO_NUL,
                  "description": "Event name; the prefixes inngest/ and tidings/ are reserved."},
         "data": {**MAYBE_OBJECT, "description": "The payload (Inngest name)."},
         "payload": {**MAYBE_OBJECT, "description": "The payload (Trigger.dev name); give it or "
                     "data, not two different values."},
         "user": {**MAYBE_OBJECT, "description": "Encrypted at rest; external_id identifies the "
                  "user for erasure."},
-        "id": {"type": ["string", "null"], "maxLength": LIMITS.max_id_chars,
-               "description": "Idempotency key: a second event with the same id in the dedup "
-               "window is not stored again."},
+        "id": {"type": ["string", "null"], "minLength": 1, "maxLength": LIMITS.max_id_chars,
+               "pattern": NO_NUL, "description": "Idempotency key: a second event with the same "
+               "id in the dedup window is not stored again. Omit it (or null) for none; an "
+               "empty id is refused."},
         "ts": {"oneOf": [{"type": "integer", "minimum": TS_MIN, "maximum": TS_MAX - 1},
                          {"enum": [0, None]}],
                "description": "Milliseconds since the epoch; default (or 0) now."},
         "timestamp": {**EVENT_TIME, "description": "Same as ts (Trigger.dev name); give one "
-                      "of them or the same moment in both."},
-        "v": NULLABLE_STRING,
+                      "of them, not both."},
+        "v": {"type": ["string", "null"], "pattern": NO_NUL},
         "meta": META_IN,
         "source": {"type": ["string", "null"], "minLength": 1,
-                   "maxLength": LIMITS.max_name_chars, "default": "tidings"},
+                   "maxLength": LIMITS.max_name_chars, "pattern": NO_NUL, "default": "tidings"},
         "context": MAYBE_OBJECT,
-        "account_id": NULLABLE_STRING,
+        "account_id": {"type": ["string", "null"], "pattern": NO_NUL},
         "deliver_at": {**EVENT_TIME, "description": "Deliver to functions at this time."},
         "deliver_after": {"type": ["integer", "null"], "minimum": 0,
                           "description": "Deliver after this many seconds (before 2100)."},
     },
+    # ts and timestamp are one field: not both (a ts of 0 or null is none).
+    "not": {"required": ["ts", "timestamp"], "properties": {
+        "ts": {"type": "integer", "not": {"const": 0}},
+        "timestamp": {"type": ["integer", "string"]}}},
 }
 
 EVENT_RECORD: dict[str, Any] = {
@@ -175,7 +189,7 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
-def paths(api_key: ApiSecurity) -> dict[str, Any]:
+def paths(api_key: ApiSecurity, event_key: ApiSecurity) -> dict[str, Any]:
     """The operations on events."""
     ingest_errors = {str(c): json_body(ref("IngestReply"), "Rejected; nothing stored")
                      for c in (400, 401, 413, 415)}
@@ -201,11 +215,11 @@ def paths(api_key: ApiSecurity) -> dict[str, Any]:
                 "security": api_key,
                 "parameters": [
                     {"name": "name", "in": "query",
-                     "schema": {"type": "string", "pattern": "^[^\\x00]*$"}},
+                     "schema": {"type": "string", "pattern": NO_NUL,
+                                "maxLength": LIMITS.max_name_chars}},
                     time_query("since", "Events at or after this time."),
                     time_query("until", "Events before this time."),
-                    {"name": "cursor", "in": "query",
-                     "schema": {"type": "string", "pattern": ULID_PATTERN}},
+                    CURSOR_QUERY,
                     {"name": "limit", "in": "query",
                      "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
                                 "default": 50}},
@@ -217,7 +231,7 @@ def paths(api_key: ApiSecurity) -> dict[str, Any]:
             "post": {
                 "operationId": "sendEvents",
                 "summary": "Send events and get the stored records back",
-                "security": [{"eventKey": []}],
+                "security": event_key,
                 "parameters": SEND_HEADERS,
                 "requestBody": EVENTS_BODY,
                 "responses": {

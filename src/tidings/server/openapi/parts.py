@@ -77,8 +77,14 @@ READ_HEADERS = [ENV_HEADER]
 
 
 def time_query(name: str, description: str) -> dict[str, Any]:
-    """A query parameter holding a time: milliseconds or ISO-8601."""
-    return {"name": name, "in": "query", "description": description, "schema": TIME_IN}
+    """A query parameter holding a time: milliseconds or ISO-8601 (empty: none)."""
+    return {"name": name, "in": "query", "description": description,
+            "schema": {"anyOf": [*TIME_IN["anyOf"], {"type": "string", "maxLength": 0}]}}
+
+
+# The cursor of the previous page; empty is none.
+CURSOR_QUERY: dict[str, Any] = {"name": "cursor", "in": "query", "schema": {
+    "type": "string", "pattern": "^(" + ULID_PATTERN.strip("^$") + ")?$"}}
 
 
 def in_path(name: str) -> dict[str, Any]:

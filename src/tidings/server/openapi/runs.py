@@ -8,6 +8,7 @@ from tidings.runs.model import STATUSES, STEP_KINDS
 from tidings.runs.store import REPLAYABLE
 from tidings.server.openapi.parts import (
     ANY_JSON,
+    CURSOR_QUERY,
     NULLABLE_ID,
     NULLABLE_STRING,
     NULLABLE_TIME,
@@ -122,6 +123,8 @@ RUN_DETAIL: dict[str, Any] = {
 
 RUN_PAGE = page("Run")
 
+UNTIL = ("Runs created before this time, which must be after since (a 400 otherwise: JSON "
+         "Schema cannot compare two fields).")
 REPLAY_IN: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -129,7 +132,7 @@ REPLAY_IN: dict[str, Any] = {
     "properties": {
         "function": {"type": "string", "minLength": 1},
         "since": {**TIME_IN, "description": "Runs created at or after this time."},
-        "until": {**TIME_IN, "description": "Runs created before this time (after since)."},
+        "until": {**TIME_IN, "description": UNTIL},
         "statuses": {"type": "array", "minItems": 1, "items": {"enum": list(REPLAYABLE)}},
     },
 }
@@ -160,7 +163,7 @@ CANCELLATIONS_IN: dict[str, Any] = {
     "properties": {
         "function": {"type": "string", "minLength": 1},
         "since": {**TIME_IN, "description": "Runs created at or after this time."},
-        "until": {**TIME_IN, "description": "Runs created before this time (after since)."},
+        "until": {**TIME_IN, "description": UNTIL},
     },
 }
 
@@ -205,8 +208,7 @@ def paths(api_key: ApiSecurity) -> dict[str, Any]:
                  "schema": {"type": "array", "items": {"enum": list(STATUSES)}}},
                 time_query("since", "Runs created at or after this time."),
                 time_query("until", "Runs created before this time."),
-                {"name": "cursor", "in": "query",
-                 "schema": {"type": "string", "pattern": ULID_PATTERN}},
+                CURSOR_QUERY,
                 {"name": "limit", "in": "query",
                  "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
                 *READ_HEADERS,

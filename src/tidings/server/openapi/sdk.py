@@ -244,7 +244,7 @@ def paths(api_key: ApiSecurity, signing_key: ApiSecurity) -> dict[str, Any]:
             "security": api_key,
             "parameters": READ_HEADERS,
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["url"],
+                "type": "object", "required": ["url"], "additionalProperties": False,
                 "properties": {"url": {**HTTP_URL, "description": "Where the app serves."}},
             }}}},
             "responses": {
