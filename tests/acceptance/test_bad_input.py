@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -261,6 +261,9 @@ def _typed(schema: dict[str, Any]) -> bool:
     return '"integer"' in text or '"date-time"' in text
 
 
+DEV_ONLY = {"/dev"}  # 404 under serve, whatever is sent
+
+
 def all_cases() -> list[Case]:
     cases: list[Case] = []
     for (method, path), operation in sorted(OPERATIONS.items()):
@@ -268,7 +271,8 @@ def all_cases() -> list[Case]:
         body = BODIES.get((method, path))
         if body is not None:
             cases.extend(_body_cases(method, path, body))
-    return cases
+    return [replace(c, modes=tuple(m for m in c.modes if m == "dev")) if c.path in DEV_ONLY
+            else c for c in cases]
 
 
 CASES = all_cases()

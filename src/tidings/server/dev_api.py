@@ -25,7 +25,7 @@ from tidings.core import Core
 from tidings.events.model import iso
 from tidings.runs import store
 from tidings.runs.model import FunctionRow
-from tidings.server.api import error_response, json_response, read_env
+from tidings.server.api import check_params, error_response, json_response, read_env
 
 
 def function_json(fn: FunctionRow) -> dict[str, Any]:
@@ -53,6 +53,7 @@ class DevAPI:
     async def info(self, request: Request) -> Response:
         if not self.core.settings.dev:
             return error_response(404, "GET /dev is served by tidings dev only")
+        check_params(request, set())
         env = await read_env(self.core, request)
 
         def read(tx: Any) -> tuple[list[FunctionRow], list[records.AppRecord]]:

@@ -23,8 +23,8 @@ from tidings.events.model import iso
 from tidings.runs.model import HTTP_QUEUE
 from tidings.server.api import (
     check_params,
-    error_response,
     json_response,
+    not_found,
     read_env,
     without_nul,
 )
@@ -74,5 +74,5 @@ class FunctionsAPI:
         found = await self.core.storage.read(
             partial(records.function_named, env_id=env.id, slug=slug))
         if found is None:
-            return error_response(404, f"function {slug!r} not found")
+            return not_found("function slug", slug)
         return json_response(200, {"data": function_json(found)})
