@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
+import math
 import os
 import sys
 import time
@@ -29,7 +31,7 @@ from tidings.keys import create_key
 from tidings.runs.model import STATUSES
 from tidings.runs.store import REPLAYABLE
 from tidings.sdk.client import DEFAULT_BASE_URL, Event, Tidings
-from tidings.settings import Mode, Settings, database_url_from
+from tidings.settings import Load, Mode, Settings, database_url_from, parse_size
 from tidings.storage import storage_for
 
 T = TypeVar("T")
@@ -46,9 +48,83 @@ db_option = click.option("--db", "db", default=None, metavar="PATH_OR_URL",
                               "(default: TIDINGS_DATABASE_URL, else ./.tidings/tidings.db)")
 
 
-def _settings(mode: Mode, db: str | None) -> Settings:
+def _settings(mode: Mode, db: str | None, *, load: Load | None = None,
+              allow_app_hosts: tuple[str, ...] = ()) -> Settings:
     return Settings(mode=mode, database_url=database_url_from(db, data_dir=DATA_DIR),
-                    data_dir=DATA_DIR)
+                    data_dir=DATA_DIR, load=load or Load(),
+                    allow_app_hosts=_host_list(allow_app_hosts))
+
+
+def _host_list(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--allow-app-host`` values (or TIDINGS_ALLOW_APP_HOSTS, commas or spaces between),
+    checked here so that a typo stops the start with a clear message."""
+    from tidings.netguard import Policy
+
+    hosts = tuple(h for value in values for h in value.replace(",", " ").split())
+    Policy.build(hosts)
+    return hosts
+
+
+allow_host_option = click.option(
+    "--allow-app-host", "allow_app_hosts", multiple=True, metavar="CIDR|HOST",
+    envvar="TIDINGS_ALLOW_APP_HOSTS",
+    help="Let calls to SDK apps reach this network, address or host name (*.domain too), "
+         "although it is not public: outside dev, loopback, private, link-local, multicast "
+         "and unspecified addresses are refused (repeatable; env TIDINGS_ALLOW_APP_HOSTS, "
+         "comma-separated).")
+
+_DEFAULT_LOAD = Load()
+_LOAD_OPTIONS = [
+    click.option("--max-connections", type=click.IntRange(1), metavar="N",
+                 envvar="TIDINGS_MAX_CONNECTIONS",
+                 default=_DEFAULT_LOAD.max_connections, show_default=True,
+                 help="Open connections; the requests of newer ones get 503."),
+    click.option("--max-inflight-bytes", "max_inflight_bytes", metavar="SIZE",
+                 envvar="TIDINGS_MAX_INFLIGHT_BYTES", default="32MiB", show_default=True,
+                 help="Request bodies being read or handled at once (k, M, G suffixes); "
+                      "beyond: 503."),
+    click.option("--max-inflight-requests", type=click.IntRange(1), metavar="N",
+                 envvar="TIDINGS_MAX_INFLIGHT_REQUESTS",
+                 default=_DEFAULT_LOAD.max_inflight_requests, show_default=True,
+                 help="Requests with a body being handled at once; beyond: 503."),
+    click.option("--max-write-backlog", type=click.IntRange(1), metavar="ROWS",
+                 envvar="TIDINGS_MAX_WRITE_BACKLOG",
+                 default=_DEFAULT_LOAD.max_write_backlog, show_default=True,
+                 help="Rows waiting for the database; beyond, events get 503."),
+    click.option("--retry-after", type=click.IntRange(0), metavar="SECONDS",
+                 envvar="TIDINGS_RETRY_AFTER", default=_DEFAULT_LOAD.retry_after,
+                 show_default=True, help="Retry-After of every 503."),
+    click.option("--keepalive", type=click.FloatRange(min=0, min_open=True),
+                 metavar="SECONDS", envvar="TIDINGS_KEEPALIVE",
+                 default=_DEFAULT_LOAD.keepalive, show_default=True,
+                 help="Idle connections (new ones too) are closed after this."),
+    click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True),
+                 metavar="SECONDS", envvar="TIDINGS_HEADER_TIMEOUT",
+                 default=_DEFAULT_LOAD.header_timeout, show_default=True,
+                 help="A request's headers must arrive within this; else 408 and closed."),
+    click.option("--body-timeout", type=click.FloatRange(min=0, min_open=True),
+                 metavar="SECONDS", envvar="TIDINGS_BODY_TIMEOUT",
+                 default=_DEFAULT_LOAD.body_timeout, show_default=True,
+                 help="A request's body must arrive within this after its headers; else 408 "
+                      "and closed."),
+]
+
+
+def _load_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The admission-control and slow-client options, handed to the command as ``load``."""
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> Any:
+        names = ("max_connections", "max_inflight_bytes", "max_inflight_requests",
+                 "max_write_backlog", "retry_after", "keepalive", "header_timeout",
+                 "body_timeout")
+        values = {name: kwargs.pop(name) for name in names}
+        values["max_inflight_bytes"] = parse_size(values["max_inflight_bytes"])
+        return fn(load=Load(**values), **kwargs)
+
+    for option in reversed(_LOAD_OPTIONS):
+        command = option(command)
+    return command
 
 
 def _run(fn: Callable[[], Awaitable[T]]) -> T:
@@ -91,8 +167,14 @@ def _serve(settings: Settings, host: str, port: int, apps: tuple[str, ...] = (),
                      engine=_engine(retry_interval=retry_interval), watch=watch, http=http)
     where = _safe_url(settings.database_url)
     console.print(f"[bold]Tidings {settings.mode}[/] on http://{host}:{port}  (db: {where})")
-    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
-                            lifespan="on", access_log=False, log_level="warning")
+    from tidings.server.protocol import protocol_for
+
+    load = settings.load
+    # The protocol adds the deadlines and the connection limit uvicorn lacks (its own
+    # keep-alive timer is left at least as long, so that ours decides).
+    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http=protocol_for(load),
+                            timeout_keep_alive=math.ceil(load.keepalive), lifespan="on",
+                            access_log=False, log_level="warning")
     server = uvicorn.Server(config)
     # What is loaded by now lives as long as the process: keep the collector from walking it
     # again and again under load.
@@ -120,9 +202,10 @@ retry_option = click.option(
               help="Do not look for SDK apps on the usual local ports.")
 @click.option("--poll-interval", type=float, default=5.0, show_default=True, metavar="SECONDS",
               help="How often SDK apps are synced again.")
+@_load_options
 def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
         retry_interval: float | None, sdk_urls: tuple[str, ...], no_discovery: bool,
-        poll_interval: float) -> None:
+        poll_interval: float, load: Load) -> None:
     """Run a development server: SQLite under ./.tidings, any event key accepted.
 
     With ``-a module:client`` the client's functions run in this process; apps written with
@@ -132,7 +215,8 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
 
     watch = AppWatch(urls=sdk_urls, discover=not no_discovery, interval=poll_interval,
                      own_port=port)
-    _serve(_settings("dev", db), host, port, apps, retry_interval=retry_interval, watch=watch)
+    _serve(_settings("dev", db, load=load), host, port, apps, retry_interval=retry_interval,
+           watch=watch)
 
 
 @main.command()
@@ -145,16 +229,20 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
 @click.option("--http/--no-http", "http", default=True, show_default=True,
               help="Call the functions of Inngest SDK apps in this process; with --no-http "
                    "`tidings worker`s make those calls.")
+@allow_host_option
+@_load_options
 def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
-          retry_interval: float | None, http: bool) -> None:
+          retry_interval: float | None, http: bool, allow_app_hosts: tuple[str, ...],
+          load: Load) -> None:
     """Run a production server: keys required, TIDINGS_ENCRYPTION_KEY required.
 
     Inngest SDK apps sync with their environment's signing key (``tidings keys
-    create-signing``), through ``POST /v1/apps/sync`` or a ``PUT`` to the app.
+    create-signing``), through ``POST /v1/apps/sync`` or a ``PUT`` to the app. Their URLs
+    must be public addresses unless --allow-app-host allows others.
     """
     if not (db or os.environ.get("TIDINGS_DATABASE_URL")):
         raise click.UsageError("tidings serve needs --db URL or TIDINGS_DATABASE_URL")
-    settings = _settings("serve", db)
+    settings = _settings("serve", db, load=load, allow_app_hosts=allow_app_hosts)
     keyring_for(settings)  # fail here, with a clear message, rather than in the server's start
     _serve(settings, host, port, apps, env, retry_interval=retry_interval, http=http)
 
@@ -622,8 +710,10 @@ def _engine(*, retry_interval: float | None = None, concurrency: int | None = No
 @click.option("--retry-interval", type=float, default=None, metavar="SECONDS")
 @click.option("--grace", default=30.0, show_default=True, type=float,
               help="Seconds in-flight calls get to finish on SIGTERM before being handed back.")
+@allow_host_option
 def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | None,
-           concurrency: int, retry_interval: float | None, grace: float) -> None:
+           concurrency: int, retry_interval: float | None, grace: float,
+           allow_app_hosts: tuple[str, ...]) -> None:
     """Run functions against a shared database, next to any number of servers and workers.
 
     With MODULE:CLIENT arguments it runs those clients' native functions (add --http to take
@@ -639,7 +729,8 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
     if not apps and not calls_apps:
         raise click.UsageError("nothing to run: give MODULE:CLIENT or leave out --no-http")
     clients = _load_apps(apps)
-    settings = _settings("serve" if os.environ.get("TIDINGS_ENCRYPTION_KEY") else "dev", db)
+    settings = _settings("serve" if os.environ.get("TIDINGS_ENCRYPTION_KEY") else "dev", db,
+                         allow_app_hosts=allow_app_hosts)
     name = env or ("dev" if settings.database_url.startswith("sqlite") else "production")
     what = [*apps, *(["SDK apps (queue http)"] if calls_apps else [])]
 

@@ -384,7 +384,8 @@ def test_rotating_the_encryption_key_rewraps_the_signing_keys(db_url: str,
     assert "the previous key is now the fallback" in third.stderr
 
     server = start_server(tmp_path, "--db", db_url, "--env", "production", command="serve",
-                          env={"TIDINGS_ENCRYPTION_KEY": new_only})
+                          env={"TIDINGS_ENCRYPTION_KEY": new_only,
+                               "TIDINGS_ALLOW_APP_HOSTS": "127.0.0.1"})
     try:
         body = {"appname": "a", "url": "http://127.0.0.1:1/api/inngest", "functions": []}
         answers = {key: httpx.post(f"{server.url}/fn/register", json=body, timeout=10,
