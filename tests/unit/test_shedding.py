@@ -211,8 +211,8 @@ async def test_events_are_refused_while_the_database_is_behind(
         blocker = asyncio.create_task(core.storage.write(stuck))
         await asyncio.sleep(0)
         assert core.storage.backlog() == 1
-        assert_shed(await post(app, "/e/key", EVENT), "the database is 1 rows behind")
-        assert_shed(await post(app, "/v1/events", EVENT), "1 rows behind")
+        assert_shed(await post(app, "/e/key", EVENT), "1 events are waiting to be stored")
+        assert_shed(await post(app, "/v1/events", EVENT), "1 events are waiting")
         # Requests that write no events are not held back by it.
         assert (await post(app, "/v1/apps/sync", b"{}")).status == 400
         release.set()
@@ -220,3 +220,23 @@ async def test_events_are_refused_while_the_database_is_behind(
         assert core.storage.backlog() == 0
         assert (await post(app, "/e/key", EVENT)).status == 200
         assert await stored(core) == before + 1
+
+
+async def test_events_are_counted_before_they_are_parsed(db_url: str, tmp_path: Path) -> None:
+    """A batch is refused on arrival when the events it probably holds (its size over the
+    bytes per event seen so far) would take the rows waiting to be stored past the bound, so
+    that no time goes into parsing batches that are then refused."""
+    batch = msgspec.json.encode([{"name": "app/batch", "data": {"n": i}} for i in range(50)])
+    async with server(db_url, tmp_path, max_write_backlog=60, retry_after=2) as (app, core):
+        for _ in range(10):  # the server learns the size of these events
+            assert (await post(app, "/e/key", batch)).status == 200
+        before = await stored(core)
+        held = Held(app, "/e/key", batch)  # about 50 events, not parsed yet
+        await asyncio.sleep(0)
+        assert_shed(await post(app, "/e/key", batch), "events are waiting to be stored")
+        assert_shed(await post(app, "/v1/events", batch), "events are waiting to be stored")
+        one = msgspec.json.encode({"name": "app/one", "data": {"n": 0}})
+        assert (await post(app, "/e/key", one)).status == 200  # one more event fits
+        assert (await held.finish()).status == 200
+        assert (await post(app, "/e/key", batch)).status == 200  # nothing ahead: admitted
+        assert await stored(core) == before + 101

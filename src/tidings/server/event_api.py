@@ -65,6 +65,7 @@ class EventAPI:
             body = await read_body(scope, receive, limits.max_body_bytes, headers, ticket)
             now = now_ms()
             events = parse_events(body, limits, now)
+            ticket.parsed(len(events))
             seed_header = headers.get(b"x-inngest-event-id-seed")
             seed = IdSeed.parse(seed_header.decode(errors="replace")) if seed_header else None
             ids = await core.ingest.append(env.id, events, seed, received_at=now)

@@ -4,11 +4,17 @@ answers beyond that, at once, rather than letting requests queue until they time
 Two things fill up under overload. Memory: every request body being read or handled is held
 (and an event batch is several times its size once parsed), so bodies are counted in bytes —
 the declared ``Content-Length`` when the request arrives, then what a chunked body or a gzip
-body's inflation adds as it is read (``Ticket.grow``) — and in number. Time: the database
-answers in order, so a request that joins a long backlog waits for all of it; requests that
-write events are refused while ``Storage.backlog`` is over its bound, which keeps an accepted
-request's wait short. An idle server admits any single request, however large, so a body
-bigger than the whole budget is still taken when nothing else is.
+body's inflation adds as it is read (``Ticket.grow``) — and in number. An idle server admits
+any single request, however large, so a body bigger than the whole budget is still taken when
+nothing else is.
+
+Time: the database answers in order, so a request that joins a long backlog waits for all of
+it. Requests that write events are refused when the rows ahead of them would pass
+``max_write_backlog``: the rows the database has not answered yet (``Storage.backlog``) plus
+those of the requests admitted but not parsed yet. Those are not known before parsing, so each
+is estimated from its size and the bytes per event of the requests parsed so far, and replaced
+by the real count once parsed (``Ticket.parsed``). Deciding on arrival, rather than after
+parsing, keeps the server from spending its time parsing batches it then refuses.
 """
 
 from __future__ import annotations
@@ -22,16 +28,19 @@ from tidings.settings import Load
 
 log = logging.getLogger("tidings.server")
 QUIET_SECONDS = 10.0  # one warning per overload, not one per refused request
+FIRST_BYTES_PER_ROW = 128.0  # until requests have been parsed: a small event's size
+LEARNING = 0.2  # weight of the newest request in the bytes-per-event average
 
 
 class Ticket:
     """One admitted request's share of the budget; ``release`` it when the request ends."""
 
-    __slots__ = ("_shedder", "size")
+    __slots__ = ("_shedder", "rows", "size")
 
-    def __init__(self, shedder: Shedder, size: int) -> None:
+    def __init__(self, shedder: Shedder, size: int, rows: int) -> None:
         self._shedder = shedder
         self.size = size
+        self.rows = rows  # estimated events not yet handed to the database
 
     def grow(self, extra: int) -> None:
         """Count ``extra`` more bytes of this request; ``Overloaded`` when over the budget."""
@@ -42,10 +51,21 @@ class Ticket:
         shedder.bytes += extra
         self.size += extra
 
+    def parsed(self, rows: int) -> None:
+        """The request holds ``rows`` events, about to be handed to the database (which counts
+        them from then on): its estimate is dropped, and teaches the next ones."""
+        shedder = self._shedder
+        shedder.pending_rows -= self.rows
+        self.rows = 0
+        if rows and self.size:
+            shedder.bytes_per_row += LEARNING * (self.size / rows - shedder.bytes_per_row)
+
     def release(self) -> None:
-        self._shedder.bytes -= self.size
-        self._shedder.requests -= 1
-        self.size = 0
+        shedder = self._shedder
+        shedder.bytes -= self.size
+        shedder.requests -= 1
+        shedder.pending_rows -= self.rows
+        self.size = self.rows = 0
 
 
 class Shedder:
@@ -56,23 +76,30 @@ class Shedder:
         self._backlog = backlog
         self.bytes = 0
         self.requests = 0
+        self.pending_rows = 0  # estimated events of admitted requests not parsed yet
+        self.bytes_per_row = FIRST_BYTES_PER_ROW
         self.refused = 0
         self._warned_at = -QUIET_SECONDS
 
     def admit(self, size: int, *, writes_events: bool = False) -> Ticket:
         """A ticket for a request declaring ``size`` bytes of body; ``Overloaded`` instead when
-        it is over a bound (``writes_events``: also when the database is behind)."""
+        it is over a bound (``writes_events``: also when the rows ahead of it would be)."""
         load = self.load
         if self.requests >= load.max_inflight_requests:
             raise self.refuse(f"{self.requests} requests are being handled")
         if self.bytes and self.bytes + size > load.max_inflight_bytes:
             raise self.refuse(f"request bodies being handled are over "
                               f"{load.max_inflight_bytes} bytes")
-        if writes_events and self._backlog() >= load.max_write_backlog:
-            raise self.refuse(f"the database is {self._backlog()} rows behind")
+        rows = 0
+        if writes_events:
+            rows = int(size / self.bytes_per_row) + 1
+            ahead = self._backlog() + self.pending_rows
+            if ahead and ahead + rows > load.max_write_backlog:
+                raise self.refuse(f"{ahead} events are waiting to be stored")
+            self.pending_rows += rows
         self.bytes += size
         self.requests += 1
-        return Ticket(self, size)
+        return Ticket(self, size, rows)
 
     def refuse(self, why: str) -> Overloaded:
         self.refused += 1
