@@ -1,6 +1,7 @@
 """``python -m bench [p1 ... p8]``: the benchmarks named (default: all), one after the
 other. P1/P2 measure ingest; P3-P6 the engine, beside Celery and DBOS where they have a peer;
-P7 an Inngest SDK app over HTTP beside the same function native; P8 the cost of flow control."""
+P7 an Inngest SDK app over HTTP beside the same function native; P8 the cost of flow control;
+P9 overload (ten times the sustainable rate: shed, don't drown)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from bench import (
     p6_pending,
     p7_http,
     p8_flow,
+    p9_overload,
 )
 
 BENCHMARKS = {"p1": p1_ingest, "p2": p2_batch, "p3": p3_throughput, "p4": p4_latency,
-              "p5": p5_steps, "p6": p6_pending, "p7": p7_http, "p8": p8_flow}
+              "p5": p5_steps, "p6": p6_pending, "p7": p7_http, "p8": p8_flow,
+              "p9": p9_overload}
 
 
 def main(argv: list[str] | None = None) -> int:

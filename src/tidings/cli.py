@@ -90,7 +90,12 @@ _LOAD_OPTIONS = [
     click.option("--max-write-backlog", type=click.IntRange(1), metavar="ROWS",
                  envvar="TIDINGS_MAX_WRITE_BACKLOG",
                  default=_DEFAULT_LOAD.max_write_backlog, show_default=True,
-                 help="Rows waiting for the database; beyond, events get 503."),
+                 help="Rows waiting for the database, at most; beyond, events get 503."),
+    click.option("--max-write-wait", type=click.FloatRange(min=0, min_open=True),
+                 metavar="SECONDS", envvar="TIDINGS_MAX_WRITE_WAIT",
+                 default=_DEFAULT_LOAD.max_write_wait, show_default=True,
+                 help="How long the rows waiting for the database may take to store, at the "
+                      "rate they are stored; beyond, events get 503."),
     click.option("--retry-after", type=click.IntRange(0), metavar="SECONDS",
                  envvar="TIDINGS_RETRY_AFTER", default=_DEFAULT_LOAD.retry_after,
                  show_default=True, help="Retry-After of every 503."),
@@ -116,8 +121,8 @@ def _load_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def command(**kwargs: Any) -> Any:
         names = ("max_connections", "max_inflight_bytes", "max_inflight_requests",
-                 "max_write_backlog", "retry_after", "keepalive", "header_timeout",
-                 "body_timeout")
+                 "max_write_backlog", "max_write_wait", "retry_after", "keepalive",
+                 "header_timeout", "body_timeout")
         values = {name: kwargs.pop(name) for name in names}
         values["max_inflight_bytes"] = parse_size(values["max_inflight_bytes"])
         return fn(load=Load(**values), **kwargs)

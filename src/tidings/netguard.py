@@ -29,6 +29,7 @@ import asyncio
 import ipaddress
 import socket
 import ssl as _ssl
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
@@ -48,6 +49,12 @@ P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 ALLOW_HINT = "allow it with --allow-app-host (or TIDINGS_ALLOW_APP_HOSTS)"
+
+
+def proxied() -> bool:
+    """Whether the environment sets an HTTP proxy (``HTTP_PROXY`` and the like)."""
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
 
 
 class Refused(OSError):
@@ -304,5 +311,6 @@ class _GuardedTransport(httpx.AsyncHTTPTransport):
 
 def transport(policy: Policy) -> httpx.AsyncBaseTransport | None:
     """An httpx transport that connects only where ``policy`` allows; None (httpx's own) when
-    the policy is open."""
-    return _GuardedTransport(policy) if policy.guarded else None
+    the policy is open, or when the environment sets a proxy: httpx then connects through it
+    (given a transport it would ignore the proxy), and only the name check applies."""
+    return _GuardedTransport(policy) if policy.guarded and not proxied() else None

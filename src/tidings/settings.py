@@ -34,15 +34,17 @@ class Load:
     Beyond a bound a request is answered at once with ``503`` and ``Retry-After``, never left
     to wait: the official SDKs retry such answers. Bodies are counted in bytes as they arrive
     (and again as they inflate when gzip-encoded), so a few large batches weigh what they
-    cost; the database's backlog in rows, so that an accepted request does not wait behind
-    seconds of writes. Slow clients are cut: the headers of a request must arrive within
-    ``header_timeout``, its body within ``body_timeout`` of the headers, and an idle
-    connection (also a new one that sends nothing) is closed after ``keepalive``.
+    cost; the events waiting to be stored in rows and in time (at the rate they are being
+    stored), so that an accepted request does not wait behind seconds of writes. Slow
+    clients are cut: the headers of a request must arrive within ``header_timeout``, its
+    body within ``body_timeout`` of the headers, and an idle connection (also a new one that
+    sends nothing) is closed after ``keepalive``.
     """
 
     max_inflight_bytes: int = 32 * MIB  # request bodies being read or handled at once
     max_inflight_requests: int = 1024  # requests with a body being read or handled at once
-    max_write_backlog: int = 50_000  # rows waiting for the database (Storage.backlog)
+    max_write_backlog: int = 50_000  # rows waiting to be stored, at most
+    max_write_wait: float = 0.5  # seconds the rows waiting to be stored may take to store
     retry_after: int = 1  # seconds, in every 503's Retry-After
     max_connections: int = 1000  # beyond: the newest connections' requests get a 503
     keepalive: float = 5.0  # seconds an idle connection stays open
@@ -51,7 +53,8 @@ class Load:
 
     def __post_init__(self) -> None:
         for name in ("max_inflight_bytes", "max_inflight_requests", "max_write_backlog",
-                     "max_connections", "keepalive", "header_timeout", "body_timeout"):
+                     "max_write_wait", "max_connections", "keepalive", "header_timeout",
+                     "body_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
         if self.retry_after < 0:

@@ -33,6 +33,14 @@ GUARDED = Policy.build()
 PUBLIC = "93.184.215.14"  # a public address: resolved to in stubs, never connected to
 
 
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connections are made here, not by a proxy from the environment."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                 "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.mark.parametrize(("address", "kind"), [
     ("127.0.0.1", "loopback"), ("127.9.9.9", "loopback"), ("::1", "loopback"),
     ("10.0.0.5", "private"), ("172.16.3.4", "private"), ("192.168.1.1", "private"),
@@ -219,6 +227,17 @@ async def test_the_httpx_transport_reaches_allowed_addresses(
     assert reply.status_code == 200
     assert listener.connections == 1
     assert netguard.transport(Policy.open()) is None  # dev: httpx's own transport
+
+
+async def test_through_a_proxy_only_the_name_is_checked(monkeypatch: pytest.MonkeyPatch,
+                                                         names: Names) -> None:
+    """httpx ignores the environment's proxy when given a transport: with a proxy set, the
+    guard leaves httpx its own (the proxy connects) and checks names only."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert netguard.transport(GUARDED) is None
+    names.answers["db.invalid"] = [["10.0.0.5"]]
+    assert "10.0.0.5 is a private address" in (await GUARDED.vet_url("https://db.invalid/x")
+                                                or "")
 
 
 # -- app URLs through the API (both backends) ----------------------------------------------------

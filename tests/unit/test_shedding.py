@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
 from tests.conftest import make_settings
 from tidings.core import Core
+from tidings.errors import Overloaded
 from tidings.server import create_app
 from tidings.server.app import TidingsApp
+from tidings.server.shedding import MIN_WRITE_BACKLOG, Shedder
 from tidings.settings import Load
 from tidings.storage.base import EventQuery
 from tidings.storage.tx import Tx
@@ -240,3 +243,31 @@ async def test_events_are_counted_before_they_are_parsed(db_url: str, tmp_path: 
         assert (await held.finish()).status == 200
         assert (await post(app, "/e/key", batch)).status == 200  # nothing ahead: admitted
         assert await stored(core) == before + 101
+
+
+def test_the_rows_allowed_to_wait_follow_the_rate_they_are_stored_at() -> None:
+    now = [0.0]
+    backlog = [0]
+    shedder = Shedder(Load(max_write_backlog=100_000, max_write_wait=0.5), lambda: backlog[0],
+                      clock=lambda: now[0])
+    assert shedder.write_bound() == MIN_WRITE_BACKLOG  # nothing stored yet: the floor
+    backlog[0] = MIN_WRITE_BACKLOG - 10
+    with pytest.raises(Overloaded):
+        shedder.admit(128 * 20, writes_events=True)  # about 21 events: over the floor
+    shedder.admit(128 * 5, writes_events=True).release()  # about 6: fits
+    # 60,000 events stored over one second: half a second of them may wait.
+    shedder.stored(60_000)
+    now[0] = 1.0
+    shedder.stored(1)
+    assert shedder.rate == 60_000
+    assert shedder.write_bound() == 30_000
+    backlog[0] = 29_000
+    ticket = shedder.admit(128 * 500, writes_events=True)
+    with pytest.raises(Overloaded, match="29501 events are waiting to be stored"):
+        shedder.admit(128 * 500, writes_events=True)
+    ticket.release()
+    # Never more than max_write_backlog, however fast.
+    shedder.stored(10_000_000)
+    now[0] = 2.0
+    shedder.stored(1)
+    assert shedder.write_bound() == 100_000

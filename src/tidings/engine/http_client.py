@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import ssl
 import time
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,6 +26,7 @@ import httptools
 import httpx
 
 from tidings.netguard import Policy
+from tidings.netguard import proxied as proxied  # the driver picks its client by it
 from tidings.netguard import transport as guarded_transport
 
 # SDK servers commonly close connections idle for 5 s (uvicorn, Node's http): stop reusing
@@ -53,12 +53,6 @@ class AppCaller(Protocol):
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer: ...
 
     async def aclose(self) -> None: ...
-
-
-def proxied() -> bool:
-    """Whether the environment sets an HTTP proxy (``HTTP_PROXY`` and the like)."""
-    proxies = urllib.request.getproxies()
-    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,15 @@ any single request, however large, so a body bigger than the whole budget is sti
 nothing else is.
 
 Time: the database answers in order, so a request that joins a long backlog waits for all of
-it. Requests that write events are refused when the rows ahead of them would pass
-``max_write_backlog``: the rows the database has not answered yet (``Storage.backlog``) plus
-those of the requests admitted but not parsed yet. Those are not known before parsing, so each
-is estimated from its size and the bytes per event of the requests parsed so far, and replaced
-by the real count once parsed (``Ticket.parsed``). Deciding on arrival, rather than after
-parsing, keeps the server from spending its time parsing batches it then refuses.
+it. Requests that write events are refused when the rows ahead of them would take longer than
+``max_write_wait`` to store, at the rate events were stored over the last second (never fewer
+than ``MIN_WRITE_BACKLOG`` rows, so that a burst after a quiet spell is taken; never more than
+``max_write_backlog``). The rows ahead are those the database has not answered yet
+(``Storage.backlog``) plus those of the requests admitted but not parsed yet. Those are not
+known before parsing, so each is estimated from its size and the bytes per event of the
+requests parsed so far, and replaced by the real count once parsed (``Ticket.parsed``).
+Deciding on arrival, rather than after parsing, keeps the server from spending its time parsing
+batches it then refuses.
 """
 
 from __future__ import annotations
@@ -30,18 +33,20 @@ log = logging.getLogger("tidings.server")
 QUIET_SECONDS = 10.0  # one warning per overload, not one per refused request
 FIRST_BYTES_PER_ROW = 128.0  # until requests have been parsed: a small event's size
 LEARNING = 0.2  # weight of the newest request in the bytes-per-event average
+MIN_WRITE_BACKLOG = 10_000  # rows always allowed ahead (up to max_write_backlog)
+RATE_WINDOW = 1.0  # seconds over which the rate of storing events is measured
 
 
 class Ticket:
     """One admitted request's share of the budget; ``release`` it when the request ends."""
 
-    __slots__ = ("_shedder", "rows", "size")
+    __slots__ = ("_shedder", "handed", "rows", "size")
 
     def __init__(self, shedder: Shedder, size: int, rows: int) -> None:
         self._shedder = shedder
         self.size = size
         self.rows = rows  # estimated events not yet handed to the database
-
+        self.handed = 0  # events handed to the database
     def grow(self, extra: int) -> None:
         """Count ``extra`` more bytes of this request; ``Overloaded`` when over the budget."""
         shedder = self._shedder
@@ -57,6 +62,7 @@ class Ticket:
         shedder = self._shedder
         shedder.pending_rows -= self.rows
         self.rows = 0
+        self.handed = rows
         if rows and self.size:
             shedder.bytes_per_row += LEARNING * (self.size / rows - shedder.bytes_per_row)
 
@@ -65,21 +71,28 @@ class Ticket:
         shedder.bytes -= self.size
         shedder.requests -= 1
         shedder.pending_rows -= self.rows
-        self.size = self.rows = 0
+        if self.handed:
+            shedder.stored(self.handed)
+        self.size = self.rows = self.handed = 0
 
 
 class Shedder:
     """Admits requests within ``load``'s bounds; counts what it refused."""
 
-    def __init__(self, load: Load, backlog: Callable[[], int]) -> None:
+    def __init__(self, load: Load, backlog: Callable[[], int], *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.load = load
         self._backlog = backlog
+        self._clock = clock
         self.bytes = 0
         self.requests = 0
         self.pending_rows = 0  # estimated events of admitted requests not parsed yet
         self.bytes_per_row = FIRST_BYTES_PER_ROW
         self.refused = 0
         self._warned_at = -QUIET_SECONDS
+        self.rate = 0.0  # events stored per second, over the last full window
+        self._window_rows = 0
+        self._window_start = clock()
 
     def admit(self, size: int, *, writes_events: bool = False) -> Ticket:
         """A ticket for a request declaring ``size`` bytes of body; ``Overloaded`` instead when
@@ -94,16 +107,32 @@ class Shedder:
         if writes_events:
             rows = int(size / self.bytes_per_row) + 1
             ahead = self._backlog() + self.pending_rows
-            if ahead and ahead + rows > load.max_write_backlog:
+            if ahead and ahead + rows > self.write_bound():
                 raise self.refuse(f"{ahead} events are waiting to be stored")
             self.pending_rows += rows
         self.bytes += size
         self.requests += 1
         return Ticket(self, size, rows)
 
+    def write_bound(self) -> int:
+        """How many rows may wait to be stored now."""
+        load = self.load
+        timely = int(self.rate * load.max_write_wait)
+        return min(load.max_write_backlog, max(MIN_WRITE_BACKLOG, timely))
+
+    def stored(self, rows: int) -> None:
+        """``rows`` events of a request were stored (or failed to be): the rate's measure."""
+        now = self._clock()
+        elapsed = now - self._window_start
+        if elapsed >= RATE_WINDOW:
+            self.rate = self._window_rows / elapsed
+            self._window_rows = 0
+            self._window_start = now
+        self._window_rows += rows
+
     def refuse(self, why: str) -> Overloaded:
         self.refused += 1
-        now = time.monotonic()
+        now = self._clock()
         if now - self._warned_at >= QUIET_SECONDS:
             self._warned_at = now
             log.warning("overloaded, refusing requests with 503 (%s); %d refused so far",
