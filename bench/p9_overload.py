@@ -4,7 +4,8 @@ settings. Goals: every acknowledged event stored (counted in the database), p99 
 requests under 1 s, every refused request a ``503`` with ``Retry-After`` (no other error, no
 timeout, no reset connection), and the server's RSS under a stated bound.
 
-``python -m bench.p9_overload [--seconds 60] [--factor 10] [--connections 512] [--rate R]``
+``python -m bench.p9_overload [--seconds 60] [--factor 10] [--connections 512] [--rate R]
+[--postgres | --no-sqlite]``
 
 1. **Sustainable rate.** A fresh server; 8 connections send requests back to back (closed loop)
    for ``--calibrate`` seconds after a warm-up: the events/s it acknowledges. (``--rate``
@@ -327,10 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=None,
                         help="sustainable events/s to assume instead of measuring it")
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL too")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     args = parser.parse_args(argv)
     pin_self()
-    targets = ["sqlite"]
-    if args.postgres:
+    targets = [] if args.no_sqlite else ["sqlite"]
+    if args.postgres or args.no_sqlite:
         skipped = postgres_available()
         if skipped is None:
             targets.append("postgres")

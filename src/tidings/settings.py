@@ -44,7 +44,7 @@ class Load:
     max_inflight_bytes: int = 32 * MIB  # request bodies being read or handled at once
     max_inflight_requests: int = 1024  # requests with a body being read or handled at once
     max_write_backlog: int = 50_000  # rows waiting to be stored, at most
-    max_write_wait: float = 0.5  # seconds the rows waiting to be stored may take to store
+    max_write_wait: float = 0.25  # seconds the rows waiting to be stored may take to store
     retry_after: int = 1  # seconds, in every 503's Retry-After
     max_connections: int = 1000  # beyond: the newest connections' requests get a 503
     keepalive: float = 5.0  # seconds an idle connection stays open

@@ -62,28 +62,37 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._timer = None
         super().connection_lost(exc)
 
-    # -- phases (httptools callbacks) ------------------------------------------------------------
+    # -- phases (httptools callbacks; on every request, so kept to a few assignments) ----------
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._enter(HEADERS)
+        self._phase = HEADERS
+        self._since = now = self.loop.time()
+        limit = self.load.header_timeout
+        if now + limit < self._fire_at:
+            self._arm(limit)
 
     def on_headers_complete(self) -> None:
-        self._enter(BODY)
+        self._phase = BODY
+        self._since = now = self.loop.time()
+        limit = self.load.body_timeout
+        if now + limit < self._fire_at:
+            self._arm(limit)
         if self._shed:
             self.app = self._too_many_connections
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        # Answered before the body was read (a refusal): the connection is idle once it is in.
         cycle = self.cycle
-        self._enter(IDLE if cycle is not None and cycle.response_complete else APP)
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self._phase == APP:
-            self._enter(IDLE)
+        if cycle is not None and cycle.response_complete:
+            # Answered before its body was in (a refusal): idle from now on, and uvicorn's
+            # keep-alive timer was cancelled by the body's arrival.
+            self._phase = IDLE
+            self._since = self.loop.time()
+            self._arm(self.load.keepalive)
+        else:
+            self._phase = APP  # no deadline; once answered, uvicorn's keep-alive timer runs
 
     async def _too_many_connections(self, scope: Any, receive: Any, send: Any) -> None:
         retry = self.load.retry_after
@@ -94,14 +103,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         await send({"type": "http.response.body", "body": body})
 
     # -- the watch -----------------------------------------------------------------------------
-
-    def _enter(self, phase: int) -> None:
-        now = self.loop.time()
-        self._phase = phase
-        self._since = now
-        limit = self._limits[phase]
-        if limit is not None and now + limit < self._fire_at:
-            self._arm(limit)
 
     def _arm(self, delay: float) -> None:
         if self._timer is not None:

@@ -71,8 +71,7 @@ class Ticket:
         shedder.bytes -= self.size
         shedder.requests -= 1
         shedder.pending_rows -= self.rows
-        if self.handed:
-            shedder.stored(self.handed)
+        shedder.stored_rows += self.handed
         self.size = self.rows = self.handed = 0
 
 
@@ -90,9 +89,11 @@ class Shedder:
         self.bytes_per_row = FIRST_BYTES_PER_ROW
         self.refused = 0
         self._warned_at = -QUIET_SECONDS
+        self.stored_rows = 0  # events stored (or failed to be) since the start
         self.rate = 0.0  # events stored per second, over the last full window
-        self._window_rows = 0
-        self._window_start = clock()
+        self._window = (clock(), 0)  # when the window began, stored_rows then
+        # Below this many rows ahead nothing is refused, whatever the rate: no need to know it.
+        self._floor = min(load.max_write_backlog, MIN_WRITE_BACKLOG)
 
     def admit(self, size: int, *, writes_events: bool = False) -> Ticket:
         """A ticket for a request declaring ``size`` bytes of body; ``Overloaded`` instead when
@@ -107,7 +108,7 @@ class Shedder:
         if writes_events:
             rows = int(size / self.bytes_per_row) + 1
             ahead = self._backlog() + self.pending_rows
-            if ahead and ahead + rows > self.write_bound():
+            if ahead and ahead + rows > self._floor and ahead + rows > self.write_bound():
                 raise self.refuse(f"{ahead} events are waiting to be stored")
             self.pending_rows += rows
         self.bytes += size
@@ -115,20 +116,20 @@ class Shedder:
         return Ticket(self, size, rows)
 
     def write_bound(self) -> int:
-        """How many rows may wait to be stored now."""
+        """How many rows may wait to be stored now (measuring the rate when a window is
+        over: only asked when the rows ahead are over the floor)."""
         load = self.load
+        now = self._clock()
+        began, rows = self._window
+        if now - began >= RATE_WINDOW:
+            self.rate = (self.stored_rows - rows) / (now - began)
+            self._window = (now, self.stored_rows)
         timely = int(self.rate * load.max_write_wait)
         return min(load.max_write_backlog, max(MIN_WRITE_BACKLOG, timely))
 
     def stored(self, rows: int) -> None:
-        """``rows`` events of a request were stored (or failed to be): the rate's measure."""
-        now = self._clock()
-        elapsed = now - self._window_start
-        if elapsed >= RATE_WINDOW:
-            self.rate = self._window_rows / elapsed
-            self._window_rows = 0
-            self._window_start = now
-        self._window_rows += rows
+        """``rows`` events were stored (or failed to be): what the rate is measured from."""
+        self.stored_rows += rows
 
     def refuse(self, why: str) -> Overloaded:
         self.refused += 1
