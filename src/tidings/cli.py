@@ -31,7 +31,7 @@ from tidings.keys import create_key
 from tidings.runs.model import STATUSES
 from tidings.runs.store import REPLAYABLE
 from tidings.sdk.client import DEFAULT_BASE_URL, Event, Tidings
-from tidings.settings import Load, Mode, Settings, database_url_from, parse_size
+from tidings.settings import MIB, Load, Mode, Settings, database_url_from, parse_size
 from tidings.storage import storage_for
 
 T = TypeVar("T")
@@ -73,62 +73,47 @@ allow_host_option = click.option(
          "and unspecified addresses are refused (repeatable; env TIDINGS_ALLOW_APP_HOSTS, "
          "comma-separated).")
 
-_DEFAULT_LOAD = Load()
-_LOAD_OPTIONS = [
-    click.option("--max-connections", type=click.IntRange(1), metavar="N",
-                 envvar="TIDINGS_MAX_CONNECTIONS",
-                 default=_DEFAULT_LOAD.max_connections, show_default=True,
-                 help="Open connections; the requests of newer ones get 503."),
-    click.option("--max-inflight-bytes", "max_inflight_bytes", metavar="SIZE",
-                 envvar="TIDINGS_MAX_INFLIGHT_BYTES", default="32MiB", show_default=True,
-                 help="Request bodies being read or handled at once (k, M, G suffixes); "
-                      "beyond: 503."),
-    click.option("--max-inflight-requests", type=click.IntRange(1), metavar="N",
-                 envvar="TIDINGS_MAX_INFLIGHT_REQUESTS",
-                 default=_DEFAULT_LOAD.max_inflight_requests, show_default=True,
-                 help="Requests with a body being handled at once; beyond: 503."),
-    click.option("--max-write-backlog", type=click.IntRange(1), metavar="ROWS",
-                 envvar="TIDINGS_MAX_WRITE_BACKLOG",
-                 default=_DEFAULT_LOAD.max_write_backlog, show_default=True,
-                 help="Rows waiting for the database, at most; beyond, events get 503."),
-    click.option("--max-write-wait", type=click.FloatRange(min=0, min_open=True),
-                 metavar="SECONDS", envvar="TIDINGS_MAX_WRITE_WAIT",
-                 default=_DEFAULT_LOAD.max_write_wait, show_default=True,
-                 help="How long the rows waiting for the database may take to store, at the "
-                      "rate they are stored; beyond, events get 503."),
-    click.option("--retry-after", type=click.IntRange(0), metavar="SECONDS",
-                 envvar="TIDINGS_RETRY_AFTER", default=_DEFAULT_LOAD.retry_after,
-                 show_default=True, help="Retry-After of every 503."),
-    click.option("--keepalive", type=click.FloatRange(min=0, min_open=True),
-                 metavar="SECONDS", envvar="TIDINGS_KEEPALIVE",
-                 default=_DEFAULT_LOAD.keepalive, show_default=True,
-                 help="Idle connections (new ones too) are closed after this."),
-    click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True),
-                 metavar="SECONDS", envvar="TIDINGS_HEADER_TIMEOUT",
-                 default=_DEFAULT_LOAD.header_timeout, show_default=True,
-                 help="A request's headers must arrive within this; else 408 and closed."),
-    click.option("--body-timeout", type=click.FloatRange(min=0, min_open=True),
-                 metavar="SECONDS", envvar="TIDINGS_BODY_TIMEOUT",
-                 default=_DEFAULT_LOAD.body_timeout, show_default=True,
-                 help="A request's body must arrive within this after its headers; else 408 "
-                      "and closed."),
+_SECONDS = click.FloatRange(min=0, min_open=True)
+# The admission-control and slow-client settings (``Load``): field, type, metavar, help.
+_LOAD_FIELDS = [
+    ("max_connections", click.IntRange(1), "N",
+     "Open connections; the requests of newer ones get 503."),
+    ("max_inflight_bytes", str, "SIZE",
+     "Request bodies being read or handled at once (k, M, G suffixes); beyond: 503."),
+    ("max_inflight_requests", click.IntRange(1), "N",
+     "Requests with a body being handled at once; beyond: 503."),
+    ("max_write_backlog", click.IntRange(1), "ROWS",
+     "Rows waiting for the database, at most; beyond, events get 503."),
+    ("max_write_wait", _SECONDS, "SECONDS",
+     "How long the rows waiting for the database may take to store, at the rate they are "
+     "stored; beyond, events get 503."),
+    ("retry_after", click.IntRange(0), "SECONDS", "Retry-After of every 503."),
+    ("keepalive", _SECONDS, "SECONDS", "Idle connections (new ones too) are closed after this."),
+    ("header_timeout", _SECONDS, "SECONDS",
+     "A request's headers must arrive within this; else 408 and closed."),
+    ("body_timeout", _SECONDS, "SECONDS",
+     "A request's body must arrive within this after its headers; else 408 and closed."),
 ]
 
 
 def _load_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The admission-control and slow-client options, handed to the command as ``load``."""
+    """The ``Load`` options (``--max-write-wait``, env ``TIDINGS_MAX_WRITE_WAIT`` …), handed
+    to the command as ``load``."""
 
     @functools.wraps(fn)
     def command(**kwargs: Any) -> Any:
-        names = ("max_connections", "max_inflight_bytes", "max_inflight_requests",
-                 "max_write_backlog", "max_write_wait", "retry_after", "keepalive",
-                 "header_timeout", "body_timeout")
-        values = {name: kwargs.pop(name) for name in names}
+        values = {name: kwargs.pop(name) for name, _, _, _ in _LOAD_FIELDS}
         values["max_inflight_bytes"] = parse_size(values["max_inflight_bytes"])
         return fn(load=Load(**values), **kwargs)
 
-    for option in reversed(_LOAD_OPTIONS):
-        command = option(command)
+    defaults = Load()
+    for name, kind, metavar, text in reversed(_LOAD_FIELDS):
+        default = getattr(defaults, name)
+        if name == "max_inflight_bytes":
+            default = f"{default // MIB}MiB"
+        command = click.option(f"--{name.replace('_', '-')}", name, type=kind, metavar=metavar,
+                               envvar=f"TIDINGS_{name.upper()}", default=default,
+                               show_default=True, help=text)(command)
     return command
 
 
