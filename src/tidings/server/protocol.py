@@ -11,8 +11,9 @@ So each connection here has a phase — idle, reading headers, reading the body,
 and the time it entered it; each phase but the last has a deadline (``Load.keepalive``,
 ``header_timeout``, ``body_timeout``). One timer per connection checks it, re-armed for the
 deadline of the phase it finds: the hot path only notes phase changes (no timer per request).
-A connection past its deadline is answered ``408`` if no answer has started, and closed; the
-app, if it was reading the body, sees the client disconnect.
+A connection past its deadline is answered ``408`` if no answer has started, and closed (our
+side at once, fully ``LINGER`` seconds later, see ``_linger``); the app, if it was reading the
+body, sees the client disconnect.
 
 A connection opened while ``max_connections`` are open has its requests answered ``503`` with
 ``Retry-After`` (JSON, as every Tidings answer) and is closed after the answer: the newest
@@ -33,6 +34,7 @@ from tidings.settings import Load
 log = logging.getLogger("tidings.server")
 IDLE, HEADERS, BODY, APP = range(4)
 APP_CHECK = 1.0  # seconds between checks while the app has the request (no deadline)
+LINGER = 2.0  # seconds a cut connection stays half-open, its answer sent, before it closes
 TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
              b"connection: close\r\ncontent-length: %d\r\n\r\n%s")
 
@@ -127,11 +129,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _cut(self) -> None:
         phase = self._phase
         cycle = self.cycle  # while reading headers, the previous request's
+        if phase == IDLE:
+            self.transport.close()
+            return
+        if phase == BODY and cycle is not None:
+            # The app, waiting for the rest of the body, hears the client is gone.
+            cycle.disconnected = True
+            cycle.message_event.set()
         if phase == HEADERS:
             answering = cycle is not None and not cycle.response_complete
         else:
             answering = cycle is not None and cycle.response_started
-        if phase != IDLE and not answering:
+        if not answering:
             what = "headers" if phase == HEADERS else "body"
             limit = self._limits[phase]
             body = encode({"error": f"the request {what} did not arrive within {limit:g} s",
@@ -139,4 +148,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.write(TIMED_OUT % (len(body), body))
             log.debug("cut a connection from %s: its request %s took over %g s",
                       self.client, what, limit)
-        self.transport.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after the client has had the answer: closing a socket with unread bytes in
+        it (the client is still sending) resets the connection, and the reset can destroy the
+        answer before the client reads it. So: end our side (FIN after the answer), read no
+        more, and close a little later."""
+        transport = self.transport
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        transport.pause_reading()
+        self._timer = self.loop.call_later(LINGER, transport.close)
