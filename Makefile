@@ -38,7 +38,7 @@ pytest: install node
 
 test: lint typecheck pytest
 
-# `make bench` runs P1-P7; `make bench BENCH="p3 p5"` runs the ones named (bench/README.md).
+# `make bench` runs P1-P9; `make bench BENCH="p3 p5"` runs the ones named (bench/README.md).
 bench: install
 	command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 	$(BIN)/pip install -q -e '.[bench]'

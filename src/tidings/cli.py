@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
+import math
 import os
 import sys
 import time
@@ -29,7 +31,7 @@ from tidings.keys import CACHE_SECONDS, create_key
 from tidings.runs.model import STATUSES
 from tidings.runs.store import REPLAYABLE
 from tidings.sdk.client import DEFAULT_BASE_URL, Event, Tidings
-from tidings.settings import Mode, Settings, database_url_from
+from tidings.settings import MIB, Load, Mode, Settings, database_url_from, parse_size
 from tidings.storage import storage_for
 
 T = TypeVar("T")
@@ -46,9 +48,73 @@ db_option = click.option("--db", "db", default=None, metavar="PATH_OR_URL",
                               "(default: TIDINGS_DATABASE_URL, else ./.tidings/tidings.db)")
 
 
-def _settings(mode: Mode, db: str | None) -> Settings:
+def _settings(mode: Mode, db: str | None, *, load: Load | None = None,
+              allow_app_hosts: tuple[str, ...] = ()) -> Settings:
     return Settings(mode=mode, database_url=database_url_from(db, data_dir=DATA_DIR),
-                    data_dir=DATA_DIR)
+                    data_dir=DATA_DIR, load=load or Load(),
+                    allow_app_hosts=_host_list(allow_app_hosts))
+
+
+def _host_list(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--allow-app-host`` values (or TIDINGS_ALLOW_APP_HOSTS, commas or spaces between),
+    checked here so that a typo stops the start with a clear message."""
+    from tidings.netguard import Policy
+
+    hosts = tuple(h for value in values for h in value.replace(",", " ").split())
+    Policy.build(hosts)
+    return hosts
+
+
+allow_host_option = click.option(
+    "--allow-app-host", "allow_app_hosts", multiple=True, metavar="CIDR|HOST",
+    envvar="TIDINGS_ALLOW_APP_HOSTS",
+    help="Let calls to SDK apps reach this network, address or host name (*.domain too), "
+         "although it is not public: outside dev, loopback, private, link-local, multicast "
+         "and unspecified addresses are refused (repeatable; env TIDINGS_ALLOW_APP_HOSTS, "
+         "comma-separated).")
+
+_SECONDS = click.FloatRange(min=0, min_open=True)
+# The admission-control and slow-client settings (``Load``): field, type, metavar, help.
+_LOAD_FIELDS = [
+    ("max_connections", click.IntRange(1), "N",
+     "Open connections; the requests of newer ones get 503."),
+    ("max_inflight_bytes", str, "SIZE",
+     "Request bodies being read or handled at once (k, M, G suffixes); beyond: 503."),
+    ("max_inflight_requests", click.IntRange(1), "N",
+     "Requests with a body being handled at once; beyond: 503."),
+    ("max_write_backlog", click.IntRange(1), "ROWS",
+     "Rows waiting for the database, at most; beyond, events get 503."),
+    ("max_write_wait", _SECONDS, "SECONDS",
+     "How long the rows waiting for the database may take to store, at the rate they are "
+     "stored; beyond, events get 503."),
+    ("retry_after", click.IntRange(0), "SECONDS", "Retry-After of every 503."),
+    ("keepalive", _SECONDS, "SECONDS", "Idle connections (new ones too) are closed after this."),
+    ("header_timeout", _SECONDS, "SECONDS",
+     "A request's headers must arrive within this; else 408 and closed."),
+    ("body_timeout", _SECONDS, "SECONDS",
+     "A request's body must arrive within this after its headers; else 408 and closed."),
+]
+
+
+def _load_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``Load`` options (``--max-write-wait``, env ``TIDINGS_MAX_WRITE_WAIT`` …), handed
+    to the command as ``load``."""
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name, _, _, _ in _LOAD_FIELDS}
+        values["max_inflight_bytes"] = parse_size(values["max_inflight_bytes"])
+        return fn(load=Load(**values), **kwargs)
+
+    defaults = Load()
+    for name, kind, metavar, text in reversed(_LOAD_FIELDS):
+        default = getattr(defaults, name)
+        if name == "max_inflight_bytes":
+            default = f"{default // MIB}MiB"
+        command = click.option(f"--{name.replace('_', '-')}", name, type=kind, metavar=metavar,
+                               envvar=f"TIDINGS_{name.upper()}", default=default,
+                               show_default=True, help=text)(command)
+    return command
 
 
 def _run(fn: Callable[[], Awaitable[T]]) -> T:
@@ -100,8 +166,14 @@ def _serve(settings: Settings, host: str, port: int, apps: tuple[str, ...] = (),
                      on_dead=stop)
     where = _safe_url(settings.database_url)
     console.print(f"[bold]Tidings {settings.mode}[/] on http://{host}:{port}  (db: {where})")
-    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
-                            lifespan="on", access_log=False, log_level="warning")
+    from tidings.server.protocol import protocol_for
+
+    load = settings.load
+    # The protocol adds the deadlines and the connection limit uvicorn lacks (its own
+    # keep-alive timer is left at least as long, so that ours decides).
+    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http=protocol_for(load),
+                            timeout_keep_alive=math.ceil(load.keepalive), lifespan="on",
+                            access_log=False, log_level="warning")
     server = uvicorn.Server(config)
     # What is loaded by now lives as long as the process: keep the collector from walking it
     # again and again under load.
@@ -136,9 +208,10 @@ retry_option = click.option(
               help="Do not look for SDK apps on the usual local ports.")
 @click.option("--poll-interval", type=float, default=5.0, show_default=True, metavar="SECONDS",
               help="How often SDK apps are synced again.")
+@_load_options
 def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
         retry_interval: float | None, sdk_urls: tuple[str, ...], no_discovery: bool,
-        poll_interval: float) -> None:
+        poll_interval: float, load: Load) -> None:
     """Run a development server: SQLite under ./.tidings, any event key accepted.
 
     With ``-a module:client`` the client's functions run in this process; apps written with
@@ -148,7 +221,8 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
 
     watch = AppWatch(urls=sdk_urls, discover=not no_discovery, interval=poll_interval,
                      own_port=port)
-    _serve(_settings("dev", db), host, port, apps, retry_interval=retry_interval, watch=watch)
+    _serve(_settings("dev", db, load=load), host, port, apps, retry_interval=retry_interval,
+           watch=watch)
 
 
 @main.command()
@@ -161,16 +235,20 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
 @click.option("--http/--no-http", "http", default=True, show_default=True,
               help="Call the functions of Inngest SDK apps in this process; with --no-http "
                    "`tidings worker`s make those calls.")
+@allow_host_option
+@_load_options
 def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
-          retry_interval: float | None, http: bool) -> None:
+          retry_interval: float | None, http: bool, allow_app_hosts: tuple[str, ...],
+          load: Load) -> None:
     """Run a production server: keys required, TIDINGS_ENCRYPTION_KEY required.
 
     Inngest SDK apps sync with their environment's signing key (``tidings keys
-    create-signing``), through ``POST /v1/apps/sync`` or a ``PUT`` to the app.
+    create-signing``), through ``POST /v1/apps/sync`` or a ``PUT`` to the app. Their URLs
+    must be public addresses unless --allow-app-host allows others.
     """
     if not (db or os.environ.get("TIDINGS_DATABASE_URL")):
         raise click.UsageError("tidings serve needs --db URL or TIDINGS_DATABASE_URL")
-    settings = _settings("serve", db)
+    settings = _settings("serve", db, load=load, allow_app_hosts=allow_app_hosts)
     keyring_for(settings)  # fail here, with a clear message, rather than in the server's start
     _serve(settings, host, port, apps, env, retry_interval=retry_interval, http=http)
 
@@ -641,8 +719,10 @@ def _engine(*, retry_interval: float | None = None, concurrency: int | None = No
 @click.option("--retry-interval", type=float, default=None, metavar="SECONDS")
 @click.option("--grace", default=30.0, show_default=True, type=float,
               help="Seconds in-flight calls get to finish on SIGTERM before being handed back.")
+@allow_host_option
 def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | None,
-           concurrency: int, retry_interval: float | None, grace: float) -> None:
+           concurrency: int, retry_interval: float | None, grace: float,
+           allow_app_hosts: tuple[str, ...]) -> None:
     """Run functions against a shared database, next to any number of servers and workers.
 
     With MODULE:CLIENT arguments it runs those clients' native functions (add --http to take
@@ -658,7 +738,8 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
     if not apps and not calls_apps:
         raise click.UsageError("nothing to run: give MODULE:CLIENT or leave out --no-http")
     clients = _load_apps(apps)
-    settings = _settings("serve" if os.environ.get("TIDINGS_ENCRYPTION_KEY") else "dev", db)
+    settings = _settings("serve" if os.environ.get("TIDINGS_ENCRYPTION_KEY") else "dev", db,
+                         allow_app_hosts=allow_app_hosts)
     name = env or ("dev" if settings.database_url.startswith("sqlite") else "production")
     what = [*apps, *(["SDK apps (queue http)"] if calls_apps else [])]
 

@@ -16,6 +16,7 @@ The hierarchy::
     ├── RequestRejected         the server refused a request (carries status and message)
     │   ├── Unauthorized        the key is missing, unknown or revoked
     │   ├── PayloadTooLarge     the body, an event or the event count is over a limit
+    │   ├── Overloaded          over an admission bound: 503, retry after a while
     │   └── EventsInvalid       one or more events failed validation
     └── SendError               the SDK could not deliver events (carries the server's message)
 
@@ -85,6 +86,20 @@ class PayloadTooLarge(RequestRejected):
     """The request is over a size limit."""
 
     status = 413
+
+
+class Overloaded(RequestRejected):
+    """Tidings is over its load limits: retry later."""
+
+    status = 503
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", b"%d" % self.retry_after)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,40 @@ class ExpressionLimits:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Load:
+    """How much a server takes on before it sheds (docs/HTTP_API.md, "Overload").
+
+    Beyond a bound a request is answered at once with ``503`` and ``Retry-After``, never left
+    to wait: the official SDKs retry such answers. Bodies are counted in bytes as they arrive
+    (and again as they inflate when gzip-encoded), so a few large batches weigh what they
+    cost; the events waiting to be stored in rows and in time (at the rate they are being
+    stored), so that an accepted request does not wait behind seconds of writes. Slow
+    clients are cut: the headers of a request must arrive within ``header_timeout``, its
+    body within ``body_timeout`` of the headers, and an idle connection (also a new one that
+    sends nothing) is closed after ``keepalive``.
+    """
+
+    max_inflight_bytes: int = 32 * MIB  # request bodies being read or handled at once
+    max_inflight_requests: int = 1024  # requests with a body being read or handled at once
+    max_write_backlog: int = 50_000  # rows waiting to be stored, at most
+    max_write_wait: float = 0.25  # seconds the rows waiting to be stored may take to store
+    retry_after: int = 1  # seconds, in every 503's Retry-After
+    max_connections: int = 1000  # beyond: the newest connections' requests get a 503
+    keepalive: float = 5.0  # seconds an idle connection stays open
+    header_timeout: float = 10.0  # seconds from a request's first byte to its last header
+    body_timeout: float = 30.0  # seconds from the last header to the end of the body
+
+    def __post_init__(self) -> None:
+        for name in ("max_inflight_bytes", "max_inflight_requests", "max_write_backlog",
+                     "max_write_wait", "max_connections", "keepalive", "header_timeout",
+                     "body_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.retry_after < 0:
+            raise ConfigError(f"retry_after must not be negative, not {self.retry_after}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything a server process needs to know, built once at start."""
 
@@ -64,8 +98,12 @@ class Settings:
     database_url: str = "sqlite:///.tidings/tidings.db"
     data_dir: Path = field(default_factory=lambda: Path(".tidings"))
     limits: Limits = field(default_factory=Limits)
+    load: Load = field(default_factory=Load)
     dedup_window_ms: int = DAY_MS
     encryption_key: str | None = None
+    # Under serve, what outbound calls to user-supplied URLs may reach besides public
+    # addresses (``--allow-app-host``; see ``netguard``).
+    allow_app_hosts: tuple[str, ...] = ()
 
     @property
     def dev(self) -> bool:
@@ -75,6 +113,19 @@ class Settings:
     def server_kind(self) -> str:
         """The value of ``X-Inngest-Server-Kind`` that SDKs expect from this mode."""
         return "dev" if self.dev else "cloud"
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``65536``, ``64k``, ``32M``, ``32MiB`` or ``1g`` (binary multiples)."""
+    raw = text.strip().lower().removesuffix("ib").removesuffix("b")
+    scale = {"k": 1024, "m": MIB, "g": 1024 * MIB}.get(raw[-1:], 1)
+    number = raw[:-1] if scale != 1 else raw
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a size: use bytes, or a number with k, M or G"
+                          ) from None
+    return int(value)
 
 
 def database_url_from(value: str | None, *, data_dir: Path) -> str:

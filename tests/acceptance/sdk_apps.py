@@ -309,7 +309,9 @@ def production_keys(tmp_path: Path, db: str | None = None) -> ProductionKeys:
     from tidings.crypto import new_key_text
 
     db = db or str(tmp_path / "prod.db")
-    env = {"TIDINGS_ENCRYPTION_KEY": new_key_text(), "TIDINGS_DATA_DIR": str(tmp_path / "d")}
+    # The apps run on loopback, which serve (and its workers) only call when allowed.
+    env = {"TIDINGS_ENCRYPTION_KEY": new_key_text(), "TIDINGS_DATA_DIR": str(tmp_path / "d"),
+           "TIDINGS_ALLOW_APP_HOSTS": "127.0.0.1"}
     signing_key = tidings_cli(tmp_path, env, "keys", "create-signing", "--env", "production",
                               "--db", db)
     event_key = tidings_cli(tmp_path, env, "keys", "create", "--env", "production", "--db", db)

@@ -271,6 +271,26 @@ def test_serve_without_database_exits_with_a_message(tmp_path: Path) -> None:
     assert "tidings serve needs --db URL or TIDINGS_DATABASE_URL" in result.stderr
 
 
+def test_bad_guard_and_load_settings_stop_the_start_with_a_message(tmp_path: Path) -> None:
+    master = ok(cli(tmp_path, "keys", "new-encryption-key")).strip()
+    base = ("serve", "--port", "1", "--db", str(tmp_path / "x.db"))
+    key = {"TIDINGS_ENCRYPTION_KEY": master}
+    host = cli(tmp_path, *base, "--allow-app-host", "10.0.0.0/33", env=key)
+    assert host.returncode != 0
+    assert "--allow-app-host '10.0.0.0/33': not a CIDR" in host.stderr
+    from_env = cli(tmp_path, *base, env={**key, "TIDINGS_ALLOW_APP_HOSTS": "10.0.0.0/8,x/y"})
+    assert from_env.returncode != 0
+    assert "--allow-app-host 'x/y': not a CIDR" in from_env.stderr  # read, split at commas
+    size = cli(tmp_path, "dev", "--port", "1", "--max-inflight-bytes", "lots")
+    assert size.returncode != 0
+    assert "'lots' is not a size" in size.stderr
+    timeout = cli(tmp_path, "dev", "--port", "1", "--body-timeout", "0")
+    assert timeout.returncode != 0
+    assert "--body-timeout" in timeout.stderr
+    for result in (host, from_env, size, timeout):
+        assert "Traceback" not in result.stderr
+
+
 # -- send and events against tidings dev ---------------------------------------------------------
 
 
@@ -384,7 +404,8 @@ def test_rotating_the_encryption_key_rewraps_the_signing_keys(db_url: str,
     assert "the previous key is now the fallback" in third.stderr
 
     server = start_server(tmp_path, "--db", db_url, "--env", "production", command="serve",
-                          env={"TIDINGS_ENCRYPTION_KEY": new_only})
+                          env={"TIDINGS_ENCRYPTION_KEY": new_only,
+                               "TIDINGS_ALLOW_APP_HOSTS": "127.0.0.1"})
     try:
         body = {"appname": "a", "url": "http://127.0.0.1:1/api/inngest", "functions": []}
         answers = {key: httpx.post(f"{server.url}/fn/register", json=body, timeout=10,

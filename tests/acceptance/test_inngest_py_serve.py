@@ -64,7 +64,7 @@ def production(tmp_path: Path, app_env: dict[str, str], app_host: str) -> Iterat
     keys = production_keys(tmp_path)
     assert keys.signing_key.startswith("signkey-prod-")
     server = start_server(tmp_path, "--db", keys.db, "--env", "production", "--retry-interval",
-                          "0.2", command="serve", env=keys.env)
+                          "0.2", "--allow-app-host", app_host, command="serve", env=keys.env)
     try:
         app = start_py_app(tmp_path, clean_env(INNGEST_SIGNING_KEY=keys.signing_key,
                                                INNGEST_EVENT_KEY=keys.event_key,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import msgspec
 
@@ -10,6 +11,7 @@ from tidings.ids import floor_id, new_id, now_ms
 from tidings.runs import store
 from tidings.storage import Storage
 from tidings.storage.base import EventQuery, EventRow, WrappedKey
+from tidings.storage.tx import Tx
 
 
 def row(env_id: str, name: str = "app/x", *, key: str | None = None, ms: int | None = None,
@@ -169,3 +171,22 @@ async def test_migrate_twice_is_a_no_op(storage: Storage) -> None:
     assert version >= 1
     assert await storage.migrate() == []
     assert await storage.schema_version() == version
+
+
+async def test_backlog_counts_rows_handed_over_and_not_answered(storage: Storage) -> None:
+    env = await storage.ensure_env("dev")
+    assert storage.backlog() == 0
+    release = threading.Event()
+
+    def stuck(tx: Tx) -> None:
+        release.wait(60)
+
+    blocker = asyncio.create_task(storage.write(stuck))
+    appending = asyncio.create_task(storage.append_events(
+        [row(env.id, f"app/{i}") for i in range(5)], now_ms() + 60_000))
+    await asyncio.sleep(0)  # both handed over; neither can be answered in one loop turn
+    assert storage.backlog() == 1 + 5
+    release.set()
+    await blocker
+    assert len(await appending) == 5
+    assert storage.backlog() == 0

@@ -171,7 +171,9 @@ async def test_invalid_registrations_are_refused(db_url: str, tmp_path: Path) ->
 
 
 async def test_serve_needs_the_environments_signing_key(db_url: str, tmp_path: Path) -> None:
-    async with app_client(make_settings(db_url, tmp_path, mode="serve")) as (http, core):
+    # The app is on loopback, which serve only calls when allowed (tests/unit/test_netguard.py).
+    settings = make_settings(db_url, tmp_path, mode="serve", allow_app_hosts=("127.0.0.1",))
+    async with app_client(settings) as (http, core):
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
         production = await core.storage.ensure_env("production")
         staging = await core.storage.ensure_env("staging")

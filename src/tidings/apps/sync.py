@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -24,6 +27,7 @@ from tidings.flow.config import get
 from tidings.ids import now_ms
 from tidings.json_input import decode_json
 from tidings.keys import SigningKeys
+from tidings.netguard import Policy, transport
 from tidings.runs import store
 from tidings.runs.model import HTTP_QUEUE
 from tidings.signing import sign, verify
@@ -37,6 +41,8 @@ DISCOVERY_PORTS = (*range(3000, 3011), 4321, 5000, 5173, 8000, 8080, 8081, 8888,
                    *range(8910, 8916), 8787)
 DISCOVERY_PATHS = ("/api/inngest", "/x/inngest", "/.netlify/functions/inngest",
                    "/.redwood/functions/inngest")
+MAX_REASON_CHARS = 200
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e\u00a0-\uffff]+")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +69,9 @@ class AppSync:
         self._keys = keys
         self._dev = core.settings.dev
         self._kind = core.settings.server_kind
+        self.guard = Policy.from_settings(core.settings)
+        # A transport given (tests) is used as it is; otherwise apps are reached only where
+        # the guard allows, checked as connected (``netguard``).
         self._transport = transport
         self._timeout = timeout
         self._http: httpx.AsyncClient | None = None
@@ -70,8 +79,14 @@ class AppSync:
     @property
     def http(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpx.AsyncClient(transport=self._transport, timeout=self._timeout)
+            self._http = httpx.AsyncClient(transport=self._transport or transport(self.guard),
+                                           timeout=self._timeout)
         return self._http
+
+    async def refused(self, url: str) -> str | None:
+        """Why the guard will not call ``url`` (the addresses its host resolves to now), or
+        None."""
+        return await self.guard.vet_url(url)
 
     async def close(self) -> None:
         if self._http is not None:
@@ -84,9 +99,25 @@ class AppSync:
         app's record. Reading it compiles and tries every expression in it (milliseconds each
         at most): in a thread, so that a large app does not hold up the event loop."""
         app = await asyncio.to_thread(parse_app, body)
+        await self._vet(app)
         modified = await self._core.storage.write(
             partial(_register, env_id=env_id, app=app, now=now_ms()))
         return app, modified
+
+    async def _vet(self, app: AppConfig) -> None:
+        """Refuse a registration whose app or function URLs the guard will not call."""
+        if not self.guard.guarded:
+            return
+        checks = [("url", app.url)] + [(f"functions[{f.slug!r}] step URL", f.url)
+                                       for f in app.functions if f.url]
+        by_origin: dict[str, str | None] = {}  # one look-up per host and port
+        for where, url in checks:
+            origin = urlsplit(url).netloc
+            if origin not in by_origin:
+                by_origin[origin] = await self.refused(url)
+            reason = by_origin[origin]
+            if reason is not None:
+                raise RequestRejected(f"Invalid request: {where}: {reason}")
 
     async def ping(self, env_id: str, url: str) -> SyncResult:
         """Ask the app at ``url`` to sync, and record how that went."""
@@ -103,15 +134,15 @@ class AppSync:
             reply = await self.http.put(url, content=body, headers=headers)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             return await self._failed(env_id, url, records.UNREACHABLE,
-                                      f"cannot reach the app: {exc or type(exc).__name__}")
+                                      f"cannot reach the app: "
+                                      f"{sanitised(str(exc)) or type(exc).__name__}")
         try:
             answer = decode_json(reply.content, "the app's answer")
         except RequestRejected:
             answer = None
         if not reply.is_success:
-            return await self._failed(env_id, url, records.FAILED,
-                                      f"the app answered {reply.status_code}: "
-                                      f"{_message(answer) or reply.text[:300]}")
+            log.debug("app at %s answered %s: %r", url, reply.status_code, reply.text[:300])
+            return await self._failed(env_id, url, records.FAILED, _answered(reply, answer))
         if reply.headers.get("x-inngest-sync-kind") != "in_band":
             # Out of band: the app has called /fn/register, which recorded it.
             modified = bool(answer.get("modified")) if isinstance(answer, dict) else False
@@ -127,7 +158,7 @@ class AppSync:
             target = await self._branch_of(env_id, get(answer, "env"))
             app, modified = await self.register(target, registration)
         except RequestRejected as exc:
-            return await self._failed(env_id, url, records.FAILED, exc.message)
+            return await self._failed(env_id, url, records.FAILED, sanitised(exc.message))
         return SyncResult(url=url, status=records.SYNCED, modified=modified, app_id=app.app_id)
 
     async def _branch_of(self, env_id: str, branch: Any) -> str:
@@ -183,6 +214,27 @@ def _message(answer: Any) -> str | None:
             if isinstance(answer.get(key), str) and answer[key]:
                 return str(answer[key])
     return None
+
+
+def _answered(reply: httpx.Response, answer: Any) -> str:
+    """Why a sync failed, told to whoever asked for it (the 422 of ``/v1/apps/sync``, the app's
+    record in ``GET /v1/apps``): the status and its phrase, and the error message of an answer
+    from an Inngest SDK (one with ``X-Inngest-SDK``), sanitised and short. Nothing else of the
+    answer: the URL may be anyone's, and its body must not be read back through Tidings."""
+    status = reply.status_code
+    try:
+        text = f"the app answered {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        text = f"the app answered {status}"
+    message = _message(answer) if "x-inngest-sdk" in reply.headers else None
+    return f"{text}: {sanitised(message)}" if message else text
+
+
+def sanitised(text: str) -> str:
+    """``text`` as one short printable line: no control characters, at most
+    ``MAX_REASON_CHARS`` characters."""
+    line = " ".join(_UNPRINTABLE.sub(" ", text).split())
+    return line if len(line) <= MAX_REASON_CHARS else line[:MAX_REASON_CHARS - 1] + "…"
 
 
 class AppPoller:

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import ssl
 import time
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,6 +27,10 @@ from urllib.parse import urlsplit
 
 import httptools
 import httpx
+
+from tidings.netguard import Policy
+from tidings.netguard import proxied as proxied  # the driver picks its client by it
+from tidings.netguard import transport as guarded_transport
 
 # SDK servers commonly close connections idle for 5 s (uvicorn, Node's http): stop reusing
 # them before that.
@@ -54,12 +57,6 @@ class AppCaller(Protocol):
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer: ...
 
     async def aclose(self) -> None: ...
-
-
-def proxied() -> bool:
-    """Whether the environment sets an HTTP proxy (``HTTP_PROXY`` and the like)."""
-    proxies = urllib.request.getproxies()
-    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +218,8 @@ class AppClient:
 
     def __init__(self, *, timeout: float, connect_timeout: float = CONNECT_TIMEOUT,
                  keepalive: float = KEEPALIVE_SECONDS, max_idle: int = MAX_IDLE_PER_ORIGIN,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, guard: Policy | None = None) -> None:
+        self._guard = guard or Policy.open()
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._keepalive = keepalive
@@ -279,12 +277,10 @@ class AppClient:
         context = None
         if target.tls:
             context = self._ssl_context = self._ssl_context or httpx.create_ssl_context()
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, connection = await loop.create_connection(
-                    _Connection, host, port, ssl=context,
-                    server_hostname=host if context is not None else None)
+                # Through the guard: only to addresses it allows, checked as connected.
+                _, connection = await self._guard.connect(_Connection, host, port, ssl=context)
         except TimeoutError:
             raise CallFailed(f"cannot connect to {scheme}://{host}:{port}: timed out "
                              f"after {self._connect_timeout:g} s") from None
@@ -313,8 +309,10 @@ class HttpxClient:
     """The same calls through httpx: honours proxies from the environment, and takes a
     transport (``httpx.ASGITransport`` in tests)."""
 
-    def __init__(self, *, timeout: float, transport: httpx.AsyncBaseTransport | None = None
-                 ) -> None:
+    def __init__(self, *, timeout: float, transport: httpx.AsyncBaseTransport | None = None,
+                 guard: Policy | None = None) -> None:
+        if transport is None and guard is not None:
+            transport = guarded_transport(guard)
         self._http = httpx.AsyncClient(transport=transport,
                                        timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT))
 

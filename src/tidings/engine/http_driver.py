@@ -60,6 +60,7 @@ from tidings.engine.outcomes import (
     Sleep,
 )
 from tidings.keys import EnvSigningKeys, SigningKeys
+from tidings.netguard import Policy
 from tidings.runs.model import HTTP_QUEUE, FunctionRow, Run, StepRow
 from tidings.sdk.context import _Interrupt
 from tidings.signing import sign, verify
@@ -163,12 +164,15 @@ class HttpDriver:
 
     def __init__(self, keys: SigningKeys, *, dev: bool,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 timeout: float = 900.0) -> None:
+                 timeout: float = 900.0, guard: Policy | None = None) -> None:
         self._keys = keys
         self._dev = dev
+        # Apps are reached only where the guard allows (``netguard``): by default open in dev
+        # and guarded, with nothing allowed beyond public addresses, otherwise.
+        guard = guard or Policy.for_mode(dev)
         self._http: AppCaller = (
-            HttpxClient(timeout=timeout, transport=transport)
-            if transport is not None or proxied() else AppClient(timeout=timeout))
+            HttpxClient(timeout=timeout, transport=transport, guard=guard)
+            if transport is not None or proxied() else AppClient(timeout=timeout, guard=guard))
         self._closing: asyncio.Task[None] | None = None
 
     def serves(self, fn: FunctionRow) -> bool:

@@ -24,6 +24,7 @@ from tidings.engine.replays import Replays
 from tidings.engine.scheduler import CronService
 from tidings.ids import now_ms
 from tidings.keys import SigningKeys
+from tidings.netguard import Policy
 from tidings.router.registry import Registry
 from tidings.router.route import Routed, route_new
 from tidings.router.service import RouterService
@@ -87,7 +88,8 @@ class Runtime:
         if self._http and HTTP_QUEUE not in self.executors:
             # Functions of Inngest SDK apps, whatever environment synced them.
             keys = SigningKeys(self.core.storage, self.core.vault.sealer.keyring)
-            http = HttpDriver(keys, dev=self.core.settings.dev)
+            http = HttpDriver(keys, dev=self.core.settings.dev,
+                              guard=Policy.from_settings(self.core.settings))
             self.executors[HTTP_QUEUE] = Executor(
                 self.core, self.registry, http, queue=HTTP_QUEUE, settings=self.settings,
                 clock=self.clock, on_events=self.router.submit, on_due=self._due)

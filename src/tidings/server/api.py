@@ -23,7 +23,7 @@ from tidings.events.parse import parse_events
 from tidings.flow import status as flow_status
 from tidings.ids import IdSeed, floor_id, now_ms
 from tidings.server.event_api import BRANCH_NOT_UTF8, rejection
-from tidings.server.http import encode, read_body
+from tidings.server.http import TICKET, encode, read_body
 from tidings.storage.base import Environment, EventQuery
 
 if TYPE_CHECKING:
@@ -194,6 +194,9 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
             body = await read_body(request.scope, request.receive, limits.max_body_bytes)
             now = now_ms()
             events = parse_events(body, limits, now)
+            ticket = request.scope.get(TICKET)
+            if ticket is not None:
+                ticket.parsed(len(events))  # admission control counts them from here on
             seed = IdSeed.parse(request.headers.get("x-inngest-event-id-seed"))
             ids = await core.ingest.append(env.id, events, seed, received_at=now)
         except RequestRejected as exc:

@@ -22,19 +22,22 @@ from tidings.apps.sync import AppPoller, AppSync
 from tidings.core import Core
 from tidings.engine.executor import EngineSettings
 from tidings.engine.runtime import Runtime
-from tidings.errors import RequestRejected
+from tidings.errors import Overloaded, RequestRejected
 from tidings.keys import DEV_ENV, SigningKeys
 from tidings.server.api import error_response, json_response, routes
 from tidings.server.dev_api import DevAPI
 from tidings.server.event_api import EventAPI
+from tidings.server.http import TICKET, declared_length, header_map, send_json
 from tidings.server.openapi import document
 from tidings.server.sdk_api import SdkAPI
+from tidings.server.shedding import Shedder
 from tidings.settings import Settings
 
 if TYPE_CHECKING:
     from tidings.sdk.client import Tidings
 
 log = logging.getLogger("tidings.server")
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class ServerKind:
@@ -59,7 +62,10 @@ class ServerKind:
 
 async def _rejected(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestRejected)
-    return error_response(exc.status, exc.message)
+    response = error_response(exc.status, exc.message)
+    if isinstance(exc, Overloaded):
+        response.headers["retry-after"] = str(exc.retry_after)
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -96,12 +102,15 @@ class TidingsApp:
         self._events: EventAPI | None = None
         self._rest: ASGIApp | None = None
         self._routes: list[Route] = []
+        self._shedder: Shedder | None = None
+        self._kind = (b"x-inngest-server-kind", settings.server_kind.encode())
         if core is not None:
             self._build(core)
 
     def _build(self, core: Core) -> None:
         kind = self.settings.server_kind.encode()
-        self._events = events = EventAPI(core, kind)
+        self._shedder = Shedder(self.settings.load, core.storage.backlog)
+        self._events = events = EventAPI(core, kind, self._shedder)
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
         self.sync = AppSync(core, keys)
 
@@ -197,12 +206,35 @@ class TidingsApp:
         if kind == "lifespan":
             await self._lifespan(receive, send)
             return
-        if kind == "http" and scope["method"] == "POST" and scope["path"].startswith("/e/"):
-            assert self._events is not None
-            await self._events(scope, receive, send)
-            return
+        if kind == "http":
+            method = scope["method"]
+            if method == "POST" and scope["path"].startswith("/e/"):
+                assert self._events is not None
+                await self._events(scope, receive, send)  # admits requests itself
+                return
+            if method in BODY_METHODS:
+                await self._admitted(scope, receive, send)
+                return
         assert self._rest is not None
         await self._rest(scope, receive, send)
+
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request with a body, through admission control (``shedding``); its ticket goes in
+        the scope, for ``read_body`` to count what the body holds beyond its declared
+        length."""
+        assert self._rest is not None and self._shedder is not None
+        try:
+            ticket = self._shedder.admit(declared_length(header_map(scope)),
+                                         writes_events=scope["path"] == "/v1/events")
+        except Overloaded as exc:
+            await send_json(send, 503, {"error": exc.message, "status": 503},
+                            [self._kind, *exc.headers])
+            return
+        scope[TICKET] = ticket
+        try:
+            await self._rest(scope, receive, send)
+        finally:
+            ticket.release()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         message = await receive()

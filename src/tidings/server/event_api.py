@@ -14,10 +14,11 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from tidings.core import Core
-from tidings.errors import EventsInvalid, RequestRejected
+from tidings.errors import EventsInvalid, Overloaded, RequestRejected
 from tidings.events.parse import parse_events
 from tidings.ids import IdSeed, now_ms
-from tidings.server.http import header_map, read_body, send_json
+from tidings.server.http import declared_length, header_map, read_body, send_json
+from tidings.server.shedding import Shedder, Ticket
 
 log = logging.getLogger("tidings.server")
 BRANCH_NOT_UTF8 = "x-inngest-env: a branch name must be UTF-8 text"
@@ -43,27 +44,35 @@ def rejection(exc: RequestRejected) -> dict[str, Any]:
 
 
 class EventAPI:
-    def __init__(self, core: Core, server_kind: bytes) -> None:
+    def __init__(self, core: Core, server_kind: bytes, shedder: Shedder) -> None:
         self.core = core
         self.kind = (b"x-inngest-server-kind", server_kind)
+        self.shedder = shedder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = header_map(scope)
         origin = headers.get(b"origin")
         extra = [self.kind] if origin is None else [self.kind, *cors_headers(origin)]
         core = self.core
+        limits = core.settings.limits
+        ticket: Ticket | None = None
         try:
+            # Before anything else, so that an overloaded server refuses at once and cheaply.
+            ticket = self.shedder.admit(min(declared_length(headers), limits.max_body_bytes),
+                                        writes_events=True)
             key = scope["path"][3:].rstrip("/")
             branch = headers.get(b"x-inngest-env")
             env = await core.gate.env_for(key, "event", _branch(branch) if branch else None)
-            limits = core.settings.limits
-            body = await read_body(scope, receive, limits.max_body_bytes, headers)
+            body = await read_body(scope, receive, limits.max_body_bytes, headers, ticket)
             now = now_ms()
             events = parse_events(body, limits, now)
+            ticket.parsed(len(events))
             seed_header = headers.get(b"x-inngest-event-id-seed")
             seed = IdSeed.parse(seed_header.decode(errors="replace")) if seed_header else None
             ids = await core.ingest.append(env.id, events, seed, received_at=now)
         except RequestRejected as exc:
+            if isinstance(exc, Overloaded):
+                extra = [*extra, *exc.headers]
             await send_json(send, exc.status, rejection(exc), extra)
             return
         except Exception:
@@ -72,6 +81,9 @@ class EventAPI:
                                         "error": "internal error: the events were not stored"},
                             extra)
             return
+        finally:
+            if ticket is not None:
+                ticket.release()
         await send_json(send, 200, {"ids": ids, "status": 200}, extra)
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.types import Receive, Scope, Send
 
 from tidings.errors import PayloadTooLarge, RequestRejected
 
+if TYPE_CHECKING:
+    from tidings.server.shedding import Ticket
+
+TICKET = "tidings.ticket"  # the scope key of a request's admission ``Ticket``
 encode = msgspec.json.encode
 JSON_TYPE = (b"content-type", b"application/json")
 
@@ -20,14 +24,25 @@ def header_map(scope: Scope) -> dict[bytes, bytes]:
     return dict(reversed(headers))
 
 
+def declared_length(headers: dict[bytes, bytes]) -> int:
+    """The ``Content-Length`` of a request, 0 when absent or not a number."""
+    declared = headers.get(b"content-length")
+    return int(declared) if declared is not None and declared.isdigit() else 0
+
+
 async def read_body(
-    scope: Scope, receive: Receive, limit: int, headers: dict[bytes, bytes] | None = None
+    scope: Scope, receive: Receive, limit: int, headers: dict[bytes, bytes] | None = None,
+    ticket: Ticket | None = None,
 ) -> bytes:
     """The request body, decompressed when gzip-encoded; ``PayloadTooLarge`` past ``limit``.
 
-    ``headers`` (from ``header_map``) saves scanning the headers again."""
+    ``headers`` (from ``header_map``) saves scanning the headers again. What the body holds
+    beyond its declared length (chunks, inflation) is added to the request's admission
+    ``ticket`` (given, or the scope's), which may refuse it (``Overloaded``)."""
     if headers is None:
         headers = header_map(scope)
+    if ticket is None:
+        ticket = scope.get(TICKET)
     declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is {int(declared)} bytes, over the limit of "
@@ -40,9 +55,13 @@ async def read_body(
         raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
     if message.get("more_body", False):
         body = await _rest_of_body(receive, body, limit)
+    if ticket is not None and len(body) > ticket.size:
+        ticket.grow(len(body) - ticket.size)
     encoding = headers.get(b"content-encoding")
     if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
         body = _decompress(body, encoding.strip().lower(), limit)
+        if ticket is not None:
+            ticket.grow(len(body))  # the inflated copy, beside the wire bytes
     return body
 
 

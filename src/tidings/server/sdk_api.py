@@ -149,6 +149,9 @@ class SdkAPI:
         if not is_http_url(url) or has_nul(url):
             raise RequestRejected('url: expected {"url": "http(s)://…"}, the URL the app '
                                   'serves')
+        refused = await self.sync.refused(url)
+        if refused is not None:
+            raise RequestRejected(f"url: {refused}")
         result = await self.sync.ping(env.id, url)
         if result.status != records.SYNCED:
             # The request was fine and Tidings did its part: what failed is the app at that URL

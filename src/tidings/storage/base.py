@@ -111,6 +111,12 @@ class Storage(Protocol):
     async def read(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` on a read connection."""
 
+    def backlog(self) -> int:
+        """Rows handed to the database and not answered yet (an event counts one, any other
+        write one; on PostgreSQL reads too, as they wait for the same pool): how far behind
+        it is. The server refuses new events beyond a bound
+        (``Load.max_write_backlog``) rather than queue without end."""
+
     async def ensure_env(self, name: str, parent_id: str | None = None) -> Environment:
         """The environment of that name under that parent, created if missing."""
 

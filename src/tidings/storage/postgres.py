@@ -60,6 +60,7 @@ class PostgresStorage:
             url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True},
             configure=_text_json, name="tidings-sync",
         )
+        self._backlog = 0  # rows (events; 1 per other operation) handed over, not answered
 
     async def open(self) -> None:
         try:
@@ -79,11 +80,24 @@ class PostgresStorage:
     async def write(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in one transaction on a pooled connection (in a worker thread)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, self._transact, fn)
+        self._backlog += 1
+        try:
+            return await loop.run_in_executor(self._threads, self._transact, fn)
+        finally:
+            self._backlog -= 1
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, self._autocommit, fn)
+        self._backlog += 1
+        try:
+            return await loop.run_in_executor(self._threads, self._autocommit, fn)
+        finally:
+            self._backlog -= 1
+
+    def backlog(self) -> int:
+        """Rows handed to the pools and not answered yet: waiting for a connection or being
+        written (events count one each, any other operation one)."""
+        return self._backlog
 
     def _transact(self, fn: Callable[[Tx], T]) -> T:
         for attempt in range(5):
@@ -231,12 +245,16 @@ class PostgresStorage:
                             ) -> list[str]:
         if route is not None:
             raise NotImplementedError("PostgreSQL routes stored events after their commit")
+        weight = len(rows)
+        self._backlog += weight
         try:
-            return await self._append(rows, dedup_until, copy=len(rows) >= COPY_MIN_ROWS)
+            return await self._append(rows, dedup_until, copy=weight >= COPY_MIN_ROWS)
         except psycopg.errors.UniqueViolation:
             # COPY cannot skip an id that is already stored (a retried request with seeded
             # ids): store them again the slow way, which skips it.
             return await self._append(rows, dedup_until, copy=False)
+        finally:
+            self._backlog -= weight
 
     async def _append(self, rows: Sequence[EventRow], dedup_until: int, *, copy: bool
                       ) -> list[str]:

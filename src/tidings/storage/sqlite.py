@@ -503,6 +503,7 @@ class SQLiteStorage:
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._backlog = 0  # rows (events; 1 per other write) queued and not yet answered
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -539,7 +540,16 @@ class SQLiteStorage:
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in the writer's next group commit; its result once committed."""
-        return await self._write(lambda conn: fn(SQLiteTx(conn)))
+        self._backlog += 1
+        try:
+            return await self._write(lambda conn: fn(SQLiteTx(conn)))
+        finally:
+            self._backlog -= 1
+
+    def backlog(self) -> int:
+        """Rows waiting for the writer: queued, being committed, or committed and waiting for
+        the sync (events count one each, any other write one)."""
+        return self._backlog
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
         return await self._read(lambda conn: fn(SQLiteTx(conn)))
@@ -682,7 +692,12 @@ class SQLiteStorage:
                             ) -> list[str]:
         """Append events; with ``route``, call it in the same transaction with the rows that
         were stored (not duplicates), so routing commits with the events."""
-        return await self._write(_Append(rows, dedup_until, route))
+        weight = len(rows)
+        self._backlog += weight
+        try:
+            return await self._write(_Append(rows, dedup_until, route))
+        finally:
+            self._backlog -= weight
 
     async def get_event(self, env_id: str, event_id: str) -> EventRow | None:
         row = await self._read(lambda c: c.execute(Q["get_event"], (env_id, event_id)).fetchone())
