@@ -12,6 +12,7 @@ import pytest
 
 from tidings.engine.ai_infer import BadInference, Inference, infer, inference_of
 from tidings.engine.http_client import AppClient
+from tidings.netguard import Policy
 
 KEY = "sk-secret-0123"
 
@@ -112,3 +113,31 @@ async def test_an_unreachable_provider_is_the_attempts_error_without_the_key() -
     assert answer.error["message"].startswith(
         "Error making AI request: cannot reach http://127.0.0.1:1/v1: ")
     assert KEY not in json.dumps(answer.error)
+
+
+async def test_under_serve_an_inference_to_a_private_address_is_refused_before_connecting(
+) -> None:
+    """The same guard as calls of apps (``netguard``): a provider URL on loopback is refused
+    under ``serve``, with nothing sent there, and the step's error says why."""
+    reached: list[bytes] = []
+    server, url = await _provider(b"HTTP/1.0 200 OK\r\n\r\n{}")
+    server.close()  # reopened below on the same port, to see whether anything connects
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reached.append(await reader.read(100))
+        writer.close()
+
+    port = int(url.split(":")[2].split("/")[0])
+    listener = await asyncio.start_server(record, "127.0.0.1", port)
+    client = AppClient(timeout=5, guard=Policy.build())
+    try:
+        answer = await infer(client, Inference(url, {}, b"{}"))
+    finally:
+        await client.aclose()
+        listener.close()
+    assert answer.output is None and answer.error is not None
+    assert answer.error["name"] == "AIGatewayError"
+    assert "loopback" in answer.error["message"]
+    assert "--allow-app-host" in answer.error["message"]
+    assert KEY not in json.dumps(answer.error)
+    assert reached == []
