@@ -22,7 +22,7 @@ and a 2 MB expression compiles for 9 s into 580 MiB. So:
   cached too (as their error), so a stored bad one is not recompiled for every event.
 * evaluation holds the GIL, and its cost is not always linear: ``map`` and ``filter`` copy
   the list they build at every step (time ∝ items * size: 1,000 ints 24 ms, 16,000 ints
-  7.9 s; 1,000 maps of 10 keys 0.86 s), and so does a chain of ``+`` (∝ terms² * size), and
+  6.7 s; 1,000 maps of 10 keys 0.86 s), and so does a chain of ``+`` (∝ terms² * size), and
   comprehensions nested in one another multiply. So each expression's structure is read once,
   with its program (``Shape``): registration refuses comprehensions nested deeper than
   ``max_macro_depth`` (``cel_check``), and an expression with a costly part is evaluated only
@@ -212,7 +212,9 @@ class Loop:
     builds: bool  # map or filter: the list it builds is copied at every step
     receiver: tuple[str, ...] | None  # the variable path it iterates over, when it is one
     outside: tuple[tuple[str, ...], ...]  # what its body reads besides its own element
-    weight: int  # a bound on the values one step of a map makes, in elements
+    # A map: a bound on the values one step makes, in elements; all, exists, exists_one: 2,
+    # as comparing a value (``in``, ``==``) costs about two copies.
+    weight: int
     depth: int  # comprehensions stacked, this one included
     concats: int  # '+' in its receiver
 
@@ -268,8 +270,9 @@ def cost(shape: Shape, variables: Mapping[str, Any], limit: int) -> int:
         if loop.builds:
             each = items * (size * loop.weight + (everything()[1] if loop.outside else 0))
         else:
-            each = items * sum(_read(path, variables, limit // max(1, items), everything)
-                               for path in loop.outside)
+            each = items * loop.weight * sum(
+                _read(path, variables, limit // max(1, items), everything)
+                for path in loop.outside)
         if loop.depth > 1:
             each *= everything()[0] ** (loop.depth - 1)
         spent += each * (1 + loop.concats) ** 2
@@ -284,33 +287,34 @@ def shape_of(source: str) -> Shape:
     found = [(at, text, tokens[at + 2][1], at + 4, pairs.get(at + 1, len(tokens)),
               _receiver_start(tokens, pairs, at - 2))
              for at, (kind, text) in enumerate(tokens)
-             if kind == "id" and text in MACROS and at > 0 and tokens[at - 1] == _DOT
-             and tokens[at + 1:at + 2] == [_CALL] and tokens[at + 2:at + 3][:1] != []
-             and tokens[at + 2][0] == "id" and tokens[at + 3:at + 4] == [("op", ",")]]
+             if kind == "id" and text in MACROS and 0 < at < len(tokens) - 3
+             and tokens[at - 1] == _DOT and tokens[at + 1] == _CALL
+             and tokens[at + 2][0] == "id" and tokens[at + 3] == ("op", ",")]
     declared = {at + 2 for at, *_ in found}
     literal_items, in_literals = _literals(tokens, pairs)
     depths: dict[int, int] = {}
     loops = []
     for at, name, var, start, end, receiver in found:
+        builds = name in BUILDING
         enclosing = [other for other in found if other[3] <= at < other[4]]
         bound = {var} | {other[2] for other in found if start <= other[0] < end}
         path = _path(tokens[receiver:at - 1])
-        if path is not None and path[0] in {other[2] for other in enclosing}:
-            over_element, path = name not in BUILDING, None
-        else:
-            over_element = False
-        depth = max((depths[other[0]] for other in enclosing), default=0) + (not over_element)
-        if name in BUILDING:
+        over_element = path is not None and path[0] in {other[2] for other in enclosing}
+        if over_element:
+            path = None  # a bound variable's field: not in the variables
+        depth = max((depths[other[0]] for other in enclosing), default=0) \
+            + (builds or not over_element)
+        if builds:
             depth = max([depth] + [depths[other[0]] + 1 for other in found
                                    if other[1] in BUILDING and receiver <= other[0] < at])
         depths[at] = depth
         reads = _roots(tokens, start, end, declared)
         outside = tuple(dict.fromkeys(p for p in reads if p[0] not in bound))
-        if name in BUILDING or outside or depth > 1:
+        if builds or outside or depth > 1:
             made = len(reads) + sum(start <= k < end for k in in_literals)
-            loops.append(Loop(builds=name in BUILDING, receiver=path, outside=outside,
-                              weight=max(1, made) if name == "map" else 1, depth=depth,
-                              concats=tokens[receiver:at - 1].count(_PLUS)))
+            loops.append(Loop(builds=builds, receiver=path, outside=outside,
+                              weight=max(1, made) if name == "map" else 1 + (not builds),
+                              depth=depth, concats=tokens[receiver:at - 1].count(_PLUS)))
     values = [t for t in tokens if t[0] in ("num", "str")]
     return Shape(depth=max(depths.values(), default=0), loops=tuple(loops),
                  concats=tokens.count(_PLUS), literal_items=literal_items,
