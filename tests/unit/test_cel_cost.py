@@ -145,6 +145,7 @@ def test_the_nesting_allowed_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> No
     assert evaluate(NESTED, variables) is None
     variables["event"]["data"] = {"a": [1, 2], "b": [3]}
     assert evaluate(NESTED, variables) is True
+    assert evaluate(EXPLODING, variables) is None  # literals alone: 12 s if evaluated
 
 
 def test_the_limits_come_from_the_environment() -> None:
