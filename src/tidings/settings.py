@@ -31,12 +31,15 @@ class Limits:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExpressionLimits:
     """Bounds on CEL expressions (``router/expressions.py`` says why), per process, from the
-    environment: ``TIDINGS_EXPRESSION_MAX_CHARS``, ``TIDINGS_EXPRESSION_MAX_DEPTH`` and
-    ``TIDINGS_EXPRESSION_CACHE_MB``."""
+    environment: ``TIDINGS_EXPRESSION_MAX_CHARS``, ``TIDINGS_EXPRESSION_MAX_DEPTH``,
+    ``TIDINGS_EXPRESSION_CACHE_MB``, ``TIDINGS_EXPRESSION_MAX_MACRO_DEPTH`` and
+    ``TIDINGS_EXPRESSION_MAX_COST``."""
 
     max_chars: int = 4096
     max_depth: int = 32
     cache_bytes: int = 32 * MIB
+    max_macro_depth: int = 1
+    max_cost: int = 300_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ExpressionLimits:
@@ -45,7 +48,9 @@ class ExpressionLimits:
         found: dict[str, int] = {}
         for field_name, variable, scale in (("max_chars", "MAX_CHARS", 1),
                                             ("max_depth", "MAX_DEPTH", 1),
-                                            ("cache_bytes", "CACHE_MB", MIB)):
+                                            ("cache_bytes", "CACHE_MB", MIB),
+                                            ("max_macro_depth", "MAX_MACRO_DEPTH", 1),
+                                            ("max_cost", "MAX_COST", 1)):
             raw = environ.get(f"TIDINGS_EXPRESSION_{variable}")
             if raw is None or raw == "":
                 continue

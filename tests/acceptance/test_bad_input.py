@@ -116,6 +116,7 @@ HOSTILE_CEL = {
     "type-error": "1 + 'a' == 2",
     "not-a-condition": "event.name",
     "not-cel": "event.data.(",
+    "nested-map": "event.data.a.map(x, event.data.a.map(y, x + y)).size() > 0",
 }
 
 

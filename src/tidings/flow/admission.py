@@ -50,7 +50,7 @@ def short(value: str) -> str:
 
 def concurrency_key(limit: Concurrency, index: int, fn: FunctionRow,
                     event: dict[str, Any]) -> str:
-    value = short(key_value(limit.key, event))
+    value = short(key_value(limit.key, event, fn.slug))
     if limit.scope == "account":
         return f"c:a:{value}"
     if limit.scope == "env":
@@ -60,7 +60,7 @@ def concurrency_key(limit: Concurrency, index: int, fn: FunctionRow,
 
 def throttle_key(fn: FunctionRow, flow: FlowControl, event: dict[str, Any]) -> str:
     assert flow.throttle is not None
-    return f"t:{fn.id}:{short(key_value(flow.throttle.key, event))}"
+    return f"t:{fn.id}:{short(key_value(flow.throttle.key, event, fn.slug))}"
 
 
 def _function(tx: Tx, registry: Registry, function_id: str) -> FunctionRow | None:

@@ -90,7 +90,7 @@ def on_event(tx: Tx, registry: Registry, env_id: str, event_id: str, event: dict
                 continue
             variables = {"event": msgspec.json.decode(trigger) if trigger else {},
                          "async": event}
-            if matches(condition, variables) and cancel_run(
+            if matches(condition, variables, f"run {run_id} (cancel)") and cancel_run(
                     tx, registry, run_id, f"cancelled by event {event['name']} ({event_id})",
                     now):
                 cancelled.append(run_id)

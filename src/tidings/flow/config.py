@@ -206,9 +206,10 @@ def _lookup(event: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def key_value(expression: str | None, event: Mapping[str, Any]) -> str:
-    """The value of a key expression for an event, as text. No expression, or one that cannot
-    be evaluated for this event, gives the empty key (one group for all such events)."""
+def key_value(expression: str | None, event: Mapping[str, Any], slug: str = "") -> str:
+    """The value of a key expression of function ``slug`` for an event, as text. No
+    expression, or one that cannot be evaluated for this event (an error, or too costly:
+    logged), gives the empty key (one group for all such events)."""
     if not expression:
         return ""
     path = _field_path(expression)
@@ -216,7 +217,7 @@ def key_value(expression: str | None, event: Mapping[str, Any]) -> str:
         value = _lookup(event, path)
         value = None if value is _MISSING else value
     else:
-        value = evaluate(expression, {"event": event})
+        value = evaluate(expression, {"event": event}, f"function {slug}")
     if value is None:
         return ""
     if isinstance(value, str):
@@ -224,9 +225,9 @@ def key_value(expression: str | None, event: Mapping[str, Any]) -> str:
     return msgspec.json.encode(value).decode()
 
 
-def priority_seconds(expression: str, event: Mapping[str, Any]) -> int:
+def priority_seconds(expression: str, event: Mapping[str, Any], slug: str = "") -> int:
     """``priority.run`` for an event, clamped to ±12 h; 0 when it is not a number."""
-    value = evaluate(expression, {"event": event})
+    value = evaluate(expression, {"event": event}, f"function {slug}")
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0
     return max(-PRIORITY_MAX_S, min(PRIORITY_MAX_S, int(value)))

@@ -46,16 +46,17 @@ def start(tx: Tx, registry: Registry, fn: FunctionRow, event_id: str, event: dic
     assert flow is not None
     if flow.rate_limit is not None:
         rate = flow.rate_limit
-        key = f"r:{fn.id}:{short(key_value(rate.key, event))}"
+        key = f"r:{fn.id}:{short(key_value(rate.key, event, fn.slug))}"
         if not _take(tx, key, now, rate.limit, rate.period_ms):
             _skip(tx, event_id, fn, RATE_LIMITED, now)
             return None
     if flow.idempotency is not None:
-        key = f"i:{fn.id}:{short(key_value(flow.idempotency, event))}"
+        key = f"i:{fn.id}:{short(key_value(flow.idempotency, event, fn.slug))}"
         if not _take(tx, key, now, 1, IDEMPOTENCY_MS):
             _skip(tx, event_id, fn, IDEMPOTENT, now)
             return None
-    if flow.batch is not None and matches(flow.batch.condition, {"event": event}):
+    if flow.batch is not None and matches(flow.batch.condition, {"event": event},
+                                          f"function {fn.slug}"):
         return _batch(tx, registry, fn, flow, event_id, event, now, routed)
     if flow.debounce is not None:
         return _debounce(tx, registry, fn, flow, event_id, event, now, routed)
@@ -76,12 +77,12 @@ def refuses_invoke(tx: Tx, fn: FunctionRow, row: EventRow, parent_run_id: str, s
     event = {"id": row.id, "name": row.name, "data": loads(row.data), "ts": row.ts}
     if flow.rate_limit is not None:
         rate = flow.rate_limit
-        key = f"r:{fn.id}:{short(key_value(rate.key, event))}"
+        key = f"r:{fn.id}:{short(key_value(rate.key, event, fn.slug))}"
         if not _take(tx, key, now, rate.limit, rate.period_ms):
             _skip(tx, row.id, fn, RATE_LIMITED, now)
             return "invoked function is rate limited"
     if flow.idempotency is not None:
-        key = f"i:{fn.id}:{short(key_value(flow.idempotency, event))}"
+        key = f"i:{fn.id}:{short(key_value(flow.idempotency, event, fn.slug))}"
         if not _take(tx, key, now, 1, IDEMPOTENCY_MS):
             _skip(tx, row.id, fn, IDEMPOTENT, now)
             return "invoked function already ran for this idempotency key"
@@ -93,7 +94,7 @@ def create(tx: Tx, registry: Registry, fn: FunctionRow, flow: FlowControl, event
            event_ids: list[str] | None = None) -> str | None:
     singleton = None
     if flow.singleton is not None:
-        singleton = short(key_value(flow.singleton.key, event))
+        singleton = short(key_value(flow.singleton.key, event, fn.slug))
         _lock(tx, f"s:{fn.id}:{singleton}")
         active = tx.one("flow_singleton_get", (fn.id, singleton))
         if active is not None and active[1] not in TERMINAL:
@@ -102,7 +103,7 @@ def create(tx: Tx, registry: Registry, fn: FunctionRow, flow: FlowControl, event
                 return None
             cancel_run(tx, registry, active[0], "singleton: a newer run replaced it", now)
     if flow.priority is not None:
-        due -= priority_seconds(flow.priority, event) * 1000
+        due -= priority_seconds(flow.priority, event, fn.slug) * 1000
     run_id = store.create_run(tx, fn=fn, event_id=event_id, due_at=due, now=now,
                               event_ids=event_ids)
     if run_id is None:
@@ -137,7 +138,7 @@ def _debounce(tx: Tx, registry: Registry, fn: FunctionRow, flow: FlowControl, ev
               event: dict[str, Any], now: int, routed: RunSink) -> str | None:
     debounce = flow.debounce
     assert debounce is not None
-    key = short(key_value(debounce.key, event))
+    key = short(key_value(debounce.key, event, fn.slug))
     _lock(tx, f"d:{fn.id}:{key}")
     open_ = tx.one("flow_pending_get", (fn.id, DEBOUNCE, key))
     if open_ is not None:
@@ -159,7 +160,7 @@ def _batch(tx: Tx, registry: Registry, fn: FunctionRow, flow: FlowControl, event
            event: dict[str, Any], now: int, routed: RunSink) -> str | None:
     batch = flow.batch
     assert batch is not None
-    key = short(key_value(batch.key, event))
+    key = short(key_value(batch.key, event, fn.slug))
     _lock(tx, f"b:{fn.id}:{key}")
     open_ = tx.one("flow_pending_get", (fn.id, BATCH, key))
     if open_ is not None:

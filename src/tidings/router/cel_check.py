@@ -19,6 +19,12 @@ refers to (``Program.references()``), and that is enough for the smallest honest
    depends on values (a division by zero, a bad regex) is for real events to decide, so it
    passes. A condition must evaluate to a bool (``if: "event.name"`` never is ``true``).
 
+4. **Cost** (``expressions.py`` says why): comprehensions nested or chained deeper than
+   ``TIDINGS_EXPRESSION_MAX_MACRO_DEPTH`` (``a.map(x, b.map(…))``, ``a.filter(…).map(…)``;
+   ``all``/``exists``/``exists_one`` over a field of the enclosing element do not count), and
+   an expression whose literals or ``+`` chains alone would pass
+   ``TIDINGS_EXPRESSION_MAX_COST`` (``[0, 0, … 1,000 items].map(x, x)``), before the trial.
+
 What it cannot catch: a type error behind a branch the trial does not take (the right of
 ``||`` when the left is true, after ``has(event.data.x) &&``), or one that depends on what is
 inside ``data`` (``event.data.n + 'a'`` is fine when ``n`` is a string).
@@ -30,7 +36,15 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from tidings.router.expressions import ExpressionError, compile_expression, is_panic, shown
+from tidings.router.expressions import (
+    LIMITS,
+    TYPE_NAMES,
+    ExpressionError,
+    compiled,
+    cost,
+    is_panic,
+    shown,
+)
 
 # Functions of the library's standard environment (each exercised in tests/unit/test_cel.py).
 BUILTINS = frozenset({
@@ -40,8 +54,6 @@ BUILTINS = frozenset({
     "getSeconds", "getMilliseconds", "of", "none", "ofNonZeroValue", "hasValue", "value",
     "orValue", "or",
 })
-TYPE_NAMES = frozenset({"bool", "bytes", "double", "int", "list", "map", "null_type", "string",
-                        "type", "uint", "optional"})
 SAMPLE_EVENT: dict[str, Any] = {"id": "01J0SAMPLE0000000000000000", "name": "app/sample",
                                 "data": {}, "ts": 1_700_000_000_000}
 _BOUND = re.compile(r"\.\s*(?:all|exists_one|exists|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
@@ -52,9 +64,11 @@ _UNDEFINED = re.compile(r"Undefined variable or function: '([^']*)'")
 def check_expression(source: str, *, names: Sequence[str] = ("event",),
                      condition: bool = False) -> None:
     """Raise ``ExpressionError`` when ``source`` cannot work: too long or deep, not CEL, an
-    undefined function or variable, a type error for every event, or (a ``condition``) a value
-    that is not a bool. ``names`` are the variables it is given."""
-    program = compile_expression(source)
+    undefined function or variable, nested comprehensions, too costly for every event, a type
+    error for every event, or (a ``condition``) a value that is not a bool. ``names`` are the
+    variables it is given."""
+    found = compiled(source)
+    program, shape = found.program, found.shape
     refs = program.references()
     unknown = sorted(f for f in refs["functions"] if not _operator(f) and f not in BUILTINS)
     if unknown:
@@ -65,8 +79,18 @@ def check_expression(source: str, *, names: Sequence[str] = ("event",),
     if free:
         raise ExpressionError(f"{shown(source)}: undefined variable(s) {', '.join(free)} "
                               f"(it is given {', '.join(names)})")
+    if shape.depth > LIMITS.max_macro_depth:
+        raise ExpressionError(
+            f"{shown(source)}: comprehensions (all, exists, exists_one, map, filter) nest "
+            f"{shape.depth} deep, one inside or on the result of another, and their cost "
+            f"multiplies: TIDINGS_EXPRESSION_MAX_MACRO_DEPTH allows {LIMITS.max_macro_depth}")
+    sample = dict.fromkeys(names, SAMPLE_EVENT)
+    if shape.costly and cost(shape, sample, LIMITS.max_cost) > LIMITS.max_cost:
+        raise ExpressionError(
+            f"{shown(source)}: its literals and '+' alone would copy more than "
+            f"{LIMITS.max_cost:,} values for every event: TIDINGS_EXPRESSION_MAX_COST")
     try:
-        value = program.execute(dict.fromkeys(names, SAMPLE_EVENT))
+        value = program.execute(sample)
     except (TypeError, RuntimeError) as exc:
         if _for_every_event(exc):
             raise ExpressionError(f"{shown(source)}: {_explained(exc)}") from None

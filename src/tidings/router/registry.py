@@ -41,7 +41,9 @@ class Entry:
             return False
         if "context_filter" in t and not filter_matches(t["context_filter"], context):
             return False
-        return matches(t.get("expression"), {"event": event})
+        expression = t.get("expression")
+        return not expression or matches(expression, {"event": event},
+                                         f"function {self.fn.slug}")
 
 
 @dataclass(slots=True)

@@ -221,7 +221,7 @@ def _resume_waiters(tx: Tx, waits: list[tuple[Any, ...]], event_id: str, event: 
         if since_id and event_id < since_id:
             continue
         variables = {"event": msgspec.json.decode(trigger) if trigger else {}, "async": event}
-        if matches(condition, variables):
+        if matches(condition, variables, f"run {run_id} (wait {step_name})"):
             waits.remove(entry)
             if store.resolve_pause(tx, run_id, step, step_name, event, now, kind="wait"):
                 routed.woken.append(run_id)
@@ -239,7 +239,8 @@ def look_back(tx: Tx, env_id: str, run_id: str, step: str, step_name: str, event
             if row is None:
                 continue
             _, event, _, _ = event_json(row)
-            if matches(condition, {"event": trigger, "async": event}):
+            if matches(condition, {"event": trigger, "async": event},
+                       f"run {run_id} (wait {step_name})"):
                 return store.resolve_pause(tx, run_id, step, step_name, event, now,
                                            kind="wait")
     return False
