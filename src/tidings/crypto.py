@@ -11,6 +11,9 @@ Keys form two layers:
 
 A ``user`` without ``external_id`` is encrypted directly under the active master key. Every
 ciphertext is bound to its event id (GCM associated data), so it cannot be moved to another row.
+A ciphertext under a data key names the key by a fingerprint (a hash of the key, which says
+nothing of it): after an erasure a new event of the same person gets a new key, and the old
+ciphertexts are then told apart from damaged ones (they read as ``{}``, not as an error).
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from tidings.errors import ConfigError, EncryptionError
 KEY_BYTES = 32
 NONCE_BYTES = 12
 _MASTER = b"M"
-_USER = b"U"
+_USER = b"U"  # data key, no fingerprint (written before erasure existed; still read)
+_USER_KEYED = b"K"  # data key fingerprint (8 bytes), nonce, ciphertext
+FINGERPRINT_BYTES = 8
 
 
 def key_id(key: bytes) -> str:
@@ -153,15 +158,27 @@ class UserSealer:
 
     def seal_user(self, user: dict[str, Any], event_id: str, data_key: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
-        return _USER + nonce + AESGCM(data_key).encrypt(nonce, _encode(user), event_id.encode())
+        return (_USER_KEYED + fingerprint(data_key) + nonce
+                + AESGCM(data_key).encrypt(nonce, _encode(user), event_id.encode()))
+
+    def readable(self, blob: bytes, data_key: bytes | None) -> bool:
+        """False when ``blob`` was sealed under a data key other than ``data_key`` (or there is
+        none): its person was erased."""
+        kind = blob[:1]
+        if kind == _USER_KEYED:
+            return data_key is not None and blob[1:1 + FINGERPRINT_BYTES] == fingerprint(data_key)
+        return kind != _USER or data_key is not None
 
     def open(self, blob: bytes, event_id: str, data_key: bytes | None) -> dict[str, Any]:
         kind, body = blob[:1], blob[1:]
         if kind == _MASTER:
             plain = self.keyring.open(body, event_id.encode())
-        elif kind == _USER:
-            if data_key is None:
+        elif kind in (_USER, _USER_KEYED):
+            if not self.readable(blob, data_key):
                 return {}
+            assert data_key is not None
+            if kind == _USER_KEYED:
+                body = body[FINGERPRINT_BYTES:]
             try:
                 plain = AESGCM(data_key).decrypt(body[:NONCE_BYTES], body[NONCE_BYTES:],
                                                  event_id.encode())
@@ -179,6 +196,10 @@ class UserSealer:
 
     def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
         return self.keyring.open(wrapped, aad)
+
+
+def fingerprint(data_key: bytes) -> bytes:
+    return hashlib.sha256(b"tidings-data-key\x00" + data_key).digest()[:FINGERPRINT_BYTES]
 
 
 def data_key_aad(env_id: str, subject: bytes) -> bytes:

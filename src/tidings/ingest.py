@@ -13,7 +13,7 @@ from tidings.ids import IdSeed, new_ids, now_ms
 from tidings.settings import Settings
 from tidings.storage.base import EventRow, Storage
 from tidings.storage.tx import Tx
-from tidings.vault import UserVault
+from tidings.vault import Lookups, UserVault
 
 _encode = msgspec.json.encode
 
@@ -60,11 +60,12 @@ class Ingest:
         else:
             ids = new_ids(len(events), now)
         seal = self._vault.seal
+        lookups: Lookups = {}
         rows = []
         for event_id, event in zip(ids, events, strict=True):
             user = subject = None
             if event.user:
-                user, subject = await seal(env_id, event_id, event.user)
+                user, subject = await seal(env_id, event_id, event.user, lookups)
             context, meta = event.context, event.meta
             rows.append(
                 EventRow(
@@ -131,8 +132,11 @@ class EventLog:
         row = await self._storage.get_event(env_id, event_id)
         return None if row is None else await self.open(row)
 
-    async def open(self, row: EventRow) -> StoredEvent:
-        user = await self._vault.open_user(row.env_id, row.id, row.user, row.user_subject)
+    async def open(self, row: EventRow, lookups: Lookups | None = None) -> StoredEvent:
+        """The stored event, ``user`` decrypted; ``lookups`` shares the data-key lookups of
+        several events (one request's)."""
+        user, erased = await self._vault.open_marked(row.env_id, row.id, row.user,
+                                                     row.user_subject, lookups)
         return StoredEvent(
             id=row.id,
             env_id=row.env_id,
@@ -150,4 +154,5 @@ class EventLog:
             deliver_at=row.deliver_at,
             delivered_at=row.delivered_at,
             cancelled_at=row.cancelled_at,
+            user_erased=erased,
         )

@@ -1,10 +1,18 @@
 """The user vault: seals ``event.user`` on the way in, opens it on the way out, erases it per user.
 
-It owns the data-key cache and the blind-index key; the ciphers themselves are in ``crypto``.
+It owns the blind-index key and a memo of unwrapped data keys; the ciphers are in ``crypto``.
+
+A data key is looked up in the database on every use (a check on use), sealing and opening
+alike: the memo only saves unwrapping it again, and is believed only while the database still
+holds the same wrapped key. So once an erasure has committed, no process, however many share the
+database, opens or seals with the destroyed key, without any message having to reach them. The
+lookups are shared within one request (``Lookups``), so a batch of events of one person costs
+one.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from tidings.crypto import (
@@ -17,13 +25,18 @@ from tidings.crypto import (
 )
 from tidings.storage.base import Storage, WrappedKey
 
+MEMO_SIZE = 10_000  # unwrapped data keys kept in memory, at most
+Lookups = dict[tuple[str, bytes], "bytes | None"]
+"""The wrapped data keys already looked up for one request, by ``(env_id, subject)``."""
+
 
 class UserVault:
     def __init__(self, storage: Storage, keyring: Keyring) -> None:
         self._storage = storage
         self._keyring = keyring
         self._sealer: UserSealer | None = None
-        self._data_keys: dict[tuple[str, bytes], bytes] = {}
+        # (env_id, subject) -> (wrapped, key): believed only while the database holds ``wrapped``
+        self._memo: OrderedDict[tuple[str, bytes], tuple[bytes, bytes]] = OrderedDict()
 
     async def open(self) -> None:
         """Load the blind-index key, creating it on first use."""
@@ -42,7 +55,7 @@ class UserVault:
         return self._sealer
 
     async def seal(
-        self, env_id: str, event_id: str, user: dict[str, Any]
+        self, env_id: str, event_id: str, user: dict[str, Any], lookups: Lookups | None = None
     ) -> tuple[bytes | None, bytes | None]:
         """``(ciphertext, subject)`` for a ``user`` object; ``(None, None)`` when it is empty."""
         if not user:
@@ -51,37 +64,75 @@ class UserVault:
         subject = sealer.subject(env_id, user)
         if subject is None:
             return sealer.seal_master(user, event_id), None
-        key = self._data_keys.get((env_id, subject))
-        if key is None:
-            aad = data_key_aad(env_id, subject)
-            _, candidate = sealer.new_wrapped_data_key(aad)
+        wrapped = await self._wrapped(env_id, subject, lookups)
+        if wrapped is None:
+            _, candidate = sealer.new_wrapped_data_key(data_key_aad(env_id, subject))
             wrapped = await self._storage.ensure_user_key(env_id, subject, candidate)
-            key = sealer.unwrap(wrapped, aad)
-            self._data_keys[(env_id, subject)] = key
-        return sealer.seal_user(user, event_id, key), subject
+            if lookups is not None:
+                lookups[(env_id, subject)] = wrapped
+        return sealer.seal_user(user, event_id, self._unwrap(env_id, subject, wrapped)), subject
 
     async def open_user(
-        self, env_id: str, event_id: str, blob: bytes | None, subject: bytes | None
+        self, env_id: str, event_id: str, blob: bytes | None, subject: bytes | None,
+        lookups: Lookups | None = None,
     ) -> dict[str, Any]:
         """The decrypted ``user``; ``{}`` when there is none or it was erased."""
+        user, _ = await self.open_marked(env_id, event_id, blob, subject, lookups)
+        return user
+
+    async def open_marked(
+        self, env_id: str, event_id: str, blob: bytes | None, subject: bytes | None,
+        lookups: Lookups | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """The decrypted ``user``, and whether it was erased (then it is ``{}``)."""
         if blob is None:
-            return {}
+            return {}, False
         key = None
         if subject is not None:
-            key = self._data_keys.get((env_id, subject))
-            if key is None:
-                wrapped = await self._storage.get_user_key(env_id, subject)
-                if wrapped is None:
-                    return {}
-                key = self.sealer.unwrap(wrapped, data_key_aad(env_id, subject))
-        return self.sealer.open(blob, event_id, key)
+            wrapped = await self._wrapped(env_id, subject, lookups)
+            if wrapped is not None:
+                key = self._unwrap(env_id, subject, wrapped)
+            if not self.sealer.readable(blob, key):
+                return {}, True
+        return self.sealer.open(blob, event_id, key), False
+
+    def subject(self, env_id: str, external_id: str) -> bytes:
+        """The blind index of an ``external_id`` in an environment."""
+        subject = self.sealer.subject(env_id, {"external_id": external_id})
+        assert subject is not None
+        return subject
+
+    def forget(self, env_id: str, subject: bytes) -> None:
+        """Drop a person's data key from memory (it was erased)."""
+        self._memo.pop((env_id, subject), None)
 
     async def erase(self, env_id: str, external_id: str) -> bool:
         """Destroy a user's data key: every ``user`` sealed for them becomes unreadable."""
-        subject = self.sealer.subject(env_id, {"external_id": external_id})
-        assert subject is not None
-        self._data_keys.pop((env_id, subject), None)
+        subject = self.subject(env_id, external_id)
+        self.forget(env_id, subject)
         return await self._storage.delete_user_key(env_id, subject)
+
+    async def _wrapped(self, env_id: str, subject: bytes, lookups: Lookups | None
+                       ) -> bytes | None:
+        if lookups is not None and (env_id, subject) in lookups:
+            return lookups[(env_id, subject)]
+        wrapped = await self._storage.get_user_key(env_id, subject)
+        if lookups is not None:
+            lookups[(env_id, subject)] = wrapped
+        if wrapped is None:
+            self.forget(env_id, subject)
+        return wrapped
+
+    def _unwrap(self, env_id: str, subject: bytes, wrapped: bytes) -> bytes:
+        memo = self._memo.get((env_id, subject))
+        if memo is not None and memo[0] == wrapped:
+            self._memo.move_to_end((env_id, subject))
+            return memo[1]
+        key = self.sealer.unwrap(wrapped, data_key_aad(env_id, subject))
+        self._memo[(env_id, subject)] = (wrapped, key)
+        if len(self._memo) > MEMO_SIZE:
+            self._memo.popitem(last=False)
+        return key
 
     async def rewrap(self, keyring: Keyring) -> int:
         """Re-wrap the index key and every data key under ``keyring``'s active key."""
@@ -99,6 +150,7 @@ class UserVault:
         await self._storage.replace_user_keys(updated)
         self._keyring = keyring
         self._sealer = UserSealer(keyring, index_key)
+        self._memo.clear()
         return len(updated)
 
     async def _require_index(self) -> bytes:

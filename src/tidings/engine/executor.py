@@ -50,6 +50,7 @@ from tidings.storage.base import EventRow
 from tidings.storage.outage import unavailable
 from tidings.storage.tx import Tx
 from tidings.supervision import describe
+from tidings.vault import Lookups
 
 log = logging.getLogger("tidings.engine")
 OUTAGE_RETRY_MS = 1000  # a run whose call the database failed is due again no sooner
@@ -506,8 +507,14 @@ class Executor:
     async def _events(self, run: Run, rows: list[EventRow]
                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         loaded = []
+        lookups: Lookups = {}
         for row in rows:
-            stored = await self.core.events.open(row)
+            stored = await self.core.events.open(row, lookups)
+            if stored.user_erased:
+                # A rerun or replay of an erased person's run, or a run of an event stored
+                # before the erasure: it goes on, without the person.
+                log.info("run %s: the person of event %s was erased; the run sees event.user "
+                         "= {}", run.id, row.id)
             data: dict[str, Any] = {"id": stored.key or stored.id, "name": stored.name,
                                     "data": stored.data, "user": stored.user, "ts": stored.ts,
                                     "source": stored.source}

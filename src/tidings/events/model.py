@@ -58,6 +58,7 @@ class StoredEvent:
     deliver_at: int | None
     delivered_at: int | None
     cancelled_at: int | None
+    user_erased: bool = False  # its person was erased: ``user`` is ``{}``
 
     def to_json(self) -> dict[str, Any]:
         """The record the read API and the SDK see."""
@@ -80,6 +81,7 @@ class StoredEvent:
             "deliver_at": iso(self.deliver_at),
             "delivered_at": iso(self.delivered_at),
             "cancelled_at": iso(self.cancelled_at),
+            "user_erased": self.user_erased,
         }
 
 

@@ -25,6 +25,7 @@ from tidings.ids import IdSeed, floor_id, now_ms
 from tidings.server.event_api import BRANCH_NOT_UTF8, rejection
 from tidings.server.http import TICKET, encode, read_body
 from tidings.storage.base import Environment, EventQuery
+from tidings.vault import Lookups
 
 if TYPE_CHECKING:
     from tidings.engine.runtime import Runtime
@@ -145,6 +146,7 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
     from tidings.server.flow_api import FlowAPI
     from tidings.server.functions_api import FunctionsAPI
     from tidings.server.runs_api import RunsAPI  # it builds on the helpers of this module
+    from tidings.server.users_api import UsersAPI
 
     async def list_events(request: Request) -> Response:
         check_params(request, {"name", "since", "until", "cursor", "limit"})
@@ -167,7 +169,8 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
             limit=limit + 1,
         ))
         page = rows[:limit]
-        data = [(await core.events.open(row)).to_json() for row in page]
+        lookups: Lookups = {}
+        data = [(await core.events.open(row, lookups)).to_json() for row in page]
         next_cursor = page[-1].id if len(rows) > limit else None
         return json_response(200, {"data": data, "cursor": next_cursor})
 
@@ -239,4 +242,5 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
         *RunsAPI(core, runtime).routes(),
         *FlowAPI(core, runtime).routes(),
         *FunctionsAPI(core).routes(),
+        *UsersAPI(core, runtime).routes(),
     ]

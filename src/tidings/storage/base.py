@@ -162,6 +162,11 @@ class Storage(Protocol):
 
     async def replace_user_keys(self, keys: Sequence[WrappedKey]) -> None: ...
 
+    async def scrub(self) -> None:
+        """Leave no copy of deleted rows in the database's files (after an erasure): SQLite
+        checkpoints its WAL and truncates it; PostgreSQL has nothing to do (a dump holds no
+        deleted rows; autovacuum reclaims their space)."""
+
 
 def split_queries(text: str) -> dict[str, str]:
     """Named queries from a ``.sql`` file: each starts with a line ``-- name: NAME``."""

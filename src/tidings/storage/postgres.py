@@ -344,6 +344,9 @@ class PostgresStorage:
                 Q["update_user_key"], [(k.wrapped, k.env_id, k.subject) for k in keys]
             )
 
+    async def scrub(self) -> None:
+        return None
+
 
 def _text_json(conn: psycopg.Connection[Any]) -> None:
     """JSON columns come back as text: the shared logic decodes them itself."""

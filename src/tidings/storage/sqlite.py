@@ -756,6 +756,28 @@ class SQLiteStorage:
 
         await self._write(run)
 
+    async def scrub(self) -> None:
+        """Copy the WAL into the database and truncate it. Erasures delete with
+        ``secure_delete`` on, so the database holds zeros where the rows were; the WAL still
+        holds the pages as they were before, until it is truncated."""
+        if self.path != ":memory:":
+            await asyncio.to_thread(_truncate_wal, self.path)
+
+
+def _truncate_wal(path: str, tries: int = 20) -> None:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    try:
+        conn.execute("PRAGMA busy_timeout = 2000")
+        for _ in range(tries):
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+        log.warning("the WAL of %s could not be truncated after an erasure (the database was "
+                    "busy %d times): erased rows stay in it until the next checkpoint",
+                    path, tries)
+    finally:
+        conn.close()
+
 
 def _env(row: Any) -> Environment:
     return Environment(id=row[0], name=row[1], parent_id=row[2], created_at=row[3])

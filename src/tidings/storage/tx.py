@@ -8,6 +8,7 @@ runs them in a worker thread on a pooled connection, inside one transaction. Que
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Sequence
 from functools import cache
@@ -40,14 +41,15 @@ class Tx(Protocol):
 @cache
 def queries(dialect: str) -> dict[str, str]:
     """The named queries of a dialect: the shared ones, then the dialect's own overrides."""
-    shared = {name: sql for file in ("runs.sql", "apps.sql", "flow.sql", "housekeeping.sql")
+    shared = {name: sql for file in ("runs.sql", "apps.sql", "flow.sql", "housekeeping.sql",
+                                     "privacy.sql")
               for name, sql in split_queries(dialect_file("shared", file)).items()}
     if dialect == "postgres":
         shared = {name: sql.replace("?", "%s") for name, sql in shared.items()}
-    try:
-        own = split_queries(dialect_file(dialect, "runs.sql"))
-    except FileNotFoundError:
-        own = {}
+    own: dict[str, str] = {}
+    for file in ("runs.sql", "privacy.sql"):
+        with contextlib.suppress(FileNotFoundError):
+            own.update(split_queries(dialect_file(dialect, file)))
     return {**shared, **own}
 
 

@@ -107,7 +107,7 @@ EVENT_RECORD: dict[str, Any] = {
     "required": ["id", "internal_id", "name", "data", "user", "event_id", "idempotency_key",
                  "ts", "timestamp",
                  "v", "meta", "source", "context", "account_id", "received_at", "deliver_at",
-                 "delivered_at", "cancelled_at"],
+                 "delivered_at", "cancelled_at", "user_erased"],
     "properties": {
         "id": {"type": "string", "pattern": ULID_PATTERN, "description": "Internal ULID."},
         "internal_id": {"type": "string", "pattern": ULID_PATTERN,
@@ -129,6 +129,9 @@ EVENT_RECORD: dict[str, Any] = {
         "deliver_at": NULLABLE_TIME,
         "delivered_at": NULLABLE_TIME,
         "cancelled_at": NULLABLE_TIME,
+        "user_erased": {"type": "boolean",
+                        "description": "Its person was erased (DELETE /v1/users/{external_id}):"
+                                       " user is {}."},
     },
 }
 

@@ -1,0 +1,1 @@
+"""Privacy and the lifecycle of data: erasing a person (``erase``)."""

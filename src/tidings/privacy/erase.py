@@ -1,0 +1,163 @@
+"""Erasing a person: their data key destroyed, and with ``events="delete"`` their events gone.
+
+One erasure is a few short transactions, so ingest never waits long behind it:
+
+1. the person's data key is overwritten and deleted, and the audit record written (the person
+   named only by the blind index of their ``external_id``). From this commit on no process
+   can open their ``user`` objects: every process looks the key up on use (``vault.py``).
+2. with ``delete``, their events are deleted ``chunk`` at a time, each chunk with the runs those
+   events started: a run still active is cancelled first, then every run of the chunk keeps
+   its row (status, times, function) as a tombstone, its output, error and step outputs
+   replaced by ``ERASED``. Only events received before the erasure began are deleted: a later
+   event of the same person was sealed under a new key and is theirs to keep.
+3. the storage is scrubbed (``Storage.scrub``): SQLite deletes with ``secure_delete`` during
+   the erasure and then checkpoints and truncates its WAL, so neither the key nor the deleted
+   rows stay in free pages or in the log.
+
+Erasing twice, or a person never seen, is no error: the counts say what there was.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal
+
+from tidings.ids import new_id, now_ms
+from tidings.runs import store
+from tidings.runs.model import TERMINAL
+from tidings.storage.base import Storage
+from tidings.storage.tx import Tx
+from tidings.vault import UserVault
+
+log = logging.getLogger("tidings.privacy")
+EventsMode = Literal["keep", "delete"]
+EVENTS_MODES: tuple[EventsMode, ...] = ("keep", "delete")
+ERASED = '{"erased":true}'  # what a tombstone run and its steps hold in place of outputs
+CANCEL_REASON = "cancelled: the person whose event started it was erased"
+CHUNK = 200  # events per transaction
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Erasure:
+    """What an erasure did, as its audit record holds it."""
+
+    id: str
+    env_id: str
+    actor: str
+    events_mode: str
+    key_destroyed: bool
+    events: int  # the person's events when the erasure began
+    events_deleted: int
+    runs_cancelled: int
+    runs_erased: int
+    steps_erased: int
+    created_at: int
+    finished_at: int | None
+
+    @classmethod
+    def from_row(cls, r: tuple[Any, ...]) -> Erasure:
+        return cls(id=r[0], env_id=r[1], actor=r[3], events_mode=r[4],
+                   key_destroyed=bool(r[5]), events=r[6], events_deleted=r[7],
+                   runs_cancelled=r[8], runs_erased=r[9], steps_erased=r[10], created_at=r[11],
+                   finished_at=r[12])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"erasure_id": self.id, "events_mode": self.events_mode,
+                "key_destroyed": self.key_destroyed, "events": self.events,
+                "events_deleted": self.events_deleted, "runs_cancelled": self.runs_cancelled,
+                "runs_erased": self.runs_erased, "steps_erased": self.steps_erased}
+
+
+def _secure_delete(tx: Tx, on: bool) -> None:
+    if tx.dialect == "sqlite":
+        tx.run("privacy_secure_delete_on" if on else "privacy_secure_delete_off")
+
+
+def destroy_key(tx: Tx, *, erasure_id: str, env_id: str, subject: bytes, actor: str,
+                mode: EventsMode, now: int) -> None:
+    """Step 1: the key overwritten and deleted, the audit record written."""
+    _secure_delete(tx, True)
+    try:
+        found = tx.one("privacy_user_key", (env_id, subject))
+        if found is not None:
+            tx.run("privacy_blank_user_key", (bytes(len(found[0])), env_id, subject))
+            tx.run("privacy_delete_user_key", (env_id, subject))
+        counted = tx.one("privacy_count_events", (env_id, subject))
+        events = int(counted[0]) if counted else 0
+        tx.run("privacy_insert_erasure", (erasure_id, env_id, subject, actor, mode,
+                                          int(found is not None), events, now))
+    finally:
+        _secure_delete(tx, False)
+
+
+def delete_chunk(tx: Tx, *, erasure_id: str, env_id: str, subject: bytes, before: int,
+                 chunk: int, now: int) -> int:
+    """Step 2, once: up to ``chunk`` of the person's events received up to ``before``, with
+    their runs' outputs; how many events went (0: none left)."""
+    _secure_delete(tx, True)
+    try:
+        events = tx.all("privacy_events_chunk", (env_id, subject, before, chunk))
+        cancelled = erased = steps = 0
+        for event_id, event_key in events:
+            for run_id, status in tx.all("privacy_runs_of_event", (event_id,)):
+                if status not in TERMINAL and store.cancel_fenced(tx, run_id, CANCEL_REASON,
+                                                                  now):
+                    cancelled += 1
+                tx.run("privacy_blank_run_output", (ERASED, run_id))
+                tx.run("privacy_blank_run_error", (ERASED, run_id))
+                steps += tx.run("privacy_blank_steps", (ERASED, run_id))
+                tx.run("privacy_mark_run", (run_id, erasure_id))
+                erased += 1
+            tx.run("privacy_delete_skips", (event_id,))
+            if event_key is not None:
+                tx.run("privacy_delete_claim", (env_id, event_key, event_id))
+            tx.run("privacy_delete_event", (env_id, event_id))
+        tx.run("privacy_erasure_progress", (len(events), cancelled, erased, steps, erasure_id))
+        return len(events)
+    finally:
+        _secure_delete(tx, False)
+
+
+def finish(tx: Tx, erasure_id: str, now: int) -> Erasure:
+    tx.run("privacy_erasure_done", (now, erasure_id))
+    row = tx.one("privacy_erasure", (erasure_id,))
+    assert row is not None
+    return Erasure.from_row(row)
+
+
+def env_by_name(tx: Tx, name: str) -> str | None:
+    row = tx.one("privacy_env_by_name", (name,))
+    return None if row is None else str(row[0])
+
+
+def run_erasure(tx: Tx, run_id: str) -> str | None:
+    """The erasure that left this run a tombstone, if one did."""
+    row = tx.one("privacy_run_erasure", (run_id,))
+    return None if row is None else str(row[0])
+
+
+async def erase(storage: Storage, vault: UserVault, env_id: str, external_id: str, *,
+                events: EventsMode = "keep", actor: str, chunk: int = CHUNK,
+                clock: Callable[[], int] = now_ms) -> Erasure:
+    """Erase a person of an environment (see the module's docstring); what was erased."""
+    subject = vault.subject(env_id, external_id)
+    began = clock()
+    erasure_id = new_id(began)
+    vault.forget(env_id, subject)
+    await storage.write(partial(destroy_key, erasure_id=erasure_id, env_id=env_id,
+                                subject=subject, actor=actor, mode=events, now=began))
+    vault.forget(env_id, subject)
+    if events == "delete":
+        while await storage.write(partial(delete_chunk, erasure_id=erasure_id, env_id=env_id,
+                                          subject=subject, before=began, chunk=chunk,
+                                          now=clock())):
+            pass
+    done = await storage.write(partial(finish, erasure_id=erasure_id, now=clock()))
+    await storage.scrub()
+    log.info("erasure %s in environment %s by %s: key destroyed %s, %d events, %d deleted, "
+             "%d runs cancelled, %d runs erased", done.id, env_id, actor, done.key_destroyed,
+             done.events, done.events_deleted, done.runs_cancelled, done.runs_erased)
+    return done

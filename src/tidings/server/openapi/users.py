@@ -1,0 +1,61 @@
+"""The people behind events in the OpenAPI document (``/v1/users``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tidings.server.openapi.parts import LIMITS, READ_HEADERS, ApiSecurity, data, errors, ref
+
+ERASURE: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["erasure_id", "events_mode", "key_destroyed", "events", "events_deleted",
+                 "runs_cancelled", "runs_erased", "steps_erased"],
+    "properties": {
+        "erasure_id": {"type": "string", "description": "The audit record of this erasure."},
+        "events_mode": {"enum": ["keep", "delete"]},
+        "key_destroyed": {"type": "boolean",
+                          "description": "The person had a data key, and it is destroyed."},
+        "events": {"type": "integer", "minimum": 0,
+                   "description": "The person's events when the erasure began."},
+        "events_deleted": {"type": "integer", "minimum": 0},
+        "runs_cancelled": {"type": "integer", "minimum": 0,
+                           "description": "Runs of their events still active, cancelled."},
+        "runs_erased": {"type": "integer", "minimum": 0,
+                        "description": "Runs of their events left as tombstones."},
+        "steps_erased": {"type": "integer", "minimum": 0,
+                         "description": "Step outputs replaced by the erased marker."},
+    },
+}
+
+SCHEMAS: dict[str, Any] = {"Erasure": ERASURE}
+
+EXTERNAL_ID: dict[str, Any] = {
+    "name": "external_id", "in": "path", "required": True,
+    "description": "user.external_id of the person's events.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": LIMITS.max_id_chars,
+               "pattern": "^[^\\u0000]*$"},
+}
+
+
+def paths(api_key: ApiSecurity) -> dict[str, Any]:
+    return {
+        "/v1/users/{external_id}": {"delete": {
+            "operationId": "eraseUser",
+            "summary": "Erase a person",
+            "description": "Destroys the person's data key: the user object of every event of "
+                           "theirs becomes unreadable ({}), in the database and in backups. "
+                           "With events=delete their events go too, and the runs those events "
+                           "started are cancelled if still active and kept as tombstones "
+                           "(outputs replaced by {\"erased\": true}). Idempotent: a person "
+                           "never seen gives zero counts.",
+            "security": api_key,
+            "parameters": [EXTERNAL_ID, {
+                "name": "events", "in": "query", "required": False,
+                "schema": {"enum": ["keep", "delete"], "default": "keep"},
+                "description": "keep: only the key is destroyed; delete: their events too.",
+            }, *READ_HEADERS],
+            "responses": {"200": data(ref("Erasure"), "What was erased"),
+                          **errors(400, 401)},
+        }},
+    }

@@ -1,0 +1,77 @@
+"""The people behind events, under ``/v1/users``: erase a person (``privacy/erase.py``).
+
+A person is named by the ``external_id`` of their events' ``user`` objects, in the environment
+of the API key (or its ``x-inngest-env`` branch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tidings.core import Core
+from tidings.errors import RequestRejected
+from tidings.privacy.erase import EVENTS_MODES, EventsMode, erase
+from tidings.server.api import bearer, check_params, json_response, read_env
+
+if TYPE_CHECKING:
+    from tidings.engine.runtime import Runtime
+
+
+def external_id_param(request: Request, max_chars: int) -> str:
+    """The ``external_id`` of the path: not empty, at most ``max_chars``, no NUL."""
+    external_id: str = request.path_params["external_id"]
+    if not external_id:
+        raise RequestRejected("external_id: must not be empty")
+    if len(external_id) > max_chars:
+        raise RequestRejected(f"external_id: at most {max_chars} characters")
+    if "\x00" in external_id:
+        raise RequestRejected("external_id: must not contain NUL characters")
+    return external_id
+
+
+def events_mode_param(request: Request) -> EventsMode:
+    raw = request.query_params.get("events", "keep")
+    for mode in EVENTS_MODES:
+        if raw == mode:
+            return mode
+    raise RequestRejected(f"events: expected keep or delete, got {raw[:100]!r}")
+
+
+def actor(request: Request, dev: bool) -> str:
+    """Who asked, for the audit record: the API key's prefix (as ``tidings keys list`` shows
+    it), never the key."""
+    key = bearer(request)
+    if dev and not key:
+        return "api:dev"
+    return "api:" + key[:10]
+
+
+class UsersAPI:
+    def __init__(self, core: Core, runtime: Callable[[], Runtime | None] | None = None) -> None:
+        self.core = core
+        self._runtime = runtime or (lambda: None)
+
+    def routes(self) -> list[Route]:
+        return [Route("/v1/users/{external_id:path}", self.erase, methods=["DELETE"])]
+
+    async def erase(self, request: Request) -> Response:
+        check_params(request, {"events"})
+        env = await read_env(self.core, request)
+        external_id = external_id_param(request, self.core.settings.limits.max_id_chars)
+        mode = events_mode_param(request)
+        done = await erase(self.core.storage, self.core.vault, env.id, external_id,
+                           events=mode, actor=actor(request, self.core.settings.dev))
+        if done.runs_cancelled:
+            self._wake()  # cancelled runs may have freed concurrency slots or parents
+        return json_response(200, {"data": done.to_json()})
+
+    def _wake(self) -> None:
+        runtime = self._runtime()
+        if runtime is not None:
+            for executor in runtime.executors.values():
+                executor.wake()

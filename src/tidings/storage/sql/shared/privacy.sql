@@ -1,0 +1,67 @@
+-- Erasing a person (privacy/erase.py).
+
+-- name: privacy_env_by_name
+SELECT id FROM environments WHERE name = ?;
+
+-- name: privacy_user_key
+SELECT wrapped FROM user_keys WHERE env_id = ? AND subject = ?;
+
+-- name: privacy_blank_user_key
+-- The key's bytes are overwritten before the row is deleted, so no older version of the row
+-- holds them (with SQLite's secure_delete, the deleted row is zeroed as well).
+UPDATE user_keys SET wrapped = ? WHERE env_id = ? AND subject = ?;
+
+-- name: privacy_delete_user_key
+DELETE FROM user_keys WHERE env_id = ? AND subject = ?;
+
+-- name: privacy_count_events
+SELECT count(*) FROM events WHERE env_id = ? AND user_subject = ?;
+
+-- name: privacy_events_chunk
+SELECT id, event_key FROM events
+WHERE env_id = ? AND user_subject = ? AND received_at <= ? LIMIT ?;
+
+-- name: privacy_runs_of_event
+SELECT id, status FROM runs WHERE event_id = ?;
+
+-- name: privacy_blank_run_output
+UPDATE runs SET output = ? WHERE id = ? AND output IS NOT NULL;
+
+-- name: privacy_blank_run_error
+UPDATE runs SET error = ? WHERE id = ? AND error IS NOT NULL;
+
+-- name: privacy_blank_steps
+UPDATE steps SET output = ? WHERE run_id = ? AND output IS NOT NULL;
+
+-- name: privacy_mark_run
+INSERT INTO erased_runs (run_id, erasure_id) VALUES (?, ?) ON CONFLICT (run_id) DO NOTHING;
+
+-- name: privacy_run_erasure
+SELECT erasure_id FROM erased_runs WHERE run_id = ?;
+
+-- name: privacy_delete_skips
+DELETE FROM flow_skips WHERE event_id = ?;
+
+-- name: privacy_delete_claim
+DELETE FROM event_idempotency WHERE env_id = ? AND event_key = ? AND event_id = ?;
+
+-- name: privacy_delete_event
+DELETE FROM events WHERE env_id = ? AND id = ?;
+
+-- name: privacy_insert_erasure
+INSERT INTO erasures (id, env_id, subject, actor, events_mode, key_destroyed, events,
+                      created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: privacy_erasure_progress
+UPDATE erasures SET events_deleted = events_deleted + ?, runs_cancelled = runs_cancelled + ?,
+                    runs_erased = runs_erased + ?, steps_erased = steps_erased + ?
+WHERE id = ?;
+
+-- name: privacy_erasure_done
+UPDATE erasures SET finished_at = ? WHERE id = ?;
+
+-- name: privacy_erasure
+SELECT id, env_id, subject, actor, events_mode, key_destroyed, events, events_deleted,
+       runs_cancelled, runs_erased, steps_erased, created_at, finished_at
+FROM erasures WHERE id = ?;
