@@ -31,7 +31,7 @@ from tidings.keys import CACHE_SECONDS, create_key
 from tidings.runs.model import STATUSES
 from tidings.runs.store import REPLAYABLE
 from tidings.sdk.client import DEFAULT_BASE_URL, Event, Tidings
-from tidings.settings import MIB, Load, Mode, Settings, database_url_from, parse_size
+from tidings.settings import MIB, Limits, Load, Mode, Settings, database_url_from, parse_size
 from tidings.storage import storage_for
 
 T = TypeVar("T")
@@ -774,3 +774,51 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
     _run(run)
     if dead:
         _died(dead)
+
+
+# -- people ------------------------------------------------------------------------------------
+
+
+@main.group()
+def users() -> None:
+    """The people behind events (user.external_id): erase a person."""
+
+
+@users.command("erase")
+@click.argument("external_id")
+@click.option("--env", "env", default=None,
+              help="Environment name (default: dev in dev; required with "
+                   "TIDINGS_ENCRYPTION_KEY set).")
+@click.option("--events", "events", type=click.Choice(["keep", "delete"]), default="keep",
+              show_default=True,
+              help="keep: destroy the person's key only; delete: their events too, and the "
+                   "outputs of the runs those events started (cancelled first if active).")
+@db_option
+def users_erase(external_id: str, env: str | None, events: str, db: str | None) -> None:
+    """Erase a person: every user object of theirs becomes unreadable (in backups too), and
+    with --events delete their events go. Prints the counts as JSON."""
+    from tidings.privacy.erase import EventsMode, env_by_name, erase
+    from tidings.vault import UserVault
+
+    serve = bool(os.environ.get("TIDINGS_ENCRYPTION_KEY"))
+    if env is None:
+        if serve:
+            raise click.UsageError("--env is required when TIDINGS_ENCRYPTION_KEY is set")
+        env = "dev"
+    if not external_id or len(external_id) > Limits().max_id_chars:
+        raise click.BadParameter(f"an external_id has 1 to {Limits().max_id_chars} "
+                                 "characters", param_hint="EXTERNAL_ID")
+    mode: EventsMode = "delete" if events == "delete" else "keep"
+    keyring = keyring_for(_settings("serve" if serve else "dev", db))
+
+    async def run(store: Any) -> dict[str, Any]:
+        env_id = await store.read(lambda tx: env_by_name(tx, env))
+        if env_id is None:
+            raise click.ClickException(f"no environment named {env!r}")
+        vault = UserVault(store, keyring)
+        await vault.open()
+        done = await erase(store, vault, env_id, external_id, events=mode,
+                           actor=f"cli:{os.environ.get('USER', '?')}")
+        return {"env": env, **done.to_json()}
+
+    click.echo(json.dumps(_with_storage(db, run)))

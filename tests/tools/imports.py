@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("functions",),  # definitions, registry, expressions, filters
     ("runs",),
     ("flow",),
+    ("privacy",),  # erasing a person: their key, events and runs
     ("router",),
     ("ingest",),
     ("core",),  # storage, keys, vault and ingest wired once for a process

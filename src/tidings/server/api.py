@@ -146,7 +146,6 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
     from tidings.server.flow_api import FlowAPI
     from tidings.server.functions_api import FunctionsAPI
     from tidings.server.runs_api import RunsAPI  # it builds on the helpers of this module
-    from tidings.server.users_api import UsersAPI
 
     async def list_events(request: Request) -> Response:
         check_params(request, {"name", "since", "until", "cursor", "limit"})
@@ -242,5 +241,4 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
         *RunsAPI(core, runtime).routes(),
         *FlowAPI(core, runtime).routes(),
         *FunctionsAPI(core).routes(),
-        *UsersAPI(core, runtime).routes(),
     ]

@@ -31,6 +31,7 @@ from tidings.flow import status as flow_status
 from tidings.flow.cancel import cancelled_event
 from tidings.ids import floor_id, now_ms
 from tidings.json_input import decode_json
+from tidings.privacy.erase import run_erasure
 from tidings.router.registry import Registry
 from tidings.runs import store
 from tidings.runs.model import STATUSES, TERMINAL, FunctionRow, Run, StepRow
@@ -268,6 +269,11 @@ class RunsAPI:
         if found is None:
             return not_found("run", run_id)
         source = found[0]
+        erasure = await self.core.storage.read(partial(run_erasure, run_id=source.id))
+        if erasure is not None:
+            return error_response(409, f"run {source.id} is a tombstone: its event was deleted "
+                                  f"when its person was erased (erasure {erasure}), so there is "
+                                  "nothing to rerun")
         fn = await self.core.storage.read(
             partial(store.function_by_id, function_id=source.function_id))
         if fn is None or fn.archived_at is not None:

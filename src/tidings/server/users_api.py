@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+from urllib.parse import unquote_to_bytes
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,6 +26,14 @@ if TYPE_CHECKING:
 def external_id_param(request: Request, max_chars: int) -> str:
     """The ``external_id`` of the path: not empty, at most ``max_chars``, no NUL."""
     external_id: str = request.path_params["external_id"]
+    raw = request.scope.get("raw_path")
+    if raw is not None:
+        try:
+            unquote_to_bytes(raw).decode()
+        except UnicodeDecodeError:
+            # The server decoded it with U+FFFD in place: that would erase someone else.
+            raise RequestRejected("external_id: not valid UTF-8 (percent-encode UTF-8 "
+                                  "bytes)") from None
     if not external_id:
         raise RequestRejected("external_id: must not be empty")
     if len(external_id) > max_chars:

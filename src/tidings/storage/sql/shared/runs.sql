@@ -242,8 +242,10 @@ UPDATE runs SET status = 'Cancelled', error = ?, ended_at = ?, due_at = NULL,
 WHERE id = ? AND status NOT IN ('Completed', 'Failed', 'Cancelled');
 
 -- name: insert_replay_sources
+-- The tombstones that erasing a person left (erased_runs) have no event to replay.
 INSERT INTO replay_sources (replay_id, source_id)
-SELECT ?, id FROM runs WHERE function_id = ? AND id >= ? AND id < ? AND status IN (?, ?, ?);
+SELECT ?, id FROM runs WHERE function_id = ? AND id >= ? AND id < ? AND status IN (?, ?, ?)
+  AND id NOT IN (SELECT run_id FROM erased_runs);
 
 -- name: next_replay_sources
 SELECT source_id FROM replay_sources WHERE replay_id = ? ORDER BY source_id LIMIT ?;
