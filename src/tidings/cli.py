@@ -31,7 +31,16 @@ from tidings.keys import CACHE_SECONDS, create_key
 from tidings.runs.model import STATUSES
 from tidings.runs.store import REPLAYABLE
 from tidings.sdk.client import DEFAULT_BASE_URL, Event, Tidings
-from tidings.settings import MIB, Limits, Load, Mode, Settings, database_url_from, parse_size
+from tidings.settings import (
+    MIB,
+    Limits,
+    Load,
+    Mode,
+    Settings,
+    database_url_from,
+    keystore_url_from,
+    parse_size,
+)
 from tidings.storage import storage_for
 
 T = TypeVar("T")
@@ -52,7 +61,8 @@ def _settings(mode: Mode, db: str | None, *, load: Load | None = None,
               allow_app_hosts: tuple[str, ...] = ()) -> Settings:
     return Settings(mode=mode, database_url=database_url_from(db, data_dir=DATA_DIR),
                     data_dir=DATA_DIR, load=load or Load(),
-                    allow_app_hosts=_host_list(allow_app_hosts))
+                    allow_app_hosts=_host_list(allow_app_hosts),
+                    keystore_url=keystore_url_from(None, mode=mode, data_dir=DATA_DIR))
 
 
 def _host_list(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -380,17 +390,19 @@ def keys_rotate_encryption(db: str | None) -> None:
     In dev the key file under ./.tidings is updated. Otherwise the new TIDINGS_ENCRYPTION_KEY
     (new key first, old keys after, so old data stays readable) is printed: set it everywhere.
     """
+    from tidings.core import open_vault
     from tidings.keys import SigningKeys
-    from tidings.vault import UserVault
 
     settings = _settings("dev" if not os.environ.get("TIDINGS_ENCRYPTION_KEY") else "serve", db)
     old = keyring_for(settings)
     new = old.rotated()
 
     async def rewrap(store: Any) -> tuple[int, int]:
-        vault = UserVault(store, old)
-        await vault.open()
-        return await vault.rewrap(new), await SigningKeys(store, old).rewrap(new)
+        vault = await open_vault(settings, store, old)
+        try:
+            return await vault.rewrap(new), await SigningKeys(store, old).rewrap(new)
+        finally:
+            await vault.close()
 
     # The new keyring holds the old keys too, so it is written (or shown) before any data key
     # is re-wrapped with it: a failure half-way must not leave keys wrapped by a lost key.
@@ -797,8 +809,8 @@ def users() -> None:
 def users_erase(external_id: str, env: str | None, events: str, db: str | None) -> None:
     """Erase a person: every user object of theirs becomes unreadable (in backups too), and
     with --events delete their events go. Prints the counts as JSON."""
+    from tidings.core import open_vault
     from tidings.privacy.erase import EventsMode, env_by_name, erase
-    from tidings.vault import UserVault
 
     serve = bool(os.environ.get("TIDINGS_ENCRYPTION_KEY"))
     if env is None:
@@ -809,16 +821,19 @@ def users_erase(external_id: str, env: str | None, events: str, db: str | None) 
         raise click.BadParameter(f"an external_id has 1 to {Limits().max_id_chars} "
                                  "characters", param_hint="EXTERNAL_ID")
     mode: EventsMode = "delete" if events == "delete" else "keep"
-    keyring = keyring_for(_settings("serve" if serve else "dev", db))
+    settings = _settings("serve" if serve else "dev", db)
+    keyring = keyring_for(settings)
 
     async def run(store: Any) -> dict[str, Any]:
         env_id = await store.read(lambda tx: env_by_name(tx, env))
         if env_id is None:
             raise click.ClickException(f"no environment named {env!r}")
-        vault = UserVault(store, keyring)
-        await vault.open()
-        done = await erase(store, vault, env_id, external_id, events=mode,
-                           actor=f"cli:{os.environ.get('USER', '?')}")
+        vault = await open_vault(settings, store, keyring)
+        try:
+            done = await erase(store, vault, env_id, external_id, events=mode,
+                               actor=f"cli:{os.environ.get('USER', '?')}")
+        finally:
+            await vault.close()
         return {"env": env, **done.to_json()}
 
     click.echo(json.dumps(_with_storage(db, run)))

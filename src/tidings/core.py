@@ -48,9 +48,8 @@ class Core:
         keyring = keyring_for(settings)
         store = storage or storage_for(settings.database_url)
         await store.open()
-        vault = UserVault(store, keyring)
         try:
-            await vault.open()
+            vault = await open_vault(settings, store, keyring)
         except BaseException:
             await store.close()
             raise
@@ -65,4 +64,21 @@ class Core:
         )
 
     async def close(self) -> None:
+        await self.vault.close()
         await self.storage.close()
+
+
+async def open_vault(settings: Settings, store: Storage, keyring: Keyring) -> UserVault:
+    """The vault over ``store``, its data keys in the keystore the settings name (opened here,
+    closed by ``UserVault.close``) or in ``store`` itself."""
+    keys = store
+    if settings.keystore_url and settings.keystore_url != settings.database_url:
+        keys = storage_for(settings.keystore_url)
+        await keys.open()
+    vault = UserVault(store, keyring, keys=keys)
+    try:
+        await vault.open()
+    except BaseException:
+        await vault.close()
+        raise
+    return vault

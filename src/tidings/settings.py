@@ -109,6 +109,10 @@ class Settings:
     # Under serve, what outbound calls to user-supplied URLs may reach besides public
     # addresses (``--allow-app-host``; see ``netguard``).
     allow_app_hosts: tuple[str, ...] = ()
+    # Where the people's data keys are kept (``TIDINGS_KEYSTORE_URL``): a database of its own,
+    # so that a backup of the main database holds none of them and erasing a person makes
+    # older backups unreadable for them too. None: in the main database (``vault.py``).
+    keystore_url: str | None = None
 
     @property
     def dev(self) -> bool:
@@ -118,6 +122,15 @@ class Settings:
     def server_kind(self) -> str:
         """The value of ``X-Inngest-Server-Kind`` that SDKs expect from this mode."""
         return "dev" if self.dev else "cloud"
+
+
+def keystore_url_from(value: str | None, *, mode: Mode, data_dir: Path) -> str | None:
+    """``TIDINGS_KEYSTORE_URL`` (a plain path means SQLite); in dev, by default, ``keys.db``
+    under the data directory, next to the dev master key; else None (the main database)."""
+    url = value or os.environ.get("TIDINGS_KEYSTORE_URL") or ""
+    if not url:
+        return f"sqlite:///{data_dir / 'keys.db'}" if mode == "dev" else None
+    return database_url_from(url, data_dir=data_dir)
 
 
 def parse_size(text: str) -> int:

@@ -8,11 +8,19 @@ holds the same wrapped key. So once an erasure has committed, no process, howeve
 database, opens or seals with the destroyed key, without any message having to reach them. The
 lookups are shared within one request (``Lookups``), so a batch of events of one person costs
 one.
+
+The data keys may live in a database of their own, the keystore (``Settings.keystore_url``):
+then no backup of the main database holds a data key, and erasing a person leaves backups
+taken before the erasure unreadable for that person (the key is in none of them, and gone from
+the keystore). Keys found in the main database when a keystore is first used are moved there.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
+from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from tidings.crypto import (
@@ -24,15 +32,19 @@ from tidings.crypto import (
     data_key_aad,
 )
 from tidings.storage.base import Storage, WrappedKey
+from tidings.storage.tx import Tx
 
+log = logging.getLogger("tidings.vault")
 MEMO_SIZE = 10_000  # unwrapped data keys kept in memory, at most
 Lookups = dict[tuple[str, bytes], "bytes | None"]
 """The wrapped data keys already looked up for one request, by ``(env_id, subject)``."""
 
 
 class UserVault:
-    def __init__(self, storage: Storage, keyring: Keyring) -> None:
+    def __init__(self, storage: Storage, keyring: Keyring, *, keys: Storage | None = None
+                 ) -> None:
         self._storage = storage
+        self.keys = keys or storage  # where the data keys are (the keystore, or ``storage``)
         self._keyring = keyring
         self._sealer: UserSealer | None = None
         # (env_id, subject) -> (wrapped, key): believed only while the database holds ``wrapped``
@@ -47,6 +59,30 @@ class UserVault:
             candidate = self._keyring.seal(secrets.token_bytes(KEY_BYTES), INDEX_KEY_AAD)
             wrapped = await self._storage.put_secret(INDEX_KEY_NAME, candidate)
         self._sealer = UserSealer(self._keyring, self._keyring.open(wrapped, INDEX_KEY_AAD))
+        if self.keys is not self._storage:
+            await self._move_keys()
+
+    async def close(self) -> None:
+        """Close the keystore, if it is a database of its own."""
+        if self.keys is not self._storage:
+            await self.keys.close()
+
+    async def _move_keys(self) -> None:
+        """Data keys left in the main database (written before the keystore was set up) go to
+        the keystore, and are then scrubbed from the main database."""
+        found = await self._storage.list_user_keys()
+        if not found:
+            return
+        for entry in found:
+            kept = await self.keys.ensure_user_key(entry.env_id, entry.subject, entry.wrapped)
+            if kept != entry.wrapped:
+                log.warning("environment %s: a data key in the main database was not moved to "
+                            "the keystore, which had another for the same person: the events "
+                            "sealed with it are unreadable", entry.env_id)
+        await self._storage.write(partial(destroy_keys, keys=[(e.env_id, e.subject)
+                                                              for e in found]))
+        await self._storage.scrub()
+        log.info("moved %d data keys from the main database to the keystore", len(found))
 
     @property
     def sealer(self) -> UserSealer:
@@ -67,7 +103,7 @@ class UserVault:
         wrapped = await self._wrapped(env_id, subject, lookups)
         if wrapped is None:
             _, candidate = sealer.new_wrapped_data_key(data_key_aad(env_id, subject))
-            wrapped = await self._storage.ensure_user_key(env_id, subject, candidate)
+            wrapped = await self.keys.ensure_user_key(env_id, subject, candidate)
             if lookups is not None:
                 lookups[(env_id, subject)] = wrapped
         return sealer.seal_user(user, event_id, self._unwrap(env_id, subject, wrapped)), subject
@@ -110,13 +146,13 @@ class UserVault:
         """Destroy a user's data key: every ``user`` sealed for them becomes unreadable."""
         subject = self.subject(env_id, external_id)
         self.forget(env_id, subject)
-        return await self._storage.delete_user_key(env_id, subject)
+        return await self.keys.delete_user_key(env_id, subject)
 
     async def _wrapped(self, env_id: str, subject: bytes, lookups: Lookups | None
                        ) -> bytes | None:
         if lookups is not None and (env_id, subject) in lookups:
             return lookups[(env_id, subject)]
-        wrapped = await self._storage.get_user_key(env_id, subject)
+        wrapped = await self.keys.get_user_key(env_id, subject)
         if lookups is not None:
             lookups[(env_id, subject)] = wrapped
         if wrapped is None:
@@ -142,12 +178,12 @@ class UserVault:
             INDEX_KEY_NAME, keyring.seal(index_key, INDEX_KEY_AAD), replace=True
         )
         updated = []
-        for entry in await self._storage.list_user_keys():
+        for entry in await self.keys.list_user_keys():
             aad = data_key_aad(entry.env_id, entry.subject)
             key = old.keyring.open(entry.wrapped, aad)
             updated.append(WrappedKey(env_id=entry.env_id, subject=entry.subject,
                                       wrapped=keyring.seal(key, aad)))
-        await self._storage.replace_user_keys(updated)
+        await self.keys.replace_user_keys(updated)
         self._keyring = keyring
         self._sealer = UserSealer(keyring, index_key)
         self._memo.clear()
@@ -157,3 +193,26 @@ class UserVault:
         wrapped = await self._storage.get_secret(INDEX_KEY_NAME)
         assert wrapped is not None
         return wrapped
+
+
+def secure_delete(tx: Tx, on: bool) -> None:
+    """SQLite: from here on in this transaction, deleted rows and freed pages are overwritten
+    with zeros (``PRAGMA secure_delete``), not left in the file. PostgreSQL: nothing."""
+    if tx.dialect == "sqlite":
+        tx.run("privacy_secure_delete_on" if on else "privacy_secure_delete_off")
+
+
+def destroy_keys(tx: Tx, keys: Sequence[tuple[str, bytes]]) -> int:
+    """Overwrite, then delete, these data keys (``(env_id, subject)``), so that no older
+    version of their rows holds them; how many there were."""
+    destroyed = 0
+    secure_delete(tx, True)
+    try:
+        for env_id, subject in keys:
+            found = tx.one("privacy_user_key", (env_id, subject))
+            if found is not None:
+                tx.run("privacy_blank_user_key", (bytes(len(found[0])), env_id, subject))
+                destroyed += tx.run("privacy_delete_user_key", (env_id, subject))
+    finally:
+        secure_delete(tx, False)
+    return destroyed

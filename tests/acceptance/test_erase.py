@@ -6,6 +6,7 @@ files."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -218,7 +219,7 @@ def test_the_cli_erases_in_another_process_and_the_server_stops_reading_at_once(
     out = subprocess.run(
         [TIDINGS, "users", "erase", PERSON, "--events", "keep",
          "--db", str(tmp_path / "live.db")],
-        cwd=tmp_path, env={"TIDINGS_DATA_DIR": str(live_server.data_dir), "PATH": "/usr/bin"},
+        cwd=tmp_path, env={**os.environ, "TIDINGS_DATA_DIR": str(live_server.data_dir)},
         capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     counts = json.loads(out.stdout)

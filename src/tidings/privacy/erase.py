@@ -2,9 +2,11 @@
 
 One erasure is a few short transactions, so ingest never waits long behind it:
 
-1. the person's data key is overwritten and deleted, and the audit record written (the person
-   named only by the blind index of their ``external_id``). From this commit on no process
-   can open their ``user`` objects: every process looks the key up on use (``vault.py``).
+1. the person's data key is overwritten and deleted (in the keystore, when the keys have a
+   database of their own: then backups of the main database never held it). From this commit
+   on no process can open their ``user`` objects: every process looks the key up on use
+   (``vault.py``). Then the audit record is written, naming the person only by the blind
+   index of their ``external_id``.
 2. with ``delete``, their events are deleted ``chunk`` at a time, each chunk with the runs those
    events started: a run still active is cancelled first, then every run of the chunk keeps
    its row (status, times, function) as a tombstone, its output, error and step outputs
@@ -30,7 +32,7 @@ from tidings.runs import store
 from tidings.runs.model import TERMINAL
 from tidings.storage.base import Storage
 from tidings.storage.tx import Tx
-from tidings.vault import UserVault
+from tidings.vault import UserVault, destroy_keys, secure_delete
 
 log = logging.getLogger("tidings.privacy")
 EventsMode = Literal["keep", "delete"]
@@ -71,33 +73,20 @@ class Erasure:
                 "runs_erased": self.runs_erased, "steps_erased": self.steps_erased}
 
 
-def _secure_delete(tx: Tx, on: bool) -> None:
-    if tx.dialect == "sqlite":
-        tx.run("privacy_secure_delete_on" if on else "privacy_secure_delete_off")
-
-
-def destroy_key(tx: Tx, *, erasure_id: str, env_id: str, subject: bytes, actor: str,
-                mode: EventsMode, now: int) -> None:
-    """Step 1: the key overwritten and deleted, the audit record written."""
-    _secure_delete(tx, True)
-    try:
-        found = tx.one("privacy_user_key", (env_id, subject))
-        if found is not None:
-            tx.run("privacy_blank_user_key", (bytes(len(found[0])), env_id, subject))
-            tx.run("privacy_delete_user_key", (env_id, subject))
-        counted = tx.one("privacy_count_events", (env_id, subject))
-        events = int(counted[0]) if counted else 0
-        tx.run("privacy_insert_erasure", (erasure_id, env_id, subject, actor, mode,
-                                          int(found is not None), events, now))
-    finally:
-        _secure_delete(tx, False)
+def record(tx: Tx, *, erasure_id: str, env_id: str, subject: bytes, actor: str,
+           mode: EventsMode, destroyed: bool, now: int) -> None:
+    """The audit record, with the person's events counted."""
+    counted = tx.one("privacy_count_events", (env_id, subject))
+    events = int(counted[0]) if counted else 0
+    tx.run("privacy_insert_erasure", (erasure_id, env_id, subject, actor, mode, int(destroyed),
+                                      events, now))
 
 
 def delete_chunk(tx: Tx, *, erasure_id: str, env_id: str, subject: bytes, before: int,
                  chunk: int, now: int) -> int:
     """Step 2, once: up to ``chunk`` of the person's events received up to ``before``, with
     their runs' outputs; how many events went (0: none left)."""
-    _secure_delete(tx, True)
+    secure_delete(tx, True)
     try:
         events = tx.all("privacy_events_chunk", (env_id, subject, before, chunk))
         cancelled = erased = steps = 0
@@ -118,7 +107,7 @@ def delete_chunk(tx: Tx, *, erasure_id: str, env_id: str, subject: bytes, before
         tx.run("privacy_erasure_progress", (len(events), cancelled, erased, steps, erasure_id))
         return len(events)
     finally:
-        _secure_delete(tx, False)
+        secure_delete(tx, False)
 
 
 def finish(tx: Tx, erasure_id: str, now: int) -> Erasure:
@@ -147,9 +136,10 @@ async def erase(storage: Storage, vault: UserVault, env_id: str, external_id: st
     began = clock()
     erasure_id = new_id(began)
     vault.forget(env_id, subject)
-    await storage.write(partial(destroy_key, erasure_id=erasure_id, env_id=env_id,
-                                subject=subject, actor=actor, mode=events, now=began))
+    destroyed = await vault.keys.write(partial(destroy_keys, keys=[(env_id, subject)]))
     vault.forget(env_id, subject)
+    await storage.write(partial(record, erasure_id=erasure_id, env_id=env_id, subject=subject,
+                                actor=actor, mode=events, destroyed=destroyed > 0, now=began))
     if events == "delete":
         while await storage.write(partial(delete_chunk, erasure_id=erasure_id, env_id=env_id,
                                           subject=subject, before=began, chunk=chunk,
@@ -157,6 +147,8 @@ async def erase(storage: Storage, vault: UserVault, env_id: str, external_id: st
             pass
     done = await storage.write(partial(finish, erasure_id=erasure_id, now=clock()))
     await storage.scrub()
+    if vault.keys is not storage:
+        await vault.keys.scrub()
     log.info("erasure %s in environment %s by %s: key destroyed %s, %d events, %d deleted, "
              "%d runs cancelled, %d runs erased", done.id, env_id, actor, done.key_destroyed,
              done.events, done.events_deleted, done.runs_cancelled, done.runs_erased)
