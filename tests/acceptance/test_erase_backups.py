@@ -208,3 +208,72 @@ def test_no_process_uses_the_erased_key_once_the_call_returned(pg_url: str,
                 worker.terminate()
                 worker.wait(timeout=30)
         stop_server(server)
+
+
+CANARY_DATA = "canary-data-5d2c81"
+CANARY_USER = "canary-user-93be07@example.org"
+
+
+def canary_app() -> Any:
+    import tidings
+
+    client = tidings.Tidings(app_id="canary")
+
+    @client.function(id="echo", trigger=tidings.TriggerEvent(event="canary/sent"))
+    async def echo(ctx: tidings.Context) -> Any:
+        note = await ctx.step.run("note", lambda: {"note": ctx.event.data["note"]})
+        return {"note": note, "user": ctx.event.user}
+
+    return client
+
+
+async def _send_canary_and_erase(settings: Settings) -> None:
+    from tests.engine.conftest import Clock, Engine
+    from tidings.core import Core
+
+    core = await Core.start(settings)
+    try:
+        engine = Engine(core, Clock(), [])
+        await engine.start(canary_app())
+        for n in range(3):
+            await engine.send({"name": "canary/sent", "data": {"note": CANARY_DATA, "n": n},
+                               "user": {"external_id": PERSON, "email": CANARY_USER}})
+        await engine.send({"name": "canary/sent", "data": {"note": "kept"},
+                           "user": {"external_id": OTHER}})
+        await engine.drain()
+        reply = await engine.api("DELETE", f"/v1/users/{PERSON}?events=delete")
+        assert reply.status_code == 200 and reply.json()["data"]["events_deleted"] == 3
+    finally:
+        await core.close()
+
+
+def _canaries_in(blob: bytes) -> list[str]:
+    return [c for c in (CANARY_DATA, CANARY_USER, PERSON) if c.encode() in blob]
+
+
+def _canaries_in_files(folder: Path) -> dict[str, list[str]]:
+    """The canaries each database file (databases, WALs) holds."""
+    files = sorted(folder.glob("*.db*"))
+    assert files
+    return {p.name: _canaries_in(p.read_bytes()) for p in files}
+
+
+async def test_after_erasing_with_events_no_canary_is_in_the_sqlite_files(
+    tmp_path: Path,
+) -> None:
+    settings = replace(make_settings(f"sqlite:///{tmp_path / 'tidings.db'}", tmp_path),
+                       keystore_url=f"sqlite:///{tmp_path / 'keys.db'}")
+    await _send_canary_and_erase(settings)
+    found = _canaries_in_files(tmp_path)
+    assert found == {name: [] for name in found}
+
+
+@pytest.mark.postgres
+async def test_after_erasing_with_events_no_canary_is_in_a_pg_dump(pg_url: str,
+                                                                   tmp_path: Path) -> None:
+    await _send_canary_and_erase(make_settings(pg_url, tmp_path))
+    dump = tmp_path / "after.sql"
+    _dump(pg_url, _schema_of(pg_url), dump)
+    text = dump.read_bytes()
+    assert b"canary/sent" in text  # the dump is real: the other person's event is in it
+    assert _canaries_in(text) == []

@@ -680,12 +680,15 @@ class Executor:
                 store.pause(tx, run, step=blocker.step, name=blocker.name, kind="sleep",
                             until=blocker.until)
             elif isinstance(blocker, WaitForEvent):
+                # Without ``user``, which is only ever stored sealed; the router's expressions
+                # never see it either.
+                trigger = _without_user(event)
                 store.pause(tx, run, step=blocker.step, name=blocker.name, kind="wait",
                             until=blocker.until, event_name=blocker.event,
-                            condition=blocker.condition, trigger_event=dumps(event),
+                            condition=blocker.condition, trigger_event=dumps(trigger),
                             since_id=since)
                 look_back(tx, run.env_id, run.id, blocker.step, blocker.name, blocker.event,
-                          blocker.condition, event, since, now)
+                          blocker.condition, trigger, since, now)
             elif isinstance(blocker, Invoke):
                 if plan is None:
                     store.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",

@@ -10,8 +10,10 @@ One erasure is a few short transactions, so ingest never waits long behind it:
 2. with ``delete``, their events are deleted ``chunk`` at a time, each chunk with the runs those
    events started: a run still active is cancelled first, then every run of the chunk keeps
    its row (status, times, function) as a tombstone, its output, error and step outputs
-   replaced by ``ERASED``. Only events received before the erasure began are deleted: a later
-   event of the same person was sealed under a new key and is theirs to keep.
+   replaced by ``ERASED``, and the lifecycle events it emitted when it ended
+   (``tidings/function.finished`` …, which copy its event's data and its result) deleted.
+   Only events received before the erasure began are deleted: a later event of the same
+   person was sealed under a new key and is theirs to keep.
 3. the storage is scrubbed (``Storage.scrub``): SQLite deletes with ``secure_delete`` during
    the erasure and then checkpoints and truncates its WAL, so neither the key nor the deleted
    rows stay in free pages or in the log.
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-from tidings.ids import new_id, now_ms
+from tidings.ids import floor_id, new_id, now_ms
 from tidings.runs import store
 from tidings.runs.model import TERMINAL
 from tidings.storage.base import Storage
@@ -91,10 +93,15 @@ def delete_chunk(tx: Tx, *, erasure_id: str, env_id: str, subject: bytes, before
         events = tx.all("privacy_events_chunk", (env_id, subject, before, chunk))
         cancelled = erased = steps = 0
         for event_id, event_key in events:
-            for run_id, status in tx.all("privacy_runs_of_event", (event_id,)):
+            for run_id, status, ended_at in tx.all("privacy_runs_of_event", (event_id,)):
                 if status not in TERMINAL and store.cancel_fenced(tx, run_id, CANCEL_REASON,
                                                                   now):
                     cancelled += 1
+                elif ended_at is not None:
+                    # What it emitted when it ended copies its event's data and its result.
+                    for (emitted,) in tx.all("privacy_lifecycle_events", (
+                            env_id, floor_id(ended_at), floor_id(ended_at + 1), run_id)):
+                        tx.run("privacy_delete_event", (env_id, emitted))
                 tx.run("privacy_blank_run_output", (ERASED, run_id))
                 tx.run("privacy_blank_run_error", (ERASED, run_id))
                 steps += tx.run("privacy_blank_steps", (ERASED, run_id))

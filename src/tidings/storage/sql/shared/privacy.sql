@@ -22,7 +22,7 @@ SELECT id, event_key FROM events
 WHERE env_id = ? AND user_subject = ? AND received_at <= ? LIMIT ?;
 
 -- name: privacy_runs_of_event
-SELECT id, status FROM runs WHERE event_id = ?;
+SELECT id, status, ended_at FROM runs WHERE event_id = ?;
 
 -- name: privacy_blank_run_output
 UPDATE runs SET output = ? WHERE id = ? AND output IS NOT NULL;

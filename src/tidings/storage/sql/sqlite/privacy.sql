@@ -6,3 +6,10 @@ PRAGMA secure_delete = ON;
 
 -- name: privacy_secure_delete_off
 PRAGMA secure_delete = OFF;
+
+-- name: privacy_lifecycle_events
+-- The lifecycle events a run emitted when it ended (tidings/function.finished, failed,
+-- cancelled): their ids start with its end time, their data names the run.
+SELECT id FROM events
+WHERE env_id = ? AND id >= ? AND id < ? AND source = 'tidings'
+  AND json_extract(data, '$.run_id') = ?;
