@@ -793,7 +793,7 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
 
 @main.group()
 def users() -> None:
-    """The people behind events (user.external_id): erase a person."""
+    """The people behind events (user.external_id): export or erase a person."""
 
 
 @users.command("erase")
@@ -813,10 +813,7 @@ def users_erase(external_id: str, env: str | None, events: str, db: str | None) 
     from tidings.privacy.erase import EventsMode, env_by_name, erase
 
     serve = bool(os.environ.get("TIDINGS_ENCRYPTION_KEY"))
-    if env is None:
-        if serve:
-            raise click.UsageError("--env is required when TIDINGS_ENCRYPTION_KEY is set")
-        env = "dev"
+    env = _person_env(env, serve)
     if not external_id or len(external_id) > Limits().max_id_chars:
         raise click.BadParameter(f"an external_id has 1 to {Limits().max_id_chars} "
                                  "characters", param_hint="EXTERNAL_ID")
@@ -837,3 +834,62 @@ def users_erase(external_id: str, env: str | None, events: str, db: str | None) 
         return {"env": env, **done.to_json()}
 
     click.echo(json.dumps(_with_storage(db, run)))
+
+
+@users.command("export")
+@click.argument("external_id")
+@click.option("--env", "env", default=None,
+              help="Environment name (default: dev in dev; required with "
+                   "TIDINGS_ENCRYPTION_KEY set).")
+@db_option
+def users_export(external_id: str, env: str | None, db: str | None) -> None:
+    """Every event of a person, newest first, user decrypted, with the runs each started: one
+    JSON object per line on stdout (tidings users export ID > person.jsonl); progress on
+    stderr."""
+    from rich.progress import Progress
+
+    from tidings.core import open_vault
+    from tidings.privacy.erase import env_by_name
+    from tidings.privacy.export import count, export_page
+
+    serve = bool(os.environ.get("TIDINGS_ENCRYPTION_KEY"))
+    env = _person_env(env, serve)
+    settings = _settings("serve" if serve else "dev", db)
+    keyring = keyring_for(settings)
+
+    async def run(store: Any) -> int:
+        env_id = await store.read(lambda tx: env_by_name(tx, env))
+        if env_id is None:
+            raise click.ClickException(f"no environment named {env!r}")
+        vault = await open_vault(settings, store, keyring)
+        written = 0
+        try:
+            subject = vault.subject(env_id, external_id)
+            total = await store.read(lambda tx: count(tx, env_id, subject))
+            with Progress(console=Console(stderr=True), transient=True) as progress:
+                task = progress.add_task("exporting", total=total)
+                cursor: str | None = None
+                while True:
+                    page = await export_page(store, vault, env_id, external_id,
+                                             cursor=cursor, limit=500)
+                    for event in page.events:
+                        sys.stdout.write(json.dumps(event) + "\n")
+                    written += len(page.events)
+                    progress.update(task, completed=written)
+                    cursor = page.cursor
+                    if cursor is None:
+                        break
+        finally:
+            await vault.close()
+        return written
+
+    written = _with_storage(db, run)
+    click.echo(f"{written} events of {external_id!r} in {env!r}", err=True)
+
+
+def _person_env(env: str | None, serve: bool) -> str:
+    if env is not None:
+        return env
+    if serve:
+        raise click.UsageError("--env is required when TIDINGS_ENCRYPTION_KEY is set")
+    return "dev"

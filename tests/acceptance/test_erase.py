@@ -221,7 +221,7 @@ def _files_holding(folder: Path, needle: bytes) -> list[str]:
     return [p.name for p in sorted(folder.glob("tidings.db*")) if needle in p.read_bytes()]
 
 
-def test_the_cli_erases_in_another_process_and_the_server_stops_reading_at_once(
+def test_the_cli_exports_and_erases_in_another_process_and_the_server_stops_reading_at_once(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
     url = live_server.url
@@ -229,11 +229,18 @@ def test_the_cli_erases_in_another_process_and_the_server_stops_reading_at_once(
         {"name": "a", "user": {"external_id": PERSON, "email": "p@example.org"}},
         {"name": "b", "user": {"external_id": OTHER}}]).json()["ids"]
     assert httpx.get(f"{url}/v1/events/{ids[0]}").json()["data"]["user"]["email"]
+    cli_env = {**os.environ, "TIDINGS_DATA_DIR": str(live_server.data_dir)}
+    exported = subprocess.run(
+        [TIDINGS, "users", "export", PERSON, "--db", str(tmp_path / "live.db")],
+        cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=60, check=False)
+    assert exported.returncode == 0, exported.stderr
+    lines = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [(e["id"], e["user"]["email"]) for e in lines] == [(ids[0], "p@example.org")]
+    assert "1 events" in exported.stderr
     out = subprocess.run(
         [TIDINGS, "users", "erase", PERSON, "--events", "keep",
          "--db", str(tmp_path / "live.db")],
-        cwd=tmp_path, env={**os.environ, "TIDINGS_DATA_DIR": str(live_server.data_dir)},
-        capture_output=True, text=True, timeout=60, check=False)
+        cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     counts = json.loads(out.stdout)
     assert (counts["env"], counts["key_destroyed"], counts["events"]) == ("dev", True, 1)
@@ -245,3 +252,40 @@ def test_the_cli_erases_in_another_process_and_the_server_stops_reading_at_once(
     with sqlite3.connect(tmp_path / "live.db") as conn:
         (actor,) = conn.execute("SELECT actor FROM erasures").fetchone()
     assert actor.startswith("cli:")
+
+
+async def test_export_gives_every_event_of_the_person_with_its_runs_page_by_page(
+    engine: Engine, client: httpx.AsyncClient
+) -> None:
+    await engine.start(shop())
+    mine = [*await engine.send(*({"name": "order/placed", "data": {"order": n},
+                                  "user": {"external_id": PERSON, "n": n}} for n in range(5)))]
+    await engine.send({"name": "order/placed", "user": {"external_id": OTHER}})
+    await engine.drain()
+
+    pages, cursor = [], None
+    while True:
+        reply = await client.get(f"/v1/users/{PERSON}/events",
+                                 params={"limit": 2, **({"cursor": cursor} if cursor else {})})
+        assert reply.status_code == 200, reply.text
+        pages.append(reply.json()["data"])
+        cursor = reply.json()["cursor"]
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [2, 2, 1]
+    events = [e for p in pages for e in p]
+    assert [e["id"] for e in events] == sorted(mine, reverse=True)
+    assert [e["user"]["n"] for e in events] == [4, 3, 2, 1, 0]
+    assert all([r["function"] for r in e["runs"]] == ["shop-charge"] for e in events)
+    assert all(e["runs"][0]["status"] == COMPLETED for e in events)
+
+    await ok(await client.delete(f"/v1/users/{PERSON}"))
+    after = (await client.get(f"/v1/users/{PERSON}/events")).json()["data"]
+    assert [(e["user"], e["user_erased"]) for e in after] == [({}, True)] * 5
+    nobody = await client.get("/v1/users/nobody/events")
+    assert (nobody.status_code, nobody.json()) == (200, {"data": [], "cursor": None})
+    for bad, field in ((f"/v1/users/{PERSON}/events?cursor=x", "cursor"),
+                       (f"/v1/users/{PERSON}/events?limit=0", "limit"),
+                       ("/v1/users//events", "external_id")):
+        reply = await client.get(bad)
+        assert reply.status_code == 400 and field in reply.json()["error"], reply.text

@@ -33,9 +33,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("functions",),  # definitions, registry, expressions, filters
     ("runs",),
     ("flow",),
-    ("privacy",),  # erasing a person: their key, events and runs
     ("router",),
     ("ingest",),
+    ("privacy",),  # a person's data: erase, export
     ("core",),  # storage, keys, vault and ingest wired once for a process
     ("sdk",),
     ("engine", "apps"),

@@ -1,4 +1,5 @@
-"""The people behind events, under ``/v1/users``: erase a person (``privacy/erase.py``).
+"""The people behind events, under ``/v1/users``: export a person (``privacy/export.py``),
+erase a person (``privacy/erase.py``).
 
 A person is named by the ``external_id`` of their events' ``user`` objects, in the environment
 of the API key (or its ``x-inngest-env`` branch).
@@ -17,7 +18,15 @@ from starlette.routing import Route
 from tidings.core import Core
 from tidings.errors import RequestRejected
 from tidings.privacy.erase import EVENTS_MODES, EventsMode, erase
-from tidings.server.api import bearer, check_params, json_response, read_env
+from tidings.privacy.export import export_page
+from tidings.server.api import (
+    ULID_RE,
+    bearer,
+    check_params,
+    json_response,
+    limit_param,
+    read_env,
+)
 
 if TYPE_CHECKING:
     from tidings.engine.runtime import Runtime
@@ -66,7 +75,22 @@ class UsersAPI:
         self._runtime = runtime or (lambda: None)
 
     def routes(self) -> list[Route]:
-        return [Route("/v1/users/{external_id:path}", self.erase, methods=["DELETE"])]
+        # The export first: ``{external_id:path}`` of the erasure would take ".../events" too.
+        return [Route("/v1/users/{external_id:path}/events", self.export, methods=["GET"]),
+                Route("/v1/users/{external_id:path}", self.erase, methods=["DELETE"])]
+
+    async def export(self, request: Request) -> Response:
+        """A page of the person's events, newest first, decrypted, with their runs."""
+        check_params(request, {"cursor", "limit"})
+        env = await read_env(self.core, request)
+        external_id = external_id_param(request, self.core.settings.limits.max_id_chars)
+        limit = limit_param(request)
+        cursor = request.query_params.get("cursor") or None
+        if cursor is not None and not ULID_RE.fullmatch(cursor):
+            raise RequestRejected(f"cursor: not a cursor this API returned: {cursor[:100]!r}")
+        page = await export_page(self.core.storage, self.core.vault, env.id, external_id,
+                                 cursor=cursor, limit=limit)
+        return json_response(200, {"data": page.events, "cursor": page.cursor})
 
     async def erase(self, request: Request) -> Response:
         check_params(request, {"events"})

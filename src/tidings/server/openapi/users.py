@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from tidings.server.openapi.parts import LIMITS, READ_HEADERS, ApiSecurity, data, errors, ref
+from tidings.server.openapi.events import EVENT_RECORD
+from tidings.server.openapi.parts import (
+    CURSOR_QUERY,
+    LIMITS,
+    NULLABLE_TIME,
+    READ_HEADERS,
+    ApiSecurity,
+    data,
+    errors,
+    json_body,
+    page,
+    ref,
+)
 
 ERASURE: dict[str, Any] = {
     "type": "object",
@@ -28,7 +40,21 @@ ERASURE: dict[str, Any] = {
     },
 }
 
-SCHEMAS: dict[str, Any] = {"Erasure": ERASURE}
+PERSON_EVENT: dict[str, Any] = {
+    **EVENT_RECORD,
+    "required": [*EVENT_RECORD["required"], "runs"],
+    "properties": {**EVENT_RECORD["properties"], "runs": {
+        "type": "array", "description": "The runs the event started.",
+        "items": {"type": "object", "additionalProperties": False,
+                  "required": ["id", "function", "status", "created_at", "ended_at"],
+                  "properties": {"id": {"type": "string"}, "function": {"type": "string"},
+                                 "status": {"type": "string"},
+                                 "created_at": {"type": "string", "format": "date-time"},
+                                 "ended_at": NULLABLE_TIME}},
+    }},
+}
+
+SCHEMAS: dict[str, Any] = {"Erasure": ERASURE, "PersonEvent": PERSON_EVENT}
 
 EXTERNAL_ID: dict[str, Any] = {
     "name": "external_id", "in": "path", "required": True,
@@ -40,6 +66,20 @@ EXTERNAL_ID: dict[str, Any] = {
 
 def paths(api_key: ApiSecurity) -> dict[str, Any]:
     return {
+        "/v1/users/{external_id}/events": {"get": {
+            "operationId": "exportUser",
+            "summary": "Export a person: their events, newest first",
+            "description": "Every event whose user.external_id is this one, user decrypted "
+                           "({} with user_erased once erased), each with the runs it started; "
+                           "a page at a time.",
+            "security": api_key,
+            "parameters": [EXTERNAL_ID, CURSOR_QUERY, {
+                "name": "limit", "in": "query",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
+                *READ_HEADERS],
+            "responses": {"200": json_body(page("PersonEvent"), "A page of their events"),
+                          **errors(400, 401)},
+        }},
         "/v1/users/{external_id}": {"delete": {
             "operationId": "eraseUser",
             "summary": "Erase a person",

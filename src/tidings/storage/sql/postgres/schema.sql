@@ -40,7 +40,8 @@ CREATE TABLE events (
 
 CREATE INDEX events_env_id ON events (env_id, id);
 CREATE INDEX events_env_name_id ON events (env_id, name, id);
-CREATE INDEX events_user_subject ON events (env_id, user_subject) WHERE user_subject IS NOT NULL;
+CREATE INDEX events_user_subject ON events (env_id, user_subject, id)
+    WHERE user_subject IS NOT NULL;
 
 CREATE TABLE event_idempotency (
     env_id TEXT NOT NULL,

@@ -65,3 +65,7 @@ UPDATE erasures SET finished_at = ? WHERE id = ?;
 SELECT id, env_id, subject, actor, events_mode, key_destroyed, events, events_deleted,
        runs_cancelled, runs_erased, steps_erased, created_at, finished_at
 FROM erasures WHERE id = ?;
+
+-- name: privacy_person_events
+-- A page of a person's events, newest first, before a cursor.
+SELECT id FROM events WHERE env_id = ? AND user_subject = ? AND id < ? ORDER BY id DESC LIMIT ?;
