@@ -893,3 +893,105 @@ def _person_env(env: str | None, serve: bool) -> str:
     if serve:
         raise click.UsageError("--env is required when TIDINGS_ENCRYPTION_KEY is set")
     return "dev"
+
+
+# -- settings and upkeep -----------------------------------------------------------------------
+
+
+@main.group("settings")
+def settings_group() -> None:
+    """An environment's retention: events_ttl, runs_ttl, dedup_window."""
+
+
+def _retention_of(env: str | None, db: str | None,
+                  changes: dict[str, Any] | None) -> dict[str, Any]:
+    from tidings.events import retention
+    from tidings.privacy.erase import env_by_name
+
+    serve = bool(os.environ.get("TIDINGS_ENCRYPTION_KEY"))
+    name = _person_env(env, serve)
+    base = retention.defaults(dev=not serve)
+
+    async def run(store: Any) -> dict[str, Any]:
+        env_id = await store.read(lambda tx: env_by_name(tx, name))
+        if env_id is None:
+            raise click.ClickException(f"no environment named {name!r}")
+
+        def change(tx: Any) -> Any:
+            own = retention.stored(tx, env_id)
+            if changes:
+                own = retention.parse_changes(changes, own, base)
+                retention.save(tx, env_id, own, now_ms())
+            return own.effective(base)
+
+        effective = await store.write(change)
+        return {"env": name, **effective.to_json()}
+
+    try:
+        return _with_storage(db, run)
+    except TidingsError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@settings_group.command("show")
+@click.option("--env", "env", default=None, help="Environment name (default: dev in dev).")
+@db_option
+def settings_show(env: str | None, db: str | None) -> None:
+    """The retention in effect (JSON)."""
+    click.echo(json.dumps(_retention_of(env, db, None)))
+
+
+@settings_group.command("set")
+@click.option("--env", "env", default=None, help="Environment name (default: dev in dev).")
+@click.option("--events-ttl", default=None, metavar="DURATION|forever|default",
+              help="Delete events this long after they were received.")
+@click.option("--runs-ttl", default=None, metavar="DURATION|forever|default",
+              help="Delete ended runs, with their steps, this long after they ended.")
+@click.option("--dedup-window", default=None, metavar="DURATION|default",
+              help="How long an event id keeps duplicates out (at most events_ttl).")
+@db_option
+def settings_set(env: str | None, events_ttl: str | None, runs_ttl: str | None,
+                 dedup_window: str | None, db: str | None) -> None:
+    """Change the retention of an environment (running servers take it within seconds);
+    prints what is in effect (JSON)."""
+    given = {"events_ttl": events_ttl, "runs_ttl": runs_ttl, "dedup_window": dedup_window}
+    changes = {k: None if v == "default" else v for k, v in given.items() if v is not None}
+    if not changes:
+        raise click.UsageError("name at least one of --events-ttl, --runs-ttl, --dedup-window")
+    click.echo(json.dumps(_retention_of(env, db, changes)))
+
+
+@main.command()
+@db_option
+def vacuum(db: str | None) -> None:
+    """Give the space of deleted rows back to the file system. SQLite: the database is
+    rebuilt (VACUUM, in incremental auto-vacuum mode from then on, so that housekeeping
+    returns space as it deletes); it needs free disk space as large as the database, and
+    holds the writer while it runs: run it when the servers are quiet. PostgreSQL: VACUUM
+    (ANALYZE) of the tables retention deletes from (autovacuum does this too)."""
+    url = _settings("dev", db).database_url
+    started = time.monotonic()
+    if url.startswith(("postgresql:", "postgres:")):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as pg:
+            for table in ("events", "runs", "steps", "event_idempotency"):
+                pg.execute(f"VACUUM (ANALYZE) {table}")
+    else:
+        import sqlite3
+
+        from tidings.storage.sqlite import path_from_url
+
+        path = path_from_url(url)
+        before = os.path.getsize(path)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=60)
+        try:
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+        after = os.path.getsize(path)
+        click.echo(f"{_safe_url(url)}: {before / MIB:.1f} MiB -> {after / MIB:.1f} MiB",
+                   err=True)
+    click.echo(f"vacuumed in {time.monotonic() - started:.1f} s", err=True)

@@ -4,11 +4,13 @@ before their ids are returned."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import msgspec
 
 from tidings.events.model import NewEvent, StoredEvent
+from tidings.events.retention import RetentionCache, defaults
 from tidings.ids import IdSeed, new_ids, now_ms
 from tidings.settings import Settings
 from tidings.storage.base import EventRow, Storage
@@ -34,7 +36,10 @@ class Ingest:
     def __init__(self, storage: Storage, vault: UserVault, settings: Settings) -> None:
         self._storage = storage
         self._vault = vault
-        self._window = settings.dedup_window_ms
+        # Each environment's dedup window (its retention settings), read at most every few
+        # seconds; only events with an ``id`` need it.
+        self.retention = RetentionCache(storage, replace(defaults(settings.dev),
+                                                         dedup_window_ms=settings.dedup_window_ms))
         self.observers: list[Callable[[list[str], bool], None]] = []
         self.inline: InlineRouting | None = None
 
@@ -88,8 +93,11 @@ class Ingest:
                     meta=None if meta is None else _encode(meta),
                 )
             )
+        window = 0
+        if any(row.key is not None for row in rows):
+            window = (await self.retention.of(env_id)).dedup_window_ms
         if inline is None:
-            ids = await self._storage.append_events(rows, now + self._window)
+            ids = await self._storage.append_events(rows, now + window)
             # Delayed events are the sweeper's, when they come due: the router only gets the
             # events due now.
             pending = [i for i, event in zip(ids, events, strict=True)
@@ -104,7 +112,7 @@ class Ingest:
 
             try:
                 ids = await self._storage.append_events(
-                    rows, now + self._window, route=route)
+                    rows, now + window, route=route)
             except BaseException:
                 for result in routed:
                     inline.abandoned(result)

@@ -104,6 +104,10 @@ BODIES: dict[tuple[str, str], Body] = {
     ("POST", "/v1/cancellations"): Body(
         {"function": "no-such-fn", "since": 0, "until": "2100-01-01T00:00:00Z"}, (), "{}",
         ("function",), ("since",), {"function": 1, "since": True, "until": {}}),
+    ("POST", "/v1/settings"): Body(
+        {"events_ttl": "3650d", "runs_ttl": "forever", "dedup_window": "1d"}, (), "{}",
+        ("events_ttl", "runs_ttl", "dedup_window"), (),
+        {"events_ttl": True, "runs_ttl": {}, "dedup_window": [1]}),
     ("POST", "/v1/apps/sync"): Body({"url": CLOSED_APP}, (), "{}", ("url",), ("url",),
                                     {"url": 1}, limit=64 * 1024),
     ("POST", "/fn/register"): Body(

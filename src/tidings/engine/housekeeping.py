@@ -8,6 +8,10 @@ keys that never return they would grow without end. Every ``interval`` the house
 the next ``chunk`` rows of each table in key order, deletes the expired ones, and starts over
 at the end, so one sweep never holds the writer for long. Any number of processes may sweep at
 once: a delete only removes what is expired whoever removes it.
+
+Then retention (``engine/expiry.py``): each environment's expired events and ended runs go,
+``expiry_chunk`` rows per transaction until none are left, and SQLite returns the freed pages
+to the file system.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
+from tidings.engine import expiry
+from tidings.events.retention import Retention
 from tidings.ids import now_ms
 from tidings.storage.base import Storage
 from tidings.storage.tx import Tx
@@ -52,8 +59,13 @@ def sweep(tx: Tx, table: Table, cursor: tuple[str, ...], now: int,
 class Housekeeper:
     def __init__(self, storage: Storage, *, supervisor: Supervisor,
                  clock: Callable[[], int] = now_ms, interval: float = 10.0,
-                 chunk: int = 5000) -> None:
+                 chunk: int = 5000, retention: Retention | None = None,
+                 expiry_chunk: int = expiry.CHUNK) -> None:
+        """``retention``: the mode's defaults (``events.retention.defaults``); None leaves
+        events and runs alone."""
         self._storage = storage
+        self._retention = retention
+        self._expiry_chunk = expiry_chunk
         self._supervisor = supervisor
         self._clock = clock
         self._interval = interval
@@ -73,7 +85,32 @@ class Housekeeper:
                 deleted += count
             return deleted
 
-        return await self._storage.write(step)
+        return await self._storage.write(step) + await self.expire()
+
+    async def expire(self) -> int:
+        """Delete every expired event and ended run (``engine/expiry.py``) a chunk per
+        transaction; how many rows went."""
+        if self._retention is None:
+            return 0
+        now = self._clock()
+        chunk = self._expiry_chunk
+        total = 0
+        for env_id, retention in await self._storage.read(
+                partial(expiry.envs, base=self._retention)):
+            for ttl, sweep_one in ((retention.events_ttl_ms, expiry.expire_events),
+                                   (retention.runs_ttl_ms, expiry.expire_runs)):
+                if ttl is None:
+                    continue
+                while True:
+                    count = await self._storage.write(partial(
+                        sweep_one, env_id=env_id, before_ms=now - ttl, chunk=chunk))
+                    total += count
+                    if count < chunk:
+                        break
+        if total:
+            while await self._storage.write(expiry.free_pages) > 0:
+                pass
+        return total
 
     async def start(self) -> None:
         self._task = self._supervisor.start("tidings-housekeeping", self._loop)

@@ -22,6 +22,7 @@ from tidings.engine.http_driver import HttpDriver
 from tidings.engine.native import NativeDriver
 from tidings.engine.replays import Replays
 from tidings.engine.scheduler import CronService
+from tidings.events.retention import defaults as retention_defaults
 from tidings.ids import now_ms
 from tidings.keys import SigningKeys
 from tidings.netguard import Policy
@@ -60,7 +61,8 @@ class Runtime:
                                     supervisor=supervisor, clock=clock)
         self.cron = CronService(core.storage, self.registry, self._due, supervisor=supervisor,
                                 clock=clock)
-        self.housekeeper = Housekeeper(core.storage, supervisor=supervisor, clock=clock)
+        self.housekeeper = Housekeeper(core.storage, supervisor=supervisor, clock=clock,
+                                       retention=retention_defaults(core.settings.dev))
         self.replays = Replays(core.storage, self._due, supervisor=supervisor)
         self.executors: dict[str, Executor] = {}
         self._route = route

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from tidings.core import Core
 from tidings.errors import RequestRejected
+from tidings.events.model import iso
 from tidings.events.parse import parse_events
 from tidings.flow import status as flow_status
 from tidings.ids import IdSeed, floor_id, now_ms
@@ -171,7 +172,11 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
         lookups: Lookups = {}
         data = [(await core.events.open(row, lookups)).to_json() for row in page]
         next_cursor = page[-1].id if len(rows) > limit else None
-        return json_response(200, {"data": data, "cursor": next_cursor})
+        # Say where retention cuts the log: nothing older than this is listed any more.
+        ttl = (await core.ingest.retention.of(env.id)).events_ttl_ms
+        return json_response(200, {"data": data, "cursor": next_cursor,
+                                   "retained_since": None if ttl is None
+                                   else iso(now_ms() - ttl)})
 
     async def get_event(request: Request) -> Response:
         check_params(request, set())

@@ -30,6 +30,7 @@ from tidings.server.event_api import EventAPI
 from tidings.server.http import TICKET, declared_length, header_map, send_json
 from tidings.server.openapi import document
 from tidings.server.sdk_api import SdkAPI
+from tidings.server.settings_api import SettingsAPI
 from tidings.server.shedding import Shedder
 from tidings.server.users_api import UsersAPI
 from tidings.settings import Settings
@@ -123,6 +124,7 @@ class TidingsApp:
             *SdkAPI(core, self.sync, keys).routes(),
             *DevAPI(core, self._start_opts()).routes(),
             *UsersAPI(core, lambda: self.runtime).routes(),
+            *SettingsAPI(core).routes(),
             Route("/openapi.json", openapi, methods=["GET"]),
             # ``__call__`` sends POST /e/... straight to the Event API; this route only
             # gives the other methods a 405 that names POST.

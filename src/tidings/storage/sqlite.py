@@ -85,6 +85,10 @@ def connect(path: str, *, readonly: bool = False, synced: bool = True) -> sqlite
     if readonly:
         conn.execute("PRAGMA query_only = ON")
     else:
+        # A new database keeps its free pages apart, for housekeeping to return them to the
+        # file system (``engine/expiry.py``); on an existing one this takes a VACUUM
+        # (``tidings vacuum``). It must come before anything writes the file.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL" if synced else "PRAGMA synchronous = NORMAL")
         # Checkpoints run in their own thread (``_Checkpointer``), not inside the writer's

@@ -42,12 +42,12 @@ class Tx(Protocol):
 def queries(dialect: str) -> dict[str, str]:
     """The named queries of a dialect: the shared ones, then the dialect's own overrides."""
     shared = {name: sql for file in ("runs.sql", "apps.sql", "flow.sql", "housekeeping.sql",
-                                     "privacy.sql")
+                                     "privacy.sql", "retention.sql")
               for name, sql in split_queries(dialect_file("shared", file)).items()}
     if dialect == "postgres":
         shared = {name: sql.replace("?", "%s") for name, sql in shared.items()}
     own: dict[str, str] = {}
-    for file in ("runs.sql", "privacy.sql"):
+    for file in ("runs.sql", "privacy.sql", "retention.sql"):
         with contextlib.suppress(FileNotFoundError):
             own.update(split_queries(dialect_file(dialect, file)))
     return {**shared, **own}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from tidings.server.openapi import events, functions, runs, sdk, users
+from tidings.server.openapi import events, functions, runs, sdk, settings, users
 from tidings.server.openapi.parts import ERROR, FIELD_ERROR, ApiSecurity, json_body
 
 # Loop name -> its last error (``supervision.py``).
@@ -34,6 +34,7 @@ def document(dev: bool = False) -> dict[str, Any]:
             **functions.paths(api_key),
             **sdk.paths(api_key, signing_key),
             **users.paths(api_key),
+            **settings.paths(api_key),
             "/health": {"get": {
                 "operationId": "health",
                 "summary": "Health",
@@ -64,7 +65,7 @@ def document(dev: bool = False) -> dict[str, Any]:
         "components": {
             "schemas": {"FieldError": FIELD_ERROR, "Error": ERROR, **events.SCHEMAS,
                         **runs.SCHEMAS, **functions.SCHEMAS, **sdk.SCHEMAS,
-                        **users.SCHEMAS},
+                        **users.SCHEMAS, **settings.SCHEMAS},
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer",
                            "description": "An API key (tda_...); tidings dev needs none."},

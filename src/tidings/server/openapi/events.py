@@ -149,6 +149,11 @@ INGEST_REPLY: dict[str, Any] = {
 }
 
 EVENT_PAGE = page("EventRecord")
+EVENT_PAGE = {**EVENT_PAGE, "required": [*EVENT_PAGE["required"], "retained_since"],
+              "properties": {**EVENT_PAGE["properties"], "retained_since": {
+                  **NULLABLE_TIME, "description": "Events received before this time are "
+                  "deleted by the environment's retention (events_ttl); null when they are "
+                  "kept forever."}}}
 
 SEED_HEADER = header(
     "x-inngest-event-id-seed", {"type": "string"},

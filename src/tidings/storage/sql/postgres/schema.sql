@@ -289,3 +289,16 @@ CREATE TABLE erased_runs (
     run_id TEXT PRIMARY KEY,
     erasure_id TEXT NOT NULL
 );
+
+-- Each environment's retention (events/retention.py): NULL is the mode's default, 0 forever.
+CREATE TABLE env_settings (
+    env_id TEXT PRIMARY KEY,
+    events_ttl_ms BIGINT,
+    runs_ttl_ms BIGINT,
+    dedup_window_ms BIGINT,
+    updated_at BIGINT NOT NULL
+);
+
+-- The runs of batches not ended, which need every event of theirs (housekeeping keeps them).
+CREATE INDEX runs_active_batches ON runs (event_id)
+    WHERE event_ids IS NOT NULL AND status NOT IN ('Completed', 'Failed', 'Cancelled');

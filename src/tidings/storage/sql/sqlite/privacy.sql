@@ -13,3 +13,11 @@ PRAGMA secure_delete = OFF;
 SELECT id FROM events
 WHERE env_id = ? AND id >= ? AND id < ? AND source = 'tidings'
   AND json_extract(data, '$.run_id') = ?;
+
+-- name: retention_freelist
+SELECT freelist_count FROM pragma_freelist_count;
+
+-- name: retention_free_page
+-- One free page returned to the file system (Python's sqlite3 steps a pragma once, so
+-- incremental_vacuum(N) would free one page anyway).
+PRAGMA incremental_vacuum(1);

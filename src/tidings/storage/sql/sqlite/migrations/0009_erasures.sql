@@ -21,8 +21,3 @@ CREATE TABLE erased_runs (
     run_id TEXT PRIMARY KEY,
     erasure_id TEXT NOT NULL
 ) WITHOUT ROWID;
-
--- A person's events newest first (GET /v1/users/{external_id}/events), page by page.
-DROP INDEX events_user_subject;
-CREATE INDEX events_user_subject ON events (env_id, user_subject, id)
-    WHERE user_subject IS NOT NULL;

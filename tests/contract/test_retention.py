@@ -1,0 +1,172 @@
+"""Retention on both backends: each environment's settings (``/v1/settings``), refused when
+they do not hold together; and housekeeping deleting expired events and ended runs, but never
+what a run still needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import tidings
+from tests.conftest import make_settings
+from tests.engine.conftest import Clock, Engine
+from tests.unit.helpers import app_client
+from tidings.core import Core
+from tidings.runs.model import COMPLETED, SLEEPING
+
+HOUR = 3_600_000
+
+
+@pytest.fixture
+async def engine(core: Core) -> Engine:
+    return Engine(core, Clock(), [])
+
+
+async def _post(client: httpx.AsyncClient, body: Any) -> httpx.Response:
+    return await client.post("/v1/settings", json=body)
+
+
+async def test_settings_default_change_and_go_back(client: httpx.AsyncClient) -> None:
+    shown = (await client.get("/v1/settings")).json()["data"]
+    assert shown == {"events_ttl": "forever", "runs_ttl": "forever", "dedup_window": "1d"}
+    changed = await _post(client, {"events_ttl": "7d", "runs_ttl": 2 * 86_400_000,
+                                   "dedup_window": "12h"})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["data"] == {"events_ttl": "1w", "runs_ttl": "2d",
+                                      "dedup_window": "12h"}
+    assert (await client.get("/v1/settings")).json()["data"]["events_ttl"] == "1w"
+    back = await _post(client, {"events_ttl": None, "dedup_window": None})
+    assert back.json()["data"] == {"events_ttl": "forever", "runs_ttl": "2d",
+                                   "dedup_window": "1d"}
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"events_ttl": "2h"}, "events_ttl"),  # shorter than the 1d dedup window
+    ({"events_ttl": "2d", "dedup_window": "3d"}, "dedup_window"),
+    ({"events_ttl": "5m", "dedup_window": "1m"}, "events_ttl"),  # under an hour
+    ({"events_ttl": "99999d"}, "events_ttl"),
+    ({"runs_ttl": "soon"}, "runs_ttl"),
+    ({"runs_ttl": -5}, "runs_ttl"),
+    ({"dedup_window": "forever"}, "dedup_window"),
+    ({"dedup_window": True}, "dedup_window"),
+    ({"keep": "1d"}, "keep"),
+    ({}, "events_ttl"),
+])
+async def test_bad_settings_are_400_naming_the_setting_and_change_nothing(
+    client: httpx.AsyncClient, body: Any, field: str
+) -> None:
+    reply = await _post(client, body)
+    assert reply.status_code == 400, reply.text
+    assert field in reply.json()["error"]
+    assert (await client.get("/v1/settings")).json()["data"]["events_ttl"] == "forever"
+
+
+async def test_serve_keeps_events_and_runs_thirty_days_by_default(db_url: str,
+                                                                   tmp_path: Path) -> None:
+    from tests.acceptance.sdk_apps import production_keys  # noqa: F401  (keys made below)
+    from tidings.keys import create_key
+
+    settings = make_settings(db_url, tmp_path, mode="serve")
+    async with app_client(settings) as (http, core):
+        secret, _ = await create_key(core.storage, "production", "api")
+        reply = await http.get("/v1/settings", headers={"authorization": f"Bearer {secret}"})
+        assert reply.json()["data"] == {"events_ttl": "30d", "runs_ttl": "30d",
+                                        "dedup_window": "1d"}
+        listed = await http.get("/v1/events", headers={"authorization": f"Bearer {secret}"})
+        assert listed.json()["retained_since"] is not None
+
+
+def app() -> tidings.Tidings:
+    client = tidings.Tidings(app_id="keep")
+
+    @client.function(id="quick", trigger=tidings.TriggerEvent(event="quick"))
+    async def quick(ctx: tidings.Context) -> Any:
+        return await ctx.step.run("one", lambda: 1)
+
+    @client.function(id="nap", trigger=tidings.TriggerEvent(event="nap"))
+    async def nap(ctx: tidings.Context) -> Any:
+        await ctx.step.sleep("long", "30d")
+        return "rested"
+
+    @client.function(id="bunch", trigger=tidings.TriggerEvent(event="bunch"),
+                     batch_events=tidings.Batch(max_size=100, timeout="1w"))
+    async def bunch(ctx: tidings.Context) -> Any:
+        return len(ctx.events)
+
+    return client
+
+
+async def test_housekeeping_deletes_what_expired_and_keeps_what_runs_need(
+    engine: Engine, client: httpx.AsyncClient
+) -> None:
+    await engine.start(app())
+    changed = await _post(client, {"events_ttl": "1h", "runs_ttl": "2h", "dedup_window": "30m"})
+    assert changed.status_code == 200, changed.text
+    await engine.send(*({"name": "quick", "data": {"n": n}} for n in range(30)))
+    (napping,) = await engine.send({"name": "nap"})
+    batched = await engine.send({"name": "bunch"}, {"name": "bunch"})
+    (delayed,) = await engine.send({"name": "quick", "deliver_after": 30 * 86_400})
+    await engine.drain()
+    listed = (await client.get("/v1/events", params={"limit": 1000})).json()
+    assert len(listed["data"]) == 34 and listed["retained_since"] is not None
+
+    engine.clock.advance(90 * 60_000)  # the events expired; the runs ended 1.5 h ago
+    housekeeper = engine.runtime.housekeeper  # type: ignore[union-attr]
+    deleted = await housekeeper.once()
+    left = {e["id"] for e in (await client.get("/v1/events", params={"limit": 1000})
+                              ).json()["data"]}
+    assert left == {napping, *batched, delayed}
+    assert deleted >= 30
+    runs = await engine.runs()
+    completed = [r for r in runs if r.status == COMPLETED]
+    assert len(completed) == 30  # ended 1.5 h ago: kept (runs_ttl is 2 h)
+
+    engine.clock.advance(60 * 60_000)  # the completed runs ended 2.5 h ago
+    await housekeeper.once()
+    statuses = [r.status for r in await engine.runs()]
+    assert COMPLETED not in statuses and SLEEPING in statuses
+    assert await engine.steps(completed[0].id) == []  # their steps went with them
+    assert (await engine.run(next(r.id for r in runs if r.status == SLEEPING))).status == SLEEPING
+
+
+async def test_the_dedup_window_is_the_environments(engine: Engine,
+                                                    client: httpx.AsyncClient) -> None:
+    await engine.start(app())
+    await _post(client, {"dedup_window": "1m"})
+    (first,) = await engine.send({"name": "quick", "id": "same-id"})
+    (again,) = await engine.send({"name": "quick", "id": "same-id"})
+    assert again == first
+    engine.clock.advance(2 * 60_000)
+    (later,) = await engine.send({"name": "quick", "id": "same-id"})
+    assert later != first
+
+
+async def test_sqlite_gives_the_space_back(tmp_path: Path) -> None:
+    from tidings.engine import expiry
+
+    db = tmp_path / "tidings.db"
+    core = await Core.start(make_settings(f"sqlite:///{db}", tmp_path))
+    try:
+        engine = Engine(core, Clock(), [])
+        await engine.start(app())
+        for _ in range(10):
+            await engine.send(*[{"name": "big", "data": {"b": "x" * 2000}}] * 200)
+        await engine.drain()
+        await core.storage.scrub()
+        full = _size(db)
+        while await core.storage.write(lambda tx: expiry.expire_events(
+                tx, engine.env_id, before_ms=engine.clock() + 1, chunk=500)):
+            pass
+        freed = await core.storage.write(expiry.free_pages)
+        await core.storage.scrub()
+        assert freed > 0
+        assert _size(db) < full / 2
+    finally:
+        await core.close()
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size
