@@ -49,6 +49,7 @@ class UserVault:
         self._sealer: UserSealer | None = None
         # (env_id, subject) -> (wrapped, key): believed only while the database holds ``wrapped``
         self._memo: OrderedDict[tuple[str, bytes], tuple[bytes, bytes]] = OrderedDict()
+        self._told_rotation = False
 
     async def open(self) -> None:
         """Load the blind-index key, creating it on first use."""
@@ -163,6 +164,17 @@ class UserVault:
         memo = self._memo.get((env_id, subject))
         if memo is not None and memo[0] == wrapped:
             self._memo.move_to_end((env_id, subject))
+            return memo[1]
+        keyring = self.sealer.keyring
+        if memo is not None and keyring.key_of(wrapped) not in keyring.keys:
+            # Re-wrapped under a master key this process was not given (``tidings keys
+            # rotate-encryption`` ran elsewhere): the data key itself is the same. Go on with
+            # it until a restart brings the new master key.
+            if not self._told_rotation:
+                self._told_rotation = True
+                log.warning("data keys are wrapped under master key %r, which this process "
+                            "does not have: restart it with the new TIDINGS_ENCRYPTION_KEY",
+                            keyring.key_of(wrapped))
             return memo[1]
         key = self.sealer.unwrap(wrapped, data_key_aad(env_id, subject))
         self._memo[(env_id, subject)] = (wrapped, key)
