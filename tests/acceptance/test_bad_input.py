@@ -59,7 +59,7 @@ BODYLESS = {("POST", "/v1/runs/{run_id}/cancel"), ("POST", "/v1/runs/{run_id}/re
             ("POST", "/v1/events/{event_id}/cancel")}
 # Paths whose id is anyone's, not one the server made: a well-formed one nobody has is a 200
 # (erasing a person never seen erases nothing), not a 404.
-ANY_ID = {("DELETE", "/v1/users/{external_id}")}
+ANY_ID = {("DELETE", "/v1/users/{external_id}"), ("GET", "/v1/users/{external_id}/events")}
 
 
 @dataclass(frozen=True)
