@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -161,7 +162,7 @@ class TidingsApp:
     def endpoints(self) -> list[tuple[str, str]]:
         """Every ``(method, path)`` the app answers (``HEAD`` aside), paths as the OpenAPI
         document writes them: what a test must cover."""
-        return sorted((method, route.path.replace(":path}", "}"))
+        return sorted((method, re.sub(r":\w+}", "}", route.path))
                       for route in self._routes for method in route.methods or ()
                       if method != "HEAD")
 

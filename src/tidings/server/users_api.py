@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -30,6 +31,23 @@ from tidings.server.api import (
 
 if TYPE_CHECKING:
     from tidings.engine.runtime import Runtime
+
+
+class PersonConvertor(Convertor[str]):
+    """An ``external_id`` in a path: any text, slashes too, but not ending in ``/events``
+    (that path is the person's export, where a DELETE is a 405, not an erasure of someone
+    whose id ends so; ``tidings users erase`` erases them)."""
+
+    regex = r"(?!.*/events$).*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("person", PersonConvertor())
 
 
 def external_id_param(request: Request, max_chars: int) -> str:
@@ -75,9 +93,8 @@ class UsersAPI:
         self._runtime = runtime or (lambda: None)
 
     def routes(self) -> list[Route]:
-        # The export first: ``{external_id:path}`` of the erasure would take ".../events" too.
         return [Route("/v1/users/{external_id:path}/events", self.export, methods=["GET"]),
-                Route("/v1/users/{external_id:path}", self.erase, methods=["DELETE"])]
+                Route("/v1/users/{external_id:person}", self.erase, methods=["DELETE"])]
 
     async def export(self, request: Request) -> Response:
         """A page of the person's events, newest first, decrypted, with their runs."""
