@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # values, errors, ids, crypto, settings, loop supervision: they know nothing of the flow
     (
         "canonical", "crypto", "durations", "errors", "ids", "json_input", "netguard",
-        "settings", "signing", "supervision",
+        "settings", "signing", "supervision", "version",
     ),
     ("storage",),
     ("keys", "vault"),  # event keys and the user vault, kept in storage
