@@ -10,8 +10,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tidings.flow import slots as flow_slots
+from tidings.functions.model import FunctionRow, dumps, loads
+from tidings.functions.registration import function_by_id
 from tidings.ids import floor_id, new_id
+from tidings.runs import slots
 from tidings.runs.model import (
     CANCELLED,
     COMPLETED,
@@ -21,12 +23,9 @@ from tidings.runs.model import (
     STATUSES,
     TERMINAL,
     WAITING,
-    FunctionRow,
     Run,
     StepRecord,
     StepRow,
-    dumps,
-    loads,
 )
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
@@ -37,56 +36,6 @@ def json_param(tx: Tx, value: bytes | None) -> bytes | str | None:
     if value is None:
         return None
     return value if tx.dialect == "sqlite" else value.decode()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FunctionDef:
-    slug: str
-    name: str
-    url: str | None
-    config: dict[str, Any]
-
-
-# -- functions -------------------------------------------------------------------------------
-
-def register(tx: Tx, *, env_id: str, app_id: str, queue: str, defs: Sequence[FunctionDef],
-             now: int, archive_missing: bool = True) -> list[FunctionRow]:
-    """Create or update an app's functions; archive the ones it no longer has. An SDK app and
-    a native client may share an app id: each archives only functions of its own queue."""
-    for d in defs:
-        tx.run("upsert_function", (new_id(now), env_id, app_id, d.slug, d.name, queue, d.url,
-                                   dumps(d.config), now, now))
-    if archive_missing:
-        keep = {d.slug for d in defs}
-        for row in tx.all("app_functions", (env_id, app_id)):
-            if row[5] == queue and row[3] not in keep:
-                tx.run("archive_function", (now, row[0]))
-    tx.run("bump_registry")
-    rows = []
-    for d in defs:
-        found = tx.one("function_by_slug", (env_id, d.slug))
-        assert found is not None
-        rows.append(FunctionRow.from_row(found))
-    return rows
-
-
-def registry_version(tx: Tx) -> int:
-    row = tx.one("registry_version")
-    return int(row[0]) if row else 0
-
-
-def live_functions(tx: Tx) -> list[FunctionRow]:
-    return [FunctionRow.from_row(r) for r in tx.all("live_functions")]
-
-
-def function_by_slug(tx: Tx, env_id: str, slug: str) -> FunctionRow | None:
-    row = tx.one("function_by_slug", (env_id, slug))
-    return FunctionRow.from_row(row) if row else None
-
-
-def function_by_id(tx: Tx, function_id: str) -> FunctionRow | None:
-    row = tx.one("function_by_id", (function_id,))
-    return FunctionRow.from_row(row) if row else None
 
 
 # -- runs ------------------------------------------------------------------------------------
@@ -548,8 +497,8 @@ def cancel_fenced(tx: Tx, run_id: str, reason: str, now: int,
         return False
     tx.run("delete_pauses_of_run", (run_id,))
     # Flow control: free its concurrency slots at once (waking a waiter), drop the rest.
-    flow_slots.release(tx, run_id, now)
-    flow_slots.ended(tx, run_id)
+    slots.release(tx, run_id, now)
+    slots.ended(tx, run_id)
     _settle_parent(tx, run_id, CANCELLED, None, error, now)
     for row in emit:
         insert_event(tx, row, delivered_at=None)
@@ -641,4 +590,4 @@ def cancel_delivery(tx: Tx, env_id: str, event_id: str, now: int) -> str | None:
     return "delivered" if state[0] is not None else "cancelled"
 
 
-__all__ = ["CANCELLED", "COMPLETED", "FAILED", "FunctionDef"]
+__all__ = ["CANCELLED", "COMPLETED", "FAILED"]

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from tidings.errors import DatabaseUnavailable, MigrationError, StorageError, StorageStopped
 from tidings.ids import new_id, now_ms
+from tidings.outage import unavailable
 from tidings.storage.base import (
     ApiKey,
     Environment,
@@ -46,7 +47,6 @@ from tidings.storage.base import (
     migration_files,
     split_queries,
 )
-from tidings.storage.outage import unavailable
 from tidings.storage.tx import SQLiteTx, Tx
 from tidings.supervision import Outage
 
