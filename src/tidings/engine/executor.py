@@ -83,7 +83,7 @@ class Executor:
         self._tasks: list[asyncio.Task[None]] = []
         # Writes commit in the order they are made (SQLite's one writer): a call's steps are
         # recorded while it goes on, and plain completions are written together.
-        self._ordered = bool(getattr(self.storage, "ordered_writes", False))
+        self._ordered = self.storage.ordered_writes
         self._settler = Settler(self.storage, registry, core.vault, clock=clock,
                                 backoff=self.settings.backoff, batched=self._ordered)
 

@@ -106,7 +106,7 @@ class Runtime:
         await self.register()
         if self._route:
             self.core.ingest.observers.append(self._ingested)
-            if getattr(self.core.storage, "routes_inline", False):
+            if self.core.storage.routes_inline:
                 self.core.ingest.inline = self
             await self.router.start()
         await self.cron.start()
@@ -114,8 +114,9 @@ class Runtime:
         for executor in self.executors.values():
             await executor.start()
         await self.replays.resume()
-        subscribe = getattr(self.core.storage, "subscribe", None)
-        if subscribe is not None:
+        storage = self.core.storage
+        if storage.notifies:
+            subscribe = storage.subscribe
             self._listener = self.core.supervisor.start(
                 "tidings-listener", lambda ok: subscribe(
                     self._due, self.core.gate.forget, partial(self._listening, ok)))

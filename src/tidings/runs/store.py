@@ -27,7 +27,7 @@ from tidings.runs.model import (
     StepRecord,
     StepRow,
 )
-from tidings.storage.base import EventRow
+from tidings.storage.base import EventRow, event_from_row
 from tidings.storage.tx import Tx
 
 
@@ -129,29 +129,12 @@ def claim_calls(tx: Tx, queue: str, owner: str, now: int, lease_ms: int,
 
 
 def event_rows(tx: Tx, ids: Sequence[str]) -> list[EventRow]:
-    return [_event_row(r) for r in tx.all("event_rows", (id_list(tx, ids),))]
+    return [event_from_row(r) for r in tx.all("event_rows", (id_list(tx, ids),))]
 
 
 def event_row(tx: Tx, event_id: str) -> EventRow | None:
     r = tx.one("event_row", (event_id,))
-    return None if r is None else _event_row(r)
-
-
-def _event_row(r: tuple[Any, ...]) -> EventRow:
-    return EventRow(
-        id=r[0], env_id=r[1], name=r[2], data=_bytes(r[3]), user=_blob(r[4]),
-        user_subject=_blob(r[5]), key=r[6], ts=r[7], v=r[8], source=r[9],
-        context=_bytes(r[10]) if r[10] is not None else None, account_id=r[11],
-        received_at=r[12], deliver_at=r[13], delivered_at=r[14], cancelled_at=r[15],
-        meta=_bytes(r[16]) if r[16] is not None else None)
-
-
-def _bytes(value: Any) -> bytes:
-    return value.encode() if isinstance(value, str) else bytes(value)
-
-
-def _blob(value: Any) -> bytes | None:
-    return None if value is None else bytes(value)
+    return None if r is None else event_from_row(r)
 
 
 ALL_QUEUES = "*"  # what ``notify`` names to wake the executors of every queue
