@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # values, errors, ids, crypto, settings, loop supervision: they know nothing of the flow
     (
         "canonical", "crypto", "durations", "errors", "ids", "json_input", "netguard",
-        "settings", "signing", "supervision",
+        "outage", "settings", "signing", "supervision", "version",
     ),
     ("storage",),
     ("keys", "vault"),  # event keys and the user vault, kept in storage
@@ -37,6 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("ingest",),
     ("privacy",),  # a person's data: erase, export
     ("core",),  # storage, keys, vault and ingest wired once for a process
+    ("calls",),  # one call of a function: the host the engine gives it, the outcomes it ends in
     ("sdk",),
     ("engine", "apps"),
     ("server",),

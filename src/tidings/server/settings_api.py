@@ -17,8 +17,8 @@ from tidings.core import Core
 from tidings.events import retention
 from tidings.ids import now_ms
 from tidings.json_input import decode_json
-from tidings.server.api import check_params, json_response, read_env
 from tidings.server.http import read_body
+from tidings.server.requests import check_params, json_response, read_env
 from tidings.storage.tx import Tx
 
 

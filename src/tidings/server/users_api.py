@@ -7,8 +7,6 @@ of the API key (or its ``x-inngest-env`` branch).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 from starlette.convertors import Convertor, register_url_convertor
@@ -20,7 +18,8 @@ from tidings.core import Core
 from tidings.errors import RequestRejected
 from tidings.privacy.erase import EVENTS_MODES, EventsMode, erase
 from tidings.privacy.export import export_page
-from tidings.server.api import (
+from tidings.runs.local import ALL
+from tidings.server.requests import (
     ULID_RE,
     bearer,
     check_params,
@@ -28,9 +27,6 @@ from tidings.server.api import (
     limit_param,
     read_env,
 )
-
-if TYPE_CHECKING:
-    from tidings.engine.runtime import Runtime
 
 
 class PersonConvertor(Convertor[str]):
@@ -88,9 +84,8 @@ def actor(request: Request, dev: bool) -> str:
 
 
 class UsersAPI:
-    def __init__(self, core: Core, runtime: Callable[[], Runtime | None] | None = None) -> None:
+    def __init__(self, core: Core) -> None:
         self.core = core
-        self._runtime = runtime or (lambda: None)
 
     def routes(self) -> list[Route]:
         return [Route("/v1/users/{external_id:path}/events", self.export, methods=["GET"]),
@@ -117,11 +112,5 @@ class UsersAPI:
         done = await erase(self.core.storage, self.core.vault, env.id, external_id,
                            events=mode, actor=actor(request, self.core.settings.dev))
         if done.runs_cancelled:
-            self._wake()  # cancelled runs may have freed concurrency slots or parents
+            self.core.wakers.wake(ALL)  # cancelled runs may have freed slots or parents
         return json_response(200, {"data": done.to_json()})
-
-    def _wake(self) -> None:
-        runtime = self._runtime()
-        if runtime is not None:
-            for executor in runtime.executors.values():
-                executor.wake()
