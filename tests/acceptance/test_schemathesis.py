@@ -133,6 +133,10 @@ def test_openapi_json_describes_every_json_endpoint(dev_server: LiveServer) -> N
         ("GET", "/dev"),
         ("GET", "/health"),
         ("GET", "/openapi.json"),
+        ("DELETE", "/v1/users/{external_id}"),
+        ("GET", "/v1/users/{external_id}/events"),
+        ("GET", "/v1/settings"),
+        ("POST", "/v1/settings"),
     }
     assert served.json() == document(dev=True)
 
