@@ -6,6 +6,7 @@ import asyncio
 import functools
 import gc
 import json
+import logging
 import math
 import os
 import sys
@@ -28,13 +29,15 @@ from tidings.durations import to_ms
 from tidings.errors import ConfigError, TidingsError
 from tidings.ids import now_ms
 from tidings.keys import CACHE_SECONDS, create_key
+from tidings.observe.options import logging_options
 from tidings.runs.model import STATUSES
 from tidings.runs.store import REPLAYABLE
 from tidings.sdk.client import DEFAULT_BASE_URL, Event, Tidings
-from tidings.settings import MIB, Load, Mode, Settings, database_url_from, parse_size
+from tidings.settings import MIB, Load, Mode, Observe, Settings, database_url_from, parse_size
 from tidings.storage import storage_for
 
 T = TypeVar("T")
+log = logging.getLogger("tidings.cli")
 console = Console()
 DATA_DIR = Path(os.environ.get("TIDINGS_DATA_DIR", ".tidings"))
 
@@ -49,10 +52,11 @@ db_option = click.option("--db", "db", default=None, metavar="PATH_OR_URL",
 
 
 def _settings(mode: Mode, db: str | None, *, load: Load | None = None,
-              allow_app_hosts: tuple[str, ...] = ()) -> Settings:
+              allow_app_hosts: tuple[str, ...] = (), observe: Observe | None = None
+              ) -> Settings:
     return Settings(mode=mode, database_url=database_url_from(db, data_dir=DATA_DIR),
                     data_dir=DATA_DIR, load=load or Load(),
-                    allow_app_hosts=_host_list(allow_app_hosts))
+                    allow_app_hosts=_host_list(allow_app_hosts), observe=observe or Observe())
 
 
 def _host_list(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -165,15 +169,23 @@ def _serve(settings: Settings, host: str, port: int, apps: tuple[str, ...] = (),
                      engine=_engine(retry_interval=retry_interval), watch=watch, http=http,
                      on_dead=stop)
     where = _safe_url(settings.database_url)
-    console.print(f"[bold]Tidings {settings.mode}[/] on http://{host}:{port}  (db: {where})")
+    from dataclasses import asdict
+
     from tidings.server.protocol import protocol_for
 
     load = settings.load
+    # Settings only: keys and the master key are never among them.
+    log.info("Tidings %s on http://%s:%d (db: %s)", settings.mode, host, port, where,
+             extra={"mode": settings.mode, "host": host, "port": port, "db": where, "env": env,
+                    "http": http, "apps": list(apps), "version": _version(),
+                    "allow_app_hosts": list(settings.allow_app_hosts),
+                    "access_log": settings.observe.access_log, "load": asdict(load)})
     # The protocol adds the deadlines and the connection limit uvicorn lacks (its own
-    # keep-alive timer is left at least as long, so that ours decides).
+    # keep-alive timer is left at least as long, so that ours decides). Its log records go
+    # through the handler ``observe.logs`` installed (``log_config=None``).
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http=protocol_for(load),
                             timeout_keep_alive=math.ceil(load.keepalive), lifespan="on",
-                            access_log=False, log_level="warning")
+                            access_log=False, log_config=None)
     server = uvicorn.Server(config)
     # What is loaded by now lives as long as the process: keep the collector from walking it
     # again and again under load.
@@ -183,6 +195,12 @@ def _serve(settings: Settings, host: str, port: int, apps: tuple[str, ...] = (),
         _died(dead)
     if not server.started:
         sys.exit(1)
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("tidings")
 
 
 def _died(dead: list[str]) -> None:
@@ -209,9 +227,10 @@ retry_option = click.option(
 @click.option("--poll-interval", type=float, default=5.0, show_default=True, metavar="SECONDS",
               help="How often SDK apps are synced again.")
 @_load_options
+@logging_options(lambda: "text")
 def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
         retry_interval: float | None, sdk_urls: tuple[str, ...], no_discovery: bool,
-        poll_interval: float, load: Load) -> None:
+        poll_interval: float, load: Load, access_log: bool) -> None:
     """Run a development server: SQLite under ./.tidings, any event key accepted.
 
     With ``-a module:client`` the client's functions run in this process; apps written with
@@ -221,8 +240,8 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
 
     watch = AppWatch(urls=sdk_urls, discover=not no_discovery, interval=poll_interval,
                      own_port=port)
-    _serve(_settings("dev", db, load=load), host, port, apps, retry_interval=retry_interval,
-           watch=watch)
+    _serve(_settings("dev", db, load=load, observe=Observe(access_log=access_log)), host, port,
+           apps, retry_interval=retry_interval, watch=watch)
 
 
 @main.command()
@@ -237,9 +256,10 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
                    "`tidings worker`s make those calls.")
 @allow_host_option
 @_load_options
+@logging_options(lambda: "json")
 def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
           retry_interval: float | None, http: bool, allow_app_hosts: tuple[str, ...],
-          load: Load) -> None:
+          load: Load, access_log: bool) -> None:
     """Run a production server: keys required, TIDINGS_ENCRYPTION_KEY required.
 
     Inngest SDK apps sync with their environment's signing key (``tidings keys
@@ -248,7 +268,8 @@ def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
     """
     if not (db or os.environ.get("TIDINGS_DATABASE_URL")):
         raise click.UsageError("tidings serve needs --db URL or TIDINGS_DATABASE_URL")
-    settings = _settings("serve", db, load=load, allow_app_hosts=allow_app_hosts)
+    settings = _settings("serve", db, load=load, allow_app_hosts=allow_app_hosts,
+                         observe=Observe(access_log=access_log))
     keyring_for(settings)  # fail here, with a clear message, rather than in the server's start
     _serve(settings, host, port, apps, env, retry_interval=retry_interval, http=http)
 
@@ -720,6 +741,8 @@ def _engine(*, retry_interval: float | None = None, concurrency: int | None = No
 @click.option("--grace", default=30.0, show_default=True, type=float,
               help="Seconds in-flight calls get to finish on SIGTERM before being handed back.")
 @allow_host_option
+@logging_options(lambda: "json" if os.environ.get("TIDINGS_ENCRYPTION_KEY") else "text",
+                 access_log=False)
 def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | None,
            concurrency: int, retry_interval: float | None, grace: float,
            allow_app_hosts: tuple[str, ...]) -> None:
@@ -760,8 +783,12 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
                           settings=_engine(retry_interval=retry_interval,
                                            concurrency=concurrency))
         await runtime.start()
-        console.print(f"[bold]Tidings worker[/] {', '.join(what)} (env {name}, "
-                      f"db {_safe_url(settings.database_url)})")
+        where = _safe_url(settings.database_url)
+        log.info("Tidings worker: %s (env %s, db %s)", ", ".join(what), name, where,
+                 extra={"mode": settings.mode, "env": name, "db": where, "apps": list(apps),
+                        "http": calls_apps, "concurrency": concurrency, "grace": grace,
+                        "version": _version(),
+                        "allow_app_hosts": list(settings.allow_app_hosts)})
         await stop.wait()
         try:
             await runtime.stop(grace)

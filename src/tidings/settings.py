@@ -96,6 +96,13 @@ class Load:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Observe:
+    """What a server tells about itself beyond its answers (``tidings/observe``)."""
+
+    access_log: bool = False  # a log line per HTTP request (``--access-log``)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything a server process needs to know, built once at start."""
 
@@ -109,6 +116,7 @@ class Settings:
     # Under serve, what outbound calls to user-supplied URLs may reach besides public
     # addresses (``--allow-app-host``; see ``netguard``).
     allow_app_hosts: tuple[str, ...] = ()
+    observe: Observe = field(default_factory=Observe)
 
     @property
     def dev(self) -> bool:

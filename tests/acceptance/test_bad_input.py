@@ -53,7 +53,7 @@ DEEP_CEL = "(" * 100_000 + "true" + ")" * 100_000
 
 LENIENT_QUERY = {("POST", "/e/{key}"), ("POST", "/fn/register"),
                  ("GET", "/v0/runs/{run_id}/batch"), ("GET", "/v0/runs/{run_id}/actions"),
-                 ("GET", "/health"), ("GET", "/openapi.json")}
+                 ("GET", "/health"), ("GET", "/ready"), ("GET", "/openapi.json")}
 LENIENT_KEYS = {("POST", "/fn/register")}
 BODYLESS = {("POST", "/v1/runs/{run_id}/cancel"), ("POST", "/v1/runs/{run_id}/rerun"),
             ("POST", "/v1/events/{event_id}/cancel")}

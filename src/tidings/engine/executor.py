@@ -41,6 +41,7 @@ from tidings.events.parse import INTERNAL_DATA_KEY, parse_events
 from tidings.flow import admission as flow_admission
 from tidings.flow import routing as flow_routing
 from tidings.ids import IdSeed, floor_id, new_id, now_ms
+from tidings.observe import runs as observe
 from tidings.router.registry import Registry
 from tidings.router.route import look_back
 from tidings.runs import store
@@ -210,8 +211,12 @@ class _Host:
         if last:
             self._failures.pop(step, None)  # its error is its result: no more attempts
             self.progressed = True
+            if not final:
+                observe.step_failed(self._run, step, name, failures, error, None)
         else:
-            self.retry = RetryStep(step, now + self._executor.settings.backoff.delay(failures))
+            due = now + self._executor.settings.backoff.delay(failures)
+            self.retry = RetryStep(step, due, error)
+            observe.step_failed(self._run, step, name, failures, error, due)
         return last
 
     def block(self, blocker: Any) -> None:
@@ -485,10 +490,13 @@ class Executor:
                         fn_row.slug if fn_row else run.function_id)
             await self.storage.write(lambda tx: store.release(tx, run.id, run.lease_token))
             return
+        observe.call_began(run, fn_row)
         event, events = await self._events(run, call.events)
         host = _Host(self, run, fn_row, call.steps)
         outcome = await self._driver.call(fn_row, host, run=run, event=event, events=events)
         if not await host.settled() or outcome is None:
+            if host.lost:
+                observe.lease_lost(run)
             return
         if host.progressed:
             # Retries count per position, as Inngest's queue items do: a function-level
@@ -567,7 +575,9 @@ class Executor:
                 await write(lambda tx: store.reschedule(tx, run, due_at=at,
                                                         attempt=run.attempt + 1,
                                                         error=outcome.error))
+                observe.settled(run, fn, outcome, at)
             else:
+                observe.settled(run, fn, outcome, None)
                 reported = lifecycle(outcome.error, outcome.reason)
                 rows = [*self._lifecycle(run, fn, event, events, "failed", now,
                                          error=reported),
@@ -581,8 +591,8 @@ class Executor:
             due_now = True
         elif isinstance(outcome, RetryStep):
             at = outcome.retry_at if outcome.retry_at is not None else now
-            await write(
-                lambda tx: store.reschedule(tx, run, due_at=at, attempt=run.attempt))
+            await write(lambda tx: store.reschedule(tx, run, due_at=at, attempt=run.attempt,
+                                                    error=outcome.error))
         elif isinstance(outcome, Blocked):
             plans = [await self._plan_invoke(run, fn, b, now) if isinstance(b, Invoke) else None
                      for b in outcome.blockers]

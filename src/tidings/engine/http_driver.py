@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -150,6 +150,7 @@ class _Call:
     keys: EnvSigningKeys | None
     running: set[str] = field(default_factory=set)  # steps with a request of their own out
     held: set[str] = field(default_factory=set)  # steps that ran without a result: not again
+    last: Reply | None = None  # the latest answer, for the log line of a failed call
 
 
 def _race(op: dict[str, Any]) -> bool:
@@ -203,8 +204,7 @@ class HttpDriver:
             if host.lost:
                 return None
             if isinstance(outcome, RunFailed):
-                log.warning("run %s (%s), attempt %d: %s: %s", run.id, fn.slug, run.attempt,
-                            outcome.error.get("name"), outcome.error.get("message"))
+                _log_failed(run, fn, outcome, call.last)
             if outcome is not None:
                 return outcome
             if host.blockers:
@@ -357,7 +357,7 @@ class HttpDriver:
                 elif host.retry is not None:
                     at = retry_after(reply.headers.get("retry-after"), now)
                     if at is not None:
-                        host.retry = RetryStep(step, at)
+                        host.retry = replace(host.retry, retry_at=at)
             elif kind in ("Sleep", "WaitForEvent", "InvokeFunction"):
                 if any(b.step == step for b in host.blockers):
                     return None  # a race group's branches report it again
@@ -418,6 +418,7 @@ class HttpDriver:
             if keys.branch is not None:
                 headers["x-inngest-env"] = keys.branch
         url = step_url(fn.url, step_id)
+        call.last = None
         try:
             # A streaming SDK signs as its answer begins: soon after the request goes out.
             answered = int(time.time())
@@ -441,5 +442,21 @@ class HttpDriver:
             distrust = streamed_distrust(url, found, inner, answer, keys.all, answered=answered)
         else:
             distrust = None if verify(raw, found.get("x-inngest-signature"), keys.all) else UNSIGNED
-        return Reply(status, {**found, **inner}, answer, distrust,
-                     call.state.attempt if attempt is None else attempt)
+        call.last = Reply(status, {**found, **inner}, answer, distrust,
+                          call.state.attempt if attempt is None else attempt)
+        return call.last
+
+
+def _log_failed(run: Run, fn: FunctionRow, outcome: RunFailed, reply: Reply | None) -> None:
+    """A failed call to an SDK app, at WARNING: its status and reason, and the start of the
+    answer (500 bytes), which says what went wrong when the app's answer could not be taken
+    in. The run's ids come bound (``observe.runs``)."""
+    name, message = outcome.error.get("name"), outcome.error.get("message")
+    extra: dict[str, Any] = {"reason": name}
+    where = ""
+    if reply is not None:
+        extra["status"] = reply.status
+        extra["answer"] = reply.body[:500].decode(errors="replace")
+        where = f" (status {reply.status})"
+    log.warning("run %s: the call to %s failed%s, attempt %d: %s: %s", run.id, fn.slug, where,
+                run.attempt + 1, name, message, extra=extra)

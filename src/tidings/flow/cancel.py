@@ -8,6 +8,7 @@ conditions of the runs waiting for it; only events stored after the run's trigge
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from tidings.runs.model import TERMINAL, FunctionRow, Run, dumps
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
 
+log = logging.getLogger("tidings.flow")
 CANCELLED_EVENT = "tidings/function.cancelled"
 BULK_REASON = "cancelled in bulk through the API"
 
@@ -33,7 +35,10 @@ def cancel_run(tx: Tx, registry: Registry, run_id: str, reason: str, now: int) -
     if run is None or run.status in TERMINAL:
         return False
     emit = _cancelled_events(tx, registry, run, reason, now)
-    return store.cancel_fenced(tx, run_id, reason, now, emit)
+    if not store.cancel_fenced(tx, run_id, reason, now, emit):
+        return False
+    log.info("run %s cancelled: %s", run_id, reason, extra={"run_id": run_id})
+    return True
 
 
 def _cancelled_events(tx: Tx, registry: Registry, run: Run, reason: str,

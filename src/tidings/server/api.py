@@ -22,6 +22,7 @@ from tidings.errors import RequestRejected
 from tidings.events.parse import parse_events
 from tidings.flow import status as flow_status
 from tidings.ids import IdSeed, floor_id, now_ms
+from tidings.observe import health as observe_health
 from tidings.server.event_api import BRANCH_NOT_UTF8, rejection
 from tidings.server.http import TICKET, encode, read_body
 from tidings.storage.base import Environment, EventQuery
@@ -218,22 +219,18 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
         return await (send_events if request.method == "POST" else list_events)(request)
 
     async def health(request: Request) -> Response:
-        """200 while every long-lived loop of the process runs (those retrying after a failure
-        are listed under ``failing``); 503 once one is dead for good (the process then exits,
-        see ``supervision.py``)."""
-        report = core.supervisor.report()
-        if not report.healthy:
-            dead = "; ".join(f"{name}: {error}" for name, error in report.dead.items())
-            return json_response(503, {"status": 503, "message": f"stopped for good: {dead}",
-                                       "dead": report.dead, "failing": report.failing})
-        if report.failing:
-            return json_response(200, {"status": 200, "message": "OK, retrying after failures",
-                                       "failing": report.failing})
-        return json_response(200, {"status": 200, "message": "OK"})
+        """200 while every long-lived loop of the process runs; 503 once one is dead for good
+        (``observe/health.py``). Lenient with query parameters, as Inngest's is."""
+        return json_response(*observe_health.live(core))
+
+    async def ready(request: Request) -> Response:
+        """200 when the database answers, its schema is current and a write commits."""
+        return json_response(*await observe_health.ready(core))
 
     # One route per path, so a 405 names every method the path has in ``Allow``.
     return [
         Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
         Route("/v1/events", events, methods=["GET", "POST"]),
         Route("/v1/events/{event_id}", get_event, methods=["GET"]),
         *RunsAPI(core, runtime).routes(),

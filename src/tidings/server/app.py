@@ -24,6 +24,7 @@ from tidings.engine.executor import EngineSettings
 from tidings.engine.runtime import Runtime
 from tidings.errors import Overloaded, RequestRejected
 from tidings.keys import DEV_ENV, SigningKeys
+from tidings.observe.access import AccessLog
 from tidings.server.api import error_response, json_response, routes
 from tidings.server.dev_api import DevAPI
 from tidings.server.event_api import EventAPI
@@ -104,6 +105,9 @@ class TidingsApp:
         self._routes: list[Route] = []
         self._shedder: Shedder | None = None
         self._kind = (b"x-inngest-server-kind", settings.server_kind.encode())
+        self._http_app: ASGIApp = self._dispatch
+        if settings.observe.access_log:
+            self._http_app = AccessLog(self._dispatch)
         if core is not None:
             self._build(core)
 
@@ -202,11 +206,13 @@ class TidingsApp:
         await self._poller.start()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "lifespan":
+        if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        if kind == "http":
+        await self._http_app(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
             method = scope["method"]
             if method == "POST" and scope["path"].startswith("/e/"):
                 assert self._events is not None

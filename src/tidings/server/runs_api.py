@@ -254,6 +254,8 @@ class RunsAPI:
         assert again is not None
         if not cancelled:
             return self._ended(again[0])
+        log.info("run %s cancelled: %s", run.id, CANCEL_REASON,
+                 extra={"run_id": run.id, "function": slug})
         if emit:
             self._emitted([row.id for row in emit])
         if run.parent_run_id:

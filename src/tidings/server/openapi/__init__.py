@@ -17,6 +17,15 @@ from tidings.server.openapi.parts import ERROR, FIELD_ERROR, ApiSecurity, json_b
 LOOPS = {"type": "object", "additionalProperties": {"type": "string"}}
 
 
+def _ready(status: int) -> dict[str, Any]:
+    """The body of ``/ready``: each check (database, migrations, writer, loops) with ``ok`` or
+    what failed."""
+    return {"type": "object", "required": ["status", "message", "checks"],
+            "properties": {"status": {"const": status}, "message": {"type": "string"},
+                           "checks": {"type": "object",
+                                      "additionalProperties": {"type": "string"}}}}
+
+
 @cache
 def document(dev: bool = False) -> dict[str, Any]:
     """The OpenAPI 3.1 document (built once per mode). ``tidings dev`` asks for no credentials
@@ -50,6 +59,20 @@ def document(dev: bool = False) -> dict[str, Any]:
                         "properties": {"status": {"const": 503}, "message": {"type": "string"},
                                        "dead": LOOPS, "failing": LOOPS},
                     }, "A loop is dead for good"),
+                },
+            }},
+            "/ready": {"get": {
+                "operationId": "ready",
+                "summary": "Readiness",
+                "description": "200 when the process can do its work now: the database "
+                               "answers a read, its schema is at the version this release "
+                               "expects, and a write commits (each within 2 s); 503 naming "
+                               "the checks that failed otherwise. Not a liveness check: a "
+                               "database outage makes it 503 without the process being "
+                               "unhealthy.",
+                "responses": {
+                    "200": json_body(_ready(200), "Ready"),
+                    "503": json_body(_ready(503), "Not ready"),
                 },
             }},
             "/openapi.json": {"get": {

@@ -32,3 +32,8 @@ SELECT count(*) FROM flow_limits;
 
 -- name: flow_limits_keys
 SELECT flow_key FROM flow_limits;
+
+-- name: ready_probe
+-- /ready: a data statement that changes nothing, in a write transaction. It fails where writes
+-- cannot be made (a read-only replica, a database refusing writes), as a commit alone may not.
+UPDATE tidings_migrations SET name = name WHERE version < 0;
