@@ -41,7 +41,7 @@ from tidings.events.parse import INTERNAL_DATA_KEY, parse_events
 from tidings.flow import admission as flow_admission
 from tidings.flow import routing as flow_routing
 from tidings.ids import IdSeed, floor_id, new_id, now_ms
-from tidings.observe import runs as observe
+from tidings.engine import telemetry as observe
 from tidings.router.registry import Registry
 from tidings.router.route import look_back
 from tidings.runs import store

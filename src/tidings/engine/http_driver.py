@@ -450,7 +450,7 @@ class HttpDriver:
 def _log_failed(run: Run, fn: FunctionRow, outcome: RunFailed, reply: Reply | None) -> None:
     """A failed call to an SDK app, at WARNING: its status and reason, and the start of the
     answer (500 bytes), which says what went wrong when the app's answer could not be taken
-    in. The run's ids come bound (``observe.runs``)."""
+    in. The run's ids come bound (``engine/telemetry.py``)."""
     name, message = outcome.error.get("name"), outcome.error.get("message")
     extra: dict[str, Any] = {"reason": name}
     where = ""

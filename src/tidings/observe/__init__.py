@@ -1,6 +1,7 @@
-"""What an operator sees of a Tidings process: logs (``logs``), and the options that set them
-(``options``).
+"""What an operator sees of a Tidings process: log set-up and fields (``logs``), the options
+that set them (``options``), the access log (``access``).
 
-The engine, the drivers and the server report through a handful of calls into this package;
-nothing here reaches back into them.
+It sits at the bottom of the layers and knows nothing of the flow: the engine
+(``engine/telemetry.py``), the drivers and the server report through a handful of calls into
+it, with plain values.
 """

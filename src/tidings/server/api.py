@@ -22,7 +22,7 @@ from tidings.errors import RequestRejected
 from tidings.events.parse import parse_events
 from tidings.flow import status as flow_status
 from tidings.ids import IdSeed, floor_id, now_ms
-from tidings.observe import health as observe_health
+from tidings.server import health as probes
 from tidings.server.event_api import BRANCH_NOT_UTF8, rejection
 from tidings.server.http import TICKET, encode, read_body
 from tidings.storage.base import Environment, EventQuery
@@ -220,12 +220,12 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
 
     async def health(request: Request) -> Response:
         """200 while every long-lived loop of the process runs; 503 once one is dead for good
-        (``observe/health.py``). Lenient with query parameters, as Inngest's is."""
-        return json_response(*observe_health.live(core))
+        (``server/health.py``). Lenient with query parameters, as Inngest's is."""
+        return json_response(*probes.live(core))
 
     async def ready(request: Request) -> Response:
         """200 when the database answers, its schema is current and a write commits."""
-        return json_response(*await observe_health.ready(core))
+        return json_response(*await probes.ready(core))
 
     # One route per path, so a 405 names every method the path has in ``Allow``.
     return [
