@@ -29,7 +29,7 @@ from tidings.durations import to_ms
 from tidings.errors import ConfigError, TidingsError
 from tidings.ids import now_ms
 from tidings.keys import CACHE_SECONDS, create_key
-from tidings.observe.options import logging_options
+from tidings.observe.options import observe_options
 from tidings.runs.model import STATUSES
 from tidings.runs.store import REPLAYABLE
 from tidings.sdk.client import DEFAULT_BASE_URL, Event, Tidings
@@ -227,10 +227,10 @@ retry_option = click.option(
 @click.option("--poll-interval", type=float, default=5.0, show_default=True, metavar="SECONDS",
               help="How often SDK apps are synced again.")
 @_load_options
-@logging_options(lambda: "text")
+@observe_options(lambda: "text", tokens=False)
 def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
         retry_interval: float | None, sdk_urls: tuple[str, ...], no_discovery: bool,
-        poll_interval: float, load: Load, access_log: bool) -> None:
+        poll_interval: float, load: Load, observe: Observe) -> None:
     """Run a development server: SQLite under ./.tidings, any event key accepted.
 
     With ``-a module:client`` the client's functions run in this process; apps written with
@@ -240,8 +240,8 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
 
     watch = AppWatch(urls=sdk_urls, discover=not no_discovery, interval=poll_interval,
                      own_port=port)
-    _serve(_settings("dev", db, load=load, observe=Observe(access_log=access_log)), host, port,
-           apps, retry_interval=retry_interval, watch=watch)
+    _serve(_settings("dev", db, load=load, observe=observe), host, port, apps,
+           retry_interval=retry_interval, watch=watch)
 
 
 @main.command()
@@ -256,10 +256,10 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
                    "`tidings worker`s make those calls.")
 @allow_host_option
 @_load_options
-@logging_options(lambda: "json")
+@observe_options(lambda: "json")
 def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
           retry_interval: float | None, http: bool, allow_app_hosts: tuple[str, ...],
-          load: Load, access_log: bool) -> None:
+          load: Load, observe: Observe) -> None:
     """Run a production server: keys required, TIDINGS_ENCRYPTION_KEY required.
 
     Inngest SDK apps sync with their environment's signing key (``tidings keys
@@ -269,7 +269,7 @@ def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
     if not (db or os.environ.get("TIDINGS_DATABASE_URL")):
         raise click.UsageError("tidings serve needs --db URL or TIDINGS_DATABASE_URL")
     settings = _settings("serve", db, load=load, allow_app_hosts=allow_app_hosts,
-                         observe=Observe(access_log=access_log))
+                         observe=observe)
     keyring_for(settings)  # fail here, with a clear message, rather than in the server's start
     _serve(settings, host, port, apps, env, retry_interval=retry_interval, http=http)
 
@@ -741,11 +741,11 @@ def _engine(*, retry_interval: float | None = None, concurrency: int | None = No
 @click.option("--grace", default=30.0, show_default=True, type=float,
               help="Seconds in-flight calls get to finish on SIGTERM before being handed back.")
 @allow_host_option
-@logging_options(lambda: "json" if os.environ.get("TIDINGS_ENCRYPTION_KEY") else "text",
-                 access_log=False)
+@observe_options(lambda: "json" if os.environ.get("TIDINGS_ENCRYPTION_KEY") else "text",
+                 http=False, port=True)
 def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | None,
            concurrency: int, retry_interval: float | None, grace: float,
-           allow_app_hosts: tuple[str, ...]) -> None:
+           allow_app_hosts: tuple[str, ...], observe: Observe) -> None:
     """Run functions against a shared database, next to any number of servers and workers.
 
     With MODULE:CLIENT arguments it runs those clients' native functions (add --http to take
@@ -762,7 +762,7 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
         raise click.UsageError("nothing to run: give MODULE:CLIENT or leave out --no-http")
     clients = _load_apps(apps)
     settings = _settings("serve" if os.environ.get("TIDINGS_ENCRYPTION_KEY") else "dev", db,
-                         allow_app_hosts=allow_app_hosts)
+                         allow_app_hosts=allow_app_hosts, observe=observe)
     name = env or ("dev" if settings.database_url.startswith("sqlite") else "production")
     what = [*apps, *(["SDK apps (queue http)"] if calls_apps else [])]
 
@@ -783,13 +783,23 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
                           settings=_engine(retry_interval=retry_interval,
                                            concurrency=concurrency))
         await runtime.start()
+        probes = None
+        if observe.metrics_port is not None:
+            from tidings.server.metrics_api import ProbeServer
+
+            # Probes come from outside the machine under serve; in dev, loopback will do.
+            probes = ProbeServer(core, "127.0.0.1" if settings.dev else "0.0.0.0",
+                                 observe.metrics_port)
+            await probes.start()
         where = _safe_url(settings.database_url)
         log.info("Tidings worker: %s (env %s, db %s)", ", ".join(what), name, where,
                  extra={"mode": settings.mode, "env": name, "db": where, "apps": list(apps),
                         "http": calls_apps, "concurrency": concurrency, "grace": grace,
-                        "version": _version(),
+                        "version": _version(), "metrics_port": observe.metrics_port,
                         "allow_app_hosts": list(settings.allow_app_hosts)})
         await stop.wait()
+        if probes is not None:
+            await probes.stop()
         try:
             await runtime.stop(grace)
             await core.close()

@@ -100,6 +100,11 @@ class Observe:
     """What a server tells about itself beyond its answers (``tidings/observe``)."""
 
     access_log: bool = False  # a log line per HTTP request (``--access-log``)
+    metrics: bool = True  # count, and serve ``/metrics`` (``--no-metrics``: neither)
+    metrics_public: bool = False  # under serve, ``/metrics`` without a token
+    metrics_port: int | None = None  # ``tidings worker``: serve /metrics, /health, /ready
+    max_event_names: int = 100  # distinct event names as label values; more are ``other``
+    max_names: int = 1000  # distinct app and function names likewise
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

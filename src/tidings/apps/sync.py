@@ -28,6 +28,7 @@ from tidings.ids import now_ms
 from tidings.json_input import decode_json
 from tidings.keys import SigningKeys
 from tidings.netguard import Policy, transport
+from tidings.observe import metrics
 from tidings.runs import store
 from tidings.runs.model import HTTP_QUEUE
 from tidings.signing import sign, verify
@@ -103,9 +104,11 @@ class AppSync:
             await self._vet(app)
         except RequestRejected as exc:
             log.info("an app's registration was refused: %s", exc.message)
+            metrics.app_synced(None, "refused")
             raise
         modified = await self._core.storage.write(
             partial(_register, env_id=env_id, app=app, now=now_ms()))
+        metrics.app_synced(app.app_id, "changed" if modified else "unchanged")
         # The dev server syncs every few seconds: an unchanged app is not news.
         log.log(logging.INFO if modified else logging.DEBUG,
                 "app %s synced from %s: %d functions%s", app.app_id, app.url,
@@ -185,6 +188,7 @@ class AppSync:
 
     async def _failed(self, env_id: str, url: str, status: str, error: str) -> SyncResult:
         log.info("app at %s did not sync: %s (%s)", url, status, error)
+        metrics.app_synced(None, status)
         await self._core.storage.write(partial(records.checked, env_id=env_id, url=url,
                                                status=status, error=error, now=now_ms()))
         return SyncResult(url=url, status=status, error=error)

@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from tidings.core import Core
+from tidings.engine import telemetry
 from tidings.engine.backoff import Backoff, clamp_retry_after
 from tidings.engine.error_records import lifecycle
 from tidings.engine.outcomes import (
@@ -41,7 +42,7 @@ from tidings.events.parse import INTERNAL_DATA_KEY, parse_events
 from tidings.flow import admission as flow_admission
 from tidings.flow import routing as flow_routing
 from tidings.ids import IdSeed, floor_id, new_id, now_ms
-from tidings.engine import telemetry as observe
+from tidings.observe import metrics
 from tidings.router.registry import Registry
 from tidings.router.route import look_back
 from tidings.runs import store
@@ -212,11 +213,11 @@ class _Host:
             self._failures.pop(step, None)  # its error is its result: no more attempts
             self.progressed = True
             if not final:
-                observe.step_failed(self._run, step, name, failures, error, None)
+                telemetry.step_failed(self._run, self._fn, step, name, failures, error, None)
         else:
             due = now + self._executor.settings.backoff.delay(failures)
             self.retry = RetryStep(step, due, error)
-            observe.step_failed(self._run, step, name, failures, error, due)
+            telemetry.step_failed(self._run, self._fn, step, name, failures, error, due)
         return last
 
     def block(self, blocker: Any) -> None:
@@ -490,13 +491,13 @@ class Executor:
                         fn_row.slug if fn_row else run.function_id)
             await self.storage.write(lambda tx: store.release(tx, run.id, run.lease_token))
             return
-        observe.call_began(run, fn_row)
+        telemetry.call_began(run, fn_row, first=not call.steps and run.attempt == 0)
         event, events = await self._events(run, call.events)
         host = _Host(self, run, fn_row, call.steps)
         outcome = await self._driver.call(fn_row, host, run=run, event=event, events=events)
         if not await host.settled() or outcome is None:
             if host.lost:
-                observe.lease_lost(run)
+                telemetry.lease_lost(run)
             return
         if host.progressed:
             # Retries count per position, as Inngest's queue items do: a function-level
@@ -562,11 +563,13 @@ class Executor:
                     and not self.registry.listens(run.env_id, "tidings/function.finished")):
                 # The common end: nothing to emit, no pauses, no parent.
                 await self._complete(store.Completion(run, outcome.output, records, now))
+                telemetry.finished(run, fn, COMPLETED, now)
                 return
             output = msgspec.json.decode(outcome.output)
             rows = self._lifecycle(run, fn, event, events, "finished", now, result=output)
             await end_write(lambda tx: self._end(tx, run, COMPLETED, output, None,
                                                  rows, now, records, first))
+            telemetry.finished(run, fn, COMPLETED, now)
             emitted = [r.id for r in rows]
         elif isinstance(outcome, RunFailed):
             if outcome.retriable and run.attempt < fn.retries:
@@ -575,9 +578,8 @@ class Executor:
                 await write(lambda tx: store.reschedule(tx, run, due_at=at,
                                                         attempt=run.attempt + 1,
                                                         error=outcome.error))
-                observe.settled(run, fn, outcome, at)
+                telemetry.settled(run, fn, outcome, at, now)
             else:
-                observe.settled(run, fn, outcome, None)
                 reported = lifecycle(outcome.error, outcome.reason)
                 rows = [*self._lifecycle(run, fn, event, events, "failed", now,
                                          error=reported),
@@ -585,6 +587,7 @@ class Executor:
                                          error=reported)]
                 await end_write(lambda tx: self._end(tx, run, FAILED, None,
                                                      outcome.error, rows, now, records, first))
+                telemetry.settled(run, fn, outcome, None, now)
                 emitted = [r.id for r in rows]
         elif isinstance(outcome, Continue):
             await write(lambda tx: store.reschedule(tx, run, due_at=now, attempt=run.attempt))
@@ -718,6 +721,7 @@ class Executor:
                     found = tx.one("run_for_dedup", (target.id, f"invoke:{run.id}:{blocker.step}"))
                     child = found[0] if found else None
                 else:
+                    metrics.scheduled(target.app_id, target.slug, "invoke")
                     tx.one("notify", (target.queue,))
                 store.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
                             until=blocker.until, correlation=child)
@@ -739,5 +743,6 @@ class Executor:
         digest = hashlib.sha256(f"{run.id}:{key}".encode()).digest()
         seed = IdSeed(run.created_at, digest[:10])
         ids = await self.core.ingest.append(env_id, parsed, seed, received_at=now)
+        metrics.received("run", "accepted", len(ids))
         self._on_events(ids)
         return ids

@@ -61,6 +61,7 @@ from tidings.engine.outcomes import (
 )
 from tidings.keys import EnvSigningKeys, SigningKeys
 from tidings.netguard import Policy
+from tidings.observe import metrics
 from tidings.runs.model import HTTP_QUEUE, FunctionRow, Run, StepRow
 from tidings.sdk.context import _Interrupt
 from tidings.signing import sign, verify
@@ -419,12 +420,15 @@ class HttpDriver:
                 headers["x-inngest-env"] = keys.branch
         url = step_url(fn.url, step_id)
         call.last = None
+        began = time.perf_counter()
         try:
             # A streaming SDK signs as its answer begins: soon after the request goes out.
             answered = int(time.time())
             reply = await self._http.post(url, body, headers)
         except CallFailed as exc:
+            metrics.sdk_request(fn.app_id, fn.slug, "unreachable", time.perf_counter() - began)
             return _failure("AppUnreachable", f"cannot call {url}: {exc}")
+        took = time.perf_counter() - began
         status, raw, found = reply.status, reply.body, reply.headers
         streamed = status == 201
         inner: dict[str, str] = {}
@@ -444,6 +448,8 @@ class HttpDriver:
             distrust = None if verify(raw, found.get("x-inngest-signature"), keys.all) else UNSIGNED
         call.last = Reply(status, {**found, **inner}, answer, distrust,
                           call.state.attempt if attempt is None else attempt)
+        metrics.sdk_request(fn.app_id, fn.slug, "success" if 200 <= status < 300 else "error",
+                            took)
         return call.last
 
 

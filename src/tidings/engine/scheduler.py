@@ -18,6 +18,7 @@ from tidings.engine.cron import parse_cron
 from tidings.errors import ConfigError
 from tidings.flow import routing as flow_routing
 from tidings.ids import now_ms
+from tidings.observe import metrics
 from tidings.router.registry import Registry
 from tidings.runs import store
 from tidings.runs.model import FunctionRow
@@ -56,6 +57,7 @@ def fire(tx: Tx, *, fn: FunctionRow, expression: str, tick: int, now: int,
         run_id = store.create_run(tx, fn=fn, event_id=row.id, due_at=now, now=now,
                                   dedup_key=f"cron:{tick}")
     if run_id is not None:
+        metrics.scheduled(fn.app_id, fn.slug, "cron")
         tx.one("notify", (fn.queue,))
     return run_id
 

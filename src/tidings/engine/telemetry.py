@@ -14,16 +14,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tidings.engine.outcomes import Outcome, RunFailed
+from tidings.observe import metrics
 from tidings.observe.logs import bind
 from tidings.runs.model import FunctionRow, Run
 
 log = logging.getLogger("tidings.engine")
 
 
-def call_began(run: Run, fn: FunctionRow) -> None:
-    """A call of ``run`` begins, in the task that makes it."""
+def call_began(run: Run, fn: FunctionRow, *, first: bool) -> None:
+    """A call of ``run`` begins, in the task that makes it; ``first``: the run's first."""
     bind(run_id=run.id, event_id=run.event_id, function=fn.slug, app=fn.app_id,
          attempt=run.attempt)
+    if first and run.started_at is not None:
+        metrics.started(fn.app_id, fn.slug, (run.started_at - run.created_at) / 1000)
+
+
+def finished(run: Run, fn: FunctionRow, status: str, now: int) -> None:
+    """``run`` ended (Completed, Failed or Cancelled) at ``now``."""
+    began = run.started_at if run.started_at is not None else run.created_at
+    metrics.finished(fn.app_id, fn.slug, status, (now - began) / 1000)
 
 
 def lease_lost(run: Run) -> None:
@@ -43,10 +52,13 @@ def _error_text(error: Any) -> str:
     return str(error)
 
 
-def settled(run: Run, fn: FunctionRow, outcome: Outcome, retry_at: int | None) -> None:
-    """The executor recorded what a call ended in; ``retry_at``: when the run is due again
-    after a failed attempt (None when it failed for good or did not fail)."""
+def settled(run: Run, fn: FunctionRow, outcome: Outcome, retry_at: int | None,
+            now: int) -> None:
+    """The executor recorded what a call ended in, at ``now``; ``retry_at``: when the run is
+    due again after a failed attempt (None when it failed for good or did not fail)."""
     if isinstance(outcome, RunFailed):
+        if retry_at is None:
+            finished(run, fn, "Failed", now)
         error = _error_text(outcome.error)
         if retry_at is not None:
             log.info("run %s: attempt %d of %d failed (%s); next attempt at %s", run.id,
@@ -59,7 +71,7 @@ def settled(run: Run, fn: FunctionRow, outcome: Outcome, retry_at: int | None) -
             log.info("run %s failed for good (not retriable): %s", run.id, error)
 
 
-def step_failed(run: Run, step: str, name: str, attempts: int, error: Any,
+def step_failed(run: Run, fn: FunctionRow, step: str, name: str, attempts: int, error: Any,
                 retry_at: int | None) -> None:
     """An attempt of a step failed: it is tried again at ``retry_at``, or (None) it failed
     for good, its retries spent, and its error is now its result."""
@@ -68,6 +80,7 @@ def step_failed(run: Run, step: str, name: str, attempts: int, error: Any,
                     run.id, name, attempts, _error_text(error),
                     extra={"step": name, "step_id": step})
     else:
+        metrics.step_retried(fn.app_id, fn.slug)
         log.info("run %s: step %r failed (attempt %d: %s); it is tried again at %s", run.id,
                  name, attempts, _error_text(error), iso_ms(retry_at),
                  extra={"step": name, "step_id": step,

@@ -16,6 +16,7 @@ import msgspec
 
 from tidings.flow.config import FlowControl
 from tidings.ids import floor_id, new_id
+from tidings.observe import metrics
 from tidings.router.expressions import matches
 from tidings.router.registry import Registry, aliases
 from tidings.runs import store
@@ -38,6 +39,10 @@ def cancel_run(tx: Tx, registry: Registry, run_id: str, reason: str, now: int) -
     if not store.cancel_fenced(tx, run_id, reason, now, emit):
         return False
     log.info("run %s cancelled: %s", run_id, reason, extra={"run_id": run_id})
+    fn = registry.by_id(run.function_id) or store.function_by_id(tx, run.function_id)
+    if fn is not None:
+        metrics.finished(fn.app_id, fn.slug, "Cancelled",
+                         (now - (run.started_at or run.created_at)) / 1000)
     return True
 
 

@@ -21,6 +21,7 @@ from tidings.flow.admission import short
 from tidings.flow.cancel import cancel_run, watch
 from tidings.flow.config import IDEMPOTENCY_MS, FlowControl, key_value, priority_seconds
 from tidings.flow.limits import window
+from tidings.observe import metrics
 from tidings.router.expressions import matches
 from tidings.router.registry import Registry
 from tidings.runs import store
@@ -108,6 +109,7 @@ def create(tx: Tx, registry: Registry, fn: FunctionRow, flow: FlowControl, event
                               event_ids=event_ids)
     if run_id is None:
         return None
+    metrics.scheduled(fn.app_id, fn.slug, event.get("name", ""))
     if singleton is not None:
         tx.run("flow_singleton_put", (fn.id, singleton, run_id))
     if flow.cancel:

@@ -17,6 +17,7 @@ import msgspec
 from tidings.flow import admission as flow_admission
 from tidings.flow import cancel as flow_cancel
 from tidings.flow import routing as flow_routing
+from tidings.observe import metrics
 from tidings.router.expressions import matches
 from tidings.router.registry import Registry, aliases
 from tidings.runs import store
@@ -167,6 +168,7 @@ def _route(tx: Tx, registry: Registry,
             ts = int(event["ts"])
             due = ts if ts > now else now
             params = store.run_params(fn=fn, event_id=event_id, due_at=due, now=now)
+            metrics.scheduled(fn.app_id, fn.slug, event["name"])
             adopter = adopters.get(fn.queue) if adopters and due <= now else None
             if adopter is not None and stored is not None and adopter.reserve():
                 if fn.flow is not None:

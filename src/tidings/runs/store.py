@@ -12,6 +12,7 @@ from typing import Any
 
 from tidings.flow import slots as flow_slots
 from tidings.ids import floor_id, new_id
+from tidings.observe import metrics
 from tidings.runs.model import (
     CANCELLED,
     COMPLETED,
@@ -552,6 +553,7 @@ def rerun(tx: Tx, source: Run, fn: FunctionRow, now: int, *,
                         due_at=now, now=now, dedup_key=key, rerun_of=source.id,
                         replay_id=replay_id)
     if run_id is not None:
+        metrics.scheduled(fn.app_id, fn.slug, "rerun")
         tx.one("notify", (fn.queue,))
     return run_id
 

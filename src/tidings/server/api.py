@@ -22,6 +22,7 @@ from tidings.errors import RequestRejected
 from tidings.events.parse import parse_events
 from tidings.flow import status as flow_status
 from tidings.ids import IdSeed, floor_id, now_ms
+from tidings.observe import metrics
 from tidings.server import health as probes
 from tidings.server.event_api import BRANCH_NOT_UTF8, rejection
 from tidings.server.http import TICKET, encode, read_body
@@ -201,9 +202,11 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
             seed = IdSeed.parse(request.headers.get("x-inngest-event-id-seed"))
             ids = await core.ingest.append(env.id, events, seed, received_at=now)
         except RequestRejected as exc:
+            metrics.received("rest_api", "overloaded" if exc.status == 503 else "rejected")
             payload = rejection(exc)
             del payload["ids"]
             return json_response(exc.status, payload)
+        metrics.received("rest_api", "accepted", len(ids))
         records = []
         for event_id in ids:
             stored = await core.events.get(env.id, event_id)

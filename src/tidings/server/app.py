@@ -24,11 +24,12 @@ from tidings.engine.executor import EngineSettings
 from tidings.engine.runtime import Runtime
 from tidings.errors import Overloaded, RequestRejected
 from tidings.keys import DEV_ENV, SigningKeys
-from tidings.observe.access import AccessLog
+from tidings.observe.http import RequestObserver
 from tidings.server.api import error_response, json_response, routes
 from tidings.server.dev_api import DevAPI
 from tidings.server.event_api import EventAPI
 from tidings.server.http import TICKET, declared_length, header_map, send_json
+from tidings.server.metrics_api import MetricsAPI
 from tidings.server.openapi import document
 from tidings.server.sdk_api import SdkAPI
 from tidings.server.shedding import Shedder
@@ -106,8 +107,11 @@ class TidingsApp:
         self._shedder: Shedder | None = None
         self._kind = (b"x-inngest-server-kind", settings.server_kind.encode())
         self._http_app: ASGIApp = self._dispatch
-        if settings.observe.access_log:
-            self._http_app = AccessLog(self._dispatch)
+        self._templates: dict[Any, str] = {}
+        if settings.observe.access_log or settings.observe.metrics:
+            self._http_app = RequestObserver(self._dispatch, self._route_of,
+                                             access_log=settings.observe.access_log,
+                                             timed=settings.observe.metrics)
         if core is not None:
             self._build(core)
 
@@ -129,7 +133,10 @@ class TidingsApp:
             # ``__call__`` sends POST /e/... straight to the Event API; this route only
             # gives the other methods a 405 that names POST.
             Route("/e/{key:path}", events, methods=["POST"]),
+            *MetricsAPI(core).routes(),
         ]
+        self._templates = {route.endpoint: route.path.replace(":path}", "}")
+                           for route in self._routes}
         starlette = Starlette(
             routes=self._routes,
             exception_handlers={
@@ -156,6 +163,12 @@ class TidingsApp:
         return {"urls": list(watch.urls), "autodiscover": watch.discover,
                 "poll": bool(watch.urls or watch.discover), "poll_interval": watch.interval,
                 "require_keys": not self.settings.dev, "persist": True}
+
+    def _route_of(self, scope: Scope) -> str:
+        """The route template a request went to (a metrics label: never the raw path)."""
+        if scope["path"].startswith("/e/"):
+            return "/e/{key}"
+        return self._templates.get(scope.get("endpoint"), "unmatched")
 
     @property
     def endpoints(self) -> list[tuple[str, str]]:

@@ -17,6 +17,7 @@ from tidings.core import Core
 from tidings.errors import EventsInvalid, Overloaded, RequestRejected
 from tidings.events.parse import parse_events
 from tidings.ids import IdSeed, now_ms
+from tidings.observe import metrics
 from tidings.server.http import declared_length, header_map, read_body, send_json
 from tidings.server.shedding import Shedder, Ticket
 
@@ -73,9 +74,11 @@ class EventAPI:
         except RequestRejected as exc:
             if isinstance(exc, Overloaded):
                 extra = [*extra, *exc.headers]
+            metrics.received("event_api", _outcome(exc))
             await send_json(send, exc.status, rejection(exc), extra)
             return
         except Exception:
+            metrics.received("event_api", "failed")
             log.exception("event ingest failed")
             await send_json(send, 500, {"ids": [], "status": 500,
                                         "error": "internal error: the events were not stored"},
@@ -84,7 +87,12 @@ class EventAPI:
         finally:
             if ticket is not None:
                 ticket.release()
+        metrics.received("event_api", "accepted", len(ids))
         await send_json(send, 200, {"ids": ids, "status": 200}, extra)
+
+
+def _outcome(exc: RequestRejected) -> str:
+    return "overloaded" if isinstance(exc, Overloaded) else "rejected"
 
 
 def _branch(raw: bytes) -> str:

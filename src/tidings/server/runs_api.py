@@ -31,6 +31,7 @@ from tidings.flow import status as flow_status
 from tidings.flow.cancel import cancelled_event
 from tidings.ids import floor_id, now_ms
 from tidings.json_input import decode_json
+from tidings.observe import metrics
 from tidings.router.registry import Registry
 from tidings.runs import store
 from tidings.runs.model import STATUSES, TERMINAL, FunctionRow, Run, StepRow
@@ -256,6 +257,9 @@ class RunsAPI:
             return self._ended(again[0])
         log.info("run %s cancelled: %s", run.id, CANCEL_REASON,
                  extra={"run_id": run.id, "function": slug})
+        fn = self._registry.by_id(run.function_id)
+        metrics.finished(fn.app_id if fn else "", slug, "Cancelled",
+                         (now - (run.started_at or run.created_at)) / 1000)
         if emit:
             self._emitted([row.id for row in emit])
         if run.parent_run_id:

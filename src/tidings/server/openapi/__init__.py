@@ -11,7 +11,7 @@ from functools import cache
 from typing import Any
 
 from tidings.server.openapi import events, functions, runs, sdk
-from tidings.server.openapi.parts import ERROR, FIELD_ERROR, ApiSecurity, json_body
+from tidings.server.openapi.parts import ERROR, FIELD_ERROR, ApiSecurity, errors, json_body
 
 # Loop name -> its last error (``supervision.py``).
 LOOPS = {"type": "object", "additionalProperties": {"type": "string"}}
@@ -73,6 +73,23 @@ def document(dev: bool = False) -> dict[str, Any]:
                 "responses": {
                     "200": json_body(_ready(200), "Ready"),
                     "503": json_body(_ready(503), "Not ready"),
+                },
+            }},
+            "/metrics": {"get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics",
+                "description": "The Prometheus text format: this process's counters and "
+                               "histograms (tidings_*, and Inngest's inngest_function_run_*, "
+                               "inngest_sdk_req_*), then gauges of shared state read from "
+                               "the database (tidings_queue_depth, inngest_queue_depth, "
+                               "tidings_waits_pending, …). Outside dev it needs an API key "
+                               "unless the server runs with --metrics-public; absent (404) "
+                               "with --no-metrics. Query parameters are ignored.",
+                "security": api_key,
+                "responses": {
+                    "200": {"description": "The exposition",
+                            "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    **errors(401),
                 },
             }},
             "/openapi.json": {"get": {
