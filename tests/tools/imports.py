@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # metrics): they know nothing of the flow
     (
         "canonical", "crypto", "durations", "errors", "ids", "json_input", "netguard",
-        "observe", "settings", "signing", "supervision",
+        "observe", "settings", "signing", "supervision", "version",
     ),
     ("storage",),
     ("keys", "vault"),  # event keys and the user vault, kept in storage

@@ -22,13 +22,10 @@ KNOWN: frozenset[str] = frozenset({
     "up: tidings.sdk.context -> tidings.engine.error_records",
     "up: tidings.sdk.context -> tidings.engine.outcomes",
     "up: tidings.sdk.function -> tidings.engine.cron",
-    "up: tidings.server.dev_api -> tidings",
     "up: tidings.supervision -> tidings.storage.outage",
     "package circle: engine sdk",
     "package circle: flow router runs",
     "package circle: storage supervision",
-    "module circle: tidings.server.api tidings.server.flow_api tidings.server.functions_api"
-    " tidings.server.runs_api",
     "module circle: tidings.storage.base tidings.storage.tx",
 })
 

@@ -19,7 +19,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
 from tidings.core import Core
+from tidings.server.requests import json_response
 from tidings.storage.base import migration_files
 from tidings.supervision import describe
 
@@ -67,6 +72,23 @@ async def ready(core: Core) -> tuple[int, dict[str, Any]]:
         return 503, {"status": 503, "message": "not ready: " + ", ".join(failed),
                      "checks": checks}
     return 200, {"status": 200, "message": "ready", "checks": checks}
+
+
+class HealthAPI:
+    """``/health`` and ``/ready``; lenient with query parameters, as Inngest's is."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def routes(self) -> list[Route]:
+        return [Route("/health", self.health, methods=["GET"]),
+                Route("/ready", self.ready, methods=["GET"])]
+
+    async def health(self, request: Request) -> Response:
+        return json_response(*live(self.core))
+
+    async def ready(self, request: Request) -> Response:
+        return json_response(*await ready(self.core))
 
 
 def _failed(exc: BaseException) -> str:

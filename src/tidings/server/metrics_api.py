@@ -17,8 +17,6 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
-from importlib.metadata import version
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -31,9 +29,10 @@ from tidings.core import Core
 from tidings.errors import RequestRejected
 from tidings.ids import now_ms
 from tidings.observe.metrics import REGISTRY
-from tidings.server import health
-from tidings.server.api import bearer, error_response, json_response
+from tidings.server.health import HealthAPI
+from tidings.server.requests import bearer, error_response
 from tidings.storage.tx import Tx
+from tidings.version import VERSION
 
 WAIT_KINDS = {"sleep": "sleep", "wait": "event", "invoke": "invoke"}
 
@@ -71,13 +70,8 @@ class SharedState:
         info = GaugeMetricFamily("tidings_build_info", "Always 1: the release, mode and "
                                  "storage of this process.",
                                  labels=["version", "mode", "storage"])
-        info.add_metric([_version(), self.mode, self.storage], 1)
+        info.add_metric([VERSION, self.mode, self.storage], 1)
         yield info
-
-
-@cache
-def _version() -> str:
-    return version("tidings")
 
 
 async def shared_state(core: Core) -> SharedState:
@@ -128,15 +122,7 @@ class MetricsAPI:
 def worker_app(core: Core) -> Starlette:
     """What ``tidings worker --metrics-port`` serves: ``/metrics``, ``/health``, ``/ready``."""
 
-    async def live(request: Request) -> Response:
-        return json_response(*health.live(core))
-
-    async def ready(request: Request) -> Response:
-        return json_response(*await health.ready(core))
-
-    return Starlette(routes=[*MetricsAPI(core).routes(),
-                             Route("/health", live, methods=["GET"]),
-                             Route("/ready", ready, methods=["GET"])])
+    return Starlette(routes=[*MetricsAPI(core).routes(), *HealthAPI(core).routes()])
 
 
 class ProbeServer:
