@@ -158,3 +158,19 @@ def test_the_bound_of_event_names_is_configurable() -> None:
     finally:
         metrics.configure()
     assert kept == 1 and metrics.event_names.limit == 100
+
+
+async def test_the_grafana_dashboard_uses_only_metrics_that_exist(core: Core) -> None:
+    import json
+    import re
+
+    dashboard = json.loads((Path(__file__).parents[2] / "docs" / "grafana-dashboard.json")
+                           .read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {re.sub(r"_(bucket|count|sum)$", "", name)
+            for expr in exprs for name in re.findall(r"\b(?:tidings|inngest)_[a-z_]+", expr)}
+    families = {family.name for family in text_string_to_metric_families(
+        (await scrape(core)).text)}
+    # Counters are named without ``_total`` in a parsed family.
+    assert {re.sub(r"_total$", "", name) for name in used} <= families
+    assert len(used) >= 12
