@@ -45,11 +45,13 @@ class Ingest:
         seed: IdSeed | None = None,
         *,
         received_at: int | None = None,
+        traceparent: str | None = None,
     ) -> list[str]:
         """Store events; return their ids (a duplicate's id is the original's).
 
         With a ``seed`` the ids are the deterministic ones of the ``x-inngest-event-id-seed``
-        header, so a retried request maps onto the rows its first attempt stored.
+        header, so a retried request maps onto the rows its first attempt stored. With
+        ``traceparent`` (tracing on) each event keeps the context it was sent in.
         """
         if not events:
             return []
@@ -85,6 +87,7 @@ class Ingest:
                     delivered_at=now if inline is not None and (
                         event.deliver_at is None or event.deliver_at <= now) else None,
                     meta=None if meta is None else _encode(meta),
+                    traceparent=traceparent,
                 )
             )
         if inline is None:

@@ -167,12 +167,14 @@ class _Host:
 
     async def completed(self, step: str, name: str, output: bytes,
                         began: int | None = None, *, kind: str = "run") -> None:
-        self._failures.pop(step, None)  # a step that was being retried is done
+        attempt = self._failures.pop(step, 0)  # a step that was being retried is done
         self.progressed = True
         now = self.now()
         began = self._began.pop(step, now) if began is None else began
         self._buffer.append(StepRecord(step, name, self._next_position(), output.decode(),
                                        began, now, kind))
+        telemetry.step_attempt(self._run, step=step, name=name, op=kind, attempt=attempt,
+                               began=began, now=now)
         if len(self._buffer) == 1:
             self._buffered_at = now
         if now - self._buffered_at < self.FLUSH_MS and len(self._buffer) < self.FLUSH_STEPS:
@@ -208,6 +210,8 @@ class _Host:
         if failures is None:
             self.lost = True
             raise _Interrupt()
+        telemetry.step_attempt(self._run, step=step, name=name, op=kind, attempt=failed,
+                               began=began, now=now, error=error)
         last = failures > retries
         if last:
             self._failures.pop(step, None)  # its error is its result: no more attempts
@@ -563,13 +567,13 @@ class Executor:
                     and not self.registry.listens(run.env_id, "tidings/function.finished")):
                 # The common end: nothing to emit, no pauses, no parent.
                 await self._complete(store.Completion(run, outcome.output, records, now))
-                telemetry.finished(run, fn, COMPLETED, now)
+                await telemetry.run_ended(self.storage, run, fn, COMPLETED, now)
                 return
             output = msgspec.json.decode(outcome.output)
             rows = self._lifecycle(run, fn, event, events, "finished", now, result=output)
             await end_write(lambda tx: self._end(tx, run, COMPLETED, output, None,
                                                  rows, now, records, first))
-            telemetry.finished(run, fn, COMPLETED, now)
+            await telemetry.run_ended(self.storage, run, fn, COMPLETED, now)
             emitted = [r.id for r in rows]
         elif isinstance(outcome, RunFailed):
             if outcome.retriable and run.attempt < fn.retries:
@@ -588,6 +592,7 @@ class Executor:
                 await end_write(lambda tx: self._end(tx, run, FAILED, None,
                                                      outcome.error, rows, now, records, first))
                 telemetry.settled(run, fn, outcome, None, now)
+                await telemetry.run_ended(self.storage, run, fn, FAILED, now)
                 emitted = [r.id for r in rows]
         elif isinstance(outcome, Continue):
             await write(lambda tx: store.reschedule(tx, run, due_at=now, attempt=run.attempt))

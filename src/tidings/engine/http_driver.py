@@ -61,7 +61,7 @@ from tidings.engine.outcomes import (
 )
 from tidings.keys import EnvSigningKeys, SigningKeys
 from tidings.netguard import Policy
-from tidings.observe import metrics
+from tidings.observe import metrics, tracing
 from tidings.runs.model import HTTP_QUEUE, FunctionRow, Run, StepRow
 from tidings.sdk.context import _Interrupt
 from tidings.signing import sign, verify
@@ -421,13 +421,17 @@ class HttpDriver:
         url = step_url(fn.url, step_id)
         call.last = None
         began = time.perf_counter()
-        try:
-            # A streaming SDK signs as its answer begins: soon after the request goes out.
-            answered = int(time.time())
-            reply = await self._http.post(url, body, headers)
-        except CallFailed as exc:
-            metrics.sdk_request(fn.app_id, fn.slug, "unreachable", time.perf_counter() - began)
-            return _failure("AppUnreachable", f"cannot call {url}: {exc}")
+        with tracing.client_span(call.state.run_id, "POST", url, headers) as span:
+            try:
+                # A streaming SDK signs as its answer begins: soon after the request goes out.
+                answered = int(time.time())
+                reply = await self._http.post(url, body, headers)
+            except CallFailed as exc:
+                tracing.answered(span, None)
+                metrics.sdk_request(fn.app_id, fn.slug, "unreachable",
+                                    time.perf_counter() - began)
+                return _failure("AppUnreachable", f"cannot call {url}: {exc}")
+            tracing.answered(span, reply.status)
         took = time.perf_counter() - began
         status, raw, found = reply.status, reply.body, reply.headers
         streamed = status == 201

@@ -1,5 +1,6 @@
 """What the engine reports about runs as it drives them: a handful of calls from the executor
-(``executor.py``), each logging what an operator needs to know.
+(``executor.py``), each logging what an operator needs to know, counting it
+(``observe/metrics.py``) and, with tracing on, recording its spans (``observe/tracing.py``).
 
 A call binds the run's ids to the task that drives it (``logs.bind``), so every line written
 during the call names the run, its function and app, its event and attempt. Failed attempts
@@ -14,9 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tidings.engine.outcomes import Outcome, RunFailed
-from tidings.observe import metrics
+from tidings.observe import metrics, tracing
 from tidings.observe.logs import bind
-from tidings.runs.model import FunctionRow, Run
+from tidings.runs import store
+from tidings.runs.model import FunctionRow, Run, StepRow
+from tidings.storage.base import Storage
+from tidings.storage.tx import Tx
 
 log = logging.getLogger("tidings.engine")
 
@@ -29,10 +33,46 @@ def call_began(run: Run, fn: FunctionRow, *, first: bool) -> None:
         metrics.started(fn.app_id, fn.slug, (run.started_at - run.created_at) / 1000)
 
 
-def finished(run: Run, fn: FunctionRow, status: str, now: int) -> None:
-    """``run`` ended (Completed, Failed or Cancelled) at ``now``."""
+async def run_ended(storage: Storage, run: Run, fn: FunctionRow, status: str,
+                    now: int) -> None:
+    """``run`` ended (Completed or Failed) at ``now``: counted, and with tracing on its span
+    and its pauses' spans recorded, linked to its events' creation context."""
     began = run.started_at if run.started_at is not None else run.created_at
     metrics.finished(fn.app_id, fn.slug, status, (now - began) / 1000)
+    if not tracing.on():
+        return
+    event_ids = run.event_ids or [run.event_id]
+
+    def read(tx: Tx) -> tuple[list[str], list[tracing.Pause]]:
+        found = [tx.one("event_traceparent", (event_id,)) for event_id in event_ids]
+        return [row[0] for row in found if row is not None and row[0]], _pauses(
+            store.steps_of(tx, run.id), began)
+
+    traceparents, pauses = await storage.read(read)
+    tracing.run_span(run.id, function=fn.slug, app=fn.app_id, status=status, started_at=began,
+                     ended_at=now, attempt=run.attempt, event_ids=event_ids,
+                     traceparents=traceparents, pauses=pauses)
+
+
+def _pauses(steps: list[StepRow], began: int) -> list[tracing.Pause]:
+    """The sleeps, waits and invocations of a run, each from the end of the step before it
+    (the call that reached the pause ended then, within milliseconds: the pause's own start
+    is not kept) to its resumption."""
+    pauses, last_end = [], began
+    for s in sorted(steps, key=lambda s: s.position):
+        if s.kind in ("sleep", "wait", "invoke") and s.ended_at is not None:
+            pauses.append(tracing.Pause(step=s.step, name=s.name, kind=s.kind,
+                                        started_at=last_end, ended_at=s.ended_at))
+        if s.ended_at is not None:
+            last_end = max(last_end, s.ended_at)
+    return pauses
+
+
+def step_attempt(run: Run, *, step: str, name: str, op: str, attempt: int, began: int,
+                 now: int, error: Any = None) -> None:
+    """An attempt of a step ended (``error``: it failed)."""
+    tracing.step_span(run.id, step=step, name=name, op=op, attempt=attempt, started_at=began,
+                      ended_at=now, error=error if isinstance(error, dict) else None)
 
 
 def lease_lost(run: Run) -> None:
@@ -57,8 +97,6 @@ def settled(run: Run, fn: FunctionRow, outcome: Outcome, retry_at: int | None,
     """The executor recorded what a call ended in, at ``now``; ``retry_at``: when the run is
     due again after a failed attempt (None when it failed for good or did not fail)."""
     if isinstance(outcome, RunFailed):
-        if retry_at is None:
-            finished(run, fn, "Failed", now)
         error = _error_text(outcome.error)
         if retry_at is not None:
             log.info("run %s: attempt %d of %d failed (%s); next attempt at %s", run.id,

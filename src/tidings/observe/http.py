@@ -1,7 +1,7 @@
 """What the HTTP server tells of each request: its time in ``tidings_http_request_duration_
-seconds`` (by route template, method and status: never by the raw path), and with
-``--access-log`` one INFO line when its answer has gone out — method, path, status, time
-taken, client address.
+seconds`` (by route template, method and status: never by the raw path), with tracing on a
+SERVER span (``tracing.server_span``), and with ``--access-log`` one INFO line when its answer
+has gone out — method, path, status, time taken, client address.
 
 Paths only, never query strings or headers; the event key in ``/e/{key}`` is masked.
 """
@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tidings.observe import metrics
+from tidings.observe import metrics, tracing
 
 log = logging.getLogger("tidings.access")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -40,6 +40,18 @@ class RequestObserver:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if tracing.on():
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+                       if k in (b"traceparent", b"tracestate")}
+            with tracing.server_span(headers, scope["method"]) as span:
+                status = await self._observed(scope, receive, send)
+                tracing.finish_server_span(span, self._route_of(scope), scope["method"],
+                                           status)
+            return
+        await self._observed(scope, receive, send)
+
+    async def _observed(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Answer the request, time it and log it; its status."""
         began = time.perf_counter()
         status = 0
 
@@ -64,3 +76,4 @@ class RequestObserver:
                          extra={"method": method, "path": path, "status": status,
                                 "duration_ms": round(took * 1000, 3),
                                 "client": client[0] if client else None})
+        return status

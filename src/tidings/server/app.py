@@ -28,6 +28,7 @@ from tidings.engine.executor import EngineSettings
 from tidings.engine.runtime import Runtime
 from tidings.errors import Overloaded, RequestRejected
 from tidings.keys import DEV_ENV, SigningKeys
+from tidings.observe import tracing
 from tidings.observe.http import RequestObserver
 from tidings.server.dev_api import DevAPI
 from tidings.server.event_api import EventAPI
@@ -148,7 +149,7 @@ class TidingsApp:
         self._kind = (b"x-inngest-server-kind", settings.server_kind.encode())
         self._http_app: ASGIApp = self._dispatch
         self._templates: dict[Any, str] = {}
-        if settings.observe.access_log or settings.observe.metrics:
+        if settings.observe.access_log or settings.observe.metrics or tracing.on():
             self._http_app = RequestObserver(self._dispatch, self._route_of,
                                              access_log=settings.observe.access_log,
                                              timed=settings.observe.metrics)

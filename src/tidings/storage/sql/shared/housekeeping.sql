@@ -51,3 +51,7 @@ FROM runs WHERE due_at IS NOT NULL;
 
 -- name: metrics_waits
 SELECT kind, count(*) FROM pauses GROUP BY kind;
+
+-- name: event_traceparent
+-- Tracing: the context an event was sent in, for the link of the spans of the runs it started.
+SELECT traceparent FROM events WHERE id = ?;
