@@ -58,7 +58,7 @@ def fire(tx: Tx, *, fn: FunctionRow, expression: str, tick: int, now: int,
                                   dedup_key=f"cron:{tick}")
     if run_id is not None:
         metrics.scheduled(fn.app_id, fn.slug, "cron")
-        tx.one("notify", (fn.queue,))
+        store.notify(tx, fn.queue)
     return run_id
 
 
