@@ -234,6 +234,7 @@ SERVERS: dict[str, Callable[[], Any]] = {
     # Observability off and on (P10, ``bench.p10_observe``).
     "sqlite-unobserved": partial(sqlite_server, None, UNOBSERVED),
     "sqlite-observed": partial(sqlite_server, None, OBSERVED),
+    "sqlite-traced": partial(sqlite_server, "traced", OBSERVED),
 }
 # Targets whose rounds have no stored events to check against what was acknowledged.
 STORES_NOTHING = {"bare", "sqlite-nostore"}

@@ -67,8 +67,8 @@ class RequestObserver:
             took = time.perf_counter() - began
             method = scope["method"] if scope["method"] in METHODS else "other"
             if self._timed:
-                metrics.http_request_duration.labels(self._route_of(scope), method,
-                                                     str(status)).observe(took)
+                metrics.http_request_duration.observe(
+                    (self._route_of(scope), method, str(status)), took)
             if self._access_log:
                 client = scope.get("client")
                 path = shown_path(scope["path"])
