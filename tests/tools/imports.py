@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # metrics): they know nothing of the flow
     (
         "canonical", "crypto", "durations", "errors", "ids", "json_input", "netguard",
-        "observe", "settings", "signing", "supervision", "version",
+        "observe", "outage", "settings", "signing", "supervision", "version",
     ),
     ("storage",),
     ("keys", "vault"),  # event keys and the user vault, kept in storage
@@ -37,6 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("router",),
     ("ingest",),
     ("core",),  # storage, keys, vault and ingest wired once for a process
+    ("calls",),  # one call of a function: the host the engine gives it, the outcomes it ends in
     ("sdk",),
     ("engine", "apps"),
     ("server",),

@@ -14,11 +14,12 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from tidings.engine.outcomes import Outcome, RunFailed
+from tidings.calls.outcomes import Outcome, RunFailed
+from tidings.functions.model import FunctionRow
 from tidings.observe import metrics, tracing
 from tidings.observe.logs import bind
 from tidings.runs import store
-from tidings.runs.model import FunctionRow, Run, StepRow
+from tidings.runs.model import Run, StepRow
 from tidings.storage.base import Storage
 from tidings.storage.tx import Tx
 

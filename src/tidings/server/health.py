@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from tidings.core import Core
 from tidings.server.requests import json_response
-from tidings.storage.base import migration_files
+from tidings.storage.sql import migration_files
 from tidings.supervision import describe
 
 READY_TIMEOUT = 2.0
