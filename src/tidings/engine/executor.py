@@ -36,6 +36,7 @@ from tidings.functions.registry import Registry
 from tidings.ids import IdSeed, new_id, now_ms
 from tidings.observe import metrics
 from tidings.outage import unavailable
+from tidings.router.route import Adopted
 from tidings.runs import store
 from tidings.runs.model import FAILED, Run, StepRecord
 from tidings.storage.base import EventRow
@@ -114,7 +115,7 @@ class Executor:
         with self._reserve_lock:
             self._reserved -= count
 
-    def adopt(self, calls: list[tuple[Run, EventRow]]) -> None:
+    def adopt(self, calls: list[Adopted]) -> None:
         """Drive runs the router leased to this executor in the transaction that stored their
         events (after that transaction committed)."""
         self.unreserve(len(calls))

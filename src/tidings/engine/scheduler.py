@@ -22,6 +22,7 @@ from tidings.functions.registry import Registry
 from tidings.ids import now_ms
 from tidings.observe import metrics
 from tidings.runs import store
+from tidings.runs.model import QueuedRun
 from tidings.storage.base import EventRow, Storage
 from tidings.storage.tx import Tx
 from tidings.supervision import Supervisor
@@ -36,7 +37,7 @@ def tick_id(fn: FunctionRow, tick: int) -> str:
 
 @dataclass(slots=True)
 class _Started:
-    runs: list[tuple[str, str]] = field(default_factory=list)
+    runs: list[QueuedRun] = field(default_factory=list)
 
 
 def fire(tx: Tx, *, fn: FunctionRow, expression: str, tick: int, now: int,

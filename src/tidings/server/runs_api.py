@@ -32,6 +32,7 @@ from tidings.functions import registration
 from tidings.functions.model import FunctionRow
 from tidings.ids import floor_id, now_ms
 from tidings.observe import metrics
+from tidings.router.handoff import Stored
 from tidings.runs import store
 from tidings.runs.model import STATUSES, TERMINAL, Run, StepRow
 from tidings.runs.store import REPLAYABLE, PauseRow, Replay, RunQuery
@@ -346,8 +347,7 @@ class RunsAPI:
 
     def _emitted(self, event_ids: list[str]) -> None:
         # The runtime of this process routes what it ingests at once; these are the same.
-        for observer in self.core.ingest.observers:
-            observer(event_ids, False)
+        self.core.handoff.stored(Stored(due=event_ids))
 
 
 def _replay_request(body: bytes) -> tuple[str, int, int, list[str]]:
