@@ -32,12 +32,16 @@ from tidings.server.openapi import document
 from tidings.server.sdk_api import SdkAPI
 from tidings.server.shedding import Shedder
 from tidings.settings import Settings
+from tidings.triggerdev.api import TriggerAPI
+from tidings.triggerdev.keys import TriggerKeys
 
 if TYPE_CHECKING:
     from tidings.sdk.client import Tidings
 
 log = logging.getLogger("tidings.server")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Paths whose requests store events: admission control counts their events (``shedding``).
+EVENT_WRITES = frozenset({"/v1/events", "/api/v1/events", "/api/v1/events/bulk"})
 
 
 class ServerKind:
@@ -121,6 +125,9 @@ class TidingsApp:
             *routes(core, lambda: self.runtime),
             *SdkAPI(core, self.sync, keys).routes(),
             *DevAPI(core, self._start_opts()).routes(),
+            *TriggerAPI(core, TriggerKeys(core.storage, core.vault.sealer.keyring,
+                                          dev=self.settings.dev),
+                        lambda: self.runtime).routes(),
             Route("/openapi.json", openapi, methods=["GET"]),
             # ``__call__`` sends POST /e/... straight to the Event API; this route only
             # gives the other methods a 405 that names POST.
@@ -225,7 +232,7 @@ class TidingsApp:
         assert self._rest is not None and self._shedder is not None
         try:
             ticket = self._shedder.admit(declared_length(header_map(scope)),
-                                         writes_events=scope["path"] == "/v1/events")
+                                         writes_events=scope["path"] in EVENT_WRITES)
         except Overloaded as exc:
             await send_json(send, 503, {"error": exc.message, "status": 503},
                             [self._kind, *exc.headers])
