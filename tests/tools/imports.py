@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("ingest",),
     ("core",),  # storage, keys, vault and ingest wired once for a process
     ("sdk",),
-    ("engine", "apps"),
+    ("engine", "apps", "triggerdev"),  # triggerdev: Trigger.dev v2 keys, events, Jobs
     ("server",),
     ("cli",),
     ("__init__",),  # the public surface re-exports the SDK

@@ -31,8 +31,8 @@ from tidings.server.http import TICKET, declared_length, header_map, send_json
 from tidings.server.openapi import document
 from tidings.server.sdk_api import SdkAPI
 from tidings.server.shedding import Shedder
+from tidings.server.trigger_api import TriggerAPI
 from tidings.settings import Settings
-from tidings.triggerdev.api import TriggerAPI
 from tidings.triggerdev.keys import TriggerKeys
 
 if TYPE_CHECKING:

@@ -4,5 +4,5 @@ unmodified.
 - ``keys``: the ``tr_<env>_...`` keys, sealed (the server presents an app its own key);
 - ``wire``: the client's bodies in, the records its zod schemas parse out;
 - ``events``: v2's event semantics (ids unique for good, re-sending reschedules, cancel);
-- ``api``: the routes (``/api/v1/events``, ``/api/v2/events/{id}``, ``/api/v2/runs/{id}``, ...).
+- ``server/trigger_api.py`` has the routes (``/api/v1/events``, ``/api/v2/events/{id}``, ...
 """

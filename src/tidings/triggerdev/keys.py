@@ -4,7 +4,8 @@
 A v2 app checks that the platform's calls carry its own key (``x-trigger-api-key``), so the
 server must be able to present it again: keys are stored sealed by the master keyring (like
 signing keys), with a hash beside them to look a presented key up. Under ``tidings dev`` any
-well-formed ``tr_dev_...`` key opens the dev environment, as any event key does there.
+well-formed ``tr_dev_...`` key (or none) opens the dev environment, as any event key does
+there.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class TriggerKey:
     prefix: str
     created_at: int
     revoked_at: int | None
+    kind: str = "trigger"
 
 
 @dataclass(slots=True)
@@ -127,6 +129,8 @@ class TriggerKeys:
         ``Unauthorized`` (with v2's message)."""
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
+        if self._dev and not authorization:
+            return await self._storage.ensure_env(DEV_ENV)  # dev needs no key, as for events
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized(MISSING)
         if not KEY_RE.fullmatch(token):

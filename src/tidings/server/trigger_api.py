@@ -8,6 +8,7 @@ the client throws as an ``Error`` with that message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -32,8 +33,9 @@ from tidings.triggerdev.keys import TriggerKeys
 if TYPE_CHECKING:
     from tidings.engine.runtime import Runtime
 
-# What getRun may ask for; Tidings answers with every task at once.
+# What getRun may ask for (checked, then ignored: every task is answered at once).
 RUN_QUERY = {"subtasks", "cursor", "take", "taskdetails"}
+TAKE_RE = re.compile(r"[0-9]{1,2}")
 
 
 class TriggerAPI:
@@ -124,6 +126,15 @@ class TriggerAPI:
 
     async def get_run(self, request: Request) -> Response:
         check_params(request, RUN_QUERY)
+        query = request.query_params
+        for flag in ("subtasks", "taskdetails"):
+            if query.get(flag, "true") not in ("true", "false"):
+                raise RequestRejected(f"{flag}: true or false")
+        take = query.get("take")
+        if take is not None and not (TAKE_RE.fullmatch(take) and 1 <= int(take) <= 50):
+            raise RequestRejected("take: a whole number from 1 to 50")
+        if len(query.get("cursor", "")) > 100:
+            raise RequestRejected("cursor: at most 100 characters")
         return await self._run_record(request)
 
     async def get_statuses(self, request: Request) -> Response:
