@@ -105,7 +105,7 @@ def api_routes(core: Core) -> list[Route]:
 
 
 def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKeys,
-                start_opts: dict[str, Any]) -> list[Route]:
+                trigger_keys: TriggerKeys, start_opts: dict[str, Any]) -> list[Route]:
     """Every route of the server, one per path (so that a 405 names every method the path
     has in ``Allow``)."""
 
@@ -116,6 +116,7 @@ def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKey
         *api_routes(core),
         *SdkAPI(core, sync, keys).routes(),
         *DevAPI(core, start_opts).routes(),
+        *TriggerAPI(core, trigger_keys).routes(),
         Route("/openapi.json", openapi, methods=["GET"]),
         # ``TidingsApp`` sends POST /e/... straight to the Event API; this route only gives
         # the other methods a 405 that names POST.
@@ -156,27 +157,10 @@ class TidingsApp:
         self._events = events = EventAPI(core, kind, self._shedder)
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
         self.sync = AppSync(core, keys)
-<<<<<<< HEAD
-
-        async def openapi(request: Request) -> Response:
-            return json_response(200, document(self.settings.dev))
-
-        self._routes = [
-            *routes(core, lambda: self.runtime),
-            *SdkAPI(core, self.sync, keys).routes(),
-            *DevAPI(core, self._start_opts()).routes(),
-            *TriggerAPI(core, TriggerKeys(core.storage, core.vault.sealer.keyring,
-                                          dev=self.settings.dev),
-                        lambda: self.runtime).routes(),
-            Route("/openapi.json", openapi, methods=["GET"]),
-            # ``__call__`` sends POST /e/... straight to the Event API; this route only
-            # gives the other methods a 405 that names POST.
-            Route("/e/{key:path}", events, methods=["POST"]),
-        ]
-=======
+        trigger_keys = TriggerKeys(core.storage, core.vault.sealer.keyring,
+                                   dev=self.settings.dev)
         self._routes = route_table(core, events=events, sync=self.sync, keys=keys,
-                                   start_opts=self._start_opts())
->>>>>>> main
+                                   trigger_keys=trigger_keys, start_opts=self._start_opts())
         starlette = Starlette(
             routes=self._routes,
             exception_handlers={
