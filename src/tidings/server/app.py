@@ -49,8 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tidings.server")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# Paths whose requests store events: admission control counts their events (``shedding``).
-EVENT_WRITES = frozenset({"/v1/events", "/api/v1/events", "/api/v1/events/bulk"})
 
 
 class ServerKind:
@@ -260,7 +258,7 @@ class TidingsApp:
         assert self._rest is not None and self._shedder is not None
         try:
             ticket = self._shedder.admit(declared_length(header_map(scope)),
-                                         writes_events=scope["path"] in EVENT_WRITES)
+                                         writes_events=scope["path"] == "/v1/events")
         except Overloaded as exc:
             await send_json(send, 503, {"error": exc.message, "status": 503},
                             [self._kind, *exc.headers])
