@@ -31,6 +31,8 @@ from tidings.flow.cancel import cancelled_event
 from tidings.functions import registration
 from tidings.functions.model import FunctionRow
 from tidings.ids import floor_id, now_ms
+from tidings.observe import metrics
+from tidings.router.handoff import Stored
 from tidings.runs import store
 from tidings.runs.model import STATUSES, TERMINAL, Run, StepRow
 from tidings.runs.store import REPLAYABLE, PauseRow, Replay, RunQuery
@@ -255,11 +257,18 @@ class RunsAPI:
         emit = await self._cancelled_events(run, slug, now)
         cancelled = await self.core.storage.write(partial(
             store.cancel_fenced, run_id=run.id, reason=CANCEL_REASON, now=now, emit=emit))
-        if cancelled and emit:
+        if not cancelled:
+            return False
+        log.info("run %s cancelled: %s", run.id, CANCEL_REASON,
+                 extra={"run_id": run.id, "function": slug})
+        fn = self._registry.by_id(run.function_id)
+        metrics.finished(fn.app_id if fn else "", slug, "Cancelled",
+                         (now - (run.started_at or run.created_at)) / 1000)
+        if emit:
             self._emitted([row.id for row in emit])
-        if cancelled and run.parent_run_id:
+        if run.parent_run_id:
             self._wake("*")
-        return cancelled
+        return True
 
     async def rerun(self, request: Request) -> Response:
         check_params(request, set())
@@ -346,8 +355,7 @@ class RunsAPI:
 
     def _emitted(self, event_ids: list[str]) -> None:
         # The runtime of this process routes what it ingests at once; these are the same.
-        for observer in self.core.ingest.observers:
-            observer(event_ids, False)
+        self.core.handoff.stored(Stored(due=event_ids))
 
 
 def _replay_request(body: bytes) -> tuple[str, int, int, list[str]]:
