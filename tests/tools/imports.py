@@ -39,7 +39,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core",),  # storage, keys, vault and ingest wired once for a process
     ("calls",),  # one call of a function: the host the engine gives it, the outcomes it ends in
     ("sdk",),
-    ("engine", "apps"),
+    ("engine", "apps", "triggerdev"),  # triggerdev: Trigger.dev v2 keys, events, Jobs
     ("server",),
     ("cli",),
     ("__init__",),  # the public surface re-exports the SDK

@@ -43,7 +43,9 @@ from tidings.server.requests import error_response, json_response
 from tidings.server.runs_api import RunsAPI
 from tidings.server.sdk_api import SdkAPI
 from tidings.server.shedding import Shedder
+from tidings.server.trigger_api import TriggerAPI
 from tidings.settings import Settings
+from tidings.triggerdev.keys import TriggerKeys
 
 if TYPE_CHECKING:
     from tidings.sdk.client import Tidings
@@ -104,7 +106,7 @@ def api_routes(core: Core) -> list[Route]:
 
 
 def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKeys,
-                start_opts: dict[str, Any]) -> list[Route]:
+                trigger_keys: TriggerKeys, start_opts: dict[str, Any]) -> list[Route]:
     """Every route of the server, one per path (so that a 405 names every method the path
     has in ``Allow``)."""
 
@@ -115,6 +117,7 @@ def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKey
         *api_routes(core),
         *SdkAPI(core, sync, keys).routes(),
         *DevAPI(core, start_opts).routes(),
+        *TriggerAPI(core, trigger_keys).routes(),
         Route("/openapi.json", openapi, methods=["GET"]),
         # ``TidingsApp`` sends POST /e/... straight to the Event API; this route only gives
         # the other methods a 405 that names POST.
@@ -162,8 +165,10 @@ class TidingsApp:
         self._events = events = EventAPI(core, kind, self._shedder)
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
         self.sync = AppSync(core, keys)
+        trigger_keys = TriggerKeys(core.storage, core.vault.sealer.keyring,
+                                   dev=self.settings.dev)
         self._routes = route_table(core, events=events, sync=self.sync, keys=keys,
-                                   start_opts=self._start_opts())
+                                   trigger_keys=trigger_keys, start_opts=self._start_opts())
         self._templates = {route.endpoint: route.path.replace(":path}", "}")
                            for route in self._routes}
         starlette = Starlette(
