@@ -41,11 +41,16 @@ class Ingest:
         seed: IdSeed | None = None,
         *,
         received_at: int | None = None,
+        dedup_until: int | None = None,
+        traceparent: str | None = None,
     ) -> list[str]:
         """Store events; return their ids (a duplicate's id is the original's).
 
         With a ``seed`` the ids are the deterministic ones of the ``x-inngest-event-id-seed``
-        header, so a retried request maps onto the rows its first attempt stored.
+        header, so a retried request maps onto the rows its first attempt stored. With
+        ``traceparent`` (tracing on) each event keeps the context it was sent in.
+        ``dedup_until`` overrides how long the events' idempotency keys hold (Trigger.dev's
+        ids hold for good: ``triggerdev/events.py``).
         """
         if not events:
             return []
@@ -82,13 +87,14 @@ class Ingest:
                     delivered_at=now if inline is not None and (
                         event.deliver_at is None or event.deliver_at <= now) else None,
                     meta=None if meta is None else _encode(meta),
+                    traceparent=traceparent,
                 )
             )
-        window = 0
-        if any(row.key is not None for row in rows):
-            window = (await self.retention.of(env_id)).dedup_window_ms
+        until = now if dedup_until is None else dedup_until
+        if dedup_until is None and any(row.key is not None for row in rows):
+            until += (await self.retention.of(env_id)).dedup_window_ms
         if inline is None:
-            ids = await self._storage.append_events(rows, now + window)
+            ids = await self._storage.append_events(rows, until)
             # Delayed events are the sweeper's, when they come due: the router only gets the
             # events due now.
             pending = [i for i, event in zip(ids, events, strict=True)
@@ -102,8 +108,7 @@ class Ingest:
                     routed.append(inline.route(tx, due, now))
 
             try:
-                ids = await self._storage.append_events(
-                    rows, now + window, route=route)
+                ids = await self._storage.append_events(rows, until, route=route)
             except BaseException:
                 for result in routed:
                     inline.abandoned(result)
