@@ -146,12 +146,45 @@ def _print_table(table: Table) -> None:
     out.print(table)
 
 
+def _connect_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the Connect gateway listens and what workers are told, handed to the command as
+    ``connect``: a ``ConnectSettings`` without its host (``_serve`` adds it)."""
+
+    @functools.wraps(fn)
+    def command(connect_gateway_port: int | None, connect_gateway_url: str | None,
+                **kwargs: Any) -> Any:
+        from tidings.settings import ConnectSettings
+
+        connect = ConnectSettings(gateway_port=connect_gateway_port,
+                                  gateway_port_given=connect_gateway_port is not None,
+                                  gateway_url=connect_gateway_url or None,
+                                  lease_seconds=ConnectSettings.lease_from_env())
+        return fn(connect=connect, **kwargs)
+
+    command = click.option(
+        "--connect-gateway-url", metavar="URL", envvar="TIDINGS_CONNECT_GATEWAY_URL",
+        help="The WebSocket URL Connect workers are told to dial (default: "
+             "ws://<the host they asked>:<gateway port>/v0/connect).")(command)
+    return click.option(
+        "--connect-gateway-port", type=click.IntRange(0, 65535), metavar="PORT",
+        envvar="TIDINGS_CONNECT_GATEWAY_PORT",
+        help="Where Connect workers' WebSockets are taken  [default: the API port + 1]")(command)
+
+
 def _serve(settings: Settings, host: str, port: int, apps: tuple[str, ...] = (),
            env: str = "dev", retry_interval: float | None = None, watch: Any = None,
-           http: bool = True) -> None:
+           http: bool = True, connect: Any = None) -> None:
+    import dataclasses
+
     import uvicorn
 
     from tidings.server import create_app
+    from tidings.settings import ConnectSettings
+
+    connect = connect or ConnectSettings()
+    settings = dataclasses.replace(settings, connect=dataclasses.replace(
+        connect, gateway_host=host,
+        gateway_port=port + 1 if connect.gateway_port is None else connect.gateway_port))
 
     dead: list[str] = []
 
@@ -209,9 +242,10 @@ retry_option = click.option(
 @click.option("--poll-interval", type=float, default=5.0, show_default=True, metavar="SECONDS",
               help="How often SDK apps are synced again.")
 @_load_options
+@_connect_options
 def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
         retry_interval: float | None, sdk_urls: tuple[str, ...], no_discovery: bool,
-        poll_interval: float, load: Load) -> None:
+        poll_interval: float, load: Load, connect: Any) -> None:
     """Run a development server: SQLite under ./.tidings, any event key accepted.
 
     With ``-a module:client`` the client's functions run in this process; apps written with
@@ -222,7 +256,7 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
     watch = AppWatch(urls=sdk_urls, discover=not no_discovery, interval=poll_interval,
                      own_port=port)
     _serve(_settings("dev", db, load=load), host, port, apps, retry_interval=retry_interval,
-           watch=watch)
+           watch=watch, connect=connect)
 
 
 @main.command()
@@ -237,9 +271,10 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
                    "`tidings worker`s make those calls.")
 @allow_host_option
 @_load_options
+@_connect_options
 def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
           retry_interval: float | None, http: bool, allow_app_hosts: tuple[str, ...],
-          load: Load) -> None:
+          load: Load, connect: Any) -> None:
     """Run a production server: keys required, TIDINGS_ENCRYPTION_KEY required.
 
     Inngest SDK apps sync with their environment's signing key (``tidings keys
@@ -250,7 +285,8 @@ def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
         raise click.UsageError("tidings serve needs --db URL or TIDINGS_DATABASE_URL")
     settings = _settings("serve", db, load=load, allow_app_hosts=allow_app_hosts)
     keyring_for(settings)  # fail here, with a clear message, rather than in the server's start
-    _serve(settings, host, port, apps, env, retry_interval=retry_interval, http=http)
+    _serve(settings, host, port, apps, env, retry_interval=retry_interval, http=http,
+           connect=connect)
 
 
 @main.command()

@@ -19,6 +19,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidings.apps.sync import AppPoller, AppSync
+from tidings.connect.api import ConnectAPI
+from tidings.connect.gateway import Gateway
+from tidings.connect.hub import Hub
 from tidings.core import Core
 from tidings.engine.executor import EngineSettings
 from tidings.engine.runtime import Runtime
@@ -103,6 +106,8 @@ class TidingsApp:
         self._rest: ASGIApp | None = None
         self._routes: list[Route] = []
         self._shedder: Shedder | None = None
+        self.hub = Hub(lease_seconds=settings.connect.lease_seconds)
+        self.gateway: Gateway | None = None
         self._kind = (b"x-inngest-server-kind", settings.server_kind.encode())
         if core is not None:
             self._build(core)
@@ -119,7 +124,8 @@ class TidingsApp:
 
         self._routes = [
             *routes(core, lambda: self.runtime),
-            *SdkAPI(core, self.sync, keys).routes(),
+            *SdkAPI(core, self.sync, keys, self.hub).routes(),
+            *ConnectAPI(core, keys, self.hub, lambda: self.gateway).routes(),
             *DevAPI(core, self._start_opts()).routes(),
             Route("/openapi.json", openapi, methods=["GET"]),
             # ``__call__`` sends POST /e/... straight to the Event API; this route only
@@ -168,10 +174,11 @@ class TidingsApp:
             self._build(self.core)
         if self._owns_core:
             self.runtime = Runtime(self.core, self._apps, env=self._env, settings=self._engine,
-                                   http=self._http)
+                                   http=self._http, connect=self.hub)
             try:
                 await self.runtime.start()
                 await self._watch_apps(self.core)
+                await self._open_gateway(self.core)
             except BaseException:
                 await self.core.close()
                 raise
@@ -186,9 +193,28 @@ class TidingsApp:
             if self.runtime is not None:
                 await self.runtime.stop()
                 self.runtime = None
+            if self.gateway is not None:
+                await self.gateway.stop()
+                self.gateway = None
             if self._owns_core and self.core is not None:
                 await self.core.close()
                 self.core = None
+
+    async def _open_gateway(self, core: Core) -> None:
+        """Workers' sockets (Connect) are taken where ``ConnectSettings.gateway_port`` says."""
+        if core.settings.connect.gateway_port is None:
+            return
+        assert self.sync is not None
+        gateway = Gateway(core, self.hub, self.sync)
+        try:
+            await gateway.start()
+        except OSError as exc:
+            if core.settings.connect.gateway_port_given:
+                raise
+            log.warning("no Connect gateway: port %s: %s (choose one with "
+                        "--connect-gateway-port)", core.settings.connect.gateway_port, exc)
+            return
+        self.gateway = gateway
 
     async def _watch_apps(self, core: Core) -> None:
         watch = self._watch
