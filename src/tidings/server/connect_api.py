@@ -29,8 +29,8 @@ from tidings.core import Core
 from tidings.errors import RequestRejected, Unauthorized
 from tidings.ids import new_id
 from tidings.keys import DEV_ENV, SigningKeys
-from tidings.server.api import bearer, branch_header
 from tidings.server.http import read_body
+from tidings.server.requests import bearer, branch_header
 
 MAX_START_BYTES = 1024 * 1024
 PROTOBUF = "application/protobuf"
