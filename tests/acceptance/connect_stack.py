@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.acceptance.sdk_apps import Api, clean_env, wait_for
+from tests.acceptance.sdk_apps import Api, ProductionKeys, clean_env, wait_for
 from tests.conftest import ROOT, LiveServer, start_server, stop_process, stop_server
 from tidings.connect import wire_pb2 as pb
 
@@ -45,17 +45,24 @@ class ConnectStack:
     gateway_port: int
     tmp_path: Path
     workers: list[Worker]
+    # How workers find the server: dev mode, or (serve) a signing key.
+    worker_env: dict[str, str] = field(default_factory=dict)
+    api_key: str | None = None
+    event_key: str = "any"
 
     @property
     def api(self) -> Api:
-        return Api(self.server.url)
+        return Api(self.server.url, self.api_key)
 
     @property
     def step_log(self) -> Path:
         return self.tmp_path / "steps.log"
 
-    def steps(self) -> list[str]:
-        return self.step_log.read_text().splitlines() if self.step_log.exists() else []
+    def steps(self) -> list[tuple[str, str, str, float]]:
+        """Every step that ran: (worker, run id, step, when)."""
+        lines = self.step_log.read_text().splitlines() if self.step_log.exists() else []
+        return [(w, run, step, float(at)) for w, run, step, at in
+                (line.split(":") for line in lines)]
 
     def logs(self) -> str:
         server = (self.server.data_dir / "server.log").read_text(errors="replace")
@@ -65,8 +72,9 @@ class ConnectStack:
     def start_worker(self, name: str, **env: str) -> Worker:
         log_path = self.tmp_path / f"{name}.log"
         log = open(log_path, "ab")  # noqa: SIM115
-        full_env = clean_env(INNGEST_DEV="1", INNGEST_BASE_URL=self.server.url,
-                             WORKER_ID=name, STEP_LOG=str(self.step_log), **env)
+        full_env = clean_env(**{"INNGEST_DEV": "1", "INNGEST_BASE_URL": self.server.url,
+                                "WORKER_ID": name, "STEP_LOG": str(self.step_log),
+                                **self.worker_env, **env})
         process = subprocess.Popen(
             [sys.executable, "-m", "tests.acceptance.inngest_py_connect_app"], cwd=ROOT,
             env=full_env, stdout=log, stderr=subprocess.STDOUT)
@@ -102,11 +110,18 @@ def connect_stack(tmp_path: Path) -> Iterator[ConnectStack]:
 
 
 def start_stack(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
-                command: str = "dev", extra: Sequence[str] = ()) -> ConnectStack:
-    """A server whose gateway listens on a free port (the one its start answer names)."""
-    server = start_server(tmp_path, "--db", str(tmp_path / "dev.db"), "--no-discovery",
-                          "--retry-interval", "0.2", *args, *extra, env=env, command=command)
-    return ConnectStack(server, gateway_port(server.url), tmp_path, [])
+                keys: ProductionKeys | None = None) -> ConnectStack:
+    """``tidings dev`` (or, given production keys, ``tidings serve`` on their database) whose
+    gateway listens on a free port (the one its start answer names)."""
+    if keys is None:
+        server = start_server(tmp_path, "--db", str(tmp_path / "dev.db"), "--no-discovery",
+                              "--retry-interval", "0.2", *args, env=env)
+        return ConnectStack(server, gateway_port(server.url), tmp_path, [])
+    server = start_server(tmp_path, "--db", keys.db, "--env", "production", "--retry-interval",
+                          "0.2", *args, env={**keys.env, **(env or {})}, command="serve")
+    port = gateway_port(server.url, {"authorization": f"Bearer {keys.signing_key}"})
+    worker_env = {"INNGEST_DEV": "0", "INNGEST_SIGNING_KEY": keys.signing_key}
+    return ConnectStack(server, port, tmp_path, [], worker_env, keys.api_key, keys.event_key)
 
 
 def gateway_port(url: str, headers: dict[str, str] | None = None) -> int:

@@ -3,7 +3,8 @@ Connect: it dials out to the server's gateway (``connect()``) and listens on no 
 environment decides where the server is (``INNGEST_DEV``, ``INNGEST_BASE_URL`` or
 ``INNGEST_API_BASE_URL``, ``INNGEST_SIGNING_KEY``), ``WORKER_ID`` its instance id,
 ``WORKER_CONCURRENCY`` its ``max_worker_concurrency``. Every step that runs is written to
-``STEP_LOG`` (a file) as ``<worker>:<run id>:<step>``, so a test sees where each ran.
+``STEP_LOG`` (a file) as ``<worker>:<run id>:<step>:<unix time>``, so a test sees where and
+when each ran.
 
     INNGEST_DEV=1 INNGEST_BASE_URL=http://127.0.0.1:8288 \\
         python -m tests.acceptance.inngest_py_connect_app
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -28,7 +30,7 @@ def note(ctx: inngest.Context, step: str) -> None:
     path = os.environ.get("STEP_LOG")
     if path:
         with open(path, "a") as log:
-            log.write(f"{WORKER}:{ctx.run_id}:{step}\n")
+            log.write(f"{WORKER}:{ctx.run_id}:{step}:{time.time()}\n")
 
 
 @client.create_function(fn_id="flow", trigger=inngest.TriggerEvent(event="connect/flow"))
@@ -55,8 +57,10 @@ async def slow(ctx: inngest.Context) -> dict[str, Any]:
     first = await ctx.step.run("recorded", recorded)
 
     async def long() -> str:
-        note(ctx, "long")
-        await asyncio.sleep(float(ctx.event.data.get("seconds", 0)))
+        note(ctx, "long-start")
+        if ctx.event.data.get("slow_on") in (None, WORKER):
+            await asyncio.sleep(float(ctx.event.data.get("seconds", 0)))
+        note(ctx, "long-end")
         return WORKER
 
     second = await ctx.step.run("long", long)

@@ -9,6 +9,8 @@ the process's ``Hub``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -28,6 +30,7 @@ from tidings.settings import ConnectSettings
 
 log = logging.getLogger("tidings.connect")
 PATH = "/v0/connect"
+DRAIN_SECONDS = 5.0  # how long a closing gateway waits for its workers to leave
 SUBPROTOCOL = Subprotocol("v0.connect.inngest.com")
 
 
@@ -38,6 +41,9 @@ class Gateway:
         self.sync = sync
         self.settings: ConnectSettings = core.settings.connect
         self._server: Server | None = None
+        self._sessions: set[Session] = set()
+        self._closing = False
+        self._all_left = asyncio.Event()
 
     @property
     def port(self) -> int | None:
@@ -55,7 +61,16 @@ class Gateway:
             open_timeout=10, ping_interval=20, ping_timeout=20, logger=log)
         log.info("Connect gateway on ws://%s:%s%s", settings.gateway_host, self.port, PATH)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = DRAIN_SECONDS) -> None:
+        """Drain: refuse new sockets, tell every worker the gateway is closing
+        (``GATEWAY_CLOSING``: the SDKs reconnect elsewhere at once, their calls going on), wait
+        up to ``grace`` for them to leave, then close what is left with 1001."""
+        self._closing = True
+        for session in list(self._sessions):
+            await session.closing()
+        if self._sessions:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_left.wait(), grace)
         await self.hub.aclose()
         if self._server is not None:
             self._server.close(code=1001, reason="connect_gateway_closing")
@@ -63,8 +78,19 @@ class Gateway:
             self._server = None
 
     async def _session(self, ws: ServerConnection) -> None:
-        await Session(ws, hub=self.hub, sync=self.sync, settings=self.settings,
-                      authenticate=self._authenticate).run()
+        if self._closing:
+            await ws.close(1001, "connect_gateway_closing")
+            return
+        session = Session(ws, hub=self.hub, sync=self.sync, settings=self.settings,
+                          authenticate=self._authenticate)
+        self._sessions.add(session)
+        self._all_left.clear()
+        try:
+            await session.run()
+        finally:
+            self._sessions.discard(session)
+            if not self._sessions:
+                self._all_left.set()
 
     async def _authenticate(self, request: pb.WorkerConnectRequestData) -> str:
         """The environment of a connecting worker: the one its session token names (under

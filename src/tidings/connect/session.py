@@ -19,6 +19,7 @@ or, once acknowledged, wait for their lease to lapse.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -118,6 +119,12 @@ class Session:
             if self.worker is not None:
                 self.hub.remove(self.worker)
                 log.info("connect %s: disconnected", self.label)
+
+    async def closing(self) -> None:
+        """The gateway is shutting down: the worker should reconnect (to another process)."""
+        log.info("connect %s: told the gateway is closing", self.label)
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.send(frame(pb.GATEWAY_CLOSING))
 
     async def _send(self, data: bytes) -> None:
         try:
