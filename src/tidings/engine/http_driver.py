@@ -70,7 +70,7 @@ USER_AGENT = "tidings"
 
 
 class HttpHost(Protocol):
-    """The executor's side of a call (``executor._Host``), as this driver uses it."""
+    """The executor's side of a call (``engine/host.py``), as this driver uses it."""
 
     blockers: list[Any]
     retry: RetryStep | None

@@ -56,7 +56,7 @@ def fire(tx: Tx, *, fn: FunctionRow, expression: str, tick: int, now: int,
         run_id = store.create_run(tx, fn=fn, event_id=row.id, due_at=now, now=now,
                                   dedup_key=f"cron:{tick}")
     if run_id is not None:
-        tx.one("notify", (fn.queue,))
+        store.notify(tx, fn.queue)
     return run_id
 
 

@@ -20,7 +20,7 @@ workers claiming together neither exceed a limit nor deadlock.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -204,21 +204,6 @@ def _defer(tx: Tx, run: Run, fresh: bool, due: int, deadline: int | None, reason
         due = min(due, deadline + 1)
     tx.run("flow_defer", (due, fresh, fresh, run.id, run.lease_token))
     tx.run("flow_wait", (run.id, key, reason, since, due))
-
-
-def after(write: Callable[[Callable[[Tx], Any]], Awaitable[Any]], run: Run, fn: FunctionRow,
-          now: int) -> Callable[[Callable[[Tx], Any]], Awaitable[Any]]:
-    """``write`` that also runs ``after_call`` in the transaction recording the outcome."""
-
-    def wrapped(body: Callable[[Tx], Any]) -> Awaitable[Any]:
-        def both(tx: Tx) -> Any:
-            result = body(tx)
-            after_call(tx, run, fn, now)
-            return result
-
-        return write(both)
-
-    return wrapped
 
 
 def after_call(tx: Tx, run: Run, fn: FunctionRow, now: int) -> None:

@@ -72,7 +72,7 @@ def refuses_invoke(tx: Tx, fn: FunctionRow, row: EventRow, parent_run_id: str, s
     flow = fn.flow
     if flow is None or (flow.rate_limit is None and flow.idempotency is None):
         return None
-    if tx.one("run_for_dedup", (fn.id, f"invoke:{parent_run_id}:{step}")) is not None:
+    if store.run_for_dedup(tx, fn.id, f"invoke:{parent_run_id}:{step}") is not None:
         return None
     event = {"id": row.id, "name": row.name, "data": loads(row.data), "ts": row.ts}
     if flow.rate_limit is not None:

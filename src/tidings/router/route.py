@@ -195,9 +195,9 @@ def _route(tx: Tx, registry: Registry,
     if slots:
         tx.many("flow_slot_take", slots)
     for queue in {queue for queue, _ in routed.runs}:
-        tx.one("notify", (queue,))
+        store.notify(tx, queue)
     if routed.woken:
-        tx.one("notify", ("*",))
+        store.notify(tx, store.ALL_QUEUES)
 
 
 def _waits_for(tx: Tx, waits: dict[tuple[str, str], list[tuple[Any, ...]]], env_id: str,

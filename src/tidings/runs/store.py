@@ -205,6 +205,21 @@ def _blob(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
 
 
+ALL_QUEUES = "*"  # what ``notify`` names to wake the executors of every queue
+
+
+def notify(tx: Tx, queue: str) -> None:
+    """Tell the executors of ``queue`` (of every process: ``NOTIFY`` on PostgreSQL, at commit)
+    that runs are due; ``ALL_QUEUES`` tells every executor."""
+    tx.one("notify", (queue,))
+
+
+def run_for_dedup(tx: Tx, function_id: str, dedup_key: str) -> str | None:
+    """The id of the run of that function created with that key, if any."""
+    row = tx.one("run_for_dedup", (function_id, dedup_key))
+    return str(row[0]) if row else None
+
+
 def next_due(tx: Tx, queue: str) -> int | None:
     row = tx.one("next_due", (queue,))
     return int(row[0]) if row and row[0] is not None else None
@@ -539,7 +554,7 @@ def cancel_fenced(tx: Tx, run_id: str, reason: str, now: int,
     for row in emit:
         insert_event(tx, row, delivered_at=None)
     if run.parent_run_id:
-        tx.one("notify", ("*",))
+        notify(tx, ALL_QUEUES)
     return True
 
 
@@ -552,7 +567,7 @@ def rerun(tx: Tx, source: Run, fn: FunctionRow, now: int, *,
                         due_at=now, now=now, dedup_key=key, rerun_of=source.id,
                         replay_id=replay_id)
     if run_id is not None:
-        tx.one("notify", (fn.queue,))
+        notify(tx, fn.queue)
     return run_id
 
 
