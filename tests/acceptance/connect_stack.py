@@ -49,6 +49,7 @@ class ConnectStack:
     worker_env: dict[str, str] = field(default_factory=dict)
     api_key: str | None = None
     event_key: str = "any"
+    keys: ProductionKeys | None = None  # under serve
 
     @property
     def api(self) -> Api:
@@ -121,7 +122,8 @@ def start_stack(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
                           "0.2", *args, env={**keys.env, **(env or {})}, command="serve")
     port = gateway_port(server.url, {"authorization": f"Bearer {keys.signing_key}"})
     worker_env = {"INNGEST_DEV": "0", "INNGEST_SIGNING_KEY": keys.signing_key}
-    return ConnectStack(server, port, tmp_path, [], worker_env, keys.api_key, keys.event_key)
+    return ConnectStack(server, port, tmp_path, [], worker_env, keys.api_key, keys.event_key,
+                        keys)
 
 
 def gateway_port(url: str, headers: dict[str, str] | None = None) -> int:

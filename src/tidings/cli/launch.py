@@ -279,6 +279,8 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
     """
     import signal
 
+    from tidings.connect.hub import Hub
+    from tidings.connect.relay import Relay
     from tidings.core import Core
     from tidings.engine.runtime import Runtime
 
@@ -304,7 +306,10 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
             stop.set()
 
         core = await Core.start(settings, on_dead=died)
-        runtime = Runtime(core, clients, env=name, http=calls_apps,
+        # Calls of Connect apps go to workers connected to the servers, through the database.
+        connect = Hub(lease_seconds=ConnectSettings.lease_from_env(),
+                      relay=Relay(core.storage)) if calls_apps else None
+        runtime = Runtime(core, clients, env=name, http=calls_apps, connect=connect,
                           settings=_engine(retry_interval=retry_interval,
                                            concurrency=concurrency))
         await runtime.start()

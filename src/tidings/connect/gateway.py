@@ -59,6 +59,8 @@ class Gateway:
             subprotocols=[SUBPROTOCOL], select_subprotocol=_subprotocol,
             process_request=_only_connect_path, max_size=settings.max_message_bytes,
             open_timeout=10, ping_interval=20, ping_timeout=20, logger=log)
+        if self.hub.relay is not None:
+            await self.hub.relay.start(self.hub, self.core.supervisor)
         log.info("Connect gateway on ws://%s:%s%s", settings.gateway_host, self.port, PATH)
 
     async def stop(self, grace: float = DRAIN_SECONDS) -> None:
@@ -72,6 +74,8 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._all_left.wait(), grace)
         await self.hub.aclose()
+        if self.hub.relay is not None:
+            await self.hub.relay.stop()
         if self._server is not None:
             self._server.close(code=1001, reason="connect_gateway_closing")
             await self._server.wait_closed()

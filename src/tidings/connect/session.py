@@ -33,7 +33,8 @@ from websockets.exceptions import ConnectionClosed
 
 from tidings.apps.sync import AppSync
 from tidings.connect import wire_pb2 as pb
-from tidings.connect.hub import Hub, Worker, app_url, function_url
+from tidings.connect.hub import Hub, app_url, function_url
+from tidings.connect.worker import Worker
 from tidings.errors import RequestRejected
 from tidings.ids import now_ms
 from tidings.settings import ConnectSettings
@@ -117,7 +118,7 @@ class Session:
                             exc.sent.reason)
         finally:
             if self.worker is not None:
-                self.hub.remove(self.worker)
+                await self.hub.remove(self.worker)
                 log.info("connect %s: disconnected", self.label)
 
     async def closing(self) -> None:
@@ -149,7 +150,7 @@ class Session:
             heartbeat_interval="10s", extend_lease_interval=f"{self.settings.extend_interval}s",
             status_interval="0s")
         await self.ws.send(frame(pb.GATEWAY_CONNECTION_READY, ready.SerializeToString()))
-        self.hub.add(self.worker)
+        await self.hub.add(self.worker)
         log.info("connect %s: ready (env %s, instance %s, apps %s)", self.label,
                  self.worker.env_id, self.worker.instance_id, sorted(self.worker.functions))
         while True:
@@ -224,12 +225,12 @@ class Session:
             await self.ws.send(frame(pb.GATEWAY_HEARTBEAT))
         elif kind == pb.WORKER_REQUEST_ACK:
             ack = payload(pb.WorkerRequestAckData, message)
-            if not self.hub.acked(worker, ack.request_id):
+            if not await self.hub.acked(worker, ack.request_id):
                 log.info("connect %s: ack for request %s, which it does not hold", self.label,
                          ack.request_id)
         elif kind == pb.WORKER_REQUEST_EXTEND_LEASE:
             extend = payload(pb.WorkerRequestExtendLeaseData, message)
-            lease = self.hub.extend(worker, extend.request_id, extend.lease_id)
+            lease = await self.hub.extend(worker, extend.request_id, extend.lease_id)
             answer = pb.WorkerRequestExtendLeaseAckData(
                 request_id=extend.request_id, account_id=extend.account_id,
                 env_id=extend.env_id, app_id=extend.app_id, function_slug=extend.function_slug)
@@ -242,14 +243,14 @@ class Session:
                                      answer.SerializeToString()))
         elif kind == pb.WORKER_REPLY:
             reply = payload(pb.SDKResponse, message)
-            if not self.hub.replied(worker, worker.env_id, reply):
+            if not await self.hub.replied(worker, worker.env_id, reply):
                 raise Refused(POLICY, f"reply for request {reply.request_id[:40]!r}, which "
                                       "this worker does not hold")
             await self.ws.send(frame(pb.WORKER_REPLY_ACK, pb.WorkerReplyAckData(
                 request_id=reply.request_id).SerializeToString()))
         elif kind == pb.WORKER_PAUSE:
             log.info("connect %s: paused (no new calls)", self.label)
-            self.hub.pause(worker)
+            await self.hub.pause(worker)
         elif kind == pb.WORKER_STATUS:
             status = payload(pb.WorkerStatusData, message)
             log.debug("connect %s: %d calls in flight%s", self.label,

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tidings.apps.sync import AppPoller, AppSync
 from tidings.connect.gateway import Gateway
 from tidings.connect.hub import Hub
+from tidings.connect.relay import Relay
 from tidings.core import Core
 from tidings.engine.executor import EngineSettings
 from tidings.engine.runtime import Runtime
@@ -159,6 +160,9 @@ class TidingsApp:
         self._events = events = EventAPI(core, kind, self._shedder)
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
         self.sync = AppSync(core, keys)
+        # Connect calls may go through workers connected to other processes (``relay``).
+        self.hub = Hub(lease_seconds=self.settings.connect.lease_seconds,
+                       relay=Relay(core.storage))
         self._routes = route_table(core, events=events, sync=self.sync, keys=keys,
                                    start_opts=self._start_opts(), hub=self.hub,
                                    gateway=lambda: self.gateway)

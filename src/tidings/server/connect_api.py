@@ -107,7 +107,7 @@ class ConnectAPI:
         _parse(reply, body)
         if not reply.request_id:
             raise RequestRejected("request_id: the SDKResponse names no request")
-        if not self.hub.replied(None, env_id, reply):
+        if not await self.hub.replied(None, env_id, reply):
             shown = reply.request_id[:40]
             raise RequestRejected(f"request_id: no call {shown!r} is waiting for a reply here",
                                   status=404)
