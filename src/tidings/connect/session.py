@@ -182,7 +182,8 @@ class Session:
 
     async def _register(self, opening: Opening) -> Worker:
         request, env_id = opening.request, opening.env_id
-        sdk = f"{request.sdk_language or 'unknown'}:v{request.sdk_version or '0'}"
+        version = request.sdk_version.removeprefix("v") or "0"  # the TypeScript SDK sends v4.…
+        sdk = f"{request.sdk_language or 'unknown'}:v{version}"
         functions: dict[str, frozenset[str]] = {}
         for app in request.apps:
             name = app.app_name
