@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 from tidings.crypto import Keyring, load_dev_keyring
 from tidings.errors import ConfigError
+from tidings.functions.registry import Registry
 from tidings.ingest import EventLog, Ingest
 from tidings.keys import Gate
-from tidings.router.registry import Registry
 from tidings.runs.local import Wakers
 from tidings.settings import Settings
 from tidings.storage import Storage, storage_for

@@ -21,20 +21,22 @@ from typing import Any
 
 import msgspec
 
+from tidings.calls.outcomes import Driver, Outcome, RunFailed
 from tidings.core import Core
 from tidings.engine.backoff import Backoff
 from tidings.engine.host import CallHost
-from tidings.engine.outcomes import Driver, Outcome, RunFailed
 from tidings.engine.settle import Settler
 from tidings.errors import NonRetriableError, RequestRejected
 from tidings.events.parse import parse_events
-from tidings.flow import admission as flow_admission
+from tidings.flow import at_claim
+from tidings.functions import registration
+from tidings.functions.model import FunctionRow
+from tidings.functions.registry import Registry
 from tidings.ids import IdSeed, new_id, now_ms
-from tidings.router.registry import Registry
+from tidings.outage import unavailable
 from tidings.runs import store
-from tidings.runs.model import FAILED, FunctionRow, Run, StepRecord
+from tidings.runs.model import FAILED, Run, StepRecord
 from tidings.storage.base import EventRow
-from tidings.storage.outage import unavailable
 from tidings.storage.tx import Tx
 from tidings.supervision import describe
 
@@ -81,7 +83,7 @@ class Executor:
         self._tasks: list[asyncio.Task[None]] = []
         # Writes commit in the order they are made (SQLite's one writer): a call's steps are
         # recorded while it goes on, and plain completions are written together.
-        self._ordered = bool(getattr(self.storage, "ordered_writes", False))
+        self._ordered = self.storage.ordered_writes
         self._settler = Settler(self.storage, registry, core.vault, clock=clock,
                                 backoff=self.settings.backoff, batched=self._ordered)
 
@@ -241,7 +243,7 @@ class Executor:
 
     def _admit(self, tx: Tx, runs: list[Run], now: int,
                loaded: dict[str, EventRow]) -> list[Run]:
-        return flow_admission.admit(tx, runs, now, self.registry, loaded)
+        return at_claim.admit(tx, runs, now, self.registry, loaded)
 
     async def _heartbeat(self, ok: Callable[[], None]) -> None:
         while True:
@@ -267,7 +269,7 @@ class Executor:
     async def _failed_inside(self, call: store.Claimed, exc: Exception) -> None:
         """A call failed inside the engine rather than in the function.
 
-        In a database outage (``storage/outage.py``) nothing is the run's fault and nothing can
+        In a database outage (``outage.py``) nothing is the run's fault and nothing can
         be recorded: the run is handed back, due again in ``OUTAGE_RETRY_MS`` (when even that
         cannot be written, its lease expires). Any other failure — a bug, an answer the engine
         could not take in — is an attempt of the run, as if the function had raised: its error
@@ -337,7 +339,7 @@ class Executor:
         known = self.registry.by_id(function_id)
         if known is not None:
             return known
-        return await self.storage.read(lambda tx: store.function_by_id(tx, function_id))
+        return await self.storage.read(lambda tx: registration.function_by_id(tx, function_id))
 
     async def _events(self, run: Run, rows: list[EventRow]
                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:

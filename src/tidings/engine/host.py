@@ -12,11 +12,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from tidings.calls.host import Interrupt
+from tidings.calls.outcomes import RetryStep
 from tidings.engine.backoff import Backoff
-from tidings.engine.outcomes import RetryStep
+from tidings.functions.model import FunctionRow
 from tidings.runs import store
-from tidings.runs.model import FunctionRow, Run, StepRecord, StepRow
-from tidings.sdk.context import _Interrupt
+from tidings.runs.model import Run, StepRecord, StepRow
 from tidings.storage.base import Storage
 
 # Store events sent from a step of the run (``Executor.send``): their ids.
@@ -24,7 +25,8 @@ Send = Callable[[Run, list[dict[str, Any]], str], Awaitable[list[str]]]
 
 
 class CallHost:
-    """The engine's side of one call (``StepHost`` for the SDK's step tools).
+    """The engine's side of one call: the ``calls.host.Host`` of the SDK's step tools and the
+    drivers.
 
     Finished steps are buffered and written together — with the call's outcome when the call
     ends soon, else every ``FLUSH_MS`` or ``FLUSH_STEPS`` — instead of one commit per step. A
@@ -136,7 +138,7 @@ class CallHost:
         elif not await self._flush():
             # Without ordered commits, wait for each flush so records land in order.
             self.lost = True
-            raise _Interrupt()
+            raise Interrupt()
 
     async def errored(self, step: str, name: str, error: dict[str, Any],
                       began: int | None = None, *, final: bool = False,
@@ -146,7 +148,7 @@ class CallHost:
         if self._buffer:
             self._pending.append(self._flush())
         if not await self.settled():
-            raise _Interrupt()
+            raise Interrupt()
         now = self.now()
         position = self._next_position()
         retries = -1 if final else self._fn.retries
@@ -161,7 +163,7 @@ class CallHost:
                                                retries, began, now, kind, failed))
         if failures is None:
             self.lost = True
-            raise _Interrupt()
+            raise Interrupt()
         last = failures > retries
         if last:
             self._failures.pop(step, None)  # its error is its result: no more attempts

@@ -23,14 +23,14 @@ from tidings.engine.http_driver import HttpDriver
 from tidings.engine.native import NativeDriver
 from tidings.engine.replays import Replays
 from tidings.engine.scheduler import CronService
+from tidings.functions import registration
+from tidings.functions.registration import FunctionDef
 from tidings.ids import now_ms
 from tidings.keys import SigningKeys
 from tidings.netguard import Policy
 from tidings.router.route import Routed, route_new
 from tidings.router.service import RouterService
-from tidings.runs import store
 from tidings.runs.model import HTTP_QUEUE
-from tidings.runs.store import FunctionDef
 from tidings.storage.base import Environment, EventRow
 from tidings.storage.tx import Tx
 
@@ -79,7 +79,7 @@ class Runtime:
                 defs = [FunctionDef(slug=fn.slug, name=fn.name, url=None,
                                     config=fn.definition()) for fn in app.functions]
                 await self.core.storage.write(
-                    partial(store.register, env_id=env.id, app_id=app.app_id, queue=queue,
+                    partial(registration.register, env_id=env.id, app_id=app.app_id, queue=queue,
                             defs=defs, now=now))
                 driver = NativeDriver({fn.slug: fn for fn in app.functions})
                 self._add(Executor(
@@ -109,7 +109,7 @@ class Runtime:
         await self.register()
         if self._route:
             self.core.ingest.observers.append(self._ingested)
-            if getattr(self.core.storage, "routes_inline", False):
+            if self.core.storage.routes_inline:
                 self.core.ingest.inline = self
             await self.router.start()
         await self.cron.start()
@@ -117,8 +117,9 @@ class Runtime:
         for executor in self.executors.values():
             await executor.start()
         await self.replays.resume()
-        subscribe = getattr(self.core.storage, "subscribe", None)
-        if subscribe is not None:
+        storage = self.core.storage
+        if storage.notifies:
+            subscribe = storage.subscribe
             self._listener = self.core.supervisor.start(
                 "tidings-listener", lambda ok: subscribe(
                     self._due, self.core.gate.forget, partial(self._listening, ok)))

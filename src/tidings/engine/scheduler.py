@@ -14,13 +14,13 @@ from typing import Any
 import msgspec
 from ulid import ULID
 
-from tidings.engine.cron import parse_cron
 from tidings.errors import ConfigError
-from tidings.flow import routing as flow_routing
+from tidings.flow import at_route
+from tidings.functions.cron import parse_cron
+from tidings.functions.model import FunctionRow
+from tidings.functions.registry import Registry
 from tidings.ids import now_ms
-from tidings.router.registry import Registry
 from tidings.runs import store
-from tidings.runs.model import FunctionRow
 from tidings.storage.base import EventRow, Storage
 from tidings.storage.tx import Tx
 from tidings.supervision import Supervisor
@@ -50,7 +50,7 @@ def fire(tx: Tx, *, fn: FunctionRow, expression: str, tick: int, now: int,
         if tx.run("insert_event", _event_params(tx, row, now)) == 0:
             return None
         event = {"id": row.id, "name": TIMER, "data": {"cron": expression}, "ts": tick}
-        run_id = flow_routing.start(tx, registry, fn, row.id, event, now, _Started())
+        run_id = at_route.start(tx, registry, fn, row.id, event, now, _Started())
     else:
         store.insert_event(tx, row, delivered_at=now)
         run_id = store.create_run(tx, fn=fn, event_id=row.id, due_at=now, now=now,

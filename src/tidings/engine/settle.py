@@ -17,9 +17,8 @@ from typing import Any
 
 import msgspec
 
-from tidings.engine.backoff import Backoff, clamp_retry_after
-from tidings.engine.error_records import lifecycle
-from tidings.engine.outcomes import (
+from tidings.calls.error_records import lifecycle
+from tidings.calls.outcomes import (
     Blocked,
     Continue,
     Invoke,
@@ -30,14 +29,16 @@ from tidings.engine.outcomes import (
     Sleep,
     WaitForEvent,
 )
+from tidings.engine.backoff import Backoff, clamp_retry_after
 from tidings.events.parse import INTERNAL_DATA_KEY
-from tidings.flow import admission as flow_admission
-from tidings.flow import routing as flow_routing
+from tidings.flow import at_claim, at_route
+from tidings.functions import registration
+from tidings.functions.model import FunctionRow, dumps
+from tidings.functions.registry import Registry
 from tidings.ids import floor_id, new_id
-from tidings.router.registry import Registry
 from tidings.router.route import look_back
 from tidings.runs import store
-from tidings.runs.model import COMPLETED, FAILED, FunctionRow, Run, StepRecord, dumps
+from tidings.runs.model import COMPLETED, FAILED, Run, StepRecord
 from tidings.storage.base import EventRow, Storage
 from tidings.storage.tx import Tx
 from tidings.vault import UserVault
@@ -186,7 +187,7 @@ def _composed(body: Callable[[Tx], Any], run: Run, fn: FunctionRow, now: int,
         if not records or store.record_steps(tx, run, records):
             result = body(tx)
         if flowing:
-            flow_admission.after_call(tx, run, fn, now)
+            at_claim.after_call(tx, run, fn, now)
         return result
 
     return settle
@@ -241,9 +242,9 @@ def _invoke(tx: Tx, run: Run, blocker: Invoke, plan: Invocation | None, now: int
         return
     row, target_id = plan
     store.insert_event(tx, row, delivered_at=now)
-    target = store.function_by_id(tx, target_id)
+    target = registration.function_by_id(tx, target_id)
     assert target is not None
-    refused = flow_routing.refuses_invoke(tx, target, row, run.id, blocker.step, now)
+    refused = at_route.refuses_invoke(tx, target, row, run.id, blocker.step, now)
     if refused is not None:
         store.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
                     until=blocker.until)

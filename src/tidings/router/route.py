@@ -14,11 +14,10 @@ from typing import Any, Protocol
 
 import msgspec
 
-from tidings.flow import admission as flow_admission
+from tidings.flow import at_claim, at_route
 from tidings.flow import cancel as flow_cancel
-from tidings.flow import routing as flow_routing
-from tidings.router.expressions import matches
-from tidings.router.registry import Registry, aliases
+from tidings.functions.expressions import matches
+from tidings.functions.registry import Registry, aliases
 from tidings.runs import store
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
@@ -162,7 +161,7 @@ def _route(tx: Tx, registry: Registry,
             flow_cancel.on_event(tx, registry, env_id, event_id, event, now)
         for fn in registry.match(env_id, event, source, context):
             if fn.flow is not None and fn.flow.at_route:
-                flow_routing.start(tx, registry, fn, event_id, event, now, routed)
+                at_route.start(tx, registry, fn, event_id, event, now, routed)
                 continue
             ts = int(event["ts"])
             due = ts if ts > now else now
@@ -170,7 +169,7 @@ def _route(tx: Tx, registry: Registry,
             adopter = adopters.get(fn.queue) if adopters and due <= now else None
             if adopter is not None and stored is not None and adopter.reserve():
                 if fn.flow is not None:
-                    keys = flow_admission.adopt(tx, fn, event, now, taken)
+                    keys = at_claim.adopt(tx, fn, event, now, taken)
                     if keys is None:
                         adopter.unreserve(1)
                         new_runs.append(params)

@@ -15,8 +15,8 @@ from starlette.routing import Route
 from tidings.core import Core
 from tidings.events.model import iso
 from tidings.flow.cancel import cancel_between
+from tidings.functions import registration
 from tidings.ids import now_ms
-from tidings.runs import store
 from tidings.runs.local import ALL
 from tidings.server.http import read_body
 from tidings.server.requests import (
@@ -47,7 +47,8 @@ class FlowAPI:
                                self.core.settings.limits.max_body_bytes)
         slug, since, until = _request(body)
         fn = await self.core.storage.read(
-            partial(store.function_by_slug, env_id=env.id, slug=without_nul(slug, "function")))
+            partial(registration.function_by_slug, env_id=env.id,
+                    slug=without_nul(slug, "function")))
         if fn is None:
             return not_found("function", slug)
         await self.core.storage.read(self._registry.refresh)

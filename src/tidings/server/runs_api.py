@@ -28,9 +28,11 @@ from tidings.errors import RequestRejected
 from tidings.events.model import iso
 from tidings.flow import status as flow_status
 from tidings.flow.cancel import cancelled_event
+from tidings.functions import registration
+from tidings.functions.model import FunctionRow
 from tidings.ids import floor_id, now_ms
 from tidings.runs import store
-from tidings.runs.model import STATUSES, TERMINAL, FunctionRow, Run, StepRow
+from tidings.runs.model import STATUSES, TERMINAL, Run, StepRow
 from tidings.runs.store import REPLAYABLE, PauseRow, Replay, RunQuery
 from tidings.server.http import read_body
 from tidings.server.requests import (
@@ -262,7 +264,7 @@ class RunsAPI:
             return not_found("run", run_id)
         source = found[0]
         fn = await self.core.storage.read(
-            partial(store.function_by_id, function_id=source.function_id))
+            partial(registration.function_by_id, function_id=source.function_id))
         if fn is None or fn.archived_at is not None:
             return error_response(409, f"function {found[1]!r} is archived: its app no longer "
                                   "has it, so a rerun would never run")
@@ -312,7 +314,8 @@ class RunsAPI:
 
     async def _function(self, env: Environment, slug: str) -> FunctionRow | None:
         return await self.core.storage.read(
-            partial(store.function_by_slug, env_id=env.id, slug=without_nul(slug, "function")))
+            partial(registration.function_by_slug, env_id=env.id,
+                    slug=without_nul(slug, "function")))
 
     async def _run(self, env: Environment, run_id: str) -> tuple[Run, str] | None:
         if not ULID_RE.fullmatch(run_id):

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from tidings.flow.admission import short
+from tidings.flow.at_claim import short
 from tidings.flow.cancel import cancel_run, watch
-from tidings.flow.config import IDEMPOTENCY_MS, FlowControl, key_value, priority_seconds
 from tidings.flow.limits import window
-from tidings.router.expressions import matches
-from tidings.router.registry import Registry
+from tidings.functions.expressions import matches
+from tidings.functions.flow_config import IDEMPOTENCY_MS, FlowControl, key_value, priority_seconds
+from tidings.functions.model import FunctionRow, dumps, loads
+from tidings.functions.registry import Registry
 from tidings.runs import store
-from tidings.runs.model import TERMINAL, FunctionRow, dumps, loads
+from tidings.runs.model import TERMINAL
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tidings.engine.error_records import ErrorJSON
+from tidings.calls.error_records import ErrorJSON
 
 if TYPE_CHECKING:
-    from tidings.runs.model import FunctionRow, Run
+    from tidings.functions.model import FunctionRow
+from tidings.runs.model import Run
 
 
 @dataclass(frozen=True, slots=True)
