@@ -10,6 +10,7 @@ import httpx
 from tests.acceptance.connect_stack import APP, ConnectStack, connect_stack
 from tests.acceptance.sdk_apps import wait_for
 from tidings.connect import wire_pb2 as pb
+from tidings.server.connect_api import INNGEST_DEV_ENV_ID as DEV_ENV_ID
 
 __all__ = ["connect_stack"]
 
@@ -70,3 +71,23 @@ def check_flow(stack: ConnectStack) -> None:
     assert [s[:3] for s in stack.steps()] == [("w1", flow["id"], "first")]
     [connection] = stack.connected()
     assert connection["in_flight"] == 0
+
+
+def test_the_connections_of_an_environment_are_listed(connect_stack: ConnectStack) -> None:
+    """As the Inngest Dev Server lists them (the SDK's own tests ask for them by its dev
+    environment's id); a worker that stops is no longer listed."""
+    url = f"{connect_stack.server.url}/v0/connect/envs"
+    worker = connect_stack.start_worker("w1")
+    connect_stack.connected()
+    [listed] = httpx.get(f"{url}/{DEV_ENV_ID}/conns", timeout=10).json()["data"]
+    assert (listed["instance_id"], listed["apps"], listed["status"]) == ("w1", [APP], "ready")
+    assert httpx.get(f"{url}/dev/conns", timeout=10).json()["data"] == [listed]
+    unknown = httpx.get(f"{url}/01ARZ3NDEKTSV4RRFFQ69G5FAV/conns", timeout=10)
+    assert unknown.status_code == 404 and "environment" in unknown.json()["error"]
+    worker.stop()  # SIGTERM: the SDK closes its connection
+
+    def gone() -> bool | None:
+        return True if httpx.get(f"{url}/{DEV_ENV_ID}/conns", timeout=10).json()[
+            "data"] == [] else None
+
+    wait_for(gone, timeout=30, what="the stopped worker to leave the list", logs=connect_stack.logs)

@@ -145,6 +145,7 @@ def test_openapi_json_describes_every_endpoint(dev_server: LiveServer) -> None:
         ("POST", "/v1/apps/sync"),
         ("POST", "/v0/connect/start"),
         ("POST", "/v0/connect/flush"),
+        ("GET", "/v0/connect/envs/{env_id}/conns"),
         ("GET", "/v1/functions"),
         ("GET", "/v1/functions/{slug}"),
         ("GET", "/dev"),

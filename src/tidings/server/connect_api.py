@@ -6,6 +6,9 @@
   connection id, the gateway's WebSocket URL and a session token naming its environment.
 * ``POST /v0/connect/flush``: a reply the worker could not get acknowledged over its socket,
   as a protobuf ``SDKResponse``; answered with a ``FlushResponse``.
+* ``GET /v0/connect/envs/{env_id}/conns``: the workers connected to the environment (to any
+  process), as the Inngest Dev Server lists them (``env_id``: the environment's id or name,
+  or in dev Inngest's id of its dev environment).
 
 Bodies are protobuf (at most 1 MiB for a start, ``max_message_bytes`` for a flush); a body that
 does not parse is a 400 naming the message it should have been.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 from starlette.requests import Request
@@ -25,15 +29,49 @@ from tidings.connect import tokens
 from tidings.connect import wire_pb2 as pb
 from tidings.connect.gateway import PATH, Gateway
 from tidings.connect.hub import Hub
+from tidings.connect.relay import Remote
+from tidings.connect.worker import Worker
 from tidings.core import Core
 from tidings.errors import RequestRejected, Unauthorized
+from tidings.events.model import iso
 from tidings.ids import new_id
 from tidings.keys import DEV_ENV, SigningKeys
 from tidings.server.http import read_body
-from tidings.server.requests import bearer, branch_header
+from tidings.server.requests import (
+    bearer,
+    branch_header,
+    check_params,
+    json_response,
+    not_found,
+    read_env,
+)
 
 MAX_START_BYTES = 1024 * 1024
 PROTOBUF = "application/protobuf"
+INNGEST_DEV_ENV_ID = "00000000-0000-4000-b000-000000000000"  # what the SDKs' tests ask for
+
+
+def connection_json(worker: Worker | Remote, hub: Hub) -> dict[str, Any]:
+    if isinstance(worker, Worker):
+        status = "draining" if worker.draining else "ready"
+        in_flight, capacity = hub.in_flight(worker.env_id, worker.instance_id), \
+            worker.max_concurrency
+    else:
+        status, in_flight, capacity = worker.status, worker.held, worker.capacity
+    return {"connection_id": worker.connection_id, "instance_id": worker.instance_id,
+            "sdk": worker.sdk, "apps": sorted(worker.functions),
+            "connected_at": iso(worker.connected_at), "status": status,
+            "in_flight": in_flight, "capacity": capacity}
+
+
+async def workers_of(hub: Hub, env_id: str) -> list[Worker | Remote]:
+    """The Connect workers of an environment: this process's, and (through the database)
+    those connected to other processes."""
+    mine: list[Worker | Remote] = list(hub.workers(env_id))
+    if hub.relay is None:
+        return mine
+    known = {w.connection_id for w in mine}
+    return [*mine, *(r for r in await hub.relay.listed(env_id) if r.connection_id not in known)]
 
 
 def _parse(message: Message, body: bytes) -> None:
@@ -55,7 +93,18 @@ class ConnectAPI:
 
     def routes(self) -> list[Route]:
         return [Route("/v0/connect/start", self.start, methods=["POST"]),
-                Route("/v0/connect/flush", self.flush, methods=["POST"])]
+                Route("/v0/connect/flush", self.flush, methods=["POST"]),
+                Route("/v0/connect/envs/{env_id}/conns", self.connections, methods=["GET"])]
+
+    async def connections(self, request: Request) -> Response:
+        check_params(request, set())
+        env = await read_env(self.core, request)
+        wanted = request.path_params["env_id"]
+        dev_alias = self.core.settings.dev and wanted == INNGEST_DEV_ENV_ID
+        if wanted not in (env.id, env.name) and not dev_alias:
+            return not_found("environment", wanted)
+        workers = await workers_of(self.hub, env.id)
+        return json_response(200, {"data": [connection_json(w, self.hub) for w in workers]})
 
     async def _env(self, request: Request) -> str:
         """The worker's environment: dev's, or its signing key's; or the branch of it that

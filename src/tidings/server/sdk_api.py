@@ -23,8 +23,6 @@ from tidings.apps import records
 from tidings.apps.config import has_nul, is_http_url
 from tidings.apps.sync import AppSync
 from tidings.connect.hub import Hub
-from tidings.connect.relay import Remote
-from tidings.connect.worker import Worker
 from tidings.core import Core
 from tidings.engine.http_wire import memos, sdk_event
 from tidings.errors import RequestRejected, Unauthorized
@@ -33,6 +31,7 @@ from tidings.json_input import decode_json
 from tidings.keys import DEV_ENV, SigningKeys
 from tidings.runs import store
 from tidings.runs.model import Run
+from tidings.server.connect_api import connection_json, workers_of
 from tidings.server.http import read_body
 from tidings.server.requests import (
     ULID_RE,
@@ -52,22 +51,6 @@ def app_json(app: records.AppRecord) -> dict[str, Any]:
     return {"url": app.url, "app_id": app.app_id, "sdk": app.sdk, "framework": app.framework,
             "status": app.status, "error": app.error, "functions": app.function_count,
             "synced_at": iso(app.synced_at), "checked_at": iso(app.checked_at)}
-
-
-def connection_json(worker: Worker | Remote, hub: Hub) -> dict[str, Any]:
-    if isinstance(worker, Worker):
-        return {"connection_id": worker.connection_id, "instance_id": worker.instance_id,
-                "sdk": worker.sdk, "connected_at": iso(worker.connected_at),
-                "status": "draining" if worker.draining else "ready",
-                "in_flight": hub.in_flight(worker.env_id, worker.instance_id),
-                "capacity": worker.max_concurrency}
-    return {"connection_id": worker.connection_id, "instance_id": worker.instance_id,
-            "sdk": worker.sdk, "connected_at": iso(worker.connected_at),
-            "status": worker.status, "in_flight": worker.held, "capacity": worker.capacity}
-
-
-def serving(worker: Worker | Remote, app_id: str | None) -> bool:
-    return app_id is not None and app_id in worker.functions
 
 
 class SdkAPI:
@@ -153,21 +136,11 @@ class SdkAPI:
         check_params(request, set())
         env = await read_env(self.core, request)
         apps = await self.core.storage.read(lambda tx: records.apps_of(tx, env.id))
-        workers = await self._workers(env.id)
+        workers = await workers_of(self.hub, env.id)
         return json_response(200, {"data": [
             {**app_json(a), "connections": [connection_json(w, self.hub) for w in workers
-                                            if serving(w, a.app_id)]}
+                                            if a.app_id is not None and a.app_id in w.functions]}
             for a in apps]})
-
-    async def _workers(self, env_id: str) -> list[Worker | Remote]:
-        """The Connect workers of an environment: this process's, and (through the database)
-        those connected to other processes."""
-        mine: list[Worker | Remote] = list(self.hub.workers(env_id))
-        if self.hub.relay is None:
-            return mine
-        known = {w.connection_id for w in mine}
-        return [*mine, *(r for r in await self.hub.relay.listed(env_id)
-                         if r.connection_id not in known)]
 
     async def sync_app(self, request: Request) -> Response:
         check_params(request, set())

@@ -33,7 +33,7 @@ def document(dev: bool = False) -> dict[str, Any]:
             **runs.paths(api_key),
             **functions.paths(api_key),
             **sdk.paths(api_key, signing_key),
-            **connect.paths(signing_key),
+            **connect.paths(api_key, signing_key),
             "/health": {"get": {
                 "operationId": "health",
                 "summary": "Health",

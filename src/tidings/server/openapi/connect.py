@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tidings.server.openapi.parts import ApiSecurity, errors
+from tidings.server.openapi.parts import READ_HEADERS, ApiSecurity, data, errors, in_path, ref
 from tidings.server.openapi.sdk import SDK_ENV_HEADER as _ENV
 
 PROTOBUF = "application/protobuf"
@@ -18,8 +18,19 @@ def _protobuf(message: str, description: str) -> dict[str, Any]:
         "description": f"A protobuf {message} (tidings/connect/wire.proto)."}}}}
 
 
-def paths(signing_key: ApiSecurity) -> dict[str, Any]:
+def paths(api_key: ApiSecurity, signing_key: ApiSecurity) -> dict[str, Any]:
     return {
+        "/v0/connect/envs/{env_id}/conns": {"get": {
+            "operationId": "connectConnections",
+            "summary": "The Connect workers connected to an environment (to any process)",
+            "description": "env_id: the environment's id or name (in dev also "
+                           "00000000-0000-4000-b000-000000000000, the Inngest Dev Server's).",
+            "security": api_key,
+            "parameters": [in_path("env_id"), *READ_HEADERS],
+            "responses": {"200": data({"type": "array", "items": ref("Connection")},
+                                      "Its workers"),
+                          **errors(400, 401, 404)},
+        }},
         "/v0/connect/start": {"post": {
             "operationId": "connectStart",
             "summary": "A Connect worker starts a connection",

@@ -116,7 +116,7 @@ APP: dict[str, Any] = {
         "synced_at": NULLABLE_TIME,
         "checked_at": {"type": "string", "format": "date-time"},
         "connections": {"type": "array", "items": ref("Connection"),
-                        "description": "The app's Connect workers connected to this process "
+                        "description": "The app's Connect workers, connected to any process "
                                        "(empty for an app served over HTTP)."},
     },
 }
@@ -124,11 +124,13 @@ APP: dict[str, Any] = {
 CONNECTION: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["connection_id", "instance_id", "sdk", "connected_at", "status", "in_flight",
-                 "capacity"],
+    "required": ["connection_id", "instance_id", "sdk", "apps", "connected_at", "status",
+                 "in_flight", "capacity"],
     "properties": {
         "connection_id": {"type": "string"},
         "instance_id": {"type": "string"},
+        "apps": {"type": "array", "items": {"type": "string"},
+                 "description": "The apps the worker serves on this connection."},
         "sdk": {"type": "string", "description": "language:vversion, e.g. py:v0.5.19"},
         "connected_at": {"type": "string", "format": "date-time"},
         "status": {"enum": ["ready", "draining"],
