@@ -181,11 +181,14 @@ class Relay:
         while True:
             hub = self._hub
             assert hub is not None
-            if hub.workers():
+            mine = bool(hub.workers())
+            if mine:
                 rows = await self.storage.read(partial(self._calls_for_me, self.owner))
                 for row in rows:
                     await hub.forward(row)
-            if time.monotonic() - seen >= SEEN_EVERY:
+            # A process without workers writes nothing: its rows, if any, were deleted as its
+            # sockets closed, and those of dead processes are cleared by the living.
+            if mine and time.monotonic() - seen >= SEEN_EVERY:
                 seen = time.monotonic()
                 await self.storage.write(partial(_seen, owner=self.owner, now=now_ms()))
             hub.expire()
