@@ -20,7 +20,9 @@ from tidings.functions.cron import parse_cron
 from tidings.functions.model import FunctionRow
 from tidings.functions.registry import Registry
 from tidings.ids import now_ms
+from tidings.observe import metrics
 from tidings.runs import store
+from tidings.runs.model import QueuedRun
 from tidings.storage.base import EventRow, Storage
 from tidings.storage.tx import Tx
 from tidings.supervision import Supervisor
@@ -35,7 +37,7 @@ def tick_id(fn: FunctionRow, tick: int) -> str:
 
 @dataclass(slots=True)
 class _Started:
-    runs: list[tuple[str, str]] = field(default_factory=list)
+    runs: list[QueuedRun] = field(default_factory=list)
 
 
 def fire(tx: Tx, *, fn: FunctionRow, expression: str, tick: int, now: int,
@@ -56,6 +58,7 @@ def fire(tx: Tx, *, fn: FunctionRow, expression: str, tick: int, now: int,
         run_id = store.create_run(tx, fn=fn, event_id=row.id, due_at=now, now=now,
                                   dedup_key=f"cron:{tick}")
     if run_id is not None:
+        metrics.scheduled(fn.app_id, fn.slug, "cron")
         store.notify(tx, fn.queue)
     return run_id
 

@@ -72,6 +72,13 @@ class StepRow:
                    attempts=r[5], started_at=r[6], ended_at=r[7], kind=r[8])
 
 
+class QueuedRun(NamedTuple):
+    """A run just queued, and the queue whose executors run it."""
+
+    queue: str
+    run_id: str
+
+
 class StepRecord(NamedTuple):
     """A step that finished in a call, as the call buffers it until it is written."""
 

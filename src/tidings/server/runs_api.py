@@ -31,6 +31,8 @@ from tidings.flow.cancel import cancelled_event
 from tidings.functions import registration
 from tidings.functions.model import FunctionRow
 from tidings.ids import floor_id, now_ms
+from tidings.observe import metrics
+from tidings.router.handoff import Stored
 from tidings.runs import store
 from tidings.runs.model import STATUSES, TERMINAL, Run, StepRow
 from tidings.runs.store import REPLAYABLE, PauseRow, Replay, RunQuery
@@ -249,6 +251,11 @@ class RunsAPI:
         assert again is not None
         if not cancelled:
             return self._ended(again[0])
+        log.info("run %s cancelled: %s", run.id, CANCEL_REASON,
+                 extra={"run_id": run.id, "function": slug})
+        fn = self._registry.by_id(run.function_id)
+        metrics.finished(fn.app_id if fn else "", slug, "Cancelled",
+                         (now - (run.started_at or run.created_at)) / 1000)
         if emit:
             self._emitted([row.id for row in emit])
         if run.parent_run_id:
@@ -340,8 +347,7 @@ class RunsAPI:
 
     def _emitted(self, event_ids: list[str]) -> None:
         # The runtime of this process routes what it ingests at once; these are the same.
-        for observer in self.core.ingest.observers:
-            observer(event_ids, False)
+        self.core.handoff.stored(Stored(due=event_ids))
 
 
 def _replay_request(body: bytes) -> tuple[str, int, int, list[str]]:
