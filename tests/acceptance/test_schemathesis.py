@@ -150,6 +150,8 @@ def test_openapi_json_describes_every_endpoint(dev_server: LiveServer) -> None:
         ("GET", "/v1/functions/{slug}"),
         ("GET", "/dev"),
         ("GET", "/health"),
+        ("GET", "/ready"),
+        ("GET", "/metrics"),
         ("GET", "/openapi.json"),
     }
     assert served.json() == document(dev=True)
