@@ -47,7 +47,9 @@ from tidings.server.requests import error_response, json_response
 from tidings.server.runs_api import RunsAPI
 from tidings.server.sdk_api import SdkAPI
 from tidings.server.shedding import Shedder
+from tidings.server.trigger_api import TriggerAPI
 from tidings.settings import Settings
+from tidings.triggerdev.keys import TriggerKeys
 
 if TYPE_CHECKING:
     from tidings.sdk.client import Tidings
@@ -108,7 +110,7 @@ def api_routes(core: Core) -> list[Route]:
 
 
 def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKeys,
-                start_opts: dict[str, Any], hub: Hub,
+                trigger_keys: TriggerKeys, start_opts: dict[str, Any], hub: Hub,
                 gateway: Callable[[], Gateway | None]) -> list[Route]:
     """Every route of the server, one per path (so that a 405 names every method the path
     has in ``Allow``)."""
@@ -121,6 +123,7 @@ def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKey
         *SdkAPI(core, sync, keys, hub).routes(),
         *ConnectAPI(core, keys, hub, gateway).routes(),
         *DevAPI(core, start_opts).routes(),
+        *TriggerAPI(core, trigger_keys).routes(),
         Route("/openapi.json", openapi, methods=["GET"]),
         # ``TidingsApp`` sends POST /e/... straight to the Event API; this route only gives
         # the other methods a 405 that names POST.
@@ -173,9 +176,11 @@ class TidingsApp:
         # Connect calls may go through workers connected to other processes (``relay``).
         self.hub = Hub(lease_seconds=self.settings.connect.lease_seconds,
                        relay=Relay(core.storage))
+        trigger_keys = TriggerKeys(core.storage, core.vault.sealer.keyring,
+                                   dev=self.settings.dev)
         self._routes = route_table(core, events=events, sync=self.sync, keys=keys,
-                                   start_opts=self._start_opts(), hub=self.hub,
-                                   gateway=lambda: self.gateway)
+                                   trigger_keys=trigger_keys, start_opts=self._start_opts(),
+                                   hub=self.hub, gateway=lambda: self.gateway)
         self._templates = {route.endpoint: route.path.replace(":path}", "}")
                            for route in self._routes}
         starlette = Starlette(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from tidings.server.openapi import connect, events, functions, runs, sdk
+from tidings.server.openapi import connect, events, functions, runs, sdk, triggerdev
 from tidings.server.openapi.parts import ERROR, FIELD_ERROR, ApiSecurity, errors, json_body
 
 # Loop name -> its last error (``supervision.py``).
@@ -33,6 +33,7 @@ def document(dev: bool = False) -> dict[str, Any]:
     api_key: ApiSecurity = [] if dev else [{"apiKey": []}]
     event_key: ApiSecurity = [] if dev else [{"eventKey": []}]
     signing_key: ApiSecurity = [] if dev else [{"signingKey": []}]
+    trigger_key: ApiSecurity = [] if dev else [{"triggerKey": []}]
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tidings", "version": "1",
@@ -43,6 +44,7 @@ def document(dev: bool = False) -> dict[str, Any]:
             **functions.paths(api_key),
             **sdk.paths(api_key, signing_key),
             **connect.paths(api_key, signing_key),
+            **triggerdev.paths(trigger_key),
             "/health": {"get": {
                 "operationId": "health",
                 "summary": "Health",
@@ -103,12 +105,17 @@ def document(dev: bool = False) -> dict[str, Any]:
         },
         "components": {
             "schemas": {"FieldError": FIELD_ERROR, "Error": ERROR, **events.SCHEMAS,
-                        **runs.SCHEMAS, **functions.SCHEMAS, **sdk.SCHEMAS},
+                        **runs.SCHEMAS, **functions.SCHEMAS, **sdk.SCHEMAS,
+                        **triggerdev.SCHEMAS},
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer",
                            "description": "An API key (tda_...); tidings dev needs none."},
                 "eventKey": {"type": "http", "scheme": "bearer",
                              "description": "An event key (tdk_...); any in tidings dev."},
+                "triggerKey": {"type": "http", "scheme": "bearer",
+                               "description": "A Trigger.dev v2 key (tr_<env>_...: tidings keys "
+                                              "create --kind trigger); tidings dev needs none "
+                                              "and takes any tr_dev_... key."},
                 "signingKey": {"type": "http", "scheme": "bearer",
                                "description": "The environment's signing key, plain or "
                                               "hashed, with or without its signkey-…- "

@@ -266,6 +266,17 @@ CREATE TABLE replay_sources (
     PRIMARY KEY (replay_id, source_id)
 );
 
+-- Trigger.dev v2 keys: sealed (the server presents an app its own key), and hashed to look up.
+CREATE TABLE trigger_keys (
+    id TEXT PRIMARY KEY,
+    env_id TEXT NOT NULL REFERENCES environments (id),
+    key_hash TEXT NOT NULL UNIQUE,
+    sealed BYTEA NOT NULL,
+    prefix TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+
 -- Connect across processes: the workers connected to each process (its rows, kept fresh by
 -- it: seen_at), and the calls one process makes to a worker connected to another (the owner
 -- forwards them down the socket and writes the reply back; the caller polls its row).
