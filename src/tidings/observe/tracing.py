@@ -10,9 +10,10 @@ The spans follow the OpenTelemetry messaging conventions (``messaging.system=tid
   (``messaging.batch.message_count``), and each event keeps that span's context with it
   (``events.traceparent``): its creation context, inside the sender's trace;
 - each run is a CONSUMER span ``process {function}``, linked to the creation context of its
-  events. Runs outlive processes, so it is recorded when the run ends, with its real start
-  time, and its ids are derived from the run's id (``run_context``): every process that
-  drives the run puts its spans under it, before the span itself exists;
+  events (``runs/traces.py``). Runs outlive processes, so it is recorded when the run ends —
+  completed, failed or cancelled — with its real start time, and its ids are derived from
+  the run's id (``run_context``): every process that drives the run puts its spans under
+  it, before the span itself exists;
 - each step attempt is an INTERNAL span (``tidings.step.id``, ``tidings.step.op``,
   ``tidings.step.attempt``), a failed one with status ERROR; sleeps, waits and invocations
   are spans from the pause to the resumption, recorded with the run;
