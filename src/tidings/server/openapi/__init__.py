@@ -10,7 +10,16 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from tidings.server.openapi import events, functions, runs, sdk, settings, triggerdev, users
+from tidings.server.openapi import (
+    connect,
+    events,
+    functions,
+    runs,
+    sdk,
+    settings,
+    triggerdev,
+    users,
+)
 from tidings.server.openapi.parts import ERROR, FIELD_ERROR, ApiSecurity, errors, json_body
 
 # Loop name -> its last error (``supervision.py``).
@@ -45,6 +54,7 @@ def document(dev: bool = False) -> dict[str, Any]:
             **sdk.paths(api_key, signing_key),
             **users.paths(api_key),
             **settings.paths(api_key),
+            **connect.paths(api_key, signing_key),
             **triggerdev.paths(trigger_key),
             "/health": {"get": {
                 "operationId": "health",
