@@ -37,7 +37,7 @@ from tidings.functions.model import FunctionRow, dumps
 from tidings.functions.registry import Registry
 from tidings.ids import floor_id, new_id
 from tidings.router.route import look_back
-from tidings.runs import store
+from tidings.runs import journal, store
 from tidings.runs.model import COMPLETED, FAILED, Run, StepRecord
 from tidings.storage.base import EventRow, Storage
 from tidings.storage.tx import Tx
@@ -184,7 +184,7 @@ def _composed(body: Callable[[Tx], Any], run: Run, fn: FunctionRow, now: int,
 
     def settle(tx: Tx) -> Any:
         result = None
-        if not records or store.record_steps(tx, run, records):
+        if not records or journal.record_steps(tx, run, records):
             result = body(tx)
         if flowing:
             at_claim.after_call(tx, run, fn, now)
@@ -209,15 +209,15 @@ def _end(tx: Tx, run: Run, status: str, output: Any, error: Any, rows: list[Even
 
 def _pause(tx: Tx, run: Run, event: dict[str, Any], outcome: Blocked,
            plans: list[Invocation | None], now: int) -> bool:
-    if store.leased_status(tx, run.id, run.lease_token) is None:
+    if journal.leased_status(tx, run.id, run.lease_token) is None:
         return False
     since = floor_id(run.progress_at)
     for blocker, plan in zip(outcome.blockers, plans, strict=True):
         if isinstance(blocker, Sleep):
-            store.pause(tx, run, step=blocker.step, name=blocker.name, kind="sleep",
+            journal.pause(tx, run, step=blocker.step, name=blocker.name, kind="sleep",
                         until=blocker.until)
         elif isinstance(blocker, WaitForEvent):
-            store.pause(tx, run, step=blocker.step, name=blocker.name, kind="wait",
+            journal.pause(tx, run, step=blocker.step, name=blocker.name, kind="wait",
                         until=blocker.until, event_name=blocker.event,
                         condition=blocker.condition, trigger_event=dumps(event),
                         since_id=since)
@@ -232,10 +232,10 @@ def _pause(tx: Tx, run: Run, event: dict[str, Any], outcome: Blocked,
 
 def _invoke(tx: Tx, run: Run, blocker: Invoke, plan: Invocation | None, now: int) -> None:
     if plan is None:
-        store.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
+        journal.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
                     until=blocker.until)
         # Inngest's words (``runner.FindInvokedFunction``), which SDK tests match.
-        store.resolve_pause(tx, run.id, blocker.step, blocker.name, {"error": {
+        journal.resolve_pause(tx, run.id, blocker.step, blocker.name, {"error": {
             "name": "Error",
             "message": f"could not find function with ID: {blocker.function}"}},
             now, kind="invoke", failed=True)
@@ -246,9 +246,9 @@ def _invoke(tx: Tx, run: Run, blocker: Invoke, plan: Invocation | None, now: int
     assert target is not None
     refused = at_route.refuses_invoke(tx, target, row, run.id, blocker.step, now)
     if refused is not None:
-        store.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
+        journal.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
                     until=blocker.until)
-        store.resolve_pause(tx, run.id, blocker.step, blocker.name, {"error": {
+        journal.resolve_pause(tx, run.id, blocker.step, blocker.name, {"error": {
             "name": "RateLimited", "message": refused}}, now, kind="invoke", failed=True)
         return
     key = f"invoke:{run.id}:{blocker.step}"
@@ -258,5 +258,5 @@ def _invoke(tx: Tx, run: Run, blocker: Invoke, plan: Invocation | None, now: int
         child = store.run_for_dedup(tx, target.id, key)
     else:
         store.notify(tx, target.queue)
-    store.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
+    journal.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
                 until=blocker.until, correlation=child)

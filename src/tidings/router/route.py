@@ -18,7 +18,7 @@ from tidings.flow import at_claim, at_route
 from tidings.flow import cancel as flow_cancel
 from tidings.functions.expressions import matches
 from tidings.functions.registry import Registry, aliases
-from tidings.runs import store
+from tidings.runs import journal, store
 from tidings.runs.model import QueuedRun, Run
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
@@ -242,7 +242,7 @@ def _resume_waiters(tx: Tx, waits: list[tuple[Any, ...]], event_id: str, event: 
         variables = {"event": msgspec.json.decode(trigger) if trigger else {}, "async": event}
         if matches(condition, variables, f"run {run_id} (wait {step_name})"):
             waits.remove(entry)
-            if store.resolve_pause(tx, run_id, step, step_name, event, now, kind="wait"):
+            if journal.resolve_pause(tx, run_id, step, step_name, event, now, kind="wait"):
                 routed.woken.append(run_id)
 
 
@@ -260,6 +260,6 @@ def look_back(tx: Tx, env_id: str, run_id: str, step: str, step_name: str, event
             event = routable(row).event
             if matches(condition, {"event": trigger, "async": event},
                        f"run {run_id} (wait {step_name})"):
-                return store.resolve_pause(tx, run_id, step, step_name, event, now,
+                return journal.resolve_pause(tx, run_id, step, step_name, event, now,
                                            kind="wait")
     return False
