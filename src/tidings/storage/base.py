@@ -67,6 +67,19 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     meta: bytes | None = None
 
 
+def env_from_row(row: Any) -> Environment:
+    """An ``Environment`` from ``id, name, parent_id, created_at``."""
+    return Environment(id=row[0], name=row[1], parent_id=row[2], created_at=row[3])
+
+
+def key_from_row(row: Any) -> ApiKey:
+    """An ``ApiKey`` from the columns the key queries select (the environment's name third)."""
+    return ApiKey(
+        id=row[0], env_id=row[1], env_name=row[2], kind=row[3], key_hash=row[4], prefix=row[5],
+        created_at=row[6], revoked_at=row[7],
+    )
+
+
 def event_from_row(r: Sequence[Any]) -> EventRow:
     """An ``EventRow`` from the columns of ``events`` in table order, as either database gives
     them back (JSON as text on PostgreSQL, as bytes on SQLite)."""

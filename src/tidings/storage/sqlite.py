@@ -34,7 +34,9 @@ from tidings.storage.base import (
     EventRow,
     KeyKind,
     WrappedKey,
+    env_from_row,
     event_from_row,
+    key_from_row,
 )
 from tidings.storage.sql import dialect_file, split_queries
 from tidings.storage.sqlite_append import Append
@@ -221,28 +223,28 @@ class SQLiteStorage:
     async def ensure_env(self, name: str, parent_id: str | None = None) -> Environment:
         def run(conn: sqlite3.Connection) -> Environment:
             conn.execute(Q["insert_env"], (new_id(), name, parent_id, now_ms()))
-            return _env(conn.execute(Q["env_by_name"], (name,)).fetchone())
+            return env_from_row(conn.execute(Q["env_by_name"], (name,)).fetchone())
 
         return await self._write(run)
 
     async def get_env(self, env_id: str) -> Environment | None:
         row = await self._read(lambda c: c.execute(Q["env_by_id"], (env_id,)).fetchone())
-        return _env(row) if row else None
+        return env_from_row(row) if row else None
 
     async def create_key(self, env_id: str, kind: KeyKind, key_hash: str, prefix: str) -> ApiKey:
         def run(conn: sqlite3.Connection) -> ApiKey:
             conn.execute(Q["insert_key"], (new_id(), env_id, kind, key_hash, prefix, now_ms()))
-            return _key(conn.execute(Q["key_by_hash"], (key_hash,)).fetchone())
+            return key_from_row(conn.execute(Q["key_by_hash"], (key_hash,)).fetchone())
 
         return await self._write(run)
 
     async def key_by_hash(self, key_hash: str) -> ApiKey | None:
         row = await self._read(lambda c: c.execute(Q["key_by_hash"], (key_hash,)).fetchone())
-        return _key(row) if row else None
+        return key_from_row(row) if row else None
 
     async def list_keys(self) -> list[ApiKey]:
         rows = await self._read(lambda c: c.execute(Q["list_keys"]).fetchall())
-        return [_key(r) for r in rows]
+        return [key_from_row(r) for r in rows]
 
     async def revoke_key(self, key_id: str) -> bool:
         return await self._write(
@@ -319,14 +321,3 @@ class SQLiteStorage:
             )
 
         await self._write(run)
-
-
-def _env(row: Any) -> Environment:
-    return Environment(id=row[0], name=row[1], parent_id=row[2], created_at=row[3])
-
-
-def _key(row: Any) -> ApiKey:
-    return ApiKey(
-        id=row[0], env_id=row[1], env_name=row[2], kind=row[3], key_hash=row[4], prefix=row[5],
-        created_at=row[6], revoked_at=row[7],
-    )
