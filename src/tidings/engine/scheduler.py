@@ -62,7 +62,7 @@ def fire(tx: Tx, *, fn: FunctionRow, expression: str, tick: int, now: int,
 
 
 def _event_params(tx: Tx, row: EventRow, now: int) -> tuple[Any, ...]:
-    return (row.id, row.env_id, row.name, store.json_param(tx, row.data), None, None, None,
+    return (row.id, row.env_id, row.name, tx.json(row.data), None, None, None,
             row.ts, None, row.source, None, None, row.received_at, None, now, None)
 
 

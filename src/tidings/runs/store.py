@@ -27,21 +27,7 @@ from tidings.runs.model import (
 from tidings.storage.base import EventRow, event_from_row
 from tidings.storage.tx import Tx
 
-
-def json_param(tx: Tx, value: bytes | None) -> bytes | str | None:
-    """JSON bytes as the events table of this dialect stores them."""
-    if value is None:
-        return None
-    return value if tx.dialect == "sqlite" else value.decode()
-
-
 # -- runs ------------------------------------------------------------------------------------
-
-def id_list(tx: Tx, ids: Sequence[str]) -> str | list[str]:
-    """A list of ids as one query parameter (JSON for SQLite's json_each, an array for
-    PostgreSQL's ANY)."""
-    return dumps(list(ids)) if tx.dialect == "sqlite" else list(ids)
-
 
 def run_params(*, fn: FunctionRow, event_id: str, due_at: int, now: int,
                event_ids: list[str] | None = None, dedup_key: str | None = None,
@@ -126,7 +112,7 @@ def claim_calls(tx: Tx, queue: str, owner: str, now: int, lease_ms: int,
 
 
 def event_rows(tx: Tx, ids: Sequence[str]) -> list[EventRow]:
-    return [event_from_row(r) for r in tx.all("event_rows", (id_list(tx, ids),))]
+    return [event_from_row(r) for r in tx.all("event_rows", (tx.ids(ids),))]
 
 
 def event_row(tx: Tx, event_id: str) -> EventRow | None:
@@ -249,9 +235,9 @@ def park(tx: Tx, run: Run, now: int) -> bool:
 
 def insert_event(tx: Tx, row: EventRow, *, delivered_at: int | None) -> None:
     tx.run("insert_event", (
-        row.id, row.env_id, row.name, json_param(tx, row.data), row.user, row.user_subject,
-        row.key, row.ts, row.v, row.source, json_param(tx, row.context), row.account_id,
-        row.received_at, row.deliver_at, delivered_at, json_param(tx, row.meta)))
+        row.id, row.env_id, row.name, tx.json(row.data), row.user, row.user_subject,
+        row.key, row.ts, row.v, row.source, tx.json(row.context), row.account_id,
+        row.received_at, row.deliver_at, delivered_at, tx.json(row.meta)))
 
 
 def cancel_fenced(tx: Tx, run_id: str, reason: str, now: int,
