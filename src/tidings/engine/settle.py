@@ -39,7 +39,7 @@ from tidings.ids import floor_id, new_id
 from tidings.router.route import look_back
 from tidings.runs import journal, store
 from tidings.runs.model import COMPLETED, FAILED, Run, StepRecord
-from tidings.storage.base import EventRow, Storage
+from tidings.storage.base import EventRow, Storage, internal_event
 from tidings.storage.tx import Tx
 from tidings.vault import UserVault
 
@@ -150,11 +150,9 @@ class Settler:
         else:
             data["result"] = result
         meta = event.get("meta")
-        return [EventRow(id=new_id(now), env_id=run.env_id, name=name,
-                         data=msgspec.json.encode(data), user=None, user_subject=None, key=None,
-                         ts=now, v=None, source="tidings", context=None, account_id=None,
-                         received_at=now, deliver_at=None,
-                         meta=None if meta is None else msgspec.json.encode(meta))]
+        return [internal_event(event_id=new_id(now), env_id=run.env_id, name=name, data=data,
+                               ts=now, received_at=now,
+                               meta=None if meta is None else msgspec.json.encode(meta))]
 
     async def _plan_invoke(self, run: Run, fn: FunctionRow, blocker: Invoke,
                            now: int) -> Invocation | None:
@@ -169,11 +167,10 @@ class Settler:
             "fn_id": blocker.function, "correlation_id": f"{run.id}.{blocker.step}",
             "expire": blocker.until, "gid": "", "name": blocker.name,
             "source_app_id": fn.app_id, "source_fn_id": fn.id, "source_fn_v": 0}}
-        row = EventRow(id=event_id, env_id=run.env_id, name="tidings/function.invoked",
-                       data=msgspec.json.encode(data), user=user, user_subject=subject,
-                       key=None, ts=now, v=None, source="tidings", context=None,
-                       account_id=None, received_at=now, deliver_at=None,
-                       meta=None if blocker.meta is None else msgspec.json.encode(blocker.meta))
+        row = internal_event(
+            event_id=event_id, env_id=run.env_id, name="tidings/function.invoked", data=data,
+            ts=now, received_at=now, user=user, user_subject=subject,
+            meta=None if blocker.meta is None else msgspec.json.encode(blocker.meta))
         return row, target.id
 
 

@@ -67,6 +67,17 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     meta: bytes | None = None
 
 
+def internal_event(*, event_id: str, env_id: str, name: str, data: Any, ts: int,
+                   received_at: int, meta: bytes | None = None, user: bytes | None = None,
+                   user_subject: bytes | None = None) -> EventRow:
+    """An event Tidings itself emits (``tidings/...``: a run's lifecycle, an invocation, a cron
+    tick): ``data`` as a value, encoded here; no key, version, context or account."""
+    return EventRow(id=event_id, env_id=env_id, name=name, data=msgspec.json.encode(data),
+                    user=user, user_subject=user_subject, key=None, ts=ts, v=None,
+                    source="tidings", context=None, account_id=None, received_at=received_at,
+                    deliver_at=None, meta=meta)
+
+
 def env_from_row(row: Any) -> Environment:
     """An ``Environment`` from ``id, name, parent_id, created_at``."""
     return Environment(id=row[0], name=row[1], parent_id=row[2], created_at=row[3])
