@@ -1,6 +1,6 @@
 """Settling a call: what a function's call ended in (an ``Outcome``) becomes state in one
 transaction, with the steps the call recorded last and, for a function under flow control,
-``flow.admission.after_call``.
+``flow.at_claim.after_call``.
 
 The outcome decides the body: a run's end (its lifecycle events stored with it), a retry at
 its backoff, a call again now, or pauses (sleeps, waits with their look-back, invocations with
