@@ -11,6 +11,7 @@ from tidings.core import Core
 from tidings.errors import EventsInvalid, RequestRejected
 from tidings.events.parse import parse_events
 from tidings.ids import IdSeed, now_ms
+from tidings.observe import tracing
 from tidings.server.shedding import Ticket
 from tidings.storage.base import Environment
 
@@ -29,7 +30,12 @@ async def accept_events(core: Core, *, key: str, branch: str | None,
     events = parse_events(body, limits, now)
     if ticket is not None:
         ticket.parsed(len(events))  # admission control counts them from here on
-    ids = await core.ingest.append(env.id, events, IdSeed.parse(seed), received_at=now)
+    if not tracing.on():  # the hot path: no context manager to enter
+        return env, await core.ingest.append(env.id, events, IdSeed.parse(seed),
+                                             received_at=now)
+    with tracing.producing(len(events)) as traceparent:
+        ids = await core.ingest.append(env.id, events, IdSeed.parse(seed), received_at=now,
+                                       traceparent=traceparent)
     return env, ids
 
 

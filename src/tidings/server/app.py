@@ -28,6 +28,8 @@ from tidings.engine.executor import EngineSettings
 from tidings.engine.runtime import Runtime
 from tidings.errors import Overloaded, RequestRejected
 from tidings.keys import DEV_ENV, SigningKeys
+from tidings.observe import tracing
+from tidings.observe.http import RequestObserver
 from tidings.server.dev_api import DevAPI
 from tidings.server.event_api import EventAPI
 from tidings.server.flow_api import FlowAPI
@@ -35,12 +37,15 @@ from tidings.server.functions_api import FunctionsAPI
 from tidings.server.health import HealthAPI
 from tidings.server.http import TICKET, declared_length, header_map, send_json
 from tidings.server.log_api import EventLogAPI
+from tidings.server.metrics_api import MetricsAPI
 from tidings.server.openapi import document
 from tidings.server.requests import error_response, json_response
 from tidings.server.runs_api import RunsAPI
 from tidings.server.sdk_api import SdkAPI
 from tidings.server.shedding import Shedder
+from tidings.server.trigger_api import TriggerAPI
 from tidings.settings import Settings
+from tidings.triggerdev.keys import TriggerKeys
 
 if TYPE_CHECKING:
     from tidings.sdk.client import Tidings
@@ -101,7 +106,7 @@ def api_routes(core: Core) -> list[Route]:
 
 
 def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKeys,
-                start_opts: dict[str, Any]) -> list[Route]:
+                trigger_keys: TriggerKeys, start_opts: dict[str, Any]) -> list[Route]:
     """Every route of the server, one per path (so that a 405 names every method the path
     has in ``Allow``)."""
 
@@ -112,10 +117,12 @@ def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKey
         *api_routes(core),
         *SdkAPI(core, sync, keys).routes(),
         *DevAPI(core, start_opts).routes(),
+        *TriggerAPI(core, trigger_keys).routes(),
         Route("/openapi.json", openapi, methods=["GET"]),
         # ``TidingsApp`` sends POST /e/... straight to the Event API; this route only gives
         # the other methods a 405 that names POST.
         Route("/e/{key:path}", events, methods=["POST"]),
+        *MetricsAPI(core).routes(),
     ]
 
 
@@ -143,6 +150,12 @@ class TidingsApp:
         self._routes: list[Route] = []
         self._shedder: Shedder | None = None
         self._kind = (b"x-inngest-server-kind", settings.server_kind.encode())
+        self._http_app: ASGIApp = self._dispatch
+        self._templates: dict[Any, str] = {}
+        if settings.observe.access_log or settings.observe.metrics or tracing.on():
+            self._http_app = RequestObserver(self._dispatch, self._route_of,
+                                             access_log=settings.observe.access_log,
+                                             timed=settings.observe.metrics)
         if core is not None:
             self._build(core)
 
@@ -152,8 +165,12 @@ class TidingsApp:
         self._events = events = EventAPI(core, kind, self._shedder)
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
         self.sync = AppSync(core, keys)
+        trigger_keys = TriggerKeys(core.storage, core.vault.sealer.keyring,
+                                   dev=self.settings.dev)
         self._routes = route_table(core, events=events, sync=self.sync, keys=keys,
-                                   start_opts=self._start_opts())
+                                   trigger_keys=trigger_keys, start_opts=self._start_opts())
+        self._templates = {route.endpoint: route.path.replace(":path}", "}")
+                           for route in self._routes}
         starlette = Starlette(
             routes=self._routes,
             exception_handlers={
@@ -180,6 +197,12 @@ class TidingsApp:
         return {"urls": list(watch.urls), "autodiscover": watch.discover,
                 "poll": bool(watch.urls or watch.discover), "poll_interval": watch.interval,
                 "require_keys": not self.settings.dev, "persist": True}
+
+    def _route_of(self, scope: Scope) -> str:
+        """The route template a request went to (a metrics label: never the raw path)."""
+        if scope["path"].startswith("/e/"):
+            return "/e/{key}"
+        return self._templates.get(scope.get("endpoint"), "unmatched")
 
     @property
     def endpoints(self) -> list[tuple[str, str]]:
@@ -230,11 +253,13 @@ class TidingsApp:
         await self._poller.start()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "lifespan":
+        if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        if kind == "http":
+        await self._http_app(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
             method = scope["method"]
             if method == "POST" and scope["path"].startswith("/e/"):
                 assert self._events is not None

@@ -31,6 +31,7 @@ from tidings.flow.cancel import cancelled_event
 from tidings.functions import registration
 from tidings.functions.model import FunctionRow
 from tidings.ids import floor_id, now_ms
+from tidings.observe import metrics
 from tidings.router.handoff import Stored
 from tidings.runs import admin, journal, store
 from tidings.runs.admin import REPLAYABLE, PauseRow, Replay, RunQuery
@@ -242,19 +243,32 @@ class RunsAPI:
         run, slug = found
         if run.status in TERMINAL:
             return self._ended(run)
-        now = now_ms()
-        emit = await self._cancelled_events(run, slug, now)
-        cancelled = await self.core.storage.write(partial(
-            store.cancel_fenced, run_id=run.id, reason=CANCEL_REASON, now=now, emit=emit))
+        cancelled = await self.cancel(run, slug)
         again = await self._run(env, run_id)
         assert again is not None
         if not cancelled:
             return self._ended(again[0])
+        return json_response(200, {"data": run_json(*again)})
+
+    async def cancel(self, run: Run, slug: str) -> bool:
+        """Cancel a run that has not ended, emitting ``function.cancelled`` when a function
+        listens for it; False when it had already ended."""
+        now = now_ms()
+        emit = await self._cancelled_events(run, slug, now)
+        cancelled = await self.core.storage.write(partial(
+            store.cancel_fenced, run_id=run.id, reason=CANCEL_REASON, now=now, emit=emit))
+        if not cancelled:
+            return False
+        log.info("run %s cancelled: %s", run.id, CANCEL_REASON,
+                 extra={"run_id": run.id, "function": slug})
+        fn = self._registry.by_id(run.function_id)
+        metrics.finished(fn.app_id if fn else "", slug, "Cancelled",
+                         (now - (run.started_at or run.created_at)) / 1000)
         if emit:
             self._emitted([row.id for row in emit])
         if run.parent_run_id:
             self._wake("*")
-        return json_response(200, {"data": run_json(*again)})
+        return True
 
     async def rerun(self, request: Request) -> Response:
         check_params(request, set())
