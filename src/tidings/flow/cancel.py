@@ -21,7 +21,7 @@ from tidings.functions.model import FunctionRow, dumps
 from tidings.functions.registry import Registry, aliases
 from tidings.ids import floor_id, new_id
 from tidings.observe import metrics
-from tidings.runs import store
+from tidings.runs import store, traces
 from tidings.runs.model import TERMINAL, Run
 from tidings.storage.base import EventRow, internal_event
 from tidings.storage.tx import Tx
@@ -45,6 +45,7 @@ def cancel_run(tx: Tx, registry: Registry, run_id: str, reason: str, now: int) -
     if fn is not None:
         metrics.finished(fn.app_id, fn.slug, "Cancelled",
                          (now - (run.started_at or run.created_at)) / 1000)
+        traces.record(tx, run, function=fn.slug, app=fn.app_id, status="Cancelled", now=now)
     return True
 
 

@@ -31,9 +31,9 @@ from tidings.flow.cancel import cancelled_event
 from tidings.functions import registration
 from tidings.functions.model import FunctionRow
 from tidings.ids import floor_id, now_ms
-from tidings.observe import metrics
+from tidings.observe import metrics, tracing
 from tidings.router.handoff import Stored
-from tidings.runs import admin, journal, store
+from tidings.runs import admin, journal, store, traces
 from tidings.runs.admin import REPLAYABLE, PauseRow, Replay, RunQuery
 from tidings.runs.model import STATUSES, TERMINAL, Run, StepRow
 from tidings.server.http import read_body
@@ -264,6 +264,10 @@ class RunsAPI:
         fn = self._registry.by_id(run.function_id)
         metrics.finished(fn.app_id if fn else "", slug, "Cancelled",
                          (now - (run.started_at or run.created_at)) / 1000)
+        if tracing.on():
+            await self.core.storage.read(partial(
+                traces.record, run=run, function=slug, app=fn.app_id if fn else "",
+                status="Cancelled", now=now))
         if emit:
             self._emitted([row.id for row in emit])
         if run.parent_run_id:
