@@ -10,7 +10,7 @@ from typing import Any
 
 from tidings.events.model import iso
 from tidings.ingest import EventLog
-from tidings.runs import store
+from tidings.runs import admin, store
 from tidings.storage.base import EventRow, Storage
 from tidings.storage.tx import Tx
 from tidings.vault import Lookups, UserVault
@@ -30,7 +30,7 @@ def person_events(tx: Tx, env_id: str, subject: bytes, before_id: str, limit: in
     ids = [str(r[0]) for r in tx.all("privacy_person_events", (env_id, subject, before_id,
                                                                 limit))]
     rows = sorted(store.event_rows(tx, ids), key=lambda row: row.id, reverse=True)
-    runs = {row.id: [_run(run, slug) for run, slug in store.runs_started_by(tx, env_id, row.id)]
+    runs = {row.id: [_run(run, slug) for run, slug in admin.runs_started_by(tx, env_id, row.id)]
             for row in rows}
     return rows, runs
 

@@ -5,7 +5,7 @@ the engine when a run completes or fails, and by the cancellations, wherever the
 from __future__ import annotations
 
 from tidings.observe import tracing
-from tidings.runs import store
+from tidings.runs import journal
 from tidings.runs.model import Run, StepRow
 from tidings.storage.tx import Tx
 
@@ -20,7 +20,7 @@ def record(tx: Tx, run: Run, *, function: str, app: str, status: str, now: int) 
     traceparents = [row[0] for row in found if row is not None and row[0]]
     tracing.run_span(run.id, function=function, app=app, status=status, started_at=began,
                      ended_at=now, attempt=run.attempt, event_ids=event_ids,
-                     traceparents=traceparents, pauses=pauses(store.steps_of(tx, run.id),
+                     traceparents=traceparents, pauses=pauses(journal.steps_of(tx, run.id),
                                                               began))
 
 

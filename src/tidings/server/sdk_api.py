@@ -29,7 +29,7 @@ from tidings.errors import RequestRejected, Unauthorized
 from tidings.events.model import iso
 from tidings.json_input import decode_json
 from tidings.keys import DEV_ENV, SigningKeys
-from tidings.runs import store
+from tidings.runs import journal, store
 from tidings.runs.model import Run
 from tidings.server.connect_api import connection_json, workers_of
 from tidings.server.http import read_body
@@ -129,7 +129,7 @@ class SdkAPI:
         if run is None:
             return not_found("run", request.path_params["run_id"])
         run_id = run.id
-        steps = await self.core.storage.read(lambda tx: store.steps_of(tx, run_id))
+        steps = await self.core.storage.read(lambda tx: journal.steps_of(tx, run_id))
         return json_response(200, memos(steps))
 
     async def list_apps(self, request: Request) -> Response:
