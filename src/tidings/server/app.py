@@ -32,6 +32,7 @@ from tidings.server.openapi import document
 from tidings.server.sdk_api import SdkAPI
 from tidings.server.shedding import Shedder
 from tidings.server.trigger_api import TriggerAPI
+from tidings.server.trigger_runs_api import TriggerRunsAPI
 from tidings.settings import Settings
 from tidings.triggerdev.keys import TriggerKeys
 
@@ -116,7 +117,9 @@ class TidingsApp:
         self._shedder = Shedder(self.settings.load, core.storage.backlog)
         self._events = events = EventAPI(core, kind, self._shedder)
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
-        self.sync = AppSync(core, keys)
+        trigger_keys = TriggerKeys(core.storage, core.vault.sealer.keyring,
+                                   dev=self.settings.dev)
+        self.sync = AppSync(core, keys, trigger_keys=trigger_keys)
 
         async def openapi(request: Request) -> Response:
             return json_response(200, document(self.settings.dev))
@@ -125,9 +128,8 @@ class TidingsApp:
             *routes(core, lambda: self.runtime),
             *SdkAPI(core, self.sync, keys).routes(),
             *DevAPI(core, self._start_opts()).routes(),
-            *TriggerAPI(core, TriggerKeys(core.storage, core.vault.sealer.keyring,
-                                          dev=self.settings.dev),
-                        lambda: self.runtime).routes(),
+            *TriggerAPI(core, trigger_keys, lambda: self.runtime).routes(),
+            *TriggerRunsAPI(core, trigger_keys, self.sync).routes(),
             Route("/openapi.json", openapi, methods=["GET"]),
             # ``__call__`` sends POST /e/... straight to the Event API; this route only
             # gives the other methods a 405 that names POST.

@@ -35,6 +35,7 @@ def document(dev: bool = False) -> dict[str, Any]:
             **functions.paths(api_key),
             **sdk.paths(api_key, signing_key),
             **triggerdev.paths(trigger_key),
+            **triggerdev.run_paths(trigger_key),
             "/health": {"get": {
                 "operationId": "health",
                 "summary": "Health",
@@ -65,7 +66,7 @@ def document(dev: bool = False) -> dict[str, Any]:
         "components": {
             "schemas": {"FieldError": FIELD_ERROR, "Error": ERROR, **events.SCHEMAS,
                         **runs.SCHEMAS, **functions.SCHEMAS, **sdk.SCHEMAS,
-                        **triggerdev.SCHEMAS},
+                        **triggerdev.SCHEMAS, **triggerdev.RUN_SCHEMAS},
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer",
                            "description": "An API key (tda_...); tidings dev needs none."},
