@@ -14,9 +14,9 @@ and afterwards the server must answer ``/health``, list and get must work, and n
 been stored (the events, apps and runs listed before and after are the same).
 
 What stays lenient, on purpose (Inngest's server does the same, and its SDKs rely on it):
-unknown query parameters on the Event API, the SDK endpoints, ``/health`` and
-``/openapi.json``; unknown keys in a registration body (``/fn/register``), where SDKs send
-more than any one server reads. ``tidings dev`` takes any event key, so the key in
+unknown query parameters on the Event API, the SDK endpoints, ``/health``, ``/ready``,
+``/metrics`` and ``/openapi.json``; unknown keys in a registration body (``/fn/register``),
+where SDKs send more than any one server reads. ``tidings dev`` takes any event key, so the key in
 ``/e/{key}`` is only a credential under ``serve``.
 """
 
@@ -53,7 +53,8 @@ DEEP_CEL = "(" * 100_000 + "true" + ")" * 100_000
 
 LENIENT_QUERY = {("POST", "/e/{key}"), ("POST", "/fn/register"),
                  ("GET", "/v0/runs/{run_id}/batch"), ("GET", "/v0/runs/{run_id}/actions"),
-                 ("GET", "/health"), ("GET", "/openapi.json")}
+                 ("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"),
+                 ("GET", "/openapi.json")}
 LENIENT_KEYS = {("POST", "/fn/register"), ("POST", "/api/v1/runs/{run_id}/tasks"),
                 ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/complete"),
                 ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/fail")}

@@ -30,10 +30,9 @@ import msgspec
 from tidings.apps import records
 from tidings.core import Core
 from tidings.errors import ConfigError
+from tidings.functions.filters import check_filter
+from tidings.functions.registration import FunctionDef, register
 from tidings.ids import now_ms
-from tidings.router.filters import check_filter
-from tidings.runs import store
-from tidings.runs.store import FunctionDef
 from tidings.storage.tx import Tx
 from tidings.triggerdev.keys import TriggerKeys
 from tidings.triggerdev.wire import LAZY_LOADED_CACHED_TASKS, TRIGGER_QUEUE
@@ -216,7 +215,7 @@ def _register(tx: Tx, *, env_id: str, url: str, client: str, defs: list[Function
     before = records.app_at(tx, env_id, url)
     modified = before is None or before.checksum != checksum
     if modified:
-        store.register(tx, env_id=env_id, app_id=client, queue=TRIGGER_QUEUE, defs=defs,
+        register(tx, env_id=env_id, app_id=client, queue=TRIGGER_QUEUE, defs=defs,
                        now=now)
     records.synced(tx, env_id=env_id, url=url, app_id=client, sdk=SDK, framework=None,
                    checksum=checksum, functions=len(defs), now=now)

@@ -25,16 +25,25 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import msgspec
 
+from tidings.calls.error_records import ErrorJSON, error_of
+from tidings.calls.host import Host, Interrupt
+from tidings.calls.outcomes import (
+    Blocked,
+    Continue,
+    Outcome,
+    RunDone,
+    RunFailed,
+    Sleep,
+)
 from tidings.engine import ai_infer
 from tidings.engine.ai_infer import BadInference, inference_of
-from tidings.engine.error_records import ErrorJSON, error_of
 from tidings.engine.http_client import AppCaller, AppClient, CallFailed, HttpxClient, proxied
 from tidings.engine.http_wire import (
     CallState,
@@ -50,53 +59,15 @@ from tidings.engine.http_wire import (
     unwrap_stream,
     wait_of,
 )
-from tidings.engine.outcomes import (
-    Blocked,
-    Continue,
-    Outcome,
-    RetryStep,
-    RunDone,
-    RunFailed,
-    Sleep,
-)
+from tidings.functions.model import FunctionRow
 from tidings.keys import EnvSigningKeys, SigningKeys
 from tidings.netguard import Policy
-from tidings.runs.model import HTTP_QUEUE, FunctionRow, Run, StepRow
-from tidings.sdk.context import _Interrupt
+from tidings.observe import metrics, tracing
+from tidings.runs.model import HTTP_QUEUE, Run
 from tidings.signing import sign, verify
 
 log = logging.getLogger("tidings.engine.http")
 USER_AGENT = "tidings"
-
-
-class HttpHost(Protocol):
-    """The executor's side of a call (``executor._Host``), as this driver uses it."""
-
-    blockers: list[Any]
-    retry: RetryStep | None
-    lost: bool
-
-    @property
-    def recorded(self) -> list[StepRow]: ...
-
-    @property
-    def attempts(self) -> dict[str, int]: ...
-
-    @property
-    def attempt(self) -> int: ...
-
-    def now(self) -> int: ...
-
-    def block(self, blocker: Any) -> None: ...
-
-    async def completed(self, step: str, name: str, output: bytes,
-                        began: int | None = None, *, kind: str = "run") -> None: ...
-
-    async def errored(self, step: str, name: str, error: dict[str, Any],
-                      began: int | None = None, *, final: bool = False,
-                      kind: str = "run", attempt: int | None = None) -> bool: ...
-
-    async def flushed(self) -> bool: ...
 
 
 UNSIGNED = "the app's answer is not signed with this environment's signing key; it was not believed"
@@ -145,11 +116,12 @@ class _Call:
     """One call of a run: the requests it makes share what they learn."""
 
     fn: FunctionRow
-    host: HttpHost
+    host: Host
     state: CallState
     keys: EnvSigningKeys | None
     running: set[str] = field(default_factory=set)  # steps with a request of their own out
     held: set[str] = field(default_factory=set)  # steps that ran without a result: not again
+    last: Reply | None = None  # the latest answer, for the log line of a failed call
 
 
 def _race(op: dict[str, Any]) -> bool:
@@ -182,7 +154,7 @@ class HttpDriver:
         with contextlib.suppress(RuntimeError):  # no loop: nothing is open
             self._closing = asyncio.get_running_loop().create_task(self._http.aclose())
 
-    async def call(self, fn: FunctionRow, host: HttpHost, *, run: Run, event: dict[str, Any],
+    async def call(self, fn: FunctionRow, host: Host, *, run: Run, event: dict[str, Any],
                    events: list[dict[str, Any]]) -> Outcome | None:
         """Call the function until it pauses, fails or returns — while it only reports steps
         that ran, it is called again at once, as a native function goes on after a step (at
@@ -198,13 +170,12 @@ class HttpDriver:
             state.attempt = host.attempt
             try:
                 outcome = await self._answer(call, "step")
-            except _Interrupt:
+            except Interrupt:
                 outcome = None
             if host.lost:
                 return None
             if isinstance(outcome, RunFailed):
-                log.warning("run %s (%s), attempt %d: %s: %s", run.id, fn.slug, run.attempt,
-                            outcome.error.get("name"), outcome.error.get("message"))
+                _log_failed(run, fn, outcome, call.last)
             if outcome is not None:
                 return outcome
             if host.blockers:
@@ -337,7 +308,7 @@ class HttpDriver:
             call.state.remember(step, {"error": answer.error})
         return None
 
-    async def _op(self, host: HttpHost, state: CallState, op: dict[str, Any], began: int,
+    async def _op(self, host: Host, state: CallState, op: dict[str, Any], began: int,
                   reply: Reply) -> Outcome | None:
         kind, step, name, now = op.get("op"), op["id"], display_name(op), host.now()
         try:
@@ -357,7 +328,7 @@ class HttpDriver:
                 elif host.retry is not None:
                     at = retry_after(reply.headers.get("retry-after"), now)
                     if at is not None:
-                        host.retry = RetryStep(step, at)
+                        host.retry = replace(host.retry, retry_at=at)
             elif kind in ("Sleep", "WaitForEvent", "InvokeFunction"):
                 if any(b.step == step for b in host.blockers):
                     return None  # a race group's branches report it again
@@ -410,7 +381,7 @@ class HttpDriver:
         if call.state.used_api and not await host.flushed():
             # The SDK reads the steps from the API, maybe from another server process: every
             # step this call recorded must be in the database first, or it would run again.
-            raise _Interrupt()
+            raise Interrupt()
         headers = {"content-type": "application/json", "user-agent": USER_AGENT,
                    "x-run-id": call.state.run_id, "x-inngest-step-id": step_id}
         if keys is not None:
@@ -418,12 +389,20 @@ class HttpDriver:
             if keys.branch is not None:
                 headers["x-inngest-env"] = keys.branch
         url = step_url(fn.url, step_id)
-        try:
-            # A streaming SDK signs as its answer begins: soon after the request goes out.
-            answered = int(time.time())
-            reply = await self._http.post(url, body, headers)
-        except CallFailed as exc:
-            return _failure("AppUnreachable", f"cannot call {url}: {exc}")
+        call.last = None
+        began = time.perf_counter()
+        with tracing.client_span(call.state.run_id, "POST", url, headers) as span:
+            try:
+                # A streaming SDK signs as its answer begins: soon after the request goes out.
+                answered = int(time.time())
+                reply = await self._http.post(url, body, headers)
+            except CallFailed as exc:
+                tracing.answered(span, None)
+                metrics.sdk_request(fn.app_id, fn.slug, "unreachable",
+                                    time.perf_counter() - began)
+                return _failure("AppUnreachable", f"cannot call {url}: {exc}")
+            tracing.answered(span, reply.status)
+        took = time.perf_counter() - began
         status, raw, found = reply.status, reply.body, reply.headers
         streamed = status == 201
         inner: dict[str, str] = {}
@@ -441,5 +420,23 @@ class HttpDriver:
             distrust = streamed_distrust(url, found, inner, answer, keys.all, answered=answered)
         else:
             distrust = None if verify(raw, found.get("x-inngest-signature"), keys.all) else UNSIGNED
-        return Reply(status, {**found, **inner}, answer, distrust,
-                     call.state.attempt if attempt is None else attempt)
+        call.last = Reply(status, {**found, **inner}, answer, distrust,
+                          call.state.attempt if attempt is None else attempt)
+        metrics.sdk_request(fn.app_id, fn.slug, "success" if 200 <= status < 300 else "error",
+                            took)
+        return call.last
+
+
+def _log_failed(run: Run, fn: FunctionRow, outcome: RunFailed, reply: Reply | None) -> None:
+    """A failed call to an SDK app, at WARNING: its status and reason, and the start of the
+    answer (500 bytes), which says what went wrong when the app's answer could not be taken
+    in. The run's ids come bound (``engine/telemetry.py``)."""
+    name, message = outcome.error.get("name"), outcome.error.get("message")
+    extra: dict[str, Any] = {"reason": name}
+    where = ""
+    if reply is not None:
+        extra["status"] = reply.status
+        extra["answer"] = reply.body[:500].decode(errors="replace")
+        where = f" (status {reply.status})"
+    log.warning("run %s: the call to %s failed%s, attempt %d: %s: %s", run.id, fn.slug, where,
+                run.attempt + 1, name, message, extra=extra)

@@ -27,12 +27,14 @@ from typing import Any
 import httpx
 import msgspec
 
+from tidings.calls.host import Host
+from tidings.calls.outcomes import Blocked, Outcome, RetryStep, RunDone, RunFailed, Sleep
 from tidings.core import Core
-from tidings.engine.outcomes import Blocked, Outcome, RetryStep, RunDone, RunFailed, Sleep
 from tidings.events.model import iso
+from tidings.functions.model import FunctionRow
 from tidings.ids import now_ms
 from tidings.netguard import Policy, transport
-from tidings.runs.model import FunctionRow, Run
+from tidings.runs.model import Run
 from tidings.triggerdev import tasks
 from tidings.triggerdev.keys import TriggerKeys
 from tidings.triggerdev.wire import INVALID_PAYLOAD, LAZY_LOADED_CACHED_TASKS, TRIGGER_QUEUE
@@ -77,7 +79,7 @@ class TriggerDriver:
     def close(self) -> None:
         self._client = None  # its connections close with the event loop's end
 
-    async def call(self, fn: FunctionRow, host: Any, *, run: Run, event: dict[str, Any],
+    async def call(self, fn: FunctionRow, host: Host, *, run: Run, event: dict[str, Any],
                    events: list[dict[str, Any]]) -> Outcome | None:
         storage = self._core.storage
         await storage.write(partial(tasks.waited, run_id=run.id, now=host.now()))
@@ -213,7 +215,7 @@ class TriggerDriver:
             found = self._envs[env_id] = (name, kind)
         return found
 
-    async def _mirror(self, host: Any, run: Run) -> None:
+    async def _mirror(self, host: Host, run: Run) -> None:
         """The run's finished tasks not yet among its steps become steps."""
         known = await self._core.storage.read(partial(tasks.of_run, run_id=run.id))
         recorded = {step.step for step in host.recorded}

@@ -1,5 +1,9 @@
 """The ASGI application: ``POST /e/{key}`` goes straight to the raw Event API, everything else
-through Starlette (routing, CORS, JSON errors)."""
+through Starlette (routing, CORS, JSON errors).
+
+Every route of the server is in ``route_table`` (the JSON API under ``/v1`` in ``api_routes``):
+a new endpoint is added there, with its OpenAPI entry (``openapi/``) and bad-input cases
+(``tests/acceptance/test_bad_input.py``)."""
 
 from __future__ import annotations
 
@@ -24,11 +28,19 @@ from tidings.engine.executor import EngineSettings
 from tidings.engine.runtime import Runtime
 from tidings.errors import Overloaded, RequestRejected
 from tidings.keys import DEV_ENV, SigningKeys
-from tidings.server.api import error_response, json_response, routes
+from tidings.observe import tracing
+from tidings.observe.http import RequestObserver
 from tidings.server.dev_api import DevAPI
 from tidings.server.event_api import EventAPI
+from tidings.server.flow_api import FlowAPI
+from tidings.server.functions_api import FunctionsAPI
+from tidings.server.health import HealthAPI
 from tidings.server.http import TICKET, declared_length, header_map, send_json
+from tidings.server.log_api import EventLogAPI
+from tidings.server.metrics_api import MetricsAPI
 from tidings.server.openapi import document
+from tidings.server.requests import error_response, json_response
+from tidings.server.runs_api import RunsAPI
 from tidings.server.sdk_api import SdkAPI
 from tidings.server.shedding import Shedder
 from tidings.server.trigger_api import TriggerAPI
@@ -41,8 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tidings.server")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# Paths whose requests store events: admission control counts their events (``shedding``).
-EVENT_WRITES = frozenset({"/v1/events", "/api/v1/events", "/api/v1/events/bulk"})
 
 
 class ServerKind:
@@ -85,6 +95,39 @@ async def _crash(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal error")
 
 
+def api_routes(core: Core) -> list[Route]:
+    """The JSON API: health, the event log, runs and their levers, functions."""
+    return [
+        *HealthAPI(core).routes(),
+        *EventLogAPI(core).routes(),
+        *RunsAPI(core).routes(),
+        *FlowAPI(core).routes(),
+        *FunctionsAPI(core).routes(),
+    ]
+
+
+def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKeys,
+                trigger_keys: TriggerKeys, start_opts: dict[str, Any]) -> list[Route]:
+    """Every route of the server, one per path (so that a 405 names every method the path
+    has in ``Allow``)."""
+
+    async def openapi(request: Request) -> Response:
+        return json_response(200, document(core.settings.dev))
+
+    return [
+        *api_routes(core),
+        *SdkAPI(core, sync, keys).routes(),
+        *DevAPI(core, start_opts).routes(),
+        *TriggerAPI(core, trigger_keys).routes(),
+        *TriggerRunsAPI(core, trigger_keys, sync).routes(),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        # ``TidingsApp`` sends POST /e/... straight to the Event API; this route only gives
+        # the other methods a 405 that names POST.
+        Route("/e/{key:path}", events, methods=["POST"]),
+        *MetricsAPI(core).routes(),
+    ]
+
+
 class TidingsApp:
     """The whole HTTP surface of a Tidings process."""
 
@@ -109,6 +152,12 @@ class TidingsApp:
         self._routes: list[Route] = []
         self._shedder: Shedder | None = None
         self._kind = (b"x-inngest-server-kind", settings.server_kind.encode())
+        self._http_app: ASGIApp = self._dispatch
+        self._templates: dict[Any, str] = {}
+        if settings.observe.access_log or settings.observe.metrics or tracing.on():
+            self._http_app = RequestObserver(self._dispatch, self._route_of,
+                                             access_log=settings.observe.access_log,
+                                             timed=settings.observe.metrics)
         if core is not None:
             self._build(core)
 
@@ -120,21 +169,10 @@ class TidingsApp:
         trigger_keys = TriggerKeys(core.storage, core.vault.sealer.keyring,
                                    dev=self.settings.dev)
         self.sync = AppSync(core, keys, trigger_keys=trigger_keys)
-
-        async def openapi(request: Request) -> Response:
-            return json_response(200, document(self.settings.dev))
-
-        self._routes = [
-            *routes(core, lambda: self.runtime),
-            *SdkAPI(core, self.sync, keys).routes(),
-            *DevAPI(core, self._start_opts()).routes(),
-            *TriggerAPI(core, trigger_keys, lambda: self.runtime).routes(),
-            *TriggerRunsAPI(core, trigger_keys, self.sync).routes(),
-            Route("/openapi.json", openapi, methods=["GET"]),
-            # ``__call__`` sends POST /e/... straight to the Event API; this route only
-            # gives the other methods a 405 that names POST.
-            Route("/e/{key:path}", events, methods=["POST"]),
-        ]
+        self._routes = route_table(core, events=events, sync=self.sync, keys=keys,
+                                   trigger_keys=trigger_keys, start_opts=self._start_opts())
+        self._templates = {route.endpoint: route.path.replace(":path}", "}")
+                           for route in self._routes}
         starlette = Starlette(
             routes=self._routes,
             exception_handlers={
@@ -161,6 +199,12 @@ class TidingsApp:
         return {"urls": list(watch.urls), "autodiscover": watch.discover,
                 "poll": bool(watch.urls or watch.discover), "poll_interval": watch.interval,
                 "require_keys": not self.settings.dev, "persist": True}
+
+    def _route_of(self, scope: Scope) -> str:
+        """The route template a request went to (a metrics label: never the raw path)."""
+        if scope["path"].startswith("/e/"):
+            return "/e/{key}"
+        return self._templates.get(scope.get("endpoint"), "unmatched")
 
     @property
     def endpoints(self) -> list[tuple[str, str]]:
@@ -211,11 +255,13 @@ class TidingsApp:
         await self._poller.start()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "lifespan":
+        if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        if kind == "http":
+        await self._http_app(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
             method = scope["method"]
             if method == "POST" and scope["path"].startswith("/e/"):
                 assert self._events is not None
@@ -234,7 +280,7 @@ class TidingsApp:
         assert self._rest is not None and self._shedder is not None
         try:
             ticket = self._shedder.admit(declared_length(header_map(scope)),
-                                         writes_events=scope["path"] in EVENT_WRITES)
+                                         writes_events=scope["path"] == "/v1/events")
         except Overloaded as exc:
             await send_json(send, 503, {"error": exc.message, "status": 503},
                             [self._kind, *exc.headers])

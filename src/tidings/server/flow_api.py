@@ -6,9 +6,7 @@ created in ``[since, until)`` that has not ended, ``BATCH`` runs per transaction
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,31 +15,27 @@ from starlette.routing import Route
 from tidings.core import Core
 from tidings.events.model import iso
 from tidings.flow.cancel import cancel_between
+from tidings.functions import registration
 from tidings.ids import now_ms
-from tidings.router.registry import Registry
-from tidings.runs import store
-from tidings.server.api import (
+from tidings.runs.local import ALL
+from tidings.server.http import read_body
+from tidings.server.requests import (
     check_params,
     json_response,
     not_found,
+    range_request,
     read_env,
     without_nul,
 )
-from tidings.server.http import read_body
-from tidings.server.runs_api import range_request
-
-if TYPE_CHECKING:
-    from tidings.engine.runtime import Runtime
 
 BATCH = 500
 FIELDS = ("function", "since", "until")
 
 
 class FlowAPI:
-    def __init__(self, core: Core, runtime: Callable[[], Runtime | None] | None = None) -> None:
+    def __init__(self, core: Core) -> None:
         self.core = core
-        self._runtime = runtime or (lambda: None)
-        self._registry = Registry()
+        self._registry = core.registry
 
     def routes(self) -> list[Route]:
         return [Route("/v1/cancellations", self.cancel_runs, methods=["POST"])]
@@ -53,7 +47,8 @@ class FlowAPI:
                                self.core.settings.limits.max_body_bytes)
         slug, since, until = _request(body)
         fn = await self.core.storage.read(
-            partial(store.function_by_slug, env_id=env.id, slug=without_nul(slug, "function")))
+            partial(registration.function_by_slug, env_id=env.id,
+                    slug=without_nul(slug, "function")))
         if fn is None:
             return not_found("function", slug)
         await self.core.storage.read(self._registry.refresh)
@@ -66,15 +61,9 @@ class FlowAPI:
             if count < BATCH:
                 break
         if total:
-            self._wake()
+            self.core.wakers.wake(ALL)
         return json_response(200, {"data": {"function": slug, "since": iso(since),
                                             "until": iso(until), "cancelled": total}})
-
-    def _wake(self) -> None:
-        runtime = self._runtime()
-        if runtime is not None:
-            for executor in runtime.executors.values():
-                executor.wake()
 
 
 def _request(body: bytes) -> tuple[str, int, int]:

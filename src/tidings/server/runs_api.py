@@ -14,9 +14,8 @@ next process to start carries on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,31 +28,30 @@ from tidings.errors import RequestRejected
 from tidings.events.model import iso
 from tidings.flow import status as flow_status
 from tidings.flow.cancel import cancelled_event
+from tidings.functions import registration
+from tidings.functions.model import FunctionRow
 from tidings.ids import floor_id, now_ms
-from tidings.json_input import decode_json
-from tidings.router.registry import Registry
+from tidings.observe import metrics
+from tidings.router.handoff import Stored
 from tidings.runs import store
-from tidings.runs.model import STATUSES, TERMINAL, FunctionRow, Run, StepRow
+from tidings.runs.model import STATUSES, TERMINAL, Run, StepRow
 from tidings.runs.store import REPLAYABLE, PauseRow, Replay, RunQuery
-from tidings.server.api import (
-    MAX_MILLIS,
+from tidings.server.http import read_body
+from tidings.server.requests import (
     ULID_RE,
     check_params,
+    cursor_param,
     error_response,
     json_response,
     limit_param,
     not_found,
-    parse_time,
+    range_request,
     read_env,
     time_param,
     without_nul,
 )
-from tidings.server.http import read_body
 from tidings.storage.base import Environment, EventRow
 from tidings.storage.tx import Tx
-
-if TYPE_CHECKING:
-    from tidings.engine.runtime import Runtime
 
 log = logging.getLogger("tidings.server")
 REPLAY_BATCH = REPLAYS_BATCH
@@ -143,13 +141,14 @@ def _choose(raw: str, allowed: tuple[str, ...], what: str) -> str:
 
 
 class RunsAPI:
-    """The handlers, with what they share: the core, the runtime if any, a registry (to know
-    whether anything listens for ``function.cancelled``) and the replays under way."""
+    """The handlers, with what they share: the core (its registry says whether anything
+    listens for ``function.cancelled``; its wakers wake this process's executors) and the
+    replays under way."""
 
-    def __init__(self, core: Core, runtime: Callable[[], Runtime | None] | None = None) -> None:
+    def __init__(self, core: Core) -> None:
         self.core = core
-        self._runtime = runtime or (lambda: None)
-        self._registry = Registry()
+        self._registry = core.registry
+        self._wake = core.wakers.wake
         self._replays = Replays(core.storage, self._wake, supervisor=core.supervisor)
 
     def routes(self) -> list[Route]:
@@ -171,9 +170,7 @@ class RunsAPI:
         env = await read_env(self.core, request)
         limit = limit_param(request)
         since, until = time_param(request, "since"), time_param(request, "until")
-        cursor = request.query_params.get("cursor") or None
-        if cursor is not None and not ULID_RE.fullmatch(cursor):
-            raise RequestRejected(f"cursor: not a cursor this API returned: {cursor!r}")
+        cursor = cursor_param(request)
         statuses = [_choose(part, STATUSES, "status")
                     for value in request.query_params.getlist("status")
                     for part in value.split(",") if part.strip()]
@@ -260,11 +257,18 @@ class RunsAPI:
         emit = await self._cancelled_events(run, slug, now)
         cancelled = await self.core.storage.write(partial(
             store.cancel_fenced, run_id=run.id, reason=CANCEL_REASON, now=now, emit=emit))
-        if cancelled and emit:
+        if not cancelled:
+            return False
+        log.info("run %s cancelled: %s", run.id, CANCEL_REASON,
+                 extra={"run_id": run.id, "function": slug})
+        fn = self._registry.by_id(run.function_id)
+        metrics.finished(fn.app_id if fn else "", slug, "Cancelled",
+                         (now - (run.started_at or run.created_at)) / 1000)
+        if emit:
             self._emitted([row.id for row in emit])
-        if cancelled and run.parent_run_id:
+        if run.parent_run_id:
             self._wake("*")
-        return cancelled
+        return True
 
     async def rerun(self, request: Request) -> Response:
         check_params(request, set())
@@ -275,7 +279,7 @@ class RunsAPI:
             return not_found("run", run_id)
         source = found[0]
         fn = await self.core.storage.read(
-            partial(store.function_by_id, function_id=source.function_id))
+            partial(registration.function_by_id, function_id=source.function_id))
         if fn is None or fn.archived_at is not None:
             return error_response(409, f"function {found[1]!r} is archived: its app no longer "
                                   "has it, so a rerun would never run")
@@ -325,7 +329,8 @@ class RunsAPI:
 
     async def _function(self, env: Environment, slug: str) -> FunctionRow | None:
         return await self.core.storage.read(
-            partial(store.function_by_slug, env_id=env.id, slug=without_nul(slug, "function")))
+            partial(registration.function_by_slug, env_id=env.id,
+                    slug=without_nul(slug, "function")))
 
     async def _run(self, env: Environment, run_id: str) -> tuple[Run, str] | None:
         if not ULID_RE.fullmatch(run_id):
@@ -350,41 +355,7 @@ class RunsAPI:
 
     def _emitted(self, event_ids: list[str]) -> None:
         # The runtime of this process routes what it ingests at once; these are the same.
-        for observer in self.core.ingest.observers:
-            observer(event_ids, False)
-
-    def _wake(self, queue: str) -> None:
-        runtime = self._runtime()
-        if runtime is None:
-            return
-        executor = runtime.executors.get(queue)
-        if executor is not None:
-            executor.wake()
-        elif queue == "*":
-            for other in runtime.executors.values():
-                other.wake()
-
-
-def range_request(body: bytes, fields: tuple[str, ...]) -> tuple[dict[str, Any], str, int, int]:
-    """A body naming a function and a time range (``since`` < ``until``) with exactly
-    ``fields``: the payload, the function's slug and the range in ms."""
-    payload = decode_json(body)
-    if not isinstance(payload, dict):
-        raise RequestRejected("the body is a JSON object: {"
-                              + ", ".join(f'"{name}"' for name in fields) + "}")
-    unknown = sorted(set(payload) - set(fields))
-    missing = [name for name in fields if payload.get(name) is None]
-    if unknown or missing:
-        raise RequestRejected("; ".join(
-            ([f"unknown field(s): {', '.join(unknown)}"] if unknown else [])
-            + ([f"missing field(s): {', '.join(missing)}"] if missing else [])))
-    slug = payload["function"]
-    if not isinstance(slug, str) or not slug:
-        raise RequestRejected("function: the slug of a function, e.g. my-app-send-welcome")
-    since, until = _time_field(payload, "since"), _time_field(payload, "until")
-    if until <= since:
-        raise RequestRejected("until: must be after since")
-    return payload, slug, since, until
+        self.core.handoff.stored(Stored(due=event_ids))
 
 
 def _replay_request(body: bytes) -> tuple[str, int, int, list[str]]:
@@ -394,14 +365,3 @@ def _replay_request(body: bytes) -> tuple[str, int, int, list[str]]:
         raise RequestRejected(f"statuses: a non-empty list of {', '.join(REPLAYABLE)}")
     statuses = list(dict.fromkeys(_choose(s, REPLAYABLE, "statuses") for s in raw))
     return slug, since, until, statuses
-
-
-def _time_field(payload: dict[str, Any], name: str) -> int:
-    value = payload[name]
-    if isinstance(value, int) and not isinstance(value, bool):
-        if not 0 <= value <= MAX_MILLIS:
-            raise RequestRejected(f"{name}: milliseconds from 0 to {MAX_MILLIS}")
-        return value
-    if isinstance(value, str):
-        return parse_time(name, value)
-    raise RequestRejected(f"{name}: an ISO-8601 time or milliseconds since the epoch")

@@ -9,9 +9,7 @@ the client throws as an ``Error`` with that message.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,16 +20,13 @@ from tidings.errors import RequestRejected
 from tidings.ids import now_ms
 from tidings.runs import store
 from tidings.runs.model import TERMINAL, Run
-from tidings.server.api import ULID_RE, check_params, json_response, not_found
 from tidings.server.http import TICKET, read_body
+from tidings.server.requests import ULID_RE, check_params, json_response, not_found
 from tidings.server.runs_api import RunsAPI
 from tidings.storage.base import Environment
 from tidings.triggerdev import events as v2_events
 from tidings.triggerdev import wire
 from tidings.triggerdev.keys import TriggerKeys
-
-if TYPE_CHECKING:
-    from tidings.engine.runtime import Runtime
 
 # What getRun may ask for (checked, then ignored: every task is answered at once).
 RUN_QUERY = {"subtasks", "cursor", "take", "taskdetails"}
@@ -39,11 +34,10 @@ TAKE_RE = re.compile(r"[0-9]{1,2}")
 
 
 class TriggerAPI:
-    def __init__(self, core: Core, keys: TriggerKeys,
-                 runtime: Callable[[], Runtime | None] | None = None) -> None:
+    def __init__(self, core: Core, keys: TriggerKeys) -> None:
         self.core = core
         self.keys = keys
-        self._runs = RunsAPI(core, runtime)
+        self._runs = RunsAPI(core)
 
     def routes(self) -> list[Route]:
         return [

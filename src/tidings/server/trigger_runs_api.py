@@ -25,8 +25,8 @@ from tidings.ids import now_ms
 from tidings.json_input import decode_json
 from tidings.runs import store
 from tidings.runs.model import CANCELLED, Run
-from tidings.server.api import ULID_RE, check_params, json_response
 from tidings.server.http import read_body
+from tidings.server.requests import ULID_RE, check_params, json_response
 from tidings.storage.base import Environment
 from tidings.triggerdev import invoke, tasks
 from tidings.triggerdev.keys import TriggerKeys

@@ -20,6 +20,7 @@ import msgspec
 
 from tidings.core import Core
 from tidings.events.model import NewEvent, StoredEvent
+from tidings.router.handoff import Stored
 from tidings.storage.tx import Tx
 
 # The idempotency of a v2 id does not expire (the largest time both backends hold).
@@ -70,8 +71,7 @@ async def send(core: Core, env_id: str, events: list[NewEvent], now: int) -> lis
                if fresh else [])
     if found:
         # A revised event may be due now or sooner than before: the sweeper looks again.
-        for observer in core.ingest.observers:
-            observer([], True)
+        core.handoff.stored(Stored(due=[], delayed=True))
     records = []
     for event in events:
         event_id = found[event.key] if event.key is not None and event.key in found \

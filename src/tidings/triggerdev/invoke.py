@@ -12,9 +12,10 @@ from typing import Any
 
 import msgspec
 
+from tidings.functions.model import FunctionRow
+from tidings.functions.registration import live_functions
 from tidings.ids import new_id
 from tidings.runs import store
-from tidings.runs.model import FunctionRow
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
 from tidings.triggerdev.wire import TRIGGER_QUEUE
@@ -22,7 +23,7 @@ from tidings.triggerdev.wire import TRIGGER_QUEUE
 
 def job_functions(tx: Tx, env_id: str, job_id: str) -> list[FunctionRow]:
     """The live functions of the environment that are the v2 Job ``job_id``."""
-    return [fn for fn in store.live_functions(tx)
+    return [fn for fn in live_functions(tx)
             if fn.env_id == env_id and fn.queue == TRIGGER_QUEUE
             and fn.config.get("job", {}).get("id") == job_id]
 

@@ -11,10 +11,19 @@ from functools import cache
 from typing import Any
 
 from tidings.server.openapi import events, functions, runs, sdk, triggerdev
-from tidings.server.openapi.parts import ERROR, FIELD_ERROR, ApiSecurity, json_body
+from tidings.server.openapi.parts import ERROR, FIELD_ERROR, ApiSecurity, errors, json_body
 
 # Loop name -> its last error (``supervision.py``).
 LOOPS = {"type": "object", "additionalProperties": {"type": "string"}}
+
+
+def _ready(status: int) -> dict[str, Any]:
+    """The body of ``/ready``: each check (database, migrations, writer, loops) with ``ok`` or
+    what failed."""
+    return {"type": "object", "required": ["status", "message", "checks"],
+            "properties": {"status": {"const": status}, "message": {"type": "string"},
+                           "checks": {"type": "object",
+                                      "additionalProperties": {"type": "string"}}}}
 
 
 @cache
@@ -53,6 +62,37 @@ def document(dev: bool = False) -> dict[str, Any]:
                         "properties": {"status": {"const": 503}, "message": {"type": "string"},
                                        "dead": LOOPS, "failing": LOOPS},
                     }, "A loop is dead for good"),
+                },
+            }},
+            "/ready": {"get": {
+                "operationId": "ready",
+                "summary": "Readiness",
+                "description": "200 when the process can do its work now: the database "
+                               "answers a read, its schema is at the version this release "
+                               "expects, and a write commits (each within 2 s); 503 naming "
+                               "the checks that failed otherwise. Not a liveness check: a "
+                               "database outage makes it 503 without the process being "
+                               "unhealthy.",
+                "responses": {
+                    "200": json_body(_ready(200), "Ready"),
+                    "503": json_body(_ready(503), "Not ready"),
+                },
+            }},
+            "/metrics": {"get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics",
+                "description": "The Prometheus text format: this process's counters and "
+                               "histograms (tidings_*, and Inngest's inngest_function_run_*, "
+                               "inngest_sdk_req_*), then gauges of shared state read from "
+                               "the database (tidings_queue_depth, inngest_queue_depth, "
+                               "tidings_waits_pending, …). Outside dev it needs an API key "
+                               "unless the server runs with --metrics-public; absent (404) "
+                               "with --no-metrics. Query parameters are ignored.",
+                "security": api_key,
+                "responses": {
+                    "200": {"description": "The exposition",
+                            "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    **errors(401),
                 },
             }},
             "/openapi.json": {"get": {

@@ -35,7 +35,8 @@ CREATE TABLE events (
     deliver_at BIGINT,
     delivered_at BIGINT,
     cancelled_at BIGINT,
-    meta JSON
+    meta JSON,
+    traceparent TEXT
 );
 
 CREATE INDEX events_env_id ON events (env_id, id);

@@ -35,7 +35,8 @@ CREATE TABLE events (
     deliver_at INTEGER,
     delivered_at INTEGER,
     cancelled_at INTEGER,
-    meta BLOB
+    meta BLOB,
+    traceparent TEXT
 ) WITHOUT ROWID;
 
 CREATE INDEX events_env_id ON events (env_id, id);
