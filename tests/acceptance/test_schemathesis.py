@@ -148,6 +148,8 @@ def test_openapi_json_describes_every_json_endpoint(dev_server: LiveServer) -> N
         ("POST", "/api/v1/endpoints"),
         ("POST", "/api/v1/jobs/{job_id}/invoke"),
         ("GET", "/health"),
+        ("GET", "/ready"),
+        ("GET", "/metrics"),
         ("GET", "/openapi.json"),
     }
     assert served.json() == document(dev=True)
@@ -323,7 +325,8 @@ def test_the_dev_document_asks_for_no_credentials_and_dev_needs_none(
 ) -> None:
     dev, serve = document(dev=True), document(dev=False)
     operations = [(path, method) for path, item in dev["paths"].items() for method in item]
-    needs_none = {("/e/{key}", "post"), ("/health", "get"), ("/openapi.json", "get")}
+    needs_none = {("/e/{key}", "post"), ("/health", "get"), ("/ready", "get"),
+                  ("/openapi.json", "get")}
 
     asked = {(p, m) for p, m in operations if dev["paths"][p][m].get("security")}
     required = {(p, m) for p, m in operations if serve["paths"][p][m].get("security")}

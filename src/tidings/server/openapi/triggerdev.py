@@ -270,7 +270,8 @@ def run_paths(trigger_key: ApiSecurity) -> dict[str, Any]:
     task = in_path("task_id")
     key = {"name": "key", "in": "path", "required": True,
            "schema": {"type": "string", "minLength": 1, "maxLength": 512},
-           "description": "Any text (the SDK namespaces keys: job:<id>:..., run:<id>:...)."}
+           "description": "Any text without line breaks (the SDK namespaces keys: "
+                          "job:<id>:..., run:<id>:...); a key with one is not found (404)."}
     version = {"name": "trigger-version", "in": "header", "required": False,
                "schema": {"type": "string"},
                "description": "2023-11-01: output is the task's output as JSON text."}
@@ -294,13 +295,13 @@ def run_paths(trigger_key: ApiSecurity) -> dict[str, Any]:
                                    "stack": {"type": "string"}}}}}))},
         "/api/v1/store/{key}": {
             "get": op("v2StoreGet", "Read a value (value absent: none)", ref("V2StoreAnswer"),
-                      400, 401, parameters=[key]),
-            "put": op("v2StoreSet", "Store a value", ref("V2StoreAnswer"), 400, 401, 413,
+                      400, 401, 404, parameters=[key]),
+            "put": op("v2StoreSet", "Store a value", ref("V2StoreAnswer"), 400, 401, 404, 413,
                       parameters=[key], requestBody={"required": True, "content": {
                           "text/plain": {"schema": {"type": "string", "minLength": 1,
                                                     "maxLength": 256 * 1024}}}}),
             "delete": op("v2StoreDelete", "Delete a value", ref("V2StoreAnswer"), 400, 401,
-                         parameters=[key]),
+                         404, parameters=[key]),
         },
         "/api/v1/jobs/{job_id}/invoke": {"post": op(
             "v2InvokeJob", "Start a run of a Job with a payload (invokeJob); Idempotency-Key "
