@@ -96,7 +96,7 @@ class _Sharded:
                 self._shards.append(shard)
         return shard
 
-    def _summed(self, width: int) -> dict[tuple[str, ...], list[float]]:
+    def summed(self, width: int) -> dict[tuple[str, ...], list[float]]:
         total: dict[tuple[str, ...], list[float]] = {}
         for shard in list(self._shards):
             for labels, values in list(shard.items()):
@@ -117,7 +117,7 @@ class FastCounter(_Sharded):
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
-        for labels, (value,) in self._summed(1).items():
+        for labels, (value,) in self.summed(1).items():
             family.add_metric(list(labels), value)
         yield family
 
@@ -138,7 +138,7 @@ class FastHistogram(_Sharded):
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
-        for labels, series in self._summed(len(self.bounds) + 2).items():
+        for labels, series in self.summed(len(self.bounds) + 2).items():
             running, buckets = 0.0, []
             for bound, count in zip([*self.bounds, float("inf")], series[:-1], strict=True):
                 running += count
@@ -181,27 +181,50 @@ app_syncs = FastCounter(
     "tidings_app_syncs", "Syncs of SDK apps, by result (changed, unchanged, failed, "
     "unreachable, refused).", ["app", "result"])
 
-inngest_run_scheduled = FastCounter(
-    "inngest_function_run_scheduled", "Function runs scheduled (Inngest's name).", ["fn"])
-inngest_run_started = FastCounter(
-    "inngest_function_run_started", "Function runs started (Inngest's name).", ["fn"])
-inngest_run_ended = FastCounter(
-    "inngest_function_run_ended", "Function runs ended (Inngest's name).", ["fn", "status"])
-inngest_sdk_scheduled = FastCounter(
-    "inngest_sdk_req_scheduled", "SDK requests scheduled (Inngest's name).", ["fn"])
-inngest_sdk_started = FastCounter(
-    "inngest_sdk_req_started", "SDK requests started (Inngest's name).", ["fn"])
-inngest_sdk_ended = FastCounter(
-    "inngest_sdk_req_ended", "SDK requests ended, by status (success, errored).",
-    ["fn", "status"])
+
+
+class InngestNames:
+    """Inngest's series, summed at scrape time from the ``tidings_*`` counters they mirror
+    (nothing more is counted for them): ``fn`` is the function's slug; SDK requests end as
+    ``success`` or ``errored``."""
+
+    MIRRORS = (  # Inngest's name, its help, the counter it sums, that counter's labels kept
+        ("inngest_function_run_scheduled", "Function runs scheduled (Inngest's name).",
+         runs_scheduled, (1,)),
+        ("inngest_function_run_started", "Function runs started (Inngest's name).",
+         runs_started, (1,)),
+        ("inngest_function_run_ended", "Function runs ended (Inngest's name).",
+         runs_finished, (1, 2)),
+        ("inngest_sdk_req_scheduled", "SDK requests scheduled (Inngest's name).",
+         sdk_requests, (1,)),
+        ("inngest_sdk_req_started", "SDK requests started (Inngest's name).",
+         sdk_requests, (1,)),
+        ("inngest_sdk_req_ended", "SDK requests ended, by status (success, errored).",
+         sdk_requests, (1, 2)),
+    )
+
+    def collect(self) -> Iterator[Metric]:
+        for name, documentation, source, kept in self.MIRRORS:
+            labels = ["fn"] + (["status"] if len(kept) > 1 else [])
+            family = CounterMetricFamily(name, documentation, labels=labels)
+            summed: dict[tuple[str, ...], float] = {}
+            for key, (value,) in source.summed(1).items():
+                values = tuple(key[i] for i in kept)
+                if source is sdk_requests and len(kept) > 1:
+                    values = (values[0], "success" if values[1] == "success" else "errored")
+                summed[values] = summed.get(values, 0.0) + value
+            for values, value in summed.items():
+                family.add_metric(list(values), value)
+            yield family
+
+
+REGISTRY.register(InngestNames())
 
 
 def scheduled(app: str, function: str, trigger: str, count: int = 1) -> None:
     if not _on:
         return
-    fn = names(function)
-    runs_scheduled.inc((names(app), fn, event_names(trigger)), count)
-    inngest_run_scheduled.inc((fn,), count)
+    runs_scheduled.inc((names(app), names(function), event_names(trigger)), count)
 
 
 def started(app: str, function: str, latency_s: float) -> None:
@@ -210,7 +233,6 @@ def started(app: str, function: str, latency_s: float) -> None:
     key = (names(app), names(function))
     runs_started.inc(key)
     run_start_latency.observe(key, max(0.0, latency_s))
-    inngest_run_started.inc(key[1:])
 
 
 def finished(app: str, function: str, status: str, duration_s: float | None) -> None:
@@ -220,7 +242,6 @@ def finished(app: str, function: str, status: str, duration_s: float | None) -> 
     runs_finished.inc(key)
     if duration_s is not None:
         run_duration.observe(key, max(0.0, duration_s))
-    inngest_run_ended.inc(key[1:])
 
 
 def sdk_request(app: str, function: str, outcome: str, duration_s: float) -> None:
@@ -229,10 +250,6 @@ def sdk_request(app: str, function: str, outcome: str, duration_s: float) -> Non
     key = (names(app), names(function), outcome)
     sdk_requests.inc(key)
     sdk_request_duration.observe(key, duration_s)
-    fn = key[1:2]
-    inngest_sdk_scheduled.inc(fn)
-    inngest_sdk_started.inc(fn)
-    inngest_sdk_ended.inc((key[1], "success" if outcome == "success" else "errored"))
 
 
 def step_retried(app: str, function: str) -> None:

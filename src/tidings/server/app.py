@@ -23,6 +23,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidings.apps.sync import AppPoller, AppSync
+from tidings.connect.gateway import Gateway
+from tidings.connect.hub import Hub
+from tidings.connect.relay import Relay
 from tidings.core import Core
 from tidings.engine.executor import EngineSettings
 from tidings.engine.runtime import Runtime
@@ -30,6 +33,7 @@ from tidings.errors import Overloaded, RequestRejected
 from tidings.keys import DEV_ENV, SigningKeys
 from tidings.observe import tracing
 from tidings.observe.http import RequestObserver
+from tidings.server.connect_api import ConnectAPI
 from tidings.server.dev_api import DevAPI
 from tidings.server.event_api import EventAPI
 from tidings.server.flow_api import FlowAPI
@@ -107,7 +111,8 @@ def api_routes(core: Core) -> list[Route]:
 
 
 def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKeys,
-                trigger_keys: TriggerKeys, start_opts: dict[str, Any]) -> list[Route]:
+                trigger_keys: TriggerKeys, start_opts: dict[str, Any], hub: Hub,
+                gateway: Callable[[], Gateway | None]) -> list[Route]:
     """Every route of the server, one per path (so that a 405 names every method the path
     has in ``Allow``)."""
 
@@ -116,7 +121,8 @@ def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKey
 
     return [
         *api_routes(core),
-        *SdkAPI(core, sync, keys).routes(),
+        *SdkAPI(core, sync, keys, hub).routes(),
+        *ConnectAPI(core, keys, hub, gateway).routes(),
         *DevAPI(core, start_opts).routes(),
         *TriggerAPI(core, trigger_keys).routes(),
         *TriggerRunsAPI(core, trigger_keys, sync).routes(),
@@ -151,6 +157,8 @@ class TidingsApp:
         self._rest: ASGIApp | None = None
         self._routes: list[Route] = []
         self._shedder: Shedder | None = None
+        self.hub = Hub(lease_seconds=settings.connect.lease_seconds)
+        self.gateway: Gateway | None = None
         self._kind = (b"x-inngest-server-kind", settings.server_kind.encode())
         self._http_app: ASGIApp = self._dispatch
         self._templates: dict[Any, str] = {}
@@ -166,11 +174,15 @@ class TidingsApp:
         self._shedder = Shedder(self.settings.load, core.storage.backlog)
         self._events = events = EventAPI(core, kind, self._shedder)
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
+        # Connect calls may go through workers connected to other processes (``relay``).
+        self.hub = Hub(lease_seconds=self.settings.connect.lease_seconds,
+                       relay=Relay(core.storage))
         trigger_keys = TriggerKeys(core.storage, core.vault.sealer.keyring,
                                    dev=self.settings.dev)
         self.sync = AppSync(core, keys, trigger_keys=trigger_keys)
         self._routes = route_table(core, events=events, sync=self.sync, keys=keys,
-                                   trigger_keys=trigger_keys, start_opts=self._start_opts())
+                                   trigger_keys=trigger_keys, start_opts=self._start_opts(),
+                                   hub=self.hub, gateway=lambda: self.gateway)
         self._templates = {route.endpoint: route.path.replace(":path}", "}")
                            for route in self._routes}
         starlette = Starlette(
@@ -221,10 +233,11 @@ class TidingsApp:
             self._build(self.core)
         if self._owns_core:
             self.runtime = Runtime(self.core, self._apps, env=self._env, settings=self._engine,
-                                   http=self._http)
+                                   http=self._http, connect=self.hub)
             try:
                 await self.runtime.start()
                 await self._watch_apps(self.core)
+                await self._open_gateway(self.core)
             except BaseException:
                 await self.core.close()
                 raise
@@ -239,9 +252,28 @@ class TidingsApp:
             if self.runtime is not None:
                 await self.runtime.stop()
                 self.runtime = None
+            if self.gateway is not None:
+                await self.gateway.stop()
+                self.gateway = None
             if self._owns_core and self.core is not None:
                 await self.core.close()
                 self.core = None
+
+    async def _open_gateway(self, core: Core) -> None:
+        """Workers' sockets (Connect) are taken where ``ConnectSettings.gateway_port`` says."""
+        if core.settings.connect.gateway_port is None:
+            return
+        assert self.sync is not None
+        gateway = Gateway(core, self.hub, self.sync)
+        try:
+            await gateway.start()
+        except OSError as exc:
+            if core.settings.connect.gateway_port_given:
+                raise
+            log.warning("no Connect gateway: port %s: %s (choose one with "
+                        "--connect-gateway-port)", core.settings.connect.gateway_port, exc)
+            return
+        self.gateway = gateway
 
     async def _watch_apps(self, core: Core) -> None:
         watch = self._watch

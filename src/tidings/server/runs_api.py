@@ -31,11 +31,11 @@ from tidings.flow.cancel import cancelled_event
 from tidings.functions import registration
 from tidings.functions.model import FunctionRow
 from tidings.ids import floor_id, now_ms
-from tidings.observe import metrics
+from tidings.observe import metrics, tracing
 from tidings.router.handoff import Stored
-from tidings.runs import store
+from tidings.runs import admin, journal, store, traces
+from tidings.runs.admin import REPLAYABLE, PauseRow, Replay, RunQuery
 from tidings.runs.model import STATUSES, TERMINAL, Run, StepRow
-from tidings.runs.store import REPLAYABLE, PauseRow, Replay, RunQuery
 from tidings.server.http import read_body
 from tidings.server.requests import (
     ULID_RE,
@@ -183,7 +183,7 @@ class RunsAPI:
                          min_id=floor_id(since) if since is not None else None,
                          max_id=floor_id(until) if until is not None else None,
                          before_id=cursor, limit=limit + 1)
-        rows = await self.core.storage.read(partial(store.list_runs, query=query))
+        rows = await self.core.storage.read(partial(admin.list_runs, query=query))
         page = rows[:limit]
         return json_response(200, {"data": [run_json(run, name) for run, name in page],
                                    "cursor": page[-1][0].id if len(rows) > limit else None})
@@ -199,8 +199,8 @@ class RunsAPI:
 
         def details(tx: Tx) -> tuple[list[StepRow], list[PauseRow], dict[str, Any] | None,
                                      dict[str, str]]:
-            return (store.steps_of(tx, run.id), store.pauses_of(tx, run.id),
-                    flow_status.waiting(tx, run), store.invoked_runs(tx, run.id))
+            return (journal.steps_of(tx, run.id), admin.pauses_of(tx, run.id),
+                    flow_status.waiting(tx, run), journal.invoked_runs(tx, run.id))
 
         steps, pauses, waiting, invoked = await self.core.storage.read(details)
         event = await self.core.events.get(run.env_id, run.event_id)
@@ -217,7 +217,7 @@ class RunsAPI:
                 env.id, event_id) is None:
             return not_found("event", event_id)
         rows = await self.core.storage.read(
-            partial(store.runs_started_by, env_id=env.id, event_id=event_id))
+            partial(admin.runs_started_by, env_id=env.id, event_id=event_id))
         return json_response(200, {"data": [run_json(run, slug) for run, slug in rows]})
 
     async def get_replay(self, request: Request) -> Response:
@@ -226,7 +226,7 @@ class RunsAPI:
         replay_id = request.path_params["replay_id"]
         replay = None
         if ULID_RE.fullmatch(replay_id):
-            replay = await self.core.storage.read(partial(store.get_replay, replay_id=replay_id))
+            replay = await self.core.storage.read(partial(admin.get_replay, replay_id=replay_id))
         if replay is None or replay.env_id != env.id:
             return not_found("replay", replay_id)
         return json_response(200, {"data": replay_json(replay)})
@@ -264,6 +264,10 @@ class RunsAPI:
         fn = self._registry.by_id(run.function_id)
         metrics.finished(fn.app_id if fn else "", slug, "Cancelled",
                          (now - (run.started_at or run.created_at)) / 1000)
+        if tracing.on():
+            await self.core.storage.read(partial(
+                traces.record, run=run, function=slug, app=fn.app_id if fn else "",
+                status="Cancelled", now=now))
         if emit:
             self._emitted([row.id for row in emit])
         if run.parent_run_id:
@@ -284,7 +288,7 @@ class RunsAPI:
             return error_response(409, f"function {found[1]!r} is archived: its app no longer "
                                   "has it, so a rerun would never run")
         now = now_ms()
-        new_run_id = await self.core.storage.write(partial(store.rerun, source=source, fn=fn,
+        new_run_id = await self.core.storage.write(partial(admin.rerun, source=source, fn=fn,
                                                            now=now))
         assert new_run_id is not None  # a rerun's key is new every time
         self._wake(fn.queue)
@@ -299,7 +303,7 @@ class RunsAPI:
         if not ULID_RE.fullmatch(event_id):
             return not_found("event", event_id)
         why = await self.core.storage.write(partial(
-            store.cancel_delivery, env_id=env.id, event_id=event_id, now=now_ms()))
+            admin.cancel_delivery, env_id=env.id, event_id=event_id, now=now_ms()))
         if why == "missing":
             return not_found("event", event_id)
         if why is not None:
@@ -318,7 +322,7 @@ class RunsAPI:
         if fn is None:
             return not_found("function", slug)
         replay, more = await self.core.storage.write(partial(
-            store.start_replay, fn=fn, since_ms=since, until_ms=until, statuses=statuses,
+            admin.start_replay, fn=fn, since_ms=since, until_ms=until, statuses=statuses,
             now=now_ms(), batch=REPLAY_BATCH))
         self._wake(fn.queue)
         if more:
@@ -335,7 +339,7 @@ class RunsAPI:
     async def _run(self, env: Environment, run_id: str) -> tuple[Run, str] | None:
         if not ULID_RE.fullmatch(run_id):
             return None
-        found = await self.core.storage.read(partial(store.run_with_slug, run_id=run_id))
+        found = await self.core.storage.read(partial(admin.run_with_slug, run_id=run_id))
         return found if found is not None and found[0].env_id == env.id else None
 
     def _ended(self, run: Run) -> Response:

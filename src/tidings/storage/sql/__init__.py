@@ -45,7 +45,7 @@ def dialect_file(dialect: str, name: str) -> str:
 def queries(dialect: str) -> dict[str, str]:
     """The named queries of a dialect: the shared ones, then the dialect's own overrides."""
     shared = {name: sql for file in ("runs.sql", "apps.sql", "flow.sql", "housekeeping.sql",
-                                 "triggerdev.sql")
+                                     "triggerdev.sql", "connect.sql")
               for name, sql in split_queries(dialect_file("shared", file)).items()}
     if dialect == "postgres":
         shared = {name: sql.replace("?", "%s") for name, sql in shared.items()}
