@@ -123,13 +123,15 @@ def test_bad_opening_closes_the_socket(stack: ConnectStack, name: str, frames: l
 
 @pytest.mark.parametrize(("name", "functions", "reason"), [
     ("functions not JSON", b"{nope", "not JSON"),
+    ("another app's function", json.dumps(FUNCTIONS).encode(), "belongs to app 'bad-app'"),
     ("a function without triggers", json.dumps([{**FUNCTIONS[0], "triggers": []}]).encode(),
      "trigger"),
 ])
 def test_bad_functions_are_a_sync_failure(stack: ConnectStack, name: str, functions: bytes,
                                           reason: str) -> None:
+    still_fine(stack)  # bad-app and its function are registered
     with hello(stack) as ws:
-        ws.send(worker_connect(apps=[pb.AppConfiguration(app_name="bad-app",
+        ws.send(worker_connect(apps=[pb.AppConfiguration(app_name="thief-app",
                                                          functions=functions)]))
         failed = pb.ConnectMessage()
         failed.ParseFromString(ws.recv(timeout=30))

@@ -216,6 +216,12 @@ async def test_events_are_refused_while_the_database_is_behind(
         assert core.storage.backlog() == 1
         assert_shed(await post(app, "/e/key", EVENT), "1 events are waiting to be stored")
         assert_shed(await post(app, "/v1/events", EVENT), "1 events are waiting")
+        # A body declared over the size limit could never be stored: 413, not "retry later".
+        over = [(b"content-length", b"%d" % (core.settings.limits.max_body_bytes + 1))]
+        for path in ("/e/key", "/v1/events"):
+            too_big = await post(app, path, EVENT, headers=over)
+            assert too_big.status == 413, too_big
+            assert "over the limit" in too_big.json()["error"]
         # Requests that write no events are not held back by it.
         assert (await post(app, "/v1/apps/sync", b"{}")).status == 400
         release.set()

@@ -128,6 +128,16 @@ class AppSync:
         app = await asyncio.to_thread(parse_app, body, connected=True)
         app = replace(app, functions=tuple(replace(f, url=function_url(f.slug))
                                            for f in app.functions))
+        # A worker registers its own app's functions only: a slug that is another app's live
+        # function (an HTTP app's, a native one's) is refused, not taken over.
+        slugs = [f.slug for f in app.functions]
+        owners = await self._core.storage.read(
+            lambda tx: [registration.function_by_slug(tx, env_id, slug) for slug in slugs])
+        for found in owners:
+            if found is not None and found.archived_at is None and found.app_id != app.app_id:
+                raise RequestRejected(f"function {found.slug!r} belongs to app "
+                                      f"{found.app_id!r}: a worker registers only its own "
+                                      "app's functions")
         modified = await self._core.storage.write(
             partial(_register, env_id=env_id, app=app, now=now_ms()))
         return app, modified

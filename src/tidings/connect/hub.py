@@ -287,7 +287,8 @@ class Hub:
             try:
                 await worker.send(self._request(worker, call.request_id, call.lease_id, app,
                                                 slug, step, run_id, body))
-                await asyncio.wait_for(asyncio.shield(call.acked), ACK_TIMEOUT)
+                async with asyncio.timeout(ACK_TIMEOUT):
+                    await asyncio.shield(call.acked)
             except (CallFailed, TimeoutError, ConnectionError) as exc:
                 if call.reply.done():
                     return call.reply.result()
@@ -331,19 +332,23 @@ class Hub:
                 self._finish(call)
 
     async def _reply(self, call: _Call) -> pb.SDKResponse:
+        """The reply, once the worker sends it; waiting as long as the lease lives (it may be
+        extended meanwhile), or until the hub closes (``aclose`` fails the waiting calls)."""
         while True:
             left = call.expires + LEASE_GRACE - time.monotonic()
             if left <= 0:
                 log.warning("request %s: the worker (instance %s) stopped extending its lease",
                             call.request_id, call.instance_id)
                 raise CallFailed("the Connect worker stopped responding (its lease expired)")
-            if self._closed:
-                raise CallFailed("the Connect gateway is shutting down")
             with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(asyncio.shield(call.reply), timeout=min(left, 1.0))
+                async with asyncio.timeout(left):
+                    return await asyncio.shield(call.reply)
 
     async def aclose(self) -> None:
         self._closed = True
+        for call in self._calls.values():
+            if not call.remote and not call.reply.done():
+                call.reply.set_exception(CallFailed("the Connect gateway is shutting down"))
         self._wake()
 
 

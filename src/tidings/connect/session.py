@@ -155,7 +155,9 @@ class Session:
                  self.worker.env_id, self.worker.instance_id, sorted(self.worker.functions))
         while True:
             try:
-                raw = await asyncio.wait_for(self.ws.recv(), self.settings.heartbeat_timeout)
+                # A timeout context, not wait_for: no task per frame on the hot path.
+                async with asyncio.timeout(self.settings.heartbeat_timeout):
+                    raw = await self.ws.recv()
             except TimeoutError:
                 raise Refused(POLICY, f"no heartbeat for {self.settings.heartbeat_timeout:g}s"
                               ) from None

@@ -310,9 +310,14 @@ class TidingsApp:
         the scope, for ``read_body`` to count what the body holds beyond its declared
         length."""
         assert self._rest is not None and self._shedder is not None
+        declared = declared_length(header_map(scope))
+        writes_events = scope["path"] == "/v1/events"
+        if writes_events and self.core and declared > self.core.settings.limits.max_body_bytes:
+            # Never acceptable: not admitted, so the route answers 413, not 503 (retry).
+            await self._rest(scope, receive, send)
+            return
         try:
-            ticket = self._shedder.admit(declared_length(header_map(scope)),
-                                         writes_events=scope["path"] == "/v1/events")
+            ticket = self._shedder.admit(declared, writes_events=writes_events)
         except Overloaded as exc:
             await send_json(send, 503, {"error": exc.message, "status": 503},
                             [self._kind, *exc.headers])
