@@ -57,14 +57,19 @@ LENIENT_QUERY = {("POST", "/e/{key}"), ("POST", "/fn/register"),
                  ("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"),
                  ("GET", "/openapi.json"),
                  ("POST", "/v0/connect/start"), ("POST", "/v0/connect/flush")}
-LENIENT_KEYS = {("POST", "/fn/register")}
+LENIENT_KEYS = {("POST", "/fn/register"), ("POST", "/api/v1/runs/{run_id}/tasks"),
+                ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/complete"),
+                ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/fail")}
+# Bodies that are not JSON (the v2 key-value store takes its value as text): their own cases.
+RAW_BODIES = {("PUT", "/api/v1/store/{key}")}
+# Paths whose parameter may be any text (a store key, a job id): a non-ASCII one is valid.
+ANY_TEXT = {"/api/v1/store/{key}", "/api/v1/jobs/{job_id}/invoke",
+            # erasing or exporting a person never seen: a 200 with nothing
+            "/v1/users/{external_id}", "/v1/users/{external_id}/events"}
 BODYLESS = {("POST", "/v1/runs/{run_id}/cancel"), ("POST", "/v1/runs/{run_id}/rerun"),
             ("POST", "/v1/events/{event_id}/cancel"), ("POST", "/api/v1/events/{event_id}/cancel"),
             ("POST", "/api/v1/events/{event_id}/cancel-runs"),
             ("POST", "/api/v1/runs/{run_id}/cancel")}
-# Paths whose id is anyone's, not one the server made: a well-formed one nobody has is a 200
-# (erasing a person never seen erases nothing), not a 404.
-ANY_ID = {("DELETE", "/v1/users/{external_id}"), ("GET", "/v1/users/{external_id}/events")}
 # Protobuf bodies: their malformed bodies are in test_connect_bad_input; their headers and
 # credentials get the cases here.
 PROTOBUF_BODIES = {("POST", "/v0/connect/start"), ("POST", "/v0/connect/flush")}
@@ -116,6 +121,19 @@ BODIES: dict[tuple[str, str], Body] = {
     ("POST", "/api/v1/events/bulk"): Body({"events": [V2_EVENT], "options": V2_OPTIONS},
                                           ("events", 0), "events[0].{}", ("name", "id", "source"),
                                           ("payload", "context"), V2_WRONG),
+    ("POST", "/api/v1/runs/{run_id}/tasks"): Body(
+        {"idempotencyKey": "k1", "name": "task", "displayKey": "task", "noop": False,
+         "params": {"p": 1}}, (), "{}", ("idempotencyKey", "name", "displayKey"), ("params",),
+        {"idempotencyKey": 1, "noop": "yes", "delayUntil": 5, "name": 1}),
+    ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/complete"): Body(
+        {"output": {"o": 1}}, (), "{}", ()),
+    ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/fail"): Body(
+        {"error": {"message": "m"}}, (), "{}", (), ("error",), {"error": "x"}),
+    ("POST", "/api/v1/jobs/{job_id}/invoke"): Body(
+        {"payload": {"p": 1}, "context": {"c": 1}, "options": {"accountId": "a"}}, (), "{}", (),
+        ("payload", "context"), {"payload": 3, "options": "x"}),
+    ("POST", "/api/v1/endpoints"): Body({"url": CLOSED_APP, "name": "bad-app"}, (), "{}",
+                                        ("url", "name"), (), {"url": 1, "name": 1}),
     ("POST", "/v1/replays"): Body(
         {"function": "no-such-fn", "since": 0, "until": "2100-01-01T00:00:00Z",
          "statuses": ["Failed"]}, (), "{}", ("function",), ("statuses",),
@@ -250,11 +268,11 @@ def _parameter_cases(method: str, path: str, operation: dict[str, Any]) -> Itera
         modes = ("serve",) if path == "/e/{key}" else ("dev", "serve")
         for label, raw in (("NUL", "%00"), ("invalid UTF-8", "%C3%28"),
                            ("oversized", "x" * 5000), ("non-ASCII", "%C3%A9%C3%BF")):
-            well_formed = label == "non-ASCII" and (method, path) in ANY_ID
-            yield Case(f"{op} path {name} {label}", method, path, "" if well_formed else noun,
+            valid = label == "non-ASCII" and path in ANY_TEXT
+            yield Case(f"{op} path {name} {label}", method, path, "" if valid else noun,
                        params={**ids, name: raw},
-                       statuses=(200,) if well_formed else (400, 401, 404), modes=modes,
-                       auth=path != "/e/{key}")
+                       statuses=(200, 400, 401, 404) if valid else (400, 401, 404),
+                       modes=modes, auth=path != "/e/{key}")
     if (method, path) not in LENIENT_QUERY:
         yield Case(f"{op} unknown query parameter", method, path, "zz_unknown", params=ids,
                    query=b"zz_unknown=1", body=valid_body)
@@ -285,6 +303,16 @@ def _parameter_cases(method: str, path: str, operation: dict[str, Any]) -> Itera
                    statuses=(200, 400, 401, 404, 409, 422), modes=("dev",), auth=False)
 
 
+def _raw_cases(method: str, path: str) -> Iterator[Case]:
+    """A text body: not UTF-8, holding NUL, empty or over its limit."""
+    op = f"{method} {path}"
+    params = {"key": "bad-input-key"}
+    for label, body, status in (("invalid UTF-8", b"a" + BAD_UTF8, 400), ("NUL", b"a\x00b", 400),
+                                ("empty", b"", 400), ("oversized", b"a" * (256 * 1024 + 1), 413)):
+        yield Case(f"{op} text body {label}", method, path, "key" if status == 400 else "limit",
+                   params=params, body=body, statuses=(status,))
+
+
 def _typed(schema: dict[str, Any]) -> bool:
     text = json.dumps(schema)
     return '"integer"' in text or '"date-time"' in text
@@ -299,7 +327,12 @@ def all_cases() -> list[Case]:
         cases.extend(_parameter_cases(method, path, operation))
         body = BODIES.get((method, path))
         if body is not None:
-            cases.extend(_body_cases(method, path, body))
+            # A path's ids are well-formed ones nothing has: the body is what is wrong.
+            ids = {name: "01ARZ3NDEKTSV4RRFFQ69G5FAV" for name in re.findall(r"{(\w+)}", path)
+                   if name != "key"}
+            cases.extend(replace(c, params=ids) for c in _body_cases(method, path, body))
+        if (method, path) in RAW_BODIES:
+            cases.extend(_raw_cases(method, path))
     return [replace(c, modes=tuple(m for m in c.modes if m == "dev")) if c.path in DEV_ONLY
             else c for c in cases]
 
@@ -425,7 +458,7 @@ async def test_every_endpoint_is_covered(tmp_path: Path) -> None:
     # Every endpoint is in the document, so its parameters and headers get the cases above;
     # every endpoint that takes a body has a valid one here, so its fields get them too.
     assert endpoints == set(OPERATIONS)
-    assert taking_bodies == set(BODIES) | BODYLESS | PROTOBUF_BODIES
+    assert taking_bodies == set(BODIES) | BODYLESS | PROTOBUF_BODIES | RAW_BODIES
     assert {(c.method, c.path) for c in CASES} == endpoints
 
 

@@ -21,6 +21,7 @@ import msgspec
 
 from tidings.apps import records
 from tidings.apps.config import AppConfig, is_http_url, parse_app
+from tidings.apps.trigger_index import TriggerIndexer, is_trigger_refusal
 from tidings.core import Core
 from tidings.errors import RequestRejected
 from tidings.functions import registration
@@ -34,6 +35,7 @@ from tidings.runs.model import HTTP_QUEUE
 from tidings.signing import sign, verify
 from tidings.storage.tx import Tx
 from tidings.supervision import Supervisor
+from tidings.triggerdev.keys import TriggerKeys
 
 log = logging.getLogger("tidings.apps")
 USER_AGENT = "tidings"
@@ -64,7 +66,7 @@ class SyncResult:
 class AppSync:
     def __init__(self, core: Core, keys: SigningKeys, *,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, trigger_keys: TriggerKeys | None = None) -> None:
         self._core = core
         self.storage = core.storage
         self._keys = keys
@@ -76,6 +78,9 @@ class AppSync:
         self._transport = transport
         self._timeout = timeout
         self._http: httpx.AsyncClient | None = None
+        # Trigger.dev v2 apps, found out by how they refuse the sync ping (``trigger_index``).
+        self.trigger = (TriggerIndexer(core, trigger_keys, lambda: self.http)
+                        if trigger_keys is not None else None)
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -169,6 +174,10 @@ class AppSync:
             return await self._failed(env_id, url, records.UNREACHABLE,
                                       f"cannot reach the app: "
                                       f"{sanitised(str(exc)) or type(exc).__name__}")
+        if self.trigger is not None and is_trigger_refusal(reply.status_code, reply.content):
+            indexed = await self.trigger.index(env_id, url)
+            return SyncResult(url=url, status=indexed.status, error=indexed.error,
+                              modified=indexed.modified, app_id=indexed.app_id)
         try:
             answer = decode_json(reply.content, "the app's answer")
         except RequestRejected:

@@ -23,6 +23,7 @@ from tidings.engine.http_driver import HttpDriver
 from tidings.engine.native import NativeDriver
 from tidings.engine.replays import Replays
 from tidings.engine.scheduler import CronService
+from tidings.engine.trigger_driver import TriggerDriver
 from tidings.events.retention import defaults as retention_defaults
 from tidings.functions import registration
 from tidings.functions.registration import FunctionDef
@@ -35,6 +36,8 @@ from tidings.router.service import RouterService
 from tidings.runs.model import HTTP_QUEUE
 from tidings.storage.base import Environment, EventRow
 from tidings.storage.tx import Tx
+from tidings.triggerdev.keys import TriggerKeys
+from tidings.triggerdev.wire import TRIGGER_QUEUE
 
 if TYPE_CHECKING:
     from tidings.sdk.client import Tidings
@@ -97,6 +100,12 @@ class Runtime:
                               connect=self._connect)
             self._add(Executor(
                 self.core, self.registry, http, queue=HTTP_QUEUE, settings=self.settings,
+                clock=self.clock, on_events=self.router.submit, on_due=self._due))
+            # Jobs of Trigger.dev v2 apps, called with their environment's trigger key.
+            trigger = TriggerDriver(self.core, TriggerKeys(
+                self.core.storage, self.core.vault.sealer.keyring, dev=self.core.settings.dev))
+            self._add(Executor(
+                self.core, self.registry, trigger, queue=TRIGGER_QUEUE, settings=self.settings,
                 clock=self.clock, on_events=self.router.submit, on_due=self._due))
         await self.core.storage.read(self.registry.refresh)
 

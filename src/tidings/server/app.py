@@ -50,6 +50,7 @@ from tidings.server.sdk_api import SdkAPI
 from tidings.server.settings_api import SettingsAPI
 from tidings.server.shedding import Shedder
 from tidings.server.trigger_api import TriggerAPI
+from tidings.server.trigger_runs_api import TriggerRunsAPI
 from tidings.server.users_api import UsersAPI
 from tidings.settings import Settings
 from tidings.triggerdev.keys import TriggerKeys
@@ -130,6 +131,7 @@ def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKey
         *ConnectAPI(core, keys, hub, gateway).routes(),
         *DevAPI(core, start_opts).routes(),
         *TriggerAPI(core, trigger_keys).routes(),
+        *TriggerRunsAPI(core, trigger_keys, sync).routes(),
         Route("/openapi.json", openapi, methods=["GET"]),
         # ``TidingsApp`` sends POST /e/... straight to the Event API; this route only gives
         # the other methods a 405 that names POST.
@@ -178,12 +180,12 @@ class TidingsApp:
         self._shedder = Shedder(self.settings.load, core.storage.backlog)
         self._events = events = EventAPI(core, kind, self._shedder)
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
-        self.sync = AppSync(core, keys)
         # Connect calls may go through workers connected to other processes (``relay``).
         self.hub = Hub(lease_seconds=self.settings.connect.lease_seconds,
                        relay=Relay(core.storage))
         trigger_keys = TriggerKeys(core.storage, core.vault.sealer.keyring,
                                    dev=self.settings.dev)
+        self.sync = AppSync(core, keys, trigger_keys=trigger_keys)
         self._routes = route_table(core, events=events, sync=self.sync, keys=keys,
                                    trigger_keys=trigger_keys, start_opts=self._start_opts(),
                                    hub=self.hub, gateway=lambda: self.gateway)

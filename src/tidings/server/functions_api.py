@@ -28,6 +28,10 @@ from tidings.server.requests import (
     read_env,
     without_nul,
 )
+from tidings.triggerdev.wire import TRIGGER_QUEUE
+
+# How a function is reached: an Inngest SDK app, a Trigger.dev v2 app, or in-process.
+KINDS = {HTTP_QUEUE: "sdk", TRIGGER_QUEUE: "trigger"}
 
 
 def function_json(listed: records.ListedFunction) -> dict[str, Any]:
@@ -38,7 +42,7 @@ def function_json(listed: records.ListedFunction) -> dict[str, Any]:
         "slug": fn.slug,
         "name": fn.name,
         "app_id": fn.app_id,
-        "kind": "sdk" if fn.queue == HTTP_QUEUE else "native",
+        "kind": KINDS.get(fn.queue, "native"),
         "url": fn.url,
         "triggers": list(config.get("triggers") or []),
         "retries": fn.retries,

@@ -104,9 +104,35 @@ class TriggerKeys:
     async def secrets_of(self, env_id: str) -> list[str]:
         """The environment's live keys, newest first, opened: what the server presents to the
         environment's v2 apps."""
+        return [secret for _, secret in await self.live_of(env_id)]
+
+    async def live_of(self, env_id: str) -> list[tuple[str, str]]:
+        """``(id, secret)`` of the environment's live keys, newest first."""
         rows = await self._storage.read(lambda tx: tx.all("trigger_keys_all"))
         live = [r for r in rows if r[1] == env_id and r[6] is None]
-        return [self._open(r[0], bytes(r[4])) for r in reversed(live)]
+        return [(str(r[0]), self._open(r[0], bytes(r[4]))) for r in reversed(live)]
+
+    async def secret_for(self, env_id: str, key_id: str | None = None) -> str | None:
+        """The key to present to an app of the environment: the one it was indexed with
+        (``key_id``) while it is live, else the environment's newest."""
+        rows = await self._storage.read(lambda tx: tx.all("trigger_keys_all"))
+        live = [r for r in rows if r[1] == env_id and r[6] is None]
+        chosen = [r for r in live if r[0] == key_id] or live[-1:]
+        return self._open(chosen[0][0], bytes(chosen[0][4])) if chosen else None
+
+    async def remember(self, env_id: str, secret: str) -> str:
+        """Keep a key an app presented (``POST /api/v1/endpoints`` in dev, where any
+        ``tr_dev_`` key is taken), sealed like a minted one; its id."""
+        digest = hash_key(secret)
+        found = await self._storage.read(lambda tx: tx.one("trigger_key_by_hash", (digest,)))
+        if found is not None:
+            return str(found[0])
+        key_id, now = new_id(), now_ms()
+        sealed = self._keyring.seal(secret.encode(), SEALED_AAD + key_id.encode())
+        prefix = secret[:secret.index("_", 3) + 5]
+        await self._storage.write(lambda tx: tx.run(
+            "trigger_key_insert", (key_id, env_id, digest, sealed, prefix, now)))
+        return key_id
 
     async def rewrap(self, keyring: Keyring) -> int:
         """Seal every key again under ``keyring``'s active master key; how many were."""

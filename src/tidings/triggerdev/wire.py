@@ -32,6 +32,9 @@ from tidings.runs.model import (
 )
 from tidings.settings import Limits
 
+TRIGGER_QUEUE = "trigger"  # the queue of the Jobs of v2 apps (``engine/trigger_driver.py``)
+LAZY_LOADED_CACHED_TASKS = "2023-09-29"  # the API version Tidings speaks to v2 apps
+INVALID_PAYLOAD = "InvalidPayload"  # the error name of a run whose payload failed the schema
 EVENT_FIELDS = ("name", "payload", "context", "id", "timestamp", "source", "payloadType")
 OPTION_FIELDS = {"deliverAt": "deliver_at", "deliverAfter": "deliver_after",
                  "accountId": "account_id"}
@@ -153,6 +156,14 @@ def event_log(event: StoredEvent) -> dict[str, Any]:
     }
 
 
+def run_status(run: Run) -> str:
+    """A run's status as v2 names it."""
+    if run.status == FAILED and isinstance(run.error, dict) and run.error.get(
+            "name") == INVALID_PAYLOAD:
+        return "INVALID_PAYLOAD"
+    return RUN_STATUS[run.status]
+
+
 def event_with_runs(event: StoredEvent, runs: list[Run]) -> dict[str, Any]:
     """``GetEventSchema``: the event and the runs it started."""
     changed = max(t for t in (event.received_at, event.delivered_at, event.cancelled_at)
@@ -162,7 +173,7 @@ def event_with_runs(event: StoredEvent, runs: list[Run]) -> dict[str, Any]:
         "name": event.name,
         "createdAt": iso(event.received_at),
         "updatedAt": iso(changed),
-        "runs": [{"id": run.id, "status": RUN_STATUS[run.status],
+        "runs": [{"id": run.id, "status": run_status(run),
                   "startedAt": iso(run.started_at), "completedAt": iso(run.ended_at)}
                  for run in runs],
     }
@@ -172,7 +183,7 @@ def run_record(run: Run, steps: list[StepRow]) -> dict[str, Any]:
     """``GetRunSchema``: a run, its tasks (Tidings' steps) and its statuses (none yet)."""
     return {
         "id": run.id,
-        "status": RUN_STATUS[run.status],
+        "status": run_status(run),
         "startedAt": iso(run.started_at),
         "updatedAt": iso(run.ended_at or run.progress_at),
         "completedAt": iso(run.ended_at),
@@ -187,6 +198,6 @@ def run_record(run: Run, steps: list[StepRow]) -> dict[str, Any]:
 
 def run_statuses(run: Run) -> dict[str, Any]:
     """``GetRunStatusesSchema``."""
-    return {"run": {"id": run.id, "status": RUN_STATUS[run.status],
+    return {"run": {"id": run.id, "status": run_status(run),
                     "output": run.output if run.status == COMPLETED else None},
             "statuses": []}

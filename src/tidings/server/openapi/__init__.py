@@ -56,6 +56,7 @@ def document(dev: bool = False) -> dict[str, Any]:
             **settings.paths(api_key),
             **connect.paths(api_key, signing_key),
             **triggerdev.paths(trigger_key),
+            **triggerdev.run_paths(trigger_key),
             "/health": {"get": {
                 "operationId": "health",
                 "summary": "Health",
@@ -117,7 +118,8 @@ def document(dev: bool = False) -> dict[str, Any]:
         "components": {
             "schemas": {"FieldError": FIELD_ERROR, "Error": ERROR, **events.SCHEMAS,
                         **runs.SCHEMAS, **functions.SCHEMAS, **sdk.SCHEMAS,
-                        **users.SCHEMAS, **settings.SCHEMAS, **triggerdev.SCHEMAS},
+                        **users.SCHEMAS, **settings.SCHEMAS, **triggerdev.SCHEMAS,
+                        **triggerdev.RUN_SCHEMAS},
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer",
                            "description": "An API key (tda_...); tidings dev needs none."},

@@ -26,9 +26,10 @@ FUNCTION: dict[str, Any] = {
                                                   "invokes name it by."},
         "name": {"type": "string"},
         "app_id": {"type": "string"},
-        "kind": {"enum": ["sdk", "native"],
-                 "description": "Served by an Inngest SDK app over HTTP, or a native "
-                                "function of a Tidings client."},
+        "kind": {"enum": ["sdk", "trigger", "native"],
+                 "description": "Served by an Inngest SDK app over HTTP, a Job of a "
+                                "Trigger.dev v2 app, or a native function of a Tidings "
+                                "client."},
         "url": {**NULLABLE_STRING, "description": "The step URL Tidings calls (sdk)."},
         "triggers": {"type": "array", "items": {"type": "object"},
                      "description": "{event, expression?} or {cron}, as registered."},

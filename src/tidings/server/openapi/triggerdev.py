@@ -207,3 +207,127 @@ def paths(trigger_key: ApiSecurity) -> dict[str, Any]:
             "v2CancelRun", "Cancel a run (one that ended is returned as it is)", ref("V2Run"),
             400, 401, 404, **one_run)},
     }
+
+
+# -- what a v2 app calls while its job executes ----------------------------------------------
+
+TASK_STATUSES: dict[str, Any] = {"enum": ["PENDING", "WAITING", "RUNNING", "COMPLETED",
+                                          "ERRORED", "CANCELED"]}
+SERVER_TASK: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "name", "noop", "status", "idempotencyKey", "attempts"],
+    "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"}, "noop": {"type": "boolean"},
+        "status": TASK_STATUSES, "idempotencyKey": {"type": "string"},
+        "attempts": {"type": "integer", "minimum": 1},
+        "startedAt": NULLABLE_TIME, "completedAt": NULLABLE_TIME, "delayUntil": NULLABLE_TIME,
+        "params": ANY_JSON, "output": ANY_JSON, "error": {"type": ["string", "null"]},
+        "parentId": {"type": ["string", "null"]}, "forceYield": {"type": ["boolean", "null"]},
+    },
+    "description": "ServerTaskSchema; CANCELED when the run was cancelled (the job stops).",
+}
+NO_NUL_TEXT: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 512,
+                               "pattern": NO_NUL}
+TASK_IN: dict[str, Any] = {
+    "type": "object",
+    "required": ["idempotencyKey"],
+    "additionalProperties": True,
+    "description": "RunTaskBodyOutputSchema; other fields the SDK sends (icon, properties, "
+                   "style, retry, ...) are accepted and not kept. callback and operation are "
+                   "refused (422): Tidings does not run them yet.",
+    "properties": {
+        "idempotencyKey": NO_NUL_TEXT,
+        "name": {**NO_NUL_TEXT, "type": ["string", "null"]},
+        "displayKey": {**NO_NUL_TEXT, "type": ["string", "null"]},
+        "parentId": {**NO_NUL_TEXT, "type": ["string", "null"]},
+        "noop": {"type": "boolean"},
+        "delayUntil": {"type": ["string", "null"], "format": "date-time"},
+        "params": ANY_JSON,
+    },
+}
+STORE_ANSWER: dict[str, Any] = {
+    "type": "object",
+    "required": ["action", "key"],
+    "properties": {"action": {"enum": ["GET", "SET", "DELETE"]}, "key": {"type": "string"},
+                   "value": {"type": "string"}, "deleted": {"type": "boolean"}},
+}
+RUN_SCHEMAS: dict[str, Any] = {"V2ServerTask": SERVER_TASK, "V2TaskIn": TASK_IN,
+                               "V2StoreAnswer": STORE_ANSWER}
+
+
+def _json_in(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def run_paths(trigger_key: ApiSecurity) -> dict[str, Any]:
+    """The operations a v2 app calls during an execution."""
+    def op(operation: str, summary: str, answer: dict[str, Any], *codes: int,
+           **more: Any) -> dict[str, Any]:
+        return {"operationId": operation, "summary": summary, "security": trigger_key,
+                "responses": {"200": json_body(answer, "Done"), **errors(*codes)}, **more}
+
+    run = in_path("run_id")
+    task = in_path("task_id")
+    key = {"name": "key", "in": "path", "required": True,
+           "schema": {"type": "string", "minLength": 1, "maxLength": 512},
+           "description": "Any text without line breaks (the SDK namespaces keys: "
+                          "job:<id>:..., run:<id>:...); a key with one is not found (404)."}
+    version = {"name": "trigger-version", "in": "header", "required": False,
+               "schema": {"type": "string"},
+               "description": "2023-11-01: output is the task's output as JSON text."}
+    return {
+        "/api/v1/runs/{run_id}/tasks": {"post": op(
+            "v2RunTask", "Start a task, or find it again by its idempotency key",
+            ref("V2ServerTask"), 400, 401, 404, 413, 422, parameters=[run],
+            requestBody=_json_in(ref("V2TaskIn")))},
+        "/api/v1/runs/{run_id}/tasks/{task_id}/complete": {"post": op(
+            "v2CompleteTask", "Complete a task with its output", ref("V2ServerTask"),
+            400, 401, 404, 413, parameters=[run, task, version], requestBody=_json_in({
+                "type": "object", "additionalProperties": True,
+                "properties": {"output": ANY_JSON}}))},
+        "/api/v1/runs/{run_id}/tasks/{task_id}/fail": {"post": op(
+            "v2FailTask", "Fail a task", ref("V2ServerTask"), 400, 401, 404, 413,
+            parameters=[run, task], requestBody=_json_in({
+                "type": "object", "required": ["error"], "additionalProperties": True,
+                "properties": {"error": {
+                    "type": "object", "required": ["message"],
+                    "properties": {"message": {"type": "string"}, "name": {"type": "string"},
+                                   "stack": {"type": "string"}}}}}))},
+        "/api/v1/store/{key}": {
+            "get": op("v2StoreGet", "Read a value (value absent: none)", ref("V2StoreAnswer"),
+                      400, 401, 404, parameters=[key]),
+            "put": op("v2StoreSet", "Store a value", ref("V2StoreAnswer"), 400, 401, 404, 413,
+                      parameters=[key], requestBody={"required": True, "content": {
+                          "text/plain": {"schema": {"type": "string", "minLength": 1,
+                                                    "maxLength": 256 * 1024}}}}),
+            "delete": op("v2StoreDelete", "Delete a value", ref("V2StoreAnswer"), 400, 401,
+                         404, parameters=[key]),
+        },
+        "/api/v1/jobs/{job_id}/invoke": {"post": op(
+            "v2InvokeJob", "Start a run of a Job with a payload (invokeJob); Idempotency-Key "
+            "makes it once", {"type": "object", "required": ["id"],
+                              "properties": {"id": {"type": "string"}}},
+            400, 401, 404, 409, 413, 422, parameters=[
+                {"name": "job_id", "in": "path", "required": True,
+                 "schema": {"type": "string", "minLength": 1, "maxLength": 512}},
+                {"name": "idempotency-key", "in": "header", "required": False,
+                 "schema": {"type": "string"}}],
+            requestBody=_json_in({
+                "type": "object", "additionalProperties": False,
+                "properties": {"payload": {"type": ["object", "null"]}, "context": ANY_JSON,
+                               "options": {"type": ["object", "null"],
+                                           "additionalProperties": False, "properties": {
+                                               "accountId": {"type": ["string", "null"],
+                                                             "pattern": NO_NUL},
+                                               "callbackUrl": {"type": "null"}}}}}))},
+        "/api/v1/endpoints": {"post": op(
+            "v2RegisterEndpoint", "An app asks to be indexed (registerEndpoint); the key it "
+            "presents is kept sealed and presented to it", {
+                "type": "object", "required": ["id", "url", "name", "status"],
+                "properties": {"id": {"type": "string"}, "url": {"type": "string"},
+                               "name": {"type": "string"}, "status": {"type": "string"}}},
+            400, 401, 413, 422, requestBody=_json_in({
+                "type": "object", "required": ["url", "name"], "additionalProperties": False,
+                "properties": {"url": {"type": "string", "format": "uri"},
+                               "name": NO_NUL_TEXT}}))},
+    }

@@ -32,3 +32,53 @@ SELECT delivered_at, cancelled_at FROM events WHERE env_id = ? AND id = ?;
 -- A delayed event sent again with its id before delivery: new payload, context and time.
 UPDATE events SET data = ?, context = ?, deliver_at = ?, account_id = ?
 WHERE env_id = ? AND id = ? AND delivered_at IS NULL AND cancelled_at IS NULL;
+
+-- name: trigger_task_by_key
+SELECT id, run_id, idempotency_key, name, display_key, status, noop, attempts, retrying,
+       parent_id, delay_until, params, output, error, started_at, completed_at
+FROM trigger_tasks WHERE run_id = ? AND idempotency_key = ?;
+
+-- name: trigger_task_by_id
+SELECT id, run_id, idempotency_key, name, display_key, status, noop, attempts, retrying,
+       parent_id, delay_until, params, output, error, started_at, completed_at
+FROM trigger_tasks WHERE id = ?;
+
+-- name: trigger_tasks_of_run
+SELECT id, run_id, idempotency_key, name, display_key, status, noop, attempts, retrying,
+       parent_id, delay_until, params, output, error, started_at, completed_at
+FROM trigger_tasks WHERE run_id = ? ORDER BY started_at, id;
+
+-- name: trigger_task_insert
+INSERT INTO trigger_tasks (id, run_id, idempotency_key, name, display_key, status, noop,
+                           attempts, parent_id, delay_until, params, output, started_at,
+                           completed_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, idempotency_key) DO NOTHING;
+
+-- name: trigger_task_attempt
+-- The SDK starts a task again after RETRY_WITH_TASK: its next attempt.
+UPDATE trigger_tasks SET attempts = attempts + 1, retrying = 0, status = 'RUNNING', error = NULL
+WHERE id = ? AND retrying = 1;
+
+-- name: trigger_task_retry
+UPDATE trigger_tasks SET retrying = 1, error = ? WHERE id = ? AND status = 'RUNNING';
+
+-- name: trigger_task_complete
+UPDATE trigger_tasks SET status = 'COMPLETED', output = ?, completed_at = ?
+WHERE id = ? AND status IN ('RUNNING', 'WAITING');
+
+-- name: trigger_task_fail
+-- The error is also the task's output, which the SDK reads back from an errored task.
+UPDATE trigger_tasks SET status = 'ERRORED', error = ?, output = ?, completed_at = ?
+WHERE id = ? AND status IN ('RUNNING', 'WAITING');
+
+-- name: trigger_store_get
+SELECT value FROM trigger_store WHERE env_id = ? AND store_key = ?;
+
+-- name: trigger_store_put
+INSERT INTO trigger_store (env_id, store_key, value, updated_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (env_id, store_key) DO UPDATE SET value = excluded.value,
+    updated_at = excluded.updated_at;
+
+-- name: trigger_store_delete
+DELETE FROM trigger_store WHERE env_id = ? AND store_key = ?;

@@ -1,0 +1,229 @@
+"""The v2 driver: runs Jobs of Trigger.dev v2 apps on the executor of queue ``trigger``.
+
+One call ``POST``s ``x-trigger-action: EXECUTE_JOB`` to the app with the run's event and its
+completed tasks (``tasks.py``); while the job runs, the SDK creates and completes tasks through
+the run API. The job's answer becomes the outcome:
+
+- ``SUCCESS`` → the run completes with the output; ``ERROR`` → it fails (v2 retries tasks, not
+  jobs); ``INVALID_PAYLOAD`` → it fails as ``InvalidPayload`` with the schema's reasons;
+- ``RESUME_WITH_TASK`` on an ``io.wait`` → the run sleeps until the task's ``delayUntil``;
+- ``RETRY_WITH_TASK`` → the task is marked for its next attempt, the run is due at ``retryAt``;
+- ``YIELD_EXECUTION``, ``AUTO_YIELD_*`` → the job is executed again at once (the completed task
+  of ``AUTO_YIELD_EXECUTION_WITH_COMPLETED_TASK`` recorded first);
+- ``CANCELED`` → the run was cancelled meanwhile: nothing more to record.
+
+Anything else (another status, an answer that is not JSON, a 4xx) fails the run saying what
+came back; a transport failure or a 5xx is retried with the function's retries. Every task the
+run has finished is mirrored as one of its steps, so the runs API shows tasks as steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+import httpx
+import msgspec
+
+from tidings.calls.host import Host
+from tidings.calls.outcomes import Blocked, Outcome, RetryStep, RunDone, RunFailed, Sleep
+from tidings.core import Core
+from tidings.events.model import iso
+from tidings.functions.model import FunctionRow
+from tidings.ids import now_ms
+from tidings.netguard import Policy, transport
+from tidings.runs.model import Run
+from tidings.triggerdev import tasks
+from tidings.triggerdev.keys import TriggerKeys
+from tidings.triggerdev.wire import INVALID_PAYLOAD, LAZY_LOADED_CACHED_TASKS, TRIGGER_QUEUE
+
+log = logging.getLogger("tidings.engine.trigger")
+MAX_CHUNKS = 50  # executions of one call (yields); then the run is due again
+MAX_REASON = 300
+ORGANIZATION = {"id": "tidings", "title": "Tidings", "slug": "tidings"}
+
+
+def _failed(name: str, message: str, *, retriable: bool = False) -> RunFailed:
+    return RunFailed({"name": name, "message": message[:MAX_REASON * 4]}, retriable=retriable)
+
+
+def _millis(text: Any) -> int | None:
+    try:
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return int(moment.timestamp() * 1000) if moment.tzinfo is not None else None
+
+
+class TriggerDriver:
+    def __init__(self, core: Core, keys: TriggerKeys, *,
+                 client: httpx.AsyncClient | None = None, timeout: float = 300.0) -> None:
+        self._core = core
+        self._keys = keys
+        self._client = client
+        self._timeout = timeout
+        self._envs: dict[str, tuple[str, str]] = {}
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            guard = Policy.from_settings(self._core.settings)
+            self._client = httpx.AsyncClient(transport=transport(guard), timeout=self._timeout)
+        return self._client
+
+    def serves(self, fn: FunctionRow) -> bool:
+        return fn.queue == TRIGGER_QUEUE
+
+    def close(self) -> None:
+        self._client = None  # its connections close with the event loop's end
+
+    async def call(self, fn: FunctionRow, host: Host, *, run: Run, event: dict[str, Any],
+                   events: list[dict[str, Any]]) -> Outcome | None:
+        storage = self._core.storage
+        await storage.write(partial(tasks.waited, run_id=run.id, now=host.now()))
+        key = await self._keys.secret_for(run.env_id, fn.config.get("key_id"))
+        if key is None or fn.url is None:
+            return _failed("NoTriggerKey", "the environment has no trigger key to present to "
+                           "the app (tidings keys create --kind trigger)")
+        yielded: list[str] = []
+        outcome: Outcome | None = None
+        for _ in range(MAX_CHUNKS):
+            known = await storage.read(partial(tasks.of_run, run_id=run.id))
+            body = await self._body(fn, run, event, known, yielded)
+            outcome, again = await self._execute(fn, run, key, body, yielded)
+            if not again:
+                break
+        else:
+            outcome = RetryStep(step="yield", retry_at=host.now())
+        await self._mirror(host, run)
+        return outcome
+
+    async def _execute(self, fn: FunctionRow, run: Run, key: str, body: bytes,
+                       yielded: list[str]) -> tuple[Outcome | None, bool]:
+        """One ``EXECUTE_JOB``: the outcome, or True to execute again at once."""
+        assert fn.url is not None
+        headers = {"content-type": "application/json", "x-trigger-api-key": key,
+                   "x-trigger-action": "EXECUTE_JOB",
+                   "x-trigger-version": LAZY_LOADED_CACHED_TASKS}
+        try:
+            reply = await self.http.post(fn.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            log.warning("run %s: cannot reach the app at %s: %s", run.id, fn.url, exc)
+            return _failed("AppUnreachable", f"cannot reach the app: {exc}",
+                           retriable=True), False
+        try:
+            answer = msgspec.json.decode(reply.content)
+        except msgspec.DecodeError:
+            answer = None
+        if reply.status_code != 200 or not isinstance(answer, dict):
+            message = answer.get("message") if isinstance(answer, dict) else None
+            text = f"the app answered {reply.status_code}" + (f": {message}" if message else "")
+            if reply.status_code == 200:
+                text = "the app's answer to EXECUTE_JOB is not a JSON object"
+            log.warning("run %s: %s", run.id, text)
+            return _failed("AppError", text, retriable=reply.status_code >= 500), False
+        return await self._answered(run, answer, yielded)
+
+    async def _answered(self, run: Run, answer: dict[str, Any],
+                        yielded: list[str]) -> tuple[Outcome | None, bool]:
+        status = answer.get("status")
+        storage = self._core.storage
+        named = answer.get("task")
+        task_id = str(named.get("id", "")) if isinstance(named, dict) else ""
+        if status == "SUCCESS":
+            return RunDone(msgspec.json.encode(answer.get("output"))), False
+        if status == "ERROR":
+            error = answer.get("error")
+            if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+                error = {"name": "Error", "message": str(error)}
+            return RunFailed(error, retriable=False), False
+        if status == "INVALID_PAYLOAD":
+            reasons = "; ".join(f"{'.'.join(map(str, e.get('path', [])))}: {e.get('message')}"
+                                for e in answer.get("errors", []) if isinstance(e, dict))
+            return RunFailed({"name": INVALID_PAYLOAD, "message": f"invalid payload: {reasons}"},
+                             retriable=False, reason=f"invalid payload: {reasons}"), False
+        if status in ("YIELD_EXECUTION", "AUTO_YIELD_EXECUTION"):
+            if status == "YIELD_EXECUTION":
+                yielded.append(str(answer.get("key")))
+            return None, True
+        if status == "AUTO_YIELD_EXECUTION_WITH_COMPLETED_TASK":
+            output = answer.get("output")
+            value = msgspec.json.decode(output) if isinstance(output, str) else None
+            await storage.write(lambda tx: tasks.complete(
+                tx, str(answer.get("id")), value, self._now()))
+            return None, True
+        if status == "CANCELED":
+            return None, False
+        found = await storage.read(partial(tasks.by_id, task_id=task_id)) if task_id else None
+        if (found is None or found.run_id != run.id) and status in ("RESUME_WITH_TASK",
+                                                                     "RETRY_WITH_TASK"):
+            return _failed("ProtocolError", f"{status} names a task this run does not "
+                               f"have: {task_id!r}"), False
+        if status == "RESUME_WITH_TASK" and found is not None:
+            if found.status == tasks.WAITING and found.delay_until is not None:
+                return Blocked((Sleep(step=found.id, name=found.display_key or found.name,
+                                      until=found.delay_until),)), False
+            if found.status == tasks.COMPLETED:
+                return None, True
+            return _failed("ProtocolError", f"RESUME_WITH_TASK on task {found.id} "
+                           f"({found.status}), which does not wait"), False
+        if status == "RETRY_WITH_TASK" and found is not None:
+            at = _millis(answer.get("retryAt")) or self._now()
+            await storage.write(lambda tx: tasks.retry(tx, found.id, answer.get("error")))
+            return RetryStep(step=found.id, retry_at=at), False
+        if status == "RESUME_WITH_PARALLEL_TASK":
+            return _failed("Unsupported", "io.parallel is not supported by Tidings"), False
+        if status == "UNRESOLVED_AUTH_ERROR":
+            return _failed("Unsupported", "integrations are not supported by Tidings"), False
+        shown = repr(status)[:100]
+        log.warning("run %s: the job answered an unknown status %s", run.id, shown)
+        return _failed("ProtocolError", f"the job answered an unknown status {shown}"), False
+
+    def _now(self) -> int:
+        return now_ms()
+
+    async def _body(self, fn: FunctionRow, run: Run, event: dict[str, Any],
+                    known: list[tasks.Task], yielded: list[str]) -> bytes:
+        slug, kind = await self._env(run.env_id)
+        config = fn.config
+        body = {
+            "event": {"id": event.get("id"), "name": event.get("name"),
+                      "payload": event.get("data", {}), "context": event.get("context"),
+                      "timestamp": iso(event.get("ts") or run.created_at),
+                      "deliverAt": None, "deliveredAt": None, "cancelledAt": None},
+            "job": {"id": config.get("job", {}).get("id"),
+                    "version": config.get("job", {}).get("version")},
+            "run": {"id": run.id, "isTest": False, "isRetry": False,
+                    "startedAt": iso(run.started_at or run.created_at)},
+            "environment": {"id": run.env_id, "slug": slug, "type": kind},
+            "organization": ORGANIZATION,
+            "project": {"id": fn.app_id, "name": fn.app_id, "slug": fn.app_id},
+            "tasks": [t.cached_json() for t in known if t.status == tasks.COMPLETED],
+            "yieldedExecutions": yielded,
+        }
+        return msgspec.json.encode(body)
+
+    async def _env(self, env_id: str) -> tuple[str, str]:
+        found = self._envs.get(env_id)
+        if found is None:
+            env = await self._core.storage.get_env(env_id)
+            name = env.name if env is not None else env_id
+            kind = "DEVELOPMENT" if self._core.settings.dev else (
+                "STAGING" if "stag" in name else "PRODUCTION")
+            found = self._envs[env_id] = (name, kind)
+        return found
+
+    async def _mirror(self, host: Host, run: Run) -> None:
+        """The run's finished tasks not yet among its steps become steps."""
+        known = await self._core.storage.read(partial(tasks.of_run, run_id=run.id))
+        recorded = {step.step for step in host.recorded}
+        for task in known:
+            if task.id in recorded:
+                continue
+            name = task.display_key or task.name
+            kind = "sleep" if task.delay_until is not None else "run"
+            if task.status == tasks.COMPLETED:
+                await host.completed(task.id, name, msgspec.json.encode({"data": task.output}),
+                                     task.started_at, kind=kind)

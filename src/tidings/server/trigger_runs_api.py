@@ -1,0 +1,295 @@
+"""What a v2 app calls while its job executes: the tasks of the run
+(``/api/v1/runs/{id}/tasks``, ``…/complete``, ``…/fail``) and the key-value store
+(``/api/v1/store/{key}``), with the same ``tr_`` keys as the event API (``trigger_api.py``).
+
+A run is answered only to its own environment's keys, and a task only under its own run. A
+call about a cancelled run gets its task back ``CANCELED``: the SDK then stops the job.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import partial
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tidings.apps.config import is_http_url
+from tidings.apps.sync import AppSync
+from tidings.core import Core
+from tidings.errors import RequestRejected
+from tidings.ids import now_ms
+from tidings.json_input import decode_json
+from tidings.runs import store
+from tidings.runs.model import CANCELLED, Run
+from tidings.server.http import read_body
+from tidings.server.requests import ULID_RE, check_params, json_response
+from tidings.storage.base import Environment
+from tidings.triggerdev import invoke, tasks
+from tidings.triggerdev.keys import TriggerKeys
+from tidings.triggerdev.wire import TRIGGER_QUEUE
+
+SERIALIZED_OUTPUT = "2023-11-01"  # Trigger-Version: the task's output comes as JSON text
+MAX_KEY_CHARS = 512
+MAX_STORE_BYTES = 256 * 1024
+# What Tidings does not run (yet): refused when a task asks for it, so the job fails saying so.
+UNSUPPORTED = {
+    "operation": "io.backgroundFetch and io.backgroundPoll are not supported by Tidings",
+    "callback": "tasks that wait for a callback (io.waitForEvent, io.waitForRequest, "
+                "invokeAndWaitForCompletion) are not supported by Tidings yet",
+}
+
+
+class TriggerRunsAPI:
+    def __init__(self, core: Core, keys: TriggerKeys, sync: AppSync) -> None:
+        self.core = core
+        self.keys = keys
+        self.sync = sync
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/v1/runs/{run_id}/tasks", self.run_task, methods=["POST"]),
+            Route("/api/v1/runs/{run_id}/tasks/{task_id}/complete", self.complete_task,
+                  methods=["POST"]),
+            Route("/api/v1/runs/{run_id}/tasks/{task_id}/fail", self.fail_task,
+                  methods=["POST"]),
+            Route("/api/v1/store/{key:path}", self.store,
+                  methods=["GET", "PUT", "DELETE", "HEAD"]),
+            Route("/api/v1/endpoints", self.register_endpoint, methods=["POST"]),
+            Route("/api/v1/jobs/{job_id}/invoke", self.invoke_job, methods=["POST"]),
+        ]
+
+    async def invoke_job(self, request: Request) -> Response:
+        """``invokeJob``: start a run of a Job with a payload; ``{"id": run id}``."""
+        check_params(request, set())
+        env = await self._env(request)
+        job_id = _text_param(request, "job_id", "job id", b"/api/v1/jobs/")
+        body = await self._body(request)
+        unknown = sorted(set(body) - {"payload", "context", "options"})
+        if unknown:
+            raise RequestRejected(f"unknown field(s): {', '.join(unknown)}; expected payload, "
+                                  "context, options")
+        payload = body.get("payload")
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            raise RequestRejected("payload: must be a JSON object (Tidings keeps payloads as "
+                                  "objects)")
+        options = body.get("options") or {}
+        if not isinstance(options, dict) or set(options) - {"accountId", "callbackUrl"}:
+            raise RequestRejected("options: an object of accountId and callbackUrl")
+        if options.get("callbackUrl") is not None:
+            raise RequestRejected("options.callbackUrl: invoking with a callback "
+                                  "(invokeAndWaitForCompletion) is not supported by Tidings "
+                                  "yet", status=422)
+        account = options.get("accountId")
+        if account is not None and (not isinstance(account, str) or "\x00" in account):
+            raise RequestRejected("options.accountId: text without NUL")
+        key = request.headers.get("idempotency-key") or None
+        found = await self.core.storage.read(
+            partial(invoke.job_functions, env_id=env.id, job_id=job_id))
+        if len(found) != 1:
+            shown = job_id if len(job_id) <= 100 else job_id[:100] + "…"
+            raise RequestRejected(f"job {shown!r} " + ("not found" if not found else
+                                  "is a job of several apps: invoke it by one of them"),
+                                  status=404 if not found else 409)
+        run_id = await self.core.storage.write(partial(
+            invoke.invoke, fn=found[0], payload=payload, context=body.get("context"),
+            account_id=account, key=key, now=now_ms()))
+        return json_response(200, {"id": run_id})
+
+    async def register_endpoint(self, request: Request) -> Response:
+        """``registerEndpoint``: an app asks to be indexed at ``url``, presenting its key
+        (which Tidings then presents to it)."""
+        check_params(request, set())
+        env = await self._env(request)
+        body = await self._body(request)
+        unknown = sorted(set(body) - {"url", "name"})
+        if unknown:
+            raise RequestRejected(f"unknown field(s): {', '.join(unknown)}; expected url, name")
+        url, name = body.get("url"), body.get("name")
+        if not is_http_url(url):
+            raise RequestRejected("url: the app's http(s) URL")
+        if not isinstance(name, str) or not name or "\x00" in name:
+            raise RequestRejected("name: the client's id")
+        refused = await self.sync.refused(url)
+        if refused is not None:
+            raise RequestRejected(f"url: {refused}")
+        assert self.sync.trigger is not None
+        # The key it presented (none in dev: then the environment's keys are tried).
+        key = request.headers.get("authorization", "").partition(" ")[2].strip() or None
+        indexed = await self.sync.trigger.index(env.id, url, presented=key)
+        if indexed.error is not None:
+            return json_response(422, {"error": indexed.error, "status": 422})
+        return json_response(200, {"id": indexed.app_id, "url": url, "name": name,
+                                   "status": indexed.status})
+
+    async def _env(self, request: Request) -> Environment:
+        return await self.keys.env_for(request.headers.get("authorization", ""))
+
+    async def _run(self, request: Request, env: Environment) -> Run:
+        run_id = self._shaped(request, "run_id", "run")
+        run = await self.core.storage.read(partial(store.get_run, run_id=run_id))
+        if run is None or run.env_id != env.id or run.queue != TRIGGER_QUEUE:
+            raise RequestRejected(f"run {run_id!r} not found", status=404)
+        return run
+
+    @staticmethod
+    def _shaped(request: Request, name: str, noun: str) -> str:
+        """A run or task id of the path, which is one of Tidings' ULIDs (404 otherwise):
+        checked before the body is read."""
+        ident: str = request.path_params[name]
+        if not ULID_RE.fullmatch(ident):
+            shown = ident if len(ident) <= 100 else ident[:100] + "…"
+            raise RequestRejected(f"{noun} {shown!r} not found", status=404)
+        return ident
+
+    async def _body(self, request: Request) -> dict[str, Any]:
+        raw = await read_body(request.scope, request.receive,
+                              self.core.settings.limits.max_body_bytes)
+        value = decode_json(raw)
+        if not isinstance(value, dict):
+            raise RequestRejected("the body must be a JSON object")
+        return value
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    async def run_task(self, request: Request) -> Response:
+        check_params(request, set())
+        env = await self._env(request)
+        self._shaped(request, "run_id", "run")
+        new = _new_task(await self._body(request))
+        run = await self._run(request, env)
+        now = now_ms()
+        task = await self.core.storage.write(partial(tasks.start, run_id=run.id, new=new, now=now))
+        return self._answer(run, task)
+
+    async def complete_task(self, request: Request) -> Response:
+        check_params(request, set())
+        env = await self._env(request)
+        self._shaped(request, "run_id", "run")
+        task_id = self._shaped(request, "task_id", "task")
+        body = await self._body(request)
+        output = body.get("output")
+        if request.headers.get("trigger-version") == SERIALIZED_OUTPUT and output is not None:
+            if not isinstance(output, str):
+                raise RequestRejected("output: the task's output as JSON text")
+            output = decode_json(output.encode(), "output")
+        run = await self._run(request, env)
+        task = await self.core.storage.write(
+            partial(self._owned, run=run, task_id=task_id, change=partial(
+                tasks.complete, output=output, now=now_ms())))
+        return self._answer(run, task)
+
+    async def fail_task(self, request: Request) -> Response:
+        check_params(request, set())
+        env = await self._env(request)
+        self._shaped(request, "run_id", "run")
+        task_id = self._shaped(request, "task_id", "task")
+        error = (await self._body(request)).get("error")
+        if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+            raise RequestRejected("error: an object with a message (and name, stack)")
+        run = await self._run(request, env)
+        task = await self.core.storage.write(
+            partial(self._owned, run=run, task_id=task_id, change=partial(
+                tasks.fail, error=error, now=now_ms())))
+        return self._answer(run, task)
+
+    @staticmethod
+    def _owned(tx: Any, *, run: Run, task_id: str, change: Any) -> tasks.Task:
+        task = tasks.by_id(tx, task_id)
+        if task is None or task.run_id != run.id:
+            raise RequestRejected(f"task {task_id!r} not found in run {run.id}", status=404)
+        changed: tasks.Task = change(tx, task_id)
+        return changed
+
+
+    @staticmethod
+    def _answer(run: Run, task: tasks.Task) -> Response:
+        body = task.server_json()
+        if run.status == CANCELLED:
+            body["status"] = "CANCELED"
+        return json_response(200, body)
+
+    # -- the key-value store -------------------------------------------------------------------
+
+    async def store(self, request: Request) -> Response:
+        check_params(request, set())
+        env = await self._env(request)
+        key = _text_param(request, "key", "key", b"/api/v1/store/")
+        storage = self.core.storage
+        method = request.method
+        if method in ("GET", "HEAD"):
+            row = await storage.read(lambda tx: tx.one("trigger_store_get", (env.id, key)))
+            if method == "HEAD":
+                return Response(status_code=200 if row else 404)
+            return json_response(200, {"action": "GET", "key": key,
+                                       **({"value": row[0]} if row else {})})
+        if method == "DELETE":
+            deleted = await storage.write(
+                lambda tx: tx.run("trigger_store_delete", (env.id, key)))
+            return json_response(200, {"action": "DELETE", "key": key, "deleted": deleted > 0})
+        raw = await read_body(request.scope, request.receive, MAX_STORE_BYTES)
+        try:
+            value = raw.decode()
+        except UnicodeDecodeError:
+            raise RequestRejected("the body: the value to store under the key is not UTF-8 "
+                                  "text") from None
+        if not value or "\x00" in value:
+            raise RequestRejected("the body: the value to store under the key: JSON text, "
+                                  "without NUL")
+        now = now_ms()
+        await storage.write(lambda tx: tx.run("trigger_store_put", (env.id, key, value, now)))
+        return json_response(200, {"action": "SET", "key": key, "value": value})
+
+
+def _text_param(request: Request, name: str, what: str, prefix: bytes) -> str:
+    """A path parameter of any text: 1 to ``MAX_KEY_CHARS`` characters of UTF-8 without NUL
+    (the raw path is read again: the server decoded bad bytes to U+FFFD)."""
+    value: str = request.path_params[name]
+    if not value or len(value) > MAX_KEY_CHARS or "\x00" in value:
+        raise RequestRejected(f"{what}: 1 to {MAX_KEY_CHARS} characters, without NUL")
+    raw = request.scope.get("raw_path", b"").partition(prefix)[2]
+    try:
+        unquote_to_bytes(raw).decode()
+    except UnicodeDecodeError:
+        raise RequestRejected(f"{what}: not valid UTF-8 (percent-encode UTF-8 bytes)") from None
+    return value
+
+
+def _new_task(body: dict[str, Any]) -> tasks.NewTask:
+    for field, why in UNSUPPORTED.items():
+        wanted = body.get(field)
+        if wanted and (field != "callback" or wanted.get("enabled")):
+            raise RequestRejected(f"{field}: {why}", status=422)
+    key = body.get("idempotencyKey")
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_CHARS or "\x00" in key:
+        raise RequestRejected(f"idempotencyKey: required, 1 to {MAX_KEY_CHARS} characters")
+    display = body.get("displayKey")
+    name = body.get("name")
+    if name is None:
+        name = display if isinstance(display, str) else "task"
+    for field, value in (("name", name), ("displayKey", display), ("parentId",
+                                                                    body.get("parentId"))):
+        if value is not None and (not isinstance(value, str) or "\x00" in value
+                                  or len(value) > MAX_KEY_CHARS):
+            raise RequestRejected(f"{field}: text of at most {MAX_KEY_CHARS} characters")
+    noop = body.get("noop", False)
+    if not isinstance(noop, bool):
+        raise RequestRejected("noop: true or false")
+    delay_until = None
+    raw_delay = body.get("delayUntil")
+    if raw_delay is not None:
+        try:
+            moment = datetime.fromisoformat(str(raw_delay).replace("Z", "+00:00"))
+        except ValueError:
+            raise RequestRejected("delayUntil: an ISO-8601 time") from None
+        if moment.tzinfo is None:
+            raise RequestRejected("delayUntil: an ISO-8601 time with its offset (Z)")
+        delay_until = int(moment.timestamp() * 1000)
+    return tasks.NewTask(idempotency_key=key, name=name, display_key=display, noop=noop,
+                         delay_until=delay_until, parent_id=body.get("parentId"),
+                         params=body.get("params"))

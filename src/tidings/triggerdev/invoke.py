@@ -1,0 +1,49 @@
+"""``client.invokeJob`` / ``job.invoke()``: a run of a Job started directly, with a payload,
+without an event subscription (``POST /api/v1/jobs/{id}/invoke``).
+
+The payload is stored as an event named after the Job's first trigger, already delivered, so
+that it starts no other function; the run is unique per ``Idempotency-Key`` (an ``io``-level
+invoke sends the task's key), so an invocation repeated after a crash starts nothing twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from tidings.functions.model import FunctionRow
+from tidings.functions.registration import live_functions
+from tidings.ids import new_id
+from tidings.runs import store
+from tidings.storage.base import EventRow
+from tidings.storage.tx import Tx
+from tidings.triggerdev.wire import TRIGGER_QUEUE
+
+
+def job_functions(tx: Tx, env_id: str, job_id: str) -> list[FunctionRow]:
+    """The live functions of the environment that are the v2 Job ``job_id``."""
+    return [fn for fn in live_functions(tx)
+            if fn.env_id == env_id and fn.queue == TRIGGER_QUEUE
+            and fn.config.get("job", {}).get("id") == job_id]
+
+
+def invoke(tx: Tx, *, fn: FunctionRow, payload: dict[str, Any], context: Any,
+           account_id: str | None, key: str | None, now: int) -> str:
+    """The id of the run the invocation started (or had started, for a repeated key)."""
+    event_id = new_id(now)
+    dedup = f"v2-invoke:{key}" if key else f"v2-invoke:{event_id}"
+    found = tx.one("run_for_dedup", (fn.id, dedup))
+    if found is not None:
+        return str(found[0])
+    name = str(fn.config["triggers"][0]["event"])
+    row = EventRow(id=event_id, env_id=fn.env_id, name=name, data=msgspec.json.encode(payload),
+                   user=None, user_subject=None, key=None, ts=now, v=None, source="tidings",
+                   context=None if context is None else msgspec.json.encode(context),
+                   account_id=account_id, received_at=now, deliver_at=None, meta=None)
+    store.insert_event(tx, row, delivered_at=now)
+    run_id = store.create_run(tx, fn=fn, event_id=event_id, due_at=now, now=now,
+                              dedup_key=dedup)
+    assert run_id is not None
+    tx.one("notify", (fn.queue,))
+    return run_id

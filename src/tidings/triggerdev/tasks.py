@@ -1,0 +1,150 @@
+"""The tasks of a v2 run: what ``io.runTask`` (and every ``io`` call built on it) creates,
+completes and fails through ``/api/v1/runs/{id}/tasks`` while the job executes.
+
+A task is found again by its idempotency key (the SDK derives it from the run, the parent task
+and the cache key), so a replay of the job gets the same task back: completed ones come with
+the job's next ``EXECUTE_JOB`` as cached tasks and are not run again. A task starts
+
+- ``WAITING`` when it has a ``delayUntil`` (``io.wait``): the run sleeps until then;
+- ``COMPLETED`` when it is a no-op (``io.logger``): nothing to run;
+- ``RUNNING`` otherwise, attempt 1. After ``RETRY_WITH_TASK`` it is marked ``retrying``, and the
+  SDK's next ``runTask`` for it starts attempt 2 (the SDK computes its own retry times from the
+  task's ``attempts``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from tidings.events.model import iso
+from tidings.ids import new_id
+from tidings.storage.tx import Tx
+
+RUNNING, WAITING, COMPLETED, ERRORED = "RUNNING", "WAITING", "COMPLETED", "ERRORED"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task:
+    id: str
+    run_id: str
+    idempotency_key: str
+    name: str
+    display_key: str | None
+    status: str
+    noop: bool
+    attempts: int
+    retrying: bool
+    parent_id: str | None
+    delay_until: int | None
+    params: Any
+    output: Any
+    error: str | None
+    started_at: int
+    completed_at: int | None
+
+    @classmethod
+    def from_row(cls, r: tuple[Any, ...]) -> Task:
+        return cls(id=r[0], run_id=r[1], idempotency_key=r[2], name=r[3], display_key=r[4],
+                   status=r[5], noop=bool(r[6]), attempts=r[7], retrying=bool(r[8]),
+                   parent_id=r[9], delay_until=r[10], params=_loads(r[11]),
+                   output=_loads(r[12]), error=r[13], started_at=r[14], completed_at=r[15])
+
+    def server_json(self) -> dict[str, Any]:
+        """``ServerTaskSchema``: what the task endpoints answer."""
+        return {
+            "id": self.id, "name": self.name, "icon": None, "noop": self.noop,
+            "startedAt": iso(self.started_at), "completedAt": iso(self.completed_at),
+            "delayUntil": iso(self.delay_until), "status": self.status,
+            "description": None, "properties": None, "outputProperties": None,
+            "params": self.params, "output": self.output, "context": None,
+            "error": self.error, "parentId": self.parent_id, "style": None,
+            "operation": None, "callbackUrl": None, "childExecutionMode": None,
+            "idempotencyKey": self.idempotency_key, "attempts": self.attempts,
+            "forceYield": False,
+        }
+
+    def cached_json(self) -> dict[str, Any]:
+        """``CachedTaskSchema``: a completed task as ``EXECUTE_JOB`` hands it to the SDK."""
+        return {"id": self.id, "idempotencyKey": self.idempotency_key, "status": self.status,
+                "noop": self.noop, "output": self.output, "parentId": self.parent_id}
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else msgspec.json.decode(text)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else msgspec.json.encode(value).decode()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewTask:
+    """What a ``runTask`` call asks for (``RunTaskBodyOutputSchema``, the parts kept)."""
+
+    idempotency_key: str
+    name: str
+    display_key: str | None
+    noop: bool
+    delay_until: int | None
+    parent_id: str | None
+    params: Any
+
+
+def of_run(tx: Tx, run_id: str) -> list[Task]:
+    return [Task.from_row(r) for r in tx.all("trigger_tasks_of_run", (run_id,))]
+
+
+def by_id(tx: Tx, task_id: str) -> Task | None:
+    row = tx.one("trigger_task_by_id", (task_id,))
+    return Task.from_row(row) if row else None
+
+
+def start(tx: Tx, run_id: str, new: NewTask, now: int) -> Task:
+    """The task for this key: created now, or found again (a retried one starting its next
+    attempt)."""
+    found = tx.one("trigger_task_by_key", (run_id, new.idempotency_key))
+    if found is not None:
+        task = Task.from_row(found)
+        if task.retrying and tx.run("trigger_task_attempt", (task.id,)):
+            task = by_id(tx, task.id) or task
+        return task
+    if new.delay_until is not None and new.delay_until > now:
+        status, completed = WAITING, None
+    elif new.noop:
+        status, completed = COMPLETED, now
+    else:
+        status, completed = RUNNING, None
+    task_id = new_id(now)
+    tx.run("trigger_task_insert", (task_id, run_id, new.idempotency_key, new.name,
+                                   new.display_key, status, int(new.noop), new.parent_id,
+                                   new.delay_until, _dumps(new.params), None, now, completed))
+    again = tx.one("trigger_task_by_key", (run_id, new.idempotency_key))
+    assert again is not None
+    return Task.from_row(again)
+
+
+def complete(tx: Tx, task_id: str, output: Any, now: int) -> Task | None:
+    tx.run("trigger_task_complete", (_dumps(output), now, task_id))
+    return by_id(tx, task_id)
+
+
+def fail(tx: Tx, task_id: str, error: dict[str, Any], now: int) -> Task | None:
+    message = str(error.get("message", ""))
+    tx.run("trigger_task_fail", (message, _dumps(error), now, task_id))
+    return by_id(tx, task_id)
+
+
+def retry(tx: Tx, task_id: str, error: Any) -> None:
+    """``RETRY_WITH_TASK``: the task's attempt failed; the next ``runTask`` starts another."""
+    tx.run("trigger_task_retry", (_dumps(error), task_id))
+
+
+def waited(tx: Tx, run_id: str, now: int) -> None:
+    """Complete the run's waits whose time has come (``io.wait``): the run is called again
+    because its sleep ended."""
+    for task in of_run(tx, run_id):
+        if task.status == WAITING and task.delay_until is not None and task.delay_until <= now:
+            tx.run("trigger_task_complete", (None, now, task.id))

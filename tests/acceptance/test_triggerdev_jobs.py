@@ -1,0 +1,241 @@
+"""Scenario: an unmodified Trigger.dev v2 app (``tests/node/trigger_app.mjs``: ``@trigger.dev/sdk``
+2.3.18 Jobs served by ``@trigger.dev/express``) indexed and run by Tidings — under ``tidings dev
+-u URL`` on SQLite, and ``tidings serve`` on PostgreSQL synced through ``POST /v1/apps/sync``.
+
+The app appends ``<run id> <task>`` to a log each time a task body runs, so the tests see how
+often each task ran; the runs are read back through Tidings' own runs API, where a Job's tasks
+are the run's steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.acceptance.sdk_apps import (
+    NODE_DIR,
+    Api,
+    AppProcess,
+    clean_env,
+    node_binary,
+    production_keys,
+    stop_app,
+    tidings_cli,
+    wait_for,
+)
+from tests.conftest import LiveServer, free_port, fresh_schema, start_server, stop_server
+
+pytestmark = pytest.mark.node
+APP = "tidings-v2"
+
+
+@dataclass
+class Stack:
+    mode: str
+    server: LiveServer
+    app: AppProcess
+    api: Api
+    key: str  # the app's trigger key, which sends events too
+    task_log: Path
+    restart: Any  # () -> None: stop the server and start it again on the same port and db
+
+    def send(self, event: dict[str, Any]) -> dict[str, Any]:
+        reply = httpx.post(f"{self.server.url}/api/v1/events", json={"event": event},
+                           headers={"authorization": f"Bearer {self.key}"}, timeout=10)
+        assert reply.status_code == 200, reply.text
+        record: dict[str, Any] = reply.json()
+        return record
+
+    def logs(self) -> str:
+        return self.app.output() + (self.server.data_dir / "server.log").read_text(
+            errors="replace")
+
+    def run_of(self, record: dict[str, Any], job: str) -> dict[str, Any]:
+        return self.api.run_of(record["id"], f"{APP}-{job}")
+
+    def finished(self, run: dict[str, Any]) -> dict[str, Any]:
+        return self.api.finished(run["id"], logs=self.logs)
+
+    def ran(self, run_id: str) -> list[str]:
+        lines = self.task_log.read_text().splitlines() if self.task_log.exists() else []
+        return [line.split(" ", 1)[1] for line in lines if line.startswith(run_id + " ")]
+
+
+def start_trigger_app(tmp: Path, key: str, server_port: int, task_log: Path) -> AppProcess:
+    port = free_port()
+    log_path = tmp / "trigger-app.log"
+    log = open(log_path, "ab")  # noqa: SIM115
+    env = clean_env(TRIGGER_API_KEY=key, TRIGGER_API_URL=f"http://127.0.0.1:{server_port}",
+                    PORT=str(port), TASK_LOG=str(task_log))
+    process = subprocess.Popen([node_binary(), "trigger_app.mjs"], cwd=NODE_DIR, env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    app = AppProcess(f"http://127.0.0.1:{port}/api/trigger", port, process, log, log_path)
+
+    def answers() -> bool | None:
+        if process.poll() is not None:
+            raise AssertionError(f"the app exited: {app.output()}")
+        try:
+            httpx.head(app.url, timeout=1)
+            return True
+        except httpx.TransportError:
+            return None
+
+    wait_for(answers, timeout=30, what="the v2 app to listen", logs=app.output)
+    return app
+
+
+@pytest.fixture(scope="module", params=["dev-sqlite",
+                                        pytest.param("serve-postgres", marks=pytest.mark.postgres)])
+def stack(request: pytest.FixtureRequest,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp(request.param)
+    task_log = tmp / "tasks.log"
+    port = free_port()
+    with contextlib.ExitStack() as cleanup:
+        if request.param == "dev-sqlite":
+            db = str(tmp / "dev.db")
+            env = {"TIDINGS_DATA_DIR": str(tmp / "server")}  # the keyring the server reads
+            args: tuple[str, ...] = ("--db", db, "--no-discovery", "--retry-interval", "0.2")
+            command, server_env, api_key = "dev", env, None
+            key = tidings_cli(tmp, env, "keys", "create", "--env", "dev", "--kind", "trigger",
+                              "--db", db)
+        else:
+            url = cleanup.enter_context(fresh_schema())
+            keys = production_keys(tmp, db=url)
+            args = ("--db", url, "--env", "production", "--retry-interval", "0.2")
+            command, server_env, api_key = "serve", keys.env, keys.api_key
+            key = tidings_cli(tmp, keys.env, "keys", "create", "--env", "production",
+                              "--kind", "trigger", "--db", url)
+        app = start_trigger_app(tmp, key, port, task_log)
+        cleanup.callback(stop_app, app)
+        if command == "dev":
+            args = (*args, "-u", app.url)
+
+        def start() -> LiveServer:
+            return start_server(tmp, *args, command=command, env=server_env, port=port)
+
+        made = Stack(command, start(), app, Api(f"http://127.0.0.1:{port}", api_key), key,
+                     task_log, lambda: None)
+
+        def restart() -> None:
+            stop_server(made.server)
+            made.server = start()
+
+        made.restart = restart
+        cleanup.callback(lambda: stop_server(made.server))
+        if command == "serve":
+            synced = made.api.post("/v1/apps/sync", {"url": app.url})
+            assert synced.status_code == 200, synced.text
+        wait_for(lambda: made.api.synced(app.url), timeout=30, what="the v2 app to be indexed",
+                 logs=made.logs)
+        yield made
+
+
+def delivered(stack: Stack, event_id: str) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        event: dict[str, Any] = stack.api.get(f"/v1/events/{event_id}")
+        return event if event["delivered_at"] else None
+
+    return wait_for(check, timeout=30, what=f"the delivery of {event_id}")
+
+
+def test_the_app_is_indexed_as_functions_with_v2_triggers(stack: Stack) -> None:
+    [app] = [a for a in stack.api.apps() if a["url"] == stack.app.url]
+    assert (app["app_id"], app["sdk"], app["functions"]) == (APP, "trigger.dev:v2", 6)
+    functions = {f["slug"]: f for f in stack.api.get("/v1/functions")}
+    assert functions[f"{APP}-flow"]["triggers"] == [{"event": "v2.flow", "source": "tidings"}]
+    assert functions[f"{APP}-filtered"]["triggers"] == [{
+        "event": "v2.order", "source": "shop",
+        "filter": {"tier": ["pro"], "amount": [{"$gt": 100}]}}]
+
+
+def test_tasks_a_wait_and_an_event_run_each_task_once_across_a_restart(stack: Stack) -> None:
+    record = stack.send({"name": "v2.flow", "payload": {"n": 1, "wait": 3}})
+    run = stack.run_of(record, "flow")
+    wait_for(lambda: stack.api.run(run["id"])["status"] == "Sleeping" or None, timeout=30,
+             what="the run to sleep in io.wait", logs=stack.logs)
+    if stack.mode == "dev":
+        stack.restart()  # in the middle: two tasks done, the wait pending
+
+    done = stack.finished(run)
+
+    assert done["status"] == "Completed", done
+    sent = done["output"]["sent"]
+    assert done["output"] == {"n": 21, "sent": sent}
+    assert sorted(stack.ran(run["id"])) == ["first", "second", "third"]
+    assert [(s["name"], s["kind"]) for s in done["steps"]] == [
+        ("first", "run"), ("second", "run"), ("log", "run"), ("pause", "sleep"),
+        ("third", "run"), ("announce", "run")]
+    announced = stack.api.get(f"/v1/events/{sent}")
+    assert (announced["name"], announced["data"]) == ("v2.flow.done", {"n": 21})
+    v2_run = httpx.get(f"{stack.server.url}/api/v2/runs/{run['id']}", timeout=10,
+                       headers={"authorization": f"Bearer {stack.key}"}).json()
+    assert v2_run["status"] == "SUCCESS"
+    assert [t["displayKey"] for t in v2_run["tasks"]] == [s["name"] for s in done["steps"]]
+
+
+def test_source_and_filter_match_as_v2_does(stack: Stack) -> None:
+    pro = stack.send({"name": "v2.order", "source": "shop",
+                      "payload": {"tier": "pro", "amount": 150, "id": "o1"}})
+    others = [stack.send(event) for event in (
+        {"name": "v2.order", "source": "shop", "payload": {"tier": "free", "amount": 150}},
+        {"name": "v2.order", "source": "shop", "payload": {"tier": "pro", "amount": 50}},
+        {"name": "v2.order", "source": "shop", "payload": {"tier": "pro", "amount": "150"}},
+        {"name": "v2.order", "source": "web", "payload": {"tier": "pro", "amount": 150}},
+        {"name": "v2.order", "payload": {"tier": "pro", "amount": 150}})]
+
+    assert stack.finished(stack.run_of(pro, "filtered"))["output"] == {"matched": "o1"}
+    for record in others:
+        assert stack.api.runs_of(delivered(stack, record["id"])["id"]) == [], record
+
+
+def test_a_task_that_throws_twice_succeeds_on_its_third_attempt(stack: Stack) -> None:
+    run = stack.run_of(stack.send({"name": "v2.flaky"}), "retrying")
+
+    done = stack.finished(run)
+
+    assert (done["status"], done["output"]) == ("Completed", {"attempts": 3}), done
+    assert stack.ran(run["id"]) == ["flaky 1", "flaky 2", "flaky 3"]
+    [step] = done["steps"]
+    assert (step["name"], step["status"], step["output"]) == (
+        "flaky", "completed", {"data": {"attempts": 3}})
+
+
+def test_a_payload_failing_the_schema_marks_the_run_invalid_with_the_reason(stack: Stack) -> None:
+    bad = stack.finished(stack.run_of(stack.send({"name": "v2.typed",
+                                                  "payload": {"userId": 5}}), "typed"))
+    good = stack.finished(stack.run_of(stack.send({"name": "v2.typed",
+                                                   "payload": {"userId": "u1"}}), "typed"))
+
+    assert bad["status"] == "Failed"
+    assert bad["error"]["name"] == "InvalidPayload"
+    assert "userId" in bad["error"]["message"] and "string" in bad["error"]["message"]
+    v2_run = httpx.get(f"{stack.server.url}/api/v2/runs/{bad['id']}", timeout=10,
+                       headers={"authorization": f"Bearer {stack.key}"}).json()
+    assert v2_run["status"] == "INVALID_PAYLOAD"
+    assert (good["status"], good["output"]) == ("Completed", {"user": "u1"})
+
+
+def test_random_try_the_store_send_events_and_cancel_event(stack: Stack) -> None:
+    done = stack.finished(stack.run_of(stack.send({"name": "v2.toolbox",
+                                                   "payload": {"who": "ada"}}), "toolbox"))
+
+    assert done["status"] == "Completed", done
+    output = done["output"]
+    assert output["roll"] in range(1, 8)
+    assert output["caught"] == {"caught": "no luck"}
+    assert output["stored"] == {"hello": "ada"} and output["cancelled"] is True
+    names = [s["name"] for s in done["steps"]]
+    assert names == ["roll", "put", "get", "later", "cancel", "invoke"]
+    child = stack.finished(stack.api.run(output["started"]))
+    assert (child["function"], child["output"]) == (f"{APP}-invoked", {"doubled": 42})
+    assert child["event"]["data"] == {"x": 21}
+    never = stack.api.get("/v1/events", name="v2.never")
+    assert [e["cancelled_at"] is not None for e in never] == [True]

@@ -1,0 +1,102 @@
+// A Trigger.dev v2 app, unmodified: @trigger.dev/sdk 2.3.18 Jobs served by @trigger.dev/express,
+// for tests/acceptance/test_triggerdev_jobs.py. Tidings indexes it (tidings dev -u URL, or
+// POST /v1/apps/sync) and runs its Jobs.
+//
+//   TRIGGER_API_KEY=tr_dev_... TRIGGER_API_URL=http://127.0.0.1:8288 PORT=... \
+//   TASK_LOG=/path node trigger_app.mjs
+//
+// Every task body appends "<run id> <task>" to TASK_LOG, so a test can count how often each
+// ran (a task replayed from the cache does not append).
+import { appendFileSync } from "node:fs";
+import { TriggerClient, eventTrigger } from "@trigger.dev/sdk";
+import { createExpressServer } from "@trigger.dev/express";
+import { z } from "zod";
+
+const client = new TriggerClient({
+  id: "tidings-v2",
+  apiKey: process.env.TRIGGER_API_KEY,
+  apiUrl: process.env.TRIGGER_API_URL,
+});
+const note = (ctx, what) => appendFileSync(process.env.TASK_LOG, `${ctx.run.id} ${what}\n`);
+
+client.defineJob({
+  id: "flow",
+  name: "Three tasks, a wait and an event",
+  version: "1.0.0",
+  trigger: eventTrigger({ name: "v2.flow" }),
+  run: async (payload, io, ctx) => {
+    const a = await io.runTask("first", async () => { note(ctx, "first"); return { n: payload.n + 1 }; });
+    const b = await io.runTask("second", async () => { note(ctx, "second"); return { n: a.n * 10 }; });
+    await io.logger.info("waiting", { b });
+    await io.wait("pause", Number(payload.wait ?? 3));
+    const c = await io.runTask("third", async () => { note(ctx, "third"); return { n: b.n + 1 }; });
+    const sent = await io.sendEvent("announce", { name: "v2.flow.done", payload: { n: c.n } });
+    return { n: c.n, sent: sent.id };
+  },
+});
+
+client.defineJob({
+  id: "filtered",
+  name: "Only pro orders over 100 from the shop",
+  version: "1.0.0",
+  trigger: eventTrigger({
+    name: "v2.order",
+    source: "shop",
+    filter: { tier: ["pro"], amount: [{ $gt: 100 }] },
+  }),
+  run: async (payload) => ({ matched: payload.id }),
+});
+
+client.defineJob({
+  id: "retrying",
+  name: "A task that throws twice",
+  version: "1.0.0",
+  trigger: eventTrigger({ name: "v2.flaky" }),
+  run: async (payload, io, ctx) => {
+    let attempt = 0;
+    return await io.runTask("flaky", async (task) => {
+      attempt = task.attempts;
+      note(ctx, `flaky ${task.attempts}`);
+      if (task.attempts < 3) throw new Error(`failure ${task.attempts}`);
+      return { attempts: task.attempts };
+    }, { retry: { limit: 3, minTimeoutInMs: 100, maxTimeoutInMs: 200, factor: 1 } });
+  },
+});
+
+client.defineJob({
+  id: "typed",
+  name: "A payload schema",
+  version: "1.0.0",
+  trigger: eventTrigger({ name: "v2.typed", schema: z.object({ userId: z.string() }) }),
+  run: async (payload) => ({ user: payload.userId }),
+});
+
+const invoked = client.defineJob({
+  id: "invoked",
+  name: "Invoked by another Job",
+  version: "1.0.0",
+  trigger: eventTrigger({ name: "v2.invoked" }),
+  run: async (payload, io, ctx) => ({ doubled: payload.x * 2 }),
+});
+
+client.defineJob({
+  id: "toolbox",
+  name: "The rest of io",
+  version: "1.0.0",
+  trigger: eventTrigger({ name: "v2.toolbox" }),
+  run: async (payload, io, ctx) => {
+    const roll = await io.random("roll", { min: 1, max: 7, round: true });
+    const caught = await io.try(
+      async () => io.runTask("doomed", async () => { throw new Error("no luck"); }),
+      async (error) => ({ caught: String(error.message ?? error) }),
+    );
+    await io.store.env.set("put", "greeting", { hello: payload.who });
+    const stored = await io.store.env.get("get", "greeting");
+    const later = await io.sendEvents("later", [{ name: "v2.never", payload: {} }], { deliverAfter: 3600 });
+    const cancelled = await io.cancelEvent("cancel", later[0].id);
+    const started = await invoked.invoke("invoke", { x: 21 });
+    return { started: started.id, roll, caught, stored, cancelled: cancelled.cancelledAt !== undefined && cancelled.cancelledAt !== null };
+  },
+});
+
+createExpressServer(client, Number(process.env.PORT), "/api/trigger");
