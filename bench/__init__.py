@@ -19,6 +19,9 @@ beside Celery and DBOS; P7, SDK apps over HTTP; P8, flow control), against real 
 * ``python -m bench.p8_flow`` (P8): a one-step function under a concurrency limit of 1 per key
   over 10,000 keys beside the same function without flow control; the goal is keyed/plain
   >= 0.7.
+* ``python -m bench.p11_trigger`` (P11): the same one-step function as a Trigger.dev v2 Job
+  (``@trigger.dev/sdk`` 2.3.18 over HTTP, one ``io.runTask``) beside it native; runs/s, server
+  and app CPU per run.
 * ``python -m bench [p1 ...]`` runs the ones named, or all.
 
 Each round starts a fresh server (fresh data directory, free port) pinned to one core, drives it
