@@ -20,11 +20,13 @@ from starlette.routing import Route
 from tidings.core import Core
 from tidings.errors import RequestRejected
 from tidings.events.parse import parse_events
+from tidings.events.search import EventSearch, check_condition, search
 from tidings.flow import status as flow_status
 from tidings.ids import IdSeed, floor_id, now_ms
+from tidings.router.expressions import ExpressionError
 from tidings.server.event_api import BRANCH_NOT_UTF8, rejection
 from tidings.server.http import TICKET, encode, read_body
-from tidings.storage.base import Environment, EventQuery
+from tidings.storage.base import Environment
 
 if TYPE_CHECKING:
     from tidings.engine.runtime import Runtime
@@ -139,6 +141,31 @@ def limit_param(request: Request) -> int:
     return int(raw)
 
 
+def event_search(core: Core, env: Environment, request: Request) -> EventSearch:
+    """The search that the query parameters of ``GET /v1/events`` (and the dashboard's events
+    page) ask for: ``name`` (``prefix/*`` for a prefix), ``if`` (CEL over ``event``),
+    ``since``, ``until``, ``cursor``, ``limit``."""
+    limit = limit_param(request)
+    since, until = time_param(request, "since"), time_param(request, "until")
+    cursor = request.query_params.get("cursor") or None
+    if cursor is not None and not ULID_RE.fullmatch(cursor):
+        raise RequestRejected(f"cursor: not a cursor this API returned: {cursor!r}")
+    name = request.query_params.get("name") or None
+    if name is not None and len(name) > core.settings.limits.max_name_chars:
+        raise RequestRejected(f"name: an event name has at most "
+                              f"{core.settings.limits.max_name_chars} characters")
+    condition = request.query_params.get("if") or None
+    if condition is not None:
+        try:
+            check_condition(condition)
+        except ExpressionError as exc:
+            raise RequestRejected(f"if: {exc.message}") from None
+    return EventSearch(env_id=env.id, name=name, condition=condition,
+                       min_id=floor_id(since) if since is not None else None,
+                       max_id=floor_id(until) if until is not None else None,
+                       before_id=cursor, limit=limit)
+
+
 def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> list[Route]:
     """Every route of the JSON API. ``runtime`` gives the process's runtime, if one runs: the
     runs API wakes its executors when it queues runs."""
@@ -147,29 +174,11 @@ def routes(core: Core, runtime: Callable[[], Runtime | None] | None = None) -> l
     from tidings.server.runs_api import RunsAPI  # it builds on the helpers of this module
 
     async def list_events(request: Request) -> Response:
-        check_params(request, {"name", "since", "until", "cursor", "limit"})
+        check_params(request, {"name", "if", "since", "until", "cursor", "limit"})
         env = await read_env(core, request)
-        limit = limit_param(request)
-        since, until = time_param(request, "since"), time_param(request, "until")
-        cursor = request.query_params.get("cursor") or None
-        if cursor is not None and not ULID_RE.fullmatch(cursor):
-            raise RequestRejected(f"cursor: not a cursor this API returned: {cursor!r}")
-        name = request.query_params.get("name") or None
-        if name is not None and len(name) > core.settings.limits.max_name_chars:
-            raise RequestRejected(f"name: an event name has at most "
-                                  f"{core.settings.limits.max_name_chars} characters")
-        rows = await core.storage.list_events(EventQuery(
-            env_id=env.id,
-            name=name,
-            min_id=floor_id(since) if since is not None else None,
-            max_id=floor_id(until) if until is not None else None,
-            before_id=cursor,
-            limit=limit + 1,
-        ))
-        page = rows[:limit]
-        data = [(await core.events.open(row)).to_json() for row in page]
-        next_cursor = page[-1].id if len(rows) > limit else None
-        return json_response(200, {"data": data, "cursor": next_cursor})
+        page = await search(core.storage, core.events, event_search(core, env, request))
+        return json_response(200, {"data": [event.to_json() for event in page.events],
+                                   "cursor": page.cursor})
 
     async def get_event(request: Request) -> Response:
         check_params(request, set())

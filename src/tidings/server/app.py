@@ -25,6 +25,7 @@ from tidings.engine.runtime import Runtime
 from tidings.errors import Overloaded, RequestRejected
 from tidings.keys import DEV_ENV, SigningKeys
 from tidings.server.api import error_response, json_response, routes
+from tidings.server.dashboard import Dashboard
 from tidings.server.dev_api import DevAPI
 from tidings.server.event_api import EventAPI
 from tidings.server.http import TICKET, declared_length, header_map, send_json
@@ -103,6 +104,7 @@ class TidingsApp:
         self._rest: ASGIApp | None = None
         self._routes: list[Route] = []
         self._shedder: Shedder | None = None
+        self.dashboard: Dashboard | None = None
         self._kind = (b"x-inngest-server-kind", settings.server_kind.encode())
         if core is not None:
             self._build(core)
@@ -126,8 +128,11 @@ class TidingsApp:
             # gives the other methods a 405 that names POST.
             Route("/e/{key:path}", events, methods=["POST"]),
         ]
+        # The dashboard answers HTML, not JSON: its routes are not in ``endpoints`` (the JSON
+        # API, documented in OpenAPI); its own tests cover its bad input.
+        self.dashboard = Dashboard(core)
         starlette = Starlette(
-            routes=self._routes,
+            routes=[*self._routes, *self.dashboard.routes()],
             exception_handlers={
                 RequestRejected: _rejected,
                 HTTPException: _http_error,

@@ -37,10 +37,13 @@ class Tx(Protocol):
         """Execute for each row; return the number of rows changed in all."""
 
 
+SHARED_FILES = ("runs.sql", "apps.sql", "flow.sql", "housekeeping.sql", "views.sql")
+
+
 @cache
 def queries(dialect: str) -> dict[str, str]:
     """The named queries of a dialect: the shared ones, then the dialect's own overrides."""
-    shared = {name: sql for file in ("runs.sql", "apps.sql", "flow.sql", "housekeeping.sql")
+    shared = {name: sql for file in SHARED_FILES
               for name, sql in split_queries(dialect_file("shared", file)).items()}
     if dialect == "postgres":
         shared = {name: sql.replace("?", "%s") for name, sql in shared.items()}
