@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: dev test lint typecheck pytest install node chromium clean bench
+.PHONY: dev test lint typecheck pytest install node chromium clean bench layers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ pytest: install node chromium
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The layers of src/tidings and every import that points up one or closes a circle.
+layers:
+	$(PYTHON) -m tests.tools.imports
 
 # `make bench` runs P1-P9; `make bench BENCH="p3 p5"` runs the ones named (bench/README.md).
 bench: install

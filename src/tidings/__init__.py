@@ -33,8 +33,7 @@ from tidings.sdk.flow import (
     Timeouts,
 )
 from tidings.sdk.function import Function, TriggerCron, TriggerEvent
-
-__version__ = "0.1.0"
+from tidings.version import VERSION as __version__
 
 __all__ = [
     "Batch",

@@ -11,6 +11,8 @@ from tidings.crypto import Keyring, load_dev_keyring
 from tidings.errors import ConfigError
 from tidings.ingest import EventLog, Ingest
 from tidings.keys import Gate
+from tidings.router.registry import Registry
+from tidings.runs.local import Wakers
 from tidings.settings import Settings
 from tidings.storage import Storage, storage_for
 from tidings.supervision import Supervisor
@@ -39,6 +41,11 @@ class Core:
     events: EventLog
     # Runs the process's long-lived loops; what ``/health`` reports (``supervision.py``).
     supervisor: Supervisor = field(default_factory=Supervisor)
+    # The live functions, read from storage; one per process, shared by the runtime and the
+    # APIs.
+    registry: Registry = field(default_factory=Registry)
+    # The executors running in this process, to wake when runs are queued here.
+    wakers: Wakers = field(default_factory=Wakers)
 
     @classmethod
     async def start(cls, settings: Settings, storage: Storage | None = None, *,

@@ -29,7 +29,7 @@ from tidings.keys import create_key
 from tidings.runs import store
 from tidings.runs.model import CANCELLED, COMPLETED, FAILED, RUNNING, SLEEPING, WAITING
 from tidings.server import runs_api
-from tidings.server.api import routes
+from tidings.server.app import api_routes
 from tidings.storage.base import EventRow
 
 HOUR = 3_600_000
@@ -445,7 +445,7 @@ async def test_a_rerun_wakes_the_runtime_of_the_process(core: Core) -> None:
     await runtime.start()
     try:
         http = httpx.AsyncClient(transport=httpx.ASGITransport(
-            app=Starlette(routes=routes(core, lambda: runtime))), base_url="http://tidings")
+            app=Starlette(routes=api_routes(core))), base_url="http://tidings")
         async with http:
             env = await core.storage.ensure_env("dev")
             events = parse_events(b'{"name": "go"}', core.settings.limits, now_ms())

@@ -25,7 +25,6 @@ from tidings.engine.scheduler import CronService
 from tidings.ids import now_ms
 from tidings.keys import SigningKeys
 from tidings.netguard import Policy
-from tidings.router.registry import Registry
 from tidings.router.route import Routed, route_new
 from tidings.router.service import RouterService
 from tidings.runs import store
@@ -54,7 +53,7 @@ class Runtime:
         self.env_name = env
         self.settings = settings or EngineSettings()
         self.clock = clock
-        self.registry = Registry()
+        self.registry = core.registry
         supervisor = core.supervisor
         self.router = RouterService(core.storage, self.registry, self._routed,
                                     supervisor=supervisor, clock=clock)
@@ -81,19 +80,27 @@ class Runtime:
                     partial(store.register, env_id=env.id, app_id=app.app_id, queue=queue,
                             defs=defs, now=now))
                 driver = NativeDriver({fn.slug: fn for fn in app.functions})
-                self.executors[queue] = Executor(
+                self._add(Executor(
                     self.core, self.registry, driver, queue=queue,
                     settings=self.settings, clock=self.clock, on_events=self.router.submit,
-                    on_due=self._due)
+                    on_due=self._due))
         if self._http and HTTP_QUEUE not in self.executors:
             # Functions of Inngest SDK apps, whatever environment synced them.
             keys = SigningKeys(self.core.storage, self.core.vault.sealer.keyring)
             http = HttpDriver(keys, dev=self.core.settings.dev,
                               guard=Policy.from_settings(self.core.settings))
-            self.executors[HTTP_QUEUE] = Executor(
+            self._add(Executor(
                 self.core, self.registry, http, queue=HTTP_QUEUE, settings=self.settings,
-                clock=self.clock, on_events=self.router.submit, on_due=self._due)
+                clock=self.clock, on_events=self.router.submit, on_due=self._due))
         await self.core.storage.read(self.registry.refresh)
+
+    def _add(self, executor: Executor) -> None:
+        """Run ``executor`` for its queue, woken through the core's ``wakers``."""
+        old = self.executors.get(executor.queue)
+        if old is not None:
+            self.core.wakers.remove(old.queue, old.wake)
+        self.executors[executor.queue] = executor
+        self.core.wakers.add(executor.queue, executor.wake)
 
     async def start(self) -> None:
         await self.register()
@@ -120,6 +127,8 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
         await asyncio.gather(*(e.stop(grace) for e in self.executors.values()))
+        for executor in self.executors.values():
+            self.core.wakers.remove(executor.queue, executor.wake)
         await self.cron.stop()
         await self.housekeeper.stop()
         await self.router.stop()
@@ -182,9 +191,4 @@ class Runtime:
         self._due("*")
 
     def _due(self, queue: str) -> None:
-        executor = self.executors.get(queue)
-        if executor is not None:
-            executor.wake()
-        elif queue == "*":
-            for other in self.executors.values():
-                other.wake()
+        self.core.wakers.wake(queue)

@@ -1,5 +1,9 @@
 """The ASGI application: ``POST /e/{key}`` goes straight to the raw Event API, everything else
-through Starlette (routing, CORS, JSON errors)."""
+through Starlette (routing, CORS, JSON errors).
+
+Every route of the server is in ``route_table`` (the JSON API under ``/v1`` in ``api_routes``):
+a new endpoint is added there, with its OpenAPI entry (``openapi/``) and bad-input cases
+(``tests/acceptance/test_bad_input.py``)."""
 
 from __future__ import annotations
 
@@ -24,12 +28,17 @@ from tidings.engine.executor import EngineSettings
 from tidings.engine.runtime import Runtime
 from tidings.errors import Overloaded, RequestRejected
 from tidings.keys import DEV_ENV, SigningKeys
-from tidings.server.api import error_response, json_response, routes
 from tidings.server.dashboard import Dashboard
 from tidings.server.dev_api import DevAPI
 from tidings.server.event_api import EventAPI
+from tidings.server.flow_api import FlowAPI
+from tidings.server.functions_api import FunctionsAPI
+from tidings.server.health import HealthAPI
 from tidings.server.http import TICKET, declared_length, header_map, send_json
+from tidings.server.log_api import EventLogAPI
 from tidings.server.openapi import document
+from tidings.server.requests import error_response, json_response
+from tidings.server.runs_api import RunsAPI
 from tidings.server.sdk_api import SdkAPI
 from tidings.server.shedding import Shedder
 from tidings.settings import Settings
@@ -81,6 +90,36 @@ async def _crash(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal error")
 
 
+def api_routes(core: Core) -> list[Route]:
+    """The JSON API: health, the event log, runs and their levers, functions."""
+    return [
+        *HealthAPI(core).routes(),
+        *EventLogAPI(core).routes(),
+        *RunsAPI(core).routes(),
+        *FlowAPI(core).routes(),
+        *FunctionsAPI(core).routes(),
+    ]
+
+
+def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKeys,
+                start_opts: dict[str, Any]) -> list[Route]:
+    """Every route of the server, one per path (so that a 405 names every method the path
+    has in ``Allow``)."""
+
+    async def openapi(request: Request) -> Response:
+        return json_response(200, document(core.settings.dev))
+
+    return [
+        *api_routes(core),
+        *SdkAPI(core, sync, keys).routes(),
+        *DevAPI(core, start_opts).routes(),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        # ``TidingsApp`` sends POST /e/... straight to the Event API; this route only gives
+        # the other methods a 405 that names POST.
+        Route("/e/{key:path}", events, methods=["POST"]),
+    ]
+
+
 class TidingsApp:
     """The whole HTTP surface of a Tidings process."""
 
@@ -115,21 +154,10 @@ class TidingsApp:
         self._events = events = EventAPI(core, kind, self._shedder)
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
         self.sync = AppSync(core, keys)
-
-        async def openapi(request: Request) -> Response:
-            return json_response(200, document(self.settings.dev))
-
-        self._routes = [
-            *routes(core, lambda: self.runtime),
-            *SdkAPI(core, self.sync, keys).routes(),
-            *DevAPI(core, self._start_opts()).routes(),
-            Route("/openapi.json", openapi, methods=["GET"]),
-            # ``__call__`` sends POST /e/... straight to the Event API; this route only
-            # gives the other methods a 405 that names POST.
-            Route("/e/{key:path}", events, methods=["POST"]),
-        ]
-        # The dashboard answers HTML, not JSON: its routes are not in ``endpoints`` (the JSON
-        # API, documented in OpenAPI); its own tests cover its bad input.
+        self._routes = route_table(core, events=events, sync=self.sync, keys=keys,
+                                   start_opts=self._start_opts())
+        # The dashboard answers HTML for people, not JSON: its routes are not in ``endpoints``
+        # (the JSON API, documented in OpenAPI); tests/dashboard covers its bad input.
         self.dashboard = Dashboard(core)
         starlette = Starlette(
             routes=[*self._routes, *self.dashboard.routes()],

@@ -18,14 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-import tidings
 from tidings.apps import records
 from tidings.apps.config import FLOW_CONTROL
 from tidings.core import Core
 from tidings.events.model import iso
 from tidings.runs import store
 from tidings.runs.model import FunctionRow
-from tidings.server.api import check_params, error_response, json_response, read_env
+from tidings.server.requests import check_params, error_response, json_response, read_env
+from tidings.version import VERSION
 
 
 def function_json(fn: FunctionRow) -> dict[str, Any]:
@@ -67,7 +67,7 @@ class DevAPI:
                      "createdAt": iso(app.created_at), "updatedAt": iso(app.checked_at)}
                     for app in apps]
         return json_response(200, {
-            "version": f"tidings-{tidings.__version__}", "authed": False,
+            "version": f"tidings-{VERSION}", "authed": False,
             "startOpts": self.start_opts, "functions": [function_json(f) for f in functions],
             "handlers": handlers, "isSingleNodeService": True, "isMissingSigningKey": False,
             "isMissingEventKeys": False, "features": {}})

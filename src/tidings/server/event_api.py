@@ -9,19 +9,17 @@ Answers are always JSON, also on errors, because the official SDKs parse every r
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
 from tidings.core import Core
-from tidings.errors import EventsInvalid, Overloaded, RequestRejected
-from tidings.events.parse import parse_events
-from tidings.ids import IdSeed, now_ms
+from tidings.errors import Overloaded, RequestRejected
+from tidings.server.accept import accept_events, rejection
 from tidings.server.http import declared_length, header_map, read_body, send_json
+from tidings.server.requests import decode_branch
 from tidings.server.shedding import Shedder, Ticket
 
 log = logging.getLogger("tidings.server")
-BRANCH_NOT_UTF8 = "x-inngest-env: a branch name must be UTF-8 text"
 
 
 def cors_headers(origin: bytes | None) -> list[tuple[bytes, bytes]]:
@@ -34,15 +32,6 @@ def cors_headers(origin: bytes | None) -> list[tuple[bytes, bytes]]:
     ]
 
 
-def rejection(exc: RequestRejected) -> dict[str, Any]:
-    body: dict[str, Any] = {"ids": [], "status": exc.status, "error": exc.message}
-    if isinstance(exc, EventsInvalid):
-        body["errors"] = [
-            {"index": e.index, "field": e.field, "message": e.message} for e in exc.errors
-        ]
-    return body
-
-
 class EventAPI:
     def __init__(self, core: Core, server_kind: bytes, shedder: Shedder) -> None:
         self.core = core
@@ -53,23 +42,19 @@ class EventAPI:
         headers = header_map(scope)
         origin = headers.get(b"origin")
         extra = [self.kind] if origin is None else [self.kind, *cors_headers(origin)]
-        core = self.core
-        limits = core.settings.limits
         ticket: Ticket | None = None
         try:
             # Before anything else, so that an overloaded server refuses at once and cheaply.
-            ticket = self.shedder.admit(min(declared_length(headers), limits.max_body_bytes),
-                                        writes_events=True)
-            key = scope["path"][3:].rstrip("/")
+            ticket = admitted = self.shedder.admit(
+                min(declared_length(headers), self.core.settings.limits.max_body_bytes),
+                writes_events=True)
             branch = headers.get(b"x-inngest-env")
-            env = await core.gate.env_for(key, "event", _branch(branch) if branch else None)
-            body = await read_body(scope, receive, limits.max_body_bytes, headers, ticket)
-            now = now_ms()
-            events = parse_events(body, limits, now)
-            ticket.parsed(len(events))
-            seed_header = headers.get(b"x-inngest-event-id-seed")
-            seed = IdSeed.parse(seed_header.decode(errors="replace")) if seed_header else None
-            ids = await core.ingest.append(env.id, events, seed, received_at=now)
+            seed = headers.get(b"x-inngest-event-id-seed")
+            _, ids = await accept_events(
+                self.core, key=scope["path"][3:].rstrip("/"),
+                branch=decode_branch(branch) if branch else None,
+                read_body=lambda limit: read_body(scope, receive, limit, headers, admitted),
+                seed=seed.decode(errors="replace") if seed else None, ticket=admitted)
         except RequestRejected as exc:
             if isinstance(exc, Overloaded):
                 extra = [*extra, *exc.headers]
@@ -85,10 +70,3 @@ class EventAPI:
             if ticket is not None:
                 ticket.release()
         await send_json(send, 200, {"ids": ids, "status": 200}, extra)
-
-
-def _branch(raw: bytes) -> str:
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        raise RequestRejected(BRANCH_NOT_UTF8) from None

@@ -6,9 +6,7 @@ created in ``[since, until)`` that has not ended, ``BATCH`` runs per transaction
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,30 +16,26 @@ from tidings.core import Core
 from tidings.events.model import iso
 from tidings.flow.cancel import cancel_between
 from tidings.ids import now_ms
-from tidings.router.registry import Registry
 from tidings.runs import store
-from tidings.server.api import (
+from tidings.runs.local import ALL
+from tidings.server.http import read_body
+from tidings.server.requests import (
     check_params,
     json_response,
     not_found,
+    range_request,
     read_env,
     without_nul,
 )
-from tidings.server.http import read_body
-from tidings.server.runs_api import range_request
-
-if TYPE_CHECKING:
-    from tidings.engine.runtime import Runtime
 
 BATCH = 500
 FIELDS = ("function", "since", "until")
 
 
 class FlowAPI:
-    def __init__(self, core: Core, runtime: Callable[[], Runtime | None] | None = None) -> None:
+    def __init__(self, core: Core) -> None:
         self.core = core
-        self._runtime = runtime or (lambda: None)
-        self._registry = Registry()
+        self._registry = core.registry
 
     def routes(self) -> list[Route]:
         return [Route("/v1/cancellations", self.cancel_runs, methods=["POST"])]
@@ -66,15 +60,9 @@ class FlowAPI:
             if count < BATCH:
                 break
         if total:
-            self._wake()
+            self.core.wakers.wake(ALL)
         return json_response(200, {"data": {"function": slug, "since": iso(since),
                                             "until": iso(until), "cancelled": total}})
-
-    def _wake(self) -> None:
-        runtime = self._runtime()
-        if runtime is not None:
-            for executor in runtime.executors.values():
-                executor.wake()
 
 
 def _request(body: bytes) -> tuple[str, int, int]:

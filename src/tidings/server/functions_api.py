@@ -21,7 +21,7 @@ from tidings.apps.config import FLOW_CONTROL
 from tidings.core import Core
 from tidings.events.model import iso
 from tidings.runs.model import HTTP_QUEUE
-from tidings.server.api import (
+from tidings.server.requests import (
     check_params,
     json_response,
     not_found,

@@ -14,9 +14,8 @@ next process to start carries on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,30 +29,25 @@ from tidings.events.model import iso
 from tidings.flow import status as flow_status
 from tidings.flow.cancel import cancelled_event
 from tidings.ids import floor_id, now_ms
-from tidings.json_input import decode_json
-from tidings.router.registry import Registry
 from tidings.runs import store
 from tidings.runs.model import STATUSES, TERMINAL, FunctionRow, Run, StepRow
 from tidings.runs.store import REPLAYABLE, PauseRow, Replay, RunQuery
-from tidings.server.api import (
-    MAX_MILLIS,
+from tidings.server.http import read_body
+from tidings.server.requests import (
     ULID_RE,
     check_params,
+    cursor_param,
     error_response,
     json_response,
     limit_param,
     not_found,
-    parse_time,
+    range_request,
     read_env,
     time_param,
     without_nul,
 )
-from tidings.server.http import read_body
 from tidings.storage.base import Environment, EventRow
 from tidings.storage.tx import Tx
-
-if TYPE_CHECKING:
-    from tidings.engine.runtime import Runtime
 
 log = logging.getLogger("tidings.server")
 REPLAY_BATCH = REPLAYS_BATCH
@@ -143,13 +137,14 @@ def _choose(raw: str, allowed: tuple[str, ...], what: str) -> str:
 
 
 class RunsAPI:
-    """The handlers, with what they share: the core, the runtime if any, a registry (to know
-    whether anything listens for ``function.cancelled``) and the replays under way."""
+    """The handlers, with what they share: the core (its registry says whether anything
+    listens for ``function.cancelled``; its wakers wake this process's executors) and the
+    replays under way."""
 
-    def __init__(self, core: Core, runtime: Callable[[], Runtime | None] | None = None) -> None:
+    def __init__(self, core: Core) -> None:
         self.core = core
-        self._runtime = runtime or (lambda: None)
-        self._registry = Registry()
+        self._registry = core.registry
+        self._wake = core.wakers.wake
         self._replays = Replays(core.storage, self._wake, supervisor=core.supervisor)
 
     def routes(self) -> list[Route]:
@@ -171,9 +166,7 @@ class RunsAPI:
         env = await read_env(self.core, request)
         limit = limit_param(request)
         since, until = time_param(request, "since"), time_param(request, "until")
-        cursor = request.query_params.get("cursor") or None
-        if cursor is not None and not ULID_RE.fullmatch(cursor):
-            raise RequestRejected(f"cursor: not a cursor this API returned: {cursor!r}")
+        cursor = cursor_param(request)
         statuses = [_choose(part, STATUSES, "status")
                     for value in request.query_params.getlist("status")
                     for part in value.split(",") if part.strip()]
@@ -347,39 +340,6 @@ class RunsAPI:
         for observer in self.core.ingest.observers:
             observer(event_ids, False)
 
-    def _wake(self, queue: str) -> None:
-        runtime = self._runtime()
-        if runtime is None:
-            return
-        executor = runtime.executors.get(queue)
-        if executor is not None:
-            executor.wake()
-        elif queue == "*":
-            for other in runtime.executors.values():
-                other.wake()
-
-
-def range_request(body: bytes, fields: tuple[str, ...]) -> tuple[dict[str, Any], str, int, int]:
-    """A body naming a function and a time range (``since`` < ``until``) with exactly
-    ``fields``: the payload, the function's slug and the range in ms."""
-    payload = decode_json(body)
-    if not isinstance(payload, dict):
-        raise RequestRejected("the body is a JSON object: {"
-                              + ", ".join(f'"{name}"' for name in fields) + "}")
-    unknown = sorted(set(payload) - set(fields))
-    missing = [name for name in fields if payload.get(name) is None]
-    if unknown or missing:
-        raise RequestRejected("; ".join(
-            ([f"unknown field(s): {', '.join(unknown)}"] if unknown else [])
-            + ([f"missing field(s): {', '.join(missing)}"] if missing else [])))
-    slug = payload["function"]
-    if not isinstance(slug, str) or not slug:
-        raise RequestRejected("function: the slug of a function, e.g. my-app-send-welcome")
-    since, until = _time_field(payload, "since"), _time_field(payload, "until")
-    if until <= since:
-        raise RequestRejected("until: must be after since")
-    return payload, slug, since, until
-
 
 def _replay_request(body: bytes) -> tuple[str, int, int, list[str]]:
     payload, slug, since, until = range_request(body, REPLAY_FIELDS)
@@ -388,14 +348,3 @@ def _replay_request(body: bytes) -> tuple[str, int, int, list[str]]:
         raise RequestRejected(f"statuses: a non-empty list of {', '.join(REPLAYABLE)}")
     statuses = list(dict.fromkeys(_choose(s, REPLAYABLE, "statuses") for s in raw))
     return slug, since, until, statuses
-
-
-def _time_field(payload: dict[str, Any], name: str) -> int:
-    value = payload[name]
-    if isinstance(value, int) and not isinstance(value, bool):
-        if not 0 <= value <= MAX_MILLIS:
-            raise RequestRejected(f"{name}: milliseconds from 0 to {MAX_MILLIS}")
-        return value
-    if isinstance(value, str):
-        return parse_time(name, value)
-    raise RequestRejected(f"{name}: an ISO-8601 time or milliseconds since the epoch")

@@ -29,7 +29,8 @@ from tidings.json_input import decode_json
 from tidings.keys import DEV_ENV, SigningKeys
 from tidings.runs import store
 from tidings.runs.model import Run
-from tidings.server.api import (
+from tidings.server.http import read_body
+from tidings.server.requests import (
     ULID_RE,
     bearer,
     branch_header,
@@ -39,7 +40,6 @@ from tidings.server.api import (
     not_found,
     read_env,
 )
-from tidings.server.http import read_body
 
 MAX_REGISTER_BYTES = 16 * 1024 * 1024
 

@@ -20,15 +20,17 @@ from starlette.routing import Route
 
 from tidings.errors import EventsInvalid, RequestRejected
 from tidings.events.model import StoredEvent, iso
-from tidings.events.parse import parse_events
-from tidings.events.search import run_counts, search
 from tidings.flow import status as flow_status
 from tidings.ids import floor_id, now_ms
 from tidings.json_input import decode_json
 from tidings.runs import store
-from tidings.server.api import ULID_RE, event_search
+from tidings.server.accept import store_events
 from tidings.server.dashboard.live import sse
 from tidings.server.dashboard.pages import NotFoundPage, Pages
+from tidings.server.event_search import run_counts, search
+from tidings.server.http import TICKET
+from tidings.server.log_api import event_search
+from tidings.server.requests import ULID_RE
 
 FILTERS = ("name", "if", "since", "until")
 LIVE_ROWS = 50  # rows one wake-up of the stream sends at most
@@ -188,10 +190,8 @@ class EventPages:
         posted = await self.pages.form(request)
         form = {key: posted.get(key, "") for key in keys}
         try:
-            body = event_body(form)
-            now = now_ms()
-            events = parse_events(body, self.core.settings.limits, now)
-            ids = await self.core.ingest.append(viewer.env.id, events, received_at=now)
+            ids = await store_events(self.core, viewer.env, event_body(form),
+                                     ticket=request.scope.get(TICKET))
         except EventsInvalid as exc:
             errors = {e.field or "other": f"events[0].{e.field}: {e.message}" if e.field
                       else f"events[0]: {e.message}" for e in exc.errors}

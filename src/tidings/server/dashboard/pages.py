@@ -13,10 +13,10 @@ from starlette.responses import HTMLResponse, Response
 from tidings.core import Core
 from tidings.errors import RequestRejected
 from tidings.keys import DEV_ENV
-from tidings.server.http import read_body
 from tidings.server.dashboard.assets import Assets
 from tidings.server.dashboard.live import Feed
 from tidings.server.dashboard.render import environment
+from tidings.server.http import read_body
 from tidings.storage.base import Environment
 
 SECURITY_HEADERS = {

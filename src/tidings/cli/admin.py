@@ -1,0 +1,187 @@
+"""Local administration, straight against the database: migrations, event and API keys,
+signing keys, the encryption keyring."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.table import Column, Table
+
+from tidings.cli.common import (
+    DATA_DIR,
+    T,
+    db_option,
+    print_table,
+    run_async,
+    safe_url,
+    settings_for,
+)
+from tidings.core import keyring_for
+from tidings.crypto import new_key_text, save_dev_keyring
+from tidings.keys import CACHE_SECONDS, create_key
+from tidings.storage import storage_for
+
+
+@click.command()
+@db_option
+def migrate(db: str | None) -> None:
+    """Apply pending database migrations."""
+    url = settings_for("dev", db).database_url
+    # Opening a store applies what is pending (PostgreSQL cannot migrate before it connects).
+    version = _with_storage(db, lambda s: s.schema_version())
+    click.echo(f"database schema is at version {version} ({safe_url(url)})")
+
+
+@click.group()
+def keys() -> None:
+    """Event keys, API keys and encryption keys."""
+
+
+def _with_storage(db: str | None, fn: Callable[[Any], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = storage_for(settings_for("dev", db).database_url)
+        await store.open()
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return run_async(run)
+
+
+@keys.command("create")
+@click.option("--env", "env", required=True, help="Environment name, e.g. production.")
+@click.option("--kind", type=click.Choice(["event", "api"]), default="event", show_default=True,
+              help="event: sends events; api: reads through /v1.")
+@db_option
+def keys_create(env: str, kind: str, db: str | None) -> None:
+    """Create a key; it is printed once and only its hash is stored."""
+    secret, record = _with_storage(db, lambda s: create_key(s, env, kind))  # type: ignore[arg-type]
+    click.echo(secret)
+    click.echo(f"({kind} key {record.id} for environment {env!r}; this is the only time it is "
+               "shown)", err=True)
+
+
+@keys.command("list")
+@db_option
+def keys_list(db: str | None) -> None:
+    """List keys (prefixes only)."""
+    rows = _with_storage(db, lambda s: s.list_keys())
+    table = Table(Column("id", no_wrap=True), "kind", "env", Column("prefix", no_wrap=True),
+                  "created", "revoked")
+    for key in rows:
+        table.add_row(key.id, key.kind, key.env_name, key.prefix + "…", _time(key.created_at),
+                      _time(key.revoked_at) if key.revoked_at else "")
+    print_table(table)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@db_option
+def keys_revoke(key_id: str, db: str | None) -> None:
+    """Revoke a key by id. On PostgreSQL every server stops accepting it at once; on SQLite a
+    server in another process does within 1 s (docs/HTTP_API.md)."""
+    if not _with_storage(db, lambda s: s.revoke_key(key_id)):
+        raise click.ClickException(f"no active key with id {key_id}")
+    postgres = settings_for("dev", db).database_url.startswith(("postgresql:", "postgres:"))
+    when = "at once" if postgres else f"within {CACHE_SECONDS:g} s (SQLite)"
+    click.echo(f"revoked {key_id}; running servers stop accepting it {when}")
+
+
+def _with_signing_keys(db: str | None, fn: Callable[[Any, Any], Awaitable[T]]) -> T:
+    """``fn(signing_keys, storage)`` with the master keyring of this machine."""
+    from tidings.keys import SigningKeys
+
+    serve = bool(os.environ.get("TIDINGS_ENCRYPTION_KEY"))
+    keyring = keyring_for(settings_for("serve" if serve else "dev", db))
+    return _with_storage(db, lambda store: fn(SigningKeys(store, keyring), store))
+
+
+@keys.command("create-signing")
+@click.option("--env", "env", required=True, help="Environment name, e.g. production.")
+@db_option
+def keys_create_signing(env: str, db: str | None) -> None:
+    """Create the environment's signing key for Inngest SDK apps (INNGEST_SIGNING_KEY).
+
+    It is stored encrypted with the master key (the server signs its calls with it). A key
+    that existed becomes the fallback, still accepted, until `drop-signing-fallback`: give
+    apps the new key as INNGEST_SIGNING_KEY and the old one as INNGEST_SIGNING_KEY_FALLBACK.
+    """
+    if not env or "/" in env:
+        raise click.BadParameter("an environment name is non-empty and has no '/'")
+
+    async def create(keys: Any, store: Any) -> Any:
+        return await keys.create(await store.ensure_env(env))
+
+    created = _with_signing_keys(db, create)
+    click.echo(created.current)
+    note = f"signing key for environment {env!r}"
+    if created.fallback:
+        note += "; the previous key is now the fallback"
+    click.echo(f"({note})", err=True)
+
+
+@keys.command("drop-signing-fallback")
+@click.option("--env", "env", required=True)
+@db_option
+def keys_drop_signing_fallback(env: str, db: str | None) -> None:
+    """End a signing key rotation: the previous key stops being accepted."""
+
+    async def drop(keys: Any, store: Any) -> bool:
+        return bool(await keys.drop_fallback((await store.ensure_env(env)).id))
+
+    if not _with_signing_keys(db, drop):
+        raise click.ClickException(f"environment {env!r} has no fallback signing key")
+    click.echo(f"the fallback signing key of {env!r} is no longer accepted")
+
+
+@keys.command("new-encryption-key")
+def keys_new_encryption_key() -> None:
+    """Print a fresh value for TIDINGS_ENCRYPTION_KEY."""
+    click.echo(new_key_text())
+
+
+@keys.command("rotate-encryption")
+@db_option
+def keys_rotate_encryption(db: str | None) -> None:
+    """Make a new master key active and re-wrap every data key and signing key with it.
+
+    In dev the key file under ./.tidings is updated. Otherwise the new TIDINGS_ENCRYPTION_KEY
+    (new key first, old keys after, so old data stays readable) is printed: set it everywhere.
+    """
+    from tidings.keys import SigningKeys
+    from tidings.vault import UserVault
+
+    settings = settings_for("dev" if not os.environ.get("TIDINGS_ENCRYPTION_KEY") else "serve", db)
+    old = keyring_for(settings)
+    new = old.rotated()
+
+    async def rewrap(store: Any) -> tuple[int, int]:
+        vault = UserVault(store, old)
+        await vault.open()
+        return await vault.rewrap(new), await SigningKeys(store, old).rewrap(new)
+
+    # The new keyring holds the old keys too, so it is written (or shown) before any data key
+    # is re-wrapped with it: a failure half-way must not leave keys wrapped by a lost key.
+    if settings.dev:
+        save_dev_keyring(DATA_DIR, new)
+    else:
+        click.echo(new.text())
+    count, signing = _with_storage(db, rewrap)
+    done = f"{count} data keys and the signing keys of {signing} environments re-wrapped"
+    if settings.dev:
+        click.echo(f"active encryption key is now {new.active}; {done}")
+        click.echo("restart running servers so that they encrypt with it", err=True)
+    else:
+        click.echo(f"set TIDINGS_ENCRYPTION_KEY to the line above and restart the servers "
+                   f"({done})", err=True)
+
+
+def _time(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -1,0 +1,49 @@
+"""Accepting events, the one sequence behind ``POST /e/{key}`` (raw ASGI) and
+``POST /v1/events`` (Starlette): the key and branch pick the environment, then the body is read,
+parsed and stored, and the ids come back only once the events are committed. The dashboard's
+send form, whose viewer has an environment already, goes through ``store_events``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tidings.core import Core
+from tidings.errors import EventsInvalid, RequestRejected
+from tidings.events.parse import parse_events
+from tidings.ids import IdSeed, now_ms
+from tidings.server.shedding import Ticket
+from tidings.storage.base import Environment
+
+
+async def accept_events(core: Core, *, key: str, branch: str | None,
+                        read_body: Callable[[int], Awaitable[bytes]], seed: str | None,
+                        ticket: Ticket | None) -> tuple[Environment, list[str]]:
+    """The environment and the ids of the stored events. ``key`` is the event key (any in
+    dev), ``read_body(limit)`` reads the request's body, ``seed`` is the
+    ``x-inngest-event-id-seed`` header and ``ticket`` the request's admission ticket, which
+    counts the events once parsed."""
+    env = await core.gate.env_for(key, "event", branch)
+    body = await read_body(core.settings.limits.max_body_bytes)
+    return env, await store_events(core, env, body, seed=seed, ticket=ticket)
+
+
+async def store_events(core: Core, env: Environment, body: bytes, *, seed: str | None = None,
+                       ticket: Ticket | None = None) -> list[str]:
+    """Parse and store the events of a body for ``env`` (picked already); their ids."""
+    limits = core.settings.limits
+    now = now_ms()
+    events = parse_events(body, limits, now)
+    if ticket is not None:
+        ticket.parsed(len(events))  # admission control counts them from here on
+    return await core.ingest.append(env.id, events, IdSeed.parse(seed), received_at=now)
+
+
+def rejection(exc: RequestRejected) -> dict[str, Any]:
+    """The Event API's answer to a refused request (``errors`` lists each invalid field)."""
+    body: dict[str, Any] = {"ids": [], "status": exc.status, "error": exc.message}
+    if isinstance(exc, EventsInvalid):
+        body["errors"] = [
+            {"index": e.index, "field": e.field, "message": e.message} for e in exc.errors
+        ]
+    return body
