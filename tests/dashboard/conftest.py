@@ -1,16 +1,22 @@
 """Browser fixtures: headless Chromium from Debian's ``chromium`` package (Playwright's own
 browser download is not reachable here; ``make test`` installs the package), driving a real
-``tidings dev`` process. Screenshots go to ``artifacts/dashboard/`` (not committed)."""
+``tidings dev`` process. Screenshots go to ``artifacts/dashboard/`` (not committed).
+
+Playwright's async API with fixtures of our own, one browser per test: the pytest-playwright
+plugin's sync fixtures keep an event loop running in the main thread for the whole session
+(every pytest-asyncio test after the first browser test then fails with "Runner.run() cannot
+be called from a running event loop"), and its asyncio variant needs session-scoped fixture
+loops, which the rest of the suite does not use."""
 
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.async_api import Page, async_playwright
 
 from tests.conftest import ROOT, UNDER_CI, LiveServer, start_server, stop_server
 
@@ -18,15 +24,21 @@ CHROMIUM = os.environ.get("TIDINGS_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("TIDINGS_ARTIFACTS", ROOT / "artifacts")) / "dashboard"
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+@pytest.fixture
+async def page() -> AsyncIterator[Page]:
+    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 (once per test, before any I/O)
         message = f"no Chromium at {CHROMIUM}: `apt-get install chromium` (make test does it)"
         if UNDER_CI:
             pytest.fail(message)
         pytest.skip(message)
-    return {**browser_type_launch_args, "executable_path": CHROMIUM,
-            "args": ["--no-sandbox", "--disable-dev-shm-usage"]}
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 800})
+            yield await context.new_page()
+        finally:
+            await browser.close()
 
 
 @pytest.fixture
@@ -36,9 +48,9 @@ def dev_server(tmp_path: Path) -> Iterator[LiveServer]:
     stop_server(server)
 
 
-def shoot(page: Any, name: str) -> Path:
+async def shoot(page: Any, name: str) -> Path:
     """A full-page screenshot under ``artifacts/dashboard/``."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    await page.screenshot(path=str(path), full_page=True)
     return path
