@@ -97,10 +97,10 @@ BODIES: dict[tuple[str, str], Body] = {
     ("POST", "/v1/replays"): Body(
         {"function": "no-such-fn", "since": 0, "until": "2100-01-01T00:00:00Z",
          "statuses": ["Failed"]}, (), "{}", ("function",), ("statuses",),
-        {"function": 1, "since": True, "until": [], "statuses": "Failed"}),
+        {"function": 1, "since": True, "until": [], "statuses": "Failed", "dry_run": "yes"}),
     ("POST", "/v1/cancellations"): Body(
         {"function": "no-such-fn", "since": 0, "until": "2100-01-01T00:00:00Z"}, (), "{}",
-        ("function",), ("since",), {"function": 1, "since": True, "until": {}}),
+        ("function",), ("since",), {"function": 1, "since": True, "until": {}, "dry_run": 1}),
     ("POST", "/v1/apps/sync"): Body({"url": CLOSED_APP}, (), "{}", ("url",), ("url",),
                                     {"url": 1}, limit=64 * 1024),
     ("POST", "/fn/register"): Body(

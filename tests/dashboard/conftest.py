@@ -43,7 +43,10 @@ async def page() -> AsyncIterator[Page]:
 
 @pytest.fixture
 def dev_server(tmp_path: Path) -> Iterator[LiveServer]:
-    server = start_server(tmp_path, "--db", str(tmp_path / "dash.db"))
+    """``tidings dev`` running the functions of ``shop_app`` (retries 50 ms apart)."""
+    server = start_server(tmp_path, "--db", str(tmp_path / "dash.db"), "-a",
+                          "tests.dashboard.shop_app:client", "--retry-interval", "0.05",
+                          env={"PYTHONPATH": str(ROOT)})
     yield server
     stop_server(server)
 

@@ -21,6 +21,7 @@ from tidings.runs.model import (
     STATUSES,
     TERMINAL,
     WAITING,
+    FailedAttempt,
     FunctionRow,
     Run,
     StepRecord,
@@ -237,6 +238,16 @@ def steps_of(tx: Tx, run_id: str) -> list[StepRow]:
     return [StepRow.from_row(r) for r in tx.all("steps_of_run", (run_id,))]
 
 
+def failed_attempts(tx: Tx, run_id: str) -> dict[str, list[FailedAttempt]]:
+    """Every failed attempt of the run's steps, by step, oldest first."""
+    found: dict[str, list[FailedAttempt]] = {}
+    for step, attempt, started_at, ended_at, error in tx.all("failed_attempts_of_run",
+                                                             (run_id,)):
+        found.setdefault(step, []).append(FailedAttempt(
+            attempt=attempt, started_at=started_at, ended_at=ended_at, error=loads(error)))
+    return found
+
+
 def invoked_runs(tx: Tx, run_id: str) -> dict[str, str]:
     """The runs a run invoked, by the step that invoked each."""
     return {str(step): str(child) for step, child in tx.all("invoked_runs", (run_id,))}
@@ -302,6 +313,7 @@ def record_step_error(tx: Tx, run: Run, step: str, name: str, position: int,
     final = attempts > retries
     tx.run("insert_step", (run.id, step, name, position, "failed" if final else "errored",
                            dumps({"error": error}), attempts, started_at, now, kind))
+    tx.run("insert_failed_attempt", (run.id, step, attempts, started_at, now, dumps(error)))
     if final:
         tx.run("progress", (now, run.id))
     return attempts

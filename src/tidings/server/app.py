@@ -38,6 +38,7 @@ from tidings.server.http import TICKET, declared_length, header_map, send_json
 from tidings.server.log_api import EventLogAPI
 from tidings.server.openapi import document
 from tidings.server.requests import error_response, json_response
+from tidings.server.run_levers import RunLevers
 from tidings.server.runs_api import RunsAPI
 from tidings.server.sdk_api import SdkAPI
 from tidings.server.shedding import Shedder
@@ -90,19 +91,21 @@ async def _crash(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal error")
 
 
-def api_routes(core: Core) -> list[Route]:
-    """The JSON API: health, the event log, runs and their levers, functions."""
+def api_routes(core: Core, levers: RunLevers | None = None) -> list[Route]:
+    """The JSON API: health, the event log, runs and their levers (shared with the dashboard
+    when given), functions."""
+    levers = levers or RunLevers(core)
     return [
         *HealthAPI(core).routes(),
         *EventLogAPI(core).routes(),
-        *RunsAPI(core).routes(),
-        *FlowAPI(core).routes(),
+        *RunsAPI(core, levers).routes(),
+        *FlowAPI(core, levers).routes(),
         *FunctionsAPI(core).routes(),
     ]
 
 
 def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKeys,
-                start_opts: dict[str, Any]) -> list[Route]:
+                levers: RunLevers, start_opts: dict[str, Any]) -> list[Route]:
     """Every route of the server, one per path (so that a 405 names every method the path
     has in ``Allow``)."""
 
@@ -110,7 +113,7 @@ def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKey
         return json_response(200, document(core.settings.dev))
 
     return [
-        *api_routes(core),
+        *api_routes(core, levers),
         *SdkAPI(core, sync, keys).routes(),
         *DevAPI(core, start_opts).routes(),
         Route("/openapi.json", openapi, methods=["GET"]),
@@ -154,11 +157,12 @@ class TidingsApp:
         self._events = events = EventAPI(core, kind, self._shedder)
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
         self.sync = AppSync(core, keys)
+        levers = RunLevers(core)  # what the runs API and the dashboard do to runs
         self._routes = route_table(core, events=events, sync=self.sync, keys=keys,
-                                   start_opts=self._start_opts())
+                                   levers=levers, start_opts=self._start_opts())
         # The dashboard answers HTML for people, not JSON: its routes are not in ``endpoints``
         # (the JSON API, documented in OpenAPI); tests/dashboard covers its bad input.
-        self.dashboard = Dashboard(core)
+        self.dashboard = Dashboard(core, levers, self.sync)
         starlette = Starlette(
             routes=[*self._routes, *self.dashboard.routes()],
             exception_handlers={

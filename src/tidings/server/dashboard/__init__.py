@@ -17,23 +17,28 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from tidings.apps.sync import AppSync
 from tidings.core import Core
 from tidings.errors import RequestRejected
+from tidings.server.dashboard.catalog import CatalogPages
 from tidings.server.dashboard.events import EventPages
 from tidings.server.dashboard.live import Feed
 from tidings.server.dashboard.pages import NotFoundPage, Pages
+from tidings.server.dashboard.runs import RunPages
+from tidings.server.run_levers import RunLevers
 
 log = logging.getLogger("tidings.dashboard")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class Dashboard:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, levers: RunLevers, sync: AppSync) -> None:
         self.feed = Feed()
-        self.pages = Pages(core, self.feed)
+        self.pages = Pages(core, self.feed, levers)
         # New events wake the open event lists at once (the rest is seen within a second).
         core.ingest.observers.append(self.feed.poke)
-        self._groups = [EventPages(self.pages)]
+        self._groups: list[EventPages | RunPages | CatalogPages] = [
+            EventPages(self.pages), RunPages(self.pages), CatalogPages(self.pages, sync)]
 
     def routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = [

@@ -172,10 +172,12 @@ class EventPages:
     async def cancel(self, request: Request) -> Response:
         self.pages.check_action(request)
         viewer, event = await self._event(request)
-        why = await self.core.storage.write(partial(
-            store.cancel_delivery, env_id=viewer.env.id, event_id=event.id, now=now_ms()))
-        if why is not None:
-            return await self.detail(request, f"event {event.id} was already {why}", True)
+        try:
+            await self.pages.levers.cancel_delivery(viewer.env, event.id)
+        except RequestRejected as exc:
+            if exc.status != 409:
+                raise
+            return await self.detail(request, exc.message, True)
         return RedirectResponse(f"/events/{event.id}", status_code=303)
 
     # -- sending -------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from tidings.server.dashboard.assets import Assets
 from tidings.server.dashboard.live import Feed
 from tidings.server.dashboard.render import environment
 from tidings.server.http import read_body
+from tidings.server.run_levers import RunLevers
 from tidings.storage.base import Environment
 
 SECURITY_HEADERS = {
@@ -48,9 +49,10 @@ class Viewer:
 class Pages:
     """The shared parts, handed to each group of pages."""
 
-    def __init__(self, core: Core, feed: Feed) -> None:
+    def __init__(self, core: Core, feed: Feed, levers: RunLevers) -> None:
         self.core = core
         self.feed = feed
+        self.levers = levers
         self.assets = Assets()
         self.templates = environment()
         self.dev = core.settings.dev

@@ -58,6 +58,28 @@
     if (question && !window.confirm(question)) event.preventDefault();
   });
 
+  // Timeline bars are placed from their data attributes (the page allows no inline styles).
+  function place(root) {
+    Array.prototype.forEach.call((root || document).querySelectorAll(".bar[data-left]"), function (bar) {
+      bar.style.left = bar.getAttribute("data-left") + "%";
+      bar.style.width = bar.getAttribute("data-width") + "%";
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { place(document); });
+  document.addEventListener("htmx:afterSwap", function () { place(document); reselect(); });
+
+  // A list redrawn by the live stream keeps the row that was selected.
+  var selectedId = null;
+  document.addEventListener("keydown", function () {
+    var row = document.querySelector("tr[data-row].selected");
+    selectedId = row ? row.id : selectedId;
+  }, true);
+  function reselect() {
+    if (!selectedId) return;
+    var row = document.getElementById(selectedId);
+    if (row && !row.classList.contains("selected")) row.classList.add("selected");
+  }
+
   // The state of the live stream, for people (the dot) and for tests (data-live).
   document.addEventListener("htmx:sseOpen", function (event) { event.target.setAttribute("data-live", "open"); });
   document.addEventListener("htmx:sseError", function (event) { event.target.setAttribute("data-live", "reconnecting"); });

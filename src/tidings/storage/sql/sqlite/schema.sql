@@ -264,3 +264,13 @@ CREATE TABLE replay_sources (
     source_id TEXT NOT NULL,
     PRIMARY KEY (replay_id, source_id)
 ) WITHOUT ROWID;
+
+CREATE TABLE step_attempts (
+    run_id TEXT NOT NULL,
+    step TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    started_at INTEGER,
+    ended_at INTEGER NOT NULL,
+    error TEXT,
+    PRIMARY KEY (run_id, step, attempt)
+);
