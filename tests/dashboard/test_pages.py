@@ -17,6 +17,14 @@ from tidings.server import create_app
 HOSTILE = "<script>alert(1)</script>"
 
 
+async def csrf(client: httpx.AsyncClient) -> str:
+    """The CSRF token the dashboard's forms carry."""
+    page = await client.get("/send")
+    found = re.search(r'name="_csrf" value="([^"]+)"', page.text)
+    assert found is not None
+    return found.group(1)
+
+
 async def _send(client: httpx.AsyncClient, *events: dict[str, object]) -> list[str]:
     response = await client.post("/v1/events", json=list(events))
     assert response.status_code == 200, response.text
@@ -103,37 +111,47 @@ async def test_event_detail_shows_runs_delivery_and_copies(client: httpx.AsyncCl
     assert "curl -X POST http://tidings/e/$TIDINGS_EVENT_KEY" in page.text
     assert "client.send(tidings.Event(name=&#39;shop/later&#39;, data={&#39;n&#39;: 1}))" \
         in page.text
-    cancelled = await client.post(f"/events/{event_id}/cancel",
+    token = {"_csrf": await csrf(client)}
+    cancelled = await client.post(f"/events/{event_id}/cancel", data=token,
                                   headers={"origin": "http://tidings"})
     assert cancelled.status_code == 303
     page = await client.get(f"/events/{event_id}")
     assert "d-cancelled" in page.text
-    again = await client.post(f"/events/{event_id}/cancel", headers={"origin": "http://tidings"})
+    again = await client.post(f"/events/{event_id}/cancel", data=token,
+                              headers={"origin": "http://tidings"})
     assert again.status_code == 409 and "already cancelled" in again.text
 
 
 async def test_actions_from_another_site_are_refused(client: httpx.AsyncClient) -> None:
+    token = await csrf(client)
     for headers in ({}, {"origin": "http://evil.example"}):
-        response = await client.post("/send", data={"name": "a", "data": "{}"}, headers=headers)
+        response = await client.post("/send", data={"name": "a", "data": "{}", "_csrf": token},
+                                     headers=headers)
         assert response.status_code == 403
+    for bad in ("", "x" + token):  # same origin, without the form's token
+        response = await client.post("/send", data={"name": "a", "data": "{}", "_csrf": bad},
+                                     headers={"origin": "http://tidings"})
+        assert response.status_code == 403 and "CSRF token" in response.text
     assert (await client.get("/v1/events")).json()["data"] == []
 
 
 async def test_send_form_errors_are_the_api_s(client: httpx.AsyncClient) -> None:
     origin = {"origin": "http://tidings"}
+    token = await csrf(client)
     cases = [({"name": "", "data": "{}"}, "name", "events[0].name: must be a non-empty string"),
              ({"name": "a", "data": "[1]"}, "data", "events[0].data: expected `object | null`"),
              ({"name": "a", "data": "{", "ts": ""}, "data", "events[0].data is not JSON"),
              ({"name": "a", "data": "{}", "ts": "soon"}, "ts", "events[0].ts: expected `int"),
              ({"name": "a", "data": "{}", "user": "1"}, "user", "events[0].user")]
     for form, field, message in cases:
-        page = await client.post("/send", data=form, headers=origin)
+        page = await client.post("/send", data={**form, "_csrf": token}, headers=origin)
         assert page.status_code == 400, page.text
         found = re.search(rf'<p class="field-error" id="e-{field}">([^<]*)</p>', page.text)
         assert found is not None and message in found.group(1).replace("&#39;", "'"), page.text
     assert (await client.get("/v1/events")).json()["data"] == []
     sent = await client.post("/send", data={"name": "ok/sent", "data": '{"a": 1}',
-                                            "user": '{"email": "a@b.c"}'}, headers=origin)
+                                            "user": '{"email": "a@b.c"}', "_csrf": token},
+                             headers=origin)
     assert sent.status_code == 303
     stored = (await client.get("/v1/events")).json()["data"]
     assert [(e["name"], e["data"], e["user"]) for e in stored] == [
@@ -160,8 +178,13 @@ async def test_the_dashboard_is_closed_under_serve(db_url: str, tmp_path: Path) 
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(
                 core.settings, core)), base_url="http://tidings") as http:
             page = await http.get("/")
-            event = await http.get("/events/01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            event = await http.get("/events/01ARZ3NDEKTSV4RRFFQ69G5FAV?x=1")
+            live = await http.get("/live/events")
+            sign_in = await http.get("/signin")
     finally:
         await core.close()
-    assert page.status_code == 404 and "tidings dev" in page.text
-    assert event.status_code == 404 and "tidings dev" in event.text
+    assert page.status_code == 303 and page.headers["location"] == "/signin?next=%2F"
+    assert event.headers["location"] == (
+        "/signin?next=%2Fevents%2F01ARZ3NDEKTSV4RRFFQ69G5FAV%3Fx%3D1")
+    assert live.status_code == 401
+    assert sign_in.status_code == 200 and "API key" in sign_in.text

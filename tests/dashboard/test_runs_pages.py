@@ -18,6 +18,13 @@ from tidings.server.dashboard.timeline import timeline
 from tidings.server.run_levers import RunLevers
 
 ORIGIN = {"origin": "http://tidings"}
+
+
+async def csrf(client: httpx.AsyncClient) -> dict[str, str]:
+    page = await client.get("/send")
+    found = re.search(r'name="_csrf" value="([^"]+)"', page.text)
+    assert found is not None
+    return {"_csrf": found.group(1)}
 HOSTILE = "<script>alert(1)</script>"
 
 
@@ -127,7 +134,7 @@ async def test_bulk_replay_previews_then_acts_as_the_api_does(
     preview = (await client.post("/v1/replays", json=body)).json()["data"]
     assert preview["matched"] == 3
     assert len(await engine.runs()) == 3  # a dry run touches nothing
-    form = {"action": "replay", "function": "shop-quick", "since": "0",
+    form = {**await csrf(client), "action": "replay", "function": "shop-quick", "since": "0",
             "until": "2100-01-01T00:00:00Z", "statuses": "completed",
             "back": "function=shop-quick&status=completed"}
     page = await client.post("/runs/bulk", data=form, headers=ORIGIN)
@@ -151,14 +158,17 @@ async def test_cancel_and_rerun_from_a_run_page(engine: Engine,
     await engine.send({"name": "shop/checkout", "data": {}})
     await _settle(engine, advance_ms=1_000)
     [run] = await engine.runs()
-    refused = await client.post(f"/runs/{run.id}/cancel")  # no Origin: not from the page
+    token = await csrf(client)
+    refused = await client.post(f"/runs/{run.id}/cancel", data=token)  # no Origin
     assert refused.status_code == 403
-    cancelled = await client.post(f"/runs/{run.id}/cancel", headers=ORIGIN)
+    refused = await client.post(f"/runs/{run.id}/cancel", headers=ORIGIN)  # no token
+    assert refused.status_code == 403
+    cancelled = await client.post(f"/runs/{run.id}/cancel", data=token, headers=ORIGIN)
     assert cancelled.status_code == 303
     assert (await engine.run(run.id)).status == "Cancelled"
-    again = await client.post(f"/runs/{run.id}/cancel", headers=ORIGIN)
+    again = await client.post(f"/runs/{run.id}/cancel", data=token, headers=ORIGIN)
     assert again.status_code == 409 and f"run {run.id} already ended (Cancelled)" in again.text
-    rerun = await client.post(f"/runs/{run.id}/rerun", headers=ORIGIN)
+    rerun = await client.post(f"/runs/{run.id}/rerun", data=token, headers=ORIGIN)
     assert rerun.status_code == 303 and rerun.headers["location"] != f"/runs/{run.id}"
     assert len(await engine.runs()) == 2
 
@@ -177,6 +187,7 @@ async def test_functions_and_apps_pages(engine: Engine, client: httpx.AsyncClien
     assert 'id="fn-shop-checkout"' in functions.text and "shop/checkout" in functions.text
     apps = await client.get("/apps")
     assert apps.status_code == 200 and "<strong>shop</strong>: 2 functions" in apps.text
-    refused = await client.post("/apps", data={"url": "javascript:alert(1)"}, headers=ORIGIN)
+    refused = await client.post("/apps", data={"url": "javascript:alert(1)",
+                                               **await csrf(client)}, headers=ORIGIN)
     assert refused.status_code == 400
     assert 'url: expected {&#34;url&#34;: &#34;http(s)://…&#34;}' in refused.text

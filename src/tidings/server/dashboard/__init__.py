@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from tidings.apps.sync import AppSync
@@ -25,6 +25,8 @@ from tidings.server.dashboard.events import EventPages
 from tidings.server.dashboard.live import Feed
 from tidings.server.dashboard.pages import NotFoundPage, Pages
 from tidings.server.dashboard.runs import RunPages
+from tidings.server.dashboard.session import SignInRequired
+from tidings.server.dashboard.signin import SignInPages, sign_in_url
 from tidings.server.run_levers import RunLevers
 
 log = logging.getLogger("tidings.dashboard")
@@ -37,8 +39,9 @@ class Dashboard:
         self.pages = Pages(core, self.feed, levers)
         # New events wake the open event lists at once (the rest is seen within a second).
         core.ingest.observers.append(self.feed.poke)
-        self._groups: list[EventPages | RunPages | CatalogPages] = [
-            EventPages(self.pages), RunPages(self.pages), CatalogPages(self.pages, sync)]
+        self._groups: list[EventPages | RunPages | CatalogPages | SignInPages] = [
+            EventPages(self.pages), RunPages(self.pages), CatalogPages(self.pages, sync),
+            SignInPages(self.pages)]
 
     def routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = [
@@ -57,6 +60,10 @@ class Dashboard:
         async def page(request: Request) -> Response:
             try:
                 return await endpoint(request)
+            except SignInRequired:
+                if request.url.path.startswith("/live/"):
+                    return Response("sign in first", status_code=401, media_type="text/plain")
+                return RedirectResponse(sign_in_url(request), status_code=303)
             except NotFoundPage as exc:
                 return self.pages.error(request, 404, str(exc))
             except RequestRejected as exc:

@@ -170,7 +170,7 @@ class EventPages:
             curl=as_curl(event, str(request.base_url)), python=as_python(event))
 
     async def cancel(self, request: Request) -> Response:
-        self.pages.check_action(request)
+        await self.pages.form(request)
         viewer, event = await self._event(request)
         try:
             await self.pages.levers.cancel_delivery(viewer.env, event.id)

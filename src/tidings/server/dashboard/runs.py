@@ -227,7 +227,7 @@ class RunPages:
                 return [sse("timeline", html)]
             last = moves
             html = templates.get_template("_run_body.html").render(
-                d=detail, run=run, line=timeline(detail, now), now=now,
+                d=detail, run=run, line=timeline(detail, now), now=now, viewer=viewer,
                 active=run.status not in TERMINAL, message=None, failed=False)
             return [sse("run", html)]
 
@@ -240,7 +240,7 @@ class RunPages:
         return await self._act(request, self.levers.rerun)
 
     async def _act(self, request: Request, lever: Any) -> Response:
-        self.pages.check_action(request)
+        await self.pages.form(request)
         viewer = await self.pages.viewer(request)
         run_id = request.path_params["run_id"]
         try:

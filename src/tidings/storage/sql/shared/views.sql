@@ -24,3 +24,7 @@ SELECT count(*) FROM (SELECT 1 FROM runs WHERE env_id = ? AND status = ? AND id 
 -- The same for the runs of one function.
 SELECT count(*) FROM (SELECT 1 FROM runs WHERE function_id = ? AND status = ? AND id >= ?
                       AND id < ? LIMIT ?) AS capped;
+
+-- name: branches_of
+-- The branch environments of an environment (named "parent/branch"), for the switcher.
+SELECT id, name, parent_id, created_at FROM environments WHERE parent_id = ? ORDER BY name;
