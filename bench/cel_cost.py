@@ -17,7 +17,7 @@ from typing import Any
 import cel
 
 from bench.harness import print_table
-from tidings.router.expressions import LIMITS, cost, shape_of
+from tidings.functions.expressions import LIMITS, cost, shape_of
 
 Make = Callable[[int], dict[str, Any]]
 

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 
 from tidings.crypto import Keyring, load_dev_keyring
 from tidings.errors import ConfigError
+from tidings.functions.registry import Registry
 from tidings.ingest import EventLog, Ingest
 from tidings.keys import Gate
-from tidings.router.registry import Registry
+from tidings.router.handoff import Handoff
 from tidings.runs.local import Wakers
 from tidings.settings import Settings
 from tidings.storage import Storage, storage_for
@@ -41,6 +42,8 @@ class Core:
     events: EventLog
     # Runs the process's long-lived loops; what ``/health`` reports (``supervision.py``).
     supervisor: Supervisor = field(default_factory=Supervisor)
+    # Where ingest hands stored events: the router of a runtime of this process, if any.
+    handoff: Handoff = field(default_factory=Handoff)
     # The live functions, read from storage; one per process, shared by the runtime and the
     # APIs.
     registry: Registry = field(default_factory=Registry)
@@ -61,12 +64,14 @@ class Core:
         except BaseException:
             await store.close()
             raise
+        handoff = Handoff()
         return cls(
             settings=settings,
             storage=store,
             vault=vault,
             gate=Gate(store, dev=settings.dev),
-            ingest=Ingest(store, vault, settings),
+            ingest=Ingest(store, vault, settings, handoff),
+            handoff=handoff,
             events=EventLog(store, vault),
             supervisor=Supervisor(on_dead=on_dead),
         )

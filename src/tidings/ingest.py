@@ -3,13 +3,14 @@ before their ids are returned."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
 
 import msgspec
 
 from tidings.events.model import NewEvent, StoredEvent
 from tidings.ids import IdSeed, new_ids, now_ms
+from tidings.router.handoff import Handoff, Stored
+from tidings.router.route import Routed
 from tidings.settings import Settings
 from tidings.storage.base import EventRow, Storage
 from tidings.storage.tx import Tx
@@ -18,25 +19,15 @@ from tidings.vault import UserVault
 _encode = msgspec.json.encode
 
 
-class InlineRouting(Protocol):
-    """Routing done in the transaction that stores the events (where the backend can)."""
-
-    def route(self, tx: Tx, rows: list[EventRow], now: int) -> Any:
-        """Runs in the storing transaction; the result is handed to ``routed`` after commit."""
-
-    def routed(self, result: Any) -> None: ...
-
-    def abandoned(self, result: Any) -> None:
-        """The storing transaction failed after ``route`` ran."""
-
-
 class Ingest:
-    def __init__(self, storage: Storage, vault: UserVault, settings: Settings) -> None:
+    """Stores events and hands them to routing (``router/handoff.py``)."""
+
+    def __init__(self, storage: Storage, vault: UserVault, settings: Settings,
+                 handoff: Handoff) -> None:
         self._storage = storage
         self._vault = vault
         self._window = settings.dedup_window_ms
-        self.observers: list[Callable[[list[str], bool], None]] = []
-        self.inline: InlineRouting | None = None
+        self._handoff = handoff
 
     async def append(
         self,
@@ -54,7 +45,7 @@ class Ingest:
         if not events:
             return []
         now = now_ms() if received_at is None else received_at
-        inline = self.inline
+        inline = self._handoff.inline
         if seed is not None:
             ids = [seed.id_at(index) for index in range(1, len(events) + 1)]
         else:
@@ -94,7 +85,7 @@ class Ingest:
             pending = [i for i, event in zip(ids, events, strict=True)
                        if event.deliver_at is None or event.deliver_at <= now]
         else:
-            routed: list[Any] = []
+            routed: list[Routed] = []
 
             def route(tx: Tx, fresh: list[EventRow]) -> None:
                 due = [row for row in fresh if row.delivered_at is not None]
@@ -112,11 +103,9 @@ class Ingest:
                 inline.routed(result)
             pending = [row.id for row in rows if row.delivered_at is None
                        and (row.deliver_at is None or row.deliver_at <= now)]
-        if self.observers:
-            delayed = any(e.deliver_at is not None and e.deliver_at > now for e in events)
-            if pending or delayed:
-                for observer in self.observers:
-                    observer(pending, delayed)
+        delayed = any(e.deliver_at is not None and e.deliver_at > now for e in events)
+        if pending or delayed:
+            self._handoff.stored(Stored(due=pending, delayed=delayed))
         return ids
 
 

@@ -30,7 +30,7 @@ class Limits:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExpressionLimits:
-    """Bounds on CEL expressions (``router/expressions.py`` says why), per process, from the
+    """Bounds on CEL expressions (``functions/expressions.py`` says why), per process, from the
     environment: ``TIDINGS_EXPRESSION_MAX_CHARS``, ``TIDINGS_EXPRESSION_MAX_DEPTH``,
     ``TIDINGS_EXPRESSION_CACHE_MB``, ``TIDINGS_EXPRESSION_MAX_MACRO_DEPTH`` and
     ``TIDINGS_EXPRESSION_MAX_COST``."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidings.errors import DatabaseUnavailable, StorageStopped
-from tidings.storage.outage import unavailable
+from tidings.outage import unavailable
 
 log = logging.getLogger("tidings.supervision")
 
@@ -50,7 +50,7 @@ class Outage:
     ``failed`` logs the first failure of an outage and says how long to wait before trying
     again; ``ok`` ends the outage, logging once how long it lasted. Failures in between are
     not logged unless they are of another kind: every error that says the database is away
-    (``storage/outage.py``: a lost connection, a refused one, a pool timeout …) is one kind,
+    (``outage.py``: a lost connection, a refused one, a pool timeout …) is one kind,
     any other exception class its own, so a bug appearing mid-outage is still seen."""
 
     def __init__(self, name: str, *, first_delay: float = 0.1, max_delay: float = 2.0,

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.conftest import TIDINGS, LiveServer, start_server, stop_server
-from tidings.storage.base import migration_files
+from tidings.storage.sql import migration_files
 
 ULID_CHARS = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 

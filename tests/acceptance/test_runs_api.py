@@ -24,6 +24,7 @@ from tidings.engine.executor import EngineSettings
 from tidings.engine.runtime import Runtime
 from tidings.events.model import iso
 from tidings.events.parse import parse_events
+from tidings.functions import registration
 from tidings.ids import now_ms
 from tidings.keys import create_key
 from tidings.runs import store
@@ -419,7 +420,7 @@ async def test_a_rerun_of_a_function_its_app_dropped_is_409(engine: Engine,
     await engine.drain()
     (run, _) = await engine.runs()
     env_id = engine.env_id
-    await engine.core.storage.write(lambda tx: store.register(
+    await engine.core.storage.write(lambda tx: registration.register(
         tx, env_id=env_id, app_id="shop", queue="native:shop", defs=[], now=now_ms()))
 
     reply = await client.post(f"/v1/runs/{run.id}/rerun")
@@ -497,7 +498,7 @@ async def cancelled_runs(engine: Engine, count: int) -> int:
     now = now_ms()
 
     def create(tx: Any) -> None:
-        fn = store.function_by_slug(tx, env_id, "shop-charge")
+        fn = registration.function_by_slug(tx, env_id, "shop-charge")
         assert fn is not None
         for i in range(count):
             event = EventRow(id=f"{_ulid(now, i)}", env_id=env_id, name="order/placed",
@@ -550,7 +551,7 @@ async def test_a_replay_left_unfinished_is_carried_on_by_the_next_runtime(
     batch = runs_api.REPLAY_BATCH
 
     def start(tx: Any) -> tuple[store.Replay, bool]:
-        fn = store.function_by_slug(tx, engine.env_id, "shop-charge")
+        fn = registration.function_by_slug(tx, engine.env_id, "shop-charge")
         assert fn is not None
         return store.start_replay(tx, fn=fn, since_ms=now - 1, until_ms=now + 1,
                                   statuses=[CANCELLED], now=now, batch=batch)

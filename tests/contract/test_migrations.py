@@ -9,8 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tidings.storage.base import migration_files
 from tidings.storage.postgres import PostgresStorage
+from tidings.storage.sql import migration_files
 from tidings.storage.sqlite import SQLiteStorage
 
 

@@ -16,7 +16,7 @@ from tests.engine.conftest import Engine
 from tidings.engine.runtime import Runtime
 from tidings.errors import ConfigError
 from tidings.events.parse import parse_events
-from tidings.flow import admission as flow_admission
+from tidings.flow import at_claim
 from tidings.ids import now_ms
 from tidings.runs.model import COMPLETED, QUEUED, SLEEPING
 
@@ -186,14 +186,14 @@ async def test_a_running_engine_hands_runs_over_within_the_limit(
     client = tidings.Tidings(app_id="app")
     gauge = Gauge()
     adopted: list[bool] = []
-    original = flow_admission.adopt
+    original = at_claim.adopt
 
     def spy(*args: Any, **kwargs: Any) -> list[str] | None:
         keys = original(*args, **kwargs)
         adopted.append(keys is not None)
         return keys
 
-    monkeypatch.setattr(flow_admission, "adopt", spy)
+    monkeypatch.setattr(at_claim, "adopt", spy)
 
     @client.function(id="f", trigger=tidings.TriggerEvent(event="go"),
                      concurrency=tidings.Concurrency(limit=2, key="event.data.user"))

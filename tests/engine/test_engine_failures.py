@@ -12,8 +12,8 @@ import pytest
 
 import tidings
 from tests.engine.conftest import Engine
+from tidings.calls.outcomes import RunDone
 from tidings.engine.executor import Executor
-from tidings.engine.outcomes import RunDone
 from tidings.runs.model import COMPLETED, FAILED, RUNNING
 
 BOOM = "'str' object cannot be interpreted as an integer"

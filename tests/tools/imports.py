@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # values, errors, ids, crypto, settings, loop supervision: they know nothing of the flow
     (
         "canonical", "crypto", "durations", "errors", "ids", "json_input", "netguard",
-        "settings", "signing", "supervision", "version",
+        "outage", "settings", "signing", "supervision", "version",
     ),
     ("storage",),
     ("keys", "vault"),  # event keys and the user vault, kept in storage
@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("router",),
     ("ingest",),
     ("core",),  # storage, keys, vault and ingest wired once for a process
+    ("calls",),  # one call of a function: the host the engine gives it, the outcomes it ends in
     ("sdk",),
     ("engine", "apps"),
     ("server",),

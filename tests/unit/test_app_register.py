@@ -13,9 +13,9 @@ import httpx
 from tests.conftest import make_settings
 from tests.unit.helpers import app_client
 from tidings.core import Core
+from tidings.functions import registration
+from tidings.functions.registration import FunctionDef
 from tidings.keys import SigningKeys
-from tidings.runs import store
-from tidings.runs.store import FunctionDef
 from tidings.signing import hash_key
 
 URL = "http://127.0.0.1:3000/api/inngest"
@@ -54,7 +54,7 @@ async def register(http: httpx.AsyncClient, body: Any, **headers: str) -> httpx.
 
 
 async def functions(core: Core) -> dict[str, Any]:
-    rows = await core.storage.read(store.live_functions)
+    rows = await core.storage.read(registration.live_functions)
     return {row.slug: row for row in rows}
 
 
@@ -110,7 +110,7 @@ async def test_an_sdk_app_leaves_the_native_functions_of_its_app_id_alone(
         env = await core.storage.ensure_env("dev")
         native = FunctionDef(slug="my-app-native", name="native", url=None,
                              config={"id": "my-app-native", "triggers": [{"event": "app/n"}]})
-        await core.storage.write(lambda tx: store.register(
+        await core.storage.write(lambda tx: registration.register(
             tx, env_id=env.id, app_id="my-app", queue="native:my-app", defs=[native], now=1))
 
         assert (await register(http, PY_BODY)).status_code == 200
@@ -189,7 +189,7 @@ async def test_serve_needs_the_environments_signing_key(db_url: str, tmp_path: P
         # The staging key registers into staging.
         assert (await register(http, PY_BODY, authorization=f"Bearer {other}")).status_code \
             == 200
-        rows = await core.storage.read(store.live_functions)
+        rows = await core.storage.read(registration.live_functions)
         assert {row.env_id for row in rows} == {production.id, staging.id}
 
 

@@ -12,9 +12,9 @@ import pytest
 import tidings
 from tidings.apps.config import parse_app
 from tidings.errors import ConfigError, RequestRejected
-from tidings.router import expressions
-from tidings.router.cel_check import BUILTINS, check_expression
-from tidings.router.expressions import (
+from tidings.functions import expressions
+from tidings.functions.cel_check import BUILTINS, check_expression
+from tidings.functions.expressions import (
     LIMITS,
     ExpressionError,
     compile_expression,
@@ -206,7 +206,7 @@ def test_an_sdk_app_with_an_expression_that_never_works_is_refused(
 
 
 def test_an_accepted_expression_stored_before_a_limit_changed_still_reads() -> None:
-    from tidings.flow.config import flow_of
+    from tidings.functions.flow_config import flow_of
 
     config = {"concurrency": [{"limit": 1, "key": "foo(event.data.x)"}]}
 

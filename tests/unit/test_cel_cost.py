@@ -18,9 +18,9 @@ from tests.unit.helpers import app_client
 from tests.unit.test_app_register import PY_BODY, fn, functions
 from tidings.apps.config import parse_app
 from tidings.errors import ConfigError, RequestRejected
-from tidings.router import cel_check, expressions
-from tidings.router.cel_check import check_expression
-from tidings.router.expressions import LIMITS, cost, evaluate, matches, shape_of
+from tidings.functions import cel_check, expressions
+from tidings.functions.cel_check import check_expression
+from tidings.functions.expressions import LIMITS, cost, evaluate, matches, shape_of
 from tidings.settings import ExpressionLimits
 
 NESTED = "event.data.a.map(x, event.data.b.map(y, x + y)).size() > 0"

@@ -9,7 +9,7 @@ import json
 import msgspec
 import pytest
 
-from tidings.engine.error_records import (
+from tidings.calls.error_records import (
     MALFORMED,
     MAX_BYTES,
     MAX_DEPTH,

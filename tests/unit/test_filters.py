@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from tidings.errors import ConfigError
-from tidings.router.cel_check import check_expression
-from tidings.router.expressions import ExpressionError, evaluate, matches
-from tidings.router.filters import check_filter, filter_matches
+from tidings.functions.cel_check import check_expression
+from tidings.functions.expressions import ExpressionError, evaluate, matches
+from tidings.functions.filters import check_filter, filter_matches
 
 PAYLOAD: dict[str, Any] = {
     "tier": "pro", "age": 30, "name": "Johnny", "score": 70, "region": "US",

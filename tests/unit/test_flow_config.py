@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from tidings.errors import ConfigError
-from tidings.flow.config import key_value, parse_flow, priority_seconds
-from tidings.router.expressions import evaluate
+from tidings.functions.expressions import evaluate
+from tidings.functions.flow_config import key_value, parse_flow, priority_seconds
 
 EVENT = {"id": "e1", "name": "app/x", "ts": 5,
          "data": {"user": "ana", "n": 3, "f": 1.5, "ok": True, "o": {"a": [1, 2]}, "z": None}}

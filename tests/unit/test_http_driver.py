@@ -12,11 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tidings.engine.error_records import MALFORMED
+from tidings.calls.error_records import MALFORMED
+from tidings.calls.outcomes import Continue, RunDone, RunFailed
 from tidings.engine.http_driver import HttpDriver
 from tidings.engine.http_wire import MAX_REQUEST_BYTES
-from tidings.engine.outcomes import Continue, RunDone, RunFailed
-from tidings.runs.model import FunctionRow, Run, StepRow
+from tidings.functions.model import FunctionRow
+from tidings.runs.model import Run, StepRow
 
 SDK = {"x-inngest-sdk": "py:v0.5.19"}
 

@@ -7,27 +7,9 @@ from pathlib import Path
 
 from tests.tools import imports
 
-# Today's known breaks, each to be removed by the move that ends it (issue 12). The list only
-# shrinks: a new break fails, and so does an entry that no longer breaks anything.
-KNOWN: frozenset[str] = frozenset({
-    "up: tidings.flow.admission -> tidings.router.registry",
-    "up: tidings.flow.cancel -> tidings.router.expressions",
-    "up: tidings.flow.cancel -> tidings.router.registry",
-    "up: tidings.flow.config -> tidings.router.cel_check",
-    "up: tidings.flow.config -> tidings.router.expressions",
-    "up: tidings.flow.routing -> tidings.router.expressions",
-    "up: tidings.flow.routing -> tidings.router.registry",
-    "up: tidings.runs.model -> tidings.flow.config",
-    "up: tidings.runs.store -> tidings.flow.slots",
-    "up: tidings.sdk.context -> tidings.engine.error_records",
-    "up: tidings.sdk.context -> tidings.engine.outcomes",
-    "up: tidings.sdk.function -> tidings.engine.cron",
-    "up: tidings.supervision -> tidings.storage.outage",
-    "package circle: engine sdk",
-    "package circle: flow router runs",
-    "package circle: storage supervision",
-    "module circle: tidings.storage.base tidings.storage.tx",
-})
+# Known breaks, each to be removed by the change that ends it: none left (issue 12). A new
+# break fails; so would an entry here that no longer breaks anything.
+KNOWN: frozenset[str] = frozenset()
 
 
 def test_every_package_has_a_layer() -> None:

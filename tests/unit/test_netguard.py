@@ -24,9 +24,9 @@ from tidings import netguard
 from tidings.core import Core
 from tidings.engine.http_client import AppClient, CallFailed
 from tidings.errors import ConfigError
+from tidings.functions.registration import live_functions
 from tidings.keys import SigningKeys, create_key
 from tidings.netguard import Policy, Refused
-from tidings.runs import store
 from tidings.settings import Mode
 
 GUARDED = Policy.build()
@@ -291,7 +291,7 @@ class Api:
                                     headers=self._auth(self.signing_key))
 
     async def functions(self) -> list[str]:
-        return [row.slug for row in await self.core.storage.read(store.live_functions)]
+        return [row.slug for row in await self.core.storage.read(live_functions)]
 
 
 async def test_serve_refuses_app_urls_that_are_not_public(

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import jcs
 
 from tidings.errors import ConfigError, RequestRejected
-from tidings.flow.config import fold, get, parse_flow
-from tidings.runs.store import FunctionDef
+from tidings.functions.flow_config import fold, get, parse_flow
+from tidings.functions.registration import FunctionDef
 from tidings.sdk.function import MAX_TRIGGERS, TriggerCron, TriggerEvent
 
 DEFAULT_RETRIES = 4

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tidings.runs.model import FunctionRow
+from tidings.functions.model import FunctionRow
 from tidings.storage.tx import Tx
 
 SYNCED, UNREACHABLE, FAILED = "synced", "unreachable", "failed"

@@ -23,12 +23,12 @@ from tidings.apps import records
 from tidings.apps.config import AppConfig, parse_app
 from tidings.core import Core
 from tidings.errors import RequestRejected
-from tidings.flow.config import get
+from tidings.functions import registration
+from tidings.functions.flow_config import get
 from tidings.ids import now_ms
 from tidings.json_input import decode_json
 from tidings.keys import SigningKeys
 from tidings.netguard import Policy, transport
-from tidings.runs import store
 from tidings.runs.model import HTTP_QUEUE
 from tidings.signing import sign, verify
 from tidings.storage.tx import Tx
@@ -185,7 +185,7 @@ def _register(tx: Tx, *, env_id: str, app: AppConfig, now: int) -> bool:
     before = records.app_at(tx, env_id, app.url)
     modified = before is None or before.checksum != app.checksum
     if modified:
-        store.register(tx, env_id=env_id, app_id=app.app_id, queue=HTTP_QUEUE,
+        registration.register(tx, env_id=env_id, app_id=app.app_id, queue=HTTP_QUEUE,
                        defs=app.functions, now=now)
     records.synced(tx, env_id=env_id, url=app.url, app_id=app.app_id, sdk=app.sdk,
                    framework=app.framework, checksum=app.checksum,

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
-from tidings.engine.error_records import ErrorJSON
+from tidings.calls.error_records import ErrorJSON
 from tidings.engine.http_client import AppCaller, CallFailed
 
 ERROR_NAME = "AIGatewayError"

@@ -26,15 +26,25 @@ import logging
 import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import msgspec
 
+from tidings.calls.error_records import ErrorJSON, error_of
+from tidings.calls.host import Host, Interrupt
+from tidings.calls.outcomes import (
+    Blocked,
+    Continue,
+    Outcome,
+    RetryStep,
+    RunDone,
+    RunFailed,
+    Sleep,
+)
 from tidings.engine import ai_infer
 from tidings.engine.ai_infer import BadInference, inference_of
-from tidings.engine.error_records import ErrorJSON, error_of
 from tidings.engine.http_client import AppCaller, AppClient, CallFailed, HttpxClient, proxied
 from tidings.engine.http_wire import (
     CallState,
@@ -50,53 +60,14 @@ from tidings.engine.http_wire import (
     unwrap_stream,
     wait_of,
 )
-from tidings.engine.outcomes import (
-    Blocked,
-    Continue,
-    Outcome,
-    RetryStep,
-    RunDone,
-    RunFailed,
-    Sleep,
-)
+from tidings.functions.model import FunctionRow
 from tidings.keys import EnvSigningKeys, SigningKeys
 from tidings.netguard import Policy
-from tidings.runs.model import HTTP_QUEUE, FunctionRow, Run, StepRow
-from tidings.sdk.context import _Interrupt
+from tidings.runs.model import HTTP_QUEUE, Run
 from tidings.signing import sign, verify
 
 log = logging.getLogger("tidings.engine.http")
 USER_AGENT = "tidings"
-
-
-class HttpHost(Protocol):
-    """The executor's side of a call (``executor._Host``), as this driver uses it."""
-
-    blockers: list[Any]
-    retry: RetryStep | None
-    lost: bool
-
-    @property
-    def recorded(self) -> list[StepRow]: ...
-
-    @property
-    def attempts(self) -> dict[str, int]: ...
-
-    @property
-    def attempt(self) -> int: ...
-
-    def now(self) -> int: ...
-
-    def block(self, blocker: Any) -> None: ...
-
-    async def completed(self, step: str, name: str, output: bytes,
-                        began: int | None = None, *, kind: str = "run") -> None: ...
-
-    async def errored(self, step: str, name: str, error: dict[str, Any],
-                      began: int | None = None, *, final: bool = False,
-                      kind: str = "run", attempt: int | None = None) -> bool: ...
-
-    async def flushed(self) -> bool: ...
 
 
 UNSIGNED = "the app's answer is not signed with this environment's signing key; it was not believed"
@@ -145,7 +116,7 @@ class _Call:
     """One call of a run: the requests it makes share what they learn."""
 
     fn: FunctionRow
-    host: HttpHost
+    host: Host
     state: CallState
     keys: EnvSigningKeys | None
     running: set[str] = field(default_factory=set)  # steps with a request of their own out
@@ -182,7 +153,7 @@ class HttpDriver:
         with contextlib.suppress(RuntimeError):  # no loop: nothing is open
             self._closing = asyncio.get_running_loop().create_task(self._http.aclose())
 
-    async def call(self, fn: FunctionRow, host: HttpHost, *, run: Run, event: dict[str, Any],
+    async def call(self, fn: FunctionRow, host: Host, *, run: Run, event: dict[str, Any],
                    events: list[dict[str, Any]]) -> Outcome | None:
         """Call the function until it pauses, fails or returns — while it only reports steps
         that ran, it is called again at once, as a native function goes on after a step (at
@@ -198,7 +169,7 @@ class HttpDriver:
             state.attempt = host.attempt
             try:
                 outcome = await self._answer(call, "step")
-            except _Interrupt:
+            except Interrupt:
                 outcome = None
             if host.lost:
                 return None
@@ -337,7 +308,7 @@ class HttpDriver:
             call.state.remember(step, {"error": answer.error})
         return None
 
-    async def _op(self, host: HttpHost, state: CallState, op: dict[str, Any], began: int,
+    async def _op(self, host: Host, state: CallState, op: dict[str, Any], began: int,
                   reply: Reply) -> Outcome | None:
         kind, step, name, now = op.get("op"), op["id"], display_name(op), host.now()
         try:
@@ -410,7 +381,7 @@ class HttpDriver:
         if call.state.used_api and not await host.flushed():
             # The SDK reads the steps from the API, maybe from another server process: every
             # step this call recorded must be in the database first, or it would run again.
-            raise _Interrupt()
+            raise Interrupt()
         headers = {"content-type": "application/json", "user-agent": USER_AGENT,
                    "x-run-id": call.state.run_id, "x-inngest-step-id": step_id}
         if keys is not None:

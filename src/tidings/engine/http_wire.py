@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from tidings.calls.outcomes import Invoke, WaitForEvent
 from tidings.canonical import canonical
 from tidings.durations import to_ms
-from tidings.engine.outcomes import Invoke, WaitForEvent
 from tidings.errors import ConfigError
 from tidings.events.meta import MetaError, resolve_meta
 from tidings.runs.model import StepRow

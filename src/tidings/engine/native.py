@@ -11,45 +11,29 @@ import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from tidings.engine.error_records import exception_record
-from tidings.engine.outcomes import (
+from tidings.calls.error_records import exception_record
+from tidings.calls.host import Host, Interrupt
+from tidings.calls.outcomes import (
     Blocked,
     Outcome,
-    RetryStep,
     RunDone,
     RunFailed,
 )
 from tidings.errors import NonRetriableError, RetryAfterError, StepError
-from tidings.runs.model import FunctionRow, Run, StepRow
+from tidings.functions.model import FunctionRow
+from tidings.runs.model import Run
 from tidings.sdk.context import (
     Context,
     ReceivedEvent,
     Step,
-    StepHost,
     SyncStep,
-    _Interrupt,
     encode_output,
 )
 from tidings.sdk.function import Function
 
 log = logging.getLogger("tidings.functions")
-
-
-class CallControl(StepHost, Protocol):
-    """What a driver reads back after a call: pauses requested, a step to retry; and what the
-    HTTP driver needs besides: the recorded steps in order."""
-
-    blockers: list[Any]
-    retry: RetryStep | None
-    lost: bool
-
-    @property
-    def recorded(self) -> list[StepRow]: ...
-
-    @property
-    def attempt(self) -> int: ...
 
 
 def retry_at(exc: RetryAfterError, now: int) -> int | None:
@@ -77,7 +61,7 @@ class NativeDriver:
     def serves(self, fn: FunctionRow) -> bool:
         return fn.slug in self.functions
 
-    async def call(self, row: FunctionRow, host: CallControl, *, run: Run,
+    async def call(self, row: FunctionRow, host: Host, *, run: Run,
                    event: dict[str, Any], events: list[dict[str, Any]]) -> Outcome | None:
         """Call the function once; None when the call was abandoned (its lease was lost)."""
         fn = self.functions[row.slug]
@@ -96,7 +80,7 @@ class NativeDriver:
                 loop = asyncio.get_running_loop()
                 ctx.step = SyncStep(step, loop)
                 result = await loop.run_in_executor(self._pool, fn.handler, ctx)
-        except _Interrupt:
+        except Interrupt:
             if host.lost:
                 return None
             if host.retry is not None:

@@ -9,9 +9,9 @@ import logging
 from collections.abc import Callable
 from functools import partial
 
+from tidings.functions.model import FunctionRow
 from tidings.ids import now_ms
 from tidings.runs import store
-from tidings.runs.model import FunctionRow
 from tidings.storage.base import Storage
 from tidings.supervision import Supervisor
 

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tidings.core import Core
 from tidings.engine.executor import EngineSettings, Executor
@@ -22,14 +22,15 @@ from tidings.engine.http_driver import HttpDriver
 from tidings.engine.native import NativeDriver
 from tidings.engine.replays import Replays
 from tidings.engine.scheduler import CronService
+from tidings.functions import registration
+from tidings.functions.registration import FunctionDef
 from tidings.ids import now_ms
 from tidings.keys import SigningKeys
 from tidings.netguard import Policy
-from tidings.router.route import Routed, route_new
+from tidings.router.handoff import Stored
+from tidings.router.route import Adopted, Routed, route_new
 from tidings.router.service import RouterService
-from tidings.runs import store
 from tidings.runs.model import HTTP_QUEUE
-from tidings.runs.store import FunctionDef
 from tidings.storage.base import Environment, EventRow
 from tidings.storage.tx import Tx
 
@@ -77,7 +78,7 @@ class Runtime:
                 defs = [FunctionDef(slug=fn.slug, name=fn.name, url=None,
                                     config=fn.definition()) for fn in app.functions]
                 await self.core.storage.write(
-                    partial(store.register, env_id=env.id, app_id=app.app_id, queue=queue,
+                    partial(registration.register, env_id=env.id, app_id=app.app_id, queue=queue,
                             defs=defs, now=now))
                 driver = NativeDriver({fn.slug: fn for fn in app.functions})
                 self._add(Executor(
@@ -105,17 +106,16 @@ class Runtime:
     async def start(self) -> None:
         await self.register()
         if self._route:
-            self.core.ingest.observers.append(self._ingested)
-            if getattr(self.core.storage, "routes_inline", False):
-                self.core.ingest.inline = self
+            self.core.handoff.attach(self, inline=self.core.storage.routes_inline)
             await self.router.start()
         await self.cron.start()
         await self.housekeeper.start()
         for executor in self.executors.values():
             await executor.start()
         await self.replays.resume()
-        subscribe = getattr(self.core.storage, "subscribe", None)
-        if subscribe is not None:
+        storage = self.core.storage
+        if storage.notifies:
+            subscribe = storage.subscribe
             self._listener = self.core.supervisor.start(
                 "tidings-listener", lambda ok: subscribe(
                     self._due, self.core.gate.forget, partial(self._listening, ok)))
@@ -132,10 +132,7 @@ class Runtime:
         await self.cron.stop()
         await self.housekeeper.stop()
         await self.router.stop()
-        if self._ingested in self.core.ingest.observers:
-            self.core.ingest.observers.remove(self._ingested)
-        if self.core.ingest.inline is self:
-            self.core.ingest.inline = None
+        self.core.handoff.detach(self)
 
     async def drain(self, *, rounds: int = 1000) -> int:
         """Route and run everything due now until nothing is left (tests)."""
@@ -153,32 +150,34 @@ class Runtime:
                     return total
         return total
 
+    # -- the router of this process (``router/handoff.py``) --------------------------------
+
     def route(self, tx: Tx, rows: list[EventRow], now: int) -> Routed:
-        """Route events in the transaction that stores them (``Ingest.inline``); new runs of
-        this process's queues go straight to their executors."""
+        """Route events in the transaction that stores them; new runs of this process's
+        queues go straight to their executors."""
         return route_new(tx, self.registry, rows, now, self.executors)
 
     def routed(self, result: Routed) -> None:
-        by_queue: dict[str, list[Any]] = {}
-        for run, row in result.adopted:
-            by_queue.setdefault(run.queue, []).append((run, row))
+        by_queue: dict[str, list[Adopted]] = {}
+        for adopted in result.adopted:
+            by_queue.setdefault(adopted.run.queue, []).append(adopted)
         for queue, calls in by_queue.items():
             self.executors[queue].adopt(calls)
         self._routed(result)
 
     def abandoned(self, result: Routed) -> None:
         """The storing transaction failed: give back the slots its routing reserved."""
-        for run, _ in result.adopted:
-            self.executors[run.queue].unreserve(1)
+        for adopted in result.adopted:
+            self.executors[adopted.run.queue].unreserve(1)
 
-    def _ingested(self, ids: list[str], delayed: bool) -> None:
-        self.router.submit(ids)
-        if delayed:
+    def stored(self, batch: Stored) -> None:
+        self.router.submit(batch.due)
+        if batch.delayed:
             self.router.delayed()
 
     def _routed(self, routed: Routed) -> None:
-        for queue, _ in routed.runs:
-            self._due(queue)
+        for queued in routed.runs:
+            self._due(queued.queue)
         if routed.woken:
             for executor in self.executors.values():
                 executor.wake()

@@ -14,13 +14,14 @@ from typing import Any
 import msgspec
 from ulid import ULID
 
-from tidings.engine.cron import parse_cron
 from tidings.errors import ConfigError
-from tidings.flow import routing as flow_routing
+from tidings.flow import at_route
+from tidings.functions.cron import parse_cron
+from tidings.functions.model import FunctionRow
+from tidings.functions.registry import Registry
 from tidings.ids import now_ms
-from tidings.router.registry import Registry
 from tidings.runs import store
-from tidings.runs.model import FunctionRow
+from tidings.runs.model import QueuedRun
 from tidings.storage.base import EventRow, Storage
 from tidings.storage.tx import Tx
 from tidings.supervision import Supervisor
@@ -35,7 +36,7 @@ def tick_id(fn: FunctionRow, tick: int) -> str:
 
 @dataclass(slots=True)
 class _Started:
-    runs: list[tuple[str, str]] = field(default_factory=list)
+    runs: list[QueuedRun] = field(default_factory=list)
 
 
 def fire(tx: Tx, *, fn: FunctionRow, expression: str, tick: int, now: int,
@@ -50,13 +51,13 @@ def fire(tx: Tx, *, fn: FunctionRow, expression: str, tick: int, now: int,
         if tx.run("insert_event", _event_params(tx, row, now)) == 0:
             return None
         event = {"id": row.id, "name": TIMER, "data": {"cron": expression}, "ts": tick}
-        run_id = flow_routing.start(tx, registry, fn, row.id, event, now, _Started())
+        run_id = at_route.start(tx, registry, fn, row.id, event, now, _Started())
     else:
         store.insert_event(tx, row, delivered_at=now)
         run_id = store.create_run(tx, fn=fn, event_id=row.id, due_at=now, now=now,
                                   dedup_key=f"cron:{tick}")
     if run_id is not None:
-        tx.one("notify", (fn.queue,))
+        store.notify(tx, fn.queue)
     return run_id
 
 

@@ -13,12 +13,14 @@ from typing import Any
 
 import msgspec
 
-from tidings.flow.config import FlowControl
+from tidings.functions import registration
+from tidings.functions.expressions import matches
+from tidings.functions.flow_config import FlowControl
+from tidings.functions.model import FunctionRow, dumps
+from tidings.functions.registry import Registry, aliases
 from tidings.ids import floor_id, new_id
-from tidings.router.expressions import matches
-from tidings.router.registry import Registry, aliases
 from tidings.runs import store
-from tidings.runs.model import TERMINAL, FunctionRow, Run, dumps
+from tidings.runs.model import TERMINAL, Run
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
 
@@ -40,7 +42,7 @@ def _cancelled_events(tx: Tx, registry: Registry, run: Run, reason: str,
                       now: int) -> list[EventRow]:
     if not registry.listens(run.env_id, CANCELLED_EVENT):
         return []
-    fn = registry.by_id(run.function_id) or store.function_by_id(tx, run.function_id)
+    fn = registry.by_id(run.function_id) or registration.function_by_id(tx, run.function_id)
     rows = store.event_rows(tx, run.event_ids or [run.event_id])
     return [cancelled_event(run, fn.slug if fn else run.function_id, rows, reason, now)]
 

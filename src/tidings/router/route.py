@@ -10,29 +10,48 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
-from tidings.flow import admission as flow_admission
+from tidings.flow import at_claim, at_route
 from tidings.flow import cancel as flow_cancel
-from tidings.flow import routing as flow_routing
-from tidings.router.expressions import matches
-from tidings.router.registry import Registry, aliases
+from tidings.functions.expressions import matches
+from tidings.functions.registry import Registry, aliases
 from tidings.runs import store
+from tidings.runs.model import QueuedRun, Run
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
+
+
+class Routable(NamedTuple):
+    """An event as routing reads it: ``event`` is what functions see (its ``data`` and
+    ``context`` may still be JSON to decode, see ``_Deferred``)."""
+
+    event_id: str
+    env_id: str
+    event: dict[str, Any]
+    source: str
+    context: Any
+
+
+class Adopted(NamedTuple):
+    """A run routing handed straight to a local executor (already leased to it), with the
+    event that started it."""
+
+    run: Run
+    row: EventRow
 
 
 @dataclass(slots=True)
 class Routed:
     """What a routing transaction did: runs created (by queue), runs woken, and runs handed
-    straight to a local executor (already leased to it)."""
+    straight to a local executor."""
 
-    runs: list[tuple[str, str]] = field(default_factory=list)
+    runs: list[QueuedRun] = field(default_factory=list)
     woken: list[str] = field(default_factory=list)
     delivered: int = 0
-    adopted: list[tuple[Any, Any]] = field(default_factory=list)
+    adopted: list[Adopted] = field(default_factory=list)
 
 
 class Adopter(Protocol):
@@ -49,9 +68,8 @@ class Adopter(Protocol):
     def unreserve(self, count: int) -> None: ...
 
 
-def event_json(row: Sequence[Any]) -> tuple[str, dict[str, Any], str, Any]:
-    """``(env_id, event as functions see it, source, context)`` from an ``event_for_routing``
-    row."""
+def routable(row: Sequence[Any]) -> Routable:
+    """The event of an ``event_for_routing`` (or ``deliver_batch``) row."""
     event_id, env_id, name, data, key, ts, v, source, context, meta = row[:10]
     event: dict[str, Any] = {"id": key or event_id, "name": name,
                              "data": msgspec.json.decode(data), "ts": ts}
@@ -59,7 +77,8 @@ def event_json(row: Sequence[Any]) -> tuple[str, dict[str, Any], str, Any]:
         event["v"] = v
     if meta:
         event["meta"] = msgspec.json.decode(meta)
-    return env_id, event, source, msgspec.json.decode(context) if context else None
+    return Routable(event_id, env_id, event, source,
+                    msgspec.json.decode(context) if context else None)
 
 
 def route(tx: Tx, registry: Registry, event_ids: Sequence[str], now: int) -> Routed:
@@ -67,7 +86,7 @@ def route(tx: Tx, registry: Registry, event_ids: Sequence[str], now: int) -> Rou
     registry.refresh(tx)
     rows = sorted(tx.all("deliver_batch", (now, store.id_list(tx, event_ids), now)))
     routed = Routed(delivered=len(rows))
-    _route(tx, registry, ((row[0], *event_json(row)) for row in rows), now, routed)
+    _route(tx, registry, (routable(row) for row in rows), now, routed)
     return routed
 
 
@@ -113,10 +132,10 @@ def _decoded(rows: Sequence[EventRow]) -> list[tuple[Any, ...]]:
     return decoded
 
 
-def _lazy(rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, str, dict[str, Any], str, Any]]:
+def _lazy(rows: list[tuple[Any, ...]]) -> Iterator[Routable]:
     for event_id, env_id, event, source, context, data in rows:
         event["data"] = _Deferred(data)
-        yield (event_id, env_id, event, source, _Deferred(context) if context else None)
+        yield Routable(event_id, env_id, event, source, _Deferred(context) if context else None)
 
 
 class _Deferred:
@@ -142,7 +161,7 @@ def _resolved(value: Any) -> Any:
 
 
 def _route(tx: Tx, registry: Registry,
-           rows: Iterable[tuple[str, str, dict[str, Any], str, Any]], now: int,
+           rows: Iterable[Routable], now: int,
            routed: Routed, adopters: Mapping[str, Adopter] | None = None,
            stored: Mapping[str, EventRow] | None = None,
            waits: dict[tuple[str, str], list[tuple[Any, ...]]] | None = None) -> None:
@@ -162,7 +181,7 @@ def _route(tx: Tx, registry: Registry,
             flow_cancel.on_event(tx, registry, env_id, event_id, event, now)
         for fn in registry.match(env_id, event, source, context):
             if fn.flow is not None and fn.flow.at_route:
-                flow_routing.start(tx, registry, fn, event_id, event, now, routed)
+                at_route.start(tx, registry, fn, event_id, event, now, routed)
                 continue
             ts = int(event["ts"])
             due = ts if ts > now else now
@@ -170,20 +189,20 @@ def _route(tx: Tx, registry: Registry,
             adopter = adopters.get(fn.queue) if adopters and due <= now else None
             if adopter is not None and stored is not None and adopter.reserve():
                 if fn.flow is not None:
-                    keys = flow_admission.adopt(tx, fn, event, now, taken)
+                    keys = at_claim.adopt(tx, fn, event, now, taken)
                     if keys is None:
                         adopter.unreserve(1)
                         new_runs.append(params)
-                        routed.runs.append((fn.queue, params[0]))
+                        routed.runs.append(QueuedRun(fn.queue, params[0]))
                         continue
                     slots.extend((key, params[0], 1) for key in keys)
                 leased.append((*params, adopter.owner, now + adopter.lease_ms, now))
-                routed.adopted.append((store.adopted_run(params, adopter.owner,
-                                                         now + adopter.lease_ms, now),
-                                       stored[event_id]))
+                routed.adopted.append(Adopted(store.adopted_run(params, adopter.owner,
+                                                                now + adopter.lease_ms, now),
+                                              stored[event_id]))
                 continue
             new_runs.append(params)
-            routed.runs.append((fn.queue, params[0]))
+            routed.runs.append(QueuedRun(fn.queue, params[0]))
         if _waits_for(tx, waits, env_id, event["name"]):
             for name in aliases(event["name"]):
                 if waits[(env_id, name)]:
@@ -195,9 +214,9 @@ def _route(tx: Tx, registry: Registry,
     if slots:
         tx.many("flow_slot_take", slots)
     for queue in {queue for queue, _ in routed.runs}:
-        tx.one("notify", (queue,))
+        store.notify(tx, queue)
     if routed.woken:
-        tx.one("notify", ("*",))
+        store.notify(tx, store.ALL_QUEUES)
 
 
 def _waits_for(tx: Tx, waits: dict[tuple[str, str], list[tuple[Any, ...]]], env_id: str,
@@ -238,7 +257,7 @@ def look_back(tx: Tx, env_id: str, run_id: str, step: str, step_name: str, event
             row = tx.one("event_for_routing", (candidate,))
             if row is None:
                 continue
-            _, event, _, _ = event_json(row)
+            event = routable(row).event
             if matches(condition, {"event": trigger, "async": event},
                        f"run {run_id} (wait {step_name})"):
                 return store.resolve_pause(tx, run_id, step, step_name, event, now,

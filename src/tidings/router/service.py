@@ -10,11 +10,11 @@ from collections import deque
 from collections.abc import Callable
 from functools import partial
 
+from tidings.functions.registry import Registry
 from tidings.ids import floor_id, now_ms
-from tidings.router.registry import Registry
+from tidings.outage import unavailable
 from tidings.router.route import Routed, route
 from tidings.storage.base import Storage
-from tidings.storage.outage import unavailable
 from tidings.storage.tx import Tx
 from tidings.supervision import Supervisor
 

@@ -1,56 +1,18 @@
-"""Run values, built from rows explicitly."""
+"""Run values, built from rows explicitly (``loads`` and ``dumps`` are the JSON of their
+columns, as for functions)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import msgspec
-
-from tidings.flow.config import FlowControl, flow_of
+from tidings.functions.model import loads
 
 QUEUED, RUNNING, SLEEPING, WAITING = "Queued", "Running", "Sleeping", "Waiting"
 COMPLETED, FAILED, CANCELLED = "Completed", "Failed", "Cancelled"
 STATUSES = (QUEUED, RUNNING, SLEEPING, WAITING, COMPLETED, FAILED, CANCELLED)
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 HTTP_QUEUE = "http"  # the queue of the functions of Inngest SDK apps
-
-
-def loads(value: str | bytes | None) -> Any:
-    return None if value is None else msgspec.json.decode(value)
-
-
-def dumps(value: Any) -> str:
-    return msgspec.json.encode(value).decode()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FunctionRow:
-    id: str
-    env_id: str
-    app_id: str
-    slug: str
-    name: str
-    queue: str
-    url: str | None
-    config: dict[str, Any]
-    archived_at: int | None
-    flow: FlowControl | None = None  # None: no flow control, and nothing to pay for it
-
-    @classmethod
-    def from_row(cls, r: tuple[Any, ...]) -> FunctionRow:
-        config = loads(r[7])
-        return cls(id=r[0], env_id=r[1], app_id=r[2], slug=r[3], name=r[4], queue=r[5], url=r[6],
-                   config=config, archived_at=r[8], flow=flow_of(config))
-
-    @property
-    def retries(self) -> int:
-        return int(self.config.get("retries", 4))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "slug": self.slug, "name": self.name, "app_id": self.app_id,
-                "queue": self.queue, "url": self.url, "config": self.config,
-                "archived": self.archived_at is not None}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,6 +80,13 @@ class FailedAttempt:
     started_at: int | None
     ended_at: int
     error: Any
+
+
+class QueuedRun(NamedTuple):
+    """A run just queued, and the queue whose executors run it."""
+
+    queue: str
+    run_id: str
 
 
 class StepRecord(NamedTuple):

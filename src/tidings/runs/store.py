@@ -10,8 +10,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tidings.flow import slots as flow_slots
+from tidings.functions.model import FunctionRow, dumps, loads
+from tidings.functions.registration import function_by_id
 from tidings.ids import floor_id, new_id
+from tidings.runs import slots
 from tidings.runs.model import (
     CANCELLED,
     COMPLETED,
@@ -22,14 +24,11 @@ from tidings.runs.model import (
     TERMINAL,
     WAITING,
     FailedAttempt,
-    FunctionRow,
     Run,
     StepRecord,
     StepRow,
-    dumps,
-    loads,
 )
-from tidings.storage.base import EventRow
+from tidings.storage.base import EventRow, event_from_row
 from tidings.storage.tx import Tx
 
 
@@ -38,56 +37,6 @@ def json_param(tx: Tx, value: bytes | None) -> bytes | str | None:
     if value is None:
         return None
     return value if tx.dialect == "sqlite" else value.decode()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FunctionDef:
-    slug: str
-    name: str
-    url: str | None
-    config: dict[str, Any]
-
-
-# -- functions -------------------------------------------------------------------------------
-
-def register(tx: Tx, *, env_id: str, app_id: str, queue: str, defs: Sequence[FunctionDef],
-             now: int, archive_missing: bool = True) -> list[FunctionRow]:
-    """Create or update an app's functions; archive the ones it no longer has. An SDK app and
-    a native client may share an app id: each archives only functions of its own queue."""
-    for d in defs:
-        tx.run("upsert_function", (new_id(now), env_id, app_id, d.slug, d.name, queue, d.url,
-                                   dumps(d.config), now, now))
-    if archive_missing:
-        keep = {d.slug for d in defs}
-        for row in tx.all("app_functions", (env_id, app_id)):
-            if row[5] == queue and row[3] not in keep:
-                tx.run("archive_function", (now, row[0]))
-    tx.run("bump_registry")
-    rows = []
-    for d in defs:
-        found = tx.one("function_by_slug", (env_id, d.slug))
-        assert found is not None
-        rows.append(FunctionRow.from_row(found))
-    return rows
-
-
-def registry_version(tx: Tx) -> int:
-    row = tx.one("registry_version")
-    return int(row[0]) if row else 0
-
-
-def live_functions(tx: Tx) -> list[FunctionRow]:
-    return [FunctionRow.from_row(r) for r in tx.all("live_functions")]
-
-
-def function_by_slug(tx: Tx, env_id: str, slug: str) -> FunctionRow | None:
-    row = tx.one("function_by_slug", (env_id, slug))
-    return FunctionRow.from_row(row) if row else None
-
-
-def function_by_id(tx: Tx, function_id: str) -> FunctionRow | None:
-    row = tx.one("function_by_id", (function_id,))
-    return FunctionRow.from_row(row) if row else None
 
 
 # -- runs ------------------------------------------------------------------------------------
@@ -181,29 +130,27 @@ def claim_calls(tx: Tx, queue: str, owner: str, now: int, lease_ms: int,
 
 
 def event_rows(tx: Tx, ids: Sequence[str]) -> list[EventRow]:
-    return [_event_row(r) for r in tx.all("event_rows", (id_list(tx, ids),))]
+    return [event_from_row(r) for r in tx.all("event_rows", (id_list(tx, ids),))]
 
 
 def event_row(tx: Tx, event_id: str) -> EventRow | None:
     r = tx.one("event_row", (event_id,))
-    return None if r is None else _event_row(r)
+    return None if r is None else event_from_row(r)
 
 
-def _event_row(r: tuple[Any, ...]) -> EventRow:
-    return EventRow(
-        id=r[0], env_id=r[1], name=r[2], data=_bytes(r[3]), user=_blob(r[4]),
-        user_subject=_blob(r[5]), key=r[6], ts=r[7], v=r[8], source=r[9],
-        context=_bytes(r[10]) if r[10] is not None else None, account_id=r[11],
-        received_at=r[12], deliver_at=r[13], delivered_at=r[14], cancelled_at=r[15],
-        meta=_bytes(r[16]) if r[16] is not None else None)
+ALL_QUEUES = "*"  # what ``notify`` names to wake the executors of every queue
 
 
-def _bytes(value: Any) -> bytes:
-    return value.encode() if isinstance(value, str) else bytes(value)
+def notify(tx: Tx, queue: str) -> None:
+    """Tell the executors of ``queue`` (of every process: ``NOTIFY`` on PostgreSQL, at commit)
+    that runs are due; ``ALL_QUEUES`` tells every executor."""
+    tx.one("notify", (queue,))
 
 
-def _blob(value: Any) -> bytes | None:
-    return None if value is None else bytes(value)
+def run_for_dedup(tx: Tx, function_id: str, dedup_key: str) -> str | None:
+    """The id of the run of that function created with that key, if any."""
+    row = tx.one("run_for_dedup", (function_id, dedup_key))
+    return str(row[0]) if row else None
 
 
 def next_due(tx: Tx, queue: str) -> int | None:
@@ -545,13 +492,13 @@ def cancel_fenced(tx: Tx, run_id: str, reason: str, now: int,
         return False
     tx.run("delete_pauses_of_run", (run_id,))
     # Flow control: free its concurrency slots at once (waking a waiter), drop the rest.
-    flow_slots.release(tx, run_id, now)
-    flow_slots.ended(tx, run_id)
+    slots.release(tx, run_id, now)
+    slots.ended(tx, run_id)
     _settle_parent(tx, run_id, CANCELLED, None, error, now)
     for row in emit:
         insert_event(tx, row, delivered_at=None)
     if run.parent_run_id:
-        tx.one("notify", ("*",))
+        notify(tx, ALL_QUEUES)
     return True
 
 
@@ -564,7 +511,7 @@ def rerun(tx: Tx, source: Run, fn: FunctionRow, now: int, *,
                         due_at=now, now=now, dedup_key=key, rerun_of=source.id,
                         replay_id=replay_id)
     if run_id is not None:
-        tx.one("notify", (fn.queue,))
+        notify(tx, fn.queue)
     return run_id
 
 
@@ -638,4 +585,4 @@ def cancel_delivery(tx: Tx, env_id: str, event_id: str, now: int) -> str | None:
     return "delivered" if state[0] is not None else "cancelled"
 
 
-__all__ = ["CANCELLED", "COMPLETED", "FAILED", "FunctionDef"]
+__all__ = ["CANCELLED", "COMPLETED", "FAILED"]

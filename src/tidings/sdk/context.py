@@ -2,7 +2,7 @@
 
 A function is called again from the top after every pause (sleep, wait, invoke, retry). Steps
 already recorded return their memoized result without running; the first new step runs and is
-recorded. Pausing is done by raising ``_Interrupt``, a ``BaseException``, so a user's
+recorded. Pausing is done by raising ``calls.host.Interrupt``, a ``BaseException``, so a user's
 ``except Exception:`` cannot swallow it.
 """
 
@@ -15,28 +15,25 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
 
-from tidings.durations import Duration, to_ms
-from tidings.engine.error_records import exception_record
-from tidings.engine.outcomes import (
+from tidings.calls.error_records import exception_record
+from tidings.calls.host import Host, Interrupt
+from tidings.calls.outcomes import (
     Blocker,
     Invoke,
     Sleep,
     WaitForEvent,
 )
+from tidings.durations import Duration, to_ms
 from tidings.errors import NonRetriableError, RetryAfterError, StepError
 from tidings.events.meta import MetaError, resolve_meta
 
 T = TypeVar("T")
 DEFAULT_WAIT_MS = 7 * 24 * 3600 * 1000
 MAX_PAUSE_MS = 366 * 24 * 3600 * 1000
-
-
-class _Interrupt(BaseException):
-    """Ends the current call of a function: it paused, or a step will be retried."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,29 +73,6 @@ class ReceivedEvent:
         return out
 
 
-class StepHost(Protocol):
-    """What the engine provides to a call of a function."""
-
-    def memo(self, step: str) -> tuple[bool, Any]:
-        """``(True, memo)`` when the step is recorded."""
-
-    async def completed(self, step: str, name: str, output: bytes, *,
-                        kind: str = "run") -> None:
-        """Record a finished step (``output`` is the JSON of ``{"data": value}``; ``kind``:
-        ``run``, or ``send`` for a ``send_event``)."""
-
-    async def errored(self, step: str, name: str, error: dict[str, Any]) -> bool:
-        """Record a failed attempt; True when it was the last (the error is then final)."""
-
-    def block(self, blocker: Blocker) -> None:
-        """Note a pause; the call ends after the current steps settle."""
-
-    async def send(self, events: list[dict[str, Any]], key: str) -> list[str]:
-        """Store events; ``key`` names the step, so a repeated send stores nothing twice."""
-
-    def now(self) -> int: ...
-
-
 def _to_json(value: Any) -> Any:
     dump = getattr(value, "model_dump", None)
     if callable(dump):
@@ -128,7 +102,7 @@ def _revive(value: Any, output_type: Any) -> Any:
 class Step:
     """Step tools for async functions (``await ctx.step.run(...)``)."""
 
-    def __init__(self, host: StepHost) -> None:
+    def __init__(self, host: Host) -> None:
         self._host = host
         self._seen: dict[str, int] = {}
 
@@ -164,7 +138,7 @@ class Step:
             result = fn(*args)
             if inspect.isawaitable(result):
                 result = await result
-        except (NonRetriableError, RetryAfterError, _Interrupt):
+        except (NonRetriableError, RetryAfterError, Interrupt):
             raise
         except Exception as exc:
             record = exception_record(exc)
@@ -227,7 +201,7 @@ class Step:
         if found:
             return value
         self._host.block(make(step))
-        raise _Interrupt()
+        raise Interrupt()
 
 
 def _give_up(exc: Exception, record: dict[str, Any], final: bool) -> NoReturn:
@@ -236,7 +210,7 @@ def _give_up(exc: Exception, record: dict[str, Any], final: bool) -> NoReturn:
     later."""
     if final:
         raise StepError.from_record(record) from exc
-    raise _Interrupt() from None
+    raise Interrupt() from None
 
 
 def _returned(output: bytes, output_type: Any) -> Any:
@@ -247,12 +221,12 @@ def _returned(output: bytes, output_type: Any) -> Any:
 def _settle(results: Sequence[Any]) -> list[Any]:
     interrupted = False
     for result in results:
-        if isinstance(result, _Interrupt):
+        if isinstance(result, Interrupt):
             interrupted = True
         elif isinstance(result, BaseException):
             raise result
     if interrupted:
-        raise _Interrupt()
+        raise Interrupt()
     return list(results)
 
 
@@ -278,7 +252,7 @@ class SyncStep:
             return _revive(value, output_type)
         try:
             result = fn(*args)
-        except (NonRetriableError, RetryAfterError, _Interrupt):
+        except (NonRetriableError, RetryAfterError, Interrupt):
             raise
         except Exception as exc:
             record = exception_record(exc)

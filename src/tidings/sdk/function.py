@@ -13,9 +13,9 @@ from typing import Any
 
 from tidings.errors import ConfigError
 from tidings.events.parse import RESERVED_PREFIXES
-from tidings.flow.config import parse_flow
-from tidings.router.cel_check import check_expression
-from tidings.router.filters import check_filter
+from tidings.functions.cel_check import check_expression
+from tidings.functions.filters import check_filter
+from tidings.functions.flow_config import parse_flow
 
 MAX_TRIGGERS = 10
 MAX_RETRIES = 20
@@ -73,7 +73,7 @@ class TriggerCron:
     cron: str
 
     def check(self) -> None:
-        from tidings.engine.cron import parse_cron
+        from tidings.functions.cron import parse_cron
 
         parse_cron(self.cron)
 

@@ -22,8 +22,8 @@ from tidings.apps import records
 from tidings.apps.config import FLOW_CONTROL
 from tidings.core import Core
 from tidings.events.model import iso
-from tidings.runs import store
-from tidings.runs.model import FunctionRow
+from tidings.functions import registration
+from tidings.functions.model import FunctionRow
 from tidings.server.requests import check_params, error_response, json_response, read_env
 from tidings.version import VERSION
 
@@ -57,7 +57,7 @@ class DevAPI:
         env = await read_env(self.core, request)
 
         def read(tx: Any) -> tuple[list[FunctionRow], list[records.AppRecord]]:
-            functions = [f for f in store.live_functions(tx) if f.env_id == env.id]
+            functions = [f for f in registration.live_functions(tx) if f.env_id == env.id]
             return functions, records.apps_of(tx, env.id)
 
         functions, apps = await self.core.storage.read(read)

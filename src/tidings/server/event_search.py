@@ -18,9 +18,9 @@ from typing import Any
 import msgspec
 
 from tidings.events.model import StoredEvent
+from tidings.functions.cel_check import check_expression
+from tidings.functions.expressions import matches
 from tidings.ingest import EventLog
-from tidings.router.cel_check import check_expression
-from tidings.router.expressions import matches
 from tidings.runs import store
 from tidings.storage.base import EventQuery, EventRow, Storage
 from tidings.storage.tx import Tx

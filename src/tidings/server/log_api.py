@@ -12,8 +12,8 @@ from starlette.routing import Route
 from tidings.core import Core
 from tidings.errors import RequestRejected
 from tidings.flow import status as flow_status
+from tidings.functions.expressions import ExpressionError
 from tidings.ids import floor_id
-from tidings.router.expressions import ExpressionError
 from tidings.server.accept import accept_events, rejection
 from tidings.server.event_search import EventSearch, check_condition, search
 from tidings.server.http import TICKET, read_body

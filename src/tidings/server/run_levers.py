@@ -19,10 +19,13 @@ from tidings.errors import RequestRejected
 from tidings.events.model import StoredEvent
 from tidings.flow import status as flow_status
 from tidings.flow.cancel import cancel_between, cancelled_event
+from tidings.functions import registration
+from tidings.functions.model import FunctionRow
 from tidings.ids import floor_id, now_ms
+from tidings.router.handoff import Stored
 from tidings.runs import store
 from tidings.runs.local import ALL
-from tidings.runs.model import STATUSES, TERMINAL, FailedAttempt, FunctionRow, Run, StepRow
+from tidings.runs.model import STATUSES, TERMINAL, FailedAttempt, Run, StepRow
 from tidings.runs.store import PauseRow, Replay
 from tidings.server.requests import ULID_RE, without_nul
 from tidings.storage.base import Environment, EventRow
@@ -65,7 +68,8 @@ class RunLevers:
 
     async def function(self, env: Environment, slug: str) -> FunctionRow:
         fn = await self.core.storage.read(
-            partial(store.function_by_slug, env_id=env.id, slug=without_nul(slug, "function")))
+            partial(registration.function_by_slug, env_id=env.id,
+                    slug=without_nul(slug, "function")))
         if fn is None:
             raise not_found("function", slug)
         return fn
@@ -126,7 +130,7 @@ class RunLevers:
     async def rerun(self, env: Environment, run_id: str) -> tuple[Run, str]:
         source, slug = await self.run(env, run_id)
         fn = await self.core.storage.read(
-            partial(store.function_by_id, function_id=source.function_id))
+            partial(registration.function_by_id, function_id=source.function_id))
         if fn is None or fn.archived_at is not None:
             raise RequestRejected(f"function {slug!r} is archived: its app no longer has it, "
                                   "so a rerun would never run", status=409)
@@ -192,8 +196,7 @@ class RunLevers:
 
     def _emitted(self, event_ids: list[str]) -> None:
         # The runtime of this process routes what it ingests at once; these are the same.
-        for observer in self.core.ingest.observers:
-            observer(event_ids, False)
+        self.core.handoff.stored(Stored(due=event_ids))
 
 
 def _ended(run: Run) -> RequestRejected:

@@ -67,6 +67,25 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     meta: bytes | None = None
 
 
+def event_from_row(r: Sequence[Any]) -> EventRow:
+    """An ``EventRow`` from the columns of ``events`` in table order, as either database gives
+    them back (JSON as text on PostgreSQL, as bytes on SQLite)."""
+    return EventRow(
+        id=r[0], env_id=r[1], name=r[2], data=_bytes(r[3]), user=_blob(r[4]),
+        user_subject=_blob(r[5]), key=r[6], ts=r[7], v=r[8], source=r[9],
+        context=_bytes(r[10]) if r[10] is not None else None, account_id=r[11],
+        received_at=r[12], deliver_at=r[13], delivered_at=r[14], cancelled_at=r[15],
+        meta=_bytes(r[16]) if r[16] is not None else None)
+
+
+def _bytes(value: Any) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+def _blob(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EventQuery:
     """A page of the event log, newest first. Bounds are event ids (ULIDs sort by time)."""
@@ -90,6 +109,13 @@ class Storage(Protocol):
     """What the engine and the server need from a database."""
 
     dialect: str
+    # ``append_events(route=...)`` routes stored events in the transaction that stores them.
+    routes_inline: bool
+    # Writes commit in the order they are made (one writer thread), so a caller may go on
+    # while its write commits and the next one still lands after it.
+    ordered_writes: bool
+    # ``subscribe`` hears other processes (runs due, keys revoked); without, they are polled.
+    notifies: bool
 
     async def open(self) -> None:
         """Connect and apply pending migrations."""
@@ -110,6 +136,12 @@ class Storage(Protocol):
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` on a read connection."""
+
+    async def subscribe(self, due: Callable[[str], None], revoked: Callable[[], None],
+                        listening: Callable[[], None]) -> None:
+        """Hear other processes until the connection fails (it raises) or the task is
+        cancelled: ``due(queue)`` when runs of a queue are due (``"*"``: any), ``revoked()``
+        when a key was revoked; ``listening()`` once listening took effect."""
 
     def backlog(self) -> int:
         """Rows handed to the database and not answered yet (an event counts one, any other
@@ -161,41 +193,3 @@ class Storage(Protocol):
     async def list_user_keys(self) -> list[WrappedKey]: ...
 
     async def replace_user_keys(self, keys: Sequence[WrappedKey]) -> None: ...
-
-
-def split_queries(text: str) -> dict[str, str]:
-    """Named queries from a ``.sql`` file: each starts with a line ``-- name: NAME``."""
-    queries: dict[str, str] = {}
-    name: str | None = None
-    lines: list[str] = []
-    for line in text.splitlines():
-        if line.startswith("-- name:"):
-            if name:
-                queries[name] = "\n".join(lines).strip().rstrip(";")
-            name, lines = line.removeprefix("-- name:").strip(), []
-        elif name:
-            lines.append(line)
-    if name:
-        queries[name] = "\n".join(lines).strip().rstrip(";")
-    return queries
-
-
-def migration_files(dialect: str) -> list[tuple[int, str, str]]:
-    """``(version, name, sql)`` of every migration of a dialect, in order."""
-    from importlib import resources
-
-    folder = resources.files("tidings.storage") / "sql" / dialect / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
-            found.append((version, entry.name, entry.read_text()))
-    return sorted(found)
-
-
-def dialect_file(dialect: str, name: str) -> str:
-    from importlib import resources
-
-    return (resources.files("tidings.storage") / "sql" / dialect / name).read_text()
-
-

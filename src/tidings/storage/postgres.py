@@ -18,8 +18,9 @@ import psycopg
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from tidings.errors import DatabaseUnavailable, MigrationError, StorageError
+from tidings.errors import DatabaseUnavailable, StorageError
 from tidings.ids import new_id, now_ms
+from tidings.storage import migrations
 from tidings.storage.base import (
     ApiKey,
     Environment,
@@ -27,10 +28,9 @@ from tidings.storage.base import (
     EventRow,
     KeyKind,
     WrappedKey,
-    dialect_file,
-    migration_files,
-    split_queries,
+    event_from_row,
 )
+from tidings.storage.sql import dialect_file, split_queries
 from tidings.storage.tx import PostgresTx, Tx
 
 T = TypeVar("T")
@@ -46,6 +46,9 @@ class PostgresStorage:
     """The scale-out backend."""
 
     dialect = "postgres"
+    routes_inline = False  # events are routed after their commit (``router/service.py``)
+    ordered_writes = False  # a pool of connections: writes commit in any order
+    notifies = True  # LISTEN/NOTIFY
 
     def __init__(self, url: str, *, min_size: int = 2, max_size: int = 16) -> None:
         self.url = url
@@ -150,7 +153,6 @@ class PostgresStorage:
         raise DatabaseUnavailable("the LISTEN connection to PostgreSQL ended")
 
     async def migrate(self, *, fresh_schema: bool = True) -> list[int]:
-        applied: list[int] = []
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             await conn.execute(
@@ -159,31 +161,17 @@ class PostgresStorage:
             )
             cur = await conn.execute("SELECT version FROM tidings_migrations")
             done = {row[0] for row in await cur.fetchall()}
-            known = migration_files(self.dialect)
-            newest = max((v for v, _, _ in known), default=0)
-            if done and max(done) > newest:
-                raise MigrationError(
-                    f"database schema version {max(done)} is newer than this Tidings "
-                    f"({newest}); upgrade Tidings"
-                )
-            if not done and fresh_schema:
-                await conn.execute(dialect_file(self.dialect, "schema.sql").encode())
-                for version, name, _ in known:
-                    await conn.execute(
-                        "INSERT INTO tidings_migrations VALUES (%s, %s, %s)",
-                        (version, name, now_ms()),
-                    )
-                return [v for v, _, _ in known]
-            for version, name, sql in known:
-                if version in done:
-                    continue
-                await conn.execute(sql.encode())
+            todo = migrations.plan(self.dialect, done, fresh_schema=fresh_schema)
+            if todo.schema is not None:
+                await conn.execute(todo.schema.encode())
+            for version, name, sql in todo.steps:
+                if todo.schema is None:
+                    await conn.execute(sql.encode())
                 await conn.execute(
                     "INSERT INTO tidings_migrations VALUES (%s, %s, %s)",
                     (version, name, now_ms()),
                 )
-                applied.append(version)
-        return applied
+        return todo.versions
 
     async def schema_version(self) -> int:
         row = await self._one("SELECT max(version) FROM tidings_migrations", ())
@@ -290,7 +278,7 @@ class PostgresStorage:
 
     async def get_event(self, env_id: str, event_id: str) -> EventRow | None:
         row = await self._one(Q["get_event"], (env_id, event_id))
-        return _event(row) if row else None
+        return event_from_row(row) if row else None
 
     async def list_events(self, query: EventQuery) -> list[EventRow]:
         low = query.min_id or ""
@@ -301,7 +289,7 @@ class PostgresStorage:
             rows = await self._all(
                 Q["list_events_by_name"], (query.env_id, query.name, low, high, query.limit)
             )
-        return [_event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     # -- secrets and data keys -----------------------------------------------------------------
 
@@ -383,16 +371,4 @@ def _event_params(row: EventRow) -> tuple[Any, ...]:
         row.ts, row.v, row.source, row.context.decode() if row.context is not None else None,
         row.account_id, row.received_at, row.deliver_at, row.delivered_at,
         row.meta.decode() if row.meta is not None else None,
-    )
-
-
-def _event(r: Any) -> EventRow:
-    return EventRow(
-        id=r[0], env_id=r[1], name=r[2], data=r[3].encode(),
-        user=bytes(r[4]) if r[4] is not None else None,
-        user_subject=bytes(r[5]) if r[5] is not None else None,
-        key=r[6], ts=r[7], v=r[8], source=r[9],
-        context=r[10].encode() if r[10] is not None else None,
-        account_id=r[11], received_at=r[12], deliver_at=r[13], delivered_at=r[14],
-        cancelled_at=r[15], meta=r[16].encode() if r[16] is not None else None,
     )

@@ -33,8 +33,10 @@ from operator import is_not
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tidings.errors import DatabaseUnavailable, MigrationError, StorageError, StorageStopped
+from tidings.errors import DatabaseUnavailable, StorageError, StorageStopped
 from tidings.ids import new_id, now_ms
+from tidings.outage import unavailable
+from tidings.storage import migrations
 from tidings.storage.base import (
     ApiKey,
     Environment,
@@ -42,11 +44,9 @@ from tidings.storage.base import (
     EventRow,
     KeyKind,
     WrappedKey,
-    dialect_file,
-    migration_files,
-    split_queries,
+    event_from_row,
 )
-from tidings.storage.outage import unavailable
+from tidings.storage.sql import dialect_file, split_queries
 from tidings.storage.tx import SQLiteTx, Tx
 from tidings.supervision import Outage
 
@@ -493,6 +493,7 @@ class SQLiteStorage:
     dialect = "sqlite"
     routes_inline = True  # append_events(route=...) routes in the storing transaction
     ordered_writes = True  # one writer thread, jobs committed in submission order
+    notifies = False  # nothing between processes: their executors poll
 
     def __init__(self, url: str) -> None:
         self.path = path_from_url(url)
@@ -546,6 +547,13 @@ class SQLiteStorage:
         finally:
             self._backlog -= 1
 
+    async def subscribe(self, due: Callable[[str], None], revoked: Callable[[], None],
+                        listening: Callable[[], None]) -> None:
+        """SQLite tells other processes nothing (``notifies`` is false): there is nothing to
+        hear, so this only waits to be cancelled."""
+        listening()
+        await asyncio.Event().wait()
+
     def backlog(self) -> int:
         """Rows waiting for the writer: queued, being committed, or committed and waiting for
         the sync (events count one each, any other write one)."""
@@ -570,31 +578,20 @@ class SQLiteStorage:
                     " name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
                 )
                 done = {row[0] for row in conn.execute("SELECT version FROM tidings_migrations")}
-                known = migration_files(self.dialect)
-                newest = max((v for v, _, _ in known), default=0)
-                if done and max(done) > newest:
-                    raise MigrationError(
-                        f"database schema version {max(done)} is newer than this Tidings "
-                        f"({newest}); upgrade Tidings"
-                    )
-                if not done and fresh_schema:
+                todo = migrations.plan(self.dialect, done, fresh_schema=fresh_schema)
+                if todo.schema is not None:
                     marks = "".join(
                         f"INSERT INTO tidings_migrations VALUES ({v}, '{n}', {now_ms()});\n"
-                        for v, n, _ in known
+                        for v, n, _ in todo.steps
                     )
-                    schema = dialect_file(self.dialect, "schema.sql")
-                    conn.executescript(f"BEGIN IMMEDIATE;\n{schema}\n{marks}COMMIT;")
-                    return [v for v, _, _ in known]
-                applied = []
-                for version, name, sql in known:
-                    if version in done:
-                        continue
+                    conn.executescript(f"BEGIN IMMEDIATE;\n{todo.schema}\n{marks}COMMIT;")
+                    return todo.versions
+                for version, name, sql in todo.steps:
                     conn.executescript(
                         f"BEGIN IMMEDIATE;\n{sql}\nINSERT INTO tidings_migrations VALUES "
                         f"({version}, '{name}', {now_ms()});\nCOMMIT;"
                     )
-                    applied.append(version)
-                return applied
+                return todo.versions
             finally:
                 conn.close()
         finally:
@@ -701,7 +698,7 @@ class SQLiteStorage:
 
     async def get_event(self, env_id: str, event_id: str) -> EventRow | None:
         row = await self._read(lambda c: c.execute(Q["get_event"], (env_id, event_id)).fetchone())
-        return _event(row) if row else None
+        return event_from_row(row) if row else None
 
     async def list_events(self, query: EventQuery) -> list[EventRow]:
         low = query.min_id or ""
@@ -713,7 +710,7 @@ class SQLiteStorage:
             sql = Q["list_events_by_name"]
             params = (query.env_id, query.name, low, high, query.limit)
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
-        return [_event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     # -- secrets and data keys -----------------------------------------------------------------
 
@@ -765,16 +762,4 @@ def _key(row: Any) -> ApiKey:
     return ApiKey(
         id=row[0], env_id=row[1], env_name=row[2], kind=row[3], key_hash=row[4], prefix=row[5],
         created_at=row[6], revoked_at=row[7],
-    )
-
-
-def _event(r: Any) -> EventRow:
-    return EventRow(
-        id=r[0], env_id=r[1], name=r[2], data=bytes(r[3]),
-        user=bytes(r[4]) if r[4] is not None else None,
-        user_subject=bytes(r[5]) if r[5] is not None else None,
-        key=r[6], ts=r[7], v=r[8], source=r[9],
-        context=bytes(r[10]) if r[10] is not None else None,
-        account_id=r[11], received_at=r[12], deliver_at=r[13], delivered_at=r[14],
-        cancelled_at=r[15], meta=bytes(r[16]) if r[16] is not None else None,
     )

@@ -3,17 +3,17 @@
 Logic that is the same on both backends (runs, steps, pauses, routing) is written once, as plain
 functions of a ``Tx``. SQLite runs them in its writer thread, inside a group commit; PostgreSQL
 runs them in a worker thread on a pooled connection, inside one transaction. Queries are named SQL
-(``sql/shared/*.sql`` with ``?`` placeholders, overridden per dialect where the dialects differ).
+(``sql/shared/*.sql`` with ``?`` placeholders, overridden per dialect where the dialects differ;
+loaded by ``sql/__init__.py``).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from functools import cache
 from typing import Any, Protocol
 
-from tidings.storage.base import dialect_file, split_queries
+from tidings.storage.sql import queries
 
 Row = tuple[Any, ...]
 
@@ -35,23 +35,6 @@ class Tx(Protocol):
 
     def many_count(self, name: str, rows: Iterable[Sequence[Any]]) -> int:
         """Execute for each row; return the number of rows changed in all."""
-
-
-SHARED_FILES = ("runs.sql", "apps.sql", "flow.sql", "housekeeping.sql", "views.sql")
-
-
-@cache
-def queries(dialect: str) -> dict[str, str]:
-    """The named queries of a dialect: the shared ones, then the dialect's own overrides."""
-    shared = {name: sql for file in SHARED_FILES
-              for name, sql in split_queries(dialect_file("shared", file)).items()}
-    if dialect == "postgres":
-        shared = {name: sql.replace("?", "%s") for name, sql in shared.items()}
-    try:
-        own = split_queries(dialect_file(dialect, "runs.sql"))
-    except FileNotFoundError:
-        own = {}
-    return {**shared, **own}
 
 
 class SQLiteTx:

@@ -37,8 +37,6 @@ class Dashboard:
     def __init__(self, core: Core, levers: RunLevers, sync: AppSync) -> None:
         self.feed = Feed()
         self.pages = Pages(core, self.feed, levers)
-        # New events wake the open event lists at once (the rest is seen within a second).
-        core.ingest.observers.append(self.feed.poke)
         self._groups: list[EventPages | RunPages | CatalogPages | SignInPages] = [
             EventPages(self.pages), RunPages(self.pages), CatalogPages(self.pages, sync),
             SignInPages(self.pages)]

@@ -15,8 +15,8 @@ from starlette.routing import Route
 from tidings.apps import records
 from tidings.apps.config import FLOW_CONTROL
 from tidings.apps.sync import AppSync
-from tidings.engine.cron import parse_cron
 from tidings.errors import ConfigError, RequestRejected
+from tidings.functions.cron import parse_cron
 from tidings.ids import now_ms
 from tidings.runs import store
 from tidings.runs.model import FAILED, HTTP_QUEUE

@@ -178,6 +178,7 @@ class EventPages:
             if exc.status != 409:
                 raise
             return await self.detail(request, exc.message, True)
+        self.pages.feed.poke()  # open pages show it now
         return RedirectResponse(f"/events/{event.id}", status_code=303)
 
     # -- sending -------------------------------------------------------------------------------
@@ -204,6 +205,7 @@ class EventPages:
                          "other")
             return self.pages.html(request, "send.html", exc.status, form=form,
                                    errors={field: exc.message}, fields=SEND_FIELDS)
+        self.pages.feed.poke()  # open pages show it now
         return RedirectResponse(f"/events/{ids[0]}", status_code=303)
 
 

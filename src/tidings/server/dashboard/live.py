@@ -1,14 +1,15 @@
-"""Live pages: one server-sent-events stream per open page, woken when something may have
-changed, never fed rows by the writers.
+"""Live pages: one server-sent-events stream per open page, which reads what is new since its
+own cursor, never fed rows by the writers.
 
-Writers (ingest, the runs API) only ``poke`` the ``Feed``: that sets one flag per open stream
-and returns, so a slow or stalled browser costs ingest nothing and no buffer grows with it.
-Each stream, once woken (or after ``PERIOD`` seconds, whichever comes first), reads what is new
-since its own cursor and sends it. The period is what makes other processes' writes appear (a
-worker finishing a run, another server ingesting) without a message between processes;
-PostgreSQL's ``LISTEN`` can poke the feed as well, and the period is then only a safety net.
-A browser that drops the stream reconnects with ``Last-Event-ID`` (or the page's own newest id)
-and catches up from there.
+Each stream wakes every ``PERIOD`` seconds (or at once when poked: the dashboard's own actions
+poke the ``Feed``), reads what changed since its cursor (indexed reads: events after an id, the
+first page of runs, one run) and sends it. Reading is what makes every writer visible, in this
+process or another (a worker finishing a run, another server ingesting), on SQLite and on
+PostgreSQL alike, without a message between processes. A poke only sets one flag per open
+stream, so nothing a browser does, slow or stalled, reaches a writer, and no buffer grows with
+it: a stalled stream holds at most the one message it is writing. A browser that drops the
+stream reconnects (``retry: 1000``) with ``Last-Event-ID`` or the page's own newest id and
+catches up from there.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
-PERIOD = 1.0
+PERIOD = 0.5
 KEEPALIVE = 15.0
 
 

@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tidings.errors import RequestRejected
+from tidings.functions import registration
 from tidings.ids import now_ms
 from tidings.runs import store
 from tidings.runs.model import STATUSES, TERMINAL, Run
@@ -140,7 +141,7 @@ class RunPages:
         return _stream(self.pages, fresh)
 
     async def _slugs(self, viewer: Viewer) -> list[str]:
-        functions = await self.core.storage.read(store.live_functions)
+        functions = await self.core.storage.read(registration.live_functions)
         return sorted(fn.slug for fn in functions if fn.env_id == viewer.env.id)
 
     # -- bulk ----------------------------------------------------------------------------------
@@ -192,6 +193,7 @@ class RunPages:
             note = (f"replaying {replay.total} run{'s' if replay.total != 1 else ''} of {slug}"
                     + (" (going on in the background)" if more else ""))
         separator = "&" if "?" in back and not back.endswith("?") else ""
+        self.pages.feed.poke()  # open pages show it now
         return RedirectResponse(back + separator + urlencode({"done": note}), status_code=303)
 
     # -- one run -------------------------------------------------------------------------------
@@ -249,6 +251,7 @@ class RunPages:
             if exc.status != 409:
                 raise
             return await self.detail(request, exc.message, True)
+        self.pages.feed.poke()  # open pages show it now
         return RedirectResponse(f"/runs/{run.id}", status_code=303)
 
 

@@ -17,8 +17,8 @@ import msgspec
 
 from tidings.durations import to_ms, to_text
 from tidings.errors import ConfigError
-from tidings.router.cel_check import check_expression
-from tidings.router.expressions import evaluate
+from tidings.functions.cel_check import check_expression
+from tidings.functions.expressions import evaluate
 
 SECOND, HOUR, DAY = 1000, 3_600_000, 86_400_000
 MAX_CONCURRENCY_LIMITS = 2

@@ -1,9 +1,9 @@
 """The small vocabulary a driver answers the executor with, whichever driver it is.
 
-During a call a driver reports finished steps (``StepDone``, ``StepErrored``) as they happen; the
-call then ends with one ``Outcome``: the function returned (``RunDone``), failed (``RunFailed``),
-is blocked on sleeps, waits or invocations (``Blocked``), or a step must be retried later
-(``RetryStep``).
+During a call a driver reports finished steps to its host (``engine/host.py``) as they happen;
+the call then ends with one ``Outcome``: the function returned (``RunDone``), failed
+(``RunFailed``), is blocked on sleeps, waits or invocations (``Blocked``), has more to do at once
+(``Continue``), or a step must be retried later (``RetryStep``).
 """
 
 from __future__ import annotations
@@ -11,24 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tidings.engine.error_records import ErrorJSON
+from tidings.calls.error_records import ErrorJSON
 
 if TYPE_CHECKING:
-    from tidings.runs.model import FunctionRow, Run
-
-
-@dataclass(frozen=True, slots=True)
-class StepDone:
-    step: str
-    name: str
-    output: bytes  # the JSON of {"data": value}
-
-
-@dataclass(frozen=True, slots=True)
-class StepErrored:
-    step: str
-    name: str
-    error: ErrorJSON
+    from tidings.functions.model import FunctionRow
+from tidings.runs.model import Run
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +45,6 @@ class Invoke:
     meta: dict[str, Any] | None = None  # resolved (``events/meta.py``)
 
 
-@dataclass(frozen=True, slots=True)
-class Planned:
-    """A step the function wants run on its own call (parallel steps over HTTP)."""
-
-    step: str
-    name: str
-
-
 Blocker = Sleep | WaitForEvent | Invoke
 
 
@@ -89,7 +68,6 @@ class RunFailed:
 @dataclass(frozen=True, slots=True)
 class Blocked:
     blockers: tuple[Blocker, ...]
-    planned: tuple[Planned, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

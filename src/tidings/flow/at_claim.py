@@ -20,19 +20,21 @@ workers claiming together neither exceed a limit nor deadlock.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from tidings.durations import to_text
 from tidings.flow.cancel import cancel_run
-from tidings.flow.config import Concurrency, FlowControl, key_value
 from tidings.flow.limits import gcra
-from tidings.flow.slots import ended, release
-from tidings.router.registry import Registry
+from tidings.functions import registration
+from tidings.functions.flow_config import Concurrency, FlowControl, key_value
+from tidings.functions.model import FunctionRow
+from tidings.functions.registry import Registry
 from tidings.runs import store
-from tidings.runs.model import TERMINAL, FunctionRow, Run
+from tidings.runs.model import TERMINAL, Run
+from tidings.runs.slots import ended, release
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
 
@@ -64,7 +66,7 @@ def throttle_key(fn: FunctionRow, flow: FlowControl, event: dict[str, Any]) -> s
 
 
 def _function(tx: Tx, registry: Registry, function_id: str) -> FunctionRow | None:
-    return registry.by_id(function_id) or store.function_by_id(tx, function_id)
+    return registry.by_id(function_id) or registration.function_by_id(tx, function_id)
 
 
 def event_view(row: Any) -> dict[str, Any]:
@@ -81,7 +83,7 @@ def admit(tx: Tx, runs: list[Run], now: int, registry: Registry,
     for run in runs:
         fn = registry.by_id(run.function_id)
         if fn is None:
-            fn = store.function_by_id(tx, run.function_id)
+            fn = registration.function_by_id(tx, run.function_id)
         if fn is not None and fn.flow is not None and fn.flow.at_claim:
             controlled.append((run, fn, fn.flow))
     if not controlled:
@@ -204,21 +206,6 @@ def _defer(tx: Tx, run: Run, fresh: bool, due: int, deadline: int | None, reason
         due = min(due, deadline + 1)
     tx.run("flow_defer", (due, fresh, fresh, run.id, run.lease_token))
     tx.run("flow_wait", (run.id, key, reason, since, due))
-
-
-def after(write: Callable[[Callable[[Tx], Any]], Awaitable[Any]], run: Run, fn: FunctionRow,
-          now: int) -> Callable[[Callable[[Tx], Any]], Awaitable[Any]]:
-    """``write`` that also runs ``after_call`` in the transaction recording the outcome."""
-
-    def wrapped(body: Callable[[Tx], Any]) -> Awaitable[Any]:
-        def both(tx: Tx) -> Any:
-            result = body(tx)
-            after_call(tx, run, fn, now)
-            return result
-
-        return write(both)
-
-    return wrapped
 
 
 def after_call(tx: Tx, run: Run, fn: FunctionRow, now: int) -> None:

@@ -36,7 +36,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from tidings.router.expressions import (
+from tidings.functions.expressions import (
     LIMITS,
     TYPE_NAMES,
     ExpressionError,

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from tidings.flow.admission import short
+from tidings.flow.at_claim import short
 from tidings.flow.cancel import cancel_run, watch
-from tidings.flow.config import IDEMPOTENCY_MS, FlowControl, key_value, priority_seconds
 from tidings.flow.limits import window
-from tidings.router.expressions import matches
-from tidings.router.registry import Registry
+from tidings.functions.expressions import matches
+from tidings.functions.flow_config import IDEMPOTENCY_MS, FlowControl, key_value, priority_seconds
+from tidings.functions.model import FunctionRow, dumps, loads
+from tidings.functions.registry import Registry
 from tidings.runs import store
-from tidings.runs.model import TERMINAL, FunctionRow, dumps, loads
+from tidings.runs.model import TERMINAL, QueuedRun
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
 
@@ -35,7 +36,7 @@ DEBOUNCE, BATCH = "debounce", "batch"
 class RunSink(Protocol):
     """Where routing notes the runs it created (``Routed``)."""
 
-    runs: list[tuple[str, str]]
+    runs: list[QueuedRun]
 
 
 def start(tx: Tx, registry: Registry, fn: FunctionRow, event_id: str, event: dict[str, Any],
@@ -72,7 +73,7 @@ def refuses_invoke(tx: Tx, fn: FunctionRow, row: EventRow, parent_run_id: str, s
     flow = fn.flow
     if flow is None or (flow.rate_limit is None and flow.idempotency is None):
         return None
-    if tx.one("run_for_dedup", (fn.id, f"invoke:{parent_run_id}:{step}")) is not None:
+    if store.run_for_dedup(tx, fn.id, f"invoke:{parent_run_id}:{step}") is not None:
         return None
     event = {"id": row.id, "name": row.name, "data": loads(row.data), "ts": row.ts}
     if flow.rate_limit is not None:
@@ -112,7 +113,7 @@ def create(tx: Tx, registry: Registry, fn: FunctionRow, flow: FlowControl, event
         tx.run("flow_singleton_put", (fn.id, singleton, run_id))
     if flow.cancel:
         watch(tx, fn, flow, run_id, event_id, event, now)
-    routed.runs.append((fn.queue, run_id))
+    routed.runs.append(QueuedRun(fn.queue, run_id))
     return run_id
 
 
@@ -173,7 +174,7 @@ def _batch(tx: Tx, registry: Registry, fn: FunctionRow, flow: FlowControl, event
             if tx.run("flow_batch_add", (dumps(ids), due, run_id)):
                 if full:
                     tx.run("flow_pending_close", (fn.id, BATCH, key))
-                    routed.runs.append((fn.queue, str(run_id)))
+                    routed.runs.append(QueuedRun(fn.queue, str(run_id)))
                 else:
                     tx.run("flow_pending_size", (len(ids), fn.id, BATCH, key))
                 return str(run_id)

@@ -10,10 +10,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from tidings.router.expressions import matches
-from tidings.router.filters import filter_matches
-from tidings.runs.model import FunctionRow
-from tidings.runs.store import live_functions, registry_version
+from tidings.functions.expressions import matches
+from tidings.functions.filters import filter_matches
+from tidings.functions.model import FunctionRow
+from tidings.functions.registration import live_functions, registry_version
 from tidings.storage.tx import Tx
 
 INTERNAL = ("tidings/", "inngest/")

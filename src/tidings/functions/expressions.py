@@ -3,7 +3,7 @@
 Variables are ``event`` (the triggering event) and ``async`` (the incoming event, for waits and
 cancellations). A missing field or a type error makes a condition false rather than failing
 the run: an event without the field simply does not match. What can be known before any event
-arrives is refused at registration instead (``router/cel_check.py``).
+arrives is refused at registration instead (``functions/cel_check.py``).
 
 Expressions come from outside (an app's registration, a wait's ``if``) and the CEL library is a
 Rust extension with sharp edges: its parser panics on a few hundred thousand brackets (a pyo3
