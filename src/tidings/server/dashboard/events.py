@@ -23,7 +23,7 @@ from tidings.events.model import StoredEvent, iso
 from tidings.flow import status as flow_status
 from tidings.ids import floor_id, now_ms
 from tidings.json_input import decode_json
-from tidings.runs import store
+from tidings.runs.model import Run
 from tidings.server.accept import store_events
 from tidings.server.dashboard.live import sse
 from tidings.server.dashboard.pages import NotFoundPage, Pages
@@ -33,6 +33,7 @@ from tidings.server.log_api import event_search
 from tidings.server.requests import ULID_RE
 
 FILTERS = ("name", "if", "since", "until")
+EVENT_RUNS = 100  # runs an event page lists (the newest)
 LIVE_ROWS = 50  # rows one wake-up of the stream sends at most
 RECENT = 20  # rows whose run counts the stream keeps up to date
 RECENT_MS = 10 * 60_000
@@ -159,14 +160,16 @@ class EventPages:
                      failed: bool = False) -> Response:
         viewer, event = await self._event(request)
 
-        def read(tx: Any) -> tuple[list[dict[str, Any]], list[Any]]:
+        def read(tx: Any) -> tuple[list[dict[str, Any]], list[tuple[Run, str]]]:
+            rows = tx.all("newest_runs_of_event", (viewer.env.id, event.id, EVENT_RUNS + 1))
             return (flow_status.skips(tx, event.id),
-                    store.runs_started_by(tx, env_id=viewer.env.id, event_id=event.id))
+                    [(Run.from_row(r), str(r[22])) for r in rows])
 
         skipped, runs = await self.core.storage.read(read)
         return self.pages.html(
             request, "event.html", 409 if failed else 200, event=event, skipped=skipped,
-            runs=runs, delivery=delivery(event), message=message, failed=failed,
+            runs=runs[:EVENT_RUNS], more_runs=len(runs) > EVENT_RUNS,
+            delivery=delivery(event), message=message, failed=failed,
             curl=as_curl(event, str(request.base_url)), python=as_python(event))
 
     async def cancel(self, request: Request) -> Response:

@@ -30,10 +30,9 @@ from tidings.server.dashboard.timeline import timeline
 from tidings.server.requests import parse_time
 from tidings.server.run_levers import OPEN, RunDetail
 from tidings.server.runs_api import run_query
-from tidings.storage.tx import Tx
 
 FILTERS = ("function", "status", "since", "until")
-COUNT_CAP = 10_000
+COUNT_WINDOW = 10_000  # the newest runs the counts per status are taken over
 COUNTS_EVERY = 5  # wake-ups between two recounts of the statuses
 
 
@@ -60,19 +59,16 @@ class RunPages:
         return await self.core.storage.read(partial(store.list_runs, query=query))
 
     async def _counts(self, query: RunQuery) -> dict[str, int]:
-        def read(tx: Tx) -> dict[str, int]:
-            counts = {}
-            for status in STATUSES:
-                if query.function_id is None:
-                    name, owner = "count_runs_by_status", query.env_id
-                else:
-                    name, owner = "count_function_runs_by_status", query.function_id
-                row = tx.one(name, (owner, status, query.min_id or "", query.max_id or "~",
-                                    COUNT_CAP + 1))
-                counts[status] = int(row[0]) if row else 0
-            return counts
-
-        return await self.core.storage.read(read)
+        """Runs by status among the newest ``COUNT_WINDOW`` of the filter's function and range
+        (one index range, whatever the table holds)."""
+        if query.function_id is None:
+            name, owner = "statuses_of_newest_runs", query.env_id
+        else:
+            name, owner = "statuses_of_newest_function_runs", query.function_id
+        rows = await self.core.storage.read(lambda tx: tx.all(name, (
+            owner, query.min_id or "", query.max_id or "~", COUNT_WINDOW)))
+        found = {status: int(count) for status, count in rows}
+        return {status: found.get(status, 0) for status in STATUSES}
 
     def _form(self, params: QueryParams) -> dict[str, Any]:
         return {"function": params.get("function", ""), "since": params.get("since", ""),
@@ -85,7 +81,7 @@ class RunPages:
         viewer = await self.pages.viewer(request)
         form = self._form(request.query_params)
         context: dict[str, Any] = {"form": form, "errors": {}, "runs": [], "counts": {},
-                                   "statuses": STATUSES, "cap": COUNT_CAP, "message": message,
+                                   "statuses": STATUSES, "window": COUNT_WINDOW, "message": message,
                                    "failed": failed, "functions": await self._slugs(viewer)}
         try:
             query, limit = await run_query(self.levers, viewer.env, request)
@@ -132,7 +128,7 @@ class RunPages:
                 counts = await self._counts(query)
                 if counts != counts_sent:
                     html = templates.get_template("_run_counts.html").render(
-                        counts=counts, cap=COUNT_CAP, statuses=STATUSES,
+                        counts=counts, window=COUNT_WINDOW, statuses=STATUSES,
                         function=request.query_params.get("function", ""))
                     messages.append(sse("counts", html))
                     counts_sent = counts
