@@ -1,7 +1,8 @@
-"""``python -m bench [p1 ... p9] [crash]``: the benchmarks named (default: P1-P9), one after
+"""``python -m bench [p1 ... p10] [crash]``: the benchmarks named (default: P1-P10), one after
 the other. P1/P2 measure ingest; P3-P6 the engine, beside Celery and DBOS where they have a
 peer; P7 an Inngest SDK app over HTTP beside the same function native; P8 the cost of flow
-control; P9 overload (ten times the sustainable rate: shed, don't drown). ``crash`` (by name
+control; P9 overload (ten times the sustainable rate: shed, don't drown); P10 the cost of
+metrics and logs. ``crash`` (by name
 only) kills processes during 2,000 runs and counts what survived."""
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from bench import (
     p7_http,
     p8_flow,
     p9_overload,
+    p10_observe,
 )
 
 BENCHMARKS = {"p1": p1_ingest, "p2": p2_batch, "p3": p3_throughput, "p4": p4_latency,
               "p5": p5_steps, "p6": p6_pending, "p7": p7_http, "p8": p8_flow,
-              "p9": p9_overload}
+              "p9": p9_overload, "p10": p10_observe}
 BY_NAME_ONLY = {"crash": crash}
 
 

@@ -40,6 +40,11 @@ COUNT_EVENTS = ("SELECT count(*), sum(CASE WHEN delivered_at IS NULL THEN 1 ELSE
                 "FROM {table}")
 
 
+# What P10 compares: metrics and logs off, and on as ``tidings serve`` has them (INFO, JSON).
+UNOBSERVED = ("--no-metrics", "--log-level", "warning")
+OBSERVED = ("--metrics", "--log-format", "json", "--log-level", "info")
+
+
 class BenchError(RuntimeError):
     """A run that cannot be trusted: a server that did not start, errors, lost events."""
 
@@ -151,9 +156,9 @@ def bare_server() -> Iterator[Server]:
 
 
 @contextmanager
-def sqlite_server(variant: str | None = None) -> Iterator[Server]:
-    """``tidings dev`` on a fresh SQLite file; a ``variant`` of ``bench.variants`` takes one
-    part of ingest out (P1's ``--analysis``)."""
+def sqlite_server(variant: str | None = None, options: Sequence[str] = ()) -> Iterator[Server]:
+    """``tidings dev`` on a fresh SQLite file, with ``options``; a ``variant`` of
+    ``bench.variants`` takes one part of ingest out (P1's ``--analysis``)."""
     with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
         data_dir = Path(tmp)
         db = data_dir / "tidings.db"
@@ -165,7 +170,8 @@ def sqlite_server(variant: str | None = None) -> Iterator[Server]:
 
         server = Server("sqlite" if variant is None else f"sqlite-{variant}", free_port(),
                         data_dir, count)
-        args = ["dev", "--host", "127.0.0.1", "--port", str(server.port), "--db", str(db)]
+        args = ["dev", "--host", "127.0.0.1", "--port", str(server.port), "--db", str(db),
+                *options]
         env = _env(data_dir)
         if variant is None:
             argv = [str(BIN / "tidings"), *args]
@@ -225,6 +231,10 @@ SERVERS: dict[str, Callable[[], Any]] = {
     "postgres": postgres_server,
     "sqlite-nostore": partial(sqlite_server, "nostore"),
     "sqlite-nosync": partial(sqlite_server, "nosync"),
+    # Observability off and on (P10, ``bench.p10_observe``).
+    "sqlite-unobserved": partial(sqlite_server, None, UNOBSERVED),
+    "sqlite-observed": partial(sqlite_server, None, OBSERVED),
+    "sqlite-traced": partial(sqlite_server, "traced", OBSERVED),
 }
 # Targets whose rounds have no stored events to check against what was acknowledged.
 STORES_NOTHING = {"bare", "sqlite-nostore"}

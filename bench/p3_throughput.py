@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.engine import (
+    APP,
     Report,
     bench_env,
     check_log,
@@ -69,9 +70,9 @@ def _bodies(n: int, round_tag: str) -> list[bytes]:
                     for j in range(min(BATCH, n - i))]) for i in range(0, n, BATCH)]
 
 
-def tidings_round(kind: str, n: int, connections: int,
-                  profile: Path | None = None) -> dict[str, Any]:
-    with tidings_dev(kind, profile=profile) as engine:
+def tidings_round(kind: str, n: int, connections: int, profile: Path | None = None,
+                  options: tuple[str, ...] = ()) -> dict[str, Any]:
+    with tidings_dev(kind, profile=profile, args=("-a", APP, *options)) as engine:
         fn = engine.function_id("p3-noop")
 
         def completed() -> int:

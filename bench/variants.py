@@ -6,6 +6,8 @@
   without storing anything. The ceiling of any storage design on this server stack.
 - ``nosync``: everything as in ``tidings dev`` except the ``fdatasync`` that makes each group
   commit durable before it is acknowledged (``_Syncer``). NOT durable; only for measuring.
+- ``traced``: ``tidings dev`` with tracing on and every span handed to an exporter that drops
+  it (through the batch processor, as OTLP would be): what tracing costs, the network aside.
 
 Benchmark-only: nothing here is reachable from ``tidings`` itself.
 """
@@ -16,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-VARIANTS = ("nostore", "nosync")
+VARIANTS = ("nostore", "nosync", "traced")
 
 
 def _nostore() -> None:
@@ -42,11 +44,29 @@ def _nosync() -> None:
     storage._Syncer._sync = skip  # type: ignore[method-assign]
 
 
+def _traced() -> None:
+    from collections.abc import Sequence as Spans
+
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    from tidings.observe import tracing
+
+    class Drop(SpanExporter):
+        def export(self, spans: Spans[Any]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracing.use(BatchSpanProcessor(Drop()))
+
+
 def main() -> None:
     variant, *argv = sys.argv[1:]
     if variant not in VARIANTS:
         raise SystemExit(f"unknown variant {variant!r}: one of {', '.join(VARIANTS)}")
-    {"nostore": _nostore, "nosync": _nosync}[variant]()
+    {"nostore": _nostore, "nosync": _nosync, "traced": _traced}[variant]()
     from tidings.cli import main as tidings
 
     sys.argv = ["tidings", *argv]

@@ -36,15 +36,21 @@ class Ingest:
         seed: IdSeed | None = None,
         *,
         received_at: int | None = None,
+        dedup_until: int | None = None,
+        traceparent: str | None = None,
     ) -> list[str]:
         """Store events; return their ids (a duplicate's id is the original's).
 
         With a ``seed`` the ids are the deterministic ones of the ``x-inngest-event-id-seed``
-        header, so a retried request maps onto the rows its first attempt stored.
+        header, so a retried request maps onto the rows its first attempt stored. With
+        ``traceparent`` (tracing on) each event keeps the context it was sent in.
+        ``dedup_until`` overrides how long the events' idempotency keys hold (Trigger.dev's
+        ids hold for good: ``triggerdev/events.py``).
         """
         if not events:
             return []
         now = now_ms() if received_at is None else received_at
+        until = now + self._window if dedup_until is None else dedup_until
         inline = self._handoff.inline
         if seed is not None:
             ids = [seed.id_at(index) for index in range(1, len(events) + 1)]
@@ -76,10 +82,11 @@ class Ingest:
                     delivered_at=now if inline is not None and (
                         event.deliver_at is None or event.deliver_at <= now) else None,
                     meta=None if meta is None else _encode(meta),
+                    traceparent=traceparent,
                 )
             )
         if inline is None:
-            ids = await self._storage.append_events(rows, now + self._window)
+            ids = await self._storage.append_events(rows, until)
             # Delayed events are the sweeper's, when they come due: the router only gets the
             # events due now.
             pending = [i for i, event in zip(ids, events, strict=True)
@@ -93,8 +100,7 @@ class Ingest:
                     routed.append(inline.route(tx, due, now))
 
             try:
-                ids = await self._storage.append_events(
-                    rows, now + self._window, route=route)
+                ids = await self._storage.append_events(rows, until, route=route)
             except BaseException:
                 for result in routed:
                     inline.abandoned(result)

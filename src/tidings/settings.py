@@ -96,6 +96,18 @@ class Load:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Observe:
+    """What a server tells about itself beyond its answers (``tidings/observe``)."""
+
+    access_log: bool = False  # a log line per HTTP request (``--access-log``)
+    metrics: bool = True  # count, and serve ``/metrics`` (``--no-metrics``: neither)
+    metrics_public: bool = False  # under serve, ``/metrics`` without a token
+    metrics_port: int | None = None  # ``tidings worker``: serve /metrics, /health, /ready
+    max_event_names: int = 100  # distinct event names as label values; more are ``other``
+    max_names: int = 1000  # distinct app and function names likewise
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything a server process needs to know, built once at start."""
 
@@ -109,6 +121,7 @@ class Settings:
     # Under serve, what outbound calls to user-supplied URLs may reach besides public
     # addresses (``--allow-app-host``; see ``netguard``).
     allow_app_hosts: tuple[str, ...] = ()
+    observe: Observe = field(default_factory=Observe)
 
     @property
     def dev(self) -> bool:

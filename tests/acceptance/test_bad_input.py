@@ -14,9 +14,9 @@ and afterwards the server must answer ``/health``, list and get must work, and n
 been stored (the events, apps and runs listed before and after are the same).
 
 What stays lenient, on purpose (Inngest's server does the same, and its SDKs rely on it):
-unknown query parameters on the Event API, the SDK endpoints, ``/health`` and
-``/openapi.json``; unknown keys in a registration body (``/fn/register``), where SDKs send
-more than any one server reads. ``tidings dev`` takes any event key, so the key in
+unknown query parameters on the Event API, the SDK endpoints, ``/health``, ``/ready``,
+``/metrics`` and ``/openapi.json``; unknown keys in a registration body (``/fn/register``),
+where SDKs send more than any one server reads. ``tidings dev`` takes any event key, so the key in
 ``/e/{key}`` is only a credential under ``serve``.
 """
 
@@ -33,7 +33,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.acceptance.sdk_apps import production_keys
+from tests.acceptance.sdk_apps import production_keys, tidings_cli
 from tests.conftest import LiveServer, fresh_schema, make_settings, start_server, stop_server
 from tidings.core import Core
 from tidings.server import create_app
@@ -53,10 +53,13 @@ DEEP_CEL = "(" * 100_000 + "true" + ")" * 100_000
 
 LENIENT_QUERY = {("POST", "/e/{key}"), ("POST", "/fn/register"),
                  ("GET", "/v0/runs/{run_id}/batch"), ("GET", "/v0/runs/{run_id}/actions"),
-                 ("GET", "/health"), ("GET", "/openapi.json")}
+                 ("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"),
+                 ("GET", "/openapi.json")}
 LENIENT_KEYS = {("POST", "/fn/register")}
 BODYLESS = {("POST", "/v1/runs/{run_id}/cancel"), ("POST", "/v1/runs/{run_id}/rerun"),
-            ("POST", "/v1/events/{event_id}/cancel")}
+            ("POST", "/v1/events/{event_id}/cancel"), ("POST", "/api/v1/events/{event_id}/cancel"),
+            ("POST", "/api/v1/events/{event_id}/cancel-runs"),
+            ("POST", "/api/v1/runs/{run_id}/cancel")}
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,11 @@ EVENT = {"name": "bad/input", "data": {"k": "v"}, "id": "bad-input-1", "v": "1",
 EVENT_WRONG = {"name": 1, "data": "x", "id": 1, "ts": "soon", "timestamp": True, "v": 1,
                "source": [], "context": "x", "user": 2, "meta": "x", "deliver_at": False,
                "deliver_after": "1h", "account_id": {}, "payload": 3}
+V2_EVENT = {"name": "bad/input", "payload": {"k": "v"}, "context": {"c": "x"},
+            "id": "bad-input-v2", "timestamp": "2026-01-01T00:00:00Z", "source": "src"}
+V2_WRONG = {"name": 1, "payload": 3, "context": "x", "id": 1, "timestamp": True, "source": [],
+            "payloadType": "REQUEST"}
+V2_OPTIONS = {"deliverAfter": 3600, "accountId": "acc"}
 REGISTER = {
     "appname": "bad-app", "url": CLOSED_APP, "framework": "x", "sdk": "py:v0.5.19",
     "functions": [{"id": "f", "name": "f",
@@ -94,6 +102,12 @@ BODIES: dict[tuple[str, str], Body] = {
     ("POST", "/v1/events"): Body([EVENT], (0,), "events[0].{}", ("name", "id", "v", "source",
                                  "account_id"), ("data", "context", "user", "meta"),
                                  EVENT_WRONG, whole="events"),
+    ("POST", "/api/v1/events"): Body({"event": V2_EVENT, "options": V2_OPTIONS}, ("event",),
+                                     "event.{}", ("name", "id", "source"),
+                                     ("payload", "context"), V2_WRONG),
+    ("POST", "/api/v1/events/bulk"): Body({"events": [V2_EVENT], "options": V2_OPTIONS},
+                                          ("events", 0), "events[0].{}", ("name", "id", "source"),
+                                          ("payload", "context"), V2_WRONG),
     ("POST", "/v1/replays"): Body(
         {"function": "no-such-fn", "since": 0, "until": "2100-01-01T00:00:00Z",
          "statuses": ["Failed"]}, (), "{}", ("function",), ("statuses",),
@@ -317,11 +331,14 @@ def target(request: pytest.FixtureRequest,
         return
     with fresh_schema() as url:
         keys = production_keys(tmp, db=url)
+        trigger_key = tidings_cli(tmp, keys.env, "keys", "create", "--env", "production",
+                                  "--kind", "trigger", "--db", url)
         server = start_server(tmp, "--db", url, "--env", "production", command="serve",
                               env=keys.env)
         try:
             yield _ready(Target("serve", server, {"apiKey": keys.api_key,
                                                   "eventKey": keys.event_key,
+                                                  "triggerKey": trigger_key,
                                                   "signingKey": keys.signing_key}, ""))
         finally:
             stop_server(server)

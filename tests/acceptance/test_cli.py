@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sqlite3
 import subprocess
 import time
@@ -121,6 +122,24 @@ def test_keys_create_makes_api_keys_too(tmp_path: Path) -> None:
     secret = create_key(tmp_path, str(tmp_path / "keys.db"), kind="api")
 
     assert secret.startswith("tda_")
+
+
+def test_keys_create_makes_sealed_trigger_keys_listed_and_revoked_like_the_others(
+    tmp_path: Path,
+) -> None:
+    db = str(tmp_path / "keys.db")
+    secret = create_key(tmp_path, db, kind="trigger")
+    staging = create_key(tmp_path, db, kind="trigger", env="staging")
+
+    assert re.fullmatch(r"tr_prod_[a-zA-Z0-9]{40}", secret)
+    assert staging.startswith("tr_stg_")
+    stored = b"".join(path.read_bytes() for path in tmp_path.glob("keys.db*"))
+    assert secret.encode() not in stored  # sealed (and hashed), never in the clear
+    ident = key_id(tmp_path, db, secret)
+    row = next(line for line in ok(cli(tmp_path, "keys", "list", "--db", db)).splitlines()
+               if ident in line)
+    assert "trigger" in row and "production" in row and secret not in row
+    assert f"revoked {ident}" in ok(cli(tmp_path, "keys", "revoke", ident, "--db", db))
 
 
 def test_keys_list_shows_id_kind_env_and_prefix_but_not_the_secret(tmp_path: Path) -> None:

@@ -22,10 +22,11 @@ TOP = "tidings"
 # Lowest first. A package may import its own layer's packages and any below, never one above.
 # Within a layer, packages may import each other as long as no circle forms.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    # values, errors, ids, crypto, settings, loop supervision: they know nothing of the flow
+    # values, errors, ids, crypto, settings, loop supervision, observability (log set-up,
+    # metrics): they know nothing of the flow
     (
         "canonical", "crypto", "durations", "errors", "ids", "json_input", "netguard",
-        "outage", "settings", "signing", "supervision", "version",
+        "observe", "outage", "settings", "signing", "supervision", "version",
     ),
     ("storage",),
     ("keys", "vault"),  # event keys and the user vault, kept in storage
@@ -38,7 +39,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core",),  # storage, keys, vault and ingest wired once for a process
     ("calls",),  # one call of a function: the host the engine gives it, the outcomes it ends in
     ("sdk",),
-    ("engine", "apps"),
+    ("engine", "apps", "triggerdev"),  # triggerdev: Trigger.dev v2 keys, events, Jobs
     ("server",),
     ("cli",),
     ("__init__",),  # the public surface re-exports the SDK

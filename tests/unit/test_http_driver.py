@@ -17,6 +17,7 @@ from tidings.calls.outcomes import Continue, RunDone, RunFailed
 from tidings.engine.http_driver import HttpDriver
 from tidings.engine.http_wire import MAX_REQUEST_BYTES
 from tidings.functions.model import FunctionRow
+from tidings.observe.logs import fields_of
 from tidings.runs.model import Run, StepRow
 
 SDK = {"x-inngest-sdk": "py:v0.5.19"}
@@ -299,4 +300,8 @@ async def test_an_answer_that_is_not_the_protocol_fails_the_attempt_loudly(
             FN, host, run=run(), event=EVENT, events=[EVENT])
         assert isinstance(failed, RunFailed) and failed.retriable
         assert failed.error["name"] in ("ProtocolError", "NotAnSDK")
-        assert f"run 01RUN (app-f), attempt 0: {failed.error['name']}" in caplog.text
+        assert (f"run 01RUN: the call to app-f failed (status {answer.status_code}), "
+                f"attempt 1: {failed.error['name']}") in caplog.text
+        [record] = [r for r in caplog.records if r.name == "tidings.engine.http"]
+        assert fields_of(record)["answer"] == answer.content.decode()  # what was wrong
+        caplog.clear()

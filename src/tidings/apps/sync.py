@@ -29,6 +29,7 @@ from tidings.ids import now_ms
 from tidings.json_input import decode_json
 from tidings.keys import SigningKeys
 from tidings.netguard import Policy, transport
+from tidings.observe import metrics
 from tidings.runs.model import HTTP_QUEUE
 from tidings.signing import sign, verify
 from tidings.storage.tx import Tx
@@ -98,10 +99,21 @@ class AppSync:
         An unchanged registration (the dev server re-syncs every few seconds) writes only the
         app's record. Reading it compiles and tries every expression in it (milliseconds each
         at most): in a thread, so that a large app does not hold up the event loop."""
-        app = await asyncio.to_thread(parse_app, body)
-        await self._vet(app)
+        try:
+            app = await asyncio.to_thread(parse_app, body)
+            await self._vet(app)
+        except RequestRejected as exc:
+            log.info("an app's registration was refused: %s", exc.message)
+            metrics.app_synced(None, "refused")
+            raise
         modified = await self._core.storage.write(
             partial(_register, env_id=env_id, app=app, now=now_ms()))
+        metrics.app_synced(app.app_id, "changed" if modified else "unchanged")
+        # The dev server syncs every few seconds: an unchanged app is not news.
+        log.log(logging.INFO if modified else logging.DEBUG,
+                "app %s synced from %s: %d functions%s", app.app_id, app.url,
+                len(app.functions), "" if modified else " (unchanged)",
+                extra={"app": app.app_id})
         return app, modified
 
     async def _vet(self, app: AppConfig) -> None:
@@ -175,7 +187,8 @@ class AppSync:
         return (await self._core.gate.branch(env, branch)).id
 
     async def _failed(self, env_id: str, url: str, status: str, error: str) -> SyncResult:
-        log.info("app at %s: %s (%s)", url, status, error)
+        log.info("app at %s did not sync: %s (%s)", url, status, error)
+        metrics.app_synced(None, status)
         await self._core.storage.write(partial(records.checked, env_id=env_id, url=url,
                                                status=status, error=error, now=now_ms()))
         return SyncResult(url=url, status=status, error=error)

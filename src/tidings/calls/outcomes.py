@@ -80,6 +80,7 @@ class Continue:
 class RetryStep:
     step: str
     retry_at: int | None = None
+    error: Any = None  # the failed attempt's, shown on the run until the step is tried again
 
 
 Outcome = RunDone | RunFailed | Blocked | RetryStep | Continue

@@ -55,11 +55,20 @@ def _with_storage(db: str | None, fn: Callable[[Any], Awaitable[T]]) -> T:
 
 @keys.command("create")
 @click.option("--env", "env", required=True, help="Environment name, e.g. production.")
-@click.option("--kind", type=click.Choice(["event", "api"]), default="event", show_default=True,
-              help="event: sends events; api: reads through /v1.")
+@click.option("--kind", type=click.Choice(["event", "api", "trigger"]), default="event",
+              show_default=True, help="event: sends events; api: reads through /v1; trigger: "
+              "a Trigger.dev v2 key (tr_<env>_...) for v2 clients and apps.")
 @db_option
 def keys_create(env: str, kind: str, db: str | None) -> None:
-    """Create a key; it is printed once and only its hash is stored."""
+    """Create a key; it is printed once. Only the hash of an event or API key is stored; a
+    trigger key is also kept sealed, because the server presents it to the environment's v2
+    apps."""
+    if kind == "trigger":
+        secret, made = _with_trigger_keys(db, lambda keys: keys.create(env))
+        click.echo(secret)
+        click.echo(f"(trigger key {made.id} for environment {env!r}; this is the only time it "
+                   "is shown)", err=True)
+        return
     secret, record = _with_storage(db, lambda s: create_key(s, env, kind))  # type: ignore[arg-type]
     click.echo(secret)
     click.echo(f"({kind} key {record.id} for environment {env!r}; this is the only time it is "
@@ -71,9 +80,10 @@ def keys_create(env: str, kind: str, db: str | None) -> None:
 def keys_list(db: str | None) -> None:
     """List keys (prefixes only)."""
     rows = _with_storage(db, lambda s: s.list_keys())
+    triggers = _with_trigger_keys(db, lambda keys: keys.all())
     table = Table(Column("id", no_wrap=True), "kind", "env", Column("prefix", no_wrap=True),
                   "created", "revoked")
-    for key in rows:
+    for key in [*rows, *triggers]:
         table.add_row(key.id, key.kind, key.env_name, key.prefix + "…", _time(key.created_at),
                       _time(key.revoked_at) if key.revoked_at else "")
     print_table(table)
@@ -85,11 +95,21 @@ def keys_list(db: str | None) -> None:
 def keys_revoke(key_id: str, db: str | None) -> None:
     """Revoke a key by id. On PostgreSQL every server stops accepting it at once; on SQLite a
     server in another process does within 1 s (docs/HTTP_API.md)."""
-    if not _with_storage(db, lambda s: s.revoke_key(key_id)):
+    if not _with_storage(db, lambda s: s.revoke_key(key_id)) and not _with_trigger_keys(
+            db, lambda keys: keys.revoke(key_id)):
         raise click.ClickException(f"no active key with id {key_id}")
     postgres = settings_for("dev", db).database_url.startswith(("postgresql:", "postgres:"))
     when = "at once" if postgres else f"within {CACHE_SECONDS:g} s (SQLite)"
     click.echo(f"revoked {key_id}; running servers stop accepting it {when}")
+
+
+def _with_trigger_keys(db: str | None, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """``fn(trigger_keys)`` with the master keyring of this machine."""
+    from tidings.triggerdev.keys import TriggerKeys
+
+    serve = bool(os.environ.get("TIDINGS_ENCRYPTION_KEY"))
+    keyring = keyring_for(settings_for("serve" if serve else "dev", db))
+    return _with_storage(db, lambda store: fn(TriggerKeys(store, keyring, dev=not serve)))
 
 
 def _with_signing_keys(db: str | None, fn: Callable[[Any, Any], Awaitable[T]]) -> T:
@@ -154,6 +174,7 @@ def keys_rotate_encryption(db: str | None) -> None:
     (new key first, old keys after, so old data stays readable) is printed: set it everywhere.
     """
     from tidings.keys import SigningKeys
+    from tidings.triggerdev.keys import TriggerKeys
     from tidings.vault import UserVault
 
     settings = settings_for("dev" if not os.environ.get("TIDINGS_ENCRYPTION_KEY") else "serve", db)
@@ -163,6 +184,7 @@ def keys_rotate_encryption(db: str | None) -> None:
     async def rewrap(store: Any) -> tuple[int, int]:
         vault = UserVault(store, old)
         await vault.open()
+        await TriggerKeys(store, old, dev=settings.dev).rewrap(new)
         return await vault.rewrap(new), await SigningKeys(store, old).rewrap(new)
 
     # The new keyring holds the old keys too, so it is written (or shown) before any data key

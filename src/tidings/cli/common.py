@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from tidings.settings import Load, Mode, Settings, database_url_from
+from tidings.settings import Load, Mode, Observe, Settings, database_url_from
 
 T = TypeVar("T")
 console = Console()
@@ -26,10 +26,11 @@ db_option = click.option("--db", "db", default=None, metavar="PATH_OR_URL",
 
 
 def settings_for(mode: Mode, db: str | None, *, load: Load | None = None,
-              allow_app_hosts: tuple[str, ...] = ()) -> Settings:
+                 allow_app_hosts: tuple[str, ...] = (), observe: Observe | None = None
+                 ) -> Settings:
     return Settings(mode=mode, database_url=database_url_from(db, data_dir=DATA_DIR),
                     data_dir=DATA_DIR, load=load or Load(),
-                    allow_app_hosts=_host_list(allow_app_hosts))
+                    allow_app_hosts=_host_list(allow_app_hosts), observe=observe or Observe())
 
 
 def _host_list(values: tuple[str, ...]) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import logging
 import math
 import os
 import sys
@@ -17,7 +18,9 @@ from rich.markup import escape
 
 from tidings.cli.common import console, db_option, run_async, safe_url, settings_for
 from tidings.core import keyring_for
-from tidings.settings import MIB, Load, Settings, parse_size
+from tidings.observe.options import observe_options
+from tidings.settings import MIB, Load, Observe, Settings, parse_size
+from tidings.version import VERSION
 
 app_option = click.option("-a", "--app", "apps", multiple=True, metavar="MODULE:CLIENT",
                           help="A tidings.Tidings client whose functions run here (repeatable).")
@@ -31,6 +34,7 @@ allow_host_option = click.option(
          "and unspecified addresses are refused (repeatable; env TIDINGS_ALLOW_APP_HOSTS, "
          "comma-separated).")
 
+log = logging.getLogger("tidings.cli")
 _SECONDS = click.FloatRange(min=0, min_open=True)
 # The admission-control and slow-client settings (``Load``): field, type, metavar, help.
 _LOAD_FIELDS = [
@@ -94,7 +98,14 @@ def _serve(settings: Settings, host: str, port: int, apps: tuple[str, ...] = (),
                      engine=_engine(retry_interval=retry_interval), watch=watch, http=http,
                      on_dead=stop)
     where = safe_url(settings.database_url)
-    console.print(f"[bold]Tidings {settings.mode}[/] on http://{host}:{port}  (db: {where})")
+    from dataclasses import asdict
+
+    # Settings only: keys and the master key are never among them.
+    log.info("Tidings %s on http://%s:%d (db: %s)", settings.mode, host, port, where,
+             extra={"mode": settings.mode, "host": host, "port": port, "db": where, "env": env,
+                    "http": http, "apps": list(apps), "version": VERSION,
+                    "allow_app_hosts": list(settings.allow_app_hosts),
+                    "observe": asdict(settings.observe), "load": asdict(settings.load)})
     from tidings.server.protocol import protocol_for
 
     load = settings.load
@@ -102,7 +113,7 @@ def _serve(settings: Settings, host: str, port: int, apps: tuple[str, ...] = (),
     # keep-alive timer is left at least as long, so that ours decides).
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http=protocol_for(load),
                             timeout_keep_alive=math.ceil(load.keepalive), lifespan="on",
-                            access_log=False, log_level="warning")
+                            access_log=False, log_config=None)
     server = uvicorn.Server(config)
     # What is loaded by now lives as long as the process: keep the collector from walking it
     # again and again under load.
@@ -138,9 +149,10 @@ retry_option = click.option(
 @click.option("--poll-interval", type=float, default=5.0, show_default=True, metavar="SECONDS",
               help="How often SDK apps are synced again.")
 @_load_options
+@observe_options(lambda: "text", tokens=False)
 def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
         retry_interval: float | None, sdk_urls: tuple[str, ...], no_discovery: bool,
-        poll_interval: float, load: Load) -> None:
+        poll_interval: float, load: Load, observe: Observe) -> None:
     """Run a development server: SQLite under ./.tidings, any event key accepted.
 
     With ``-a module:client`` the client's functions run in this process; apps written with
@@ -150,8 +162,8 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
 
     watch = AppWatch(urls=sdk_urls, discover=not no_discovery, interval=poll_interval,
                      own_port=port)
-    _serve(settings_for("dev", db, load=load), host, port, apps, retry_interval=retry_interval,
-           watch=watch)
+    _serve(settings_for("dev", db, load=load, observe=observe), host, port, apps,
+           retry_interval=retry_interval, watch=watch)
 
 
 @click.command()
@@ -166,9 +178,10 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
                    "`tidings worker`s make those calls.")
 @allow_host_option
 @_load_options
+@observe_options(lambda: "json")
 def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
           retry_interval: float | None, http: bool, allow_app_hosts: tuple[str, ...],
-          load: Load) -> None:
+          load: Load, observe: Observe) -> None:
     """Run a production server: keys required, TIDINGS_ENCRYPTION_KEY required.
 
     Inngest SDK apps sync with their environment's signing key (``tidings keys
@@ -177,7 +190,8 @@ def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
     """
     if not (db or os.environ.get("TIDINGS_DATABASE_URL")):
         raise click.UsageError("tidings serve needs --db URL or TIDINGS_DATABASE_URL")
-    settings = settings_for("serve", db, load=load, allow_app_hosts=allow_app_hosts)
+    settings = settings_for("serve", db, load=load, allow_app_hosts=allow_app_hosts,
+                            observe=observe)
     keyring_for(settings)  # fail here, with a clear message, rather than in the server's start
     _serve(settings, host, port, apps, env, retry_interval=retry_interval, http=http)
 
@@ -235,9 +249,11 @@ def _engine(*, retry_interval: float | None = None, concurrency: int | None = No
 @click.option("--grace", default=30.0, show_default=True, type=float,
               help="Seconds in-flight calls get to finish on SIGTERM before being handed back.")
 @allow_host_option
+@observe_options(lambda: "json" if os.environ.get("TIDINGS_ENCRYPTION_KEY") else "text",
+                 http=False, port=True)
 def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | None,
            concurrency: int, retry_interval: float | None, grace: float,
-           allow_app_hosts: tuple[str, ...]) -> None:
+           allow_app_hosts: tuple[str, ...], observe: Observe) -> None:
     """Run functions against a shared database, next to any number of servers and workers.
 
     With MODULE:CLIENT arguments it runs those clients' native functions (add --http to take
@@ -245,6 +261,7 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
     with the servers. Outside dev (TIDINGS_ENCRYPTION_KEY set) those calls are signed.
     """
     import signal
+    from dataclasses import asdict
 
     from tidings.core import Core
     from tidings.engine.runtime import Runtime
@@ -254,7 +271,7 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
         raise click.UsageError("nothing to run: give MODULE:CLIENT or leave out --no-http")
     clients = _load_apps(apps)
     settings = settings_for("serve" if os.environ.get("TIDINGS_ENCRYPTION_KEY") else "dev", db,
-                         allow_app_hosts=allow_app_hosts)
+                            allow_app_hosts=allow_app_hosts, observe=observe)
     name = env or ("dev" if settings.database_url.startswith("sqlite") else "production")
     what = [*apps, *(["SDK apps (queue http)"] if calls_apps else [])]
 
@@ -275,9 +292,23 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
                           settings=_engine(retry_interval=retry_interval,
                                            concurrency=concurrency))
         await runtime.start()
-        console.print(f"[bold]Tidings worker[/] {', '.join(what)} (env {name}, "
-                      f"db {safe_url(settings.database_url)})")
+        probes = None
+        if observe.metrics_port is not None:
+            from tidings.server.metrics_api import ProbeServer
+
+            # Probes come from outside the machine under serve; in dev, loopback will do.
+            probes = ProbeServer(core, "127.0.0.1" if settings.dev else "0.0.0.0",
+                                 observe.metrics_port)
+            await probes.start()
+        where = safe_url(settings.database_url)
+        log.info("Tidings worker: %s (env %s, db %s)", ", ".join(what), name, where,
+                 extra={"mode": settings.mode, "env": name, "db": where, "apps": list(apps),
+                        "http": calls_apps, "concurrency": concurrency, "grace": grace,
+                        "version": VERSION, "observe": asdict(observe),
+                        "allow_app_hosts": list(settings.allow_app_hosts)})
         await stop.wait()
+        if probes is not None:
+            await probes.stop()
         try:
             await runtime.stop(grace)
             await core.close()

@@ -23,6 +23,7 @@ import msgspec
 
 from tidings.calls.outcomes import Driver, Outcome, RunFailed
 from tidings.core import Core
+from tidings.engine import telemetry
 from tidings.engine.backoff import Backoff
 from tidings.engine.host import CallHost
 from tidings.engine.settle import Settler
@@ -33,6 +34,7 @@ from tidings.functions import registration
 from tidings.functions.model import FunctionRow
 from tidings.functions.registry import Registry
 from tidings.ids import IdSeed, new_id, now_ms
+from tidings.observe import metrics
 from tidings.outage import unavailable
 from tidings.router.route import Adopted
 from tidings.runs import store
@@ -322,12 +324,15 @@ class Executor:
                         fn_row.slug if fn_row else run.function_id)
             await self.storage.write(lambda tx: store.release(tx, run.id, run.lease_token))
             return
+        telemetry.call_began(run, fn_row, first=not call.steps and run.attempt == 0)
         event, events = await self._events(run, call.events)
         host = CallHost(storage=self.storage, clock=self.clock, backoff=self.settings.backoff,
                         send=self.send, ordered=self._ordered, run=run, fn=fn_row,
                         steps=call.steps)
         outcome = await self._driver.call(fn_row, host, run=run, event=event, events=events)
         if not await host.settled() or outcome is None:
+            if host.lost:
+                telemetry.lease_lost(run)
             return
         if host.progressed:
             # Retries count per position, as Inngest's queue items do: a function-level
@@ -390,5 +395,6 @@ class Executor:
         digest = hashlib.sha256(f"{run.id}:{key}".encode()).digest()
         seed = IdSeed(run.created_at, digest[:10])
         ids = await self.core.ingest.append(env_id, parsed, seed, received_at=now)
+        metrics.received("run", "accepted", len(ids))
         self._on_events(ids)
         return ids

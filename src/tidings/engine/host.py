@@ -14,6 +14,7 @@ from typing import Any
 
 from tidings.calls.host import Interrupt
 from tidings.calls.outcomes import RetryStep
+from tidings.engine import telemetry
 from tidings.engine.backoff import Backoff
 from tidings.functions.model import FunctionRow
 from tidings.runs import store
@@ -123,12 +124,14 @@ class CallHost:
 
     async def completed(self, step: str, name: str, output: bytes,
                         began: int | None = None, *, kind: str = "run") -> None:
-        self._failures.pop(step, None)  # a step that was being retried is done
+        attempt = self._failures.pop(step, 0)  # a step that was being retried is done
         self.progressed = True
         now = self.now()
         began = self._began.pop(step, now) if began is None else began
         self._buffer.append(StepRecord(step, name, self._next_position(), output.decode(),
                                        began, now, kind))
+        telemetry.step_attempt(self._run, step=step, name=name, op=kind, attempt=attempt,
+                               began=began, now=now)
         if len(self._buffer) == 1:
             self._buffered_at = now
         if now - self._buffered_at < self.FLUSH_MS and len(self._buffer) < self.FLUSH_STEPS:
@@ -164,12 +167,19 @@ class CallHost:
         if failures is None:
             self.lost = True
             raise Interrupt()
+        telemetry.step_attempt(self._run, step=step, name=name, op=kind, attempt=failed,
+                               began=began, now=now, error=error)
         last = failures > retries
         if last:
             self._failures.pop(step, None)  # its error is its result: no more attempts
             self.progressed = True
+            if not final:
+                telemetry.step_failed(self._run, self._fn, step, name, failures, error, None)
         else:
-            self.retry = RetryStep(step, now + self._backoff.delay(failures))
+            due = now + self._backoff.delay(failures)
+            # The failed attempt's error shows on the run until the step is tried again.
+            self.retry = RetryStep(step, due, error)
+            telemetry.step_failed(self._run, self._fn, step, name, failures, error, due)
         return last
 
     def block(self, blocker: Any) -> None:

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -38,7 +38,6 @@ from tidings.calls.outcomes import (
     Blocked,
     Continue,
     Outcome,
-    RetryStep,
     RunDone,
     RunFailed,
     Sleep,
@@ -63,6 +62,7 @@ from tidings.engine.http_wire import (
 from tidings.functions.model import FunctionRow
 from tidings.keys import EnvSigningKeys, SigningKeys
 from tidings.netguard import Policy
+from tidings.observe import metrics, tracing
 from tidings.runs.model import HTTP_QUEUE, Run
 from tidings.signing import sign, verify
 
@@ -121,6 +121,7 @@ class _Call:
     keys: EnvSigningKeys | None
     running: set[str] = field(default_factory=set)  # steps with a request of their own out
     held: set[str] = field(default_factory=set)  # steps that ran without a result: not again
+    last: Reply | None = None  # the latest answer, for the log line of a failed call
 
 
 def _race(op: dict[str, Any]) -> bool:
@@ -174,8 +175,7 @@ class HttpDriver:
             if host.lost:
                 return None
             if isinstance(outcome, RunFailed):
-                log.warning("run %s (%s), attempt %d: %s: %s", run.id, fn.slug, run.attempt,
-                            outcome.error.get("name"), outcome.error.get("message"))
+                _log_failed(run, fn, outcome, call.last)
             if outcome is not None:
                 return outcome
             if host.blockers:
@@ -328,7 +328,7 @@ class HttpDriver:
                 elif host.retry is not None:
                     at = retry_after(reply.headers.get("retry-after"), now)
                     if at is not None:
-                        host.retry = RetryStep(step, at)
+                        host.retry = replace(host.retry, retry_at=at)
             elif kind in ("Sleep", "WaitForEvent", "InvokeFunction"):
                 if any(b.step == step for b in host.blockers):
                     return None  # a race group's branches report it again
@@ -389,12 +389,20 @@ class HttpDriver:
             if keys.branch is not None:
                 headers["x-inngest-env"] = keys.branch
         url = step_url(fn.url, step_id)
-        try:
-            # A streaming SDK signs as its answer begins: soon after the request goes out.
-            answered = int(time.time())
-            reply = await self._http.post(url, body, headers)
-        except CallFailed as exc:
-            return _failure("AppUnreachable", f"cannot call {url}: {exc}")
+        call.last = None
+        began = time.perf_counter()
+        with tracing.client_span(call.state.run_id, "POST", url, headers) as span:
+            try:
+                # A streaming SDK signs as its answer begins: soon after the request goes out.
+                answered = int(time.time())
+                reply = await self._http.post(url, body, headers)
+            except CallFailed as exc:
+                tracing.answered(span, None)
+                metrics.sdk_request(fn.app_id, fn.slug, "unreachable",
+                                    time.perf_counter() - began)
+                return _failure("AppUnreachable", f"cannot call {url}: {exc}")
+            tracing.answered(span, reply.status)
+        took = time.perf_counter() - began
         status, raw, found = reply.status, reply.body, reply.headers
         streamed = status == 201
         inner: dict[str, str] = {}
@@ -412,5 +420,23 @@ class HttpDriver:
             distrust = streamed_distrust(url, found, inner, answer, keys.all, answered=answered)
         else:
             distrust = None if verify(raw, found.get("x-inngest-signature"), keys.all) else UNSIGNED
-        return Reply(status, {**found, **inner}, answer, distrust,
-                     call.state.attempt if attempt is None else attempt)
+        call.last = Reply(status, {**found, **inner}, answer, distrust,
+                          call.state.attempt if attempt is None else attempt)
+        metrics.sdk_request(fn.app_id, fn.slug, "success" if 200 <= status < 300 else "error",
+                            took)
+        return call.last
+
+
+def _log_failed(run: Run, fn: FunctionRow, outcome: RunFailed, reply: Reply | None) -> None:
+    """A failed call to an SDK app, at WARNING: its status and reason, and the start of the
+    answer (500 bytes), which says what went wrong when the app's answer could not be taken
+    in. The run's ids come bound (``engine/telemetry.py``)."""
+    name, message = outcome.error.get("name"), outcome.error.get("message")
+    extra: dict[str, Any] = {"reason": name}
+    where = ""
+    if reply is not None:
+        extra["status"] = reply.status
+        extra["answer"] = reply.body[:500].decode(errors="replace")
+        where = f" (status {reply.status})"
+    log.warning("run %s: the call to %s failed%s, attempt %d: %s: %s", run.id, fn.slug, where,
+                run.attempt + 1, name, message, extra=extra)

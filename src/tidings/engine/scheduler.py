@@ -20,6 +20,7 @@ from tidings.functions.cron import parse_cron
 from tidings.functions.model import FunctionRow
 from tidings.functions.registry import Registry
 from tidings.ids import now_ms
+from tidings.observe import metrics
 from tidings.runs import store
 from tidings.runs.model import QueuedRun
 from tidings.storage.base import EventRow, Storage
@@ -57,6 +58,7 @@ def fire(tx: Tx, *, fn: FunctionRow, expression: str, tick: int, now: int,
         run_id = store.create_run(tx, fn=fn, event_id=row.id, due_at=now, now=now,
                                   dedup_key=f"cron:{tick}")
     if run_id is not None:
+        metrics.scheduled(fn.app_id, fn.slug, "cron")
         store.notify(tx, fn.queue)
     return run_id
 

@@ -29,6 +29,7 @@ from tidings.calls.outcomes import (
     Sleep,
     WaitForEvent,
 )
+from tidings.engine import telemetry
 from tidings.engine.backoff import Backoff, clamp_retry_after
 from tidings.events.parse import INTERNAL_DATA_KEY
 from tidings.flow import at_claim, at_route
@@ -36,6 +37,7 @@ from tidings.functions import registration
 from tidings.functions.model import FunctionRow, dumps
 from tidings.functions.registry import Registry
 from tidings.ids import floor_id, new_id
+from tidings.observe import metrics
 from tidings.router.route import look_back
 from tidings.runs import store
 from tidings.runs.model import COMPLETED, FAILED, Run, StepRecord
@@ -85,12 +87,14 @@ class Settler:
                     and not self.registry.listens(run.env_id, "tidings/function.finished")):
                 # The common end: nothing to emit, no pauses, no parent.
                 await self._complete(store.Completion(run, outcome.output, records, now))
+                await telemetry.run_ended(self.storage, run, fn, COMPLETED, now)
                 return Settled(emitted=[])
             output = msgspec.json.decode(outcome.output)
             rows = self._lifecycle(run, fn, event, events, "finished", now, result=output)
             # Ends record their steps themselves (``store.finish``).
             await write(lambda tx: _end(tx, run, COMPLETED, output, None, rows, now, records,
                                         first), steps=())
+            await telemetry.run_ended(self.storage, run, fn, COMPLETED, now)
             return Settled(emitted=[r.id for r in rows])
         if isinstance(outcome, RunFailed):
             if outcome.retriable and run.attempt < fn.retries:
@@ -99,19 +103,23 @@ class Settler:
                 await write(lambda tx: store.reschedule(tx, run, due_at=at,
                                                         attempt=run.attempt + 1,
                                                         error=outcome.error))
+                telemetry.settled(run, fn, outcome, at, now)
                 return Settled(emitted=[])
             reported = lifecycle(outcome.error, outcome.reason)
             rows = [*self._lifecycle(run, fn, event, events, "failed", now, error=reported),
                     *self._lifecycle(run, fn, event, events, "finished", now, error=reported)]
             await write(lambda tx: _end(tx, run, FAILED, None, outcome.error, rows, now,
                                         records, first), steps=())
+            telemetry.settled(run, fn, outcome, None, now)
+            await telemetry.run_ended(self.storage, run, fn, FAILED, now)
             return Settled(emitted=[r.id for r in rows])
         if isinstance(outcome, Continue):
             await write(lambda tx: store.reschedule(tx, run, due_at=now, attempt=run.attempt))
             return Settled(emitted=[], due_now=True)
         if isinstance(outcome, RetryStep):
             at = outcome.retry_at if outcome.retry_at is not None else now
-            await write(lambda tx: store.reschedule(tx, run, due_at=at, attempt=run.attempt))
+            await write(lambda tx: store.reschedule(tx, run, due_at=at, attempt=run.attempt,
+                                                    error=outcome.error))
             return Settled(emitted=[])
         assert isinstance(outcome, Blocked)
         plans = [await self._plan_invoke(run, fn, b, now) if isinstance(b, Invoke) else None
@@ -257,6 +265,7 @@ def _invoke(tx: Tx, run: Run, blocker: Invoke, plan: Invocation | None, now: int
     if child is None:  # started by an earlier call that did not get to record it
         child = store.run_for_dedup(tx, target.id, key)
     else:
+        metrics.scheduled(target.app_id, target.slug, "invoke")
         store.notify(tx, target.queue)
     store.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
                 until=blocker.until, correlation=child)

@@ -24,6 +24,7 @@ from tidings.functions.expressions import matches
 from tidings.functions.flow_config import IDEMPOTENCY_MS, FlowControl, key_value, priority_seconds
 from tidings.functions.model import FunctionRow, dumps, loads
 from tidings.functions.registry import Registry
+from tidings.observe import metrics
 from tidings.runs import store
 from tidings.runs.model import TERMINAL, QueuedRun
 from tidings.storage.base import EventRow
@@ -109,6 +110,7 @@ def create(tx: Tx, registry: Registry, fn: FunctionRow, flow: FlowControl, event
                               event_ids=event_ids)
     if run_id is None:
         return None
+    metrics.scheduled(fn.app_id, fn.slug, event.get("name", ""))
     if singleton is not None:
         tx.run("flow_singleton_put", (fn.id, singleton, run_id))
     if flow.cancel:

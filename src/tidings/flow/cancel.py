@@ -8,6 +8,7 @@ conditions of the runs waiting for it; only events stored after the run's trigge
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,11 +20,13 @@ from tidings.functions.flow_config import FlowControl
 from tidings.functions.model import FunctionRow, dumps
 from tidings.functions.registry import Registry, aliases
 from tidings.ids import floor_id, new_id
+from tidings.observe import metrics
 from tidings.runs import store
 from tidings.runs.model import TERMINAL, Run
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
 
+log = logging.getLogger("tidings.flow")
 CANCELLED_EVENT = "tidings/function.cancelled"
 BULK_REASON = "cancelled in bulk through the API"
 
@@ -35,7 +38,14 @@ def cancel_run(tx: Tx, registry: Registry, run_id: str, reason: str, now: int) -
     if run is None or run.status in TERMINAL:
         return False
     emit = _cancelled_events(tx, registry, run, reason, now)
-    return store.cancel_fenced(tx, run_id, reason, now, emit)
+    if not store.cancel_fenced(tx, run_id, reason, now, emit):
+        return False
+    log.info("run %s cancelled: %s", run_id, reason, extra={"run_id": run_id})
+    fn = registry.by_id(run.function_id) or registration.function_by_id(tx, run.function_id)
+    if fn is not None:
+        metrics.finished(fn.app_id, fn.slug, "Cancelled",
+                         (now - (run.started_at or run.created_at)) / 1000)
+    return True
 
 
 def _cancelled_events(tx: Tx, registry: Registry, run: Run, reason: str,

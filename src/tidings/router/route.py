@@ -18,6 +18,7 @@ from tidings.flow import at_claim, at_route
 from tidings.flow import cancel as flow_cancel
 from tidings.functions.expressions import matches
 from tidings.functions.registry import Registry, aliases
+from tidings.observe import metrics
 from tidings.runs import store
 from tidings.runs.model import QueuedRun, Run
 from tidings.storage.base import EventRow
@@ -186,6 +187,7 @@ def _route(tx: Tx, registry: Registry,
             ts = int(event["ts"])
             due = ts if ts > now else now
             params = store.run_params(fn=fn, event_id=event_id, due_at=due, now=now)
+            metrics.scheduled(fn.app_id, fn.slug, event["name"])
             adopter = adopters.get(fn.queue) if adopters and due <= now else None
             if adopter is not None and stored is not None and adopter.reserve():
                 if fn.flow is not None:

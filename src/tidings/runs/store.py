@@ -13,6 +13,7 @@ from typing import Any
 from tidings.functions.model import FunctionRow, dumps, loads
 from tidings.functions.registration import function_by_id
 from tidings.ids import floor_id, new_id
+from tidings.observe import metrics
 from tidings.runs import slots
 from tidings.runs.model import (
     CANCELLED,
@@ -511,6 +512,7 @@ def rerun(tx: Tx, source: Run, fn: FunctionRow, now: int, *,
                         due_at=now, now=now, dedup_key=key, rerun_of=source.id,
                         replay_id=replay_id)
     if run_id is not None:
+        metrics.scheduled(fn.app_id, fn.slug, "rerun")
         notify(tx, fn.queue)
     return run_id
 

@@ -12,6 +12,7 @@ from tidings.core import Core
 from tidings.errors import EventsInvalid, RequestRejected
 from tidings.events.parse import parse_events
 from tidings.ids import IdSeed, now_ms
+from tidings.observe import tracing
 from tidings.server.shedding import Ticket
 from tidings.storage.base import Environment
 
@@ -36,7 +37,11 @@ async def store_events(core: Core, env: Environment, body: bytes, *, seed: str |
     events = parse_events(body, limits, now)
     if ticket is not None:
         ticket.parsed(len(events))  # admission control counts them from here on
-    return await core.ingest.append(env.id, events, IdSeed.parse(seed), received_at=now)
+    if not tracing.on():  # the hot path: no context manager to enter
+        return await core.ingest.append(env.id, events, IdSeed.parse(seed), received_at=now)
+    with tracing.producing(len(events)) as traceparent:
+        return await core.ingest.append(env.id, events, IdSeed.parse(seed), received_at=now,
+                                        traceparent=traceparent)
 
 
 def rejection(exc: RequestRejected) -> dict[str, Any]:

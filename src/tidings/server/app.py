@@ -28,6 +28,8 @@ from tidings.engine.executor import EngineSettings
 from tidings.engine.runtime import Runtime
 from tidings.errors import Overloaded, RequestRejected
 from tidings.keys import DEV_ENV, SigningKeys
+from tidings.observe import tracing
+from tidings.observe.http import RequestObserver
 from tidings.server.dashboard import Dashboard
 from tidings.server.dev_api import DevAPI
 from tidings.server.event_api import EventAPI
@@ -36,13 +38,16 @@ from tidings.server.functions_api import FunctionsAPI
 from tidings.server.health import HealthAPI
 from tidings.server.http import TICKET, declared_length, header_map, send_json
 from tidings.server.log_api import EventLogAPI
+from tidings.server.metrics_api import MetricsAPI
 from tidings.server.openapi import document
 from tidings.server.requests import error_response, json_response
 from tidings.server.run_levers import RunLevers
 from tidings.server.runs_api import RunsAPI
 from tidings.server.sdk_api import SdkAPI
 from tidings.server.shedding import Shedder
+from tidings.server.trigger_api import TriggerAPI
 from tidings.settings import Settings
+from tidings.triggerdev.keys import TriggerKeys
 
 if TYPE_CHECKING:
     from tidings.sdk.client import Tidings
@@ -105,7 +110,8 @@ def api_routes(core: Core, levers: RunLevers | None = None) -> list[Route]:
 
 
 def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKeys,
-                levers: RunLevers, start_opts: dict[str, Any]) -> list[Route]:
+                levers: RunLevers, trigger_keys: TriggerKeys,
+                start_opts: dict[str, Any]) -> list[Route]:
     """Every route of the server, one per path (so that a 405 names every method the path
     has in ``Allow``)."""
 
@@ -116,10 +122,12 @@ def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKey
         *api_routes(core, levers),
         *SdkAPI(core, sync, keys).routes(),
         *DevAPI(core, start_opts).routes(),
+        *TriggerAPI(core, trigger_keys, levers).routes(),
         Route("/openapi.json", openapi, methods=["GET"]),
         # ``TidingsApp`` sends POST /e/... straight to the Event API; this route only gives
         # the other methods a 405 that names POST.
         Route("/e/{key:path}", events, methods=["POST"]),
+        *MetricsAPI(core).routes(),
     ]
 
 
@@ -148,6 +156,12 @@ class TidingsApp:
         self._shedder: Shedder | None = None
         self.dashboard: Dashboard | None = None
         self._kind = (b"x-inngest-server-kind", settings.server_kind.encode())
+        self._http_app: ASGIApp = self._dispatch
+        self._templates: dict[Any, str] = {}
+        if settings.observe.access_log or settings.observe.metrics or tracing.on():
+            self._http_app = RequestObserver(self._dispatch, self._route_of,
+                                             access_log=settings.observe.access_log,
+                                             timed=settings.observe.metrics)
         if core is not None:
             self._build(core)
 
@@ -157,14 +171,20 @@ class TidingsApp:
         self._events = events = EventAPI(core, kind, self._shedder)
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
         self.sync = AppSync(core, keys)
+        trigger_keys = TriggerKeys(core.storage, core.vault.sealer.keyring,
+                                   dev=self.settings.dev)
         levers = RunLevers(core)  # what the runs API and the dashboard do to runs
         self._routes = route_table(core, events=events, sync=self.sync, keys=keys,
-                                   levers=levers, start_opts=self._start_opts())
+                                   levers=levers, trigger_keys=trigger_keys,
+                                   start_opts=self._start_opts())
         # The dashboard answers HTML for people, not JSON: its routes are not in ``endpoints``
         # (the JSON API, documented in OpenAPI); tests/dashboard covers its bad input.
         self.dashboard = Dashboard(core, levers, self.sync)
+        pages = self.dashboard.routes()
+        self._templates = {route.endpoint: route.path.replace(":path}", "}")
+                           for route in [*self._routes, *pages] if isinstance(route, Route)}
         starlette = Starlette(
-            routes=[*self._routes, *self.dashboard.routes()],
+            routes=[*self._routes, *pages],
             exception_handlers={
                 RequestRejected: _rejected,
                 HTTPException: _http_error,
@@ -189,6 +209,12 @@ class TidingsApp:
         return {"urls": list(watch.urls), "autodiscover": watch.discover,
                 "poll": bool(watch.urls or watch.discover), "poll_interval": watch.interval,
                 "require_keys": not self.settings.dev, "persist": True}
+
+    def _route_of(self, scope: Scope) -> str:
+        """The route template a request went to (a metrics label: never the raw path)."""
+        if scope["path"].startswith("/e/"):
+            return "/e/{key}"
+        return self._templates.get(scope.get("endpoint"), "unmatched")
 
     @property
     def endpoints(self) -> list[tuple[str, str]]:
@@ -239,11 +265,13 @@ class TidingsApp:
         await self._poller.start()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "lifespan":
+        if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        if kind == "http":
+        await self._http_app(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
             method = scope["method"]
             if method == "POST" and scope["path"].startswith("/e/"):
                 assert self._events is not None

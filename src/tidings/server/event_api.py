@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from tidings.core import Core
 from tidings.errors import Overloaded, RequestRejected
+from tidings.observe import metrics
 from tidings.server.accept import accept_events, rejection
 from tidings.server.http import declared_length, header_map, read_body, send_json
 from tidings.server.requests import decode_branch
@@ -58,9 +59,11 @@ class EventAPI:
         except RequestRejected as exc:
             if isinstance(exc, Overloaded):
                 extra = [*extra, *exc.headers]
+            metrics.received("event_api", "overloaded" if exc.status == 503 else "rejected")
             await send_json(send, exc.status, rejection(exc), extra)
             return
         except Exception:
+            metrics.received("event_api", "failed")
             log.exception("event ingest failed")
             await send_json(send, 500, {"ids": [], "status": 500,
                                         "error": "internal error: the events were not stored"},
@@ -69,4 +72,5 @@ class EventAPI:
         finally:
             if ticket is not None:
                 ticket.release()
+        metrics.received("event_api", "accepted", len(ids))
         await send_json(send, 200, {"ids": ids, "status": 200}, extra)

@@ -14,6 +14,7 @@ from tidings.errors import RequestRejected
 from tidings.flow import status as flow_status
 from tidings.functions.expressions import ExpressionError
 from tidings.ids import floor_id
+from tidings.observe import metrics
 from tidings.server.accept import accept_events, rejection
 from tidings.server.event_search import EventSearch, check_condition, search
 from tidings.server.http import TICKET, read_body
@@ -104,9 +105,11 @@ class EventLogAPI:
                 seed=request.headers.get("x-inngest-event-id-seed"),
                 ticket=request.scope.get(TICKET))
         except RequestRejected as exc:
+            metrics.received("rest_api", "overloaded" if exc.status == 503 else "rejected")
             payload = rejection(exc)
             del payload["ids"]
             return json_response(exc.status, payload)
+        metrics.received("rest_api", "accepted", len(ids))
         records = []
         for event_id in ids:
             stored = await core.events.get(env.id, event_id)

@@ -9,6 +9,7 @@ show them as they are.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -22,6 +23,7 @@ from tidings.flow.cancel import cancel_between, cancelled_event
 from tidings.functions import registration
 from tidings.functions.model import FunctionRow
 from tidings.ids import floor_id, now_ms
+from tidings.observe import metrics
 from tidings.router.handoff import Stored
 from tidings.runs import store
 from tidings.runs.local import ALL
@@ -31,6 +33,7 @@ from tidings.server.requests import ULID_RE, without_nul
 from tidings.storage.base import Environment, EventRow
 from tidings.storage.tx import Tx
 
+log = logging.getLogger("tidings.server")
 CANCELLED_EVENT = "tidings/function.cancelled"
 CANCEL_REASON = "cancelled through the API"
 CANCEL_BATCH = 500
@@ -114,18 +117,31 @@ class RunLevers:
         run, slug = await self.run(env, run_id)
         if run.status in TERMINAL:
             raise _ended(run)
+        cancelled = await self.cancel_run(run, slug)
+        again = await self.run(env, run_id)
+        if not cancelled:
+            raise _ended(again[0])
+        return again
+
+    async def cancel_run(self, run: Run, slug: str) -> bool:
+        """Cancel a run that has not ended, emitting ``function.cancelled`` when a function
+        listens for it; False when it had already ended."""
         now = now_ms()
         emit = await self._cancelled_events(run, slug, now)
         cancelled = await self.core.storage.write(partial(
             store.cancel_fenced, run_id=run.id, reason=CANCEL_REASON, now=now, emit=emit))
-        again = await self.run(env, run_id)
         if not cancelled:
-            raise _ended(again[0])
+            return False
+        log.info("run %s cancelled: %s", run.id, CANCEL_REASON,
+                 extra={"run_id": run.id, "function": slug})
+        fn = self._registry.by_id(run.function_id)
+        metrics.finished(fn.app_id if fn else "", slug, "Cancelled",
+                         (now - (run.started_at or run.created_at)) / 1000)
         if emit:
             self._emitted([row.id for row in emit])
         if run.parent_run_id:
             self._wake(ALL)
-        return again
+        return True
 
     async def rerun(self, env: Environment, run_id: str) -> tuple[Run, str]:
         source, slug = await self.run(env, run_id)

@@ -65,6 +65,8 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     delivered_at: int | None = None
     cancelled_at: int | None = None
     meta: bytes | None = None
+    # The W3C context it was sent in, kept when tracing is on (``observe/tracing.py``).
+    traceparent: str | None = None
 
 
 def event_from_row(r: Sequence[Any]) -> EventRow:

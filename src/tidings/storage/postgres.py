@@ -370,5 +370,5 @@ def _event_params(row: EventRow) -> tuple[Any, ...]:
         row.id, row.env_id, row.name, row.data.decode(), row.user, row.user_subject, row.key,
         row.ts, row.v, row.source, row.context.decode() if row.context is not None else None,
         row.account_id, row.received_at, row.deliver_at, row.delivered_at,
-        row.meta.decode() if row.meta is not None else None,
+        row.meta.decode() if row.meta is not None else None, row.traceparent,
     )

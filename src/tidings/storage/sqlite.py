@@ -206,7 +206,7 @@ def _insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> None:
     for row in rows:
         values = (row.id, row.env_id, row.name, row.data, row.user, row.user_subject, row.key,
                   row.ts, row.v, row.source, row.context, row.account_id, row.received_at,
-                  row.deliver_at, row.delivered_at, row.meta)
+                  row.deliver_at, row.delivered_at, row.meta, row.traceparent)
         shape = tuple(map(is_not, values, _NONES))
         params = by_shape.get(shape)
         if params is None:

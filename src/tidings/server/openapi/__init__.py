@@ -10,11 +10,20 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from tidings.server.openapi import events, functions, runs, sdk
-from tidings.server.openapi.parts import ERROR, FIELD_ERROR, ApiSecurity, json_body
+from tidings.server.openapi import events, functions, runs, sdk, triggerdev
+from tidings.server.openapi.parts import ERROR, FIELD_ERROR, ApiSecurity, errors, json_body
 
 # Loop name -> its last error (``supervision.py``).
 LOOPS = {"type": "object", "additionalProperties": {"type": "string"}}
+
+
+def _ready(status: int) -> dict[str, Any]:
+    """The body of ``/ready``: each check (database, migrations, writer, loops) with ``ok`` or
+    what failed."""
+    return {"type": "object", "required": ["status", "message", "checks"],
+            "properties": {"status": {"const": status}, "message": {"type": "string"},
+                           "checks": {"type": "object",
+                                      "additionalProperties": {"type": "string"}}}}
 
 
 @cache
@@ -24,6 +33,7 @@ def document(dev: bool = False) -> dict[str, Any]:
     api_key: ApiSecurity = [] if dev else [{"apiKey": []}]
     event_key: ApiSecurity = [] if dev else [{"eventKey": []}]
     signing_key: ApiSecurity = [] if dev else [{"signingKey": []}]
+    trigger_key: ApiSecurity = [] if dev else [{"triggerKey": []}]
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tidings", "version": "1",
@@ -33,6 +43,7 @@ def document(dev: bool = False) -> dict[str, Any]:
             **runs.paths(api_key),
             **functions.paths(api_key),
             **sdk.paths(api_key, signing_key),
+            **triggerdev.paths(trigger_key),
             "/health": {"get": {
                 "operationId": "health",
                 "summary": "Health",
@@ -52,6 +63,37 @@ def document(dev: bool = False) -> dict[str, Any]:
                     }, "A loop is dead for good"),
                 },
             }},
+            "/ready": {"get": {
+                "operationId": "ready",
+                "summary": "Readiness",
+                "description": "200 when the process can do its work now: the database "
+                               "answers a read, its schema is at the version this release "
+                               "expects, and a write commits (each within 2 s); 503 naming "
+                               "the checks that failed otherwise. Not a liveness check: a "
+                               "database outage makes it 503 without the process being "
+                               "unhealthy.",
+                "responses": {
+                    "200": json_body(_ready(200), "Ready"),
+                    "503": json_body(_ready(503), "Not ready"),
+                },
+            }},
+            "/metrics": {"get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics",
+                "description": "The Prometheus text format: this process's counters and "
+                               "histograms (tidings_*, and Inngest's inngest_function_run_*, "
+                               "inngest_sdk_req_*), then gauges of shared state read from "
+                               "the database (tidings_queue_depth, inngest_queue_depth, "
+                               "tidings_waits_pending, …). Outside dev it needs an API key "
+                               "unless the server runs with --metrics-public; absent (404) "
+                               "with --no-metrics. Query parameters are ignored.",
+                "security": api_key,
+                "responses": {
+                    "200": {"description": "The exposition",
+                            "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    **errors(401),
+                },
+            }},
             "/openapi.json": {"get": {
                 "operationId": "openapi",
                 "summary": "This document",
@@ -62,12 +104,17 @@ def document(dev: bool = False) -> dict[str, Any]:
         },
         "components": {
             "schemas": {"FieldError": FIELD_ERROR, "Error": ERROR, **events.SCHEMAS,
-                        **runs.SCHEMAS, **functions.SCHEMAS, **sdk.SCHEMAS},
+                        **runs.SCHEMAS, **functions.SCHEMAS, **sdk.SCHEMAS,
+                        **triggerdev.SCHEMAS},
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer",
                            "description": "An API key (tda_...); tidings dev needs none."},
                 "eventKey": {"type": "http", "scheme": "bearer",
                              "description": "An event key (tdk_...); any in tidings dev."},
+                "triggerKey": {"type": "http", "scheme": "bearer",
+                               "description": "A Trigger.dev v2 key (tr_<env>_...: tidings keys "
+                                              "create --kind trigger); tidings dev needs none "
+                                              "and takes any tr_dev_... key."},
                 "signingKey": {"type": "http", "scheme": "bearer",
                                "description": "The environment's signing key, plain or "
                                               "hashed, with or without its signkey-…- "

@@ -41,7 +41,8 @@ def dialect_file(dialect: str, name: str) -> str:
     return (resources.files(__name__) / dialect / name).read_text()
 
 
-SHARED_FILES = ("runs.sql", "apps.sql", "flow.sql", "housekeeping.sql", "views.sql")
+SHARED_FILES = ("runs.sql", "apps.sql", "flow.sql", "housekeeping.sql", "triggerdev.sql",
+                "views.sql")
 
 
 @cache

@@ -37,13 +37,14 @@ SELECT event_id FROM event_idempotency WHERE env_id = %s AND event_key = %s;
 
 -- name: insert_event
 INSERT INTO events (id, env_id, name, data, user_data, user_subject, event_key, ts, v, source,
-                    context, account_id, received_at, deliver_at, delivered_at, meta)
-VALUES (%s, %s, %s, %s::json, %s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s, %s, %s::json)
+                    context, account_id, received_at, deliver_at, delivered_at, meta,
+                    traceparent)
+VALUES (%s, %s, %s, %s::json, %s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s, %s, %s::json, %s)
 ON CONFLICT (id) DO NOTHING;
 
 -- name: copy_events
 COPY events (id, env_id, name, data, user_data, user_subject, event_key, ts, v, source, context,
-             account_id, received_at, deliver_at, delivered_at, meta) FROM STDIN;
+             account_id, received_at, deliver_at, delivered_at, meta, traceparent) FROM STDIN;
 
 -- name: get_event
 SELECT id, env_id, name, data::text, user_data, user_subject, event_key, ts, v, source, context::text,

@@ -35,7 +35,8 @@ CREATE TABLE events (
     deliver_at BIGINT,
     delivered_at BIGINT,
     cancelled_at BIGINT,
-    meta JSON
+    meta JSON,
+    traceparent TEXT
 );
 
 CREATE INDEX events_env_id ON events (env_id, id);
@@ -273,4 +274,15 @@ CREATE TABLE step_attempts (
     ended_at BIGINT NOT NULL,
     error JSON,
     PRIMARY KEY (run_id, step, attempt)
+);
+
+-- Trigger.dev v2 keys: sealed (the server presents an app its own key), and hashed to look up.
+CREATE TABLE trigger_keys (
+    id TEXT PRIMARY KEY,
+    env_id TEXT NOT NULL REFERENCES environments (id),
+    key_hash TEXT NOT NULL UNIQUE,
+    sealed BYTEA NOT NULL,
+    prefix TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
 );

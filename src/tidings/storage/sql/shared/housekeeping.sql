@@ -32,3 +32,26 @@ SELECT count(*) FROM flow_limits;
 
 -- name: flow_limits_keys
 SELECT flow_key FROM flow_limits;
+
+-- name: ready_probe
+-- /ready: a data statement that changes nothing, in a write transaction. It fails where writes
+-- cannot be made (a read-only replica, a database refusing writes), as a commit alone may not.
+UPDATE tidings_migrations SET name = name WHERE version < 0;
+
+-- name: metrics_queue
+-- /metrics, at scrape time: runs due and free (ready), due later and free (delayed), leased
+-- (in flight), and the due time of the oldest ready one. Parameters: now, seven times.
+SELECT COALESCE(sum(CASE WHEN due_at <= ? AND (lease_until IS NULL OR lease_until < ?)
+                         THEN 1 ELSE 0 END), 0),
+       COALESCE(sum(CASE WHEN due_at > ? AND (lease_until IS NULL OR lease_until < ?)
+                         THEN 1 ELSE 0 END), 0),
+       COALESCE(sum(CASE WHEN lease_until >= ? THEN 1 ELSE 0 END), 0),
+       min(CASE WHEN due_at <= ? AND (lease_until IS NULL OR lease_until < ?) THEN due_at END)
+FROM runs WHERE due_at IS NOT NULL;
+
+-- name: metrics_waits
+SELECT kind, count(*) FROM pauses GROUP BY kind;
+
+-- name: event_traceparent
+-- Tracing: the context an event was sent in, for the link of the spans of the runs it started.
+SELECT traceparent FROM events WHERE id = ?;

@@ -34,8 +34,9 @@ SELECT event_id FROM event_idempotency WHERE env_id = ? AND event_key = ?;
 
 -- name: insert_event
 INSERT INTO events (id, env_id, name, data, user_data, user_subject, event_key, ts, v, source,
-                    context, account_id, received_at, deliver_at, delivered_at, meta)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    context, account_id, received_at, deliver_at, delivered_at, meta,
+                    traceparent)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO NOTHING;
 
 -- name: get_event

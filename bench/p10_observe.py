@@ -1,0 +1,116 @@
+"""P10: what metrics, logs and traces cost. P1 (single-event ``POST /e/{key}``, 32
+connections) and P3 (event → 1-step function completed, 500-event requests) on ``tidings dev``
+(SQLite), with metrics and logging off (``--no-metrics --log-level warning``) and on as under
+``serve`` (metrics, INFO, JSON), in alternating rounds; P1 also with tracing on besides, every
+span exported to nothing (``bench/variants.py traced``). Goals: on/off >= 0.95 for both,
+traced/off >= 0.90.
+
+``python -m bench.p10_observe [--rounds 4] [--seconds 8] [--n 5000] [--only p1,p3]``
+
+The machine is shared: each round records the load average, and the summary gives the ratio
+of medians and the median of per-round ratios (each pair of rounds saw the same neighbours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from typing import Any
+
+from bench.engine import Report, load, pin_self
+from bench.harness import OBSERVED, UNOBSERVED, BenchError, Plan, run_plan
+from bench.p1_ingest import EVENT
+from bench.p3_throughput import tidings_round
+
+GOAL = 0.95
+GOAL_TRACED = 0.90
+OFF, ON, TRACED = "sqlite-unobserved", "sqlite-observed", "sqlite-traced"
+
+
+def _ratios(off: list[float], on: list[float], goal: float = GOAL) -> dict[str, Any]:
+    of_medians = statistics.median(on) / statistics.median(off)
+    per_round = statistics.median(b / a for a, b in zip(off, on, strict=True))
+    return {"off_median": round(statistics.median(off), 1),
+            "on_median": round(statistics.median(on), 1),
+            "ratio_of_medians": round(of_medians, 3),
+            "median_of_round_ratios": round(per_round, 3), "goal": goal,
+            "met": per_round >= goal}
+
+
+def p1(rounds: int, seconds: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    import msgspec
+
+    plan = Plan(name="p10_observe_p1", targets=[OFF, ON, TRACED],
+                body=msgspec.json.encode(EVENT),
+                events_per_request=1, rounds=rounds, seconds=seconds, warmup_seconds=2.0,
+                connections=32)
+    run_plan(plan)
+    by = {t: [r.req_per_s for r in plan.results if r.target == t] for t in plan.targets}
+    cpu = {t: statistics.median(r.server_cpu_us_per_request for r in plan.results
+                                if r.target == t) for t in plan.targets}
+    summary = {**_ratios(by[OFF], by[ON]), "unit": "req/s",
+               "traced": _ratios(by[OFF], by[TRACED], GOAL_TRACED),
+               "server_cpu_us_per_request": {"off": cpu[OFF], "on": cpu[ON],
+                                             "traced": cpu[TRACED]}}
+    rows = [{"bench": "p1", "target": r.target, "round": r.index, "per_s": r.req_per_s,
+             "server_cpu_us": r.server_cpu_us_per_request, "load_before": r.load_before}
+            for r in plan.results]
+    return rows, summary
+
+
+def p3(rounds: int, n: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    rows = []
+    for index in range(1, rounds + 1):
+        for target, options in ((OFF, UNOBSERVED), (ON, OBSERVED)):
+            before = load()
+            result = tidings_round("sqlite", n, 1, options=options)
+            rows.append({"bench": "p3", "target": target, "round": index,
+                         "per_s": result["per_s"],
+                         "server_cpu_us": result["server_cpu_us_per_run"],
+                         "load_before": before})
+            print(f"  p3 round {index} {target:<18} {result['per_s']:>9,.0f} runs/s  server "
+                  f"CPU {result['server_cpu_us_per_run']:,.0f} us/run  load {before}",
+                  flush=True)
+    by = {t: [r["per_s"] for r in rows if r["target"] == t] for t in (OFF, ON)}
+    cpu = {t: statistics.median(r["server_cpu_us"] for r in rows if r["target"] == t)
+           for t in (OFF, ON)}
+    return rows, {**_ratios(by[OFF], by[ON]), "unit": "runs/s",
+                  "server_cpu_us_per_run": {"off": cpu[OFF], "on": cpu[ON]}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.p10_observe", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=8.0, help="P1 measured seconds")
+    parser.add_argument("--n", type=int, default=5_000, help="P3 runs per round")
+    parser.add_argument("--only", default="p1,p3")
+    args = parser.parse_args(argv)
+    pin_self()
+    report = Report("p10_observe", {"rounds": args.rounds, "p1_seconds": args.seconds,
+                                    "p3_n": args.n, "off": list(UNOBSERVED),
+                                    "on": list(OBSERVED)})
+    try:
+        for name in args.only.split(","):
+            print(f"P10 {name}: observability off vs on, {args.rounds} alternating rounds")
+            rows, summary = (p1(args.rounds, args.seconds) if name == "p1"
+                             else p3(args.rounds, args.n))
+            report.rounds.extend(rows)
+            report.summary[name] = summary
+            print(f"  {name}: on/off {summary['ratio_of_medians']} (medians), "
+                  f"{summary['median_of_round_ratios']} (per round); goal >= {GOAL}")
+            if "traced" in summary:
+                traced = summary["traced"]
+                print(f"  {name}: traced/off {traced['ratio_of_medians']} (medians), "
+                      f"{traced['median_of_round_ratios']} (per round); goal >= "
+                      f"{GOAL_TRACED}")
+    except BenchError as exc:
+        print(f"P10 failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"results: {report.save()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

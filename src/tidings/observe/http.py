@@ -1,0 +1,79 @@
+"""What the HTTP server tells of each request: its time in ``tidings_http_request_duration_
+seconds`` (by route template, method and status: never by the raw path), with tracing on a
+SERVER span (``tracing.server_span``), and with ``--access-log`` one INFO line when its answer
+has gone out — method, path, status, time taken, client address.
+
+Paths only, never query strings or headers; the event key in ``/e/{key}`` is masked.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tidings.observe import metrics, tracing
+
+log = logging.getLogger("tidings.access")
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def shown_path(path: str) -> str:
+    """``path`` as the log shows it: an event key masked."""
+    return "/e/***" if path.startswith("/e/") else path
+
+
+class RequestObserver:
+    """ASGI middleware around the whole app. ``route_of(scope)`` names the route template a
+    request went to, once it has been answered (``unmatched`` for none)."""
+
+    def __init__(self, app: ASGIApp, route_of: Callable[[Scope], str], *, access_log: bool,
+                 timed: bool) -> None:
+        self.app = app
+        self._route_of = route_of
+        self._access_log = access_log
+        self._timed = timed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if tracing.on():
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+                       if k in (b"traceparent", b"tracestate")}
+            with tracing.server_span(headers, scope["method"]) as span:
+                status = await self._observed(scope, receive, send)
+                tracing.finish_server_span(span, self._route_of(scope), scope["method"],
+                                           status)
+            return
+        await self._observed(scope, receive, send)
+
+    async def _observed(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Answer the request, time it and log it; its status."""
+        began = time.perf_counter()
+        status = 0
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            took = time.perf_counter() - began
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            if self._timed:
+                metrics.http_request_duration.observe(
+                    (self._route_of(scope), method, str(status)), took)
+            if self._access_log:
+                client = scope.get("client")
+                path = shown_path(scope["path"])
+                log.info("%s %s %d %.1f ms", method, path, status, took * 1000,
+                         extra={"method": method, "path": path, "status": status,
+                                "duration_ms": round(took * 1000, 3),
+                                "client": client[0] if client else None})
+        return status

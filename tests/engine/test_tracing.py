@@ -1,0 +1,159 @@
+"""Traces, with the OpenTelemetry SDK's in-memory exporter: one event sent by a traced caller
+→ a run with three steps, a retry and a sleep gives the expected tree, links and attributes;
+a call to an SDK app is a CLIENT span whose context goes with the request."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+import tidings
+from tests.engine.conftest import Engine
+from tests.unit.test_http_driver import FN, SDK, Host, run
+from tidings.engine.http_driver import HttpDriver
+from tidings.observe import tracing
+from tidings.server import create_app
+
+SENDER_TRACE = 0x0AF7651916CD43DD8448EB211C80319C
+SENDER_SPAN = 0xB7AD6B7169203331
+TRACEPARENT = f"00-{SENDER_TRACE:032x}-{SENDER_SPAN:016x}-01"
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    tracing.use(SimpleSpanProcessor(exporter))
+    yield exporter
+    tracing.use(None)
+
+
+def test_tracing_is_off_unless_the_otel_environment_asks() -> None:
+    assert not tracing.wanted({})
+    assert tracing.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
+    assert tracing.wanted({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"})
+    assert tracing.wanted({"OTEL_TRACES_EXPORTER": "console"})
+    assert not tracing.wanted({"OTEL_TRACES_EXPORTER": "none",
+                               "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
+    assert not tracing.wanted({"OTEL_SDK_DISABLED": "true",
+                               "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
+    assert not tracing.on()
+
+
+def _one(found: list[ReadableSpan], name: str) -> ReadableSpan:
+    named = [s for s in found if s.name == name]
+    assert len(named) == 1, [s.name for s in found]
+    return named[0]
+
+
+async def test_an_event_and_its_run_make_the_expected_tree(
+        engine: Engine, spans: InMemorySpanExporter) -> None:
+    client = tidings.Tidings(app_id="traced")
+    tries: collections.Counter[str] = collections.Counter()
+
+    @client.function(id="three", trigger=tidings.TriggerEvent(event="traced/go"), retries=2)
+    async def three(ctx: tidings.Context) -> Any:
+        def flaky() -> str:
+            tries["b"] += 1
+            if tries["b"] == 1:
+                raise RuntimeError("once")
+            return "b"
+
+        a = await ctx.step.run("a", lambda: "a")
+        b = await ctx.step.run("b", flaky)
+        await ctx.step.sleep("nap", timedelta(seconds=5))
+        c = await ctx.step.run("c", lambda: "c")
+        return a + b + c
+
+    await engine.start(client)
+    app = create_app(engine.core.settings, engine.core)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://tidings") as http:
+        sent = await http.post("/e/any-key", json={"name": "traced/go"},
+                               headers={"traceparent": TRACEPARENT})
+    assert sent.status_code == 200
+    await engine.drain()
+    engine.clock.advance(1_001)  # the retry of b
+    await engine.drain()
+    engine.clock.advance(5_001)  # the nap
+    await engine.drain()
+    (done,) = await engine.runs()
+    assert done.status == "Completed"
+    found = list(spans.get_finished_spans())
+
+    server = _one(found, "POST /e/{key}")
+    assert server.kind == SpanKind.SERVER
+    assert server.context.trace_id == SENDER_TRACE
+    assert server.parent is not None and server.parent.span_id == SENDER_SPAN
+    assert server.attributes["http.response.status_code"] == 200
+    producer = _one(found, "send events")
+    assert producer.kind == SpanKind.PRODUCER
+    assert producer.parent is not None and producer.parent.span_id == server.context.span_id
+    assert producer.attributes["messaging.system"] == "tidings"
+    assert producer.attributes["messaging.batch.message_count"] == 1
+
+    process = _one(found, "process traced-three")
+    assert process.kind == SpanKind.CONSUMER
+    assert process.parent is None  # a trace of its own, linked to the event
+    assert (process.context.trace_id, process.context.span_id) == tracing.run_ids(done.id)
+    [link] = process.links
+    assert (link.context.trace_id, link.context.span_id) == (SENDER_TRACE,
+                                                             producer.context.span_id)
+    assert process.attributes["messaging.system"] == "tidings"
+    assert process.attributes["messaging.operation.type"] == "process"
+    assert process.attributes["messaging.message.id"] == done.event_id
+    assert process.attributes["tidings.run.id"] == done.id
+    assert process.attributes["tidings.run.status"] == "Completed"
+    assert done.started_at is not None and done.ended_at is not None
+    assert process.start_time == done.started_at * 1_000_000
+    assert process.end_time is not None and process.end_time >= process.start_time
+    assert process.status.status_code == StatusCode.UNSET
+
+    under_run = [s for s in found if s.parent is not None
+                 and s.parent.span_id == process.context.span_id]
+    assert all(s.context.trace_id == process.context.trace_id for s in under_run)
+    steps = sorted((s for s in under_run if s.name.startswith("step ")),
+                   key=lambda s: s.start_time or 0)
+    assert [(s.name, s.attributes["tidings.step.attempt"]) for s in steps] == [
+        ("step a", 0), ("step b", 0), ("step b", 1), ("step c", 0)]
+    assert all(s.kind == SpanKind.INTERNAL and s.attributes["tidings.step.op"] == "run"
+               for s in steps)
+    assert steps[1].status.status_code == StatusCode.ERROR
+    assert "RuntimeError: once" in (steps[1].status.description or "")
+    assert steps[2].status.status_code == StatusCode.UNSET
+    nap = _one(under_run, "sleep nap")
+    assert nap.attributes["tidings.step.op"] == "sleep"
+    assert nap.end_time is not None and nap.start_time is not None
+    assert nap.end_time - nap.start_time >= 5_000 * 1_000_000  # it ends when the run resumes
+
+
+async def test_a_call_to_an_sdk_app_is_a_client_span_whose_context_goes_along(
+        spans: InMemorySpanExporter) -> None:
+    seen: list[httpx.Request] = []
+
+    def app(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, headers=SDK, json={"ok": True})
+
+    driver = HttpDriver(None, dev=True,  # type: ignore[arg-type]
+                        transport=httpx.MockTransport(app))
+    event = {"name": "e", "data": {}, "id": "01EV", "ts": 0}
+    await driver.call(FN, Host(), run=run(), event=event, events=[event])
+    [client] = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CLIENT]
+    assert client.name == "POST"
+    assert client.attributes["http.response.status_code"] == 200
+    assert client.attributes["url.full"].startswith("http://app/api/inngest")
+    trace_id, span_id = tracing.run_ids("01RUN")
+    assert client.context.trace_id == trace_id
+    assert client.parent is not None and client.parent.span_id == span_id
+    [request] = seen
+    assert request.headers["traceparent"] == (
+        f"00-{trace_id:032x}-{client.context.span_id:016x}-01")
