@@ -17,6 +17,7 @@ from tidings.server.dashboard.assets import Assets
 from tidings.server.dashboard.live import Feed
 from tidings.server.dashboard.render import environment
 from tidings.server.dashboard.session import BRANCH_COOKIE, Session, Sessions
+from tidings.server.dashboard.timeline import lanes_html
 from tidings.server.http import read_body
 from tidings.server.run_levers import RunLevers
 from tidings.storage.base import Environment
@@ -63,6 +64,7 @@ class Pages:
         self.sessions = Sessions(core)
         self.assets = Assets()
         self.templates = environment()
+        self.templates.globals["lanes"] = lanes_html  # a run's timeline, drawn in Python
         self.dev = core.settings.dev
 
     async def viewer(self, request: Request) -> Viewer:

@@ -25,9 +25,6 @@ def environment() -> Environment:
                       autoescape=select_autoescape(default=True, default_for_string=True),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters.update(when=when, ago_ms=duration, json_tree=json_tree, json_text=json_text)
-    from tidings.server.dashboard.timeline import lanes_html  # it draws with the helpers here
-
-    env.globals["lanes"] = lanes_html
     return env
 
 
