@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: dev test lint typecheck pytest install node chromium clean bench layers
+.PHONY: dev test lint typecheck pytest install node chromium clean bench layers proto
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ bench: install
 	command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench $(BENCH)
+
+# Connect's protobuf messages: wire_pb2.py(i) are generated from wire.proto and checked in.
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -Isrc --python_out=src --pyi_out=src \
+		src/tidings/connect/wire.proto
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache artifacts

@@ -17,7 +17,8 @@ from typing import Any
 import cel
 
 from bench.harness import print_table
-from tidings.functions.expressions import LIMITS, cost, shape_of
+from tidings.functions.expression_cost import cost, shape_of
+from tidings.functions.expressions import LIMITS
 
 Make = Callable[[int], dict[str, Any]]
 

@@ -29,7 +29,11 @@ DIR/p7-http-r1.txt`` for the server, ``DIR/p7-http-r1-app.txt`` for the app).
 ``DIR`` (the ``src`` of another checkout: ``TARGET@base``), alternating with it, to compare a
 change with what it changes.
 
-``python -m bench.p7_http [--n 10000] [--rounds 3] [--only native,http,http-parallel]``
+``connect``: the same function in ``bench.inngest_connect_app``, a worker that dials out to the
+gateway (Connect) instead of serving HTTP, pinned like the SDK app; each run is two calls down
+its socket. The summary gives its runs/s and server CPU per run beside HTTP's.
+
+``python -m bench.p7_http [--n 10000] [--rounds 3] [--only native,http,http-parallel,connect]``
 """
 
 from __future__ import annotations
@@ -77,11 +81,13 @@ from bench.p3_throughput import BATCH
 
 APP_CPU = os.environ.get("TIDINGS_BENCH_APP_CPU", WRK_CPU)
 APP_MODULE = "bench.inngest_app:app"
-TARGETS = ["native", "http", "http-parallel"]
-# bench-p3-noop, bench-sdk-p3-noop, bench-sdk-p7-parallel
-FUNCTION = {"native": "p3-noop", "http": "sdk-p3-noop", "http-parallel": "sdk-p7-parallel"}
+CONNECT_MODULE = "bench.inngest_connect_app"
+TARGETS = ["native", "http", "http-parallel", "connect"]
+# bench-p3-noop, bench-sdk-p3-noop, bench-sdk-p7-parallel, bench-connect-p3-noop
+FUNCTION = {"native": "p3-noop", "http": "sdk-p3-noop", "http-parallel": "sdk-p7-parallel",
+            "connect": "connect-p3-noop"}
 EVENT = {"native": "bench/p3.noop", "http": "bench/p3.noop",
-         "http-parallel": "bench/p7.parallel"}
+         "http-parallel": "bench/p7.parallel", "connect": "bench/p3.noop"}
 
 
 # -- the SDK app -------------------------------------------------------------------------------
@@ -89,7 +95,7 @@ EVENT = {"native": "bench/p3.noop", "http": "bench/p3.noop",
 
 @dataclass(frozen=True)
 class SdkApp:
-    url: str  # the SDK endpoint, as synced
+    url: str  # the SDK endpoint, as synced ("" for a Connect worker)
     pid: int  # uvicorn's (not py-spy's when profiled)
 
     def cpu_seconds(self) -> float:
@@ -98,11 +104,39 @@ class SdkApp:
     def waited_seconds(self) -> float:
         return runnable_wait_seconds(self.pid)
 
-    def calls(self) -> int:
-        """The calls (``POST``) the app has answered."""
+    def calls(self) -> int | None:
+        """The calls (``POST``) the app has answered (None: a Connect worker, not counted)."""
+        if not self.url:
+            return None
         with urllib.request.urlopen(self.url.replace("/api/inngest", "/requests"),
                                     timeout=10) as answer:
             return int(json.load(answer)["calls"])
+
+
+@contextlib.contextmanager
+def connect_worker(server_port: int, *, profile: Path | None = None) -> Iterator[SdkApp]:
+    """``bench.inngest_connect_app``, in dev mode, dialling the server on ``server_port``."""
+    with tempfile.TemporaryDirectory(prefix="tidings-bench-connect-") as tmp:
+        log = Path(tmp) / "worker.log"
+        env = {k: v for k, v in bench_env().items() if not k.startswith("INNGEST_")}
+        env.update(INNGEST_DEV="1", INNGEST_BASE_URL=f"http://127.0.0.1:{server_port}")
+        argv = py_spy(profile, [python(), "-m", CONNECT_MODULE])
+        with log.open("wb") as out:
+            process = subprocess.Popen(pinned(APP_CPU, argv), env=env, stdout=out,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       cwd=ROOT)
+        try:
+            pid = child_pid(process.pid) if profile is not None else process.pid
+            yield SdkApp("", pid)
+        finally:
+            stop_process(process)
+        check_log(log, "the Connect worker")
+
+
+def _connected(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/apps", timeout=10) as answer:
+        apps = json.load(answer)["data"]
+    return any(app["app_id"] == "bench-connect" and app["connections"] for app in apps)
 
 
 @contextlib.contextmanager
@@ -148,15 +182,26 @@ def target_stack(target: str, profile: Path | None,
         with tidings_dev("sqlite", profile=profile, extra_env=extra_env) as engine:
             yield engine, None
         return
+    if target == "connect":
+        with tidings_dev("sqlite", profile=profile, extra_env=extra_env,
+                         args=["--no-discovery", "--connect-gateway-port", "0"]) as engine, \
+                connect_worker(engine.port, profile=app_profile_of(profile)) as worker:
+            wait_until("the Connect worker to connect", lambda: _connected(engine.port),
+                       timeout=60)
+            yield engine, worker
+        return
     server_port = free_port()
-    app_profile = profile.with_name(profile.stem + "-app.txt") if profile else None
-    with sdk_app(server_port, profile=app_profile) as app, tidings_dev(
+    with sdk_app(server_port, profile=app_profile_of(profile)) as app, tidings_dev(
             "sqlite", port=server_port, profile=profile, extra_env=extra_env,
             args=["-u", app.url, "--no-discovery"]) as engine:
         slug = f"bench-{FUNCTION[target]}"
         wait_until("the SDK app to sync", lambda: engine.scalar(
             "SELECT id FROM functions WHERE slug = ?", (slug,)) is not None, timeout=30)
         yield engine, app
+
+
+def app_profile_of(profile: Path | None) -> Path | None:
+    return profile.with_name(profile.stem + "-app.txt") if profile else None
 
 
 def run_round(target: str, n: int, connections: int, profile: Path | None = None,
@@ -179,7 +224,7 @@ def run_round(target: str, n: int, connections: int, profile: Path | None = None
         warmup = BATCH
         post_all(engine.port, _bodies(EVENT[target], warmup, "warmup"))
         wait_until("the warm-up runs", lambda: completed() >= warmup, timeout=120)
-        calls_before = app.calls() if app else 0
+        calls_before = app.calls() if app else None
         before = cpu()
         started = time.time()
         post_all(engine.port, _bodies(EVENT[target], n, "measured"), connections)
@@ -188,7 +233,9 @@ def run_round(target: str, n: int, connections: int, profile: Path | None = None
                    timeout=max(300, n / 20))
         seen = time.time()
         after = cpu()
-        calls = (app.calls() - calls_before) if app else 0
+        calls_after = app.calls() if app else None
+        calls = (calls_after - calls_before
+                 if calls_after is not None and calls_before is not None else None)
         ended_ms = engine.completed_runs(fn, warmup + n, target)
     elapsed = ended_ms / 1000 - started
     # CPU is read when the poller saw the last run (up to one poll after it ended).
@@ -202,9 +249,10 @@ def run_round(target: str, n: int, connections: int, profile: Path | None = None
         "server_busy": round(server_cpu / window, 3),
         "server_waiting": round(server_wait / window, 3),
         "loadgen_busy": round(own_cpu / window, 3)}
+    if calls is not None:
+        result.update(calls_per_run=round(calls / n, 3))
     if app is not None:
-        result.update(calls_per_run=round(calls / n, 3),
-                      app_cpu_us_per_run=round(app_cpu / n * 1e6, 1),
+        result.update(app_cpu_us_per_run=round(app_cpu / n * 1e6, 1),
                       app_busy=round(app_cpu / window, 3),
                       app_waiting=round(app_wait / window, 3))
     return result
@@ -232,6 +280,12 @@ def summarize(report: Report, targets: list[str]) -> dict[str, Any]:
                     "sdk app": 1e6 / http["app_cpu_us_per_run"]}
         summary["http_ceilings_per_s"] = {k: round(v, 1) for k, v in ceilings.items()}
         summary["http_limited_by"] = min(ceilings, key=lambda k: ceilings[k])
+    if "connect" in medians and "http" in medians:
+        summary["ratio_connect_http"] = round(medians["connect"]["per_s"]
+                                              / medians["http"]["per_s"], 3)
+        summary["connect_server_cpu_vs_http"] = round(
+            medians["connect"]["server_cpu_us_per_run"] / medians["http"]["server_cpu_us_per_run"],
+            3)
     if "native" in medians and "http" in medians:
         by_round = {(r["target"], r["round"]): r["per_s"] for r in report.rounds}
         pairs = [by_round[("http", i)] / by_round[("native", i)]
@@ -252,8 +306,8 @@ def _cpu(figures: dict[str, Any], who: str) -> str:
 
 
 def _print_round(result: dict[str, Any]) -> None:
-    app = (f"  app {_cpu(result, 'app')}, {result['calls_per_run']:g} calls/run"
-           if "app_cpu_us_per_run" in result else "")
+    calls = (f", {result['calls_per_run']:g} calls/run" if "calls_per_run" in result else "")
+    app = f"  app {_cpu(result, 'app')}{calls}" if "app_cpu_us_per_run" in result else ""
     print(f"  round {result['round']} {result['target']:<6} {result['per_s']:>8,.0f} runs/s "
           f"({result['n']:,} in {result['seconds']:.2f}s)  server {_cpu(result, 'server')}"
           f"{app}  load {result['load_before']:.1f}", flush=True)

@@ -128,6 +128,9 @@ def start_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
                  executable: str = TIDINGS) -> LiveServer:
     """Start ``tidings dev`` (or serve) in a subprocess and wait until /health answers."""
     port = port or free_port()
+    if command in ("dev", "serve") and "--connect-gateway-port" not in args:
+        # The default (the API port + 1) may be another test's: any free port.
+        args = (*args, "--connect-gateway-port", "0")
     data_dir = tmp_path / "server"
     data_dir.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, "TIDINGS_DATA_DIR": str(data_dir), **(env or {})}

@@ -5,7 +5,8 @@
   ``database is locked`` (SQLITE_BUSY) and the writer's data statements with ``database or disk
   is full`` (SQLITE_FULL); transaction control still works, as it does in SQLite. With the mode
   ``die`` the writer's COMMIT raises something that is not an ``Exception``, which kills the
-  writer thread. ``install`` wraps ``tidings.storage.sqlite.connect``; a test process uses
+  writer thread. ``install`` wraps ``connect`` where the SQLite backend calls it (the readers
+  in ``tidings.storage.sqlite``, the writer in ``tidings.storage.sqlite_writer``); a test uses
   pytest's ``monkeypatch``, a ``tidings`` process ``tests/reliability/faulty_cli.py``.
 - ``FlakyStorage``: wraps any storage; while ``failing`` its ``read`` and ``write`` raise the
   backend's own outage error (the executor's and router's paths), everything else works.
@@ -46,14 +47,16 @@ class FaultySQLite:
             return None
 
     def install(self, setattr_: Callable[[Any, str, Any], None] | None = None) -> None:
-        import tidings.storage.sqlite as backend
+        import tidings.storage.sqlite as readers
+        import tidings.storage.sqlite_writer as writer
 
-        real = backend.connect
+        real = writer.connect
 
         def connect(path: str, *, readonly: bool = False, synced: bool = True) -> Any:
             return _Connection(real(path, readonly=readonly, synced=synced), self, readonly)
 
-        (setattr_ or setattr)(backend, "connect", connect)
+        for backend in (readers, writer):
+            (setattr_ or setattr)(backend, "connect", connect)
 
 
 class _Connection:

@@ -14,6 +14,7 @@ Mode = Literal["dev", "serve"]
 
 MIB = 1024 * 1024
 DAY_MS = 24 * 60 * 60 * 1000
+CONNECT_LEASE_SECONDS = 30
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +97,46 @@ class Load:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectSettings:
+    """The Connect gateway (``tidings.connect``): where it listens for workers' WebSockets, what
+    ``POST /v0/connect/start`` tells them, and how long a call's lease lasts
+    (``TIDINGS_CONNECT_LEASE_SECONDS``; workers extend it every quarter of it)."""
+
+    gateway_port: int | None = None  # None: no gateway in this process; 0: any free port
+    # False (the default port, API port + 1): a port already taken leaves the process without
+    # a gateway, said in the log and by /v0/connect/start, instead of stopping its start.
+    gateway_port_given: bool = False
+    gateway_host: str = "127.0.0.1"
+    gateway_url: str | None = None  # None: ws://<the host /start was asked on>:<gateway_port>
+    lease_seconds: int = CONNECT_LEASE_SECONDS
+    hello_timeout: float = 5.0  # seconds from the socket's opening to WORKER_CONNECT
+    heartbeat_timeout: float = 50.0  # seconds without a word from a worker before it is cut
+    max_message_bytes: int = 8 * MIB
+    max_apps: int = 10  # apps one connection may serve
+
+    def __post_init__(self) -> None:
+        if self.lease_seconds < 2:
+            raise ConfigError(f"the Connect lease lasts at least 2 seconds, not "
+                              f"{self.lease_seconds}")
+        if self.gateway_port is not None and not 0 <= self.gateway_port <= 65535:
+            raise ConfigError(f"the Connect gateway port {self.gateway_port} is not a port")
+
+    @property
+    def extend_interval(self) -> int:
+        """Seconds between a worker's lease extensions (what the READY message says)."""
+        return max(1, self.lease_seconds // 4)
+
+    @staticmethod
+    def lease_from_env(environ: Mapping[str, str] = os.environ) -> int:
+        raw = environ.get("TIDINGS_CONNECT_LEASE_SECONDS", "")
+        if not raw:
+            return CONNECT_LEASE_SECONDS
+        if not raw.isascii() or not raw.isdigit():
+            raise ConfigError(f"TIDINGS_CONNECT_LEASE_SECONDS: a whole number, got {raw!r}")
+        return int(raw)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Observe:
     """What a server tells about itself beyond its answers (``tidings/observe``)."""
 
@@ -121,6 +162,7 @@ class Settings:
     # Under serve, what outbound calls to user-supplied URLs may reach besides public
     # addresses (``--allow-app-host``; see ``netguard``).
     allow_app_hosts: tuple[str, ...] = ()
+    connect: ConnectSettings = field(default_factory=ConnectSettings)
     observe: Observe = field(default_factory=Observe)
 
     @property

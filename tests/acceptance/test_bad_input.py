@@ -14,9 +14,10 @@ and afterwards the server must answer ``/health``, list and get must work, and n
 been stored (the events, apps and runs listed before and after are the same).
 
 What stays lenient, on purpose (Inngest's server does the same, and its SDKs rely on it):
-unknown query parameters on the Event API, the SDK endpoints, ``/health``, ``/ready``,
-``/metrics`` and ``/openapi.json``; unknown keys in a registration body (``/fn/register``),
-where SDKs send more than any one server reads. ``tidings dev`` takes any event key, so the key in
+unknown query parameters on the Event API, the SDK endpoints (Connect's too), ``/health``,
+``/ready``, ``/metrics`` and ``/openapi.json``; unknown keys in a registration body
+(``/fn/register``), where SDKs send more than any one server reads. ``tidings dev`` takes any
+event key, so the key in
 ``/e/{key}`` is only a credential under ``serve``.
 """
 
@@ -54,12 +55,16 @@ DEEP_CEL = "(" * 100_000 + "true" + ")" * 100_000
 LENIENT_QUERY = {("POST", "/e/{key}"), ("POST", "/fn/register"),
                  ("GET", "/v0/runs/{run_id}/batch"), ("GET", "/v0/runs/{run_id}/actions"),
                  ("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"),
-                 ("GET", "/openapi.json")}
+                 ("GET", "/openapi.json"),
+                 ("POST", "/v0/connect/start"), ("POST", "/v0/connect/flush")}
 LENIENT_KEYS = {("POST", "/fn/register")}
 BODYLESS = {("POST", "/v1/runs/{run_id}/cancel"), ("POST", "/v1/runs/{run_id}/rerun"),
             ("POST", "/v1/events/{event_id}/cancel"), ("POST", "/api/v1/events/{event_id}/cancel"),
             ("POST", "/api/v1/events/{event_id}/cancel-runs"),
             ("POST", "/api/v1/runs/{run_id}/cancel")}
+# Protobuf bodies: their malformed bodies are in test_connect_bad_input; their headers and
+# credentials get the cases here.
+PROTOBUF_BODIES = {("POST", "/v0/connect/start"), ("POST", "/v0/connect/flush")}
 
 
 @dataclass(frozen=True)
@@ -411,7 +416,7 @@ async def test_every_endpoint_is_covered(tmp_path: Path) -> None:
     # Every endpoint is in the document, so its parameters and headers get the cases above;
     # every endpoint that takes a body has a valid one here, so its fields get them too.
     assert endpoints == set(OPERATIONS)
-    assert taking_bodies == set(BODIES) | BODYLESS
+    assert taking_bodies == set(BODIES) | BODYLESS | PROTOBUF_BODIES
     assert {(c.method, c.path) for c in CASES} == endpoints
 
 

@@ -27,7 +27,7 @@ from tidings.events.parse import parse_events
 from tidings.functions import registration
 from tidings.ids import now_ms
 from tidings.keys import create_key
-from tidings.runs import store
+from tidings.runs import admin, store
 from tidings.runs.model import CANCELLED, COMPLETED, FAILED, RUNNING, SLEEPING, WAITING
 from tidings.server import runs_api
 from tidings.server.app import api_routes
@@ -536,7 +536,7 @@ async def test_a_large_replay_goes_on_in_batches(engine: Engine,
     reruns = [r for r in await engine.runs() if r.replay_id == first["id"]]
     assert len(reruns) == count
     assert len({r.rerun_of for r in reruns}) == count
-    assert await engine.core.storage.read(store.unfinished_replays) == []
+    assert await engine.core.storage.read(admin.unfinished_replays) == []
 
 
 async def test_a_replay_left_unfinished_is_carried_on_by_the_next_runtime(
@@ -550,16 +550,16 @@ async def test_a_replay_left_unfinished_is_carried_on_by_the_next_runtime(
     now = await cancelled_runs(engine, count)
     batch = runs_api.REPLAY_BATCH
 
-    def start(tx: Any) -> tuple[store.Replay, bool]:
+    def start(tx: Any) -> tuple[admin.Replay, bool]:
         fn = registration.function_by_slug(tx, engine.env_id, "shop-charge")
         assert fn is not None
-        return store.start_replay(tx, fn=fn, since_ms=now - 1, until_ms=now + 1,
+        return admin.start_replay(tx, fn=fn, since_ms=now - 1, until_ms=now + 1,
                                   statuses=[CANCELLED], now=now, batch=batch)
 
     # What POST /v1/replays writes before it answers; then its process is gone.
     replay, more = await engine.core.storage.write(start)
     assert more and (replay.total, replay.created) == (count, batch)
-    [(left, fn)] = await engine.core.storage.read(store.unfinished_replays)
+    [(left, fn)] = await engine.core.storage.read(admin.unfinished_replays)
     assert (left, fn.slug) == (replay.id, "shop-charge")
 
     runtime = Runtime(engine.core, [app], env="dev",
@@ -568,7 +568,7 @@ async def test_a_replay_left_unfinished_is_carried_on_by_the_next_runtime(
     try:
         deadline = asyncio.get_running_loop().time() + 60
         while True:
-            progress = await engine.core.storage.read(partial(store.get_replay,
+            progress = await engine.core.storage.read(partial(admin.get_replay,
                                                               replay_id=replay.id))
             assert progress is not None
             if progress.done:
@@ -582,7 +582,7 @@ async def test_a_replay_left_unfinished_is_carried_on_by_the_next_runtime(
     reruns = [r for r in await engine.runs() if r.replay_id == replay.id]
     assert len(reruns) == count
     assert len({r.rerun_of for r in reruns}) == count
-    assert await engine.core.storage.read(store.unfinished_replays) == []
+    assert await engine.core.storage.read(admin.unfinished_replays) == []
 
 
 def _ulid(ms: int, i: int) -> str:

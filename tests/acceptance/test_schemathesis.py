@@ -16,6 +16,7 @@ import jsonschema_rs
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -26,6 +27,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.conftest import LiveServer, start_server, stop_server
+from tidings.connect import wire_pb2 as pb
 from tidings.server.openapi import document
 
 CHECKS = [
@@ -43,6 +45,19 @@ AUTH = {"Authorization": "Bearer dev"}
 # each operation is its own test; ``schemathesis.pytest.from_fixture`` cannot be used with
 # pytest 9 (schemathesis 4.32 sets the removed ``Node._nodeid``).
 schema = schemathesis.openapi.from_dict(document(dev=True))
+
+# Connect's bodies are protobuf: empty (a valid StartRequest), the messages the SDKs send, or
+# any bytes; answers of that type are checked as the opaque string the document says they are.
+schemathesis.openapi.media_type("application/protobuf", st.one_of(
+    st.just(b""), st.binary(max_size=256),
+    st.sampled_from([pb.StartRequest(exclude_gateways=["gw"]).SerializeToString(),
+                     pb.SDKResponse(request_id="01M90W3Q9S82EK4PVH1C9AB6KF").SerializeToString(),
+                     ])))
+
+
+@schemathesis.deserializer("application/protobuf")
+def _protobuf(ctx: schemathesis.DeserializationContext, response: Any) -> str:
+    return bytes(response.content).hex()
 
 
 FUZZ_APP = """
@@ -102,7 +117,7 @@ def test_every_operation_answers_as_documented(case: schemathesis.Case,
     case.call_and_validate(base_url=dev_server.url, checks=CHECKS)
 
 
-def test_openapi_json_describes_every_json_endpoint(dev_server: LiveServer) -> None:
+def test_openapi_json_describes_every_endpoint(dev_server: LiveServer) -> None:
     served = httpx.get(f"{dev_server.url}/openapi.json", timeout=10)
 
     assert served.status_code == 200
@@ -128,6 +143,9 @@ def test_openapi_json_describes_every_json_endpoint(dev_server: LiveServer) -> N
         ("GET", "/v0/runs/{run_id}/actions"),
         ("GET", "/v1/apps"),
         ("POST", "/v1/apps/sync"),
+        ("POST", "/v0/connect/start"),
+        ("POST", "/v0/connect/flush"),
+        ("GET", "/v0/connect/envs/{env_id}/conns"),
         ("GET", "/v1/functions"),
         ("GET", "/v1/functions/{slug}"),
         ("GET", "/dev"),
@@ -140,6 +158,8 @@ def test_openapi_json_describes_every_json_endpoint(dev_server: LiveServer) -> N
         ("GET", "/api/v2/runs/{run_id}/statuses"),
         ("POST", "/api/v1/runs/{run_id}/cancel"),
         ("GET", "/health"),
+        ("GET", "/ready"),
+        ("GET", "/metrics"),
         ("GET", "/openapi.json"),
     }
     assert served.json() == document(dev=True)

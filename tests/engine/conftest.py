@@ -18,7 +18,7 @@ from tidings.engine.runtime import Runtime, native_queue
 from tidings.events.parse import parse_events
 from tidings.flow import status as flow_status
 from tidings.ids import now_ms
-from tidings.runs import store
+from tidings.runs import journal, store
 from tidings.runs.model import TERMINAL, Run, StepRow
 from tidings.server import create_app
 from tidings.storage.tx import Tx
@@ -76,7 +76,7 @@ class Engine:
         return found
 
     async def steps(self, run_id: str) -> list[StepRow]:
-        return await self.core.storage.read(lambda tx: store.steps_of(tx, run_id))
+        return await self.core.storage.read(lambda tx: journal.steps_of(tx, run_id))
 
     def executor(self, app_id: str = "app") -> Executor:
         assert self.runtime is not None

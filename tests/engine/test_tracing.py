@@ -157,3 +157,23 @@ async def test_a_call_to_an_sdk_app_is_a_client_span_whose_context_goes_along(
     [request] = seen
     assert request.headers["traceparent"] == (
         f"00-{trace_id:032x}-{client.context.span_id:016x}-01")
+
+
+async def test_a_cancelled_run_records_its_span_too(
+        engine: Engine, spans: InMemorySpanExporter) -> None:
+    client = tidings.Tidings(app_id="traced")
+
+    @client.function(id="napper", trigger=tidings.TriggerEvent(event="traced/nap"))
+    async def napper(ctx: tidings.Context) -> Any:
+        await ctx.step.sleep("nap", timedelta(hours=1))
+
+    await engine.start(client)
+    await engine.send({"name": "traced/nap"})
+    await engine.drain()
+    (run,) = await engine.runs()
+    cancelled = await engine.api("POST", f"/v1/runs/{run.id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    process = _one(list(spans.get_finished_spans()), "process traced-napper")
+    assert process.attributes["tidings.run.status"] == "Cancelled"
+    assert process.status.status_code == StatusCode.ERROR
+    assert (process.context.trace_id, process.context.span_id) == tracing.run_ids(run.id)

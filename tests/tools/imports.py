@@ -39,7 +39,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core",),  # storage, keys, vault and ingest wired once for a process
     ("calls",),  # one call of a function: the host the engine gives it, the outcomes it ends in
     ("sdk",),
-    ("engine", "apps", "triggerdev"),  # triggerdev: Trigger.dev v2 keys, events, Jobs
+    ("engine", "apps", "triggerdev", "connect"),  # triggerdev: Trigger.dev v2 keys, events,
+    # Jobs; connect: the Connect gateway, and the hub the HTTP driver calls
     ("server",),
     ("cli",),
     ("__init__",),  # the public surface re-exports the SDK

@@ -14,13 +14,13 @@ from tidings.apps.config import parse_app
 from tidings.errors import ConfigError, RequestRejected
 from tidings.functions import expressions
 from tidings.functions.cel_check import BUILTINS, check_expression
+from tidings.functions.expression_cost import nesting
 from tidings.functions.expressions import (
     LIMITS,
     ExpressionError,
     compile_expression,
     evaluate,
     matches,
-    nesting,
 )
 from tidings.settings import MIB, ExpressionLimits
 

@@ -20,7 +20,8 @@ from tidings.apps.config import parse_app
 from tidings.errors import ConfigError, RequestRejected
 from tidings.functions import cel_check, expressions
 from tidings.functions.cel_check import check_expression
-from tidings.functions.expressions import LIMITS, cost, evaluate, matches, shape_of
+from tidings.functions.expression_cost import cost, shape_of
+from tidings.functions.expressions import LIMITS, evaluate, matches
 from tidings.settings import ExpressionLimits
 
 NESTED = "event.data.a.map(x, event.data.b.map(y, x + y)).size() > 0"

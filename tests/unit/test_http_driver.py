@@ -24,7 +24,7 @@ SDK = {"x-inngest-sdk": "py:v0.5.19"}
 
 
 class Host:
-    """The executor's side of a call, as ``executor._Host`` behaves towards the driver."""
+    """The executor's side of a call, as ``engine/host.CallHost`` behaves towards the driver."""
 
     def __init__(self, attempts: dict[str, int] | None = None, run_attempt: int = 0) -> None:
         self.blockers: list[Any] = []

@@ -91,8 +91,10 @@ class AppConfig:
     checksum: str
 
 
-def parse_app(body: Any) -> AppConfig:
-    """Read a register body; ``RequestRejected`` says what is wrong with it."""
+def parse_app(body: Any, *, connected: bool = False) -> AppConfig:
+    """Read a register body; ``RequestRejected`` says what is wrong with it. ``connected``: the
+    app's worker registered over a Connect socket, and its URLs are placeholders (the gateway
+    gives its functions URLs of its own)."""
     if not isinstance(body, Mapping):
         raise RequestRejected("Invalid request: the body is not a JSON object")
     nul = nul_at(body)
@@ -103,7 +105,7 @@ def parse_app(body: Any) -> AppConfig:
     if not isinstance(app_id, str) or not app_id:
         raise RequestRejected("App ID required")
     url = get(body, "url")
-    if not is_http_url(url):
+    if not connected and not is_http_url(url):
         raise RequestRejected(f"Invalid request: the app URL {url!r} is not an http(s) URL")
     raw_functions = get(body, "functions") or []
     if not isinstance(raw_functions, list):
@@ -111,7 +113,7 @@ def parse_app(body: Any) -> AppConfig:
     functions: list[FunctionDef] = []
     for index, raw in enumerate(raw_functions):
         try:
-            functions.append(parse_function(raw))
+            functions.append(parse_function(raw, connected=connected))
         except ConfigError as exc:
             name = get(raw, "id") if isinstance(raw, Mapping) else None
             raise RequestRejected(f"At least one function is invalid: function "
@@ -129,7 +131,7 @@ def parse_app(body: Any) -> AppConfig:
                      functions=tuple(functions), checksum=digest)
 
 
-def parse_function(raw: Any) -> FunctionDef:
+def parse_function(raw: Any, *, connected: bool = False) -> FunctionDef:
     if not isinstance(raw, Mapping):
         raise ConfigError("not a JSON object")
     name = get(raw, "name")
@@ -142,7 +144,7 @@ def parse_function(raw: Any) -> FunctionDef:
     if not isinstance(name, str):
         raise ConfigError("the name is not a string")
     triggers = _triggers(get(raw, "triggers"))
-    url, retries, step = _step(get(raw, "steps"), get(raw, "retries"))
+    url, retries, step = _step(get(raw, "steps"), get(raw, "retries"), connected)
     config: dict[str, Any] = {"id": slug, "name": name, "triggers": triggers,
                               "retries": retries, "runtime": "http", "step": step}
     for key, value in raw.items():
@@ -180,7 +182,8 @@ def _triggers(raw: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _step(raw: Any, top_retries: Any) -> tuple[str, int, dict[str, Any]]:
+def _step(raw: Any, top_retries: Any,
+          connected: bool = False) -> tuple[str, int, dict[str, Any]]:
     """The one step's URL, the function's retries, and the step as registered (its id, name
     and, when the SDK gave any, its retries: what ``GET /dev`` shows, as Inngest does)."""
     if not isinstance(raw, Mapping) or len(raw) != 1:
@@ -190,7 +193,9 @@ def _step(raw: Any, top_retries: Any) -> tuple[str, int, dict[str, Any]]:
         raise ConfigError("the step is not a JSON object")
     runtime = get(step, "runtime") or {}
     url = get(runtime, "url") if isinstance(runtime, Mapping) else None
-    if not is_http_url(url):
+    if connected:
+        url = ""  # the gateway's to give
+    elif not is_http_url(url):
         raise ConfigError(f"the step URL {url!r} is not an http(s) URL")
     retries = get(step, "retries")
     attempts = get(retries, "attempts") if isinstance(retries, Mapping) else None

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from http import HTTPStatus
 from typing import Any
@@ -20,7 +20,7 @@ import httpx
 import msgspec
 
 from tidings.apps import records
-from tidings.apps.config import AppConfig, parse_app
+from tidings.apps.config import AppConfig, is_http_url, parse_app
 from tidings.core import Core
 from tidings.errors import RequestRejected
 from tidings.functions import registration
@@ -114,6 +114,17 @@ class AppSync:
                 "app %s synced from %s: %d functions%s", app.app_id, app.url,
                 len(app.functions), "" if modified else " (unchanged)",
                 extra={"app": app.app_id})
+        return app, modified
+
+    async def register_connected(self, env_id: str, body: Any,
+                                 function_url: Callable[[str], str]) -> tuple[AppConfig, bool]:
+        """Store the functions of an app whose worker registered over a Connect socket: there is
+        no URL to vet, each function is called where ``function_url(slug)`` says."""
+        app = await asyncio.to_thread(parse_app, body, connected=True)
+        app = replace(app, functions=tuple(replace(f, url=function_url(f.slug))
+                                           for f in app.functions))
+        modified = await self._core.storage.write(
+            partial(_register, env_id=env_id, app=app, now=now_ms()))
         return app, modified
 
     async def _vet(self, app: AppConfig) -> None:
@@ -287,7 +298,9 @@ class AppPoller:
         """Ping every known app once; discover when none is synced yet."""
         env_id = self._env_id
         known = await self._sync.storage.read(lambda tx: records.apps_of(tx, env_id))
-        urls = list(dict.fromkeys([*self._urls, *(app.url for app in known)]))
+        # Apps whose workers connect over a socket (``ws://connect?…``) are not pinged.
+        urls = list(dict.fromkeys([*self._urls, *(app.url for app in known
+                                                  if is_http_url(app.url))]))
         results = list(await asyncio.gather(*(self._sync.ping(env_id, url) for url in urls)))
         if self._discover and not any(r.status == records.SYNCED for r in results):
             found = await self.discover()

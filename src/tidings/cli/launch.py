@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
 import logging
@@ -19,7 +20,7 @@ from rich.markup import escape
 from tidings.cli.common import console, db_option, run_async, safe_url, settings_for
 from tidings.core import keyring_for
 from tidings.observe.options import observe_options
-from tidings.settings import MIB, Load, Observe, Settings, parse_size
+from tidings.settings import MIB, ConnectSettings, Load, Observe, Settings, parse_size
 from tidings.version import VERSION
 
 app_option = click.option("-a", "--app", "apps", multiple=True, metavar="MODULE:CLIENT",
@@ -79,12 +80,41 @@ def _load_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def _connect_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the Connect gateway listens and what workers are told, handed to the command as
+    ``connect``: a ``ConnectSettings`` without its host (``_serve`` adds it)."""
+
+    @functools.wraps(fn)
+    def command(connect_gateway_port: int | None, connect_gateway_url: str | None,
+                **kwargs: Any) -> Any:
+        connect = ConnectSettings(gateway_port=connect_gateway_port,
+                                  gateway_port_given=connect_gateway_port is not None,
+                                  gateway_url=connect_gateway_url or None,
+                                  lease_seconds=ConnectSettings.lease_from_env())
+        return fn(connect=connect, **kwargs)
+
+    command = click.option(
+        "--connect-gateway-url", metavar="URL", envvar="TIDINGS_CONNECT_GATEWAY_URL",
+        help="The WebSocket URL Connect workers are told to dial (default: "
+             "ws://<the host they asked>:<gateway port>/v0/connect).")(command)
+    return click.option(
+        "--connect-gateway-port", type=click.IntRange(0, 65535), metavar="PORT",
+        envvar="TIDINGS_CONNECT_GATEWAY_PORT",
+        help="Where Connect workers' WebSockets are taken; 0: any free port  "
+             "[default: the API port + 1]")(command)
+
+
 def _serve(settings: Settings, host: str, port: int, apps: tuple[str, ...] = (),
            env: str = "dev", retry_interval: float | None = None, watch: Any = None,
-           http: bool = True) -> None:
+           http: bool = True, connect: ConnectSettings | None = None) -> None:
     import uvicorn
 
     from tidings.server import create_app
+
+    connect = connect or ConnectSettings()
+    settings = dataclasses.replace(settings, connect=dataclasses.replace(
+        connect, gateway_host=host,
+        gateway_port=port + 1 if connect.gateway_port is None else connect.gateway_port))
 
     dead: list[str] = []
 
@@ -150,9 +180,10 @@ retry_option = click.option(
               help="How often SDK apps are synced again.")
 @_load_options
 @observe_options(lambda: "text", tokens=False)
+@_connect_options
 def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
         retry_interval: float | None, sdk_urls: tuple[str, ...], no_discovery: bool,
-        poll_interval: float, load: Load, observe: Observe) -> None:
+        poll_interval: float, load: Load, observe: Observe, connect: ConnectSettings) -> None:
     """Run a development server: SQLite under ./.tidings, any event key accepted.
 
     With ``-a module:client`` the client's functions run in this process; apps written with
@@ -163,7 +194,7 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
     watch = AppWatch(urls=sdk_urls, discover=not no_discovery, interval=poll_interval,
                      own_port=port)
     _serve(settings_for("dev", db, load=load, observe=observe), host, port, apps,
-           retry_interval=retry_interval, watch=watch)
+           retry_interval=retry_interval, watch=watch, connect=connect)
 
 
 @click.command()
@@ -179,9 +210,10 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
 @allow_host_option
 @_load_options
 @observe_options(lambda: "json")
+@_connect_options
 def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
           retry_interval: float | None, http: bool, allow_app_hosts: tuple[str, ...],
-          load: Load, observe: Observe) -> None:
+          load: Load, observe: Observe, connect: ConnectSettings) -> None:
     """Run a production server: keys required, TIDINGS_ENCRYPTION_KEY required.
 
     Inngest SDK apps sync with their environment's signing key (``tidings keys
@@ -193,7 +225,8 @@ def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
     settings = settings_for("serve", db, load=load, allow_app_hosts=allow_app_hosts,
                             observe=observe)
     keyring_for(settings)  # fail here, with a clear message, rather than in the server's start
-    _serve(settings, host, port, apps, env, retry_interval=retry_interval, http=http)
+    _serve(settings, host, port, apps, env, retry_interval=retry_interval, http=http,
+           connect=connect)
 
 
 def _load_apps(specs: tuple[str, ...]) -> list[Any]:
@@ -263,6 +296,8 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
     import signal
     from dataclasses import asdict
 
+    from tidings.connect.hub import Hub
+    from tidings.connect.relay import Relay
     from tidings.core import Core
     from tidings.engine.runtime import Runtime
 
@@ -288,7 +323,10 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
             stop.set()
 
         core = await Core.start(settings, on_dead=died)
-        runtime = Runtime(core, clients, env=name, http=calls_apps,
+        # Calls of Connect apps go to workers connected to the servers, through the database.
+        connect = Hub(lease_seconds=ConnectSettings.lease_from_env(),
+                      relay=Relay(core.storage)) if calls_apps else None
+        runtime = Runtime(core, clients, env=name, http=calls_apps, connect=connect,
                           settings=_engine(retry_interval=retry_interval,
                                            concurrency=concurrency))
         await runtime.start()

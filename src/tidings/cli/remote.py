@@ -27,8 +27,8 @@ from tidings.cli.show import (
 from tidings.durations import to_ms
 from tidings.errors import ConfigError
 from tidings.ids import now_ms
+from tidings.runs.admin import REPLAYABLE
 from tidings.runs.model import STATUSES
-from tidings.runs.store import REPLAYABLE
 from tidings.sdk.client import DEFAULT_BASE_URL, Event, Tidings
 
 URL_HELP = f"Server (default TIDINGS_BASE_URL or {DEFAULT_BASE_URL})."

@@ -17,7 +17,7 @@ from tidings.calls.outcomes import RetryStep
 from tidings.engine import telemetry
 from tidings.engine.backoff import Backoff
 from tidings.functions.model import FunctionRow
-from tidings.runs import store
+from tidings.runs import journal
 from tidings.runs.model import Run, StepRecord, StepRow
 from tidings.storage.base import Storage
 
@@ -120,7 +120,7 @@ class CallHost:
         records = self.take_buffer()
         run = self._run
         return asyncio.ensure_future(self._storage.write(
-            lambda tx: store.record_steps(tx, run, records)))
+            lambda tx: journal.record_steps(tx, run, records)))
 
     async def completed(self, step: str, name: str, output: bytes,
                         began: int | None = None, *, kind: str = "run") -> None:
@@ -162,7 +162,7 @@ class CallHost:
             attempt = self._failures.get(step, 0 if self.progressed else self._run.attempt)
         failed = attempt
         failures = await self._storage.write(
-            lambda tx: store.record_step_error(tx, self._run, step, name, position, error,
+            lambda tx: journal.record_step_error(tx, self._run, step, name, position, error,
                                                retries, began, now, kind, failed))
         if failures is None:
             self.lost = True

@@ -49,6 +49,9 @@ class Answer:
     status: int
     headers: dict[str, str]  # names in lower case
     body: bytes
+    # Came over a channel the app authenticated itself on (a Connect worker's socket): believed
+    # without a signature, as Inngest believes it.
+    authenticated: bool = False
 
 
 class AppCaller(Protocol):

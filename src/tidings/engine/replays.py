@@ -11,7 +11,7 @@ from functools import partial
 
 from tidings.functions.model import FunctionRow
 from tidings.ids import now_ms
-from tidings.runs import store
+from tidings.runs import admin
 from tidings.storage.base import Storage
 from tidings.supervision import Supervisor
 
@@ -39,7 +39,7 @@ class Replays:
 
     async def resume(self) -> int:
         """Carry on every unfinished replay; how many there were."""
-        found = await self._storage.write(store.unfinished_replays)
+        found = await self._storage.write(admin.unfinished_replays)
         for replay_id, fn in found:
             log.info("continuing replay %s of %s", replay_id, fn.slug)
             self.carry_on(replay_id, fn)
@@ -58,6 +58,6 @@ class Replays:
         more = True
         while more:
             more = await self._storage.write(partial(
-                store.continue_replay, replay_id=replay_id, fn=fn, now=now_ms(), batch=BATCH))
+                admin.continue_replay, replay_id=replay_id, fn=fn, now=now_ms(), batch=BATCH))
             ok()
             self._wake(fn.queue)

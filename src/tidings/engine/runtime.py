@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from tidings.core import Core
 from tidings.engine.executor import EngineSettings, Executor
 from tidings.engine.housekeeping import Housekeeper
+from tidings.engine.http_client import AppCaller
 from tidings.engine.http_driver import HttpDriver
 from tidings.engine.native import NativeDriver
 from tidings.engine.replays import Replays
@@ -48,7 +49,7 @@ class Runtime:
     def __init__(self, core: Core, apps: Sequence[Tidings] = (), *,
                  env: str = "dev", settings: EngineSettings | None = None,
                  clock: Callable[[], int] = now_ms, route: bool = True,
-                 http: bool = False) -> None:
+                 http: bool = False, connect: AppCaller | None = None) -> None:
         self.core = core
         self.apps = list(apps)
         self.env_name = env
@@ -65,6 +66,7 @@ class Runtime:
         self.executors: dict[str, Executor] = {}
         self._route = route
         self._http = http
+        self._connect = connect
         self._listener: asyncio.Task[None] | None = None
         self.env: Environment | None = None
 
@@ -89,7 +91,8 @@ class Runtime:
             # Functions of Inngest SDK apps, whatever environment synced them.
             keys = SigningKeys(self.core.storage, self.core.vault.sealer.keyring)
             http = HttpDriver(keys, dev=self.core.settings.dev,
-                              guard=Policy.from_settings(self.core.settings))
+                              guard=Policy.from_settings(self.core.settings),
+                              connect=self._connect)
             self._add(Executor(
                 self.core, self.registry, http, queue=HTTP_QUEUE, settings=self.settings,
                 clock=self.clock, on_events=self.router.submit, on_due=self._due))

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import msgspec
 from ulid import ULID
 
 from tidings.errors import ConfigError
@@ -23,7 +22,7 @@ from tidings.ids import now_ms
 from tidings.observe import metrics
 from tidings.runs import store
 from tidings.runs.model import QueuedRun
-from tidings.storage.base import EventRow, Storage
+from tidings.storage.base import EventRow, Storage, internal_event
 from tidings.storage.tx import Tx
 from tidings.supervision import Supervisor
 
@@ -42,10 +41,8 @@ class _Started:
 
 def fire(tx: Tx, *, fn: FunctionRow, expression: str, tick: int, now: int,
          registry: Registry | None = None) -> str | None:
-    row = EventRow(id=tick_id(fn, tick), env_id=fn.env_id, name=TIMER,
-                   data=msgspec.json.encode({"cron": expression}), user=None, user_subject=None,
-                   key=None, ts=tick, v=None, source="tidings", context=None, account_id=None,
-                   received_at=now, deliver_at=None)
+    row = internal_event(event_id=tick_id(fn, tick), env_id=fn.env_id, name=TIMER,
+                         data={"cron": expression}, ts=tick, received_at=now)
     if registry is not None and fn.flow is not None and fn.flow.at_route:
         # Flow control (a singleton, a rate limit…) decides, once: only the process that
         # stores the tick's event goes on.
@@ -64,7 +61,7 @@ def fire(tx: Tx, *, fn: FunctionRow, expression: str, tick: int, now: int,
 
 
 def _event_params(tx: Tx, row: EventRow, now: int) -> tuple[Any, ...]:
-    return (row.id, row.env_id, row.name, store.json_param(tx, row.data), None, None, None,
+    return (row.id, row.env_id, row.name, tx.json(row.data), None, None, None,
             row.ts, None, row.source, None, None, row.received_at, None, now, None)
 
 

@@ -1,6 +1,6 @@
 """Settling a call: what a function's call ended in (an ``Outcome``) becomes state in one
 transaction, with the steps the call recorded last and, for a function under flow control,
-``flow.admission.after_call``.
+``flow.at_claim.after_call``.
 
 The outcome decides the body: a run's end (its lifecycle events stored with it), a retry at
 its backoff, a call again now, or pauses (sleeps, waits with their look-back, invocations with
@@ -39,9 +39,9 @@ from tidings.functions.registry import Registry
 from tidings.ids import floor_id, new_id
 from tidings.observe import metrics
 from tidings.router.route import look_back
-from tidings.runs import store
+from tidings.runs import journal, store
 from tidings.runs.model import COMPLETED, FAILED, Run, StepRecord
-from tidings.storage.base import EventRow, Storage
+from tidings.storage.base import EventRow, Storage, internal_event
 from tidings.storage.tx import Tx
 from tidings.vault import UserVault
 
@@ -158,11 +158,9 @@ class Settler:
         else:
             data["result"] = result
         meta = event.get("meta")
-        return [EventRow(id=new_id(now), env_id=run.env_id, name=name,
-                         data=msgspec.json.encode(data), user=None, user_subject=None, key=None,
-                         ts=now, v=None, source="tidings", context=None, account_id=None,
-                         received_at=now, deliver_at=None,
-                         meta=None if meta is None else msgspec.json.encode(meta))]
+        return [internal_event(event_id=new_id(now), env_id=run.env_id, name=name, data=data,
+                               ts=now, received_at=now,
+                               meta=None if meta is None else msgspec.json.encode(meta))]
 
     async def _plan_invoke(self, run: Run, fn: FunctionRow, blocker: Invoke,
                            now: int) -> Invocation | None:
@@ -177,11 +175,10 @@ class Settler:
             "fn_id": blocker.function, "correlation_id": f"{run.id}.{blocker.step}",
             "expire": blocker.until, "gid": "", "name": blocker.name,
             "source_app_id": fn.app_id, "source_fn_id": fn.id, "source_fn_v": 0}}
-        row = EventRow(id=event_id, env_id=run.env_id, name="tidings/function.invoked",
-                       data=msgspec.json.encode(data), user=user, user_subject=subject,
-                       key=None, ts=now, v=None, source="tidings", context=None,
-                       account_id=None, received_at=now, deliver_at=None,
-                       meta=None if blocker.meta is None else msgspec.json.encode(blocker.meta))
+        row = internal_event(
+            event_id=event_id, env_id=run.env_id, name="tidings/function.invoked", data=data,
+            ts=now, received_at=now, user=user, user_subject=subject,
+            meta=None if blocker.meta is None else msgspec.json.encode(blocker.meta))
         return row, target.id
 
 
@@ -192,7 +189,7 @@ def _composed(body: Callable[[Tx], Any], run: Run, fn: FunctionRow, now: int,
 
     def settle(tx: Tx) -> Any:
         result = None
-        if not records or store.record_steps(tx, run, records):
+        if not records or journal.record_steps(tx, run, records):
             result = body(tx)
         if flowing:
             at_claim.after_call(tx, run, fn, now)
@@ -217,15 +214,15 @@ def _end(tx: Tx, run: Run, status: str, output: Any, error: Any, rows: list[Even
 
 def _pause(tx: Tx, run: Run, event: dict[str, Any], outcome: Blocked,
            plans: list[Invocation | None], now: int) -> bool:
-    if store.leased_status(tx, run.id, run.lease_token) is None:
+    if journal.leased_status(tx, run.id, run.lease_token) is None:
         return False
     since = floor_id(run.progress_at)
     for blocker, plan in zip(outcome.blockers, plans, strict=True):
         if isinstance(blocker, Sleep):
-            store.pause(tx, run, step=blocker.step, name=blocker.name, kind="sleep",
+            journal.pause(tx, run, step=blocker.step, name=blocker.name, kind="sleep",
                         until=blocker.until)
         elif isinstance(blocker, WaitForEvent):
-            store.pause(tx, run, step=blocker.step, name=blocker.name, kind="wait",
+            journal.pause(tx, run, step=blocker.step, name=blocker.name, kind="wait",
                         until=blocker.until, event_name=blocker.event,
                         condition=blocker.condition, trigger_event=dumps(event),
                         since_id=since)
@@ -240,10 +237,10 @@ def _pause(tx: Tx, run: Run, event: dict[str, Any], outcome: Blocked,
 
 def _invoke(tx: Tx, run: Run, blocker: Invoke, plan: Invocation | None, now: int) -> None:
     if plan is None:
-        store.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
+        journal.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
                     until=blocker.until)
         # Inngest's words (``runner.FindInvokedFunction``), which SDK tests match.
-        store.resolve_pause(tx, run.id, blocker.step, blocker.name, {"error": {
+        journal.resolve_pause(tx, run.id, blocker.step, blocker.name, {"error": {
             "name": "Error",
             "message": f"could not find function with ID: {blocker.function}"}},
             now, kind="invoke", failed=True)
@@ -254,9 +251,9 @@ def _invoke(tx: Tx, run: Run, blocker: Invoke, plan: Invocation | None, now: int
     assert target is not None
     refused = at_route.refuses_invoke(tx, target, row, run.id, blocker.step, now)
     if refused is not None:
-        store.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
+        journal.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
                     until=blocker.until)
-        store.resolve_pause(tx, run.id, blocker.step, blocker.name, {"error": {
+        journal.resolve_pause(tx, run.id, blocker.step, blocker.name, {"error": {
             "name": "RateLimited", "message": refused}}, now, kind="invoke", failed=True)
         return
     key = f"invoke:{run.id}:{blocker.step}"
@@ -267,5 +264,5 @@ def _invoke(tx: Tx, run: Run, blocker: Invoke, plan: Invocation | None, now: int
     else:
         metrics.scheduled(target.app_id, target.slug, "invoke")
         store.notify(tx, target.queue)
-    store.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
+    journal.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
                 until=blocker.until, correlation=child)

@@ -18,10 +18,9 @@ from tidings.calls.outcomes import Outcome, RunFailed
 from tidings.functions.model import FunctionRow
 from tidings.observe import metrics, tracing
 from tidings.observe.logs import bind
-from tidings.runs import store
-from tidings.runs.model import Run, StepRow
+from tidings.runs import traces
+from tidings.runs.model import Run
 from tidings.storage.base import Storage
-from tidings.storage.tx import Tx
 
 log = logging.getLogger("tidings.engine")
 
@@ -40,33 +39,9 @@ async def run_ended(storage: Storage, run: Run, fn: FunctionRow, status: str,
     and its pauses' spans recorded, linked to its events' creation context."""
     began = run.started_at if run.started_at is not None else run.created_at
     metrics.finished(fn.app_id, fn.slug, status, (now - began) / 1000)
-    if not tracing.on():
-        return
-    event_ids = run.event_ids or [run.event_id]
-
-    def read(tx: Tx) -> tuple[list[str], list[tracing.Pause]]:
-        found = [tx.one("event_traceparent", (event_id,)) for event_id in event_ids]
-        return [row[0] for row in found if row is not None and row[0]], _pauses(
-            store.steps_of(tx, run.id), began)
-
-    traceparents, pauses = await storage.read(read)
-    tracing.run_span(run.id, function=fn.slug, app=fn.app_id, status=status, started_at=began,
-                     ended_at=now, attempt=run.attempt, event_ids=event_ids,
-                     traceparents=traceparents, pauses=pauses)
-
-
-def _pauses(steps: list[StepRow], began: int) -> list[tracing.Pause]:
-    """The sleeps, waits and invocations of a run, each from the end of the step before it
-    (the call that reached the pause ended then, within milliseconds: the pause's own start
-    is not kept) to its resumption."""
-    pauses, last_end = [], began
-    for s in sorted(steps, key=lambda s: s.position):
-        if s.kind in ("sleep", "wait", "invoke") and s.ended_at is not None:
-            pauses.append(tracing.Pause(step=s.step, name=s.name, kind=s.kind,
-                                        started_at=last_end, ended_at=s.ended_at))
-        if s.ended_at is not None:
-            last_end = max(last_end, s.ended_at)
-    return pauses
+    if tracing.on():
+        await storage.read(lambda tx: traces.record(tx, run, function=fn.slug, app=fn.app_id,
+                                                    status=status, now=now))
 
 
 def step_attempt(run: Run, *, step: str, name: str, op: str, attempt: int, began: int,

@@ -103,14 +103,13 @@ def admit(tx: Tx, runs: list[Run], now: int, registry: Registry,
         if throttle:
             keys.add(throttle)
         plans.append((run, fn, flow, event, slots, throttle, fresh))
-    if tx.dialect != "sqlite":
-        tx.one("lock_names", (sorted(keys),))
+    tx.lock_all(sorted(keys))
     # Slots held now, read once for every key (under the keys' locks); this claim's own
     # admissions are added as they are decided.
     used: dict[str, int] = {}
     slot_keys = sorted({key for plan in plans for key in plan[4]})
     if slot_keys:
-        for key, count in tx.all("flow_slots_counts", (store.id_list(tx, slot_keys), now)):
+        for key, count in tx.all("flow_slots_counts", (tx.ids(slot_keys), now)):
             used[key] = int(count)
     refused: set[str] = set()
     admitted: list[str] = []
@@ -123,7 +122,7 @@ def admit(tx: Tx, runs: list[Run], now: int, registry: Registry,
         tx.many("flow_slot_take", [(key, run.id, run.lease_token)
                                    for run, _, _, _, slots, _, _ in plans
                                    if run.id not in refused for key in slots])
-        tx.run("flow_waits_done", (store.id_list(tx, admitted),))
+        tx.run("flow_waits_done", (tx.ids(admitted),))
     return [run for run in runs if run.id not in refused]
 
 
@@ -138,11 +137,9 @@ def adopt(tx: Tx, fn: FunctionRow, event: dict[str, Any], now: int,
     if flow is None or flow.throttle is not None or flow.at_route:
         return None
     keys = [concurrency_key(c, i, fn, event) for i, c in enumerate(flow.concurrency)]
-    if tx.dialect != "sqlite":
-        for key in keys:
-            row = tx.one("try_lock_name", (key,))
-            if row is None or not row[0]:
-                return None
+    for key in keys:
+        if not tx.try_lock(key):
+            return None
     for key, limit in zip(keys, flow.concurrency, strict=True):
         used = tx.one("flow_slots_used", (key, now))
         if (int(used[0]) if used else 0) + taken.get(key, 0) >= limit.limit:

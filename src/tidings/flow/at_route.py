@@ -133,8 +133,7 @@ def _skip(tx: Tx, event_id: str, fn: FunctionRow, reason: str, now: int) -> None
 
 
 def _lock(tx: Tx, name: str) -> None:
-    if tx.dialect != "sqlite":
-        tx.one("lock_name", (name,))
+    tx.lock(name)
 
 
 def _debounce(tx: Tx, registry: Registry, fn: FunctionRow, flow: FlowControl, event_id: str,

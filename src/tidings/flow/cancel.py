@@ -21,9 +21,9 @@ from tidings.functions.model import FunctionRow, dumps
 from tidings.functions.registry import Registry, aliases
 from tidings.ids import floor_id, new_id
 from tidings.observe import metrics
-from tidings.runs import store
+from tidings.runs import store, traces
 from tidings.runs.model import TERMINAL, Run
-from tidings.storage.base import EventRow
+from tidings.storage.base import EventRow, internal_event
 from tidings.storage.tx import Tx
 
 log = logging.getLogger("tidings.flow")
@@ -45,6 +45,7 @@ def cancel_run(tx: Tx, registry: Registry, run_id: str, reason: str, now: int) -
     if fn is not None:
         metrics.finished(fn.app_id, fn.slug, "Cancelled",
                          (now - (run.started_at or run.created_at)) / 1000)
+        traces.record(tx, run, function=fn.slug, app=fn.app_id, status="Cancelled", now=now)
     return True
 
 
@@ -76,10 +77,9 @@ def cancelled_event(run: Run, slug: str, rows: Sequence[EventRow], reason: str,
         events.append(event)
     data = {"function_id": slug, "run_id": run.id, "event": events[0] if events else None,
             "events": events, "error": {"name": "Cancelled", "message": reason}}
-    return EventRow(id=new_id(now), env_id=run.env_id, name=CANCELLED_EVENT,
-                    data=msgspec.json.encode(data), user=None, user_subject=None, key=None,
-                    ts=now, v=None, source="tidings", context=None, account_id=None,
-                    received_at=now, deliver_at=None, meta=rows[0].meta if rows else None)
+    return internal_event(event_id=new_id(now), env_id=run.env_id, name=CANCELLED_EVENT,
+                          data=data, ts=now, received_at=now,
+                          meta=rows[0].meta if rows else None)
 
 
 def watch(tx: Tx, fn: FunctionRow, flow: FlowControl, run_id: str, event_id: str,

@@ -36,15 +36,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from tidings.functions.expressions import (
-    LIMITS,
-    TYPE_NAMES,
-    ExpressionError,
-    compiled,
-    cost,
-    is_panic,
-    shown,
-)
+from tidings.functions.expression_cost import TYPE_NAMES, cost
+from tidings.functions.expressions import LIMITS, ExpressionError, compiled, is_panic, shown
 
 # Functions of the library's standard environment (each exercised in tests/unit/test_cel.py).
 BUILTINS = frozenset({

@@ -19,7 +19,7 @@ from tidings.flow import cancel as flow_cancel
 from tidings.functions.expressions import matches
 from tidings.functions.registry import Registry, aliases
 from tidings.observe import metrics
-from tidings.runs import store
+from tidings.runs import journal, store
 from tidings.runs.model import QueuedRun, Run
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
@@ -85,7 +85,7 @@ def routable(row: Sequence[Any]) -> Routable:
 def route(tx: Tx, registry: Registry, event_ids: Sequence[str], now: int) -> Routed:
     """Route stored events that are due and not delivered yet (the sweeper's path)."""
     registry.refresh(tx)
-    rows = sorted(tx.all("deliver_batch", (now, store.id_list(tx, event_ids), now)))
+    rows = sorted(tx.all("deliver_batch", (now, tx.ids(event_ids), now)))
     routed = Routed(delivered=len(rows))
     _route(tx, registry, (routable(row) for row in rows), now, routed)
     return routed
@@ -228,8 +228,7 @@ def _waits_for(tx: Tx, waits: dict[tuple[str, str], list[tuple[Any, ...]]], env_
     for alias in aliases(name):
         key = (env_id, alias)
         if key not in waits:
-            if tx.dialect != "sqlite":
-                tx.one("lock_name_shared", (f"{env_id}:{alias}",))
+            tx.lock_shared(f"{env_id}:{alias}")
             waits[key] = tx.all("waits_for_event", key)
         found = found or bool(waits[key])
     return found
@@ -244,7 +243,7 @@ def _resume_waiters(tx: Tx, waits: list[tuple[Any, ...]], event_id: str, event: 
         variables = {"event": msgspec.json.decode(trigger) if trigger else {}, "async": event}
         if matches(condition, variables, f"run {run_id} (wait {step_name})"):
             waits.remove(entry)
-            if store.resolve_pause(tx, run_id, step, step_name, event, now, kind="wait"):
+            if journal.resolve_pause(tx, run_id, step, step_name, event, now, kind="wait"):
                 routed.woken.append(run_id)
 
 
@@ -253,7 +252,7 @@ def look_back(tx: Tx, env_id: str, run_id: str, step: str, step_name: str, event
     """A wait just recorded: resolve it at once with a matching event that arrived while it was
     being set up (after ``since_id``). True when it was resolved."""
     for name in aliases(event_name):
-        tx.one("lock_name", (f"{env_id}:{name}",))
+        tx.lock(f"{env_id}:{name}")
     for name in aliases(event_name):
         for (candidate,) in tx.all("events_since", (env_id, name, since_id)):
             row = tx.one("event_for_routing", (candidate,))
@@ -262,6 +261,6 @@ def look_back(tx: Tx, env_id: str, run_id: str, step: str, step_name: str, event
             event = routable(row).event
             if matches(condition, {"event": trigger, "async": event},
                        f"run {run_id} (wait {step_name})"):
-                return store.resolve_pause(tx, run_id, step, step_name, event, now,
+                return journal.resolve_pause(tx, run_id, step, step_name, event, now,
                                            kind="wait")
     return False

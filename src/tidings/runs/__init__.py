@@ -1,1 +1,3 @@
-"""The run queue: runs, their recorded steps and their pauses, kept in the database."""
+"""The run queue, kept in the database: runs and their leases (``store``), what each run did and
+waits for (``journal``: steps and pauses), what the runs API reads and its levers write
+(``admin``), concurrency slots (``slots``), and waking this process's executors (``local``)."""

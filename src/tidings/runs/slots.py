@@ -7,7 +7,7 @@ from tidings.storage.tx import Tx
 
 def release(tx: Tx, run_id: str, now: int) -> None:
     """Free a run's concurrency slots and wake the oldest run waiting on each key."""
-    if tx.dialect == "postgres":
+    if tx.concurrent:
         # Under the keys' locks, as a claim counts: a run the claim is just sending back to
         # wait is then either seen here (and woken) or sees the slot free (and runs).
         tx.one("flow_lock_slots_of", (run_id,))

@@ -1,4 +1,5 @@
-"""The run queue's transactions, written once for both databases (functions of a ``Tx``).
+"""The run queue's transactions, written once for both databases (functions of a ``Tx``):
+creating runs, claiming and leasing them, handing them back, ending them.
 
 Every write that follows a lease checks the lease token first: a worker whose lease expired (it
 was presumed dead and the run was claimed again) cannot record anything afterwards.
@@ -11,20 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidings.functions.model import FunctionRow, dumps, loads
-from tidings.functions.registration import function_by_id
-from tidings.ids import floor_id, new_id
-from tidings.observe import metrics
-from tidings.runs import slots
+from tidings.ids import new_id
+from tidings.runs import journal, slots
 from tidings.runs.model import (
     CANCELLED,
     COMPLETED,
-    FAILED,
     RUNNING,
     SLEEPING,
-    STATUSES,
-    TERMINAL,
     WAITING,
-    FailedAttempt,
     Run,
     StepRecord,
     StepRow,
@@ -32,21 +27,7 @@ from tidings.runs.model import (
 from tidings.storage.base import EventRow, event_from_row
 from tidings.storage.tx import Tx
 
-
-def json_param(tx: Tx, value: bytes | None) -> bytes | str | None:
-    """JSON bytes as the events table of this dialect stores them."""
-    if value is None:
-        return None
-    return value if tx.dialect == "sqlite" else value.decode()
-
-
 # -- runs ------------------------------------------------------------------------------------
-
-def id_list(tx: Tx, ids: Sequence[str]) -> str | list[str]:
-    """A list of ids as one query parameter (JSON for SQLite's json_each, an array for
-    PostgreSQL's ANY)."""
-    return dumps(list(ids)) if tx.dialect == "sqlite" else list(ids)
-
 
 def run_params(*, fn: FunctionRow, event_id: str, due_at: int, now: int,
                event_ids: list[str] | None = None, dedup_key: str | None = None,
@@ -118,7 +99,7 @@ def claim_calls(tx: Tx, queue: str, owner: str, now: int, lease_ms: int,
     for run in runs:
         # A run started by this very claim has neither steps nor pauses: skip looking.
         fresh = run.started_at == now
-        steps = [] if fresh else open_call(tx, run, now)
+        steps = [] if fresh else journal.open_call(tx, run, now)
         if steps is None:
             continue
         claimed.append(Claimed(run, steps, []))
@@ -131,7 +112,7 @@ def claim_calls(tx: Tx, queue: str, owner: str, now: int, lease_ms: int,
 
 
 def event_rows(tx: Tx, ids: Sequence[str]) -> list[EventRow]:
-    return [event_from_row(r) for r in tx.all("event_rows", (id_list(tx, ids),))]
+    return [event_from_row(r) for r in tx.all("event_rows", (tx.ids(ids),))]
 
 
 def event_row(tx: Tx, event_id: str) -> EventRow | None:
@@ -177,96 +158,6 @@ def release_orphans(tx: Tx, queue: str, owner: str, before: int, driving: set[st
     return freed
 
 
-def leased_status(tx: Tx, run_id: str, token: int) -> str | None:
-    row = tx.one("run_leased", (run_id, token))
-    return str(row[0]) if row else None
-
-
-def steps_of(tx: Tx, run_id: str) -> list[StepRow]:
-    return [StepRow.from_row(r) for r in tx.all("steps_of_run", (run_id,))]
-
-
-def failed_attempts(tx: Tx, run_id: str) -> dict[str, list[FailedAttempt]]:
-    """Every failed attempt of the run's steps, by step, oldest first."""
-    found: dict[str, list[FailedAttempt]] = {}
-    for step, attempt, started_at, ended_at, error in tx.all("failed_attempts_of_run",
-                                                             (run_id,)):
-        found.setdefault(step, []).append(FailedAttempt(
-            attempt=attempt, started_at=started_at, ended_at=ended_at, error=loads(error)))
-    return found
-
-
-def invoked_runs(tx: Tx, run_id: str) -> dict[str, str]:
-    """The runs a run invoked, by the step that invoked each."""
-    return {str(step): str(child) for step, child in tx.all("invoked_runs", (run_id,))}
-
-
-# -- one call of a run -----------------------------------------------------------------------
-
-# An invocation that timed out, as Inngest words it (``ResumeRequest.SetInvokeTimeoutError``).
-INVOKE_TIMEOUT = {"error": {
-    "error": "InngestInvokeTimeoutError: Timed out waiting for invoked function to complete",
-    "name": "InngestInvokeTimeoutError",
-    "message": "Timed out waiting for invoked function to complete"}}
-
-def open_call(tx: Tx, run: Run, now: int) -> list[StepRow] | None:
-    """Settle pauses that expired, then the run's steps; None when the lease is lost."""
-    status = leased_status(tx, run.id, run.lease_token)
-    if status is None or status in TERMINAL:
-        return None
-    position = _next_position(tx, run.id)
-    for step, name, kind, until, _ in tx.all("pauses_of_run", (run.id,)):
-        if until > now:
-            continue
-        tx.run("delete_pause", (run.id, step))
-        memo = INVOKE_TIMEOUT if kind == "invoke" else None
-        tx.run("insert_step", (run.id, step, name, position,
-                               "completed" if memo is None else "failed", dumps(memo), 0,
-                               until, now, kind))
-        position += 1
-    return steps_of(tx, run.id)
-
-
-def _next_position(tx: Tx, run_id: str) -> int:
-    row = tx.one("step_count", (run_id,))
-    return int(row[0]) if row else 0
-
-
-def _completed_steps(run_id: str, records: Sequence[StepRecord]) -> list[tuple[Any, ...]]:
-    """``insert_step`` rows for finished steps."""
-    return [(run_id, r.step, r.name, r.position, "completed", r.output, 0, r.started_at,
-             r.ended_at, r.kind) for r in records]
-
-
-def record_steps(tx: Tx, run: Run, records: Sequence[StepRecord]) -> bool:
-    """Record finished steps in order."""
-    if leased_status(tx, run.id, run.lease_token) is None:
-        return False
-    if records:
-        tx.many("insert_step", _completed_steps(run.id, records))
-        tx.run("progress", (records[-1].ended_at, run.id))
-    return True
-
-
-def record_step_error(tx: Tx, run: Run, step: str, name: str, position: int,
-                      error: dict[str, Any], retries: int, started_at: int,
-                      now: int, kind: str = "run", attempt: int = 0) -> int | None:
-    """Count the failed ``attempt`` (0 for a first try) and return how many attempts there
-    have been (more than ``retries``: it was the last, and the error is now the step's result);
-    None when the lease is lost."""
-    if leased_status(tx, run.id, run.lease_token) is None:
-        return None
-    row = tx.one("step_attempts", (run.id, step))
-    attempts = max(int(row[0]) if row else 0, attempt) + 1
-    final = attempts > retries
-    tx.run("insert_step", (run.id, step, name, position, "failed" if final else "errored",
-                           dumps({"error": error}), attempts, started_at, now, kind))
-    tx.run("insert_failed_attempt", (run.id, step, attempts, started_at, now, dumps(error)))
-    if final:
-        tx.run("progress", (now, run.id))
-    return attempts
-
-
 def reschedule(tx: Tx, run: Run, *, due_at: int, attempt: int, status: str = RUNNING,
                error: Any = None) -> bool:
     """Hand the run back to the queue, due at ``due_at``. ``error``: the attempt that just
@@ -292,11 +183,11 @@ def finish(tx: Tx, run: Run, *, status: str, output: Any, error: Any, now: int,
     if not done:
         return False
     if records:
-        tx.many("insert_step", _completed_steps(run.id, records))
+        tx.many("insert_step", journal.completed_steps(run.id, records))
     if paused:
         tx.run("delete_pauses_of_run", (run.id,))
     if run.parent_run_id:
-        _settle_parent(tx, run.id, status, output, error, now)
+        journal.settle_parent(tx, run.id, status, output, error, now)
     return True
 
 
@@ -319,45 +210,15 @@ def complete_many(tx: Tx, batch: Sequence[Completion]) -> None:
     if updated < len(batch):
         # Some leases were lost: the UPDATE left those runs alone, and the runs it did complete
         # are the ones whose lease token still matches.
-        batch = [c for c in batch if leased_status(tx, c.run.id, c.run.lease_token) is not None]
-    tx.many("insert_step", [row for c in batch for row in _completed_steps(c.run.id, c.records)])
+        batch = [c for c in batch
+                 if journal.leased_status(tx, c.run.id, c.run.lease_token) is not None]
+    tx.many("insert_step",
+            [row for c in batch for row in journal.completed_steps(c.run.id, c.records)])
 
 
 def cancel(tx: Tx, run_id: str, reason: str, now: int) -> bool:
     """Cancel a run that has not ended (fenced: a call in flight cannot overwrite it)."""
     return cancel_fenced(tx, run_id, reason, now)
-
-
-def _settle_parent(tx: Tx, child_id: str, status: str, output: Any, error: Any,
-                   now: int) -> None:
-    parent = tx.one("pause_by_correlation", (child_id,))
-    if parent is None:
-        return
-    memo = {"data": output} if status == COMPLETED else {"error": error}
-    resolve_pause(tx, parent[0], parent[1], parent[2], memo, now, kind="invoke",
-                  failed=status != COMPLETED)
-
-
-def resolve_pause(tx: Tx, run_id: str, step: str, name: str, memo: Any, now: int, *,
-                  kind: str, failed: bool = False) -> bool:
-    """Give a paused step (``kind`` sleep, wait or invoke) its result and wake the run; False
-    when someone else already did."""
-    if tx.run("delete_pause", (run_id, step)) == 0:
-        return False
-    position = _next_position(tx, run_id)
-    tx.run("insert_step", (run_id, step, name, position, "failed" if failed else "completed",
-                           dumps(memo), 0, None, now, kind))
-    tx.run("progress", (now, run_id))
-    tx.run("wake_run", (now, run_id))
-    return True
-
-
-def pause(tx: Tx, run: Run, *, step: str, name: str, kind: str, until: int,
-          event_name: str | None = None, condition: str | None = None,
-          trigger_event: str | None = None, correlation: str | None = None,
-          since_id: str | None = None) -> None:
-    tx.run("insert_pause", (run.id, step, name, kind, run.env_id, event_name, condition,
-                            trigger_event, correlation, since_id, until))
 
 
 def park(tx: Tx, run: Run, now: int) -> bool:
@@ -374,109 +235,9 @@ def park(tx: Tx, run: Run, now: int) -> bool:
 
 def insert_event(tx: Tx, row: EventRow, *, delivered_at: int | None) -> None:
     tx.run("insert_event", (
-        row.id, row.env_id, row.name, json_param(tx, row.data), row.user, row.user_subject,
-        row.key, row.ts, row.v, row.source, json_param(tx, row.context), row.account_id,
-        row.received_at, row.deliver_at, delivered_at, json_param(tx, row.meta)))
-
-
-# -- the runs API: reads and operator actions ------------------------------------------------
-
-# Below and above every ULID, whatever the database's collation (ids are digits and capitals).
-ID_MIN, ID_MAX = "0" * 26, "Z" * 27
-REPLAYABLE = (COMPLETED, FAILED, CANCELLED)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunQuery:
-    """A page of an environment's runs, newest first. Bounds are run ids (ULIDs sort by the
-    time the run was created); ``max_id`` and ``before_id`` are exclusive."""
-
-    env_id: str
-    function_id: str | None = None
-    statuses: Sequence[str] = STATUSES
-    min_id: str | None = None
-    max_id: str | None = None
-    before_id: str | None = None
-    limit: int = 50
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PauseRow:
-    """What a paused run waits for: a sleep, an event or an invoked run, until ``until``."""
-
-    step: str
-    name: str
-    kind: str  # sleep | wait | invoke
-    event_name: str | None
-    condition: str | None
-    correlation: str | None
-    until: int
-
-    @classmethod
-    def from_row(cls, r: tuple[Any, ...]) -> PauseRow:
-        return cls(step=r[0], name=r[1], kind=r[2], event_name=r[3], condition=r[4],
-                   correlation=r[5], until=r[6])
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Replay:
-    """A bulk rerun: every run of a function created in ``[since_ms, until_ms)`` whose status
-    was one of ``statuses`` when the replay started (``total``), ``created`` of them so far."""
-
-    id: str
-    env_id: str
-    function_id: str
-    function: str
-    since_ms: int
-    until_ms: int
-    statuses: list[str]
-    total: int
-    created: int
-    created_at: int
-
-    @classmethod
-    def from_row(cls, r: tuple[Any, ...]) -> Replay:
-        return cls(id=r[0], env_id=r[1], function_id=r[2], function=r[3], since_ms=r[4],
-                   until_ms=r[5], statuses=loads(r[6]), total=r[7], created=r[8],
-                   created_at=r[9])
-
-    @property
-    def done(self) -> bool:
-        return self.created >= self.total
-
-
-def _statuses(statuses: Sequence[str], size: int) -> list[str | None]:
-    """A status filter as ``size`` parameters (``status IN (?, ...)``), padded with NULL."""
-    chosen = [*dict.fromkeys(statuses)][:size]
-    return [*chosen, *[None] * (size - len(chosen))]
-
-
-def _named(rows: list[tuple[Any, ...]]) -> list[tuple[Run, str]]:
-    return [(Run.from_row(r), str(r[22])) for r in rows]
-
-
-def list_runs(tx: Tx, query: RunQuery) -> list[tuple[Run, str]]:
-    """``(run, function slug)`` of a page of runs."""
-    low = query.min_id or ID_MIN
-    high = min(query.max_id or ID_MAX, query.before_id or ID_MAX)
-    statuses = _statuses(query.statuses, len(STATUSES))
-    if query.function_id is None:
-        return _named(tx.all("list_runs", (query.env_id, low, high, *statuses, query.limit)))
-    return _named(tx.all("list_runs_of_function",
-                         (query.function_id, low, high, *statuses, query.limit)))
-
-
-def run_with_slug(tx: Tx, run_id: str) -> tuple[Run, str] | None:
-    found = _named(tx.all("listed_run", (run_id,)))
-    return found[0] if found else None
-
-
-def runs_started_by(tx: Tx, env_id: str, event_id: str) -> list[tuple[Run, str]]:
-    return _named(tx.all("listed_runs_of_event", (env_id, event_id)))
-
-
-def pauses_of(tx: Tx, run_id: str) -> list[PauseRow]:
-    return [PauseRow.from_row(r) for r in tx.all("pause_details", (run_id,))]
+        row.id, row.env_id, row.name, tx.json(row.data), row.user, row.user_subject,
+        row.key, row.ts, row.v, row.source, tx.json(row.context), row.account_id,
+        row.received_at, row.deliver_at, delivered_at, tx.json(row.meta)))
 
 
 def cancel_fenced(tx: Tx, run_id: str, reason: str, now: int,
@@ -495,96 +256,9 @@ def cancel_fenced(tx: Tx, run_id: str, reason: str, now: int,
     # Flow control: free its concurrency slots at once (waking a waiter), drop the rest.
     slots.release(tx, run_id, now)
     slots.ended(tx, run_id)
-    _settle_parent(tx, run_id, CANCELLED, None, error, now)
+    journal.settle_parent(tx, run_id, CANCELLED, None, error, now)
     for row in emit:
         insert_event(tx, row, delivered_at=None)
     if run.parent_run_id:
         notify(tx, ALL_QUEUES)
     return True
-
-
-def rerun(tx: Tx, source: Run, fn: FunctionRow, now: int, *,
-          replay_id: str | None = None) -> str | None:
-    """A new queued run of ``fn`` with the events of ``source``; None when this replay already
-    reran it. Each rerun has a key of its own, so any run can be rerun any number of times."""
-    key = f"replay:{replay_id}:{source.id}" if replay_id else f"rerun:{new_id(now)}"
-    run_id = create_run(tx, fn=fn, event_id=source.event_id, event_ids=source.event_ids,
-                        due_at=now, now=now, dedup_key=key, rerun_of=source.id,
-                        replay_id=replay_id)
-    if run_id is not None:
-        metrics.scheduled(fn.app_id, fn.slug, "rerun")
-        notify(tx, fn.queue)
-    return run_id
-
-
-def start_replay(tx: Tx, *, fn: FunctionRow, since_ms: int, until_ms: int,
-                 statuses: Sequence[str], now: int, batch: int) -> tuple[Replay, bool]:
-    """Record a replay of the runs that match now and rerun the first ``batch`` of them; the
-    replay, and whether runs are left for ``continue_replay``.
-
-    The runs to rerun are written down with the replay (``replay_sources``), so a replay that
-    a stopped process left unfinished is continued by the next one to start."""
-    replay_id = new_id(now)
-    total = tx.run("insert_replay_sources", (replay_id, fn.id, floor_id(since_ms),
-                                             floor_id(until_ms), *_statuses(statuses, 3)))
-    tx.run("insert_replay", (replay_id, fn.env_id, fn.id, since_ms, until_ms,
-                             dumps(list(statuses)), total, now))
-    more = continue_replay(tx, replay_id=replay_id, fn=fn, now=now, batch=batch)
-    replay = get_replay(tx, replay_id)
-    assert replay is not None
-    return replay, more
-
-
-def continue_replay(tx: Tx, *, replay_id: str, fn: FunctionRow, now: int, batch: int) -> bool:
-    """Rerun the replay's next ``batch`` runs; whether runs are left after them."""
-    sources = [str(r[0]) for r in tx.all("next_replay_sources", (replay_id, batch + 1))]
-    done = sources[:batch]
-    if done:
-        replay_batch(tx, replay_id, fn, done, now)
-        tx.run("drop_replay_sources", (replay_id, done[-1]))
-    return len(sources) > batch
-
-
-def unfinished_replays(tx: Tx) -> list[tuple[str, FunctionRow]]:
-    """Replays with runs left to rerun, with their functions (a deleted function's replay has
-    nothing left to run: its sources go)."""
-    found = []
-    for replay_id, function_id in tx.all("unfinished_replays", ()):
-        fn = function_by_id(tx, function_id)
-        if fn is None:
-            tx.run("drop_replay_sources", (replay_id, ID_MAX))
-            continue
-        found.append((str(replay_id), fn))
-    return found
-
-
-def replay_batch(tx: Tx, replay_id: str, fn: FunctionRow, source_ids: Sequence[str],
-                 now: int) -> None:
-    """Rerun these runs for the replay: once each, however often a batch is repeated, and only
-    the reruns created here count towards the replay's progress."""
-    created = 0
-    for source_id in source_ids:
-        source = get_run(tx, source_id)
-        if source is not None and rerun(tx, source, fn, now, replay_id=replay_id) is not None:
-            created += 1
-    if created:
-        tx.run("replay_progress", (created, replay_id))
-
-
-def get_replay(tx: Tx, replay_id: str) -> Replay | None:
-    row = tx.one("replay_by_id", (replay_id,))
-    return Replay.from_row(row) if row else None
-
-
-def cancel_delivery(tx: Tx, env_id: str, event_id: str, now: int) -> str | None:
-    """Stop a stored event from being delivered; None when done, else why it was not:
-    ``"missing"``, ``"delivered"`` or ``"cancelled"`` (already)."""
-    if tx.run("cancel_event", (now, env_id, event_id)) > 0:
-        return None
-    state = tx.one("event_state", (env_id, event_id))
-    if state is None:
-        return "missing"
-    return "delivered" if state[0] is not None else "cancelled"
-
-
-__all__ = ["CANCELLED", "COMPLETED", "FAILED"]

@@ -23,6 +23,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidings.apps.sync import AppPoller, AppSync
+from tidings.connect.gateway import Gateway
+from tidings.connect.hub import Hub
+from tidings.connect.relay import Relay
 from tidings.core import Core
 from tidings.engine.executor import EngineSettings
 from tidings.engine.runtime import Runtime
@@ -30,6 +33,7 @@ from tidings.errors import Overloaded, RequestRejected
 from tidings.keys import DEV_ENV, SigningKeys
 from tidings.observe import tracing
 from tidings.observe.http import RequestObserver
+from tidings.server.connect_api import ConnectAPI
 from tidings.server.dashboard import Dashboard
 from tidings.server.dev_api import DevAPI
 from tidings.server.event_api import EventAPI
@@ -110,8 +114,8 @@ def api_routes(core: Core, levers: RunLevers | None = None) -> list[Route]:
 
 
 def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKeys,
-                levers: RunLevers, trigger_keys: TriggerKeys,
-                start_opts: dict[str, Any]) -> list[Route]:
+                levers: RunLevers, trigger_keys: TriggerKeys, start_opts: dict[str, Any],
+                hub: Hub, gateway: Callable[[], Gateway | None]) -> list[Route]:
     """Every route of the server, one per path (so that a 405 names every method the path
     has in ``Allow``)."""
 
@@ -120,7 +124,8 @@ def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKey
 
     return [
         *api_routes(core, levers),
-        *SdkAPI(core, sync, keys).routes(),
+        *SdkAPI(core, sync, keys, hub).routes(),
+        *ConnectAPI(core, keys, hub, gateway).routes(),
         *DevAPI(core, start_opts).routes(),
         *TriggerAPI(core, trigger_keys, levers).routes(),
         Route("/openapi.json", openapi, methods=["GET"]),
@@ -155,6 +160,8 @@ class TidingsApp:
         self._routes: list[Route] = []
         self._shedder: Shedder | None = None
         self.dashboard: Dashboard | None = None
+        self.hub = Hub(lease_seconds=settings.connect.lease_seconds)
+        self.gateway: Gateway | None = None
         self._kind = (b"x-inngest-server-kind", settings.server_kind.encode())
         self._http_app: ASGIApp = self._dispatch
         self._templates: dict[Any, str] = {}
@@ -171,12 +178,16 @@ class TidingsApp:
         self._events = events = EventAPI(core, kind, self._shedder)
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
         self.sync = AppSync(core, keys)
+        # Connect calls may go through workers connected to other processes (``relay``).
+        self.hub = Hub(lease_seconds=self.settings.connect.lease_seconds,
+                       relay=Relay(core.storage))
         trigger_keys = TriggerKeys(core.storage, core.vault.sealer.keyring,
                                    dev=self.settings.dev)
         levers = RunLevers(core)  # what the runs API and the dashboard do to runs
         self._routes = route_table(core, events=events, sync=self.sync, keys=keys,
                                    levers=levers, trigger_keys=trigger_keys,
-                                   start_opts=self._start_opts())
+                                   start_opts=self._start_opts(), hub=self.hub,
+                                   gateway=lambda: self.gateway)
         # The dashboard answers HTML for people, not JSON: its routes are not in ``endpoints``
         # (the JSON API, documented in OpenAPI); tests/dashboard covers its bad input.
         self.dashboard = Dashboard(core, levers, self.sync)
@@ -231,10 +242,11 @@ class TidingsApp:
             self._build(self.core)
         if self._owns_core:
             self.runtime = Runtime(self.core, self._apps, env=self._env, settings=self._engine,
-                                   http=self._http)
+                                   http=self._http, connect=self.hub)
             try:
                 await self.runtime.start()
                 await self._watch_apps(self.core)
+                await self._open_gateway(self.core)
             except BaseException:
                 await self.core.close()
                 raise
@@ -249,9 +261,28 @@ class TidingsApp:
             if self.runtime is not None:
                 await self.runtime.stop()
                 self.runtime = None
+            if self.gateway is not None:
+                await self.gateway.stop()
+                self.gateway = None
             if self._owns_core and self.core is not None:
                 await self.core.close()
                 self.core = None
+
+    async def _open_gateway(self, core: Core) -> None:
+        """Workers' sockets (Connect) are taken where ``ConnectSettings.gateway_port`` says."""
+        if core.settings.connect.gateway_port is None:
+            return
+        assert self.sync is not None
+        gateway = Gateway(core, self.hub, self.sync)
+        try:
+            await gateway.start()
+        except OSError as exc:
+            if core.settings.connect.gateway_port_given:
+                raise
+            log.warning("no Connect gateway: port %s: %s (choose one with "
+                        "--connect-gateway-port)", core.settings.connect.gateway_port, exc)
+            return
+        self.gateway = gateway
 
     async def _watch_apps(self, core: Core) -> None:
         watch = self._watch

@@ -23,12 +23,12 @@ from tidings.flow.cancel import cancel_between, cancelled_event
 from tidings.functions import registration
 from tidings.functions.model import FunctionRow
 from tidings.ids import floor_id, now_ms
-from tidings.observe import metrics
+from tidings.observe import metrics, tracing
 from tidings.router.handoff import Stored
-from tidings.runs import store
+from tidings.runs import admin, journal, store, traces
+from tidings.runs.admin import PauseRow, Replay
 from tidings.runs.local import ALL
 from tidings.runs.model import STATUSES, TERMINAL, FailedAttempt, Run, StepRow
-from tidings.runs.store import PauseRow, Replay
 from tidings.server.requests import ULID_RE, without_nul
 from tidings.storage.base import Environment, EventRow
 from tidings.storage.tx import Tx
@@ -80,7 +80,7 @@ class RunLevers:
     async def run(self, env: Environment, run_id: str) -> tuple[Run, str]:
         found = None
         if ULID_RE.fullmatch(run_id):
-            found = await self.core.storage.read(partial(store.run_with_slug, run_id=run_id))
+            found = await self.core.storage.read(partial(admin.run_with_slug, run_id=run_id))
         if found is None or found[0].env_id != env.id:
             raise not_found("run", run_id)
         return found
@@ -89,11 +89,11 @@ class RunLevers:
         run, slug = await self.run(env, run_id)
 
         def read(tx: Tx) -> RunDetail:
-            return RunDetail(run=run, slug=slug, steps=store.steps_of(tx, run.id),
-                             failed=store.failed_attempts(tx, run.id),
-                             pauses=store.pauses_of(tx, run.id),
+            return RunDetail(run=run, slug=slug, steps=journal.steps_of(tx, run.id),
+                             failed=journal.failed_attempts(tx, run.id),
+                             pauses=admin.pauses_of(tx, run.id),
                              waiting=flow_status.waiting(tx, run),
-                             invoked=store.invoked_runs(tx, run.id), event=None, events=[])
+                             invoked=journal.invoked_runs(tx, run.id), event=None, events=[])
 
         detail = await self.core.storage.read(read)
         events = []
@@ -137,6 +137,10 @@ class RunLevers:
         fn = self._registry.by_id(run.function_id)
         metrics.finished(fn.app_id if fn else "", slug, "Cancelled",
                          (now - (run.started_at or run.created_at)) / 1000)
+        if tracing.on():
+            await self.core.storage.read(partial(
+                traces.record, run=run, function=slug, app=fn.app_id if fn else "",
+                status="Cancelled", now=now))
         if emit:
             self._emitted([row.id for row in emit])
         if run.parent_run_id:
@@ -150,7 +154,7 @@ class RunLevers:
         if fn is None or fn.archived_at is not None:
             raise RequestRejected(f"function {slug!r} is archived: its app no longer has it, "
                                   "so a rerun would never run", status=409)
-        new_run_id = await self.core.storage.write(partial(store.rerun, source=source, fn=fn,
+        new_run_id = await self.core.storage.write(partial(admin.rerun, source=source, fn=fn,
                                                            now=now_ms()))
         assert new_run_id is not None  # a rerun's key is new every time
         self._wake(fn.queue)
@@ -160,7 +164,7 @@ class RunLevers:
         if not ULID_RE.fullmatch(event_id):
             raise not_found("event", event_id)
         why = await self.core.storage.write(partial(
-            store.cancel_delivery, env_id=env.id, event_id=event_id, now=now_ms()))
+            admin.cancel_delivery, env_id=env.id, event_id=event_id, now=now_ms()))
         if why == "missing":
             raise not_found("event", event_id)
         if why is not None:
@@ -174,7 +178,7 @@ class RunLevers:
         """Rerun the runs of ``fn`` created in ``[since, until)`` in ``statuses``; the replay,
         and whether it goes on in the background."""
         replay, more = await self.core.storage.write(partial(
-            store.start_replay, fn=fn, since_ms=since, until_ms=until, statuses=statuses,
+            admin.start_replay, fn=fn, since_ms=since, until_ms=until, statuses=statuses,
             now=now_ms(), batch=REPLAY_BATCH))
         self._wake(fn.queue)
         if more:

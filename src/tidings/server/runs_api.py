@@ -25,9 +25,9 @@ from tidings.core import Core
 from tidings.errors import RequestRejected
 from tidings.events.model import iso
 from tidings.ids import floor_id
-from tidings.runs import store
+from tidings.runs import admin
+from tidings.runs.admin import REPLAYABLE, PauseRow, Replay, RunQuery
 from tidings.runs.model import STATUSES, FailedAttempt, Run, StepRow
-from tidings.runs.store import REPLAYABLE, PauseRow, Replay, RunQuery
 from tidings.server.http import read_body
 from tidings.server.requests import (
     ULID_RE,
@@ -160,7 +160,7 @@ class RunsAPI:
         check_params(request, {"function", "status", "since", "until", "cursor", "limit"})
         env = await read_env(self.core, request)
         query, limit = await run_query(self.levers, env, request)
-        rows = await self.core.storage.read(partial(store.list_runs, query=query))
+        rows = await self.core.storage.read(partial(admin.list_runs, query=query))
         page = rows[:limit]
         return json_response(200, {"data": [run_json(run, name) for run, name in page],
                                    "cursor": page[-1][0].id if len(rows) > limit else None})
@@ -185,7 +185,7 @@ class RunsAPI:
                 env.id, event_id) is None:
             return not_found("event", event_id)
         rows = await self.core.storage.read(
-            partial(store.runs_started_by, env_id=env.id, event_id=event_id))
+            partial(admin.runs_started_by, env_id=env.id, event_id=event_id))
         return json_response(200, {"data": [run_json(run, slug) for run, slug in rows]})
 
     async def get_replay(self, request: Request) -> Response:
@@ -194,7 +194,7 @@ class RunsAPI:
         replay_id = request.path_params["replay_id"]
         replay = None
         if ULID_RE.fullmatch(replay_id):
-            replay = await self.core.storage.read(partial(store.get_replay, replay_id=replay_id))
+            replay = await self.core.storage.read(partial(admin.get_replay, replay_id=replay_id))
         if replay is None or replay.env_id != env.id:
             return not_found("replay", replay_id)
         return json_response(200, {"data": replay_json(replay)})

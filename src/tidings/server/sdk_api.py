@@ -7,7 +7,8 @@
 * ``GET /v0/runs/{id}/batch`` and ``/actions``: the events and memoized steps of a run, for calls
   too large to carry them (``use_api``).
 * ``POST /v1/apps/sync {"url": …}`` pings an app so that it syncs (``422`` when it cannot be
-  reached or its answer is refused); ``GET /v1/apps`` lists them.
+  reached or its answer is refused); ``GET /v1/apps`` lists them, with the Connect workers
+  connected to this process (``connections``).
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from starlette.routing import Route
 from tidings.apps import records
 from tidings.apps.config import has_nul, is_http_url
 from tidings.apps.sync import AppSync, SyncResult
+from tidings.connect.hub import Hub
 from tidings.core import Core
 from tidings.engine.http_wire import memos, sdk_event
 from tidings.errors import RequestRejected, Unauthorized
 from tidings.events.model import iso
 from tidings.json_input import decode_json
 from tidings.keys import DEV_ENV, SigningKeys
-from tidings.runs import store
+from tidings.runs import journal, store
 from tidings.runs.model import Run
+from tidings.server.connect_api import connection_json, workers_of
 from tidings.server.http import read_body
 from tidings.server.requests import (
     ULID_RE,
@@ -63,10 +66,11 @@ async def add_app(sync: AppSync, env_id: str, url: Any) -> SyncResult:
 
 
 class SdkAPI:
-    def __init__(self, core: Core, sync: AppSync, keys: SigningKeys) -> None:
+    def __init__(self, core: Core, sync: AppSync, keys: SigningKeys, hub: Hub) -> None:
         self.core = core
         self.sync = sync
         self.keys = keys
+        self.hub = hub
         self.kind = core.settings.server_kind
 
     def routes(self) -> list[Route]:
@@ -137,14 +141,18 @@ class SdkAPI:
         if run is None:
             return not_found("run", request.path_params["run_id"])
         run_id = run.id
-        steps = await self.core.storage.read(lambda tx: store.steps_of(tx, run_id))
+        steps = await self.core.storage.read(lambda tx: journal.steps_of(tx, run_id))
         return json_response(200, memos(steps))
 
     async def list_apps(self, request: Request) -> Response:
         check_params(request, set())
         env = await read_env(self.core, request)
         apps = await self.core.storage.read(lambda tx: records.apps_of(tx, env.id))
-        return json_response(200, {"data": [app_json(a) for a in apps]})
+        workers = await workers_of(self.hub, env.id)
+        return json_response(200, {"data": [
+            {**app_json(a), "connections": [connection_json(w, self.hub) for w in workers
+                                            if a.app_id is not None and a.app_id in w.functions]}
+            for a in apps]})
 
     async def sync_app(self, request: Request) -> Response:
         check_params(request, set())

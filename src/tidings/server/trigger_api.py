@@ -18,7 +18,7 @@ from starlette.routing import Route
 from tidings.core import Core
 from tidings.errors import RequestRejected
 from tidings.ids import now_ms
-from tidings.runs import store
+from tidings.runs import admin, journal
 from tidings.runs.model import TERMINAL, Run
 from tidings.server.http import TICKET, read_body
 from tidings.server.requests import ULID_RE, check_params, json_response, not_found
@@ -85,7 +85,7 @@ class TriggerAPI:
         if event is None:
             return not_found("event", ident)
         rows = await self.core.storage.read(
-            partial(store.runs_started_by, env_id=env.id, event_id=event.id))
+            partial(admin.runs_started_by, env_id=env.id, event_id=event.id))
         return json_response(200, wire.event_with_runs(event, [run for run, _ in rows]))
 
     async def cancel_event(self, request: Request) -> Response:
@@ -107,7 +107,7 @@ class TriggerAPI:
         if event is None:
             return not_found("event", ident)
         rows = await self.core.storage.read(
-            partial(store.runs_started_by, env_id=env.id, event_id=event.id))
+            partial(admin.runs_started_by, env_id=env.id, event_id=event.id))
         cancelled: list[str] = []
         failed: list[str] = []
         for run, slug in rows:
@@ -142,7 +142,7 @@ class TriggerAPI:
         env = await self._env(request)
         run = await self._run(env, request)
         if run.status not in TERMINAL:
-            found = await self.core.storage.read(partial(store.run_with_slug, run_id=run.id))
+            found = await self.core.storage.read(partial(admin.run_with_slug, run_id=run.id))
             assert found is not None
             await self._levers.cancel_run(*found)
         return await self._run_record(request)
@@ -150,14 +150,14 @@ class TriggerAPI:
     async def _run_record(self, request: Request) -> Response:
         env = await self._env(request)
         run = await self._run(env, request)
-        steps = await self.core.storage.read(partial(store.steps_of, run_id=run.id))
+        steps = await self.core.storage.read(partial(journal.steps_of, run_id=run.id))
         return json_response(200, wire.run_record(run, steps))
 
     async def _run(self, env: Environment, request: Request) -> Run:
         run_id = request.path_params["run_id"]
         found = None
         if ULID_RE.fullmatch(run_id):
-            found = await self.core.storage.read(partial(store.run_with_slug, run_id=run_id))
+            found = await self.core.storage.read(partial(admin.run_with_slug, run_id=run_id))
         if found is None or found[0].env_id != env.id:
             shown = run_id if len(run_id) <= 100 else run_id[:100] + "…"
             raise RequestRejected(f"run {shown!r} not found", status=404)

@@ -69,6 +69,30 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     traceparent: str | None = None
 
 
+def internal_event(*, event_id: str, env_id: str, name: str, data: Any, ts: int,
+                   received_at: int, meta: bytes | None = None, user: bytes | None = None,
+                   user_subject: bytes | None = None) -> EventRow:
+    """An event Tidings itself emits (``tidings/...``: a run's lifecycle, an invocation, a cron
+    tick): ``data`` as a value, encoded here; no key, version, context or account."""
+    return EventRow(id=event_id, env_id=env_id, name=name, data=msgspec.json.encode(data),
+                    user=user, user_subject=user_subject, key=None, ts=ts, v=None,
+                    source="tidings", context=None, account_id=None, received_at=received_at,
+                    deliver_at=None, meta=meta)
+
+
+def env_from_row(row: Any) -> Environment:
+    """An ``Environment`` from ``id, name, parent_id, created_at``."""
+    return Environment(id=row[0], name=row[1], parent_id=row[2], created_at=row[3])
+
+
+def key_from_row(row: Any) -> ApiKey:
+    """An ``ApiKey`` from the columns the key queries select (the environment's name third)."""
+    return ApiKey(
+        id=row[0], env_id=row[1], env_name=row[2], kind=row[3], key_hash=row[4], prefix=row[5],
+        created_at=row[6], revoked_at=row[7],
+    )
+
+
 def event_from_row(r: Sequence[Any]) -> EventRow:
     """An ``EventRow`` from the columns of ``events`` in table order, as either database gives
     them back (JSON as text on PostgreSQL, as bytes on SQLite)."""

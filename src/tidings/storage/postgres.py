@@ -28,7 +28,9 @@ from tidings.storage.base import (
     EventRow,
     KeyKind,
     WrappedKey,
+    env_from_row,
     event_from_row,
+    key_from_row,
 )
 from tidings.storage.sql import dialect_file, split_queries
 from tidings.storage.tx import PostgresTx, Tx
@@ -195,11 +197,11 @@ class PostgresStorage:
         async with self._pool.connection() as conn:
             await conn.execute(Q["insert_env"], (new_id(), name, parent_id, now_ms()))
             cur = await conn.execute(Q["env_by_name"], (name,))
-            return _env(await cur.fetchone())
+            return env_from_row(await cur.fetchone())
 
     async def get_env(self, env_id: str) -> Environment | None:
         row = await self._one(Q["env_by_id"], (env_id,))
-        return _env(row) if row else None
+        return env_from_row(row) if row else None
 
     async def create_key(self, env_id: str, kind: KeyKind, key_hash: str, prefix: str) -> ApiKey:
         async with self._pool.connection() as conn:
@@ -207,14 +209,14 @@ class PostgresStorage:
                 Q["insert_key"], (new_id(), env_id, kind, key_hash, prefix, now_ms())
             )
             cur = await conn.execute(Q["key_by_hash"], (key_hash,))
-            return _key(await cur.fetchone())
+            return key_from_row(await cur.fetchone())
 
     async def key_by_hash(self, key_hash: str) -> ApiKey | None:
         row = await self._one(Q["key_by_hash"], (key_hash,))
-        return _key(row) if row else None
+        return key_from_row(row) if row else None
 
     async def list_keys(self) -> list[ApiKey]:
-        return [_key(r) for r in await self._all(Q["list_keys"], ())]
+        return [key_from_row(r) for r in await self._all(Q["list_keys"], ())]
 
     async def revoke_key(self, key_id: str) -> bool:
         """Revoke, and tell every process at once (``NOTIFY tidings_keys``, at commit): their
@@ -339,15 +341,8 @@ def _text_json(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_loader("jsonb", TextLoader)
 
 
-def _env(row: Any) -> Environment:
-    return Environment(id=row[0], name=row[1], parent_id=row[2], created_at=row[3])
 
 
-def _key(row: Any) -> ApiKey:
-    return ApiKey(
-        id=row[0], env_id=row[1], env_name=row[2], kind=row[3], key_hash=row[4], prefix=row[5],
-        created_at=row[6], revoked_at=row[7],
-    )
 
 
 async def _insert_events(conn: psycopg.AsyncConnection[Any], rows: Sequence[EventRow], *,

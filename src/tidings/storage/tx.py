@@ -5,6 +5,10 @@ functions of a ``Tx``. SQLite runs them in its writer thread, inside a group com
 runs them in a worker thread on a pooled connection, inside one transaction. Queries are named SQL
 (``sql/shared/*.sql`` with ``?`` placeholders, overridden per dialect where the dialects differ;
 loaded by ``sql/__init__.py``).
+
+Where the databases differ in more than a query, the ``Tx`` says so once, here: how JSON and id
+lists are passed, and named locks, which PostgreSQL needs (transactions run side by side) and
+SQLite does not (its one writer runs them one at a time), so there they cost nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
+
+import msgspec
 
 from tidings.storage.sql import queries
 
@@ -36,9 +42,32 @@ class Tx(Protocol):
     def many_count(self, name: str, rows: Iterable[Sequence[Any]]) -> int:
         """Execute for each row; return the number of rows changed in all."""
 
+    # Transactions run side by side: shared state is locked by name (the ``lock`` calls).
+    concurrent: bool
+
+    def json(self, value: bytes | None) -> bytes | str | None:
+        """JSON bytes as the ``events`` table of this database takes them."""
+
+    def ids(self, ids: Sequence[str]) -> str | list[str]:
+        """A list of ids as one query parameter (JSON for SQLite's ``json_each``, an array for
+        PostgreSQL's ``ANY``)."""
+
+    def lock(self, name: str) -> None:
+        """Hold the named lock until the transaction ends."""
+
+    def lock_shared(self, name: str) -> None:
+        """Hold the named lock, shared with other holders of it shared, until the end."""
+
+    def lock_all(self, names: Sequence[str]) -> None:
+        """Hold every named lock (``names`` sorted) until the end."""
+
+    def try_lock(self, name: str) -> bool:
+        """Take the named lock if no other transaction holds it; False when one does."""
+
 
 class SQLiteTx:
     dialect = "sqlite"
+    concurrent = False
 
     def __init__(self, conn: sqlite3.Connection, shared: dict[str, Any] | None = None) -> None:
         self._conn = conn
@@ -61,9 +90,28 @@ class SQLiteTx:
     def many_count(self, name: str, rows: Iterable[Sequence[Any]]) -> int:
         return self._conn.executemany(self._q[name], rows).rowcount
 
+    def json(self, value: bytes | None) -> bytes | str | None:
+        return value
+
+    def ids(self, ids: Sequence[str]) -> str | list[str]:
+        return msgspec.json.encode(list(ids)).decode()
+
+    def lock(self, name: str) -> None:
+        pass
+
+    def lock_shared(self, name: str) -> None:
+        pass
+
+    def lock_all(self, names: Sequence[str]) -> None:
+        pass
+
+    def try_lock(self, name: str) -> bool:
+        return True
+
 
 class PostgresTx:
     dialect = "postgres"
+    concurrent = True
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
@@ -88,3 +136,22 @@ class PostgresTx:
 
     def many_count(self, name: str, rows: Iterable[Sequence[Any]]) -> int:
         return sum(self.run(name, row) for row in rows)
+
+    def json(self, value: bytes | None) -> bytes | str | None:
+        return None if value is None else value.decode()
+
+    def ids(self, ids: Sequence[str]) -> str | list[str]:
+        return list(ids)
+
+    def lock(self, name: str) -> None:
+        self.one("lock_name", (name,))
+
+    def lock_shared(self, name: str) -> None:
+        self.one("lock_name_shared", (name,))
+
+    def lock_all(self, names: Sequence[str]) -> None:
+        self.one("lock_names", (names,))
+
+    def try_lock(self, name: str) -> bool:
+        row = self.one("try_lock_name", (name,))
+        return row is not None and bool(row[0])

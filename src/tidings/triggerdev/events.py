@@ -14,7 +14,6 @@ Sending an id again:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import msgspec
 
@@ -49,12 +48,8 @@ def _revise(tx: Tx, env_id: str, events: Sequence[NewEvent], now: int) -> dict[s
         stored = str(row[0])
         found[event.key] = stored
         deliver_at = event.deliver_at if event.deliver_at is not None else now
-        data: Any = event.data if tx.dialect == "sqlite" else event.data.decode()
-        context: Any = None
-        if event.context is not None:
-            context = _encode(event.context)
-            if tx.dialect != "sqlite":
-                context = context.decode()
+        data = tx.json(event.data)
+        context = None if event.context is None else tx.json(_encode(event.context))
         tx.run("trigger_event_revise",
                (data, context, deliver_at, event.account_id, env_id, stored))
     return found

@@ -18,9 +18,9 @@ from tidings.apps.sync import AppSync
 from tidings.errors import ConfigError, RequestRejected
 from tidings.functions.cron import parse_cron
 from tidings.ids import now_ms
-from tidings.runs import store
+from tidings.runs import admin
+from tidings.runs.admin import RunQuery
 from tidings.runs.model import FAILED, HTTP_QUEUE
-from tidings.runs.store import RunQuery
 from tidings.server.dashboard.pages import Pages
 from tidings.server.sdk_api import add_app
 from tidings.storage.tx import Tx
@@ -49,7 +49,7 @@ class CatalogPages:
             out = []
             for item in listed:
                 fn = item.function
-                runs = store.list_runs(tx, RunQuery(env_id=env_id, function_id=fn.id,
+                runs = admin.list_runs(tx, RunQuery(env_id=env_id, function_id=fn.id,
                                                     limit=RECENT_RUNS))
                 statuses = Counter(run.status for run, _ in runs)
                 out.append({"fn": fn, "listed": item, "runs": len(runs), "statuses": statuses,

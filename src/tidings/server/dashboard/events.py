@@ -2,7 +2,7 @@
 
 They read and act through what the JSON API uses: ``event_search`` (the parameters of
 ``GET /v1/events``), ``EventLog``, ``parse_events`` and ``Ingest.append`` (as ``POST
-/v1/events``), ``store.cancel_delivery`` (as ``POST /v1/events/{id}/cancel``).
+/v1/events``), ``admin.cancel_delivery`` (as ``POST /v1/events/{id}/cancel``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 preview) and one run (its timeline, live while it is active; cancel, rerun).
 
 Reads and actions go through what the runs API uses: ``run_query`` (the parameters of
-``GET /v1/runs``), ``store.list_runs`` and ``RunLevers`` (detail, cancel, rerun, count,
+``GET /v1/runs``), ``admin.list_runs`` and ``RunLevers`` (detail, cancel, rerun, count,
 replay, cancel_many), so the dashboard refuses what the API refuses, with its words.
 """
 
@@ -20,9 +20,9 @@ from starlette.routing import Route
 from tidings.errors import RequestRejected
 from tidings.functions import registration
 from tidings.ids import now_ms
-from tidings.runs import store
+from tidings.runs import admin
+from tidings.runs.admin import REPLAYABLE, RunQuery
 from tidings.runs.model import STATUSES, TERMINAL, Run
-from tidings.runs.store import REPLAYABLE, RunQuery
 from tidings.server.dashboard.events import field_errors
 from tidings.server.dashboard.live import sse
 from tidings.server.dashboard.pages import Pages, Viewer
@@ -56,7 +56,7 @@ class RunPages:
     # -- the list ------------------------------------------------------------------------------
 
     async def _rows(self, query: RunQuery) -> list[tuple[Run, str]]:
-        return await self.core.storage.read(partial(store.list_runs, query=query))
+        return await self.core.storage.read(partial(admin.list_runs, query=query))
 
     async def _counts(self, query: RunQuery) -> dict[str, int]:
         """Runs by status among the newest ``COUNT_WINDOW`` of the filter's function and range

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from tidings.server.openapi import events, functions, runs, sdk, triggerdev
+from tidings.server.openapi import connect, events, functions, runs, sdk, triggerdev
 from tidings.server.openapi.parts import ERROR, FIELD_ERROR, ApiSecurity, errors, json_body
 
 # Loop name -> its last error (``supervision.py``).
@@ -43,6 +43,7 @@ def document(dev: bool = False) -> dict[str, Any]:
             **runs.paths(api_key),
             **functions.paths(api_key),
             **sdk.paths(api_key, signing_key),
+            **connect.paths(api_key, signing_key),
             **triggerdev.paths(trigger_key),
             "/health": {"get": {
                 "operationId": "health",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tidings.runs.admin import REPLAYABLE
 from tidings.runs.model import STATUSES, STEP_KINDS
-from tidings.runs.store import REPLAYABLE
 from tidings.server.openapi.parts import (
     ANY_JSON,
     CURSOR_QUERY,

@@ -104,7 +104,7 @@ APP: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["url", "app_id", "sdk", "framework", "status", "error", "functions",
-                 "synced_at", "checked_at"],
+                 "synced_at", "checked_at", "connections"],
     "properties": {
         "url": {"type": "string"},
         "app_id": NULLABLE_STRING,
@@ -115,6 +115,30 @@ APP: dict[str, Any] = {
         "functions": {"type": "integer", "minimum": 0},
         "synced_at": NULLABLE_TIME,
         "checked_at": {"type": "string", "format": "date-time"},
+        "connections": {"type": "array", "items": ref("Connection"),
+                        "description": "The app's Connect workers, connected to any process "
+                                       "(empty for an app served over HTTP)."},
+    },
+}
+
+CONNECTION: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["connection_id", "instance_id", "sdk", "apps", "connected_at", "status",
+                 "in_flight", "capacity"],
+    "properties": {
+        "connection_id": {"type": "string"},
+        "instance_id": {"type": "string"},
+        "apps": {"type": "array", "items": {"type": "string"},
+                 "description": "The apps the worker serves on this connection."},
+        "sdk": {"type": "string", "description": "language:vversion, e.g. py:v0.5.19"},
+        "connected_at": {"type": "string", "format": "date-time"},
+        "status": {"enum": ["ready", "draining"],
+                   "description": "draining: the worker paused, it gets no new calls"},
+        "in_flight": {"type": "integer", "minimum": 0,
+                      "description": "Calls its instance holds, across its connections."},
+        "capacity": {"type": ["integer", "null"], "minimum": 1,
+                     "description": "Its max_worker_concurrency; null: no limit."},
     },
 }
 
@@ -174,6 +198,7 @@ SCHEMAS: dict[str, Any] = {
     "Registered": REGISTERED,
     "SdkEvent": SDK_EVENT,
     "App": APP,
+    "Connection": CONNECTION,
     "SyncResult": SYNC_RESULT,
     "DevFunction": DEV_FUNCTION,
     "DevInfo": DEV_INFO,

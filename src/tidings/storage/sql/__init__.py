@@ -42,7 +42,7 @@ def dialect_file(dialect: str, name: str) -> str:
 
 
 SHARED_FILES = ("runs.sql", "apps.sql", "flow.sql", "housekeeping.sql", "triggerdev.sql",
-                "views.sql")
+                "connect.sql", "views.sql")
 
 
 @cache

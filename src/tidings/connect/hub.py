@@ -1,0 +1,366 @@
+"""The live Connect workers of this process, and the calls made to them.
+
+A call of a Connect function reaches ``Hub.post`` through the HTTP driver's app caller: the
+function's URL (``ws://connect?env=…&app=…&fnId=…``, written when the worker synced) says which
+environment, app and function, the body is the call the HTTP driver would ``POST``. The hub
+picks one of the app's live connections whose worker has room (``max_worker_concurrency``
+counts calls per instance, across its connections), sends the call down the socket as a
+``GATEWAY_EXECUTOR_REQUEST`` with a lease, waits for the worker's ``WORKER_REQUEST_ACK`` (or
+tries another connection when the socket closes first) and then for its reply, which it hands
+back to the driver as the HTTP answer the same SDK would have given.
+
+A lease is held by the worker's *instance*, not by a socket: a worker that reconnects after a
+drain extends it and replies over its new socket. While the worker extends it (every
+``extend_lease_interval``), the call waits; once it lapses the call fails as an unreachable app
+would, and the engine retries it — on another connection, or on this one if it comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from tidings.connect import wire_pb2 as pb
+from tidings.connect.relay import CallRow, NotAcked, Relay, Remote
+from tidings.connect.worker import Worker
+from tidings.engine.http_client import Answer, CallFailed
+from tidings.ids import new_id
+
+log = logging.getLogger("tidings.connect")
+ACK_TIMEOUT = 10.0  # seconds a worker has to acknowledge a call before another is tried
+ROUTE_ATTEMPTS = 3  # connections a call is offered to
+LEASE_GRACE = 5.0  # seconds past a lease's expiry before the call is given up
+FINISHED_KEPT = 1024  # ids of ended calls remembered, so that a late reply is not an offence
+_STATUS = {pb.DONE: 200, pb.NOT_COMPLETED: 206, pb.ERROR: 500}
+
+
+def function_url(env_id: str, app: str, slug: str) -> str:
+    """The URL a Connect function is registered under: where the hub reads its route."""
+    return "ws://connect?" + urlencode({"env": env_id, "app": app, "fnId": slug,
+                                        "stepId": "step"})
+
+
+def app_url(env_id: str, app: str) -> str:
+    return "ws://connect?" + urlencode({"env": env_id, "app": app})
+
+
+def is_connect_url(url: str) -> bool:
+    return url.startswith(("ws://connect?", "wss://connect?"))
+
+
+@dataclass(slots=True, eq=False)
+class _Call:
+    request_id: str
+    env_id: str
+    instance_id: str
+    worker: Worker
+    lease_id: str
+    expires: float  # monotonic
+    acked: asyncio.Future[None]
+    reply: asyncio.Future[pb.SDKResponse]
+    previous_lease: str | None = None
+    remote: bool = False  # made for another process (``relay``): its reply goes to the database
+
+
+class Hub:
+    """Connections by app, calls by request id, capacity by instance. With a ``relay``, the
+    connections of other processes sharing the database are used too, and this process's are
+    offered to them."""
+
+    def __init__(self, *, lease_seconds: float = 30.0, relay: Relay | None = None) -> None:
+        self.lease_seconds = lease_seconds
+        self.relay = relay
+        self._workers: set[Worker] = set()
+        self._calls: dict[str, _Call] = {}
+        self._busy: dict[tuple[str, str], int] = {}  # (env, instance) -> calls it holds
+        self._finished: dict[str, None] = {}
+        self._changed = asyncio.Event()  # set and replaced whenever a call may find room
+        self._closed = False
+
+    # -- connections -------------------------------------------------------------------------
+
+    async def add(self, worker: Worker) -> None:
+        self._workers.add(worker)
+        self._wake()
+        if self.relay is not None:
+            await self.relay.joined(worker)
+
+    async def remove(self, worker: Worker) -> None:
+        """The socket closed: calls not yet acknowledged on it are offered elsewhere at once;
+        acknowledged ones keep their lease, which the instance may extend from a new socket."""
+        worker.closed = True
+        self._workers.discard(worker)
+        for call in list(self._calls.values()):
+            if call.worker is worker and not call.acked.done():
+                call.acked.set_exception(CallFailed("the connection closed before the worker "
+                                                    "acknowledged the call"))
+                call.acked.exception()  # retrieved: a remote call has no one waiting on it
+        self._wake()
+        if self.relay is not None:
+            await self.relay.left(worker)
+
+    async def pause(self, worker: Worker) -> None:
+        worker.draining = True
+        if self.relay is not None:
+            await self.relay.paused(worker)
+
+    def workers(self, env_id: str | None = None) -> list[Worker]:
+        return [w for w in self._workers if env_id is None or w.env_id == env_id]
+
+    def in_flight(self, env_id: str, instance_id: str) -> int:
+        return self._busy.get((env_id, instance_id), 0)
+
+    def _has_room(self, worker: Worker) -> bool:
+        return (worker.max_concurrency is None
+                or self.in_flight(worker.env_id, worker.instance_id) < worker.max_concurrency)
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # -- what workers say --------------------------------------------------------------------
+
+    async def acked(self, worker: Worker, request_id: str) -> bool:
+        call = self._calls.get(request_id)
+        if call is None or call.instance_id != worker.instance_id:
+            return request_id in self._finished
+        if not call.acked.done():
+            call.acked.set_result(None)
+            if call.remote and self.relay is not None:
+                await self.relay.acked(request_id)
+        return True
+
+    async def extend(self, worker: Worker, request_id: str, lease_id: str) -> str | None:
+        """A new lease id for the call, or None (NACK) when the lease lapsed, is another's or
+        was never given."""
+        call = self._calls.get(request_id)
+        if call is None or call.remote:
+            if self.relay is None:
+                return None
+            lease = await self.relay.extend(worker, request_id, lease_id, self.lease_seconds)
+            if call is not None and lease is not None:
+                call.worker, call.lease_id = worker, lease
+                call.expires = time.monotonic() + self.lease_seconds
+            return lease
+        if (call.instance_id != worker.instance_id or call.env_id != worker.env_id
+                or time.monotonic() > call.expires):
+            return None
+        if lease_id == call.previous_lease:
+            return call.lease_id  # a repeated extension: the lease it already got
+        if lease_id != call.lease_id:
+            return None
+        call.worker = worker
+        call.previous_lease, call.lease_id = call.lease_id, self._lease()
+        call.expires = time.monotonic() + self.lease_seconds
+        return call.lease_id
+
+    async def replied(self, worker: Worker | None, env_id: str, reply: pb.SDKResponse) -> bool:
+        """Take a worker's reply; False when no call of this worker (or, flushed over HTTP, of
+        this environment) has that id and none ended recently."""
+        instance = worker.instance_id if worker is not None else None
+        call = self._calls.get(reply.request_id)
+        if call is None or call.remote:
+            if reply.request_id in self._finished:
+                return True
+            taken = self.relay is not None and await self.relay.replied(instance, env_id, reply)
+            if call is not None and taken:
+                self._finish(call)
+            return taken
+        if call.env_id != env_id or (instance is not None and call.instance_id != instance):
+            return False
+        if not call.acked.done():
+            call.acked.set_result(None)
+        if not call.reply.done():
+            call.reply.set_result(reply)
+        return True
+
+    # -- calls -------------------------------------------------------------------------------
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+        """A call of a Connect function, made as the HTTP driver makes one to a URL."""
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+        env_id, app, slug = query.get("env"), query.get("app"), query.get("fnId")
+        if not (env_id and app and slug):
+            raise CallFailed(f"{url} names no Connect function")
+        step = query.get("stepId") or headers.get("x-inngest-step-id") or "step"
+        run_id = headers.get("x-run-id", "")
+        tried: set[str] = set()
+        for _ in range(ROUTE_ATTEMPTS):
+            target = await self._route(env_id, app, slug, tried)
+            tried.add(target.connection_id)
+            try:
+                if isinstance(target, Worker):
+                    reply = await self._call(target, app, slug, step, run_id, body)
+                else:
+                    assert self.relay is not None
+                    reply = await self.relay.call(
+                        target, app=app, slug=slug, step=step, run_id=run_id, body=body,
+                        lease_seconds=self.lease_seconds, ack_timeout=ACK_TIMEOUT,
+                        grace=LEASE_GRACE)
+            except (_NotAcked, NotAcked) as exc:
+                log.warning("run %s: %s (connection %s); trying another", run_id, exc,
+                            target.connection_id)
+                continue
+            return _answer(reply)
+        raise CallFailed(f"no worker of app {app!r} acknowledged the call")
+
+    async def _route(self, env_id: str, app: str, slug: str,
+                     tried: set[str]) -> Worker | Remote:
+        """A live connection serving ``slug`` whose instance has room — this process's own
+        first, then another's — waiting a while for one (a worker reconnecting, a call
+        ending)."""
+        deadline = time.monotonic() + self.lease_seconds
+        while True:
+            if self._closed:
+                raise CallFailed("the Connect gateway is shutting down")
+            serving = [w for w in self._workers
+                       if w.env_id == env_id and not w.draining and not w.closed
+                       and slug in w.functions.get(app, ())]
+            fresh = [w for w in serving if w.connection_id not in tried] or serving
+            free = [w for w in fresh if self._has_room(w)]
+            if free:
+                # The least busy instance, ties broken at random.
+                random.shuffle(free)
+                return min(free, key=lambda w: self.in_flight(env_id, w.instance_id))
+            if self.relay is not None:
+                remotes = await self.relay.remotes(env_id, app, slug)
+                untried = [r for r in remotes if r.connection_id not in tried] or remotes
+                if untried:
+                    return untried[0]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = ("every worker is at its max concurrency" if serving else
+                       "no healthy connection")
+                raise CallFailed(f"Connect app {app!r}: {why}")
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=min(left, 1.0))
+
+    def _lease(self) -> str:
+        return new_id(int((time.time() + self.lease_seconds) * 1000))
+
+    def _open(self, worker: Worker, request_id: str, lease_id: str, *,
+              remote: bool = False) -> _Call:
+        loop = asyncio.get_running_loop()
+        call = _Call(request_id=request_id, env_id=worker.env_id,
+                     instance_id=worker.instance_id, worker=worker, lease_id=lease_id,
+                     expires=time.monotonic() + self.lease_seconds,
+                     acked=loop.create_future(), reply=loop.create_future(), remote=remote)
+        key = (worker.env_id, worker.instance_id)
+        self._calls[request_id] = call
+        self._busy[key] = self._busy.get(key, 0) + 1
+        return call
+
+    def _finish(self, call: _Call) -> None:
+        if self._calls.pop(call.request_id, None) is None:
+            return
+        key = (call.env_id, call.instance_id)
+        self._busy[key] -= 1
+        if not self._busy[key]:
+            del self._busy[key]
+        self._finished[call.request_id] = None
+        if len(self._finished) > FINISHED_KEPT:
+            del self._finished[next(iter(self._finished))]
+        self._wake()
+
+    @staticmethod
+    def _request(worker: Worker, request_id: str, lease_id: str, app: str, slug: str,
+                 step: str, run_id: str, body: bytes) -> bytes:
+        request = pb.GatewayExecutorRequestData(
+            request_id=request_id, env_id=worker.env_id, app_id=app, app_name=app,
+            function_id=slug, function_slug=slug, step_id=step, request_payload=body,
+            run_id=run_id, lease_id=lease_id, job_id=run_id)
+        data: bytes = pb.ConnectMessage(kind=pb.GATEWAY_EXECUTOR_REQUEST,
+                                        payload=request.SerializeToString()).SerializeToString()
+        return data
+
+    async def _call(self, worker: Worker, app: str, slug: str, step: str, run_id: str,
+                    body: bytes) -> pb.SDKResponse:
+        call = self._open(worker, new_id(), self._lease())
+        try:
+            try:
+                await worker.send(self._request(worker, call.request_id, call.lease_id, app,
+                                                slug, step, run_id, body))
+                async with asyncio.timeout(ACK_TIMEOUT):
+                    await asyncio.shield(call.acked)
+            except (CallFailed, TimeoutError, ConnectionError) as exc:
+                if call.reply.done():
+                    return call.reply.result()
+                raise _NotAcked(str(exc) or "the worker did not acknowledge the call") from None
+            return await self._reply(call)
+        finally:
+            self._finish(call)
+
+    async def forward(self, row: CallRow) -> None:
+        """Another process's call for a worker connected here: send it down a socket of that
+        instance once the instance has room (until then it waits in the database)."""
+        if row.request_id in self._calls or row.request_id in self._finished:
+            return
+        workers = [w for w in self._workers
+                   if w.env_id == row.env_id and w.instance_id == row.instance_id
+                   and not w.closed and not w.draining
+                   and row.slug in w.functions.get(row.app, ())]
+        if not workers or not self._has_room(workers[0]):
+            return
+        assert self.relay is not None
+        if not await self.relay.sent(row.request_id):
+            return  # the caller withdrew it meanwhile
+        worker = workers[0]
+        call = self._open(worker, row.request_id, row.lease_id, remote=True)
+        try:
+            await worker.send(self._request(worker, row.request_id, row.lease_id, row.app,
+                                            row.slug, row.step, row.run_id, row.body))
+        except ConnectionError as exc:
+            log.warning("request %s (run %s): could not be sent: %s", row.request_id,
+                        row.run_id, exc)
+            self._finish(call)
+
+    def expire(self) -> None:
+        """Forget the calls made for other processes whose lease lapsed: their callers have
+        given up on them."""
+        now = time.monotonic()
+        for call in list(self._calls.values()):
+            if call.remote and now > call.expires + LEASE_GRACE:
+                log.warning("request %s: the worker (instance %s) stopped extending its lease",
+                            call.request_id, call.instance_id)
+                self._finish(call)
+
+    async def _reply(self, call: _Call) -> pb.SDKResponse:
+        """The reply, once the worker sends it; waiting as long as the lease lives (it may be
+        extended meanwhile), or until the hub closes (``aclose`` fails the waiting calls)."""
+        while True:
+            left = call.expires + LEASE_GRACE - time.monotonic()
+            if left <= 0:
+                log.warning("request %s: the worker (instance %s) stopped extending its lease",
+                            call.request_id, call.instance_id)
+                raise CallFailed("the Connect worker stopped responding (its lease expired)")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    return await asyncio.shield(call.reply)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for call in self._calls.values():
+            if not call.remote and not call.reply.done():
+                call.reply.set_exception(CallFailed("the Connect gateway is shutting down"))
+        self._wake()
+
+
+class _NotAcked(Exception):
+    pass
+
+
+def _answer(reply: pb.SDKResponse) -> Answer:
+    headers = {"x-inngest-sdk": reply.sdk_version or "connect",
+               "x-inngest-req-version": str(reply.request_version)}
+    if reply.no_retry:
+        headers["x-inngest-no-retry"] = "true"
+    if reply.HasField("retry_after") and reply.retry_after:
+        headers["retry-after"] = reply.retry_after
+    return Answer(_STATUS.get(reply.status, 500), headers, reply.body, authenticated=True)

@@ -1,0 +1,281 @@
+"""Connect across processes, through the database both share.
+
+Several ``tidings serve`` processes (and ``tidings worker``s) share one database; a worker's
+socket is held by one of them, its *owner*, while a run of its function may be claimed by any.
+So each owner keeps a row per live connection (``connect_workers``: environment, instance, the
+functions of each app, capacity, ready or draining, ``seen_at`` refreshed every few seconds).
+A process that has no connection of its own for a call looks there, writes the call as a row
+of ``connect_calls`` naming the owner, and polls it. The owner polls for rows naming it,
+forwards each down a socket of that instance when the instance has room, and writes back the
+acknowledgement, each lease extension and, at last, the reply.
+
+Nothing is lost when a process dies. An owner that dies stops refreshing its rows, so they are
+passed over within ``FRESH_MS``; its worker's calls are no longer extended, so their leases
+lapse and the callers fail them, and the engine retries them (on a connection elsewhere: the
+SDKs reconnect). A caller that dies leaves its rows, which expire with their lease; the run it
+had claimed is claimed again when its own lease lapses.
+
+Rows are polled (every ``POLL`` seconds, and only while there is something to wait for), the
+same on SQLite and PostgreSQL: no ``NOTIFY`` to miss across a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol
+
+import msgspec
+
+from tidings.connect import wire_pb2 as pb
+from tidings.connect.worker import Worker
+from tidings.engine.http_client import CallFailed
+from tidings.ids import new_id, now_ms
+from tidings.storage.base import Storage
+from tidings.storage.tx import Tx
+from tidings.supervision import Supervisor
+
+
+class Forwarder(Protocol):
+    """What the relay asks of the process's hub."""
+
+    def workers(self, env_id: str | None = None) -> list[Worker]: ...
+
+    async def forward(self, row: CallRow) -> None: ...
+
+    def expire(self) -> None: ...
+
+log = logging.getLogger("tidings.connect")
+POLL = 0.1  # seconds between looks at a row or a queue of rows
+SEEN_EVERY = 5.0  # seconds between refreshes of this process's connection rows
+FRESH_MS = 20_000  # a connection row not refreshed for this long is passed over
+FORGET_MS = 120_000  # and deleted after this long
+
+
+def process_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Remote:
+    """A connection held by another process, as its row says."""
+
+    connection_id: str
+    env_id: str
+    instance_id: str
+    owner: str
+    functions: dict[str, list[str]]
+    sdk: str
+    capacity: int | None
+    status: str
+    connected_at: int
+    held: int = 0  # calls its instance holds, by the rows of calls
+
+    @classmethod
+    def from_row(cls, r: tuple[Any, ...], held: int) -> Remote:
+        return cls(connection_id=r[0], env_id=r[1], instance_id=r[2], owner=r[3],
+                   functions=msgspec.json.decode(r[4]), sdk=r[5], capacity=r[6], status=r[7],
+                   connected_at=r[8], held=held)
+
+    @property
+    def has_room(self) -> bool:
+        return self.capacity is None or self.held < self.capacity
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRow:
+    """A call another process wants made down one of this process's sockets."""
+
+    request_id: str
+    env_id: str
+    instance_id: str
+    app: str
+    slug: str
+    step: str
+    run_id: str
+    body: bytes
+    lease_id: str
+
+
+def _workers(tx: Tx, env_id: str, now: int) -> list[Remote]:
+    held: dict[str, int] = {str(r[0]): int(r[1])
+                            for r in tx.all("connect_calls_held", (env_id, now))}
+    return [Remote.from_row(r, held.get(r[2], 0))
+            for r in tx.all("connect_workers_of_env", (env_id, now - FRESH_MS))]
+
+
+def _seen(tx: Tx, *, owner: str, now: int) -> None:
+    """This process's connections are alive; rows nobody refreshed for long are dropped."""
+    tx.run("connect_workers_seen", (now, owner))
+    tx.run("connect_workers_stale", (now - FORGET_MS,))
+    tx.run("connect_calls_stale", (now - FORGET_MS,))
+
+
+def _extend(tx: Tx, *, request_id: str, instance_id: str, env_id: str, lease_id: str,
+            new_lease: str, expires: int, now: int) -> str | None:
+    row = tx.one("connect_call_lease", (request_id,))
+    if row is None or row[0] != env_id or row[1] != instance_id or row[5] == "replied":
+        return None
+    if lease_id == row[3] and lease_id != row[2]:
+        return str(row[2])  # a repeated extension: the lease it already got
+    if tx.run("connect_call_extend", (new_lease, expires, request_id, lease_id, now)) != 1:
+        return None
+    return new_lease
+
+
+def _replied(tx: Tx, *, request_id: str, env_id: str, instance_id: str | None,
+             reply: bytes) -> bool:
+    row = tx.one("connect_call_lease", (request_id,))
+    if row is None or row[0] != env_id or (instance_id is not None and row[1] != instance_id):
+        return False
+    tx.run("connect_call_replied", (reply, request_id))
+    return True
+
+
+class Relay:
+    def __init__(self, storage: Storage, *, owner: str | None = None) -> None:
+        self.storage = storage
+        self.owner = owner or process_id()
+        self._task: asyncio.Task[None] | None = None
+        self._hub: Forwarder | None = None
+
+    # -- the owner's side --------------------------------------------------------------------
+
+    async def start(self, hub: Forwarder, supervisor: Supervisor) -> None:
+        self._hub = hub
+        self._task = supervisor.start("tidings-connect-relay", self._loop)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def joined(self, worker: Worker) -> None:
+        now = now_ms()
+        functions = msgspec.json.encode({app: sorted(slugs)
+                                         for app, slugs in worker.functions.items()}).decode()
+        await self.storage.write(lambda tx: tx.run("connect_worker_put", (
+            worker.connection_id, worker.env_id, worker.instance_id, self.owner, functions,
+            worker.sdk, worker.max_concurrency, "ready", worker.connected_at, now)))
+
+    async def paused(self, worker: Worker) -> None:
+        await self.storage.write(lambda tx: tx.run("connect_worker_status",
+                                                   ("draining", worker.connection_id)))
+
+    async def left(self, worker: Worker) -> None:
+        await self.storage.write(lambda tx: tx.run("connect_worker_gone",
+                                                   (worker.connection_id,)))
+
+    async def _loop(self, ok: Callable[[], None]) -> None:
+        seen = 0.0
+        while True:
+            hub = self._hub
+            assert hub is not None
+            mine = bool(hub.workers())
+            if mine:
+                rows = await self.storage.read(partial(self._calls_for_me, self.owner))
+                for row in rows:
+                    await hub.forward(row)
+            # A process without workers writes nothing: its rows, if any, were deleted as its
+            # sockets closed, and those of dead processes are cleared by the living.
+            if mine and time.monotonic() - seen >= SEEN_EVERY:
+                seen = time.monotonic()
+                await self.storage.write(partial(_seen, owner=self.owner, now=now_ms()))
+            hub.expire()
+            ok()
+            await asyncio.sleep(POLL)
+
+    @staticmethod
+    def _calls_for_me(owner: str, tx: Tx) -> list[CallRow]:
+        return [CallRow(request_id=r[0], env_id=r[1], instance_id=r[2], app=r[3], slug=r[4],
+                        step=r[5], run_id=r[6], body=bytes(r[7]), lease_id=r[8])
+                for r in tx.all("connect_calls_for_owner", (owner,))]
+
+    async def sent(self, request_id: str) -> bool:
+        """Claim a call for sending (False: the caller withdrew it)."""
+        return bool(await self.storage.write(
+            lambda tx: tx.run("connect_call_sent", (request_id,))))
+
+    async def acked(self, request_id: str) -> None:
+        await self.storage.write(lambda tx: tx.run("connect_call_acked", (request_id,)))
+
+    # -- any process: what a worker says of a call made through the database ------------------
+
+    async def extend(self, worker: Worker, request_id: str, lease_id: str,
+                     lease_seconds: float) -> str | None:
+        expires = int((time.time() + lease_seconds) * 1000)
+        return await self.storage.write(partial(
+            _extend, request_id=request_id, instance_id=worker.instance_id,
+            env_id=worker.env_id, lease_id=lease_id, new_lease=new_id(expires),
+            expires=expires, now=now_ms()))
+
+    async def replied(self, instance_id: str | None, env_id: str, reply: pb.SDKResponse) -> bool:
+        data = reply.SerializeToString()
+        return await self.storage.write(partial(
+            _replied, request_id=reply.request_id, env_id=env_id, instance_id=instance_id,
+            reply=data))
+
+    # -- the caller's side -------------------------------------------------------------------
+
+    async def remotes(self, env_id: str, app: str, slug: str) -> list[Remote]:
+        """Other processes' ready connections that serve ``slug`` and have room, in a random
+        order (least busy instances first)."""
+        found = await self.storage.read(partial(_workers, env_id=env_id, now=now_ms()))
+        serving = [r for r in found if r.owner != self.owner and r.status == "ready"
+                   and slug in r.functions.get(app, ()) and r.has_room]
+        random.shuffle(serving)
+        return sorted(serving, key=lambda r: r.held)
+
+    async def listed(self, env_id: str) -> list[Remote]:
+        return await self.storage.read(partial(_workers, env_id=env_id, now=now_ms()))
+
+    async def call(self, remote: Remote, *, app: str, slug: str, step: str, run_id: str,
+                   body: bytes, lease_seconds: float, ack_timeout: float,
+                   grace: float) -> pb.SDKResponse:
+        """Make a call through ``remote``'s owner; ``NotAcked`` when it was not taken up in
+        time (the row is withdrawn), ``CallFailed`` when its lease lapsed."""
+        request_id = new_id()
+        expires = int((time.time() + lease_seconds) * 1000)
+        row = (request_id, remote.env_id, remote.instance_id, remote.owner, self.owner, app,
+               slug, step, run_id, body, new_id(expires), expires, now_ms())
+        await self.storage.write(lambda tx: tx.run("connect_call_new", row))
+        try:
+            return await self._await(request_id, remote, lease_seconds + ack_timeout, grace)
+        finally:
+            await self.storage.write(lambda tx: tx.run("connect_call_drop", (request_id,)))
+
+    async def _await(self, request_id: str, remote: Remote, ack_within: float,
+                     grace: float) -> pb.SDKResponse:
+        acked_by = time.monotonic() + ack_within
+        while True:
+            state = await self.storage.read(
+                lambda tx: tx.one("connect_call_state", (request_id,)))
+            if state is None:
+                raise CallFailed("the call's row disappeared")
+            status, reply, expires = state
+            if status == "replied":
+                answer = pb.SDKResponse()
+                answer.ParseFromString(bytes(reply))
+                return answer
+            if status in ("new", "sent") and time.monotonic() > acked_by:
+                raise NotAcked(f"the process holding connection {remote.connection_id} "
+                               "did not hand it the call in time")
+            if status == "acked" and now_ms() > expires + grace * 1000:
+                log.warning("request %s: the worker (instance %s, via %s) stopped extending "
+                            "its lease", request_id, remote.instance_id, remote.owner)
+                raise CallFailed("the Connect worker stopped responding (its lease expired)")
+            await asyncio.sleep(POLL)
+
+
+class NotAcked(Exception):
+    """The call was not acknowledged: offer it to another connection."""

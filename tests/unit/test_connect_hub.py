@@ -1,0 +1,153 @@
+"""The Connect hub on its own: routing within each instance's concurrency, leases extended by
+the instance that holds them (from any of its sockets) and refused to others, a reply taken
+once, a call offered elsewhere when its socket closes before the ack, a lapsed lease failing
+the call; and the session tokens ``/v0/connect/start`` hands out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tidings.connect import tokens
+from tidings.connect import wire_pb2 as pb
+from tidings.connect.hub import Hub, function_url
+from tidings.connect.worker import Worker
+from tidings.crypto import Keyring, new_key_text
+from tidings.engine.http_client import CallFailed
+
+URL = function_url("env1", "app", "app-fn")
+
+
+class Socket:
+    """The worker's end of one connection: what the gateway sent it."""
+
+    def __init__(self) -> None:
+        self.requests: asyncio.Queue[pb.GatewayExecutorRequestData] = asyncio.Queue()
+
+    async def send(self, data: bytes) -> None:
+        message = pb.ConnectMessage()
+        message.ParseFromString(data)
+        assert message.kind == pb.GATEWAY_EXECUTOR_REQUEST
+        request = pb.GatewayExecutorRequestData()
+        request.ParseFromString(message.payload)
+        await self.requests.put(request)
+
+
+def worker(socket: Socket, instance: str = "i1", *, limit: int | None = None,
+           env: str = "env1") -> Worker:
+    return Worker(connection_id=f"c-{instance}-{id(socket)}", env_id=env, instance_id=instance,
+                  functions={"app": frozenset({"app-fn"})}, sdk="py:v0", send=socket.send,
+                  max_concurrency=limit)
+
+
+def reply(request_id: str, status: int = pb.DONE, body: bytes = b'"ok"') -> pb.SDKResponse:
+    return pb.SDKResponse(request_id=request_id, status=status, body=body,  # type: ignore[arg-type]
+                          sdk_version="py:v0", request_version=1)
+
+
+async def test_a_call_goes_down_the_socket_and_comes_back_as_an_answer() -> None:
+    hub, socket = Hub(), Socket()
+    w = worker(socket)
+    await hub.add(w)
+    call = asyncio.create_task(hub.post(URL, b'{"event":{}}', {"x-run-id": "run1"}))
+    request = await socket.requests.get()
+    assert (request.app_name, request.function_slug, request.step_id, request.run_id) == (
+        "app", "app-fn", "step", "run1")
+    assert request.request_payload == b'{"event":{}}'
+    assert await hub.acked(w, request.request_id)
+    assert hub.in_flight("env1", "i1") == 1
+    assert await hub.replied(w, "env1", reply(request.request_id, pb.NOT_COMPLETED, b"[]"))
+    answer = await call
+    assert (answer.status, answer.body, answer.authenticated) == (206, b"[]", True)
+    assert answer.headers["x-inngest-sdk"] == "py:v0"
+    assert hub.in_flight("env1", "i1") == 0
+    # A late repeat of the reply is no offence; a reply for a call never made is.
+    assert await hub.replied(w, "env1", reply(request.request_id))
+    assert not await hub.replied(w, "env1", reply("01M90W3Q9S82EK4PVH1C9AB6KF"))
+
+
+async def test_no_more_calls_than_an_instance_allows() -> None:
+    hub, socket = Hub(lease_seconds=30), Socket()
+    w = worker(socket, limit=1)
+    await hub.add(w)
+    first = asyncio.create_task(hub.post(URL, b"1", {}))
+    second = asyncio.create_task(hub.post(URL, b"2", {}))
+    request = await socket.requests.get()
+    await hub.acked(w, request.request_id)
+    await asyncio.sleep(0.2)  # the second call has had every chance to be sent
+    assert socket.requests.empty()
+    assert hub.in_flight("env1", "i1") == 1
+    await hub.replied(w, "env1", reply(request.request_id))
+    assert (await first).status == 200
+    queued = await asyncio.wait_for(socket.requests.get(), 5)
+    assert queued.request_payload == b"2"
+    await hub.replied(w, "env1", reply(queued.request_id))
+    assert (await second).status == 200
+
+
+async def test_leases_are_the_instances_and_follow_it_to_a_new_socket() -> None:
+    hub, old_socket, new_socket, other_socket = Hub(), Socket(), Socket(), Socket()
+    old, new, other = worker(old_socket), worker(new_socket), worker(other_socket, "i2")
+    await hub.add(old)
+    call = asyncio.create_task(hub.post(URL, b"", {}))
+    request = await old_socket.requests.get()
+    await hub.acked(old, request.request_id)
+    await hub.remove(old)  # a drain: the worker reconnects and carries on
+    await hub.add(new)
+    assert await hub.extend(other, request.request_id, request.lease_id) is None
+    lease = await hub.extend(new, request.request_id, request.lease_id)
+    assert lease is not None and lease != request.lease_id
+    assert await hub.extend(new, request.request_id, request.lease_id) == lease  # a repeat
+    assert await hub.extend(new, request.request_id, "01M90W3Q9S82EK4PVH1C9AB6KF") is None
+    await hub.replied(new, "env1", reply(request.request_id))
+    assert (await call).status == 200
+
+
+async def test_a_socket_closed_before_the_ack_sends_the_call_elsewhere() -> None:
+    hub, first_socket, second_socket = Hub(), Socket(), Socket()
+    first, second = worker(first_socket, "i1"), worker(second_socket, "i2")
+    await hub.add(first)
+    call = asyncio.create_task(hub.post(URL, b"", {}))
+    await first_socket.requests.get()
+    await hub.remove(first)
+    await hub.add(second)
+    request = await asyncio.wait_for(second_socket.requests.get(), 5)
+    await hub.acked(second, request.request_id)
+    await hub.replied(second, "env1", reply(request.request_id))
+    assert (await call).status == 200
+
+
+async def test_a_lapsed_lease_fails_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tidings.connect.hub.LEASE_GRACE", 0.0)
+    hub, socket = Hub(lease_seconds=1), Socket()
+    w = worker(socket)
+    await hub.add(w)
+    call = asyncio.create_task(hub.post(URL, b"", {}))
+    request = await socket.requests.get()
+    await hub.acked(w, request.request_id)
+    with pytest.raises(CallFailed, match="lease expired"):
+        await asyncio.wait_for(call, 10)
+    assert await hub.extend(w, request.request_id, request.lease_id) is None
+    assert hub.in_flight("env1", "i1") == 0
+
+
+async def test_no_worker_for_the_function_fails_after_a_wait() -> None:
+    hub = Hub(lease_seconds=2)
+    await hub.add(worker(Socket(), env="env2"))  # another environment's
+    with pytest.raises(CallFailed, match="no healthy connection"):
+        await hub.post(URL, b"", {})
+
+
+def test_session_tokens_name_their_environment_and_expire() -> None:
+    keyring = Keyring.parse(new_key_text())
+    token = tokens.issue(keyring, "env1")
+    assert tokens.env_of(keyring, token) == "env1"
+    assert tokens.env_of(keyring.rotated(), token) == "env1"  # an older key still reads it
+    with pytest.raises(tokens.BadToken, match="expired"):
+        tokens.env_of(keyring, token, now=time.time() + tokens.LIFETIME_SECONDS + 1)
+    with pytest.raises(tokens.BadToken, match="not issued here"):
+        tokens.env_of(Keyring.parse(new_key_text()), token)
+    with pytest.raises(tokens.BadToken, match="not a JWT"):
+        tokens.env_of(keyring, "nope")
