@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: dev test lint typecheck pytest install node clean bench layers proto
+.PHONY: dev test lint typecheck pytest install node chromium clean bench layers proto
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install node
+# The dashboard's browser tests drive Debian's chromium (Playwright cannot download its own here).
+chromium:
+	test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+pytest: install node chromium
 	$(BIN)/pytest
 
 test: lint typecheck pytest
@@ -54,4 +58,4 @@ proto: install
 		src/tidings/connect/wire.proto
 
 clean:
-	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache artifacts

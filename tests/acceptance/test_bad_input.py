@@ -137,10 +137,10 @@ BODIES: dict[tuple[str, str], Body] = {
     ("POST", "/v1/replays"): Body(
         {"function": "no-such-fn", "since": 0, "until": "2100-01-01T00:00:00Z",
          "statuses": ["Failed"]}, (), "{}", ("function",), ("statuses",),
-        {"function": 1, "since": True, "until": [], "statuses": "Failed"}),
+        {"function": 1, "since": True, "until": [], "statuses": "Failed", "dry_run": "yes"}),
     ("POST", "/v1/cancellations"): Body(
         {"function": "no-such-fn", "since": 0, "until": "2100-01-01T00:00:00Z"}, (), "{}",
-        ("function",), ("since",), {"function": 1, "since": True, "until": {}}),
+        ("function",), ("since",), {"function": 1, "since": True, "until": {}, "dry_run": 1}),
     ("POST", "/v1/settings"): Body(
         {"events_ttl": "3650d", "runs_ttl": "forever", "dedup_window": "1d"}, (), "{}",
         ("events_ttl", "runs_ttl", "dedup_window"), (),

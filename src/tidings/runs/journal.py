@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tidings.functions.model import dumps
-from tidings.runs.model import COMPLETED, TERMINAL, Run, StepRecord, StepRow
+from tidings.functions.model import dumps, loads
+from tidings.runs.model import COMPLETED, TERMINAL, FailedAttempt, Run, StepRecord, StepRow
 from tidings.storage.tx import Tx
 
 
@@ -19,6 +19,16 @@ def leased_status(tx: Tx, run_id: str, token: int) -> str | None:
 
 def steps_of(tx: Tx, run_id: str) -> list[StepRow]:
     return [StepRow.from_row(r) for r in tx.all("steps_of_run", (run_id,))]
+
+
+def failed_attempts(tx: Tx, run_id: str) -> dict[str, list[FailedAttempt]]:
+    """Every failed attempt of the run's steps, by step, oldest first."""
+    found: dict[str, list[FailedAttempt]] = {}
+    for step, attempt, started_at, ended_at, error in tx.all("failed_attempts_of_run",
+                                                             (run_id,)):
+        found.setdefault(step, []).append(FailedAttempt(
+            attempt=attempt, started_at=started_at, ended_at=ended_at, error=loads(error)))
+    return found
 
 
 def invoked_runs(tx: Tx, run_id: str) -> dict[str, str]:
@@ -84,6 +94,7 @@ def record_step_error(tx: Tx, run: Run, step: str, name: str, position: int,
     final = attempts > retries
     tx.run("insert_step", (run.id, step, name, position, "failed" if final else "errored",
                            dumps({"error": error}), attempts, started_at, now, kind))
+    tx.run("insert_failed_attempt", (run.id, step, attempts, started_at, now, dumps(error)))
     if final:
         tx.run("progress", (now, run.id))
     return attempts

@@ -72,6 +72,16 @@ class StepRow:
                    attempts=r[5], started_at=r[6], ended_at=r[7], kind=r[8])
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailedAttempt:
+    """One failed attempt of a step (its number from 1) and the error it ended with."""
+
+    attempt: int
+    started_at: int | None
+    ended_at: int
+    error: Any
+
+
 class QueuedRun(NamedTuple):
     """A run just queued, and the queue whose executors run it."""
 

@@ -1,6 +1,7 @@
 """Accepting events, the one sequence behind ``POST /e/{key}`` (raw ASGI) and
 ``POST /v1/events`` (Starlette): the key and branch pick the environment, then the body is read,
-parsed and stored, and the ids come back only once the events are committed."""
+parsed and stored, and the ids come back only once the events are committed. The dashboard's
+send form, whose viewer has an environment already, goes through ``store_events``."""
 
 from __future__ import annotations
 
@@ -24,19 +25,23 @@ async def accept_events(core: Core, *, key: str, branch: str | None,
     ``x-inngest-event-id-seed`` header and ``ticket`` the request's admission ticket, which
     counts the events once parsed."""
     env = await core.gate.env_for(key, "event", branch)
+    body = await read_body(core.settings.limits.max_body_bytes)
+    return env, await store_events(core, env, body, seed=seed, ticket=ticket)
+
+
+async def store_events(core: Core, env: Environment, body: bytes, *, seed: str | None = None,
+                       ticket: Ticket | None = None) -> list[str]:
+    """Parse and store the events of a body for ``env`` (picked already); their ids."""
     limits = core.settings.limits
-    body = await read_body(limits.max_body_bytes)
     now = now_ms()
     events = parse_events(body, limits, now)
     if ticket is not None:
         ticket.parsed(len(events))  # admission control counts them from here on
     if not tracing.on():  # the hot path: no context manager to enter
-        return env, await core.ingest.append(env.id, events, IdSeed.parse(seed),
-                                             received_at=now)
+        return await core.ingest.append(env.id, events, IdSeed.parse(seed), received_at=now)
     with tracing.producing(len(events)) as traceparent:
-        ids = await core.ingest.append(env.id, events, IdSeed.parse(seed), received_at=now,
-                                       traceparent=traceparent)
-    return env, ids
+        return await core.ingest.append(env.id, events, IdSeed.parse(seed), received_at=now,
+                                        traceparent=traceparent)
 
 
 def rejection(exc: RequestRejected) -> dict[str, Any]:

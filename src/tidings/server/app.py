@@ -35,6 +35,7 @@ from tidings.keys import DEV_ENV, SigningKeys
 from tidings.observe import tracing
 from tidings.observe.http import RequestObserver
 from tidings.server.connect_api import ConnectAPI
+from tidings.server.dashboard import Dashboard
 from tidings.server.dev_api import DevAPI
 from tidings.server.event_api import EventAPI
 from tidings.server.flow_api import FlowAPI
@@ -45,6 +46,7 @@ from tidings.server.log_api import EventLogAPI
 from tidings.server.metrics_api import MetricsAPI
 from tidings.server.openapi import document
 from tidings.server.requests import error_response, json_response
+from tidings.server.run_levers import RunLevers
 from tidings.server.runs_api import RunsAPI
 from tidings.server.sdk_api import SdkAPI
 from tidings.server.settings_api import SettingsAPI
@@ -102,14 +104,15 @@ async def _crash(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal error")
 
 
-def api_routes(core: Core) -> list[Route]:
-    """The JSON API: health, the event log, runs and their levers, functions, people and
-    settings."""
+def api_routes(core: Core, levers: RunLevers | None = None) -> list[Route]:
+    """The JSON API: health, the event log, runs and their levers (shared with the dashboard
+    when given), functions, people and settings."""
+    levers = levers or RunLevers(core)
     return [
         *HealthAPI(core).routes(),
         *EventLogAPI(core).routes(),
-        *RunsAPI(core).routes(),
-        *FlowAPI(core).routes(),
+        *RunsAPI(core, levers).routes(),
+        *FlowAPI(core, levers).routes(),
         *FunctionsAPI(core).routes(),
         *UsersAPI(core).routes(),
         *SettingsAPI(core).routes(),
@@ -117,8 +120,8 @@ def api_routes(core: Core) -> list[Route]:
 
 
 def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKeys,
-                trigger_keys: TriggerKeys, start_opts: dict[str, Any], hub: Hub,
-                gateway: Callable[[], Gateway | None]) -> list[Route]:
+                levers: RunLevers, trigger_keys: TriggerKeys, start_opts: dict[str, Any],
+                hub: Hub, gateway: Callable[[], Gateway | None]) -> list[Route]:
     """Every route of the server, one per path (so that a 405 names every method the path
     has in ``Allow``)."""
 
@@ -126,11 +129,11 @@ def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKey
         return json_response(200, document(core.settings.dev))
 
     return [
-        *api_routes(core),
+        *api_routes(core, levers),
         *SdkAPI(core, sync, keys, hub).routes(),
         *ConnectAPI(core, keys, hub, gateway).routes(),
         *DevAPI(core, start_opts).routes(),
-        *TriggerAPI(core, trigger_keys).routes(),
+        *TriggerAPI(core, trigger_keys, levers).routes(),
         *TriggerRunsAPI(core, trigger_keys, sync).routes(),
         Route("/openapi.json", openapi, methods=["GET"]),
         # ``TidingsApp`` sends POST /e/... straight to the Event API; this route only gives
@@ -163,6 +166,7 @@ class TidingsApp:
         self._rest: ASGIApp | None = None
         self._routes: list[Route] = []
         self._shedder: Shedder | None = None
+        self.dashboard: Dashboard | None = None
         self.hub = Hub(lease_seconds=settings.connect.lease_seconds)
         self.gateway: Gateway | None = None
         self._kind = (b"x-inngest-server-kind", settings.server_kind.encode())
@@ -186,13 +190,19 @@ class TidingsApp:
         trigger_keys = TriggerKeys(core.storage, core.vault.sealer.keyring,
                                    dev=self.settings.dev)
         self.sync = AppSync(core, keys, trigger_keys=trigger_keys)
+        levers = RunLevers(core)  # what the runs API and the dashboard do to runs
         self._routes = route_table(core, events=events, sync=self.sync, keys=keys,
-                                   trigger_keys=trigger_keys, start_opts=self._start_opts(),
-                                   hub=self.hub, gateway=lambda: self.gateway)
+                                   levers=levers, trigger_keys=trigger_keys,
+                                   start_opts=self._start_opts(), hub=self.hub,
+                                   gateway=lambda: self.gateway)
+        # The dashboard answers HTML for people, not JSON: its routes are not in ``endpoints``
+        # (the JSON API, documented in OpenAPI); tests/dashboard covers its bad input.
+        self.dashboard = Dashboard(core, levers, self.sync)
+        pages = self.dashboard.routes()
         self._templates = {route.endpoint: route.path.replace(":path}", "}")
-                           for route in self._routes}
+                           for route in [*self._routes, *pages] if isinstance(route, Route)}
         starlette = Starlette(
-            routes=self._routes,
+            routes=[*self._routes, *pages],
             exception_handlers={
                 RequestRejected: _rejected,
                 HTTPException: _http_error,

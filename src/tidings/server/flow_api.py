@@ -1,12 +1,11 @@
 """Flow control levers of the JSON API: bulk cancellation of a function's runs.
 
 ``POST /v1/cancellations {"function", "since", "until"}`` cancels every run of the function
-created in ``[since, until)`` that has not ended, ``BATCH`` runs per transaction.
+created in ``[since, until)`` that has not ended, 500 runs per transaction; with
+``"dry_run": true`` it says how many that would be (``matched``) and cancels none.
 """
 
 from __future__ import annotations
-
-from functools import partial
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,28 +13,23 @@ from starlette.routing import Route
 
 from tidings.core import Core
 from tidings.events.model import iso
-from tidings.flow.cancel import cancel_between
-from tidings.functions import registration
-from tidings.ids import now_ms
-from tidings.runs.local import ALL
 from tidings.server.http import read_body
 from tidings.server.requests import (
     check_params,
+    dry_run,
     json_response,
-    not_found,
     range_request,
     read_env,
-    without_nul,
 )
+from tidings.server.run_levers import OPEN, RunLevers
 
-BATCH = 500
 FIELDS = ("function", "since", "until")
 
 
 class FlowAPI:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, levers: RunLevers) -> None:
         self.core = core
-        self._registry = core.registry
+        self.levers = levers
 
     def routes(self) -> list[Route]:
         return [Route("/v1/cancellations", self.cancel_runs, methods=["POST"])]
@@ -45,27 +39,16 @@ class FlowAPI:
         env = await read_env(self.core, request)
         body = await read_body(request.scope, request.receive,
                                self.core.settings.limits.max_body_bytes)
-        slug, since, until = _request(body)
-        fn = await self.core.storage.read(
-            partial(registration.function_by_slug, env_id=env.id,
-                    slug=without_nul(slug, "function")))
-        if fn is None:
-            return not_found("function", slug)
-        await self.core.storage.read(self._registry.refresh)
-        total = 0
-        while True:
-            count = await self.core.storage.write(partial(
-                cancel_between, registry=self._registry, fn=fn, since_ms=since,
-                until_ms=until, now=now_ms(), batch=BATCH))
-            total += count
-            if count < BATCH:
-                break
-        if total:
-            self.core.wakers.wake(ALL)
-        return json_response(200, {"data": {"function": slug, "since": iso(since),
-                                            "until": iso(until), "cancelled": total}})
+        slug, since, until, preview = _request(body)
+        fn = await self.levers.function(env, slug)
+        answer = {"function": slug, "since": iso(since), "until": iso(until)}
+        if preview:
+            matched = await self.levers.count(fn, since, until, OPEN)
+            return json_response(200, {"data": {**answer, "matched": matched}})
+        cancelled = await self.levers.cancel_many(fn, since, until)
+        return json_response(200, {"data": {**answer, "cancelled": cancelled}})
 
 
-def _request(body: bytes) -> tuple[str, int, int]:
-    _, slug, since, until = range_request(body, FIELDS)
-    return slug, since, until
+def _request(body: bytes) -> tuple[str, int, int, bool]:
+    payload, slug, since, until = range_request(body, FIELDS, optional=("dry_run",))
+    return slug, since, until, dry_run(payload)

@@ -13,9 +13,11 @@ from tidings.core import Core
 from tidings.errors import RequestRejected
 from tidings.events.model import iso
 from tidings.flow import status as flow_status
+from tidings.functions.expressions import ExpressionError
 from tidings.ids import floor_id, now_ms
 from tidings.observe import metrics
 from tidings.server.accept import accept_events, rejection
+from tidings.server.event_search import EventSearch, check_condition, search
 from tidings.server.http import TICKET, read_body
 from tidings.server.requests import (
     ULID_RE,
@@ -30,8 +32,30 @@ from tidings.server.requests import (
     read_env,
     time_param,
 )
-from tidings.storage.base import EventQuery
-from tidings.vault import Lookups
+from tidings.storage.base import Environment
+
+
+def event_search(core: Core, env: Environment, request: Request) -> EventSearch:
+    """The search the query parameters of ``GET /v1/events`` (and of the dashboard's events
+    page) ask for: ``name`` (``prefix/*`` for a prefix), ``if`` (CEL over ``event``),
+    ``since``, ``until``, ``cursor``, ``limit``."""
+    limit = limit_param(request)
+    since, until = time_param(request, "since"), time_param(request, "until")
+    cursor = cursor_param(request)
+    name = request.query_params.get("name") or None
+    if name is not None and len(name) > core.settings.limits.max_name_chars:
+        raise RequestRejected(f"name: an event name has at most "
+                              f"{core.settings.limits.max_name_chars} characters")
+    condition = request.query_params.get("if") or None
+    if condition is not None:
+        try:
+            check_condition(condition)
+        except ExpressionError as exc:
+            raise RequestRejected(f"if: {exc.message}") from None
+    return EventSearch(env_id=env.id, name=name, condition=condition,
+                       min_id=floor_id(since) if since is not None else None,
+                       max_id=floor_id(until) if until is not None else None,
+                       before_id=cursor, limit=limit)
 
 
 class EventLogAPI:
@@ -53,30 +77,13 @@ class EventLogAPI:
 
     async def list_events(self, request: Request) -> Response:
         core = self.core
-        check_params(request, {"name", "since", "until", "cursor", "limit"})
+        check_params(request, {"name", "if", "since", "until", "cursor", "limit"})
         env = await read_env(core, request)
-        limit = limit_param(request)
-        since, until = time_param(request, "since"), time_param(request, "until")
-        cursor = cursor_param(request)
-        name = request.query_params.get("name") or None
-        if name is not None and len(name) > core.settings.limits.max_name_chars:
-            raise RequestRejected(f"name: an event name has at most "
-                                  f"{core.settings.limits.max_name_chars} characters")
-        rows = await core.storage.list_events(EventQuery(
-            env_id=env.id,
-            name=name,
-            min_id=floor_id(since) if since is not None else None,
-            max_id=floor_id(until) if until is not None else None,
-            before_id=cursor,
-            limit=limit + 1,
-        ))
-        page = rows[:limit]
-        lookups: Lookups = {}
-        data = [(await core.events.open(row, lookups)).to_json() for row in page]
-        next_cursor = page[-1].id if len(rows) > limit else None
-        # Say where retention cuts the log: nothing older than this is listed any more.
         ttl = (await core.ingest.retention.of(env.id)).events_ttl_ms
-        return json_response(200, {"data": data, "cursor": next_cursor,
+        page = await search(core.storage, core.events, event_search(core, env, request))
+        return json_response(200, {"data": [event.to_json() for event in page.events],
+                                   "cursor": page.cursor,
+                                   # Where retention cuts the log: nothing older is listed.
                                    "retained_since": None if ttl is None
                                    else iso(now_ms() - ttl)})
 

@@ -147,14 +147,16 @@ def limit_param(request: Request) -> int:
     return int(raw)
 
 
-def range_request(body: bytes, fields: tuple[str, ...]) -> tuple[dict[str, Any], str, int, int]:
+def range_request(body: bytes, fields: tuple[str, ...], optional: tuple[str, ...] = ()
+                  ) -> tuple[dict[str, Any], str, int, int]:
     """A body naming a function and a time range (``since`` < ``until``) with exactly
-    ``fields``: the payload, the function's slug and the range in ms."""
+    ``fields`` (and any of ``optional``): the payload, the function's slug and the range in
+    ms."""
     payload = decode_json(body)
     if not isinstance(payload, dict):
         raise RequestRejected("the body is a JSON object: {"
                               + ", ".join(f'"{name}"' for name in fields) + "}")
-    unknown = sorted(set(payload) - set(fields))
+    unknown = sorted(set(payload) - set(fields) - set(optional))
     missing = [name for name in fields if payload.get(name) is None]
     if unknown or missing:
         raise RequestRejected("; ".join(
@@ -167,6 +169,14 @@ def range_request(body: bytes, fields: tuple[str, ...]) -> tuple[dict[str, Any],
     if until <= since:
         raise RequestRejected("until: must be after since")
     return payload, slug, since, until
+
+
+def dry_run(payload: dict[str, Any]) -> bool:
+    """``dry_run``: true asks how many runs a bulk request would touch, and touches none."""
+    value = payload.get("dry_run", False)
+    if not isinstance(value, bool):
+        raise RequestRejected("dry_run: true or false")
+    return value
 
 
 def _time_field(payload: dict[str, Any], name: str) -> int:

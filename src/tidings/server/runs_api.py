@@ -22,42 +22,30 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tidings.core import Core
-from tidings.engine.replays import BATCH as REPLAYS_BATCH
-from tidings.engine.replays import Replays
 from tidings.errors import RequestRejected
 from tidings.events.model import iso
-from tidings.flow import status as flow_status
-from tidings.flow.cancel import cancelled_event
-from tidings.functions import registration
-from tidings.functions.model import FunctionRow
-from tidings.ids import floor_id, now_ms
-from tidings.observe import metrics, tracing
-from tidings.privacy.erase import run_erasure
-from tidings.router.handoff import Stored
-from tidings.runs import admin, journal, store, traces
+from tidings.ids import floor_id
+from tidings.runs import admin
 from tidings.runs.admin import REPLAYABLE, PauseRow, Replay, RunQuery
-from tidings.runs.model import STATUSES, TERMINAL, Run, StepRow
+from tidings.runs.model import STATUSES, FailedAttempt, Run, StepRow
 from tidings.server.http import read_body
 from tidings.server.requests import (
     ULID_RE,
     check_params,
     cursor_param,
-    error_response,
+    dry_run,
     json_response,
     limit_param,
     not_found,
     range_request,
     read_env,
     time_param,
-    without_nul,
 )
-from tidings.storage.base import Environment, EventRow
-from tidings.storage.tx import Tx
+from tidings.server.run_levers import REPLAY_BATCH, RunLevers
+from tidings.storage.base import Environment
 
 log = logging.getLogger("tidings.server")
-REPLAY_BATCH = REPLAYS_BATCH
-CANCELLED_EVENT = "tidings/function.cancelled"
-CANCEL_REASON = "cancelled through the API"
+__all__ = ["REPLAY_BATCH", "RunsAPI", "run_json", "run_query", "step_json"]
 REPLAY_FIELDS = ("function", "since", "until", "statuses")
 
 
@@ -89,8 +77,10 @@ def waiting_json(waiting: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**waiting, "since": iso(waiting["since"]), "until": iso(waiting["until"])}
 
 
-def step_json(step: StepRow, invoked: dict[str, str]) -> dict[str, Any]:
-    """A step, with the run it invoked (``invoked``: the run's children by step)."""
+def step_json(step: StepRow, invoked: dict[str, str],
+              failed: list[FailedAttempt] | None = None) -> dict[str, Any]:
+    """A step, with the run it invoked (``invoked``: the run's children by step) and its
+    ``failed`` attempts."""
     duration = None
     if step.started_at is not None and step.ended_at is not None:
         duration = step.ended_at - step.started_at
@@ -105,6 +95,9 @@ def step_json(step: StepRow, invoked: dict[str, str]) -> dict[str, Any]:
         "ended_at": iso(step.ended_at),
         "duration_ms": duration,
         "output": step.output,
+        "failed_attempts": [{"attempt": a.attempt, "started_at": iso(a.started_at),
+                             "ended_at": iso(a.ended_at), "error": a.error}
+                            for a in failed or ()],
     }
 
 
@@ -142,15 +135,12 @@ def _choose(raw: str, allowed: tuple[str, ...], what: str) -> str:
 
 
 class RunsAPI:
-    """The handlers, with what they share: the core (its registry says whether anything
-    listens for ``function.cancelled``; its wakers wake this process's executors) and the
-    replays under way."""
+    """The handlers: requests in, answers out; what they do is ``RunLevers``' (shared with
+    the dashboard)."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, levers: RunLevers) -> None:
         self.core = core
-        self._registry = core.registry
-        self._wake = core.wakers.wake
-        self._replays = Replays(core.storage, self._wake, supervisor=core.supervisor)
+        self.levers = levers
 
     def routes(self) -> list[Route]:
         return [
@@ -169,21 +159,7 @@ class RunsAPI:
     async def list_runs(self, request: Request) -> Response:
         check_params(request, {"function", "status", "since", "until", "cursor", "limit"})
         env = await read_env(self.core, request)
-        limit = limit_param(request)
-        since, until = time_param(request, "since"), time_param(request, "until")
-        cursor = cursor_param(request)
-        statuses = [_choose(part, STATUSES, "status")
-                    for value in request.query_params.getlist("status")
-                    for part in value.split(",") if part.strip()]
-        slug = request.query_params.get("function") or None
-        fn = await self._function(env, slug) if slug is not None else None
-        if slug is not None and fn is None:
-            return not_found("function", slug)
-        query = RunQuery(env_id=env.id, function_id=fn.id if fn else None,
-                         statuses=statuses or STATUSES,
-                         min_id=floor_id(since) if since is not None else None,
-                         max_id=floor_id(until) if until is not None else None,
-                         before_id=cursor, limit=limit + 1)
+        query, limit = await run_query(self.levers, env, request)
         rows = await self.core.storage.read(partial(admin.list_runs, query=query))
         page = rows[:limit]
         return json_response(200, {"data": [run_json(run, name) for run, name in page],
@@ -192,22 +168,13 @@ class RunsAPI:
     async def get_run(self, request: Request) -> Response:
         check_params(request, set())
         env = await read_env(self.core, request)
-        run_id = request.path_params["run_id"]
-        found = await self._run(env, run_id)
-        if found is None:
-            return not_found("run", run_id)
-        run, slug = found
-
-        def details(tx: Tx) -> tuple[list[StepRow], list[PauseRow], dict[str, Any] | None,
-                                     dict[str, str]]:
-            return (journal.steps_of(tx, run.id), admin.pauses_of(tx, run.id),
-                    flow_status.waiting(tx, run), journal.invoked_runs(tx, run.id))
-
-        steps, pauses, waiting, invoked = await self.core.storage.read(details)
-        event = await self.core.events.get(run.env_id, run.event_id)
-        data = {**run_json(run, slug), "steps": [step_json(s, invoked) for s in steps],
-                "pauses": [pause_json(p) for p in pauses], "waiting": waiting_json(waiting),
-                "event": event.to_json() if event is not None else None}
+        detail = await self.levers.detail(env, request.path_params["run_id"])
+        data = {**run_json(detail.run, detail.slug),
+                "steps": [step_json(s, detail.invoked, detail.failed.get(s.step))
+                          for s in detail.steps],
+                "pauses": [pause_json(p) for p in detail.pauses],
+                "waiting": waiting_json(detail.waiting),
+                "event": detail.event.to_json() if detail.event is not None else None}
         return json_response(200, {"data": data})
 
     async def runs_of_event(self, request: Request) -> Response:
@@ -237,85 +204,19 @@ class RunsAPI:
     async def cancel_run(self, request: Request) -> Response:
         check_params(request, set())
         env = await read_env(self.core, request)
-        run_id = request.path_params["run_id"]
-        found = await self._run(env, run_id)
-        if found is None:
-            return not_found("run", run_id)
-        run, slug = found
-        if run.status in TERMINAL:
-            return self._ended(run)
-        cancelled = await self.cancel(run, slug)
-        again = await self._run(env, run_id)
-        assert again is not None
-        if not cancelled:
-            return self._ended(again[0])
-        return json_response(200, {"data": run_json(*again)})
-
-    async def cancel(self, run: Run, slug: str) -> bool:
-        """Cancel a run that has not ended, emitting ``function.cancelled`` when a function
-        listens for it; False when it had already ended."""
-        now = now_ms()
-        emit = await self._cancelled_events(run, slug, now)
-        cancelled = await self.core.storage.write(partial(
-            store.cancel_fenced, run_id=run.id, reason=CANCEL_REASON, now=now, emit=emit))
-        if not cancelled:
-            return False
-        log.info("run %s cancelled: %s", run.id, CANCEL_REASON,
-                 extra={"run_id": run.id, "function": slug})
-        fn = self._registry.by_id(run.function_id)
-        metrics.finished(fn.app_id if fn else "", slug, "Cancelled",
-                         (now - (run.started_at or run.created_at)) / 1000)
-        if tracing.on():
-            await self.core.storage.read(partial(
-                traces.record, run=run, function=slug, app=fn.app_id if fn else "",
-                status="Cancelled", now=now))
-        if emit:
-            self._emitted([row.id for row in emit])
-        if run.parent_run_id:
-            self._wake("*")
-        return True
+        run, slug = await self.levers.cancel(env, request.path_params["run_id"])
+        return json_response(200, {"data": run_json(run, slug)})
 
     async def rerun(self, request: Request) -> Response:
         check_params(request, set())
         env = await read_env(self.core, request)
-        run_id = request.path_params["run_id"]
-        found = await self._run(env, run_id)
-        if found is None:
-            return not_found("run", run_id)
-        source = found[0]
-        erasure = await self.core.storage.read(partial(run_erasure, run_id=source.id))
-        if erasure is not None:
-            return error_response(409, f"run {source.id} is a tombstone: its event was deleted "
-                                  f"when its person was erased (erasure {erasure}), so there is "
-                                  "nothing to rerun")
-        fn = await self.core.storage.read(
-            partial(registration.function_by_id, function_id=source.function_id))
-        if fn is None or fn.archived_at is not None:
-            return error_response(409, f"function {found[1]!r} is archived: its app no longer "
-                                  "has it, so a rerun would never run")
-        now = now_ms()
-        new_run_id = await self.core.storage.write(partial(admin.rerun, source=source, fn=fn,
-                                                           now=now))
-        assert new_run_id is not None  # a rerun's key is new every time
-        self._wake(fn.queue)
-        created = await self._run(env, new_run_id)
-        assert created is not None
-        return json_response(201, {"data": run_json(*created)})
+        run, slug = await self.levers.rerun(env, request.path_params["run_id"])
+        return json_response(201, {"data": run_json(run, slug)})
 
     async def cancel_event(self, request: Request) -> Response:
         check_params(request, set())
         env = await read_env(self.core, request)
-        event_id = request.path_params["event_id"]
-        if not ULID_RE.fullmatch(event_id):
-            return not_found("event", event_id)
-        why = await self.core.storage.write(partial(
-            admin.cancel_delivery, env_id=env.id, event_id=event_id, now=now_ms()))
-        if why == "missing":
-            return not_found("event", event_id)
-        if why is not None:
-            return error_response(409, f"event {event_id} was already {why}")
-        event = await self.core.events.get(env.id, event_id)
-        assert event is not None
+        event = await self.levers.cancel_delivery(env, request.path_params["event_id"])
         return json_response(200, {"data": event.to_json()})
 
     async def start_replay(self, request: Request) -> Response:
@@ -323,55 +224,42 @@ class RunsAPI:
         env = await read_env(self.core, request)
         body = await read_body(request.scope, request.receive,
                                self.core.settings.limits.max_body_bytes)
-        slug, since, until, statuses = _replay_request(body)
-        fn = await self._function(env, slug)
-        if fn is None:
-            return not_found("function", slug)
-        replay, more = await self.core.storage.write(partial(
-            admin.start_replay, fn=fn, since_ms=since, until_ms=until, statuses=statuses,
-            now=now_ms(), batch=REPLAY_BATCH))
-        self._wake(fn.queue)
-        if more:
-            self._replays.carry_on(replay.id, fn)
+        slug, since, until, statuses, dry_run = _replay_request(body)
+        fn = await self.levers.function(env, slug)
+        if dry_run:
+            matched = await self.levers.count(fn, since, until, statuses)
+            return json_response(200, {"data": {
+                "function": slug, "since": iso(since), "until": iso(until),
+                "statuses": statuses, "matched": matched}})
+        replay, more = await self.levers.replay(fn, since, until, statuses)
         return json_response(202 if more else 201, {"data": replay_json(replay)})
 
-    # -- helpers -------------------------------------------------------------------------------
 
-    async def _function(self, env: Environment, slug: str) -> FunctionRow | None:
-        return await self.core.storage.read(
-            partial(registration.function_by_slug, env_id=env.id,
-                    slug=without_nul(slug, "function")))
-
-    async def _run(self, env: Environment, run_id: str) -> tuple[Run, str] | None:
-        if not ULID_RE.fullmatch(run_id):
-            return None
-        found = await self.core.storage.read(partial(admin.run_with_slug, run_id=run_id))
-        return found if found is not None and found[0].env_id == env.id else None
-
-    def _ended(self, run: Run) -> Response:
-        return error_response(409, f"run {run.id} already ended ({run.status})")
-
-    async def _cancelled_events(self, run: Run, slug: str, now: int) -> list[EventRow]:
-        """``tidings/function.cancelled`` for the run, when a function listens for it."""
-        await self.core.storage.read(self._registry.refresh)
-        if not self._registry.listens(run.env_id, CANCELLED_EVENT):
-            return []
-        rows = []
-        for event_id in run.event_ids or [run.event_id]:
-            row = await self.core.storage.get_event(run.env_id, event_id)
-            if row is not None:
-                rows.append(row)
-        return [cancelled_event(run, slug, rows, CANCEL_REASON, now)]
-
-    def _emitted(self, event_ids: list[str]) -> None:
-        # The runtime of this process routes what it ingests at once; these are the same.
-        self.core.handoff.stored(Stored(due=event_ids))
+async def run_query(levers: RunLevers, env: Environment,
+                    request: Request) -> tuple[RunQuery, int]:
+    """The page of runs the query parameters of ``GET /v1/runs`` (and of the dashboard's runs
+    page) ask for, with one row more than the page holds (to know if another follows), and the
+    page's size: ``function``, ``status`` (repeated or comma-separated), ``since``,
+    ``until``, ``cursor``, ``limit``."""
+    limit = limit_param(request)
+    since, until = time_param(request, "since"), time_param(request, "until")
+    cursor = cursor_param(request)
+    statuses = [_choose(part, STATUSES, "status")
+                for value in request.query_params.getlist("status")
+                for part in value.split(",") if part.strip()]
+    slug = request.query_params.get("function") or None
+    fn = await levers.function(env, slug) if slug is not None else None
+    return RunQuery(env_id=env.id, function_id=fn.id if fn else None,
+                    statuses=statuses or STATUSES,
+                    min_id=floor_id(since) if since is not None else None,
+                    max_id=floor_id(until) if until is not None else None,
+                    before_id=cursor, limit=limit + 1), limit
 
 
-def _replay_request(body: bytes) -> tuple[str, int, int, list[str]]:
-    payload, slug, since, until = range_request(body, REPLAY_FIELDS)
+def _replay_request(body: bytes) -> tuple[str, int, int, list[str], bool]:
+    payload, slug, since, until = range_request(body, REPLAY_FIELDS, optional=("dry_run",))
     raw = payload["statuses"]
     if not isinstance(raw, list) or not raw or not all(isinstance(s, str) for s in raw):
         raise RequestRejected(f"statuses: a non-empty list of {', '.join(REPLAYABLE)}")
     statuses = list(dict.fromkeys(_choose(s, REPLAYABLE, "statuses") for s in raw))
-    return slug, since, until, statuses
+    return slug, since, until, statuses, dry_run(payload)

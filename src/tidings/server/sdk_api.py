@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from tidings.apps import records
 from tidings.apps.config import has_nul, is_http_url
-from tidings.apps.sync import AppSync
+from tidings.apps.sync import AppSync, SyncResult
 from tidings.connect.hub import Hub
 from tidings.core import Core
 from tidings.engine.http_wire import memos, sdk_event
@@ -51,6 +51,18 @@ def app_json(app: records.AppRecord) -> dict[str, Any]:
     return {"url": app.url, "app_id": app.app_id, "sdk": app.sdk, "framework": app.framework,
             "status": app.status, "error": app.error, "functions": app.function_count,
             "synced_at": iso(app.synced_at), "checked_at": iso(app.checked_at)}
+
+
+async def add_app(sync: AppSync, env_id: str, url: Any) -> SyncResult:
+    """Sync the app at ``url`` (``POST /v1/apps/sync``, the dashboard's "add an app" and
+    "resync"): ``RequestRejected`` naming ``url`` when it is not an http(s) URL or points
+    where apps may not be; otherwise how the sync went, recorded on the app."""
+    if not is_http_url(url) or has_nul(url):
+        raise RequestRejected('url: expected {"url": "http(s)://…"}, the URL the app serves')
+    refused = await sync.refused(url)
+    if refused is not None:
+        raise RequestRejected(f"url: {refused}")
+    return await sync.ping(env_id, url)
 
 
 class SdkAPI:
@@ -153,14 +165,7 @@ class SdkAPI:
         if unknown:
             raise RequestRejected(f"unknown field(s): {', '.join(unknown)}; the body is "
                                   '{"url": "http(s)://…"}')
-        url = body.get("url")
-        if not is_http_url(url) or has_nul(url):
-            raise RequestRejected('url: expected {"url": "http(s)://…"}, the URL the app '
-                                  'serves')
-        refused = await self.sync.refused(url)
-        if refused is not None:
-            raise RequestRejected(f"url: {refused}")
-        result = await self.sync.ping(env.id, url)
+        result = await add_app(self.sync, env.id, body.get("url"))
         if result.status != records.SYNCED:
             # The request was fine and Tidings did its part: what failed is the app at that URL
             # (a 5xx would say Tidings failed, and page whoever runs it).

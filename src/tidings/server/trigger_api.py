@@ -22,7 +22,7 @@ from tidings.runs import admin, journal
 from tidings.runs.model import TERMINAL, Run
 from tidings.server.http import TICKET, read_body
 from tidings.server.requests import ULID_RE, check_params, json_response, not_found
-from tidings.server.runs_api import RunsAPI
+from tidings.server.run_levers import RunLevers
 from tidings.storage.base import Environment
 from tidings.triggerdev import events as v2_events
 from tidings.triggerdev import wire
@@ -34,10 +34,10 @@ TAKE_RE = re.compile(r"[0-9]{1,2}")
 
 
 class TriggerAPI:
-    def __init__(self, core: Core, keys: TriggerKeys) -> None:
+    def __init__(self, core: Core, keys: TriggerKeys, levers: RunLevers | None = None) -> None:
         self.core = core
         self.keys = keys
-        self._runs = RunsAPI(core)
+        self._levers = levers or RunLevers(core)
 
     def routes(self) -> list[Route]:
         return [
@@ -111,7 +111,7 @@ class TriggerAPI:
         cancelled: list[str] = []
         failed: list[str] = []
         for run, slug in rows:
-            done = run.status not in TERMINAL and await self._runs.cancel(run, slug)
+            done = run.status not in TERMINAL and await self._levers.cancel_run(run, slug)
             (cancelled if done else failed).append(run.id)
         return json_response(200, {"cancelledRunIds": cancelled,
                                    "failedToCancelRunIds": failed})
@@ -144,7 +144,7 @@ class TriggerAPI:
         if run.status not in TERMINAL:
             found = await self.core.storage.read(partial(admin.run_with_slug, run_id=run.id))
             assert found is not None
-            await self._runs.cancel(*found)
+            await self._levers.cancel_run(*found)
         return await self._run_record(request)
 
     async def _run_record(self, request: Request) -> Response:

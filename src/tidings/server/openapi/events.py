@@ -223,8 +223,15 @@ def paths(api_key: ApiSecurity, event_key: ApiSecurity) -> dict[str, Any]:
                 "security": api_key,
                 "parameters": [
                     {"name": "name", "in": "query",
+                     "description": "An event name, or a prefix ending in `*` (`billing/*`).",
                      "schema": {"type": "string", "pattern": NO_NUL,
                                 "maxLength": LIMITS.max_name_chars}},
+                    {"name": "if", "in": "query",
+                     "description": "A CEL condition over `event` as triggers see it "
+                                    "(`event.data.plan == 'pro'`). A page then reads at most "
+                                    "2,000 events past its cursor: it may come back short, "
+                                    "with a cursor to carry on from.",
+                     "schema": {"type": "string", "pattern": NO_NUL}},
                     time_query("since", "Events at or after this time."),
                     time_query("until", "Events before this time."),
                     CURSOR_QUERY,

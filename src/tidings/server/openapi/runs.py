@@ -58,7 +58,7 @@ STEP: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["id", "name", "kind", "invoked_run_id", "status", "attempts", "started_at",
-                 "ended_at", "duration_ms", "output"],
+                 "ended_at", "duration_ms", "output", "failed_attempts"],
     "properties": {
         "id": {"type": "string", "description": "The step's hashed id."},
         "name": {"type": "string"},
@@ -73,6 +73,14 @@ STEP: dict[str, Any] = {
         "duration_ms": {"type": ["integer", "null"]},
         "output": {**ANY_JSON, "description": 'The memoized result: {"data": ...} of a step, '
                    '{"error": ...} of a failure, the event a wait received.'},
+        "failed_attempts": {
+            "type": "array", "description": "Every failed attempt, oldest first (the last one "
+            "is the step's result when it failed for good).",
+            "items": {"type": "object", "additionalProperties": False,
+                      "required": ["attempt", "started_at", "ended_at", "error"],
+                      "properties": {"attempt": {"type": "integer", "minimum": 1},
+                                     "started_at": NULLABLE_TIME, "ended_at": NULLABLE_TIME,
+                                     "error": ANY_JSON}}},
     },
 }
 
@@ -134,6 +142,9 @@ REPLAY_IN: dict[str, Any] = {
         "since": {**TIME_IN, "description": "Runs created at or after this time."},
         "until": {**TIME_IN, "description": UNTIL},
         "statuses": {"type": "array", "minItems": 1, "items": {"enum": list(REPLAYABLE)}},
+        "dry_run": {"type": "boolean", "default": False,
+                    "description": "true: answer how many runs it would touch "
+                                   "(`matched`) and touch none."},
     },
 }
 
@@ -164,24 +175,38 @@ CANCELLATIONS_IN: dict[str, Any] = {
         "function": {"type": "string", "minLength": 1},
         "since": {**TIME_IN, "description": "Runs created at or after this time."},
         "until": {**TIME_IN, "description": UNTIL},
+        "dry_run": {"type": "boolean", "default": False,
+                    "description": "true: answer how many runs it would touch "
+                                   "(`matched`) and touch none."},
     },
 }
 
-CANCELLATIONS: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["function", "since", "until", "cancelled"],
-    "properties": {
-        "function": {"type": "string"},
-        "since": {"type": "string", "format": "date-time"},
-        "until": {"type": "string", "format": "date-time"},
-        "cancelled": {"type": "integer", "minimum": 0},
-    },
-}
+
+def _answer(count: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["function", "since", "until", *(extra or {}), count],
+        "properties": {
+            "function": {"type": "string"},
+            "since": {"type": "string", "format": "date-time"},
+            "until": {"type": "string", "format": "date-time"},
+            **(extra or {}),
+            count: {"type": "integer", "minimum": 0},
+        },
+    }
+
+
+CANCELLATIONS = _answer("cancelled")
+PREVIEW: dict[str, Any] = {"oneOf": [
+    _answer("matched"),
+    _answer("matched", {"statuses": {"type": "array", "items": {"enum": list(REPLAYABLE)}}}),
+], "description": "A dry run: how many runs the request would touch."}
 
 SCHEMAS: dict[str, Any] = {
     "CancellationsIn": CANCELLATIONS_IN,
     "Cancellations": CANCELLATIONS,
+    "Preview": PREVIEW,
     "Run": RUN,
     "RunDetail": RUN_DETAIL,
     "RunPage": RUN_PAGE,
@@ -265,7 +290,8 @@ def paths(api_key: ApiSecurity) -> dict[str, Any]:
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": ref("CancellationsIn")}}},
             "responses": {
-                "200": data(ref("Cancellations"), "Cancelled"),
+                "200": data({"oneOf": [ref("Cancellations"), ref("Preview")]},
+                            "Cancelled (or, with dry_run, how many would be)"),
                 **errors(400, 401, 404, 413, 415),
             },
         }},
@@ -277,6 +303,7 @@ def paths(api_key: ApiSecurity) -> dict[str, Any]:
             "requestBody": {"required": True,
                             "content": {"application/json": {"schema": ref("ReplayIn")}}},
             "responses": {
+                "200": data(ref("Preview"), "dry_run: how many runs it would rerun"),
                 "201": data(ref("Replay"), "Done: every rerun is queued"),
                 "202": data(ref("Replay"), "Started: the reruns are queued in batches"),
                 **errors(400, 401, 404, 413, 415),

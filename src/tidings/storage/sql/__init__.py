@@ -42,12 +42,14 @@ def dialect_file(dialect: str, name: str) -> str:
     return (resources.files(__name__) / dialect / name).read_text()
 
 
+SHARED_FILES = ("runs.sql", "apps.sql", "flow.sql", "housekeeping.sql", "triggerdev.sql",
+                "connect.sql", "privacy.sql", "retention.sql", "views.sql")
+
+
 @cache
 def queries(dialect: str) -> dict[str, str]:
     """The named queries of a dialect: the shared ones, then the dialect's own overrides."""
-    shared = {name: sql for file in ("runs.sql", "apps.sql", "flow.sql", "housekeeping.sql",
-                                     "triggerdev.sql", "connect.sql", "privacy.sql",
-                                     "retention.sql")
+    shared = {name: sql for file in SHARED_FILES
               for name, sql in split_queries(dialect_file("shared", file)).items()}
     if dialect == "postgres":
         shared = {name: sql.replace("?", "%s") for name, sql in shared.items()}

@@ -304,6 +304,16 @@ CREATE TABLE env_settings (
 CREATE INDEX runs_active_batches ON runs (event_id)
     WHERE event_ids IS NOT NULL AND status NOT IN ('Completed', 'Failed', 'Cancelled');
 
+CREATE TABLE step_attempts (
+    run_id TEXT NOT NULL,
+    step TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    started_at BIGINT,
+    ended_at BIGINT NOT NULL,
+    error JSON,
+    PRIMARY KEY (run_id, step, attempt)
+);
+
 -- Trigger.dev v2 keys: sealed (the server presents an app its own key), and hashed to look up.
 CREATE TABLE trigger_keys (
     id TEXT PRIMARY KEY,

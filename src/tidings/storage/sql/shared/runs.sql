@@ -101,6 +101,14 @@ WHERE steps.status = 'errored';
 -- name: step_attempts
 SELECT attempts FROM steps WHERE run_id = ? AND step = ?;
 
+-- name: insert_failed_attempt
+INSERT INTO step_attempts (run_id, step, attempt, started_at, ended_at, error)
+VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING;
+
+-- name: failed_attempts_of_run
+SELECT step, attempt, started_at, ended_at, error FROM step_attempts WHERE run_id = ?
+ORDER BY ended_at, step, attempt;
+
 -- name: progress
 UPDATE runs SET progress_at = ? WHERE id = ?;
 

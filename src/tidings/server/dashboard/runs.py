@@ -1,0 +1,271 @@
+"""The runs pages: the list (filters, counts per status, live, bulk cancel and replay with a
+preview) and one run (its timeline, live while it is active; cancel, rerun).
+
+Reads and actions go through what the runs API uses: ``run_query`` (the parameters of
+``GET /v1/runs``), ``admin.list_runs`` and ``RunLevers`` (detail, cancel, rerun, count,
+replay, cancel_many), so the dashboard refuses what the API refuses, with its words.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from tidings.errors import RequestRejected
+from tidings.functions import registration
+from tidings.ids import now_ms
+from tidings.runs import admin
+from tidings.runs.admin import REPLAYABLE, RunQuery
+from tidings.runs.model import STATUSES, TERMINAL, Run
+from tidings.server.dashboard.events import field_errors
+from tidings.server.dashboard.live import sse
+from tidings.server.dashboard.pages import Pages, Viewer
+from tidings.server.dashboard.timeline import timeline
+from tidings.server.requests import parse_time
+from tidings.server.run_levers import OPEN, RunDetail
+from tidings.server.runs_api import run_query
+
+FILTERS = ("function", "status", "since", "until")
+COUNT_WINDOW = 10_000  # the newest runs the counts per status are taken over
+COUNTS_EVERY = 5  # wake-ups between two recounts of the statuses
+
+
+class RunPages:
+    def __init__(self, pages: Pages) -> None:
+        self.pages = pages
+        self.core = pages.core
+        self.levers = pages.levers
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/runs", self.list_page, methods=["GET"]),
+            Route("/live/runs", self.live_list, methods=["GET"]),
+            Route("/runs/bulk", self.bulk, methods=["POST"]),
+            Route("/live/runs/{run_id}", self.live_run, methods=["GET"]),
+            Route("/runs/{run_id}/cancel", self.cancel, methods=["POST"]),
+            Route("/runs/{run_id}/rerun", self.rerun, methods=["POST"]),
+            Route("/runs/{run_id:path}", self.detail, methods=["GET"]),
+        ]
+
+    # -- the list ------------------------------------------------------------------------------
+
+    async def _rows(self, query: RunQuery) -> list[tuple[Run, str]]:
+        return await self.core.storage.read(partial(admin.list_runs, query=query))
+
+    async def _counts(self, query: RunQuery) -> dict[str, int]:
+        """Runs by status among the newest ``COUNT_WINDOW`` of the filter's function and range
+        (one index range, whatever the table holds)."""
+        if query.function_id is None:
+            name, owner = "statuses_of_newest_runs", query.env_id
+        else:
+            name, owner = "statuses_of_newest_function_runs", query.function_id
+        rows = await self.core.storage.read(lambda tx: tx.all(name, (
+            owner, query.min_id or "", query.max_id or "~", COUNT_WINDOW)))
+        found = {status: int(count) for status, count in rows}
+        return {status: found.get(status, 0) for status in STATUSES}
+
+    def _form(self, params: QueryParams) -> dict[str, Any]:
+        return {"function": params.get("function", ""), "since": params.get("since", ""),
+                "until": params.get("until", ""),
+                "status": [part.strip().lower() for value in params.getlist("status")
+                           for part in value.split(",") if part.strip()]}
+
+    async def list_page(self, request: Request, message: str | None = None,
+                        failed: bool = False) -> Response:
+        viewer = await self.pages.viewer(request)
+        form = self._form(request.query_params)
+        context: dict[str, Any] = {"form": form, "errors": {}, "runs": [], "counts": {},
+                                   "statuses": STATUSES, "window": COUNT_WINDOW, "message": message,
+                                   "failed": failed, "functions": await self._slugs(viewer)}
+        try:
+            query, limit = await run_query(self.levers, viewer.env, request)
+        except RequestRejected as exc:
+            context["errors"] = ({"function": exc.message} if exc.status == 404 else
+                                 field_errors(exc, (*FILTERS, "cursor", "limit")))
+            return self.pages.html(request, "runs.html", exc.status, **context)
+        rows = await self._rows(query)
+        page = rows[:limit]
+        kept = _kept(request.query_params)
+        live = None
+        if query.before_id is None and query.max_id is None:
+            live = "/live/runs?" + urlencode(kept, doseq=True)
+        context.update(
+            runs=page, counts=await self._counts(query), live=live, now=now_ms(),
+            query_string=urlencode(kept, doseq=True),
+            next_page=("/runs?" + urlencode([*kept, ("cursor", page[-1][0].id)], doseq=True))
+            if len(rows) > limit else None,
+            cursor_first=("/runs?" + urlencode(kept, doseq=True)) if query.before_id else None)
+        return self.pages.html(request, "runs.html", 400 if failed else 200, **context)
+
+    async def live_list(self, request: Request) -> Response:
+        """The list's first page again whenever it changed, and the counts now and then."""
+        viewer = await self.pages.viewer(request)
+        query, limit = await run_query(self.levers, viewer.env, request)
+        query = RunQuery(env_id=query.env_id, function_id=query.function_id,
+                         statuses=query.statuses, min_id=query.min_id, limit=limit)
+        templates = self.pages.templates
+        sent: list[tuple[str, str, int | None]] = []
+        ticks = 0
+        counts_sent: dict[str, int] = {}
+
+        async def fresh() -> list[str]:
+            nonlocal sent, ticks, counts_sent
+            messages = []
+            rows = await self._rows(query)
+            state = [(run.id, run.status, run.ended_at) for run, _ in rows]
+            if state != sent:
+                html = templates.get_template("_run_rows.html").render(runs=rows, now=now_ms())
+                messages.append(sse("rows", html))
+                sent = state
+            ticks += 1
+            if ticks % COUNTS_EVERY == 1:
+                counts = await self._counts(query)
+                if counts != counts_sent:
+                    html = templates.get_template("_run_counts.html").render(
+                        counts=counts, window=COUNT_WINDOW, statuses=STATUSES,
+                        function=request.query_params.get("function", ""))
+                    messages.append(sse("counts", html))
+                    counts_sent = counts
+            return messages
+
+        return _stream(self.pages, fresh)
+
+    async def _slugs(self, viewer: Viewer) -> list[str]:
+        functions = await self.core.storage.read(registration.live_functions)
+        return sorted(fn.slug for fn in functions if fn.env_id == viewer.env.id)
+
+    # -- bulk ----------------------------------------------------------------------------------
+
+    async def bulk(self, request: Request) -> Response:
+        """Bulk cancel or replay of the filtered runs: first a preview (how many it touches,
+        as the API's ``dry_run`` counts them), then, confirmed, the action itself."""
+        viewer = await self.pages.viewer(request)
+        form = await self.pages.form(request)
+        action = form.get("action", "")
+        back = "/runs?" + form.get("back", "")
+        errors: dict[str, str] = {}
+        if action not in ("cancel", "replay"):
+            errors["action"] = "action: cancel or replay"
+        slug = form.get("function", "")
+        if not slug:
+            errors["function"] = ("function: a bulk action is for the runs of one function: "
+                                  "filter by function first")
+        since = until = 0
+        for name in ("since", "until"):
+            try:
+                value = parse_time(name, form.get(name, ""))
+            except RequestRejected as exc:
+                errors[name] = exc.message
+                continue
+            if name == "since":
+                since = value
+            else:
+                until = value
+        if not errors and until <= since:
+            errors["until"] = "until: must be after since"
+        statuses = [s for s in STATUSES if s.lower() in form.get("statuses", "").split(",")]
+        if action == "replay":
+            statuses = [s for s in statuses if s in REPLAYABLE] or list(REPLAYABLE)
+        if errors:
+            return self.pages.html(request, "bulk.html", 400, errors=errors, form=form,
+                                   back=back, matched=None)
+        fn = await self.levers.function(viewer.env, slug)
+        if form.get("confirmed") != "yes":
+            matched = await self.levers.count(fn, since, until,
+                                              OPEN if action == "cancel" else statuses)
+            return self.pages.html(request, "bulk.html", errors={}, form=form, back=back,
+                                   matched=matched, action=action, statuses=statuses)
+        if action == "cancel":
+            done = await self.levers.cancel_many(fn, since, until)
+            note = f"cancelled {done} run{'s' if done != 1 else ''} of {slug}"
+        else:
+            replay, more = await self.levers.replay(fn, since, until, statuses)
+            note = (f"replaying {replay.total} run{'s' if replay.total != 1 else ''} of {slug}"
+                    + (" (going on in the background)" if more else ""))
+        separator = "&" if "?" in back and not back.endswith("?") else ""
+        self.pages.feed.poke()  # open pages show it now
+        return RedirectResponse(back + separator + urlencode({"done": note}), status_code=303)
+
+    # -- one run -------------------------------------------------------------------------------
+
+    async def detail(self, request: Request, message: str | None = None,
+                     failed: bool = False) -> Response:
+        viewer = await self.pages.viewer(request)
+        detail = await self.levers.detail(viewer.env, request.path_params["run_id"])
+        now = now_ms()
+        return self.pages.html(
+            request, "run.html", 409 if failed else 200, d=detail, run=detail.run,
+            line=timeline(detail, now), now=now, message=message, failed=failed,
+            active=detail.run.status not in TERMINAL)
+
+    async def live_run(self, request: Request) -> Response:
+        """The run's page body again whenever the run moved on (its status, steps, attempts or
+        pauses changed), else its timeline, whose open bars grow; nothing once it ended."""
+        viewer = await self.pages.viewer(request)
+        run_id = request.path_params["run_id"]
+        last = _moves(await self.levers.detail(viewer.env, run_id))
+        templates = self.pages.templates
+
+        async def fresh() -> list[str]:
+            nonlocal last
+            detail = await self.levers.detail(viewer.env, run_id)
+            moves, now = _moves(detail), now_ms()
+            run = detail.run
+            if moves == last:
+                if run.status in TERMINAL:
+                    return []
+                html = templates.get_template("_timeline.html").render(
+                    line=timeline(detail, now), run=run)
+                return [sse("timeline", html)]
+            last = moves
+            html = templates.get_template("_run_body.html").render(
+                d=detail, run=run, line=timeline(detail, now), now=now, viewer=viewer,
+                active=run.status not in TERMINAL, message=None, failed=False)
+            return [sse("run", html)]
+
+        return _stream(self.pages, fresh)
+
+    async def cancel(self, request: Request) -> Response:
+        return await self._act(request, self.levers.cancel)
+
+    async def rerun(self, request: Request) -> Response:
+        return await self._act(request, self.levers.rerun)
+
+    async def _act(self, request: Request, lever: Any) -> Response:
+        await self.pages.form(request)
+        viewer = await self.pages.viewer(request)
+        run_id = request.path_params["run_id"]
+        try:
+            run, _ = await lever(viewer.env, run_id)
+        except RequestRejected as exc:
+            if exc.status != 409:
+                raise
+            return await self.detail(request, exc.message, True)
+        self.pages.feed.poke()  # open pages show it now
+        return RedirectResponse(f"/runs/{run.id}", status_code=303)
+
+
+def _moves(detail: RunDetail) -> tuple[Any, ...]:
+    """What changes when a run moves on (a redraw of its page is due)."""
+    run = detail.run
+    return (run.status, run.attempt, run.ended_at, run.due_at, run.progress_at,
+            tuple((s.step, s.status, s.attempts, s.ended_at) for s in detail.steps),
+            tuple((p.step, p.until) for p in detail.pauses),
+            sum(len(attempts) for attempts in detail.failed.values()))
+
+
+def _kept(params: QueryParams) -> list[tuple[str, str]]:
+    return [(key, value) for key, value in params.multi_items()
+            if key in FILTERS and value]
+
+
+def _stream(pages: Pages, fresh: Any) -> Response:
+    return StreamingResponse(pages.feed.stream(fresh), media_type="text/event-stream",
+                             headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+

@@ -1,0 +1,92 @@
+"""The runs pages in a real browser: a run's timeline (steps, a retry, a sleep), cancelling a
+sleeping run from its page, a bulk replay with its preview."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from playwright.async_api import Page, expect
+
+from tests.conftest import LiveServer
+from tests.dashboard.conftest import shoot
+
+
+async def _send(server: LiveServer, *events: dict[str, Any]) -> list[str]:
+    async with httpx.AsyncClient() as http:
+        sent = await http.post(f"{server.url}/v1/events", json=list(events))
+    return [record["id"] for record in sent.json()["data"]]
+
+
+async def _run_of(server: LiveServer, event_id: str, status: str | None = None) -> str:
+    """The run the event started (once it has ``status``, when given)."""
+    deadline = asyncio.get_running_loop().time() + 20
+    async with httpx.AsyncClient() as http:
+        while True:
+            runs = (await http.get(f"{server.url}/v1/events/{event_id}/runs")).json()["data"]
+            if runs and (status is None or runs[0]["status"] == status):
+                return str(runs[0]["id"])
+            assert asyncio.get_running_loop().time() < deadline, runs
+            await asyncio.sleep(0.05)
+
+
+async def test_a_runs_timeline_shows_steps_a_retry_and_a_sleep(
+        page: Page, dev_server: LiveServer) -> None:
+    [event_id] = await _send(dev_server, {"name": "shop/checkout", "data": {"items": 2}})
+    run_id = await _run_of(dev_server, event_id)
+    await page.goto(f"{dev_server.url}/runs/{run_id}")
+    # Live: the page follows the run until it completes, without a reload.
+    await expect(page.locator("#run-status")).to_have_text("Completed", timeout=20_000)
+    timeline = page.get_by_role("figure", name="Timeline of the run")
+    lanes = timeline.locator(".lane-name")
+    await expect(lanes).to_have_text(["queue", "load-cart", "charge-card", "cool-down",
+                                      "send-receipt"])
+    charge = timeline.locator(".lane", has_text="charge-card")
+    await expect(charge.locator(".bar.b-failed")).to_have_text("attempt 1 failed")
+    await expect(charge.locator(".bar.b-completed")).to_have_text("completed on attempt 2")
+    await expect(timeline.locator(".lane", has_text="cool-down").locator(".bar.k-sleep")) \
+        .to_have_text("slept")
+    step = page.locator(".step", has_text="charge-card")
+    await step.locator("summary").first.click()
+    await expect(step.locator(".attempt")).to_contain_text(
+        "card declined <script>alert(1)</script>")
+    await shoot(page, "run-timeline")
+
+
+async def test_cancel_a_sleeping_run_from_its_page(page: Page, dev_server: LiveServer) -> None:
+    [event_id] = await _send(dev_server, {"name": "shop/nap", "data": {}})
+    run_id = await _run_of(dev_server, event_id, "Sleeping")
+    await page.goto(f"{dev_server.url}/runs/{run_id}")
+    await expect(page.locator("#run-status")).to_have_text("Sleeping")
+    await expect(page.locator(".lane", has_text="long-nap").locator(".bar")).to_have_text(
+        "sleeping")
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.get_by_role("button", name="Cancel run").click()
+    await expect(page.locator("#run-status")).to_have_text("Cancelled")
+    await expect(page.get_by_role("button", name="Cancel run")).to_have_count(0)
+    async with httpx.AsyncClient() as http:
+        run = (await http.get(f"{dev_server.url}/v1/runs/{run_id}")).json()["data"]
+    assert run["status"] == "Cancelled"
+    await shoot(page, "run-cancelled")
+
+
+async def test_bulk_replay_shows_a_preview_and_keeps_the_filters(
+        page: Page, dev_server: LiveServer) -> None:
+    ids = await _send(dev_server, *({"name": "shop/quick", "data": {"n": n}} for n in range(3)))
+    for event_id in ids:
+        await _run_of(dev_server, event_id, "Completed")
+    await _send(dev_server, {"name": "shop/checkout", "data": {}})  # another function
+    since, until = "2000-01-01T00:00:00Z", "2100-01-01T00:00:00Z"
+    await page.goto(f"{dev_server.url}/runs?function=dash-shop-quick&status=completed"
+                    f"&since={since}&until={until}")
+    await expect(page.locator("#run-rows tr")).to_have_count(3)
+    await page.get_by_role("button", name="Replay…").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Replay 3 runs?")
+    await expect(page.locator("#preview")).to_contain_text("3 runs match now")
+    await shoot(page, "bulk-preview")
+    await page.get_by_role("button", name="Yes, replay 3").click()
+    await expect(page.locator("p.ok")).to_have_text("Done: replaying 3 runs of dash-shop-quick")
+    assert "function=dash-shop-quick" in page.url and "status=completed" in page.url
+    await expect(page.get_by_label("Function")).to_have_value("dash-shop-quick")
+    await expect(page.locator("#run-rows tr")).to_have_count(6, timeout=20_000)

@@ -1,0 +1,193 @@
+"""The runs, functions and apps pages over ASGI, on both backends, with functions run in drain
+mode: lists, filters and their errors, counts, a run's timeline and levers, bulk actions with
+their preview, and the API's side of them (``failed_attempts``, ``dry_run``)."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+import tidings
+from tests.engine.conftest import Clock, Engine
+from tidings.core import Core
+from tidings.server.dashboard.timeline import timeline
+from tidings.server.run_levers import RunLevers
+
+ORIGIN = {"origin": "http://tidings"}
+
+
+async def csrf(client: httpx.AsyncClient) -> dict[str, str]:
+    page = await client.get("/send")
+    found = re.search(r'name="_csrf" value="([^"]+)"', page.text)
+    assert found is not None
+    return {"_csrf": found.group(1)}
+HOSTILE = "<script>alert(1)</script>"
+
+
+@pytest.fixture
+async def engine(core: Core) -> Engine:
+    return Engine(core, Clock(), [])
+
+
+def shop(state: dict[str, Any]) -> tidings.Tidings:
+    client = tidings.Tidings(app_id="shop")
+
+    @client.function(id="checkout", trigger=tidings.TriggerEvent(event="shop/checkout"),
+                     retries=2)
+    async def checkout(ctx: tidings.Context) -> Any:
+        await ctx.step.run("load", lambda: 1)
+
+        def charge() -> str:
+            state["tries"] = state.get("tries", 0) + 1
+            if state["tries"] == 1:
+                raise RuntimeError("declined " + HOSTILE)
+            return "ok"
+
+        await ctx.step.run("charge", charge)
+        await ctx.step.sleep("cool", timedelta(minutes=5))
+        return "done"
+
+    @client.function(id="quick", trigger=tidings.TriggerEvent(event="shop/quick"))
+    async def quick(ctx: tidings.Context) -> Any:
+        return ctx.event.data.get("n")
+
+    return client
+
+
+async def _settle(engine: Engine, rounds: int = 5, advance_ms: int = 0) -> None:
+    for _ in range(rounds):
+        await engine.drain()
+        engine.clock.advance(advance_ms)
+
+
+async def test_a_run_page_draws_its_timeline(engine: Engine, client: httpx.AsyncClient) -> None:
+    await engine.start(shop({}))
+    await engine.send({"name": "shop/checkout", "data": {}})
+    await _settle(engine, advance_ms=1_000)
+    [run] = await engine.runs()
+    page = await client.get(f"/runs/{run.id}")
+    assert page.status_code == 200
+    lanes = re.findall(r'<span class="lane-name" title="([^"]*)"', page.text)
+    assert lanes[:3] == ["queue", "load", "charge"]
+    assert "attempt 1 failed" in page.text and HOSTILE not in page.text
+    assert "declined &lt;script&gt;" in page.text
+    api = (await client.get(f"/v1/runs/{run.id}")).json()["data"]
+    charge = next(step for step in api["steps"] if step["name"] == "charge")
+    assert [a["attempt"] for a in charge["failed_attempts"]] == [1]
+    assert charge["failed_attempts"][0]["error"]["message"] == "declined " + HOSTILE
+    engine.clock.advance(10 * 60_000)
+    await _settle(engine, advance_ms=1_000)
+    page = await client.get(f"/runs/{run.id}")
+    assert 'class="pill s-completed" id="run-status">Completed' in page.text
+    assert re.search(r'<span class="lane-name" title="cool">', page.text)
+    assert "slept" in page.text
+
+
+async def test_the_timeline_places_bars_by_time(engine: Engine, core: Core) -> None:
+    await engine.start(shop({}))
+    await engine.send({"name": "shop/checkout", "data": {}})
+    await _settle(engine, advance_ms=1_000)
+    [run] = await engine.runs()
+    env = await core.storage.get_env(run.env_id)
+    assert env is not None
+    detail = await RunLevers(core).detail(env, run.id)
+    line = timeline(detail, engine.clock())
+    assert [bar.lane for bar in line.bars][:2] == ["queue", "load"]
+    assert all(0 <= bar.left <= 100 and 0 < bar.width <= 100 for bar in line.bars)
+    failed = [bar for bar in line.bars if bar.state == "failed"]
+    assert [bar.attempt for bar in failed] == [1]
+    sleeping = [bar for bar in line.bars if bar.kind == "sleep"]
+    assert sleeping and sleeping[0].open
+
+
+async def test_the_runs_list_filters_counts_and_refuses_bad_filters(
+        engine: Engine, client: httpx.AsyncClient) -> None:
+    await engine.start(shop({}))
+    await engine.send({"name": "shop/quick", "data": {"n": 1}},
+                      {"name": "shop/quick", "data": {"n": 2}})
+    await _settle(engine)
+    page = await client.get("/runs", params={"function": "shop-quick", "status": "completed"})
+    assert page.status_code == 200
+    assert page.text.count('<tr data-row id="run-') == 2
+    assert re.search(r"Completed <strong>2</strong>", page.text)
+    for params, field, words in [
+            ({"function": "nope"}, "function", "function &#39;nope&#39; not found"),
+            ({"status": "sleepy"}, "status", "status: &#39;sleepy&#39; is not one of"),
+            ({"since": "soon"}, "since", "since: expected an ISO-8601 time")]:
+        bad = await client.get("/runs", params=params)
+        assert bad.status_code in (400, 404), params
+        found = re.search(rf'<p class="field-error" id="e-{field}">([^<]*)</p>', bad.text)
+        assert found is not None and words in found.group(1), (params, bad.text[-2000:])
+
+
+async def test_bulk_replay_previews_then_acts_as_the_api_does(
+        engine: Engine, client: httpx.AsyncClient) -> None:
+    await engine.start(shop({}))
+    await engine.send(*({"name": "shop/quick", "data": {"n": n}} for n in range(3)))
+    await _settle(engine)
+    body = {"function": "shop-quick", "since": 0, "until": "2100-01-01T00:00:00Z",
+            "statuses": ["Completed"], "dry_run": True}
+    preview = (await client.post("/v1/replays", json=body)).json()["data"]
+    assert preview["matched"] == 3
+    assert len(await engine.runs()) == 3  # a dry run touches nothing
+    form = {**await csrf(client), "action": "replay", "function": "shop-quick", "since": "0",
+            "until": "2100-01-01T00:00:00Z", "statuses": "completed",
+            "back": "function=shop-quick&status=completed"}
+    page = await client.post("/runs/bulk", data=form, headers=ORIGIN)
+    assert page.status_code == 200 and "Replay 3 runs?" in page.text
+    assert len(await engine.runs()) == 3
+    done = await client.post("/runs/bulk", data={**form, "confirmed": "yes"}, headers=ORIGIN)
+    assert done.status_code == 303
+    assert done.headers["location"].startswith("/runs?function=shop-quick&status=completed&")
+    assert len(await engine.runs()) == 6
+    cancel = await client.post("/v1/cancellations", json={
+        "function": "shop-quick", "since": 0, "until": "2100-01-01T00:00:00Z",
+        "dry_run": True})
+    assert cancel.json()["data"]["matched"] == 3  # the reruns, queued
+    refused = await client.post("/runs/bulk", data={**form, "function": ""}, headers=ORIGIN)
+    assert refused.status_code == 400 and "filter by function first" in refused.text
+
+
+async def test_cancel_and_rerun_from_a_run_page(engine: Engine,
+                                                client: httpx.AsyncClient) -> None:
+    await engine.start(shop({}))
+    await engine.send({"name": "shop/checkout", "data": {}})
+    await _settle(engine, advance_ms=1_000)
+    [run] = await engine.runs()
+    token = await csrf(client)
+    refused = await client.post(f"/runs/{run.id}/cancel", data=token)  # no Origin
+    assert refused.status_code == 403
+    refused = await client.post(f"/runs/{run.id}/cancel", headers=ORIGIN)  # no token
+    assert refused.status_code == 403
+    cancelled = await client.post(f"/runs/{run.id}/cancel", data=token, headers=ORIGIN)
+    assert cancelled.status_code == 303
+    assert (await engine.run(run.id)).status == "Cancelled"
+    again = await client.post(f"/runs/{run.id}/cancel", data=token, headers=ORIGIN)
+    assert again.status_code == 409 and f"run {run.id} already ended (Cancelled)" in again.text
+    rerun = await client.post(f"/runs/{run.id}/rerun", data=token, headers=ORIGIN)
+    assert rerun.status_code == 303 and rerun.headers["location"] != f"/runs/{run.id}"
+    assert len(await engine.runs()) == 2
+
+
+async def test_unknown_runs_give_a_404_page(client: httpx.AsyncClient) -> None:
+    for path in ("/runs/01ARZ3NDEKTSV4RRFFQ69G5FAV", "/runs/nope", f"/runs/{HOSTILE}"):
+        page = await client.get(path)
+        assert page.status_code == 404 and "<h1>Not found</h1>" in page.text
+        assert HOSTILE not in page.text
+
+
+async def test_functions_and_apps_pages(engine: Engine, client: httpx.AsyncClient) -> None:
+    await engine.start(shop({}))
+    functions = await client.get("/functions")
+    assert functions.status_code == 200
+    assert 'id="fn-shop-checkout"' in functions.text and "shop/checkout" in functions.text
+    apps = await client.get("/apps")
+    assert apps.status_code == 200 and "<strong>shop</strong>: 2 functions" in apps.text
+    refused = await client.post("/apps", data={"url": "javascript:alert(1)",
+                                               **await csrf(client)}, headers=ORIGIN)
+    assert refused.status_code == 400
+    assert 'url: expected {&#34;url&#34;: &#34;http(s)://…&#34;}' in refused.text
