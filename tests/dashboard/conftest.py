@@ -16,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page, async_playwright, expect
 
 from tests.conftest import ROOT, UNDER_CI, LiveServer, start_server, stop_server
+
+# Assertions poll until this deadline: generous, because CI machines are small and busy; a
+# page that is right passes as soon as it is.
+expect.set_options(timeout=15_000)
 
 CHROMIUM = os.environ.get("TIDINGS_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("TIDINGS_ARTIFACTS", ROOT / "artifacts")) / "dashboard"
