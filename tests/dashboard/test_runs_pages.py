@@ -4,9 +4,12 @@ their preview, and the API's side of them (``failed_attempts``, ``dry_run``)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -14,6 +17,7 @@ import pytest
 import tidings
 from tests.engine.conftest import Clock, Engine
 from tidings.core import Core
+from tidings.server import create_app
 from tidings.server.dashboard.timeline import timeline
 from tidings.server.run_levers import RunLevers
 
@@ -114,6 +118,11 @@ async def test_the_runs_list_filters_counts_and_refuses_bad_filters(
     assert page.status_code == 200
     assert page.text.count('<tr data-row id="run-') == 2
     assert re.search(r"Completed <strong>2</strong>", page.text)
+    # A time range still open is live (runs replayed or started now join it); one that ended
+    # cannot change and is not.
+    for until, live in (("2100-01-01T00:00:00Z", True), ("2001-01-01T00:00:00Z", False)):
+        ranged = await client.get("/runs", params={"function": "shop-quick", "until": until})
+        assert ('sse-connect="/live/runs?' in ranged.text) is live, until
     for params, field, words in [
             ({"function": "nope"}, "function", "function &#39;nope&#39; not found"),
             ({"status": "sleepy"}, "status", "status: &#39;sleepy&#39; is not one of"),
@@ -171,6 +180,56 @@ async def test_cancel_and_rerun_from_a_run_page(engine: Engine,
     rerun = await client.post(f"/runs/{run.id}/rerun", data=token, headers=ORIGIN)
     assert rerun.status_code == 303 and rerun.headers["location"] != f"/runs/{run.id}"
     assert len(await engine.runs()) == 2
+
+
+async def _first_event(core: Core, path: str) -> str:
+    """The name of the first event the stream at ``path`` sends (over ASGI: the stream never
+    ends by itself, so it is read until its first event and then cancelled)."""
+    app = create_app(core.settings, core)
+    url = urlsplit(path)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": url.path, "raw_path": url.path.encode(),
+             "query_string": url.query.encode(), "root_path": "",
+             "headers": [(b"host", b"tidings")], "client": ("127.0.0.1", 1),
+             "server": ("tidings", 80)}
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the browser stays until cancelled
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            await chunks.put(message.get("body", b""))
+
+    task = asyncio.create_task(app(scope, receive, send))
+    try:
+        text = ""
+        while "event: " not in text:
+            text += (await asyncio.wait_for(chunks.get(), 10)).decode()
+        return text.split("event: ", 1)[1].split("\n", 1)[0]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_run_page_stream_sends_what_moved_since_the_page_was_drawn(
+        engine: Engine, core: Core, client: httpx.AsyncClient) -> None:
+    await engine.start(shop({}))
+    await engine.send({"name": "shop/checkout", "data": {}})
+    await _settle(engine, advance_ms=1_000)
+    [run] = await engine.runs()
+    assert run.status == "Sleeping"
+    page = await client.get(f"/runs/{run.id}")
+    found = re.search(r'sse-connect="([^"]+)"', page.text)
+    assert found is not None
+    live = found.group(1).replace("&amp;", "&")
+    assert await _first_event(core, live) == "timeline"  # the page shows the run as it is
+    engine.clock.advance(10 * 60_000)  # the run wakes and ends before the stream starts
+    await _settle(engine, advance_ms=1_000)
+    assert (await engine.run(run.id)).status == "Completed"
+    assert await _first_event(core, live) == "run"  # sent at once, not taken as shown
 
 
 async def test_unknown_runs_give_a_404_page(client: httpx.AsyncClient) -> None:

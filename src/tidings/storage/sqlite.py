@@ -20,6 +20,7 @@ import fcntl
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -334,13 +335,19 @@ class SQLiteStorage:
 
 
 def _truncate_wal(path: str, tries: int = 20) -> None:
+    """A TRUNCATE checkpoint reports busy at once while another checkpoint runs (the
+    checkpointer's, every quarter second) or a reader is mid-statement: try again after a
+    pause that grows (7 s in all), not 20 times in the same instant."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     try:
         conn.execute("PRAGMA busy_timeout = 2000")
+        pause = 0.02
         for _ in range(tries):
             busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             if not busy:
                 return
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.5)
         log.warning("the WAL of %s could not be truncated after an erasure (the database was "
                     "busy %d times): erased rows stay in it until the next checkpoint",
                     path, tries)

@@ -87,7 +87,8 @@ class EventPages:
         counts = await self.core.storage.read(partial(run_counts, event_ids=ids))
         kept = {key: value for key, value in form.items() if value}
         live = None
-        if query.before_id is None and query.max_id is None:
+        if query.before_id is None and (query.max_id is None
+                                        or query.max_id > floor_id(now_ms())):
             after = ids[0] if ids else floor_id(now_ms())
             live = "/live/events?" + urlencode({**kept, "after": after})
         context.update(

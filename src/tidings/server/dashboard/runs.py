@@ -8,6 +8,7 @@ replay, cancel_many), so the dashboard refuses what the API refuses, with its wo
 
 from __future__ import annotations
 
+import hashlib
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode
@@ -19,7 +20,7 @@ from starlette.routing import Route
 
 from tidings.errors import RequestRejected
 from tidings.functions import registration
-from tidings.ids import now_ms
+from tidings.ids import floor_id, now_ms
 from tidings.runs import admin
 from tidings.runs.admin import REPLAYABLE, RunQuery
 from tidings.runs.model import STATUSES, TERMINAL, Run
@@ -93,7 +94,10 @@ class RunPages:
         page = rows[:limit]
         kept = _kept(request.query_params)
         live = None
-        if query.before_id is None and query.max_id is None:
+        if query.before_id is None and (query.max_id is None
+                                        or query.max_id > floor_id(now_ms())):
+            # The first page of a range that is still open: runs started from now on and
+            # runs that move on show up live (a range that ended cannot change its members).
             live = "/live/runs?" + urlencode(kept, doseq=True)
         context.update(
             runs=page, counts=await self._counts(query), live=live, now=now_ms(),
@@ -108,7 +112,8 @@ class RunPages:
         viewer = await self.pages.viewer(request)
         query, limit = await run_query(self.levers, viewer.env, request)
         query = RunQuery(env_id=query.env_id, function_id=query.function_id,
-                         statuses=query.statuses, min_id=query.min_id, limit=limit)
+                         statuses=query.statuses, min_id=query.min_id, max_id=query.max_id,
+                         limit=limit)
         templates = self.pages.templates
         sent: list[tuple[str, str, int | None]] = []
         ticks = 0
@@ -202,20 +207,23 @@ class RunPages:
         return self.pages.html(
             request, "run.html", 409 if failed else 200, d=detail, run=detail.run,
             line=timeline(detail, now), now=now, message=message, failed=failed,
-            active=detail.run.status not in TERMINAL)
+            active=detail.run.status not in TERMINAL, seen=_version(detail))
 
     async def live_run(self, request: Request) -> Response:
         """The run's page body again whenever the run moved on (its status, steps, attempts or
-        pauses changed), else its timeline, whose open bars grow; nothing once it ended."""
+        pauses changed), else its timeline, whose open bars grow; nothing once it ended.
+
+        The page says which version of the run it shows (``seen``): a run that moved on between
+        the page's render and the stream's start is sent at once, not taken as already shown."""
         viewer = await self.pages.viewer(request)
         run_id = request.path_params["run_id"]
-        last = _moves(await self.levers.detail(viewer.env, run_id))
+        last = request.query_params.get("seen", "")
         templates = self.pages.templates
 
         async def fresh() -> list[str]:
             nonlocal last
             detail = await self.levers.detail(viewer.env, run_id)
-            moves, now = _moves(detail), now_ms()
+            moves, now = _version(detail), now_ms()
             run = detail.run
             if moves == last:
                 if run.status in TERMINAL:
@@ -258,6 +266,11 @@ def _moves(detail: RunDetail) -> tuple[Any, ...]:
             tuple((s.step, s.status, s.attempts, s.ended_at) for s in detail.steps),
             tuple((p.step, p.until) for p in detail.pauses),
             sum(len(attempts) for attempts in detail.failed.values()))
+
+
+def _version(detail: RunDetail) -> str:
+    """A short name for what ``_moves`` holds, carried from the page to its stream."""
+    return hashlib.blake2b(repr(_moves(detail)).encode(), digest_size=8).hexdigest()
 
 
 def _kept(params: QueryParams) -> list[tuple[str, str]]:
