@@ -135,6 +135,10 @@ async def test_runs_are_listed_newest_first_with_filters_and_pages(
     ({"until": "2030-01-01T00:00:00"}, "until"),
     ({"cursor": "not-a-cursor"}, "cursor"),
     ({"function": "a\x00b"}, "function"),
+    ({"app": "a\x00b"}, "app"),
+    ({"event_id": "01ARZ3NDEK<script>"}, "event_id"),
+    ({"time": "soon"}, "time: expected one of queued, started, ended"),
+    ({"since": "2030-01-02T00:00:00Z", "until": "2030-01-01T00:00:00Z"}, "until: must be after"),
     ({"colour": "blue", "shade": "dark"}, "colour, shade"),
 ])
 async def test_bad_run_queries_are_400_naming_the_parameter(
@@ -147,12 +151,77 @@ async def test_bad_run_queries_are_400_naming_the_parameter(
     assert words in reply.json()["error"]
 
 
+def mailer() -> tidings.Tidings:
+    client = tidings.Tidings(app_id="mail")
+
+    @client.function(id="notify", trigger=tidings.TriggerEvent(event="order/placed"))
+    async def notify(ctx: tidings.Context) -> Any:
+        return "mailed"
+
+    return client
+
+
+async def test_runs_are_filtered_by_app_event_and_the_time_they_started_or_ended(
+    engine: Engine, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await engine.start(shop({}), mailer())
+    start = engine.clock()
+    event_ids = await spread(engine, range(3))  # each order: charge, receipt, notify
+
+    async def ids(**params: Any) -> list[str]:
+        seen, cursor = [], None
+        for _ in range(50):
+            page = (await client.get("/v1/runs", params={
+                **params, **({"cursor": cursor} if cursor else {})})).json()
+            assert "data" in page, page
+            seen.extend(r["id"] for r in page["data"])
+            cursor = page["cursor"]
+            if cursor is None:
+                return seen
+        raise AssertionError("the pages never ended")
+
+    everything = await ok(await client.get("/v1/runs"))
+    by_id = {r["id"]: r for r in everything}
+    shop_runs = await ids(app="shop")
+    mail_runs = await ids(app="mail")
+    of_event = await ids(event_id=event_ids[1])
+    shop_of_event = await ids(event_id=event_ids[1], app="shop")
+    started = await ids(time="started", since=start + 60_000, until=start + 120_000)
+    ended = await ids(time="ended", since=iso(start + 60_000))
+    queued = await ids(time="queued", since=start + 60_000, until=start + 120_000)
+    paged = await ids(app="shop", limit=4)
+    failed_of_mail = await ids(app="mail", status="Failed")
+
+    assert len(everything) == 9
+    assert {by_id[i]["function"] for i in shop_runs} == {"shop-charge", "shop-receipt"}
+    assert len(shop_runs) == 6 and shop_runs == sorted(shop_runs, reverse=True)
+    assert [by_id[i]["function"] for i in mail_runs] == ["mail-notify"] * 3
+    assert sorted(of_event) == sorted(i for i in by_id if by_id[i]["event_id"] == event_ids[1])
+    assert len(of_event) == 3
+    assert {by_id[i]["function"] for i in shop_of_event} == {"shop-charge", "shop-receipt"}
+    assert set(shop_of_event) < set(of_event)
+    assert {by_id[i]["event_id"] for i in started} == {event_ids[1]} and len(started) == 3
+    assert {by_id[i]["event_id"] for i in ended} == set(event_ids[1:]) and len(ended) == 6
+    assert started == queued
+    assert paged == shop_runs
+    assert failed_of_mail == []
+
+    # A page looks at a bounded number of runs: with a tiny window, paging still finds every
+    # match once (pages may be empty but carry the cursor on).
+    monkeypatch.setattr(admin, "SCAN", 2)
+    assert await ids(app="mail") == mail_runs
+    assert await ids(event_id=event_ids[1], limit=1) == of_event
+    assert await ids(time="started", since=start + 60_000, until=start + 120_000) == started
+    assert await ids(time="ended", since=start, function="mail-notify") == mail_runs
+
+
 async def test_unknown_functions_runs_and_events_are_404(engine: Engine,
                                                          client: httpx.AsyncClient) -> None:
     await engine.start(shop({}))
     missing = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
 
     replies = [await client.get("/v1/runs", params={"function": "shop-nope"}),
+               await client.get("/v1/runs", params={"app": "<script>nope"}),
                await client.get(f"/v1/runs/{missing}"),
                await client.get("/v1/runs/not-an-id"),
                await client.post(f"/v1/runs/{missing}/cancel"),
@@ -163,6 +232,7 @@ async def test_unknown_functions_runs_and_events_are_404(engine: Engine,
 
     assert [r.status_code for r in replies] == [404] * len(replies)
     assert replies[0].json() == {"error": "function 'shop-nope' not found", "status": 404}
+    assert replies[1].json() == {"error": "app '<script>nope' not found", "status": 404}
 
 
 # -- one run -----------------------------------------------------------------------------------

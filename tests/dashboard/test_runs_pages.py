@@ -133,6 +133,54 @@ async def test_the_runs_list_filters_counts_and_refuses_bad_filters(
         assert found is not None and words in found.group(1), (params, bad.text[-2000:])
 
 
+async def test_the_runs_list_filters_by_app_event_and_started_time_as_the_api_does(
+        engine: Engine, client: httpx.AsyncClient) -> None:
+    await engine.start(shop({}))
+    start = engine.clock()
+    first = await engine.send({"name": "shop/quick", "data": {"n": 1}})
+    await _settle(engine)
+    engine.clock.advance(60_000)
+    second = await engine.send({"name": "shop/quick", "data": {"n": 2}})
+    await _settle(engine)
+
+    def shown(page: httpx.Response) -> list[str]:
+        assert page.status_code == 200, page.text[-2000:]
+        return re.findall(r'<tr data-row id="run-([0-9A-Z]+)"', page.text)
+
+    async def api(**params: Any) -> list[str]:
+        return [r["id"] for r in (await client.get("/v1/runs", params=params)).json()["data"]]
+
+    for params in ({"app": "shop"}, {"event_id": second[0]}, {"event_id": first[0]},
+                   {"time": "started", "since": str(start + 30_000)},
+                   {"time": "ended", "until": str(start + 30_000)},
+                   {"app": "shop", "event_id": first[0], "status": "completed"}):
+        page = await client.get("/runs", params=params)
+        assert shown(page) == await api(**params), params
+        assert len(shown(page)) == 1 or params == {"app": "shop"}, params
+        for name, value in params.items():  # kept in the form
+            assert re.search(rf'(value="{value}"[^>]*selected|name="{name}" value="{value}"'
+                             rf'|value="{value}" selected)', page.text), (name, page.text[:3000])
+    assert len(shown(await client.get("/runs", params={"app": "shop"}))) == 2
+    started = await client.get("/runs", params={"time": "started", "since": start + 30_000})
+    assert 'id="f-time"' in started.text and '<option value="started" selected>' in started.text
+    assert "status=completed" in started.text and "time=started" in started.text  # counts links
+    for params, field, words in [
+            ({"app": "nope"}, "app", "app &#39;nope&#39; not found"),
+            ({"app": HOSTILE}, "app", "app &#39;&lt;script&gt;"),
+            ({"event_id": HOSTILE}, "event_id", "event_id: expected an event id"),
+            ({"time": HOSTILE}, "time", "time: expected one of queued, started, ended"),
+            ({"since": "2030-01-02T00:00:00Z", "until": "2030-01-01T00:00:00Z"}, "until",
+             "until: must be after since")]:
+        bad = await client.get("/runs", params=params)
+        assert bad.status_code in (400, 404), params
+        assert HOSTILE not in bad.text
+        found = re.search(rf'<p class="field-error" id="e-{field}">([^<]*)</p>', bad.text)
+        assert found is not None and words in found.group(1), (params, bad.text[-2000:])
+        api_error = (await client.get("/v1/runs", params=params)).json()["error"]
+        assert found.group(1).replace("&#39;", "'").replace("&lt;", "<").replace(
+            "&gt;", ">").replace("&#34;", '"').replace("&amp;", "&") == api_error
+
+
 async def test_bulk_replay_previews_then_acts_as_the_api_does(
         engine: Engine, client: httpx.AsyncClient) -> None:
     await engine.start(shop({}))

@@ -5,7 +5,7 @@ replays, a delayed event's cancellation), written once for both databases (funct
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tidings.functions.model import FunctionRow, dumps, loads
@@ -19,6 +19,8 @@ from tidings.storage.tx import Tx
 # Below and above every ULID, whatever the database's collation (ids are digits and capitals).
 ID_MIN, ID_MAX = "0" * 26, "Z" * 27
 REPLAYABLE = (COMPLETED, FAILED, CANCELLED)
+TIMES = ("queued", "started", "ended")  # which time of a run a list's range applies to
+SCAN = 2_000  # the runs one page of a filter on app, event or started/ended time looks at
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,6 +35,28 @@ class RunQuery:
     max_id: str | None = None
     before_id: str | None = None
     limit: int = 50
+    # The filters a page of ``find_runs`` may add: the functions of an app, the event that
+    # started the run, and a range of the time it started or ended (``time``; ``queued`` is the
+    # id range above).
+    function_ids: tuple[str, ...] | None = None
+    event_id: str | None = None
+    time: str = "queued"
+    time_since: int | None = None
+    time_until: int | None = None
+
+    @property
+    def by_id_alone(self) -> bool:
+        """Whether the id range and the function alone choose the runs (one exact index
+        range: ``list_runs``)."""
+        return self.function_ids is None and self.event_id is None and self.time == "queued"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunPage:
+    """A page of runs, newest first, and where the next page starts (exclusive), if any."""
+
+    runs: list[tuple[Run, str]]
+    cursor: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,6 +123,94 @@ def list_runs(tx: Tx, query: RunQuery) -> list[tuple[Run, str]]:
         return _named(tx.all("list_runs", (query.env_id, low, high, *statuses, query.limit)))
     return _named(tx.all("list_runs_of_function",
                          (query.function_id, low, high, *statuses, query.limit)))
+
+
+def find_runs(tx: Tx, query: RunQuery) -> RunPage:
+    """A page of runs matching every filter of ``query``, ``query.limit`` at most.
+
+    The id range and a function are one exact index range (``list_runs``). A filter on an app,
+    an event, or the time runs started or ended looks at the newest ``SCAN`` runs of the
+    narrowest index that holds them (``runs_event`` for an event, ``runs_function`` for a
+    function or each function of an app, else ``runs_env``), reading a few columns of each, and
+    reads only the matching runs in full. A page can then hold fewer runs than asked, even none,
+    with a cursor to look further: no page costs more than ``SCAN`` index entries, however rare
+    its matches are among a million runs."""
+    if query.by_id_alone:
+        rows = list_runs(tx, replace(query, limit=query.limit + 1))
+        page = rows[:query.limit]
+        return RunPage(runs=page, cursor=page[-1][0].id if len(rows) > query.limit else None)
+    marks, full = _marks(tx, query, SCAN)
+    chosen = [mark[0] for mark in marks if _matches(mark, query)]
+    page_ids = chosen[:query.limit]
+    if len(chosen) > query.limit:
+        cursor: str | None = page_ids[-1]
+    else:
+        cursor = str(marks[-1][0]) if full else None
+    runs = _named(tx.all("listed_runs_by_ids", (tx.ids(page_ids),))) if page_ids else []
+    return RunPage(runs=runs, cursor=cursor)
+
+
+def count_statuses(tx: Tx, query: RunQuery, window: int) -> dict[str, int]:
+    """Runs by status among the newest ``window`` runs the filters (but the statuses) look at,
+    from the first page on."""
+    query = replace(query, before_id=None)
+    if query.by_id_alone:
+        if query.function_id is None:
+            name, owner = "statuses_of_newest_runs", query.env_id
+        else:
+            name, owner = "statuses_of_newest_function_runs", query.function_id
+        rows = tx.all(name, (owner, query.min_id or "", query.max_id or "~", window))
+        found = {str(status): int(count) for status, count in rows}
+    else:
+        marks, _ = _marks(tx, query, window)
+        everything = replace(query, statuses=STATUSES)
+        found = {}
+        for mark in marks:
+            if _matches(mark, everything):
+                found[mark[2]] = found.get(mark[2], 0) + 1
+    return {status: found.get(status, 0) for status in STATUSES}
+
+
+def _marks(tx: Tx, query: RunQuery, size: int) -> tuple[list[tuple[Any, ...]], bool]:
+    """The newest ``size`` runs of the narrowest index the filters allow, as ``(id,
+    function_id, status, event_id, started_at, ended_at)``; and whether there may be more."""
+    low = query.min_id or ID_MIN
+    high = min(query.max_id or ID_MAX, query.before_id or ID_MAX)
+    if query.event_id is not None:
+        marks = tx.all("run_marks_of_event", (query.env_id, query.event_id, low, high, size))
+    elif query.function_id is not None:
+        marks = tx.all("run_marks_of_function", (query.function_id, low, high, size))
+    elif query.function_ids is not None:
+        merged = [mark for function_id in query.function_ids
+                  for mark in tx.all("run_marks_of_function", (function_id, low, high, size))]
+        marks = sorted(merged, key=lambda mark: str(mark[0]), reverse=True)[:size]
+    else:
+        marks = tx.all("run_marks_of_env", (query.env_id, low, high, size))
+    return marks, len(marks) >= size
+
+
+def _matches(mark: tuple[Any, ...], query: RunQuery) -> bool:
+    _, function_id, status, event_id, started_at, ended_at = mark
+    if status not in query.statuses:
+        return False
+    if query.function_id is not None and function_id != query.function_id:
+        return False
+    if query.function_ids is not None and function_id not in query.function_ids:
+        return False
+    if query.event_id is not None and event_id != query.event_id:
+        return False
+    if query.time == "queued":
+        return True
+    moment = started_at if query.time == "started" else ended_at
+    if moment is None:
+        return False
+    return ((query.time_since is None or moment >= query.time_since)
+            and (query.time_until is None or moment < query.time_until))
+
+
+def functions_of_app(tx: Tx, env_id: str, app_id: str) -> tuple[str, ...]:
+    """The ids of every function the app has had in the environment (archived ones too)."""
+    return tuple(str(row[0]) for row in tx.all("functions_of_app", (env_id, app_id)))
 
 
 def run_with_slug(tx: Tx, run_id: str) -> tuple[Run, str] | None:

@@ -78,6 +78,14 @@ class RunLevers:
             raise not_found("function", slug)
         return fn
 
+    async def functions_of_app(self, env: Environment, app_id: str) -> tuple[str, ...]:
+        """The ids of the app's functions (archived ones too); 404 for an app that has none."""
+        found = await self.core.storage.read(
+            partial(admin.functions_of_app, env_id=env.id, app_id=without_nul(app_id, "app")))
+        if not found:
+            raise not_found("app", app_id)
+        return found
+
     async def run(self, env: Environment, run_id: str) -> tuple[Run, str]:
         found = None
         if ULID_RE.fullmatch(run_id):

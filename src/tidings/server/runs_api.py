@@ -26,7 +26,7 @@ from tidings.errors import RequestRejected
 from tidings.events.model import iso
 from tidings.ids import floor_id
 from tidings.runs import admin
-from tidings.runs.admin import REPLAYABLE, PauseRow, Replay, RunQuery
+from tidings.runs.admin import REPLAYABLE, TIMES, PauseRow, Replay, RunQuery
 from tidings.runs.model import STATUSES, FailedAttempt, Run, StepRow
 from tidings.server.http import read_body
 from tidings.server.requests import (
@@ -45,8 +45,10 @@ from tidings.server.run_levers import REPLAY_BATCH, RunLevers
 from tidings.storage.base import Environment
 
 log = logging.getLogger("tidings.server")
-__all__ = ["REPLAY_BATCH", "RunsAPI", "run_json", "run_query", "step_json"]
+__all__ = ["REPLAY_BATCH", "RUN_FILTERS", "RunsAPI", "run_json", "run_query", "step_json"]
 REPLAY_FIELDS = ("function", "since", "until", "statuses")
+# The filters of ``GET /v1/runs`` (and of the dashboard's runs page).
+RUN_FILTERS = ("function", "app", "event_id", "status", "time", "since", "until")
 
 
 def run_json(run: Run, slug: str) -> dict[str, Any]:
@@ -157,13 +159,12 @@ class RunsAPI:
     # -- reads ---------------------------------------------------------------------------------
 
     async def list_runs(self, request: Request) -> Response:
-        check_params(request, {"function", "status", "since", "until", "cursor", "limit"})
+        check_params(request, set(RUN_FILTERS) | {"cursor", "limit"})
         env = await read_env(self.core, request)
-        query, limit = await run_query(self.levers, env, request)
-        rows = await self.core.storage.read(partial(admin.list_runs, query=query))
-        page = rows[:limit]
-        return json_response(200, {"data": [run_json(run, name) for run, name in page],
-                                   "cursor": page[-1][0].id if len(rows) > limit else None})
+        query = await run_query(self.levers, env, request)
+        page = await self.core.storage.read(partial(admin.find_runs, query=query))
+        return json_response(200, {"data": [run_json(run, name) for run, name in page.runs],
+                                   "cursor": page.cursor})
 
     async def get_run(self, request: Request) -> Response:
         check_params(request, set())
@@ -235,25 +236,42 @@ class RunsAPI:
         return json_response(202 if more else 201, {"data": replay_json(replay)})
 
 
-async def run_query(levers: RunLevers, env: Environment,
-                    request: Request) -> tuple[RunQuery, int]:
+async def run_query(levers: RunLevers, env: Environment, request: Request) -> RunQuery:
     """The page of runs the query parameters of ``GET /v1/runs`` (and of the dashboard's runs
-    page) ask for, with one row more than the page holds (to know if another follows), and the
-    page's size: ``function``, ``status`` (repeated or comma-separated), ``since``,
-    ``until``, ``cursor``, ``limit``."""
+    page) ask for: ``function``, ``app``, ``event_id``, ``status`` (repeated or
+    comma-separated), ``since`` and ``until`` (of the time ``time`` names: ``queued``, the
+    default, ``started`` or ``ended``), ``cursor``, ``limit``."""
+    params = request.query_params
     limit = limit_param(request)
+    time = (params.get("time") or "queued").strip().lower()
+    if time not in TIMES:
+        raise RequestRejected(f"time: expected one of {', '.join(TIMES)}, got "
+                              f"{params.get('time')!r}")
     since, until = time_param(request, "since"), time_param(request, "until")
+    if since is not None and until is not None and until <= since:
+        raise RequestRejected("until: must be after since")
     cursor = cursor_param(request)
     statuses = [_choose(part, STATUSES, "status")
-                for value in request.query_params.getlist("status")
+                for value in params.getlist("status")
                 for part in value.split(",") if part.strip()]
-    slug = request.query_params.get("function") or None
+    event_id = params.get("event_id") or None
+    if event_id is not None and not ULID_RE.fullmatch(event_id):
+        raise RequestRejected(f"event_id: expected an event id (26 characters, a ULID), got "
+                              f"{event_id[:100]!r}")
+    slug = params.get("function") or None
     fn = await levers.function(env, slug) if slug is not None else None
+    app = params.get("app") or None
+    function_ids = await levers.functions_of_app(env, app) if app is not None else None
+    if time == "queued":
+        min_id = floor_id(since) if since is not None else None
+        time_since = time_until = None
+    else:  # a run starts and ends after it was queued: it was queued before ``until``
+        min_id, time_since, time_until = None, since, until
     return RunQuery(env_id=env.id, function_id=fn.id if fn else None,
-                    statuses=statuses or STATUSES,
-                    min_id=floor_id(since) if since is not None else None,
+                    statuses=statuses or STATUSES, min_id=min_id,
                     max_id=floor_id(until) if until is not None else None,
-                    before_id=cursor, limit=limit + 1), limit
+                    before_id=cursor, limit=limit, function_ids=function_ids,
+                    event_id=event_id, time=time, time_since=time_since, time_until=time_until)
 
 
 def _replay_request(body: bytes) -> tuple[str, int, int, list[str], bool]:

@@ -9,6 +9,7 @@ replay, cancel_many), so the dashboard refuses what the API refuses, with its wo
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode
@@ -22,17 +23,17 @@ from tidings.errors import RequestRejected
 from tidings.functions import registration
 from tidings.ids import floor_id, now_ms
 from tidings.runs import admin
-from tidings.runs.admin import REPLAYABLE, RunQuery
-from tidings.runs.model import STATUSES, TERMINAL, Run
+from tidings.runs.admin import REPLAYABLE, TIMES, RunPage, RunQuery
+from tidings.runs.model import STATUSES, TERMINAL
 from tidings.server.dashboard.events import field_errors
 from tidings.server.dashboard.live import sse
 from tidings.server.dashboard.pages import Pages, Viewer
 from tidings.server.dashboard.timeline import timeline
 from tidings.server.requests import parse_time
 from tidings.server.run_levers import OPEN, RunDetail
-from tidings.server.runs_api import run_query
+from tidings.server.runs_api import RUN_FILTERS, run_query
 
-FILTERS = ("function", "status", "since", "until")
+FILTERS = RUN_FILTERS
 COUNT_WINDOW = 10_000  # the newest runs the counts per status are taken over
 COUNTS_EVERY = 5  # wake-ups between two recounts of the statuses
 
@@ -56,26 +57,22 @@ class RunPages:
 
     # -- the list ------------------------------------------------------------------------------
 
-    async def _rows(self, query: RunQuery) -> list[tuple[Run, str]]:
-        return await self.core.storage.read(partial(admin.list_runs, query=query))
+    async def _page(self, query: RunQuery) -> RunPage:
+        return await self.core.storage.read(partial(admin.find_runs, query=query))
 
     async def _counts(self, query: RunQuery) -> dict[str, int]:
-        """Runs by status among the newest ``COUNT_WINDOW`` of the filter's function and range
-        (one index range, whatever the table holds)."""
-        if query.function_id is None:
-            name, owner = "statuses_of_newest_runs", query.env_id
-        else:
-            name, owner = "statuses_of_newest_function_runs", query.function_id
-        rows = await self.core.storage.read(lambda tx: tx.all(name, (
-            owner, query.min_id or "", query.max_id or "~", COUNT_WINDOW)))
-        found = {status: int(count) for status, count in rows}
-        return {status: found.get(status, 0) for status in STATUSES}
+        """Runs by status among the newest ``COUNT_WINDOW`` the filters look at (index ranges,
+        whatever the table holds)."""
+        return await self.core.storage.read(partial(admin.count_statuses, query=query,
+                                                    window=COUNT_WINDOW))
 
     def _form(self, params: QueryParams) -> dict[str, Any]:
-        return {"function": params.get("function", ""), "since": params.get("since", ""),
-                "until": params.get("until", ""),
-                "status": [part.strip().lower() for value in params.getlist("status")
-                           for part in value.split(",") if part.strip()]}
+        form: dict[str, Any] = {name: params.get(name, "") for name in FILTERS
+                                if name != "status"}
+        form["time"] = form["time"] or "queued"
+        form["status"] = [part.strip().lower() for value in params.getlist("status")
+                          for part in value.split(",") if part.strip()]
+        return form
 
     async def list_page(self, request: Request, message: str | None = None,
                         failed: bool = False) -> Response:
@@ -83,15 +80,20 @@ class RunPages:
         form = self._form(request.query_params)
         context: dict[str, Any] = {"form": form, "errors": {}, "runs": [], "counts": {},
                                    "statuses": STATUSES, "window": COUNT_WINDOW, "message": message,
-                                   "failed": failed, "functions": await self._slugs(viewer)}
+                                   "failed": failed, "functions": await self._slugs(viewer),
+                                   "times": TIMES}
+        context["app_of"] = await self._apps(viewer)
+        context["apps"] = sorted(set(context["app_of"].values()))
         try:
-            query, limit = await run_query(self.levers, viewer.env, request)
+            query = await run_query(self.levers, viewer.env, request)
         except RequestRejected as exc:
-            context["errors"] = ({"function": exc.message} if exc.status == 404 else
-                                 field_errors(exc, (*FILTERS, "cursor", "limit")))
+            named = (*FILTERS, "cursor", "limit")
+            context["errors"] = (field_errors(exc, named) if exc.status != 404 else
+                                 {"app" if exc.message.startswith("app ") else "function":
+                                  exc.message})
             return self.pages.html(request, "runs.html", exc.status, **context)
-        rows = await self._rows(query)
-        page = rows[:limit]
+        found = await self._page(query)
+        page = found.runs
         kept = _kept(request.query_params)
         live = None
         if query.before_id is None and (query.max_id is None
@@ -101,20 +103,19 @@ class RunPages:
             live = "/live/runs?" + urlencode(kept, doseq=True)
         context.update(
             runs=page, counts=await self._counts(query), live=live, now=now_ms(),
-            query_string=urlencode(kept, doseq=True),
-            next_page=("/runs?" + urlencode([*kept, ("cursor", page[-1][0].id)], doseq=True))
-            if len(rows) > limit else None,
+            query_string=urlencode(kept, doseq=True), scan=admin.SCAN,
+            kept_but_status=_kept(request.query_params, but="status"),
+            next_page=("/runs?" + urlencode([*kept, ("cursor", found.cursor)], doseq=True))
+            if found.cursor else None,
             cursor_first=("/runs?" + urlencode(kept, doseq=True)) if query.before_id else None)
         return self.pages.html(request, "runs.html", 400 if failed else 200, **context)
 
     async def live_list(self, request: Request) -> Response:
         """The list's first page again whenever it changed, and the counts now and then."""
         viewer = await self.pages.viewer(request)
-        query, limit = await run_query(self.levers, viewer.env, request)
-        query = RunQuery(env_id=query.env_id, function_id=query.function_id,
-                         statuses=query.statuses, min_id=query.min_id, max_id=query.max_id,
-                         limit=limit)
+        query = replace(await run_query(self.levers, viewer.env, request), before_id=None)
         templates = self.pages.templates
+        app_of = await self._apps(viewer)
         sent: list[tuple[str, str, int | None]] = []
         ticks = 0
         counts_sent: dict[str, int] = {}
@@ -122,10 +123,11 @@ class RunPages:
         async def fresh() -> list[str]:
             nonlocal sent, ticks, counts_sent
             messages = []
-            rows = await self._rows(query)
+            rows = (await self._page(query)).runs
             state = [(run.id, run.status, run.ended_at) for run, _ in rows]
             if state != sent:
-                html = templates.get_template("_run_rows.html").render(runs=rows, now=now_ms())
+                html = templates.get_template("_run_rows.html").render(runs=rows, now=now_ms(),
+                                                                      app_of=app_of)
                 messages.append(sse("rows", html))
                 sent = state
             ticks += 1
@@ -134,7 +136,7 @@ class RunPages:
                 if counts != counts_sent:
                     html = templates.get_template("_run_counts.html").render(
                         counts=counts, window=COUNT_WINDOW, statuses=STATUSES,
-                        function=request.query_params.get("function", ""))
+                        kept=_kept(request.query_params, but="status"))
                     messages.append(sse("counts", html))
                     counts_sent = counts
             return messages
@@ -144,6 +146,11 @@ class RunPages:
     async def _slugs(self, viewer: Viewer) -> list[str]:
         functions = await self.core.storage.read(registration.live_functions)
         return sorted(fn.slug for fn in functions if fn.env_id == viewer.env.id)
+
+    async def _apps(self, viewer: Viewer) -> dict[str, str]:
+        """The app of each function of the viewer's environment, by function id."""
+        functions = await self.core.storage.read(registration.live_functions)
+        return {fn.id: fn.app_id for fn in functions if fn.env_id == viewer.env.id}
 
     # -- bulk ----------------------------------------------------------------------------------
 
@@ -273,9 +280,9 @@ def _version(detail: RunDetail) -> str:
     return hashlib.blake2b(repr(_moves(detail)).encode(), digest_size=8).hexdigest()
 
 
-def _kept(params: QueryParams) -> list[tuple[str, str]]:
+def _kept(params: QueryParams, but: str = "") -> list[tuple[str, str]]:
     return [(key, value) for key, value in params.multi_items()
-            if key in FILTERS and value]
+            if key in FILTERS and key != but and value]
 
 
 def _stream(pages: Pages, fresh: Any) -> Response:

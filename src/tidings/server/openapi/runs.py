@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tidings.runs.admin import REPLAYABLE
+from tidings.runs.admin import REPLAYABLE, TIMES
 from tidings.runs.model import STATUSES, STEP_KINDS
 from tidings.server.openapi.parts import (
     ANY_JSON,
@@ -228,11 +228,27 @@ def paths(api_key: ApiSecurity) -> dict[str, Any]:
             "parameters": [
                 {"name": "function", "in": "query", "description": "A function's slug.",
                  "schema": {"type": "string", "pattern": "^[^\\x00]*$"}},
+                {"name": "app", "in": "query",
+                 "description": "An app's id: the runs of its functions (404 for an app "
+                                "without functions).",
+                 "schema": {"type": "string", "pattern": "^[^\\x00]*$"}},
+                {"name": "event_id", "in": "query",
+                 "description": "The event that started the runs (the first of a batch).",
+                 "schema": {"type": "string", "pattern": "^(" + ULID_PATTERN.strip("^$")
+                            + ")?$"}},
                 {"name": "status", "in": "query", "style": "form", "explode": True,
                  "description": "Repeat, or separate with commas.",
                  "schema": {"type": "array", "items": {"enum": list(STATUSES)}}},
-                time_query("since", "Runs created at or after this time."),
-                time_query("until", "Runs created before this time."),
+                {"name": "time", "in": "query",
+                 "description": "The time since and until apply to: when the run was queued "
+                                "(created; the default), started or ended. A filter on app, "
+                                "event or started/ended time looks at a bounded number of "
+                                "runs per page: a page may hold fewer runs than the limit, "
+                                "with a cursor to look further.",
+                 "schema": {"enum": list(TIMES)}},
+                time_query("since", "Runs queued (or started, ended) at or after this time."),
+                time_query("until", "Runs queued (or started, ended) before this time; after "
+                                    "since (a 400 otherwise)."),
                 CURSOR_QUERY,
                 {"name": "limit", "in": "query",
                  "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},

@@ -71,3 +71,11 @@ waiter AS (
 UPDATE runs SET due_at = %s
 WHERE id IN (SELECT run_id FROM waiter) AND lease_owner IS NULL AND due_at > %s
     AND status NOT IN ('Completed', 'Failed', 'Cancelled');
+
+-- name: listed_runs_by_ids
+SELECT r.id, r.env_id, r.function_id, r.queue, r.event_id, r.event_ids, r.status, r.attempt,
+       r.due_at, r.lease_owner, r.lease_until, r.lease_token, r.created_at, r.started_at,
+       r.ended_at, r.progress_at, r.output, r.error, r.parent_run_id, r.parent_step, r.rerun_of,
+       r.replay_id, f.slug
+FROM runs r JOIN functions f ON f.id = r.function_id
+WHERE r.id = ANY(%s) ORDER BY r.id DESC;

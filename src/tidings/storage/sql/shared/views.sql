@@ -37,3 +37,32 @@ SELECT r.id, r.env_id, r.function_id, r.queue, r.event_id, r.event_ids, r.status
        r.replay_id, f.slug
 FROM runs r JOIN functions f ON f.id = r.function_id
 WHERE r.env_id = ? AND r.event_id = ? ORDER BY r.id DESC LIMIT ?;
+
+-- name: run_marks_of_env
+-- What the runs list's filters look at, for an environment's newest runs in an id range (index
+-- runs_env), at most LIMIT of them: the filters on app, event, started or ended time are applied
+-- to these light rows, and only the matching runs are read in full.
+SELECT id, function_id, status, event_id, started_at, ended_at FROM runs
+WHERE env_id = ? AND id >= ? AND id < ? ORDER BY id DESC LIMIT ?;
+
+-- name: run_marks_of_function
+-- The same for the runs of one function (index runs_function).
+SELECT id, function_id, status, event_id, started_at, ended_at FROM runs
+WHERE function_id = ? AND id >= ? AND id < ? ORDER BY id DESC LIMIT ?;
+
+-- name: run_marks_of_event
+-- The same for the runs an event started (index runs_event; an event starts few runs).
+SELECT id, function_id, status, event_id, started_at, ended_at FROM runs
+WHERE env_id = ? AND event_id = ? AND id >= ? AND id < ? ORDER BY id DESC LIMIT ?;
+
+-- name: functions_of_app
+-- Every function an app has had in an environment, archived ones too (their runs stay listed).
+SELECT id FROM functions WHERE env_id = ? AND app_id = ?;
+
+-- name: listed_runs_by_ids
+SELECT r.id, r.env_id, r.function_id, r.queue, r.event_id, r.event_ids, r.status, r.attempt,
+       r.due_at, r.lease_owner, r.lease_until, r.lease_token, r.created_at, r.started_at,
+       r.ended_at, r.progress_at, r.output, r.error, r.parent_run_id, r.parent_step, r.rerun_of,
+       r.replay_id, f.slug
+FROM runs r JOIN functions f ON f.id = r.function_id
+WHERE r.id IN (SELECT value FROM json_each(?)) ORDER BY r.id DESC;
