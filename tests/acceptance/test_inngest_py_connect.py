@@ -40,6 +40,7 @@ def test_start_names_the_gateway(connect_stack: ConnectStack) -> None:
 
 def test_connect_worker_runs_steps_sleeps_and_waits(connect_stack: ConnectStack) -> None:
     check_flow(connect_stack)
+    check_metrics(connect_stack.server.url, None, route="local", sockets=1)
 
 
 def check_flow(stack: ConnectStack) -> None:
@@ -71,6 +72,23 @@ def check_flow(stack: ConnectStack) -> None:
     assert [s[:3] for s in stack.steps()] == [("w1", flow["id"], "first")]
     [connection] = stack.connected()
     assert connection["in_flight"] == 0
+
+
+def check_metrics(url: str, api_key: str | None, *, route: str, sockets: int) -> None:
+    """``/metrics`` of the process at ``url``: its own sockets (``sockets``), every process's
+    (one), and the calls of the flow (a step, the sleep, the wait and the end: four at least)
+    answered by ``route``, none failed, none left in flight."""
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    text = httpx.get(f"{url}/metrics", headers=headers, timeout=10).text
+    lines = [line for line in text.splitlines() if line.startswith("tidings_connect")]
+    series = {name: float(value) for name, value in (line.rsplit(" ", 1) for line in lines)}
+    assert series['tidings_connect_workers{state="ready"}'] == sockets, text
+    assert series['tidings_connect_workers{state="draining"}'] == 0
+    assert series['tidings_connect_workers_shared{status="ready"}'] == 1
+    for flight in ("local", "forwarded", "handed"):
+        assert series[f'tidings_connect_calls_in_flight{{route="{flight}"}}'] == 0
+    assert series[f'tidings_connect_calls_total{{outcome="replied",route="{route}"}}'] >= 4
+    assert not [name for name in series if 'outcome="failed"' in name], text
 
 
 def test_the_connections_of_an_environment_are_listed(connect_stack: ConnectStack) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.acceptance.connect_stack import APP, ConnectStack, gateway_port
 from tests.acceptance.sdk_apps import Api, production_keys, wait_for
-from tests.acceptance.test_inngest_py_connect import check_flow, send
+from tests.acceptance.test_inngest_py_connect import check_flow, check_metrics, send
 from tests.conftest import LiveServer, fresh_schema, start_server, stop_server
 
 pytestmark = pytest.mark.postgres
@@ -54,6 +54,9 @@ def test_calls_claimed_by_one_process_run_on_a_worker_connected_to_another(
     [app] = [a for a in Api(second.url, api_key).apps() if a["app_id"] == APP]
     [connection] = app["connections"]
     assert connection["instance_id"] == "w1" and connection["status"] == "ready"
+    # The calls, seen from both ends: forwarded down the first's socket, relayed by the second.
+    check_metrics(stack.server.url, api_key, route="forwarded", sockets=1)
+    check_metrics(second.url, api_key, route="relayed", sockets=0)
 
 
 def test_the_owner_killed_mid_step_loses_nothing(two: tuple[ConnectStack, LiveServer],

@@ -16,6 +16,7 @@ from tidings.connect.hub import Hub, function_url
 from tidings.connect.relay import Relay
 from tidings.connect.worker import Worker
 from tidings.engine.http_client import CallFailed
+from tidings.observe import metrics
 from tidings.storage import Storage
 from tidings.supervision import Supervisor
 
@@ -53,6 +54,7 @@ def worker(socket: Socket, *, limit: int | None = None) -> Worker:
 
 async def test_a_call_through_another_process(hubs: tuple[Hub, Hub]) -> None:
     owner, caller = hubs
+    before = metrics.connect_calls.summed(1)
     socket = Socket()
     w = worker(socket, limit=2)
     await owner.add(w)
@@ -75,6 +77,10 @@ async def test_a_call_through_another_process(hubs: tuple[Hub, Hub]) -> None:
     answer = await asyncio.wait_for(call, 10)
     assert (answer.status, answer.body, answer.authenticated) == (200, b'"done"', True)
     assert owner.in_flight("env1", "i1") == 0
+    after = metrics.connect_calls.summed(1)
+    for route in ("relayed", "forwarded"):  # counted once by each side
+        key = (route, "replied")
+        assert after[key][0] - before.get(key, [0.0])[0] == 1
 
 
 async def test_the_lease_and_the_reply_are_the_instances(hubs: tuple[Hub, Hub]) -> None:
@@ -126,3 +132,73 @@ async def test_a_gone_connection_is_not_offered(hubs: tuple[Hub, Hub]) -> None:
     await owner.add(w)
     await owner.pause(w)
     assert await caller.relay.remotes("env1", "app", "app-fn") == []
+
+
+def again(instance: str = "i1") -> Worker:
+    """The same worker instance, on a new socket to another process."""
+    return Worker(connection_id="01M90W3Q9S82EK4PVH1C9AB6KH", env_id="env1",
+                  instance_id=instance, functions={"app": frozenset({"app-fn"})}, sdk="py:v0",
+                  send=Socket().send)
+
+
+async def test_a_worker_that_drains_mid_call_replies_through_another_process(
+        hubs: tuple[Hub, Hub]) -> None:
+    """A call made in-process: its worker leaves the socket after acknowledging it and
+    reconnects to another process, which extends its lease and takes its reply for the
+    process still waiting on it."""
+    first, second = hubs
+    socket = Socket()
+    w = worker(socket)
+    await first.add(w)
+    call = asyncio.create_task(first.post(URL, b"", {"x-run-id": "run1"}))
+    request = await asyncio.wait_for(socket.requests.get(), 10)
+    assert await first.acked(w, request.request_id)
+    await first.remove(w)  # drained: the socket closes, the call goes on
+    moved = again()
+    lease = await second.extend(moved, request.request_id, request.lease_id)
+    assert lease is not None and lease != request.lease_id
+    # Another instance still cannot speak for it.
+    assert await second.extend(again("i2"), request.request_id, lease) is None
+    assert await second.replied(moved, "env1", pb.SDKResponse(
+        request_id=request.request_id, status=pb.DONE, body=b'"moved"'))
+    answer = await asyncio.wait_for(call, 10)
+    assert (answer.status, answer.body) == (200, b'"moved"')
+    assert first.in_flight("env1", "i1") == 0
+    assert first.relay is not None
+    assert await first.relay.state(request.request_id) is None  # the row is gone with the call
+
+
+async def test_a_reply_that_outruns_the_hand_over_is_kept(hubs: tuple[Hub, Hub]) -> None:
+    """The worker's reply reaches the other process before the first one noticed the socket
+    close: it waits for the call to be written down instead of being refused."""
+    first, second = hubs
+    socket = Socket()
+    w = worker(socket)
+    await first.add(w)
+    call = asyncio.create_task(first.post(URL, b"", {}))
+    request = await asyncio.wait_for(socket.requests.get(), 10)
+    assert await first.acked(w, request.request_id)
+    early = asyncio.create_task(second.replied(again(), "env1", pb.SDKResponse(
+        request_id=request.request_id, status=pb.NOT_COMPLETED, body=b"[]")))
+    await first.remove(w)
+    assert await asyncio.wait_for(early, 10)
+    assert (await asyncio.wait_for(call, 10)).status == 206
+
+
+async def test_a_reply_flushed_over_http_to_another_process_is_kept(
+        hubs: tuple[Hub, Hub]) -> None:
+    """The SDKs flush a reply no socket acknowledged through ``/v0/connect/flush`` of
+    whichever process answers."""
+    first, second = hubs
+    socket = Socket()
+    w = worker(socket)
+    await first.add(w)
+    call = asyncio.create_task(first.post(URL, b"", {}))
+    request = await asyncio.wait_for(socket.requests.get(), 10)
+    assert await first.acked(w, request.request_id)
+    await first.remove(w)
+    assert await second.replied(None, "env1", pb.SDKResponse(
+        request_id=request.request_id, status=pb.DONE, body=b'"flushed"'))
+    assert (await asyncio.wait_for(call, 10)).body == b'"flushed"'
+    # A reply for a call nobody made is still refused (after the hand-over wait).
+    assert not await second.replied(None, "env1", pb.SDKResponse(request_id="nope"))

@@ -151,3 +151,26 @@ def test_session_tokens_name_their_environment_and_expire() -> None:
         tokens.env_of(Keyring.parse(new_key_text()), token)
     with pytest.raises(tokens.BadToken, match="not a JWT"):
         tokens.env_of(keyring, "nope")
+
+
+async def test_the_gauges_count_sockets_and_calls_in_flight() -> None:
+    """What ``/metrics`` shows of the hub: its sockets by state, its calls by route."""
+    from prometheus_client import generate_latest
+
+    from tidings.server.metrics_api import ConnectGauges
+
+    hub, socket = Hub(), Socket()
+    w, paused = worker(socket), worker(Socket(), "i2")
+    await hub.add(w)
+    await hub.add(paused)
+    await hub.pause(paused)
+    call = asyncio.create_task(hub.post(URL, b"", {}))
+    request = await socket.requests.get()
+    assert hub.gauges() == ({"ready": 1, "draining": 1},
+                            {"local": 1, "forwarded": 0, "handed": 0})
+    text = generate_latest(ConnectGauges(hub)).decode()  # type: ignore[arg-type]
+    assert 'tidings_connect_workers{state="draining"} 1.0' in text
+    assert 'tidings_connect_calls_in_flight{route="local"} 1.0' in text
+    assert await hub.replied(w, "env1", reply(request.request_id))
+    await call
+    assert hub.gauges()[1]["local"] == 0

@@ -336,7 +336,7 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
 
             # Probes come from outside the machine under serve; in dev, loopback will do.
             probes = ProbeServer(core, "127.0.0.1" if settings.dev else "0.0.0.0",
-                                 observe.metrics_port)
+                                 observe.metrics_port, connect)
             await probes.start()
         where = safe_url(settings.database_url)
         log.info("Tidings worker: %s (env %s, db %s)", ", ".join(what), name, where,

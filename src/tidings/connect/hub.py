@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from tidings.connect import wire_pb2 as pb
-from tidings.connect.relay import CallRow, NotAcked, Relay, Remote
+from tidings.connect.relay import POLL, CallRow, NotAcked, Relay, Remote
 from tidings.connect.worker import Worker
 from tidings.engine.http_client import Answer, CallFailed
 from tidings.ids import new_id
+from tidings.observe import metrics
 
 log = logging.getLogger("tidings.connect")
 ACK_TIMEOUT = 10.0  # seconds a worker has to acknowledge a call before another is tried
@@ -66,6 +67,8 @@ class _Call:
     reply: asyncio.Future[pb.SDKResponse]
     previous_lease: str | None = None
     remote: bool = False  # made for another process (``relay``): its reply goes to the database
+    run_id: str = ""
+    handed: bool = False  # made here, its socket gone: its lease and reply are in the database
 
 
 class Hub:
@@ -97,18 +100,51 @@ class Hub:
         worker.closed = True
         self._workers.discard(worker)
         for call in list(self._calls.values()):
-            if call.worker is worker and not call.acked.done():
+            if call.worker is not worker:
+                continue
+            if not call.acked.done():
                 call.acked.set_exception(CallFailed("the connection closed before the worker "
                                                     "acknowledged the call"))
                 call.acked.exception()  # retrieved: a remote call has no one waiting on it
+            elif not call.remote and not call.handed and self.relay is not None:
+                await self._hand_over(call)
         self._wake()
         if self.relay is not None:
             await self.relay.left(worker)
+
+    async def _hand_over(self, call: _Call) -> None:
+        """The worker may come back on a socket of another process: its extensions and its
+        reply will reach the database, where this process looks for them (``_reply``)."""
+        assert self.relay is not None
+        call.handed = True
+        try:
+            await self.relay.hand_over(
+                request_id=call.request_id, env_id=call.env_id, instance_id=call.instance_id,
+                run_id=call.run_id, lease_id=call.lease_id, previous_lease=call.previous_lease,
+                expires=time.time() + call.expires - time.monotonic())
+        except Exception:
+            call.handed = False  # it still waits here: the worker may come back to this process
+            log.exception("request %s (run %s): could not be written down for its worker's "
+                          "other sockets", call.request_id, call.run_id)
+            return
+        log.info("request %s (run %s): its worker's socket closed; its lease and reply may "
+                 "come through any process", call.request_id, call.run_id)
 
     async def pause(self, worker: Worker) -> None:
         worker.draining = True
         if self.relay is not None:
             await self.relay.paused(worker)
+
+    def gauges(self) -> tuple[dict[str, int], dict[str, int]]:
+        """This process's sockets by state (ready, draining) and the calls in flight on them
+        by route (local, forwarded; handed: made here, their worker gone to another socket)."""
+        sockets = {"ready": 0, "draining": 0}
+        for w in self._workers:
+            sockets["draining" if w.draining else "ready"] += 1
+        calls = {"local": 0, "forwarded": 0, "handed": 0}
+        for call in self._calls.values():
+            calls["forwarded" if call.remote else "handed" if call.handed else "local"] += 1
+        return sockets, calls
 
     def workers(self, env_id: str | None = None) -> list[Worker]:
         return [w for w in self._workers if env_id is None or w.env_id == env_id]
@@ -140,8 +176,8 @@ class Hub:
         """A new lease id for the call, or None (NACK) when the lease lapsed, is another's or
         was never given."""
         call = self._calls.get(request_id)
-        if call is None or call.remote:
-            if self.relay is None:
+        if call is None or call.remote or call.handed:
+            if self.relay is None or (call is None and request_id in self._finished):
                 return None
             lease = await self.relay.extend(worker, request_id, lease_id, self.lease_seconds)
             if call is not None and lease is not None:
@@ -165,12 +201,16 @@ class Hub:
         this environment) has that id and none ended recently."""
         instance = worker.instance_id if worker is not None else None
         call = self._calls.get(reply.request_id)
-        if call is None or call.remote:
+        if call is None or call.remote or call.handed:
             if reply.request_id in self._finished:
                 return True
             taken = self.relay is not None and await self.relay.replied(instance, env_id, reply)
             if call is not None and taken:
-                self._finish(call)
+                if call.remote:
+                    metrics.connect_call("forwarded", "replied")
+                    self._finish(call)
+                elif not call.reply.done():
+                    call.reply.set_result(reply)  # handed: its caller is here
             return taken
         if call.env_id != env_id or (instance is not None and call.instance_id != instance):
             return False
@@ -191,24 +231,32 @@ class Hub:
         step = query.get("stepId") or headers.get("x-inngest-step-id") or "step"
         run_id = headers.get("x-run-id", "")
         tried: set[str] = set()
-        for _ in range(ROUTE_ATTEMPTS):
-            target = await self._route(env_id, app, slug, tried)
-            tried.add(target.connection_id)
-            try:
-                if isinstance(target, Worker):
-                    reply = await self._call(target, app, slug, step, run_id, body)
-                else:
-                    assert self.relay is not None
-                    reply = await self.relay.call(
-                        target, app=app, slug=slug, step=step, run_id=run_id, body=body,
-                        lease_seconds=self.lease_seconds, ack_timeout=ACK_TIMEOUT,
-                        grace=LEASE_GRACE)
-            except (_NotAcked, NotAcked) as exc:
-                log.warning("run %s: %s (connection %s); trying another", run_id, exc,
-                            target.connection_id)
-                continue
-            return _answer(reply)
-        raise CallFailed(f"no worker of app {app!r} acknowledged the call")
+        route = "none"  # no connection found
+        try:
+            for _ in range(ROUTE_ATTEMPTS):
+                target = await self._route(env_id, app, slug, tried)
+                tried.add(target.connection_id)
+                try:
+                    if isinstance(target, Worker):
+                        route = "local"
+                        reply = await self._call(target, app, slug, step, run_id, body)
+                    else:
+                        assert self.relay is not None
+                        route = "relayed"
+                        reply = await self.relay.call(
+                            target, app=app, slug=slug, step=step, run_id=run_id, body=body,
+                            lease_seconds=self.lease_seconds, ack_timeout=ACK_TIMEOUT,
+                            grace=LEASE_GRACE)
+                except (_NotAcked, NotAcked) as exc:
+                    log.warning("run %s: %s (connection %s); trying another", run_id, exc,
+                                target.connection_id)
+                    continue
+                metrics.connect_call(route, "replied")
+                return _answer(reply)
+            raise CallFailed(f"no worker of app {app!r} acknowledged the call")
+        except CallFailed:
+            metrics.connect_call(route, "failed")
+            raise
 
     async def _route(self, env_id: str, app: str, slug: str,
                      tried: set[str]) -> Worker | Remote:
@@ -246,12 +294,13 @@ class Hub:
         return new_id(int((time.time() + self.lease_seconds) * 1000))
 
     def _open(self, worker: Worker, request_id: str, lease_id: str, *,
-              remote: bool = False) -> _Call:
+              remote: bool = False, run_id: str = "") -> _Call:
         loop = asyncio.get_running_loop()
         call = _Call(request_id=request_id, env_id=worker.env_id,
                      instance_id=worker.instance_id, worker=worker, lease_id=lease_id,
                      expires=time.monotonic() + self.lease_seconds,
-                     acked=loop.create_future(), reply=loop.create_future(), remote=remote)
+                     acked=loop.create_future(), reply=loop.create_future(), remote=remote,
+                     run_id=run_id)
         key = (worker.env_id, worker.instance_id)
         self._calls[request_id] = call
         self._busy[key] = self._busy.get(key, 0) + 1
@@ -282,7 +331,7 @@ class Hub:
 
     async def _call(self, worker: Worker, app: str, slug: str, step: str, run_id: str,
                     body: bytes) -> pb.SDKResponse:
-        call = self._open(worker, new_id(), self._lease())
+        call = self._open(worker, new_id(), self._lease(), run_id=run_id)
         try:
             try:
                 await worker.send(self._request(worker, call.request_id, call.lease_id, app,
@@ -296,6 +345,8 @@ class Hub:
             return await self._reply(call)
         finally:
             self._finish(call)
+            if call.handed and self.relay is not None:
+                await self.relay.drop(call.request_id)
 
     async def forward(self, row: CallRow) -> None:
         """Another process's call for a worker connected here: send it down a socket of that
@@ -329,6 +380,7 @@ class Hub:
             if call.remote and now > call.expires + LEASE_GRACE:
                 log.warning("request %s: the worker (instance %s) stopped extending its lease",
                             call.request_id, call.instance_id)
+                metrics.connect_call("forwarded", "failed")
                 self._finish(call)
 
     async def _reply(self, call: _Call) -> pb.SDKResponse:
@@ -341,8 +393,23 @@ class Hub:
                             call.request_id, call.instance_id)
                 raise CallFailed("the Connect worker stopped responding (its lease expired)")
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(left):
+                async with asyncio.timeout(min(left, POLL) if call.handed else left):
                     return await asyncio.shield(call.reply)
+            if call.handed:
+                await self._look_up(call)
+
+    async def _look_up(self, call: _Call) -> None:
+        """A handed-over call: its lease and its reply as another process wrote them."""
+        assert self.relay is not None
+        state = await self.relay.state(call.request_id)
+        if state is None:
+            return
+        word, reply, expires_ms = state
+        call.expires = time.monotonic() + expires_ms / 1000 - time.time()
+        if word == "replied" and reply is not None and not call.reply.done():
+            answer = pb.SDKResponse()
+            answer.ParseFromString(reply)
+            call.reply.set_result(answer)
 
     async def aclose(self) -> None:
         self._closed = True

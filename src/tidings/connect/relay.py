@@ -58,6 +58,7 @@ POLL = 0.1  # seconds between looks at a row or a queue of rows
 SEEN_EVERY = 5.0  # seconds between refreshes of this process's connection rows
 FRESH_MS = 20_000  # a connection row not refreshed for this long is passed over
 FORGET_MS = 120_000  # and deleted after this long
+HANDOVER_WAIT = 3.0  # seconds a word about an unknown call waits for the call to be written
 
 
 def process_id() -> str:
@@ -120,9 +121,11 @@ def _seen(tx: Tx, *, owner: str, now: int) -> None:
 
 
 def _extend(tx: Tx, *, request_id: str, instance_id: str, env_id: str, lease_id: str,
-            new_lease: str, expires: int, now: int) -> str | None:
+            new_lease: str, expires: int, now: int) -> str | bool | None:
     row = tx.one("connect_call_lease", (request_id,))
-    if row is None or row[0] != env_id or row[1] != instance_id or row[5] == "replied":
+    if row is None:
+        return False  # no such call (yet: its caller may be handing it over)
+    if row[0] != env_id or row[1] != instance_id or row[5] == "replied":
         return None
     if lease_id == row[3] and lease_id != row[2]:
         return str(row[2])  # a repeated extension: the lease it already got
@@ -132,9 +135,11 @@ def _extend(tx: Tx, *, request_id: str, instance_id: str, env_id: str, lease_id:
 
 
 def _replied(tx: Tx, *, request_id: str, env_id: str, instance_id: str | None,
-             reply: bytes) -> bool:
+             reply: bytes) -> bool | None:
     row = tx.one("connect_call_lease", (request_id,))
-    if row is None or row[0] != env_id or (instance_id is not None and row[1] != instance_id):
+    if row is None:
+        return None  # no such call (yet: its caller may be handing it over)
+    if row[0] != env_id or (instance_id is not None and row[1] != instance_id):
         return False
     tx.run("connect_call_replied", (reply, request_id))
     return True
@@ -213,17 +218,52 @@ class Relay:
 
     async def extend(self, worker: Worker, request_id: str, lease_id: str,
                      lease_seconds: float) -> str | None:
-        expires = int((time.time() + lease_seconds) * 1000)
-        return await self.storage.write(partial(
-            _extend, request_id=request_id, instance_id=worker.instance_id,
-            env_id=worker.env_id, lease_id=lease_id, new_lease=new_id(expires),
-            expires=expires, now=now_ms()))
+        """A new lease for a call made through the database, or None (NACK). A call not
+        found there is looked for again for ``HANDOVER_WAIT``: a worker that left a process
+        mid-call may speak here before that process has written the call down."""
+        deadline = time.monotonic() + HANDOVER_WAIT
+        while True:
+            expires = int((time.time() + lease_seconds) * 1000)
+            lease = await self.storage.write(partial(
+                _extend, request_id=request_id, instance_id=worker.instance_id,
+                env_id=worker.env_id, lease_id=lease_id, new_lease=new_id(expires),
+                expires=expires, now=now_ms()))
+            if lease is not False or time.monotonic() > deadline:
+                return lease if isinstance(lease, str) else None
+            await asyncio.sleep(POLL)
 
     async def replied(self, instance_id: str | None, env_id: str, reply: pb.SDKResponse) -> bool:
+        """Write the reply of a call made through the database (looked for again for
+        ``HANDOVER_WAIT`` when not found, as ``extend``)."""
         data = reply.SerializeToString()
-        return await self.storage.write(partial(
-            _replied, request_id=reply.request_id, env_id=env_id, instance_id=instance_id,
-            reply=data))
+        deadline = time.monotonic() + HANDOVER_WAIT
+        while True:
+            taken = await self.storage.write(partial(
+                _replied, request_id=reply.request_id, env_id=env_id, instance_id=instance_id,
+                reply=data))
+            if taken is not None or time.monotonic() > deadline:
+                return bool(taken)
+            await asyncio.sleep(POLL)
+
+    async def hand_over(self, *, request_id: str, env_id: str, instance_id: str, run_id: str,
+                        lease_id: str, previous_lease: str | None, expires: float) -> None:
+        """A call made in this process whose worker's socket closed after acknowledging it:
+        write it down, acknowledged, so that the worker may extend its lease and reply from a
+        socket held by any process (it reconnects wherever ``/v0/connect/start`` sends it)."""
+        row = (request_id, env_id, instance_id, self.owner, self.owner, run_id, b"", lease_id,
+               previous_lease, int(expires * 1000), now_ms())
+        await self.storage.write(lambda tx: tx.run("connect_call_handed", row))
+
+    async def state(self, request_id: str) -> tuple[str, bytes | None, int] | None:
+        """A call's state in the database: its state word, its reply once there, its lease's
+        expiry (ms)."""
+        row = await self.storage.read(lambda tx: tx.one("connect_call_state", (request_id,)))
+        if row is None:
+            return None
+        return str(row[0]), (bytes(row[1]) if row[1] is not None else None), int(row[2])
+
+    async def drop(self, request_id: str) -> None:
+        await self.storage.write(lambda tx: tx.run("connect_call_drop", (request_id,)))
 
     # -- the caller's side -------------------------------------------------------------------
 

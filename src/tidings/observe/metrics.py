@@ -180,6 +180,11 @@ step_retries = FastCounter(
 app_syncs = FastCounter(
     "tidings_app_syncs", "Syncs of SDK apps, by result (changed, unchanged, failed, "
     "unreachable, refused).", ["app", "result"])
+connect_calls = FastCounter(
+    "tidings_connect_calls", "Calls to Connect workers that ended, by route (local: made "
+    "here down a socket held here; relayed: made here through another process's socket; "
+    "forwarded: made by another process down a socket held here; none: no live connection "
+    "with room was found) and outcome (replied, failed).", ["route", "outcome"])
 
 
 
@@ -268,3 +273,9 @@ def received(source: str, outcome: str, count: int = 1) -> None:
     if not _on:
         return
     events_received.inc((source, outcome), count)
+
+
+def connect_call(route: str, outcome: str) -> None:
+    if not _on:
+        return
+    connect_calls.inc((route, outcome))

@@ -139,7 +139,7 @@ def route_table(core: Core, *, events: EventAPI, sync: AppSync, keys: SigningKey
         # ``TidingsApp`` sends POST /e/... straight to the Event API; this route only gives
         # the other methods a 405 that names POST.
         Route("/e/{key:path}", events, methods=["POST"]),
-        *MetricsAPI(core).routes(),
+        *MetricsAPI(core, hub).routes(),
     ]
 
 

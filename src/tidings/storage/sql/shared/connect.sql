@@ -69,3 +69,10 @@ DELETE FROM connect_calls WHERE request_id = ?;
 
 -- name: connect_calls_stale
 DELETE FROM connect_calls WHERE expires_at < ?;
+
+-- name: connect_call_handed
+INSERT INTO connect_calls (request_id, env_id, instance_id, owner, caller, app, slug, step,
+                           run_id, body, lease_id, prev_lease_id, expires_at, state,
+                           created_at)
+VALUES (?, ?, ?, ?, ?, '', '', '', ?, ?, ?, ?, ?, 'acked', ?)
+ON CONFLICT (request_id) DO NOTHING;

@@ -55,3 +55,6 @@ SELECT kind, count(*) FROM pauses GROUP BY kind;
 -- name: event_traceparent
 -- Tracing: the context an event was sent in, for the link of the spans of the runs it started.
 SELECT traceparent FROM events WHERE id = ?;
+
+-- name: metrics_connect_workers
+SELECT status, COUNT(*) FROM connect_workers WHERE seen_at >= ? GROUP BY status;
