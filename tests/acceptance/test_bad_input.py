@@ -132,6 +132,13 @@ BODIES: dict[tuple[str, str], Body] = {
     ("POST", "/api/v1/jobs/{job_id}/invoke"): Body(
         {"payload": {"p": 1}, "context": {"c": 1}, "options": {"accountId": "a"}}, (), "{}", (),
         ("payload", "context"), {"payload": 3, "options": "x"}),
+    ("POST", "/api/v1/event-dispatchers/ephemeral"): Body(
+        {"url": "http://127.0.0.1:9/api/v1/runs/01ARZ3NDEKTSV4RRFFQ69G5FAV/tasks/"
+                "01ARZ3NDEKTSV4RRFFQ69G5FAV/callback", "name": "e", "source": "s",
+         "accountId": "a", "filter": {"a": ["b"]}, "contextFilter": {"c": ["d"]},
+         "timeoutInSeconds": 60}, (), "{}", ("name", "source", "accountId"), (),
+        {"url": 1, "name": 1, "source": [], "accountId": {}, "filter": "x",
+         "contextFilter": [], "timeoutInSeconds": "x"}),
     ("POST", "/api/v1/endpoints"): Body({"url": CLOSED_APP, "name": "bad-app"}, (), "{}",
                                         ("url", "name"), (), {"url": 1, "name": 1}),
     ("POST", "/v1/replays"): Body(

@@ -148,7 +148,7 @@ def delivered(stack: Stack, event_id: str) -> dict[str, Any]:
 
 def test_the_app_is_indexed_as_functions_with_v2_triggers(stack: Stack) -> None:
     [app] = [a for a in stack.api.apps() if a["url"] == stack.app.url]
-    assert (app["app_id"], app["sdk"], app["functions"]) == (APP, "trigger.dev:v2", 6)
+    assert (app["app_id"], app["sdk"], app["functions"]) == (APP, "trigger.dev:v2", 10)
     functions = {f["slug"]: f for f in stack.api.get("/v1/functions")}
     assert functions[f"{APP}-flow"]["triggers"] == [{"event": "v2.flow", "source": "tidings"}]
     assert functions[f"{APP}-filtered"]["triggers"] == [{
@@ -239,3 +239,114 @@ def test_random_try_the_store_send_events_and_cancel_event(stack: Stack) -> None
     assert child["event"]["data"] == {"x": 21}
     never = stack.api.get("/v1/events", name="v2.never")
     assert [e["cancelled_at"] is not None for e in never] == [True]
+
+
+def v2_get(stack: Stack, path: str) -> dict[str, Any]:
+    reply = httpx.get(f"{stack.server.url}{path}", timeout=10,
+                      headers={"authorization": f"Bearer {stack.key}"})
+    assert reply.status_code == 200, reply.text
+    found: dict[str, Any] = reply.json()
+    return found
+
+
+def v2_post(stack: Stack, path: str, body: Any = None) -> httpx.Response:
+    return httpx.post(f"{stack.server.url}{path}", json=body, timeout=10,
+                      headers={"authorization": f"Bearer {stack.key}"})
+
+
+def waiting(stack: Stack, run: dict[str, Any], status: str = "Waiting") -> None:
+    wait_for(lambda: stack.api.run(run["id"])["status"] == status or None, timeout=30,
+             what=f"run {run['id']} to be {status}", logs=stack.logs)
+
+
+def test_wait_for_event_resumes_with_the_event_matching_its_filters(stack: Stack) -> None:
+    run = stack.run_of(stack.send({"name": "v2.wait.start", "payload": {
+        "orderId": "o7", "source": "shop", "contextFilter": {"region": ["eu"]}}}), "waiter")
+    waiting(stack, run)
+    for wrong in ({"name": "v2.approval", "source": "shop", "payload": {"orderId": "o8"},
+                   "context": {"region": "eu"}},
+                  {"name": "v2.approval", "source": "web", "payload": {"orderId": "o7"},
+                   "context": {"region": "eu"}},
+                  {"name": "v2.approval", "source": "shop", "payload": {"orderId": "o7"},
+                   "context": {"region": "us"}}):
+        stack.send(wrong)
+    right = stack.send({"name": "v2.approval", "source": "shop", "context": {"region": "eu"},
+                        "payload": {"orderId": "o7", "by": "ada"}})
+
+    done = stack.finished(run)
+
+    assert done["status"] == "Completed", done
+    approval = done["output"]["approval"]
+    assert approval == {"id": right["id"], "name": "v2.approval", "source": "shop",
+                        "payload": {"orderId": "o7", "by": "ada"},
+                        "timestamp": approval["timestamp"], "context": {"region": "eu"}}
+    assert done["output"]["after"] == {"ok": True}
+    assert stack.ran(run["id"]) == ["after"]
+    assert [(s["name"], s["kind"]) for s in done["steps"]] == [("approval", "wait"),
+                                                              ("after", "run")]
+
+
+def test_wait_for_event_times_out_as_v2_does(stack: Stack) -> None:
+    run = stack.run_of(stack.send({"name": "v2.wait.start", "payload": {
+        "orderId": "never", "timeout": 10}}), "waiter")
+    waiting(stack, run)
+
+    done = stack.finished(run)
+
+    assert done["status"] == "Failed", done
+    assert "Remote callback timeout - no requests received" in done["error"]["message"]
+    assert stack.ran(run["id"]) == []
+
+
+def test_invoke_and_wait_for_completion_gives_the_parent_each_childs_end(stack: Stack) -> None:
+    run = stack.run_of(stack.send({"name": "v2.parent", "payload": {"x": 5}}), "parent")
+
+    done = stack.finished(run)
+
+    assert done["status"] == "Completed", done
+    good, bad = done["output"]["good"], done["output"]["bad"]
+    assert good == {"ok": True, "status": "SUCCESS", "output": {"doubled": 10}, "id": good["id"],
+                    "payload": {"x": 5}}
+    assert bad == {"ok": False, "status": "FAILURE", "message": "refused 5", "id": bad["id"]}
+    child = stack.api.run(good["id"])
+    assert (child["function"], child["status"], child["output"]) == (
+        f"{APP}-invoked", "Completed", {"doubled": 10})
+    failed = stack.api.run(bad["id"])
+    assert (failed["function"], failed["status"]) == (f"{APP}-failing", "Failed")
+    assert stack.ran(run["id"]) == ["parent done"]
+    assert [(s["name"], s["kind"]) for s in done["steps"]] == [("good", "invoke"),
+                                                              ("bad", "invoke")]
+
+
+def test_a_run_cancelled_while_a_task_runs_stops_there(stack: Stack, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    run = stack.run_of(stack.send({"name": "v2.gated", "payload": {"gate": str(gate)}}),
+                       "gated")
+    wait_for(lambda: stack.ran(run["id"]) == ["hold"] or None, timeout=30,
+             what="the held task to start", logs=stack.logs)
+
+    cancelled = v2_post(stack, f"/api/v1/runs/{run['id']}/cancel")
+    gate.touch()
+
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "CANCELED"
+    wait_for(lambda: len(stack.ran(run["id"])) == 2 or None, timeout=30,
+             what="the SDK to stop the job", logs=stack.logs)
+    assert stack.ran(run["id"]) == ["hold", "stopped CanceledWithTaskError"]
+    done = stack.api.run(run["id"])
+    assert done["status"] == "Cancelled" and done["steps"] == [], done
+    assert v2_get(stack, f"/api/v2/runs/{run['id']}")["status"] == "CANCELED"
+
+
+def test_a_run_cancelled_during_io_wait_never_runs_its_later_tasks(stack: Stack) -> None:
+    run = stack.run_of(stack.send({"name": "v2.flow", "payload": {"n": 1, "wait": 3600}}),
+                       "flow")
+    waiting(stack, run, "Sleeping")
+
+    cancelled = v2_post(stack, f"/api/v1/runs/{run['id']}/cancel")
+
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELED"
+    done = stack.api.run(run["id"])
+    assert done["status"] == "Cancelled"
+    assert sorted(stack.ran(run["id"])) == ["first", "second"]
+    assert "pause" not in [s["name"] for s in done["steps"]]

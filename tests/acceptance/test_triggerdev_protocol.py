@@ -169,8 +169,55 @@ def test_tasks_of_another_run_and_unknown_runs_are_404(
                          headers=auth, json={"idempotencyKey": "k"}, timeout=10)
     assert unknown.status_code == 404 and "run" in unknown.json()["error"]
     refused = httpx.post(f"{server.url}/api/v1/runs/{first['id']}/tasks", headers=auth,
-                         json={"idempotencyKey": "w", "callback": {"enabled": True}}, timeout=10)
-    assert refused.status_code == 422 and "not supported" in refused.json()["error"]
+                         json={"idempotencyKey": "w", "name": "Wait for Request",
+                               "callback": {"enabled": True}}, timeout=10)
+    assert refused.status_code == 422 and "waitForRequest" in refused.json()["error"]
+
+
+def test_bad_callbacks_are_refused_naming_the_field(
+    dev: tuple[LiveServer, str], stand_in: StandIn,
+) -> None:
+    server, key = dev
+    ended = run_for(server, key, {"answer": {"status": "SUCCESS"}})
+    other = run_for(server, key, {"answer": {"status": "SUCCESS"}})
+    auth = {"authorization": f"Bearer {key}"}
+
+    def post(path: str, body: Any) -> httpx.Response:
+        return httpx.post(f"{server.url}{path}", headers=auth, json=body, timeout=10)
+
+    made = post(f"/api/v1/runs/{ended['id']}/tasks", {
+        "idempotencyKey": "cb", "name": "Wait for Event",
+        "callback": {"enabled": True, "timeoutInSeconds": 60}})
+    assert made.status_code == 200 and made.json()["status"] == "WAITING", made.text
+    url = made.json()["callbackUrl"]
+    assert url.endswith(f"/api/v1/runs/{ended['id']}/tasks/{made.json()['id']}/callback")
+    plain = post(f"/api/v1/runs/{ended['id']}/tasks", {"idempotencyKey": "p", "name": "p"})
+    plain_url = url.replace(made.json()["id"], plain.json()["id"])
+    wrong_run = url.replace(ended["id"], other["id"])
+    dispatch = "/api/v1/event-dispatchers/ephemeral"
+    cases = [
+        ({"url": "http://x/y", "name": "e"}, 400, "url"),
+        ({"url": url, "name": ["a", "b"]}, 422, "name"),
+        ({"url": url, "name": 5}, 400, "name"),
+        ({"url": url, "name": "e", "filter": {"a": "b"}}, 400, "filter"),
+        ({"url": url, "name": "e", "contextFilter": []}, 400, "contextFilter"),
+        ({"url": url, "name": "e", "timeoutInSeconds": 5}, 400, "timeoutInSeconds"),
+        ({"url": url, "name": "e", "extra": 1}, 400, "extra"),
+        ({"url": wrong_run, "name": "e"}, 404, "task"),
+        ({"url": plain_url, "name": "e"}, 409, "does not wait"),
+        ({"url": url, "name": "e"}, 409, "has ended"),
+    ]
+    for body, status, named in cases:
+        reply = post(dispatch, body)
+        assert reply.status_code == status and named in reply.json()["error"], (body, reply.text)
+    runs_before = Api(server.url).runs(f"{CLIENT}-job")
+    for options, status in (({"callbackUrl": "nope"}, 400), ({"callbackUrl": url}, 409)):
+        reply = post("/api/v1/jobs/job/invoke", {"payload": {}, "options": options})
+        assert reply.status_code == status and "callbackUrl" in reply.json()["error"], reply.text
+    assert Api(server.url).runs(f"{CLIENT}-job") == runs_before  # no run started
+    bad_timeout = post(f"/api/v1/runs/{other['id']}/tasks", {
+        "idempotencyKey": "t", "callback": {"enabled": True, "timeoutInSeconds": -1}})
+    assert bad_timeout.status_code == 400 and "timeoutInSeconds" in bad_timeout.json()["error"]
 
 
 def test_parts_tidings_does_not_run_are_refused_at_indexing(

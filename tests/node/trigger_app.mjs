@@ -7,7 +7,7 @@
 //
 // Every task body appends "<run id> <task>" to TASK_LOG, so a test can count how often each
 // ran (a task replayed from the cache does not append).
-import { appendFileSync } from "node:fs";
+import { appendFileSync, existsSync } from "node:fs";
 import { TriggerClient, eventTrigger } from "@trigger.dev/sdk";
 import { createExpressServer } from "@trigger.dev/express";
 import { z } from "zod";
@@ -96,6 +96,70 @@ client.defineJob({
     const cancelled = await io.cancelEvent("cancel", later[0].id);
     const started = await invoked.invoke("invoke", { x: 21 });
     return { started: started.id, roll, caught, stored, cancelled: cancelled.cancelledAt !== undefined && cancelled.cancelledAt !== null };
+  },
+});
+
+client.defineJob({
+  id: "waiter",
+  name: "Waits for an approval",
+  version: "1.0.0",
+  trigger: eventTrigger({ name: "v2.wait.start" }),
+  run: async (payload, io, ctx) => {
+    const approval = await io.waitForEvent("approval", {
+      name: "v2.approval",
+      source: payload.source,
+      filter: { orderId: [payload.orderId] },
+      contextFilter: payload.contextFilter,
+    }, { timeoutInSeconds: payload.timeout ?? 60 });
+    const after = await io.runTask("after", async () => { note(ctx, "after"); return { ok: true }; });
+    return { approval, after };
+  },
+});
+
+const failing = client.defineJob({
+  id: "failing",
+  name: "Fails when invoked",
+  version: "1.0.0",
+  trigger: eventTrigger({ name: "v2.failing" }),
+  run: async (payload) => { throw new Error(`refused ${payload.x}`); },
+});
+
+client.defineJob({
+  id: "parent",
+  name: "Invokes two Jobs and waits for them",
+  version: "1.0.0",
+  trigger: eventTrigger({ name: "v2.parent" }),
+  run: async (payload, io, ctx) => {
+    const good = await invoked.invokeAndWaitForCompletion("good", { x: payload.x });
+    const bad = await failing.invokeAndWaitForCompletion("bad", { x: payload.x });
+    note(ctx, "parent done");
+    return {
+      good: { ok: good.ok, status: good.status, output: good.output, id: good.id, payload: good.invocation.payload },
+      bad: { ok: bad.ok, status: bad.status, message: bad.error?.message, id: bad.id },
+    };
+  },
+});
+
+// Holds its first task until the file named by payload.gate exists (the test cancels the run
+// meanwhile); notes how the SDK stopped the job.
+client.defineJob({
+  id: "gated",
+  name: "A task held open",
+  version: "1.0.0",
+  trigger: eventTrigger({ name: "v2.gated" }),
+  run: async (payload, io, ctx) => {
+    try {
+      await io.runTask("hold", async () => {
+        note(ctx, "hold");
+        while (!existsSync(payload.gate)) await new Promise((resolve) => setTimeout(resolve, 50));
+        return { held: true };
+      });
+      await io.runTask("later", async () => { note(ctx, "later"); return {}; });
+    } catch (error) {
+      note(ctx, `stopped ${error?.constructor?.name}`);
+      throw error;
+    }
+    return { done: true };
   },
 });
 

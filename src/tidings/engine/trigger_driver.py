@@ -6,7 +6,9 @@ the run API. The job's answer becomes the outcome:
 
 - ``SUCCESS`` → the run completes with the output; ``ERROR`` → it fails (v2 retries tasks, not
   jobs); ``INVALID_PAYLOAD`` → it fails as ``InvalidPayload`` with the schema's reasons;
-- ``RESUME_WITH_TASK`` on an ``io.wait`` → the run sleeps until the task's ``delayUntil``;
+- ``RESUME_WITH_TASK`` on an ``io.wait`` → the run sleeps until the task's ``delayUntil``; on a
+  task waiting for a callback → the run parks on the pause its callback put there
+  (``triggerdev/callbacks.py``), whose result completes the task before the next execution;
 - ``RETRY_WITH_TASK`` → the task is marked for its next attempt, the run is due at ``retryAt``;
 - ``YIELD_EXECUTION``, ``AUTO_YIELD_*`` → the job is executed again at once (the completed task
   of ``AUTO_YIELD_EXECUTION_WITH_COMPLETED_TASK`` recorded first);
@@ -31,11 +33,13 @@ from tidings.calls.host import Host
 from tidings.calls.outcomes import Blocked, Outcome, RetryStep, RunDone, RunFailed, Sleep
 from tidings.core import Core
 from tidings.events.model import iso
+from tidings.functions import registration
 from tidings.functions.model import FunctionRow
 from tidings.ids import now_ms
 from tidings.netguard import Policy, transport
-from tidings.runs.model import Run
-from tidings.triggerdev import tasks
+from tidings.runs.model import Run, StepRow
+from tidings.storage.tx import Tx
+from tidings.triggerdev import callbacks, tasks
 from tidings.triggerdev.keys import TriggerKeys
 from tidings.triggerdev.wire import INVALID_PAYLOAD, LAZY_LOADED_CACHED_TASKS, TRIGGER_QUEUE
 
@@ -47,6 +51,28 @@ ORGANIZATION = {"id": "tidings", "title": "Tidings", "slug": "tidings"}
 
 def _failed(name: str, message: str, *, retriable: bool = False) -> RunFailed:
     return RunFailed({"name": name, "message": message[:MAX_REASON * 4]}, retriable=retriable)
+
+
+def _notification(tx: Tx, child: Run, *, environment: dict[str, Any]) -> dict[str, Any]:
+    """An invoked Job's run, as ``invokeAndWaitForCompletion`` gives it to its parent."""
+    fn = registration.function_by_id(tx, child.function_id)
+    config = fn.config if fn is not None else {}
+    app = fn.app_id if fn is not None else ""
+    row = tx.one("event_for_routing", (child.event_id,))
+    payload = _json(row[3]) if row else None
+    context = _json(row[8]) if row and row[8] is not None else None
+    invocation = {"id": child.event_id, "context": context, "timestamp": iso(row[5] if row else
+                                                                             child.created_at),
+                  "payload": payload}
+    return callbacks.run_notification(
+        child, job={"id": config.get("job", {}).get("id"),
+                    "version": config.get("job", {}).get("version")},
+        environment=environment, organization=ORGANIZATION,
+        project={"id": app, "name": app, "slug": app}, invocation=invocation)
+
+
+def _json(value: Any) -> Any:
+    return msgspec.json.decode(value) if isinstance(value, (str, bytes)) else value
 
 
 def _millis(text: Any) -> int | None:
@@ -82,7 +108,10 @@ class TriggerDriver:
     async def call(self, fn: FunctionRow, host: Host, *, run: Run, event: dict[str, Any],
                    events: list[dict[str, Any]]) -> Outcome | None:
         storage = self._core.storage
-        await storage.write(partial(tasks.waited, run_id=run.id, now=host.now()))
+        slug, kind = await self._env(run.env_id)
+        environment = {"id": run.env_id, "slug": slug, "type": kind}
+        await storage.write(partial(self._prepare, run=run, recorded=host.recorded,
+                                    environment=environment, now=host.now()))
         key = await self._keys.secret_for(run.env_id, fn.config.get("key_id"))
         if key is None or fn.url is None:
             return _failed("NoTriggerKey", "the environment has no trigger key to present to "
@@ -99,6 +128,15 @@ class TriggerDriver:
             outcome = RetryStep(step="yield", retry_at=host.now())
         await self._mirror(host, run)
         return outcome
+
+    @staticmethod
+    def _prepare(tx: Tx, *, run: Run, recorded: list[StepRow], environment: dict[str, Any],
+                 now: int) -> None:
+        """Before the job executes: its waits that ended complete, and so do its tasks whose
+        callback came (or fail, when it did not come in time)."""
+        tasks.waited(tx, run.id, now)
+        callbacks.settle_callbacks(tx, run, recorded, partial(
+            _notification, environment=environment), now)
 
     async def _execute(self, fn: FunctionRow, run: Run, key: str, body: bytes,
                        yielded: list[str]) -> tuple[Outcome | None, bool]:
@@ -155,6 +193,7 @@ class TriggerDriver:
                 tx, str(answer.get("id")), value, self._now()))
             return None, True
         if status == "CANCELED":
+            log.info("run %s: the job stopped: the run is cancelled", run.id)
             return None, False
         found = await storage.read(partial(tasks.by_id, task_id=task_id)) if task_id else None
         if (found is None or found.run_id != run.id) and status in ("RESUME_WITH_TASK",
@@ -162,6 +201,9 @@ class TriggerDriver:
             return _failed("ProtocolError", f"{status} names a task this run does not "
                                f"have: {task_id!r}"), False
         if status == "RESUME_WITH_TASK" and found is not None:
+            if found.waits_for_callback:
+                # Its pause was written when the SDK registered the callback (callbacks.py).
+                return Blocked(()), False
             if found.status == tasks.WAITING and found.delay_until is not None:
                 return Blocked((Sleep(step=found.id, name=found.display_key or found.name,
                                       until=found.delay_until),)), False

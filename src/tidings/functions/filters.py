@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from tidings.errors import ConfigError
 
 _MISSING = object()
@@ -120,3 +122,39 @@ def _operator(op: tuple[str, Any], actual: Any) -> bool:
             return not any(_same(a, arg) for a in actual)
         return not _same(actual, arg)
     return False
+
+
+# A wait whose condition is an event filter rather than an expression (Trigger.dev v2's
+# ``io.waitForEvent``): the text after this marker is the JSON of ``source``, ``filter``,
+# ``context_filter`` and ``account_id``, each optional. CEL cannot begin with ``@``, so no
+# expression is mistaken for one.
+FILTER_CONDITION = "@event-filter "
+
+
+def filter_condition(spec: dict[str, Any]) -> str:
+    return FILTER_CONDITION + msgspec.json.encode(spec).decode()
+
+
+def filter_spec(condition: str | None) -> dict[str, Any] | None:
+    """The spec of a filter condition; None for an expression (or no condition)."""
+    if not condition or not condition.startswith(FILTER_CONDITION):
+        return None
+    try:
+        spec = msgspec.json.decode(condition[len(FILTER_CONDITION):])
+    except msgspec.DecodeError:
+        spec = None
+    # Not one Tidings wrote (an SDK's wait may say anything): it matches no event.
+    return spec if isinstance(spec, dict) else {"source": None, "filter": {"": [[]]}}
+
+
+def spec_accepts(spec: dict[str, Any], data: Any, source: str | None, context: Any) -> bool:
+    """Whether an event passes a filter condition (all but its ``account_id``, which the
+    caller checks: it is not among what routing reads)."""
+    if "source" in spec and spec["source"] != source:
+        return False
+    try:
+        if "filter" in spec and not filter_matches(spec["filter"], data):
+            return False
+        return "context_filter" not in spec or filter_matches(spec["context_filter"], context)
+    except (AttributeError, TypeError, ValueError):
+        return False  # a filter not checked by ``check_filter``: no match

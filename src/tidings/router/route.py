@@ -17,6 +17,7 @@ import msgspec
 from tidings.flow import at_claim, at_route
 from tidings.flow import cancel as flow_cancel
 from tidings.functions.expressions import matches
+from tidings.functions.filters import filter_spec, spec_accepts
 from tidings.functions.registry import Registry, aliases
 from tidings.observe import metrics
 from tidings.runs import journal, store
@@ -208,7 +209,8 @@ def _route(tx: Tx, registry: Registry,
         if _waits_for(tx, waits, env_id, event["name"]):
             for name in aliases(event["name"]):
                 if waits[(env_id, name)]:
-                    _resume_waiters(tx, waits[(env_id, name)], event_id, event, now, routed)
+                    _resume_waiters(tx, waits[(env_id, name)], event_id, event, source,
+                                    context, now, routed)
     if new_runs:
         tx.many("insert_run", new_runs)
     if leased:
@@ -235,16 +237,36 @@ def _waits_for(tx: Tx, waits: dict[tuple[str, str], list[tuple[Any, ...]]], env_
 
 
 def _resume_waiters(tx: Tx, waits: list[tuple[Any, ...]], event_id: str, event: dict[str, Any],
-                    now: int, routed: Routed) -> None:
+                    source: str | None, context: Any, now: int, routed: Routed) -> None:
     for entry in list(waits):
         run_id, step, step_name, condition, trigger, since_id = entry
         if since_id and event_id < since_id:
             continue
-        variables = {"event": msgspec.json.decode(trigger) if trigger else {}, "async": event}
-        if matches(condition, variables, f"run {run_id} (wait {step_name})"):
+        memo = _waited_for(tx, condition, trigger, event_id, event, source, context,
+                           f"run {run_id} (wait {step_name})")
+        if memo is not None:
             waits.remove(entry)
-            if journal.resolve_pause(tx, run_id, step, step_name, event, now, kind="wait"):
+            if journal.resolve_pause(tx, run_id, step, step_name, memo, now, kind="wait"):
                 routed.woken.append(run_id)
+
+
+def _waited_for(tx: Tx, condition: str | None, trigger: Any, event_id: str,
+                event: dict[str, Any], source: str | None, context: Any,
+                who: str) -> dict[str, Any] | None:
+    """What a wait with ``condition`` is given when this event ends it (None: it does not): the
+    event, or for an event-filter condition the event with its source, context and account."""
+    spec = filter_spec(condition)
+    if spec is None:
+        trigger = msgspec.json.decode(trigger) if isinstance(trigger, (str, bytes)) else trigger
+        variables = {"event": trigger or {}, "async": event}
+        return event if matches(condition, variables, who) else None
+    if not spec_accepts(spec, event.get("data"), source, context):
+        return None
+    row = tx.one("trigger_event_account", (event_id,))
+    account = row[0] if row else None
+    if "account_id" in spec and spec["account_id"] != account:
+        return None
+    return {**event, "source": source, "context": context, "account_id": account}
 
 
 def look_back(tx: Tx, env_id: str, run_id: str, step: str, step_name: str, event_name: str,
@@ -258,9 +280,10 @@ def look_back(tx: Tx, env_id: str, run_id: str, step: str, step_name: str, event
             row = tx.one("event_for_routing", (candidate,))
             if row is None:
                 continue
-            event = routable(row).event
-            if matches(condition, {"event": trigger, "async": event},
-                       f"run {run_id} (wait {step_name})"):
-                return journal.resolve_pause(tx, run_id, step, step_name, event, now,
+            found = routable(row)
+            memo = _waited_for(tx, condition, trigger, candidate, found.event, found.source,
+                               found.context, f"run {run_id} (wait {step_name})")
+            if memo is not None:
+                return journal.resolve_pause(tx, run_id, step, step_name, memo, now,
                                            kind="wait")
     return False

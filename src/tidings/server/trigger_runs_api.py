@@ -1,6 +1,8 @@
 """What a v2 app calls while its job executes: the tasks of the run
 (``/api/v1/runs/{id}/tasks``, ``…/complete``, ``…/fail``) and the key-value store
-(``/api/v1/store/{key}``), with the same ``tr_`` keys as the event API (``trigger_api.py``).
+(``/api/v1/store/{key}``), ``waitForEvent``'s event dispatchers and ``invokeJob`` (with a
+callback: ``triggerdev/callbacks.py``), with the same ``tr_`` keys as the event API
+(``trigger_api.py``).
 
 A run is answered only to its own environment's keys, and a task only under its own run. A
 call about a cancelled run gets its task back ``CANCELED``: the SDK then stops the job.
@@ -20,15 +22,16 @@ from starlette.routing import Route
 from tidings.apps.config import is_http_url
 from tidings.apps.sync import AppSync
 from tidings.core import Core
-from tidings.errors import RequestRejected
-from tidings.ids import now_ms
+from tidings.errors import ConfigError, RequestRejected
+from tidings.functions.filters import check_filter
+from tidings.ids import new_id, now_ms
 from tidings.json_input import decode_json
 from tidings.runs import store
 from tidings.runs.model import CANCELLED, Run
 from tidings.server.http import read_body
 from tidings.server.requests import ULID_RE, check_params, json_response
 from tidings.storage.base import Environment
-from tidings.triggerdev import invoke, tasks
+from tidings.triggerdev import callbacks, invoke, tasks
 from tidings.triggerdev.keys import TriggerKeys
 from tidings.triggerdev.wire import TRIGGER_QUEUE
 
@@ -38,9 +41,11 @@ MAX_STORE_BYTES = 256 * 1024
 # What Tidings does not run (yet): refused when a task asks for it, so the job fails saying so.
 UNSUPPORTED = {
     "operation": "io.backgroundFetch and io.backgroundPoll are not supported by Tidings",
-    "callback": "tasks that wait for a callback (io.waitForEvent, io.waitForRequest, "
-                "invokeAndWaitForCompletion) are not supported by Tidings yet",
 }
+WAIT_FOR_REQUEST = "Wait for Request"  # the name io.waitForRequest gives its task
+MAX_CALLBACK_SECONDS = 365 * 24 * 3600  # v2's bound on a callback's timeout
+DISPATCHER_FIELDS = {"url", "name", "source", "filter", "contextFilter", "accountId",
+                     "timeoutInSeconds"}
 
 
 class TriggerRunsAPI:
@@ -60,6 +65,8 @@ class TriggerRunsAPI:
                   methods=["GET", "PUT", "DELETE", "HEAD"]),
             Route("/api/v1/endpoints", self.register_endpoint, methods=["POST"]),
             Route("/api/v1/jobs/{job_id}/invoke", self.invoke_job, methods=["POST"]),
+            Route("/api/v1/event-dispatchers/ephemeral", self.event_dispatcher,
+                  methods=["POST"]),
         ]
 
     async def invoke_job(self, request: Request) -> Response:
@@ -81,10 +88,9 @@ class TriggerRunsAPI:
         options = body.get("options") or {}
         if not isinstance(options, dict) or set(options) - {"accountId", "callbackUrl"}:
             raise RequestRejected("options: an object of accountId and callbackUrl")
-        if options.get("callbackUrl") is not None:
-            raise RequestRejected("options.callbackUrl: invoking with a callback "
-                                  "(invokeAndWaitForCompletion) is not supported by Tidings "
-                                  "yet", status=422)
+        callback = options.get("callbackUrl")
+        if callback is not None:
+            callbacks.callback_of(callback, "options.callbackUrl")
         account = options.get("accountId")
         if account is not None and (not isinstance(account, str) or "\x00" in account):
             raise RequestRejected("options.accountId: text without NUL")
@@ -98,8 +104,54 @@ class TriggerRunsAPI:
                                   status=404 if not found else 409)
         run_id = await self.core.storage.write(partial(
             invoke.invoke, fn=found[0], payload=payload, context=body.get("context"),
-            account_id=account, key=key, now=now_ms()))
+            account_id=account, key=key, now=now_ms(), callback=callback))
         return json_response(200, {"id": run_id})
+
+    async def event_dispatcher(self, request: Request) -> Response:
+        """``waitForEvent``'s ephemeral event dispatcher: the event the waiting task of the
+        callback URL waits for (``callbacks.py``); ``{"id": ...}``."""
+        check_params(request, set())
+        env = await self._env(request)
+        body = await self._body(request)
+        unknown = sorted(set(body) - DISPATCHER_FIELDS)
+        if unknown:
+            raise RequestRejected(f"unknown field(s): {', '.join(unknown)}; expected "
+                                  f"{', '.join(sorted(DISPATCHER_FIELDS))}")
+        url = body.get("url")
+        callbacks.callback_of(url, "url")
+        names = body.get("name")
+        names = [names] if isinstance(names, str) else names
+        if not isinstance(names, list) or not all(
+                isinstance(n, str) and n and "\x00" not in n and len(n) <= MAX_KEY_CHARS
+                for n in names) or not names:
+            raise RequestRejected(f"name: an event name (1 to {MAX_KEY_CHARS} characters)")
+        if len(set(names)) > 1:
+            raise RequestRejected("name: waiting for one of several event names is not "
+                                  "supported by Tidings: wait for one", status=422)
+        spec: dict[str, Any] = {}
+        for field, ours in (("source", "source"), ("accountId", "account_id")):
+            value = body.get(field)
+            if value is not None:
+                if not isinstance(value, str) or "\x00" in value or len(value) > MAX_KEY_CHARS:
+                    raise RequestRejected(f"{field}: text of at most {MAX_KEY_CHARS} characters")
+                spec[ours] = value
+        for field, ours in (("filter", "filter"), ("contextFilter", "context_filter")):
+            value = body.get(field)
+            if value is not None:
+                try:
+                    check_filter(value, field)
+                except ConfigError as exc:
+                    raise RequestRejected(exc.message) from None
+                spec[ours] = value
+        timeout = body.get("timeoutInSeconds", 3600)
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or not (
+                10 <= timeout <= MAX_CALLBACK_SECONDS):
+            raise RequestRejected(f"timeoutInSeconds: a whole number from 10 to "
+                                  f"{MAX_CALLBACK_SECONDS}")
+        ident = await self.core.storage.write(partial(
+            callbacks.wait_for_event, env_id=env.id, url=str(url), name=names[0], spec=spec,
+            now=now_ms()))
+        return json_response(200, {"id": ident})
 
     async def register_endpoint(self, request: Request) -> Response:
         """``registerEndpoint``: an app asks to be indexed at ``url``, presenting its key
@@ -161,11 +213,11 @@ class TriggerRunsAPI:
         check_params(request, set())
         env = await self._env(request)
         self._shaped(request, "run_id", "run")
-        new = _new_task(await self._body(request))
-        run = await self._run(request, env)
         now = now_ms()
-        task = await self.core.storage.write(partial(tasks.start, run_id=run.id, new=new, now=now))
-        return self._answer(run, task)
+        new = _new_task(await self._body(request), now)
+        run = await self._run(request, env)
+        run, task = await self.core.storage.write(partial(_start, run=run, new=new, now=now))
+        return self._answer(run, task, request)
 
     async def complete_task(self, request: Request) -> Response:
         check_params(request, set())
@@ -179,10 +231,10 @@ class TriggerRunsAPI:
                 raise RequestRejected("output: the task's output as JSON text")
             output = decode_json(output.encode(), "output")
         run = await self._run(request, env)
-        task = await self.core.storage.write(
+        run, task = await self.core.storage.write(
             partial(self._owned, run=run, task_id=task_id, change=partial(
                 tasks.complete, output=output, now=now_ms())))
-        return self._answer(run, task)
+        return self._answer(run, task, request)
 
     async def fail_task(self, request: Request) -> Response:
         check_params(request, set())
@@ -193,23 +245,25 @@ class TriggerRunsAPI:
         if not isinstance(error, dict) or not isinstance(error.get("message"), str):
             raise RequestRejected("error: an object with a message (and name, stack)")
         run = await self._run(request, env)
-        task = await self.core.storage.write(
+        run, task = await self.core.storage.write(
             partial(self._owned, run=run, task_id=task_id, change=partial(
                 tasks.fail, error=error, now=now_ms())))
-        return self._answer(run, task)
+        return self._answer(run, task, request)
 
     @staticmethod
-    def _owned(tx: Any, *, run: Run, task_id: str, change: Any) -> tasks.Task:
+    def _owned(tx: Any, *, run: Run, task_id: str, change: Any) -> tuple[Run, tasks.Task]:
         task = tasks.by_id(tx, task_id)
         if task is None or task.run_id != run.id:
             raise RequestRejected(f"task {task_id!r} not found in run {run.id}", status=404)
+        run = store.get_run(tx, run.id) or run
+        if run.status == CANCELLED:
+            return run, task  # answered CANCELED, unchanged: the job stops
         changed: tasks.Task = change(tx, task_id)
-        return changed
-
+        return run, changed
 
     @staticmethod
-    def _answer(run: Run, task: tasks.Task) -> Response:
-        body = task.server_json()
+    def _answer(run: Run, task: tasks.Task, request: Request) -> Response:
+        body = task.server_json(str(request.base_url))
         if run.status == CANCELLED:
             body["status"] = "CANCELED"
         return json_response(200, body)
@@ -260,11 +314,27 @@ def _text_param(request: Request, name: str, what: str, prefix: bytes) -> str:
     return value
 
 
-def _new_task(body: dict[str, Any]) -> tasks.NewTask:
+def _start(tx: Any, *, run: Run, new: tasks.NewTask, now: int) -> tuple[Run, tasks.Task]:
+    """The task a ``runTask`` asks for; for a cancelled run nothing is stored, and the task
+    (as it is, or as it would have been) is answered CANCELED: the job stops."""
+    run = store.get_run(tx, run.id) or run
+    if run.status != CANCELLED:
+        return run, tasks.start(tx, run.id, new, now)
+    found = tx.one("trigger_task_by_key", (run.id, new.idempotency_key))
+    if found is not None:
+        return run, tasks.Task.from_row(found)
+    return run, tasks.Task(
+        id=new_id(now), run_id=run.id, idempotency_key=new.idempotency_key, name=new.name,
+        display_key=new.display_key, status=tasks.RUNNING, noop=new.noop, attempts=1,
+        retrying=False, parent_id=new.parent_id, delay_until=new.delay_until,
+        params=new.params, output=None, error=None, started_at=now, completed_at=None)
+
+
+def _new_task(body: dict[str, Any], now: int) -> tasks.NewTask:
     for field, why in UNSUPPORTED.items():
-        wanted = body.get(field)
-        if wanted and (field != "callback" or wanted.get("enabled")):
+        if body.get(field):
             raise RequestRejected(f"{field}: {why}", status=422)
+    callback_until = _callback_until(body.get("callback"), body.get("name"), now)
     key = body.get("idempotencyKey")
     if not isinstance(key, str) or not key or len(key) > MAX_KEY_CHARS or "\x00" in key:
         raise RequestRejected(f"idempotencyKey: required, 1 to {MAX_KEY_CHARS} characters")
@@ -292,4 +362,26 @@ def _new_task(body: dict[str, Any]) -> tasks.NewTask:
         delay_until = int(moment.timestamp() * 1000)
     return tasks.NewTask(idempotency_key=key, name=name, display_key=display, noop=noop,
                          delay_until=delay_until, parent_id=body.get("parentId"),
-                         params=body.get("params"))
+                         params=body.get("params"), callback_until=callback_until)
+
+
+def _callback_until(callback: Any, name: Any, now: int) -> int | None:
+    """When a task waiting for a callback times out (None: it waits for none)."""
+    if callback is None:
+        return None
+    if not isinstance(callback, dict) or not isinstance(callback.get("enabled", False), bool):
+        raise RequestRejected("callback: an object of enabled (true or false) and "
+                              "timeoutInSeconds")
+    if not callback.get("enabled"):
+        return None
+    if name == WAIT_FOR_REQUEST:
+        raise RequestRejected("callback: io.waitForRequest is not supported by Tidings (its "
+                              "callback URL would have to be reachable by others)", status=422)
+    seconds = callback.get("timeoutInSeconds")
+    if seconds is None:
+        seconds = 3600
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
+            0 < seconds <= MAX_CALLBACK_SECONDS):
+        raise RequestRejected(f"callback.timeoutInSeconds: a number of seconds from 1 to "
+                              f"{MAX_CALLBACK_SECONDS}")
+    return now + int(seconds * 1000)

@@ -4,6 +4,8 @@ without an event subscription (``POST /api/v1/jobs/{id}/invoke``).
 The payload is stored as an event named after the Job's first trigger, already delivered, so
 that it starts no other function; the run is unique per ``Idempotency-Key`` (an ``io``-level
 invoke sends the task's key), so an invocation repeated after a crash starts nothing twice.
+With a callback URL (``invokeAndWaitForCompletion``) the run is the child of the waiting task
+of its parent run, which pauses on it (``callbacks.py``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from tidings.functions.model import FunctionRow
 from tidings.functions.registration import live_functions
 from tidings.ids import new_id
 from tidings.runs import store
+from tidings.runs.model import Run
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
+from tidings.triggerdev import callbacks
+from tidings.triggerdev.tasks import Task
 from tidings.triggerdev.wire import TRIGGER_QUEUE
 
 
@@ -29,12 +34,19 @@ def job_functions(tx: Tx, env_id: str, job_id: str) -> list[FunctionRow]:
 
 
 def invoke(tx: Tx, *, fn: FunctionRow, payload: dict[str, Any], context: Any,
-           account_id: str | None, key: str | None, now: int) -> str:
+           account_id: str | None, key: str | None, now: int,
+           callback: str | None = None) -> str:
     """The id of the run the invocation started (or had started, for a repeated key)."""
+    parent: tuple[Run, Task] | None = None
+    if callback is not None:
+        run_id, task_id = callbacks.callback_of(callback, "options.callbackUrl")
+        parent = callbacks.waiting_task(tx, fn.env_id, run_id, task_id, "options.callbackUrl")
     event_id = new_id(now)
     dedup = f"v2-invoke:{key}" if key else f"v2-invoke:{event_id}"
     found = tx.one("run_for_dedup", (fn.id, dedup))
     if found is not None:
+        if parent is not None:
+            callbacks.wait_for_child(tx, parent[0], parent[1], str(found[0]), now)
         return str(found[0])
     name = str(fn.config["triggers"][0]["event"])
     row = EventRow(id=event_id, env_id=fn.env_id, name=name, data=msgspec.json.encode(payload),
@@ -42,8 +54,13 @@ def invoke(tx: Tx, *, fn: FunctionRow, payload: dict[str, Any], context: Any,
                    context=None if context is None else msgspec.json.encode(context),
                    account_id=account_id, received_at=now, deliver_at=None, meta=None)
     store.insert_event(tx, row, delivered_at=now)
-    run_id = store.create_run(tx, fn=fn, event_id=event_id, due_at=now, now=now,
-                              dedup_key=dedup)
-    assert run_id is not None
+    started = store.create_run(tx, fn=fn, event_id=event_id, due_at=now, now=now,
+                               dedup_key=dedup,
+                               parent_run_id=parent[0].id if parent else None,
+                               parent_step=parent[1].id if parent else None)
+    assert started is not None
+    run_id = started
+    if parent is not None:
+        callbacks.wait_for_child(tx, parent[0], parent[1], run_id, now)
     tx.one("notify", (fn.queue,))
     return run_id

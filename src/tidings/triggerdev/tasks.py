@@ -6,6 +6,10 @@ and the cache key), so a replay of the job gets the same task back: completed on
 the job's next ``EXECUTE_JOB`` as cached tasks and are not run again. A task starts
 
 - ``WAITING`` when it has a ``delayUntil`` (``io.wait``): the run sleeps until then;
+- ``WAITING`` with a ``callback_until`` when it waits for a callback (``io.waitForEvent``,
+  ``invokeAndWaitForCompletion``): its callback URL names the run and the task; what the SDK
+  registers with it (``callbacks.py``) becomes a pause of the run, whose result completes the
+  task; at ``callback_until`` it fails as v2's did;
 - ``COMPLETED`` when it is a no-op (``io.logger``): nothing to run;
 - ``RUNNING`` otherwise, attempt 1. After ``RETRY_WITH_TASK`` it is marked ``retrying``, and the
   SDK's next ``runTask`` for it starts attempt 2 (the SDK computes its own retry times from the
@@ -24,6 +28,11 @@ from tidings.ids import new_id
 from tidings.storage.tx import Tx
 
 RUNNING, WAITING, COMPLETED, ERRORED = "RUNNING", "WAITING", "COMPLETED", "ERRORED"
+# The callback URL of a waiting task: the SDK hands it back to Tidings (an event dispatcher, an
+# invocation), which reads the run and the task from it (``callbacks.py``).
+CALLBACK_PATH = "/api/v1/runs/{run}/tasks/{task}/callback"
+# What a callback task's output is when none came in time (v2's words).
+CALLBACK_TIMEOUT = "Remote callback timeout - no requests received"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,16 +53,25 @@ class Task:
     error: str | None
     started_at: int
     completed_at: int | None
+    callback_until: int | None = None
 
     @classmethod
     def from_row(cls, r: tuple[Any, ...]) -> Task:
         return cls(id=r[0], run_id=r[1], idempotency_key=r[2], name=r[3], display_key=r[4],
                    status=r[5], noop=bool(r[6]), attempts=r[7], retrying=bool(r[8]),
                    parent_id=r[9], delay_until=r[10], params=_loads(r[11]),
-                   output=_loads(r[12]), error=r[13], started_at=r[14], completed_at=r[15])
+                   output=_loads(r[12]), error=r[13], started_at=r[14], completed_at=r[15],
+                   callback_until=r[16])
 
-    def server_json(self) -> dict[str, Any]:
-        """``ServerTaskSchema``: what the task endpoints answer."""
+    @property
+    def waits_for_callback(self) -> bool:
+        return self.status == WAITING and self.callback_until is not None
+
+    def server_json(self, base_url: str = "") -> dict[str, Any]:
+        """``ServerTaskSchema``: what the task endpoints answer (``base_url``: the server's, for
+        the callback URL of a task that waits for one)."""
+        callback = (f"{base_url.rstrip('/')}{CALLBACK_PATH.format(run=self.run_id, task=self.id)}"
+                    if self.waits_for_callback else None)
         return {
             "id": self.id, "name": self.name, "icon": None, "noop": self.noop,
             "startedAt": iso(self.started_at), "completedAt": iso(self.completed_at),
@@ -61,7 +79,7 @@ class Task:
             "description": None, "properties": None, "outputProperties": None,
             "params": self.params, "output": self.output, "context": None,
             "error": self.error, "parentId": self.parent_id, "style": None,
-            "operation": None, "callbackUrl": None, "childExecutionMode": None,
+            "operation": None, "callbackUrl": callback, "childExecutionMode": None,
             "idempotencyKey": self.idempotency_key, "attempts": self.attempts,
             "forceYield": False,
         }
@@ -91,6 +109,7 @@ class NewTask:
     delay_until: int | None
     parent_id: str | None
     params: Any
+    callback_until: int | None = None
 
 
 def of_run(tx: Tx, run_id: str) -> list[Task]:
@@ -111,7 +130,8 @@ def start(tx: Tx, run_id: str, new: NewTask, now: int) -> Task:
         if task.retrying and tx.run("trigger_task_attempt", (task.id,)):
             task = by_id(tx, task.id) or task
         return task
-    if new.delay_until is not None and new.delay_until > now:
+    waits = new.delay_until is not None and new.delay_until > now
+    if new.callback_until is not None or waits:
         status, completed = WAITING, None
     elif new.noop:
         status, completed = COMPLETED, now
@@ -120,7 +140,8 @@ def start(tx: Tx, run_id: str, new: NewTask, now: int) -> Task:
     task_id = new_id(now)
     tx.run("trigger_task_insert", (task_id, run_id, new.idempotency_key, new.name,
                                    new.display_key, status, int(new.noop), new.parent_id,
-                                   new.delay_until, _dumps(new.params), None, now, completed))
+                                   new.delay_until, _dumps(new.params), None, now, completed,
+                                   new.callback_until))
     again = tx.one("trigger_task_by_key", (run_id, new.idempotency_key))
     assert again is not None
     return Task.from_row(again)
@@ -146,5 +167,12 @@ def waited(tx: Tx, run_id: str, now: int) -> None:
     """Complete the run's waits whose time has come (``io.wait``): the run is called again
     because its sleep ended."""
     for task in of_run(tx, run_id):
-        if task.status == WAITING and task.delay_until is not None and task.delay_until <= now:
+        if (task.status == WAITING and task.callback_until is None
+                and task.delay_until is not None and task.delay_until <= now):
             tx.run("trigger_task_complete", (None, now, task.id))
+
+
+def timed_out(tx: Tx, task_id: str, now: int) -> None:
+    """A callback that did not come before its timeout: the task errs with v2's words, which
+    the SDK throws when the job runs again."""
+    tx.run("trigger_callback_fail", (CALLBACK_TIMEOUT, _dumps(CALLBACK_TIMEOUT), now, task_id))

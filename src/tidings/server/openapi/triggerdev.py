@@ -223,6 +223,8 @@ SERVER_TASK: dict[str, Any] = {
         "startedAt": NULLABLE_TIME, "completedAt": NULLABLE_TIME, "delayUntil": NULLABLE_TIME,
         "params": ANY_JSON, "output": ANY_JSON, "error": {"type": ["string", "null"]},
         "parentId": {"type": ["string", "null"]}, "forceYield": {"type": ["boolean", "null"]},
+        "callbackUrl": {"type": ["string", "null"],
+                        "description": "Set while the task waits for a callback"},
     },
     "description": "ServerTaskSchema; CANCELED when the run was cancelled (the job stops).",
 }
@@ -233,8 +235,9 @@ TASK_IN: dict[str, Any] = {
     "required": ["idempotencyKey"],
     "additionalProperties": True,
     "description": "RunTaskBodyOutputSchema; other fields the SDK sends (icon, properties, "
-                   "style, retry, ...) are accepted and not kept. callback and operation are "
-                   "refused (422): Tidings does not run them yet.",
+                   "style, retry, ...) are accepted and not kept. A task with an enabled "
+                   "callback waits for it (io.waitForEvent, invokeAndWaitForCompletion; "
+                   "io.waitForRequest is refused, 422); operation is refused (422).",
     "properties": {
         "idempotencyKey": NO_NUL_TEXT,
         "name": {**NO_NUL_TEXT, "type": ["string", "null"]},
@@ -243,6 +246,10 @@ TASK_IN: dict[str, Any] = {
         "noop": {"type": "boolean"},
         "delayUntil": {"type": ["string", "null"], "format": "date-time"},
         "params": ANY_JSON,
+        "callback": {"type": ["object", "null"], "properties": {
+            "enabled": {"type": "boolean"},
+            "timeoutInSeconds": {"type": "number", "exclusiveMinimum": 0,
+                                 "maximum": 365 * 24 * 3600}}},
     },
 }
 STORE_ANSWER: dict[str, Any] = {
@@ -319,7 +326,25 @@ def run_paths(trigger_key: ApiSecurity) -> dict[str, Any]:
                                            "additionalProperties": False, "properties": {
                                                "accountId": {"type": ["string", "null"],
                                                              "pattern": NO_NUL},
-                                               "callbackUrl": {"type": "null"}}}}}))},
+                                               "callbackUrl": {
+                                                   "type": ["string", "null"],
+                                                   "description": "invokeAndWaitForCompletion:"
+                                                   " the callback URL of the parent's waiting "
+                                                   "task"}}}}}))},
+        "/api/v1/event-dispatchers/ephemeral": {"post": op(
+            "v2WaitForEvent", "io.waitForEvent: the event the task of a callback URL waits "
+            "for (until the task's timeout)", {"type": "object", "required": ["id"],
+                                               "properties": {"id": {"type": "string"}}},
+            400, 401, 404, 409, 413, 422, requestBody=_json_in({
+                "type": "object", "required": ["url", "name"], "additionalProperties": False,
+                "properties": {
+                    "url": {"type": "string", "description": "The waiting task's callbackUrl"},
+                    "name": {"oneOf": [NO_NUL_TEXT, {"type": "array", "items": NO_NUL_TEXT,
+                                                     "minItems": 1, "maxItems": 1}]},
+                    "source": NO_NUL_TEXT, "accountId": NO_NUL_TEXT,
+                    "filter": {"type": "object"}, "contextFilter": {"type": "object"},
+                    "timeoutInSeconds": {"type": "integer", "minimum": 10,
+                                         "maximum": 365 * 24 * 3600}}}))},
         "/api/v1/endpoints": {"post": op(
             "v2RegisterEndpoint", "An app asks to be indexed (registerEndpoint); the key it "
             "presents is kept sealed and presented to it", {

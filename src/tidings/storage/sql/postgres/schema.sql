@@ -380,6 +380,7 @@ CREATE TABLE trigger_tasks (
     error TEXT,
     started_at BIGINT NOT NULL,
     completed_at BIGINT,
+    callback_until BIGINT,
     UNIQUE (run_id, idempotency_key)
 );
 
@@ -390,4 +391,16 @@ CREATE TABLE trigger_store (
     value TEXT NOT NULL,
     updated_at BIGINT NOT NULL,
     PRIMARY KEY (env_id, store_key)
+);
+
+-- The statuses a Trigger.dev v2 run publishes (io.createStatus), with their earlier values.
+CREATE TABLE trigger_statuses (
+    run_id TEXT NOT NULL,
+    status_key TEXT NOT NULL,
+    label TEXT NOT NULL,
+    state TEXT,
+    data TEXT,
+    history TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (run_id, status_key)
 );

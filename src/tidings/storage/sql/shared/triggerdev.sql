@@ -35,24 +35,27 @@ WHERE env_id = ? AND id = ? AND delivered_at IS NULL AND cancelled_at IS NULL;
 
 -- name: trigger_task_by_key
 SELECT id, run_id, idempotency_key, name, display_key, status, noop, attempts, retrying,
-       parent_id, delay_until, params, output, error, started_at, completed_at
+       parent_id, delay_until, params, output, error, started_at, completed_at,
+       callback_until
 FROM trigger_tasks WHERE run_id = ? AND idempotency_key = ?;
 
 -- name: trigger_task_by_id
 SELECT id, run_id, idempotency_key, name, display_key, status, noop, attempts, retrying,
-       parent_id, delay_until, params, output, error, started_at, completed_at
+       parent_id, delay_until, params, output, error, started_at, completed_at,
+       callback_until
 FROM trigger_tasks WHERE id = ?;
 
 -- name: trigger_tasks_of_run
 SELECT id, run_id, idempotency_key, name, display_key, status, noop, attempts, retrying,
-       parent_id, delay_until, params, output, error, started_at, completed_at
+       parent_id, delay_until, params, output, error, started_at, completed_at,
+       callback_until
 FROM trigger_tasks WHERE run_id = ? ORDER BY started_at, id;
 
 -- name: trigger_task_insert
 INSERT INTO trigger_tasks (id, run_id, idempotency_key, name, display_key, status, noop,
                            attempts, parent_id, delay_until, params, output, started_at,
-                           completed_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)
+                           completed_at, callback_until)
+VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id, idempotency_key) DO NOTHING;
 
 -- name: trigger_task_attempt
@@ -71,6 +74,27 @@ WHERE id = ? AND status IN ('RUNNING', 'WAITING');
 -- The error is also the task's output, which the SDK reads back from an errored task.
 UPDATE trigger_tasks SET status = 'ERRORED', error = ?, output = ?, completed_at = ?
 WHERE id = ? AND status IN ('RUNNING', 'WAITING');
+
+-- name: trigger_callback_fail
+-- A callback that never came (v2's words are the task's output).
+UPDATE trigger_tasks SET status = 'ERRORED', error = ?, output = ?, completed_at = ?
+WHERE id = ? AND status = 'WAITING';
+
+-- name: trigger_event_account
+SELECT account_id FROM events WHERE id = ?;
+
+-- name: trigger_status_get
+SELECT label, state, data, history FROM trigger_statuses WHERE run_id = ? AND status_key = ?;
+
+-- name: trigger_status_put
+INSERT INTO trigger_statuses (run_id, status_key, label, state, data, history, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, status_key) DO UPDATE SET label = excluded.label, state = excluded.state,
+    data = excluded.data, history = excluded.history;
+
+-- name: trigger_statuses_of_run
+SELECT status_key, label, state, data, history FROM trigger_statuses WHERE run_id = ?
+ORDER BY created_at, status_key;
 
 -- name: trigger_store_get
 SELECT value FROM trigger_store WHERE env_id = ? AND store_key = ?;
