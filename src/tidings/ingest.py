@@ -9,6 +9,7 @@ from dataclasses import replace
 import msgspec
 
 from tidings.events.model import NewEvent, StoredEvent
+from tidings.events.reads import get_event
 from tidings.events.retention import RetentionCache, defaults
 from tidings.ids import IdSeed, new_ids, now_ms
 from tidings.router.handoff import Handoff, Stored
@@ -131,7 +132,7 @@ class EventLog:
         self._vault = vault
 
     async def get(self, env_id: str, event_id: str) -> StoredEvent | None:
-        row = await self._storage.get_event(env_id, event_id)
+        row = await self._storage.read(lambda tx: get_event(tx, env_id, event_id))
         return None if row is None else await self.open(row)
 
     async def open(self, row: EventRow, lookups: Lookups | None = None) -> StoredEvent:

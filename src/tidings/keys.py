@@ -1,5 +1,7 @@
-"""Keys: event and API keys (the secret is shown once, only its hash is kept) and the gate that
-turns a presented key into an environment; and the environments' signing keys for SDK apps."""
+"""Keys: environments; event and API keys (the secret is shown once, only its hash is kept) and
+the gate that turns a presented key into an environment; the environments' signing keys for SDK
+apps; and named secrets. Each kept row is read and written by a function of a ``Tx`` here
+(``storage.read(fn)``/``storage.write(fn)``), its SQL in ``storage/sql/shared/keys.sql``."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from dataclasses import dataclass, replace
 
 from tidings.crypto import Keyring
 from tidings.errors import ConfigError, RequestRejected, Unauthorized
+from tidings.ids import new_id, now_ms
 from tidings.signing import bearer_matches, new_signing_key
-from tidings.storage.base import ApiKey, Environment, KeyKind, Storage
+from tidings.storage.base import ApiKey, Environment, KeyKind, Storage, env_from_row, key_from_row
 from tidings.storage.tx import Tx
 
 DEV_ENV = "dev"
@@ -23,6 +26,67 @@ MAX_BRANCH_CHARS = 128
 # notifications, and a key revoked by another process (``tidings keys revoke``) stops working
 # there within this time.
 CACHE_SECONDS = 1.0
+
+
+# -- environments, keys and secrets as stored --------------------------------------------------
+
+
+def ensure_env(tx: Tx, name: str, parent_id: str | None = None) -> Environment:
+    """The environment of that name (under that parent), created if missing. Two processes
+    creating it at once both get the same one (``ON CONFLICT DO NOTHING``, then read)."""
+    tx.run("insert_env", (new_id(), name, parent_id, now_ms()))
+    row = tx.one("env_by_name", (name,))
+    assert row is not None
+    return env_from_row(row)
+
+
+def get_env(tx: Tx, env_id: str) -> Environment | None:
+    row = tx.one("env_by_id", (env_id,))
+    return env_from_row(row) if row else None
+
+
+def add_key(tx: Tx, env_id: str, kind: KeyKind, key_hash: str, prefix: str) -> ApiKey:
+    """Store a key of an environment by its hash (``create_key`` makes the secret)."""
+    tx.run("insert_key", (new_id(), env_id, kind, key_hash, prefix, now_ms()))
+    row = tx.one("key_by_hash", (key_hash,))
+    assert row is not None
+    return key_from_row(row)
+
+
+def key_by_hash(tx: Tx, key_hash: str) -> ApiKey | None:
+    """The key with that hash, revoked or not."""
+    row = tx.one("key_by_hash", (key_hash,))
+    return key_from_row(row) if row else None
+
+
+def list_keys(tx: Tx) -> list[ApiKey]:
+    return [key_from_row(row) for row in tx.all("list_keys")]
+
+
+def revoke_key(tx: Tx, key_id: str) -> bool:
+    """Revoke a key; False when there is no such live key. On PostgreSQL every process hears
+    of it at commit (``NOTIFY tidings_keys``): their gates forget the keys they had checked."""
+    if tx.run("revoke_key", (now_ms(), key_id)) == 0:
+        return False
+    tx.one("notify_keys")
+    return True
+
+
+def get_secret(tx: Tx, name: str) -> bytes | None:
+    row = tx.one("get_secret", (name,))
+    return bytes(row[0]) if row else None
+
+
+def put_secret(tx: Tx, name: str, value: bytes, *, replace: bool = False) -> bytes:
+    """Store a named secret; without ``replace`` one already stored (by another process, say)
+    wins and is returned."""
+    tx.run("replace_secret" if replace else "insert_secret", (name, value))
+    row = tx.one("get_secret", (name,))
+    assert row is not None
+    return bytes(row[0])
+
+
+# -- event and API keys ------------------------------------------------------------------------
 
 
 def hash_key(key: str) -> str:
@@ -37,10 +101,12 @@ async def create_key(storage: Storage, env_name: str, kind: KeyKind) -> tuple[st
     """A new key for an environment: ``(secret, record)``. The secret is not stored."""
     if not env_name or "/" in env_name:
         raise ConfigError("an environment name is non-empty and has no '/'")
-    env = await storage.ensure_env(env_name)
     secret = new_key(kind)
-    record = await storage.create_key(env.id, kind, hash_key(secret), secret[:10])
-    return secret, record
+
+    def store(tx: Tx) -> ApiKey:
+        return add_key(tx, ensure_env(tx, env_name).id, kind, hash_key(secret), secret[:10])
+
+    return secret, await storage.write(store)
 
 
 @dataclass(slots=True)
@@ -72,7 +138,8 @@ class Gate:
         if self._dev:
             env = self._dev_env
             if env is None:
-                env = self._dev_env = await self._storage.ensure_env(DEV_ENV)
+                env = self._dev_env = await self._storage.write(
+                    lambda tx: ensure_env(tx, DEV_ENV))
         else:
             env = await self._lookup(key, kind)
         if branch:
@@ -84,11 +151,14 @@ class Gate:
         cached = self._keys.get((kind, key))
         if cached is not None and cached.until > now:
             return cached.env
-        record = await self._storage.key_by_hash(hash_key(key))
+        def find(tx: Tx) -> tuple[ApiKey | None, Environment | None]:
+            record = key_by_hash(tx, hash_key(key))
+            return record, get_env(tx, record.env_id) if record is not None else None
+
+        record, env = await self._storage.read(find)
         if record is None or record.revoked_at is not None or record.kind != kind:
             self._keys.pop((kind, key), None)
             raise Unauthorized("Event key not found" if kind == "event" else "API key not found")
-        env = await self._storage.get_env(record.env_id)
         assert env is not None
         if len(self._keys) > 10_000:
             self._keys.clear()
@@ -107,7 +177,8 @@ class Gate:
             return parent
         env = self._branches.get((parent.id, branch))
         if env is None:
-            env = await self._storage.ensure_env(f"{parent.name}/{branch}", parent.id)
+            env = await self._storage.write(
+                lambda tx: ensure_env(tx, f"{parent.name}/{branch}", parent.id))
             self._branches[(parent.id, branch)] = env
         return env
 
@@ -164,7 +235,7 @@ class SigningKeys:
 
     async def _env(self, env_id: str) -> Environment | None:
         if env_id not in self._envs:
-            self._envs[env_id] = await self._storage.get_env(env_id)
+            self._envs[env_id] = await self._storage.read(lambda tx: get_env(tx, env_id))
         return self._envs[env_id]
 
     async def env_for_bearer(self, token: str) -> str | None:

@@ -31,6 +31,8 @@ from tidings.crypto import (
     UserSealer,
     data_key_aad,
 )
+from tidings.ids import now_ms
+from tidings.keys import get_secret, put_secret
 from tidings.storage.base import Storage, WrappedKey
 from tidings.storage.tx import Tx
 
@@ -55,10 +57,11 @@ class UserVault:
         """Load the blind-index key, creating it on first use."""
         import secrets
 
-        wrapped = await self._storage.get_secret(INDEX_KEY_NAME)
+        wrapped = await self._storage.read(lambda tx: get_secret(tx, INDEX_KEY_NAME))
         if wrapped is None:
             candidate = self._keyring.seal(secrets.token_bytes(KEY_BYTES), INDEX_KEY_AAD)
-            wrapped = await self._storage.put_secret(INDEX_KEY_NAME, candidate)
+            wrapped = await self._storage.write(
+                lambda tx: put_secret(tx, INDEX_KEY_NAME, candidate))
         self._sealer = UserSealer(self._keyring, self._keyring.open(wrapped, INDEX_KEY_AAD))
         if self.keys is not self._storage:
             await self._move_keys()
@@ -71,11 +74,12 @@ class UserVault:
     async def _move_keys(self) -> None:
         """Data keys left in the main database (written before the keystore was set up) go to
         the keystore, and are then scrubbed from the main database."""
-        found = await self._storage.list_user_keys()
+        found = await self._storage.read(list_user_keys)
         if not found:
             return
         for entry in found:
-            kept = await self.keys.ensure_user_key(entry.env_id, entry.subject, entry.wrapped)
+            kept = await self.keys.write(partial(ensure_user_key, env_id=entry.env_id,
+                                                 subject=entry.subject, wrapped=entry.wrapped))
             if kept != entry.wrapped:
                 log.warning("environment %s: a data key in the main database was not moved to "
                             "the keystore, which had another for the same person: the events "
@@ -104,7 +108,8 @@ class UserVault:
         wrapped = await self._wrapped(env_id, subject, lookups)
         if wrapped is None:
             _, candidate = sealer.new_wrapped_data_key(data_key_aad(env_id, subject))
-            wrapped = await self.keys.ensure_user_key(env_id, subject, candidate)
+            wrapped = await self.keys.write(
+                lambda tx: ensure_user_key(tx, env_id, subject, candidate))
             if lookups is not None:
                 lookups[(env_id, subject)] = wrapped
         return sealer.seal_user(user, event_id, self._unwrap(env_id, subject, wrapped)), subject
@@ -147,13 +152,13 @@ class UserVault:
         """Destroy a user's data key: every ``user`` sealed for them becomes unreadable."""
         subject = self.subject(env_id, external_id)
         self.forget(env_id, subject)
-        return await self.keys.delete_user_key(env_id, subject)
+        return await self.keys.write(lambda tx: delete_user_key(tx, env_id, subject))
 
     async def _wrapped(self, env_id: str, subject: bytes, lookups: Lookups | None
                        ) -> bytes | None:
         if lookups is not None and (env_id, subject) in lookups:
             return lookups[(env_id, subject)]
-        wrapped = await self.keys.get_user_key(env_id, subject)
+        wrapped = await self.keys.read(lambda tx: get_user_key(tx, env_id, subject))
         if lookups is not None:
             lookups[(env_id, subject)] = wrapped
         if wrapped is None:
@@ -186,25 +191,56 @@ class UserVault:
         """Re-wrap the index key and every data key under ``keyring``'s active key."""
         old = self.sealer
         index_key = old.keyring.open(await self._require_index(), INDEX_KEY_AAD)
-        await self._storage.put_secret(
-            INDEX_KEY_NAME, keyring.seal(index_key, INDEX_KEY_AAD), replace=True
-        )
+        resealed = keyring.seal(index_key, INDEX_KEY_AAD)
+        await self._storage.write(
+            lambda tx: put_secret(tx, INDEX_KEY_NAME, resealed, replace=True))
         updated = []
-        for entry in await self.keys.list_user_keys():
+        for entry in await self.keys.read(list_user_keys):
             aad = data_key_aad(entry.env_id, entry.subject)
             key = old.keyring.open(entry.wrapped, aad)
             updated.append(WrappedKey(env_id=entry.env_id, subject=entry.subject,
                                       wrapped=keyring.seal(key, aad)))
-        await self.keys.replace_user_keys(updated)
+        await self.keys.write(lambda tx: replace_user_keys(tx, updated))
         self._keyring = keyring
         self._sealer = UserSealer(keyring, index_key)
         self._memo.clear()
         return len(updated)
 
     async def _require_index(self) -> bytes:
-        wrapped = await self._storage.get_secret(INDEX_KEY_NAME)
+        wrapped = await self._storage.read(lambda tx: get_secret(tx, INDEX_KEY_NAME))
         assert wrapped is not None
         return wrapped
+
+
+# -- users' data keys as stored (``storage/sql/shared/keys.sql``) -------------------------------
+
+
+def ensure_user_key(tx: Tx, env_id: str, subject: bytes, wrapped: bytes) -> bytes:
+    """The wrapped data key of a person, storing ``wrapped`` if there is none yet (one stored
+    meanwhile by another process wins)."""
+    tx.run("insert_user_key", (env_id, subject, wrapped, now_ms()))
+    row = tx.one("get_user_key", (env_id, subject))
+    assert row is not None
+    return bytes(row[0])
+
+
+def get_user_key(tx: Tx, env_id: str, subject: bytes) -> bytes | None:
+    row = tx.one("get_user_key", (env_id, subject))
+    return bytes(row[0]) if row else None
+
+
+def delete_user_key(tx: Tx, env_id: str, subject: bytes) -> bool:
+    return tx.run("delete_user_key", (env_id, subject)) > 0
+
+
+def list_user_keys(tx: Tx) -> list[WrappedKey]:
+    return [WrappedKey(env_id=r[0], subject=bytes(r[1]), wrapped=bytes(r[2]))
+            for r in tx.all("list_user_keys")]
+
+
+def replace_user_keys(tx: Tx, keys: Sequence[WrappedKey]) -> None:
+    """Store each key's new ``wrapped`` (after a rotation of the master key)."""
+    tx.many("update_user_key", [(k.wrapped, k.env_id, k.subject) for k in keys])
 
 
 def secure_delete(tx: Tx, on: bool) -> None:

@@ -20,6 +20,7 @@ from tests.conftest import TIDINGS, LiveServer
 from tests.engine.conftest import Engine
 from tidings.core import Core
 from tidings.runs.model import CANCELLED, COMPLETED, SLEEPING
+from tidings.vault import get_user_key
 
 PERSON = "person-4e1f"
 OTHER = "person-9a2b"
@@ -207,13 +208,14 @@ async def test_no_copy_of_the_key_stays_in_the_sqlite_files(tmp_path: Path) -> N
             await http.post("/e/k", json={"name": "a", "user": {"external_id": f"p-{n}"}})
         env = await core.gate.env_for("k", "event")
         subject = core.vault.subject(env.id, "p-25")
-        wrapped = await core.storage.get_user_key(env.id, subject)
+        wrapped = await core.storage.read(lambda tx: get_user_key(tx, env.id, subject))
         assert wrapped is not None
         # The key is in the files now (the WAL, then the database after a checkpoint).
         assert _files_holding(tmp_path, wrapped)
         await ok(await http.delete("/v1/users/p-25"))
         assert _files_holding(tmp_path, wrapped) == []
-        assert await core.storage.get_user_key(env.id, core.vault.subject(env.id, "p-24"))
+        other = core.vault.subject(env.id, "p-24")
+        assert await core.storage.read(lambda tx: get_user_key(tx, env.id, other))
 
 
 def _files_holding(folder: Path, needle: bytes) -> list[str]:

@@ -26,7 +26,7 @@ from tidings.events.model import iso
 from tidings.events.parse import parse_events
 from tidings.functions import registration
 from tidings.ids import now_ms
-from tidings.keys import create_key
+from tidings.keys import create_key, ensure_env
 from tidings.runs import admin, store
 from tidings.runs.model import CANCELLED, COMPLETED, FAILED, RUNNING, SLEEPING, WAITING
 from tidings.server import runs_api
@@ -520,7 +520,7 @@ async def test_a_rerun_wakes_the_runtime_of_the_process(core: Core) -> None:
         http = httpx.AsyncClient(transport=httpx.ASGITransport(
             app=Starlette(routes=api_routes(core))), base_url="http://tidings")
         async with http:
-            env = await core.storage.ensure_env("dev")
+            env = await core.storage.write(lambda tx: ensure_env(tx, "dev"))
             events = parse_events(b'{"name": "go"}', core.settings.limits, now_ms())
             (event_id,) = await core.ingest.append(env.id, events)
             await asyncio.wait_for(called.wait(), 20)

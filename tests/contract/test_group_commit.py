@@ -10,7 +10,9 @@ import asyncio
 
 import pytest
 
+from tidings.events.reads import list_events
 from tidings.ids import new_ids, now_ms
+from tidings.keys import ensure_env
 from tidings.storage import Storage
 from tidings.storage.base import EventQuery, EventRow
 
@@ -26,12 +28,12 @@ def rows(env_id: str, count: int, *, key: str | None = None) -> list[EventRow]:
 
 
 async def stored_ids(storage: Storage, env_id: str) -> set[str]:
-    found = await storage.list_events(EventQuery(env_id=env_id, limit=10_000))
+    found = await storage.read(lambda tx: list_events(tx, EventQuery(env_id=env_id, limit=10_000)))
     return {e.id for e in found}
 
 
 async def test_concurrent_appends_each_get_their_own_ids(storage: Storage) -> None:
-    env = await storage.ensure_env("production")
+    env = await storage.write(lambda tx: ensure_env(tx, "production"))
     requests = [rows(env.id, 1 + i % 5) for i in range(40)]
     keyed = rows(env.id, 1, key="order-1")
     results = await asyncio.gather(
@@ -43,7 +45,7 @@ async def test_concurrent_appends_each_get_their_own_ids(storage: Storage) -> No
 
 
 async def test_a_bad_append_fails_alone(storage: Storage) -> None:
-    env = await storage.ensure_env("production")
+    env = await storage.write(lambda tx: ensure_env(tx, "production"))
     good = [rows(env.id, 3) for _ in range(10)]
     bad = rows("no-such-environment", 2)
     outcomes = await asyncio.gather(
@@ -56,7 +58,7 @@ async def test_a_bad_append_fails_alone(storage: Storage) -> None:
 
 @pytest.mark.parametrize("count", [1, 255, 256, 257, 777])
 async def test_large_appends_are_stored_whole(storage: Storage, count: int) -> None:
-    env = await storage.ensure_env("production")
+    env = await storage.write(lambda tx: ensure_env(tx, "production"))
     sent = rows(env.id, count)
     assert await storage.append_events(sent, now_ms() + 60_000) == [r.id for r in sent]
     assert await stored_ids(storage, env.id) == {r.id for r in sent}
@@ -64,7 +66,7 @@ async def test_large_appends_are_stored_whole(storage: Storage, count: int) -> N
 
 async def test_appending_stored_ids_again_skips_them(storage: Storage) -> None:
     """A retried request with seeded ids repeats ids already stored, many at once."""
-    env = await storage.ensure_env("production")
+    env = await storage.write(lambda tx: ensure_env(tx, "production"))
     first = rows(env.id, 20)
     retry = [*first, *rows(env.id, 5)]
     await storage.append_events(first, now_ms() + 60_000)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from tests.contract.test_storage import row
 from tidings.engine.housekeeping import DAY_MS, TABLES, Housekeeper, sweep
 from tidings.ids import now_ms
+from tidings.keys import ensure_env
 from tidings.storage import Storage
 from tidings.storage.tx import Tx
 from tidings.supervision import Supervisor
@@ -19,7 +20,7 @@ async def _count(storage: Storage, table: str) -> int:
 
 
 async def test_expired_idempotency_claims_go_and_live_ones_stay(storage: Storage) -> None:
-    env = await storage.ensure_env("dev")
+    env = await storage.write(lambda tx: ensure_env(tx, "dev"))
     now = now_ms()
     for i in range(7):  # claims whose window ended
         await storage.append_events([row(env.id, key=f"old-{i}", ms=now - 5_000)], now - 1_000)

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from tidings.errors import StorageError
+from tidings.events.reads import get_event
 from tidings.ids import new_id, now_ms
+from tidings.keys import ensure_env
 from tidings.storage.base import EventRow
 from tidings.storage.sqlite import SQLiteStorage
 
@@ -33,7 +35,7 @@ def row(env_id: str) -> EventRow:
 
 
 async def test_commits_sync_the_wal_before_they_are_answered(sqlite: SQLiteStorage) -> None:
-    env = await sqlite.ensure_env("dev")
+    env = await sqlite.write(lambda tx: ensure_env(tx, "dev"))
     assert sqlite._writer is not None
     syncer = sqlite._writer.syncer
     assert syncer is not None and syncer.wal == sqlite.path + "-wal"
@@ -43,12 +45,12 @@ async def test_commits_sync_the_wal_before_they_are_answered(sqlite: SQLiteStora
     # The answer came through the syncer, which holds the WAL open to sync it.
     assert syncer._fd is not None
     assert os.fstat(syncer._fd).st_ino == os.stat(syncer.wal).st_ino
-    assert (await sqlite.get_event(env.id, stored[0])) is not None
+    assert (await sqlite.read(lambda tx: get_event(tx, env.id, stored[0]))) is not None
 
 
 async def test_a_failed_sync_is_an_error_to_the_callers(sqlite: SQLiteStorage,
                                                         tmp_path: Path) -> None:
-    env = await sqlite.ensure_env("dev")
+    env = await sqlite.write(lambda tx: ensure_env(tx, "dev"))
     assert sqlite._writer is not None and sqlite._writer.syncer is not None
     syncer = sqlite._writer.syncer
     wal = syncer.wal
@@ -60,4 +62,4 @@ async def test_a_failed_sync_is_an_error_to_the_callers(sqlite: SQLiteStorage,
 
     syncer.wal = wal
     [event_id] = await sqlite.append_events([row(env.id)], now_ms())
-    assert (await sqlite.get_event(env.id, event_id)) is not None
+    assert (await sqlite.read(lambda tx: get_event(tx, env.id, event_id))) is not None

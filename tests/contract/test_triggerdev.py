@@ -14,6 +14,7 @@ from tidings.crypto import Keyring, new_key_text
 from tidings.errors import Unauthorized
 from tidings.events.model import NewEvent
 from tidings.ids import now_ms
+from tidings.keys import ensure_env
 from tidings.storage.base import Storage
 from tidings.triggerdev import events as v2_events
 from tidings.triggerdev.keys import KEY_RE, TriggerKeys, key_word
@@ -72,7 +73,7 @@ async def core(db_url: str, tmp_path: Path) -> Core:
 
 
 async def test_ids_hold_for_good_and_resending_reschedules(core: Core) -> None:
-    env = await core.storage.ensure_env("dev")
+    env = await core.storage.write(lambda tx: ensure_env(tx, "dev"))
     now = now_ms()
     later = now + 3_600_000
     [first] = await v2_events.send(core, env.id, [event("a", b'{"n":1}', later)], now)
@@ -95,7 +96,7 @@ async def test_ids_hold_for_good_and_resending_reschedules(core: Core) -> None:
 
 
 async def test_a_delivered_event_is_returned_unchanged(core: Core) -> None:
-    env = await core.storage.ensure_env("dev")
+    env = await core.storage.write(lambda tx: ensure_env(tx, "dev"))
     now = now_ms()
     [sent] = await v2_events.send(core, env.id, [event("b", b'{"n":1}')], now)
     # Delivered (here by hand: no router runs in this test).

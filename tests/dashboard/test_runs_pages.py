@@ -17,6 +17,7 @@ import pytest
 import tidings
 from tests.engine.conftest import Clock, Engine
 from tidings.core import Core
+from tidings.keys import get_env
 from tidings.server import create_app
 from tidings.server.dashboard.timeline import timeline
 from tidings.server.run_levers import RunLevers
@@ -96,7 +97,7 @@ async def test_the_timeline_places_bars_by_time(engine: Engine, core: Core) -> N
     await engine.send({"name": "shop/checkout", "data": {}})
     await _settle(engine, advance_ms=1_000)
     [run] = await engine.runs()
-    env = await core.storage.get_env(run.env_id)
+    env = await core.storage.read(lambda tx: get_env(tx, run.env_id))
     assert env is not None
     detail = await RunLevers(core).detail(env, run.id)
     line = timeline(detail, engine.clock())

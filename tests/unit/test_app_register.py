@@ -15,7 +15,7 @@ from tests.unit.helpers import app_client
 from tidings.core import Core
 from tidings.functions import registration
 from tidings.functions.registration import FunctionDef
-from tidings.keys import SigningKeys
+from tidings.keys import SigningKeys, ensure_env
 from tidings.signing import hash_key
 
 URL = "http://127.0.0.1:3000/api/inngest"
@@ -107,7 +107,7 @@ async def test_js_keys_retries_and_archiving(db_url: str, tmp_path: Path) -> Non
 async def test_an_sdk_app_leaves_the_native_functions_of_its_app_id_alone(
         db_url: str, tmp_path: Path) -> None:
     async with app_client(make_settings(db_url, tmp_path)) as (http, core):
-        env = await core.storage.ensure_env("dev")
+        env = await core.storage.write(lambda tx: ensure_env(tx, "dev"))
         native = FunctionDef(slug="my-app-native", name="native", url=None,
                              config={"id": "my-app-native", "triggers": [{"event": "app/n"}]})
         await core.storage.write(lambda tx: registration.register(
@@ -175,8 +175,8 @@ async def test_serve_needs_the_environments_signing_key(db_url: str, tmp_path: P
     settings = make_settings(db_url, tmp_path, mode="serve", allow_app_hosts=("127.0.0.1",))
     async with app_client(settings) as (http, core):
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
-        production = await core.storage.ensure_env("production")
-        staging = await core.storage.ensure_env("staging")
+        production = await core.storage.write(lambda tx: ensure_env(tx, "production"))
+        staging = await core.storage.write(lambda tx: ensure_env(tx, "staging"))
         key = (await keys.create(production)).current
         other = (await keys.create(staging)).current
 
@@ -196,7 +196,7 @@ async def test_serve_needs_the_environments_signing_key(db_url: str, tmp_path: P
 async def test_signing_key_rotation(db_url: str, tmp_path: Path) -> None:
     async with app_client(make_settings(db_url, tmp_path, mode="serve")) as (_, core):
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
-        env = await core.storage.ensure_env("production")
+        env = await core.storage.write(lambda tx: ensure_env(tx, "production"))
         first = await keys.create(env)
         assert first.current.startswith("signkey-prod-")
         assert first.fallback is None

@@ -14,6 +14,7 @@ from tests.unit.helpers import app_client
 from tidings.core import Core
 from tidings.crypto import Keyring, new_key_text
 from tidings.errors import EncryptionError
+from tidings.events.reads import get_event
 
 CANARY_EMAIL = "canary-7f3a9c@example.org"
 CANARY_ID = "ext-user-5b1d2e"
@@ -96,7 +97,7 @@ async def test_rotation_keeps_old_data_readable(db_url: str, tmp_path: Path) -> 
             user = (await http.get(f"/v1/events/{event_id}")).json()["data"]["user"]
             assert user, event_id
         env = await core.gate.env_for("k", "event")
-        row = await core.storage.get_event(env.id, before.json()["ids"][1])
+        row = await core.storage.read(lambda tx: get_event(tx, env.id, before.json()["ids"][1]))
         assert row is not None and row.user is not None
         assert core.vault.sealer.keyring.key_of(row.user[1:]) == first.active
 
@@ -106,7 +107,7 @@ async def test_a_ciphertext_is_bound_to_its_event(db_url: str, tmp_path: Path) -
         ids = (await http.post("/e/k", json=[{"name": "a", "user": {"email": "a@b.c"}},
                                              {"name": "b"}])).json()["ids"]
         env = await core.gate.env_for("k", "event")
-        row = await core.storage.get_event(env.id, ids[0])
+        row = await core.storage.read(lambda tx: get_event(tx, env.id, ids[0]))
         assert row is not None and row.user is not None
         with pytest.raises(EncryptionError):
             await core.vault.open_user(env.id, ids[1], row.user, None)

@@ -16,6 +16,7 @@ from tests.faults import FaultySQLite, FlakyStorage
 from tidings.core import Core
 from tidings.server import create_app
 from tidings.storage import storage_for
+from tidings.storage.migrations import schema_version
 
 
 def _client(core: Core) -> httpx.AsyncClient:
@@ -45,7 +46,7 @@ def _add_migration(db_url: str, version: int) -> None:
 
 
 async def test_a_schema_of_another_version_is_not_ready(core: Core, db_url: str) -> None:
-    current = await core.storage.schema_version()
+    current = await core.storage.read(schema_version)
     _add_migration(db_url, current + 1)
     async with _client(core) as http:
         ready = await http.get("/ready")

@@ -25,7 +25,7 @@ from tidings.core import Core
 from tidings.engine.http_client import AppClient, CallFailed
 from tidings.errors import ConfigError
 from tidings.functions.registration import live_functions
-from tidings.keys import SigningKeys, create_key
+from tidings.keys import SigningKeys, create_key, ensure_env
 from tidings.netguard import Policy, Refused
 from tidings.settings import Mode
 
@@ -262,7 +262,8 @@ async def serving(db_url: str, tmp_path: Path, *, mode: Mode = "serve",
         if mode == "serve":
             api_key, _ = await create_key(core.storage, "production", "api")
             keys = SigningKeys(core.storage, core.vault.sealer.keyring)
-            signing = (await keys.create(await core.storage.ensure_env("production"))).current
+            production = await core.storage.write(lambda tx: ensure_env(tx, "production"))
+            signing = (await keys.create(production)).current
         yield Api(http, core, api_key, signing)
 
 

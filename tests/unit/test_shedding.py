@@ -23,6 +23,7 @@ import pytest
 from tests.conftest import make_settings
 from tidings.core import Core
 from tidings.errors import Overloaded
+from tidings.events.reads import list_events
 from tidings.server import create_app
 from tidings.server.app import TidingsApp
 from tidings.server.shedding import MIN_WRITE_BACKLOG, Shedder
@@ -114,7 +115,8 @@ async def server(db_url: str, tmp_path: Path, **load: Any) -> AsyncIterator[tupl
 
 async def stored(core: Core) -> int:
     env = await core.gate.env_for("key", "event")
-    return len(await core.storage.list_events(EventQuery(env_id=env.id, limit=1000)))
+    page = EventQuery(env_id=env.id, limit=1000)
+    return len(await core.storage.read(lambda tx: list_events(tx, page)))
 
 
 def assert_shed(reply: Reply, why: str) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from tidings.crypto import Keyring, new_key_text
 from tidings.errors import EncryptionError
-from tidings.keys import EnvSigningKeys, SigningKeys
+from tidings.keys import EnvSigningKeys, SigningKeys, ensure_env
 from tidings.storage import Storage
 
 
@@ -18,7 +18,7 @@ def only_active(keyring: Keyring) -> Keyring:
 
 async def test_rotation_reseals_signing_keys(storage: Storage) -> None:
     old = Keyring.parse(new_key_text())
-    env = await storage.ensure_env("production")
+    env = await storage.write(lambda tx: ensure_env(tx, "production"))
     first = await SigningKeys(storage, old).create(env)
     second = await SigningKeys(storage, old).create(env)
     assert second.fallback == first.current
@@ -39,9 +39,9 @@ async def test_rotation_reseals_signing_keys(storage: Storage) -> None:
 async def test_a_branch_signs_with_its_parents_keys(storage: Storage) -> None:
     keyring = Keyring.parse(new_key_text())
     keys = SigningKeys(storage, keyring)
-    parent = await storage.ensure_env("production")
-    branch = await storage.ensure_env("production/feature-x", parent.id)
-    other = await storage.ensure_env("staging")
+    parent = await storage.write(lambda tx: ensure_env(tx, "production"))
+    branch = await storage.write(lambda tx: ensure_env(tx, "production/feature-x", parent.id))
+    other = await storage.write(lambda tx: ensure_env(tx, "staging"))
     created = await keys.create(parent)
 
     assert await keys.of_env(branch.id) == EnvSigningKeys(parent.id, created.current, None,

@@ -28,11 +28,12 @@ from tidings.functions import registration
 from tidings.functions.flow_config import get
 from tidings.ids import now_ms
 from tidings.json_input import decode_json
-from tidings.keys import SigningKeys
+from tidings.keys import SigningKeys, get_env
 from tidings.netguard import Policy, transport
 from tidings.observe import metrics
 from tidings.runs.model import HTTP_QUEUE
 from tidings.signing import sign, verify
+from tidings.storage.base import Environment
 from tidings.storage.tx import Tx
 from tidings.supervision import Supervisor
 from tidings.triggerdev.keys import TriggerKeys
@@ -210,9 +211,11 @@ class AppSync:
             return env_id
         if not isinstance(branch, str):
             raise RequestRejected("the app's in-band answer names an env that is not a string")
-        env = await self.storage.get_env(env_id)
-        if env is not None and env.parent_id is not None:
-            env = await self.storage.get_env(env.parent_id)
+        def parent(tx: Tx) -> Environment | None:
+            env = get_env(tx, env_id)
+            return get_env(tx, env.parent_id) if env is not None and env.parent_id else env
+
+        env = await self.storage.read(parent)
         assert env is not None
         return (await self._core.gate.branch(env, branch)).id
 

@@ -22,7 +22,8 @@ from tidings.cli.common import (
 )
 from tidings.core import keyring_for
 from tidings.crypto import new_key_text, save_dev_keyring
-from tidings.keys import CACHE_SECONDS, create_key
+from tidings.keys import CACHE_SECONDS, create_key, ensure_env, list_keys, revoke_key
+from tidings.storage.migrations import schema_version
 
 
 @click.command()
@@ -31,7 +32,7 @@ def migrate(db: str | None) -> None:
     """Apply pending database migrations."""
     url = settings_for("dev", db).database_url
     # Opening a store applies what is pending (PostgreSQL cannot migrate before it connects).
-    version = with_storage(db, lambda s: s.schema_version())
+    version = with_storage(db, lambda s: s.read(schema_version))
     click.echo(f"database schema is at version {version} ({safe_url(url)})")
 
 
@@ -66,7 +67,7 @@ def keys_create(env: str, kind: str, db: str | None) -> None:
 @db_option
 def keys_list(db: str | None) -> None:
     """List keys (prefixes only)."""
-    rows = with_storage(db, lambda s: s.list_keys())
+    rows = with_storage(db, lambda s: s.read(list_keys))
     triggers = _with_trigger_keys(db, lambda keys: keys.all())
     table = Table(Column("id", no_wrap=True), "kind", "env", Column("prefix", no_wrap=True),
                   "created", "revoked")
@@ -82,8 +83,8 @@ def keys_list(db: str | None) -> None:
 def keys_revoke(key_id: str, db: str | None) -> None:
     """Revoke a key by id. On PostgreSQL every server stops accepting it at once; on SQLite a
     server in another process does within 1 s (docs/HTTP_API.md)."""
-    if not with_storage(db, lambda s: s.revoke_key(key_id)) and not _with_trigger_keys(
-            db, lambda keys: keys.revoke(key_id)):
+    revoked = with_storage(db, lambda s: s.write(lambda tx: revoke_key(tx, key_id)))
+    if not revoked and not _with_trigger_keys(db, lambda keys: keys.revoke(key_id)):
         raise click.ClickException(f"no active key with id {key_id}")
     postgres = settings_for("dev", db).database_url.startswith(("postgresql:", "postgres:"))
     when = "at once" if postgres else f"within {CACHE_SECONDS:g} s (SQLite)"
@@ -122,7 +123,7 @@ def keys_create_signing(env: str, db: str | None) -> None:
         raise click.BadParameter("an environment name is non-empty and has no '/'")
 
     async def create(keys: Any, store: Any) -> Any:
-        return await keys.create(await store.ensure_env(env))
+        return await keys.create(await store.write(lambda tx: ensure_env(tx, env)))
 
     created = _with_signing_keys(db, create)
     click.echo(created.current)
@@ -139,7 +140,8 @@ def keys_drop_signing_fallback(env: str, db: str | None) -> None:
     """End a signing key rotation: the previous key stops being accepted."""
 
     async def drop(keys: Any, store: Any) -> bool:
-        return bool(await keys.drop_fallback((await store.ensure_env(env)).id))
+        found = await store.write(lambda tx: ensure_env(tx, env))
+        return bool(await keys.drop_fallback(found.id))
 
     if not _with_signing_keys(db, drop):
         raise click.ClickException(f"environment {env!r} has no fallback signing key")

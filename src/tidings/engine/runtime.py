@@ -28,7 +28,7 @@ from tidings.events.retention import defaults as retention_defaults
 from tidings.functions import registration
 from tidings.functions.registration import FunctionDef
 from tidings.ids import now_ms
-from tidings.keys import SigningKeys
+from tidings.keys import SigningKeys, ensure_env
 from tidings.netguard import Policy
 from tidings.router.handoff import Stored
 from tidings.router.route import Adopted, Routed, route_new
@@ -78,7 +78,8 @@ class Runtime:
     async def register(self) -> None:
         """Record this process's native functions (and archive ones its apps dropped)."""
         if self.apps:  # a process that only calls SDK apps has no environment of its own
-            self.env = env = await self.core.storage.ensure_env(self.env_name)
+            name = self.env_name
+            self.env = env = await self.core.storage.write(lambda tx: ensure_env(tx, name))
             now = self.clock()
             for app in self.apps:
                 queue = native_queue(app.app_id)

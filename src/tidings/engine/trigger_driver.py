@@ -36,6 +36,7 @@ from tidings.events.model import iso
 from tidings.functions import registration
 from tidings.functions.model import FunctionRow
 from tidings.ids import now_ms
+from tidings.keys import get_env
 from tidings.netguard import Policy, transport
 from tidings.runs.model import Run, StepRow
 from tidings.storage.tx import Tx
@@ -250,7 +251,7 @@ class TriggerDriver:
     async def _env(self, env_id: str) -> tuple[str, str]:
         found = self._envs.get(env_id)
         if found is None:
-            env = await self._core.storage.get_env(env_id)
+            env = await self._core.storage.read(lambda tx: get_env(tx, env_id))
             name = env.name if env is not None else env_id
             kind = "DEVELOPMENT" if self._core.settings.dev else (
                 "STAGING" if "stag" in name else "PRODUCTION")

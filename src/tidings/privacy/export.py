@@ -9,13 +9,12 @@ from functools import partial
 from typing import Any
 
 from tidings.events.model import iso
+from tidings.events.reads import ID_MAX
 from tidings.ingest import EventLog
 from tidings.runs import admin, store
 from tidings.storage.base import EventRow, Storage
 from tidings.storage.tx import Tx
 from tidings.vault import Lookups, UserVault
-
-ID_MAX = "~"  # after every id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -35,7 +35,7 @@ from tidings.core import Core
 from tidings.errors import RequestRejected, Unauthorized
 from tidings.events.model import iso
 from tidings.ids import new_id
-from tidings.keys import DEV_ENV, SigningKeys
+from tidings.keys import DEV_ENV, SigningKeys, get_env
 from tidings.server.http import read_body
 from tidings.server.requests import (
     bearer,
@@ -121,7 +121,7 @@ class ConnectAPI:
             raise Unauthorized("signing key not found")
         if branch is None:
             return env_id
-        env = await self.core.storage.get_env(env_id)
+        env = await self.core.storage.read(lambda tx: get_env(tx, env_id))
         assert env is not None
         return (await self.core.gate.branch(env, branch)).id
 

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from tidings.events.model import StoredEvent
+from tidings.events.reads import ID_MAX, list_events
 from tidings.functions.cel_check import check_expression
 from tidings.functions.expressions import matches
 from tidings.ingest import EventLog
@@ -28,7 +29,6 @@ from tidings.vault import Lookups
 
 SCAN = 2000
 BATCH = 200
-ID_MAX = "~"  # above every ULID
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,9 +106,9 @@ async def _rows(storage: Storage, query: EventSearch, before: str | None,
     if name is not None and name.endswith("*"):
         return await storage.read(partial(_by_prefix, prefix=name[:-1], query=query,
                                           before=before, limit=limit))
-    return await storage.list_events(EventQuery(
-        env_id=query.env_id, name=name, min_id=query.min_id, max_id=query.max_id,
-        before_id=before, limit=limit))
+    page = EventQuery(env_id=query.env_id, name=name, min_id=query.min_id,
+                      max_id=query.max_id, before_id=before, limit=limit)
+    return await storage.read(lambda tx: list_events(tx, page))
 
 
 def _by_prefix(tx: Tx, prefix: str, query: EventSearch, before: str | None,

@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from tidings.core import Core
 from tidings.server.requests import json_response
+from tidings.storage.migrations import schema_version
 from tidings.storage.sql import migration_files
 from tidings.supervision import describe
 
@@ -49,7 +50,7 @@ async def ready(core: Core) -> tuple[int, dict[str, Any]]:
     storage = core.storage
     checks: dict[str, str] = {}
     try:
-        version = await asyncio.wait_for(storage.schema_version(), READY_TIMEOUT)
+        version = await asyncio.wait_for(storage.read(schema_version), READY_TIMEOUT)
         checks["database"] = "ok"
         expected = max((v for v, _, _ in migration_files(storage.dialect)), default=0)
         checks["migrations"] = ("ok" if version == expected else

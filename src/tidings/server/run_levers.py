@@ -18,6 +18,7 @@ from tidings.core import Core
 from tidings.engine.replays import BATCH, Replays
 from tidings.errors import RequestRejected
 from tidings.events.model import StoredEvent
+from tidings.events.reads import get_event
 from tidings.flow import status as flow_status
 from tidings.flow.cancel import cancel_between, cancelled_event
 from tidings.functions import registration
@@ -221,11 +222,12 @@ class RunLevers:
         await self.core.storage.read(self._registry.refresh)
         if not self._registry.listens(run.env_id, CANCELLED_EVENT):
             return []
-        rows = []
-        for event_id in run.event_ids or [run.event_id]:
-            row = await self.core.storage.get_event(run.env_id, event_id)
-            if row is not None:
-                rows.append(row)
+        def read(tx: Tx) -> list[EventRow]:
+            found = (get_event(tx, run.env_id, event_id)
+                     for event_id in run.event_ids or [run.event_id])
+            return [row for row in found if row is not None]
+
+        rows = await self.core.storage.read(read)
         return [cancelled_event(run, slug, rows, CANCEL_REASON, now)]
 
     def _emitted(self, event_ids: list[str]) -> None:

@@ -24,6 +24,7 @@ from starlette.routing import Route
 from tidings.core import Core
 from tidings.errors import RequestRejected
 from tidings.events.model import iso
+from tidings.events.reads import get_event
 from tidings.ids import floor_id
 from tidings.runs import admin
 from tidings.runs.admin import REPLAYABLE, TIMES, PauseRow, Replay, RunQuery
@@ -182,8 +183,8 @@ class RunsAPI:
         check_params(request, set())
         env = await read_env(self.core, request)
         event_id = request.path_params["event_id"]
-        if not ULID_RE.fullmatch(event_id) or await self.core.storage.get_event(
-                env.id, event_id) is None:
+        if not ULID_RE.fullmatch(event_id) or await self.core.storage.read(
+                lambda tx: get_event(tx, env.id, event_id)) is None:
             return not_found("event", event_id)
         rows = await self.core.storage.read(
             partial(admin.runs_started_by, env_id=env.id, event_id=event_id))

@@ -28,7 +28,7 @@ from tidings.engine.http_wire import memos, sdk_event
 from tidings.errors import RequestRejected, Unauthorized
 from tidings.events.model import iso
 from tidings.json_input import decode_json
-from tidings.keys import DEV_ENV, SigningKeys
+from tidings.keys import DEV_ENV, SigningKeys, get_env
 from tidings.runs import journal, store
 from tidings.runs.model import Run
 from tidings.server.connect_api import connection_json, workers_of
@@ -97,7 +97,7 @@ class SdkAPI:
             raise Unauthorized("signing key not found")
         if branch is None:
             return env_id
-        env = await self.core.storage.get_env(env_id)
+        env = await self.core.storage.read(lambda tx: get_env(tx, env_id))
         assert env is not None
         return (await self.core.gate.branch(env, branch)).id
 

@@ -1,8 +1,10 @@
 """The storage interface: everything Tidings keeps, behind one narrow protocol.
 
 Two backends implement it (``sqlite.py``, ``postgres.py``); ``tests/contract`` runs one behavioural
-suite against both. Rows are plain frozen values; JSON travels as encoded bytes so that neither
-backend re-encodes what ingest already encoded.
+suite against both. Domain code reads and writes through functions of a ``Tx`` (``tx.py``)
+that it hands to ``Storage.read`` or ``Storage.write``; a backend itself only opens, migrates,
+runs those, appends events and hears other processes. Rows are plain frozen values; JSON travels
+as encoded bytes so that neither backend re-encodes what ingest already encoded.
 """
 
 from __future__ import annotations
@@ -155,8 +157,6 @@ class Storage(Protocol):
         unless ``fresh_schema`` is false; either way the result is the same schema.
         """
 
-    async def schema_version(self) -> int: ...
-
     async def write(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in a write transaction; its result once committed."""
 
@@ -175,21 +175,6 @@ class Storage(Protocol):
         it is. The server refuses new events beyond a bound
         (``Load.max_write_backlog``) rather than queue without end."""
 
-    async def ensure_env(self, name: str, parent_id: str | None = None) -> Environment:
-        """The environment of that name under that parent, created if missing."""
-
-    async def get_env(self, env_id: str) -> Environment | None: ...
-
-    async def create_key(self, env_id: str, kind: KeyKind, key_hash: str, prefix: str) -> ApiKey:
-        ...
-
-    async def key_by_hash(self, key_hash: str) -> ApiKey | None:
-        """The key with that hash, revoked or not."""
-
-    async def list_keys(self) -> list[ApiKey]: ...
-
-    async def revoke_key(self, key_id: str) -> bool: ...
-
     async def append_events(self, rows: Sequence[EventRow], dedup_until: int, *,
                             route: Callable[[Tx, list[EventRow]], Any] | None = None
                             ) -> list[str]:
@@ -199,26 +184,6 @@ class Storage(Protocol):
         its id in the result is the original event's. New keys are remembered until
         ``dedup_until`` (an absolute time in ms).
         """
-
-    async def get_event(self, env_id: str, event_id: str) -> EventRow | None: ...
-
-    async def list_events(self, query: EventQuery) -> list[EventRow]: ...
-
-    async def get_secret(self, name: str) -> bytes | None: ...
-
-    async def put_secret(self, name: str, value: bytes, *, replace: bool = False) -> bytes:
-        """Store a secret; without ``replace`` an existing one wins and is returned."""
-
-    async def ensure_user_key(self, env_id: str, subject: bytes, wrapped: bytes) -> bytes:
-        """The wrapped data key of a user, storing ``wrapped`` if there is none yet."""
-
-    async def get_user_key(self, env_id: str, subject: bytes) -> bytes | None: ...
-
-    async def delete_user_key(self, env_id: str, subject: bytes) -> bool: ...
-
-    async def list_user_keys(self) -> list[WrappedKey]: ...
-
-    async def replace_user_keys(self, keys: Sequence[WrappedKey]) -> None: ...
 
     async def scrub(self) -> None:
         """Leave no copy of deleted rows in the database's files (after an erasure): SQLite

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from tidings.errors import MigrationError
 from tidings.storage.sql import dialect_file, migration_files
+from tidings.storage.tx import Tx
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,3 +38,9 @@ def plan(dialect: str, done: set[int], *, fresh_schema: bool = True) -> Plan:
     if not done and fresh_schema:
         return Plan(schema=dialect_file(dialect, "schema.sql"), steps=known)
     return Plan(schema=None, steps=[step for step in known if step[0] not in done])
+
+
+def schema_version(tx: Tx) -> int:
+    """The newest migration applied to the database (``storage.read(schema_version)``)."""
+    row = tx.one("schema_version")
+    return int(row[0] or 0) if row else 0

@@ -19,25 +19,14 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from tidings.errors import DatabaseUnavailable, StorageError
-from tidings.ids import new_id, now_ms
+from tidings.ids import now_ms
 from tidings.storage import migrations
-from tidings.storage.base import (
-    ApiKey,
-    Environment,
-    EventQuery,
-    EventRow,
-    KeyKind,
-    WrappedKey,
-    env_from_row,
-    event_from_row,
-    key_from_row,
-)
+from tidings.storage.base import EventRow
 from tidings.storage.sql import dialect_file, split_queries
 from tidings.storage.tx import PostgresTx, Tx
 
 T = TypeVar("T")
 Q = split_queries(dialect_file("postgres", "queries.sql"))
-ID_MAX = "~"
 COPY_MIN_ROWS = 16  # from this many rows on, COPY beats INSERTs (it has to be set up first)
 MIGRATION_LOCK = 0x7469_6469_6E67  # "tiding"
 RUNS_CHANNEL = "tidings_runs"  # payload: a queue whose runs are due ("*": any)
@@ -175,59 +164,6 @@ class PostgresStorage:
                 )
         return todo.versions
 
-    async def schema_version(self) -> int:
-        row = await self._one("SELECT max(version) FROM tidings_migrations", ())
-        return int(row[0] or 0) if row else 0
-
-    # -- plumbing ------------------------------------------------------------------------------
-
-    async def _one(self, sql: str, params: Sequence[Any]) -> Any:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(sql, params)
-            return await cur.fetchone()
-
-    async def _all(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(sql, params)
-            return await cur.fetchall()
-
-    # -- environments and keys -----------------------------------------------------------------
-
-    async def ensure_env(self, name: str, parent_id: str | None = None) -> Environment:
-        async with self._pool.connection() as conn:
-            await conn.execute(Q["insert_env"], (new_id(), name, parent_id, now_ms()))
-            cur = await conn.execute(Q["env_by_name"], (name,))
-            return env_from_row(await cur.fetchone())
-
-    async def get_env(self, env_id: str) -> Environment | None:
-        row = await self._one(Q["env_by_id"], (env_id,))
-        return env_from_row(row) if row else None
-
-    async def create_key(self, env_id: str, kind: KeyKind, key_hash: str, prefix: str) -> ApiKey:
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                Q["insert_key"], (new_id(), env_id, kind, key_hash, prefix, now_ms())
-            )
-            cur = await conn.execute(Q["key_by_hash"], (key_hash,))
-            return key_from_row(await cur.fetchone())
-
-    async def key_by_hash(self, key_hash: str) -> ApiKey | None:
-        row = await self._one(Q["key_by_hash"], (key_hash,))
-        return key_from_row(row) if row else None
-
-    async def list_keys(self) -> list[ApiKey]:
-        return [key_from_row(r) for r in await self._all(Q["list_keys"], ())]
-
-    async def revoke_key(self, key_id: str) -> bool:
-        """Revoke, and tell every process at once (``NOTIFY tidings_keys``, at commit): their
-        gates forget the keys they had checked."""
-        async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(Q["revoke_key"], (now_ms(), key_id))
-            if cur.rowcount == 0:
-                return False
-            await conn.execute(Q["notify_keys"])
-            return True
-
     # -- events --------------------------------------------------------------------------------
 
     async def append_events(self, rows: Sequence[EventRow], dedup_until: int, *,
@@ -278,62 +214,6 @@ class PostgresStorage:
                 await _insert_events(conn, fresh, copy=copy)
         return ids
 
-    async def get_event(self, env_id: str, event_id: str) -> EventRow | None:
-        row = await self._one(Q["get_event"], (env_id, event_id))
-        return event_from_row(row) if row else None
-
-    async def list_events(self, query: EventQuery) -> list[EventRow]:
-        low = query.min_id or ""
-        high = min(query.max_id or ID_MAX, query.before_id or ID_MAX)
-        if query.name is None:
-            rows = await self._all(Q["list_events"], (query.env_id, low, high, query.limit))
-        else:
-            rows = await self._all(
-                Q["list_events_by_name"], (query.env_id, query.name, low, high, query.limit)
-            )
-        return [event_from_row(r) for r in rows]
-
-    # -- secrets and data keys -----------------------------------------------------------------
-
-    async def get_secret(self, name: str) -> bytes | None:
-        row = await self._one(Q["get_secret"], (name,))
-        return bytes(row[0]) if row else None
-
-    async def put_secret(self, name: str, value: bytes, *, replace: bool = False) -> bytes:
-        async with self._pool.connection() as conn:
-            await conn.execute(Q["replace_secret" if replace else "insert_secret"], (name, value))
-            cur = await conn.execute(Q["get_secret"], (name,))
-            row = await cur.fetchone()
-            assert row is not None
-            return bytes(row[0])
-
-    async def ensure_user_key(self, env_id: str, subject: bytes, wrapped: bytes) -> bytes:
-        async with self._pool.connection() as conn:
-            await conn.execute(Q["insert_user_key"], (env_id, subject, wrapped, now_ms()))
-            cur = await conn.execute(Q["get_user_key"], (env_id, subject))
-            row = await cur.fetchone()
-            assert row is not None
-            return bytes(row[0])
-
-    async def get_user_key(self, env_id: str, subject: bytes) -> bytes | None:
-        row = await self._one(Q["get_user_key"], (env_id, subject))
-        return bytes(row[0]) if row else None
-
-    async def delete_user_key(self, env_id: str, subject: bytes) -> bool:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(Q["delete_user_key"], (env_id, subject))
-            return cur.rowcount > 0
-
-    async def list_user_keys(self) -> list[WrappedKey]:
-        rows = await self._all(Q["list_user_keys"], ())
-        return [WrappedKey(env_id=r[0], subject=bytes(r[1]), wrapped=bytes(r[2])) for r in rows]
-
-    async def replace_user_keys(self, keys: Sequence[WrappedKey]) -> None:
-        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await cur.executemany(
-                Q["update_user_key"], [(k.wrapped, k.env_id, k.subject) for k in keys]
-            )
-
     async def scrub(self) -> None:
         return None
 
@@ -342,10 +222,6 @@ def _text_json(conn: psycopg.Connection[Any]) -> None:
     """JSON columns come back as text: the shared logic decodes them itself."""
     conn.adapters.register_loader("json", TextLoader)
     conn.adapters.register_loader("jsonb", TextLoader)
-
-
-
-
 
 
 async def _insert_events(conn: psycopg.AsyncConnection[Any], rows: Sequence[EventRow], *,

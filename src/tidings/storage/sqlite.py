@@ -27,27 +27,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tidings.errors import StorageError, StorageStopped
-from tidings.ids import new_id, now_ms
+from tidings.ids import now_ms
 from tidings.storage import migrations
-from tidings.storage.base import (
-    ApiKey,
-    Environment,
-    EventQuery,
-    EventRow,
-    KeyKind,
-    WrappedKey,
-    env_from_row,
-    event_from_row,
-    key_from_row,
-)
-from tidings.storage.sql import dialect_file, split_queries
+from tidings.storage.base import EventRow
 from tidings.storage.sqlite_append import Append
 from tidings.storage.sqlite_writer import Checkpointer, Job, Writer, connect, fail_queue
 from tidings.storage.tx import SQLiteTx, Tx
 
 T = TypeVar("T")
-Q = split_queries(dialect_file("sqlite", "queries.sql"))
-ID_MAX = "~"
 
 
 def path_from_url(url: str) -> str:
@@ -171,11 +158,6 @@ class SQLiteStorage:
             if lock is not None:
                 lock.close()
 
-    async def schema_version(self) -> int:
-        rows = await self._read(lambda c: c.execute(
-            "SELECT max(version) FROM tidings_migrations").fetchall())
-        return int(rows[0][0] or 0)
-
     # -- plumbing ------------------------------------------------------------------------------
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
@@ -222,39 +204,6 @@ class SQLiteStorage:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
 
-    # -- environments and keys -----------------------------------------------------------------
-
-    async def ensure_env(self, name: str, parent_id: str | None = None) -> Environment:
-        def run(conn: sqlite3.Connection) -> Environment:
-            conn.execute(Q["insert_env"], (new_id(), name, parent_id, now_ms()))
-            return env_from_row(conn.execute(Q["env_by_name"], (name,)).fetchone())
-
-        return await self._write(run)
-
-    async def get_env(self, env_id: str) -> Environment | None:
-        row = await self._read(lambda c: c.execute(Q["env_by_id"], (env_id,)).fetchone())
-        return env_from_row(row) if row else None
-
-    async def create_key(self, env_id: str, kind: KeyKind, key_hash: str, prefix: str) -> ApiKey:
-        def run(conn: sqlite3.Connection) -> ApiKey:
-            conn.execute(Q["insert_key"], (new_id(), env_id, kind, key_hash, prefix, now_ms()))
-            return key_from_row(conn.execute(Q["key_by_hash"], (key_hash,)).fetchone())
-
-        return await self._write(run)
-
-    async def key_by_hash(self, key_hash: str) -> ApiKey | None:
-        row = await self._read(lambda c: c.execute(Q["key_by_hash"], (key_hash,)).fetchone())
-        return key_from_row(row) if row else None
-
-    async def list_keys(self) -> list[ApiKey]:
-        rows = await self._read(lambda c: c.execute(Q["list_keys"]).fetchall())
-        return [key_from_row(r) for r in rows]
-
-    async def revoke_key(self, key_id: str) -> bool:
-        return await self._write(
-            lambda c: c.execute(Q["revoke_key"], (now_ms(), key_id)).rowcount > 0
-        )
-
     # -- events --------------------------------------------------------------------------------
 
     async def append_events(self, rows: Sequence[EventRow], dedup_until: int, *,
@@ -268,63 +217,6 @@ class SQLiteStorage:
             return await self._write(Append(rows, dedup_until, route))
         finally:
             self._backlog -= weight
-
-    async def get_event(self, env_id: str, event_id: str) -> EventRow | None:
-        row = await self._read(lambda c: c.execute(Q["get_event"], (env_id, event_id)).fetchone())
-        return event_from_row(row) if row else None
-
-    async def list_events(self, query: EventQuery) -> list[EventRow]:
-        low = query.min_id or ""
-        high = min(query.max_id or ID_MAX, query.before_id or ID_MAX)
-        params: tuple[Any, ...]
-        if query.name is None:
-            sql, params = Q["list_events"], (query.env_id, low, high, query.limit)
-        else:
-            sql = Q["list_events_by_name"]
-            params = (query.env_id, query.name, low, high, query.limit)
-        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
-        return [event_from_row(r) for r in rows]
-
-    # -- secrets and data keys -----------------------------------------------------------------
-
-    async def get_secret(self, name: str) -> bytes | None:
-        row = await self._read(lambda c: c.execute(Q["get_secret"], (name,)).fetchone())
-        return bytes(row[0]) if row else None
-
-    async def put_secret(self, name: str, value: bytes, *, replace: bool = False) -> bytes:
-        def run(conn: sqlite3.Connection) -> bytes:
-            conn.execute(Q["replace_secret" if replace else "insert_secret"], (name, value))
-            return bytes(conn.execute(Q["get_secret"], (name,)).fetchone()[0])
-
-        return await self._write(run)
-
-    async def ensure_user_key(self, env_id: str, subject: bytes, wrapped: bytes) -> bytes:
-        def run(conn: sqlite3.Connection) -> bytes:
-            conn.execute(Q["insert_user_key"], (env_id, subject, wrapped, now_ms()))
-            return bytes(conn.execute(Q["get_user_key"], (env_id, subject)).fetchone()[0])
-
-        return await self._write(run)
-
-    async def get_user_key(self, env_id: str, subject: bytes) -> bytes | None:
-        row = await self._read(lambda c: c.execute(Q["get_user_key"], (env_id, subject)).fetchone())
-        return bytes(row[0]) if row else None
-
-    async def delete_user_key(self, env_id: str, subject: bytes) -> bool:
-        return await self._write(
-            lambda c: c.execute(Q["delete_user_key"], (env_id, subject)).rowcount > 0
-        )
-
-    async def list_user_keys(self) -> list[WrappedKey]:
-        rows = await self._read(lambda c: c.execute(Q["list_user_keys"]).fetchall())
-        return [WrappedKey(env_id=r[0], subject=bytes(r[1]), wrapped=bytes(r[2])) for r in rows]
-
-    async def replace_user_keys(self, keys: Sequence[WrappedKey]) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                Q["update_user_key"], [(k.wrapped, k.env_id, k.subject) for k in keys]
-            )
-
-        await self._write(run)
 
     async def scrub(self) -> None:
         """Copy the WAL into the database and truncate it. Erasures delete with

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from tidings.crypto import Keyring
 from tidings.errors import ConfigError, Unauthorized
 from tidings.ids import new_id, now_ms
-from tidings.keys import CACHE_SECONDS, DEV_ENV
+from tidings.keys import CACHE_SECONDS, DEV_ENV, ensure_env, get_env
 from tidings.storage.base import Environment, Storage
 from tidings.storage.tx import Tx
 
@@ -78,7 +78,7 @@ class TriggerKeys:
         """A new key for an environment: ``(secret, record)``."""
         if not env_name or "/" in env_name:
             raise ConfigError("an environment name is non-empty and has no '/'")
-        env = await self._storage.ensure_env(env_name)
+        env = await self._storage.write(lambda tx: ensure_env(tx, env_name))
         secret = (f"tr_{key_word(env_name)}_"
                   + "".join(secrets.choice(SECRET_CHARS) for _ in range(SECRET_LENGTH)))
         key_id, now = new_id(), now_ms()
@@ -150,13 +150,16 @@ class TriggerKeys:
         self._keyring = keyring
         return count
 
+    async def _dev_env(self) -> Environment:
+        return await self._storage.write(lambda tx: ensure_env(tx, DEV_ENV))
+
     async def env_for(self, authorization: str) -> Environment:
         """The environment the ``Authorization: Bearer tr_...`` header opens, or
         ``Unauthorized`` (with v2's message)."""
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if self._dev and not authorization:
-            return await self._storage.ensure_env(DEV_ENV)  # dev needs no key, as for events
+            return await self._dev_env()  # dev needs no key, as for events
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized(MISSING)
         if not KEY_RE.fullmatch(token):
@@ -164,7 +167,7 @@ class TriggerKeys:
         if self._dev:
             if not DEV_KEY_RE.fullmatch(token):
                 raise Unauthorized(f"{NOT_FOUND}: tidings dev takes any tr_dev_... key")
-            return await self._storage.ensure_env(DEV_ENV)
+            return await self._dev_env()
         now = time.monotonic()
         cached = self._seen.get(token)
         if cached is not None and cached.until > now:
@@ -173,7 +176,7 @@ class TriggerKeys:
             lambda tx: tx.one("trigger_key_by_hash", (hash_key(token),)))
         env = None
         if found is not None and found[2] is None:
-            env = await self._storage.get_env(str(found[1]))
+            env = await self._storage.read(lambda tx: get_env(tx, str(found[1])))
         if env is None:
             self._seen.pop(token, None)
             raise Unauthorized(NOT_FOUND)

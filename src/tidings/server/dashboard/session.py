@@ -24,8 +24,9 @@ from starlette.requests import Request
 from tidings.core import Core
 from tidings.errors import RequestRejected, Unauthorized
 from tidings.ids import now_ms
-from tidings.keys import DEV_ENV, hash_key
+from tidings.keys import DEV_ENV, get_env, hash_key, key_by_hash, put_secret
 from tidings.storage.base import Environment
+from tidings.storage.tx import Tx
 
 COOKIE = "tidings_session"
 BRANCH_COOKIE = "tidings_branch"
@@ -54,8 +55,9 @@ class Sessions:
     async def secret(self) -> bytes:
         if self._secret is None:
             # put_secret keeps the first one written: every process ends up with the same.
-            self._secret = await self.core.storage.put_secret(SECRET_NAME,
-                                                              secrets.token_bytes(32))
+            candidate = secrets.token_bytes(32)
+            self._secret = await self.core.storage.write(
+                lambda tx: put_secret(tx, SECRET_NAME, candidate))
         return self._secret
 
     async def current(self, request: Request) -> Session:
@@ -74,7 +76,8 @@ class Sessions:
         try:
             env = await self.core.gate.env_for(key, "api")
         except Unauthorized:
-            record = await self.core.storage.key_by_hash(hash_key(key)) if key else None
+            record = (await self.core.storage.read(lambda tx: key_by_hash(tx, hash_key(key)))
+                      if key else None)
             if record is not None and record.revoked_at is None and record.kind == "event":
                 raise Unauthorized("this is an event key: it sends events but cannot read "
                                    "them; sign in with an API key of the environment "
@@ -100,10 +103,13 @@ class Sessions:
         good = await self._mac("session", f"{key_hash}.{expires}")
         if not hmac.compare_digest(mac.encode(), good.encode()) or int(expires) < now_ms():
             return None
-        record = await self.core.storage.key_by_hash(key_hash)
-        if record is None or record.revoked_at is not None or record.kind != "api":
-            return None
-        return await self.core.storage.get_env(record.env_id)
+        def find(tx: Tx) -> Environment | None:
+            record = key_by_hash(tx, key_hash)
+            if record is None or record.revoked_at is not None or record.kind != "api":
+                return None
+            return get_env(tx, record.env_id)
+
+        return await self.core.storage.read(find)
 
     async def _mac(self, purpose: str, text: str) -> str:
         digest = hmac.new(await self.secret(), f"{purpose}:{text}".encode(),

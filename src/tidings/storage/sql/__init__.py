@@ -43,7 +43,8 @@ def dialect_file(dialect: str, name: str) -> str:
 
 
 SHARED_FILES = ("runs.sql", "apps.sql", "flow.sql", "housekeeping.sql", "triggerdev.sql",
-                "connect.sql", "privacy.sql", "retention.sql", "views.sql")
+                "connect.sql", "privacy.sql", "retention.sql", "views.sql", "keys.sql",
+                "events.sql", "migrations.sql")
 
 
 @cache
@@ -54,7 +55,7 @@ def queries(dialect: str) -> dict[str, str]:
     if dialect == "postgres":
         shared = {name: sql.replace("?", "%s") for name, sql in shared.items()}
     own: dict[str, str] = {}
-    for file in ("runs.sql", "privacy.sql"):
+    for file in ("runs.sql", "privacy.sql", "keys.sql"):
         with contextlib.suppress(FileNotFoundError):
             own.update(split_queries(dialect_file(dialect, file)))
     return {**shared, **own}
