@@ -156,12 +156,14 @@ def check_log(log: Path, what: str) -> None:
 @contextlib.contextmanager
 def tidings_dev(kind: str, *, cpu: str = SERVER_CPU, extra_env: dict[str, str] | None = None,
                 profile: Path | None = None, port: int | None = None,
-                args: Sequence[str] = ("-a", APP)) -> Iterator[Engine]:
+                args: Sequence[str] = ("-a", APP), variant: str | None = None
+                ) -> Iterator[Engine]:
     """``tidings dev -a bench.apps:client`` on a fresh SQLite file or PostgreSQL schema.
 
     ``args`` replace ``-a bench.apps:client`` (P7 passes ``-u URL`` for an SDK app instead);
     ``port`` is the server's (default: a free one). With ``profile`` the server runs under
-    ``py-spy record`` (raw collapsed stacks to that file).
+    ``py-spy record`` (raw collapsed stacks to that file); with ``variant`` it is that
+    variant of ``bench.variants`` (``traced``: P10).
     """
     with contextlib.ExitStack() as stack:
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tidings-bench-")))
@@ -173,8 +175,10 @@ def tidings_dev(kind: str, *, cpu: str = SERVER_CPU, extra_env: dict[str, str] |
         else:
             raise ValueError(kind)
         port = port or free_port()
-        argv = py_spy(profile, [str(BIN / "tidings"), "dev", "--host", "127.0.0.1", "--port",
-                                str(port), "--db", db, *args])
+        command = ([str(BIN / "tidings")] if variant is None
+                   else [sys.executable, "-m", "bench.variants", variant])
+        argv = py_spy(profile, [*command, "dev", "--host", "127.0.0.1", "--port", str(port),
+                                "--db", db, *args])
         env = bench_env(data_dir)
         env.update(extra_env or {})
         log = data_dir / "server.log"

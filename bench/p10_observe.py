@@ -1,8 +1,8 @@
 """P10: what metrics, logs and traces cost. P1 (single-event ``POST /e/{key}``, 32
 connections) and P3 (event → 1-step function completed, 500-event requests) on ``tidings dev``
 (SQLite), with metrics and logging off (``--no-metrics --log-level warning``) and on as under
-``serve`` (metrics, INFO, JSON), in alternating rounds; P1 also with tracing on besides, every
-span exported to nothing (``bench/variants.py traced``). Goals: on/off >= 0.95 for both,
+``serve`` (metrics, INFO, JSON), and traced (as on, with tracing on besides, every span exported to
+nothing: ``bench/variants.py traced``), in alternating rounds. Goals: on/off >= 0.95 for both,
 traced/off >= 0.90.
 
 ``python -m bench.p10_observe [--rounds 4] [--seconds 8] [--n 5000] [--only p1,p3]``
@@ -38,6 +38,19 @@ def _ratios(off: list[float], on: list[float], goal: float = GOAL) -> dict[str, 
             "met": per_round >= goal}
 
 
+def _cpu_ratios(cpu: dict[str, list[float]]) -> dict[str, Any]:
+    """Throughput each target's CPU per request or run allows, against "off": off's median
+    CPU over theirs (the steadier figure on a shared machine), and the median of the same
+    ratio per round."""
+    def ratio(target: str) -> dict[str, float]:
+        return {"of_medians": round(statistics.median(cpu[OFF]) / statistics.median(cpu[target]),
+                                    3),
+                "median_of_round_ratios": round(statistics.median(
+                    a / b for a, b in zip(cpu[OFF], cpu[target], strict=True)), 3)}
+
+    return {"on": ratio(ON), "traced": ratio(TRACED)}
+
+
 def p1(rounds: int, seconds: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import msgspec
 
@@ -47,12 +60,12 @@ def p1(rounds: int, seconds: float) -> tuple[list[dict[str, Any]], dict[str, Any
                 connections=32)
     run_plan(plan)
     by = {t: [r.req_per_s for r in plan.results if r.target == t] for t in plan.targets}
-    cpu = {t: statistics.median(r.server_cpu_us_per_request for r in plan.results
-                                if r.target == t) for t in plan.targets}
+    cpu = {t: [r.server_cpu_us_per_request for r in plan.results if r.target == t]
+           for t in plan.targets}
     summary = {**_ratios(by[OFF], by[ON]), "unit": "req/s",
                "traced": _ratios(by[OFF], by[TRACED], GOAL_TRACED),
-               "server_cpu_us_per_request": {"off": cpu[OFF], "on": cpu[ON],
-                                             "traced": cpu[TRACED]}}
+               "server_cpu_us_per_request": {t: statistics.median(cpu[t]) for t in cpu},
+               "cpu": _cpu_ratios(cpu)}
     rows = [{"bench": "p1", "target": r.target, "round": r.index, "per_s": r.req_per_s,
              "server_cpu_us": r.server_cpu_us_per_request, "load_before": r.load_before}
             for r in plan.results]
@@ -62,9 +75,10 @@ def p1(rounds: int, seconds: float) -> tuple[list[dict[str, Any]], dict[str, Any
 def p3(rounds: int, n: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     rows = []
     for index in range(1, rounds + 1):
-        for target, options in ((OFF, UNOBSERVED), (ON, OBSERVED)):
+        for target, options, variant in ((OFF, UNOBSERVED, None), (ON, OBSERVED, None),
+                                         (TRACED, OBSERVED, "traced")):
             before = load()
-            result = tidings_round("sqlite", n, 1, options=options)
+            result = tidings_round("sqlite", n, 1, options=options, variant=variant)
             rows.append({"bench": "p3", "target": target, "round": index,
                          "per_s": result["per_s"],
                          "server_cpu_us": result["server_cpu_us_per_run"],
@@ -72,11 +86,13 @@ def p3(rounds: int, n: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             print(f"  p3 round {index} {target:<18} {result['per_s']:>9,.0f} runs/s  server "
                   f"CPU {result['server_cpu_us_per_run']:,.0f} us/run  load {before}",
                   flush=True)
-    by = {t: [r["per_s"] for r in rows if r["target"] == t] for t in (OFF, ON)}
-    cpu = {t: statistics.median(r["server_cpu_us"] for r in rows if r["target"] == t)
-           for t in (OFF, ON)}
+    targets = (OFF, ON, TRACED)
+    by = {t: [r["per_s"] for r in rows if r["target"] == t] for t in targets}
+    cpu = {t: [r["server_cpu_us"] for r in rows if r["target"] == t] for t in targets}
     return rows, {**_ratios(by[OFF], by[ON]), "unit": "runs/s",
-                  "server_cpu_us_per_run": {"off": cpu[OFF], "on": cpu[ON]}}
+                  "traced": _ratios(by[OFF], by[TRACED], GOAL_TRACED),
+                  "server_cpu_us_per_run": {t: statistics.median(cpu[t]) for t in cpu},
+                  "cpu": _cpu_ratios(cpu)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,11 +116,13 @@ def main(argv: list[str] | None = None) -> int:
             report.summary[name] = summary
             print(f"  {name}: on/off {summary['ratio_of_medians']} (medians), "
                   f"{summary['median_of_round_ratios']} (per round); goal >= {GOAL}")
-            if "traced" in summary:
-                traced = summary["traced"]
-                print(f"  {name}: traced/off {traced['ratio_of_medians']} (medians), "
-                      f"{traced['median_of_round_ratios']} (per round); goal >= "
-                      f"{GOAL_TRACED}")
+            traced = summary["traced"]
+            print(f"  {name}: traced/off {traced['ratio_of_medians']} (medians), "
+                  f"{traced['median_of_round_ratios']} (per round); goal >= {GOAL_TRACED}")
+            cpu = summary["cpu"]
+            print(f"  {name}: by server CPU, on/off {cpu['on']['of_medians']} (medians), "
+                  f"{cpu['on']['median_of_round_ratios']} (per round); traced/off "
+                  f"{cpu['traced']['of_medians']}, {cpu['traced']['median_of_round_ratios']}")
     except BenchError as exc:
         print(f"P10 failed: {exc}", file=sys.stderr)
         return 1

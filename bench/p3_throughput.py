@@ -71,8 +71,10 @@ def _bodies(n: int, round_tag: str) -> list[bytes]:
 
 
 def tidings_round(kind: str, n: int, connections: int, profile: Path | None = None,
-                  options: tuple[str, ...] = ()) -> dict[str, Any]:
-    with tidings_dev(kind, profile=profile, args=("-a", APP, *options)) as engine:
+                  options: tuple[str, ...] = (), variant: str | None = None
+                  ) -> dict[str, Any]:
+    with tidings_dev(kind, profile=profile, args=("-a", APP, *options),
+                     variant=variant) as engine:
         fn = engine.function_id("p3-noop")
 
         def completed() -> int:

@@ -7,7 +7,7 @@
 - ``nosync``: everything as in ``tidings dev`` except the ``fdatasync`` that makes each group
   commit durable before it is acknowledged (``_Syncer``). NOT durable; only for measuring.
 - ``traced``: ``tidings dev`` with tracing on and every span handed to an exporter that drops
-  it (through the batch processor, as OTLP would be): what tracing costs, the network aside.
+  it (in batches, as OTLP's would be): what tracing costs, the network aside.
 
 Benchmark-only: nothing here is reachable from ``tidings`` itself.
 """
@@ -47,11 +47,7 @@ def _nosync() -> None:
 def _traced() -> None:
     from collections.abc import Sequence as Spans
 
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
-    )
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
     from tidings.observe import tracing
 
@@ -59,7 +55,7 @@ def _traced() -> None:
         def export(self, spans: Spans[Any]) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    tracing.use(BatchSpanProcessor(Drop()))
+    tracing.export_to(Drop())  # as ``tracing.configure`` does with OTLP's exporter
 
 
 def main() -> None:

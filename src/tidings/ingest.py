@@ -104,6 +104,11 @@ class Ingest:
             routed: list[Routed] = []
 
             def route(tx: Tx, fresh: list[EventRow]) -> None:
+                # Called once per attempt: an attempt merged with other requests' may be
+                # undone and this one run again alone, and what it routed is then void.
+                for undone in routed:
+                    inline.abandoned(undone)
+                routed.clear()
                 due = [row for row in fresh if row.delivered_at is not None]
                 if due:
                     routed.append(inline.route(tx, due, now))

@@ -20,8 +20,10 @@ import tidings
 from tests.engine.conftest import Engine
 from tests.unit.test_http_driver import FN, SDK, Host, run
 from tidings.engine.http_driver import HttpDriver
-from tidings.observe import tracing
+from tidings.flow import cancel
+from tidings.observe import metrics, tracing
 from tidings.server import create_app
+from tidings.storage.tx import Tx
 
 SENDER_TRACE = 0x0AF7651916CD43DD8448EB211C80319C
 SENDER_SPAN = 0xB7AD6B7169203331
@@ -176,4 +178,64 @@ async def test_a_cancelled_run_records_its_span_too(
     process = _one(list(spans.get_finished_spans()), "process traced-napper")
     assert process.attributes["tidings.run.status"] == "Cancelled"
     assert process.status.status_code == StatusCode.ERROR
+    assert (process.context.trace_id, process.context.span_id) == tracing.run_ids(run.id)
+
+
+class RolledBack(Exception):
+    pass
+
+
+async def test_a_cancellation_is_traced_once_committed_and_not_when_rolled_back(
+        engine: Engine, spans: InMemorySpanExporter) -> None:
+    client = tidings.Tidings(app_id="traced")
+
+    @client.function(id="napper", trigger=tidings.TriggerEvent(event="traced/nap"))
+    async def napper(ctx: tidings.Context) -> Any:
+        await ctx.step.sleep("nap", timedelta(hours=1))
+
+    await engine.start(client)
+    await engine.send({"name": "traced/nap"})
+    await engine.drain()
+    (run,) = await engine.runs()
+    registry = engine.core.registry
+    name = "process traced-napper"
+    finished = metrics.runs_finished.summed(1)
+
+    def cancel_then_fail(tx: Tx) -> None:
+        assert cancel.cancel_run(tx, registry, run.id, "by a test", engine.clock())
+        assert [s.name for s in spans.get_finished_spans()] == []  # not inside it
+        raise RolledBack
+
+    with pytest.raises(RolledBack):
+        await engine.core.storage.write(cancel_then_fail)
+    assert (await engine.run(run.id)).status == "Sleeping"
+    assert name not in [s.name for s in spans.get_finished_spans()]
+    assert metrics.runs_finished.summed(1) == finished
+
+    assert await engine.core.storage.write(
+        lambda tx: cancel.cancel_run(tx, registry, run.id, "by a test", engine.clock()))
+    assert (await engine.run(run.id)).status == "Cancelled"
+    process = _one(list(spans.get_finished_spans()), name)
+    assert process.attributes["tidings.run.status"] == "Cancelled"
+    assert metrics.runs_finished.summed(1) != finished
+
+
+async def test_a_run_cancelled_by_an_event_is_traced_after_the_routing_commits(
+        engine: Engine, spans: InMemorySpanExporter) -> None:
+    client = tidings.Tidings(app_id="traced")
+
+    @client.function(id="waiter", trigger=tidings.TriggerEvent(event="traced/order"),
+                     cancel=[tidings.Cancel(event="traced/cancel")])
+    async def waiter(ctx: tidings.Context) -> Any:
+        await ctx.step.sleep("nap", timedelta(hours=1))
+
+    await engine.start(client)
+    await engine.send({"name": "traced/order"})
+    await engine.drain()
+    await engine.send({"name": "traced/cancel"})
+    await engine.drain()
+    (run,) = await engine.runs()
+    assert run.status == "Cancelled"
+    process = _one(list(spans.get_finished_spans()), "process traced-waiter")
+    assert process.attributes["tidings.run.status"] == "Cancelled"
     assert (process.context.trace_id, process.context.span_id) == tracing.run_ids(run.id)

@@ -297,7 +297,7 @@ class Executor:
             fn = fn or await self._function_row(run.function_id)
             if fn is not None:
                 event, events = await self._events(run, call.events)
-                await self._settle(run, fn, event, events, RunFailed(error), [])
+                await self._settle(run, fn, event, events, RunFailed(error), [], call=call)
                 return
         except Exception as again:
             if unavailable(again):
@@ -340,7 +340,7 @@ class Executor:
             # failure after the run moved on starts a count of its own.
             run = replace(run, attempt=0)
         await self._settle(run, fn_row, event, events, outcome, host.take_buffer(),
-                           first=not call.steps)
+                           call=call, first=not call.steps)
 
     async def _function_row(self, function_id: str) -> FunctionRow | None:
         known = self.registry.by_id(function_id)
@@ -377,11 +377,12 @@ class Executor:
 
     async def _settle(self, run: Run, fn: FunctionRow, event: dict[str, Any],
                       events: list[dict[str, Any]], outcome: Outcome,
-                      records: list[StepRecord], *, first: bool = False) -> None:
+                      records: list[StepRecord], *, call: store.Claimed,
+                      first: bool = False) -> None:
         """Record what a call did (``settle.py``), then route the events it emitted and call
         the run again now if it is due."""
         settled = await self._settler.settle(run, fn, event, events, outcome, records,
-                                             first=first)
+                                             call=call, first=first)
         if settled.emitted:
             self._on_events(settled.emitted)
         if settled.due_now:

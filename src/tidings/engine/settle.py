@@ -72,9 +72,12 @@ class Settler:
 
     async def settle(self, run: Run, fn: FunctionRow, event: dict[str, Any],
                      events: list[dict[str, Any]], outcome: Outcome,
-                     records: list[StepRecord], *, first: bool = False) -> Settled:
-        """Record what a call did. ``first``: the run had no steps when the call began, so it
-        cannot have pauses (every pause it ever made left a step when it ended)."""
+                     records: list[StepRecord], *, call: store.Claimed,
+                     first: bool = False) -> Settled:
+        """Record what a call did; ``call`` is what it began with (its event rows and the
+        run's steps so far: a run's span is recorded from them when it ends). ``first``: the
+        run had no steps when the call began, so it cannot have pauses (every pause it ever
+        made left a step when it ended)."""
         now = self.clock()
         flowing = fn.flow is not None and fn.flow.at_claim
 
@@ -87,14 +90,14 @@ class Settler:
                     and not self.registry.listens(run.env_id, "tidings/function.finished")):
                 # The common end: nothing to emit, no pauses, no parent.
                 await self._complete(store.Completion(run, outcome.output, records, now))
-                await telemetry.run_ended(self.storage, run, fn, COMPLETED, now)
+                telemetry.run_ended(run, fn, COMPLETED, now, call)
                 return Settled(emitted=[])
             output = msgspec.json.decode(outcome.output)
             rows = self._lifecycle(run, fn, event, events, "finished", now, result=output)
             # Ends record their steps themselves (``store.finish``).
             await write(lambda tx: _end(tx, run, COMPLETED, output, None, rows, now, records,
                                         first), steps=())
-            await telemetry.run_ended(self.storage, run, fn, COMPLETED, now)
+            telemetry.run_ended(run, fn, COMPLETED, now, call)
             return Settled(emitted=[r.id for r in rows])
         if isinstance(outcome, RunFailed):
             if outcome.retriable and run.attempt < fn.retries:
@@ -111,7 +114,7 @@ class Settler:
             await write(lambda tx: _end(tx, run, FAILED, None, outcome.error, rows, now,
                                         records, first), steps=())
             telemetry.settled(run, fn, outcome, None, now)
-            await telemetry.run_ended(self.storage, run, fn, FAILED, now)
+            telemetry.run_ended(run, fn, FAILED, now, call)
             return Settled(emitted=[r.id for r in rows])
         if isinstance(outcome, Continue):
             await write(lambda tx: store.reschedule(tx, run, due_at=now, attempt=run.attempt))

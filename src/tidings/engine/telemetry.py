@@ -20,7 +20,7 @@ from tidings.observe import metrics, tracing
 from tidings.observe.logs import bind
 from tidings.runs import traces
 from tidings.runs.model import Run
-from tidings.storage.base import Storage
+from tidings.runs.store import Claimed
 
 log = logging.getLogger("tidings.engine")
 
@@ -33,15 +33,15 @@ def call_began(run: Run, fn: FunctionRow, *, first: bool) -> None:
         metrics.started(fn.app_id, fn.slug, (run.started_at - run.created_at) / 1000)
 
 
-async def run_ended(storage: Storage, run: Run, fn: FunctionRow, status: str,
-                    now: int) -> None:
-    """``run`` ended (Completed or Failed) at ``now``: counted, and with tracing on its span
-    and its pauses' spans recorded, linked to its events' creation context."""
+def run_ended(run: Run, fn: FunctionRow, status: str, now: int, call: Claimed) -> None:
+    """``run`` ended (Completed or Failed) at ``now``, in a call that began with ``call``:
+    counted, and with tracing on its span and its pauses' spans recorded, linked to its
+    events' creation context (read with the call: nothing more is read)."""
     began = run.started_at if run.started_at is not None else run.created_at
     metrics.finished(fn.app_id, fn.slug, status, (now - began) / 1000)
     if tracing.on():
-        await storage.read(lambda tx: traces.record(tx, run, function=fn.slug, app=fn.app_id,
-                                                    status=status, now=now))
+        traces.ended(run, function=fn.slug, app=fn.app_id, status=status, now=now,
+                     events=call.events, steps=call.steps)
 
 
 def step_attempt(run: Run, *, step: str, name: str, op: str, attempt: int, began: int,

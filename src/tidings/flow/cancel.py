@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -40,13 +41,19 @@ def cancel_run(tx: Tx, registry: Registry, run_id: str, reason: str, now: int) -
     emit = _cancelled_events(tx, registry, run, reason, now)
     if not store.cancel_fenced(tx, run_id, reason, now, emit):
         return False
-    log.info("run %s cancelled: %s", run_id, reason, extra={"run_id": run_id})
     fn = registry.by_id(run.function_id) or registration.function_by_id(tx, run.function_id)
+    # Told once the cancellation has committed: a transaction rolled back cancelled nothing.
+    tx.after_commit(partial(_told, run, fn, reason, now))
+    if fn is not None:
+        traces.record(tx, run, function=fn.slug, app=fn.app_id, status="Cancelled", now=now)
+    return True
+
+
+def _told(run: Run, fn: FunctionRow | None, reason: str, now: int) -> None:
+    log.info("run %s cancelled: %s", run.id, reason, extra={"run_id": run.id})
     if fn is not None:
         metrics.finished(fn.app_id, fn.slug, "Cancelled",
                          (now - (run.started_at or run.created_at)) / 1000)
-        traces.record(tx, run, function=fn.slug, app=fn.app_id, status="Cancelled", now=now)
-    return True
 
 
 def _cancelled_events(tx: Tx, registry: Registry, run: Run, reason: str,

@@ -1,6 +1,6 @@
 """What the HTTP server tells of each request: its time in ``tidings_http_request_duration_
 seconds`` (by route template, method and status: never by the raw path), with tracing on a
-SERVER span (``tracing.server_span``), and with ``--access-log`` one INFO line when its answer
+SERVER span (``tracing.request_began``), and with ``--access-log`` one INFO line when its answer
 has gone out — method, path, status, time taken, client address.
 
 Paths only, never query strings or headers; the event key in ``/e/{key}`` is masked.
@@ -40,18 +40,7 @@ class RequestObserver:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if tracing.on():
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
-                       if k in (b"traceparent", b"tracestate")}
-            with tracing.server_span(headers, scope["method"]) as span:
-                status = await self._observed(scope, receive, send)
-                tracing.finish_server_span(span, self._route_of(scope), scope["method"],
-                                           status)
-            return
-        await self._observed(scope, receive, send)
-
-    async def _observed(self, scope: Scope, receive: Receive, send: Send) -> int:
-        """Answer the request, time it and log it; its status."""
+        span = tracing.request_began(scope["headers"])
         began = time.perf_counter()
         status = 0
 
@@ -66,9 +55,12 @@ class RequestObserver:
         finally:
             took = time.perf_counter() - began
             method = scope["method"] if scope["method"] in METHODS else "other"
-            if self._timed:
-                metrics.http_request_duration.observe(
-                    (self._route_of(scope), method, str(status)), took)
+            if self._timed or span is not None:
+                route = self._route_of(scope)
+                if self._timed:
+                    metrics.http_request_duration.observe((route, method, str(status)), took)
+                if span is not None:
+                    tracing.request_ended(span, route, method, status)
             if self._access_log:
                 client = scope.get("client")
                 path = shown_path(scope["path"])
@@ -76,4 +68,3 @@ class RequestObserver:
                          extra={"method": method, "path": path, "status": status,
                                 "duration_ms": round(took * 1000, 3),
                                 "client": client[0] if client else None})
-        return status

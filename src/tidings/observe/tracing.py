@@ -12,25 +12,37 @@ The spans follow the OpenTelemetry messaging conventions (``messaging.system=tid
 - each run is a CONSUMER span ``process {function}``, linked to the creation context of its
   events (``runs/traces.py``). Runs outlive processes, so it is recorded when the run ends —
   completed, failed or cancelled — with its real start time, and its ids are derived from
-  the run's id (``run_context``): every process that drives the run puts its spans under
+  the run's id (``run_ids``): every process that drives the run puts its spans under
   it, before the span itself exists;
 - each step attempt is an INTERNAL span (``tidings.step.id``, ``tidings.step.op``,
   ``tidings.step.attempt``), a failed one with status ERROR; sleeps, waits and invocations
   are spans from the pause to the resumption, recorded with the run;
 - each call to an SDK app is an HTTP CLIENT span whose context goes with the request as
   ``traceparent``, so the app's own spans nest inside the run.
+
+Every span is built finished and handed to the span processor (``_Sink``), not started through
+the SDK's tracer: a span started there costs about 45 µs of CPU here (sampler, attribute
+checks, context attach and detach), against some 3 µs this way, and ingest makes two per
+request (``bench/README.md``, P10). Sampling follows ``OTEL_TRACES_SAMPLER`` (``_Sampler``):
+a sampled caller's context is followed; a trace that begins here is kept at the configured
+ratio of its trace id, so every process decides the same for a run's trace.
 """
 
 from __future__ import annotations
 
+import atexit
+import collections
+import contextlib
+import functools
 import hashlib
 import logging
 import os
 import random
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +50,11 @@ from tidings.version import VERSION
 
 log = logging.getLogger("tidings.tracing")
 SYSTEM = "tidings"
-_tracer: Any = None
-_direct: _Direct | None = None  # the ingest spans' way to the processor (``_Quick``)
-_chosen: ContextVar[tuple[int, int] | None] = ContextVar("tidings_span_ids", default=None)
+_sink: _Sink | None = None
+_getrandbits = random.getrandbits
+_time_ns = time.time_ns
+_LOW_64 = (1 << 64) - 1
+DROPS_LOGGED_EVERY_S = 60.0
 
 
 def wanted(environ: Mapping[str, str] = os.environ) -> bool:
@@ -60,7 +74,7 @@ def configure(environ: Mapping[str, str] = os.environ) -> bool:
     if not wanted(environ):
         return False
     try:
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
     except ImportError:
         log.warning("OTEL_* variables ask for traces, but OpenTelemetry is not installed: "
                     "pip install 'tidings[otel]'; tracing stays off")
@@ -72,150 +86,229 @@ def configure(environ: Mapping[str, str] = os.environ) -> bool:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter()  # endpoint, headers, timeout: from the OTEL_* variables
-    use(BatchSpanProcessor(exporter))
+    export_to(exporter, environ)
     log.info("tracing on: spans go to %s", type(exporter).__name__)
     return True
 
 
-def use(processor: Any) -> Any:
-    """Send spans to ``processor`` (an OTel SDK span processor; tests give one with an
-    in-memory exporter); the tracer provider is returned. ``None`` turns tracing off."""
-    global _tracer, _direct
-    if processor is None:
-        _tracer = _direct = None
-        return None
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
+def export_to(exporter: Any, environ: Mapping[str, str] = os.environ) -> None:
+    """Send spans to ``exporter`` (an OTel SDK span exporter) in batches (``_Batches``),
+    sampled as ``environ`` says."""
+    global _sink
+    _sink = _Sink(_Batches(exporter, environ).add, _resource(environ),
+                  _Sampler.from_env(environ))
 
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME",
-                                                               "tidings")})
-    provider = TracerProvider(resource=resource, id_generator=_ids())
-    provider.add_span_processor(processor)
-    _tracer = provider.get_tracer("tidings", VERSION)
-    _direct = _Direct(processor, resource)
-    return provider
+
+def use(processor: Any, environ: Mapping[str, str] = os.environ) -> None:
+    """Send spans to ``processor`` (an OTel SDK span processor: tests give one with an
+    in-memory exporter), sampled as ``environ`` says. ``None`` turns tracing off."""
+    global _sink
+    _sink = None if processor is None else _Sink(processor.on_end, _resource(environ),
+                                                 _Sampler.from_env(environ))
 
 
 def on() -> bool:
-    return _tracer is not None
+    return _sink is not None
 
 
-def _ids() -> Any:
-    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+def _resource(environ: Mapping[str, str]) -> Any:
+    from opentelemetry.sdk.resources import Resource
 
-    class Ids(RandomIdGenerator):
-        """Random ids, except for the span ``chosen`` names (a run's span)."""
+    return Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", "tidings")})
 
-        def generate_span_id(self) -> int:
-            chosen = _chosen.get()
-            return chosen[1] if chosen is not None else super().generate_span_id()
 
-        def generate_trace_id(self) -> int:
-            chosen = _chosen.get()
-            return chosen[0] if chosen is not None else super().generate_trace_id()
+def _setting(environ: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        value = int(environ.get(name, default))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        log.warning("%s=%r is not a positive whole number: %d is used", name,
+                    environ.get(name), default)
+        return default
+    return value
 
-    return Ids()
+
+class _Batches:
+    """Spans on their way to the exporter, in batches, as the SDK's ``BatchSpanProcessor``
+    sends them and with its settings (``OTEL_BSP_SCHEDULE_DELAY``, ``_MAX_QUEUE_SIZE``,
+    ``_MAX_EXPORT_BATCH_SIZE``, ``_EXPORT_TIMEOUT``): a thread exports a batch once one is
+    full or the delay has passed, and what is left when the process exits.
+
+    Adding a span is a deque append, a count and a length check: the SDK's processor also
+    takes the process id (a system call) and counts for its own metrics on every span, which
+    was a third of what a traced ingest request spent on tracing. A full queue drops its
+    oldest span; drops are counted and logged."""
+
+    def __init__(self, exporter: Any, environ: Mapping[str, str]) -> None:
+        self.exporter = exporter
+        self.delay = _setting(environ, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
+        self.batch = _setting(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
+        self.timeout = _setting(environ, "OTEL_BSP_EXPORT_TIMEOUT", 30000) / 1000
+        limit = max(self.batch, _setting(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 2048))
+        self.queue: collections.deque[Any] = collections.deque(maxlen=limit)
+        self.added = 0
+        self.sent = 0  # exported or dropped
+        self.dropped = 0
+        self.unreported = 0  # dropped, not logged yet
+        self.reported = -DROPS_LOGGED_EVERY_S
+        self.awake = threading.Event()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="tidings-spans", daemon=True)
+        self.thread.start()
+        atexit.register(self.shutdown)
+
+    def add(self, span: Any) -> None:
+        queue = self.queue
+        queue.append(span)
+        self.added += 1
+        if len(queue) >= self.batch and not self.awake.is_set():
+            self.awake.set()
+
+    def _run(self) -> None:
+        while not self.stopping:
+            self.awake.wait(self.delay)
+            self.awake.clear()
+            self._export()
+        self._export()
+
+    def _export(self) -> None:
+        queue = self.queue
+        while queue:
+            batch = []
+            with contextlib.suppress(IndexError):
+                for _ in range(self.batch):
+                    batch.append(queue.popleft())
+            try:
+                self.exporter.export(batch)
+            except Exception:
+                log.exception("exporting %d spans failed; they are dropped", len(batch))
+            self.sent += len(batch)
+        lost = self.added - self.sent - len(queue) - self.dropped  # read in this order, the
+        if lost > 0:                                                # adds meanwhile never count
+            self.dropped += lost
+            self.unreported += lost
+        now = time.monotonic()
+        if self.unreported and (self.stopping or now - self.reported >= DROPS_LOGGED_EVERY_S):
+            log.warning("%d spans were dropped: they came faster than %s took them "
+                        "(OTEL_BSP_MAX_QUEUE_SIZE=%d)", self.unreported,
+                        type(self.exporter).__name__, queue.maxlen)
+            self.unreported, self.reported = 0, now
+
+    def shutdown(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.awake.set()
+        self.thread.join(self.timeout)
+        with contextlib.suppress(Exception):
+            self.exporter.shutdown()
+
+
+class _Sampler:
+    """``OTEL_TRACES_SAMPLER`` (and ``_ARG``): whether a trace that begins here is kept
+    (``root``), and whether a caller's unsampled context is followed or overridden
+    (``parent_based``). The ratio is taken of the trace id's low 64 bits, as the SDK's
+    ``TraceIdRatioBased`` does, so it gives every process the same answer."""
+
+    __slots__ = ("bound", "parent_based")
+
+    def __init__(self, ratio: float, parent_based: bool) -> None:
+        self.bound = round(max(0.0, min(1.0, ratio)) * (1 << 64))
+        self.parent_based = parent_based
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> _Sampler:
+        name = environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
+        parent_based = name.startswith("parentbased_")
+        kind = name.removeprefix("parentbased_")
+        if kind == "always_off":
+            return cls(0.0, parent_based)
+        if kind == "traceidratio":
+            try:
+                return cls(float(environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0")), parent_based)
+            except ValueError:
+                log.warning("OTEL_TRACES_SAMPLER_ARG is not a number: every trace is kept")
+        elif kind != "always_on":
+            log.warning("OTEL_TRACES_SAMPLER=%s is not supported here: every trace is kept",
+                        name)
+        return cls(1.0, parent_based)
+
+    def root(self, trace_id: int) -> bool:
+        return (trace_id & _LOW_64) < self.bound
+
+    def child(self, trace_id: int, parent_sampled: bool) -> bool:
+        return parent_sampled if self.parent_based else self.root(trace_id)
+
+
+class _Sink:
+    """Where spans go: finished ``ReadableSpan``s handed to the processor, their constant
+    parts (resource, scope, flags, kinds, the unset status) made once."""
+
+    def __init__(self, on_end: Callable[[Any], None], resource: Any,
+                 sampler: _Sampler) -> None:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import ReadableSpan
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+        from opentelemetry.trace import Status, StatusCode
+
+        scope = InstrumentationScope("tidings", VERSION)
+
+        class Finished(ReadableSpan):
+            """A span recorded whole: ``ReadableSpan`` without its keyword handling."""
+
+            _resource = resource
+            _instrumentation_scope = scope
+            _instrumentation_info = None
+            _events = ()
+
+            def __init__(self, name: str, context: Any, parent: Any, kind: Any,
+                         attributes: dict[str, Any], start: int, end: int, status: Any,
+                         links: Sequence[Any]) -> None:
+                self._name = name
+                self._context = context
+                self._parent = parent
+                self._kind = kind
+                self._attributes = attributes
+                self._start_time = start
+                self._end_time = end
+                self._status = status
+                self._links = links
+
+        self.on_end = on_end
+        self.sampler = sampler
+        self.span = Finished
+        self.context = trace.SpanContext
+        self.link = trace.Link
+        self.flags = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+        self.unsampled = trace.TraceFlags(0)
+        self.kinds = {kind.name: kind for kind in trace.SpanKind}
+        self.unset = Status(StatusCode.UNSET)
+        self.status = Status
+        self.error = StatusCode.ERROR
+
+    def emit(self, name: str, kind: str, trace_id: int, span_id: int,
+             parent_span_id: int | None, remote_parent: bool, start: int, end: int,
+             attributes: dict[str, Any], error: str | None = None,
+             links: Sequence[Any] = ()) -> None:
+        """Record a finished span (sampled: the caller decided). ``error``: its status is
+        ERROR with that description ("" for none)."""
+        context = self.context(trace_id, span_id, False, self.flags)
+        parent = None if parent_span_id is None else self.context(
+            trace_id, parent_span_id, remote_parent, self.flags)
+        status = self.unset if error is None else self.status(self.error, error or None)
+        self.on_end(self.span(name, context, parent, self.kinds[kind], attributes, start,
+                              max(end, start), status, links))
 
 
 # -- contexts ------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # a run's steps, calls and end ask for the same ids
 def run_ids(run_id: str) -> tuple[int, int]:
     """The trace id and span id of a run's span, the same in every process."""
     digest = hashlib.sha256(f"tidings-run:{run_id}".encode()).digest()
     return int.from_bytes(digest[:16]) or 1, int.from_bytes(digest[16:24]) or 1
-
-
-def run_context(run_id: str) -> Any:
-    """The OTel context whose parent is the run's span (a remote parent: it is recorded when
-    the run ends)."""
-    from opentelemetry import trace
-
-    trace_id, span_id = run_ids(run_id)
-    parent = trace.SpanContext(trace_id, span_id, is_remote=True,
-                               trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
-    return trace.set_span_in_context(trace.NonRecordingSpan(parent))
-
-
-def traceparent_of(span: Any) -> str:
-    context = span.get_span_context()
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
-
-
-def _link(traceparent: str) -> Any:
-    from opentelemetry import trace
-
-    try:
-        _, trace_id, span_id, flags = traceparent.split("-")
-        context = trace.SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True,
-                                    trace_flags=trace.TraceFlags(int(flags, 16)))
-    except ValueError:
-        return None
-    return trace.Link(context) if context.is_valid else None
-
-
-def _ns(ms: int) -> int:
-    return ms * 1_000_000
-
-
-# -- spans ---------------------------------------------------------------------------------------
-
-
-class _Direct:
-    """Where the ingest spans go. They are built finished and handed to the span processor,
-    not started through the SDK's tracer: that costs about 45 µs of CPU per span here
-    (sampler, attribute checks, context attach and detach), two spans on every ingest
-    request, against some 3 µs this way (``bench/README.md``, P10). They are recorded when
-    the caller's context is sampled, or when there is none."""
-
-    def __init__(self, processor: Any, resource: Any) -> None:
-        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-
-        self.processor = processor
-        self.resource = resource
-        self.scope = InstrumentationScope("tidings", VERSION)
-
-
-@dataclass(slots=True)
-class _Quick:
-    """A span of the ingest path (``server_span``, ``producing``) until it is recorded."""
-
-    name: str
-    kind: str
-    trace_id: int
-    span_id: int
-    parent_span_id: int | None  # in the same trace
-    sampled: bool
-    start: int
-    attributes: dict[str, Any]
-    status_error: bool = False
-
-    @property
-    def traceparent(self) -> str:
-        return f"00-{self.trace_id:032x}-{self.span_id:016x}-{'01' if self.sampled else '00'}"
-
-    def record(self, remote_parent: bool) -> None:
-        direct = _direct
-        if direct is None or not self.sampled:
-            return
-        from opentelemetry import trace
-        from opentelemetry.sdk.trace import ReadableSpan
-        from opentelemetry.trace import Status, StatusCode
-
-        flags = trace.TraceFlags(trace.TraceFlags.SAMPLED)
-        context = trace.SpanContext(self.trace_id, self.span_id, is_remote=False,
-                                    trace_flags=flags)
-        parent = None if self.parent_span_id is None else trace.SpanContext(
-            self.trace_id, self.parent_span_id, is_remote=remote_parent, trace_flags=flags)
-        direct.processor.on_end(ReadableSpan(
-            self.name, context, parent, resource=direct.resource,
-            attributes=self.attributes, kind=getattr(trace.SpanKind, self.kind),
-            status=Status(StatusCode.ERROR) if self.status_error else Status(StatusCode.UNSET),
-            start_time=self.start, end_time=time.time_ns(),
-            instrumentation_scope=direct.scope))
-
-
-_request: ContextVar[_Quick | None] = ContextVar("tidings_request_span", default=None)
 
 
 def _parsed(traceparent: str | None) -> tuple[int, int, bool] | None:
@@ -223,7 +316,8 @@ def _parsed(traceparent: str | None) -> tuple[int, int, bool] | None:
     if not traceparent:
         return None
     parts = traceparent.strip().split("-")
-    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16 or parts[0] == "ff":
+    if (len(parts) < 4 or len(parts[0]) != 2 or len(parts[1]) != 32 or len(parts[2]) != 16
+            or len(parts[3]) < 2 or parts[0].lower() == "ff"):
         return None
     try:
         trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3][:2], 16)
@@ -234,56 +328,124 @@ def _parsed(traceparent: str | None) -> tuple[int, int, bool] | None:
     return trace_id, span_id, bool(flags & 1)
 
 
-@contextmanager
-def server_span(headers: Mapping[str, str], method: str) -> Iterator[Any]:
-    """A SERVER span for an HTTP request, the child of its ``traceparent``; None when off.
-    The caller names it after the route and sets its status once answered
-    (``finish_server_span``)."""
-    if _tracer is None:
-        yield None
+def valid_traceparent(value: Any) -> str | None:
+    """``value`` when it is a well-formed W3C ``traceparent``, else None."""
+    return value if isinstance(value, str) and _parsed(value) is not None else None
+
+
+def _ms_ns(ms: int) -> int:
+    return ms * 1_000_000
+
+
+# -- ingest spans --------------------------------------------------------------------------------
+
+
+class Request:
+    """The SERVER span of the HTTP request being answered, until it ends (``request_ended``).
+    ``token`` puts it back out of the context."""
+
+    __slots__ = ("parent_span_id", "sampled", "span_id", "start", "token", "trace_id")
+
+    def __init__(self, trace_id: int, span_id: int, parent_span_id: int | None,
+                 sampled: bool) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_span_id = parent_span_id
+        self.sampled = sampled
+        self.start = _time_ns()
+        self.token: Token[Request | None] | None = None
+
+
+_request: ContextVar[Request | None] = ContextVar("tidings_request_span", default=None)
+
+
+def request_began(headers: Sequence[tuple[bytes, bytes]]) -> Request | None:
+    """The SERVER span of a request with these (ASGI) headers, a child of its
+    ``traceparent``; None when tracing is off. It is the request's until
+    ``request_ended``."""
+    sink = _sink
+    if sink is None:
+        return None
+    parent = None
+    for key, value in headers:
+        if key == b"traceparent":
+            parent = _parsed(value.decode("latin-1"))
+            break
+    if parent is None:
+        trace_id = _getrandbits(128) or 1
+        span = Request(trace_id, _getrandbits(64) or 1, None, sink.sampler.root(trace_id))
+    else:
+        span = Request(parent[0], _getrandbits(64) or 1, parent[1],
+                       sink.sampler.child(parent[0], parent[2]))
+    span.token = _request.set(span)
+    return span
+
+
+def request_ended(span: Request, route: str, method: str, status: int) -> None:
+    """The request was answered with ``status``: its span is recorded, named after its
+    route."""
+    if span.token is not None:
+        _request.reset(span.token)
+    sink = _sink
+    if sink is None or not span.sampled:
         return
-    parent = _parsed(headers.get("traceparent"))
-    trace_id = parent[0] if parent else random.getrandbits(128) or 1
-    span = _Quick(name=method, kind="SERVER", trace_id=trace_id,
-                  span_id=random.getrandbits(64) or 1,
-                  parent_span_id=parent[1] if parent else None,
-                  sampled=parent[2] if parent else True, start=time.time_ns(),
-                  attributes={"http.request.method": method})
-    token = _request.set(span)
-    try:
-        yield span
-    finally:
-        _request.reset(token)
-        span.record(remote_parent=True)
+    sink.emit(f"{method} {route}", "SERVER", span.trace_id, span.span_id,
+              span.parent_span_id, True, span.start, _time_ns(),
+              {"http.request.method": method, "http.route": route,
+               "http.response.status_code": status},
+              "" if status >= 500 else None)
 
 
-def finish_server_span(span: Any, route: str, method: str, status: int) -> None:
-    span.name = f"{method} {route}"
-    span.attributes["http.route"] = route
-    span.attributes["http.response.status_code"] = status
-    span.status_error = status >= 500
+class Producer:
+    """The PRODUCER span of storing a request's events; ``traceparent`` is its context,
+    which each of them keeps."""
+
+    __slots__ = ("count", "parent_span_id", "remote_parent", "sampled", "span_id", "start",
+                 "trace_id", "traceparent")
+
+    def __init__(self, count: int, trace_id: int, parent_span_id: int | None,
+                 remote_parent: bool, sampled: bool) -> None:
+        self.count = count
+        self.trace_id = trace_id
+        self.span_id = _getrandbits(64) or 1
+        self.parent_span_id = parent_span_id
+        self.remote_parent = remote_parent
+        self.sampled = sampled
+        self.start = _time_ns()
+        self.traceparent = (f"00-{trace_id:032x}-{self.span_id:016x}-"
+                            f"{'01' if sampled else '00'}")
 
 
-@contextmanager
-def producing(count: int) -> Iterator[str | None]:
-    """The PRODUCER span of storing ``count`` events, under the request's SERVER span;
-    yields the traceparent each event keeps (None when off)."""
-    if _tracer is None:
-        yield None
-        return
+def producing(count: int, sender: str | None = None) -> Producer | None:
+    """The PRODUCER span of storing ``count`` events (``produced`` records it), under the
+    request's SERVER span, or else under ``sender`` (a ``traceparent`` the events came
+    with); None when tracing is off."""
+    sink = _sink
+    if sink is None:
+        return None
     request = _request.get()
-    span = _Quick(name="send events", kind="PRODUCER",
-                  trace_id=request.trace_id if request else random.getrandbits(128) or 1,
-                  span_id=random.getrandbits(64) or 1,
-                  parent_span_id=request.span_id if request else None,
-                  sampled=request.sampled if request else True, start=time.time_ns(),
-                  attributes={"messaging.system": SYSTEM, "messaging.operation.type": "send",
-                              "messaging.operation.name": "send",
-                              "messaging.batch.message_count": count})
-    try:
-        yield span.traceparent
-    finally:
-        span.record(remote_parent=False)
+    if request is not None:
+        return Producer(count, request.trace_id, request.span_id, False, request.sampled)
+    parent = _parsed(sender)
+    if parent is not None:
+        return Producer(count, parent[0], parent[1], True,
+                        sink.sampler.child(parent[0], parent[2]))
+    trace_id = _getrandbits(128) or 1
+    return Producer(count, trace_id, None, False, sink.sampler.root(trace_id))
+
+
+def produced(span: Producer) -> None:
+    sink = _sink
+    if sink is None or not span.sampled:
+        return
+    sink.emit("send events", "PRODUCER", span.trace_id, span.span_id, span.parent_span_id,
+              span.remote_parent, span.start, _time_ns(),
+              {"messaging.system": SYSTEM, "messaging.operation.type": "send",
+               "messaging.operation.name": "send",
+               "messaging.batch.message_count": span.count})
+
+
+# -- run spans -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -300,21 +462,18 @@ class Pause:
 def step_span(run_id: str, *, step: str, name: str, op: str, attempt: int, started_at: int,
               ended_at: int, error: Mapping[str, Any] | None = None) -> None:
     """One attempt of a step, under the run's span."""
-    if _tracer is None:
+    sink = _sink
+    if sink is None:
         return
-    from opentelemetry import trace
-    from opentelemetry.trace import Status, StatusCode
-
-    span = _tracer.start_span(f"step {name}", context=run_context(run_id),
-                              kind=trace.SpanKind.INTERNAL, start_time=_ns(started_at),
-                              attributes={"tidings.step.id": step, "tidings.step.name": name,
-                                          "tidings.step.op": op,
-                                          "tidings.step.attempt": attempt,
-                                          "tidings.run.id": run_id})
-    if error is not None:
-        span.set_status(Status(StatusCode.ERROR, f"{error.get('name')}: "
-                                                 f"{error.get('message')}"[:500]))
-    span.end(end_time=_ns(max(ended_at, started_at)))
+    trace_id, run_span_id = run_ids(run_id)
+    if not sink.sampler.root(trace_id):
+        return
+    sink.emit(f"step {name}", "INTERNAL", trace_id, _getrandbits(64) or 1, run_span_id, True,
+              _ms_ns(started_at), _ms_ns(ended_at),
+              {"tidings.step.id": step, "tidings.step.name": name, "tidings.step.op": op,
+               "tidings.step.attempt": attempt, "tidings.run.id": run_id},
+              None if error is None
+              else f"{error.get('name')}: {error.get('message')}"[:500])
 
 
 def run_span(run_id: str, *, function: str, app: str, status: str, started_at: int,
@@ -322,13 +481,18 @@ def run_span(run_id: str, *, function: str, app: str, status: str, started_at: i
              traceparents: Sequence[str], pauses: Sequence[Pause] = ()) -> None:
     """The CONSUMER span of a run that ended, with the ids ``run_ids`` gives, linked to the
     creation context of its events; and its pauses, under it."""
-    if _tracer is None:
+    sink = _sink
+    if sink is None:
         return
-    from opentelemetry import trace
-    from opentelemetry.context import Context
-    from opentelemetry.trace import Status, StatusCode
-
-    links = [link for link in map(_link, traceparents) if link is not None]
+    trace_id, span_id = run_ids(run_id)
+    if not sink.sampler.root(trace_id):
+        return
+    links = []
+    for traceparent in traceparents:
+        parsed = _parsed(traceparent)
+        if parsed is not None:
+            flags = sink.flags if parsed[2] else sink.unsampled
+            links.append(sink.link(sink.context(parsed[0], parsed[1], True, flags)))
     attributes: dict[str, Any] = {
         "messaging.system": SYSTEM, "messaging.operation.type": "process",
         "messaging.operation.name": "process", "messaging.destination.name": function,
@@ -338,56 +502,63 @@ def run_span(run_id: str, *, function: str, app: str, status: str, started_at: i
         attributes["messaging.message.id"] = event_ids[0]
     else:
         attributes["messaging.batch.message_count"] = len(event_ids)
-    token = _chosen.set(run_ids(run_id))
-    try:
-        span = _tracer.start_span(f"process {function}", context=Context(),
-                                  kind=trace.SpanKind.CONSUMER, links=links,
-                                  start_time=_ns(started_at), attributes=attributes)
-    finally:
-        _chosen.reset(token)
-    if status != "Completed":
-        span.set_status(Status(StatusCode.ERROR, status))
     for pause in pauses:
-        child = _tracer.start_span(f"{pause.kind} {pause.name}", context=run_context(run_id),
-                                   kind=trace.SpanKind.INTERNAL,
-                                   start_time=_ns(pause.started_at),
-                                   attributes={"tidings.step.id": pause.step,
-                                               "tidings.step.name": pause.name,
-                                               "tidings.step.op": pause.kind,
-                                               "tidings.run.id": run_id})
-        child.end(end_time=_ns(max(pause.ended_at, pause.started_at)))
-    span.end(end_time=_ns(max(ended_at, started_at)))
+        sink.emit(f"{pause.kind} {pause.name}", "INTERNAL", trace_id, _getrandbits(64) or 1,
+                  span_id, False, _ms_ns(pause.started_at), _ms_ns(pause.ended_at),
+                  {"tidings.step.id": pause.step, "tidings.step.name": pause.name,
+                   "tidings.step.op": pause.kind, "tidings.run.id": run_id})
+    sink.emit(f"process {function}", "CONSUMER", trace_id, span_id, None, False,
+              _ms_ns(started_at), _ms_ns(ended_at), attributes,
+              None if status == "Completed" else status, links)
+
+
+class Client:
+    """An HTTP CLIENT span of a call to an SDK app, until it is answered (``answered``)."""
+
+    __slots__ = ("attributes", "error", "run_span_id", "span_id", "start", "trace_id")
+
+    def __init__(self, trace_id: int, run_span_id: int, attributes: dict[str, Any]) -> None:
+        self.trace_id = trace_id
+        self.run_span_id = run_span_id
+        self.span_id = _getrandbits(64) or 1
+        self.attributes = attributes
+        self.start = _time_ns()
+        self.error: str | None = None
 
 
 @contextmanager
 def client_span(run_id: str, method: str, url: str, headers: dict[str, str]
-                ) -> Iterator[Any]:
+                ) -> Iterator[Client | None]:
     """An HTTP CLIENT span for a call to an SDK app under the run's span; its context goes
     into ``headers`` (``traceparent``). Yields the span (None when off)."""
-    if _tracer is None:
+    sink = _sink
+    if sink is None:
         yield None
         return
-    from opentelemetry import trace
-    from opentelemetry.propagate import inject
-
-    with _tracer.start_as_current_span(method, context=run_context(run_id),
-                                       kind=trace.SpanKind.CLIENT,
-                                       attributes={"http.request.method": method,
-                                                   "url.full": url,
-                                                   "tidings.run.id": run_id}) as span:
-        inject(headers)
+    trace_id, run_span_id = run_ids(run_id)
+    sampled = sink.sampler.root(trace_id)
+    span = Client(trace_id, run_span_id, {"http.request.method": method, "url.full": url,
+                                          "tidings.run.id": run_id})
+    headers["traceparent"] = (f"00-{trace_id:032x}-{span.span_id:016x}-"
+                              f"{'01' if sampled else '00'}")
+    try:
         yield span
+    except BaseException as exc:
+        span.error = type(exc).__name__
+        raise
+    finally:
+        if sampled:
+            sink.emit(method, "CLIENT", trace_id, span.span_id, run_span_id, True,
+                      span.start, _time_ns(), span.attributes, span.error)
 
 
-def answered(span: Any, status: int | None) -> None:
+def answered(span: Client | None, status: int | None) -> None:
     """A CLIENT span's answer (None: no answer)."""
     if span is None:
         return
-    from opentelemetry.trace import Status, StatusCode
-
     if status is None:
-        span.set_status(Status(StatusCode.ERROR, "no answer"))
+        span.error = "no answer"
         return
-    span.set_attribute("http.response.status_code", status)
+    span.attributes["http.response.status_code"] = status
     if status >= 400:
-        span.set_status(Status(StatusCode.ERROR))
+        span.error = ""

@@ -37,11 +37,14 @@ async def store_events(core: Core, env: Environment, body: bytes, *, seed: str |
     events = parse_events(body, limits, now)
     if ticket is not None:
         ticket.parsed(len(events))  # admission control counts them from here on
-    if not tracing.on():  # the hot path: no context manager to enter
+    span = tracing.producing(len(events))
+    if span is None:
         return await core.ingest.append(env.id, events, IdSeed.parse(seed), received_at=now)
-    with tracing.producing(len(events)) as traceparent:
+    try:
         return await core.ingest.append(env.id, events, IdSeed.parse(seed), received_at=now,
-                                        traceparent=traceparent)
+                                        traceparent=span.traceparent)
+    finally:
+        tracing.produced(span)
 
 
 def rejection(exc: RequestRejected) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from tidings.flow.cancel import cancel_between, cancelled_event
 from tidings.functions import registration
 from tidings.functions.model import FunctionRow
 from tidings.ids import floor_id, now_ms
-from tidings.observe import metrics, tracing
+from tidings.observe import metrics
 from tidings.privacy.erase import run_erasure
 from tidings.router.handoff import Stored
 from tidings.runs import admin, journal, store, traces
@@ -138,19 +138,21 @@ class RunLevers:
         listens for it; False when it had already ended."""
         now = now_ms()
         emit = await self._cancelled_events(run, slug, now)
-        cancelled = await self.core.storage.write(partial(
-            store.cancel_fenced, run_id=run.id, reason=CANCEL_REASON, now=now, emit=emit))
-        if not cancelled:
+        fn = self._registry.by_id(run.function_id)
+        app = fn.app_id if fn else ""
+
+        def cancel(tx: Tx) -> bool:
+            if not store.cancel_fenced(tx, run.id, CANCEL_REASON, now, emit):
+                return False
+            traces.record(tx, run, function=slug, app=app, status="Cancelled", now=now)
+            return True
+
+        if not await self.core.storage.write(cancel):
             return False
         log.info("run %s cancelled: %s", run.id, CANCEL_REASON,
                  extra={"run_id": run.id, "function": slug})
-        fn = self._registry.by_id(run.function_id)
-        metrics.finished(fn.app_id if fn else "", slug, "Cancelled",
+        metrics.finished(app, slug, "Cancelled",
                          (now - (run.started_at or run.created_at)) / 1000)
-        if tracing.on():
-            await self.core.storage.read(partial(
-                traces.record, run=run, function=slug, app=fn.app_id if fn else "",
-                status="Cancelled", now=now))
         if emit:
             self._emitted([row.id for row in emit])
         if run.parent_run_id:

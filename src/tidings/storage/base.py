@@ -97,13 +97,15 @@ def key_from_row(row: Any) -> ApiKey:
 
 def event_from_row(r: Sequence[Any]) -> EventRow:
     """An ``EventRow`` from the columns of ``events`` in table order, as either database gives
-    them back (JSON as text on PostgreSQL, as bytes on SQLite)."""
+    them back (JSON as text on PostgreSQL, as bytes on SQLite); ``traceparent`` when the query
+    reads it (the runs' calls do: ``event_rows``)."""
     return EventRow(
         id=r[0], env_id=r[1], name=r[2], data=_bytes(r[3]), user=_blob(r[4]),
         user_subject=_blob(r[5]), key=r[6], ts=r[7], v=r[8], source=r[9],
         context=_bytes(r[10]) if r[10] is not None else None, account_id=r[11],
         received_at=r[12], deliver_at=r[13], delivered_at=r[14], cancelled_at=r[15],
-        meta=_bytes(r[16]) if r[16] is not None else None)
+        meta=_bytes(r[16]) if r[16] is not None else None,
+        traceparent=r[17] if len(r) > 17 else None)
 
 
 def _bytes(value: Any) -> bytes:

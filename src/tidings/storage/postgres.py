@@ -23,7 +23,7 @@ from tidings.ids import now_ms
 from tidings.storage import migrations
 from tidings.storage.base import EventRow
 from tidings.storage.sql import dialect_file, split_queries
-from tidings.storage.tx import PostgresTx, Tx
+from tidings.storage.tx import PostgresTx, Tx, committed
 
 T = TypeVar("T")
 Q = split_queries(dialect_file("postgres", "queries.sql"))
@@ -76,28 +76,37 @@ class PostgresStorage:
         loop = asyncio.get_running_loop()
         self._backlog += 1
         try:
-            return await loop.run_in_executor(self._threads, self._transact, fn)
+            result, tx = await loop.run_in_executor(self._threads, self._transact, fn)
         finally:
             self._backlog -= 1
+        if tx.later:
+            committed(tx)
+        return result
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
         loop = asyncio.get_running_loop()
         self._backlog += 1
         try:
-            return await loop.run_in_executor(self._threads, self._autocommit, fn)
+            result, tx = await loop.run_in_executor(self._threads, self._autocommit, fn)
         finally:
             self._backlog -= 1
+        if tx.later:
+            committed(tx)
+        return result
 
     def backlog(self) -> int:
         """Rows handed to the pools and not answered yet: waiting for a connection or being
         written (events count one each, any other operation one)."""
         return self._backlog
 
-    def _transact(self, fn: Callable[[Tx], T]) -> T:
+    def _transact(self, fn: Callable[[Tx], T]) -> tuple[T, PostgresTx]:
+        """``fn``'s result, and the transaction it ran in once that committed."""
         for attempt in range(5):
             try:
                 with self._sync_pool.connection() as conn, conn.transaction():
-                    return fn(PostgresTx(conn))
+                    tx = PostgresTx(conn)
+                    result = fn(tx)
+                return result, tx
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
                 if attempt == 4:
                     raise
@@ -106,10 +115,11 @@ class PostgresStorage:
                 raise
         raise AssertionError("unreachable")
 
-    def _autocommit(self, fn: Callable[[Tx], T]) -> T:
+    def _autocommit(self, fn: Callable[[Tx], T]) -> tuple[T, PostgresTx]:
         try:
             with self._sync_pool.connection() as conn:
-                return fn(PostgresTx(conn))
+                tx = PostgresTx(conn)
+                return fn(tx), tx
         except psycopg.OperationalError:
             self._purge()
             raise

@@ -32,7 +32,7 @@ from tidings.storage import migrations
 from tidings.storage.base import EventRow
 from tidings.storage.sqlite_append import Append
 from tidings.storage.sqlite_writer import Checkpointer, Job, Writer, connect, fail_queue
-from tidings.storage.tx import SQLiteTx, Tx
+from tidings.storage.tx import SQLiteTx, Tx, committed
 
 T = TypeVar("T")
 
@@ -102,10 +102,20 @@ class SQLiteStorage:
     async def write(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in the writer's next group commit; its result once committed."""
         self._backlog += 1
+        ran: list[SQLiteTx] = []
+
+        def job(conn: sqlite3.Connection) -> T:
+            tx = SQLiteTx(conn)
+            ran.append(tx)
+            return fn(tx)
+
         try:
-            return await self._write(lambda conn: fn(SQLiteTx(conn)))
+            result = await self._write(job)
         finally:
             self._backlog -= 1
+        if ran[-1].later:
+            committed(ran[-1])
+        return result
 
     async def subscribe(self, due: Callable[[str], None], revoked: Callable[[], None],
                         listening: Callable[[], None]) -> None:
@@ -120,7 +130,17 @@ class SQLiteStorage:
         return self._backlog
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
-        return await self._read(lambda conn: fn(SQLiteTx(conn)))
+        ran: list[SQLiteTx] = []
+
+        def job(conn: sqlite3.Connection) -> T:
+            tx = SQLiteTx(conn)
+            ran.append(tx)
+            return fn(tx)
+
+        result = await self._read(job)
+        if ran[-1].later:
+            committed(ran[-1])
+        return result
 
     async def migrate(self, *, fresh_schema: bool = True) -> list[int]:
         return await asyncio.to_thread(self._migrate, fresh_schema)
@@ -213,10 +233,14 @@ class SQLiteStorage:
         were stored (not duplicates), so routing commits with the events."""
         weight = len(rows)
         self._backlog += weight
+        append = Append(rows, dedup_until, route)
         try:
-            return await self._write(Append(rows, dedup_until, route))
+            ids = await self._write(append)
         finally:
             self._backlog -= weight
+        if append.tx is not None and append.tx.later:
+            committed(append.tx)
+        return ids
 
     async def scrub(self) -> None:
         """Copy the WAL into the database and truncate it. Erasures delete with

@@ -48,7 +48,7 @@ class Append:
     """Events queued for appending. Appends without idempotency keys are plain inserts, so the
     writer runs neighbouring ones together (``append_together``)."""
 
-    __slots__ = ("dedup_until", "plain", "route", "rows")
+    __slots__ = ("dedup_until", "plain", "route", "rows", "tx")
 
     def __init__(self, rows: Sequence[EventRow], dedup_until: int,
                  route: Callable[[Tx, list[EventRow]], Any] | None = None) -> None:
@@ -56,12 +56,16 @@ class Append:
         self.dedup_until = dedup_until
         self.plain = all(row.key is None for row in rows)
         self.route = route
+        # The routing's transaction, the last attempt's (one merged with others may be
+        # undone and run again alone): what it left for after the commit is called then.
+        self.tx: SQLiteTx | None = None
 
     def routed(self, conn: sqlite3.Connection, fresh: list[EventRow],
                shared: dict[str, Any] | None = None) -> None:
         """Route what was stored, in the same transaction (see ``append_events``)."""
         if self.route is not None and fresh:
-            self.route(SQLiteTx(conn, shared), fresh)
+            self.tx = SQLiteTx(conn, shared)
+            self.route(self.tx, fresh)
 
     def __call__(self, conn: sqlite3.Connection) -> list[str]:
         ids: list[str] = []

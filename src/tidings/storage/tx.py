@@ -13,8 +13,9 @@ SQLite does not (its one writer runs them one at a time), so there they cost not
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -22,6 +23,7 @@ import msgspec
 from tidings.storage.sql import queries
 
 Row = tuple[Any, ...]
+log = logging.getLogger("tidings.storage")
 
 
 class Tx(Protocol):
@@ -64,6 +66,21 @@ class Tx(Protocol):
     def try_lock(self, name: str) -> bool:
         """Take the named lock if no other transaction holds it; False when one does."""
 
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once the transaction has committed, in the caller's thread (what it
+        tells — a span, a count, a log line — must not be told of a change rolled back);
+        never when it fails."""
+
+
+def committed(tx: Any) -> None:
+    """Call what ``tx`` left for after its commit (``Tx.after_commit``); one that raises is
+    logged, and the others still called: the commit stands."""
+    for fn in tx.later:
+        try:
+            fn()
+        except Exception:
+            log.exception("after a commit: %r failed", fn)
+
 
 class SQLiteTx:
     dialect = "sqlite"
@@ -73,6 +90,7 @@ class SQLiteTx:
         self._conn = conn
         self._q = queries("sqlite")
         self.shared = shared
+        self.later: list[Callable[[], None]] = []
 
     def one(self, name: str, params: Sequence[Any] = ()) -> Row | None:
         row: Row | None = self._conn.execute(self._q[name], params).fetchone()
@@ -108,6 +126,9 @@ class SQLiteTx:
     def try_lock(self, name: str) -> bool:
         return True
 
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        self.later.append(fn)
+
 
 class PostgresTx:
     dialect = "postgres"
@@ -117,6 +138,7 @@ class PostgresTx:
         self._conn = conn
         self._q = queries("postgres")
         self.shared: dict[str, Any] | None = None
+        self.later: list[Callable[[], None]] = []
 
     def one(self, name: str, params: Sequence[Any] = ()) -> Row | None:
         row: Row | None = self._conn.execute(self._q[name], params).fetchone()
@@ -155,3 +177,6 @@ class PostgresTx:
     def try_lock(self, name: str) -> bool:
         row = self.one("try_lock_name", (name,))
         return row is not None and bool(row[0])
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        self.later.append(fn)

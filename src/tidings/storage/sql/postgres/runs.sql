@@ -39,7 +39,7 @@ RETURNING id, env_id, name, data::text, event_key, ts, v, source, context::text,
 -- name: event_rows
 SELECT id, env_id, name, data::text, user_data, user_subject, event_key, ts, v, source,
        context::text, account_id, received_at, deliver_at, delivered_at, cancelled_at,
-       meta::text
+       meta::text, traceparent
 FROM events WHERE id = ANY(%s);
 
 -- name: try_lock_name

@@ -292,7 +292,7 @@ RETURNING id, env_id, name, data, event_key, ts, v, source, context, meta;
 
 -- name: event_rows
 SELECT id, env_id, name, data, user_data, user_subject, event_key, ts, v, source, context,
-       account_id, received_at, deliver_at, delivered_at, cancelled_at, meta
+       account_id, received_at, deliver_at, delivered_at, cancelled_at, meta, traceparent
 FROM events WHERE id IN (SELECT value FROM json_each(?));
 
 -- name: insert_run_leased
