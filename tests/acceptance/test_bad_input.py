@@ -64,12 +64,15 @@ LENIENT_KEYS = {("POST", "/fn/register"), ("POST", "/api/v1/runs/{run_id}/tasks"
 RAW_BODIES = {("PUT", "/api/v1/store/{key}")}
 # Paths whose parameter may be any text (a store key, a job id): a non-ASCII one is valid.
 ANY_TEXT = {"/api/v1/store/{key}", "/api/v1/jobs/{job_id}/invoke",
+            "/api/v1/jobs/{job_id}/runs", "/api/v1/jobs/{job_id}/cancel-runs",
+            "/api/v1/runs/{run_id}/statuses/{status_id}",
             # erasing or exporting a person never seen: a 200 with nothing
             "/v1/users/{external_id}", "/v1/users/{external_id}/events"}
 BODYLESS = {("POST", "/v1/runs/{run_id}/cancel"), ("POST", "/v1/runs/{run_id}/rerun"),
             ("POST", "/v1/events/{event_id}/cancel"), ("POST", "/api/v1/events/{event_id}/cancel"),
             ("POST", "/api/v1/events/{event_id}/cancel-runs"),
-            ("POST", "/api/v1/runs/{run_id}/cancel")}
+            ("POST", "/api/v1/runs/{run_id}/cancel"),
+            ("POST", "/api/v1/jobs/{job_id}/cancel-runs")}
 # Protobuf bodies: their malformed bodies are in test_connect_bad_input; their headers and
 # credentials get the cases here.
 PROTOBUF_BODIES = {("POST", "/v0/connect/start"), ("POST", "/v0/connect/flush")}
@@ -132,6 +135,9 @@ BODIES: dict[tuple[str, str], Body] = {
     ("POST", "/api/v1/jobs/{job_id}/invoke"): Body(
         {"payload": {"p": 1}, "context": {"c": 1}, "options": {"accountId": "a"}}, (), "{}", (),
         ("payload", "context"), {"payload": 3, "options": "x"}),
+    ("PUT", "/api/v1/runs/{run_id}/statuses/{status_id}"): Body(
+        {"label": "l", "state": "loading", "data": {"d": 1}}, (), "{}", ("label",), ("data",),
+        {"label": 1, "state": "done", "data": [1]}),
     ("POST", "/api/v1/event-dispatchers/ephemeral"): Body(
         {"url": "http://127.0.0.1:9/api/v1/runs/01ARZ3NDEKTSV4RRFFQ69G5FAV/tasks/"
                 "01ARZ3NDEKTSV4RRFFQ69G5FAV/callback", "name": "e", "source": "s",

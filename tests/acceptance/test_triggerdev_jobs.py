@@ -10,6 +10,7 @@ are the run's steps.
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -241,6 +242,25 @@ def test_random_try_the_store_send_events_and_cancel_event(stack: Stack) -> None
     assert [e["cancelled_at"] is not None for e in never] == [True]
 
 
+def doubled(x: int) -> dict[str, Any]:
+    """The status the ``invoked`` Job publishes, as v2 keeps it: its last value, the first in
+    its history."""
+    return {"key": "progress", "label": "Doubled", "state": "success",
+            "data": {"doubled": x * 2},
+            "history": [{"label": "Doubling", "state": "loading", "data": {"x": x}}]}
+
+
+def client(stack: Stack, operation: str, *args: Any) -> Any:
+    """One call of the official v2 client (``tests/node/trigger_events.mjs``): its result."""
+    done = subprocess.run([node_binary(), "trigger_events.mjs", stack.server.url, stack.key,
+                           operation, *(json.dumps(arg) for arg in args)], cwd=NODE_DIR,
+                          env=clean_env(), capture_output=True, text=True, timeout=60,
+                          check=False)
+    answer = json.loads(done.stdout)
+    assert "result" in answer, (operation, answer, done.stderr)
+    return answer["result"]
+
+
 def v2_get(stack: Stack, path: str) -> dict[str, Any]:
     reply = httpx.get(f"{stack.server.url}{path}", timeout=10,
                       headers={"authorization": f"Bearer {stack.key}"})
@@ -249,9 +269,9 @@ def v2_get(stack: Stack, path: str) -> dict[str, Any]:
     return found
 
 
-def v2_post(stack: Stack, path: str, body: Any = None) -> httpx.Response:
-    return httpx.post(f"{stack.server.url}{path}", json=body, timeout=10,
-                      headers={"authorization": f"Bearer {stack.key}"})
+def v2_post(stack: Stack, path: str, body: Any = None, method: str = "POST") -> httpx.Response:
+    return httpx.request(method, f"{stack.server.url}{path}", json=body, timeout=10,
+                         headers={"authorization": f"Bearer {stack.key}"})
 
 
 def waiting(stack: Stack, run: dict[str, Any], status: str = "Waiting") -> None:
@@ -306,7 +326,7 @@ def test_invoke_and_wait_for_completion_gives_the_parent_each_childs_end(stack: 
     assert done["status"] == "Completed", done
     good, bad = done["output"]["good"], done["output"]["bad"]
     assert good == {"ok": True, "status": "SUCCESS", "output": {"doubled": 10}, "id": good["id"],
-                    "payload": {"x": 5}}
+                    "payload": {"x": 5}, "statuses": [doubled(5)]}
     assert bad == {"ok": False, "status": "FAILURE", "message": "refused 5", "id": bad["id"]}
     child = stack.api.run(good["id"])
     assert (child["function"], child["status"], child["output"]) == (
@@ -350,3 +370,56 @@ def test_a_run_cancelled_during_io_wait_never_runs_its_later_tasks(stack: Stack)
     assert done["status"] == "Cancelled"
     assert sorted(stack.ran(run["id"])) == ["first", "second"]
     assert "pause" not in [s["name"] for s in done["steps"]]
+
+
+def test_statuses_and_the_runs_of_a_job_through_the_client(stack: Stack, tmp_path: Path) -> None:
+    runs = [stack.run_of(stack.send({"name": "v2.invoked", "payload": {"x": x}}), "invoked")
+            for x in (3, 4)]
+    for run in runs:
+        assert stack.finished(run)["status"] == "Completed"
+
+    read = client(stack, "run", runs[1]["id"])
+    assert (read["status"], read["statuses"]) == ("SUCCESS", [doubled(4)])
+    assert [t["displayKey"] for t in read["tasks"]] == ["progress", "progress-done"]
+    statuses = client(stack, "statuses", runs[0]["id"])
+    assert statuses == {"run": {"id": runs[0]["id"], "status": "SUCCESS",
+                                "output": {"doubled": 6}}, "statuses": [doubled(3)]}
+    first = client(stack, "runs", "invoked", {"take": 1})
+    assert [r["id"] for r in first["runs"]] == [runs[1]["id"]]
+    listed = [runs[1]["id"]]
+    cursor = first["nextCursor"]
+    while cursor:
+        page = client(stack, "runs", "invoked", {"take": 50, "cursor": cursor})
+        listed += [r["id"] for r in page["runs"]]
+        cursor = page.get("nextCursor")
+    assert listed.index(runs[1]["id"]) < listed.index(runs[0]["id"])
+    assert len(listed) == len(set(listed)) == len(stack.api.runs(f"{APP}-invoked"))
+
+    gate = tmp_path / "gate"
+    held = stack.run_of(stack.send({"name": "v2.gated", "payload": {"gate": str(gate)}}),
+                        "gated")
+    wait_for(lambda: stack.ran(held["id"]) == ["hold"] or None, timeout=30,
+             what="the held task to start", logs=stack.logs)
+    cancelled = client(stack, "cancelJobRuns", "gated")
+    gate.touch()
+    assert held["id"] in cancelled["cancelledRunIds"]
+    assert stack.api.run(held["id"])["status"] == "Cancelled"
+    wait_for(lambda: len(stack.ran(held["id"])) == 2 or None, timeout=30,
+             what="the SDK to stop the job", logs=stack.logs)
+
+
+def test_bad_status_updates_are_refused_and_change_nothing(stack: Stack) -> None:
+    run = stack.run_of(stack.send({"name": "v2.invoked", "payload": {"x": 1}}), "invoked")
+    stack.finished(run)
+    path = f"/api/v1/runs/{run['id']}/statuses/progress"
+    for body, named in (({"state": "done"}, "state"), ({"label": 5}, "label"),
+                        ({"data": [1]}, "data"), ({"label": "x", "extra": 1}, "extra"),
+                        ([1], "object")):
+        reply = v2_post(stack, path, body, "PUT")
+        assert reply.status_code == 400 and named in reply.json()["error"], reply.text
+    assert v2_post(stack, "/api/v1/runs/01ARZ3NDEKTSV4RRFFQ69G5FAV/statuses/progress",
+                   {"label": "x"}, "PUT").status_code == 404
+    assert v2_get(stack, f"/api/v2/runs/{run['id']}/statuses")["statuses"] == [doubled(1)]
+    unknown = httpx.get(f"{stack.server.url}/api/v1/jobs/no-such-job/runs", timeout=10,
+                        headers={"authorization": f"Bearer {stack.key}"})
+    assert unknown.status_code == 404 and "no-such-job" in unknown.json()["error"]

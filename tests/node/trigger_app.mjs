@@ -76,7 +76,11 @@ const invoked = client.defineJob({
   name: "Invoked by another Job",
   version: "1.0.0",
   trigger: eventTrigger({ name: "v2.invoked" }),
-  run: async (payload, io, ctx) => ({ doubled: payload.x * 2 }),
+  run: async (payload, io, ctx) => {
+    const progress = await io.createStatus("progress", { label: "Doubling", state: "loading", data: { x: payload.x } });
+    await progress.update("progress-done", { label: "Doubled", state: "success", data: { doubled: payload.x * 2 } });
+    return { doubled: payload.x * 2 };
+  },
 });
 
 client.defineJob({
@@ -134,7 +138,7 @@ client.defineJob({
     const bad = await failing.invokeAndWaitForCompletion("bad", { x: payload.x });
     note(ctx, "parent done");
     return {
-      good: { ok: good.ok, status: good.status, output: good.output, id: good.id, payload: good.invocation.payload },
+      good: { ok: good.ok, status: good.status, output: good.output, id: good.id, payload: good.invocation.payload, statuses: good.statuses },
       bad: { ok: bad.ok, status: bad.status, message: bad.error?.message, id: bad.id },
     };
   },

@@ -4,7 +4,8 @@
 //   node trigger_events.mjs <base-url> <api-key> <operation> [JSON arguments...]
 //
 // Operations: seed (the seed page's snippet), send <event> [options], sendMany <events>
-// [options], cancel <id>, cancelRuns <id>, get <id>, run <id>, statuses <id>, cancelRun <id>.
+// [options], cancel <id>, cancelRuns <id>, get <id>, run <id>, statuses <id>, cancelRun <id>,
+// runs <job> [options], cancelJobRuns <job>.
 // Prints one JSON object: {"result": ...} as the client returned it (after its zod schemas
 // parsed the answer), or {"error": message} when the client threw (exit status 1).
 import { TriggerClient } from "@trigger.dev/sdk";
@@ -23,6 +24,8 @@ const operations = {
   run: (id) => client.getRun(id),
   statuses: (id) => client.getRunStatuses(id),
   cancelRun: (id) => client.cancelRun(id),
+  runs: (job, options) => client.getRuns(job, options),
+  cancelJobRuns: (job) => client.cancelRunsForJob(job),
 };
 
 try {

@@ -40,7 +40,7 @@ from tidings.keys import get_env
 from tidings.netguard import Policy, transport
 from tidings.runs.model import Run, StepRow
 from tidings.storage.tx import Tx
-from tidings.triggerdev import callbacks, tasks
+from tidings.triggerdev import callbacks, statuses, tasks
 from tidings.triggerdev.keys import TriggerKeys
 from tidings.triggerdev.wire import INVALID_PAYLOAD, LAZY_LOADED_CACHED_TASKS, TRIGGER_QUEUE
 
@@ -69,7 +69,8 @@ def _notification(tx: Tx, child: Run, *, environment: dict[str, Any]) -> dict[st
         child, job={"id": config.get("job", {}).get("id"),
                     "version": config.get("job", {}).get("version")},
         environment=environment, organization=ORGANIZATION,
-        project={"id": app, "name": app, "slug": app}, invocation=invocation)
+        project={"id": app, "name": app, "slug": app}, invocation=invocation,
+        statuses=statuses.of_run(tx, child.id))
 
 
 def _json(value: Any) -> Any:

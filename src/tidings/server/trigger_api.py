@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from functools import partial
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,20 +18,23 @@ from starlette.routing import Route
 
 from tidings.core import Core
 from tidings.errors import RequestRejected
+from tidings.functions.model import FunctionRow
 from tidings.ids import now_ms
 from tidings.runs import admin, journal
-from tidings.runs.model import TERMINAL, Run
+from tidings.runs.model import QUEUED, RUNNING, SLEEPING, TERMINAL, WAITING, Run, StepRow
 from tidings.server.http import TICKET, read_body
 from tidings.server.requests import ULID_RE, check_params, json_response, not_found
 from tidings.server.run_levers import RunLevers
 from tidings.storage.base import Environment
+from tidings.storage.tx import Tx
 from tidings.triggerdev import events as v2_events
-from tidings.triggerdev import wire
+from tidings.triggerdev import invoke, statuses, wire
 from tidings.triggerdev.keys import TriggerKeys
 
 # What getRun may ask for (checked, then ignored: every task is answered at once).
 RUN_QUERY = {"subtasks", "cursor", "take", "taskdetails"}
 TAKE_RE = re.compile(r"[0-9]{1,2}")
+ACTIVE = (QUEUED, RUNNING, SLEEPING, WAITING)
 
 
 class TriggerAPI:
@@ -50,6 +54,9 @@ class TriggerAPI:
             Route("/api/v2/runs/{run_id}", self.get_run, methods=["GET"]),
             Route("/api/v2/runs/{run_id}/statuses", self.get_statuses, methods=["GET"]),
             Route("/api/v1/runs/{run_id}/cancel", self.cancel_run, methods=["POST"]),
+            Route("/api/v1/jobs/{job_id}/runs", self.job_runs, methods=["GET"]),
+            Route("/api/v1/jobs/{job_id}/cancel-runs", self.cancel_job_runs,
+                  methods=["POST"]),
         ]
 
     async def _env(self, request: Request) -> Environment:
@@ -135,7 +142,65 @@ class TriggerAPI:
         check_params(request, set())
         env = await self._env(request)
         run = await self._run(env, request)
-        return json_response(200, wire.run_statuses(run))
+        found = await self.core.storage.read(partial(statuses.of_run, run_id=run.id))
+        return json_response(200, wire.run_statuses(run, found))
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    async def job_runs(self, request: Request) -> Response:
+        """``getRuns``: a Job's runs, newest first, ``take`` at a time (20 unless asked, 50 at
+        most); ``nextCursor`` when there are more."""
+        check_params(request, {"take", "cursor"})
+        env = await self._env(request)
+        query = request.query_params
+        take = query.get("take", "20")
+        if not (TAKE_RE.fullmatch(take) and 1 <= int(take) <= 50):
+            raise RequestRejected("take: a whole number from 1 to 50")
+        cursor = query.get("cursor")
+        if cursor is not None and not ULID_RE.fullmatch(cursor):
+            raise RequestRejected("cursor: the nextCursor of the page before")
+        fn = await self._job(request, env)
+        rows = await self.core.storage.read(partial(admin.list_runs, query=admin.RunQuery(
+            env_id=env.id, function_id=fn.id, before_id=cursor, limit=int(take) + 1)))
+        runs = [run for run, _ in rows]
+        page: dict[str, object] = {"runs": [wire.run_summary(r) for r in runs[:int(take)]]}
+        if len(runs) > int(take):
+            page["nextCursor"] = runs[int(take) - 1].id
+        return json_response(200, page)
+
+    async def cancel_job_runs(self, request: Request) -> Response:
+        """``cancelRunsForJob``: cancel every run of the Job that has not ended."""
+        check_params(request, set())
+        env = await self._env(request)
+        fn = await self._job(request, env)
+        cancelled: list[str] = []
+        failed: list[str] = []
+        before: str | None = None
+        while True:
+            rows = await self.core.storage.read(partial(admin.list_runs, query=admin.RunQuery(
+                env_id=env.id, function_id=fn.id, statuses=ACTIVE, before_id=before,
+                limit=500)))
+            for run, slug in rows:
+                done = await self._levers.cancel_run(run, slug)
+                (cancelled if done else failed).append(run.id)
+            if len(rows) < 500:
+                break
+            before = rows[-1][0].id
+        return json_response(200, {"cancelledRunIds": cancelled,
+                                   "failedToCancelRunIds": failed})
+
+    async def _job(self, request: Request, env: Environment) -> FunctionRow:
+        job_id: str = request.path_params["job_id"]
+        if not job_id or len(job_id) > 512 or "\x00" in job_id or "\ufffd" in job_id:
+            raise RequestRejected("job id: 1 to 512 characters of UTF-8, without NUL")
+        found = await self.core.storage.read(
+            partial(invoke.job_functions, env_id=env.id, job_id=job_id))
+        if len(found) != 1:
+            shown = job_id if len(job_id) <= 100 else job_id[:100] + "…"
+            raise RequestRejected(f"job {shown!r} " + ("not found" if not found else
+                                  "is a job of several apps"),
+                                  status=404 if not found else 409)
+        return found[0]
 
     async def cancel_run(self, request: Request) -> Response:
         check_params(request, set())
@@ -150,8 +215,8 @@ class TriggerAPI:
     async def _run_record(self, request: Request) -> Response:
         env = await self._env(request)
         run = await self._run(env, request)
-        steps = await self.core.storage.read(partial(journal.steps_of, run_id=run.id))
-        return json_response(200, wire.run_record(run, steps))
+        steps, found = await self.core.storage.read(partial(_steps_and_statuses, run_id=run.id))
+        return json_response(200, wire.run_record(run, steps, found))
 
     async def _run(self, env: Environment, request: Request) -> Run:
         run_id = request.path_params["run_id"]
@@ -162,6 +227,10 @@ class TriggerAPI:
             shown = run_id if len(run_id) <= 100 else run_id[:100] + "…"
             raise RequestRejected(f"run {shown!r} not found", status=404)
         return found[0]
+
+
+def _steps_and_statuses(tx: Tx, run_id: str) -> tuple[list[StepRow], list[dict[str, Any]]]:
+    return journal.steps_of(tx, run_id), statuses.of_run(tx, run_id)
 
 
 def _event_ident(request: Request, limit: int) -> str:

@@ -31,7 +31,7 @@ from tidings.runs.model import CANCELLED, Run
 from tidings.server.http import read_body
 from tidings.server.requests import ULID_RE, check_params, json_response
 from tidings.storage.base import Environment
-from tidings.triggerdev import callbacks, invoke, tasks
+from tidings.triggerdev import callbacks, invoke, statuses, tasks
 from tidings.triggerdev.keys import TriggerKeys
 from tidings.triggerdev.wire import TRIGGER_QUEUE
 
@@ -67,6 +67,8 @@ class TriggerRunsAPI:
             Route("/api/v1/jobs/{job_id}/invoke", self.invoke_job, methods=["POST"]),
             Route("/api/v1/event-dispatchers/ephemeral", self.event_dispatcher,
                   methods=["POST"]),
+            Route("/api/v1/runs/{run_id}/statuses/{status_id:path}", self.update_status,
+                  methods=["PUT"]),
         ]
 
     async def invoke_job(self, request: Request) -> Response:
@@ -267,6 +269,19 @@ class TriggerRunsAPI:
         if run.status == CANCELLED:
             body["status"] = "CANCELED"
         return json_response(200, body)
+
+    async def update_status(self, request: Request) -> Response:
+        """``io.createStatus`` and a status's ``update``: the status record
+        (``statuses.py``)."""
+        check_params(request, set())
+        env = await self._env(request)
+        self._shaped(request, "run_id", "run")
+        key = _text_param(request, "status_id", "status id", b"/statuses/")
+        change = statuses.parse_update(await self._body(request))
+        run = await self._run(request, env)
+        record = await self.core.storage.write(partial(
+            statuses.update, run_id=run.id, key=key, change=change, now=now_ms()))
+        return json_response(200, record)
 
     # -- the key-value store -------------------------------------------------------------------
 

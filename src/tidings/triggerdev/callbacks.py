@@ -158,12 +158,13 @@ def event_as_v2(event: dict[str, Any]) -> dict[str, Any]:
 
 def run_notification(child: Run, *, job: dict[str, Any], environment: dict[str, Any],
                      organization: dict[str, Any], project: dict[str, Any],
-                     invocation: dict[str, Any]) -> dict[str, Any]:
+                     invocation: dict[str, Any],
+                     statuses: list[dict[str, Any]]) -> dict[str, Any]:
     """What ``invokeAndWaitForCompletion`` returns: the child run's end, v2's notification."""
     ended = child.ended_at or child.progress_at
     began = child.started_at or child.created_at
     common: dict[str, Any] = {
-        "id": child.id, "statuses": [], "startedAt": iso(began), "updatedAt": iso(ended),
+        "id": child.id, "statuses": statuses, "startedAt": iso(began), "updatedAt": iso(ended),
         "completedAt": iso(ended), "isTest": False,
         "executionDurationInMs": max(0, ended - began), "executionCount": 1,
         "job": job, "environment": environment, "organization": organization,

@@ -179,8 +179,16 @@ def event_with_runs(event: StoredEvent, runs: list[Run]) -> dict[str, Any]:
     }
 
 
-def run_record(run: Run, steps: list[StepRow]) -> dict[str, Any]:
-    """``GetRunSchema``: a run, its tasks (Tidings' steps) and its statuses (none yet)."""
+def run_summary(run: Run) -> dict[str, Any]:
+    """``RunSchema``: a run as ``getRuns`` lists it."""
+    return {"id": run.id, "status": run_status(run), "startedAt": iso(run.started_at),
+            "updatedAt": iso(run.ended_at or run.progress_at),
+            "completedAt": iso(run.ended_at)}
+
+
+def run_record(run: Run, steps: list[StepRow],
+               statuses: list[dict[str, Any]]) -> dict[str, Any]:
+    """``GetRunSchema``: a run, its tasks (Tidings' steps) and its statuses."""
     return {
         "id": run.id,
         "status": run_status(run),
@@ -192,12 +200,12 @@ def run_record(run: Run, steps: list[StepRow]) -> dict[str, Any]:
                    TASK_STATUS.get(step.status, "RUNNING"), "name": step.name, "icon": None,
                    "startedAt": iso(step.started_at), "completedAt": iso(step.ended_at)}
                   for step in steps],
-        "statuses": [],
+        "statuses": statuses,
     }
 
 
-def run_statuses(run: Run) -> dict[str, Any]:
+def run_statuses(run: Run, statuses: list[dict[str, Any]]) -> dict[str, Any]:
     """``GetRunStatusesSchema``."""
     return {"run": {"id": run.id, "status": run_status(run),
                     "output": run.output if run.status == COMPLETED else None},
-            "statuses": []}
+            "statuses": statuses}

@@ -98,6 +98,28 @@ CANCELLED_RUNS: dict[str, Any] = {
                                             "description": "Runs that had already ended."}},
 }
 
+STATUS_VALUE: dict[str, Any] = {
+    "type": "object",
+    "properties": {"label": {"type": "string"}, "state": {"enum": ["loading", "success",
+                                                                  "failure"]},
+                   "data": JSON_OBJECT},
+}
+STATUS_RECORD: dict[str, Any] = {
+    "type": "object",
+    "required": ["key", "label", "history"],
+    "description": "JobRunStatusRecordSchema: a status's value, and its earlier values",
+    "properties": {**STATUS_VALUE["properties"], "key": {"type": "string"},
+                   "history": {"type": "array", "items": STATUS_VALUE}},
+}
+RUN_SUMMARY: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "status", "startedAt", "updatedAt", "completedAt"],
+    "properties": {"id": {"type": "string"}, "status": RUN_STATUSES,
+                   "startedAt": NULLABLE_TIME, "updatedAt": NULLABLE_TIME,
+                   "completedAt": NULLABLE_TIME},
+}
+
 V2_RUN: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -118,7 +140,7 @@ V2_RUN: dict[str, Any] = {
                            "status": {"enum": sorted({*TASK_STATUS.values(), "RUNNING"})},
                            "name": {"type": "string"}, "icon": {"type": ["string", "null"]},
                            "startedAt": NULLABLE_TIME, "completedAt": NULLABLE_TIME}}},
-        "statuses": {"type": "array", "items": JSON_OBJECT},
+        "statuses": {"type": "array", "items": STATUS_RECORD},
     },
 }
 
@@ -131,7 +153,7 @@ V2_RUN_STATUSES: dict[str, Any] = {
                 "required": ["id", "status", "output"],
                 "properties": {"id": {"type": "string"}, "status": RUN_STATUSES,
                                "output": ANY_JSON}},
-        "statuses": {"type": "array", "items": JSON_OBJECT},
+        "statuses": {"type": "array", "items": STATUS_RECORD},
     },
 }
 
@@ -156,6 +178,10 @@ EVENT_ID: dict[str, Any] = {
     "schema": {"type": "string", "minLength": 1, "maxLength": LIMITS.max_id_chars},
     "description": "The id the sender gave the event, or Tidings' own.",
 }
+
+
+JOB_ID: dict[str, Any] = {"name": "job_id", "in": "path", "required": True,
+                          "schema": {"type": "string", "minLength": 1, "maxLength": 512}}
 
 
 def _body(events: bool) -> dict[str, Any]:
@@ -206,6 +232,21 @@ def paths(trigger_key: ApiSecurity) -> dict[str, Any]:
         "/api/v1/runs/{run_id}/cancel": {"post": op(
             "v2CancelRun", "Cancel a run (one that ended is returned as it is)", ref("V2Run"),
             400, 401, 404, **one_run)},
+        "/api/v1/jobs/{job_id}/runs": {"get": op(
+            "v2GetRuns", "A Job's runs, newest first (getRuns)", {
+                "type": "object", "additionalProperties": False, "required": ["runs"],
+                "properties": {"runs": {"type": "array", "items": RUN_SUMMARY},
+                               "nextCursor": {"type": "string",
+                                              "description": "Where the next page starts"}}},
+            400, 401, 404, 409, parameters=[
+                JOB_ID,
+                {"name": "take", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                           "maximum": 50, "default": 20}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string"}}])},
+        "/api/v1/jobs/{job_id}/cancel-runs": {"post": op(
+            "v2CancelRunsForJob", "Cancel every run of a Job that has not ended "
+            "(cancelRunsForJob)", ref("V2CancelledRuns"), 400, 401, 404, 409,
+            parameters=[JOB_ID])},
     }
 
 
@@ -331,6 +372,13 @@ def run_paths(trigger_key: ApiSecurity) -> dict[str, Any]:
                                                    "description": "invokeAndWaitForCompletion:"
                                                    " the callback URL of the parent's waiting "
                                                    "task"}}}}}))},
+        "/api/v1/runs/{run_id}/statuses/{status_id}": {"put": op(
+            "v2UpdateStatus", "Create or update a status of the run (io.createStatus, and the "
+            "status's update): the earlier value joins its history", STATUS_RECORD,
+            400, 401, 404, 413, parameters=[run, {
+                "name": "status_id", "in": "path", "required": True,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 512}}],
+            requestBody=_json_in({**STATUS_VALUE, "additionalProperties": False}))},
         "/api/v1/event-dispatchers/ephemeral": {"post": op(
             "v2WaitForEvent", "io.waitForEvent: the event the task of a callback URL waits "
             "for (until the task's timeout)", {"type": "object", "required": ["id"],
