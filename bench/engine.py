@@ -156,14 +156,15 @@ def check_log(log: Path, what: str) -> None:
 @contextlib.contextmanager
 def tidings_dev(kind: str, *, cpu: str = SERVER_CPU, extra_env: dict[str, str] | None = None,
                 profile: Path | None = None, port: int | None = None,
-                args: Sequence[str] = ("-a", APP), variant: str | None = None
-                ) -> Iterator[Engine]:
+                args: Sequence[str] = ("-a", APP), variant: str | None = None,
+                binary: str | None = None) -> Iterator[Engine]:
     """``tidings dev -a bench.apps:client`` on a fresh SQLite file or PostgreSQL schema.
 
     ``args`` replace ``-a bench.apps:client`` (P7 passes ``-u URL`` for an SDK app instead);
     ``port`` is the server's (default: a free one). With ``profile`` the server runs under
     ``py-spy record`` (raw collapsed stacks to that file); with ``variant`` it is that
-    variant of ``bench.variants`` (``traced``: P10).
+    variant of ``bench.variants`` (``traced``: P10). ``binary``: another ``tidings`` (another
+    build, to compare).
     """
     with contextlib.ExitStack() as stack:
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tidings-bench-")))
@@ -175,7 +176,7 @@ def tidings_dev(kind: str, *, cpu: str = SERVER_CPU, extra_env: dict[str, str] |
         else:
             raise ValueError(kind)
         port = port or free_port()
-        command = ([str(BIN / "tidings")] if variant is None
+        command = ([binary or str(BIN / "tidings")] if variant is None
                    else [sys.executable, "-m", "bench.variants", variant])
         argv = py_spy(profile, [*command, "dev", "--host", "127.0.0.1", "--port", str(port),
                                 "--db", db, *args])

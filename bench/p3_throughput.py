@@ -31,7 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,14 @@ def _bodies(n: int, round_tag: str) -> list[bytes]:
 
 
 def tidings_round(kind: str, n: int, connections: int, profile: Path | None = None,
-                  options: tuple[str, ...] = (), variant: str | None = None
+                  options: tuple[str, ...] = (), variant: str | None = None,
+                  beside: Callable[[int], AbstractContextManager[Any]] | None = None
                   ) -> dict[str, Any]:
+    """One round; ``beside(port)`` is open while the server works (``bench.dashboard_live``:
+    dashboards streaming)."""
     with tidings_dev(kind, profile=profile, args=("-a", APP, *options),
-                     variant=variant) as engine:
+                     variant=variant) as engine, \
+            (beside(engine.port) if beside else contextlib.nullcontext()):
         fn = engine.function_id("p3-noop")
 
         def completed() -> int:

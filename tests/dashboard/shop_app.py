@@ -38,3 +38,10 @@ async def nap(ctx: tidings.Context) -> str:
 @client.function(id="quick", trigger=tidings.TriggerEvent(event="shop/quick"))
 async def quick(ctx: tidings.Context) -> int:
     return int(ctx.event.data.get("n", 0))
+
+
+@client.function(id="dawdle", trigger=tidings.TriggerEvent(event="shop/dawdle"))
+async def dawdle(ctx: tidings.Context) -> str:
+    """Ends two seconds after it started, on its own: nothing else happens meanwhile."""
+    await ctx.step.sleep("a-while", timedelta(seconds=2))
+    return "done"

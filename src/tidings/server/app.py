@@ -265,6 +265,8 @@ class TidingsApp:
                 self._poller = None
             if self.sync is not None:
                 await self.sync.close()
+            if self.dashboard is not None:
+                await self.dashboard.close()
             if self.runtime is not None:
                 await self.runtime.stop()
                 self.runtime = None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 import msgspec
 
 if TYPE_CHECKING:
+    from tidings.storage.changes import Changes
     from tidings.storage.tx import Tx
 
 KeyKind = Literal["event", "api"]
@@ -146,6 +147,8 @@ class Storage(Protocol):
     ordered_writes: bool
     # ``subscribe`` hears other processes (runs due, keys revoked); without, they are polled.
     notifies: bool
+    # This process's commits, told to hooks (coalesced): ``storage/changes.py``.
+    changes: Changes
 
     async def open(self) -> None:
         """Connect and apply pending migrations."""
@@ -170,6 +173,12 @@ class Storage(Protocol):
         """Hear other processes until the connection fails (it raises) or the task is
         cancelled: ``due(queue)`` when runs of a queue are due (``"*"``: any), ``revoked()``
         when a key was revoked; ``listening()`` once listening took effect."""
+
+    async def watch(self, changed: Callable[[], None], listening: Callable[[], None]) -> None:
+        """Hear that other processes committed writes until the connection fails (it raises)
+        or the task is cancelled: ``changed()`` (coalesced) after their commits, never this
+        process's own (``changes`` has them); ``listening()`` once listening took effect.
+        SQLite tells nothing between processes: it only waits."""
 
     def backlog(self) -> int:
         """Rows handed to the database and not answered yet (an event counts one, any other

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +20,10 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from tidings.errors import DatabaseUnavailable, StorageError
-from tidings.ids import now_ms
+from tidings.ids import new_id, now_ms
 from tidings.storage import migrations
 from tidings.storage.base import EventRow
+from tidings.storage.changes import Changes
 from tidings.storage.sql import dialect_file, split_queries
 from tidings.storage.tx import PostgresTx, Tx, committed
 
@@ -31,6 +33,9 @@ COPY_MIN_ROWS = 16  # from this many rows on, COPY beats INSERTs (it has to be s
 MIGRATION_LOCK = 0x7469_6469_6E67  # "tiding"
 RUNS_CHANNEL = "tidings_runs"  # payload: a queue whose runs are due ("*": any)
 KEYS_CHANNEL = "tidings_keys"  # a key was revoked
+LIVE_CHANNEL = "tidings_live"  # payload: the token of a process that committed writes
+LIVE_GAP = 0.1  # seconds between two NOTIFY tidings_live of one process, at least
+log = logging.getLogger("tidings.storage")
 
 
 class PostgresStorage:
@@ -55,6 +60,12 @@ class PostgresStorage:
             configure=_text_json, name="tidings-sync",
         )
         self._backlog = 0  # rows (events; 1 per other operation) handed over, not answered
+        # Commits of this process: its hooks, and the other processes (``storage/changes.py``).
+        self.changes = Changes()
+        self._token = new_id()  # this process's name in its NOTIFY tidings_live
+        self._tell: asyncio.Event | None = None
+        self._teller: asyncio.Task[None] | None = None
+        self.changes.add(self._changed)
 
     async def open(self) -> None:
         try:
@@ -67,6 +78,12 @@ class PostgresStorage:
         await self.migrate()
 
     async def close(self) -> None:
+        self.changes.close()
+        if self._teller is not None:
+            self._teller.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await self._teller
+            self._teller = None
         await self._pool.close()
         await asyncio.to_thread(self._sync_pool.close)
         self._threads.shutdown(wait=False)
@@ -81,6 +98,8 @@ class PostgresStorage:
             self._backlog -= 1
         if tx.later:
             committed(tx)
+        if tx.changed:
+            self.changes.committed()
         return result
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
@@ -153,6 +172,44 @@ class PostgresStorage:
                     due(note.payload)
         raise DatabaseUnavailable("the LISTEN connection to PostgreSQL ended")
 
+    async def watch(self, changed: Callable[[], None], listening: Callable[[], None]) -> None:
+        """Hear the commits of other processes until the connection fails (it raises) or the
+        task is cancelled: ``changed()`` on every ``NOTIFY tidings_live`` but this process's
+        own; ``listening()`` once ``LISTEN`` took effect."""
+        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        async with conn:
+            await conn.execute(f"LISTEN {LIVE_CHANNEL}")
+            listening()
+            async for note in conn.notifies():
+                if note.payload != self._token:
+                    changed()
+        raise DatabaseUnavailable("the LISTEN connection to PostgreSQL ended")
+
+    def _changed(self) -> None:
+        """This process committed writes: tell the others (``_tell_others``, one at a time)."""
+        if self._teller is None or self._teller.done():
+            self._tell = asyncio.Event()
+            self._teller = asyncio.get_running_loop().create_task(
+                self._tell_others(self._tell), name="tidings-live-notify")
+        assert self._tell is not None
+        self._tell.set()
+
+    async def _tell_others(self, tell: asyncio.Event) -> None:
+        """``NOTIFY tidings_live`` after commits, at most one every ``LIVE_GAP`` seconds, on
+        a pooled connection of its own (not in the writes' transactions: they never wait for
+        it). One that fails is logged; the pages of other processes then see the change at
+        their next periodic read."""
+        while True:
+            await tell.wait()
+            tell.clear()
+            try:
+                async with self._pool.connection() as conn:
+                    await conn.execute(Q["notify_live"], (self._token,))
+            except Exception as exc:
+                log.warning("could not tell other processes of a change (NOTIFY %s): %s",
+                            LIVE_CHANNEL, exc)
+            await asyncio.sleep(LIVE_GAP)
+
     async def migrate(self, *, fresh_schema: bool = True) -> list[int]:
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
@@ -184,13 +241,15 @@ class PostgresStorage:
         weight = len(rows)
         self._backlog += weight
         try:
-            return await self._append(rows, dedup_until, copy=weight >= COPY_MIN_ROWS)
+            ids = await self._append(rows, dedup_until, copy=weight >= COPY_MIN_ROWS)
         except psycopg.errors.UniqueViolation:
             # COPY cannot skip an id that is already stored (a retried request with seeded
             # ids): store them again the slow way, which skips it.
-            return await self._append(rows, dedup_until, copy=False)
+            ids = await self._append(rows, dedup_until, copy=False)
         finally:
             self._backlog -= weight
+        self.changes.committed()
+        return ids
 
     async def _append(self, rows: Sequence[EventRow], dedup_until: int, *, copy: bool
                       ) -> list[str]:

@@ -30,6 +30,7 @@ from tidings.errors import StorageError, StorageStopped
 from tidings.ids import now_ms
 from tidings.storage import migrations
 from tidings.storage.base import EventRow
+from tidings.storage.changes import Changes
 from tidings.storage.sqlite_append import Append
 from tidings.storage.sqlite_writer import Checkpointer, Job, Writer, connect, fail_queue
 from tidings.storage.tx import SQLiteTx, Tx, committed
@@ -45,6 +46,30 @@ def path_from_url(url: str) -> str:
     return url
 
 log = logging.getLogger("tidings.storage")
+
+
+class _Counted:
+    """A write job that notes whether it changed any row (a claim that found nothing due
+    did not: ``changes`` is not told of it)."""
+
+    __slots__ = ("_changed", "_fn")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        self._fn = fn
+        self._changed = False
+
+    def __call__(self, conn: sqlite3.Connection) -> Any:
+        before = conn.total_changes
+        try:
+            return self._fn(conn)
+        finally:
+            self._changed = conn.total_changes != before
+
+    def committed(self, then: Callable[[asyncio.Future[Any]], None]
+                  ) -> Callable[[asyncio.Future[Any]], None]:
+        """``then(future)`` once answered, if this job changed rows (the writer thread set
+        ``_changed`` before it answered)."""
+        return lambda future: then(future) if self._changed else None
 
 
 class SQLiteStorage:
@@ -65,6 +90,7 @@ class SQLiteStorage:
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._backlog = 0  # rows (events; 1 per other write) queued and not yet answered
+        self.changes = Changes()  # commits of this process (``storage/changes.py``)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -83,6 +109,7 @@ class SQLiteStorage:
             self._checkpointer.start()
 
     async def close(self) -> None:
+        self.changes.close()
         for loop in list(self._pending):
             self._hand_over(loop)
         writer, self._writer = self._writer, None
@@ -121,6 +148,12 @@ class SQLiteStorage:
                         listening: Callable[[], None]) -> None:
         """SQLite tells other processes nothing (``notifies`` is false): there is nothing to
         hear, so this only waits to be cancelled."""
+        listening()
+        await asyncio.Event().wait()
+
+    async def watch(self, changed: Callable[[], None], listening: Callable[[], None]) -> None:
+        """Other processes' commits are not told (no ``NOTIFY`` in SQLite): this only waits to
+        be cancelled; pages find them at their next periodic read."""
         listening()
         await asyncio.Event().wait()
 
@@ -193,8 +226,17 @@ class SQLiteStorage:
         if pending is None:
             pending = self._pending[loop] = []
             loop.call_soon(self._hand_over, loop)
+        if type(fn) is Append:  # events stored (its type tells the writer to batch it)
+            future.add_done_callback(self._committed)
+        else:
+            fn = _Counted(fn)
+            future.add_done_callback(fn.committed(self._committed))
         pending.append((fn, future, loop))
         return future
+
+    def _committed(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.changes.committed()
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
         jobs = self._pending.pop(loop, None)

@@ -14,8 +14,10 @@ SQLite does not (its one writer runs them one at a time), so there they cost not
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from functools import cache
 from typing import Any, Protocol
 
 import msgspec
@@ -130,6 +132,15 @@ class SQLiteTx:
         self.later.append(fn)
 
 
+_CHANGES = re.compile(r"\b(INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b", re.IGNORECASE)
+
+
+@cache
+def changing(dialect: str) -> frozenset[str]:
+    """The named queries that insert, update or delete rows."""
+    return frozenset(name for name, sql in queries(dialect).items() if _CHANGES.search(sql))
+
+
 class PostgresTx:
     dialect = "postgres"
     concurrent = True
@@ -137,24 +148,37 @@ class PostgresTx:
     def __init__(self, conn: Any) -> None:
         self._conn = conn
         self._q = queries("postgres")
+        self._changing = changing("postgres")
         self.shared: dict[str, Any] | None = None
         self.later: list[Callable[[], None]] = []
+        # Whether a statement changed rows (``storage.changes`` is told of the commit; a
+        # claim that found nothing due changed none).
+        self.changed = False
+
+    def _execute(self, name: str, params: Sequence[Any]) -> Any:
+        cur = self._conn.execute(self._q[name], params)
+        if name in self._changing and cur.rowcount > 0:
+            self.changed = True
+        return cur
 
     def one(self, name: str, params: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = self._conn.execute(self._q[name], params).fetchone()
+        row: Row | None = self._execute(name, params).fetchone()
         return row
 
     def all(self, name: str, params: Sequence[Any] = ()) -> list[Row]:
-        rows: list[Row] = self._conn.execute(self._q[name], params).fetchall()
+        rows: list[Row] = self._execute(name, params).fetchall()
         return rows
 
     def run(self, name: str, params: Sequence[Any] = ()) -> int:
-        count: int = self._conn.execute(self._q[name], params).rowcount
+        count: int = self._execute(name, params).rowcount
         return count
 
     def many(self, name: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
         with self._conn.cursor() as cur:
-            cur.executemany(self._q[name], list(rows))
+            cur.executemany(self._q[name], rows)
+        if rows and name in self._changing:
+            self.changed = True
 
     def many_count(self, name: str, rows: Iterable[Sequence[Any]]) -> int:
         return sum(self.run(name, row) for row in rows)

@@ -35,11 +35,15 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 class Dashboard:
     def __init__(self, core: Core, levers: RunLevers, sync: AppSync) -> None:
-        self.feed = Feed()
+        self.feed = Feed(core.storage, core.supervisor)
         self.pages = Pages(core, self.feed, levers)
         self._groups: list[EventPages | RunPages | CatalogPages | SignInPages] = [
             EventPages(self.pages), RunPages(self.pages), CatalogPages(self.pages, sync),
             SignInPages(self.pages)]
+
+    async def close(self) -> None:
+        """Stop hearing other processes (the live pages' listener)."""
+        await self.feed.close()
 
     def routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = [

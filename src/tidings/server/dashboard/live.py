@@ -1,49 +1,75 @@
 """Live pages: one server-sent-events stream per open page, which reads what is new since its
 own cursor, never fed rows by the writers.
 
-Each stream wakes every ``PERIOD`` seconds (or at once when poked: the dashboard's own actions
-poke the ``Feed``), reads what changed since its cursor (indexed reads: events after an id, the
-first page of runs, one run) and sends it. Reading is what makes every writer visible, in this
-process or another (a worker finishing a run, another server ingesting), on SQLite and on
-PostgreSQL alike, without a message between processes. A poke only sets one flag per open
-stream, so nothing a browser does, slow or stalled, reaches a writer, and no buffer grows with
-it: a stalled stream holds at most the one message it is writing. A browser that drops the
-stream reconnects (``retry: 1000``) with ``Last-Event-ID`` or the page's own newest id and
-catches up from there.
+A stream sleeps until it is poked, then reads what changed since its cursor (indexed reads:
+events after an id, the first page of runs, one run) and sends it. ``Feed.poke`` is called
+when this process committed writes (``storage.changes``: events stored, runs created, moved on
+or ended; coalesced to a few calls a second however busy ingest is) and, on PostgreSQL, when
+another process did (``NOTIFY tidings_live``, heard by one ``Storage.watch`` per process,
+started with the first open stream): a run a worker on another machine completed appears on
+every dashboard. A stream reads at most once every ``GAP`` seconds, so a busy database costs
+each open page two reads a second, an idle one next to nothing: a read every ``RESCAN``
+seconds, the safety net for what no poke told (SQLite written by another process, a
+notification lost while the listener reconnected). A page whose display changes with time
+alone (a run's open bars) asks for a shorter ``period``.
+
+Reading, not pushing, is what keeps browsers away from writers: a poke sets one flag per open
+stream, and a stream whose browser is slow or stalled waits in its send (the server's transport
+and the socket are the bounded buffer), reading nothing and holding at most the one message it
+is writing, until the browser takes it or goes. A browser that drops the stream reconnects
+(``retry: 1000``) with ``Last-Event-ID`` or the page's own newest id and catches up from there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import partial
 
-PERIOD = 0.5
+from tidings.storage.base import Storage
+from tidings.supervision import Ok, Supervisor
+
+# The safety net: an unpoked stream reads again after this many seconds (a setting for the
+# tests that show a page moved by a poke alone).
+RESCAN = float(os.environ.get("TIDINGS_LIVE_RESCAN", "5"))
+GAP = 0.5  # seconds between two reads of one stream, at least
 KEEPALIVE = 15.0
 
 
 class Subscription:
-    """One open stream: a flag, set by ``Feed.poke``."""
+    """One open stream: a flag, set by ``Feed.poke``, and how often it read."""
 
-    __slots__ = ("_flag",)
+    __slots__ = ("_flag", "reads")
 
     def __init__(self) -> None:
         self._flag = asyncio.Event()
+        self.reads = 0
 
     def poke(self) -> None:
         self._flag.set()
 
-    async def wait(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._flag.wait(), timeout)
+    async def wait(self, timeout: float) -> bool:
+        """Until poked (True) or ``timeout`` seconds passed (False)."""
+        poked = self._flag.is_set()
+        if not poked and timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flag.wait(), timeout)
+                poked = True
         self._flag.clear()
+        return poked
 
 
 class Feed:
-    """The open streams of this process."""
+    """The open streams of this process, poked when the storage changed."""
 
-    def __init__(self) -> None:
+    def __init__(self, storage: Storage, supervisor: Supervisor) -> None:
+        self._storage = storage
+        self._supervisor = supervisor
         self._subscribers: set[Subscription] = set()
+        self._listener: asyncio.Task[None] | None = None
+        storage.changes.add(self.poke)
 
     def poke(self, *_: object) -> None:
         """Something changed: every stream looks again (takes any arguments, so it can stand
@@ -54,35 +80,70 @@ class Feed:
     def __len__(self) -> int:
         return len(self._subscribers)
 
+    def reads(self) -> list[int]:
+        """How many times each open stream read (tests: a stalled one reads no more)."""
+        return [subscriber.reads for subscriber in self._subscribers]
+
     @contextlib.contextmanager
     def subscribed(self) -> Iterator[Subscription]:
         subscription = Subscription()
         self._subscribers.add(subscription)
+        self._listen()
         try:
             yield subscription
         finally:
             self._subscribers.discard(subscription)
 
+    def _listen(self) -> None:
+        """Hear other processes' commits from the first open stream on (PostgreSQL)."""
+        if self._storage.notifies and (self._listener is None or self._listener.done()):
+            watch = self._storage.watch
+            self._listener = self._supervisor.start(
+                "tidings-live-listener", lambda ok: watch(self.poke, partial(self._heard, ok)))
+
+    def _heard(self, ok: Ok) -> None:
+        """Listening (again): what was told before is lost, so every stream looks now."""
+        ok()
+        self.poke()
+
+    async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+        self._storage.changes.remove(self.poke)
+
     async def stream(self, fresh: Callable[[], Awaitable[list[str]]], *,
-                     period: float = PERIOD) -> AsyncIterator[str]:
+                     period: float | None = None) -> AsyncIterator[str]:
         """Server-sent-events text: what ``fresh()`` finds each time the stream is woken
-        (``fresh`` keeps its own cursor), and a comment now and then so that proxies keep the
-        connection open."""
+        (``fresh`` keeps its own cursor), and a comment after ``KEEPALIVE`` seconds of silence,
+        so that proxies keep the connection open. Unpoked, it reads again after ``period``
+        (``RESCAN`` by default)."""
+        period = RESCAN if period is None else period
+        loop = asyncio.get_running_loop()
         with self.subscribed() as subscription:
             yield "retry: 1000\n\n"
-            quiet = 0.0
+            sent = loop.time()
             while True:
+                began = loop.time()
                 messages = await fresh()
+                subscription.reads += 1
                 for message in messages:
                     yield message
                 if messages:
-                    quiet = 0.0
-                else:
-                    quiet += period
-                    if quiet >= KEEPALIVE:
-                        quiet = 0.0
+                    sent = loop.time()
+                rest = began + GAP - loop.time()
+                if rest > 0:
+                    await asyncio.sleep(rest)
+                due = began + period
+                while True:
+                    if loop.time() - sent >= KEEPALIVE:
+                        sent = loop.time()
                         yield ": still here\n\n"
-                await subscription.wait(period)
+                    wake = min(due, sent + KEEPALIVE)
+                    if await subscription.wait(wake - loop.time()) or loop.time() >= due:
+                        break
 
 
 def sse(event: str, html: str, ident: str | None = None) -> str:

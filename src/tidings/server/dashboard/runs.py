@@ -9,6 +9,7 @@ replay, cancel_many), so the dashboard refuses what the API refuses, with its wo
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -35,7 +36,9 @@ from tidings.server.runs_api import RUN_FILTERS, run_query
 
 FILTERS = RUN_FILTERS
 COUNT_WINDOW = 10_000  # the newest runs the counts per status are taken over
-COUNTS_EVERY = 5  # wake-ups between two recounts of the statuses
+COUNTS_EVERY = 5  # reads between two recounts of the statuses when the first page is still
+COUNTS_GAP = 2.0  # seconds between two recounts, at least
+TICK = 1.0  # seconds between two redraws of an active run's timeline
 
 
 class RunPages:
@@ -119,9 +122,10 @@ class RunPages:
         sent: list[tuple[str, str, int | None]] = []
         ticks = 0
         counts_sent: dict[str, int] = {}
+        counted, moved = -COUNTS_GAP, True
 
         async def fresh() -> list[str]:
-            nonlocal sent, ticks, counts_sent
+            nonlocal sent, ticks, counts_sent, counted, moved
             messages = []
             rows = (await self._page(query)).runs
             state = [(run.id, run.status, run.ended_at) for run, _ in rows]
@@ -129,9 +133,10 @@ class RunPages:
                 html = templates.get_template("_run_rows.html").render(runs=rows, now=now_ms(),
                                                                       app_of=app_of)
                 messages.append(sse("rows", html))
-                sent = state
+                sent, moved = state, True
             ticks += 1
-            if ticks % COUNTS_EVERY == 1:
+            if (moved or ticks % COUNTS_EVERY == 0) and time.monotonic() - counted >= COUNTS_GAP:
+                counted, moved = time.monotonic(), False
                 counts = await self._counts(query)
                 if counts != counts_sent:
                     html = templates.get_template("_run_counts.html").render(
@@ -244,7 +249,8 @@ class RunPages:
                 active=run.status not in TERMINAL, message=None, failed=False)
             return [sse("run", html)]
 
-        return _stream(self.pages, fresh)
+        # Its open bars grow with time alone: redrawn every second, poked or not.
+        return _stream(self.pages, fresh, period=TICK)
 
     async def cancel(self, request: Request) -> Response:
         return await self._act(request, self.levers.cancel)
@@ -285,7 +291,8 @@ def _kept(params: QueryParams, but: str = "") -> list[tuple[str, str]]:
             if key in FILTERS and key != but and value]
 
 
-def _stream(pages: Pages, fresh: Any) -> Response:
-    return StreamingResponse(pages.feed.stream(fresh), media_type="text/event-stream",
+def _stream(pages: Pages, fresh: Any, period: float | None = None) -> Response:
+    return StreamingResponse(pages.feed.stream(fresh, period=period),
+                             media_type="text/event-stream",
                              headers={"cache-control": "no-store", "x-accel-buffering": "no"})
 

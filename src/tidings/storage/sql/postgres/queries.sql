@@ -1,4 +1,8 @@
--- The append path (``postgres.py``): idempotency claims, event inserts and COPY.
+-- The append path (``postgres.py``): idempotency claims, event inserts and COPY; and the
+-- NOTIFY that tells other processes this one committed (``storage/changes.py``).
+
+-- name: notify_live
+SELECT pg_notify('tidings_live', %s);
 
 -- name: claim_event_key
 INSERT INTO event_idempotency (env_id, event_key, event_id, expires_at) VALUES (%s, %s, %s, %s)

@@ -1,0 +1,255 @@
+"""The dashboard's live pages: what open pages cost an idle server, and what 20 open and
+streaming dashboards cost ingest (issue 13).
+
+- ``idle``: ``tidings dev`` (SQLite, or PostgreSQL with ``--postgres``) holding ``--fill``
+  events and as many completed runs, with no traffic and
+  ``--pages`` open live pages (half the events list, half the runs list, each an SSE stream
+  read by a client process on the other core): the server's CPU over ``--seconds``, against
+  the same server with no page open. ``--tidings PATH`` runs another build (the one before
+  pages were woken by commits, to compare).
+- ``load``: P1 (single-event ``POST /e/{key}``, 32 connections, wrk) and P3 (event → 1-step
+  function completed, 500-event requests) on ``tidings dev`` (SQLite), with ``--pages``
+  dashboards open and streaming and with none, in alternating rounds. Goal: with/without
+  >= 0.95 for both (within 5 %).
+- ``pages URL N``: the client the others start: N streams, read as fast as they come, until
+  SIGTERM; prints how many messages and bytes they received.
+
+``python -m bench.dashboard_live idle [--pages 20] [--seconds 30] [--fill 10000]
+[--postgres] [--tidings PATH]``; ``python -m bench.dashboard_live load [--rounds 4] [--seconds 8]
+[--n 5000] [--pages 20] [--only p1,p3]``
+
+The machine is shared: the summary gives the ratio of medians and the median of per-round
+ratios (each pair of rounds saw the same neighbours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from bench.engine import APP, Report, load, pin_self, post_all, tidings_dev, wait_until
+from bench.harness import (
+    PG_URL,
+    SERVERS,
+    UNOBSERVED,
+    WRK_CPU,
+    BenchError,
+    Plan,
+    Server,
+    pinned,
+    run_plan,
+    sqlite_server,
+)
+from bench.p1_ingest import EVENT
+from bench.p3_throughput import _bodies, tidings_round
+
+GOAL = 0.95
+PATHS = ("/live/events", "/live/runs")
+
+
+# -- the client: N open pages ------------------------------------------------------------------
+
+
+async def _read(base: str, path: str, got: dict[str, int], stop: asyncio.Event) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=None) as http, http.stream("GET", base + path) as r:
+        if r.status_code != 200:
+            raise BenchError(f"{path}: {r.status_code}")
+        got["open"] += 1
+        async for chunk in r.aiter_bytes():
+            got["bytes"] += len(chunk)
+            got["messages"] += chunk.count(b"\n\n")
+            if stop.is_set():
+                return
+
+
+async def _pages(base: str, n: int) -> dict[str, int]:
+    got = {"open": 0, "messages": 0, "bytes": 0}
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    tasks = [asyncio.create_task(_read(base, PATHS[i % len(PATHS)], got, stop))
+             for i in range(n)]
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return got
+
+
+@contextlib.contextmanager
+def pages(base: str, n: int) -> Iterator[dict[str, int]]:
+    """``n`` open pages of the server at ``base`` (a client process on wrk's core), their
+    totals filled in when they close."""
+    totals: dict[str, int] = {}
+    if n == 0:
+        yield totals
+        return
+    process = subprocess.Popen(
+        pinned(WRK_CPU, [sys.executable, "-m", "bench.dashboard_live", "pages", base, str(n)]),
+        stdout=subprocess.PIPE, cwd=Path(__file__).parent.parent)
+    try:
+        yield totals
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+        totals.update(json.loads(out.decode().strip().splitlines()[-1]))
+        if totals["open"] != n:
+            raise BenchError(f"only {totals['open']} of {n} pages opened")
+
+
+# -- idle --------------------------------------------------------------------------------------
+
+
+def idle(args: argparse.Namespace) -> dict[str, Any]:
+    kind = "postgres" if args.postgres else "sqlite"
+    figures: dict[str, list[float]] = {"none": [], "open": []}
+    binary = {"binary": args.tidings} if args.tidings else {}
+    for index in range(1, args.rounds + 1):
+        for label, n in (("none", 0), ("open", args.pages)):
+            with tidings_dev(kind, args=("-a", APP, *UNOBSERVED), **binary) as engine:
+                if args.fill:  # events and their completed runs for the pages to read
+                    fn = engine.function_id("p3-noop")
+                    post_all(engine.port, _bodies(args.fill, "fill"))
+                    wait_until("the runs", lambda fn=fn: int(engine.scalar(
+                        "SELECT count(*) FROM runs WHERE function_id = ? AND status = "
+                        "'Completed'", (fn,))) >= args.fill, timeout=300)
+                time.sleep(3)  # start-up done
+                base = f"http://127.0.0.1:{engine.port}"
+                with pages(base, n) as got:
+                    time.sleep(2)  # the pages' first reads
+                    before = engine.cpu_seconds()
+                    time.sleep(args.seconds)
+                    cpu = engine.cpu_seconds() - before
+            percent = 100 * cpu / args.seconds
+            figures[label].append(percent)
+            print(f"  idle {kind} round {index} {label:<5} pages {n:>3}: server CPU "
+                  f"{percent:.2f} %  ({got.get('messages', 0)} messages)  load {load()}",
+                  flush=True)
+    none, opened = statistics.median(figures["none"]), statistics.median(figures["open"])
+    return {"kind": kind, "pages": args.pages, "seconds": args.seconds,
+            "cpu_percent_none": round(none, 2), "cpu_percent_open": round(opened, 2),
+            "cpu_percent_per_page": round((opened - none) / args.pages, 3),
+            "rounds": figures}
+
+
+# -- load: P1 and P3 with dashboards open ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _with_pages(n: int) -> Iterator[Server]:
+    with sqlite_server(None, UNOBSERVED) as server, pages(
+            f"http://127.0.0.1:{server.port}", n):
+        yield server
+
+
+NONE, OPEN = "sqlite-unobserved", "sqlite-dashboards"
+
+
+def _ratios(none: list[float], opened: list[float]) -> dict[str, Any]:
+    per_round = statistics.median(b / a for a, b in zip(none, opened, strict=True))
+    return {"none_median": round(statistics.median(none), 1),
+            "open_median": round(statistics.median(opened), 1),
+            "ratio_of_medians": round(statistics.median(opened) / statistics.median(none), 3),
+            "median_of_round_ratios": round(per_round, 3), "goal": GOAL,
+            "met": per_round >= GOAL}
+
+
+def p1(rounds: int, seconds: float, n: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    import msgspec
+
+    SERVERS[OPEN] = partial(_with_pages, n)
+    plan = Plan(name="dashboard_live_p1", targets=[NONE, OPEN], body=msgspec.json.encode(EVENT),
+                events_per_request=1, rounds=rounds, seconds=seconds, warmup_seconds=2.0,
+                connections=32)
+    run_plan(plan)
+    by = {t: [r.req_per_s for r in plan.results if r.target == t] for t in plan.targets}
+    cpu = {t: statistics.median(r.server_cpu_us_per_request for r in plan.results
+                                if r.target == t) for t in plan.targets}
+    rows = [{"bench": "p1", "target": r.target, "round": r.index, "per_s": r.req_per_s,
+             "server_cpu_us": r.server_cpu_us_per_request, "load_before": r.load_before}
+            for r in plan.results]
+    return rows, {**_ratios(by[NONE], by[OPEN]), "unit": "req/s",
+                  "server_cpu_us_per_request": {"none": cpu[NONE], "open": cpu[OPEN]}}
+
+
+def p3(rounds: int, n: int, pages_open: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    rows = []
+    for index in range(1, rounds + 1):
+        for target, count in ((NONE, 0), (OPEN, pages_open)):
+            before = load()
+            result = tidings_round("sqlite", n, 1, options=UNOBSERVED,
+                                   beside=partial(_beside, count))
+            rows.append({"bench": "p3", "target": target, "round": index,
+                         "per_s": result["per_s"],
+                         "server_cpu_us": result["server_cpu_us_per_run"],
+                         "load_before": before})
+            print(f"  p3 round {index} {target:<18} {result['per_s']:>9,.0f} runs/s  server "
+                  f"CPU {result['server_cpu_us_per_run']:,.0f} us/run  load {before}",
+                  flush=True)
+    by = {t: [r["per_s"] for r in rows if r["target"] == t] for t in (NONE, OPEN)}
+    cpu = {t: statistics.median(r["server_cpu_us"] for r in rows if r["target"] == t)
+           for t in (NONE, OPEN)}
+    return rows, {**_ratios(by[NONE], by[OPEN]), "unit": "runs/s",
+                  "server_cpu_us_per_run": {"none": cpu[NONE], "open": cpu[OPEN]}}
+
+
+def _beside(n: int, port: int) -> contextlib.AbstractContextManager[dict[str, int]]:
+    return pages(f"http://127.0.0.1:{port}", n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.dashboard_live")
+    sub = parser.add_subparsers(dest="what", required=True)
+    client = sub.add_parser("pages")
+    client.add_argument("base")
+    client.add_argument("n", type=int)
+    at_rest = sub.add_parser("idle")
+    at_rest.add_argument("--pages", type=int, default=20)
+    at_rest.add_argument("--seconds", type=float, default=30)
+    at_rest.add_argument("--rounds", type=int, default=2)
+    at_rest.add_argument("--postgres", action="store_true")
+    at_rest.add_argument("--fill", type=int, default=10_000,
+                         help="events (each a completed run) stored before measuring")
+    at_rest.add_argument("--tidings", default=None)
+    busy = sub.add_parser("load")
+    busy.add_argument("--rounds", type=int, default=4)
+    busy.add_argument("--seconds", type=float, default=8)
+    busy.add_argument("--n", type=int, default=5000)
+    busy.add_argument("--pages", type=int, default=20)
+    busy.add_argument("--only", default="p1,p3")
+    args = parser.parse_args(argv)
+    if args.what == "pages":
+        print(json.dumps(asyncio.run(_pages(args.base, args.n))), flush=True)
+        return 0
+    pin_self()
+    report = Report("dashboard_live", {"what": args.what, **{
+        k: v for k, v in vars(args).items() if k != "what"}, "postgres": PG_URL})
+    if args.what == "idle":
+        report.summary = idle(args)
+    else:
+        only = set(args.only.split(","))
+        if "p1" in only:
+            rows, report.summary["p1"] = p1(args.rounds, args.seconds, args.pages)
+            report.rounds.extend(rows)
+        if "p3" in only:
+            rows, report.summary["p3"] = p3(args.rounds, args.n, args.pages)
+            report.rounds.extend(rows)
+    print(json.dumps(report.summary, indent=2))
+    print(f"saved {report.save()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

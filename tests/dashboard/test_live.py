@@ -1,0 +1,117 @@
+"""The live pages' streams, on both backends: woken by the commits of this process and (on
+PostgreSQL) of another, not by a clock; a stalled browser holds up no writer, costs no read
+while it is stalled, and catches up from its cursor when it reads again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from tests.contract.test_storage import row
+from tidings.core import Core
+from tidings.ids import now_ms
+from tidings.keys import ensure_env
+from tidings.server import create_app
+from tidings.server.dashboard.live import Feed
+from tidings.storage import storage_for
+
+
+async def until(condition: Any, what: str, timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+async def drain(stream: AsyncIterator[str]) -> None:
+    async for _ in stream:
+        pass
+
+
+async def test_a_stream_reads_when_a_commit_changed_something(core: Core) -> None:
+    """A stream that would read again only in 10 minutes reads as soon as this process stores
+    an event and, on PostgreSQL, as soon as another process does."""
+    env = await core.storage.write(lambda tx: ensure_env(tx, "dev"))
+    await until(lambda: not core.storage.changes.due, "the hooks were never called")
+    feed = Feed(core.storage, core.supervisor)
+    reads = 0
+
+    async def fresh() -> list[str]:
+        nonlocal reads
+        reads += 1
+        return []
+
+    reading = asyncio.create_task(drain(feed.stream(fresh, period=600)))
+    try:
+        await until(lambda: reads == 1, "the stream did not read at its start")
+        await core.storage.append_events([row(env.id)], now_ms() + 60_000)
+        await until(lambda: reads == 2, "a commit of this process did not wake the stream")
+        if core.storage.notifies:
+            other = storage_for(core.settings.database_url)  # as another process has
+            await other.open()
+            try:
+                seen = reads
+                await other.append_events([row(env.id)], now_ms() + 60_000)
+                await until(lambda: reads > seen,
+                            "a commit of another process did not wake the stream")
+            finally:
+                await other.close()
+    finally:
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        await feed.close()
+
+
+async def test_a_stalled_browser_holds_up_no_writer_and_catches_up(core: Core) -> None:
+    """The browser takes the stream's first message and then nothing: 500 events are stored
+    meanwhile, the stream reads none of them and holds only that one message; once the
+    browser reads again, the newest event reaches it."""
+    app = create_app(core.settings, core)
+    assert app.dashboard is not None
+    feed = app.dashboard.feed
+    taken: list[bytes] = []
+    stalled, resumed = asyncio.Event(), asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            taken.append(message["body"])
+            if not resumed.is_set():
+                stalled.set()
+                await resumed.wait()
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the browser never goes
+        raise AssertionError("unreachable")
+
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+             "http_version": "1.1", "method": "GET", "scheme": "http", "path": "/live/events",
+             "raw_path": b"/live/events", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"tidings")], "client": ("127.0.0.1", 50000),
+             "server": ("tidings", 80)}
+    streaming = asyncio.create_task(app(scope, receive, send))
+    try:
+        await asyncio.wait_for(stalled.wait(), 15)
+        reads = feed.reads()
+        assert len(reads) == 1
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://tidings") as http:
+            ids: list[str] = []
+            for batch in range(20):
+                sent = await http.post("/v1/events", json=[
+                    {"name": "stall/e", "data": {"batch": batch, "n": n}} for n in range(25)])
+                assert sent.status_code == 200, sent.text
+                ids.extend(record["id"] for record in sent.json()["data"])
+            stored = await http.get("/v1/events", params={"name": "stall/e", "limit": "500"})
+            assert len(stored.json()["data"]) == 500
+        assert feed.reads() == reads  # no read while stalled: nothing queued for it
+        assert len(taken) == 1 and taken[0].startswith(b"retry:")
+
+        resumed.set()
+        await until(lambda: any(ids[-1].encode() in body for body in taken),
+                    "the stream did not catch up once the browser read again")
+    finally:
+        streaming.cancel()
+        await asyncio.gather(streaming, return_exceptions=True)
