@@ -14,6 +14,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +150,7 @@ def delivered(stack: Stack, event_id: str) -> dict[str, Any]:
 
 def test_the_app_is_indexed_as_functions_with_v2_triggers(stack: Stack) -> None:
     [app] = [a for a in stack.api.apps() if a["url"] == stack.app.url]
-    assert (app["app_id"], app["sdk"], app["functions"]) == (APP, "trigger.dev:v2", 10)
+    assert (app["app_id"], app["sdk"], app["functions"]) == (APP, "trigger.dev:v2", 12)
     functions = {f["slug"]: f for f in stack.api.get("/v1/functions")}
     assert functions[f"{APP}-flow"]["triggers"] == [{"event": "v2.flow", "source": "tidings"}]
     assert functions[f"{APP}-filtered"]["triggers"] == [{
@@ -423,3 +424,18 @@ def test_bad_status_updates_are_refused_and_change_nothing(stack: Stack) -> None
     unknown = httpx.get(f"{stack.server.url}/api/v1/jobs/no-such-job/runs", timeout=10,
                         headers={"authorization": f"Bearer {stack.key}"})
     assert unknown.status_code == 404 and "no-such-job" in unknown.json()["error"]
+
+
+def test_cron_and_interval_jobs_run_on_their_schedule(stack: Stack) -> None:
+    functions = {f["slug"]: f for f in stack.api.get("/v1/functions")}
+    for job in ("every-minute", "each-60s"):  # intervalTrigger({seconds: 60}) is this cron
+        assert functions[f"{APP}-{job}"]["triggers"] == [{"cron": "* * * * *"}]
+    for job in ("every-minute", "each-60s"):
+        # The first tick is at most a minute away.
+        ran = wait_for(lambda job=job: next((r for r in stack.api.runs(f"{APP}-{job}")
+                                             if r["status"] == "Completed"), None),
+                       timeout=75, what=f"a tick of {job}", logs=stack.logs)
+        done = stack.api.run(ran["id"])
+        assert done["output"]["event"] == "trigger.scheduled", done
+        tick = datetime.fromisoformat(done["output"]["ts"].replace("Z", "+00:00"))
+        assert (tick.second, tick.microsecond) == (0, 0)  # on the minute, UTC

@@ -224,7 +224,8 @@ def test_parts_tidings_does_not_run_are_refused_at_indexing(
     dev: tuple[LiveServer, str],
 ) -> None:
     server, key = dev
-    scheduled = {**JOB, "id": "cron", "trigger": {"type": "scheduled", "schedule": {}}}
+    scheduled = {**JOB, "id": "cron", "trigger": {"type": "scheduled", "schedule": {
+        "type": "interval", "options": {"seconds": 90}}}}  # no cron says every 90 s
     with_integration = {**JOB, "id": "gh", "integrations": {"github": {"id": "github"}}}
     index = {**INDEX, "jobs": [JOB, scheduled, with_integration],
              "sources": [{"key": "s"}], "dynamicTriggers": [{"id": "d"}]}
@@ -233,7 +234,7 @@ def test_parts_tidings_does_not_run_are_refused_at_indexing(
         reply = Api(server.url).post("/v1/apps/sync", {"url": app.url})
         assert reply.status_code == 422, reply.text
         error = reply.json()["error"]
-        for named in ("1 HTTP sources", "1 dynamic triggers", "'cron': scheduled triggers",
+        for named in ("1 HTTP sources", "1 dynamic triggers", "'cron': an interval of 90 s",
                       "'gh': integrations (github)"):
             assert named in error, error
         listed = wait_for(lambda: next((a for a in Api(server.url).apps()

@@ -8,7 +8,7 @@
 // Every task body appends "<run id> <task>" to TASK_LOG, so a test can count how often each
 // ran (a task replayed from the cache does not append).
 import { appendFileSync, existsSync } from "node:fs";
-import { TriggerClient, eventTrigger } from "@trigger.dev/sdk";
+import { TriggerClient, cronTrigger, eventTrigger, intervalTrigger } from "@trigger.dev/sdk";
 import { createExpressServer } from "@trigger.dev/express";
 import { z } from "zod";
 
@@ -165,6 +165,22 @@ client.defineJob({
     }
     return { done: true };
   },
+});
+
+client.defineJob({
+  id: "every-minute",
+  name: "A cron schedule",
+  version: "1.0.0",
+  trigger: cronTrigger({ cron: "* * * * *" }),
+  run: async (payload, io, ctx) => ({ ts: payload.ts, event: ctx.event.name }),
+});
+
+client.defineJob({
+  id: "each-60s",
+  name: "An interval",
+  version: "1.0.0",
+  trigger: intervalTrigger({ seconds: 60 }),
+  run: async (payload, io, ctx) => ({ ts: payload.ts, event: ctx.event.name }),
 });
 
 createExpressServer(client, Number(process.env.PORT), "/api/trigger");

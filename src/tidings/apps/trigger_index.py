@@ -10,8 +10,9 @@ functions for the driver. ``PING`` also names the client: an app answers a wrong
 A Job becomes a function whose triggers are its event names, with the rule's ``source``,
 payload ``filter`` and ``context`` filter (v2's default source ``trigger.dev`` is Tidings'
 ``tidings``). What Tidings does not run is refused with the app's sync, naming it:
-integrations, HTTP sources and webhooks, HTTP endpoints, dynamic triggers and schedules, and
-scheduled or invoke-only Jobs.
+integrations, HTTP sources and webhooks, HTTP endpoints, dynamic triggers and schedules,
+invoke-only Jobs, and intervals cron cannot express. ``cronTrigger`` and ``intervalTrigger``
+Jobs run on Tidings' cron (UTC).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import msgspec
 from tidings.apps import records
 from tidings.core import Core
 from tidings.errors import ConfigError
+from tidings.functions.cron import parse_cron
 from tidings.functions.filters import check_filter
 from tidings.functions.registration import FunctionDef, register
 from tidings.ids import now_ms
@@ -183,8 +185,11 @@ def _job(client: str, url: str, key_id: str, job: Any) -> FunctionDef | None:
         raise ConfigError(f"job {job_id!r}: integrations ({', '.join(job['integrations'])})")
     trigger = job.get("trigger") or {}
     kind = trigger.get("type")
+    if kind == "scheduled":
+        return _scheduled(client, url, key_id, job, trigger.get("schedule"))
     if kind != "static":
-        raise ConfigError(f"job {job_id!r}: {kind} triggers (only eventTrigger is run)")
+        raise ConfigError(f"job {job_id!r}: {kind} triggers (eventTrigger, cronTrigger and "
+                          "intervalTrigger are run)")
     rule = trigger.get("rule") or {}
     names = rule.get("event")
     names = [names] if isinstance(names, str) else names
@@ -203,11 +208,59 @@ def _job(client: str, url: str, key_id: str, job: Any) -> FunctionDef | None:
                 check_filter(pattern, f"job {job_id!r}: {field}")
                 one[ours] = pattern
         triggers.append(one)
+    return _function(client, url, key_id, job, triggers)
+
+
+def _function(client: str, url: str, key_id: str, job: dict[str, Any],
+              triggers: list[dict[str, Any]], **more: Any) -> FunctionDef:
+    job_id = job["id"]
     slug = f"{client}-{job_id}"
     config = {"id": slug, "name": job.get("name") or job_id, "triggers": triggers,
               "retries": JOB_RETRIES, "runtime": "trigger", "key_id": key_id,
-              "job": {"id": job_id, "version": job.get("version")}}
+              "job": {"id": job_id, "version": job.get("version")}, **more}
     return FunctionDef(slug=slug, name=str(config["name"]), url=url, config=config)
+
+
+def _scheduled(client: str, url: str, key_id: str, job: dict[str, Any],
+               schedule: Any) -> FunctionDef:
+    """A ``cronTrigger`` or ``intervalTrigger`` Job: a function on Tidings' cron (UTC), its
+    runs' event ``trigger.scheduled`` with ``{ts}`` (``engine/trigger_driver.py``)."""
+    job_id = job["id"]
+    schedule = schedule if isinstance(schedule, dict) else {}
+    options = schedule.get("options") if isinstance(schedule.get("options"), dict) else {}
+    if schedule.get("type") == "cron":
+        expression = options.get("cron")
+        if not isinstance(expression, str) or expression.strip().startswith(("TZ=",
+                                                                             "CRON_TZ=")):
+            raise ConfigError(f"job {job_id!r}: cronTrigger needs a cron expression (UTC)")
+    elif schedule.get("type") == "interval":
+        expression = _interval_cron(job_id, options.get("seconds"))
+    else:
+        raise ConfigError(f"job {job_id!r}: a schedule of type {schedule.get('type')!r}")
+    try:
+        parse_cron(expression)
+    except ConfigError as exc:
+        raise ConfigError(f"job {job_id!r}: {exc.message}") from None
+    return _function(client, url, key_id, job, [{"cron": expression}], scheduled=True)
+
+
+def _interval_cron(job_id: str, seconds: Any) -> str:
+    """An ``intervalTrigger``'s period as a cron expression: whole minutes dividing an hour,
+    whole hours dividing a day, or whole days (60 s to 30 days, as v2 took)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or not (
+            60 <= seconds <= 30 * 86400):
+        raise ConfigError(f"job {job_id!r}: intervalTrigger seconds must be a whole number "
+                          "from 60 to 2592000")
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if seconds % 60 == 0 and minutes < 60 and 60 % minutes == 0:
+        return "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
+    if seconds % 3600 == 0 and hours < 24 and 24 % hours == 0:
+        return "0 * * * *" if hours == 1 else f"0 */{hours} * * *"
+    if seconds % 86400 == 0:
+        return "0 0 * * *" if days == 1 else f"0 0 */{days} * *"
+    raise ConfigError(f"job {job_id!r}: an interval of {seconds} s is not run (Tidings "
+                      "schedules by cron: use whole minutes dividing an hour, hours dividing a "
+                      "day, or whole days)")
 
 
 def _register(tx: Tx, *, env_id: str, url: str, client: str, defs: list[FunctionDef],

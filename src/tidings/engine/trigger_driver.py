@@ -32,6 +32,7 @@ import msgspec
 from tidings.calls.host import Host
 from tidings.calls.outcomes import Blocked, Outcome, RetryStep, RunDone, RunFailed, Sleep
 from tidings.core import Core
+from tidings.engine.scheduler import TIMER
 from tidings.events.model import iso
 from tidings.functions import registration
 from tidings.functions.model import FunctionRow
@@ -45,6 +46,7 @@ from tidings.triggerdev.keys import TriggerKeys
 from tidings.triggerdev.wire import INVALID_PAYLOAD, LAZY_LOADED_CACHED_TASKS, TRIGGER_QUEUE
 
 log = logging.getLogger("tidings.engine.trigger")
+SCHEDULED = "trigger.scheduled"  # what v2 names it
 MAX_CHUNKS = 50  # executions of one call (yields); then the run is due again
 MAX_REASON = 300
 ORGANIZATION = {"id": "tidings", "title": "Tidings", "slug": "tidings"}
@@ -232,9 +234,12 @@ class TriggerDriver:
                     known: list[tasks.Task], yielded: list[str]) -> bytes:
         slug, kind = await self._env(run.env_id)
         config = fn.config
+        name, payload = event.get("name"), event.get("data", {})
+        if config.get("scheduled") and name == TIMER:  # a cronTrigger / intervalTrigger tick
+            name, payload = SCHEDULED, {"ts": iso(event.get("ts") or run.created_at)}
         body = {
-            "event": {"id": event.get("id"), "name": event.get("name"),
-                      "payload": event.get("data", {}), "context": event.get("context"),
+            "event": {"id": event.get("id"), "name": name,
+                      "payload": payload, "context": event.get("context"),
                       "timestamp": iso(event.get("ts") or run.created_at),
                       "deliverAt": None, "deliveredAt": None, "cancelledAt": None},
             "job": {"id": config.get("job", {}).get("id"),

@@ -48,7 +48,7 @@ def invoke(tx: Tx, *, fn: FunctionRow, payload: dict[str, Any], context: Any,
         if parent is not None:
             callbacks.wait_for_child(tx, parent[0], parent[1], str(found[0]), now)
         return str(found[0])
-    name = str(fn.config["triggers"][0]["event"])
+    name = str(fn.config["triggers"][0].get("event", "trigger.scheduled"))
     row = EventRow(id=event_id, env_id=fn.env_id, name=name, data=msgspec.json.encode(payload),
                    user=None, user_subject=None, key=None, ts=now, v=None, source="tidings",
                    context=None if context is None else msgspec.json.encode(context),
