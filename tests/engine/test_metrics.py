@@ -174,3 +174,21 @@ async def test_the_grafana_dashboard_uses_only_metrics_that_exist(core: Core) ->
     # Counters are named without ``_total`` in a parsed family.
     assert {re.sub(r"_total$", "", name) for name in used} <= families
     assert len(used) >= 12
+
+
+async def test_every_name_the_issue_lists_is_exposed(core: Core) -> None:
+    """Each family is there from the start (empty until counted), so dashboards and alerts
+    find every name before the first event."""
+    families = {family.name for family in text_string_to_metric_families(
+        (await scrape(core)).text)}
+    listed = {  # parsed counter families are named without ``_total``
+        "tidings_events_received", "tidings_http_request_duration_seconds",
+        "tidings_runs_scheduled", "tidings_runs_started", "tidings_runs_finished",
+        "tidings_run_duration_seconds", "tidings_run_start_latency_seconds",
+        "tidings_sdk_requests", "tidings_sdk_request_duration_seconds",
+        "tidings_step_retries", "tidings_queue_depth", "tidings_queue_oldest_ready_age_seconds",
+        "tidings_waits_pending", "tidings_app_syncs", "tidings_build_info",
+        "inngest_function_run_scheduled", "inngest_function_run_started",
+        "inngest_function_run_ended", "inngest_sdk_req_scheduled", "inngest_sdk_req_started",
+        "inngest_sdk_req_ended", "inngest_queue_depth"}
+    assert listed - families == set()

@@ -239,3 +239,44 @@ async def test_a_run_cancelled_by_an_event_is_traced_after_the_routing_commits(
     process = _one(list(spans.get_finished_spans()), "process traced-waiter")
     assert process.attributes["tidings.run.status"] == "Cancelled"
     assert (process.context.trace_id, process.context.span_id) == tracing.run_ids(run.id)
+
+
+def _sampled(environ: dict[str, str], headers: list[tuple[bytes, bytes]]) -> list[str]:
+    exporter = InMemorySpanExporter()
+    tracing.use(SimpleSpanProcessor(exporter), environ)
+    try:
+        request = tracing.request_began(headers)
+        assert request is not None
+        producer = tracing.producing(1)
+        assert producer is not None
+        tracing.produced(producer)
+        tracing.request_ended(request, "/e/{key}", "POST", 200)
+        tracing.run_span("01RUN", function="f", app="a", status="Completed", started_at=1,
+                         ended_at=2, attempt=0, event_ids=["01EV"],
+                         traceparents=[producer.traceparent])
+        tracing.step_span("01RUN", step="s", name="s", op="run", attempt=0, started_at=1,
+                          ended_at=2)
+    finally:
+        tracing.use(None)
+    return sorted(s.name for s in exporter.get_finished_spans())
+
+
+def test_spans_are_sampled_as_otel_traces_sampler_says() -> None:
+    everything = ["POST /e/{key}", "process f", "send events", "step s"]
+    sampled_caller = [(b"traceparent", TRACEPARENT.encode())]
+    unsampled_caller = [(b"traceparent", TRACEPARENT[:-2].encode() + b"00")]
+    assert _sampled({}, []) == everything
+    assert _sampled({}, unsampled_caller) == ["process f", "step s"]  # runs are their own
+    assert _sampled({"OTEL_TRACES_SAMPLER": "always_off"}, sampled_caller) == []
+    assert _sampled({"OTEL_TRACES_SAMPLER": "parentbased_always_off"}, sampled_caller) == [
+        "POST /e/{key}", "send events"]
+    assert _sampled({"OTEL_TRACES_SAMPLER": "always_on"}, unsampled_caller) == everything
+    # A ratio decides on the trace id: a run's spans are kept or dropped together, alike in
+    # every process.
+    ratio = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"}
+    trace_id, _ = tracing.run_ids("01RUN")
+    found = set(_sampled(ratio, []))
+    if (trace_id & (2**64 - 1)) < 2**63:
+        assert {"process f", "step s"} <= found
+    else:
+        assert not {"process f", "step s"} & found

@@ -95,16 +95,21 @@ def export_to(exporter: Any, environ: Mapping[str, str] = os.environ) -> None:
     """Send spans to ``exporter`` (an OTel SDK span exporter) in batches (``_Batches``),
     sampled as ``environ`` says."""
     global _sink
-    _sink = _Sink(_Batches(exporter, environ).add, _resource(environ),
-                  _Sampler.from_env(environ))
+    sink = _Sink(_resource(environ), _Sampler.from_env(environ))
+    sink.add = _Batches(exporter, environ, sink.span).add
+    _sink = sink
 
 
 def use(processor: Any, environ: Mapping[str, str] = os.environ) -> None:
     """Send spans to ``processor`` (an OTel SDK span processor: tests give one with an
     in-memory exporter), sampled as ``environ`` says. ``None`` turns tracing off."""
     global _sink
-    _sink = None if processor is None else _Sink(processor.on_end, _resource(environ),
-                                                 _Sampler.from_env(environ))
+    if processor is None:
+        _sink = None
+        return
+    sink = _Sink(_resource(environ), _Sampler.from_env(environ))
+    sink.add = lambda record: processor.on_end(sink.span(record))
+    _sink = sink
 
 
 def on() -> bool:
@@ -136,12 +141,16 @@ class _Batches:
     full or the delay has passed, and what is left when the process exits.
 
     Adding a span is a deque append, a count and a length check: the SDK's processor also
-    takes the process id (a system call) and counts for its own metrics on every span, which
-    was a third of what a traced ingest request spent on tracing. A full queue drops its
-    oldest span; drops are counted and logged."""
+    takes the process id (a system call) and counts for its own metrics on every span. What
+    waits is the span's compact ``Record``; its ``ReadableSpan`` is made as its batch goes
+    out. Whole spans waiting for export (over a kilobyte each, up to a batch of 512) made
+    every traced request dearer by some 15 µs in the cache misses they cause (``bench/
+    README.md``, P10). A full queue drops its oldest span; drops are counted and logged."""
 
-    def __init__(self, exporter: Any, environ: Mapping[str, str]) -> None:
+    def __init__(self, exporter: Any, environ: Mapping[str, str],
+                 span: Callable[[Record], Any]) -> None:
         self.exporter = exporter
+        self.span = span
         self.delay = _setting(environ, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
         self.batch = _setting(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
         self.timeout = _setting(environ, "OTEL_BSP_EXPORT_TIMEOUT", 30000) / 1000
@@ -158,9 +167,9 @@ class _Batches:
         self.thread.start()
         atexit.register(self.shutdown)
 
-    def add(self, span: Any) -> None:
+    def add(self, record: Record) -> None:
         queue = self.queue
-        queue.append(span)
+        queue.append(record)
         self.added += 1
         if len(queue) >= self.batch and not self.awake.is_set():
             self.awake.set()
@@ -178,7 +187,7 @@ class _Batches:
             batch = []
             with contextlib.suppress(IndexError):
                 for _ in range(self.batch):
-                    batch.append(queue.popleft())
+                    batch.append(self.span(queue.popleft()))
             try:
                 self.exporter.export(batch)
             except Exception:
@@ -241,12 +250,15 @@ class _Sampler:
         return parent_sampled if self.parent_based else self.root(trace_id)
 
 
+Record = tuple[Any, ...]  # a finished span as ``_Sink.emit`` keeps it (``_Sink.span``)
+
+
 class _Sink:
-    """Where spans go: finished ``ReadableSpan``s handed to the processor, their constant
+    """Where spans go: each finished span as a compact ``Record`` to ``add``, made a
+    ``ReadableSpan`` by ``span`` when it is handed to the exporter or processor; the constant
     parts (resource, scope, flags, kinds, the unset status) made once."""
 
-    def __init__(self, on_end: Callable[[Any], None], resource: Any,
-                 sampler: _Sampler) -> None:
+    def __init__(self, resource: Any, sampler: _Sampler) -> None:
         from opentelemetry import trace
         from opentelemetry.sdk.trace import ReadableSpan
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -275,9 +287,9 @@ class _Sink:
                 self._status = status
                 self._links = links
 
-        self.on_end = on_end
+        self.add: Callable[[Record], None] = lambda record: None
         self.sampler = sampler
-        self.span = Finished
+        self.finished = Finished
         self.context = trace.SpanContext
         self.link = trace.Link
         self.flags = trace.TraceFlags(trace.TraceFlags.SAMPLED)
@@ -289,16 +301,36 @@ class _Sink:
 
     def emit(self, name: str, kind: str, trace_id: int, span_id: int,
              parent_span_id: int | None, remote_parent: bool, start: int, end: int,
-             attributes: dict[str, Any], error: str | None = None,
-             links: Sequence[Any] = ()) -> None:
-        """Record a finished span (sampled: the caller decided). ``error``: its status is
-        ERROR with that description ("" for none)."""
+             keys: tuple[str, ...] | None, values: Any, error: str | None = None,
+             links: Sequence[tuple[int, int, bool]] = ()) -> None:
+        """Record a finished span (sampled: the caller decided). Its attributes are
+        ``values`` under ``keys`` (or ``values`` itself, a dict, when ``keys`` is None);
+        ``error``: its status is ERROR with that description ("" for none); ``links``:
+        ``(trace_id, span_id, sampled)`` of the contexts it is linked to."""
+        self.add((name, kind, trace_id, span_id, parent_span_id, remote_parent, start,
+                  max(end, start), keys, values, error, links))
+
+    def span(self, record: Record) -> Any:
+        """The ``ReadableSpan`` of a record."""
+        (name, kind, trace_id, span_id, parent_span_id, remote_parent, start, end, keys,
+         values, error, links) = record
         context = self.context(trace_id, span_id, False, self.flags)
         parent = None if parent_span_id is None else self.context(
             trace_id, parent_span_id, remote_parent, self.flags)
         status = self.unset if error is None else self.status(self.error, error or None)
-        self.on_end(self.span(name, context, parent, self.kinds[kind], attributes, start,
-                              max(end, start), status, links))
+        attributes = values if keys is None else dict(zip(keys, values, strict=True))
+        linked = [self.link(self.context(t, s, True, self.flags if sampled else self.unsampled))
+                  for t, s, sampled in links]
+        return self.finished(name, context, parent, self.kinds[kind], attributes, start, end,
+                             status, linked)
+
+
+_SERVER = ("http.request.method", "http.route", "http.response.status_code")
+_PRODUCER = ("messaging.system", "messaging.operation.type", "messaging.operation.name",
+             "messaging.batch.message_count")
+_STEP = ("tidings.step.id", "tidings.step.name", "tidings.step.op", "tidings.step.attempt",
+         "tidings.run.id")
+_PAUSE = ("tidings.step.id", "tidings.step.name", "tidings.step.op", "tidings.run.id")
 
 
 # -- contexts ------------------------------------------------------------------------------------
@@ -390,10 +422,8 @@ def request_ended(span: Request, route: str, method: str, status: int) -> None:
     if sink is None or not span.sampled:
         return
     sink.emit(f"{method} {route}", "SERVER", span.trace_id, span.span_id,
-              span.parent_span_id, True, span.start, _time_ns(),
-              {"http.request.method": method, "http.route": route,
-               "http.response.status_code": status},
-              "" if status >= 500 else None)
+              span.parent_span_id, True, span.start, _time_ns(), _SERVER,
+              (method, route, status), "" if status >= 500 else None)
 
 
 class Producer:
@@ -439,10 +469,8 @@ def produced(span: Producer) -> None:
     if sink is None or not span.sampled:
         return
     sink.emit("send events", "PRODUCER", span.trace_id, span.span_id, span.parent_span_id,
-              span.remote_parent, span.start, _time_ns(),
-              {"messaging.system": SYSTEM, "messaging.operation.type": "send",
-               "messaging.operation.name": "send",
-               "messaging.batch.message_count": span.count})
+              span.remote_parent, span.start, _time_ns(), _PRODUCER,
+              (SYSTEM, "send", "send", span.count))
 
 
 # -- run spans -----------------------------------------------------------------------------------
@@ -469,9 +497,7 @@ def step_span(run_id: str, *, step: str, name: str, op: str, attempt: int, start
     if not sink.sampler.root(trace_id):
         return
     sink.emit(f"step {name}", "INTERNAL", trace_id, _getrandbits(64) or 1, run_span_id, True,
-              _ms_ns(started_at), _ms_ns(ended_at),
-              {"tidings.step.id": step, "tidings.step.name": name, "tidings.step.op": op,
-               "tidings.step.attempt": attempt, "tidings.run.id": run_id},
+              _ms_ns(started_at), _ms_ns(ended_at), _STEP, (step, name, op, attempt, run_id),
               None if error is None
               else f"{error.get('name')}: {error.get('message')}"[:500])
 
@@ -487,12 +513,7 @@ def run_span(run_id: str, *, function: str, app: str, status: str, started_at: i
     trace_id, span_id = run_ids(run_id)
     if not sink.sampler.root(trace_id):
         return
-    links = []
-    for traceparent in traceparents:
-        parsed = _parsed(traceparent)
-        if parsed is not None:
-            flags = sink.flags if parsed[2] else sink.unsampled
-            links.append(sink.link(sink.context(parsed[0], parsed[1], True, flags)))
+    links = [parsed for parsed in map(_parsed, traceparents) if parsed is not None]
     attributes: dict[str, Any] = {
         "messaging.system": SYSTEM, "messaging.operation.type": "process",
         "messaging.operation.name": "process", "messaging.destination.name": function,
@@ -504,11 +525,10 @@ def run_span(run_id: str, *, function: str, app: str, status: str, started_at: i
         attributes["messaging.batch.message_count"] = len(event_ids)
     for pause in pauses:
         sink.emit(f"{pause.kind} {pause.name}", "INTERNAL", trace_id, _getrandbits(64) or 1,
-                  span_id, False, _ms_ns(pause.started_at), _ms_ns(pause.ended_at),
-                  {"tidings.step.id": pause.step, "tidings.step.name": pause.name,
-                   "tidings.step.op": pause.kind, "tidings.run.id": run_id})
+                  span_id, False, _ms_ns(pause.started_at), _ms_ns(pause.ended_at), _PAUSE,
+                  (pause.step, pause.name, pause.kind, run_id))
     sink.emit(f"process {function}", "CONSUMER", trace_id, span_id, None, False,
-              _ms_ns(started_at), _ms_ns(ended_at), attributes,
+              _ms_ns(started_at), _ms_ns(ended_at), None, attributes,
               None if status == "Completed" else status, links)
 
 
@@ -549,7 +569,7 @@ def client_span(run_id: str, method: str, url: str, headers: dict[str, str]
     finally:
         if sampled:
             sink.emit(method, "CLIENT", trace_id, span.span_id, run_span_id, True,
-                      span.start, _time_ns(), span.attributes, span.error)
+                      span.start, _time_ns(), None, span.attributes, span.error)
 
 
 def answered(span: Client | None, status: int | None) -> None:
