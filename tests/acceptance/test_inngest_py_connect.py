@@ -5,6 +5,10 @@ step, a sleep and a ``wait_for_event`` and completes, every step having run once
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
+from typing import Any
+
 import httpx
 
 from tests.acceptance.connect_stack import APP, ConnectStack, connect_stack
@@ -91,6 +95,26 @@ def check_metrics(url: str, api_key: str | None, *, route: str, sockets: int) ->
     assert not [name for name in series if 'outcome="failed"' in name], text
 
 
+def check_apps_page(stack: ConnectStack, listed: dict[str, Any]) -> None:
+    """The dashboard's apps page lists the worker under its app as ``GET /v1/apps`` does:
+    instance, SDK and version, connected since, state, calls in flight, capacity."""
+    page = httpx.get(f"{stack.server.url}/apps", timeout=10)
+    assert page.status_code == 200, page.text
+    row = re.search(r'<tr data-connection="(\w+)">(.*?)</tr>', page.text, re.S)
+    assert row is not None, page.text
+    cells = [re.sub(r"<[^>]+>", "", c).strip()
+             for c in re.findall(r"<td[^>]*>(.*?)</td>", row.group(2), re.S)]
+    [app] = [a for a in stack.api.apps() if a["app_id"] == APP]
+    [connection] = app["connections"]
+    language, version = connection["sdk"].split(":")
+    assert row.group(1) == connection["connection_id"] == listed["connection_id"]
+    since = datetime.fromisoformat(connection["connected_at"].replace("Z", "+00:00"))
+    shown = since.strftime("%Y-%m-%d %H:%M:%S.") + f"{since.microsecond // 1000:03d}"
+    assert cells == [connection["instance_id"], language, version, shown, "ready", "0",
+                     "no limit"], cells
+    assert (language, connection["instance_id"]) == ("py", "w1")
+
+
 def test_the_connections_of_an_environment_are_listed(connect_stack: ConnectStack) -> None:
     """As the Inngest Dev Server lists them (the SDK's own tests ask for them by its dev
     environment's id); a worker that stops is no longer listed."""
@@ -100,6 +124,7 @@ def test_the_connections_of_an_environment_are_listed(connect_stack: ConnectStac
     [listed] = httpx.get(f"{url}/{DEV_ENV_ID}/conns", timeout=10).json()["data"]
     assert (listed["instance_id"], listed["apps"], listed["status"]) == ("w1", [APP], "ready")
     assert httpx.get(f"{url}/dev/conns", timeout=10).json()["data"] == [listed]
+    check_apps_page(connect_stack, listed)
     unknown = httpx.get(f"{url}/01ARZ3NDEKTSV4RRFFQ69G5FAV/conns", timeout=10)
     assert unknown.status_code == 404 and "environment" in unknown.json()["error"]
     worker.stop()  # SIGTERM: the SDK closes its connection

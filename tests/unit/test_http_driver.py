@@ -68,6 +68,9 @@ class Host:
         self.failed_attempts.append(attempt)
         return final
 
+    def flush_soon(self) -> None:
+        pass
+
     async def flushed(self) -> bool:
         self.flushes.append(len(self.records))  # every record so far is now "written"
         return True

@@ -61,3 +61,7 @@ class Host(Protocol):
 
     async def flushed(self) -> bool:
         """Write every buffered step now; False when the lease was lost."""
+
+    def flush_soon(self) -> None:
+        """Write the buffered steps soon, even if no other step ends meanwhile (before a
+        request that may run long)."""

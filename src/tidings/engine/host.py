@@ -64,6 +64,7 @@ class CallHost:
         self._buffered_at = 0
         self._pending: list[asyncio.Future[bool]] = []
         self._ordered = ordered
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def recorded(self) -> list[StepRow]:
@@ -87,6 +88,9 @@ class CallHost:
 
     async def settled(self) -> bool:
         """Wait for step records in flight; False when one found the lease lost."""
+        if self._timer is not None:
+            self._timer.cancel()  # whoever settles writes (or takes) the buffer itself
+            self._timer = None
         if self._pending:
             results = await asyncio.gather(*self._pending)
             self._pending.clear()
@@ -101,6 +105,20 @@ class CallHost:
         if self._buffer:
             self._pending.append(self._flush())
         return await self.settled()
+
+    def flush_soon(self) -> None:
+        """Write the buffered steps within ``FLUSH_MS`` even if no other step ends meanwhile.
+        A driver calls this before a request that may run long (the next step of an SDK
+        app): steps its app reported are then recorded while that request runs, and a
+        process killed during it does not lose them (their steps would run again)."""
+        if self._buffer and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.FLUSH_MS / 1000,
+                                                                self._flush_due)
+
+    def _flush_due(self) -> None:
+        self._timer = None
+        if self._buffer and not self.lost:
+            self._pending.append(self._flush())
 
     def memo(self, step: str) -> tuple[bool, Any]:
         row = self._memo.get(step)
@@ -138,7 +156,7 @@ class CallHost:
             return
         if self._ordered:
             self._pending.append(self._flush())
-        elif not await self._flush():
+        elif not await self.settled() or not await self._flush():
             # Without ordered commits, wait for each flush so records land in order.
             self.lost = True
             raise Interrupt()

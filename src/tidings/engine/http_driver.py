@@ -393,6 +393,9 @@ class HttpDriver:
             # The SDK reads the steps from the API, maybe from another server process: every
             # step this call recorded must be in the database first, or it would run again.
             raise Interrupt()
+        # The steps the app reported so far are written while this request runs (it may run
+        # long): a process killed meanwhile has recorded them, and they do not run again.
+        host.flush_soon()
         headers = {"content-type": "application/json", "user-agent": USER_AGENT,
                    "x-run-id": call.state.run_id, "x-inngest-step-id": step_id}
         if keys is not None:

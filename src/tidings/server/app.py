@@ -197,7 +197,7 @@ class TidingsApp:
                                    gateway=lambda: self.gateway)
         # The dashboard answers HTML for people, not JSON: its routes are not in ``endpoints``
         # (the JSON API, documented in OpenAPI); tests/dashboard covers its bad input.
-        self.dashboard = Dashboard(core, levers, self.sync)
+        self.dashboard = Dashboard(core, levers, self.sync, self.hub)
         pages = self.dashboard.routes()
         self._templates = {route.endpoint: route.path.replace(":path}", "}")
                            for route in [*self._routes, *pages] if isinstance(route, Route)}

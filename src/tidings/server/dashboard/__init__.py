@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from tidings.apps.sync import AppSync
+from tidings.connect.hub import Hub
 from tidings.core import Core
 from tidings.errors import RequestRejected
 from tidings.server.dashboard.catalog import CatalogPages
@@ -34,11 +35,11 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class Dashboard:
-    def __init__(self, core: Core, levers: RunLevers, sync: AppSync) -> None:
+    def __init__(self, core: Core, levers: RunLevers, sync: AppSync, hub: Hub) -> None:
         self.feed = Feed(core.storage, core.supervisor)
         self.pages = Pages(core, self.feed, levers)
         self._groups: list[EventPages | RunPages | CatalogPages | SignInPages] = [
-            EventPages(self.pages), RunPages(self.pages), CatalogPages(self.pages, sync),
+            EventPages(self.pages), RunPages(self.pages), CatalogPages(self.pages, sync, hub),
             SignInPages(self.pages)]
 
     async def close(self) -> None:

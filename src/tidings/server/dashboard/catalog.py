@@ -15,12 +15,16 @@ from starlette.routing import Route
 from tidings.apps import records
 from tidings.apps.config import FLOW_CONTROL
 from tidings.apps.sync import AppSync
+from tidings.connect.hub import Hub
+from tidings.connect.relay import Remote
+from tidings.connect.worker import Worker
 from tidings.errors import ConfigError, RequestRejected
 from tidings.functions.cron import parse_cron
 from tidings.ids import now_ms
 from tidings.runs import admin
 from tidings.runs.admin import RunQuery
 from tidings.runs.model import FAILED, HTTP_QUEUE
+from tidings.server.connect_api import connection_json, workers_of
 from tidings.server.dashboard.pages import Pages
 from tidings.server.sdk_api import add_app
 from tidings.storage.tx import Tx
@@ -29,10 +33,11 @@ RECENT_RUNS = 100  # runs a function's failure rate is taken over
 
 
 class CatalogPages:
-    def __init__(self, pages: Pages, sync: AppSync) -> None:
+    def __init__(self, pages: Pages, sync: AppSync, hub: Hub) -> None:
         self.pages = pages
         self.core = pages.core
         self.sync = sync
+        self.hub = hub
 
     def routes(self) -> list[Route]:
         return [
@@ -88,8 +93,22 @@ class CatalogPages:
         sdk_apps, functions = await self.core.storage.read(read)
         native = Counter(item.function.app_id for item in functions
                          if item.function.queue != HTTP_QUEUE)
+        # Connect workers, as GET /v1/apps lists them: every process's, under their apps.
+        workers = await workers_of(self.hub, viewer.env.id)
+        connections = {app.url: [worker_view(w, self.hub) for w in workers
+                                 if app.app_id is not None and app.app_id in w.functions]
+                       for app in sdk_apps}
         return self.pages.html(request, "apps.html", 400 if errors else 200, apps=sdk_apps,
-                               native=sorted(native.items()), errors=errors, url=url)
+                               connections=connections, native=sorted(native.items()),
+                               errors=errors, url=url)
+
+
+def worker_view(worker: Worker | Remote, hub: Hub) -> dict[str, Any]:
+    """A Connect connection as the apps page shows it: as ``GET /v1/apps`` lists it, its SDK
+    (``py:v0.5.19``) split into language and version, connected since when (ms)."""
+    language, _, version = worker.sdk.partition(":")
+    return {**connection_json(worker, hub), "language": language, "version": version or "—",
+            "connected_ms": worker.connected_at}
 
 
 def trigger_view(trigger: dict[str, Any]) -> dict[str, Any]:
