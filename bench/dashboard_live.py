@@ -61,13 +61,16 @@ PATHS = ("/live/events", "/live/runs")
 # -- the client: N open pages ------------------------------------------------------------------
 
 
-async def _read(base: str, path: str, got: dict[str, int], stop: asyncio.Event) -> None:
+async def _read(base: str, path: str, got: dict[str, int], stop: asyncio.Event,
+                all_open: asyncio.Event, n: int) -> None:
     import httpx
 
     async with httpx.AsyncClient(timeout=None) as http, http.stream("GET", base + path) as r:
         if r.status_code != 200:
             raise BenchError(f"{path}: {r.status_code}")
         got["open"] += 1
+        if got["open"] == n:
+            all_open.set()
         async for chunk in r.aiter_bytes():
             got["bytes"] += len(chunk)
             got["messages"] += chunk.count(b"\n\n")
@@ -79,8 +82,12 @@ async def _pages(base: str, n: int) -> dict[str, int]:
     got = {"open": 0, "messages": 0, "bytes": 0}
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    tasks = [asyncio.create_task(_read(base, PATHS[i % len(PATHS)], got, stop))
+    all_open = asyncio.Event()
+    tasks = [asyncio.create_task(_read(base, PATHS[i % len(PATHS)], got, stop, all_open, n))
              for i in range(n)]
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(all_open.wait(), 30)
+    print(json.dumps({"ready": got["open"]}), flush=True)  # the parent goes on
     await stop.wait()
     for task in tasks:
         task.cancel()
@@ -100,13 +107,17 @@ def pages(base: str, n: int) -> Iterator[dict[str, int]]:
         pinned(WRK_CPU, [sys.executable, "-m", "bench.dashboard_live", "pages", base, str(n)]),
         stdout=subprocess.PIPE, cwd=Path(__file__).parent.parent)
     try:
+        assert process.stdout is not None
+        ready = json.loads(process.stdout.readline() or b'{"ready": 0}')["ready"]
+        if ready != n:
+            raise BenchError(f"only {ready} of {n} pages opened")
         yield totals
     finally:
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=30)
-        totals.update(json.loads(out.decode().strip().splitlines()[-1]))
-        if totals["open"] != n:
-            raise BenchError(f"only {totals['open']} of {n} pages opened")
+        lines = out.decode().strip().splitlines()
+        if lines:
+            totals.update(json.loads(lines[-1]))
 
 
 # -- idle --------------------------------------------------------------------------------------
