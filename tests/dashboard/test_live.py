@@ -115,3 +115,23 @@ async def test_a_stalled_browser_holds_up_no_writer_and_catches_up(core: Core) -
     finally:
         streaming.cancel()
         await asyncio.gather(streaming, return_exceptions=True)
+
+
+async def test_copies_of_a_page_share_a_read_until_a_poke(core: Core) -> None:
+    feed = Feed(core.storage, core.supervisor)
+    reads = 0
+
+    async def read() -> int:
+        nonlocal reads
+        reads += 1
+        await asyncio.sleep(0)
+        return reads
+
+    try:
+        together = await asyncio.gather(*(feed.shared("page", read) for _ in range(20)))
+        assert together == [1] * 20 and reads == 1
+        assert await feed.shared("another page", read) == 2
+        feed.poke()  # something changed: the next reader reads again
+        assert await feed.shared("page", read) == 3
+    finally:
+        await feed.close()

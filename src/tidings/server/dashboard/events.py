@@ -111,21 +111,28 @@ class EventPages:
                          limit=LIVE_ROWS)
         recent: dict[str, tuple[int, dict[str, int]]] = {}  # id -> (received, counts sent)
         templates = self.pages.templates
+        feed = self.pages.feed  # open copies of this page share their reads and renders
+
+        async def rows(new: list[Any], counts: dict[str, dict[str, int]]) -> str:
+            return templates.get_template("_event_rows.html").render(events=new, counts=counts)
 
         async def fresh() -> list[str]:
             nonlocal newest
             messages = []
-            page = await search(self.core.storage, self.core.events, newest)
+            page = await feed.shared(("events", repr(newest)), lambda: search(
+                self.core.storage, self.core.events, newest))
             new = [event for event in page.events if event.id > (newest.min_id or "")]
             horizon = now_ms() - RECENT_MS
             for event_id, (received, _) in list(recent.items()):
                 if received < horizon:
                     del recent[event_id]
             ids = [event.id for event in new] + list(recent)
-            counts = await self.core.storage.read(partial(run_counts, event_ids=ids))
+            counts = await feed.shared(("event runs", tuple(ids)), lambda: self.core.storage.read(
+                partial(run_counts, event_ids=ids)))
             if new:
-                html = templates.get_template("_event_rows.html").render(
-                    events=new, counts=counts)
+                html = await feed.shared(
+                    ("event rows", tuple(event.id for event in new), repr(counts)),
+                    lambda: rows(new, counts))
                 messages.append(sse("rows", html, new[0].id))
                 newest = replace(newest, min_id=new[0].id)
             changed = [(event_id, counts.get(event_id, {})) for event_id in recent

@@ -7,8 +7,10 @@ when this process committed writes (``storage.changes``: events stored, runs cre
 or ended; coalesced to a few calls a second however busy ingest is) and, on PostgreSQL, when
 another process did (``NOTIFY tidings_live``, heard by one ``Storage.watch`` per process,
 started with the first open stream): a run a worker on another machine completed appears on
-every dashboard. A stream reads at most once every ``GAP`` seconds, so a busy database costs
-each open page two reads a second, an idle one next to nothing: a read every ``RESCAN``
+every dashboard. A stream reads at most once every ``GAP`` seconds, on a beat common to all
+streams, and open copies of one page share each read and render (``Feed.shared``), so a busy
+database costs each distinct open page two reads a second, an idle one next to nothing: a read
+every ``RESCAN``
 seconds, the safety net for what no poke told (SQLite written by another process, a
 notification lost while the listener reconnected). A page whose display changes with time
 alone (a run's open bars) asks for a shorter ``period``.
@@ -24,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from functools import partial
+from typing import Any, TypeVar
 
 from tidings.storage.base import Storage
 from tidings.supervision import Ok, Supervisor
@@ -36,6 +40,8 @@ from tidings.supervision import Ok, Supervisor
 RESCAN = float(os.environ.get("TIDINGS_LIVE_RESCAN", "5"))
 GAP = 0.5  # seconds between two reads of one stream, at least
 KEEPALIVE = 15.0
+SHARED_FOR = 0.2  # seconds a shared read serves the streams asking for it (``Feed.shared``)
+T = TypeVar("T")
 
 
 class Subscription:
@@ -69,16 +75,34 @@ class Feed:
         self._supervisor = supervisor
         self._subscribers: set[Subscription] = set()
         self._listener: asyncio.Task[None] | None = None
+        self._shared: dict[Hashable, tuple[float, asyncio.Future[Any]]] = {}
         storage.changes.add(self.poke)
 
     def poke(self, *_: object) -> None:
         """Something changed: every stream looks again (takes any arguments, so it can stand
         as an ingest observer)."""
+        self._shared.clear()
         for subscriber in self._subscribers:
             subscriber.poke()
 
     def __len__(self) -> int:
         return len(self._subscribers)
+
+    async def shared(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
+        """``read()``'s result, shared by the streams that ask with the same ``key`` (what the
+        read depends on: a page's filters and cursor) within ``SHARED_FOR`` seconds and with no
+        poke between: twenty open copies of a page cost one read and one render, not twenty.
+        Busy streams read on a common beat (``stream``), so that they ask together."""
+        now = asyncio.get_running_loop().time()
+        found = self._shared.get(key)
+        if found is None or now - found[0] > SHARED_FOR or (
+                found[1].done() and found[1].exception() is not None):
+            if len(self._shared) > 1000:  # pages gone: forget what they asked for
+                self._shared = {k: v for k, v in self._shared.items()
+                                if now - v[0] <= SHARED_FOR}
+            found = self._shared[key] = (now, asyncio.ensure_future(read()))
+        result: T = await asyncio.shield(found[1])
+        return result
 
     def reads(self) -> list[int]:
         """How many times each open stream read (tests: a stalled one reads no more)."""
@@ -133,7 +157,9 @@ class Feed:
                     yield message
                 if messages:
                     sent = loop.time()
-                rest = began + GAP - loop.time()
+                # The next read on the common beat (a multiple of GAP), so that copies of a
+                # page read together and share it (``shared``).
+                rest = math.ceil((began + GAP) / GAP) * GAP - loop.time()
                 if rest > 0:
                     await asyncio.sleep(rest)
                 due = began + period

@@ -123,21 +123,25 @@ class RunPages:
         ticks = 0
         counts_sent: dict[str, int] = {}
         counted, moved = -COUNTS_GAP, True
+        feed, key = self.pages.feed, repr(query)  # open copies share reads and renders
+
+        async def render(rows: list[Any]) -> str:
+            return templates.get_template("_run_rows.html").render(runs=rows, now=now_ms(),
+                                                                  app_of=app_of)
 
         async def fresh() -> list[str]:
             nonlocal sent, ticks, counts_sent, counted, moved
             messages = []
-            rows = (await self._page(query)).runs
+            rows = (await feed.shared(("runs", key), lambda: self._page(query))).runs
             state = [(run.id, run.status, run.ended_at) for run, _ in rows]
             if state != sent:
-                html = templates.get_template("_run_rows.html").render(runs=rows, now=now_ms(),
-                                                                      app_of=app_of)
+                html = await feed.shared(("run rows", key, repr(state)), lambda: render(rows))
                 messages.append(sse("rows", html))
                 sent, moved = state, True
             ticks += 1
             if (moved or ticks % COUNTS_EVERY == 0) and time.monotonic() - counted >= COUNTS_GAP:
                 counted, moved = time.monotonic(), False
-                counts = await self._counts(query)
+                counts = await feed.shared(("run counts", key), lambda: self._counts(query))
                 if counts != counts_sent:
                     html = templates.get_template("_run_counts.html").render(
                         counts=counts, window=COUNT_WINDOW, statuses=STATUSES,
