@@ -10,10 +10,9 @@ started with the first open stream): a run a worker on another machine completed
 every dashboard. A stream reads at most once every ``GAP`` seconds, on a beat common to all
 streams, and open copies of one page share each read and render (``Feed.shared``), so a busy
 database costs each distinct open page two reads a second, an idle one next to nothing: a read
-every ``RESCAN``
-seconds, the safety net for what no poke told (SQLite written by another process, a
-notification lost while the listener reconnected). A page whose display changes with time
-alone (a run's open bars) asks for a shorter ``period``.
+every ``RESCAN`` seconds, the safety net for what no poke told (SQLite written by another
+process, a notification lost while the listener reconnected). A page whose display changes
+with time alone (a run's open bars) asks for a shorter ``period``.
 
 Reading, not pushing, is what keeps browsers away from writers: a poke sets one flag per open
 stream, and a stream whose browser is slow or stalled waits in its send (the server's transport
