@@ -7,6 +7,7 @@ hold is refused, and a call whose lease lapses fails for its caller."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,7 +18,8 @@ from tidings.connect.relay import Relay
 from tidings.connect.worker import Worker
 from tidings.engine.http_client import CallFailed
 from tidings.observe import metrics
-from tidings.storage import Storage
+from tidings.runs.local import Wakers
+from tidings.storage import Storage, storage_for
 from tidings.supervision import Supervisor
 
 URL = function_url("env1", "app", "app-fn")
@@ -202,3 +204,45 @@ async def test_a_reply_flushed_over_http_to_another_process_is_kept(
     assert (await asyncio.wait_for(call, 10)).body == b'"flushed"'
     # A reply for a call nobody made is still refused (after the hand-over wait).
     assert not await second.replied(None, "env1", pb.SDKResponse(request_id="nope"))
+
+
+@pytest.mark.postgres
+async def test_notices_wake_both_processes_on_postgres(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL the caller's new call wakes the owner and the owner's acknowledgement and
+    reply wake the caller (``NOTIFY``, heard by each process's listener): with the rows'
+    safety poll set to a minute, the call still ends at once."""
+    monkeypatch.setattr("tidings.connect.relay.POLL", 60.0)
+    monkeypatch.setattr("tidings.connect.relay.POLL_NOTIFIED", 60.0)
+    stores, listeners, hubs = [], [], []
+    for name in ("owner", "caller"):
+        store = storage_for(pg_url)
+        await store.open()
+        wakers, listening = Wakers(), asyncio.Event()
+        listeners.append(asyncio.create_task(
+            store.subscribe(wakers.wake, lambda: None, listening.set)))
+        await asyncio.wait_for(listening.wait(), 10)
+        stores.append(store)
+        hubs.append(Hub(relay=Relay(store, owner=name, wakers=wakers)))
+    owner, caller = hubs
+    assert owner.relay is not None
+    await owner.relay.start(owner, Supervisor())
+    try:
+        socket = Socket()
+        w = worker(socket)
+        await owner.add(w)
+        await asyncio.sleep(0)  # the owner's loop takes its first (empty) look and naps
+        call = asyncio.create_task(caller.post(URL, b"", {}))
+        request = await asyncio.wait_for(socket.requests.get(), 10)
+        assert await owner.acked(w, request.request_id)
+        assert await owner.replied(w, "env1", pb.SDKResponse(
+            request_id=request.request_id, status=pb.DONE, body=b'"woken"'))
+        assert (await asyncio.wait_for(call, 10)).body == b'"woken"'
+    finally:
+        await owner.relay.stop()
+        for task in listeners:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        for store in stores:
+            await store.close()

@@ -15,8 +15,13 @@ lapse and the callers fail them, and the engine retries them (on a connection el
 SDKs reconnect). A caller that dies leaves its rows, which expire with their lease; the run it
 had claimed is claimed again when its own lease lapses.
 
-Rows are polled (every ``POLL`` seconds, and only while there is something to wait for), the
-same on SQLite and PostgreSQL: no ``NOTIFY`` to miss across a restart.
+On PostgreSQL each write another process waits for — a new call for its owner, an
+acknowledgement or a reply for its caller — is followed at commit by a ``NOTIFY`` naming that
+process (``connect:<process>`` on the runs channel, heard by ``Runtime``'s listener and passed on
+through ``Wakers``), which wakes it at once. Rows are still polled as a safety net (a notice
+missed across a reconnection): a caller every ``POLL`` seconds on SQLite, every
+``POLL_NOTIFIED`` on PostgreSQL; an owner every ``POLL`` (a call waiting for its worker to have
+room is sent when another ends, which no notice tells).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from tidings.connect import wire_pb2 as pb
 from tidings.connect.worker import Worker
 from tidings.engine.http_client import CallFailed
 from tidings.ids import new_id, now_ms
+from tidings.runs.local import Wakers
 from tidings.storage.base import Storage
 from tidings.storage.tx import Tx
 from tidings.supervision import Supervisor
@@ -55,6 +61,7 @@ class Forwarder(Protocol):
 
 log = logging.getLogger("tidings.connect")
 POLL = 0.1  # seconds between looks at a row or a queue of rows
+POLL_NOTIFIED = 1.0  # the same where NOTIFY wakes the process at once (a safety net)
 SEEN_EVERY = 5.0  # seconds between refreshes of this process's connection rows
 FRESH_MS = 20_000  # a connection row not refreshed for this long is passed over
 FORGET_MS = 120_000  # and deleted after this long
@@ -135,22 +142,53 @@ def _extend(tx: Tx, *, request_id: str, instance_id: str, env_id: str, lease_id:
 
 
 def _replied(tx: Tx, *, request_id: str, env_id: str, instance_id: str | None,
-             reply: bytes) -> bool | None:
+             reply: bytes, notify: bool) -> bool | None:
     row = tx.one("connect_call_lease", (request_id,))
     if row is None:
         return None  # no such call (yet: its caller may be handing it over)
     if row[0] != env_id or (instance_id is not None and row[1] != instance_id):
         return False
     tx.run("connect_call_replied", (reply, request_id))
+    if notify:
+        tx.one("notify", (channel(str(row[6])),))
     return True
 
 
+def channel(process: str) -> str:
+    """What ``NOTIFY`` names to wake ``process``'s relay (``Wakers`` key)."""
+    return f"connect:{process}"
+
+
 class Relay:
-    def __init__(self, storage: Storage, *, owner: str | None = None) -> None:
+    """``wakers``: the process's (``Core.wakers``), through which its listener passes on the
+    ``NOTIFY`` naming this relay; without them (or on SQLite) rows are only polled."""
+
+    def __init__(self, storage: Storage, *, owner: str | None = None,
+                 wakers: Wakers | None = None) -> None:
         self.storage = storage
         self.owner = owner or process_id()
         self._task: asyncio.Task[None] | None = None
         self._hub: Forwarder | None = None
+        self._notify = storage.notifies and wakers is not None
+        self._poll = POLL_NOTIFIED if self._notify else POLL
+        self._changed = asyncio.Event()
+        self._wakers = wakers
+        if self._notify and wakers is not None:
+            wakers.add(channel(self.owner), self._wake)
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _nap(self, most: float) -> None:
+        """Until a notice names this process, or ``most`` seconds."""
+        changed = self._changed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), most)
+
+    def close(self) -> None:
+        if self._notify and self._wakers is not None:
+            self._wakers.remove(channel(self.owner), self._wake)
 
     # -- the owner's side --------------------------------------------------------------------
 
@@ -159,6 +197,7 @@ class Relay:
         self._task = supervisor.start("tidings-connect-relay", self._loop)
 
     async def stop(self) -> None:
+        self.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -198,7 +237,9 @@ class Relay:
                 await self.storage.write(partial(_seen, owner=self.owner, now=now_ms()))
             hub.expire()
             ok()
-            await asyncio.sleep(POLL)
+            # Also every POLL: a call waiting for its instance to have room is sent when a
+            # call ends, which no notice tells.
+            await self._nap(POLL)
 
     @staticmethod
     def _calls_for_me(owner: str, tx: Tx) -> list[CallRow]:
@@ -212,7 +253,15 @@ class Relay:
             lambda tx: tx.run("connect_call_sent", (request_id,))))
 
     async def acked(self, request_id: str) -> None:
-        await self.storage.write(lambda tx: tx.run("connect_call_acked", (request_id,)))
+        notify = self._notify
+
+        def write(tx: Tx) -> None:
+            if tx.run("connect_call_acked", (request_id,)) and notify:
+                row = tx.one("connect_call_lease", (request_id,))
+                if row is not None:
+                    tx.one("notify", (channel(str(row[6])),))
+
+        await self.storage.write(write)
 
     # -- any process: what a worker says of a call made through the database ------------------
 
@@ -240,7 +289,7 @@ class Relay:
         while True:
             taken = await self.storage.write(partial(
                 _replied, request_id=reply.request_id, env_id=env_id, instance_id=instance_id,
-                reply=data))
+                reply=data, notify=self._notify))
             if taken is not None or time.monotonic() > deadline:
                 return bool(taken)
             await asyncio.sleep(POLL)
@@ -288,7 +337,14 @@ class Relay:
         expires = int((time.time() + lease_seconds) * 1000)
         row = (request_id, remote.env_id, remote.instance_id, remote.owner, self.owner, app,
                slug, step, run_id, body, new_id(expires), expires, now_ms())
-        await self.storage.write(lambda tx: tx.run("connect_call_new", row))
+        notify = self._notify
+
+        def write(tx: Tx) -> None:
+            tx.run("connect_call_new", row)
+            if notify:
+                tx.one("notify", (channel(remote.owner),))
+
+        await self.storage.write(write)
         try:
             return await self._await(request_id, remote, lease_seconds + ack_timeout, grace)
         finally:
@@ -314,7 +370,7 @@ class Relay:
                 log.warning("request %s: the worker (instance %s, via %s) stopped extending "
                             "its lease", request_id, remote.instance_id, remote.owner)
                 raise CallFailed("the Connect worker stopped responding (its lease expired)")
-            await asyncio.sleep(POLL)
+            await self._nap(self._poll)
 
 
 class NotAcked(Exception):

@@ -186,7 +186,7 @@ class TidingsApp:
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
         # Connect calls may go through workers connected to other processes (``relay``).
         self.hub = Hub(lease_seconds=self.settings.connect.lease_seconds,
-                       relay=Relay(core.storage))
+                       relay=Relay(core.storage, wakers=core.wakers))
         trigger_keys = TriggerKeys(core.storage, core.vault.sealer.keyring,
                                    dev=self.settings.dev)
         self.sync = AppSync(core, keys, trigger_keys=trigger_keys)

@@ -47,7 +47,7 @@ UPDATE connect_calls SET state = 'sent' WHERE request_id = ? AND state = 'new';
 UPDATE connect_calls SET state = 'acked' WHERE request_id = ? AND state = 'sent';
 
 -- name: connect_call_lease
-SELECT env_id, instance_id, lease_id, prev_lease_id, expires_at, state
+SELECT env_id, instance_id, lease_id, prev_lease_id, expires_at, state, caller
 FROM connect_calls WHERE request_id = ?;
 
 -- name: connect_call_extend
