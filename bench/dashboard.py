@@ -234,6 +234,8 @@ async def run(args: argparse.Namespace) -> int:
             "functions": "/functions",
             "apps": "/apps",
         }
+        if args.only:
+            pages = {name: path for name, path in pages.items() if name in args.only.split(",")}
         failed = 0
         print(f"{url.split('://')[0]}: {args.events:,} events, {args.runs:,} runs")
         print(f"{'page':<16}{'p50 ms':>9}{'p95 ms':>9}{'cpu ms':>9}{'goal':>8}")
@@ -257,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default="/tmp/i13live-dash/bench.db",
                         help="the SQLite file (kept: a filled one is measured as it is)")
     parser.add_argument("--postgres", default=None)
+    parser.add_argument("--only", default="", help="comma-separated page names")
     parser.add_argument("--schema", default="bench_dashboard",
                         help="the PostgreSQL schema (kept, like the SQLite file)")
     return asyncio.run(run(parser.parse_args(argv)))
