@@ -38,6 +38,9 @@ def test_two_workers_share_calls_within_their_concurrency(stack: ConnectStack) -
     connections = stack.connected(2)
     assert sorted((c["instance_id"], c["capacity"]) for c in connections) == [
         ("w1", 1), ("w2", 1)]
+    # Listed oldest first, the newest connection last (as the SDKs' own tests read the list).
+    since = [c["connected_at"] for c in connections]
+    assert since == sorted(since), connections
 
     events = [send(stack, "connect/slow", {"seconds": 1}) for _ in range(4)]
     runs = [stack.api.run_of(event, f"{APP}-slow") for event in events]

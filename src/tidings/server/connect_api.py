@@ -68,10 +68,11 @@ async def workers_of(hub: Hub, env_id: str) -> list[Worker | Remote]:
     """The Connect workers of an environment: this process's, and (through the database)
     those connected to other processes."""
     mine: list[Worker | Remote] = list(hub.workers(env_id))
-    if hub.relay is None:
-        return mine
-    known = {w.connection_id for w in mine}
-    return [*mine, *(r for r in await hub.relay.listed(env_id) if r.connection_id not in known)]
+    if hub.relay is not None:
+        known = {w.connection_id for w in mine}
+        mine += [r for r in await hub.relay.listed(env_id) if r.connection_id not in known]
+    # Oldest first, the newest connection last, whichever process holds it.
+    return sorted(mine, key=lambda w: (w.connected_at, w.connection_id))
 
 
 def _parse(message: Message, body: bytes) -> None:
