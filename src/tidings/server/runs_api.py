@@ -157,6 +157,12 @@ class RunsAPI:
             Route("/v1/replays/{replay_id}", self.get_replay, methods=["GET"]),
         ]
 
+    async def _target(self, request: Request, param: str) -> tuple[Environment, str]:
+        """The caller's environment and the id the path names (``run_id``, ``event_id``…) for
+        a handler of one run or event, which takes no query parameters."""
+        check_params(request, set())
+        return await read_env(self.core, request), request.path_params[param]
+
     # -- reads ---------------------------------------------------------------------------------
 
     async def list_runs(self, request: Request) -> Response:
@@ -168,9 +174,8 @@ class RunsAPI:
                                    "cursor": page.cursor})
 
     async def get_run(self, request: Request) -> Response:
-        check_params(request, set())
-        env = await read_env(self.core, request)
-        detail = await self.levers.detail(env, request.path_params["run_id"])
+        env, run_id = await self._target(request, "run_id")
+        detail = await self.levers.detail(env, run_id)
         data = {**run_json(detail.run, detail.slug),
                 "steps": [step_json(s, detail.invoked, detail.failed.get(s.step))
                           for s in detail.steps],
@@ -180,9 +185,7 @@ class RunsAPI:
         return json_response(200, {"data": data})
 
     async def runs_of_event(self, request: Request) -> Response:
-        check_params(request, set())
-        env = await read_env(self.core, request)
-        event_id = request.path_params["event_id"]
+        env, event_id = await self._target(request, "event_id")
         if not ULID_RE.fullmatch(event_id) or await self.core.storage.read(
                 lambda tx: get_event(tx, env.id, event_id)) is None:
             return not_found("event", event_id)
@@ -191,9 +194,7 @@ class RunsAPI:
         return json_response(200, {"data": [run_json(run, slug) for run, slug in rows]})
 
     async def get_replay(self, request: Request) -> Response:
-        check_params(request, set())
-        env = await read_env(self.core, request)
-        replay_id = request.path_params["replay_id"]
+        env, replay_id = await self._target(request, "replay_id")
         replay = None
         if ULID_RE.fullmatch(replay_id):
             replay = await self.core.storage.read(partial(admin.get_replay, replay_id=replay_id))
@@ -204,21 +205,18 @@ class RunsAPI:
     # -- levers --------------------------------------------------------------------------------
 
     async def cancel_run(self, request: Request) -> Response:
-        check_params(request, set())
-        env = await read_env(self.core, request)
-        run, slug = await self.levers.cancel(env, request.path_params["run_id"])
+        env, run_id = await self._target(request, "run_id")
+        run, slug = await self.levers.cancel(env, run_id)
         return json_response(200, {"data": run_json(run, slug)})
 
     async def rerun(self, request: Request) -> Response:
-        check_params(request, set())
-        env = await read_env(self.core, request)
-        run, slug = await self.levers.rerun(env, request.path_params["run_id"])
+        env, run_id = await self._target(request, "run_id")
+        run, slug = await self.levers.rerun(env, run_id)
         return json_response(201, {"data": run_json(run, slug)})
 
     async def cancel_event(self, request: Request) -> Response:
-        check_params(request, set())
-        env = await read_env(self.core, request)
-        event = await self.levers.cancel_delivery(env, request.path_params["event_id"])
+        env, event_id = await self._target(request, "event_id")
+        event = await self.levers.cancel_delivery(env, event_id)
         return json_response(200, {"data": event.to_json()})
 
     async def start_replay(self, request: Request) -> Response:
