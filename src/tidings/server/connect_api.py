@@ -32,18 +32,18 @@ from tidings.connect.hub import Hub
 from tidings.connect.relay import Remote
 from tidings.connect.worker import Worker
 from tidings.core import Core
-from tidings.errors import RequestRejected, Unauthorized
+from tidings.errors import RequestRejected
 from tidings.events.model import iso
 from tidings.ids import new_id
-from tidings.keys import DEV_ENV, SigningKeys, get_env
+from tidings.keys import SigningKeys
 from tidings.server.http import read_body
 from tidings.server.requests import (
     bearer,
-    branch_header,
     check_params,
     json_response,
     not_found,
     read_env,
+    sdk_env,
 )
 
 MAX_START_BYTES = 1024 * 1024
@@ -107,25 +107,6 @@ class ConnectAPI:
         workers = await workers_of(self.hub, env.id)
         return json_response(200, {"data": [connection_json(w, self.hub) for w in workers]})
 
-    async def _env(self, request: Request) -> str:
-        """The worker's environment: dev's, or its signing key's; or the branch of it that
-        ``X-Inngest-Env`` names."""
-        branch = branch_header(request)
-        if self.core.settings.dev:
-            return (await self.core.gate.env_for(DEV_ENV, "api", branch)).id
-        token = bearer(request)
-        if not token:
-            raise Unauthorized("a signing key is required (Authorization: Bearer <signing key "
-                               "or its hash>)")
-        env_id = await self.keys.env_for_bearer(token)
-        if env_id is None:
-            raise Unauthorized("signing key not found")
-        if branch is None:
-            return env_id
-        env = await self.core.storage.read(lambda tx: get_env(tx, env_id))
-        assert env is not None
-        return (await self.core.gate.branch(env, branch)).id
-
     def _endpoint(self, request: Request) -> str:
         if self.settings.gateway_url:
             return self.settings.gateway_url
@@ -140,7 +121,7 @@ class ConnectAPI:
         return f"ws://{host}:{port}{PATH}"
 
     async def start(self, request: Request) -> Response:
-        env_id = await self._env(request)
+        env_id = await sdk_env(self.core, self.keys, request)
         body = await read_body(request.scope, request.receive, MAX_START_BYTES)
         _parse(pb.StartRequest(), body)
         answer = pb.StartResponse(
@@ -151,7 +132,7 @@ class ConnectAPI:
         return Response(answer.SerializeToString(), media_type=PROTOBUF)
 
     async def flush(self, request: Request) -> Response:
-        env_id = await self._env(request)
+        env_id = await sdk_env(self.core, self.keys, request)
         body = await read_body(request.scope, request.receive, self.settings.max_message_bytes)
         reply = pb.SDKResponse()
         _parse(reply, body)

@@ -15,8 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tidings.core import Core
-from tidings.errors import RequestRejected
+from tidings.errors import RequestRejected, Unauthorized
 from tidings.json_input import decode_json
+from tidings.keys import DEV_ENV, SigningKeys, get_env
 from tidings.server.http import encode
 from tidings.storage.base import Environment
 
@@ -75,6 +76,27 @@ async def read_env(core: Core, request: Request) -> Environment:
     branch = branch_header(request)
     return await core.gate.env_for(bearer(request) or ("dev" if core.settings.dev else ""),
                                    "api", branch)
+
+
+async def sdk_env(core: Core, keys: SigningKeys, request: Request) -> str:
+    """The environment an SDK (or Connect worker) request is for: dev's, or its signing
+    key's; or the branch of it that ``X-Inngest-Env`` names (the SDK's ``env``,
+    ``INNGEST_ENV``)."""
+    branch = branch_header(request)
+    if core.settings.dev:
+        return (await core.gate.env_for(DEV_ENV, "api", branch)).id
+    token = bearer(request)
+    if not token:
+        raise Unauthorized("a signing key is required (Authorization: Bearer <signing key "
+                           "or its hash>)")
+    env_id = await keys.env_for_bearer(token)
+    if env_id is None:
+        raise Unauthorized("signing key not found")
+    if branch is None:
+        return env_id
+    env = await core.storage.read(lambda tx: get_env(tx, env_id))
+    assert env is not None
+    return (await core.gate.branch(env, branch)).id
 
 
 def without_nul(value: str, field: str) -> str:

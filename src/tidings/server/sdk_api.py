@@ -25,23 +25,22 @@ from tidings.apps.sync import AppSync, SyncResult
 from tidings.connect.hub import Hub
 from tidings.core import Core
 from tidings.engine.http_wire import memos, sdk_event
-from tidings.errors import RequestRejected, Unauthorized
+from tidings.errors import RequestRejected
 from tidings.events.model import iso
 from tidings.json_input import decode_json
-from tidings.keys import DEV_ENV, SigningKeys, get_env
+from tidings.keys import SigningKeys
 from tidings.runs import journal, store
 from tidings.runs.model import Run
 from tidings.server.connect_api import connection_json, workers_of
 from tidings.server.http import read_body
 from tidings.server.requests import (
     ULID_RE,
-    bearer,
-    branch_header,
     check_params,
     error_response,
     json_response,
     not_found,
     read_env,
+    sdk_env,
 )
 
 MAX_REGISTER_BYTES = 16 * 1024 * 1024
@@ -82,37 +81,18 @@ class SdkAPI:
             Route("/v1/apps/sync", self.sync_app, methods=["POST"]),
         ]
 
-    async def _sdk_env(self, request: Request) -> str:
-        """The environment an SDK request is for: dev's, or its signing key's; or the branch
-        of it that ``X-Inngest-Env`` names (the SDK's ``env``, ``INNGEST_ENV``)."""
-        branch = branch_header(request)
-        if self.core.settings.dev:
-            return (await self.core.gate.env_for(DEV_ENV, "api", branch)).id
-        token = bearer(request)
-        if not token:
-            raise Unauthorized("a signing key is required (Authorization: Bearer <signing key "
-                               "or its hash>)")
-        env_id = await self.keys.env_for_bearer(token)
-        if env_id is None:
-            raise Unauthorized("signing key not found")
-        if branch is None:
-            return env_id
-        env = await self.core.storage.read(lambda tx: get_env(tx, env_id))
-        assert env is not None
-        return (await self.core.gate.branch(env, branch)).id
-
     async def register(self, request: Request) -> Response:
         expected = request.headers.get("x-inngest-expected-server-kind")
         if expected and expected.lower() != self.kind:
             return error_response(400, f"Expected server kind {expected}, got {self.kind}")
-        env_id = await self._sdk_env(request)
+        env_id = await sdk_env(self.core, self.keys, request)
         raw = await read_body(request.scope, request.receive, MAX_REGISTER_BYTES)
         body = decode_json(raw, "Invalid request: the body")
         _, modified = await self.sync.register(env_id, body)
         return json_response(200, {"ok": True, "modified": modified})
 
     async def _run_of(self, request: Request) -> Run | None:
-        env_id = await self._sdk_env(request)
+        env_id = await sdk_env(self.core, self.keys, request)
         run_id = request.path_params["run_id"]
         if not ULID_RE.fullmatch(run_id):
             return None  # not an id Tidings gives (and not sent to the database)
