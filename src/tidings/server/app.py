@@ -181,7 +181,8 @@ class TidingsApp:
 
     def _build(self, core: Core) -> None:
         kind = self.settings.server_kind.encode()
-        self._shedder = Shedder(self.settings.load, core.storage.backlog)
+        self._shedder = Shedder(self.settings.load, core.storage.backlog,
+                                body_limit=core.settings.limits.max_body_bytes)
         self._events = events = EventAPI(core, kind, self._shedder)
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
         # Connect calls may go through workers connected to other processes (``relay``).
@@ -329,16 +330,14 @@ class TidingsApp:
         length."""
         assert self._rest is not None and self._shedder is not None
         declared = declared_length(header_map(scope))
-        writes_events = scope["path"] == "/v1/events"
-        if writes_events and self.core and declared > self.core.settings.limits.max_body_bytes:
-            # Never acceptable: not admitted, so the route answers 413, not 503 (retry).
-            await self._rest(scope, receive, send)
-            return
         try:
-            ticket = self._shedder.admit(declared, writes_events=writes_events)
+            ticket = self._shedder.admit(declared, writes_events=scope["path"] == "/v1/events")
         except Overloaded as exc:
             await send_json(send, 503, {"error": exc.message, "status": 503},
                             [self._kind, *exc.headers])
+            return
+        if ticket is None:  # never acceptable: the route answers 413
+            await self._rest(scope, receive, send)
             return
         scope[TICKET] = ticket
         try:

@@ -46,11 +46,7 @@ class EventAPI:
         ticket: Ticket | None = None
         try:
             # Before anything else, so that an overloaded server refuses at once and cheaply.
-            # A body declared over the limit can never be accepted: it is not admitted, so it
-            # meets its 413 (after the key check) rather than a 503 inviting a retry.
-            declared = declared_length(headers)
-            if declared <= self.core.settings.limits.max_body_bytes:
-                ticket = self.shedder.admit(declared, writes_events=True)
+            ticket = self.shedder.admit(declared_length(headers), writes_events=True)
             admitted = ticket
             branch = headers.get(b"x-inngest-env")
             seed = headers.get(b"x-inngest-event-id-seed")

@@ -18,6 +18,10 @@ known before parsing, so each is estimated from its size and the bytes per event
 requests parsed so far, and replaced by the real count once parsed (``Ticket.parsed``).
 Deciding on arrival, rather than after parsing, keeps the server from spending its time parsing
 batches it then refuses.
+
+A request to store events whose body is declared over the body limit is not admitted at all
+(``admit`` gives no ticket): it can never be stored, so no retry would help, and its route
+answers ``413`` when it reads the body rather than a ``503`` inviting a retry.
 """
 
 from __future__ import annotations
@@ -78,9 +82,10 @@ class Ticket:
 class Shedder:
     """Admits requests within ``load``'s bounds; counts what it refused."""
 
-    def __init__(self, load: Load, backlog: Callable[[], int], *,
+    def __init__(self, load: Load, backlog: Callable[[], int], *, body_limit: int | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.load = load
+        self.body_limit = body_limit  # bodies of events over this size are never stored
         self._backlog = backlog
         self._clock = clock
         self.bytes = 0
@@ -95,9 +100,13 @@ class Shedder:
         # Below this many rows ahead nothing is refused, whatever the rate: no need to know it.
         self._floor = min(load.max_write_backlog, MIN_WRITE_BACKLOG)
 
-    def admit(self, size: int, *, writes_events: bool = False) -> Ticket:
+    def admit(self, size: int, *, writes_events: bool = False) -> Ticket | None:
         """A ticket for a request declaring ``size`` bytes of body; ``Overloaded`` instead when
-        it is over a bound (``writes_events``: also when the rows ahead of it would be)."""
+        it is over a bound (``writes_events``: also when the rows ahead of it would be). None,
+        counting nothing, for events in a body over ``body_limit``: they are refused with 413
+        when the body is read."""
+        if writes_events and self.body_limit is not None and size > self.body_limit:
+            return None
         load = self.load
         if self.requests >= load.max_inflight_requests:
             raise self.refuse(f"{self.requests} requests are being handled")
