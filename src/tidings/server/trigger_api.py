@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from tidings.core import Core
 from tidings.errors import RequestRejected
+from tidings.events.model import StoredEvent
 from tidings.functions.model import FunctionRow
 from tidings.ids import now_ms
 from tidings.runs import admin, journal
@@ -84,15 +85,25 @@ class TriggerAPI:
         logs = [wire.event_log(record) for record in records]
         return json_response(200, logs if bulk else logs[0])
 
-    async def get_event(self, request: Request) -> Response:
+    async def _event_runs(self, request: Request
+                          ) -> tuple[str, StoredEvent | None, list[tuple[Run, str]]]:
+        """The event the path names (its id, or the id it was sent with) in the caller's
+        environment, as the path named it, and the runs it started (with their functions'
+        slugs); no event (None) when there is none."""
         check_params(request, set())
         env = await self._env(request)
         ident = _event_ident(request, self.core.settings.limits.max_id_chars)
         event = await v2_events.find(self.core, env.id, ident)
         if event is None:
-            return not_found("event", ident)
+            return ident, None, []
         rows = await self.core.storage.read(
             partial(admin.runs_started_by, env_id=env.id, event_id=event.id))
+        return ident, event, rows
+
+    async def get_event(self, request: Request) -> Response:
+        ident, event, rows = await self._event_runs(request)
+        if event is None:
+            return not_found("event", ident)
         return json_response(200, wire.event_with_runs(event, [run for run, _ in rows]))
 
     async def cancel_event(self, request: Request) -> Response:
@@ -107,14 +118,9 @@ class TriggerAPI:
         return json_response(200, wire.event_log(event))
 
     async def cancel_runs(self, request: Request) -> Response:
-        check_params(request, set())
-        env = await self._env(request)
-        ident = _event_ident(request, self.core.settings.limits.max_id_chars)
-        event = await v2_events.find(self.core, env.id, ident)
+        ident, event, rows = await self._event_runs(request)
         if event is None:
             return not_found("event", ident)
-        rows = await self.core.storage.read(
-            partial(admin.runs_started_by, env_id=env.id, event_id=event.id))
         cancelled: list[str] = []
         failed: list[str] = []
         for run, slug in rows:
