@@ -20,41 +20,36 @@ The spans follow the OpenTelemetry messaging conventions (``messaging.system=tid
 - each call to an SDK app is an HTTP CLIENT span whose context goes with the request as
   ``traceparent``, so the app's own spans nest inside the run.
 
-Every span is built finished and handed to the span processor (``_Sink``), not started through
-the SDK's tracer: a span started there costs about 45 µs of CPU here (sampler, attribute
-checks, context attach and detach), against some 3 µs this way, and ingest makes two per
-request (``bench/README.md``, P10). Sampling follows ``OTEL_TRACES_SAMPLER`` (``_Sampler``):
-a sampled caller's context is followed; a trace that begins here is kept at the configured
-ratio of its trace id, so every process decides the same for a run's trace.
+Every span is built finished and handed to the span processor (``span_sink.Sink``), not
+started through the SDK's tracer: a span started there costs about 45 µs of CPU here (sampler,
+attribute checks, context attach and detach), against some 3 µs this way, and ingest makes two
+per request (``bench/README.md``, P10). Sampling follows ``OTEL_TRACES_SAMPLER``
+(``span_sink.Sampler``): a sampled caller's context is followed; a trace that begins here is
+kept at the configured ratio of its trace id, so every process decides the same for a run's
+trace.
 """
 
 from __future__ import annotations
 
-import atexit
-import collections
-import contextlib
 import functools
 import hashlib
 import logging
 import os
 import random
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
 
-from tidings.version import VERSION
+from tidings.observe.span_sink import Batches, Sampler, Sink, resource
 
 log = logging.getLogger("tidings.tracing")
 SYSTEM = "tidings"
-_sink: _Sink | None = None
+_sink: Sink | None = None  # where finished spans go; None: tracing is off
 _getrandbits = random.getrandbits
 _time_ns = time.time_ns
-_LOW_64 = (1 << 64) - 1
-DROPS_LOGGED_EVERY_S = 60.0
 
 
 def wanted(environ: Mapping[str, str] = os.environ) -> bool:
@@ -92,11 +87,11 @@ def configure(environ: Mapping[str, str] = os.environ) -> bool:
 
 
 def export_to(exporter: Any, environ: Mapping[str, str] = os.environ) -> None:
-    """Send spans to ``exporter`` (an OTel SDK span exporter) in batches (``_Batches``),
+    """Send spans to ``exporter`` (an OTel SDK span exporter) in batches (``Batches``),
     sampled as ``environ`` says."""
     global _sink
-    sink = _Sink(_resource(environ), _Sampler.from_env(environ))
-    sink.add = _Batches(exporter, environ, sink.span).add
+    sink = Sink(resource(environ), Sampler.from_env(environ))
+    sink.add = Batches(exporter, environ, sink.span).add
     _sink = sink
 
 
@@ -107,243 +102,13 @@ def use(processor: Any, environ: Mapping[str, str] = os.environ) -> None:
     if processor is None:
         _sink = None
         return
-    sink = _Sink(_resource(environ), _Sampler.from_env(environ))
+    sink = Sink(resource(environ), Sampler.from_env(environ))
     sink.add = lambda record: processor.on_end(sink.span(record))
     _sink = sink
 
 
 def on() -> bool:
     return _sink is not None
-
-
-def _resource(environ: Mapping[str, str]) -> Any:
-    from opentelemetry.sdk.resources import Resource
-
-    return Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", "tidings")})
-
-
-def _setting(environ: Mapping[str, str], name: str, default: int) -> int:
-    try:
-        value = int(environ.get(name, default))
-    except ValueError:
-        value = 0
-    if value <= 0:
-        log.warning("%s=%r is not a positive whole number: %d is used", name,
-                    environ.get(name), default)
-        return default
-    return value
-
-
-class _Batches:
-    """Spans on their way to the exporter, in batches, as the SDK's ``BatchSpanProcessor``
-    sends them and with its settings (``OTEL_BSP_SCHEDULE_DELAY``, ``_MAX_QUEUE_SIZE``,
-    ``_MAX_EXPORT_BATCH_SIZE``, ``_EXPORT_TIMEOUT``): a thread exports a batch once one is
-    full or the delay has passed, and what is left when the process exits.
-
-    Adding a span is a deque append, a count and a length check: the SDK's processor also
-    takes the process id (a system call) and counts for its own metrics on every span. What
-    waits is the span's compact ``Record``; its ``ReadableSpan`` is made as its batch goes
-    out. Whole spans waiting for export (over a kilobyte each, up to a batch of 512) made
-    every traced request dearer by some 15 µs in the cache misses they cause (``bench/
-    README.md``, P10). A full queue drops its oldest span; drops are counted and logged."""
-
-    def __init__(self, exporter: Any, environ: Mapping[str, str],
-                 span: Callable[[Record], Any]) -> None:
-        self.exporter = exporter
-        self.span = span
-        self.delay = _setting(environ, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
-        self.batch = _setting(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
-        self.timeout = _setting(environ, "OTEL_BSP_EXPORT_TIMEOUT", 30000) / 1000
-        limit = max(self.batch, _setting(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 2048))
-        self.queue: collections.deque[Any] = collections.deque(maxlen=limit)
-        self.added = 0
-        self.sent = 0  # exported or dropped
-        self.dropped = 0
-        self.unreported = 0  # dropped, not logged yet
-        self.reported = -DROPS_LOGGED_EVERY_S
-        self.awake = threading.Event()
-        self.stopping = False
-        self.thread = threading.Thread(target=self._run, name="tidings-spans", daemon=True)
-        self.thread.start()
-        atexit.register(self.shutdown)
-
-    def add(self, record: Record) -> None:
-        queue = self.queue
-        queue.append(record)
-        self.added += 1
-        if len(queue) >= self.batch and not self.awake.is_set():
-            self.awake.set()
-
-    def _run(self) -> None:
-        while not self.stopping:
-            self.awake.wait(self.delay)
-            self.awake.clear()
-            self._export()
-        self._export()
-
-    def _export(self) -> None:
-        queue = self.queue
-        while queue:
-            batch = []
-            with contextlib.suppress(IndexError):
-                for _ in range(self.batch):
-                    batch.append(self.span(queue.popleft()))
-            try:
-                self.exporter.export(batch)
-            except Exception:
-                log.exception("exporting %d spans failed; they are dropped", len(batch))
-            self.sent += len(batch)
-        lost = self.added - self.sent - len(queue) - self.dropped  # read in this order, the
-        if lost > 0:                                                # adds meanwhile never count
-            self.dropped += lost
-            self.unreported += lost
-        now = time.monotonic()
-        if self.unreported and (self.stopping or now - self.reported >= DROPS_LOGGED_EVERY_S):
-            log.warning("%d spans were dropped: they came faster than %s took them "
-                        "(OTEL_BSP_MAX_QUEUE_SIZE=%d)", self.unreported,
-                        type(self.exporter).__name__, queue.maxlen)
-            self.unreported, self.reported = 0, now
-
-    def shutdown(self) -> None:
-        if self.stopping:
-            return
-        self.stopping = True
-        self.awake.set()
-        self.thread.join(self.timeout)
-        with contextlib.suppress(Exception):
-            self.exporter.shutdown()
-
-
-class _Sampler:
-    """``OTEL_TRACES_SAMPLER`` (and ``_ARG``): whether a trace that begins here is kept
-    (``root``), and whether a caller's unsampled context is followed or overridden
-    (``parent_based``). The ratio is taken of the trace id's low 64 bits, as the SDK's
-    ``TraceIdRatioBased`` does, so it gives every process the same answer."""
-
-    __slots__ = ("bound", "parent_based")
-
-    def __init__(self, ratio: float, parent_based: bool) -> None:
-        self.bound = round(max(0.0, min(1.0, ratio)) * (1 << 64))
-        self.parent_based = parent_based
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> _Sampler:
-        name = environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
-        parent_based = name.startswith("parentbased_")
-        kind = name.removeprefix("parentbased_")
-        if kind == "always_off":
-            return cls(0.0, parent_based)
-        if kind == "traceidratio":
-            try:
-                return cls(float(environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0")), parent_based)
-            except ValueError:
-                log.warning("OTEL_TRACES_SAMPLER_ARG is not a number: every trace is kept")
-        elif kind != "always_on":
-            log.warning("OTEL_TRACES_SAMPLER=%s is not supported here: every trace is kept",
-                        name)
-        return cls(1.0, parent_based)
-
-    def root(self, trace_id: int) -> bool:
-        return (trace_id & _LOW_64) < self.bound
-
-    def child(self, trace_id: int, parent_sampled: bool) -> bool:
-        return parent_sampled if self.parent_based else self.root(trace_id)
-
-
-Record = tuple[Any, ...]  # a finished span as ``_Sink.emit`` keeps it (``_Sink.span``)
-
-
-class _Sink:
-    """Where spans go: each finished span as a compact ``Record`` to ``add``, made a
-    ``ReadableSpan`` by ``span`` when it is handed to the exporter or processor; the constant
-    parts (resource, scope, flags, kinds, the unset status) made once."""
-
-    def __init__(self, resource: Any, sampler: _Sampler) -> None:
-        from opentelemetry import trace
-        from opentelemetry.sdk.trace import ReadableSpan
-        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-        from opentelemetry.trace import Status, StatusCode
-
-        scope = InstrumentationScope("tidings", VERSION)
-
-        class Finished(ReadableSpan):
-            """A span recorded whole: ``ReadableSpan`` without its keyword handling."""
-
-            _resource = resource
-            _instrumentation_scope = scope
-            _instrumentation_info = None
-            _events = ()
-
-            def __init__(self, name: str, context: Any, parent: Any, kind: Any,
-                         attributes: dict[str, Any], start: int, end: int, status: Any,
-                         links: Sequence[Any]) -> None:
-                self._name = name
-                self._context = context
-                self._parent = parent
-                self._kind = kind
-                self._attributes = attributes
-                self._start_time = start
-                self._end_time = end
-                self._status = status
-                self._links = links
-
-        self.add: Callable[[Record], None] = lambda record: None
-        self.sampler = sampler
-        self.finished = Finished
-        self.context = _contexts(trace)
-        self.link = trace.Link
-        self.flags = trace.TraceFlags(trace.TraceFlags.SAMPLED)
-        self.unsampled = trace.TraceFlags(0)
-        self.kinds = {kind.name: kind for kind in trace.SpanKind}
-        self.unset = Status(StatusCode.UNSET)
-        self.status = Status
-        self.error = StatusCode.ERROR
-
-    def emit(self, name: str, kind: str, trace_id: int, span_id: int,
-             parent_span_id: int | None, remote_parent: bool, start: int, end: int,
-             keys: tuple[str, ...] | None, values: Any, error: str | None = None,
-             links: Sequence[tuple[int, int, bool]] = ()) -> None:
-        """Record a finished span (sampled: the caller decided). Its attributes are
-        ``values`` under ``keys`` (or ``values`` itself, a dict, when ``keys`` is None);
-        ``error``: its status is ERROR with that description ("" for none); ``links``:
-        ``(trace_id, span_id, sampled)`` of the contexts it is linked to."""
-        self.add((name, kind, trace_id, span_id, parent_span_id, remote_parent, start,
-                  max(end, start), keys, values, error, links))
-
-    def span(self, record: Record) -> Any:
-        """The ``ReadableSpan`` of a record."""
-        (name, kind, trace_id, span_id, parent_span_id, remote_parent, start, end, keys,
-         values, error, links) = record
-        context = self.context(trace_id, span_id, False, self.flags)
-        parent = None if parent_span_id is None else self.context(
-            trace_id, parent_span_id, remote_parent, self.flags)
-        status = self.unset if error is None else self.status(self.error, error or None)
-        attributes = values if keys is None else dict(zip(keys, values))  # noqa: B905 (one length)
-        linked = [self.link(self.context(t, s, True, self.flags if sampled else self.unsampled))
-                  for t, s, sampled in links] if links else ()
-        return self.finished(name, context, parent, self.kinds[kind], attributes, start, end,
-                             status, linked)
-
-
-def _contexts(trace: Any) -> Callable[[int, int, bool, Any], Any]:
-    """A maker of ``SpanContext``s for ids of our own (non-zero, in range): the tuple its
-    constructor builds, without the constructor's checks (a third of the cost of making a
-    span). Should the API's layout ever differ, the constructor itself."""
-    from opentelemetry.trace.span import DEFAULT_TRACE_STATE
-
-    span_context = trace.SpanContext
-    flags = trace.TraceFlags(trace.TraceFlags.SAMPLED)
-
-    def quick(trace_id: int, span_id: int, remote: bool, trace_flags: Any) -> Any:
-        return tuple.__new__(span_context, (trace_id, span_id, remote, trace_flags,
-                                            DEFAULT_TRACE_STATE, True))
-
-    sample = (0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True, flags)
-    built, made = span_context(*sample), quick(*sample)
-    same = (tuple(built) == tuple(made) and made.trace_id == built.trace_id
-            and made.span_id == built.span_id and made.is_remote and made.is_valid
-            and made.trace_flags.sampled and made.trace_state is built.trace_state)
-    return quick if same else span_context
 
 
 _SERVER = ("http.request.method", "http.route", "http.response.status_code")
