@@ -215,6 +215,49 @@ async def test_runs_are_filtered_by_app_event_and_the_time_they_started_or_ended
     assert await ids(time="ended", since=start, function="mail-notify") == mail_runs
 
 
+async def test_a_function_is_invoked_with_a_payload_whatever_its_triggers(
+    engine: Engine, client: httpx.AsyncClient
+) -> None:
+    await engine.start(shop({}))
+    reply = await client.post("/v1/functions/shop-charge/invoke",
+                              json={"data": {"order": 7}, "user": {"email": "a@example.com"}})
+    run = await ok(reply, 201)
+    assert (run["function"], run["status"]) == ("shop-charge", "Queued")
+    await engine.drain()
+
+    done = await ok(await client.get(f"/v1/runs/{run['id']}"))
+    assert done["status"] == COMPLETED
+    assert done["output"] == {"order": 7, "user": {"email": "a@example.com"}}
+    assert done["event"]["name"] == "tidings/function.invoked"
+    assert done["event"]["user"] == {"email": "a@example.com"}
+    assert len(await engine.runs()) == 1  # the invoked event starts nothing else
+    empty = await ok(await client.post("/v1/functions/shop-receipt/invoke"), 201)
+    await engine.drain()
+    assert (await ok(await client.get(f"/v1/runs/{empty['id']}")))["output"] == "sent"
+
+
+@pytest.mark.parametrize(("body", "status", "words"), [
+    (b'{"data": [1]}', 400, "data: must be a JSON object"),
+    (b'{"user": "me"}', 400, "user: must be a JSON object"),
+    (b'{"data": {}, "colour": 1}', 400, "unknown field(s): 'colour'; expected data, user"),
+    (b'{"data": {"a": "x\\u0000y"}}', 400, "data.a: must not contain NUL"),
+    (b'{"data": ', 400, "the body is not JSON"),
+    (b'[1]', 400, "the body: a JSON object"),
+])
+async def test_bad_invocations_are_refused_naming_the_field(
+    engine: Engine, client: httpx.AsyncClient, body: bytes, status: int, words: str
+) -> None:
+    await engine.start(shop({}))
+    reply = await client.post("/v1/functions/shop-charge/invoke", content=body,
+                              headers={"content-type": "application/json"})
+    assert reply.status_code == status, reply.text
+    assert words in reply.json()["error"]
+    assert await engine.runs() == []
+    missing = await client.post("/v1/functions/shop-nope/invoke", json={})
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "function 'shop-nope' not found"
+
+
 async def test_unknown_functions_runs_and_events_are_404(engine: Engine,
                                                          client: httpx.AsyncClient) -> None:
     await engine.start(shop({}))

@@ -299,3 +299,38 @@ async def test_functions_and_apps_pages(engine: Engine, client: httpx.AsyncClien
                                                **await csrf(client)}, headers=ORIGIN)
     assert refused.status_code == 400
     assert 'url: expected {&#34;url&#34;: &#34;http(s)://…&#34;}' in refused.text
+
+
+async def test_a_function_is_invoked_from_its_page_and_the_page_lands_on_the_run(
+        engine: Engine, client: httpx.AsyncClient) -> None:
+    await engine.start(shop({}))
+    functions = await client.get("/functions")
+    assert 'href="/functions/shop-quick/invoke"' in functions.text
+    form_page = await client.get("/functions/shop-quick/invoke")
+    assert form_page.status_code == 200 and 'name="data"' in form_page.text
+    token = await csrf(client)
+    for data, user, field, words in [
+            ("{not json", "", "data", "data is not JSON"),
+            ("[1]", "", "data", "data: must be a JSON object"),
+            ("{}", f'"{HOSTILE}"', "user", "user: must be a JSON object")]:
+        bad = await client.post("/functions/shop-quick/invoke", headers=ORIGIN,
+                                data={**token, "data": data, "user": user})
+        assert bad.status_code == 400, bad.text[-1000:]
+        found = re.search(rf'<p class="field-error" id="e-{field}">([^<]*)</p>', bad.text)
+        assert found is not None and words in found.group(1), bad.text[-2000:]
+        assert HOSTILE not in bad.text  # the typed text comes back escaped
+    assert await engine.runs() == []
+    refused = await client.post("/functions/shop-quick/invoke", data={"data": "{}", **token})
+    assert refused.status_code == 403  # no Origin: not from the dashboard
+    done = await client.post("/functions/shop-quick/invoke", headers=ORIGIN,
+                             data={**token, "data": '{"n": "' + HOSTILE + '"}', "user": ""})
+    assert done.status_code == 303
+    run_id = done.headers["location"].removeprefix("/runs/")
+    await _settle(engine)
+    page = await client.get(f"/runs/{run_id}")
+    assert page.status_code == 200 and "tidings/function.invoked" in page.text
+    assert HOSTILE not in page.text
+    api = (await client.get(f"/v1/runs/{run_id}")).json()["data"]
+    assert (api["status"], api["output"]) == ("Completed", HOSTILE)
+    missing = await client.get("/functions/shop-nope/invoke")
+    assert missing.status_code == 404

@@ -14,6 +14,7 @@ from tidings.ids import floor_id, new_id
 from tidings.observe import metrics
 from tidings.runs import store
 from tidings.runs.model import CANCELLED, COMPLETED, FAILED, STATUSES, Run
+from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
 
 # Below and above every ULID, whatever the database's collation (ids are digits and capitals).
@@ -237,6 +238,18 @@ def rerun(tx: Tx, source: Run, fn: FunctionRow, now: int, *,
     if run_id is not None:
         metrics.scheduled(fn.app_id, fn.slug, "rerun")
         store.notify(tx, fn.queue)
+    return run_id
+
+
+def invoke(tx: Tx, *, fn: FunctionRow, event: EventRow, now: int) -> str:
+    """A new queued run of ``fn`` with ``event`` (a ``tidings/function.invoked`` event stored
+    here as delivered, so it starts no other function); the run's id."""
+    store.insert_event(tx, event, delivered_at=now)
+    run_id = store.create_run(tx, fn=fn, event_id=event.id, due_at=now, now=now,
+                              dedup_key=f"invoke:{event.id}")
+    assert run_id is not None  # the event is new: so is the key
+    metrics.scheduled(fn.app_id, fn.slug, event.name)
+    store.notify(tx, fn.queue)
     return run_id
 
 

@@ -113,7 +113,7 @@ def api_routes(core: Core, levers: RunLevers | None = None) -> list[Route]:
         *EventLogAPI(core).routes(),
         *RunsAPI(core, levers).routes(),
         *FlowAPI(core, levers).routes(),
-        *FunctionsAPI(core).routes(),
+        *FunctionsAPI(core, levers).routes(),
         *UsersAPI(core).routes(),
         *SettingsAPI(core).routes(),
     ]

@@ -2,7 +2,8 @@
 harnesses, the CLI) need to know of each without reading the database.
 
 ``GET /v1/functions`` lists the live functions by slug; ``GET /v1/functions/{slug}`` gives one,
-archived or not. Each says its app, name, slug, triggers, retries, flow control as registered,
+archived or not; ``POST /v1/functions/{slug}/invoke`` starts a run of one with a payload.
+Each says its app, name, slug, triggers, retries, flow control as registered,
 where it is served (the step URL of an SDK app's function; none for a native one) and when its
 definition was written and its app last synced.
 """
@@ -20,7 +21,9 @@ from tidings.apps import records
 from tidings.apps.config import FLOW_CONTROL
 from tidings.core import Core
 from tidings.events.model import iso
+from tidings.json_input import decode_json
 from tidings.runs.model import HTTP_QUEUE
+from tidings.server.http import read_body
 from tidings.server.requests import (
     check_params,
     json_response,
@@ -28,6 +31,8 @@ from tidings.server.requests import (
     read_env,
     without_nul,
 )
+from tidings.server.run_levers import RunLevers, invoke_request
+from tidings.server.runs_api import run_json
 from tidings.triggerdev.wire import TRIGGER_QUEUE
 
 # How a function is reached: an Inngest SDK app, a Trigger.dev v2 app, or in-process.
@@ -56,13 +61,15 @@ def function_json(listed: records.ListedFunction) -> dict[str, Any]:
 
 
 class FunctionsAPI:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, levers: RunLevers) -> None:
         self.core = core
+        self.levers = levers
 
     def routes(self) -> list[Route]:
         return [
             Route("/v1/functions", self.list_functions, methods=["GET"]),
             Route("/v1/functions/{slug}", self.get_function, methods=["GET"]),
+            Route("/v1/functions/{slug}/invoke", self.invoke, methods=["POST"]),
         ]
 
     async def list_functions(self, request: Request) -> Response:
@@ -80,3 +87,14 @@ class FunctionsAPI:
         if found is None:
             return not_found("function slug", slug)
         return json_response(200, {"data": function_json(found)})
+
+    async def invoke(self, request: Request) -> Response:
+        """Start a run of the function now with ``{"data", "user"}``: 201 with the run."""
+        check_params(request, set())
+        env = await read_env(self.core, request)
+        slug = without_nul(request.path_params["slug"], "slug")
+        body = await read_body(request.scope, request.receive,
+                               self.core.settings.limits.max_body_bytes)
+        data, user = invoke_request(decode_json(body) if body.strip() else {})
+        run, name = await self.levers.invoke(env, slug, data, user)
+        return json_response(201, {"data": run_json(run, name)})

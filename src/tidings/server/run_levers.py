@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
+from tidings.apps.config import nul_at
 from tidings.core import Core
 from tidings.engine.replays import BATCH, Replays
 from tidings.errors import RequestRejected
@@ -23,7 +24,7 @@ from tidings.flow import status as flow_status
 from tidings.flow.cancel import cancel_between, cancelled_event
 from tidings.functions import registration
 from tidings.functions.model import FunctionRow
-from tidings.ids import floor_id, now_ms
+from tidings.ids import floor_id, new_id, now_ms
 from tidings.observe import metrics
 from tidings.privacy.erase import run_erasure
 from tidings.router.handoff import Stored
@@ -32,8 +33,10 @@ from tidings.runs.admin import PauseRow, Replay
 from tidings.runs.local import ALL
 from tidings.runs.model import STATUSES, TERMINAL, FailedAttempt, Run, StepRow
 from tidings.server.requests import ULID_RE, without_nul
-from tidings.storage.base import Environment, EventRow
+from tidings.storage.base import Environment, EventRow, internal_event
 from tidings.storage.tx import Tx
+from tidings.triggerdev import invoke as trigger_invoke
+from tidings.triggerdev.wire import TRIGGER_QUEUE
 
 log = logging.getLogger("tidings.server")
 CANCELLED_EVENT = "tidings/function.cancelled"
@@ -41,6 +44,8 @@ CANCEL_REASON = "cancelled through the API"
 CANCEL_BATCH = 500
 REPLAY_BATCH = BATCH  # runs a replay reruns before it answers; the rest in the background
 OPEN = tuple(status for status in STATUSES if status not in TERMINAL)
+INVOKED_EVENT = "tidings/function.invoked"
+INVOKE_FIELDS = ("data", "user")
 
 
 def not_found(what: str, ident: str) -> RequestRejected:
@@ -177,6 +182,37 @@ class RunLevers:
         self._wake(fn.queue)
         return await self.run(env, new_run_id)
 
+    async def invoke(self, env: Environment, slug: str, data: dict[str, Any],
+                     user: dict[str, Any]) -> tuple[Run, str]:
+        """A run of the function started now with ``data`` (and ``user``), whatever its
+        triggers, as the step ``invoke`` of another run would start it, without a parent: its
+        event is a ``tidings/function.invoked`` (for a Trigger.dev job, a payload of its first
+        trigger), delivered at once so no other function starts from it."""
+        fn = await self.function(env, slug)
+        if fn.archived_at is not None:
+            raise RequestRejected(f"function {slug!r} is archived: its app no longer has it, "
+                                  "so its run would never run", status=409)
+        now = now_ms()
+        if fn.queue == TRIGGER_QUEUE:
+            if user:
+                raise RequestRejected("user: a Trigger.dev job's payload has no user; put it "
+                                      "in data")
+            run_id = await self.core.storage.write(partial(
+                trigger_invoke.invoke, fn=fn, payload=data, context=None, account_id=None,
+                key=None, now=now))
+        else:
+            event_id = new_id(now)
+            sealed, subject = await self.core.vault.seal(env.id, event_id, user)
+            event = internal_event(event_id=event_id, env_id=env.id, name=INVOKED_EVENT,
+                                   data=data, ts=now, received_at=now, user=sealed,
+                                   user_subject=subject)
+            run_id = await self.core.storage.write(partial(admin.invoke, fn=fn, event=event,
+                                                           now=now))
+        log.info("run %s of %s invoked", run_id, slug, extra={"run_id": run_id,
+                                                                "function": slug})
+        self._wake(fn.queue)
+        return await self.run(env, run_id)
+
     async def cancel_delivery(self, env: Environment, event_id: str) -> StoredEvent:
         if not ULID_RE.fullmatch(event_id):
             raise not_found("event", event_id)
@@ -235,6 +271,29 @@ class RunLevers:
     def _emitted(self, event_ids: list[str]) -> None:
         # The runtime of this process routes what it ingests at once; these are the same.
         self.core.handoff.stored(Stored(due=event_ids))
+
+
+def invoke_request(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``data`` and ``user`` of an invocation (``{"data": {…}, "user": {…}}``, both optional
+    objects), refused with the field named."""
+    if not isinstance(body, dict):
+        raise RequestRejected("the body: a JSON object with data and user (both optional)")
+    unknown = sorted(set(body) - set(INVOKE_FIELDS))
+    if unknown:
+        shown = ", ".join(repr(name[:50]) for name in unknown[:5])
+        raise RequestRejected(f"unknown field(s): {shown}; expected data, user")
+    found = []
+    for name in INVOKE_FIELDS:
+        value = body.get(name)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise RequestRejected(f"{name}: must be a JSON object")
+        where = nul_at(value, name)
+        if where is not None:
+            raise RequestRejected(f"{where}: must not contain NUL characters")
+        found.append(value)
+    return found[0], found[1]
 
 
 def _ended(run: Run) -> RequestRejected:

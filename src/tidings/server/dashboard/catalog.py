@@ -1,6 +1,7 @@
 """The functions and apps pages: every function of every app (native and SDK) with its
 triggers, flow control and recent runs; every app, its sync state and errors word for word;
-adding an app by URL and resyncing one (``add_app``, as ``POST /v1/apps/sync``)."""
+adding an app by URL and resyncing one (``add_app``, as ``POST /v1/apps/sync``); invoking a
+function with a payload (``RunLevers.invoke``, as ``POST /v1/functions/{slug}/invoke``)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ from tidings.connect.worker import Worker
 from tidings.errors import ConfigError, RequestRejected
 from tidings.functions.cron import parse_cron
 from tidings.ids import now_ms
+from tidings.json_input import decode_json
 from tidings.runs import admin
 from tidings.runs.admin import RunQuery
 from tidings.runs.model import FAILED, HTTP_QUEUE
 from tidings.server.connect_api import connection_json, workers_of
 from tidings.server.dashboard.pages import Pages
+from tidings.server.run_levers import INVOKE_FIELDS, invoke_request
 from tidings.server.sdk_api import add_app
 from tidings.storage.tx import Tx
 
@@ -42,6 +45,7 @@ class CatalogPages:
     def routes(self) -> list[Route]:
         return [
             Route("/functions", self.functions, methods=["GET"]),
+            Route("/functions/{slug}/invoke", self.invoke, methods=["GET", "POST"]),
             Route("/apps", self.apps, methods=["GET", "POST"]),
         ]
 
@@ -68,6 +72,31 @@ class CatalogPages:
 
         functions = await self.core.storage.read(read)
         return self.pages.html(request, "functions.html", functions=functions)
+
+    async def invoke(self, request: Request) -> Response:
+        """Start a run of a function with a JSON ``data`` (and ``user``), as
+        ``POST /v1/functions/{slug}/invoke`` does (the same lever and refusals); lands on the
+        new run's page."""
+        viewer = await self.pages.viewer(request)
+        slug = request.path_params["slug"]
+        fn = await self.pages.levers.function(viewer.env, slug)
+        form = {"data": "{}", "user": ""}
+        if request.method == "GET":
+            return self.pages.html(request, "invoke.html", fn=fn, form=form, errors={})
+        posted = await self.pages.form(request)
+        form = {key: posted.get(key, "") for key in INVOKE_FIELDS}
+        try:
+            body = {key: decode_json(form[key].strip().encode(), key)
+                    for key in INVOKE_FIELDS if form[key].strip()}
+            data, user = invoke_request(body)
+            run, _ = await self.pages.levers.invoke(viewer.env, slug, data, user)
+        except RequestRejected as exc:
+            field = next((key for key in INVOKE_FIELDS if exc.message.startswith(key)),
+                         "other")
+            return self.pages.html(request, "invoke.html", exc.status, fn=fn, form=form,
+                                   errors={field: exc.message})
+        self.pages.feed.poke()  # open pages show it now
+        return RedirectResponse(f"/runs/{run.id}", status_code=303)
 
     async def apps(self, request: Request) -> Response:
         viewer = await self.pages.viewer(request)

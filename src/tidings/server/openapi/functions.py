@@ -71,4 +71,19 @@ def paths(api_key: ApiSecurity) -> dict[str, Any]:
             "responses": {"200": data(ref("Function"), "The function"),
                           **errors(400, 401, 404)},
         }},
+        "/v1/functions/{slug}/invoke": {"post": {
+            "operationId": "invokeFunction",
+            "summary": "Start a run of the function now with a payload, whatever its triggers",
+            "description": "Its event is a delivered tidings/function.invoked (a Trigger.dev "
+                           "job's: a payload of its first trigger, without user); 409 for an "
+                           "archived function.",
+            "security": api_key,
+            "parameters": [in_path("slug"), *READ_HEADERS],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False,
+                "properties": {"data": {"type": ["object", "null"]},
+                               "user": {"type": ["object", "null"]}}}}}},
+            "responses": {"201": data(ref("Run"), "The new run"),
+                          **errors(400, 401, 404, 409, 413, 415)},
+        }},
     }
