@@ -90,3 +90,31 @@ async def test_bulk_replay_shows_a_preview_and_keeps_the_filters(
     assert "function=dash-shop-quick" in page.url and "status=completed" in page.url
     await expect(page.get_by_label("Function")).to_have_value("dash-shop-quick")
     await expect(page.locator("#run-rows tr")).to_have_count(6, timeout=60_000)
+
+
+async def test_invoke_from_the_functions_page_and_load_a_whole_value_in_place(
+        page: Page, dev_server: LiveServer) -> None:
+    await page.goto(f"{dev_server.url}/functions")
+    await page.locator("#fn-dash-shop-quick").get_by_role("link", name="Invoke…").click()
+    await page.get_by_label("Data").fill("[1]")
+    await page.get_by_role("button", name="Invoke").click()
+    await expect(page.locator("#e-data")).to_have_text("data: must be a JSON object")
+    await page.get_by_label("Data").fill('{"n": 7, "note": "<script>alert(1)</script>"}')
+    await shoot(page, "function-invoke")
+    await page.get_by_role("button", name="Invoke").click()
+    await expect(page.locator("#run-status")).to_have_text("Completed", timeout=30_000)
+    assert "/runs/" in page.url
+    await expect(page.locator("section.actions ~ h2", has_text="Output")).to_have_count(1)
+    await expect(page.get_by_role("link", name="tidings/function.invoked")).to_have_count(1)
+
+    [event_id] = await _send(dev_server, {"name": "shop/quick",
+                                          "data": {"n": 1, "items": list(range(900))}})
+    await page.goto(f"{dev_server.url}/events/{event_id}")
+    data = page.locator("section", has=page.get_by_role("heading", name="Data"))
+    await expect(data.locator(".cut")).to_contain_text("cut after 400 values")
+    await data.get_by_role("link", name="load all").click()
+    await expect(data.locator(".json-all pre")).to_contain_text('"items"')
+    await expect(data.locator(".json-all pre")).to_contain_text("899")
+    await expect(data.locator(".cut")).to_have_count(0)
+    assert page.url == f"{dev_server.url}/events/{event_id}"  # in place, no navigation
+    await shoot(page, "event-load-all")

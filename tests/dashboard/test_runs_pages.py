@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
+import json
 import re
 from datetime import timedelta
 from typing import Any
@@ -334,3 +336,47 @@ async def test_a_function_is_invoked_from_its_page_and_the_page_lands_on_the_run
     assert (api["status"], api["output"]) == ("Completed", HOSTILE)
     missing = await client.get("/functions/shop-nope/invoke")
     assert missing.status_code == 404
+
+
+async def test_large_values_are_cut_and_load_all_brings_the_whole_value_in_place(
+        engine: Engine, client: httpx.AsyncClient) -> None:
+    client_app = tidings.Tidings(app_id="big")
+    long_text = "x" * 5_000 + HOSTILE
+
+    @client_app.function(id="big", trigger=tidings.TriggerEvent(event="big/one"), retries=1)
+    async def big(ctx: tidings.Context) -> Any:
+        await ctx.step.run("many", lambda: list(range(1_000)))
+        await ctx.step.run("long", lambda: {"text": long_text})
+        if ctx.attempt == 0:
+            raise RuntimeError(long_text)
+        return list(range(600))
+
+    await engine.start(client_app)
+    [event_id] = await engine.send({"name": "big/one", "data": {"items": list(range(900))}})
+    await _settle(engine, advance_ms=60_000)
+    [run] = await engine.runs()
+    page = await client.get(f"/runs/{run.id}")
+    assert page.status_code == 200 and HOSTILE not in page.text
+    links = re.findall(r'<a class="load-all" href="([^"]+)" hx-get="\1" hx-target="closest \.json"',
+                       page.text)
+    api = (await client.get(f"/v1/runs/{run.id}")).json()["data"]
+    steps = {step["name"]: step for step in api["steps"]}
+    expected = {"of=output": api["output"], "of=step&amp;step=" + steps["many"]["id"]:
+                steps["many"]["output"],
+                "of=step&amp;step=" + steps["long"]["id"]: steps["long"]["output"]}
+    for query, value in expected.items():
+        link = f"/runs/{run.id}/value?{query}"
+        assert link in links, (link, links)
+        whole = await client.get(link.replace("&amp;", "&"))
+        assert whole.status_code == 200 and whole.text.startswith('<div class="json json-all">')
+        assert HOSTILE not in whole.text
+        shown = re.fullmatch(r'<div class="json json-all"><pre>(.*)</pre></div>', whole.text,
+                             re.S)
+        assert shown is not None and json.loads(html.unescape(shown.group(1))) == value
+    assert api["error"] is None and api["status"] == "Completed"
+    for params, status in (({"of": "nope"}, 400), ({"of": "step", "step": "nope"}, 404)):
+        assert (await client.get(f"/runs/{run.id}/value", params=params)).status_code == status
+    event_page = await client.get(f"/events/{event_id}")
+    assert f'href="/events/{event_id}/value?of=data"' in event_page.text
+    data = await client.get(f"/events/{event_id}/value", params={"of": "data"})
+    assert data.status_code == 200 and "899" in data.text

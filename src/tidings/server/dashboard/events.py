@@ -27,6 +27,7 @@ from tidings.runs.model import Run
 from tidings.server.accept import store_events
 from tidings.server.dashboard.live import sse
 from tidings.server.dashboard.pages import NotFoundPage, Pages
+from tidings.server.dashboard.render import whole_value
 from tidings.server.event_search import run_counts, search
 from tidings.server.http import TICKET
 from tidings.server.log_api import event_search
@@ -65,6 +66,7 @@ class EventPages:
             Route("/", self.list_page, methods=["GET"]),
             Route("/live/events", self.live, methods=["GET"]),
             Route("/events/{event_id}/cancel", self.cancel, methods=["POST"]),
+            Route("/events/{event_id}/value", self.value, methods=["GET"]),
             # ``:path``: whatever follows /events/ is an id, found or not (a 404 page).
             Route("/events/{event_id:path}", self.detail, methods=["GET"]),
             Route("/send", self.send, methods=["GET", "POST"]),
@@ -179,6 +181,15 @@ class EventPages:
             runs=runs[:EVENT_RUNS], more_runs=len(runs) > EVENT_RUNS,
             delivery=delivery(event), message=message, failed=failed,
             curl=as_curl(event, str(request.base_url)), python=as_python(event))
+
+    async def value(self, request: Request) -> Response:
+        """The event's whole ``data`` or ``context`` (``of``), in place of its cut tree
+        ("load all"); the same value ``GET /v1/events/{id}`` holds."""
+        _, event = await self._event(request)
+        of = request.query_params.get("of", "")
+        if of not in ("data", "context"):
+            raise RequestRejected("of: expected data or context")
+        return self.pages.part(whole_value(event.data if of == "data" else event.context))
 
     async def cancel(self, request: Request) -> Response:
         await self.pages.form(request)

@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -116,6 +117,10 @@ class Pages:
             viewer=getattr(request.state, "viewer", None), **context)
         return HTMLResponse(body, status_code=code,
                             headers={**SECURITY_HEADERS, "cache-control": "no-store"})
+
+    def part(self, html: Markup) -> Response:
+        """A part of a page, for htmx to put in place."""
+        return HTMLResponse(str(html), headers={**SECURITY_HEADERS, "cache-control": "no-store"})
 
     def error(self, request: Request, status: int, message: str) -> Response:
         return self.html(request, "error.html", status, status=status, message=message)

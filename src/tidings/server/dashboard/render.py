@@ -2,8 +2,9 @@
 the few helpers templates call — times, durations, and JSON as a foldable tree.
 
 JSON is drawn here rather than in a template because it is recursive and must stay bounded: a
-payload of a million keys draws its first ``NODES`` nodes and then a link to the whole value,
-so a huge event cannot freeze the page.
+payload of a million keys draws its first ``NODES`` nodes (and a string its first
+``TEXT_CHARS`` characters), then a "load all" link that loads the whole value in its place as
+pretty-printed text (``whole_value``), so a huge event cannot freeze the page until asked to.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def environment() -> Environment:
     env = Environment(loader=PackageLoader("tidings.server.dashboard", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True),
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(when=when, ago_ms=duration, json_tree=json_tree, json_text=json_text)
+    env.filters.update(when=when, ago_ms=duration, json_tree=json_tree, json_text=json_text,
+                       whole_value=whole_value)
     return env
 
 
@@ -59,29 +61,40 @@ def json_text(value: Any) -> str:
 
 def json_tree(value: Any, full: str | None = None) -> Markup:
     """``value`` as nested ``<details>`` (folding needs no script), cut after ``NODES`` nodes
-    with a link to ``full`` (the whole value) when given."""
+    or ``TEXT_CHARS`` characters of a string, with a "load all" link to ``full`` (a page part
+    holding the whole value, loaded in place) when given."""
     budget = [NODES]
+    cut = [False]
     out: list[str] = ['<div class="json">']
-    _node(value, out, budget, 0)
-    if budget[0] <= 0:
-        link = (Markup(' <a href="{}">show all</a>').format(full) if full else "")
-        out.append(str(Markup('<p class="cut">… cut after {} values.{}</p>').format(NODES, link)))
+    _node(value, out, budget, 0, cut)
+    if budget[0] <= 0 or cut[0]:
+        what = f"after {NODES} values" if budget[0] <= 0 else "(long text)"
+        link = (Markup(' <a class="load-all" href="{0}" hx-get="{0}" hx-target="closest .json" '
+                       'hx-swap="outerHTML">load all</a>').format(full) if full else "")
+        out.append(str(Markup('<p class="cut">… cut {}.{}</p>').format(what, link)))
     out.append("</div>")
     return Markup("".join(out))
 
 
-def _node(value: Any, out: list[str], budget: list[int], depth: int) -> None:
+def whole_value(value: Any) -> Markup:
+    """All of ``value``, pretty-printed text (what "load all" puts in place of a cut tree)."""
+    return Markup('<div class="json json-all"><pre>{}</pre></div>').format(json_text(value))
+
+
+def _node(value: Any, out: list[str], budget: list[int], depth: int,
+          cut: list[bool]) -> None:
     budget[0] -= 1
     if isinstance(value, dict):
-        _container(value.items(), "{", "}", len(value), out, budget, depth, keyed=True)
+        _container(value.items(), "{", "}", len(value), out, budget, depth, cut, keyed=True)
     elif isinstance(value, list):
-        _container(enumerate(value), "[", "]", len(value), out, budget, depth, keyed=False)
+        _container(enumerate(value), "[", "]", len(value), out, budget, depth, cut,
+                   keyed=False)
     else:
-        out.append(_scalar(value))
+        out.append(_scalar(value, cut))
 
 
 def _container(items: Any, start: str, end: str, size: int, out: list[str], budget: list[int],
-               depth: int, *, keyed: bool) -> None:
+               depth: int, cut: list[bool], *, keyed: bool) -> None:
     if size == 0:
         out.append(f'<span class="j-p">{start}{end}</span>')
         return
@@ -95,24 +108,25 @@ def _container(items: Any, start: str, end: str, size: int, out: list[str], budg
             break
         out.append("<li>")
         if keyed:
-            out.append(str(Markup('<span class="j-k">{}</span>: ').format(_quoted(key))))
-        _node(item, out, budget, depth + 1)
+            out.append(str(Markup('<span class="j-k">{}</span>: ').format(_quoted(key, cut))))
+        _node(item, out, budget, depth + 1, cut)
         out.append("</li>")
     out.append(f'</ul><span class="j-p">{end}</span></details>')
 
 
-def _scalar(value: Any) -> str:
+def _scalar(value: Any, cut: list[bool]) -> str:
     if value is None:
         return '<span class="j-null">null</span>'
     if isinstance(value, bool):
         return f'<span class="j-b">{"true" if value else "false"}</span>'
     if isinstance(value, int | float):
         return f'<span class="j-num">{escape(str(value))}</span>'
-    return str(Markup('<span class="j-s">{}</span>').format(_quoted(str(value))))
+    return str(Markup('<span class="j-s">{}</span>').format(_quoted(str(value), cut)))
 
 
-def _quoted(text: str) -> str:
+def _quoted(text: str, cut: list[bool]) -> str:
     shown = msgspec.json.encode(text[:TEXT_CHARS]).decode()
     if len(text) > TEXT_CHARS:
         shown += f" … ({len(text):,} characters)"
+        cut[0] = True
     return shown

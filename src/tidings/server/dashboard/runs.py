@@ -29,6 +29,7 @@ from tidings.runs.model import STATUSES, TERMINAL
 from tidings.server.dashboard.events import field_errors
 from tidings.server.dashboard.live import sse
 from tidings.server.dashboard.pages import Pages, Viewer
+from tidings.server.dashboard.render import whole_value
 from tidings.server.dashboard.timeline import timeline
 from tidings.server.requests import parse_time
 from tidings.server.run_levers import OPEN, RunDetail
@@ -39,6 +40,7 @@ COUNT_WINDOW = 10_000  # the newest runs the counts per status are taken over
 COUNTS_EVERY = 5  # reads between two recounts of the statuses when the first page is still
 COUNTS_GAP = 2.0  # seconds between two recounts, at least
 TICK = 1.0  # seconds between two redraws of an active run's timeline
+_MISSING = object()
 
 
 class RunPages:
@@ -55,6 +57,7 @@ class RunPages:
             Route("/live/runs/{run_id}", self.live_run, methods=["GET"]),
             Route("/runs/{run_id}/cancel", self.cancel, methods=["POST"]),
             Route("/runs/{run_id}/rerun", self.rerun, methods=["POST"]),
+            Route("/runs/{run_id}/value", self.value, methods=["GET"]),
             Route("/runs/{run_id:path}", self.detail, methods=["GET"]),
         ]
 
@@ -255,6 +258,31 @@ class RunPages:
 
         # Its open bars grow with time alone: redrawn every second, poked or not.
         return _stream(self.pages, fresh, period=TICK)
+
+    async def value(self, request: Request) -> Response:
+        """One whole value of the run (``of``: ``output``, ``error``, a ``step``'s output or a
+        failed ``attempt``'s error), in place of its cut tree ("load all"); the same value
+        ``GET /v1/runs/{id}`` holds."""
+        viewer = await self.pages.viewer(request)
+        detail = await self.levers.detail(viewer.env, request.path_params["run_id"])
+        params = request.query_params
+        of, step = params.get("of", ""), params.get("step", "")
+        found: Any = _MISSING
+        if of == "output":
+            found = detail.run.output
+        elif of == "error":
+            found = detail.run.error
+        elif of == "step":
+            found = next((s.output for s in detail.steps if s.step == step), _MISSING)
+        elif of == "attempt":
+            found = next((a.error for a in detail.failed.get(step, [])
+                          if str(a.attempt) == params.get("attempt")), _MISSING)
+        else:
+            raise RequestRejected("of: expected output, error, step or attempt")
+        if found is _MISSING:
+            raise RequestRejected(f"{of} {step or ''!r} not found in run {detail.run.id}"
+                                  .replace(" ''", ""), status=404)
+        return self.pages.part(whole_value(found))
 
     async def cancel(self, request: Request) -> Response:
         return await self._act(request, self.levers.cancel)
