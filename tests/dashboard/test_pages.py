@@ -188,3 +188,60 @@ async def test_the_dashboard_is_closed_under_serve(db_url: str, tmp_path: Path) 
         "/signin?next=%2Fevents%2F01ARZ3NDEKTSV4RRFFQ69G5FAV%3Fx%3D1")
     assert live.status_code == 401
     assert sign_in.status_code == 200 and "API key" in sign_in.text
+
+
+async def test_dashboard_passwords_sign_in_and_only_those_that_read_user_see_it(
+        db_url: str, tmp_path: Path) -> None:
+    from tests.acceptance.test_cli import cli, ok
+    from tidings.keys import create_key
+
+    made = {}
+    for name, flags in (("reader", ["--reads-user"]), ("plain", [])):
+        result = cli(tmp_path, "keys", "create-dashboard", "--env", "production", "--db",
+                     db_url, *flags)
+        made[name] = ok(result).strip()
+        assert made[name].startswith("tdp_") and "only time it is shown" in result.stderr
+    listing = ok(cli(tmp_path, "keys", "list", "--db", db_url))
+    assert "dashboard (reads user)" in listing and made["reader"] not in listing
+    core = await Core.start(make_settings(db_url, tmp_path, mode="serve"))
+    try:
+        api_key, _ = await create_key(core.storage, "production", "api")
+        event_key, _ = await create_key(core.storage, "production", "event")
+        origin = {"origin": "https://tidings"}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(
+                core.settings, core)), base_url="https://tidings") as http:
+            [event_id] = (await http.post(f"/e/{event_key}", json={
+                "name": "signup", "data": {"plan": "pro"},
+                "user": {"email": "ada@example.com"}})).json()["ids"]
+
+            async def event_page(secret: str) -> httpx.Response:
+                http.cookies.clear()
+                signed = await http.post("/signin", data={"key": secret, "next": "/"},
+                                         headers=origin)
+                assert signed.status_code == 303, signed.text[-1500:]
+                return await http.get(f"/events/{event_id}")
+
+            reader = await event_page(made["reader"])
+            plain = await event_page(made["plain"])
+            by_key = await event_page(api_key)
+            for bad in (made["reader"][:-2] + "xx", "tdp_000000000000_nope",
+                        "tdp_1_" + HOSTILE):
+                http.cookies.clear()
+                refused = await http.post("/signin", data={"key": bad}, headers=origin)
+                assert refused.status_code == 401 and HOSTILE not in refused.text
+                assert "dashboard password not found, revoked or wrong" in refused.text
+            # Revoking a password ends its sessions at their next request.
+            await event_page(made["plain"])
+            ids = [line.strip("│ ").split()[0] for line in listing.splitlines()
+                   if "dashboard" in line and "reads user" not in line]
+            ok(cli(tmp_path, "keys", "revoke", ids[0], "--db", db_url))
+            after = await http.get(f"/events/{event_id}")
+    finally:
+        await core.close()
+    assert reader.status_code == 200 and "ada@example.com" in reader.text
+    assert 'id="user-masked"' not in reader.text
+    for page in (plain, by_key):
+        assert page.status_code == 200 and "ada@example.com" not in page.text
+        assert 'id="user-masked"' in page.text and "Masked: 1 key" in page.text
+        assert "&#34;plan&#34;" in page.text or "plan" in page.text
+    assert after.status_code == 303 and after.headers["location"].startswith("/signin")

@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "observe", "outage", "settings", "signing", "supervision", "version",
     ),
     ("storage",),
-    ("keys", "vault"),  # event keys and the user vault, kept in storage
+    ("keys", "passwords", "vault"),  # event keys, dashboard passwords, the user vault
     ("events",),
     ("functions",),  # definitions, registry, expressions, filters
     ("runs",),

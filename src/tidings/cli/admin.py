@@ -11,6 +11,7 @@ from typing import Any
 import click
 from rich.table import Column, Table
 
+from tidings import passwords
 from tidings.cli.common import (
     DATA_DIR,
     T,
@@ -63,17 +64,38 @@ def keys_create(env: str, kind: str, db: str | None) -> None:
                "shown)", err=True)
 
 
+@keys.command("create-dashboard")
+@click.option("--env", "env", required=True, help="Environment name, e.g. production.")
+@click.option("--reads-user", is_flag=True, help="Its sessions see events' user decrypted "
+              "(without it the dashboard shows user masked).")
+@db_option
+def keys_create_dashboard(env: str, reads_user: bool, db: str | None) -> None:
+    """Create a dashboard password for an environment (sign in with it under tidings serve,
+    instead of an API key); it is printed once, and only a scrypt hash of it is stored."""
+    secret, made = with_storage(db, lambda s: s.write(
+        lambda tx: passwords.create(tx, env, reads_user=reads_user)))
+    click.echo(secret)
+    click.echo(f"(dashboard password {made.id} for environment {env!r}"
+               f"{', reads user' if reads_user else ''}; this is the only time it is shown)",
+               err=True)
+
+
 @keys.command("list")
 @db_option
 def keys_list(db: str | None) -> None:
-    """List keys (prefixes only)."""
+    """List keys (prefixes only) and dashboard passwords (lookup ids only)."""
     rows = with_storage(db, lambda s: s.read(list_keys))
     triggers = _with_trigger_keys(db, lambda keys: keys.all())
+    dashboards = with_storage(db, lambda s: s.read(passwords.listed))
     table = Table(Column("id", no_wrap=True), "kind", "env", Column("prefix", no_wrap=True),
                   "created", "revoked")
     for key in [*rows, *triggers]:
         table.add_row(key.id, key.kind, key.env_name, key.prefix + "…", _time(key.created_at),
                       _time(key.revoked_at) if key.revoked_at else "")
+    for made in dashboards:
+        table.add_row(made.id, "dashboard" + (" (reads user)" if made.reads_user else ""),
+                      made.env_name, f"{passwords.PREFIX}{made.lookup}_…",
+                      _time(made.created_at), _time(made.revoked_at) if made.revoked_at else "")
     print_table(table)
 
 
@@ -81,9 +103,11 @@ def keys_list(db: str | None) -> None:
 @click.argument("key_id")
 @db_option
 def keys_revoke(key_id: str, db: str | None) -> None:
-    """Revoke a key by id. On PostgreSQL every server stops accepting it at once; on SQLite a
-    server in another process does within 1 s (docs/HTTP_API.md)."""
-    revoked = with_storage(db, lambda s: s.write(lambda tx: revoke_key(tx, key_id)))
+    """Revoke a key (or a dashboard password) by id. On PostgreSQL every server stops
+    accepting a key at once; on SQLite a server in another process does within 1 s
+    (docs/HTTP_API.md). A dashboard password's sessions end at their next request."""
+    revoked = with_storage(db, lambda s: s.write(
+        lambda tx: revoke_key(tx, key_id) or passwords.revoke(tx, key_id)))
     if not revoked and not _with_trigger_keys(db, lambda keys: keys.revoke(key_id)):
         raise click.ClickException(f"no active key with id {key_id}")
     postgres = settings_for("dev", db).database_url.startswith(("postgresql:", "postgres:"))

@@ -176,11 +176,14 @@ class EventPages:
                     [(Run.from_row(r), str(r[22])) for r in rows])
 
         skipped, runs = await self.core.storage.read(read)
+        # ``user`` only for a viewer who may read it (session.py); the copies leave it out too.
+        masked = None if viewer.session.reads_user or not event.user else len(event.user)
+        shown = event if masked is None else replace(event, user={})
         return self.pages.html(
-            request, "event.html", 409 if failed else 200, event=event, skipped=skipped,
+            request, "event.html", 409 if failed else 200, event=shown, skipped=skipped,
             runs=runs[:EVENT_RUNS], more_runs=len(runs) > EVENT_RUNS,
-            delivery=delivery(event), message=message, failed=failed,
-            curl=as_curl(event, str(request.base_url)), python=as_python(event))
+            delivery=delivery(event), message=message, failed=failed, masked=masked,
+            curl=as_curl(shown, str(request.base_url)), python=as_python(shown))
 
     async def value(self, request: Request) -> Response:
         """The event's whole ``data`` or ``context`` (``of``), in place of its cut tree

@@ -2,10 +2,17 @@
 
 ``tidings dev`` is open (it listens on loopback): the viewer sees the ``dev`` environment.
 Under ``tidings serve`` the dashboard is closed until the viewer signs in with an API key of an
-environment (event keys are refused: they may send, not read). Signing in sets a session
+environment (event keys are refused: they may send, not read) or a dashboard password
+(``tidings keys create-dashboard``, ``tidings/passwords.py``). Signing in sets a session
 cookie (HttpOnly, SameSite=Strict, Secure except over plain http on loopback) holding the
-key's hash, an expiry and a MAC under a secret kept in the database, so every process of a
-deployment accepts it; each request checks the key again, so revoking it ends its sessions.
+key's hash (or ``pw-`` and the password's id), an expiry and a MAC under a secret kept in the
+database, so every process of a deployment accepts it; each request checks the key or password
+again, so revoking it ends its sessions.
+
+Who may see events' ``user`` decrypted (``Session.reads_user``): everyone in dev (loopback, the
+developer's own data); under serve only sessions of a dashboard password made with
+``--reads-user``. An API key's session sees it masked: the permission is given explicitly, to a
+person, never by holding a machine credential.
 
 Every action (a POST) carries a CSRF token, a MAC of the session under the same secret, and
 must come from a page of the same host (``Origin``/``Referer``).
@@ -13,14 +20,17 @@ must come from a page of the same host (``Origin``/``Referer``).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from functools import partial
 
 from starlette.requests import Request
 
+from tidings import passwords
 from tidings.core import Core
 from tidings.errors import RequestRejected, Unauthorized
 from tidings.ids import now_ms
@@ -33,6 +43,7 @@ BRANCH_COOKIE = "tidings_branch"
 TTL_MS = 12 * 3_600_000
 SECRET_NAME = "dashboard-session-key"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+DECOY = passwords.hashed(secrets.token_urlsafe(24))  # checked against when no password matches
 
 
 class SignInRequired(Exception):
@@ -45,6 +56,7 @@ class Session:
 
     env: Environment
     token: str  # the cookie's value ("dev" in dev, where there is no cookie)
+    reads_user: bool = False  # may see events' user decrypted
 
 
 class Sessions:
@@ -62,17 +74,21 @@ class Sessions:
 
     async def current(self, request: Request) -> Session:
         if self.core.settings.dev:
-            return Session(await self.core.gate.env_for(DEV_ENV, "api"), "dev")
+            return Session(await self.core.gate.env_for(DEV_ENV, "api"), "dev", True)
         token = request.cookies.get(COOKIE, "")
-        env = await self._verify(token)
-        if env is None:
+        found = await self._verify(token)
+        if found is None:
             raise SignInRequired()
-        return Session(env, token)
+        return Session(found[0], token, found[1])
 
     async def sign_in(self, key: str, now: int) -> tuple[str, Environment]:
-        """The cookie's value for an API key, with its environment; ``Unauthorized`` (the
-        API's words) for a key that is unknown, revoked, or not an API key."""
+        """The cookie's value for an API key or a dashboard password, with its environment;
+        ``Unauthorized`` (the API's words) for a key that is unknown, revoked, or not an API
+        key, or a password that is not a live one."""
         key = key.strip()
+        shaped = passwords.parts(key)
+        if shaped is not None:
+            return await self._sign_in_password(*shaped, now)
         try:
             env = await self.core.gate.env_for(key, "api")
         except Unauthorized:
@@ -86,6 +102,20 @@ class Sessions:
         body = f"{hash_key(key)}.{now + TTL_MS}"
         return f"{body}.{await self._mac('session', body)}", env
 
+    async def _sign_in_password(self, lookup: str, secret: str,
+                                now: int) -> tuple[str, Environment]:
+        found = await self.core.storage.read(partial(passwords.check, lookup=lookup))
+        # The derivation is run even for an unknown lookup id, so the answer takes as long.
+        kept = found[1] if found is not None else DECOY
+        good = await asyncio.to_thread(passwords.matches, secret, kept)
+        if found is None or not good:
+            raise Unauthorized("dashboard password not found, revoked or wrong")
+        record = found[0]
+        env = await self.core.storage.read(partial(get_env, env_id=record.env_id))
+        assert env is not None
+        body = f"pw-{record.id}.{now + TTL_MS}"
+        return f"{body}.{await self._mac('session', body)}", env
+
     async def csrf(self, session: Session) -> str:
         return await self._mac("csrf", session.token)
 
@@ -95,7 +125,8 @@ class Sessions:
                                   "dashboard (CSRF token missing or wrong): reload the page",
                                   status=403)
 
-    async def _verify(self, token: str) -> Environment | None:
+    async def _verify(self, token: str) -> tuple[Environment, bool] | None:
+        """The environment a session cookie opens and whether it may read ``user``."""
         key_hash, _, rest = token.partition(".")
         expires, _, mac = rest.partition(".")
         if not key_hash or not expires.isdigit() or not mac:
@@ -103,11 +134,20 @@ class Sessions:
         good = await self._mac("session", f"{key_hash}.{expires}")
         if not hmac.compare_digest(mac.encode(), good.encode()) or int(expires) < now_ms():
             return None
-        def find(tx: Tx) -> Environment | None:
-            record = key_by_hash(tx, key_hash)
-            if record is None or record.revoked_at is not None or record.kind != "api":
-                return None
-            return get_env(tx, record.env_id)
+
+        def find(tx: Tx) -> tuple[Environment, bool] | None:
+            if key_hash.startswith("pw-"):
+                made = passwords.by_id(tx, key_hash[3:])
+                if made is None or made.revoked_at is not None:
+                    return None
+                env_id, reads_user = made.env_id, made.reads_user
+            else:
+                record = key_by_hash(tx, key_hash)
+                if record is None or record.revoked_at is not None or record.kind != "api":
+                    return None
+                env_id, reads_user = record.env_id, False
+            env = get_env(tx, env_id)
+            return None if env is None else (env, reads_user)
 
         return await self.core.storage.read(find)
 

@@ -404,3 +404,15 @@ CREATE TABLE trigger_statuses (
     created_at BIGINT NOT NULL,
     PRIMARY KEY (run_id, status_key)
 );
+
+-- Dashboard passwords (tidings keys create-dashboard): a scrypt hash of each, found by its
+-- lookup id; reads_user: whether its sessions see events' decrypted user.
+CREATE TABLE dashboard_passwords (
+    id TEXT PRIMARY KEY,
+    env_id TEXT NOT NULL REFERENCES environments (id),
+    lookup TEXT NOT NULL UNIQUE,
+    kdf TEXT NOT NULL,
+    reads_user INTEGER NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);

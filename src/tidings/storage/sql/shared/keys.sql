@@ -54,3 +54,22 @@ SELECT env_id, subject, wrapped FROM user_keys ORDER BY env_id, subject;
 
 -- name: update_user_key
 UPDATE user_keys SET wrapped = ? WHERE env_id = ? AND subject = ?;
+
+-- name: insert_dashboard_password
+INSERT INTO dashboard_passwords (id, env_id, lookup, kdf, reads_user, created_at)
+VALUES (?, ?, ?, ?, ?, ?);
+
+-- name: dashboard_password_by_lookup
+SELECT p.id, p.env_id, e.name, p.lookup, p.kdf, p.reads_user, p.created_at, p.revoked_at
+FROM dashboard_passwords p JOIN environments e ON e.id = p.env_id WHERE p.lookup = ?;
+
+-- name: dashboard_password_by_id
+SELECT p.id, p.env_id, e.name, p.lookup, p.kdf, p.reads_user, p.created_at, p.revoked_at
+FROM dashboard_passwords p JOIN environments e ON e.id = p.env_id WHERE p.id = ?;
+
+-- name: list_dashboard_passwords
+SELECT p.id, p.env_id, e.name, p.lookup, p.kdf, p.reads_user, p.created_at, p.revoked_at
+FROM dashboard_passwords p JOIN environments e ON e.id = p.env_id ORDER BY p.created_at, p.id;
+
+-- name: revoke_dashboard_password
+UPDATE dashboard_passwords SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL;
