@@ -255,7 +255,7 @@ async def test_bad_invocations_are_refused_naming_the_field(
     assert await engine.runs() == []
     missing = await client.post("/v1/functions/shop-nope/invoke", json={})
     assert missing.status_code == 404
-    assert missing.json()["error"] == "function 'shop-nope' not found"
+    assert missing.json()["error"] == "function slug 'shop-nope' not found"
 
 
 async def test_unknown_functions_runs_and_events_are_404(engine: Engine,
@@ -810,3 +810,62 @@ async def test_under_serve_the_runs_api_needs_an_api_key_and_keeps_to_its_enviro
     assert branch_list == []
     assert rerun_from_branch.status_code == 404
     assert cancel_anonymous.status_code == 401
+
+
+def pipeline(calls: collections.Counter[str], state: dict[str, Any]) -> tidings.Tidings:
+    client = tidings.Tidings(app_id="pipe")
+
+    @client.function(id="etl", trigger=tidings.TriggerEvent(event="pipe/go"), retries=0)
+    async def etl(ctx: tidings.Context) -> Any:
+        def step(name: str, value: Any) -> Any:
+            calls[name] += 1
+            return value
+
+        a = await ctx.step.run("extract",
+                               lambda: step("extract", {"rows": calls["extract"] + 1}))
+        b = await ctx.step.run("transform", lambda: step("transform", state["factor"]))
+        return await ctx.step.run("load", lambda: step("load", a["rows"] * b))
+
+    return client
+
+
+async def test_a_rerun_from_a_step_reuses_the_results_recorded_before_it(
+    engine: Engine, client: httpx.AsyncClient
+) -> None:
+    calls: collections.Counter[str] = collections.Counter()
+    state = {"factor": 2}
+    await engine.start(pipeline(calls, state))
+    await engine.send({"name": "pipe/go", "data": {}})
+    await engine.drain()
+    [source] = await engine.runs()
+    first = await ok(await client.get(f"/v1/runs/{source.id}"))
+    assert first["output"] == 2 and dict(calls) == {"extract": 1, "transform": 1, "load": 1}
+    ids = {step["name"]: step["id"] for step in first["steps"]}
+
+    state["factor"] = 10
+    rerun = await ok(await client.post(f"/v1/runs/{source.id}/rerun",
+                                       json={"from_step": ids["transform"]}), 201)
+    await engine.drain()
+    again = await ok(await client.get(f"/v1/runs/{rerun['id']}"))
+    assert (again["status"], again["output"], again["rerun_of"]) == (COMPLETED, 10, source.id)
+    assert dict(calls) == {"extract": 1, "transform": 2, "load": 2}  # extract reused
+    assert [step["name"] for step in again["steps"]] == ["extract", "transform", "load"]
+    assert again["steps"][0]["output"] == first["steps"][0]["output"]
+
+    whole = await ok(await client.post(f"/v1/runs/{source.id}/rerun",
+                                       json={"from_step": ids["extract"]}), 201)
+    await engine.drain()
+    assert (await ok(await client.get(f"/v1/runs/{whole['id']}")))["output"] == 20
+    assert calls["extract"] == 2
+
+    for body, status, words in [
+            (b'{"from_step": "nope"}', 404, f"from_step: run {source.id} has no recorded step"),
+            (b'{"from_step": 5}', 400, "from_step: the id of one of the run's steps"),
+            (b'{"from": "x"}', 400, "unknown field(s): 'from'; expected from_step"),
+            (b'{"from_step": ', 400, "the body is not JSON"),
+            (b'[]', 400, "the body: a JSON object")]:
+        reply = await client.post(f"/v1/runs/{source.id}/rerun", content=body,
+                                  headers={"content-type": "application/json"})
+        assert reply.status_code == status, reply.text
+        assert words in reply.json()["error"]
+    assert len(await engine.runs()) == 3  # refusals started nothing

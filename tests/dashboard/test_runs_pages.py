@@ -380,3 +380,26 @@ async def test_large_values_are_cut_and_load_all_brings_the_whole_value_in_place
     assert f'href="/events/{event_id}/value?of=data"' in event_page.text
     data = await client.get(f"/events/{event_id}/value", params={"of": "data"})
     assert data.status_code == 200 and "899" in data.text
+
+
+async def test_rerun_from_a_step_on_the_run_page(engine: Engine,
+                                                 client: httpx.AsyncClient) -> None:
+    await engine.start(shop({}))
+    await engine.send({"name": "shop/checkout", "data": {}})
+    await _settle(engine, advance_ms=10 * 60_000)
+    [run] = await engine.runs()
+    page = await client.get(f"/runs/{run.id}")
+    steps = (await client.get(f"/v1/runs/{run.id}")).json()["data"]["steps"]
+    charge = next(step["id"] for step in steps if step["name"] == "charge")
+    assert f'name="from_step" value="{charge}"' in page.text
+    token = await csrf(client)
+    done = await client.post(f"/runs/{run.id}/rerun", headers=ORIGIN,
+                             data={**token, "from_step": charge})
+    assert done.status_code == 303
+    new_id = done.headers["location"].removeprefix("/runs/")
+    new = (await client.get(f"/v1/runs/{new_id}")).json()["data"]
+    assert new["rerun_of"] == run.id
+    assert [step["name"] for step in new["steps"]] == ["load"]  # recorded before charge
+    missing = await client.post(f"/runs/{run.id}/rerun", headers=ORIGIN,
+                                data={**token, "from_step": "<script>x"})
+    assert missing.status_code == 404 and "<script>x" not in missing.text

@@ -12,7 +12,7 @@ from tidings.functions.model import FunctionRow, dumps, loads
 from tidings.functions.registration import function_by_id
 from tidings.ids import floor_id, new_id
 from tidings.observe import metrics
-from tidings.runs import store
+from tidings.runs import journal, store
 from tidings.runs.model import CANCELLED, COMPLETED, FAILED, STATUSES, Run
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
@@ -228,13 +228,27 @@ def pauses_of(tx: Tx, run_id: str) -> list[PauseRow]:
 
 
 def rerun(tx: Tx, source: Run, fn: FunctionRow, now: int, *,
-          replay_id: str | None = None) -> str | None:
+          replay_id: str | None = None, from_step: str | None = None) -> str | None:
     """A new queued run of ``fn`` with the events of ``source``; None when this replay already
-    reran it. Each rerun has a key of its own, so any run can be rerun any number of times."""
+    reran it. Each rerun has a key of its own, so any run can be rerun any number of times.
+
+    From a step (``from_step``): the new run starts with the results ``source`` recorded
+    before that step (completed, or failed for good), in their order, so its function gets them
+    memoized, as a resumed run would, and runs that step and the ones after it again."""
     key = f"replay:{replay_id}:{source.id}" if replay_id else f"rerun:{new_id(now)}"
     run_id = store.create_run(tx, fn=fn, event_id=source.event_id, event_ids=source.event_ids,
                         due_at=now, now=now, dedup_key=key, rerun_of=source.id,
                         replay_id=replay_id)
+    if run_id is not None and from_step is not None:
+        steps = journal.steps_of(tx, source.id)
+        chosen = next(step for step in steps if step.step == from_step)
+        kept = [step for step in steps
+                if step.position < chosen.position and step.status in ("completed", "failed")]
+        tx.many("insert_step", [
+            (run_id, step.step, step.name, position, step.status,
+             None if step.output is None else dumps(step.output),
+             step.attempts, step.started_at, step.ended_at, step.kind)
+            for position, step in enumerate(kept)])
     if run_id is not None:
         metrics.scheduled(fn.app_id, fn.slug, "rerun")
         store.notify(tx, fn.queue)

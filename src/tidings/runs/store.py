@@ -97,8 +97,9 @@ def claim_calls(tx: Tx, queue: str, owner: str, now: int, lease_ms: int,
     if admit is not None and runs:
         runs = admit(tx, runs, now, loaded)
     for run in runs:
-        # A run started by this very claim has neither steps nor pauses: skip looking.
-        fresh = run.started_at == now
+        # A run started by this very claim has neither steps nor pauses: skip looking. A rerun
+        # may have steps already (rerun from a step: ``admin.rerun``), so it looks.
+        fresh = run.started_at == now and run.rerun_of is None
         steps = [] if fresh else journal.open_call(tx, run, now)
         if steps is None:
             continue

@@ -96,5 +96,9 @@ class FunctionsAPI:
         body = await read_body(request.scope, request.receive,
                                self.core.settings.limits.max_body_bytes)
         data, user = invoke_request(decode_json(body) if body.strip() else {})
+        found = await self.core.storage.read(
+            partial(records.function_named, env_id=env.id, slug=slug))
+        if found is None:  # named as GET /v1/functions/{slug} names it
+            return not_found("function slug", slug)
         run, name = await self.levers.invoke(env, slug, data, user)
         return json_response(201, {"data": run_json(run, name)})

@@ -164,7 +164,10 @@ class RunLevers:
             self._wake(ALL)
         return True
 
-    async def rerun(self, env: Environment, run_id: str) -> tuple[Run, str]:
+    async def rerun(self, env: Environment, run_id: str,
+                    from_step: str | None = None) -> tuple[Run, str]:
+        """A new run with the same events; from a step of the source (its id), with the
+        results the source recorded before that step reused (``admin.rerun``)."""
         source, slug = await self.run(env, run_id)
         erasure = await self.core.storage.read(partial(run_erasure, run_id=source.id))
         if erasure is not None:
@@ -176,8 +179,13 @@ class RunLevers:
         if fn is None or fn.archived_at is not None:
             raise RequestRejected(f"function {slug!r} is archived: its app no longer has it, "
                                   "so a rerun would never run", status=409)
+        if from_step is not None:
+            await self._check_step(source, fn, from_step)
         new_run_id = await self.core.storage.write(partial(admin.rerun, source=source, fn=fn,
-                                                           now=now_ms()))
+                                                           now=now_ms(), from_step=from_step))
+        if from_step is not None:
+            log.info("run %s reruns %s from step %s", new_run_id, source.id, from_step,
+                     extra={"run_id": new_run_id, "function": slug})
         assert new_run_id is not None  # a rerun's key is new every time
         self._wake(fn.queue)
         return await self.run(env, new_run_id)
@@ -212,6 +220,16 @@ class RunLevers:
                                                                 "function": slug})
         self._wake(fn.queue)
         return await self.run(env, run_id)
+
+    async def _check_step(self, source: Run, fn: FunctionRow, step: str) -> None:
+        if fn.queue == TRIGGER_QUEUE:
+            raise RequestRejected("from_step: a Trigger.dev job's tasks are kept by their "
+                                  "idempotency keys, not as steps: rerun it whole", status=409)
+        steps = await self.core.storage.read(partial(journal.steps_of, run_id=source.id))
+        if not any(s.step == step for s in steps):
+            shown = step if len(step) <= 100 else step[:100] + "…"
+            raise RequestRejected(f"from_step: run {source.id} has no recorded step "
+                                  f"{shown!r}", status=404)
 
     async def cancel_delivery(self, env: Environment, event_id: str) -> StoredEvent:
         if not ULID_RE.fullmatch(event_id):

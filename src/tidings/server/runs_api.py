@@ -26,6 +26,7 @@ from tidings.errors import RequestRejected
 from tidings.events.model import iso
 from tidings.events.reads import get_event
 from tidings.ids import floor_id
+from tidings.json_input import decode_json
 from tidings.runs import admin
 from tidings.runs.admin import REPLAYABLE, TIMES, PauseRow, Replay, RunQuery
 from tidings.runs.model import STATUSES, FailedAttempt, Run, StepRow
@@ -211,7 +212,9 @@ class RunsAPI:
 
     async def rerun(self, request: Request) -> Response:
         env, run_id = await self._target(request, "run_id")
-        run, slug = await self.levers.rerun(env, run_id)
+        body = await read_body(request.scope, request.receive,
+                               self.core.settings.limits.max_body_bytes)
+        run, slug = await self.levers.rerun(env, run_id, rerun_request(body))
         return json_response(201, {"data": run_json(run, slug)})
 
     async def cancel_event(self, request: Request) -> Response:
@@ -271,6 +274,26 @@ async def run_query(levers: RunLevers, env: Environment, request: Request) -> Ru
                     max_id=floor_id(until) if until is not None else None,
                     before_id=cursor, limit=limit, function_ids=function_ids,
                     event_id=event_id, time=time, time_since=time_since, time_until=time_until)
+
+
+def rerun_request(body: bytes) -> str | None:
+    """The step a rerun starts from (``{"from_step": "<step id>"}``), or None: an empty body
+    or ``{}`` reruns the whole run."""
+    if not body.strip():
+        return None
+    payload = decode_json(body)
+    if not isinstance(payload, dict):
+        raise RequestRejected("the body: a JSON object, {\"from_step\": \"<step id>\"} or {}")
+    unknown = sorted(set(payload) - {"from_step"})
+    if unknown:
+        shown = ", ".join(repr(name[:50]) for name in unknown[:5])
+        raise RequestRejected(f"unknown field(s): {shown}; expected from_step")
+    step = payload.get("from_step")
+    if step is None:
+        return None
+    if not isinstance(step, str) or not step or "\x00" in step:
+        raise RequestRejected("from_step: the id of one of the run's steps (text)")
+    return step
 
 
 def _replay_request(body: bytes) -> tuple[str, int, int, list[str], bool]:

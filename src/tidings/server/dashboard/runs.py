@@ -288,14 +288,17 @@ class RunPages:
         return await self._act(request, self.levers.cancel)
 
     async def rerun(self, request: Request) -> Response:
+        """Rerun the run, whole or from a step (the form's ``from_step``)."""
         return await self._act(request, self.levers.rerun)
 
     async def _act(self, request: Request, lever: Any) -> Response:
-        await self.pages.form(request)
+        form = await self.pages.form(request)
         viewer = await self.pages.viewer(request)
         run_id = request.path_params["run_id"]
+        step = form.get("from_step") or None
         try:
-            run, _ = await lever(viewer.env, run_id)
+            run, _ = await (lever(viewer.env, run_id) if step is None else
+                            lever(viewer.env, run_id, step))
         except RequestRejected as exc:
             if exc.status != 409:
                 raise

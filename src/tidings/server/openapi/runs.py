@@ -277,10 +277,18 @@ def paths(api_key: ApiSecurity) -> dict[str, Any]:
         "/v1/runs/{run_id}/rerun": {"post": {
             "operationId": "rerunRun",
             "summary": "Start a new run of the same function with the same event",
+            "description": "With from_step (a step's id), the new run starts with the "
+                           "results the run recorded before that step, and runs that step "
+                           "and the ones after it again (404 for a step it did not record; "
+                           "409 for a Trigger.dev job).",
             "security": api_key,
             "parameters": one_run,
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False,
+                "properties": {"from_step": {"type": ["string", "null"], "minLength": 1,
+                                             "pattern": "^[^\\x00]*$"}}}}}},
             "responses": {"201": data(ref("Run"), "The new run"),
-                          **errors(400, 401, 404, 409)},
+                          **errors(400, 401, 404, 409, 413, 415)},
         }},
         "/v1/events/{event_id}/runs": {"get": {
             "operationId": "listEventRuns",
