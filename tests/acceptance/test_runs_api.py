@@ -210,6 +210,8 @@ async def test_runs_are_filtered_by_app_event_and_the_time_they_started_or_ended
     # match once (pages may be empty but carry the cursor on).
     monkeypatch.setattr(admin, "SCAN", 2)
     assert await ids(app="mail") == mail_runs
+    assert await ids(app="shop") == shop_runs  # two functions, one run of each per look
+    assert await ids(app="shop", time="ended", since=start) == shop_runs
     assert await ids(event_id=event_ids[1], limit=1) == of_event
     assert await ids(time="started", since=start + 60_000, until=start + 120_000) == started
     assert await ids(time="ended", since=start, function="mail-notify") == mail_runs

@@ -182,9 +182,18 @@ def _marks(tx: Tx, query: RunQuery, size: int) -> tuple[list[tuple[Any, ...]], b
     elif query.function_id is not None:
         marks = tx.all("run_marks_of_function", (query.function_id, low, high, size))
     elif query.function_ids is not None:
-        merged = [mark for function_id in query.function_ids
-                  for mark in tx.all("run_marks_of_function", (function_id, low, high, size))]
-        marks = sorted(merged, key=lambda mark: str(mark[0]), reverse=True)[:size]
+        # Each function's newest ``size / n`` runs; the window is where all of them are known:
+        # at or after the oldest run read of each function that had more.
+        each = max(size // max(len(query.function_ids), 1), 1)
+        merged, bound, full = [], "", False
+        for function_id in query.function_ids:
+            found = tx.all("run_marks_of_function", (function_id, low, high, each))
+            merged.extend(found)
+            if len(found) >= each:
+                full, bound = True, max(bound, str(found[-1][0]))
+        marks = sorted((mark for mark in merged if str(mark[0]) >= bound),
+                       key=lambda mark: str(mark[0]), reverse=True)
+        return marks, full
     else:
         marks = tx.all("run_marks_of_env", (query.env_id, low, high, size))
     return marks, len(marks) >= size

@@ -67,10 +67,10 @@ class RunPages:
         return await self.core.storage.read(partial(admin.find_runs, query=query))
 
     async def _counts(self, query: RunQuery) -> dict[str, int]:
-        """Runs by status among the newest ``COUNT_WINDOW`` the filters look at (index ranges,
+        """Runs by status among the newest ``_window(query)`` the filters look at (index ranges,
         whatever the table holds)."""
         return await self.core.storage.read(partial(admin.count_statuses, query=query,
-                                                    window=COUNT_WINDOW))
+                                                    window=_window(query)))
 
     def _form(self, params: QueryParams) -> dict[str, Any]:
         form: dict[str, Any] = {name: params.get(name, "") for name in FILTERS
@@ -92,6 +92,7 @@ class RunPages:
         context["apps"] = sorted(set(context["app_of"].values()))
         try:
             query = await run_query(self.levers, viewer.env, request)
+            context["window"] = _window(query)
         except RequestRejected as exc:
             named = (*FILTERS, "cursor", "limit")
             context["errors"] = (field_errors(exc, named) if exc.status != 404 else
@@ -147,7 +148,7 @@ class RunPages:
                 counts = await feed.shared(("run counts", key), lambda: self._counts(query))
                 if counts != counts_sent:
                     html = templates.get_template("_run_counts.html").render(
-                        counts=counts, window=COUNT_WINDOW, statuses=STATUSES,
+                        counts=counts, window=_window(query), statuses=STATUSES,
                         kept=_kept(request.query_params, but="status"))
                     messages.append(sse("counts", html))
                     counts_sent = counts
@@ -305,6 +306,13 @@ class RunPages:
             return await self.detail(request, exc.message, True)
         self.pages.feed.poke()  # open pages show it now
         return RedirectResponse(f"/runs/{run.id}", status_code=303)
+
+
+def _window(query: RunQuery) -> int:
+    """How many runs the counts per status look at: the newest ``COUNT_WINDOW`` of one index
+    range, or, where the filters read rows one by one (app, event, started or ended time), as
+    many as a page looks at."""
+    return COUNT_WINDOW if query.by_id_alone else admin.SCAN
 
 
 def _moves(detail: RunDetail) -> tuple[Any, ...]:
