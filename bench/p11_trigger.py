@@ -11,7 +11,8 @@ app on core 1; a fresh SQLite server per round, a 500-run warm-up, then N events
 all N checked ``Completed``. The server's and the app's CPU seconds per run say which one
 limits the HTTP path.
 
-``python -m bench.p11_trigger [--n 2000] [--rounds 3] [--only native,v2]``
+``python -m bench.p11_trigger [--n 2000] [--rounds 3] [--only native,v2] [--profile DIR]``
+(``--profile``: the server under ``py-spy record``; ``python -m bench.pyspy_summary``)
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from bench.engine import (
     median_of,
     pin_self,
     post_all,
+    profile_option,
+    profile_path,
     stop_process,
     tidings_dev,
     wait_until,
@@ -95,9 +98,10 @@ def _listening(url: str) -> bool:
     return True
 
 
-def run_round(target: str, n: int) -> dict[str, Any]:
+def run_round(target: str, n: int, profile: Path | None = None) -> dict[str, Any]:
     args = ("--no-discovery",) if target == "v2" else ("-a", "bench.apps:client")
-    with tidings_dev("sqlite", args=args) as engine, contextlib.ExitStack() as stack:
+    with tidings_dev("sqlite", args=args, profile=profile) as engine, \
+            contextlib.ExitStack() as stack:
         app_pid = stack.enter_context(v2_app(engine)) if target == "v2" else None
         fn = engine.function_id(FUNCTION[target])
 
@@ -134,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=2000, help="runs per round (default 2,000)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default=",".join(TARGETS))
+    profile_option(parser)
     args = parser.parse_args(argv)
     pin_self()
     chosen = [t for t in args.only.split(",") if t in TARGETS]
@@ -144,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         for index in range(1, args.rounds + 1):
             for target in chosen:
                 result = {"target": target, "round": index, "load_before": load(),
-                          **run_round(target, args.n)}
+                          **run_round(target, args.n,
+                                      profile_path(args.profile, "p11", target, index))}
                 report.rounds.append(result)
                 app = (f", app {result['app_cpu_us_per_run']:,.0f} us/run"
                        if "app_cpu_us_per_run" in result else "")

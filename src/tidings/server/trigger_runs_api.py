@@ -186,10 +186,7 @@ class TriggerRunsAPI:
 
     async def _run(self, request: Request, env: Environment) -> Run:
         run_id = self._shaped(request, "run_id", "run")
-        run = await self.core.storage.read(partial(store.get_run, run_id=run_id))
-        if run is None or run.env_id != env.id or run.queue != TRIGGER_QUEUE:
-            raise RequestRejected(f"run {run_id!r} not found", status=404)
-        return run
+        return await self.core.storage.read(partial(_run_of, run_id=run_id, env_id=env.id))
 
     @staticmethod
     def _shaped(request: Request, name: str, noun: str) -> str:
@@ -217,8 +214,9 @@ class TriggerRunsAPI:
         self._shaped(request, "run_id", "run")
         now = now_ms()
         new = _new_task(await self._body(request), now)
-        run = await self._run(request, env)
-        run, task = await self.core.storage.write(partial(_start, run=run, new=new, now=now))
+        run_id = request.path_params["run_id"]
+        run, task = await self.core.storage.write(partial(
+            _start, run_id=run_id, env_id=env.id, new=new, now=now))
         return self._answer(run, task, request)
 
     async def complete_task(self, request: Request) -> Response:
@@ -232,10 +230,10 @@ class TriggerRunsAPI:
             if not isinstance(output, str):
                 raise RequestRejected("output: the task's output as JSON text")
             output = decode_json(output.encode(), "output")
-        run = await self._run(request, env)
         run, task = await self.core.storage.write(
-            partial(self._owned, run=run, task_id=task_id, change=partial(
-                tasks.complete, output=output, now=now_ms())))
+            partial(self._owned, run_id=request.path_params["run_id"], env_id=env.id,
+                    task_id=task_id, change=partial(tasks.complete, output=output,
+                                                    now=now_ms())))
         return self._answer(run, task, request)
 
     async def fail_task(self, request: Request) -> Response:
@@ -246,18 +244,18 @@ class TriggerRunsAPI:
         error = (await self._body(request)).get("error")
         if not isinstance(error, dict) or not isinstance(error.get("message"), str):
             raise RequestRejected("error: an object with a message (and name, stack)")
-        run = await self._run(request, env)
         run, task = await self.core.storage.write(
-            partial(self._owned, run=run, task_id=task_id, change=partial(
-                tasks.fail, error=error, now=now_ms())))
+            partial(self._owned, run_id=request.path_params["run_id"], env_id=env.id,
+                    task_id=task_id, change=partial(tasks.fail, error=error, now=now_ms())))
         return self._answer(run, task, request)
 
     @staticmethod
-    def _owned(tx: Any, *, run: Run, task_id: str, change: Any) -> tuple[Run, tasks.Task]:
+    def _owned(tx: Any, *, run_id: str, env_id: str, task_id: str,
+               change: Any) -> tuple[Run, tasks.Task]:
+        run = _run_of(tx, run_id, env_id)
         task = tasks.by_id(tx, task_id)
         if task is None or task.run_id != run.id:
             raise RequestRejected(f"task {task_id!r} not found in run {run.id}", status=404)
-        run = store.get_run(tx, run.id) or run
         if run.status == CANCELLED:
             return run, task  # answered CANCELED, unchanged: the job stops
         changed: tasks.Task = change(tx, task_id)
@@ -329,10 +327,19 @@ def _text_param(request: Request, name: str, what: str, prefix: bytes) -> str:
     return value
 
 
-def _start(tx: Any, *, run: Run, new: tasks.NewTask, now: int) -> tuple[Run, tasks.Task]:
+def _run_of(tx: Any, run_id: str, env_id: str) -> Run:
+    """A v2 run of the environment (404 otherwise), read in the transaction that uses it."""
+    run = store.get_run(tx, run_id)
+    if run is None or run.env_id != env_id or run.queue != TRIGGER_QUEUE:
+        raise RequestRejected(f"run {run_id!r} not found", status=404)
+    return run
+
+
+def _start(tx: Any, *, run_id: str, env_id: str, new: tasks.NewTask,
+           now: int) -> tuple[Run, tasks.Task]:
     """The task a ``runTask`` asks for; for a cancelled run nothing is stored, and the task
     (as it is, or as it would have been) is answered CANCELED: the job stops."""
-    run = store.get_run(tx, run.id) or run
+    run = _run_of(tx, run_id, env_id)
     if run.status != CANCELLED:
         return run, tasks.start(tx, run.id, new, now)
     found = tx.one("trigger_task_by_key", (run.id, new.idempotency_key))

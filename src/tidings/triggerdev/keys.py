@@ -73,6 +73,10 @@ class TriggerKeys:
         self._keyring = keyring
         self._dev = dev
         self._seen: dict[str, _Cached] = {}
+        # What the driver presents to an environment's apps, opened (not read and unsealed
+        # for every run): for CACHE_SECONDS, or until a key is revoked or re-sealed here.
+        self._presented: dict[tuple[str, str | None], tuple[str | None, float]] = {}
+        self._dev_env_found: Environment | None = None
 
     async def create(self, env_name: str) -> tuple[str, TriggerKey]:
         """A new key for an environment: ``(secret, record)``."""
@@ -99,6 +103,7 @@ class TriggerKeys:
         changed = await self._storage.write(
             lambda tx: tx.run("trigger_key_revoke", (now, key_id)))
         self._seen.clear()
+        self._presented.clear()
         return changed > 0
 
     async def secrets_of(self, env_id: str) -> list[str]:
@@ -115,10 +120,18 @@ class TriggerKeys:
     async def secret_for(self, env_id: str, key_id: str | None = None) -> str | None:
         """The key to present to an app of the environment: the one it was indexed with
         (``key_id``) while it is live, else the environment's newest."""
+        now = time.monotonic()
+        cached = self._presented.get((env_id, key_id))
+        if cached is not None and cached[1] > now:
+            return cached[0]
         rows = await self._storage.read(lambda tx: tx.all("trigger_keys_all"))
         live = [r for r in rows if r[1] == env_id and r[6] is None]
         chosen = [r for r in live if r[0] == key_id] or live[-1:]
-        return self._open(chosen[0][0], bytes(chosen[0][4])) if chosen else None
+        secret = self._open(chosen[0][0], bytes(chosen[0][4])) if chosen else None
+        if len(self._presented) > 10_000:
+            self._presented.clear()
+        self._presented[(env_id, key_id)] = (secret, now + CACHE_SECONDS)
+        return secret
 
     async def remember(self, env_id: str, secret: str) -> str:
         """Keep a key an app presented (``POST /api/v1/endpoints`` in dev, where any
@@ -148,10 +161,14 @@ class TriggerKeys:
 
         count = await self._storage.write(write)
         self._keyring = keyring
+        self._presented.clear()
         return count
 
     async def _dev_env(self) -> Environment:
-        return await self._storage.write(lambda tx: ensure_env(tx, DEV_ENV))
+        # Made once and never removed: written (if need be) at the first call only.
+        if self._dev_env_found is None:
+            self._dev_env_found = await self._storage.write(lambda tx: ensure_env(tx, DEV_ENV))
+        return self._dev_env_found
 
     async def env_for(self, authorization: str) -> Environment:
         """The environment the ``Authorization: Bearer tr_...`` header opens, or
