@@ -118,3 +118,32 @@ async def test_invoke_from_the_functions_page_and_load_a_whole_value_in_place(
     await expect(data.locator(".cut")).to_have_count(0)
     assert page.url == f"{dev_server.url}/events/{event_id}"  # in place, no navigation
     await shoot(page, "event-load-all")
+
+
+async def test_rerun_from_a_step_and_filter_runs_by_app_and_event(
+        page: Page, dev_server: LiveServer) -> None:
+    [event_id] = await _send(dev_server, {"name": "shop/checkout", "data": {"items": 3}})
+    run_id = await _run_of(dev_server, event_id, "Completed")
+    await page.goto(f"{dev_server.url}/runs/{run_id}")
+    step = page.locator(".step", has_text="send-receipt")
+    await step.locator("summary").first.click()
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await step.get_by_role("button", name="Rerun from this step").click()
+    await expect(page.locator("#run-status")).to_have_text("Completed", timeout=30_000)
+    assert run_id not in page.url
+    new_id = page.url.rsplit("/", 1)[1]
+    async with httpx.AsyncClient() as http:
+        new = (await http.get(f"{dev_server.url}/v1/runs/{new_id}")).json()["data"]
+    assert new["rerun_of"] == run_id
+    reused = [s for s in new["steps"] if s["name"] in ("load-cart", "charge-card")]
+    assert [s["failed_attempts"] for s in reused] == [[], []]  # recorded results, not rerun
+    await shoot(page, "run-rerun-from-step")
+
+    await page.goto(f"{dev_server.url}/runs?app=dash-shop&event_id={event_id}&time=ended")
+    rows = page.locator("#run-rows tr[data-row]")
+    await expect(rows).to_have_count(2)  # the run and its rerun
+    await page.get_by_label("Event id").fill("<script>alert(1)</script>")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.locator("#e-event_id")).to_contain_text(
+        "event_id: expected an event id (26 characters, a ULID), got '<script>alert(1)</script>'")
+    await shoot(page, "runs-filter-error")
