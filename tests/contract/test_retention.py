@@ -16,6 +16,8 @@ from tests.engine.conftest import Clock, Engine
 from tests.unit.helpers import app_client
 from tidings.core import Core
 from tidings.runs.model import COMPLETED, SLEEPING
+from tidings.triggerdev import statuses as v2_statuses
+from tidings.triggerdev import tasks as v2_tasks
 
 HOUR = 3_600_000
 
@@ -124,8 +126,23 @@ async def test_housekeeping_deletes_what_expired_and_keeps_what_runs_need(
     completed = [r for r in runs if r.status == COMPLETED]
     assert len(completed) == 30  # ended 1.5 h ago: kept (runs_ttl is 2 h)
 
+    ended = completed[0].id
+
+    def v2_rows(tx: Any) -> int:
+        return len(v2_tasks.of_run(tx, ended)) + len(v2_statuses.of_run(tx, ended))
+
+    def add_v2_rows(tx: Any) -> None:  # what a v2 Job's run keeps beside its steps
+        v2_tasks.start(tx, ended, v2_tasks.NewTask(
+            idempotency_key="k", name="t", display_key=None, noop=True, delay_until=None,
+            parent_id=None, params=None), engine.clock())
+        v2_statuses.update(tx, ended, "s", v2_statuses.Update("label", None, None),
+                           engine.clock())
+
+    await engine.core.storage.write(add_v2_rows)
+    assert await engine.core.storage.read(v2_rows) == 2
     engine.clock.advance(60 * 60_000)  # the completed runs ended 2.5 h ago
     await housekeeper.once()
+    assert await engine.core.storage.read(v2_rows) == 0  # gone with their run
     statuses = [r.status for r in await engine.runs()]
     assert COMPLETED not in statuses and SLEEPING in statuses
     assert await engine.steps(completed[0].id) == []  # their steps went with them

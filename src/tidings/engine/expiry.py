@@ -4,7 +4,8 @@ chunk per transaction, so a sweep never holds the writer long.
 An expired event is kept while something needs it: the trigger of a run that has not ended, a
 delayed event not delivered yet, and every event from the first one of a batch that has not
 ended (a batch run lists its events, and the oldest bounds them all). A run is deleted, with
-its steps, once it ended longer ago than ``runs_ttl`` (and no replay still has to rerun it).
+its steps (and a v2 Job's tasks and statuses), once it ended longer ago than ``runs_ttl``
+(and no replay still has to rerun it).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def expire_runs(tx: Tx, env_id: str, before_ms: int, chunk: int = CHUNK) -> int:
     rows = tx.all("retention_expired_runs", (env_id, floor_id(before_ms), before_ms, chunk))
     for (run_id,) in rows:
         tx.run("retention_delete_steps", (run_id,))
+        tx.run("retention_delete_trigger_tasks", (run_id,))  # a v2 Job's tasks and statuses
+        tx.run("retention_delete_trigger_statuses", (run_id,))
         tx.run("retention_delete_erased_run", (run_id,))
         tx.run("retention_delete_run", (run_id,))
     return len(rows)

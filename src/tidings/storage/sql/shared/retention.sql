@@ -53,5 +53,11 @@ DELETE FROM runs WHERE id = ?;
 -- name: retention_delete_steps
 DELETE FROM steps WHERE run_id = ?;
 
+-- name: retention_delete_trigger_tasks
+DELETE FROM trigger_tasks WHERE run_id = ?;
+
+-- name: retention_delete_trigger_statuses
+DELETE FROM trigger_statuses WHERE run_id = ?;
+
 -- name: retention_delete_erased_run
 DELETE FROM erased_runs WHERE run_id = ?;
