@@ -214,6 +214,9 @@ def test_bad_callbacks_are_refused_naming_the_field(
     for options, status in (({"callbackUrl": "nope"}, 400), ({"callbackUrl": url}, 409)):
         reply = post("/api/v1/jobs/job/invoke", {"payload": {}, "options": options})
         assert reply.status_code == status and "callbackUrl" in reply.json()["error"], reply.text
+    unknown = post("/api/v1/jobs/no-such-job/invoke", {"payload": {}})
+    assert unknown.status_code == 404, unknown.text
+    assert unknown.json()["error"] == "job 'no-such-job' not found"
     assert Api(server.url).runs(f"{CLIENT}-job") == runs_before  # no run started
     bad_timeout = post(f"/api/v1/runs/{other['id']}/tasks", {
         "idempotencyKey": "t", "callback": {"enabled": True, "timeoutInSeconds": -1}})

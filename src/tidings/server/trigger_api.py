@@ -199,14 +199,8 @@ class TriggerAPI:
         job_id: str = request.path_params["job_id"]
         if not job_id or len(job_id) > 512 or "\x00" in job_id or "\ufffd" in job_id:
             raise RequestRejected("job id: 1 to 512 characters of UTF-8, without NUL")
-        found = await self.core.storage.read(
-            partial(invoke.job_functions, env_id=env.id, job_id=job_id))
-        if len(found) != 1:
-            shown = job_id if len(job_id) <= 100 else job_id[:100] + "…"
-            raise RequestRejected(f"job {shown!r} " + ("not found" if not found else
-                                  "is a job of several apps"),
-                                  status=404 if not found else 409)
-        return found[0]
+        return await self.core.storage.read(
+            partial(invoke.one_job, env_id=env.id, job_id=job_id))
 
     async def cancel_run(self, request: Request) -> Response:
         check_params(request, set())

@@ -97,15 +97,11 @@ class TriggerRunsAPI:
         if account is not None and (not isinstance(account, str) or "\x00" in account):
             raise RequestRejected("options.accountId: text without NUL")
         key = request.headers.get("idempotency-key") or None
-        found = await self.core.storage.read(
-            partial(invoke.job_functions, env_id=env.id, job_id=job_id))
-        if len(found) != 1:
-            shown = job_id if len(job_id) <= 100 else job_id[:100] + "…"
-            raise RequestRejected(f"job {shown!r} " + ("not found" if not found else
-                                  "is a job of several apps: invoke it by one of them"),
-                                  status=404 if not found else 409)
+        job = await self.core.storage.read(partial(
+            invoke.one_job, env_id=env.id, job_id=job_id,
+            several=": invoke it by one of them"))
         run_id = await self.core.storage.write(partial(
-            invoke.invoke, fn=found[0], payload=payload, context=body.get("context"),
+            invoke.invoke, fn=job, payload=payload, context=body.get("context"),
             account_id=account, key=key, now=now_ms(), callback=callback))
         return json_response(200, {"id": run_id})
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from tidings.errors import RequestRejected
 from tidings.functions.model import FunctionRow
 from tidings.functions.registration import live_functions
 from tidings.ids import new_id
@@ -31,6 +32,17 @@ def job_functions(tx: Tx, env_id: str, job_id: str) -> list[FunctionRow]:
     return [fn for fn in live_functions(tx)
             if fn.env_id == env_id and fn.queue == TRIGGER_QUEUE
             and fn.config.get("job", {}).get("id") == job_id]
+
+
+def one_job(tx: Tx, env_id: str, job_id: str, *, several: str = "") -> FunctionRow:
+    """The one live function that is the v2 Job ``job_id``: a 404 when none is, a 409 when
+    several apps have it (``several`` tells the caller what to do then)."""
+    found = job_functions(tx, env_id, job_id)
+    if len(found) != 1:
+        shown = job_id if len(job_id) <= 100 else job_id[:100] + "…"
+        problem = "not found" if not found else "is a job of several apps" + several
+        raise RequestRejected(f"job {shown!r} {problem}", status=404 if not found else 409)
+    return found[0]
 
 
 def invoke(tx: Tx, *, fn: FunctionRow, payload: dict[str, Any], context: Any,
