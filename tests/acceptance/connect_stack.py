@@ -4,6 +4,7 @@ on the worker's side."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -99,15 +100,23 @@ class ConnectStack:
                         logs=self.logs)
 
 
-@pytest.fixture
-def connect_stack(tmp_path: Path) -> Iterator[ConnectStack]:
-    stack = start_stack(tmp_path)
+@contextlib.contextmanager
+def running_stack(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
+                  keys: ProductionKeys | None = None) -> Iterator[ConnectStack]:
+    """``start_stack``, and its workers and server stopped at the end."""
+    stack = start_stack(tmp_path, *args, env=env, keys=keys)
     try:
         yield stack
     finally:
         for worker in stack.workers:
             worker.stop()
         stop_server(stack.server)
+
+
+@pytest.fixture
+def connect_stack(tmp_path: Path) -> Iterator[ConnectStack]:
+    with running_stack(tmp_path) as stack:
+        yield stack
 
 
 def start_stack(tmp_path: Path, *args: str, env: dict[str, str] | None = None,

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.connect_stack import ConnectStack, Worker, start_stack
+from tests.acceptance.connect_stack import ConnectStack, Worker, running_stack
 from tests.acceptance.sdk_apps import clean_env, wait_for
 from tests.acceptance.test_inngest_py_connect import send
-from tests.conftest import stop_server
 
 pytestmark = pytest.mark.node
 NODE_DIR = Path(__file__).resolve().parent.parent / "node"
@@ -24,13 +23,8 @@ APP = "node-connect"
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[ConnectStack]:
-    running = start_stack(tmp_path)
-    try:
+    with running_stack(tmp_path) as running:
         yield running
-    finally:
-        for worker in running.workers:
-            worker.stop()
-        stop_server(running.server)
 
 
 def start_node_worker(stack: ConnectStack, name: str) -> Worker:

@@ -11,22 +11,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.acceptance.connect_stack import ConnectStack, start_stack
+from tests.acceptance.connect_stack import ConnectStack, running_stack
 from tests.acceptance.sdk_apps import production_keys, wait_for
 from tests.acceptance.test_inngest_py_connect import check_flow
-from tests.conftest import stop_server
 from tidings.signing import hash_key
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[ConnectStack]:
-    running = start_stack(tmp_path, keys=production_keys(tmp_path))
-    try:
+    with running_stack(tmp_path, keys=production_keys(tmp_path)) as running:
         yield running
-    finally:
-        for worker in running.workers:
-            worker.stop()
-        stop_server(running.server)
 
 
 def test_a_worker_with_the_signing_key_runs_its_flow(stack: ConnectStack) -> None:

@@ -13,23 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.connect_stack import APP, ConnectStack, start_stack
+from tests.acceptance.connect_stack import APP, ConnectStack, running_stack
 from tests.acceptance.sdk_apps import wait_for
 from tests.acceptance.test_inngest_py_connect import send
-from tests.conftest import stop_server
 
 LEASE_SECONDS = 3
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[ConnectStack]:
-    running = start_stack(tmp_path, env={"TIDINGS_CONNECT_LEASE_SECONDS": str(LEASE_SECONDS)})
-    try:
+    lease = {"TIDINGS_CONNECT_LEASE_SECONDS": str(LEASE_SECONDS)}
+    with running_stack(tmp_path, env=lease) as running:
         yield running
-    finally:
-        for worker in running.workers:
-            worker.stop()
-        stop_server(running.server)
 
 
 def test_two_workers_share_calls_within_their_concurrency(stack: ConnectStack) -> None:
