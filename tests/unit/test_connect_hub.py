@@ -13,6 +13,7 @@ import pytest
 from tidings.connect import tokens
 from tidings.connect import wire_pb2 as pb
 from tidings.connect.hub import Hub, function_url
+from tidings.connect.request_ids import RequestIds
 from tidings.connect.worker import Worker
 from tidings.crypto import Keyring, new_key_text
 from tidings.engine.http_client import CallFailed
@@ -174,3 +175,35 @@ async def test_the_gauges_count_sockets_and_calls_in_flight() -> None:
     assert await hub.replied(w, "env1", reply(request.request_id))
     await call
     assert hub.gauges()[1]["local"] == 0
+
+
+async def test_a_reply_for_a_call_its_caller_gave_up_is_taken_and_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Another process of the deployment made the call and is gone: the id is one of ours, so
+    the reply is taken (the socket stays) and a warning names it; an id nobody issued is not."""
+    keyring = Keyring.parse(new_key_text())
+    gone = RequestIds.of(keyring).new()  # what the dead process gave the worker
+    hub, socket = Hub(ids=RequestIds.of(keyring.rotated())), Socket()
+    w = worker(socket)
+    await hub.add(w)
+    assert not await hub.replied(w, "env1", reply("01M90W3Q9S82EK4PVH1C9AB6KF"))
+    assert not caplog.records
+    assert await hub.replied(w, "env1", reply(gone))
+    [record] = caplog.records
+    assert record.levelname == "WARNING" and gone in record.getMessage()
+    assert "i1" in record.getMessage()
+    assert await hub.replied(w, "env1", reply(gone))  # a repeat is taken without a word
+    assert len(caplog.records) == 1
+    assert hub.in_flight("env1", "i1") == 0
+
+
+def test_request_ids_are_ulids_only_the_deployment_recognises() -> None:
+    keyring = Keyring.parse(new_key_text())
+    ids = RequestIds.of(keyring)
+    made = ids.new()
+    assert len(made) == 26 and set(made) <= set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+    assert RequestIds.of(keyring).issued(made)  # another process with the same keyring
+    assert RequestIds.of(keyring.rotated()).issued(made)  # after a rotation
+    assert not RequestIds.of(Keyring.parse(new_key_text())).issued(made)
+    assert not ids.issued(made[:-1] + ("0" if made[-1] != "0" else "1"))
+    assert not ids.issued("nope")

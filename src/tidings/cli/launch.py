@@ -298,6 +298,7 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
 
     from tidings.connect.hub import Hub
     from tidings.connect.relay import Relay
+    from tidings.connect.request_ids import RequestIds
     from tidings.core import Core
     from tidings.engine.runtime import Runtime
 
@@ -325,7 +326,8 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
         core = await Core.start(settings, on_dead=died)
         # Calls of Connect apps go to workers connected to the servers, through the database.
         connect = Hub(lease_seconds=ConnectSettings.lease_from_env(),
-                      relay=Relay(core.storage, wakers=core.wakers)) if calls_apps else None
+                      relay=Relay(core.storage, wakers=core.wakers),
+                      ids=RequestIds.of(core.vault.sealer.keyring)) if calls_apps else None
         runtime = Runtime(core, clients, env=name, http=calls_apps, connect=connect,
                           settings=_engine(retry_interval=retry_interval,
                                            concurrency=concurrency))

@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from tidings.connect import wire_pb2 as pb
 from tidings.connect.relay import POLL, CallRow, NotAcked, Relay, Remote
+from tidings.connect.request_ids import RequestIds
 from tidings.connect.worker import Worker
 from tidings.engine.http_client import Answer, CallFailed
 from tidings.ids import new_id
@@ -74,11 +75,14 @@ class _Call:
 class Hub:
     """Connections by app, calls by request id, capacity by instance. With a ``relay``, the
     connections of other processes sharing the database are used too, and this process's are
-    offered to them."""
+    offered to them. ``ids`` mints the calls' request ids (``RequestIds.of`` the deployment's
+    keyring, so that every process knows a reply for a call of a process that died)."""
 
-    def __init__(self, *, lease_seconds: float = 30.0, relay: Relay | None = None) -> None:
+    def __init__(self, *, lease_seconds: float = 30.0, relay: Relay | None = None,
+                 ids: RequestIds | None = None) -> None:
         self.lease_seconds = lease_seconds
         self.relay = relay
+        self.ids = ids or RequestIds.of_process()
         self._workers: set[Worker] = set()
         self._calls: dict[str, _Call] = {}
         self._busy: dict[tuple[str, str], int] = {}  # (env, instance) -> calls it holds
@@ -197,14 +201,26 @@ class Hub:
         return call.lease_id
 
     async def replied(self, worker: Worker | None, env_id: str, reply: pb.SDKResponse) -> bool:
-        """Take a worker's reply; False when no call of this worker (or, flushed over HTTP, of
-        this environment) has that id and none ended recently."""
+        """Take a worker's reply; False when another worker (or, flushed over HTTP, another
+        environment) holds the call, or when no process of this deployment made it. A reply
+        for a call that was made but that nobody waits for any more (its caller died or gave
+        it up) is taken and dropped, with a warning: the worker did nothing wrong."""
         instance = worker.instance_id if worker is not None else None
         call = self._calls.get(reply.request_id)
         if call is None or call.remote or call.handed:
             if reply.request_id in self._finished:
                 return True
-            taken = self.relay is not None and await self.relay.replied(instance, env_id, reply)
+            taken = (await self.relay.replied(instance, env_id, reply)
+                     if self.relay is not None else None)
+            if taken is None:  # no such call in the database either
+                if call is not None and call.remote:
+                    self._finish(call)  # its caller withdrew it
+                elif call is not None:  # handed, and its row not written: its caller is here
+                    taken = call.env_id == env_id and instance in (None, call.instance_id)
+                    if taken and not call.reply.done():
+                        call.reply.set_result(reply)
+                    return taken
+                return self._orphan(worker, env_id, reply)
             if call is not None and taken:
                 if call.remote:
                     metrics.connect_call("forwarded", "replied")
@@ -218,6 +234,21 @@ class Hub:
             call.acked.set_result(None)
         if not call.reply.done():
             call.reply.set_result(reply)
+        return True
+
+    def _orphan(self, worker: Worker | None, env_id: str, reply: pb.SDKResponse) -> bool:
+        if not self.ids.issued(reply.request_id):
+            return False
+        via = (f"instance {worker.instance_id}, connection {worker.connection_id}"
+               if worker is not None else "flushed over HTTP")
+        log.warning("request %s (run %s, env %s): reply from %s for a call nobody waits for "
+                    "any more (its caller stopped or died): acknowledged and dropped; the run "
+                    "goes on when its lease lapses", reply.request_id, reply.run_id or "?",
+                    env_id, via)
+        metrics.connect_call("none", "orphaned")
+        self._finished[reply.request_id] = None
+        if len(self._finished) > FINISHED_KEPT:
+            del self._finished[next(iter(self._finished))]
         return True
 
     # -- calls -------------------------------------------------------------------------------
@@ -244,7 +275,8 @@ class Hub:
                         assert self.relay is not None
                         route = "relayed"
                         reply = await self.relay.call(
-                            target, app=app, slug=slug, step=step, run_id=run_id, body=body,
+                            target, request_id=self.ids.new(), app=app, slug=slug,
+                            step=step, run_id=run_id, body=body,
                             lease_seconds=self.lease_seconds, ack_timeout=ACK_TIMEOUT,
                             grace=LEASE_GRACE)
                 except (_NotAcked, NotAcked) as exc:
@@ -331,7 +363,7 @@ class Hub:
 
     async def _call(self, worker: Worker, app: str, slug: str, step: str, run_id: str,
                     body: bytes) -> pb.SDKResponse:
-        call = self._open(worker, new_id(), self._lease(), run_id=run_id)
+        call = self._open(worker, self.ids.new(), self._lease(), run_id=run_id)
         try:
             try:
                 await worker.send(self._request(worker, call.request_id, call.lease_id, app,

@@ -281,9 +281,11 @@ class Relay:
                 return lease if isinstance(lease, str) else None
             await asyncio.sleep(POLL)
 
-    async def replied(self, instance_id: str | None, env_id: str, reply: pb.SDKResponse) -> bool:
+    async def replied(self, instance_id: str | None, env_id: str,
+                      reply: pb.SDKResponse) -> bool | None:
         """Write the reply of a call made through the database (looked for again for
-        ``HANDOVER_WAIT`` when not found, as ``extend``)."""
+        ``HANDOVER_WAIT`` when not found, as ``extend``): False when the call is another
+        instance's or environment's, None when there is no such call."""
         data = reply.SerializeToString()
         deadline = time.monotonic() + HANDOVER_WAIT
         while True:
@@ -291,7 +293,7 @@ class Relay:
                 _replied, request_id=reply.request_id, env_id=env_id, instance_id=instance_id,
                 reply=data, notify=self._notify))
             if taken is not None or time.monotonic() > deadline:
-                return bool(taken)
+                return taken
             await asyncio.sleep(POLL)
 
     async def hand_over(self, *, request_id: str, env_id: str, instance_id: str, run_id: str,
@@ -328,12 +330,11 @@ class Relay:
     async def listed(self, env_id: str) -> list[Remote]:
         return await self.storage.read(partial(_workers, env_id=env_id, now=now_ms()))
 
-    async def call(self, remote: Remote, *, app: str, slug: str, step: str, run_id: str,
-                   body: bytes, lease_seconds: float, ack_timeout: float,
+    async def call(self, remote: Remote, *, request_id: str, app: str, slug: str, step: str,
+                   run_id: str, body: bytes, lease_seconds: float, ack_timeout: float,
                    grace: float) -> pb.SDKResponse:
         """Make a call through ``remote``'s owner; ``NotAcked`` when it was not taken up in
         time (the row is withdrawn), ``CallFailed`` when its lease lapsed."""
-        request_id = new_id()
         expires = int((time.time() + lease_seconds) * 1000)
         row = (request_id, remote.env_id, remote.instance_id, remote.owner, self.owner, app,
                slug, step, run_id, body, new_id(expires), expires, now_ms())

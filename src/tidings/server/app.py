@@ -27,6 +27,7 @@ from tidings.apps.sync import AppPoller, AppSync
 from tidings.connect.gateway import Gateway
 from tidings.connect.hub import Hub
 from tidings.connect.relay import Relay
+from tidings.connect.request_ids import RequestIds
 from tidings.core import Core
 from tidings.engine.executor import EngineSettings
 from tidings.engine.runtime import Runtime
@@ -187,7 +188,8 @@ class TidingsApp:
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
         # Connect calls may go through workers connected to other processes (``relay``).
         self.hub = Hub(lease_seconds=self.settings.connect.lease_seconds,
-                       relay=Relay(core.storage, wakers=core.wakers))
+                       relay=Relay(core.storage, wakers=core.wakers),
+                       ids=RequestIds.of(core.vault.sealer.keyring))
         trigger_keys = TriggerKeys(core.storage, core.vault.sealer.keyring,
                                    dev=self.settings.dev)
         self.sync = AppSync(core, keys, trigger_keys=trigger_keys)
