@@ -150,7 +150,7 @@ def delivered(stack: Stack, event_id: str) -> dict[str, Any]:
 
 def test_the_app_is_indexed_as_functions_with_v2_triggers(stack: Stack) -> None:
     [app] = [a for a in stack.api.apps() if a["url"] == stack.app.url]
-    assert (app["app_id"], app["sdk"], app["functions"]) == (APP, "trigger.dev:v2", 12)
+    assert (app["app_id"], app["sdk"], app["functions"]) == (APP, "trigger.dev:v2", 14)
     functions = {f["slug"]: f for f in stack.api.get("/v1/functions")}
     assert functions[f"{APP}-flow"]["triggers"] == [{"event": "v2.flow", "source": "tidings"}]
     assert functions[f"{APP}-filtered"]["triggers"] == [{
@@ -439,3 +439,37 @@ def test_cron_and_interval_jobs_run_on_their_schedule(stack: Stack) -> None:
         assert done["output"]["event"] == "trigger.scheduled", done
         tick = datetime.fromisoformat(done["output"]["ts"].replace("Z", "+00:00"))
         assert (tick.second, tick.microsecond) == (0, 0)  # on the minute, UTC
+
+
+def test_io_parallel_waits_for_a_sleeping_and_a_retried_child_and_runs_each_task_once(
+        stack: Stack) -> None:
+    run = stack.run_of(stack.send({"name": "v2.fanout", "payload": {"nap": 2}}), "fanout")
+
+    done = stack.finished(run)
+
+    assert (done["status"], done["output"]) == ("Completed", {"squares": [1, 4, 9]}), done
+    assert sorted(stack.ran(run["id"])) == ["fanout done", "flaky 1", "flaky 2", "square 1",
+                                            "square 2", "square 3"]
+    steps = {s["name"]: s for s in done["steps"]}
+    assert sorted(steps) == ["fan", "flaky-3", "nap-2", "square-1", "square-2", "square-3"]
+    assert steps["nap-2"]["kind"] == "sleep"
+    assert steps["fan"]["output"] == {"data": [1, 4, 9]}
+    v2_run = v2_get(stack, f"/api/v2/runs/{run['id']}")
+    assert (v2_run["status"], v2_run["output"]) == ("SUCCESS", {"squares": [1, 4, 9]})
+
+
+def test_batch_invoke_and_wait_gives_each_childs_end_in_order(stack: Stack) -> None:
+    run = stack.run_of(stack.send({"name": "v2.batch", "payload": {"xs": [1, 2, 3]}}), "batch")
+
+    done = stack.finished(run)
+
+    assert done["status"] == "Completed", done
+    ends = done["output"]
+    assert [(e["ok"], e["output"]) for e in ends] == [
+        (True, {"doubled": 2}), (True, {"doubled": 4}), (True, {"doubled": 6})]
+    children = [stack.api.run(e["id"]) for e in ends]
+    assert [(c["function"], c["event"]["data"]) for c in children] == [
+        (f"{APP}-invoked", {"x": x}) for x in (1, 2, 3)]
+    assert stack.ran(run["id"]) == ["batch done"]
+    assert sorted((s["name"], s["kind"]) for s in done["steps"]) == [
+        ("0", "invoke"), ("1", "invoke"), ("2", "invoke"), ("batch", "run")]

@@ -122,7 +122,7 @@ def run_for(server: LiveServer, key: str, script: dict[str, Any]) -> dict[str, A
     ({"answer": {"status": "RESUME_WITH_TASK", "task": {"id": "01ARZ3NDEKTSV4RRFFQ69G5FAV"}}},
      "names a task this run does not have"),
     ({"answer": {"status": "RESUME_WITH_PARALLEL_TASK", "task": {}, "childErrors": []}},
-     "io.parallel is not supported"),
+     "RESUME_WITH_PARALLEL_TASK names a task this run does not have"),
     ({"answer": {"status": "ERROR", "error": {"message": "boom", "name": "Error"}}}, "boom"),
 ])
 def test_bad_answers_fail_the_run_saying_what_came_back(

@@ -183,4 +183,41 @@ client.defineJob({
   run: async (payload, io, ctx) => ({ ts: payload.ts, event: ctx.event.name }),
 });
 
+// io.parallel: three children run side by side; one sleeps, one throws once (retried), and
+// each child's task body runs once.
+client.defineJob({
+  id: "fanout",
+  name: "Three children in parallel",
+  version: "1.0.0",
+  trigger: eventTrigger({ name: "v2.fanout" }),
+  run: async (payload, io, ctx) => {
+    const squares = await io.parallel("fan", [1, 2, 3], async (n) => {
+      const square = await io.runTask(`square-${n}`, async () => { note(ctx, `square ${n}`); return n * n; });
+      if (n === 2) await io.wait(`nap-${n}`, payload.nap ?? 2);
+      if (n === 3) {
+        await io.runTask(`flaky-${n}`, async (task) => {
+          note(ctx, `flaky ${task.attempts}`);
+          if (task.attempts < 2) throw new Error("not yet");
+          return {};
+        }, { retry: { limit: 3, minTimeoutInMs: 100, maxTimeoutInMs: 200, factor: 1 } });
+      }
+      return square;
+    });
+    note(ctx, "fanout done");
+    return { squares };
+  },
+});
+
+client.defineJob({
+  id: "batch",
+  name: "Invokes a Job three times and waits for all",
+  version: "1.0.0",
+  trigger: eventTrigger({ name: "v2.batch" }),
+  run: async (payload, io, ctx) => {
+    const ends = await invoked.batchInvokeAndWaitForCompletion("batch", payload.xs.map((x) => ({ payload: { x } })));
+    note(ctx, "batch done");
+    return ends.map((end) => ({ ok: end.ok, output: end.output, id: end.id }));
+  },
+});
+
 createExpressServer(client, Number(process.env.PORT), "/api/trigger");

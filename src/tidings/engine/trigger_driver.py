@@ -10,6 +10,8 @@ the run API. The job's answer becomes the outcome:
   task waiting for a callback → the run parks on the pause its callback put there
   (``triggerdev/callbacks.py``), whose result completes the task before the next execution;
 - ``RETRY_WITH_TASK`` → the task is marked for its next attempt, the run is due at ``retryAt``;
+- ``RESUME_WITH_PARALLEL_TASK`` (``io.parallel``) → each unfinished child as if it had been
+  answered alone, the run waiting for all of them side by side;
 - ``YIELD_EXECUTION``, ``AUTO_YIELD_*`` → the job is executed again at once (the completed task
   of ``AUTO_YIELD_EXECUTION_WITH_COMPLETED_TASK`` recorded first);
 - ``CANCELED`` → the run was cancelled meanwhile: nothing more to record.
@@ -26,7 +28,7 @@ import contextlib
 import logging
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -84,6 +86,21 @@ def _settles(task: tasks.Task, now: int) -> bool:
         return True
     return (task.status == tasks.WAITING and task.delay_until is not None
             and task.delay_until <= now)
+
+
+def _resumed(found: tasks.Task) -> Sleep | Literal[True] | RunFailed | None:
+    """What ``RESUME_WITH_TASK`` on ``found`` waits for: its sleep (``io.wait``); None for a
+    callback, whose pause was written when the SDK registered it (``callbacks.py``); True when
+    the task finished meanwhile (execute again)."""
+    if found.waits_for_callback:
+        return None
+    if found.status == tasks.WAITING and found.delay_until is not None:
+        return Sleep(step=found.id, name=found.display_key or found.name,
+                     until=found.delay_until)
+    if found.status == tasks.COMPLETED:
+        return True
+    return _failed("ProtocolError", f"RESUME_WITH_TASK on task {found.id} ({found.status}), "
+                   "which does not wait")
 
 
 def _json(value: Any) -> Any:
@@ -194,8 +211,6 @@ class TriggerDriver:
                         yielded: list[str]) -> tuple[Outcome | None, bool]:
         status = answer.get("status")
         storage = self._core.storage
-        named = answer.get("task")
-        task_id = str(named.get("id", "")) if isinstance(named, dict) else ""
         if status == "SUCCESS":
             return RunDone(msgspec.json.encode(answer.get("output"))), False
         if status == "ERROR":
@@ -221,33 +236,96 @@ class TriggerDriver:
         if status == "CANCELED":
             log.info("run %s: the job stopped: the run is cancelled", run.id)
             return None, False
-        found = await storage.read(partial(tasks.by_id, task_id=task_id)) if task_id else None
-        if (found is None or found.run_id != run.id) and status in ("RESUME_WITH_TASK",
-                                                                     "RETRY_WITH_TASK"):
-            return _failed("ProtocolError", f"{status} names a task this run does not "
-                               f"have: {task_id!r}"), False
-        if status == "RESUME_WITH_TASK" and found is not None:
-            if found.waits_for_callback:
-                # Its pause was written when the SDK registered the callback (callbacks.py).
-                return Blocked(()), False
-            if found.status == tasks.WAITING and found.delay_until is not None:
-                return Blocked((Sleep(step=found.id, name=found.display_key or found.name,
-                                      until=found.delay_until),)), False
-            if found.status == tasks.COMPLETED:
-                return None, True
-            return _failed("ProtocolError", f"RESUME_WITH_TASK on task {found.id} "
-                           f"({found.status}), which does not wait"), False
-        if status == "RETRY_WITH_TASK" and found is not None:
-            at = _millis(answer.get("retryAt")) or self._now()
-            await storage.write(lambda tx: tasks.retry(tx, found.id, answer.get("error")))
-            return RetryStep(step=found.id, retry_at=at), False
+        if status not in ("RESUME_WITH_TASK", "RETRY_WITH_TASK", "RESUME_WITH_PARALLEL_TASK"):
+            if status == "UNRESOLVED_AUTH_ERROR":
+                return _failed("Unsupported", "integrations are not supported by Tidings"), False
+            shown = repr(status)[:100]
+            log.warning("run %s: the job answered an unknown status %s", run.id, shown)
+            return _failed("ProtocolError", f"the job answered an unknown status {shown}"), False
+        found = await self._task_of(run, answer, status)
+        if isinstance(found, RunFailed):
+            return found, False
         if status == "RESUME_WITH_PARALLEL_TASK":
-            return _failed("Unsupported", "io.parallel is not supported by Tidings"), False
-        if status == "UNRESOLVED_AUTH_ERROR":
-            return _failed("Unsupported", "integrations are not supported by Tidings"), False
-        shown = repr(status)[:100]
-        log.warning("run %s: the job answered an unknown status %s", run.id, shown)
-        return _failed("ProtocolError", f"the job answered an unknown status {shown}"), False
+            return await self._parallel(run, answer.get("childErrors"))
+        if status == "RETRY_WITH_TASK":
+            at = await self._retry(found, answer)
+            return RetryStep(step=found.id, retry_at=at), False
+        resumed = _resumed(found)
+        if isinstance(resumed, RunFailed):
+            return resumed, False
+        if resumed is True:
+            return None, True
+        return Blocked(() if resumed is None else (resumed,)), False
+
+    async def _task_of(self, run: Run, answer: dict[str, Any],
+                       status: str) -> tasks.Task | RunFailed:
+        """The task an answer names, which must be one of the run's."""
+        named = answer.get("task")
+        task_id = str(named.get("id", "")) if isinstance(named, dict) else ""
+        found = (await self._core.storage.read(partial(tasks.by_id, task_id=task_id))
+                 if task_id else None)
+        if found is None or found.run_id != run.id:
+            return _failed("ProtocolError", f"{status} names a task this run does not "
+                           f"have: {task_id!r}")
+        return found
+
+    async def _retry(self, found: tasks.Task, answer: dict[str, Any]) -> int:
+        """``RETRY_WITH_TASK``: the task is marked for its next attempt, due at ``retryAt``."""
+        await self._core.storage.write(lambda tx: tasks.retry(tx, found.id,
+                                                              answer.get("error")))
+        return _millis(answer.get("retryAt")) or self._now()
+
+    async def _parallel(self, run: Run, children: Any) -> tuple[Outcome | None, bool]:
+        """``RESUME_WITH_PARALLEL_TASK`` (``io.parallel``, ``batchInvokeAndWaitForCompletion``):
+        the children that did not finish, each answered as it would have been alone. The run
+        waits for all of them side by side: its sleeps and callbacks are pauses (the first to
+        end calls the job again, which answers again for those left); a retried child makes
+        the run due at its ``retryAt`` (or sooner, when a sleep ends first); a yield executes
+        the job again at once. A cancelled run stops; a child's error fails the run."""
+        if not isinstance(children, list) or not children or not all(
+                isinstance(child, dict) for child in children):
+            return _failed("ProtocolError", "RESUME_WITH_PARALLEL_TASK: childErrors must be "
+                           "a list of the children's answers"), False
+        sleeps: list[Sleep] = []
+        retries: list[tuple[str, int]] = []
+        again = False
+        for child in children:
+            status = child.get("status")
+            if status == "CANCELED":
+                return None, False
+            if status in ("YIELD_EXECUTION", "AUTO_YIELD_EXECUTION"):
+                again = True
+                continue
+            if status == "ERROR":
+                error = child.get("error")
+                if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+                    error = {"name": "Error", "message": str(error)}
+                return RunFailed(error, retriable=False), False
+            if status not in ("RESUME_WITH_TASK", "RETRY_WITH_TASK"):
+                shown = repr(status)[:100]
+                log.warning("run %s: io.parallel answered an unknown child status %s", run.id,
+                            shown)
+                return _failed("ProtocolError", "RESUME_WITH_PARALLEL_TASK: a child answered "
+                               f"an unknown status {shown}"), False
+            found = await self._task_of(run, child, status)
+            if isinstance(found, RunFailed):
+                return found, False
+            if status == "RETRY_WITH_TASK":
+                retries.append((found.id, await self._retry(found, child)))
+                continue
+            resumed = _resumed(found)
+            if isinstance(resumed, RunFailed):
+                return resumed, False
+            if resumed is True:
+                again = True
+            elif resumed is not None:
+                sleeps.append(resumed)
+        if retries:
+            step, at = min(retries, key=lambda retry: retry[1])
+            return RetryStep(step=step, retry_at=min([at, *(s.until for s in sleeps)])), False
+        if again:
+            return None, True
+        return Blocked(tuple(sleeps)), False
 
     def _now(self) -> int:
         return now_ms()
