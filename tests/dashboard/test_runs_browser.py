@@ -147,3 +147,37 @@ async def test_rerun_from_a_step_and_filter_runs_by_app_and_event(
     await expect(page.locator("#e-event_id")).to_contain_text(
         "event_id: expected an event id (26 characters, a ULID), got '<script>alert(1)</script>'")
     await shoot(page, "runs-filter-error")
+
+
+async def test_a_run_page_stops_streaming_once_its_run_ended(
+        page: Page, dev_server: LiveServer) -> None:
+    """The page follows the run while it is active; once it ended, the stream closes (the
+    page's ``sse-close``) and the browser opens no other: no read for an ended run. Its rerun,
+    a new run, is followed live on its own page."""
+    await page.add_init_script("""
+        window.streams = {opened: 0, closed: []};
+        document.addEventListener("htmx:sseOpen", () => { window.streams.opened += 1; });
+        document.addEventListener("htmx:sseClose",
+                                  (e) => { window.streams.closed.push(e.detail.type); });
+    """)
+    [event_id] = await _send(dev_server, {"name": "shop/nap", "data": {}})
+    run_id = await _run_of(dev_server, event_id, "Sleeping")
+    await page.goto(f"{dev_server.url}/runs/{run_id}")
+    await page.wait_for_function("() => window.streams.opened == 1")
+    async with httpx.AsyncClient() as http:  # it ends elsewhere while its page is open
+        cancelled = await http.post(f"{dev_server.url}/v1/runs/{run_id}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+    await expect(page.locator("#run-status")).to_have_text("Cancelled")
+    await page.wait_for_function("() => window.streams.closed.length > 0")
+    streams = await page.evaluate("window.streams")
+    assert streams == {"opened": 1, "closed": ["message"]}, streams
+    await expect(page.get_by_role("button", name="Cancel run")).to_have_count(0)
+    await shoot(page, "run-ended")
+
+    await page.get_by_role("button", name="Rerun", exact=True).click()
+    await expect(page.get_by_role("link", name=run_id)).to_be_visible()  # "Rerun of"
+    assert run_id not in page.url
+    await expect(page.locator("#run-status")).to_have_text("Sleeping")
+    await expect(page.locator(".lane", has_text="long-nap").locator(".bar")).to_have_text(
+        "sleeping")
+    assert (await page.evaluate("window.streams"))["opened"] == 1  # its own, live

@@ -283,6 +283,79 @@ async def test_a_run_page_stream_sends_what_moved_since_the_page_was_drawn(
     assert await _first_event(core, live) == "run"  # sent at once, not taken as shown
 
 
+async def _whole_stream(core: Core, path: str, meanwhile: Any = None) -> tuple[list[str], int]:
+    """The names of the events the stream at ``path`` sends until it ends by itself (within a
+    deadline), and how many streams its feed still has open afterwards; ``meanwhile()`` is
+    awaited once the stream sent its first event."""
+    app = create_app(core.settings, core)
+    assert app.dashboard is not None
+    url = urlsplit(path)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": url.path, "raw_path": url.path.encode(),
+             "query_string": url.query.encode(), "root_path": "",
+             "headers": [(b"host", b"tidings")], "client": ("127.0.0.1", 1),
+             "server": ("tidings", 80)}
+    body: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the browser stays: only the server ends the stream
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            body.append(message.get("body", b""))
+
+    task = asyncio.create_task(app(scope, receive, send))
+    try:
+        if meanwhile is not None:
+            deadline = asyncio.get_running_loop().time() + 10
+            while b"event: " not in b"".join(body):
+                assert asyncio.get_running_loop().time() < deadline, "no first event"
+                await asyncio.sleep(0.01)
+            await meanwhile()
+        await asyncio.wait_for(asyncio.shield(task), 10)
+    except TimeoutError:
+        raise AssertionError(f"the stream did not end: {b''.join(body)[-300:]!r}") from None
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    text = b"".join(body).decode()
+    return re.findall(r"^event: (\S+)$", text, re.M), len(app.dashboard.feed)
+
+
+async def test_a_run_page_stream_ends_once_its_run_ended(
+        engine: Engine, core: Core, client: httpx.AsyncClient) -> None:
+    """An ended run changes no more: its page's stream sends the last body and ``ended`` (the
+    page's ``sse-close``) and closes, so nothing reads for that page again. A rerun is a new
+    run, whose own page is live."""
+    await engine.start(shop({}))
+    await engine.send({"name": "shop/checkout", "data": {}})
+    await _settle(engine, advance_ms=1_000)
+    [run] = await engine.runs()
+    page = await client.get(f"/runs/{run.id}")
+    found = re.search(r'sse-connect="([^"]+)" sse-close="ended"', page.text)
+    assert found is not None
+    live = found.group(1).replace("&amp;", "&")
+
+    async def wake_and_end() -> None:
+        engine.clock.advance(10 * 60_000)
+        await _settle(engine, advance_ms=1_000)
+        assert (await engine.run(run.id)).status == "Completed"
+
+    events, open_streams = await _whole_stream(core, live, wake_and_end)
+    assert events[0] == "timeline" and events[-2:] == ["run", "ended"], events
+    assert open_streams == 0
+    assert await _whole_stream(core, live) == (["run", "ended"], 0)  # opened after the end
+    ended = await client.get(f"/runs/{run.id}")
+    assert "sse-connect" not in ended.text
+
+    rerun = await client.post(f"/runs/{run.id}/rerun", data=await csrf(client), headers=ORIGIN)
+    assert rerun.status_code == 303
+    new_page = await client.get(rerun.headers["location"])
+    assert 'sse-connect="/live/runs/' in new_page.text and f'href="/runs/{run.id}"' in new_page.text
+
+
 async def test_unknown_runs_give_a_404_page(client: httpx.AsyncClient) -> None:
     for path in ("/runs/01ARZ3NDEKTSV4RRFFQ69G5FAV", "/runs/nope", f"/runs/{HOSTILE}"):
         page = await client.get(path)

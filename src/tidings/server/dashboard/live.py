@@ -19,6 +19,10 @@ stream, and a stream whose browser is slow or stalled waits in its send (the ser
 and the socket are the bounded buffer), reading nothing and holding at most the one message it
 is writing, until the browser takes it or goes. A browser that drops the stream reconnects
 (``retry: 1000``) with ``Last-Event-ID`` or the page's own newest id and catches up from there.
+
+A page that can change no more (a run that ended) ends its stream: ``fresh`` answers with
+``Last``, whose messages are sent before the stream closes, the last of them an event the page
+named in ``sse-close``, so that the browser does not reconnect and nothing reads for it again.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import contextlib
 import math
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -41,6 +46,14 @@ GAP = 0.5  # seconds between two reads of one stream, at least
 KEEPALIVE = 15.0
 SHARED_FOR = 0.2  # seconds a shared read serves the streams asking for it (``Feed.shared``)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Last:
+    """What ``fresh`` answers when its page can change no more: these messages, then the end
+    of the stream."""
+
+    messages: list[str]
 
 
 class Subscription:
@@ -137,12 +150,12 @@ class Feed:
                 await listener
         self._storage.changes.remove(self.poke)
 
-    async def stream(self, fresh: Callable[[], Awaitable[list[str]]], *,
+    async def stream(self, fresh: Callable[[], Awaitable[list[str] | Last]], *,
                      period: float | None = None) -> AsyncIterator[str]:
         """Server-sent-events text: what ``fresh()`` finds each time the stream is woken
         (``fresh`` keeps its own cursor), and a comment after ``KEEPALIVE`` seconds of silence,
         so that proxies keep the connection open. Unpoked, it reads again after ``period``
-        (``RESCAN`` by default)."""
+        (``RESCAN`` by default). It ends once ``fresh`` answers ``Last``."""
         period = RESCAN if period is None else period
         loop = asyncio.get_running_loop()
         with self.subscribed() as subscription:
@@ -150,10 +163,13 @@ class Feed:
             sent = loop.time()
             while True:
                 began = loop.time()
-                messages = await fresh()
+                found = await fresh()
                 subscription.reads += 1
+                messages = found.messages if isinstance(found, Last) else found
                 for message in messages:
                     yield message
+                if isinstance(found, Last):
+                    return
                 if messages:
                     sent = loop.time()
                 # The next read on the common beat (a multiple of GAP), so that copies of a

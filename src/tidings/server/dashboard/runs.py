@@ -27,7 +27,7 @@ from tidings.runs import admin
 from tidings.runs.admin import REPLAYABLE, TIMES, RunPage, RunQuery
 from tidings.runs.model import STATUSES, TERMINAL
 from tidings.server.dashboard.events import field_errors
-from tidings.server.dashboard.live import sse
+from tidings.server.dashboard.live import Last, sse
 from tidings.server.dashboard.pages import Pages, Viewer
 from tidings.server.dashboard.render import whole_value
 from tidings.server.dashboard.timeline import timeline
@@ -231,7 +231,10 @@ class RunPages:
 
     async def live_run(self, request: Request) -> Response:
         """The run's page body again whenever the run moved on (its status, steps, attempts or
-        pauses changed), else its timeline, whose open bars grow; nothing once it ended.
+        pauses changed), else its timeline, whose open bars grow; once it ended, its last body
+        and ``ended``, and the stream closes (the page closes its end on ``ended``): an ended
+        run changes no more, so nothing reads for its page again. A rerun is a new run, which
+        the rerun button lands on and the runs list shows live.
 
         The page says which version of the run it shows (``seen``): a run that moved on between
         the page's render and the stream's start is sent at once, not taken as already shown."""
@@ -240,22 +243,24 @@ class RunPages:
         last = request.query_params.get("seen", "")
         templates = self.pages.templates
 
-        async def fresh() -> list[str]:
+        async def fresh() -> list[str] | Last:
             nonlocal last
             detail = await self.levers.detail(viewer.env, run_id)
             moves, now = _version(detail), now_ms()
             run = detail.run
-            if moves == last:
-                if run.status in TERMINAL:
-                    return []
+            ended = run.status in TERMINAL
+            if moves == last and not ended:
                 html = templates.get_template("_timeline.html").render(
                     line=timeline(detail, now), run=run)
                 return [sse("timeline", html)]
-            last = moves
-            html = templates.get_template("_run_body.html").render(
-                d=detail, run=run, line=timeline(detail, now), now=now, viewer=viewer,
-                active=run.status not in TERMINAL, message=None, failed=False)
-            return [sse("run", html)]
+            messages = []
+            if moves != last:
+                last = moves
+                html = templates.get_template("_run_body.html").render(
+                    d=detail, run=run, line=timeline(detail, now), now=now, viewer=viewer,
+                    active=not ended, message=None, failed=False)
+                messages.append(sse("run", html))
+            return Last([*messages, sse("ended", "")]) if ended else messages
 
         # Its open bars grow with time alone: redrawn every second, poked or not.
         return _stream(self.pages, fresh, period=TICK)
