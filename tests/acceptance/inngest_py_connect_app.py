@@ -4,7 +4,8 @@ environment decides where the server is (``INNGEST_DEV``, ``INNGEST_BASE_URL`` o
 ``INNGEST_API_BASE_URL``, ``INNGEST_SIGNING_KEY``), ``WORKER_ID`` its instance id,
 ``WORKER_CONCURRENCY`` its ``max_worker_concurrency``. Every step that runs is written to
 ``STEP_LOG`` (a file) as ``<worker>:<run id>:<step>:<unix time>``, so a test sees where and
-when each ran.
+when each ran. The long step of ``slow`` sleeps ``data.seconds``, then waits until the file
+``data.gate`` exists, if one is named.
 
     INNGEST_DEV=1 INNGEST_BASE_URL=http://127.0.0.1:8288 \\
         python -m tests.acceptance.inngest_py_connect_app
@@ -31,6 +32,14 @@ def note(ctx: inngest.Context, step: str) -> None:
     if path:
         with open(path, "a") as log:
             log.write(f"{WORKER}:{ctx.run_id}:{step}:{time.time()}\n")
+
+
+async def opened(gate: str) -> None:
+    """Until the file ``gate`` exists: the test opens it."""
+    while True:
+        if await asyncio.to_thread(os.path.exists, gate):
+            return
+        await asyncio.sleep(0.05)
 
 
 @client.create_function(fn_id="flow", trigger=inngest.TriggerEvent(event="connect/flow"))
@@ -60,6 +69,9 @@ async def slow(ctx: inngest.Context) -> dict[str, Any]:
         note(ctx, "long-start")
         if ctx.event.data.get("slow_on") in (None, WORKER):
             await asyncio.sleep(float(ctx.event.data.get("seconds", 0)))
+        gate = ctx.event.data.get("gate")
+        if gate:
+            await opened(gate)
         note(ctx, "long-end")
         return WORKER
 

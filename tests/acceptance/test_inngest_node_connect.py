@@ -27,7 +27,7 @@ def stack(tmp_path: Path) -> Iterator[ConnectStack]:
         yield running
 
 
-def start_node_worker(stack: ConnectStack, name: str) -> Worker:
+def start_node_worker(stack: ConnectStack, name: str, **env: str) -> Worker:
     node = shutil.which("node")
     if node is None:
         pytest.fail("Node.js (the `node` binary) is required by the node acceptance tests")
@@ -37,7 +37,8 @@ def start_node_worker(stack: ConnectStack, name: str) -> Worker:
     log = open(log_path, "ab")  # noqa: SIM115
     process = subprocess.Popen(
         [node, "--experimental-websocket", "connect.mjs", name], cwd=NODE_DIR,
-        env=clean_env(INNGEST_DEV="1", INNGEST_BASE_URL=stack.server.url),
+        env=clean_env(**{"INNGEST_DEV": "1", "INNGEST_BASE_URL": stack.server.url,
+                         "STEP_LOG": str(stack.step_log), **stack.worker_env, **env}),
         stdout=log, stderr=subprocess.STDOUT)
     worker = Worker(name, process, log, log_path)
     stack.workers.append(worker)
