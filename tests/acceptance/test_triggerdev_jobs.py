@@ -10,8 +10,10 @@ are the run's steps.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -150,7 +152,7 @@ def delivered(stack: Stack, event_id: str) -> dict[str, Any]:
 
 def test_the_app_is_indexed_as_functions_with_v2_triggers(stack: Stack) -> None:
     [app] = [a for a in stack.api.apps() if a["url"] == stack.app.url]
-    assert (app["app_id"], app["sdk"], app["functions"]) == (APP, "trigger.dev:v2", 14)
+    assert (app["app_id"], app["sdk"], app["functions"]) == (APP, "trigger.dev:v2", 15)
     functions = {f["slug"]: f for f in stack.api.get("/v1/functions")}
     assert functions[f"{APP}-flow"]["triggers"] == [{"event": "v2.flow", "source": "tidings"}]
     assert functions[f"{APP}-filtered"]["triggers"] == [{
@@ -473,3 +475,84 @@ def test_batch_invoke_and_wait_gives_each_childs_end_in_order(stack: Stack) -> N
     assert stack.ran(run["id"]) == ["batch done"]
     assert sorted((s["name"], s["kind"]) for s in done["steps"]) == [
         ("0", "invoke"), ("1", "invoke"), ("2", "invoke"), ("batch", "run")]
+
+
+class Remote:
+    """A third-party HTTP server on loopback for background fetches: ``/flaky`` answers 500
+    once, then echoes the request; ``/plain`` is text with 201; ``/job`` is pending on its
+    first poll and done after; anything else is 404. Each request is kept as
+    ``(method, path, headers, body)``."""
+
+    def __init__(self) -> None:
+        remote = self
+        self.requests: list[tuple[str, str, dict[str, str], str]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.serve()
+
+            def do_POST(self) -> None:
+                self.serve()
+
+            def serve(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0)).decode()
+                seen = sum(1 for r in remote.requests if r[1] == self.path)
+                remote.requests.append((self.command, self.path,
+                                        {k.lower(): v for k, v in self.headers.items()}, body))
+                if self.path == "/flaky":
+                    if seen == 0:
+                        return self.answer(500, '{"error": "try later"}')
+                    return self.answer(200, json.dumps({"echo": json.loads(body),
+                                                        "token": self.headers["x-token"]}))
+                if self.path == "/plain":
+                    return self.answer(201, "hello", "text/plain")
+                if self.path == "/job":
+                    state = {"state": "pending"} if seen == 0 else {"state": "done", "n": 7}
+                    return self.answer(200, json.dumps(state))
+                return self.answer(404, '{"error": "no such thing"}')
+
+            def answer(self, status: int, text: str, kind: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("content-type", kind)
+                self.send_header("content-length", str(len(text.encode())))
+                self.end_headers()
+                self.wfile.write(text.encode())
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def test_background_fetches_are_made_by_tidings_with_retries_and_polls(stack: Stack) -> None:
+    remote = Remote()
+    try:
+        run = stack.run_of(stack.send({"name": "v2.fetch", "payload": {"base": remote.url}}),
+                           "fetcher")
+        done = stack.finished(run)
+    finally:
+        remote.close()
+
+    assert done["status"] == "Completed", done
+    output = done["output"]
+    assert output["body"] == {"echo": {"q": 1}, "token": "t1"}
+    assert output["response"] == {"status": 201, "body": "hello"}
+    assert output["polled"] == {"state": "done", "n": 7}
+    assert "answered 404" in output["missing"]
+    assert [(m, p) for m, p, _, _ in remote.requests] == [
+        ("POST", "/flaky"), ("POST", "/flaky"), ("GET", "/plain"), ("GET", "/job"),
+        ("GET", "/job"), ("GET", "/missing")]
+    assert all(headers["x-token"] == "t1" and body == '{"q":1}'
+               for _, path, headers, body in remote.requests if path == "/flaky")
+    assert stack.ran(run["id"]) == ["fetched"]
+    steps = {s["name"]: s for s in done["steps"]}
+    assert sorted(steps) == ["flaky", "plain", "poll"]
+    assert steps["flaky"]["output"] == {"data": output["body"]}

@@ -258,3 +258,37 @@ def test_an_app_refusing_every_key_is_not_indexed(dev: tuple[LiveServer, str]) -
         assert reply.status_code == 422 and "refused every trigger key" in reply.json()["error"]
     finally:
         app.close()
+
+
+@pytest.mark.parametrize(("task", "named"), [
+    ({"operation": "teleport", "params": {"url": "http://x"}}, "operation"),
+    ({"operation": "fetch", "params": "http://x"}, "params"),
+    ({"operation": "fetch", "params": {"url": "ftp://x"}}, "params.url"),
+    ({"operation": "fetch", "params": {"url": "http://x", "requestInit": {"body": 5}}},
+     "params.requestInit.body"),
+    ({"operation": "fetch", "params": {"url": "http://x", "retry": {"5x": {
+        "strategy": "backoff"}}}}, "params.retry.5x"),
+    ({"operation": "fetch", "params": {"url": "http://x", "retry": {"500": {
+        "strategy": "guess"}}}}, "params.retry.500.strategy"),
+    ({"operation": "fetch", "params": {"url": "http://x", "timeout": {"durationInMs": -1}}},
+     "params.timeout.durationInMs"),
+    ({"operation": "fetch-poll", "params": {"url": "http://x", "interval": 1,
+                                            "responseFilter": {}}}, "params.interval"),
+    ({"operation": "fetch-poll", "params": {"url": "http://x"}}, "params.responseFilter"),
+])
+def test_bad_background_fetches_are_refused_naming_the_field_and_not_stored(
+    dev: tuple[LiveServer, str], stand_in: StandIn, task: dict[str, Any], named: str,
+) -> None:
+    server, key = dev
+    run = run_for(server, key, {"answer": {"status": "SUCCESS"}})
+    auth = {"authorization": f"Bearer {key}"}
+    path = f"{server.url}/api/v1/runs/{run['id']}/tasks"
+
+    refused = httpx.post(path, headers=auth, json={"idempotencyKey": "op", "name": "fetch",
+                                                   **task}, timeout=10)
+    plain = httpx.post(path, headers=auth, json={"idempotencyKey": "op", "name": "plain"},
+                       timeout=10)
+
+    assert refused.status_code in (400, 422), refused.text
+    assert refused.json()["error"].startswith(named), refused.text
+    assert (plain.json()["name"], plain.json()["operation"]) == ("plain", None)  # none kept

@@ -220,4 +220,32 @@ client.defineJob({
   },
 });
 
+// Background fetches: Tidings makes the requests (to payload.base, a test's loopback server).
+client.defineJob({
+  id: "fetcher",
+  name: "Background fetches",
+  version: "1.0.0",
+  trigger: eventTrigger({ name: "v2.fetch" }),
+  run: async (payload, io, ctx) => {
+    const base = payload.base;
+    const body = await io.backgroundFetch("flaky", `${base}/flaky`, {
+      method: "POST", headers: { "x-token": "t1" }, body: JSON.stringify({ q: 1 }),
+    }, { retry: { "500-599": { strategy: "backoff", limit: 3, minTimeoutInMs: 100, maxTimeoutInMs: 200, factor: 1 } } });
+    const response = await io.backgroundFetchResponse("plain", `${base}/plain`);
+    const polled = await io.backgroundPoll("poll", {
+      url: `${base}/job`, interval: 10, timeout: 60,
+      responseFilter: { status: [200], body: { state: ["done"] } },
+    });
+    let missing = null;
+    try {
+      await io.backgroundFetch("missing", `${base}/missing`);
+    } catch (error) {
+      if (!(error instanceof Error)) throw error; // the SDK's own signals (resume, retry)
+      missing = String(error.message);
+    }
+    note(ctx, "fetched");
+    return { body, response: { status: response.status, body: response.body }, polled, missing };
+  },
+});
+
 createExpressServer(client, Number(process.env.PORT), "/api/trigger");

@@ -10,6 +10,9 @@ the run API. The job's answer becomes the outcome:
   task waiting for a callback → the run parks on the pause its callback put there
   (``triggerdev/callbacks.py``), whose result completes the task before the next execution;
 - ``RETRY_WITH_TASK`` → the task is marked for its next attempt, the run is due at ``retryAt``;
+- ``RESUME_WITH_TASK`` on a background fetch (``io.backgroundFetch``…) → Tidings makes the
+  request (``triggerdev/operations.py``) and executes the job again once it settled, or the
+  run is due when the next attempt may start;
 - ``RESUME_WITH_PARALLEL_TASK`` (``io.parallel``) → each unfinished child as if it had been
   answered alone, the run waiting for all of them side by side;
 - ``YIELD_EXECUTION``, ``AUTO_YIELD_*`` → the job is executed again at once (the completed task
@@ -30,6 +33,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any, Literal
 
+import httpx
 import msgspec
 
 from tidings.calls.host import Host
@@ -43,9 +47,10 @@ from tidings.functions.model import FunctionRow
 from tidings.ids import now_ms
 from tidings.keys import get_env
 from tidings.netguard import Policy
+from tidings.netguard import transport as guarded_transport
 from tidings.runs.model import Run, StepRow
 from tidings.storage.tx import Tx
-from tidings.triggerdev import callbacks, statuses, tasks
+from tidings.triggerdev import callbacks, operations, statuses, tasks
 from tidings.triggerdev.keys import TriggerKeys
 from tidings.triggerdev.wire import INVALID_PAYLOAD, LAZY_LOADED_CACHED_TASKS, TRIGGER_QUEUE
 
@@ -88,6 +93,14 @@ def _settles(task: tasks.Task, now: int) -> bool:
             and task.delay_until <= now)
 
 
+async def _close(client: AppCaller | None, fetcher: httpx.AsyncClient | None) -> None:
+    if client is not None:
+        await client.aclose()
+    if fetcher is not None:
+        with contextlib.suppress(Exception):
+            await fetcher.aclose()
+
+
 def _resumed(found: tasks.Task) -> Sleep | Literal[True] | RunFailed | None:
     """What ``RESUME_WITH_TASK`` on ``found`` waits for: its sleep (``io.wait``); None for a
     callback, whose pause was written when the SDK registered it (``callbacks.py``); True when
@@ -124,6 +137,7 @@ class TriggerDriver:
         self._timeout = timeout
         self._envs: dict[str, tuple[str, str]] = {}
         self._closing: asyncio.Task[None] | None = None
+        self._fetcher: httpx.AsyncClient | None = None
 
     @property
     def http(self) -> AppCaller:
@@ -134,14 +148,25 @@ class TriggerDriver:
             self._client = HttpxClient(timeout=self._timeout, guard=guard)
         return self._client
 
+    @property
+    def fetcher(self) -> httpx.AsyncClient:
+        """What background fetches go through (``io.backgroundFetch``), guarded as app calls
+        are."""
+        if self._fetcher is None:
+            guard = Policy.from_settings(self._core.settings)
+            self._fetcher = httpx.AsyncClient(transport=guarded_transport(guard))
+        return self._fetcher
+
     def serves(self, fn: FunctionRow) -> bool:
         return fn.queue == TRIGGER_QUEUE
 
     def close(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
+        fetcher, self._fetcher = self._fetcher, None
+        if client is not None or fetcher is not None:
             with contextlib.suppress(RuntimeError):  # no loop: nothing is open
-                self._closing = asyncio.get_running_loop().create_task(client.aclose())
+                self._closing = asyncio.get_running_loop().create_task(
+                    _close(client, fetcher))
 
     async def call(self, fn: FunctionRow, host: Host, *, run: Run, event: dict[str, Any],
                    events: list[dict[str, Any]]) -> Outcome | None:
@@ -250,6 +275,11 @@ class TriggerDriver:
         if status == "RETRY_WITH_TASK":
             at = await self._retry(found, answer)
             return RetryStep(step=found.id, retry_at=at), False
+        if found.operation is not None and found.status == tasks.RUNNING:
+            next_at = await self._operate(run, found)
+            if next_at is None:
+                return None, True
+            return RetryStep(step=found.id, retry_at=next_at), False
         resumed = _resumed(found)
         if isinstance(resumed, RunFailed):
             return resumed, False
@@ -274,6 +304,33 @@ class TriggerDriver:
         await self._core.storage.write(lambda tx: tasks.retry(tx, found.id,
                                                               answer.get("error")))
         return _millis(answer.get("retryAt")) or self._now()
+
+    async def _operate(self, run: Run, found: tasks.Task) -> int | None:
+        """A background fetch the job waits for (``triggerdev/operations.py``): one attempt,
+        unless its next may not start yet. None when the task settled (the job executes again
+        and reads it from its cache); otherwise when to try again."""
+        now = self._now()
+        if found.delay_until is not None and found.delay_until > now:
+            return found.delay_until
+        assert found.operation is not None
+        result = await operations.attempt(self.fetcher, found.operation, found.params,
+                                          found.attempts - 1, found.started_at, now)
+        storage = self._core.storage
+        if isinstance(result, operations.Later):
+            log.info("run %s: background fetch task %s: %s; next attempt at %s", run.id,
+                     found.id, result.why, iso(result.at))
+            await storage.write(partial(tasks.later, task_id=found.id, at=result.at,
+                                        why=result.why))
+            return result.at
+        if result.error is not None:
+            log.warning("run %s: background fetch task %s failed: %s", run.id, found.id,
+                        result.error["message"])
+            await storage.write(partial(tasks.fail, task_id=found.id, error=result.error,
+                                        now=self._now()))
+        else:
+            await storage.write(partial(tasks.complete, task_id=found.id,
+                                        output=result.output, now=self._now()))
+        return None
 
     async def _parallel(self, run: Run, children: Any) -> tuple[Outcome | None, bool]:
         """``RESUME_WITH_PARALLEL_TASK`` (``io.parallel``, ``batchInvokeAndWaitForCompletion``):
@@ -312,6 +369,13 @@ class TriggerDriver:
                 return found, False
             if status == "RETRY_WITH_TASK":
                 retries.append((found.id, await self._retry(found, child)))
+                continue
+            if found.operation is not None and found.status == tasks.RUNNING:
+                next_at = await self._operate(run, found)
+                if next_at is None:
+                    again = True
+                else:
+                    retries.append((found.id, next_at))
                 continue
             resumed = _resumed(found)
             if isinstance(resumed, RunFailed):
@@ -372,7 +436,7 @@ class TriggerDriver:
             if task.id in recorded:
                 continue
             name = task.display_key or task.name
-            kind = "sleep" if task.delay_until is not None else "run"
+            kind = "sleep" if task.delay_until is not None and not task.operation else "run"
             if task.status == tasks.COMPLETED:
                 await host.completed(task.id, name, msgspec.json.encode({"data": task.output}),
                                      task.started_at, kind=kind)

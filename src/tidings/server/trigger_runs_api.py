@@ -31,17 +31,13 @@ from tidings.runs.model import CANCELLED, Run
 from tidings.server.http import read_body
 from tidings.server.requests import ULID_RE, check_params, json_response
 from tidings.storage.base import Environment
-from tidings.triggerdev import callbacks, invoke, statuses, tasks
+from tidings.triggerdev import callbacks, invoke, operations, statuses, tasks
 from tidings.triggerdev.keys import TriggerKeys
 from tidings.triggerdev.wire import TRIGGER_QUEUE
 
 SERIALIZED_OUTPUT = "2023-11-01"  # Trigger-Version: the task's output comes as JSON text
 MAX_KEY_CHARS = 512
 MAX_STORE_BYTES = 256 * 1024
-# What Tidings does not run (yet): refused when a task asks for it, so the job fails saying so.
-UNSUPPORTED = {
-    "operation": "io.backgroundFetch and io.backgroundPoll are not supported by Tidings",
-}
 WAIT_FOR_REQUEST = "Wait for Request"  # the name io.waitForRequest gives its task
 MAX_CALLBACK_SECONDS = 365 * 24 * 3600  # v2's bound on a callback's timeout
 DISPATCHER_FIELDS = {"url", "name", "source", "filter", "contextFilter", "accountId",
@@ -349,9 +345,9 @@ def _start(tx: Any, *, run_id: str, env_id: str, new: tasks.NewTask,
 
 
 def _new_task(body: dict[str, Any], now: int) -> tasks.NewTask:
-    for field, why in UNSUPPORTED.items():
-        if body.get(field):
-            raise RequestRejected(f"{field}: {why}", status=422)
+    operation = body.get("operation")
+    if operation is not None:
+        operations.check(operation, body.get("params"))
     callback_until = _callback_until(body.get("callback"), body.get("name"), now)
     key = body.get("idempotencyKey")
     if not isinstance(key, str) or not key or len(key) > MAX_KEY_CHARS or "\x00" in key:
@@ -380,7 +376,8 @@ def _new_task(body: dict[str, Any], now: int) -> tasks.NewTask:
         delay_until = int(moment.timestamp() * 1000)
     return tasks.NewTask(idempotency_key=key, name=name, display_key=display, noop=noop,
                          delay_until=delay_until, parent_id=body.get("parentId"),
-                         params=body.get("params"), callback_until=callback_until)
+                         params=body.get("params"), callback_until=callback_until,
+                         operation=operation)
 
 
 def _callback_until(callback: Any, name: Any, now: int) -> int | None:

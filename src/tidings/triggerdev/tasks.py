@@ -11,6 +11,9 @@ the job's next ``EXECUTE_JOB`` as cached tasks and are not run again. A task sta
   registers with it (``callbacks.py``) becomes a pause of the run, whose result completes the
   task; at ``callback_until`` it fails as v2's did;
 - ``COMPLETED`` when it is a no-op (``io.logger``): nothing to run;
+- ``RUNNING`` with an ``operation`` for a background fetch, which Tidings performs
+  (``operations.py``): each attempt that does not settle it counts one more, and its
+  ``delay_until`` is when the next may start;
 - ``RUNNING`` otherwise, attempt 1. After ``RETRY_WITH_TASK`` it is marked ``retrying``, and the
   SDK's next ``runTask`` for it starts attempt 2 (the SDK computes its own retry times from the
   task's ``attempts``).
@@ -54,6 +57,7 @@ class Task:
     started_at: int
     completed_at: int | None
     callback_until: int | None = None
+    operation: str | None = None  # a background fetch (``operations.py``)
 
     @classmethod
     def from_row(cls, r: tuple[Any, ...]) -> Task:
@@ -61,7 +65,7 @@ class Task:
                    status=r[5], noop=bool(r[6]), attempts=r[7], retrying=bool(r[8]),
                    parent_id=r[9], delay_until=r[10], params=_loads(r[11]),
                    output=_loads(r[12]), error=r[13], started_at=r[14], completed_at=r[15],
-                   callback_until=r[16])
+                   callback_until=r[16], operation=r[17])
 
     @property
     def waits_for_callback(self) -> bool:
@@ -79,7 +83,7 @@ class Task:
             "description": None, "properties": None, "outputProperties": None,
             "params": self.params, "output": self.output, "context": None,
             "error": self.error, "parentId": self.parent_id, "style": None,
-            "operation": None, "callbackUrl": callback, "childExecutionMode": None,
+            "operation": self.operation, "callbackUrl": callback, "childExecutionMode": None,
             "idempotencyKey": self.idempotency_key, "attempts": self.attempts,
             "forceYield": False,
         }
@@ -110,6 +114,7 @@ class NewTask:
     parent_id: str | None
     params: Any
     callback_until: int | None = None
+    operation: str | None = None
 
 
 def of_run(tx: Tx, run_id: str) -> list[Task]:
@@ -141,7 +146,7 @@ def start(tx: Tx, run_id: str, new: NewTask, now: int) -> Task:
     tx.run("trigger_task_insert", (task_id, run_id, new.idempotency_key, new.name,
                                    new.display_key, status, int(new.noop), new.parent_id,
                                    new.delay_until, _dumps(new.params), None, now, completed,
-                                   new.callback_until))
+                                   new.callback_until, new.operation))
     again = tx.one("trigger_task_by_key", (run_id, new.idempotency_key))
     assert again is not None
     return Task.from_row(again)
@@ -156,6 +161,11 @@ def fail(tx: Tx, task_id: str, error: dict[str, Any], now: int) -> Task | None:
     message = str(error.get("message", ""))
     tx.run("trigger_task_fail", (message, _dumps(error), now, task_id))
     return by_id(tx, task_id)
+
+
+def later(tx: Tx, task_id: str, at: int, why: str) -> None:
+    """A background fetch's attempt did not settle it: the next one, not before ``at``."""
+    tx.run("trigger_task_later", (at, why, task_id))
 
 
 def retry(tx: Tx, task_id: str, error: Any) -> None:

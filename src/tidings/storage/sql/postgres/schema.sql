@@ -381,6 +381,7 @@ CREATE TABLE trigger_tasks (
     started_at BIGINT NOT NULL,
     completed_at BIGINT,
     callback_until BIGINT,
+    operation TEXT,
     UNIQUE (run_id, idempotency_key)
 );
 

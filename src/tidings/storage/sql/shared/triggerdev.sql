@@ -36,32 +36,37 @@ WHERE env_id = ? AND id = ? AND delivered_at IS NULL AND cancelled_at IS NULL;
 -- name: trigger_task_by_key
 SELECT id, run_id, idempotency_key, name, display_key, status, noop, attempts, retrying,
        parent_id, delay_until, params, output, error, started_at, completed_at,
-       callback_until
+       callback_until, operation
 FROM trigger_tasks WHERE run_id = ? AND idempotency_key = ?;
 
 -- name: trigger_task_by_id
 SELECT id, run_id, idempotency_key, name, display_key, status, noop, attempts, retrying,
        parent_id, delay_until, params, output, error, started_at, completed_at,
-       callback_until
+       callback_until, operation
 FROM trigger_tasks WHERE id = ?;
 
 -- name: trigger_tasks_of_run
 SELECT id, run_id, idempotency_key, name, display_key, status, noop, attempts, retrying,
        parent_id, delay_until, params, output, error, started_at, completed_at,
-       callback_until
+       callback_until, operation
 FROM trigger_tasks WHERE run_id = ? ORDER BY started_at, id;
 
 -- name: trigger_task_insert
 INSERT INTO trigger_tasks (id, run_id, idempotency_key, name, display_key, status, noop,
                            attempts, parent_id, delay_until, params, output, started_at,
-                           completed_at, callback_until)
-VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)
+                           completed_at, callback_until, operation)
+VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id, idempotency_key) DO NOTHING;
 
 -- name: trigger_task_attempt
 -- The SDK starts a task again after RETRY_WITH_TASK: its next attempt.
 UPDATE trigger_tasks SET attempts = attempts + 1, retrying = 0, status = 'RUNNING', error = NULL
 WHERE id = ? AND retrying = 1;
+
+-- name: trigger_task_later
+-- A background fetch to be tried again: its next attempt, not before delay_until.
+UPDATE trigger_tasks SET attempts = attempts + 1, delay_until = ?, error = ?
+WHERE id = ? AND status = 'RUNNING' AND operation IS NOT NULL;
 
 -- name: trigger_task_retry
 UPDATE trigger_tasks SET retrying = 1, error = ? WHERE id = ? AND status = 'RUNNING';

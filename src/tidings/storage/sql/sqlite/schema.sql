@@ -381,6 +381,7 @@ CREATE TABLE trigger_tasks (
     started_at INTEGER NOT NULL,
     completed_at INTEGER,
     callback_until INTEGER,
+    operation TEXT,
     UNIQUE (run_id, idempotency_key)
 );
 
