@@ -355,9 +355,9 @@ async def test_a_run_shows_its_steps_what_it_waits_for_and_its_event(
     for step in done["steps"]:
         assert set(step) == {"id", "name", "kind", "invoked_run_id", "status", "attempts",
                              "started_at", "ended_at", "duration_ms", "output",
-                             "failed_attempts"}
+                             "reused_from", "failed_attempts"}
         assert len(step["failed_attempts"]) == step["attempts"]
-        assert step["invoked_run_id"] is None
+        assert step["invoked_run_id"] is None and step["reused_from"] is None
         assert step["status"] == "completed"
         if step["started_at"] is not None:
             assert step["duration_ms"] >= 0

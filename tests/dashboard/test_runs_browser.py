@@ -4,6 +4,7 @@ sleeping run from its page, a bulk replay with its preview."""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import httpx
@@ -137,6 +138,15 @@ async def test_rerun_from_a_step_and_filter_runs_by_app_and_event(
     assert new["rerun_of"] == run_id
     reused = [s for s in new["steps"] if s["name"] in ("load-cart", "charge-card")]
     assert [s["failed_attempts"] for s in reused] == [[], []]  # recorded results, not rerun
+    # Drawn as reused where this run started, not at the times they ran in the first run.
+    timeline = page.get_by_role("figure", name="Timeline of the run")
+    for name in ("load-cart", "charge-card", "cool-down"):
+        bar = timeline.locator(".lane", has_text=name).locator(".bar")
+        await expect(bar).to_have_class(re.compile(r"\bb-reused\b"))
+        await expect(bar).to_have_text(f"reused from run {run_id}")
+    await expect(timeline.locator(".lane", has_text="send-receipt").locator(".bar")) \
+        .to_have_class(re.compile(r"\bb-completed\b"))
+    await expect(page.locator(".step .reused")).to_have_count(3)
     await shoot(page, "run-rerun-from-step")
 
     await page.goto(f"{dev_server.url}/runs?app=dash-shop&event_id={event_id}&time=ended")

@@ -66,6 +66,17 @@ class RunDetail:
     event: StoredEvent | None
     events: list[StoredEvent]  # every trigger event (a batch has several)
 
+    @property
+    def reused(self) -> frozenset[str]:
+        """The steps this run took over from the run it reruns (a rerun from a step): their
+        results were recorded there, before this run was created, and its code did not run
+        them again."""
+        run = self.run
+        if run.rerun_of is None:
+            return frozenset()
+        return frozenset(step.step for step in self.steps
+                         if step.ended_at is not None and step.ended_at <= run.created_at)
+
 
 class RunLevers:
     def __init__(self, core: Core) -> None:

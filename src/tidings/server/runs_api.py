@@ -82,9 +82,10 @@ def waiting_json(waiting: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def step_json(step: StepRow, invoked: dict[str, str],
-              failed: list[FailedAttempt] | None = None) -> dict[str, Any]:
-    """A step, with the run it invoked (``invoked``: the run's children by step) and its
-    ``failed`` attempts."""
+              failed: list[FailedAttempt] | None = None,
+              reused_from: str | None = None) -> dict[str, Any]:
+    """A step, with the run it invoked (``invoked``: the run's children by step), its
+    ``failed`` attempts, and the run whose result it reuses (a rerun from a later step)."""
     duration = None
     if step.started_at is not None and step.ended_at is not None:
         duration = step.ended_at - step.started_at
@@ -99,6 +100,7 @@ def step_json(step: StepRow, invoked: dict[str, str],
         "ended_at": iso(step.ended_at),
         "duration_ms": duration,
         "output": step.output,
+        "reused_from": reused_from,
         "failed_attempts": [{"attempt": a.attempt, "started_at": iso(a.started_at),
                              "ended_at": iso(a.ended_at), "error": a.error}
                             for a in failed or ()],
@@ -177,8 +179,10 @@ class RunsAPI:
     async def get_run(self, request: Request) -> Response:
         env, run_id = await self._target(request, "run_id")
         detail = await self.levers.detail(env, run_id)
+        reused = detail.reused
         data = {**run_json(detail.run, detail.slug),
-                "steps": [step_json(s, detail.invoked, detail.failed.get(s.step))
+                "steps": [step_json(s, detail.invoked, detail.failed.get(s.step),
+                                    detail.run.rerun_of if s.step in reused else None)
                           for s in detail.steps],
                 "pauses": [pause_json(p) for p in detail.pauses],
                 "waiting": waiting_json(detail.waiting),

@@ -7,7 +7,8 @@ What is measured and what is inferred: attempts carry their own start and end (f
 resumed it), not when it began;
 a run reaches a sleep or wait right after the step before it ended (in the same call), so its
 span starts there, or where the run started when it is the first step. The queue wait is from
-the run's creation to its first start.
+the run's creation to its first start. Steps a rerun took over from the run it reruns ran
+there, before this run existed: they are drawn apart, "reused", where this run started.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ PAUSES = ("sleep", "wait", "invoke")
 class Bar:
     lane: str  # the step's name (or "queue")
     kind: str  # queue | run | sleep | wait | invoke | send | ai | pending
-    state: str  # completed | failed | errored | waiting | queued
+    state: str  # completed | failed | errored | waiting | queued | reused
     start: int
     end: int
     open: bool  # still going: the bar runs to the edge
@@ -67,7 +68,13 @@ def timeline(detail: RunDetail, now: int) -> Timeline:
                     end=queued_until, open=run.started_at is None and run.status not in TERMINAL,
                     label="in the queue"))
     previous_end = run.started_at or start
+    reused = detail.reused
     for step in detail.steps:
+        if step.step in reused:
+            bars.append(Bar(lane=step.name, kind=step.kind, state="reused", start=previous_end,
+                            end=previous_end, open=False,
+                            label=f"reused from run {run.rerun_of}"))
+            continue
         for failed in detail.failed.get(step.step, []):
             begin = failed.started_at if failed.started_at is not None else failed.ended_at
             bars.append(Bar(lane=step.name, kind=step.kind, state="failed", start=begin,
@@ -118,7 +125,8 @@ def lanes_html(line: Timeline) -> Markup:
         for bar in bars:
             classes = f"bar k-{bar.kind} b-{bar.state}" + (" open" if bar.open else "") + (
                 " narrow" if bar.width < 12 else "") + (" late" if bar.left > 75 else "")
-            title = f"{bar.label} · {duration(bar.end - bar.start)}"
+            title = bar.label if bar.state == "reused" else (
+                f"{bar.label} · {duration(bar.end - bar.start)}")
             if isinstance(bar.error, dict) and bar.error.get("message"):
                 title += f": {bar.error['message']}"
             out.append(str(Markup('<span class="{}" data-left="{}" data-width="{}" title="{}">'

@@ -58,7 +58,7 @@ STEP: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["id", "name", "kind", "invoked_run_id", "status", "attempts", "started_at",
-                 "ended_at", "duration_ms", "output", "failed_attempts"],
+                 "ended_at", "duration_ms", "output", "reused_from", "failed_attempts"],
     "properties": {
         "id": {"type": "string", "description": "The step's hashed id."},
         "name": {"type": "string"},
@@ -73,6 +73,9 @@ STEP: dict[str, Any] = {
         "duration_ms": {"type": ["integer", "null"]},
         "output": {**ANY_JSON, "description": 'The memoized result: {"data": ...} of a step, '
                    '{"error": ...} of a failure, the event a wait received.'},
+        "reused_from": {**NULLABLE_ID, "description": "The run whose recorded result this "
+                        "step took over (a rerun from a later step): its code did not run "
+                        "in this run, and its times are that run's."},
         "failed_attempts": {
             "type": "array", "description": "Every failed attempt, oldest first (the last one "
             "is the step's result when it failed for good).",
