@@ -217,6 +217,60 @@ async def test_runs_are_filtered_by_app_event_and_the_time_they_started_or_ended
     assert await ids(time="ended", since=start, function="mail-notify") == mail_runs
 
 
+async def test_a_status_filter_looks_at_a_bounded_window_and_its_cursor_finds_the_rest(
+    engine: Engine, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state: dict[str, Any] = {}
+    await engine.start(shop(state))
+    for order in range(8):  # charge fails for orders 1, 5 and 6; receipt always completes
+        state["broken"] = order in (1, 5, 6)
+        await spread(engine, range(order, order + 1))
+    everything = await ok(await client.get("/v1/runs", params={"limit": 100}))
+    assert len(everything) == 16
+
+    async def pages(**params: Any) -> list[tuple[list[str], str | None]]:
+        found, cursor = [], None
+        for _ in range(50):
+            page = (await client.get("/v1/runs", params={
+                **params, **({"cursor": cursor} if cursor else {})})).json()
+            assert "data" in page, page
+            cursor = page["cursor"]
+            found.append(([r["id"] for r in page["data"]], cursor))
+            if cursor is None:
+                return found
+        raise AssertionError("the pages never ended")
+
+    # Each page looks at no more than SCAN runs: a page shorter than asked (even empty) still
+    # carries a cursor, and the cursors together find every match once, newest first.
+    monkeypatch.setattr(admin, "SCAN", 3)
+    for params, sparse in (({"status": "Failed"}, True),
+                           ({"status": "failed", "function": "shop-charge"}, True),
+                           ({"status": "Completed,Failed"}, False),
+                           ({"status": "Queued"}, True),
+                           ({"status": ["Completed", "Cancelled"], "function": "shop-receipt"},
+                            False)):
+        wanted = params["status"]
+        wanted = [*wanted] if isinstance(wanted, list) else wanted.split(",")
+        expected = [r["id"] for r in everything
+                    if r["status"].lower() in {w.lower() for w in wanted}
+                    and r["function"] == params.get("function", r["function"])]
+        for limit in (1, 2, 50):
+            found = await pages(**params, limit=limit)
+            assert [i for ids, _ in found for i in ids] == expected, (params, limit)
+            assert all(len(ids) <= limit for ids, _ in found)
+            assert found[-1][1] is None
+        short = [ids for ids, cursor in (await pages(**params, limit=2)) if cursor
+                 and len(ids) < 2]
+        # Where matches are sparse, the window, not the limit, ends some pages.
+        assert bool(short) is sparse, params
+    assert [r["status"] for r in everything if r["function"] == "shop-charge"].count(FAILED) == 3
+
+    # With every status asked for, the list is the exact index range again: full pages.
+    every = ",".join(["Queued", "Running", "Sleeping", "Waiting", "Completed", "Failed",
+                      "Cancelled"])
+    assert all(len(ids) == 5 for ids, cursor in await pages(status=every, limit=5) if cursor)
+
+
 async def test_a_function_is_invoked_with_a_payload_whatever_its_triggers(
     engine: Engine, client: httpx.AsyncClient
 ) -> None:

@@ -20,6 +20,7 @@ import tidings
 from tests.engine.conftest import Clock, Engine
 from tidings.core import Core
 from tidings.keys import get_env
+from tidings.runs import admin
 from tidings.server import create_app
 from tidings.server.dashboard.timeline import timeline
 from tidings.server.run_levers import RunLevers
@@ -182,6 +183,42 @@ async def test_the_runs_list_filters_by_app_event_and_started_time_as_the_api_do
         api_error = (await client.get("/v1/runs", params=params)).json()["error"]
         assert found.group(1).replace("&#39;", "'").replace("&lt;", "<").replace(
             "&gt;", ">").replace("&#34;", '"').replace("&amp;", "&") == api_error
+
+
+async def test_a_status_filter_page_shorter_than_asked_says_so_and_its_older_link_finds_the_rest(
+        engine: Engine, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    await engine.start(shop({"tries": 1}))  # checkout's charge never fails: each run sleeps
+    for name in ("quick", "checkout", "quick", "quick", "quick", "checkout", "quick", "quick",
+                 "checkout"):
+        await engine.send({"name": f"shop/{name}", "data": {"n": 1}})
+        await _settle(engine)
+    sleeping = [r["id"] for r in (await client.get(
+        "/v1/runs", params={"function": "shop-checkout"})).json()["data"]]
+    assert len(sleeping) == 3
+    # Each page looks at three runs: a page holds the sleeping ones among them, fewer than
+    # the two asked for, says so, and links to older runs until none are left.
+    monkeypatch.setattr(admin, "SCAN", 3)
+    shown, notes, url = [], 0, "/runs?status=sleeping&limit=2"
+    for _ in range(20):
+        page = await client.get(url)
+        assert page.status_code == 200, page.text[-2000:]
+        rows = re.findall(r'<tr data-row id="run-([0-9A-Z]+)"', page.text)
+        shown.extend(rows)
+        older = re.search(r'<a rel="next" href="([^"]+)">', page.text)
+        if older is None:
+            break
+        if 0 < len(rows) < 2:
+            notes += 1
+            assert re.search(r"1 run matches these filters among the 3 runs this page looked "
+                             r"at: older runs may match too", page.text), page.text[-3000:]
+        elif not rows:
+            assert "No runs match these filters among the newest 3 looked at" in page.text
+        url = html.unescape(older.group(1))
+        assert "status=sleeping" in url and "limit=2" in url  # the filters are kept
+    else:
+        raise AssertionError("the pages never ended")
+    assert shown == sleeping  # every sleeping run once, newest first
+    assert notes >= 1
 
 
 async def test_bulk_replay_previews_then_acts_as_the_api_does(

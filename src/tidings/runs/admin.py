@@ -21,7 +21,7 @@ from tidings.storage.tx import Tx
 ID_MIN, ID_MAX = "0" * 26, "Z" * 27
 REPLAYABLE = (COMPLETED, FAILED, CANCELLED)
 TIMES = ("queued", "started", "ended")  # which time of a run a list's range applies to
-SCAN = 2_000  # the runs one page of a filter on app, event or started/ended time looks at
+SCAN = 2_000  # the runs one page of a filter on status, app, event or started/ended time looks at
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,9 +47,13 @@ class RunQuery:
 
     @property
     def by_id_alone(self) -> bool:
-        """Whether the id range and the function alone choose the runs (one exact index
-        range: ``list_runs``)."""
+        """Whether the id range and the function alone choose the runs the filters look at
+        (one exact index range), whatever the statuses."""
         return self.function_ids is None and self.event_id is None and self.time == "queued"
+
+    @property
+    def every_status(self) -> bool:
+        return set(STATUSES) <= set(self.statuses)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,18 +133,34 @@ def list_runs(tx: Tx, query: RunQuery) -> list[tuple[Run, str]]:
 def find_runs(tx: Tx, query: RunQuery) -> RunPage:
     """A page of runs matching every filter of ``query``, ``query.limit`` at most.
 
-    The id range and a function are one exact index range (``list_runs``). A filter on an app,
-    an event, or the time runs started or ended looks at the newest ``SCAN`` runs of the
-    narrowest index that holds them (``runs_event`` for an event, ``runs_function`` for a
-    function or each function of an app, else ``runs_env``), reading a few columns of each, and
-    reads only the matching runs in full. A page can then hold fewer runs than asked, even none,
-    with a cursor to look further: no page costs more than ``SCAN`` index entries, however rare
-    its matches are among a million runs."""
-    if query.by_id_alone:
+    The id range and a function are one exact index range (``list_runs``). A filter on a
+    status, an app, an event, or the time runs started or ended looks at the newest ``SCAN``
+    runs of the narrowest index that holds them (``runs_event`` for an event, ``runs_function``
+    for a function or each function of an app, else ``runs_env``), reading a few columns of
+    each, and reads only the matching runs in full. A page can then hold fewer runs than asked,
+    even none, with a cursor to look further: no page costs more than ``SCAN`` index entries,
+    however rare its matches are among a million runs (no index holds the status: one would
+    cost every run's start and end a write)."""
+    if query.by_id_alone and query.every_status:
         rows = list_runs(tx, replace(query, limit=query.limit + 1))
         page = rows[:query.limit]
         return RunPage(runs=page, cursor=page[-1][0].id if len(rows) > query.limit else None)
     marks, full = _marks(tx, query, SCAN)
+    return _page_of(tx, query, marks, full)
+
+
+def find_runs_counted(tx: Tx, query: RunQuery, window: int) -> tuple[RunPage, dict[str, int]]:
+    """``find_runs`` and ``count_statuses`` in one read. Where both look at the same runs (the
+    first page of a filter read run by run, counted over as many runs as it looks at), those
+    runs are read once."""
+    if query.before_id is None and window == SCAN and not (query.by_id_alone
+                                                           and query.every_status):
+        marks, full = _marks(tx, query, SCAN)
+        return _page_of(tx, query, marks, full), _counted(marks, query)
+    return find_runs(tx, query), count_statuses(tx, query, window)
+
+
+def _page_of(tx: Tx, query: RunQuery, marks: list[tuple[Any, ...]], full: bool) -> RunPage:
     chosen = [mark[0] for mark in marks if _matches(mark, query)]
     page_ids = chosen[:query.limit]
     if len(chosen) > query.limit:
@@ -156,19 +176,25 @@ def count_statuses(tx: Tx, query: RunQuery, window: int) -> dict[str, int]:
     from the first page on."""
     query = replace(query, before_id=None)
     if query.by_id_alone:
+        low, high = query.min_id or ID_MIN, query.max_id or ID_MAX
         if query.function_id is None:
-            name, owner = "statuses_of_newest_runs", query.env_id
+            rows = tx.all("statuses_of_newest_runs", (query.env_id, low, high, window))
         else:
-            name, owner = "statuses_of_newest_function_runs", query.function_id
-        rows = tx.all(name, (owner, query.min_id or "", query.max_id or "~", window))
+            rows = tx.all("statuses_of_newest_function_runs",
+                          (query.function_id, low, high, window))
         found = {str(status): int(count) for status, count in rows}
     else:
-        marks, _ = _marks(tx, query, window)
-        everything = replace(query, statuses=STATUSES)
-        found = {}
-        for mark in marks:
-            if _matches(mark, everything):
-                found[mark[2]] = found.get(mark[2], 0) + 1
+        return _counted(_marks(tx, query, window)[0], query)
+    return {status: found.get(status, 0) for status in STATUSES}
+
+
+def _counted(marks: list[tuple[Any, ...]], query: RunQuery) -> dict[str, int]:
+    """Runs by status among ``marks`` that match the filters of ``query`` but its statuses."""
+    everything = replace(query, statuses=STATUSES)
+    found: dict[str, int] = {}
+    for mark in marks:
+        if _matches(mark, everything):
+            found[mark[2]] = found.get(mark[2], 0) + 1
     return {status: found.get(status, 0) for status in STATUSES}
 
 

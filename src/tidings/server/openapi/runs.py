@@ -244,8 +244,8 @@ def paths(api_key: ApiSecurity) -> dict[str, Any]:
                  "schema": {"type": "array", "items": {"enum": list(STATUSES)}}},
                 {"name": "time", "in": "query",
                  "description": "The time since and until apply to: when the run was queued "
-                                "(created; the default), started or ended. A filter on app, "
-                                "event or started/ended time looks at a bounded number of "
+                                "(created; the default), started or ended. A filter on status, "
+                                "app, event or started/ended time looks at a bounded number of "
                                 "runs per page: a page may hold fewer runs than the limit, "
                                 "with a cursor to look further.",
                  "schema": {"enum": list(TIMES)}},

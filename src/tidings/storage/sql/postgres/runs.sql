@@ -79,3 +79,33 @@ SELECT r.id, r.env_id, r.function_id, r.queue, r.event_id, r.event_ids, r.status
        r.replay_id, f.slug
 FROM runs r JOIN functions f ON f.id = r.function_id
 WHERE r.id = ANY(%s) ORDER BY r.id DESC;
+
+-- name: list_runs_of_function
+-- A function's runs in an id range, newest first, along runs_function (function_id, id).
+-- Written as function_id = the function, PostgreSQL walks runs_pkey backwards instead and
+-- filters the function: ids follow the table's order (correlation 1) while one function's
+-- rows look scattered (function_id's correlation is low), so it prices the pkey's reads as
+-- sequential and runs_function's as random. At 1,000,000 runs of 10 functions that read 10
+-- rows per row kept, and every run of the table when a status filter matched none (951 ms
+-- p95). As = ANY(ARRAY[the function]), the function is no constant of the sort, so only
+-- runs_function gives the order asked for, in a custom plan and in the generic one a
+-- prepared statement switches to (a row-value range instead picks another index there).
+SELECT r.id, r.env_id, r.function_id, r.queue, r.event_id, r.event_ids, r.status, r.attempt,
+       r.due_at, r.lease_owner, r.lease_until, r.lease_token, r.created_at, r.started_at,
+       r.ended_at, r.progress_at, r.output, r.error, r.parent_run_id, r.parent_step, r.rerun_of,
+       r.replay_id, f.slug
+FROM runs r JOIN functions f ON f.id = r.function_id
+WHERE r.function_id = ANY(ARRAY[%s]) AND r.id >= %s AND r.id < %s
+    AND r.status IN (%s, %s, %s, %s, %s, %s, %s)
+ORDER BY r.function_id DESC, r.id DESC LIMIT %s;
+
+-- name: statuses_of_newest_function_runs
+SELECT status, count(*) FROM (SELECT status FROM runs
+                              WHERE function_id = ANY(ARRAY[%s]) AND id >= %s AND id < %s
+                              ORDER BY function_id DESC, id DESC LIMIT %s) AS newest
+GROUP BY status;
+
+-- name: run_marks_of_function
+SELECT id, function_id, status, event_id, started_at, ended_at FROM runs
+WHERE function_id = ANY(ARRAY[%s]) AND id >= %s AND id < %s
+ORDER BY function_id DESC, id DESC LIMIT %s;
