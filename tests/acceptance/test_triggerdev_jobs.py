@@ -152,7 +152,7 @@ def delivered(stack: Stack, event_id: str) -> dict[str, Any]:
 
 def test_the_app_is_indexed_as_functions_with_v2_triggers(stack: Stack) -> None:
     [app] = [a for a in stack.api.apps() if a["url"] == stack.app.url]
-    assert (app["app_id"], app["sdk"], app["functions"]) == (APP, "trigger.dev:v2", 15)
+    assert (app["app_id"], app["sdk"], app["functions"]) == (APP, "trigger.dev:v2", 16)
     functions = {f["slug"]: f for f in stack.api.get("/v1/functions")}
     assert functions[f"{APP}-flow"]["triggers"] == [{"event": "v2.flow", "source": "tidings"}]
     assert functions[f"{APP}-filtered"]["triggers"] == [{
@@ -556,3 +556,49 @@ def test_background_fetches_are_made_by_tidings_with_retries_and_polls(stack: St
     steps = {s["name"]: s for s in done["steps"]}
     assert sorted(steps) == ["flaky", "plain", "poll"]
     assert steps["flaky"]["output"] == {"data": output["body"]}
+
+
+def callback_url(stack: Stack, run: dict[str, Any]) -> str:
+    noted = wait_for(lambda: next((line[4:] for line in stack.ran(run["id"])
+                                   if line.startswith("url ")), None),
+                     timeout=30, what="the job to note its callback URL", logs=stack.logs)
+    return str(noted)
+
+
+def test_wait_for_request_completes_with_the_body_posted_to_its_callback_url(
+        stack: Stack) -> None:
+    run = stack.run_of(stack.send({"name": "v2.request"}), "requester")
+    url = callback_url(stack, run)
+    waiting(stack, run)
+    assert url.startswith(f"{stack.server.url}/api/v1/runs/{run['id']}/tasks/")
+    secret = url.rsplit("/", 1)[1]
+
+    forged = httpx.post(url.replace(secret, "x" * len(secret)), json={"approved": False},
+                        timeout=10)
+    not_json = httpx.post(url, content=b"{nope", timeout=10)
+    posted = httpx.post(url, json={"approved": True, "by": "ada"}, timeout=10)  # no key
+    again = httpx.post(url, json={"approved": False}, timeout=10)
+
+    assert forged.status_code == 404, forged.text
+    assert not_json.status_code == 400 and "body" in not_json.json()["error"], not_json.text
+    assert posted.status_code == 200, posted.text
+    assert again.status_code == 409, again.text
+    done = stack.finished(run)
+    assert (done["status"], done["output"]) == ("Completed", {
+        "got": {"approved": True, "by": "ada"}}), done
+    assert stack.ran(run["id"]) == [f"url {url}", "answered"]
+    assert [(s["name"], s["kind"], s["output"]) for s in done["steps"]] == [
+        ("approve", "wait", {"approved": True, "by": "ada"})]
+
+
+def test_wait_for_request_times_out_as_v2_does(stack: Stack) -> None:
+    run = stack.run_of(stack.send({"name": "v2.request", "payload": {"timeout": 2}}),
+                       "requester")
+    url = callback_url(stack, run)
+
+    done = stack.finished(run)
+
+    assert done["status"] == "Failed", done
+    assert "Remote callback timeout - no requests received" in done["error"]["message"]
+    late = httpx.post(url, json={"late": True}, timeout=10)
+    assert late.status_code == 409, late.text

@@ -168,10 +168,12 @@ def test_tasks_of_another_run_and_unknown_runs_are_404(
     unknown = httpx.post(f"{server.url}/api/v1/runs/01ARZ3NDEKTSV4RRFFQ69G5FAV/tasks",
                          headers=auth, json={"idempotencyKey": "k"}, timeout=10)
     assert unknown.status_code == 404 and "run" in unknown.json()["error"]
-    refused = httpx.post(f"{server.url}/api/v1/runs/{first['id']}/tasks", headers=auth,
-                         json={"idempotencyKey": "w", "name": "Wait for Request",
-                               "callback": {"enabled": True}}, timeout=10)
-    assert refused.status_code == 422 and "waitForRequest" in refused.json()["error"]
+    ended = httpx.post(f"{server.url}/api/v1/runs/{first['id']}/tasks", headers=auth,
+                       json={"idempotencyKey": "w", "name": "Wait for Request",
+                             "callback": {"enabled": True}}, timeout=10)
+    assert ended.status_code == 200 and ended.json()["status"] == "WAITING", ended.text
+    late = httpx.post(ended.json()["callbackUrl"], json={"x": 1}, timeout=10)
+    assert late.status_code == 409 and "ended" in late.json()["error"]  # the run ended
 
 
 def test_bad_callbacks_are_refused_naming_the_field(

@@ -248,4 +248,19 @@ client.defineJob({
   },
 });
 
+// io.waitForRequest: the callback URL is noted in the task log ("url <URL>") for the test to
+// POST to, as a third party would.
+client.defineJob({
+  id: "requester",
+  name: "Waits for a request",
+  version: "1.0.0",
+  trigger: eventTrigger({ name: "v2.request" }),
+  run: async (payload, io, ctx) => {
+    const got = await io.waitForRequest("approve", async (url) => { note(ctx, `url ${url}`); },
+      { timeoutInSeconds: payload.timeout ?? 60 });
+    note(ctx, "answered");
+    return { got };
+  },
+});
+
 createExpressServer(client, Number(process.env.PORT), "/api/trigger");

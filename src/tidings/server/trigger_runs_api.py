@@ -10,6 +10,7 @@ call about a cancelled run gets its task back ``CANCELED``: the SDK then stops t
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -56,6 +57,8 @@ class TriggerRunsAPI:
             Route("/api/v1/runs/{run_id}/tasks/{task_id}/complete", self.complete_task,
                   methods=["POST"]),
             Route("/api/v1/runs/{run_id}/tasks/{task_id}/fail", self.fail_task,
+                  methods=["POST"]),
+            Route("/api/v1/runs/{run_id}/tasks/{task_id}/callback/{secret}", self.callback,
                   methods=["POST"]),
             Route("/api/v1/store/{key:path}", self.store,
                   methods=["GET", "PUT", "DELETE", "HEAD"]),
@@ -241,6 +244,23 @@ class TriggerRunsAPI:
                     task_id=task_id, change=partial(tasks.fail, error=error, now=now_ms())))
         return self._answer(run, task, request)
 
+    async def callback(self, request: Request) -> Response:
+        """A POST to ``io.waitForRequest``'s callback URL, from anyone the job gave it to (the
+        URL's secret is the credential): its JSON body is what the task returns."""
+        check_params(request, set())
+        run_id = self._shaped(request, "run_id", "run")
+        task_id = self._shaped(request, "task_id", "task")
+        secret: str = request.path_params["secret"]
+        raw = await read_body(request.scope, request.receive,
+                              self.core.settings.limits.max_body_bytes)
+        body = decode_json(raw, "the body")
+        if body is None:
+            raise RequestRejected("the body: JSON for the waiting task, not null")
+        await self.core.storage.write(partial(
+            callbacks.request_came, run_id=run_id, task_id=task_id, secret=secret, body=body,
+            now=now_ms()))
+        return json_response(200, {"ok": True})
+
     @staticmethod
     def _owned(tx: Any, *, run_id: str, env_id: str, task_id: str,
                change: Any) -> tuple[Run, tasks.Task]:
@@ -333,7 +353,10 @@ def _start(tx: Any, *, run_id: str, env_id: str, new: tasks.NewTask,
     (as it is, or as it would have been) is answered CANCELED: the job stops."""
     run = _run_of(tx, run_id, env_id)
     if run.status != CANCELLED:
-        return run, tasks.start(tx, run.id, new, now)
+        task = tasks.start(tx, run.id, new, now)
+        if task.callback_secret is not None:
+            callbacks.wait_for_request(tx, run, task)
+        return run, task
     found = tx.one("trigger_task_by_key", (run.id, new.idempotency_key))
     if found is not None:
         return run, tasks.Task.from_row(found)
@@ -374,10 +397,13 @@ def _new_task(body: dict[str, Any], now: int) -> tasks.NewTask:
         if moment.tzinfo is None:
             raise RequestRejected("delayUntil: an ISO-8601 time with its offset (Z)")
         delay_until = int(moment.timestamp() * 1000)
+    # io.waitForRequest's callback URL is given to others: it carries a secret.
+    secret = (secrets.token_urlsafe(24) if callback_until is not None
+              and name == WAIT_FOR_REQUEST else None)
     return tasks.NewTask(idempotency_key=key, name=name, display_key=display, noop=noop,
                          delay_until=delay_until, parent_id=body.get("parentId"),
                          params=body.get("params"), callback_until=callback_until,
-                         operation=operation)
+                         operation=operation, callback_secret=secret)
 
 
 def _callback_until(callback: Any, name: Any, now: int) -> int | None:
@@ -389,9 +415,6 @@ def _callback_until(callback: Any, name: Any, now: int) -> int | None:
                               "timeoutInSeconds")
     if not callback.get("enabled"):
         return None
-    if name == WAIT_FOR_REQUEST:
-        raise RequestRejected("callback: io.waitForRequest is not supported by Tidings (its "
-                              "callback URL would have to be reachable by others)", status=422)
     seconds = callback.get("timeoutInSeconds")
     if seconds is None:
         seconds = 3600

@@ -11,6 +11,10 @@ SDK hands that URL back to Tidings, never to anyone else:
 - ``POST /api/v1/jobs/{id}/invoke`` with ``options.callbackUrl``: the child run is started
   with the task as its parent step, and the parent gets a pause on the child.
 
+``io.waitForRequest``'s task is a pause of its run from the start (``wait_for_request``); its
+callback URL (the path above and a secret) is for anyone the job gives it to: a POST of JSON
+to it completes the task with that body (``request_came``).
+
 Both are written while the job still executes (the SDK then answers ``RESUME_WITH_TASK`` and
 the run parks on the pause). The pause's result — the event, the child's end, or nothing by
 the timeout — completes the task when the run is called next (``settle_callbacks``): with the
@@ -21,6 +25,7 @@ event as v2 gives it (``id``, ``name``, ``source``, ``payload``, ``timestamp``, 
 
 from __future__ import annotations
 
+import hmac
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -94,6 +99,37 @@ def wait_for_event(tx: Tx, *, env_id: str, url: str, name: str, spec: dict[str, 
     return task.id
 
 
+def wait_for_request(tx: Tx, run: Run, task: tasks.Task) -> None:
+    """``io.waitForRequest``: the run pauses on the task until its callback URL is POSTed to
+    (``request_came``) or its timeout passes (once: the SDK creates the task again on replay)."""
+    if task.status != tasks.WAITING or task.callback_until is None or run.status in TERMINAL:
+        return
+    if _resolved(tx, run.id, task.id):
+        return
+    journal.pause(tx, run, step=task.id, name=task.display_key or task.name, kind="wait",
+                  until=task.callback_until)
+
+
+def request_came(tx: Tx, *, run_id: str, task_id: str, secret: str, body: Any,
+                 now: int) -> None:
+    """A POST to a ``waitForRequest`` callback URL: its JSON body completes the task when the
+    run is called next. 404 unless the run, the task and the secret are as Tidings gave them
+    out; 409 when the run ended or the task waits no more."""
+    run = store.get_run(tx, run_id)
+    task = tasks.by_id(tx, task_id)
+    if (run is None or run.queue != TRIGGER_QUEUE or task is None or task.run_id != run.id
+            or task.callback_secret is None
+            or not hmac.compare_digest(task.callback_secret.encode(), secret.encode())):
+        raise RequestRejected("callback URL not found", status=404)
+    if run.status in TERMINAL:
+        raise RequestRejected(f"run {run_id} has ended ({run.status})", status=409)
+    if task.status != tasks.WAITING or not journal.resolve_pause(
+            tx, run.id, task.id, task.display_key or task.name, body, now, kind="wait"):
+        raise RequestRejected(f"task {task_id} waits for no request any more (it came, or "
+                              "its timeout passed)", status=409)
+    store.notify(tx, TRIGGER_QUEUE)
+
+
 def _resolved(tx: Tx, run_id: str, step: str) -> bool:
     return any(s.step == step for s in journal.steps_of(tx, run_id))
 
@@ -138,6 +174,8 @@ def settle_callbacks(tx: Tx, run: Run, recorded: list[StepRow], notify: Any,
             tasks.complete(tx, task.id, notify(tx, child), now)
         elif step.output is None:
             tasks.timed_out(tx, task.id, now)
+        elif task.callback_secret is not None:  # io.waitForRequest: the request's body
+            tasks.complete(tx, task.id, step.output, now)
         else:
             tasks.complete(tx, task.id, event_as_v2(step.output), now)
 

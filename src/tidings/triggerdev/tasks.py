@@ -10,6 +10,8 @@ the job's next ``EXECUTE_JOB`` as cached tasks and are not run again. A task sta
   ``invokeAndWaitForCompletion``): its callback URL names the run and the task; what the SDK
   registers with it (``callbacks.py``) becomes a pause of the run, whose result completes the
   task; at ``callback_until`` it fails as v2's did;
+- ``WAITING`` for a request (``io.waitForRequest``): its callback URL also carries a secret,
+  and whoever POSTs JSON to it completes the task with that body (``callbacks.py``);
 - ``COMPLETED`` when it is a no-op (``io.logger``): nothing to run;
 - ``RUNNING`` with an ``operation`` for a background fetch, which Tidings performs
   (``operations.py``): each attempt that does not settle it counts one more, and its
@@ -58,6 +60,7 @@ class Task:
     completed_at: int | None
     callback_until: int | None = None
     operation: str | None = None  # a background fetch (``operations.py``)
+    callback_secret: str | None = None  # io.waitForRequest's: in its callback URL
 
     @classmethod
     def from_row(cls, r: tuple[Any, ...]) -> Task:
@@ -65,7 +68,7 @@ class Task:
                    status=r[5], noop=bool(r[6]), attempts=r[7], retrying=bool(r[8]),
                    parent_id=r[9], delay_until=r[10], params=_loads(r[11]),
                    output=_loads(r[12]), error=r[13], started_at=r[14], completed_at=r[15],
-                   callback_until=r[16], operation=r[17])
+                   callback_until=r[16], operation=r[17], callback_secret=r[18])
 
     @property
     def waits_for_callback(self) -> bool:
@@ -74,8 +77,12 @@ class Task:
     def server_json(self, base_url: str = "") -> dict[str, Any]:
         """``ServerTaskSchema``: what the task endpoints answer (``base_url``: the server's, for
         the callback URL of a task that waits for one)."""
-        callback = (f"{base_url.rstrip('/')}{CALLBACK_PATH.format(run=self.run_id, task=self.id)}"
-                    if self.waits_for_callback else None)
+        callback = None
+        if self.waits_for_callback:
+            path = CALLBACK_PATH.format(run=self.run_id, task=self.id)
+            if self.callback_secret is not None:
+                path += f"/{self.callback_secret}"
+            callback = f"{base_url.rstrip('/')}{path}"
         return {
             "id": self.id, "name": self.name, "icon": None, "noop": self.noop,
             "startedAt": iso(self.started_at), "completedAt": iso(self.completed_at),
@@ -115,6 +122,7 @@ class NewTask:
     params: Any
     callback_until: int | None = None
     operation: str | None = None
+    callback_secret: str | None = None
 
 
 def of_run(tx: Tx, run_id: str) -> list[Task]:
@@ -146,7 +154,8 @@ def start(tx: Tx, run_id: str, new: NewTask, now: int) -> Task:
     tx.run("trigger_task_insert", (task_id, run_id, new.idempotency_key, new.name,
                                    new.display_key, status, int(new.noop), new.parent_id,
                                    new.delay_until, _dumps(new.params), None, now, completed,
-                                   new.callback_until, new.operation))
+                                   new.callback_until, new.operation,
+                                   new.callback_secret))
     again = tx.one("trigger_task_by_key", (run_id, new.idempotency_key))
     assert again is not None
     return Task.from_row(again)

@@ -382,6 +382,7 @@ CREATE TABLE trigger_tasks (
     completed_at BIGINT,
     callback_until BIGINT,
     operation TEXT,
+    callback_secret TEXT,
     UNIQUE (run_id, idempotency_key)
 );
 

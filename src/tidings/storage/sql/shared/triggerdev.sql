@@ -36,26 +36,26 @@ WHERE env_id = ? AND id = ? AND delivered_at IS NULL AND cancelled_at IS NULL;
 -- name: trigger_task_by_key
 SELECT id, run_id, idempotency_key, name, display_key, status, noop, attempts, retrying,
        parent_id, delay_until, params, output, error, started_at, completed_at,
-       callback_until, operation
+       callback_until, operation, callback_secret
 FROM trigger_tasks WHERE run_id = ? AND idempotency_key = ?;
 
 -- name: trigger_task_by_id
 SELECT id, run_id, idempotency_key, name, display_key, status, noop, attempts, retrying,
        parent_id, delay_until, params, output, error, started_at, completed_at,
-       callback_until, operation
+       callback_until, operation, callback_secret
 FROM trigger_tasks WHERE id = ?;
 
 -- name: trigger_tasks_of_run
 SELECT id, run_id, idempotency_key, name, display_key, status, noop, attempts, retrying,
        parent_id, delay_until, params, output, error, started_at, completed_at,
-       callback_until, operation
+       callback_until, operation, callback_secret
 FROM trigger_tasks WHERE run_id = ? ORDER BY started_at, id;
 
 -- name: trigger_task_insert
 INSERT INTO trigger_tasks (id, run_id, idempotency_key, name, display_key, status, noop,
                            attempts, parent_id, delay_until, params, output, started_at,
-                           completed_at, callback_until, operation)
-VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)
+                           completed_at, callback_until, operation, callback_secret)
+VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id, idempotency_key) DO NOTHING;
 
 -- name: trigger_task_attempt

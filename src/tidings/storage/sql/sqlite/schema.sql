@@ -382,6 +382,7 @@ CREATE TABLE trigger_tasks (
     completed_at INTEGER,
     callback_until INTEGER,
     operation TEXT,
+    callback_secret TEXT,
     UNIQUE (run_id, idempotency_key)
 );
 
