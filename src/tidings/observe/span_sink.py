@@ -156,15 +156,24 @@ class Sampler:
         return parent_sampled if self.parent_based else self.root(trace_id)
 
 
-Record = tuple[Any, ...]  # a finished span as ``Sink.emit`` keeps it (``Sink.span``)
+Record = tuple[Any, ...]
+"""A finished span as it waits for export: its maker (called in the export thread, with the
+sink and the record), then what the maker needs, as the caller had it."""
 
 
 class Sink:
     """Where spans go: each finished span as a compact ``Record`` to ``add``, made a
     ``ReadableSpan`` by ``span`` when it is handed to the exporter or processor; the constant
-    parts (resource, scope, flags, kinds, the unset status) made once."""
+    parts (resource, scope, flags, kinds, the unset status) made once.
 
-    def __init__(self, resource: Any, sampler: Sampler) -> None:
+    The caller does as little as it can: a record keeps the values as they were given, and
+    its maker (names, attribute dicts, ids derived from a run's id, contexts, links) runs in
+    the export thread. ``parse`` reads a ``traceparent`` into ``(trace_id, span_id,
+    sampled)``: the links made of the same ``traceparent``s (a request's events share one)
+    are made once."""
+
+    def __init__(self, resource: Any, sampler: Sampler,
+                 parse: Callable[[str], tuple[int, int, bool] | None]) -> None:
         from opentelemetry import trace
         from opentelemetry.sdk.trace import ReadableSpan
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -195,6 +204,8 @@ class Sink:
 
         self.add: Callable[[Record], None] = lambda record: None
         self.sampler = sampler
+        # Every trace that begins here is kept: a span of a run needs no id to be decided.
+        self.keeps_all = sampler.bound >= 1 << 64
         self.finished = Finished
         self.context = _contexts(trace)
         self.link = trace.Link
@@ -204,31 +215,56 @@ class Sink:
         self.unset = Status(StatusCode.UNSET)
         self.status = Status
         self.error = StatusCode.ERROR
+        self._parse = parse
+        self._links: dict[tuple[str, ...], tuple[Any, ...]] = {}
 
     def emit(self, name: str, kind: str, trace_id: int, span_id: int,
              parent_span_id: int | None, remote_parent: bool, start: int, end: int,
-             keys: tuple[str, ...] | None, values: Any, error: str | None = None,
-             links: Sequence[tuple[int, int, bool]] = ()) -> None:
+             keys: tuple[str, ...] | None, values: Any, error: str | None = None) -> None:
         """Record a finished span (sampled: the caller decided). Its attributes are
         ``values`` under ``keys`` (or ``values`` itself, a dict, when ``keys`` is None);
-        ``error``: its status is ERROR with that description ("" for none); ``links``:
-        ``(trace_id, span_id, sampled)`` of the contexts it is linked to."""
-        self.add((name, kind, trace_id, span_id, parent_span_id, remote_parent, start,
-                  max(end, start), keys, values, error, links))
+        ``error``: its status is ERROR with that description ("" for none)."""
+        self.add((_emitted, name, kind, trace_id, span_id, parent_span_id, remote_parent,
+                  start, end, keys, values, error))
 
     def span(self, record: Record) -> Any:
         """The ``ReadableSpan`` of a record."""
-        (name, kind, trace_id, span_id, parent_span_id, remote_parent, start, end, keys,
-         values, error, links) = record
+        return record[0](self, record)
+
+    def make(self, name: str, kind: str, trace_id: int, span_id: int,
+             parent_span_id: int | None, remote_parent: bool, start: int, end: int,
+             attributes: dict[str, Any], error: str | None,
+             links: Sequence[Any] = ()) -> Any:
+        """A ``ReadableSpan`` (for a maker); ``links`` as ``links_to`` gives them."""
         context = self.context(trace_id, span_id, False, self.flags)
         parent = None if parent_span_id is None else self.context(
             trace_id, parent_span_id, remote_parent, self.flags)
         status = self.unset if error is None else self.status(self.error, error or None)
-        attributes = values if keys is None else dict(zip(keys, values))  # noqa: B905 (one length)
-        linked = [self.link(self.context(t, s, True, self.flags if sampled else self.unsampled))
-                  for t, s, sampled in links] if links else ()
-        return self.finished(name, context, parent, self.kinds[kind], attributes, start, end,
-                             status, linked)
+        return self.finished(name, context, parent, self.kinds[kind], attributes, start,
+                             max(end, start), status, links)
+
+    def links_to(self, traceparents: tuple[str, ...]) -> tuple[Any, ...]:
+        """Links to the contexts of these ``traceparent``s (bad ones left out)."""
+        found = self._links.get(traceparents)
+        if found is None:
+            if len(self._links) >= 1024:
+                self._links.clear()
+            made = []
+            for parsed in map(self._parse, traceparents):
+                if parsed is not None:
+                    trace_id, span_id, sampled = parsed
+                    made.append(self.link(self.context(
+                        trace_id, span_id, True, self.flags if sampled else self.unsampled)))
+            found = self._links[traceparents] = tuple(made)
+        return found
+
+
+def _emitted(sink: Sink, record: Record) -> Any:
+    (_, name, kind, trace_id, span_id, parent_span_id, remote_parent, start, end, keys, values,
+     error) = record
+    attributes = values if keys is None else dict(zip(keys, values))  # noqa: B905 (one length)
+    return sink.make(name, kind, trace_id, span_id, parent_span_id, remote_parent, start, end,
+                     attributes, error)
 
 
 def _contexts(trace: Any) -> Callable[[int, int, bool, Any], Any]:

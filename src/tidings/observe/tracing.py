@@ -23,7 +23,9 @@ The spans follow the OpenTelemetry messaging conventions (``messaging.system=tid
 Every span is built finished and handed to the span processor (``span_sink.Sink``), not
 started through the SDK's tracer: a span started there costs about 45 µs of CPU here (sampler,
 attribute checks, context attach and detach), against some 3 µs this way, and ingest makes two
-per request (``bench/README.md``, P10). Sampling follows ``OTEL_TRACES_SAMPLER``
+per request (``bench/README.md``, P10). What the caller does is keep the span's values as a
+record with its maker (``_step``, ``_run``, ...); ids derived from a run's id, names, attribute
+dicts, contexts and links are made in the export thread. Sampling follows ``OTEL_TRACES_SAMPLER``
 (``span_sink.Sampler``): a sampled caller's context is followed; a trace that begins here is
 kept at the configured ratio of its trace id, so every process decides the same for a run's
 trace.
@@ -43,7 +45,7 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
 
-from tidings.observe.span_sink import Batches, Sampler, Sink, resource
+from tidings.observe.span_sink import Batches, Record, Sampler, Sink, resource
 
 log = logging.getLogger("tidings.tracing")
 SYSTEM = "tidings"
@@ -90,7 +92,7 @@ def export_to(exporter: Any, environ: Mapping[str, str] = os.environ) -> None:
     """Send spans to ``exporter`` (an OTel SDK span exporter) in batches (``Batches``),
     sampled as ``environ`` says."""
     global _sink
-    sink = Sink(resource(environ), Sampler.from_env(environ))
+    sink = Sink(resource(environ), Sampler.from_env(environ), _parsed)
     sink.add = Batches(exporter, environ, sink.span).add
     _sink = sink
 
@@ -102,7 +104,7 @@ def use(processor: Any, environ: Mapping[str, str] = os.environ) -> None:
     if processor is None:
         _sink = None
         return
-    sink = Sink(resource(environ), Sampler.from_env(environ))
+    sink = Sink(resource(environ), Sampler.from_env(environ), _parsed)
     sink.add = lambda record: processor.on_end(sink.span(record))
     _sink = sink
 
@@ -111,12 +113,6 @@ def on() -> bool:
     return _sink is not None
 
 
-_SERVER = ("http.request.method", "http.route", "http.response.status_code")
-_PRODUCER = ("messaging.system", "messaging.operation.type", "messaging.operation.name",
-             "messaging.batch.message_count")
-_STEP = ("tidings.step.id", "tidings.step.name", "tidings.step.op", "tidings.step.attempt",
-         "tidings.run.id")
-_PAUSE = ("tidings.step.id", "tidings.step.name", "tidings.step.op", "tidings.run.id")
 
 
 # -- contexts ------------------------------------------------------------------------------------
@@ -207,9 +203,16 @@ def request_ended(span: Request, route: str, method: str, status: int) -> None:
     sink = _sink
     if sink is None or not span.sampled:
         return
-    sink.emit(f"{method} {route}", "SERVER", span.trace_id, span.span_id,
-              span.parent_span_id, True, span.start, _time_ns(), _SERVER,
-              (method, route, status), "" if status >= 500 else None)
+    sink.add((_server, span.trace_id, span.span_id, span.parent_span_id, span.start,
+              _time_ns(), method, route, status))
+
+
+def _server(sink: Sink, record: Record) -> Any:
+    _, trace_id, span_id, parent_span_id, start, end, method, route, status = record
+    return sink.make(f"{method} {route}", "SERVER", trace_id, span_id, parent_span_id, True,
+                     start, end, {"http.request.method": method, "http.route": route,
+                                  "http.response.status_code": status},
+                     "" if status >= 500 else None)
 
 
 class Producer:
@@ -254,9 +257,17 @@ def produced(span: Producer) -> None:
     sink = _sink
     if sink is None or not span.sampled:
         return
-    sink.emit("send events", "PRODUCER", span.trace_id, span.span_id, span.parent_span_id,
-              span.remote_parent, span.start, _time_ns(), _PRODUCER,
-              (SYSTEM, "send", "send", span.count))
+    sink.add((_producer, span.trace_id, span.span_id, span.parent_span_id, span.remote_parent,
+              span.start, _time_ns(), span.count))
+
+
+def _producer(sink: Sink, record: Record) -> Any:
+    _, trace_id, span_id, parent_span_id, remote_parent, start, end, count = record
+    return sink.make("send events", "PRODUCER", trace_id, span_id, parent_span_id,
+                     remote_parent, start, end,
+                     {"messaging.system": SYSTEM, "messaging.operation.type": "send",
+                      "messaging.operation.name": "send", "messaging.batch.message_count": count},
+                     None)
 
 
 # -- run spans -----------------------------------------------------------------------------------
@@ -277,15 +288,19 @@ def step_span(run_id: str, *, step: str, name: str, op: str, attempt: int, start
               ended_at: int, error: Mapping[str, Any] | None = None) -> None:
     """One attempt of a step, under the run's span."""
     sink = _sink
-    if sink is None:
+    if sink is None or not (sink.keeps_all or sink.sampler.root(run_ids(run_id)[0])):
         return
+    sink.add((_step, run_id, step, name, op, attempt, started_at, ended_at,
+              None if error is None else f"{error.get('name')}: {error.get('message')}"[:500]))
+
+
+def _step(sink: Sink, record: Record) -> Any:
+    _, run_id, step, name, op, attempt, started_at, ended_at, error = record
     trace_id, run_span_id = run_ids(run_id)
-    if not sink.sampler.root(trace_id):
-        return
-    sink.emit(f"step {name}", "INTERNAL", trace_id, _getrandbits(64) or 1, run_span_id, True,
-              _ms_ns(started_at), _ms_ns(ended_at), _STEP, (step, name, op, attempt, run_id),
-              None if error is None
-              else f"{error.get('name')}: {error.get('message')}"[:500])
+    return sink.make(f"step {name}", "INTERNAL", trace_id, _getrandbits(64) or 1, run_span_id,
+                     True, _ms_ns(started_at), _ms_ns(ended_at),
+                     {"tidings.step.id": step, "tidings.step.name": name, "tidings.step.op": op,
+                      "tidings.step.attempt": attempt, "tidings.run.id": run_id}, error)
 
 
 def run_span(run_id: str, *, function: str, app: str, status: str, started_at: int,
@@ -294,12 +309,18 @@ def run_span(run_id: str, *, function: str, app: str, status: str, started_at: i
     """The CONSUMER span of a run that ended, with the ids ``run_ids`` gives, linked to the
     creation context of its events; and its pauses, under it."""
     sink = _sink
-    if sink is None:
+    if sink is None or not (sink.keeps_all or sink.sampler.root(run_ids(run_id)[0])):
         return
+    for pause in pauses:
+        sink.add((_pause, run_id, pause))
+    sink.add((_run, run_id, function, app, status, started_at, ended_at, attempt, event_ids,
+              traceparents))
+
+
+def _run(sink: Sink, record: Record) -> Any:
+    (_, run_id, function, app, status, started_at, ended_at, attempt, event_ids,
+     traceparents) = record
     trace_id, span_id = run_ids(run_id)
-    if not sink.sampler.root(trace_id):
-        return
-    links = [parsed for parsed in map(_parsed, traceparents) if parsed is not None]
     attributes: dict[str, Any] = {
         "messaging.system": SYSTEM, "messaging.operation.type": "process",
         "messaging.operation.name": "process", "messaging.destination.name": function,
@@ -309,13 +330,19 @@ def run_span(run_id: str, *, function: str, app: str, status: str, started_at: i
         attributes["messaging.message.id"] = event_ids[0]
     else:
         attributes["messaging.batch.message_count"] = len(event_ids)
-    for pause in pauses:
-        sink.emit(f"{pause.kind} {pause.name}", "INTERNAL", trace_id, _getrandbits(64) or 1,
-                  span_id, False, _ms_ns(pause.started_at), _ms_ns(pause.ended_at), _PAUSE,
-                  (pause.step, pause.name, pause.kind, run_id))
-    sink.emit(f"process {function}", "CONSUMER", trace_id, span_id, None, False,
-              _ms_ns(started_at), _ms_ns(ended_at), None, attributes,
-              None if status == "Completed" else status, links)
+    return sink.make(f"process {function}", "CONSUMER", trace_id, span_id, None, False,
+                     _ms_ns(started_at), _ms_ns(ended_at), attributes,
+                     None if status == "Completed" else status,
+                     sink.links_to(tuple(traceparents)) if traceparents else ())
+
+
+def _pause(sink: Sink, record: Record) -> Any:
+    _, run_id, pause = record
+    trace_id, span_id = run_ids(run_id)
+    return sink.make(f"{pause.kind} {pause.name}", "INTERNAL", trace_id, _getrandbits(64) or 1,
+                     span_id, False, _ms_ns(pause.started_at), _ms_ns(pause.ended_at),
+                     {"tidings.step.id": pause.step, "tidings.step.name": pause.name,
+                      "tidings.step.op": pause.kind, "tidings.run.id": run_id}, None)
 
 
 class Client:
