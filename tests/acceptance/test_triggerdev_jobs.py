@@ -152,7 +152,7 @@ def delivered(stack: Stack, event_id: str) -> dict[str, Any]:
 
 def test_the_app_is_indexed_as_functions_with_v2_triggers(stack: Stack) -> None:
     [app] = [a for a in stack.api.apps() if a["url"] == stack.app.url]
-    assert (app["app_id"], app["sdk"], app["functions"]) == (APP, "trigger.dev:v2", 16)
+    assert (app["app_id"], app["sdk"], app["functions"]) == (APP, "trigger.dev:v2", 18)
     functions = {f["slug"]: f for f in stack.api.get("/v1/functions")}
     assert functions[f"{APP}-flow"]["triggers"] == [{"event": "v2.flow", "source": "tidings"}]
     assert functions[f"{APP}-filtered"]["triggers"] == [{
@@ -602,3 +602,28 @@ def test_wait_for_request_times_out_as_v2_does(stack: Stack) -> None:
     assert "Remote callback timeout - no requests received" in done["error"]["message"]
     late = httpx.post(url, json={"late": True}, timeout=10)
     assert late.status_code == 409, late.text
+
+
+def test_an_invoke_trigger_job_runs_only_when_invoked(stack: Stack) -> None:
+    [job] = [f for f in stack.api.get("/v1/functions") if f["slug"] == f"{APP}-invoke-only"]
+    assert job["triggers"] == []
+    run = stack.run_of(stack.send({"name": "v2.caller", "payload": {"n": 4}}), "caller")
+
+    done = stack.finished(run)
+    direct = client(stack, "invoke", "invoke-only", {"n": 5})
+    refused = v2_post(stack, "/api/v1/jobs/invoke-only/invoke", {"payload": {"n": "five"}})
+
+    assert done["status"] == "Completed", done
+    end = done["output"]
+    assert (end["ok"], end["output"]) == (True, {"tripled": 12, "event": "invoke"})
+    child = stack.api.run(end["id"])
+    assert (child["function"], child["event"]["name"]) == (f"{APP}-invoke-only", "invoke")
+    assert stack.finished(stack.api.run(direct["id"]))["output"] == {"tripled": 15,
+                                                                      "event": "invoke"}
+    assert refused.status_code == 200, refused.text
+    invalid = stack.finished(stack.api.run(refused.json()["id"]))
+    assert (invalid["status"], invalid["error"]["name"]) == ("Failed", "InvalidPayload")
+    assert "n" in invalid["error"]["message"]
+    # An event named like the trigger starts nothing.
+    stray = stack.send({"name": "invoke", "payload": {"n": 1}})
+    assert stack.api.runs_of(delivered(stack, stray["id"])["id"]) == []

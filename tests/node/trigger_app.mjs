@@ -8,7 +8,7 @@
 // Every task body appends "<run id> <task>" to TASK_LOG, so a test can count how often each
 // ran (a task replayed from the cache does not append).
 import { appendFileSync, existsSync } from "node:fs";
-import { TriggerClient, cronTrigger, eventTrigger, intervalTrigger } from "@trigger.dev/sdk";
+import { TriggerClient, cronTrigger, eventTrigger, intervalTrigger, invokeTrigger } from "@trigger.dev/sdk";
 import { createExpressServer } from "@trigger.dev/express";
 import { z } from "zod";
 
@@ -260,6 +260,26 @@ client.defineJob({
       { timeoutInSeconds: payload.timeout ?? 60 });
     note(ctx, "answered");
     return { got };
+  },
+});
+
+// invokeTrigger: no event starts it, only invoke.
+const onlyInvoked = client.defineJob({
+  id: "invoke-only",
+  name: "Started only by invoke",
+  version: "1.0.0",
+  trigger: invokeTrigger({ schema: z.object({ n: z.number() }) }),
+  run: async (payload, io, ctx) => ({ tripled: payload.n * 3, event: ctx.event.name }),
+});
+
+client.defineJob({
+  id: "caller",
+  name: "Invokes an invoke-only Job and waits",
+  version: "1.0.0",
+  trigger: eventTrigger({ name: "v2.caller" }),
+  run: async (payload, io) => {
+    const end = await onlyInvoked.invokeAndWaitForCompletion("call", { n: payload.n });
+    return { ok: end.ok, output: end.output, id: end.id };
   },
 });
 

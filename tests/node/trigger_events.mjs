@@ -5,7 +5,7 @@
 //
 // Operations: seed (the seed page's snippet), send <event> [options], sendMany <events>
 // [options], cancel <id>, cancelRuns <id>, get <id>, run <id>, statuses <id>, cancelRun <id>,
-// runs <job> [options], cancelJobRuns <job>.
+// runs <job> [options], cancelJobRuns <job>, invoke <job> <payload>.
 // Prints one JSON object: {"result": ...} as the client returned it (after its zod schemas
 // parsed the answer), or {"error": message} when the client threw (exit status 1).
 import { TriggerClient } from "@trigger.dev/sdk";
@@ -26,6 +26,7 @@ const operations = {
   cancelRun: (id) => client.cancelRun(id),
   runs: (job, options) => client.getRuns(job, options),
   cancelJobRuns: (job) => client.cancelRunsForJob(job),
+  invoke: (job, payload) => client.invokeJob(job, payload),
 };
 
 try {

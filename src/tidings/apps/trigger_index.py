@@ -10,9 +10,9 @@ functions for the driver. ``PING`` also names the client: an app answers a wrong
 A Job becomes a function whose triggers are its event names, with the rule's ``source``,
 payload ``filter`` and ``context`` filter (v2's default source ``trigger.dev`` is Tidings'
 ``tidings``). What Tidings does not run is refused with the app's sync, naming it:
-integrations, HTTP sources and webhooks, HTTP endpoints, dynamic triggers and schedules,
-invoke-only Jobs, and intervals cron cannot express. ``cronTrigger`` and ``intervalTrigger``
-Jobs run on Tidings' cron (UTC).
+integrations, HTTP sources and webhooks, HTTP endpoints, dynamic triggers and schedules, and
+intervals cron cannot express. ``cronTrigger`` and ``intervalTrigger`` Jobs run on Tidings'
+cron (UTC); an ``invokeTrigger`` Job is a function with no trigger, started only by invoke.
 """
 
 from __future__ import annotations
@@ -187,9 +187,11 @@ def _job(client: str, url: str, key_id: str, job: Any) -> FunctionDef | None:
     kind = trigger.get("type")
     if kind == "scheduled":
         return _scheduled(client, url, key_id, job, trigger.get("schedule"))
+    if kind == "invoke":  # invokeTrigger: started only by invoke (``triggerdev/invoke.py``)
+        return _function(client, url, key_id, job, [])
     if kind != "static":
-        raise ConfigError(f"job {job_id!r}: {kind} triggers (eventTrigger, cronTrigger and "
-                          "intervalTrigger are run)")
+        raise ConfigError(f"job {job_id!r}: {kind} triggers (eventTrigger, invokeTrigger, "
+                          "cronTrigger and intervalTrigger are run)")
     rule = trigger.get("rule") or {}
     names = rule.get("event")
     names = [names] if isinstance(names, str) else names

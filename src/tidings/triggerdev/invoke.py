@@ -1,9 +1,10 @@
 """``client.invokeJob`` / ``job.invoke()``: a run of a Job started directly, with a payload,
 without an event subscription (``POST /api/v1/jobs/{id}/invoke``).
 
-The payload is stored as an event named after the Job's first trigger, already delivered, so
-that it starts no other function; the run is unique per ``Idempotency-Key`` (an ``io``-level
-invoke sends the task's key), so an invocation repeated after a crash starts nothing twice.
+The payload is stored as an event named after the Job's first trigger (``invoke`` for an
+``invokeTrigger`` Job, as v2 named it), already delivered, so that it starts no other
+function; the run is unique per ``Idempotency-Key`` (an ``io``-level invoke sends the task's
+key), so an invocation repeated after a crash starts nothing twice.
 With a callback URL (``invokeAndWaitForCompletion``) the run is the child of the waiting task
 of its parent run, which pauses on it (``callbacks.py``).
 """
@@ -25,6 +26,8 @@ from tidings.storage.tx import Tx
 from tidings.triggerdev import callbacks
 from tidings.triggerdev.tasks import Task
 from tidings.triggerdev.wire import TRIGGER_QUEUE
+
+INVOKED = "invoke"  # the event of an invokeTrigger Job's run
 
 
 def job_functions(tx: Tx, env_id: str, job_id: str) -> list[FunctionRow]:
@@ -60,7 +63,8 @@ def invoke(tx: Tx, *, fn: FunctionRow, payload: dict[str, Any], context: Any,
         if parent is not None:
             callbacks.wait_for_child(tx, parent[0], parent[1], str(found[0]), now)
         return str(found[0])
-    name = str(fn.config["triggers"][0].get("event", "trigger.scheduled"))
+    triggers = fn.config.get("triggers") or [{"event": INVOKED}]  # invokeTrigger: none
+    name = str(triggers[0].get("event", "trigger.scheduled"))
     row = EventRow(id=event_id, env_id=fn.env_id, name=name, data=msgspec.json.encode(payload),
                    user=None, user_subject=None, key=None, ts=now, v=None, source="tidings",
                    context=None if context is None else msgspec.json.encode(context),
