@@ -45,9 +45,11 @@ def get_env(tx: Tx, env_id: str) -> Environment | None:
     return env_from_row(row) if row else None
 
 
-def add_key(tx: Tx, env_id: str, kind: KeyKind, key_hash: str, prefix: str) -> ApiKey:
+def add_key(tx: Tx, env_id: str, kind: KeyKind, key_hash: str, prefix: str, *,
+            reads_user: bool = False) -> ApiKey:
     """Store a key of an environment by its hash (``create_key`` makes the secret)."""
-    tx.run("insert_key", (new_id(), env_id, kind, key_hash, prefix, now_ms()))
+    tx.run("insert_key", (new_id(), env_id, kind, key_hash, prefix, now_ms(),
+                          1 if reads_user else 0))
     row = tx.one("key_by_hash", (key_hash,))
     assert row is not None
     return key_from_row(row)
@@ -97,21 +99,36 @@ def new_key(kind: KeyKind) -> str:
     return PREFIXES[kind] + secrets.token_urlsafe(32)
 
 
-async def create_key(storage: Storage, env_name: str, kind: KeyKind) -> tuple[str, ApiKey]:
-    """A new key for an environment: ``(secret, record)``. The secret is not stored."""
+async def create_key(storage: Storage, env_name: str, kind: KeyKind, *,
+                     reads_user: bool = False) -> tuple[str, ApiKey]:
+    """A new key for an environment: ``(secret, record)``. The secret is not stored. An API key
+    made ``reads_user`` reads events' ``user`` decrypted under serve (``Access``)."""
     if not env_name or "/" in env_name:
         raise ConfigError("an environment name is non-empty and has no '/'")
+    if reads_user and kind != "api":
+        raise ConfigError("only an API key reads events' user (--reads-user needs --kind api)")
     secret = new_key(kind)
 
     def store(tx: Tx) -> ApiKey:
-        return add_key(tx, ensure_env(tx, env_name).id, kind, hash_key(secret), secret[:10])
+        return add_key(tx, ensure_env(tx, env_name).id, kind, hash_key(secret), secret[:10],
+                       reads_user=reads_user)
 
     return secret, await storage.write(store)
 
 
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What a presented key opens: its environment, and whether what it reads carries events'
+    ``user`` decrypted. Under serve only API keys made ``--reads-user`` do (elsewhere ``user``
+    is masked, as on the dashboard); in dev every key does."""
+
+    env: Environment
+    reads_user: bool
+
+
 @dataclass(slots=True)
 class _Cached:
-    env: Environment
+    access: Access
     until: float
 
 
@@ -132,6 +149,11 @@ class Gate:
 
     async def env_for(self, key: str, kind: KeyKind, branch: str | None = None) -> Environment:
         """The environment a key opens, or ``Unauthorized``."""
+        return (await self.access_for(key, kind, branch)).env
+
+    async def access_for(self, key: str, kind: KeyKind, branch: str | None = None) -> Access:
+        """What a key opens (its environment, or its branch, and whether it reads ``user``),
+        or ``Unauthorized``."""
         if not key:
             raise Unauthorized("Event key is required" if kind == "event" else
                                "an API key is required (Authorization: Bearer <key>)")
@@ -140,17 +162,18 @@ class Gate:
             if env is None:
                 env = self._dev_env = await self._storage.write(
                     lambda tx: ensure_env(tx, DEV_ENV))
+            access = Access(env, reads_user=True)
         else:
-            env = await self._lookup(key, kind)
+            access = await self._lookup(key, kind)
         if branch:
-            env = await self.branch(env, branch)
-        return env
+            access = replace(access, env=await self.branch(access.env, branch))
+        return access
 
-    async def _lookup(self, key: str, kind: KeyKind) -> Environment:
+    async def _lookup(self, key: str, kind: KeyKind) -> Access:
         now = time.monotonic()
         cached = self._keys.get((kind, key))
         if cached is not None and cached.until > now:
-            return cached.env
+            return cached.access
         def find(tx: Tx) -> tuple[ApiKey | None, Environment | None]:
             record = key_by_hash(tx, hash_key(key))
             return record, get_env(tx, record.env_id) if record is not None else None
@@ -162,8 +185,9 @@ class Gate:
         assert env is not None
         if len(self._keys) > 10_000:
             self._keys.clear()
-        self._keys[(kind, key)] = _Cached(env, now + CACHE_SECONDS)
-        return env
+        access = Access(env, reads_user=record.reads_user)
+        self._keys[(kind, key)] = _Cached(access, now + CACHE_SECONDS)
+        return access
 
     async def branch(self, parent: Environment, branch: str) -> Environment:
         """The branch environment ``branch`` of ``parent`` (``parent`` itself when the branch

@@ -7,7 +7,9 @@ r=8, p=1, a salt of its own: about 32 MB and tens of milliseconds per try, so a 
 is slow to attack, and a sign-in costs one derivation, never one per stored password).
 
 ``reads_user`` is the permission to see events' ``user`` decrypted on the dashboard; without
-it (and for every sign-in with an API key) the dashboard shows ``user`` masked.
+it the dashboard shows ``user`` masked. An API key carries the same permission
+(``tidings keys create --kind api --reads-user``, ``keys.Access``) for the JSON API and the
+dashboard sessions it signs in.
 """
 
 from __future__ import annotations

@@ -47,21 +47,28 @@ def keys() -> None:
 @click.option("--kind", type=click.Choice(["event", "api", "trigger"]), default="event",
               show_default=True, help="event: sends events; api: reads through /v1; trigger: "
               "a Trigger.dev v2 key (tr_<env>_...) for v2 clients and apps.")
+@click.option("--reads-user", is_flag=True, help="An API key whose reads (/v1, and the "
+              "dashboard signed in with it) carry events' user decrypted under serve; without "
+              "it user is masked.")
 @db_option
-def keys_create(env: str, kind: str, db: str | None) -> None:
+def keys_create(env: str, kind: str, reads_user: bool, db: str | None) -> None:
     """Create a key; it is printed once. Only the hash of an event or API key is stored; a
     trigger key is also kept sealed, because the server presents it to the environment's v2
     apps."""
+    if reads_user and kind != "api":
+        raise click.UsageError("--reads-user is for API keys (--kind api)")
     if kind == "trigger":
         secret, made = _with_trigger_keys(db, lambda keys: keys.create(env))
         click.echo(secret)
         click.echo(f"(trigger key {made.id} for environment {env!r}; this is the only time it "
                    "is shown)", err=True)
         return
-    secret, record = with_storage(db, lambda s: create_key(s, env, kind))  # type: ignore[arg-type]
+    secret, record = with_storage(db, lambda s: create_key(
+        s, env, kind, reads_user=reads_user))  # type: ignore[arg-type]
     click.echo(secret)
-    click.echo(f"({kind} key {record.id} for environment {env!r}; this is the only time it is "
-               "shown)", err=True)
+    click.echo(f"({kind} key {record.id} for environment {env!r}"
+               f"{', reads user' if reads_user else ''}; this is the only time it is shown)",
+               err=True)
 
 
 @keys.command("create-dashboard")
@@ -89,9 +96,10 @@ def keys_list(db: str | None) -> None:
     dashboards = with_storage(db, lambda s: s.read(passwords.listed))
     table = Table(Column("id", no_wrap=True), "kind", "env", Column("prefix", no_wrap=True),
                   "created", "revoked")
+    kinds = {key.id: key.kind + (" (reads user)" if key.reads_user else "") for key in rows}
     for key in [*rows, *triggers]:
-        table.add_row(key.id, key.kind, key.env_name, key.prefix + "…", _time(key.created_at),
-                      _time(key.revoked_at) if key.revoked_at else "")
+        table.add_row(key.id, kinds.get(key.id, key.kind), key.env_name, key.prefix + "…",
+                      _time(key.created_at), _time(key.revoked_at) if key.revoked_at else "")
     for made in dashboards:
         table.add_row(made.id, "dashboard" + (" (reads user)" if made.reads_user else ""),
                       made.env_name, f"{passwords.PREFIX}{made.lookup}_…",

@@ -60,14 +60,17 @@ class StoredEvent:
     cancelled_at: int | None
     user_erased: bool = False  # its person was erased: ``user`` is ``{}``
 
-    def to_json(self) -> dict[str, Any]:
-        """The record the read API and the SDK see."""
+    def to_json(self, *, reads_user: bool = True) -> dict[str, Any]:
+        """The record the read API and the SDK see; ``user`` masked (``{}``, ``user_masked``)
+        for a reader without the permission to read it (``keys.Access``)."""
+        masked = bool(self.user) and not reads_user
         return {
             "id": self.id,
             "internal_id": self.id,  # what Inngest's REST API names it
             "name": self.name,
             "data": self.data,
-            "user": self.user,
+            "user": {} if masked else self.user,
+            "user_masked": masked,
             "event_id": self.key if self.key is not None else self.id,
             "idempotency_key": self.key,
             "ts": self.ts,

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from tidings.core import Core
 from tidings.errors import RequestRejected, Unauthorized
 from tidings.json_input import decode_json
-from tidings.keys import DEV_ENV, SigningKeys, get_env
+from tidings.keys import DEV_ENV, Access, SigningKeys, get_env
 from tidings.server.http import encode
 from tidings.storage.base import Environment
 
@@ -73,9 +73,15 @@ def branch_header(request: Request) -> str | None:
 
 async def read_env(core: Core, request: Request) -> Environment:
     """The environment a read is for: the API key's (any in dev), or its branch."""
+    return (await read_access(core, request)).env
+
+
+async def read_access(core: Core, request: Request) -> Access:
+    """What the request's API key opens: the environment (or branch) and whether it reads
+    events' ``user`` decrypted."""
     branch = branch_header(request)
-    return await core.gate.env_for(bearer(request) or ("dev" if core.settings.dev else ""),
-                                   "api", branch)
+    return await core.gate.access_for(bearer(request) or ("dev" if core.settings.dev else ""),
+                                      "api", branch)
 
 
 async def sdk_env(core: Core, keys: SigningKeys, request: Request) -> str:

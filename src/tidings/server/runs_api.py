@@ -40,6 +40,7 @@ from tidings.server.requests import (
     limit_param,
     not_found,
     range_request,
+    read_access,
     read_env,
     time_param,
 )
@@ -177,8 +178,9 @@ class RunsAPI:
                                    "cursor": page.cursor})
 
     async def get_run(self, request: Request) -> Response:
-        env, run_id = await self._target(request, "run_id")
-        detail = await self.levers.detail(env, run_id)
+        check_params(request, set())
+        access = await read_access(self.core, request)
+        detail = await self.levers.detail(access.env, request.path_params["run_id"])
         reused = detail.reused
         data = {**run_json(detail.run, detail.slug),
                 "steps": [step_json(s, detail.invoked, detail.failed.get(s.step),
@@ -186,7 +188,8 @@ class RunsAPI:
                           for s in detail.steps],
                 "pauses": [pause_json(p) for p in detail.pauses],
                 "waiting": waiting_json(detail.waiting),
-                "event": detail.event.to_json() if detail.event is not None else None}
+                "event": detail.event.to_json(reads_user=access.reads_user)
+                if detail.event is not None else None}
         return json_response(200, {"data": data})
 
     async def runs_of_event(self, request: Request) -> Response:
@@ -222,9 +225,10 @@ class RunsAPI:
         return json_response(201, {"data": run_json(run, slug)})
 
     async def cancel_event(self, request: Request) -> Response:
-        env, event_id = await self._target(request, "event_id")
-        event = await self.levers.cancel_delivery(env, event_id)
-        return json_response(200, {"data": event.to_json()})
+        check_params(request, set())
+        access = await read_access(self.core, request)
+        event = await self.levers.cancel_delivery(access.env, request.path_params["event_id"])
+        return json_response(200, {"data": event.to_json(reads_user=access.reads_user)})
 
     async def start_replay(self, request: Request) -> Response:
         check_params(request, set())

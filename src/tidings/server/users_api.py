@@ -25,6 +25,7 @@ from tidings.server.requests import (
     check_params,
     json_response,
     limit_param,
+    read_access,
     read_env,
 )
 
@@ -94,7 +95,12 @@ class UsersAPI:
     async def export(self, request: Request) -> Response:
         """A page of the person's events, newest first, decrypted, with their runs."""
         check_params(request, {"cursor", "limit"})
-        env = await read_env(self.core, request)
+        access = await read_access(self.core, request)
+        if not access.reads_user:
+            raise RequestRejected("exporting a person's events needs an API key made with "
+                                  "--reads-user (tidings keys create --kind api --reads-user)",
+                                  status=403)
+        env = access.env
         external_id = external_id_param(request, self.core.settings.limits.max_id_chars)
         limit = limit_param(request)
         cursor = request.query_params.get("cursor") or None

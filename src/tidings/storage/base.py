@@ -41,6 +41,7 @@ class ApiKey:
     prefix: str
     created_at: int
     revoked_at: int | None
+    reads_user: bool = False  # an API key: what it reads carries events' user decrypted
 
 
 class EventRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -92,7 +93,7 @@ def key_from_row(row: Any) -> ApiKey:
     """An ``ApiKey`` from the columns the key queries select (the environment's name third)."""
     return ApiKey(
         id=row[0], env_id=row[1], env_name=row[2], kind=row[3], key_hash=row[4], prefix=row[5],
-        created_at=row[6], revoked_at=row[7],
+        created_at=row[6], revoked_at=row[7], reads_user=bool(row[8]),
     )
 
 

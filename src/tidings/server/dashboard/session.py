@@ -10,9 +10,9 @@ database, so every process of a deployment accepts it; each request checks the k
 again, so revoking it ends its sessions.
 
 Who may see events' ``user`` decrypted (``Session.reads_user``): everyone in dev (loopback, the
-developer's own data); under serve only sessions of a dashboard password made with
-``--reads-user``. An API key's session sees it masked: the permission is given explicitly, to a
-person, never by holding a machine credential.
+developer's own data); under serve only sessions of a dashboard password or an API key made
+with ``--reads-user``, the same rule as the JSON API's (``keys.Access``). Others see it masked:
+the permission is given explicitly, never by holding any key of the environment.
 
 Every action (a POST) carries a CSRF token, a MAC of the session under the same secret, and
 must come from a page of the same host (``Origin``/``Referer``).
@@ -145,7 +145,7 @@ class Sessions:
                 record = key_by_hash(tx, key_hash)
                 if record is None or record.revoked_at is not None or record.kind != "api":
                     return None
-                env_id, reads_user = record.env_id, False
+                env_id, reads_user = record.env_id, record.reads_user
             env = get_env(tx, env_id)
             return None if env is None else (env, reads_user)
 

@@ -107,7 +107,7 @@ EVENT_RECORD: dict[str, Any] = {
     "required": ["id", "internal_id", "name", "data", "user", "event_id", "idempotency_key",
                  "ts", "timestamp",
                  "v", "meta", "source", "context", "account_id", "received_at", "deliver_at",
-                 "delivered_at", "cancelled_at", "user_erased"],
+                 "delivered_at", "cancelled_at", "user_erased", "user_masked"],
     "properties": {
         "id": {"type": "string", "pattern": ULID_PATTERN, "description": "Internal ULID."},
         "internal_id": {"type": "string", "pattern": ULID_PATTERN,
@@ -132,6 +132,9 @@ EVENT_RECORD: dict[str, Any] = {
         "user_erased": {"type": "boolean",
                         "description": "Its person was erased (DELETE /v1/users/{external_id}):"
                                        " user is {}."},
+        "user_masked": {"type": "boolean",
+                        "description": "Under serve, the API key reading it was not made "
+                                       "--reads-user: user is {} here (it is kept)."},
     },
 }
 

@@ -12,14 +12,17 @@ SELECT id, name, parent_id, created_at FROM environments WHERE name = ?;
 SELECT id, name, parent_id, created_at FROM environments WHERE id = ?;
 
 -- name: insert_key
-INSERT INTO api_keys (id, env_id, kind, key_hash, prefix, created_at) VALUES (?, ?, ?, ?, ?, ?);
+INSERT INTO api_keys (id, env_id, kind, key_hash, prefix, created_at, reads_user)
+VALUES (?, ?, ?, ?, ?, ?, ?);
 
 -- name: key_by_hash
-SELECT k.id, k.env_id, e.name, k.kind, k.key_hash, k.prefix, k.created_at, k.revoked_at
+SELECT k.id, k.env_id, e.name, k.kind, k.key_hash, k.prefix, k.created_at, k.revoked_at,
+       k.reads_user
 FROM api_keys k JOIN environments e ON e.id = k.env_id WHERE k.key_hash = ?;
 
 -- name: list_keys
-SELECT k.id, k.env_id, e.name, k.kind, k.key_hash, k.prefix, k.created_at, k.revoked_at
+SELECT k.id, k.env_id, e.name, k.kind, k.key_hash, k.prefix, k.created_at, k.revoked_at,
+       k.reads_user
 FROM api_keys k JOIN environments e ON e.id = k.env_id ORDER BY k.created_at, k.id;
 
 -- name: revoke_key

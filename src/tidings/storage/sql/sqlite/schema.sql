@@ -15,7 +15,8 @@ CREATE TABLE api_keys (
     key_hash TEXT NOT NULL UNIQUE,
     prefix TEXT NOT NULL,
     created_at INTEGER NOT NULL,
-    revoked_at INTEGER
+    revoked_at INTEGER,
+    reads_user INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE events (
