@@ -1,10 +1,10 @@
 """The Connect gateway: the WebSocket listener workers dial out to (``/v0/connect`` on
 ``ConnectSettings.gateway_port``; in dev the API port + 1, where the SDKs look for it).
 
-It is a ``websockets`` server of its own beside the HTTP server: the handshake must finish
-within 10 s (a slow opening is cut), frames over ``max_message_bytes`` close the socket with
-1009, and protocol pings find dead peers. Each socket is a ``Session``; the calls go through
-the process's ``Hub``.
+It is a ``websockets`` server of its own beside the HTTP server, without compression: the
+handshake must finish within 10 s (a slow opening is cut), frames over ``max_message_bytes``
+close the socket with 1009, and protocol pings find dead peers. Each socket is a ``Session``;
+the calls go through the process's ``Hub``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,11 @@ class Gateway:
             self._session, settings.gateway_host, settings.gateway_port,
             subprotocols=[SUBPROTOCOL], select_subprotocol=_subprotocol,
             process_request=_only_connect_path, max_size=settings.max_message_bytes,
-            open_timeout=10, ping_interval=20, ping_timeout=20, logger=log)
+            open_timeout=10, ping_interval=20, ping_timeout=20, logger=log,
+            # No permessage-deflate: the SDKs offer it, but compressing every small frame
+            # (requests, acks, beats) cost the gateway more CPU than anything else of its
+            # own (P7 Connect, profiled), and calls travel on a LAN or loopback.
+            compression=None)
         if self.hub.relay is not None:
             await self.hub.relay.start(self.hub, self.core.supervisor)
         log.info("Connect gateway on ws://%s:%s%s", settings.gateway_host, self.port, PATH)

@@ -5,9 +5,9 @@ A worker may reply for a call whose caller is gone: the process that made it was
 stopped and gave the call up, and nothing is waiting for the reply any more. That is no fault
 of the worker, which should get its acknowledgement and keep its socket. A reply naming an id
 no Tidings process issued is a breach of the protocol, and closes the socket. Both find no
-call, so the id itself tells them apart: a ULID whose last 40 bits are an HMAC of the rest,
-keyed from the master keyring every process of a deployment shares. It is still a ULID to the
-SDKs (time first, 26 characters of Crockford's base32).
+call, so the id itself tells them apart: a ULID whose last 40 bits are a MAC (keyed BLAKE2b)
+of the rest, keyed from the master keyring every process of a deployment shares. It is still a
+ULID to the SDKs (time first, 26 characters of Crockford's base32).
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ _PROCESS_KEY = secrets.token_bytes(32)
 
 
 def _tag(key: bytes, head: str) -> str:
-    value = int.from_bytes(hmac.new(key, head.encode(), hashlib.sha256).digest()[:_TAG_BYTES])
+    # Keyed BLAKE2b is a MAC in one call: a quarter of an HMAC's cost, on every call made.
+    value = int.from_bytes(hashlib.blake2b(head.encode(), key=key,
+                                           digest_size=_TAG_BYTES).digest())
     return "".join(_ALPHABET[(value >> shift) & 31] for shift in range(35, -1, -5))
 
 
