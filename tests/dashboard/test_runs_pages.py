@@ -402,9 +402,13 @@ async def test_unknown_runs_give_a_404_page(client: httpx.AsyncClient) -> None:
 
 async def test_functions_and_apps_pages(engine: Engine, client: httpx.AsyncClient) -> None:
     await engine.start(shop({}))
+    await engine.send(*({"name": "shop/quick", "data": {"n": n}} for n in range(3)))
+    await _settle(engine)
     functions = await client.get("/functions")
     assert functions.status_code == 200
     assert 'id="fn-shop-checkout"' in functions.text and "shop/checkout" in functions.text
+    quick = functions.text[functions.text.index('id="fn-shop-quick"'):]
+    assert re.search(r"<td>3 · <span class=\"muted\">0.0% failed</span></td>", quick), quick[:1500]
     apps = await client.get("/apps")
     assert apps.status_code == 200 and "<strong>shop</strong>: 2 functions" in apps.text
     refused = await client.post("/apps", data={"url": "javascript:alert(1)",
