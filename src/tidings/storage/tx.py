@@ -141,6 +141,15 @@ def changing(dialect: str) -> frozenset[str]:
     return frozenset(name for name, sql in queries(dialect).items() if _CHANGES.search(sql))
 
 
+@cache
+def planned_each_call(dialect: str) -> frozenset[str]:
+    """The named queries to plan with their values on every call, never prepared: a prepared
+    statement switches to a generic plan after five calls, and for these it can be far worse
+    (their SQL says so in a comment: ``Planned on each call``)."""
+    return frozenset(name for name, sql in queries(dialect).items()
+                     if "Planned on each call" in sql)
+
+
 class PostgresTx:
     dialect = "postgres"
     concurrent = True
@@ -149,6 +158,7 @@ class PostgresTx:
         self._conn = conn
         self._q = queries("postgres")
         self._changing = changing("postgres")
+        self._each_call = planned_each_call("postgres")
         self.shared: dict[str, Any] | None = None
         self.later: list[Callable[[], None]] = []
         # Whether a statement changed rows (``storage.changes`` is told of the commit; a
@@ -156,7 +166,8 @@ class PostgresTx:
         self.changed = False
 
     def _execute(self, name: str, params: Sequence[Any]) -> Any:
-        cur = self._conn.execute(self._q[name], params)
+        cur = self._conn.execute(self._q[name], params,
+                                 prepare=False if name in self._each_call else None)
         if name in self._changing and cur.rowcount > 0:
             self.changed = True
         return cur

@@ -89,7 +89,9 @@ WHERE r.id = ANY(%s) ORDER BY r.id DESC;
 -- rows per row kept, and every run of the table when a status filter matched none (951 ms
 -- p95). As = ANY(ARRAY[the function]), the function is no constant of the sort, so only
 -- runs_function gives the order asked for, in a custom plan and in the generic one a
--- prepared statement switches to (a row-value range instead picks another index there).
+-- prepared statement would switch to (a row-value range instead picks another index there).
+-- Planned on each call: a generic plan prices the id range at a 200th of the table, and
+-- list_runs_of_function went back to runs_pkey with a sort (2.8 s at 1,000,000 runs).
 SELECT r.id, r.env_id, r.function_id, r.queue, r.event_id, r.event_ids, r.status, r.attempt,
        r.due_at, r.lease_owner, r.lease_until, r.lease_token, r.created_at, r.started_at,
        r.ended_at, r.progress_at, r.output, r.error, r.parent_run_id, r.parent_step, r.rerun_of,
@@ -100,12 +102,14 @@ WHERE r.function_id = ANY(ARRAY[%s]) AND r.id >= %s AND r.id < %s
 ORDER BY r.function_id DESC, r.id DESC LIMIT %s;
 
 -- name: statuses_of_newest_function_runs
+-- The same range, counted (see list_runs_of_function). Planned on each call.
 SELECT status, count(*) FROM (SELECT status FROM runs
                               WHERE function_id = ANY(ARRAY[%s]) AND id >= %s AND id < %s
                               ORDER BY function_id DESC, id DESC LIMIT %s) AS newest
 GROUP BY status;
 
 -- name: run_marks_of_function
+-- The same range, a few columns (see list_runs_of_function). Planned on each call.
 SELECT id, function_id, status, event_id, started_at, ended_at FROM runs
 WHERE function_id = ANY(ARRAY[%s]) AND id >= %s AND id < %s
 ORDER BY function_id DESC, id DESC LIMIT %s;
