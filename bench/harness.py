@@ -156,9 +156,11 @@ def bare_server() -> Iterator[Server]:
 
 
 @contextmanager
-def sqlite_server(variant: str | None = None, options: Sequence[str] = ()) -> Iterator[Server]:
+def sqlite_server(variant: str | None = None, options: Sequence[str] = (),
+                  src: str | None = None) -> Iterator[Server]:
     """``tidings dev`` on a fresh SQLite file, with ``options``; a ``variant`` of
-    ``bench.variants`` takes one part of ingest out (P1's ``--analysis``)."""
+    ``bench.variants`` takes one part of ingest out (P1's ``--analysis``); ``src``: the
+    server's code from that folder instead (another checkout's ``src``, to compare)."""
     with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
         data_dir = Path(tmp)
         db = data_dir / "tidings.db"
@@ -173,6 +175,8 @@ def sqlite_server(variant: str | None = None, options: Sequence[str] = ()) -> It
         args = ["dev", "--host", "127.0.0.1", "--port", str(server.port), "--db", str(db),
                 *options]
         env = _env(data_dir)
+        if src is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
         if variant is None:
             argv = [str(BIN / "tidings"), *args]
         else:
@@ -235,6 +239,9 @@ SERVERS: dict[str, Callable[[], Any]] = {
     "sqlite-unobserved": partial(sqlite_server, None, UNOBSERVED),
     "sqlite-observed": partial(sqlite_server, None, OBSERVED),
     "sqlite-traced": partial(sqlite_server, "traced", OBSERVED),
+    # encrypt_data on, and the code before it existed (P12, ``bench.p12_sealing``).
+    "sqlite-sealed": partial(sqlite_server, None, ("--encrypt-data",)),
+    "sqlite-base": lambda: sqlite_server(None, (), os.environ["TIDINGS_BENCH_BASE_SRC"]),
 }
 # Targets whose rounds have no stored events to check against what was acknowledged.
 STORES_NOTHING = {"bare", "sqlite-nostore"}

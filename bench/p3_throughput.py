@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import secrets
 import signal
 import statistics
@@ -38,6 +39,7 @@ from typing import Any
 
 from bench.engine import (
     APP,
+    ROOT,
     Report,
     bench_env,
     check_log,
@@ -73,12 +75,13 @@ def _bodies(n: int, round_tag: str) -> list[bytes]:
 
 def tidings_round(kind: str, n: int, connections: int, profile: Path | None = None,
                   options: tuple[str, ...] = (), variant: str | None = None,
-                  beside: Callable[[int], AbstractContextManager[Any]] | None = None
-                  ) -> dict[str, Any]:
+                  beside: Callable[[int], AbstractContextManager[Any]] | None = None,
+                  src: str | None = None) -> dict[str, Any]:
     """One round; ``beside(port)`` is open while the server works (``bench.dashboard_live``:
-    dashboards streaming)."""
+    dashboards streaming); ``src``: the server's code from that folder (another checkout's)."""
+    extra_env = None if src is None else {"PYTHONPATH": os.pathsep.join([src, str(ROOT)])}
     with tidings_dev(kind, profile=profile, args=("-a", APP, *options),
-                     variant=variant) as engine, \
+                     variant=variant, extra_env=extra_env) as engine, \
             (beside(engine.port) if beside else contextlib.nullcontext()):
         fn = engine.function_id("p3-noop")
 

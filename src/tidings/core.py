@@ -7,13 +7,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tidings import sealing
 from tidings.crypto import Keyring, load_dev_keyring
 from tidings.errors import ConfigError
 from tidings.functions.registry import Registry
+from tidings.ids import now_ms
 from tidings.ingest import EventLog, Ingest
 from tidings.keys import Gate
 from tidings.router.handoff import Handoff
 from tidings.runs.local import Wakers
+from tidings.sealing import SEALS
 from tidings.settings import Settings
 from tidings.storage import Storage, storage_for
 from tidings.supervision import Supervisor
@@ -60,6 +63,10 @@ class Core:
         await store.open()
         try:
             vault = await open_vault(settings, store, keyring)
+            if settings.encrypt_data is not None:
+                on = settings.encrypt_data
+                await store.write(lambda tx: sealing.switch(tx, sealing.DEFAULT, on, now_ms()))
+            await store.read(SEALS.load)
         except BaseException:
             await store.close()
             raise
@@ -82,7 +89,9 @@ class Core:
 
 async def open_vault(settings: Settings, store: Storage, keyring: Keyring) -> UserVault:
     """The vault over ``store``, its data keys in the keystore the settings name (opened here,
-    closed by ``UserVault.close``) or in ``store`` itself."""
+    closed by ``UserVault.close``) or in ``store`` itself. The process opens sealed data
+    (``sealing.py``) with ``keyring`` from now on."""
+    SEALS.use(keyring)
     keys = store
     if settings.keystore_url and settings.keystore_url != settings.database_url:
         keys = storage_for(settings.keystore_url)

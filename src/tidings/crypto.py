@@ -153,6 +153,12 @@ class UserSealer:
         message = f"{env_id}\x00{external}".encode()
         return hmac.new(self._index_key, message, hashlib.sha256).digest()
 
+    def key_index(self, env_id: str, key: str) -> str:
+        """The blind index of an event's ``id`` (idempotency key), stored in its place when
+        the event's environment seals its data (``sealing.py``)."""
+        message = f"event-id\x00{env_id}\x00{key}".encode()
+        return hmac.new(self._index_key, message, hashlib.sha256).hexdigest()
+
     def seal_master(self, user: dict[str, Any], event_id: str) -> bytes:
         return _MASTER + self.keyring.seal(_encode(user), event_id.encode())
 

@@ -3,8 +3,11 @@ before their ids are returned."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 
 import msgspec
 
@@ -14,12 +17,14 @@ from tidings.events.retention import RetentionCache, defaults
 from tidings.ids import IdSeed, new_ids, now_ms
 from tidings.router.handoff import Handoff, Stored
 from tidings.router.route import Routed
+from tidings.sealing import SEALS, UNKNOWN, event_aad, key_aad
 from tidings.settings import Settings
-from tidings.storage.base import EventRow, Storage
+from tidings.storage.base import EventRow, Sealed, Storage
 from tidings.storage.tx import Tx
 from tidings.vault import Lookups, UserVault
 
 _encode = msgspec.json.encode
+log = logging.getLogger("tidings.ingest")
 
 
 class Ingest:
@@ -34,6 +39,7 @@ class Ingest:
         self.retention = RetentionCache(storage, replace(defaults(settings.dev),
                                                          dedup_window_ms=settings.dedup_window_ms))
         self._handoff = handoff
+        self._refreshing: dict[str, asyncio.Task[int | None]] = {}
 
     async def append(
         self,
@@ -64,6 +70,11 @@ class Ingest:
         seal = self._vault.seal
         lookups: Lookups = {}
         rows = []
+        generation, stale = SEALS.believed(env_id)
+        if generation == UNKNOWN:
+            generation = await self._storage.read(lambda tx: SEALS.generation(tx, env_id))
+        elif stale:
+            self._refresh_sealing(env_id)
         for event_id, event in zip(ids, events, strict=True):
             user = subject = None
             if event.user:
@@ -89,6 +100,8 @@ class Ingest:
                         event.deliver_at is None or event.deliver_at <= now) else None,
                     meta=None if meta is None else _encode(meta),
                     traceparent=traceparent,
+                    sealed=None if generation is None else self._sealed(
+                        env_id, generation, event_id, event),
                 )
             )
         until = now if dedup_until is None else dedup_until
@@ -127,6 +140,32 @@ class Ingest:
         if pending or delayed:
             self._handoff.stored(Stored(due=pending, delayed=delayed))
         return ids
+
+    def _refresh_sealing(self, env_id: str) -> None:
+        """Read the environment's ``encrypt_data`` again, in the background: this request goes
+        on with what was read a few seconds ago (``sealing.py``)."""
+        if env_id in self._refreshing:
+            return
+        task = asyncio.get_running_loop().create_task(self._storage.read(
+            lambda tx: SEALS.generation(tx, env_id, fresh=True)))
+        self._refreshing[env_id] = task
+        task.add_done_callback(partial(self._refreshed, env_id))
+
+    def _refreshed(self, env_id: str, task: asyncio.Task[int | None]) -> None:
+        self._refreshing.pop(env_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("environment %s: reading its encrypt_data setting failed",
+                      env_id, exc_info=task.exception())
+
+    def _sealed(self, env_id: str, generation: int, event_id: str, event: NewEvent) -> Sealed:
+        """The event's ``data`` and ``id`` as stored sealed (``sealing.py``); the ``id``
+        deduplicated by its blind index."""
+        key, dedup = event.key, None
+        if key is not None:
+            dedup = self._vault.sealer.key_index(env_id, key)
+            key = SEALS.seal_text(env_id, generation, key.encode(), key_aad(event_id))
+        data = SEALS.seal_json(env_id, generation, event.data, event_aad(event_id))
+        return Sealed(data=data, key=key, dedup=dedup)
 
 
 class EventLog:

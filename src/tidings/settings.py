@@ -166,6 +166,10 @@ class Settings:
     # so that a backup of the main database holds none of them and erasing a person makes
     # older backups unreadable for them too. None: in the main database (``vault.py``).
     keystore_url: str | None = None
+    # ``--encrypt-data``/``--no-encrypt-data``: stored at start as the default of the
+    # environments without an encrypt_data setting of their own (``sealing.py``); None
+    # leaves the stored default as it is.
+    encrypt_data: bool | None = None
     connect: ConnectSettings = field(default_factory=ConnectSettings)
     observe: Observe = field(default_factory=Observe)
 

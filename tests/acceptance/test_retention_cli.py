@@ -32,7 +32,8 @@ def test_settings_from_the_cli_reach_the_server_and_vacuum_shrinks(tmp_path: Pat
         shown = _cli(tmp_path, server, "settings", "show", "--db", db)
         assert shown.returncode == 0, shown.stderr
         assert json.loads(shown.stdout) == {"env": "dev", "events_ttl": "forever",
-                                            "runs_ttl": "forever", "dedup_window": "1d"}
+                                            "runs_ttl": "forever", "dedup_window": "1d",
+                                            "encrypt_data": False}
         bad = _cli(tmp_path, server, "settings", "set", "--events-ttl", "2h", "--db", db)
         assert bad.returncode == 1 and "events_ttl" in bad.stderr
         done = _cli(tmp_path, server, "settings", "set", "--events-ttl", "2h",

@@ -33,16 +33,17 @@ async def _post(client: httpx.AsyncClient, body: Any) -> httpx.Response:
 
 async def test_settings_default_change_and_go_back(client: httpx.AsyncClient) -> None:
     shown = (await client.get("/v1/settings")).json()["data"]
-    assert shown == {"events_ttl": "forever", "runs_ttl": "forever", "dedup_window": "1d"}
+    assert shown == {"events_ttl": "forever", "runs_ttl": "forever", "dedup_window": "1d",
+                     "encrypt_data": False}
     changed = await _post(client, {"events_ttl": "7d", "runs_ttl": 2 * 86_400_000,
                                    "dedup_window": "12h"})
     assert changed.status_code == 200, changed.text
     assert changed.json()["data"] == {"events_ttl": "1w", "runs_ttl": "2d",
-                                      "dedup_window": "12h"}
+                                      "dedup_window": "12h", "encrypt_data": False}
     assert (await client.get("/v1/settings")).json()["data"]["events_ttl"] == "1w"
     back = await _post(client, {"events_ttl": None, "dedup_window": None})
     assert back.json()["data"] == {"events_ttl": "forever", "runs_ttl": "2d",
-                                   "dedup_window": "1d"}
+                                   "dedup_window": "1d", "encrypt_data": False}
 
 
 @pytest.mark.parametrize(("body", "field"), [
@@ -56,6 +57,8 @@ async def test_settings_default_change_and_go_back(client: httpx.AsyncClient) ->
     ({"dedup_window": True}, "dedup_window"),
     ({"keep": "1d"}, "keep"),
     ({}, "events_ttl"),
+    ({}, "encrypt_data"),
+    ({"encrypt_data": 1}, "encrypt_data"),
 ])
 async def test_bad_settings_are_400_naming_the_setting_and_change_nothing(
     client: httpx.AsyncClient, body: Any, field: str
@@ -76,7 +79,7 @@ async def test_serve_keeps_events_and_runs_thirty_days_by_default(db_url: str,
         secret, _ = await create_key(core.storage, "production", "api")
         reply = await http.get("/v1/settings", headers={"authorization": f"Bearer {secret}"})
         assert reply.json()["data"] == {"events_ttl": "30d", "runs_ttl": "30d",
-                                        "dedup_window": "1d"}
+                                        "dedup_window": "1d", "encrypt_data": False}
         listed = await http.get("/v1/events", headers={"authorization": f"Bearer {secret}"})
         assert listed.json()["retained_since"] is not None
 

@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # metrics): they know nothing of the flow
     (
         "canonical", "crypto", "durations", "errors", "ids", "json_input", "netguard",
-        "observe", "outage", "settings", "signing", "supervision", "version",
+        "observe", "outage", "sealing", "settings", "signing", "supervision", "version",
     ),
     ("storage",),
     ("keys", "passwords", "vault"),  # event keys, dashboard passwords, the user vault

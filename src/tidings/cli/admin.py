@@ -23,6 +23,7 @@ from tidings.cli.common import (
 )
 from tidings.core import keyring_for
 from tidings.crypto import new_key_text, save_dev_keyring
+from tidings.ids import now_ms
 from tidings.keys import CACHE_SECONDS, create_key, ensure_env, list_keys, revoke_key
 from tidings.storage.migrations import schema_version
 
@@ -187,13 +188,24 @@ def keys_new_encryption_key() -> None:
 
 
 @keys.command("rotate-encryption")
+@click.option("--env", "env", default=None,
+              help="Only give this environment a new key for its encrypted data "
+                   "(encrypt_data); the master key stays.")
 @db_option
-def keys_rotate_encryption(db: str | None) -> None:
+def keys_rotate_encryption(env: str | None, db: str | None) -> None:
     """Make a new master key active and re-wrap every data key and signing key with it.
 
     In dev the key file under ./.tidings is updated. Otherwise the new TIDINGS_ENCRYPTION_KEY
     (new key first, old keys after, so old data stays readable) is printed: set it everywhere.
+    Environments that encrypt their data (encrypt_data) seal new writes under keys derived from
+    the new master key; what they sealed before stays readable under the keys it names.
+
+    With --env, only that environment's data key changes (a new generation, for new writes;
+    running servers take it within seconds); nothing is re-sealed.
     """
+    if env is not None:
+        _rotate_env_data_key(env, db)
+        return
     from tidings.core import open_vault
     from tidings.keys import SigningKeys
     from tidings.triggerdev.keys import TriggerKeys
@@ -224,6 +236,23 @@ def keys_rotate_encryption(db: str | None) -> None:
     else:
         click.echo(f"set TIDINGS_ENCRYPTION_KEY to the line above and restart the servers "
                    f"({done})", err=True)
+
+
+def _rotate_env_data_key(env: str, db: str | None) -> None:
+    from tidings import sealing
+    from tidings.privacy.erase import env_by_name
+
+    async def rotate(store: Any) -> int:
+        env_id = await store.read(lambda tx: env_by_name(tx, env))
+        if env_id is None:
+            raise click.ClickException(f"no environment named {env!r}")
+        generation: int = await store.write(
+            lambda tx: sealing.rotate(tx, env_id, now_ms()))
+        return generation
+
+    generation = with_storage(db, rotate)
+    click.echo(f"environment {env!r}: new writes are sealed under data key generation "
+               f"{generation}; older data stays readable")
 
 
 def _time(ms: int | None) -> str:

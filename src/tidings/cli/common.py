@@ -32,11 +32,20 @@ db_option = click.option("--db", "db", default=None, metavar="PATH_OR_URL",
                               "(default: TIDINGS_DATABASE_URL, else ./.tidings/tidings.db)")
 
 
+encrypt_data_option = click.option(
+    "--encrypt-data/--no-encrypt-data", "encrypt_data", default=None,
+    envvar="TIDINGS_ENCRYPT_DATA",
+    help="Store event data, event ids and step and run outputs encrypted (or no longer) in "
+         "every environment without a setting of its own (`tidings settings set "
+         "--encrypt-data`); kept in the database, so every process follows it  "
+         "[default: as stored, off at first]")
+
+
 def settings_for(mode: Mode, db: str | None, *, load: Load | None = None,
-                 allow_app_hosts: tuple[str, ...] = (), observe: Observe | None = None
-                 ) -> Settings:
+                 allow_app_hosts: tuple[str, ...] = (), observe: Observe | None = None,
+                 encrypt_data: bool | None = None) -> Settings:
     return Settings(mode=mode, database_url=database_url_from(db, data_dir=DATA_DIR),
-                    data_dir=DATA_DIR, load=load or Load(),
+                    data_dir=DATA_DIR, load=load or Load(), encrypt_data=encrypt_data,
                     allow_app_hosts=_host_list(allow_app_hosts), observe=observe or Observe(),
                     keystore_url=keystore_url_from(None, mode=mode, data_dir=DATA_DIR))
 

@@ -17,7 +17,14 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from tidings.cli.common import console, db_option, run_async, safe_url, settings_for
+from tidings.cli.common import (
+    console,
+    db_option,
+    encrypt_data_option,
+    run_async,
+    safe_url,
+    settings_for,
+)
 from tidings.core import keyring_for
 from tidings.observe.options import observe_options
 from tidings.settings import MIB, ConnectSettings, Load, Observe, Settings, parse_size
@@ -176,6 +183,7 @@ retry_option = click.option(
                    "http://127.0.0.1:3000/api/inngest (repeatable).")
 @click.option("--no-discovery", is_flag=True,
               help="Do not look for SDK apps on the usual local ports.")
+@encrypt_data_option
 @click.option("--poll-interval", type=float, default=5.0, show_default=True, metavar="SECONDS",
               help="How often SDK apps are synced again.")
 @_load_options
@@ -183,7 +191,8 @@ retry_option = click.option(
 @_connect_options
 def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
         retry_interval: float | None, sdk_urls: tuple[str, ...], no_discovery: bool,
-        poll_interval: float, load: Load, observe: Observe, connect: ConnectSettings) -> None:
+        poll_interval: float, load: Load, observe: Observe, connect: ConnectSettings,
+        encrypt_data: bool | None) -> None:
     """Run a development server: SQLite under ./.tidings, any event key accepted.
 
     With ``-a module:client`` the client's functions run in this process; apps written with
@@ -193,7 +202,8 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
 
     watch = AppWatch(urls=sdk_urls, discover=not no_discovery, interval=poll_interval,
                      own_port=port)
-    _serve(settings_for("dev", db, load=load, observe=observe), host, port, apps,
+    _serve(settings_for("dev", db, load=load, observe=observe, encrypt_data=encrypt_data),
+           host, port, apps,
            retry_interval=retry_interval, watch=watch, connect=connect)
 
 
@@ -208,12 +218,14 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
               help="Call the functions of Inngest SDK apps in this process; with --no-http "
                    "`tidings worker`s make those calls.")
 @allow_host_option
+@encrypt_data_option
 @_load_options
 @observe_options(lambda: "json")
 @_connect_options
 def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
           retry_interval: float | None, http: bool, allow_app_hosts: tuple[str, ...],
-          load: Load, observe: Observe, connect: ConnectSettings) -> None:
+          load: Load, observe: Observe, connect: ConnectSettings,
+          encrypt_data: bool | None) -> None:
     """Run a production server: keys required, TIDINGS_ENCRYPTION_KEY required.
 
     Inngest SDK apps sync with their environment's signing key (``tidings keys
@@ -223,7 +235,7 @@ def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
     if not (db or os.environ.get("TIDINGS_DATABASE_URL")):
         raise click.UsageError("tidings serve needs --db URL or TIDINGS_DATABASE_URL")
     settings = settings_for("serve", db, load=load, allow_app_hosts=allow_app_hosts,
-                            observe=observe)
+                            observe=observe, encrypt_data=encrypt_data)
     keyring_for(settings)  # fail here, with a clear message, rather than in the server's start
     _serve(settings, host, port, apps, env, retry_interval=retry_interval, http=http,
            connect=connect)

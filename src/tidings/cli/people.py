@@ -128,11 +128,13 @@ def _person_env(env: str | None, serve: bool) -> str:
 
 @click.group("settings")
 def settings_group() -> None:
-    """An environment's retention: events_ttl, runs_ttl, dedup_window."""
+    """An environment's settings: retention (events_ttl, runs_ttl, dedup_window) and
+    encrypt_data."""
 
 
-def _retention_of(env: str | None, db: str | None,
-                  changes: dict[str, Any] | None) -> dict[str, Any]:
+def _retention_of(env: str | None, db: str | None, changes: dict[str, Any] | None,
+                  encrypt: bool | None = None) -> dict[str, Any]:
+    from tidings import sealing
     from tidings.events import retention
     from tidings.privacy.erase import env_by_name
 
@@ -150,10 +152,12 @@ def _retention_of(env: str | None, db: str | None,
             if changes:
                 own = retention.parse_changes(changes, own, base)
                 retention.save(tx, env_id, own, now_ms())
-            return own.effective(base)
+            if encrypt is not None:
+                sealing.switch(tx, env_id, encrypt, now_ms())
+            return own.effective(base), sealing.setting(tx, env_id)[0]
 
-        effective = await store.write(change)
-        return {"env": name, **effective.to_json()}
+        effective, sealed = await store.write(change)
+        return {"env": name, **effective.to_json(), "encrypt_data": sealed}
 
     try:
         return with_storage(db, run)
@@ -165,7 +169,7 @@ def _retention_of(env: str | None, db: str | None,
 @click.option("--env", "env", default=None, help="Environment name (default: dev in dev).")
 @db_option
 def settings_show(env: str | None, db: str | None) -> None:
-    """The retention in effect (JSON)."""
+    """The settings in effect (JSON)."""
     click.echo(json.dumps(_retention_of(env, db, None)))
 
 
@@ -177,16 +181,21 @@ def settings_show(env: str | None, db: str | None) -> None:
               help="Delete ended runs, with their steps, this long after they ended.")
 @click.option("--dedup-window", default=None, metavar="DURATION|default",
               help="How long an event id keeps duplicates out (at most events_ttl).")
+@click.option("--encrypt-data", type=click.Choice(["on", "off"]), default=None,
+              help="Store event data, event ids and step and run outputs encrypted from now "
+                   "on (on), or in clear again (off); what is stored stays readable.")
 @db_option
 def settings_set(env: str | None, events_ttl: str | None, runs_ttl: str | None,
-                 dedup_window: str | None, db: str | None) -> None:
-    """Change the retention of an environment (running servers take it within seconds);
+                 dedup_window: str | None, encrypt_data: str | None, db: str | None) -> None:
+    """Change the settings of an environment (running servers take them within seconds);
     prints what is in effect (JSON)."""
     given = {"events_ttl": events_ttl, "runs_ttl": runs_ttl, "dedup_window": dedup_window}
     changes = {k: None if v == "default" else v for k, v in given.items() if v is not None}
-    if not changes:
-        raise click.UsageError("name at least one of --events-ttl, --runs-ttl, --dedup-window")
-    click.echo(json.dumps(_retention_of(env, db, changes)))
+    if not changes and encrypt_data is None:
+        raise click.UsageError("name at least one of --events-ttl, --runs-ttl, "
+                               "--dedup-window, --encrypt-data")
+    encrypt = None if encrypt_data is None else encrypt_data == "on"
+    click.echo(json.dumps(_retention_of(env, db, changes, encrypt)))
 
 
 @click.command()

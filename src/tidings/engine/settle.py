@@ -249,7 +249,7 @@ def _invoke(tx: Tx, run: Run, blocker: Invoke, plan: Invocation | None, now: int
         journal.resolve_pause(tx, run.id, blocker.step, blocker.name, {"error": {
             "name": "Error",
             "message": f"could not find function with ID: {blocker.function}"}},
-            now, kind="invoke", failed=True)
+            now, kind="invoke", failed=True, env_id=run.env_id)
         return
     row, target_id = plan
     store.insert_event(tx, row, delivered_at=now)
@@ -260,7 +260,8 @@ def _invoke(tx: Tx, run: Run, blocker: Invoke, plan: Invocation | None, now: int
         journal.pause(tx, run, step=blocker.step, name=blocker.name, kind="invoke",
                     until=blocker.until)
         journal.resolve_pause(tx, run.id, blocker.step, blocker.name, {"error": {
-            "name": "RateLimited", "message": refused}}, now, kind="invoke", failed=True)
+            "name": "RateLimited", "message": refused}}, now, kind="invoke", failed=True,
+            env_id=run.env_id)
         return
     key = f"invoke:{run.id}:{blocker.step}"
     child = store.create_run(tx, fn=target, event_id=row.id, due_at=now, now=now,

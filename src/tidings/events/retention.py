@@ -74,17 +74,18 @@ class Stored:
                          dedup_window_ms=self.dedup_window_ms or base.dedup_window_ms)
 
 
-def parse_changes(payload: Any, current: Stored, base: Retention) -> Stored:
+def parse_changes(payload: Any, current: Stored, base: Retention, *,
+                  others: tuple[str, ...] = ()) -> Stored:
     """``current`` with the changes of a request body applied: each field a duration (``"30d"``,
     milliseconds), ``"forever"`` (the ttls) or null (back to the default). ``RequestRejected``
-    naming the setting when one is bad or the result does not hold together."""
+    naming the setting when one is bad or the result does not hold together. ``others``: the
+    settings of the same body that are not retention's (named in the messages)."""
+    allowed = ", ".join((*FIELDS, *others))
     if not isinstance(payload, dict) or not payload:
-        raise RequestRejected("the body is a JSON object with one or more of: "
-                              + ", ".join(FIELDS))
+        raise RequestRejected("the body is a JSON object with one or more of: " + allowed)
     unknown = sorted(set(payload) - set(FIELDS))
     if unknown:
-        raise RequestRejected(f"unknown field(s): {', '.join(unknown)}; allowed: "
-                              + ", ".join(FIELDS))
+        raise RequestRejected(f"unknown field(s): {', '.join(unknown)}; allowed: {allowed}")
     changed = current
     for name, value in payload.items():
         changed = replace(changed, **{f"{name}_ms": _value(name, value)})

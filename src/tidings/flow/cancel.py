@@ -24,6 +24,7 @@ from tidings.ids import floor_id, new_id
 from tidings.observe import metrics
 from tidings.runs import store, traces
 from tidings.runs.model import TERMINAL, Run
+from tidings.sealing import PAUSE_AAD, opened, sealed_json
 from tidings.storage.base import EventRow, internal_event
 from tidings.storage.tx import Tx
 
@@ -92,7 +93,7 @@ def cancelled_event(run: Run, slug: str, rows: Sequence[EventRow], reason: str,
 def watch(tx: Tx, fn: FunctionRow, flow: FlowControl, run_id: str, event_id: str,
           event: dict[str, Any], now: int) -> None:
     """Record the run's ``cancel_on`` entries (idempotent)."""
-    trigger = dumps(event)
+    trigger = sealed_json(tx, fn.env_id, dumps(event), PAUSE_AAD)
     for position, entry in enumerate(flow.cancel):
         tx.run("flow_cancel_add", (run_id, position, fn.env_id, entry.event, entry.condition,
                                    trigger, event_id, now + entry.timeout_ms))
@@ -107,7 +108,8 @@ def on_event(tx: Tx, registry: Registry, env_id: str, event_id: str, event: dict
                 "flow_cancels_for", (env_id, name)):
             if status in TERMINAL or until < now or event_id <= since_id:
                 continue
-            variables = {"event": msgspec.json.decode(trigger) if trigger else {},
+            sealed: bytes | str | None = trigger
+            variables = {"event": msgspec.json.decode(opened(sealed, PAUSE_AAD) or b"{}"),
                          "async": event}
             if matches(condition, variables, f"run {run_id} (cancel)") and cancel_run(
                     tx, registry, run_id, f"cancelled by event {event['name']} ({event_id})",

@@ -29,9 +29,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
+import msgspec
+
 from tidings.ids import floor_id, new_id, now_ms
 from tidings.runs import store
 from tidings.runs.model import TERMINAL
+from tidings.sealing import TEXT_MARK, event_aad, is_sealed, open_key, opened
 from tidings.storage.base import Storage
 from tidings.storage.tx import Tx
 from tidings.vault import UserVault, destroy_keys, secure_delete
@@ -85,9 +88,10 @@ def record(tx: Tx, *, erasure_id: str, env_id: str, subject: bytes, actor: str,
 
 
 def delete_chunk(tx: Tx, *, erasure_id: str, env_id: str, subject: bytes, before: int,
-                 chunk: int, now: int) -> int:
+                 chunk: int, now: int, claim_key: Callable[[str], str] = str) -> int:
     """Step 2, once: up to ``chunk`` of the person's events received up to ``before``, with
-    their runs' outputs; how many events went (0: none left)."""
+    their runs' outputs; how many events went (0: none left). ``claim_key``: an event's
+    ``id`` as ``event_idempotency`` holds it when it was sealed (its blind index)."""
     secure_delete(tx, True)
     try:
         events = tx.all("privacy_events_chunk", (env_id, subject, before, chunk))
@@ -99,8 +103,10 @@ def delete_chunk(tx: Tx, *, erasure_id: str, env_id: str, subject: bytes, before
                     cancelled += 1
                 elif ended_at is not None:
                     # What it emitted when it ended copies its event's data and its result.
-                    for (emitted,) in tx.all("privacy_lifecycle_events", (
+                    for emitted, data in tx.all("privacy_lifecycle_events", (
                             env_id, floor_id(ended_at), floor_id(ended_at + 1), run_id)):
+                        if is_sealed(data) and _run_of(data, emitted) != run_id:
+                            continue
                         tx.run("privacy_delete_event", (env_id, emitted))
                 tx.run("privacy_blank_run_output", (ERASED, run_id))
                 tx.run("privacy_blank_run_error", (ERASED, run_id))
@@ -109,12 +115,20 @@ def delete_chunk(tx: Tx, *, erasure_id: str, env_id: str, subject: bytes, before
                 erased += 1
             tx.run("privacy_delete_skips", (event_id,))
             if event_key is not None:
+                if event_key.startswith(TEXT_MARK):
+                    event_key = claim_key(open_key(event_key, event_id) or "")
                 tx.run("privacy_delete_claim", (env_id, event_key, event_id))
             tx.run("privacy_delete_event", (env_id, event_id))
         tx.run("privacy_erasure_progress", (len(events), cancelled, erased, steps, erasure_id))
         return len(events)
     finally:
         secure_delete(tx, False)
+
+
+def _run_of(sealed: bytes | str, event_id: str) -> Any:
+    """The run a sealed lifecycle event names."""
+    data = msgspec.json.decode(opened(sealed, event_aad(event_id)))
+    return data.get("run_id") if isinstance(data, dict) else None
 
 
 def finish(tx: Tx, erasure_id: str, now: int) -> Erasure:
@@ -150,7 +164,8 @@ async def erase(storage: Storage, vault: UserVault, env_id: str, external_id: st
     if events == "delete":
         while await storage.write(partial(delete_chunk, erasure_id=erasure_id, env_id=env_id,
                                           subject=subject, before=began, chunk=chunk,
-                                          now=clock())):
+                                          now=clock(), claim_key=partial(
+                                              vault.sealer.key_index, env_id))):
             pass
     done = await storage.write(partial(finish, erasure_id=erasure_id, now=clock()))
     await storage.scrub()

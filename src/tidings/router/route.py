@@ -22,6 +22,7 @@ from tidings.functions.registry import Registry, aliases
 from tidings.observe import metrics
 from tidings.runs import journal, store
 from tidings.runs.model import QueuedRun, Run
+from tidings.sealing import PAUSE_AAD, event_aad, open_key, opened
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
 
@@ -73,8 +74,9 @@ class Adopter(Protocol):
 def routable(row: Sequence[Any]) -> Routable:
     """The event of an ``event_for_routing`` (or ``deliver_batch``) row."""
     event_id, env_id, name, data, key, ts, v, source, context, meta = row[:10]
-    event: dict[str, Any] = {"id": key or event_id, "name": name,
-                             "data": msgspec.json.decode(data), "ts": ts}
+    event: dict[str, Any] = {"id": open_key(key, event_id) or event_id, "name": name,
+                             "data": msgspec.json.decode(opened(data, event_aad(event_id))),
+                             "ts": ts}
     if v is not None:
         event["v"] = v
     if meta:
@@ -209,7 +211,7 @@ def _route(tx: Tx, registry: Registry,
         if _waits_for(tx, waits, env_id, event["name"]):
             for name in aliases(event["name"]):
                 if waits[(env_id, name)]:
-                    _resume_waiters(tx, waits[(env_id, name)], event_id, event, source,
+                    _resume_waiters(tx, env_id, waits[(env_id, name)], event_id, event, source,
                                     context, now, routed)
     if new_runs:
         tx.many("insert_run", new_runs)
@@ -236,7 +238,8 @@ def _waits_for(tx: Tx, waits: dict[tuple[str, str], list[tuple[Any, ...]]], env_
     return found
 
 
-def _resume_waiters(tx: Tx, waits: list[tuple[Any, ...]], event_id: str, event: dict[str, Any],
+def _resume_waiters(tx: Tx, env_id: str, waits: list[tuple[Any, ...]], event_id: str,
+                    event: dict[str, Any],
                     source: str | None, context: Any, now: int, routed: Routed) -> None:
     for entry in list(waits):
         run_id, step, step_name, condition, trigger, since_id = entry
@@ -246,7 +249,8 @@ def _resume_waiters(tx: Tx, waits: list[tuple[Any, ...]], event_id: str, event: 
                            f"run {run_id} (wait {step_name})")
         if memo is not None:
             waits.remove(entry)
-            if journal.resolve_pause(tx, run_id, step, step_name, memo, now, kind="wait"):
+            if journal.resolve_pause(tx, run_id, step, step_name, memo, now, kind="wait",
+                                     env_id=env_id):
                 routed.woken.append(run_id)
 
 
@@ -257,7 +261,8 @@ def _waited_for(tx: Tx, condition: str | None, trigger: Any, event_id: str,
     event, or for an event-filter condition the event with its source, context and account."""
     spec = filter_spec(condition)
     if spec is None:
-        trigger = msgspec.json.decode(trigger) if isinstance(trigger, (str, bytes)) else trigger
+        if isinstance(trigger, (str, bytes)):
+            trigger = msgspec.json.decode(opened(trigger, PAUSE_AAD))
         variables = {"event": trigger or {}, "async": event}
         return event if matches(condition, variables, who) else None
     if not spec_accepts(spec, event.get("data"), source, context):
@@ -285,5 +290,5 @@ def look_back(tx: Tx, env_id: str, run_id: str, step: str, step_name: str, event
                                found.context, f"run {run_id} (wait {step_name})")
             if memo is not None:
                 return journal.resolve_pause(tx, run_id, step, step_name, memo, now,
-                                           kind="wait")
+                                           kind="wait", env_id=env_id)
     return False

@@ -14,6 +14,7 @@ from tidings.ids import floor_id, new_id
 from tidings.observe import metrics
 from tidings.runs import journal, store
 from tidings.runs.model import CANCELLED, COMPLETED, FAILED, STATUSES, Run
+from tidings.sealing import STEP_AAD, sealed_json
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
 
@@ -281,7 +282,8 @@ def rerun(tx: Tx, source: Run, fn: FunctionRow, now: int, *,
                 if step.position < chosen.position and step.status in ("completed", "failed")]
         tx.many("insert_step", [
             (run_id, step.step, step.name, position, step.status,
-             None if step.output is None else dumps(step.output),
+             None if step.output is None
+             else sealed_json(tx, fn.env_id, dumps(step.output), STEP_AAD),
              step.attempts, step.started_at, step.ended_at, step.kind)
             for position, step in enumerate(kept)])
     if run_id is not None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from tidings.functions.model import dumps, loads
 from tidings.runs.model import COMPLETED, TERMINAL, FailedAttempt, Run, StepRecord, StepRow
+from tidings.sealing import PAUSE_AAD, STEP_AAD, sealed_json
 from tidings.storage.tx import Tx
 
 
@@ -65,9 +66,11 @@ def _next_position(tx: Tx, run_id: str) -> int:
     return int(row[0]) if row else 0
 
 
-def completed_steps(run_id: str, records: Sequence[StepRecord]) -> list[tuple[Any, ...]]:
-    """``insert_step`` rows for finished steps."""
-    return [(run_id, r.step, r.name, r.position, "completed", r.output, 0, r.started_at,
+def completed_steps(tx: Tx, run: Run, records: Sequence[StepRecord]) -> list[tuple[Any, ...]]:
+    """``insert_step`` rows for finished steps (their outputs sealed when the run's
+    environment seals: ``sealing.py``)."""
+    return [(run.id, r.step, r.name, r.position, "completed",
+             sealed_json(tx, run.env_id, r.output, STEP_AAD), 0, r.started_at,
              r.ended_at, r.kind) for r in records]
 
 
@@ -76,7 +79,7 @@ def record_steps(tx: Tx, run: Run, records: Sequence[StepRecord]) -> bool:
     if leased_status(tx, run.id, run.lease_token) is None:
         return False
     if records:
-        tx.many("insert_step", completed_steps(run.id, records))
+        tx.many("insert_step", completed_steps(tx, run, records))
         tx.run("progress", (records[-1].ended_at, run.id))
     return True
 
@@ -107,18 +110,18 @@ def settle_parent(tx: Tx, child_id: str, status: str, output: Any, error: Any,
         return
     memo = {"data": output} if status == COMPLETED else {"error": error}
     resolve_pause(tx, parent[0], parent[1], parent[2], memo, now, kind="invoke",
-                  failed=status != COMPLETED)
+                  failed=status != COMPLETED, env_id=parent[3])
 
 
 def resolve_pause(tx: Tx, run_id: str, step: str, name: str, memo: Any, now: int, *,
-                  kind: str, failed: bool = False) -> bool:
-    """Give a paused step (``kind`` sleep, wait or invoke) its result and wake the run; False
-    when someone else already did."""
+                  kind: str, env_id: str, failed: bool = False) -> bool:
+    """Give a paused step (``kind`` sleep, wait or invoke) of a run of ``env_id`` its result
+    and wake the run; False when someone else already did."""
     if tx.run("delete_pause", (run_id, step)) == 0:
         return False
     position = _next_position(tx, run_id)
     tx.run("insert_step", (run_id, step, name, position, "failed" if failed else "completed",
-                           dumps(memo), 0, None, now, kind))
+                           sealed_json(tx, env_id, dumps(memo), STEP_AAD), 0, None, now, kind))
     tx.run("progress", (now, run_id))
     tx.run("wake_run", (now, run_id))
     return True
@@ -128,5 +131,7 @@ def pause(tx: Tx, run: Run, *, step: str, name: str, kind: str, until: int,
           event_name: str | None = None, condition: str | None = None,
           trigger_event: str | None = None, correlation: str | None = None,
           since_id: str | None = None) -> None:
+    if trigger_event is not None:  # the run's event, for the condition: sealed like it
+        trigger_event = sealed_json(tx, run.env_id, trigger_event, PAUSE_AAD)
     tx.run("insert_pause", (run.id, step, name, kind, run.env_id, event_name, condition,
                             trigger_event, correlation, since_id, until))

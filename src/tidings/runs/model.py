@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from tidings.functions.model import loads
+from tidings.sealing import RUN_AAD, STEP_AAD, opened
 
 QUEUED, RUNNING, SLEEPING, WAITING = "Queued", "Running", "Sleeping", "Waiting"
 COMPLETED, FAILED, CANCELLED = "Completed", "Failed", "Cancelled"
@@ -46,7 +47,8 @@ class Run:
             id=r[0], env_id=r[1], function_id=r[2], queue=r[3], event_id=r[4],
             event_ids=loads(r[5]), status=r[6], attempt=r[7], due_at=r[8], lease_owner=r[9],
             lease_until=r[10], lease_token=r[11], created_at=r[12], started_at=r[13],
-            ended_at=r[14], progress_at=r[15], output=loads(r[16]), error=loads(r[17]),
+            ended_at=r[14], progress_at=r[15], output=loads(opened(r[16], RUN_AAD)),
+            error=loads(r[17]),
             parent_run_id=r[18], parent_step=r[19], rerun_of=r[20], replay_id=r[21],
         )
 
@@ -68,7 +70,8 @@ class StepRow:
 
     @classmethod
     def from_row(cls, r: tuple[Any, ...]) -> StepRow:
-        return cls(step=r[0], name=r[1], position=r[2], status=r[3], output=loads(r[4]),
+        return cls(step=r[0], name=r[1], position=r[2], status=r[3],
+                   output=loads(opened(r[4], STEP_AAD)),
                    attempts=r[5], started_at=r[6], ended_at=r[7], kind=r[8])
 
 

@@ -24,6 +24,7 @@ from tidings.runs.model import (
     StepRecord,
     StepRow,
 )
+from tidings.sealing import RUN_AAD, SEALS, event_aad, sealed_json
 from tidings.storage.base import EventRow, event_from_row
 from tidings.storage.tx import Tx
 
@@ -178,13 +179,14 @@ def finish(tx: Tx, run: Run, *, status: str, output: Any, error: Any, now: int,
     """End a run (Completed or Failed) with the steps its last call finished (``records``, as
     in ``record_steps``), and settle an invoking parent; False when the lease is lost (nothing
     written). ``paused=False`` says the run cannot have pauses left to remove."""
-    done = tx.run("finish_run", (status, dumps(output) if status == COMPLETED else None,
+    done = tx.run("finish_run", (status, sealed_json(tx, run.env_id, dumps(output), RUN_AAD)
+                                 if status == COMPLETED else None,
                                  dumps(error) if error is not None else None, now, run.id,
                                  run.lease_token)) > 0
     if not done:
         return False
     if records:
-        tx.many("insert_step", journal.completed_steps(run.id, records))
+        tx.many("insert_step", journal.completed_steps(tx, run, records))
     if paused:
         tx.run("delete_pauses_of_run", (run.id,))
     if run.parent_run_id:
@@ -207,14 +209,15 @@ def complete_many(tx: Tx, batch: Sequence[Completion]) -> None:
     (``finish`` for each, without pauses or a parent to settle); a run whose lease was lost is
     left as it is, its steps unrecorded."""
     updated = tx.many_count("finish_run", [
-        (COMPLETED, c.output.decode(), None, c.now, c.run.id, c.run.lease_token) for c in batch])
+        (COMPLETED, sealed_json(tx, c.run.env_id, c.output.decode(), RUN_AAD), None, c.now,
+         c.run.id, c.run.lease_token) for c in batch])
     if updated < len(batch):
         # Some leases were lost: the UPDATE left those runs alone, and the runs it did complete
         # are the ones whose lease token still matches.
         batch = [c for c in batch
                  if journal.leased_status(tx, c.run.id, c.run.lease_token) is not None]
     tx.many("insert_step",
-            [row for c in batch for row in journal.completed_steps(c.run.id, c.records)])
+            [row for c in batch for row in journal.completed_steps(tx, c.run, c.records)])
 
 
 def cancel(tx: Tx, run_id: str, reason: str, now: int) -> bool:
@@ -235,8 +238,14 @@ def park(tx: Tx, run: Run, now: int) -> bool:
 
 
 def insert_event(tx: Tx, row: EventRow, *, delivered_at: int | None) -> None:
+    """Store an event made here (a lifecycle event, an invocation's): its data sealed when its
+    environment seals (``sealing.py``)."""
+    data = row.data
+    generation = SEALS.generation(tx, row.env_id)
+    if generation is not None:
+        data = SEALS.seal_json(row.env_id, generation, data, event_aad(row.id))
     tx.run("insert_event", (
-        row.id, row.env_id, row.name, tx.json(row.data), row.user, row.user_subject,
+        row.id, row.env_id, row.name, tx.json(data), row.user, row.user_subject,
         row.key, row.ts, row.v, row.source, tx.json(row.context), row.account_id,
         row.received_at, row.deliver_at, delivered_at, tx.json(row.meta)))
 

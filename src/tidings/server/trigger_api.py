@@ -111,7 +111,8 @@ class TriggerAPI:
         env = await self._env(request)
         ident = _event_ident(request, self.core.settings.limits.max_id_chars)
         event_id = await self.core.storage.write(
-            partial(v2_events.cancel, env_id=env.id, ident=ident, now=now_ms()))
+            partial(v2_events.cancel, env_id=env.id, ident=ident, now=now_ms(),
+                    index=self.core.vault.sealer.key_index(env.id, ident)))
         event = await self.core.events.get(env.id, event_id) if event_id else None
         if event is None:
             return not_found("event", ident)

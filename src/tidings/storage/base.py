@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import msgspec
 
+from tidings.sealing import JSON_MARK, SEALS, TEXT_MARK, event_aad, open_key
+
 if TYPE_CHECKING:
     from tidings.storage.changes import Changes
     from tidings.storage.tx import Tx
@@ -71,6 +73,23 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     meta: bytes | None = None
     # The W3C context it was sent in, kept when tracing is on (``observe/tracing.py``).
     traceparent: str | None = None
+    # What is stored in place of ``data`` and ``key`` when the environment seals its data
+    # (``sealing.py``); ``data`` and ``key`` stay plaintext for routing in the same transaction.
+    sealed: Sealed | None = None
+
+
+class Sealed(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """An event's ``data`` and ``id`` as stored sealed, and the blind index of its ``id``
+    (``event_idempotency`` holds that instead of the ``id``)."""
+
+    data: bytes
+    key: str | None
+    dedup: str | None
+
+    @staticmethod
+    def claim_key(row: EventRow) -> str | None:
+        """The idempotency key of ``row`` as ``event_idempotency`` holds it."""
+        return row.key if row.sealed is None else row.sealed.dedup
 
 
 def internal_event(*, event_id: str, env_id: str, name: str, data: Any, ts: int,
@@ -101,9 +120,14 @@ def event_from_row(r: Sequence[Any]) -> EventRow:
     """An ``EventRow`` from the columns of ``events`` in table order, as either database gives
     them back (JSON as text on PostgreSQL, as bytes on SQLite); ``traceparent`` when the query
     reads it (the runs' calls do: ``event_rows``)."""
+    data, key = _bytes(r[3]), r[6]
+    if data.startswith(JSON_MARK):
+        data = SEALS.open_json(data, event_aad(r[0]))
+    if key is not None and key.startswith(TEXT_MARK):
+        key = open_key(key, r[0])
     return EventRow(
-        id=r[0], env_id=r[1], name=r[2], data=_bytes(r[3]), user=_blob(r[4]),
-        user_subject=_blob(r[5]), key=r[6], ts=r[7], v=r[8], source=r[9],
+        id=r[0], env_id=r[1], name=r[2], data=data, user=_blob(r[4]),
+        user_subject=_blob(r[5]), key=key, ts=r[7], v=r[8], source=r[9],
         context=_bytes(r[10]) if r[10] is not None else None, account_id=r[11],
         received_at=r[12], deliver_at=r[13], delivered_at=r[14], cancelled_at=r[15],
         meta=_bytes(r[16]) if r[16] is not None else None,

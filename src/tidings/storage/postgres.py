@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from tidings.errors import DatabaseUnavailable, StorageError
 from tidings.ids import new_id, now_ms
 from tidings.storage import migrations
-from tidings.storage.base import EventRow
+from tidings.storage.base import EventRow, Sealed
 from tidings.storage.changes import Changes
 from tidings.storage.sql import dialect_file, split_queries
 from tidings.storage.tx import PostgresTx, Tx, committed
@@ -269,10 +269,12 @@ class PostgresStorage:
                 if row.key is not None:
                     cur = await conn.execute(
                         Q["claim_event_key"],
-                        (row.env_id, row.key, row.id, dedup_until, row.received_at),
+                        (row.env_id, Sealed.claim_key(row), row.id, dedup_until,
+                         row.received_at),
                     )
                     if await cur.fetchone() is None:
-                        cur = await conn.execute(Q["event_id_for_key"], (row.env_id, row.key))
+                        cur = await conn.execute(Q["event_id_for_key"],
+                                                 (row.env_id, Sealed.claim_key(row)))
                         found = await cur.fetchone()
                         assert found is not None
                         ids.append(found[0])
@@ -309,8 +311,10 @@ async def _insert_events(conn: psycopg.AsyncConnection[Any], rows: Sequence[Even
 
 
 def _event_params(row: EventRow) -> tuple[Any, ...]:
+    sealed = row.sealed
     return (
-        row.id, row.env_id, row.name, row.data.decode(), row.user, row.user_subject, row.key,
+        row.id, row.env_id, row.name, (row.data if sealed is None else sealed.data).decode(),
+        row.user, row.user_subject, row.key if sealed is None else sealed.key,
         row.ts, row.v, row.source, row.context.decode() if row.context is not None else None,
         row.account_id, row.received_at, row.deliver_at, row.delivered_at,
         row.meta.decode() if row.meta is not None else None, row.traceparent,

@@ -12,7 +12,7 @@ from itertools import compress
 from operator import is_not
 from typing import Any
 
-from tidings.storage.base import EventRow
+from tidings.storage.base import EventRow, Sealed
 from tidings.storage.sql import dialect_file, split_queries
 from tidings.storage.tx import SQLiteTx, Tx
 
@@ -74,10 +74,12 @@ class Append:
             if row.key is not None:
                 claimed = conn.execute(
                     Q["claim_event_key"],
-                    (row.env_id, row.key, row.id, self.dedup_until, row.received_at),
+                    (row.env_id, Sealed.claim_key(row), row.id, self.dedup_until,
+                     row.received_at),
                 ).fetchone()
                 if claimed is None:
-                    found = conn.execute(Q["event_id_for_key"], (row.env_id, row.key))
+                    found = conn.execute(Q["event_id_for_key"],
+                                         (row.env_id, Sealed.claim_key(row)))
                     ids.append(found.fetchone()[0])
                     continue
             ids.append(row.id)
@@ -130,7 +132,9 @@ def _insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> None:
     each row binds about half the parameters."""
     by_shape: dict[tuple[bool, ...], list[Any]] = {}
     for row in rows:
-        values = (row.id, row.env_id, row.name, row.data, row.user, row.user_subject, row.key,
+        sealed = row.sealed
+        values = (row.id, row.env_id, row.name, row.data if sealed is None else sealed.data,
+                  row.user, row.user_subject, row.key if sealed is None else sealed.key,
                   row.ts, row.v, row.source, row.context, row.account_id, row.received_at,
                   row.deliver_at, row.delivered_at, row.meta, row.traceparent)
         shape = tuple(map(is_not, values, _NONES))

@@ -124,7 +124,8 @@ def request_came(tx: Tx, *, run_id: str, task_id: str, secret: str, body: Any,
     if run.status in TERMINAL:
         raise RequestRejected(f"run {run_id} has ended ({run.status})", status=409)
     if task.status != tasks.WAITING or not journal.resolve_pause(
-            tx, run.id, task.id, task.display_key or task.name, body, now, kind="wait"):
+            tx, run.id, task.id, task.display_key or task.name, body, now, kind="wait",
+            env_id=run.env_id):
         raise RequestRejected(f"task {task_id} waits for no request any more (it came, or "
                               "its timeout passed)", status=409)
     store.notify(tx, TRIGGER_QUEUE)

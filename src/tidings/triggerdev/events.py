@@ -13,13 +13,16 @@ Sending an id again:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
 
 import msgspec
 
 from tidings.core import Core
 from tidings.events.model import NewEvent, StoredEvent
 from tidings.router.handoff import Stored
+from tidings.sealing import SEALS, event_aad
 from tidings.storage.tx import Tx
 
 # The idempotency of a v2 id does not expire (the largest time both backends hold).
@@ -27,28 +30,43 @@ FOREVER = (1 << 62)
 _encode = msgspec.json.encode
 
 
-def lookup(tx: Tx, env_id: str, ident: str) -> str | None:
-    """The Tidings id of the event ``ident`` names: the id its sender gave it, or ours."""
-    row = tx.one("trigger_event_by_key", (env_id, ident))
+def lookup(tx: Tx, env_id: str, ident: str, index: str | None = None) -> str | None:
+    """The Tidings id of the event ``ident`` names: the id its sender gave it, or ours.
+    ``index``: the blind index of ``ident``, which ``event_idempotency`` holds in its place
+    when the environment seals its data (``sealing.py``)."""
+    row = _by_key(tx, env_id, ident, index)
     if row is not None:
         return str(row[0])
     row = tx.one("trigger_event_state", (env_id, ident))
     return ident if row is not None else None
 
 
-def _revise(tx: Tx, env_id: str, events: Sequence[NewEvent], now: int) -> dict[str, str]:
+def _by_key(tx: Tx, env_id: str, ident: str, index: str | None) -> Any:
+    """The event an id names; by its blind index first while the environment seals (ids
+    stored before it did are still found)."""
+    row = None
+    if index is not None and SEALS.generation(tx, env_id) is not None:
+        row = tx.one("trigger_event_by_key", (env_id, index))
+    return row if row is not None else tx.one("trigger_event_by_key", (env_id, ident))
+
+
+def _revise(tx: Tx, env_id: str, events: Sequence[NewEvent], now: int,
+            index: Callable[[str], str]) -> dict[str, str]:
     """Update the undelivered events these ids name; the ids found, each to its event."""
     found: dict[str, str] = {}
     for event in events:
         if event.key is None or event.key in found:
             continue
-        row = tx.one("trigger_event_by_key", (env_id, event.key))
+        row = _by_key(tx, env_id, event.key, index(event.key))
         if row is None:
             continue
         stored = str(row[0])
         found[event.key] = stored
         deliver_at = event.deliver_at if event.deliver_at is not None else now
         data = tx.json(event.data)
+        generation = SEALS.generation(tx, env_id)
+        if generation is not None:
+            data = tx.json(SEALS.seal_json(env_id, generation, event.data, event_aad(stored)))
         context = None if event.context is None else tx.json(_encode(event.context))
         tx.run("trigger_event_revise",
                (data, context, deliver_at, event.account_id, env_id, stored))
@@ -60,7 +78,8 @@ async def send(core: Core, env_id: str, events: list[NewEvent], now: int) -> lis
     keyed = [event for event in events if event.key is not None]
     found: dict[str, str] = {}
     if keyed:
-        found = await core.storage.write(lambda tx: _revise(tx, env_id, keyed, now))
+        index = partial(core.vault.sealer.key_index, env_id)
+        found = await core.storage.write(lambda tx: _revise(tx, env_id, keyed, now, index))
     fresh = [event for event in events if event.key is None or event.key not in found]
     ids = iter(await core.ingest.append(env_id, fresh, received_at=now, dedup_until=FOREVER)
                if fresh else [])
@@ -79,14 +98,16 @@ async def send(core: Core, env_id: str, events: list[NewEvent], now: int) -> lis
 
 
 async def find(core: Core, env_id: str, ident: str) -> StoredEvent | None:
-    event_id = await core.storage.read(lambda tx: lookup(tx, env_id, ident))
+    index = core.vault.sealer.key_index(env_id, ident)
+    event_id = await core.storage.read(lambda tx: lookup(tx, env_id, ident, index))
     return None if event_id is None else await core.events.get(env_id, event_id)
 
 
-def cancel(tx: Tx, env_id: str, ident: str, now: int) -> str | None:
-    """Cancel the delivery of the event ``ident`` names (a delivered or cancelled one is left
-    as it is); its Tidings id, None when there is no such event."""
-    event_id = lookup(tx, env_id, ident)
+def cancel(tx: Tx, env_id: str, ident: str, now: int, index: str | None = None
+           ) -> str | None:
+    """Cancel the delivery of the event ``ident`` (blind index ``index``) names (a delivered
+    or cancelled one is left as it is); its Tidings id, None when there is no such event."""
+    event_id = lookup(tx, env_id, ident, index)
     if event_id is not None:
         tx.run("cancel_event", (now, env_id, event_id))
     return event_id

@@ -44,7 +44,7 @@ def dialect_file(dialect: str, name: str) -> str:
 
 SHARED_FILES = ("runs.sql", "apps.sql", "flow.sql", "housekeeping.sql", "triggerdev.sql",
                 "connect.sql", "privacy.sql", "retention.sql", "views.sql", "keys.sql",
-                "events.sql", "migrations.sql")
+                "events.sql", "migrations.sql", "sealing.sql")
 
 
 @cache

@@ -2,7 +2,8 @@
 
 -- name: privacy_lifecycle_events
 -- The lifecycle events a run emitted when it ended (tidings/function.finished, failed,
--- cancelled): their ids start with its end time, their data names the run.
-SELECT id FROM events
+-- cancelled): their ids start with its end time, their data names the run (sealed data,
+-- sealing.py, is opened and checked by the caller).
+SELECT id, data FROM events
 WHERE env_id = %s AND id >= %s AND id < %s AND source = 'tidings'
-  AND data ->> 'run_id' = %s;
+  AND (data ->> 'run_id' = %s OR json_typeof(data) = 'string');

@@ -419,3 +419,11 @@ CREATE TABLE dashboard_passwords (
     created_at BIGINT NOT NULL,
     revoked_at BIGINT
 );
+
+-- Each environment's encrypt_data setting (sealing.py).
+CREATE TABLE data_sealing (
+    env_id TEXT PRIMARY KEY,  -- '*': the default of environments without a row
+    enabled INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    updated_at BIGINT NOT NULL
+);

@@ -152,7 +152,7 @@ SELECT run_id, step, name, condition, trigger_event, since_id
 FROM pauses WHERE env_id = ? AND event_name = ? AND kind = 'wait';
 
 -- name: pause_by_correlation
-SELECT run_id, step, name FROM pauses WHERE correlation = ?;
+SELECT run_id, step, name, env_id FROM pauses WHERE correlation = ?;
 
 -- name: min_pause_until
 SELECT min(until) FROM pauses WHERE run_id = ?;

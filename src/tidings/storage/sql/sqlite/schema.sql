@@ -419,3 +419,11 @@ CREATE TABLE dashboard_passwords (
     created_at INTEGER NOT NULL,
     revoked_at INTEGER
 );
+
+-- Each environment's encrypt_data setting (sealing.py).
+CREATE TABLE data_sealing (
+    env_id TEXT PRIMARY KEY,  -- '*': the default of environments without a row
+    enabled INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);

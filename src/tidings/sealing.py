@@ -1,0 +1,284 @@
+"""Sealing of event data, event ids and outputs at rest: an environment's ``encrypt_data``.
+
+With it on, an event's ``data`` and its ``id`` (the idempotency key), the outputs of steps and
+the outputs of runs are stored as AES-256-GCM ciphertexts, so a stolen database file (or dump)
+shows names and times, not payloads. The event id is also stored as a keyed hash (a blind
+index, ``UserVault.key_index``) in ``event_idempotency``: duplicates are still found.
+
+Each environment has its own key, derived from a master key of the keyring (HMAC-SHA256 of the
+environment id and a generation) and named in every ciphertext (master key id, environment,
+generation). ``tidings keys rotate-encryption`` moves the environment to a new generation: new
+writes use the new key, old ciphertexts keep opening under the key they name. Rotating the
+master key (``--master``) does the same for every environment at once. Old ciphertexts are not
+sealed again: what is stored stays readable for as long as the master key it names is kept.
+
+A sealed JSON value is itself JSON (a string marked by a control character no payload starts
+with), so it fits every column that holds JSON on both databases and is told from plaintext by
+its first bytes: rows stored before the setting was switched on, or after it was switched off,
+read as they are. That check on read, and one look at a per-environment flag on write, is all
+the setting costs when it is off.
+
+Rows become values in many places far from the process's wiring (``event_from_row``,
+``Run.from_row``, ``StepRow.from_row``), so the master keys are held process-wide here
+(``SEALS``, given them by ``Core.start``): a process opens what any keyring it was started with
+can open. Whether an environment seals, and under which generation, is read from
+``data_sealing`` in the writing transaction and believed for ``CACHE_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import os
+import threading
+import time
+from typing import Any, overload
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from tidings.crypto import NONCE_BYTES, Keyring
+from tidings.errors import EncryptionError
+
+CACHE_SECONDS = 5.0
+UNKNOWN = -1  # ``DataSeals.believed``: not read lately
+_TAG = "\x1fts1 "
+JSON_MARK = b'"\\u001fts1 '  # how a sealed JSON value starts (the tag, JSON-escaped)
+TEXT_MARK = _TAG  # how a sealed text column (the event id) starts
+_b64 = base64.b64encode
+_unb64 = base64.b64decode
+
+
+class DataSeals:
+    """The master keys of this process and each environment's sealing setting."""
+
+    def __init__(self) -> None:
+        self._masters: dict[str, bytes] = {}
+        self._active: str | None = None
+        self._ciphers: dict[tuple[str, str, int], AESGCM] = {}
+        self._sealers: dict[tuple[str, int], tuple[AESGCM, bytes]] = {}
+        self._lock = threading.Lock()
+        self._nonces = (os.urandom(8), itertools.count())
+        # env_id -> (generation, or None when off; until when it is believed)
+        self._policy: dict[str, tuple[int | None, float]] = {}
+        self._default: tuple[int | None, float] | None = None  # as of the last ``load``
+
+    def use(self, keyring: Keyring) -> None:
+        """Open with every key of ``keyring`` from now on; seal with its active key."""
+        self._masters.update(keyring.keys)
+        if keyring.active != self._active:
+            self._active = keyring.active
+            self._sealers.clear()
+
+    # -- the setting -------------------------------------------------------------------------
+
+    def generation(self, tx: Any, env_id: str, *, fresh: bool = False) -> int | None:
+        """The key generation new writes of ``env_id`` seal under; None when it does not
+        seal. Read in ``tx`` at most every ``CACHE_SECONDS`` (now, when ``fresh``)."""
+        known = self._policy.get(env_id)
+        now = time.monotonic()
+        if known is not None and known[1] > now and not fresh:
+            return known[0]
+        row = tx.one("sealing_of_env", (env_id,))
+        generation = int(row[1]) if row is not None and row[0] else None
+        if len(self._policy) > 10_000:
+            self._policy.clear()
+        self._policy[env_id] = (generation, now + CACHE_SECONDS)
+        return generation
+
+    def believed(self, env_id: str) -> tuple[int | None, bool]:
+        """The generation of ``env_id`` as last read (``UNKNOWN`` if never), and whether that
+        was more than ``CACHE_SECONDS`` ago (the caller then has it read again, and may use
+        it meanwhile: ingest never waits for it once ``load`` has run). An environment not
+        read yet has the default's, as last loaded."""
+        known = self._policy.get(env_id)
+        if known is None:
+            known = self._default
+            if known is None:
+                return UNKNOWN, True
+        return known[0], known[1] <= time.monotonic()
+
+    def load(self, tx: Any) -> None:
+        """Read every environment's setting, and the default of the others (at start)."""
+        now = time.monotonic() + CACHE_SECONDS
+        self._default = (None, now)
+        for env_id, enabled, generation in tx.all("sealing_all"):
+            policy = (int(generation) if enabled else None, now)
+            if env_id == DEFAULT:
+                self._default = policy
+            else:
+                self._policy[env_id] = policy
+
+    def forget(self) -> None:
+        """Read every environment's setting again (the default changed)."""
+        self._policy.clear()
+        self._default = None
+
+    def changed(self, env_id: str, generation: int | None) -> None:
+        """This process changed the setting: believe the new one at once."""
+        self._policy[env_id] = (generation, time.monotonic() + CACHE_SECONDS)
+
+    # -- ciphers -----------------------------------------------------------------------------
+
+    def _cipher(self, kid: str, env_id: str, generation: int) -> AESGCM:
+        cipher = self._ciphers.get((kid, env_id, generation))
+        if cipher is None:
+            master = self._masters.get(kid)
+            if master is None:
+                raise EncryptionError(f"ciphertext names encryption key {kid!r}, which is not "
+                                      "configured")
+            key = hmac.new(master, f"tidings-env-data\x00{env_id}\x00{generation}".encode(),
+                           hashlib.sha256).digest()
+            cipher = self._ciphers[(kid, env_id, generation)] = AESGCM(key)
+        return cipher
+
+    def _sealer(self, env_id: str, generation: int) -> tuple[AESGCM, bytes]:
+        """The cipher new writes of ``env_id`` use, and the key id they are prefixed with."""
+        found = self._sealers.get((env_id, generation))
+        if found is None:
+            kid = self._active
+            if kid is None:
+                raise EncryptionError("no encryption key is configured in this process")
+            found = (self._cipher(kid, env_id, generation),
+                     f"{env_id} {generation} {kid} ".encode())
+            self._sealers[(env_id, generation)] = found
+        return found
+
+    def _nonce(self) -> bytes:
+        # NIST SP 800-38D's deterministic nonces: a random 64-bit field per process (new after
+        # a fork, or after 2**32 nonces) and a 32-bit counter. As cheap as a counter (a system
+        # call for each random nonce costs as much as the encryption), and no two processes
+        # sharing a key are likely to pick the same field (2**-64 a pair).
+        fixed, counter = self._nonces
+        invocation = next(counter)  # atomic: transactions seal from several threads
+        if invocation >= 1 << 32:
+            with self._lock:
+                if self._nonces[1] is counter:
+                    self._nonces = (os.urandom(8), itertools.count())
+            return self._nonce()
+        return fixed + invocation.to_bytes(4, "big")
+
+    def _forked(self) -> None:
+        # A child must never use the nonces its parent may still use.
+        self._nonces = (os.urandom(8), itertools.count())
+
+    def _seal(self, env_id: str, generation: int, plain: bytes, aad: bytes) -> bytes:
+        cipher, head = self._sealer(env_id, generation)
+        nonce = self._nonce()
+        return head + _b64(nonce + cipher.encrypt(nonce, plain, aad))
+
+    def seal_text(self, env_id: str, generation: int, plain: bytes, aad: bytes) -> str:
+        """Bytes sealed, as text (``TEXT_MARK``, the key id, the ciphertext in base64)."""
+        return _TAG + self._seal(env_id, generation, plain, aad).decode()
+
+    def seal_json(self, env_id: str, generation: int, plain: bytes | str, aad: bytes) -> bytes:
+        """A JSON value sealed: a JSON string holding the ciphertext (``JSON_MARK`` ...)."""
+        raw = plain.encode() if isinstance(plain, str) else plain
+        return JSON_MARK + self._seal(env_id, generation, raw, aad) + b'"'
+
+    def _open(self, sealed: bytes, aad: bytes) -> bytes:
+        head, _, body = sealed.rpartition(b" ")
+        env_id, generation, kid = head.decode().split(" ", 2)
+        blob = _unb64(body)
+        try:
+            return self._cipher(kid, env_id, int(generation)).decrypt(
+                blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+        except InvalidTag:
+            raise EncryptionError() from None
+
+    def open_text(self, text: str, aad: bytes) -> bytes:
+        return self._open(text[len(_TAG):].encode(), aad)
+
+    def open_json(self, value: bytes | str, aad: bytes) -> bytes:
+        """The JSON a sealed value (``is_sealed``) holds."""
+        raw = value.encode() if isinstance(value, str) else value
+        return self._open(raw[len(JSON_MARK):-1], aad)
+
+
+def is_sealed(value: bytes | str) -> bool:
+    """Whether a JSON column's value is sealed (the check every read of one makes)."""
+    if isinstance(value, str):
+        return value.startswith('"\\u001fts1 ')
+    return value.startswith(JSON_MARK)
+
+
+@overload
+def opened(value: None, aad: bytes) -> None: ...
+@overload
+def opened(value: bytes | str, aad: bytes) -> bytes | str: ...
+@overload
+def opened(value: bytes | str | None, aad: bytes) -> bytes | str | None: ...
+def opened(value: bytes | str | None, aad: bytes) -> bytes | str | None:
+    """A JSON column's value as plaintext JSON, opened if it was sealed."""
+    if value is None or not is_sealed(value):
+        return value
+    return SEALS.open_json(value, aad)
+
+
+def open_key(key: str | None, event_id: str) -> str | None:
+    """An event's ``id`` (idempotency key) as sent, opened if it was sealed."""
+    if key is None or not key.startswith(TEXT_MARK):
+        return key
+    return SEALS.open_text(key, key_aad(event_id)).decode()
+
+
+STEP_AAD = b"step"
+RUN_AAD = b"run"
+PAUSE_AAD = b"pause"
+
+
+def event_aad(event_id: str) -> bytes:
+    return b"event\x00" + event_id.encode()
+
+
+def key_aad(event_id: str) -> bytes:
+    return b"event-id\x00" + event_id.encode()
+
+
+SEALS = DataSeals()
+os.register_at_fork(after_in_child=SEALS._forked)
+
+
+def sealed_json(tx: Any, env_id: str, value: str, aad: bytes) -> str:
+    """``value`` (JSON text) as a write in ``tx`` stores it: sealed when ``env_id`` seals."""
+    generation = SEALS.generation(tx, env_id)
+    if generation is None:
+        return value
+    return SEALS.seal_json(env_id, generation, value, aad).decode()
+
+
+# -- the setting as stored (``storage/sql/shared/sealing.sql``) ---------------------------------
+
+
+DEFAULT = "*"  # the setting of the environments without one of their own (``--encrypt-data``)
+
+
+def setting(tx: Any, env_id: str) -> tuple[bool, int]:
+    """Whether ``env_id`` seals, and its key generation (0: it never has); its own setting,
+    else the default (``DEFAULT``)."""
+    row = tx.one("sealing_of_env", (env_id,))
+    return (False, 0) if row is None else (bool(row[0]), int(row[1]))
+
+
+def switch(tx: Any, env_id: str, on: bool, now: int) -> int | None:
+    """Turn sealing on or off for ``env_id``; the generation new writes now use (None: off)."""
+    _, generation = setting(tx, env_id)
+    generation = max(generation, 1)
+    tx.run("sealing_save", (env_id, int(on), generation, now))
+    if env_id == DEFAULT:
+        SEALS.forget()
+    else:
+        SEALS.changed(env_id, generation if on else None)
+    return generation if on else None
+
+
+def rotate(tx: Any, env_id: str, now: int) -> int:
+    """Give ``env_id`` a new key for new writes (the next generation); the old ones keep
+    opening what they sealed. The new generation."""
+    on, generation = setting(tx, env_id)
+    generation += 1
+    tx.run("sealing_save", (env_id, int(on), generation, now))
+    SEALS.changed(env_id, generation if on else None)
+    return generation
