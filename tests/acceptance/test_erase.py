@@ -291,3 +291,55 @@ async def test_export_gives_every_event_of_the_person_with_its_runs_page_by_page
                        ("/v1/users//events", "external_id")):
         reply = await client.get(bad)
         assert reply.status_code == 400 and field in reply.json()["error"], reply.text
+
+
+async def test_erase_with_events_replaces_a_trigger_dev_runs_tasks_and_statuses(
+    engine: Engine, client: httpx.AsyncClient
+) -> None:
+    from tidings.triggerdev import statuses as v2_statuses
+    from tidings.triggerdev import tasks as v2_tasks
+
+    await engine.start(shop())
+    await engine.send({"name": "order/placed", "data": {"order": 9},
+                       "user": {"external_id": PERSON}})
+    (kept,) = await engine.send({"name": "order/placed", "data": {"order": 10},
+                                 "user": {"external_id": OTHER}})
+    await engine.drain()
+    runs = await engine.runs()
+    mine = next(r.id for r in runs if r.event_id != kept)
+    theirs = next(r.id for r in runs if r.event_id == kept)
+
+    def add_v2_rows(tx: Any) -> None:  # what a v2 Job's run keeps beside its steps
+        for run_id in (mine, theirs):
+            task = v2_tasks.start(tx, run_id, v2_tasks.NewTask(
+                idempotency_key="charge", name="charge card", display_key=None, noop=False,
+                delay_until=None, parent_id=None, params={"card": "4242"}), engine.clock())
+            v2_tasks.complete(tx, task.id, {"receipt": "r-1"}, engine.clock())
+            failed = v2_tasks.start(tx, run_id, v2_tasks.NewTask(
+                idempotency_key="mail", name="mail", display_key=None, noop=False,
+                delay_until=None, parent_id=None, params=None), engine.clock())
+            v2_tasks.fail(tx, failed.id, {"message": "no mailbox p@example.org"},
+                          engine.clock())
+            for data in ({"step": 1}, {"step": 2}):
+                v2_statuses.update(tx, run_id, "progress", v2_statuses.Update(
+                    "Charging", None, data), engine.clock())
+
+    await engine.core.storage.write(add_v2_rows)
+    done = await ok(await client.delete(f"/v1/users/{PERSON}", params={"events": "delete"}))
+    assert done["steps_erased"] >= 3  # the run's step and its two tasks
+
+    def v2_rows(tx: Any, run_id: str) -> tuple[Any, Any]:
+        return v2_tasks.of_run(tx, run_id), v2_statuses.of_run(tx, run_id)
+
+    tasks, statuses = await engine.core.storage.read(lambda tx: v2_rows(tx, mine))
+    assert [(t.name, t.params, t.output) for t in tasks[:1]] == [
+        ("charge card", ERASED, ERASED)]
+    assert tasks[1].params is None and tasks[1].error is not None
+    assert "p@example.org" not in repr(tasks)  # the failed task's error went too
+    assert [(s["label"], s["data"], s["history"]) for s in statuses] == [
+        ("Charging", ERASED, [])]
+    # Another person's run keeps its tasks and statuses.
+    tasks, statuses = await engine.core.storage.read(lambda tx: v2_rows(tx, theirs))
+    assert [(t.params, t.output) for t in tasks[:1]] == [({"card": "4242"}, {"receipt": "r-1"})]
+    assert "p@example.org" in repr(tasks)
+    assert statuses[0]["data"] == {"step": 2} and len(statuses[0]["history"]) == 1

@@ -10,6 +10,7 @@ One erasure is a few short transactions, so ingest never waits long behind it:
 2. with ``delete``, their events are deleted ``chunk`` at a time, each chunk with the runs those
    events started: a run still active is cancelled first, then every run of the chunk keeps
    its row (status, times, function) as a tombstone, its output, error and step outputs
+   (and a Trigger.dev v2 run's tasks' params, outputs and errors, its statuses' data)
    replaced by ``ERASED``, and the lifecycle events it emitted when it ended
    (``tidings/function.finished`` …, which copy its event's data and its result) deleted.
    Only events received before the erasure began are deleted: a later event of the same
@@ -111,6 +112,9 @@ def delete_chunk(tx: Tx, *, erasure_id: str, env_id: str, subject: bytes, before
                 tx.run("privacy_blank_run_output", (ERASED, run_id))
                 tx.run("privacy_blank_run_error", (ERASED, run_id))
                 steps += tx.run("privacy_blank_steps", (ERASED, run_id))
+                # A Trigger.dev v2 run's tasks are its steps.
+                steps += tx.run("privacy_blank_trigger_tasks", (ERASED, ERASED, ERASED, run_id))
+                tx.run("privacy_blank_trigger_statuses", (ERASED, run_id))
                 tx.run("privacy_mark_run", (run_id, erasure_id))
                 erased += 1
             tx.run("privacy_delete_skips", (event_id,))

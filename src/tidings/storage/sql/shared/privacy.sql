@@ -33,6 +33,18 @@ UPDATE runs SET error = ? WHERE id = ? AND error IS NOT NULL;
 -- name: privacy_blank_steps
 UPDATE steps SET output = ? WHERE run_id = ? AND output IS NOT NULL;
 
+-- name: privacy_blank_trigger_tasks
+-- A Trigger.dev v2 run's tasks (its steps): what they were given, returned and failed with.
+UPDATE trigger_tasks SET params = CASE WHEN params IS NULL THEN NULL ELSE ? END,
+                         output = CASE WHEN output IS NULL THEN NULL ELSE ? END,
+                         error = CASE WHEN error IS NULL THEN NULL ELSE ? END
+WHERE run_id = ? AND (params IS NOT NULL OR output IS NOT NULL OR error IS NOT NULL);
+
+-- name: privacy_blank_trigger_statuses
+-- A Trigger.dev v2 run's statuses: their data, now and in their history.
+UPDATE trigger_statuses SET data = CASE WHEN data IS NULL THEN NULL ELSE ? END, history = '[]'
+WHERE run_id = ?;
+
 -- name: privacy_mark_run
 INSERT INTO erased_runs (run_id, erasure_id) VALUES (?, ?) ON CONFLICT (run_id) DO NOTHING;
 
