@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from tests.conftest import make_settings
 from tests.contract.test_storage import row
 from tidings.core import Core
 from tidings.ids import now_ms
@@ -46,9 +48,10 @@ async def test_a_stream_reads_when_a_commit_changed_something(core: Core) -> Non
 
     reading = asyncio.create_task(drain(feed.stream(fresh, period=600)))
     try:
-        await until(lambda: reads == 1, "the stream did not read at its start")
+        await until(lambda: reads == 2 and not core.storage.changes.due,
+                    "the stream did not read at its start and once more a gap later")
         await core.storage.append_events([row(env.id)], now_ms() + 60_000)
-        await until(lambda: reads == 2, "a commit of this process did not wake the stream")
+        await until(lambda: reads == 3, "a commit of this process did not wake the stream")
         if core.storage.notifies:
             other = storage_for(core.settings.database_url)  # as another process has
             await other.open()
@@ -63,6 +66,42 @@ async def test_a_stream_reads_when_a_commit_changed_something(core: Core) -> Non
         reading.cancel()
         await asyncio.gather(reading, return_exceptions=True)
         await feed.close()
+
+
+async def test_commits_are_noted_only_while_a_stream_is_open(sqlite_url: str,
+                                                            tmp_path: Path) -> None:
+    """SQLite, no dashboard stream open: a write costs no note of its commit (no callback per
+    write, so nothing is due); with a stream open the commit wakes it; closed again, nothing
+    is noted."""
+    core = await Core.start(make_settings(sqlite_url, tmp_path))
+    feed = Feed(core.storage, core.supervisor)
+    try:
+        env = await core.storage.write(lambda tx: ensure_env(tx, "dev"))
+        await core.storage.append_events([row(env.id)], now_ms() + 60_000)
+        assert not core.storage.changes.due
+        reads = 0
+
+        async def fresh() -> list[str]:
+            nonlocal reads
+            reads += 1
+            return []
+
+        reading = asyncio.create_task(drain(feed.stream(fresh, period=600)))
+        try:
+            await until(lambda: reads == 2 and not core.storage.changes.due,
+                        "the stream did not read at its start and once more a gap later")
+            await core.storage.append_events([row(env.id)], now_ms() + 60_000)
+            assert core.storage.changes.due
+            await until(lambda: reads == 3, "a commit did not wake the stream")
+        finally:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+        await until(lambda: not core.storage.changes.due, "the hooks were never called")
+        await core.storage.append_events([row(env.id)], now_ms() + 60_000)
+        assert not core.storage.changes.due
+    finally:
+        await feed.close()
+        await core.close()
 
 
 async def test_a_stalled_browser_holds_up_no_writer_and_catches_up(core: Core) -> None:

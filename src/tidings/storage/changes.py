@@ -3,9 +3,11 @@
 The dashboard's live pages (``server/dashboard/live.py``) read what is new when they are told
 that something may be; nothing is pushed to them. A storage calls ``Changes.committed()``
 after each of its write transactions commits (events stored, runs created, moved on or ended,
-and everything else: a list of which writes matter would drift from the pages). That costs a
-flag check: the hooks run at most once every ``gap`` seconds, however many writes commit, so a
-busy ingest wakes the pages a few times a second, not once per write.
+and everything else: a list of which writes matter would drift from the pages), while any hook
+listens (``heard``: the dashboard's hook is there only while one of its streams is open, so
+with none SQLite adds no callback to a write). That costs a flag check: the hooks run at most
+once every ``gap`` seconds, however many writes commit, so a busy ingest wakes the pages a few
+times a second, not once per write.
 
 On PostgreSQL one hook tells the other processes (``PostgresStorage``: one ``NOTIFY
 tidings_live`` at a time, after the commit, never inside the writing transaction), and
@@ -41,6 +43,11 @@ class Changes:
     def remove(self, hook: Callable[[], None]) -> None:
         if hook in self._hooks:
             self._hooks.remove(hook)
+
+    @property
+    def heard(self) -> bool:
+        """Whether any hook listens: a storage need not note its commits when none does."""
+        return bool(self._hooks)
 
     @property
     def due(self) -> bool:

@@ -226,11 +226,15 @@ class SQLiteStorage:
         if pending is None:
             pending = self._pending[loop] = []
             loop.call_soon(self._hand_over, loop)
-        if type(fn) is Append:  # events stored (its type tells the writer to batch it)
-            future.add_done_callback(self._committed)
-        else:
-            fn = _Counted(fn)
-            future.add_done_callback(fn.committed(self._committed))
+        # Commits are told only while something listens (a dashboard stream is open): with
+        # nothing, a write costs no callback. One queued before the first stream opened and
+        # committed after is seen by that stream's next periodic read.
+        if self.changes.heard:
+            if type(fn) is Append:  # events stored (its type tells the writer to batch it)
+                future.add_done_callback(self._committed)
+            else:
+                fn = _Counted(fn)
+                future.add_done_callback(fn.committed(self._committed))
         pending.append((fn, future, loop))
         return future
 

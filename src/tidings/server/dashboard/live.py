@@ -88,7 +88,6 @@ class Feed:
         self._subscribers: set[Subscription] = set()
         self._listener: asyncio.Task[None] | None = None
         self._shared: dict[Hashable, tuple[float, asyncio.Future[Any]]] = {}
-        storage.changes.add(self.poke)
 
     def poke(self, *_: object) -> None:
         """Something changed: every stream looks again (takes any arguments, so it can stand
@@ -123,12 +122,22 @@ class Feed:
     @contextlib.contextmanager
     def subscribed(self) -> Iterator[Subscription]:
         subscription = Subscription()
+        if not self._subscribers:
+            # The storage's commits are heard only while a stream is open: with none, a
+            # write costs no callback (``SQLiteStorage._write``). Reads shared before were
+            # not poked since; writes queued before commit unheard, so the streams are poked
+            # once more a gap from now, as if one had been heard.
+            self._shared.clear()
+            self._storage.changes.add(self.poke)
+            self._storage.changes.committed()
         self._subscribers.add(subscription)
         self._listen()
         try:
             yield subscription
         finally:
             self._subscribers.discard(subscription)
+            if not self._subscribers:
+                self._storage.changes.remove(self.poke)
 
     def _listen(self) -> None:
         """Hear other processes' commits from the first open stream on (PostgreSQL)."""
