@@ -309,6 +309,43 @@ def test_wait_for_event_resumes_with_the_event_matching_its_filters(stack: Stack
                                                               ("after", "run")]
 
 
+def test_wait_for_event_on_several_names_ends_with_the_first_matching_one(
+        stack: Stack) -> None:
+    run = stack.run_of(stack.send({"name": "v2.wait.start", "payload": {
+        "orderId": "o9", "names": ["v2.approved", "v2.rejected"]}}), "waiter")
+    waiting(stack, run)
+    stack.send({"name": "v2.rejected", "payload": {"orderId": "other"}})  # filtered out
+    stack.send({"name": "v2.approval", "payload": {"orderId": "o9"}})  # not a name it waits on
+    rejected = stack.send({"name": "v2.rejected", "payload": {"orderId": "o9", "why": "late"}})
+
+    done = stack.finished(run)
+    approved = stack.send({"name": "v2.approved", "payload": {"orderId": "o9"}})
+
+    assert done["status"] == "Completed", done
+    approval = done["output"]["approval"]
+    assert (approval["id"], approval["name"], approval["payload"]) == (
+        rejected["id"], "v2.rejected", {"orderId": "o9", "why": "late"})
+    assert [(s["name"], s["kind"]) for s in done["steps"]] == [("approval", "wait"),
+                                                              ("after", "run")]
+    assert stack.ran(run["id"]) == ["after"]
+    delivered(stack, approved["id"])
+    assert stack.api.run(run["id"])["steps"] == done["steps"]  # the other name ends nothing
+
+
+def test_wait_for_event_on_several_names_times_out_once(stack: Stack) -> None:
+    run = stack.run_of(stack.send({"name": "v2.wait.start", "payload": {
+        "orderId": "never", "timeout": 10, "names": ["v2.approved", "v2.rejected"]}}),
+        "waiter")
+    waiting(stack, run)
+
+    done = stack.finished(run)
+
+    assert done["status"] == "Failed", done
+    assert "Remote callback timeout - no requests received" in done["error"]["message"]
+    assert [(s["name"], s["kind"], s["output"]) for s in done["steps"]] == [
+        ("approval", "wait", None)]
+
+
 def test_wait_for_event_times_out_as_v2_does(stack: Stack) -> None:
     run = stack.run_of(stack.send({"name": "v2.wait.start", "payload": {
         "orderId": "never", "timeout": 10}}), "waiter")

@@ -110,7 +110,7 @@ client.defineJob({
   trigger: eventTrigger({ name: "v2.wait.start" }),
   run: async (payload, io, ctx) => {
     const approval = await io.waitForEvent("approval", {
-      name: "v2.approval",
+      name: payload.names ?? "v2.approval",
       source: payload.source,
       filter: { orderId: [payload.orderId] },
       contextFilter: payload.contextFilter,

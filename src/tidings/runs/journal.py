@@ -37,6 +37,22 @@ def invoked_runs(tx: Tx, run_id: str) -> dict[str, str]:
     return {str(step): str(child) for step, child in tx.all("invoked_runs", (run_id,))}
 
 
+# A pause ``<step>~<n>`` is one of several ``<step>`` waits on, any of which ends it (v2's
+# ``waitForEvent`` on several event names): the first to end deletes them all and is recorded
+# as ``<step>``. Tidings' and the SDKs' step ids never hold it (hex hashes, ULIDs).
+ANY_OF = "~"
+
+
+def _end_pause(tx: Tx, run_id: str, step: str) -> str | None:
+    """Delete the pause (with its group); the step to record, or None when it was gone."""
+    if tx.run("delete_pause", (run_id, step)) == 0:
+        return None
+    if ANY_OF in step:
+        step = step.split(ANY_OF, 1)[0]
+        tx.run("delete_pause_group", (run_id, step + ANY_OF + "%"))
+    return step
+
+
 # An invocation that timed out, as Inngest words it (``ResumeRequest.SetInvokeTimeoutError``).
 INVOKE_TIMEOUT = {"error": {
     "error": "InngestInvokeTimeoutError: Timed out waiting for invoked function to complete",
@@ -52,7 +68,10 @@ def open_call(tx: Tx, run: Run, now: int) -> list[StepRow] | None:
     for step, name, kind, until, _ in tx.all("pauses_of_run", (run.id,)):
         if until > now:
             continue
-        tx.run("delete_pause", (run.id, step))
+        ended = _end_pause(tx, run.id, step)
+        if ended is None:
+            continue  # one of a group another ended
+        step = ended
         memo = INVOKE_TIMEOUT if kind == "invoke" else None
         tx.run("insert_step", (run.id, step, name, position,
                                "completed" if memo is None else "failed", dumps(memo), 0,
@@ -117,8 +136,10 @@ def resolve_pause(tx: Tx, run_id: str, step: str, name: str, memo: Any, now: int
                   kind: str, env_id: str, failed: bool = False) -> bool:
     """Give a paused step (``kind`` sleep, wait or invoke) of a run of ``env_id`` its result
     and wake the run; False when someone else already did."""
-    if tx.run("delete_pause", (run_id, step)) == 0:
+    ended = _end_pause(tx, run_id, step)
+    if ended is None:
         return False
+    step = ended
     position = _next_position(tx, run_id)
     tx.run("insert_step", (run_id, step, name, position, "failed" if failed else "completed",
                            sealed_json(tx, env_id, dumps(memo), STEP_AAD), 0, None, now, kind))

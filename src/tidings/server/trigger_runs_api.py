@@ -40,6 +40,7 @@ SERIALIZED_OUTPUT = "2023-11-01"  # Trigger-Version: the task's output comes as 
 MAX_KEY_CHARS = 512
 MAX_STORE_BYTES = 256 * 1024
 WAIT_FOR_REQUEST = "Wait for Request"  # the name io.waitForRequest gives its task
+MAX_WAIT_NAMES = 25  # the event names one waitForEvent may name
 MAX_CALLBACK_SECONDS = 365 * 24 * 3600  # v2's bound on a callback's timeout
 DISPATCHER_FIELDS = {"url", "name", "source", "filter", "contextFilter", "accountId",
                      "timeoutInSeconds"}
@@ -121,10 +122,11 @@ class TriggerRunsAPI:
         if not isinstance(names, list) or not all(
                 isinstance(n, str) and n and "\x00" not in n and len(n) <= MAX_KEY_CHARS
                 for n in names) or not names:
-            raise RequestRejected(f"name: an event name (1 to {MAX_KEY_CHARS} characters)")
-        if len(set(names)) > 1:
-            raise RequestRejected("name: waiting for one of several event names is not "
-                                  "supported by Tidings: wait for one", status=422)
+            raise RequestRejected(f"name: an event name or a list of them (1 to "
+                                  f"{MAX_KEY_CHARS} characters each)")
+        names = list(dict.fromkeys(names))
+        if len(names) > MAX_WAIT_NAMES:
+            raise RequestRejected(f"name: at most {MAX_WAIT_NAMES} event names")
         spec: dict[str, Any] = {}
         for field, ours in (("source", "source"), ("accountId", "account_id")):
             value = body.get(field)
@@ -146,7 +148,7 @@ class TriggerRunsAPI:
             raise RequestRejected(f"timeoutInSeconds: a whole number from 10 to "
                                   f"{MAX_CALLBACK_SECONDS}")
         ident = await self.core.storage.write(partial(
-            callbacks.wait_for_event, env_id=env.id, url=str(url), name=names[0], spec=spec,
+            callbacks.wait_for_event, env_id=env.id, url=str(url), names=names, spec=spec,
             now=now_ms()))
         return json_response(200, {"id": ident})
 

@@ -5,7 +5,8 @@ The SDK creates such a task with ``callback: {enabled, timeoutInSeconds}``; Tidi
 SDK hands that URL back to Tidings, never to anyone else:
 
 - ``POST /api/v1/event-dispatchers/ephemeral`` (``waitForEvent``): the run gets a pause
-  waiting for the event (the task is its step), with the dispatcher's name, ``source``,
+  waiting for the event (the task is its step; one per name when it names several, the first
+  to match ending the wait), with the dispatcher's name, ``source``,
   ``filter``, ``contextFilter`` and ``accountId`` as an event-filter condition
   (``functions/filters.py``), until the task's timeout;
 - ``POST /api/v1/jobs/{id}/invoke`` with ``options.callbackUrl``: the child run is started
@@ -75,10 +76,12 @@ def waiting_task(tx: Tx, env_id: str, run_id: str, task_id: str, field: str) -> 
     return run, task
 
 
-def wait_for_event(tx: Tx, *, env_id: str, url: str, name: str, spec: dict[str, Any],
+def wait_for_event(tx: Tx, *, env_id: str, url: str, names: list[str], spec: dict[str, Any],
                    now: int) -> str:
     """Register ``waitForEvent``'s dispatcher: the run's pause on the event (once: the SDK
-    registers again when the job is replayed before the event came). Its id: the task's."""
+    registers again when the job is replayed before the event came). Its id: the task's.
+    Waiting on several names, the run has a pause per name, any of which ends the wait
+    (``journal.ANY_OF``)."""
     run_id, task_id = callback_of(url, "url")
     run, task = waiting_task(tx, env_id, run_id, task_id, "url")
     if task.status != tasks.WAITING:
@@ -89,14 +92,23 @@ def wait_for_event(tx: Tx, *, env_id: str, url: str, name: str, spec: dict[str, 
     condition = filter_condition(spec)
     step_name = task.display_key or task.name
     assert task.callback_until is not None
-    exists = any(row[0] == task.id for row in tx.all("pauses_of_run", (run.id,)))
-    if not exists and not _resolved(tx, run.id, task.id):
+    if not _paused(tx, run.id, task.id) and not _resolved(tx, run.id, task.id):
         since = floor_id(now)
-        journal.pause(tx, run, step=task.id, name=step_name, kind="wait",
-                      until=task.callback_until, event_name=name, condition=condition,
-                      since_id=since)
-        look_back(tx, env_id, run.id, task.id, step_name, name, condition, {}, since, now)
+        steps = ([task.id] if len(names) == 1 else
+                 [f"{task.id}{journal.ANY_OF}{i}" for i in range(len(names))])
+        for step, name in zip(steps, names, strict=True):
+            journal.pause(tx, run, step=step, name=step_name, kind="wait",
+                          until=task.callback_until, event_name=name, condition=condition,
+                          since_id=since)
+        for step, name in zip(steps, names, strict=True):
+            look_back(tx, env_id, run.id, step, step_name, name, condition, {}, since, now)
     return task.id
+
+
+def _paused(tx: Tx, run_id: str, step: str) -> bool:
+    """Whether the run has a pause for the step (or one of its group)."""
+    return any(row[0] == step or row[0].startswith(step + journal.ANY_OF)
+               for row in tx.all("pauses_of_run", (run_id,)))
 
 
 def wait_for_request(tx: Tx, run: Run, task: tasks.Task) -> None:
@@ -159,8 +171,7 @@ def settle_callbacks(tx: Tx, run: Run, recorded: list[StepRow], notify: Any,
         step = steps.get(task.id)
         if step is None:
             assert task.callback_until is not None
-            if task.callback_until <= now and not any(
-                    row[0] == task.id for row in tx.all("pauses_of_run", (run.id,))):
+            if task.callback_until <= now and not _paused(tx, run.id, task.id):
                 tasks.timed_out(tx, task.id, now)  # never registered, and too late now
             continue
         if step.kind == "invoke":

@@ -144,6 +144,10 @@ SELECT step, name, kind, until, correlation FROM pauses WHERE run_id = ?;
 -- name: delete_pause
 DELETE FROM pauses WHERE run_id = ? AND step = ?;
 
+-- name: delete_pause_group
+-- The other pauses of a step waiting on any of several (``journal.ANY_OF``).
+DELETE FROM pauses WHERE run_id = ? AND step LIKE ?;
+
 -- name: delete_pauses_of_run
 DELETE FROM pauses WHERE run_id = ?;
 
