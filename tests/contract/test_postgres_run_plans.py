@@ -18,12 +18,14 @@ from tidings.storage.tx import PostgresTx
 
 pytestmark = pytest.mark.postgres
 FUNCTION_READS = ("list_runs_of_function", "statuses_of_newest_function_runs",
-                  "run_marks_of_function")
+                  "run_marks_of_function", "run_marks_of_functions")
 
 
 def _params(name: str, function_id: str) -> tuple[object, ...]:
     if name == "list_runs_of_function":
         return (function_id, ID_MIN, ID_MAX, "Failed", *[None] * (len(STATUSES) - 1), 51)
+    if name == "run_marks_of_functions":
+        return ([function_id], ID_MIN, ID_MAX, 200)
     return (function_id, ID_MIN, ID_MAX, 2000)
 
 

@@ -213,17 +213,30 @@ def _marks(tx: Tx, query: RunQuery, size: int) -> tuple[list[tuple[Any, ...]], b
         # at or after the oldest run read of each function that had more.
         each = max(size // max(len(query.function_ids), 1), 1)
         merged, bound, full = [], "", False
-        for function_id in query.function_ids:
-            found = tx.all("run_marks_of_function", (function_id, low, high, each))
+        for found in _marks_of_functions(tx, query.function_ids, low, high, each):
             merged.extend(found)
             if len(found) >= each:
-                full, bound = True, max(bound, str(found[-1][0]))
+                full, bound = True, max(bound, min(str(mark[0]) for mark in found))
         marks = sorted((mark for mark in merged if str(mark[0]) >= bound),
                        key=lambda mark: str(mark[0]), reverse=True)
         return marks, full
     else:
         marks = tx.all("run_marks_of_env", (query.env_id, low, high, size))
     return marks, len(marks) >= size
+
+
+def _marks_of_functions(tx: Tx, function_ids: Sequence[str], low: str, high: str, each: int
+                       ) -> list[list[tuple[Any, ...]]]:
+    """The newest ``each`` runs of every function, one list per function. PostgreSQL reads
+    them in one statement (a round trip and a plan per function cost more than their rows);
+    SQLite, in process, one function at a time."""
+    if tx.dialect != "postgres":
+        return [tx.all("run_marks_of_function", (function_id, low, high, each))
+                for function_id in function_ids]
+    groups: dict[str, list[tuple[Any, ...]]] = {function_id: [] for function_id in function_ids}
+    for mark in tx.all("run_marks_of_functions", (list(function_ids), low, high, each)):
+        groups[str(mark[1])].append(mark)
+    return list(groups.values())
 
 
 def _matches(mark: tuple[Any, ...], query: RunQuery) -> bool:

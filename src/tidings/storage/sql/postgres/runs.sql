@@ -113,3 +113,12 @@ GROUP BY status;
 SELECT id, function_id, status, event_id, started_at, ended_at FROM runs
 WHERE function_id = ANY(ARRAY[%s]) AND id >= %s AND id < %s
 ORDER BY function_id DESC, id DESC LIMIT %s;
+
+-- name: run_marks_of_functions
+-- run_marks_of_function for several functions in one statement: the newest LIMIT runs of
+-- each (the app filter). Planned on each call.
+SELECT m.id, m.function_id, m.status, m.event_id, m.started_at, m.ended_at
+FROM unnest(%s::text[]) AS f(id) CROSS JOIN LATERAL (
+    SELECT id, function_id, status, event_id, started_at, ended_at FROM runs
+    WHERE function_id = ANY(ARRAY[f.id]) AND id >= %s AND id < %s
+    ORDER BY function_id DESC, id DESC LIMIT %s) AS m;
