@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 
@@ -17,7 +17,7 @@ from tidings.events.retention import RetentionCache, defaults
 from tidings.ids import IdSeed, new_ids, now_ms
 from tidings.router.handoff import Handoff, Stored
 from tidings.router.route import Routed
-from tidings.sealing import SEALS, UNKNOWN, event_aad, key_aad
+from tidings.sealing import SEALS, UNKNOWN, key_aad
 from tidings.settings import Settings
 from tidings.storage.base import EventRow, Sealed, Storage
 from tidings.storage.tx import Tx
@@ -75,6 +75,7 @@ class Ingest:
             generation = await self._storage.read(lambda tx: SEALS.generation(tx, env_id))
         elif stale:
             self._refresh_sealing(env_id)
+        seal_data = None if generation is None else SEALS.event_data(env_id, generation)
         for event_id, event in zip(ids, events, strict=True):
             user = subject = None
             if event.user:
@@ -100,8 +101,8 @@ class Ingest:
                         event.deliver_at is None or event.deliver_at <= now) else None,
                     meta=None if meta is None else _encode(meta),
                     traceparent=traceparent,
-                    sealed=None if generation is None else self._sealed(
-                        env_id, generation, event_id, event),
+                    sealed=None if seal_data is None else self._sealed(
+                        env_id, generation, event_id, event, seal_data),
                 )
             )
         until = now if dedup_until is None else dedup_until
@@ -157,15 +158,16 @@ class Ingest:
             log.error("environment %s: reading its encrypt_data setting failed",
                       env_id, exc_info=task.exception())
 
-    def _sealed(self, env_id: str, generation: int, event_id: str, event: NewEvent) -> Sealed:
+    def _sealed(self, env_id: str, generation: int | None, event_id: str, event: NewEvent,
+                seal_data: Callable[[bytes, str], bytes]) -> Sealed:
         """The event's ``data`` and ``id`` as stored sealed (``sealing.py``); the ``id``
         deduplicated by its blind index."""
         key, dedup = event.key, None
         if key is not None:
+            assert generation is not None
             dedup = self._vault.sealer.key_index(env_id, key)
             key = SEALS.seal_text(env_id, generation, key.encode(), key_aad(event_id))
-        data = SEALS.seal_json(env_id, generation, event.data, event_aad(event_id))
-        return Sealed(data=data, key=key, dedup=dedup)
+        return Sealed(data=seal_data(event.data, event_id), key=key, dedup=dedup)
 
 
 class EventLog:

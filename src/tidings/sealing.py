@@ -28,12 +28,14 @@ can open. Whether an environment seals, and under which generation, is read from
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import itertools
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, overload
 
 from cryptography.exceptions import InvalidTag
@@ -49,6 +51,7 @@ JSON_MARK = b'"\\u001fts1 '  # how a sealed JSON value starts (the tag, JSON-esc
 TEXT_MARK = _TAG  # how a sealed text column (the event id) starts
 _b64 = base64.b64encode
 _unb64 = base64.b64decode
+_b2a = binascii.b2a_base64
 
 
 class DataSeals:
@@ -163,6 +166,23 @@ class DataSeals:
     def _forked(self) -> None:
         # A child must never use the nonces its parent may still use.
         self._nonces = (os.urandom(8), itertools.count())
+
+    def event_data(self, env_id: str, generation: int) -> Callable[[bytes, str], bytes]:
+        """``seal_json`` of events' data for one request: ``(data, event_id) -> sealed``, with
+        what every event of it shares looked up once (ingest's hot path)."""
+        cipher, head = self._sealer(env_id, generation)
+        encrypt, start = cipher.encrypt, JSON_MARK + head
+
+        def seal(data: bytes, event_id: str) -> bytes:
+            fixed, counter = self._nonces
+            invocation = next(counter)
+            if invocation >= 1 << 32:
+                return self.seal_json(env_id, generation, data, event_aad(event_id))
+            nonce = fixed + invocation.to_bytes(4, "big")
+            sealed = encrypt(nonce, data, b"event\x00" + event_id.encode())
+            return start + _b2a(nonce + sealed, newline=False) + b'"'
+
+        return seal
 
     def _seal(self, env_id: str, generation: int, plain: bytes, aad: bytes) -> bytes:
         cipher, head = self._sealer(env_id, generation)

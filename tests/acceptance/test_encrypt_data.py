@@ -1,7 +1,8 @@
 """An environment's ``encrypt_data`` (``sealing.py``), on both backends: a canary in an event's
 ``data``, in its ``id``, in a step's output and in a run's output never reaches the disk in
 clear (the SQLite file and its WAL, a ``pg_dump``), while triggers with ``if``, waits, the SDK,
-the API and reruns see plaintext; a rotated key leaves old data readable; off stores as before."""
+the API, the dashboard, reruns and replays see plaintext; a rotated key leaves old data
+readable; off stores as before."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.conftest import TIDINGS, LiveServer, start_server, stop_server
 from tests.engine.conftest import Engine
 from tidings import sealing
 from tidings.core import Core
+from tidings.events.model import iso
 from tidings.ids import now_ms
 from tidings.runs.model import COMPLETED
 
@@ -138,6 +140,15 @@ async def test_sealed_data_never_reaches_the_disk_in_clear_and_everything_still_
     await engine.drain()
     for again_id in (rerun["id"], partial["id"]):
         assert (await engine.run(again_id)).output == run.output
+    # A replay of the completed runs too.
+    replay = await ok(await client.post("/v1/replays", json={
+        "function": "shop-welcome", "since": iso(run.created_at),
+        "until": iso(engine.clock() + 1), "statuses": ["Completed"]}), 201)
+    await engine.drain()
+    await engine.send({"name": "user/approved", "data": {"who": 7, "why": IN_WAIT}})
+    await engine.drain()
+    replayed = [r for r in await engine.runs() if r.replay_id == replay["id"]]
+    assert len(replayed) == 3 and all(r.output == run.output for r in replayed)
 
     data, key = await _stored_event(engine.core, free)
     assert data.startswith('"\\u001fts1 ') and key is None
