@@ -59,7 +59,9 @@ LENIENT_QUERY = {("POST", "/e/{key}"), ("POST", "/fn/register"),
                  ("POST", "/v0/connect/start"), ("POST", "/v0/connect/flush")}
 LENIENT_KEYS = {("POST", "/fn/register"), ("POST", "/api/v1/runs/{run_id}/tasks"),
                 ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/complete"),
-                ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/fail")}
+                ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/fail"),
+                # io.waitForRequest's body is the caller's own object, returned as it is
+                ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/callback/{secret}")}
 # Bodies that are not JSON (the v2 key-value store takes its value as text): their own cases.
 RAW_BODIES = {("PUT", "/api/v1/store/{key}")}
 # Paths whose parameter may be any text (a store key, a job id): a non-ASCII one is valid.
@@ -131,6 +133,8 @@ BODIES: dict[tuple[str, str], Body] = {
         {"idempotencyKey": 1, "noop": "yes", "delayUntil": 5, "name": 1}),
     ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/complete"): Body(
         {"output": {"o": 1}}, (), "{}", ()),
+    ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/callback/{secret}"): Body(
+        {"approved": True}, (), "{}", ()),
     ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/fail"): Body(
         {"error": {"message": "m"}}, (), "{}", (), ("error",), {"error": "x"}),
     ("POST", "/api/v1/jobs/{job_id}/invoke"): Body(

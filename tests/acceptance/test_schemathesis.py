@@ -165,6 +165,7 @@ def test_openapi_json_describes_every_endpoint(dev_server: LiveServer) -> None:
         ("POST", "/api/v1/runs/{run_id}/tasks"),
         ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/complete"),
         ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/fail"),
+        ("POST", "/api/v1/runs/{run_id}/tasks/{task_id}/callback/{secret}"),
         ("GET", "/api/v1/store/{key}"),
         ("PUT", "/api/v1/store/{key}"),
         ("DELETE", "/api/v1/store/{key}"),

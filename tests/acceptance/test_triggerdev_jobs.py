@@ -612,7 +612,7 @@ def test_wait_for_request_completes_with_the_body_posted_to_its_callback_url(
 
     forged = httpx.post(url.replace(secret, "x" * len(secret)), json={"approved": False},
                         timeout=10)
-    not_json = httpx.post(url, content=b"{nope", timeout=10)
+    not_json = httpx.post(url, content=b"[1]", timeout=10)
     posted = httpx.post(url, json={"approved": True, "by": "ada"}, timeout=10)  # no key
     again = httpx.post(url, json={"approved": False}, timeout=10)
 

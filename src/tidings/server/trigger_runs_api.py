@@ -10,6 +10,7 @@ call about a cancelled run gets its task back ``CANCELED``: the SDK then stops t
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import datetime
 from functools import partial
@@ -40,6 +41,7 @@ SERIALIZED_OUTPUT = "2023-11-01"  # Trigger-Version: the task's output comes as 
 MAX_KEY_CHARS = 512
 MAX_STORE_BYTES = 256 * 1024
 WAIT_FOR_REQUEST = "Wait for Request"  # the name io.waitForRequest gives its task
+SECRET_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")  # a waitForRequest callback URL's secret
 MAX_WAIT_NAMES = 25  # the event names one waitForEvent may name
 MAX_CALLBACK_SECONDS = 365 * 24 * 3600  # v2's bound on a callback's timeout
 DISPATCHER_FIELDS = {"url", "name", "source", "filter", "contextFilter", "accountId",
@@ -253,11 +255,14 @@ class TriggerRunsAPI:
         run_id = self._shaped(request, "run_id", "run")
         task_id = self._shaped(request, "task_id", "task")
         secret: str = request.path_params["secret"]
+        if not SECRET_RE.fullmatch(secret):
+            raise RequestRejected("secret: not the secret of a callback URL Tidings gave out",
+                                  status=404)
         raw = await read_body(request.scope, request.receive,
                               self.core.settings.limits.max_body_bytes)
         body = decode_json(raw, "the body")
-        if body is None:
-            raise RequestRejected("the body: JSON for the waiting task, not null")
+        if not isinstance(body, dict):
+            raise RequestRejected("the body: a JSON object, which the waiting task returns")
         await self.core.storage.write(partial(
             callbacks.request_came, run_id=run_id, task_id=task_id, secret=secret, body=body,
             now=now_ms()))

@@ -341,6 +341,21 @@ def run_paths(trigger_key: ApiSecurity) -> dict[str, Any]:
                     "type": "object", "required": ["message"],
                     "properties": {"message": {"type": "string"}, "name": {"type": "string"},
                                    "stack": {"type": "string"}}}}}))},
+        "/api/v1/runs/{run_id}/tasks/{task_id}/callback/{secret}": {"post": {
+            "operationId": "v2TaskCallback",
+            "summary": "Answer io.waitForRequest: its callback URL, POSTed to by anyone the "
+                       "job gave it to (the secret is the credential); the JSON body is what "
+                       "the task returns",
+            "security": [],
+            "parameters": [run, task, {
+                "name": "secret", "in": "path", "required": True,
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,64}$"},
+                "description": "The secret of the task's callback URL."}],
+            "requestBody": _json_in({"type": "object", "additionalProperties": True}),
+            "responses": {"200": json_body({"type": "object", "required": ["ok"],
+                                            "properties": {"ok": {"const": True}}},
+                                           "The task completes with the body"),
+                          **errors(400, 404, 409, 413)}}},
         "/api/v1/store/{key}": {
             "get": op("v2StoreGet", "Read a value (value absent: none)", ref("V2StoreAnswer"),
                       400, 401, 404, parameters=[key]),
