@@ -1,10 +1,12 @@
 """PostgreSQL reads one function's runs along ``runs_function``, planned with their values on
-each call: the plan its planner prefers for ``function_id = X AND id range ORDER BY id DESC``
-walks ``runs_pkey`` and filters the function (every run of the table when a status filter
-matches none), and a prepared statement's generic plan was worse still."""
+each call: the plan its planner prefers for ``function_id = X AND id range ORDER BY id``
+(either way) walks ``runs_pkey`` and filters the function (every run of the table when a status
+filter matches none, or the function has no open run), and a prepared statement's generic plan
+was worse still."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import psycopg
@@ -18,7 +20,9 @@ from tidings.storage.tx import PostgresTx
 
 pytestmark = pytest.mark.postgres
 FUNCTION_READS = ("list_runs_of_function", "statuses_of_newest_function_runs",
-                  "run_marks_of_function", "run_marks_of_functions")
+                  "run_marks_of_function", "run_marks_of_functions", "flow_open_runs")
+
+ON_RUNS_FUNCTION = re.compile(r"Index (Only )?Scan (Backward )?using runs_function on")
 
 
 def _params(name: str, function_id: str) -> tuple[object, ...]:
@@ -26,6 +30,8 @@ def _params(name: str, function_id: str) -> tuple[object, ...]:
         return (function_id, ID_MIN, ID_MAX, "Failed", *[None] * (len(STATUSES) - 1), 51)
     if name == "run_marks_of_functions":
         return ([function_id], ID_MIN, ID_MAX, 200)
+    if name == "flow_open_runs":  # a bulk cancel's next batch (flow control)
+        return (function_id, ID_MIN, ID_MAX, 10)
     return (function_id, ID_MIN, ID_MAX, 2000)
 
 
@@ -43,6 +49,12 @@ async def test_a_functions_runs_are_read_along_runs_function_in_every_call(
             plan = "\n".join(row[0] for row in conn.execute(
                 f"EXPLAIN {sql}", _params(name, function_id)).fetchall())
             assert "runs_function" in plan and "runs_pkey" not in plan, (name, plan)
+        # A bulk cancel's batch of open runs, oldest first: with function_id = X the planner
+        # walks runs_pkey from the oldest run (at 1,000,000 runs every run of the table when
+        # the function has none open); it must be an index scan along runs_function.
+        plan = "\n".join(row[0] for row in conn.execute(
+            f"EXPLAIN {tx._q['flow_open_runs']}", _params("flow_open_runs", function_id)))
+        assert ON_RUNS_FUNCTION.search(plan), plan
         for _ in range(8):  # psycopg prepares a statement on its fifth call
             for name in FUNCTION_READS:
                 tx.all(name, _params(name, function_id))

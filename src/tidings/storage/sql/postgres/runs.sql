@@ -122,3 +122,13 @@ FROM unnest(%s::text[]) AS f(id) CROSS JOIN LATERAL (
     SELECT id, function_id, status, event_id, started_at, ended_at FROM runs
     WHERE function_id = ANY(ARRAY[f.id]) AND id >= %s AND id < %s
     ORDER BY function_id DESC, id DESC LIMIT %s) AS m;
+
+-- name: flow_open_runs
+-- A bulk cancel's next runs of a function that have not ended, oldest first, along
+-- runs_function (see list_runs_of_function): written as function_id = the function,
+-- PostgreSQL walked runs_pkey and filtered the function and the status, every run of the
+-- table when the function had none open (2.5 s at 1,000,000 runs). Planned on each call.
+SELECT id FROM runs
+WHERE function_id = ANY(ARRAY[%s]) AND id >= %s AND id < %s
+    AND status NOT IN ('Completed', 'Failed', 'Cancelled')
+ORDER BY function_id, id LIMIT %s;
