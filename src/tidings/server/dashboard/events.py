@@ -23,6 +23,8 @@ from tidings.events.model import StoredEvent, iso
 from tidings.flow import status as flow_status
 from tidings.ids import floor_id, now_ms
 from tidings.json_input import decode_json
+from tidings.privacy.erase import EVENTS_MODES, erase
+from tidings.runs.local import ALL
 from tidings.runs.model import Run
 from tidings.server.accept import store_events
 from tidings.server.dashboard.live import sse
@@ -67,6 +69,7 @@ class EventPages:
             Route("/live/events", self.live, methods=["GET"]),
             Route("/events/{event_id}/cancel", self.cancel, methods=["POST"]),
             Route("/events/{event_id}/value", self.value, methods=["GET"]),
+            Route("/events/{event_id}/erase", self.erase_person, methods=["GET", "POST"]),
             # ``:path``: whatever follows /events/ is an id, found or not (a 404 page).
             Route("/events/{event_id:path}", self.detail, methods=["GET"]),
             Route("/send", self.send, methods=["GET", "POST"]),
@@ -183,6 +186,7 @@ class EventPages:
             request, "event.html", 409 if failed else 200, event=shown, skipped=skipped,
             runs=runs[:EVENT_RUNS], more_runs=len(runs) > EVENT_RUNS,
             delivery=delivery(event), message=message, failed=failed, masked=masked,
+            erasable=person_of(event) is not None and viewer.session.reads_user,
             curl=as_curl(shown, str(request.base_url)), python=as_python(shown))
 
     async def value(self, request: Request) -> Response:
@@ -205,6 +209,40 @@ class EventPages:
             return await self.detail(request, exc.message, True)
         self.pages.feed.poke()  # open pages show it now
         return RedirectResponse(f"/events/{event.id}", status_code=303)
+
+    async def erase_person(self, request: Request) -> Response:
+        """Erase the person of the event (``user.external_id``), as ``DELETE
+        /v1/users/{external_id}`` does: a GET asks to confirm (and whether to delete their
+        events too), the confirmed POST erases and shows the counts. Only for a viewer who may
+        read ``user`` (everyone in dev)."""
+        viewer, event = await self._event(request)
+        external_id = person_of(event)
+        if not viewer.session.reads_user:
+            raise RequestRejected("erasing a person needs a sign-in that may read people's "
+                                  "data (tidings keys create-dashboard --reads-user)",
+                                  status=403)
+        if external_id is None:
+            raise RequestRejected("this event has no user.external_id: there is no person "
+                                  "to erase", status=409)
+        if request.method == "GET":
+            return self.pages.html(request, "erase.html", event=event,
+                                   external_id=external_id, done=None)
+        form = await self.pages.form(request)
+        mode = next((m for m in EVENTS_MODES if m == form.get("events", "keep")), None)
+        if mode is None:
+            raise RequestRejected(f"events: expected keep or delete, got "
+                                  f"{form.get('events', '')[:100]!r}")
+        if form.get("confirm") != "erase":
+            raise RequestRejected("confirm: erasing a person is confirmed on its own page "
+                                  f"(/events/{event.id}/erase)")
+        who = "dashboard:" + viewer.session.token.partition(".")[0][:16]
+        done = await erase(self.core.storage, self.core.vault, viewer.env.id, external_id,
+                           events=mode, actor=who)
+        if done.runs_cancelled:
+            self.core.wakers.wake(ALL)  # cancelled runs may have freed slots or parents
+        self.pages.feed.poke()
+        return self.pages.html(request, "erase.html", event=event, external_id=external_id,
+                               done=done.to_json())
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -249,6 +287,12 @@ def event_body(form: dict[str, str]) -> bytes:
         if text:
             event[key] = int(text) if text.isascii() and text.isdigit() else text
     return msgspec.json.encode(event)
+
+
+def person_of(event: StoredEvent) -> str | None:
+    """The ``external_id`` the vault keys the event's ``user`` on, if it has one."""
+    external_id = event.user.get("external_id") if event.user else None
+    return external_id if isinstance(external_id, str) and external_id else None
 
 
 def delivery(event: StoredEvent) -> dict[str, str]:
