@@ -86,3 +86,24 @@ async def test_hostile_text_is_shown_as_text_everywhere(page: Page, dev_server: 
     await shoot(page, "hostile")
     assert await page.evaluate("window.__pwned") is None
     assert dialogs == []
+
+
+async def test_erasing_the_person_of_an_event(page: Page, dev_server: LiveServer) -> None:
+    event_id = await _curl(dev_server, {"name": "shop/signup", "data": {},
+                                        "user": {"external_id": "person-3",
+                                                 "email": "lin@example.com"}})
+    dialogs = _no_dialogs(page)
+    await page.goto(f"{dev_server.url}/events/{event_id}")
+    await page.get_by_role("button", name="Erase this person…").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Erase a person")
+    await expect(page.get_by_label("keep them")).to_be_checked()
+    await page.get_by_label("delete them").check()
+    await shoot(page, "erase-confirm")
+    await page.get_by_role("button", name="Erase this person").click()
+    await expect(page.locator("#erased")).to_contain_text("person-3")
+    await expect(page.locator('[data-count="events_deleted"]')).to_have_text("1")
+    await shoot(page, "erase-done")
+    assert dialogs == []
+    async with httpx.AsyncClient() as http:
+        gone = await http.get(f"{dev_server.url}/v1/events/{event_id}")
+    assert gone.status_code == 404
