@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     # (name, target, server code): each HTTP target beside its base, round after round.
     plan = [(name, target, src) for target in chosen
             for name, src in ((target, None), (f"{target}@base", base))
-            if src is None or (base is not None and target != "native")]
+            if name == target or (base is not None and target != "native")]
     targets = [name for name, _, _ in plan]
     report = Report("p7_http", {"n": args.n, "rounds": args.rounds, "batch": BATCH,
                                 "connections": args.connections, "targets": targets,

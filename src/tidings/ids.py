@@ -100,6 +100,15 @@ def new_id(ms: int | None = None) -> str:
     return new_ids(1, ms)[0]
 
 
+def stamped_id(ms: int) -> str:
+    """A ULID of the millisecond ``ms`` with fresh random bits, outside ``new_ids``'s rising
+    sequence: for a time that is not now (a lease's expiry), which would make the next id of
+    ``new_ids`` encode all of its characters again."""
+    with _lock:
+        rand = _entropy.bits79()
+    return encode((min(max(ms, 0), _MAX_MS) << _RANDOM_BITS) | rand)
+
+
 def floor_id(ms: int) -> str:
     """The smallest ULID of a millisecond: ``id >= floor_id(t)`` means "created at or after t"."""
     ms = min(max(ms, 0), _MAX_MS)

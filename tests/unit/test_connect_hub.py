@@ -134,6 +134,43 @@ async def test_a_lapsed_lease_fails_the_call(monkeypatch: pytest.MonkeyPatch) ->
     assert hub.in_flight("env1", "i1") == 0
 
 
+async def test_a_call_not_acknowledged_in_time_goes_to_another_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tidings.connect.hub.ACK_TIMEOUT", 0.3)
+    hub, mute, able = Hub(), Socket(), Socket()
+    silent, w = worker(mute, "i1"), worker(able, "i2")
+    await hub.add(silent)
+    call = asyncio.create_task(hub.post(URL, b"", {}))
+    first = await mute.requests.get()
+    await hub.add(w)  # the call is offered here once the first worker stays mute
+    request = await asyncio.wait_for(able.requests.get(), 10)
+    assert request.request_id != first.request_id
+    assert await hub.acked(w, request.request_id)
+    assert await hub.replied(w, "env1", reply(request.request_id))
+    assert (await asyncio.wait_for(call, 10)).status == 200
+    assert hub.in_flight("env1", "i1") == hub.in_flight("env1", "i2") == 0
+
+
+async def test_an_extended_lease_keeps_the_call_past_its_first_expiry(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tidings.connect.hub.LEASE_GRACE", 0.0)
+    monkeypatch.setattr("tidings.connect.hub.ACK_TIMEOUT", 0.1)
+    hub, socket = Hub(lease_seconds=2), Socket()
+    w = worker(socket)
+    await hub.add(w)
+    call = asyncio.create_task(hub.post(URL, b"", {}))
+    request = await socket.requests.get()
+    await hub.acked(w, request.request_id)
+    lease, ends = request.lease_id, time.monotonic() + 4.5
+    while time.monotonic() < ends:  # the worker's pace: well within each 2 s lease
+        lease = await hub.extend(w, request.request_id, lease)
+        assert lease is not None
+        assert not call.done()
+        await asyncio.sleep(0.25)
+    assert await hub.replied(w, "env1", reply(request.request_id))
+    assert (await asyncio.wait_for(call, 10)).status == 200
+
+
 async def test_no_worker_for_the_function_fails_after_a_wait() -> None:
     hub = Hub(lease_seconds=2)
     await hub.add(worker(Socket(), env="env2"))  # another environment's
@@ -194,6 +231,28 @@ async def test_a_reply_for_a_call_its_caller_gave_up_is_taken_and_logged(
     assert "i1" in record.getMessage()
     assert await hub.replied(w, "env1", reply(gone))  # a repeat is taken without a word
     assert len(caplog.records) == 1
+    assert hub.in_flight("env1", "i1") == 0
+
+
+def test_request_ids_made_in_one_millisecond_differ() -> None:
+    ids = RequestIds.of_process()
+    made = [ids.new() for _ in range(2000)]
+    assert len(set(made)) == len(made)
+    assert all(ids.issued(i) for i in made)
+
+
+async def test_calls_made_at_once_each_get_their_own_reply() -> None:
+    hub, socket = Hub(), Socket()
+    w = worker(socket)
+    await hub.add(w)
+    calls = [asyncio.create_task(hub.post(URL, str(n).encode(), {})) for n in range(30)]
+    for _ in calls:
+        request = await asyncio.wait_for(socket.requests.get(), 10)
+        assert await hub.acked(w, request.request_id)
+        assert await hub.replied(w, "env1", reply(request.request_id,
+                                                  body=request.request_payload))
+    answers = await asyncio.wait_for(asyncio.gather(*calls), 10)
+    assert [a.body for a in answers] == [str(n).encode() for n in range(30)]
     assert hub.in_flight("env1", "i1") == 0
 
 

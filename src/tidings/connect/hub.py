@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -31,7 +32,7 @@ from tidings.connect.relay import POLL, CallRow, NotAcked, Relay, Remote
 from tidings.connect.request_ids import RequestIds
 from tidings.connect.worker import Worker
 from tidings.engine.http_client import Answer, CallFailed
-from tidings.ids import new_id
+from tidings.ids import stamped_id
 from tidings.observe import metrics
 
 log = logging.getLogger("tidings.connect")
@@ -52,6 +53,14 @@ def app_url(env_id: str, app: str) -> str:
     return "ws://connect?" + urlencode({"env": env_id, "app": app})
 
 
+@functools.lru_cache(maxsize=4096)
+def _address(url: str) -> tuple[str | None, str | None, str | None, str | None]:
+    """The environment, app, function and step a call's URL names (each call of a function
+    names the same few: they are parsed once)."""
+    query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+    return query.get("env"), query.get("app"), query.get("fnId"), query.get("stepId")
+
+
 def is_connect_url(url: str) -> bool:
     return url.startswith(("ws://connect?", "wss://connect?"))
 
@@ -64,12 +73,16 @@ class _Call:
     worker: Worker
     lease_id: str
     expires: float  # monotonic
-    acked: asyncio.Future[None]
+    # The one thing its caller awaits: the reply, or why there is none (``_NotAcked``: offer
+    # the call elsewhere; ``CallFailed``). A remote call has no caller here.
     reply: asyncio.Future[pb.SDKResponse]
+    acked: bool = False
     previous_lease: str | None = None
     remote: bool = False  # made for another process (``relay``): its reply goes to the database
     run_id: str = ""
     handed: bool = False  # made here, its socket gone: its lease and reply are in the database
+    deadline: asyncio.TimerHandle | None = None  # the caller's one timer (``Hub._overdue``)
+    watch: asyncio.Task[None] | None = None  # a handed call's look-ups in the database
 
 
 class Hub:
@@ -106,10 +119,10 @@ class Hub:
         for call in list(self._calls.values()):
             if call.worker is not worker:
                 continue
-            if not call.acked.done():
-                call.acked.set_exception(CallFailed("the connection closed before the worker "
-                                                    "acknowledged the call"))
-                call.acked.exception()  # retrieved: a remote call has no one waiting on it
+            if not call.acked:
+                if not call.remote and not call.reply.done():
+                    call.reply.set_exception(_NotAcked("the connection closed before the "
+                                                       "worker acknowledged the call"))
             elif not call.remote and not call.handed and self.relay is not None:
                 await self._hand_over(call)
         self._wake()
@@ -118,7 +131,7 @@ class Hub:
 
     async def _hand_over(self, call: _Call) -> None:
         """The worker may come back on a socket of another process: its extensions and its
-        reply will reach the database, where this process looks for them (``_reply``)."""
+        reply will reach the database, where this process looks for them (``_watch``)."""
         assert self.relay is not None
         call.handed = True
         try:
@@ -131,6 +144,8 @@ class Hub:
             log.exception("request %s (run %s): could not be written down for its worker's "
                           "other sockets", call.request_id, call.run_id)
             return
+        if call.request_id in self._calls and not call.reply.done():
+            call.watch = asyncio.get_running_loop().create_task(self._watch(call))
         log.info("request %s (run %s): its worker's socket closed; its lease and reply may "
                  "come through any process", call.request_id, call.run_id)
 
@@ -170,8 +185,8 @@ class Hub:
         call = self._calls.get(request_id)
         if call is None or call.instance_id != worker.instance_id:
             return request_id in self._finished
-        if not call.acked.done():
-            call.acked.set_result(None)
+        if not call.acked:
+            call.acked = True
             if call.remote and self.relay is not None:
                 await self.relay.acked(request_id)
         return True
@@ -230,8 +245,7 @@ class Hub:
             return taken
         if call.env_id != env_id or (instance is not None and call.instance_id != instance):
             return False
-        if not call.acked.done():
-            call.acked.set_result(None)
+        call.acked = True
         if not call.reply.done():
             call.reply.set_result(reply)
         return True
@@ -255,11 +269,10 @@ class Hub:
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         """A call of a Connect function, made as the HTTP driver makes one to a URL."""
-        query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
-        env_id, app, slug = query.get("env"), query.get("app"), query.get("fnId")
+        env_id, app, slug, step_id = _address(url)
         if not (env_id and app and slug):
             raise CallFailed(f"{url} names no Connect function")
-        step = query.get("stepId") or headers.get("x-inngest-step-id") or "step"
+        step = step_id or headers.get("x-inngest-step-id") or "step"
         run_id = headers.get("x-run-id", "")
         tried: set[str] = set()
         route = "none"  # no connection found
@@ -323,7 +336,7 @@ class Hub:
                 await asyncio.wait_for(changed.wait(), timeout=min(left, 1.0))
 
     def _lease(self) -> str:
-        return new_id(int((time.time() + self.lease_seconds) * 1000))
+        return stamped_id(int((time.time() + self.lease_seconds) * 1000))
 
     def _open(self, worker: Worker, request_id: str, lease_id: str, *,
               remote: bool = False, run_id: str = "") -> _Call:
@@ -331,14 +344,17 @@ class Hub:
         call = _Call(request_id=request_id, env_id=worker.env_id,
                      instance_id=worker.instance_id, worker=worker, lease_id=lease_id,
                      expires=time.monotonic() + self.lease_seconds,
-                     acked=loop.create_future(), reply=loop.create_future(), remote=remote,
-                     run_id=run_id)
+                     reply=loop.create_future(), remote=remote, run_id=run_id)
         key = (worker.env_id, worker.instance_id)
         self._calls[request_id] = call
         self._busy[key] = self._busy.get(key, 0) + 1
         return call
 
     def _finish(self, call: _Call) -> None:
+        if call.deadline is not None:
+            call.deadline.cancel()
+        if call.watch is not None:
+            call.watch.cancel()
         if self._calls.pop(call.request_id, None) is None:
             return
         key = (call.env_id, call.instance_id)
@@ -364,17 +380,19 @@ class Hub:
     async def _call(self, worker: Worker, app: str, slug: str, step: str, run_id: str,
                     body: bytes) -> pb.SDKResponse:
         call = self._open(worker, self.ids.new(), self._lease(), run_id=run_id)
+        # One timer per call, not a timeout per wait: it checks the acknowledgement, then the
+        # lease (moved on by each extension) when it is due.
+        loop = asyncio.get_running_loop()
+        call.deadline = loop.call_at(loop.time() + ACK_TIMEOUT, self._overdue, call)
         try:
             try:
                 await worker.send(self._request(worker, call.request_id, call.lease_id, app,
                                                 slug, step, run_id, body))
-                async with asyncio.timeout(ACK_TIMEOUT):
-                    await asyncio.shield(call.acked)
-            except (CallFailed, TimeoutError, ConnectionError) as exc:
+            except ConnectionError as exc:
                 if call.reply.done():
                     return call.reply.result()
-                raise _NotAcked(str(exc) or "the worker did not acknowledge the call") from None
-            return await self._reply(call)
+                raise _NotAcked(str(exc)) from None
+            return await call.reply
         finally:
             self._finish(call)
             if call.handed and self.relay is not None:
@@ -415,20 +433,35 @@ class Hub:
                 metrics.connect_call("forwarded", "failed")
                 self._finish(call)
 
-    async def _reply(self, call: _Call) -> pb.SDKResponse:
-        """The reply, once the worker sends it; waiting as long as the lease lives (it may be
-        extended meanwhile), or until the hub closes (``aclose`` fails the waiting calls)."""
-        while True:
-            left = call.expires + LEASE_GRACE - time.monotonic()
-            if left <= 0:
-                log.warning("request %s: the worker (instance %s) stopped extending its lease",
-                            call.request_id, call.instance_id)
-                raise CallFailed("the Connect worker stopped responding (its lease expired)")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(left, POLL) if call.handed else left):
-                    return await asyncio.shield(call.reply)
-            if call.handed:
+    def _overdue(self, call: _Call) -> None:
+        """The call's timer: a call not acknowledged in time is offered elsewhere; an
+        acknowledged one fails once its lease (extended meanwhile, maybe) has lapsed."""
+        call.deadline = None
+        if call.reply.done() or call.request_id not in self._calls:
+            return
+        if not call.acked:
+            call.reply.set_exception(_NotAcked("the worker did not acknowledge the call"))
+            return
+        left = call.expires + LEASE_GRACE - time.monotonic()
+        if left > 0:
+            loop = asyncio.get_running_loop()
+            call.deadline = loop.call_at(loop.time() + left, self._overdue, call)
+            return
+        log.warning("request %s: the worker (instance %s) stopped extending its lease",
+                    call.request_id, call.instance_id)
+        call.reply.set_exception(CallFailed("the Connect worker stopped responding (its lease "
+                                            "expired)"))
+
+    async def _watch(self, call: _Call) -> None:
+        """A handed-over call: look for its lease and its reply in the database until it
+        ends (``_finish`` cancels this)."""
+        while not call.reply.done():
+            await asyncio.sleep(POLL)
+            try:
                 await self._look_up(call)
+            except Exception:
+                log.exception("request %s (run %s): could not look up the handed-over call",
+                              call.request_id, call.run_id)
 
     async def _look_up(self, call: _Call) -> None:
         """A handed-over call: its lease and its reply as another process wrote them."""

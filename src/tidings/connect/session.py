@@ -102,6 +102,9 @@ class Session:
         self._authenticate = authenticate
         self.worker: Worker | None = None
         self.label = f"{ws.remote_address}"
+        self._heard = 0.0  # loop time the worker last spoke
+        self._handling = False  # a frame of its is being handled
+        self._watch: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
         try:
@@ -153,15 +156,41 @@ class Session:
         await self.hub.add(self.worker)
         log.info("connect %s: ready (env %s, instance %s, apps %s)", self.label,
                  self.worker.env_id, self.worker.instance_id, sorted(self.worker.functions))
-        while True:
-            try:
-                # A timeout context, not wait_for: no task per frame on the hot path.
-                async with asyncio.timeout(self.settings.heartbeat_timeout):
-                    raw = await self.ws.recv()
-            except TimeoutError:
-                raise Refused(POLICY, f"no heartbeat for {self.settings.heartbeat_timeout:g}s"
-                              ) from None
-            await self._handle(parse(raw))
+        # One timeout for the whole conversation, moved by a timer that looks at when the
+        # worker last spoke (``_silence``), not a timeout entered and left per frame.
+        loop = asyncio.get_running_loop()
+        limit = self.settings.heartbeat_timeout
+        try:
+            async with asyncio.timeout(None) as silence:
+                self._heard = loop.time()
+                self._watch = loop.call_at(self._heard + limit, self._silence, silence, limit)
+                try:
+                    while True:
+                        raw = await self.ws.recv()
+                        self._handling = True
+                        try:
+                            await self._handle(parse(raw))
+                        finally:
+                            self._handling = False
+                            self._heard = loop.time()
+                finally:
+                    if self._watch is not None:
+                        self._watch.cancel()
+        except TimeoutError:
+            if not silence.expired():
+                raise
+            raise Refused(POLICY, f"no heartbeat for {limit:g}s") from None
+
+    def _silence(self, silence: asyncio.Timeout, limit: float) -> None:
+        """The worker said nothing for ``limit`` seconds (a frame being handled counts as
+        speaking): end the conversation; else look again when it would be so."""
+        loop = asyncio.get_running_loop()
+        due = self._heard + limit
+        if self._handling or due > loop.time():
+            self._watch = loop.call_at(max(due, loop.time() + 0.01), self._silence, silence,
+                                       limit)
+        else:
+            silence.reschedule(loop.time())
 
     async def _open(self, request: pb.WorkerConnectRequestData) -> Opening:
         conn_id = request.connection_id
