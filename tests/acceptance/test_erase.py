@@ -256,6 +256,22 @@ def test_the_cli_exports_and_erases_in_another_process_and_the_server_stops_read
     assert actor.startswith("cli:")
 
 
+async def test_a_person_whose_id_holds_a_line_break_is_exported_and_erased(
+    engine: Engine, client: httpx.AsyncClient
+) -> None:
+    """Any text is an external_id: a line break in the path is the id's, not a 404."""
+    person = "line\nbreak/person"
+    await engine.start(shop())
+    (mine,) = await engine.send({"name": "order/placed", "user": {"external_id": person}})
+    await engine.drain()
+    path = "/v1/users/" + person.replace("\n", "%0A")
+    reply = await client.get(path + "/events")
+    assert reply.status_code == 200, reply.text
+    assert [e["id"] for e in reply.json()["data"]] == [mine]
+    assert (await ok(await client.delete(path)))["key_destroyed"] is True
+    assert await _user_of(client, mine) == ({}, True)
+
+
 async def test_export_gives_every_event_of_the_person_with_its_runs_page_by_page(
     engine: Engine, client: httpx.AsyncClient
 ) -> None:

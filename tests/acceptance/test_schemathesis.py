@@ -354,7 +354,9 @@ def test_the_dev_document_asks_for_no_credentials_and_dev_needs_none(
     dev, serve = document(dev=True), document(dev=False)
     operations = [(path, method) for path, item in dev["paths"].items() for method in item]
     needs_none = {("/e/{key}", "post"), ("/health", "get"), ("/ready", "get"),
-                  ("/openapi.json", "get")}
+                  ("/openapi.json", "get"),
+                  # a v2 io.waitForRequest callback: its secret in the path is the credential
+                  ("/api/v1/runs/{run_id}/tasks/{task_id}/callback/{secret}", "post")}
 
     asked = {(p, m) for p, m in operations if dev["paths"][p][m].get("security")}
     required = {(p, m) for p, m in operations if serve["paths"][p][m].get("security")}

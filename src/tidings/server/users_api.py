@@ -33,9 +33,9 @@ from tidings.server.requests import (
 class PersonConvertor(Convertor[str]):
     """An ``external_id`` in a path: any text, slashes too, but not ending in ``/events``
     (that path is the person's export, where a DELETE is a 405, not an erasure of someone
-    whose id ends so; ``tidings users erase`` erases them)."""
+    whose id ends so; ``tidings users erase`` erases them). Line breaks are text too."""
 
-    regex = r"(?!.*/events$).*"
+    regex = r"(?![\s\S]*/events\Z)[\s\S]*"
 
     def convert(self, value: str) -> str:
         return value
@@ -44,7 +44,14 @@ class PersonConvertor(Convertor[str]):
         return value
 
 
+class PersonPathConvertor(PersonConvertor):
+    """An ``external_id`` before ``/events``: any text, slashes and line breaks too."""
+
+    regex = r"[\s\S]*"
+
+
 register_url_convertor("person", PersonConvertor())
+register_url_convertor("person_path", PersonPathConvertor())
 
 
 def external_id_param(request: Request, max_chars: int) -> str:
@@ -89,23 +96,23 @@ class UsersAPI:
         self.core = core
 
     def routes(self) -> list[Route]:
-        return [Route("/v1/users/{external_id:path}/events", self.export, methods=["GET"]),
+        return [Route("/v1/users/{external_id:person_path}/events", self.export, methods=["GET"]),
                 Route("/v1/users/{external_id:person}", self.erase, methods=["DELETE"])]
 
     async def export(self, request: Request) -> Response:
         """A page of the person's events, newest first, decrypted, with their runs."""
         check_params(request, {"cursor", "limit"})
         access = await read_access(self.core, request)
-        if not access.reads_user:
-            raise RequestRejected("exporting a person's events needs an API key made with "
-                                  "--reads-user (tidings keys create --kind api --reads-user)",
-                                  status=403)
-        env = access.env
         external_id = external_id_param(request, self.core.settings.limits.max_id_chars)
         limit = limit_param(request)
         cursor = request.query_params.get("cursor") or None
         if cursor is not None and not ULID_RE.fullmatch(cursor):
             raise RequestRejected(f"cursor: not a cursor this API returned: {cursor[:100]!r}")
+        if not access.reads_user:
+            raise RequestRejected("exporting a person's events needs an API key made with "
+                                  "--reads-user (tidings keys create --kind api --reads-user)",
+                                  status=403)
+        env = access.env
         page = await export_page(self.core.storage, self.core.vault, env.id, external_id,
                                  cursor=cursor, limit=limit)
         return json_response(200, {"data": page.events, "cursor": page.cursor})

@@ -11,7 +11,7 @@ DURATION = "A duration: 30d, 12h, 90m, 45s, 1w or milliseconds"
 SETTINGS: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["events_ttl", "runs_ttl", "dedup_window"],
+    "required": ["events_ttl", "runs_ttl", "dedup_window", "encrypt_data"],
     "properties": {
         "events_ttl": {"type": "string", "description": "Events are deleted this long after "
                                                         "they were received (forever: kept)."},
@@ -19,6 +19,9 @@ SETTINGS: dict[str, Any] = {
                                                       " this long after they ended."},
         "dedup_window": {"type": "string", "description": "How long an event id keeps "
                                                           "duplicates out."},
+        "encrypt_data": {"type": "boolean", "description": "Whether event data, event ids, "
+                                                           "step and run outputs are sealed at "
+                                                           "rest."},
     },
 }
 
@@ -41,6 +44,8 @@ SETTINGS_IN: dict[str, Any] = {
                       {"type": "null"}],
             "description": f"{DURATION} (1s up to events_ttl), or null for the default (1d).",
         },
+        "encrypt_data": {"type": "boolean", "description": "Seal what is written from now on "
+                                                           "(true) or store it plain (false)."},
     },
 }
 
@@ -51,14 +56,14 @@ def paths(api_key: ApiSecurity) -> dict[str, Any]:
     return {"/v1/settings": {
         "get": {
             "operationId": "getSettings",
-            "summary": "The environment's retention settings in effect",
+            "summary": "The environment's retention and sealing settings in effect",
             "security": api_key,
             "parameters": READ_HEADERS,
             "responses": {"200": data(ref("Settings"), "In effect"), **errors(400, 401)},
         },
         "post": {
             "operationId": "changeSettings",
-            "summary": "Change the environment's retention settings",
+            "summary": "Change the environment's retention and sealing settings",
             "description": "Only the settings named change. events_ttl may not be shorter "
                            "than dedup_window (400 naming the setting).",
             "security": api_key,

@@ -78,7 +78,7 @@ def paths(api_key: ApiSecurity) -> dict[str, Any]:
                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
                 *READ_HEADERS],
             "responses": {"200": json_body(page("PersonEvent"), "A page of their events"),
-                          **errors(400, 401)},
+                          **errors(400, 401, 403)},
         }},
         "/v1/users/{external_id}": {"delete": {
             "operationId": "eraseUser",
