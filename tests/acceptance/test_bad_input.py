@@ -295,7 +295,8 @@ def _parameter_cases(method: str, path: str, operation: dict[str, Any]) -> Itera
             valid = label == "non-ASCII" and path in ANY_TEXT
             yield Case(f"{op} path {name} {label}", method, path, "" if valid else noun,
                        params={**ids, name: raw},
-                       statuses=(200, 400, 401, 404) if valid else (400, 401, 404),
+                       # valid: a key without a permission the path needs gets its 403
+                       statuses=(200, 400, 401, 403, 404) if valid else (400, 401, 404),
                        modes=modes, auth=path != "/e/{key}")
     if (method, path) not in LENIENT_QUERY:
         yield Case(f"{op} unknown query parameter", method, path, "zz_unknown", params=ids,

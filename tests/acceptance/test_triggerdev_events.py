@@ -162,12 +162,13 @@ def test_deliver_after_delivers_later_and_then_sets_delivered_at(v2: V2) -> None
 
 
 def test_cancel_event_before_delivery_starts_nothing(v2: V2) -> None:
+    # 8 s: room for the cancel's own Node process to start on a loaded machine.
     record = v2.ok("send", {"name": "v2.later", "id": "cancel-1", "payload": {"n": 1}},
-                   {"deliverAfter": 2})
+                   {"deliverAfter": 8})
     cancelled = v2.ok("cancel", "cancel-1")
     assert cancelled["cancelledAt"] is not None and cancelled["deliveredAt"] is None
     # An event sent after it, due after it, is delivered: the sweeper has passed the first.
-    v2.ok("send", {"name": "v2.later", "id": "cancel-marker"}, {"deliverAfter": 2})
+    v2.ok("send", {"name": "v2.later", "id": "cancel-marker"}, {"deliverAfter": 8})
     v2.delivered("cancel-marker")
 
     event = v2.internal("cancel-1")
