@@ -191,6 +191,11 @@ class Hub:
                 await self.relay.acked(request_id)
         return True
 
+    def knows(self, request_id: str) -> bool:
+        """Whether this process made or forwarded the call, or saw it end: a word about any
+        other may wait for another process to write the call down (``relay.HANDOVER_WAIT``)."""
+        return request_id in self._calls or request_id in self._finished
+
     async def extend(self, worker: Worker, request_id: str, lease_id: str) -> str | None:
         """A new lease id for the call, or None (NACK) when the lease lapsed, is another's or
         was never given."""

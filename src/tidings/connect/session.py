@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -105,6 +105,7 @@ class Session:
         self._heard = 0.0  # loop time the worker last spoke
         self._handling = False  # a frame of its is being handled
         self._watch: asyncio.TimerHandle | None = None
+        self._asides: set[asyncio.Task[None]] = set()  # words about calls not known here
 
     async def run(self) -> None:
         try:
@@ -120,6 +121,8 @@ class Session:
                 log.warning("connect %s: closed (%s %s)", self.label, exc.sent.code,
                             exc.sent.reason)
         finally:
+            for task in list(self._asides):
+                task.cancel()
             if self.worker is not None:
                 await self.hub.remove(self.worker)
                 log.info("connect %s: disconnected", self.label)
@@ -262,24 +265,16 @@ class Session:
                          ack.request_id)
         elif kind == pb.WORKER_REQUEST_EXTEND_LEASE:
             extend = payload(pb.WorkerRequestExtendLeaseData, message)
-            lease = await self.hub.extend(worker, extend.request_id, extend.lease_id)
-            answer = pb.WorkerRequestExtendLeaseAckData(
-                request_id=extend.request_id, account_id=extend.account_id,
-                env_id=extend.env_id, app_id=extend.app_id, function_slug=extend.function_slug)
-            if lease is not None:
-                answer.new_lease_id = lease
+            if self.hub.knows(extend.request_id):
+                await self._extend(worker, extend)
             else:
-                log.info("connect %s: lease of request %s not extended (lapsed or not its)",
-                         self.label, extend.request_id)
-            await self.ws.send(frame(pb.WORKER_REQUEST_EXTEND_LEASE_ACK,
-                                     answer.SerializeToString()))
+                self._aside(self._extend(worker, extend))
         elif kind == pb.WORKER_REPLY:
             reply = payload(pb.SDKResponse, message)
-            if not await self.hub.replied(worker, worker.env_id, reply):
-                raise Refused(POLICY, f"reply for request {reply.request_id[:40]!r}, which "
-                                      "this worker does not hold")
-            await self.ws.send(frame(pb.WORKER_REPLY_ACK, pb.WorkerReplyAckData(
-                request_id=reply.request_id).SerializeToString()))
+            if self.hub.knows(reply.request_id):
+                await self._reply(worker, reply)
+            else:
+                self._aside(self._reply(worker, reply))
         elif kind == pb.WORKER_PAUSE:
             log.info("connect %s: paused (no new calls)", self.label)
             await self.hub.pause(worker)
@@ -290,3 +285,43 @@ class Session:
                       ", shutting down" if status.shutdown_requested else "")
         elif kind == pb.WORKER_CONNECT:
             raise Refused(POLICY, "WORKER_CONNECT on a connection already open")
+
+    def _aside(self, word: Coroutine[Any, Any, None]) -> None:
+        """Handle a word about a call this process does not know off the read loop: finding
+        it may take up to ``HANDOVER_WAIT`` (a call handed over by a process that has not
+        written it down yet, or one whose caller died), and the socket's other frames (beats,
+        acks, other replies) must not wait behind it."""
+        task = asyncio.get_running_loop().create_task(self._settle(word))
+        self._asides.add(task)
+        task.add_done_callback(self._asides.discard)
+
+    async def _settle(self, word: Coroutine[Any, Any, None]) -> None:
+        try:
+            await word
+        except Refused as exc:  # logged by ``run`` as the read loop ends
+            with contextlib.suppress(ConnectionClosed):
+                await self.ws.close(exc.code, str(exc)[:120])
+        except (ConnectionClosed, ConnectionError):
+            pass  # not acknowledged: the worker sends it again or flushes it over HTTP
+        except Exception:
+            log.exception("connect %s: a word about a call failed", self.label)
+
+    async def _extend(self, worker: Worker, extend: pb.WorkerRequestExtendLeaseData) -> None:
+        lease = await self.hub.extend(worker, extend.request_id, extend.lease_id)
+        answer = pb.WorkerRequestExtendLeaseAckData(
+            request_id=extend.request_id, account_id=extend.account_id,
+            env_id=extend.env_id, app_id=extend.app_id, function_slug=extend.function_slug)
+        if lease is not None:
+            answer.new_lease_id = lease
+        else:
+            log.info("connect %s: lease of request %s not extended (lapsed or not its)",
+                     self.label, extend.request_id)
+        await self.ws.send(frame(pb.WORKER_REQUEST_EXTEND_LEASE_ACK,
+                                 answer.SerializeToString()))
+
+    async def _reply(self, worker: Worker, reply: pb.SDKResponse) -> None:
+        if not await self.hub.replied(worker, worker.env_id, reply):
+            raise Refused(POLICY, f"reply for request {reply.request_id[:40]!r}, which "
+                                  "this worker does not hold")
+        await self.ws.send(frame(pb.WORKER_REPLY_ACK, pb.WorkerReplyAckData(
+            request_id=reply.request_id).SerializeToString()))
