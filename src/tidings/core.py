@@ -7,9 +7,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tidings import sealing
 from tidings.crypto import Keyring, load_dev_keyring
 from tidings.errors import ConfigError
+from tidings.events.env_settings import DEFAULT, ENV_SETTINGS, switch_sealing
 from tidings.functions.registry import Registry
 from tidings.ids import now_ms
 from tidings.ingest import EventLog, Ingest
@@ -65,8 +65,8 @@ class Core:
             vault = await open_vault(settings, store, keyring)
             if settings.encrypt_data is not None:
                 on = settings.encrypt_data
-                await store.write(lambda tx: sealing.switch(tx, sealing.DEFAULT, on, now_ms()))
-            await store.read(SEALS.load)
+                await store.write(lambda tx: switch_sealing(tx, DEFAULT, on, now_ms()))
+            await store.read(ENV_SETTINGS.load)
         except BaseException:
             await store.close()
             raise

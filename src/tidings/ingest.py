@@ -3,28 +3,25 @@ before their ids are returned."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from functools import partial
 
 import msgspec
 
+from tidings.events.env_settings import ENV_SETTINGS
 from tidings.events.model import NewEvent, StoredEvent
 from tidings.events.reads import get_event
-from tidings.events.retention import RetentionCache, defaults
+from tidings.events.retention import Retention, defaults
 from tidings.ids import IdSeed, new_ids, now_ms
 from tidings.router.handoff import Handoff, Stored
 from tidings.router.route import Routed
-from tidings.sealing import SEALS, UNKNOWN, key_aad
+from tidings.sealing import SEALS, key_aad
 from tidings.settings import Settings
 from tidings.storage.base import EventRow, Sealed, Storage
 from tidings.storage.tx import Tx
 from tidings.vault import Lookups, UserVault
 
 _encode = msgspec.json.encode
-log = logging.getLogger("tidings.ingest")
 
 
 class Ingest:
@@ -34,12 +31,10 @@ class Ingest:
                  handoff: Handoff) -> None:
         self._storage = storage
         self._vault = vault
-        # Each environment's dedup window (its retention settings), read at most every few
-        # seconds; only events with an ``id`` need it.
-        self.retention = RetentionCache(storage, replace(defaults(settings.dev),
-                                                         dedup_window_ms=settings.dedup_window_ms))
+        # The retention of environments that leave it to the mode (``events/retention.py``).
+        self.retention_base = replace(defaults(settings.dev),
+                                      dedup_window_ms=settings.dedup_window_ms)
         self._handoff = handoff
-        self._refreshing: dict[str, asyncio.Task[int | None]] = {}
 
     async def append(
         self,
@@ -70,11 +65,8 @@ class Ingest:
         seal = self._vault.seal
         lookups: Lookups = {}
         rows = []
-        generation, stale = SEALS.believed(env_id)
-        if generation == UNKNOWN:
-            generation = await self._storage.read(lambda tx: SEALS.generation(tx, env_id))
-        elif stale:
-            self._refresh_sealing(env_id)
+        env = await ENV_SETTINGS.of(self._storage, env_id)
+        generation = env.generation
         seal_data = None if generation is None else SEALS.event_data(env_id, generation)
         for event_id, event in zip(ids, events, strict=True):
             user = subject = None
@@ -107,7 +99,7 @@ class Ingest:
             )
         until = now if dedup_until is None else dedup_until
         if dedup_until is None and any(row.key is not None for row in rows):
-            until += (await self.retention.of(env_id)).dedup_window_ms
+            until += env.retention.effective(self.retention_base).dedup_window_ms
         if inline is None:
             ids = await self._storage.append_events(rows, until)
             # Delayed events are the sweeper's, when they come due: the router only gets the
@@ -142,21 +134,10 @@ class Ingest:
             self._handoff.stored(Stored(due=pending, delayed=delayed))
         return ids
 
-    def _refresh_sealing(self, env_id: str) -> None:
-        """Read the environment's ``encrypt_data`` again, in the background: this request goes
-        on with what was read a few seconds ago (``sealing.py``)."""
-        if env_id in self._refreshing:
-            return
-        task = asyncio.get_running_loop().create_task(self._storage.read(
-            lambda tx: SEALS.generation(tx, env_id, fresh=True)))
-        self._refreshing[env_id] = task
-        task.add_done_callback(partial(self._refreshed, env_id))
-
-    def _refreshed(self, env_id: str, task: asyncio.Task[int | None]) -> None:
-        self._refreshing.pop(env_id, None)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("environment %s: reading its encrypt_data setting failed",
-                      env_id, exc_info=task.exception())
+    async def retention(self, env_id: str) -> Retention:
+        """The retention settings in effect in ``env_id``, as read at most a few seconds ago."""
+        env = await ENV_SETTINGS.of(self._storage, env_id)
+        return env.retention.effective(self.retention_base)
 
     def _sealed(self, env_id: str, generation: int | None, event_id: str, event: NewEvent,
                 seal_data: Callable[[bytes, str], bytes]) -> Sealed:

@@ -21,8 +21,8 @@ the setting costs when it is off.
 Rows become values in many places far from the process's wiring (``event_from_row``,
 ``Run.from_row``, ``StepRow.from_row``), so the master keys are held process-wide here
 (``SEALS``, given them by ``Core.start``): a process opens what any keyring it was started with
-can open. Whether an environment seals, and under which generation, is read from
-``data_sealing`` in the writing transaction and believed for ``CACHE_SECONDS``.
+can open. Whether an environment seals, and under which generation, is one of its settings
+(``data_sealing``), believed for a few seconds (``events/env_settings.py``).
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ import hmac
 import itertools
 import os
 import threading
-import time
 from collections.abc import Callable
-from typing import Any, overload
+from typing import overload
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -44,8 +43,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from tidings.crypto import NONCE_BYTES, Keyring
 from tidings.errors import EncryptionError
 
-CACHE_SECONDS = 5.0
-UNKNOWN = -1  # ``DataSeals.believed``: not read lately
 _TAG = "\x1fts1 "
 JSON_MARK = b'"\\u001fts1 '  # how a sealed JSON value starts (the tag, JSON-escaped)
 TEXT_MARK = _TAG  # how a sealed text column (the event id) starts
@@ -55,7 +52,7 @@ _b2a = binascii.b2a_base64
 
 
 class DataSeals:
-    """The master keys of this process and each environment's sealing setting."""
+    """The master keys of this process, and the ciphers derived from them."""
 
     def __init__(self) -> None:
         self._masters: dict[str, bytes] = {}
@@ -64,9 +61,6 @@ class DataSeals:
         self._sealers: dict[tuple[str, int], tuple[AESGCM, bytes]] = {}
         self._lock = threading.Lock()
         self._nonces = (os.urandom(8), itertools.count())
-        # env_id -> (generation, or None when off; until when it is believed)
-        self._policy: dict[str, tuple[int | None, float]] = {}
-        self._default: tuple[int | None, float] | None = None  # as of the last ``load``
 
     def use(self, keyring: Keyring) -> None:
         """Open with every key of ``keyring`` from now on; seal with its active key."""
@@ -74,54 +68,6 @@ class DataSeals:
         if keyring.active != self._active:
             self._active = keyring.active
             self._sealers.clear()
-
-    # -- the setting -------------------------------------------------------------------------
-
-    def generation(self, tx: Any, env_id: str, *, fresh: bool = False) -> int | None:
-        """The key generation new writes of ``env_id`` seal under; None when it does not
-        seal. Read in ``tx`` at most every ``CACHE_SECONDS`` (now, when ``fresh``)."""
-        known = self._policy.get(env_id)
-        now = time.monotonic()
-        if known is not None and known[1] > now and not fresh:
-            return known[0]
-        row = tx.one("sealing_of_env", (env_id,))
-        generation = int(row[1]) if row is not None and row[0] else None
-        if len(self._policy) > 10_000:
-            self._policy.clear()
-        self._policy[env_id] = (generation, now + CACHE_SECONDS)
-        return generation
-
-    def believed(self, env_id: str) -> tuple[int | None, bool]:
-        """The generation of ``env_id`` as last read (``UNKNOWN`` if never), and whether that
-        was more than ``CACHE_SECONDS`` ago (the caller then has it read again, and may use
-        it meanwhile: ingest never waits for it once ``load`` has run). An environment not
-        read yet has the default's, as last loaded."""
-        known = self._policy.get(env_id)
-        if known is None:
-            known = self._default
-            if known is None:
-                return UNKNOWN, True
-        return known[0], known[1] <= time.monotonic()
-
-    def load(self, tx: Any) -> None:
-        """Read every environment's setting, and the default of the others (at start)."""
-        now = time.monotonic() + CACHE_SECONDS
-        self._default = (None, now)
-        for env_id, enabled, generation in tx.all("sealing_all"):
-            policy = (int(generation) if enabled else None, now)
-            if env_id == DEFAULT:
-                self._default = policy
-            else:
-                self._policy[env_id] = policy
-
-    def forget(self) -> None:
-        """Read every environment's setting again (the default changed)."""
-        self._policy.clear()
-        self._default = None
-
-    def changed(self, env_id: str, generation: int | None) -> None:
-        """This process changed the setting: believe the new one at once."""
-        self._policy[env_id] = (generation, time.monotonic() + CACHE_SECONDS)
 
     # -- ciphers -----------------------------------------------------------------------------
 
@@ -260,45 +206,3 @@ def key_aad(event_id: str) -> bytes:
 SEALS = DataSeals()
 os.register_at_fork(after_in_child=SEALS._forked)
 
-
-def sealed_json(tx: Any, env_id: str, value: str, aad: bytes) -> str:
-    """``value`` (JSON text) as a write in ``tx`` stores it: sealed when ``env_id`` seals."""
-    generation = SEALS.generation(tx, env_id)
-    if generation is None:
-        return value
-    return SEALS.seal_json(env_id, generation, value, aad).decode()
-
-
-# -- the setting as stored (``storage/sql/shared/sealing.sql``) ---------------------------------
-
-
-DEFAULT = "*"  # the setting of the environments without one of their own (``--encrypt-data``)
-
-
-def setting(tx: Any, env_id: str) -> tuple[bool, int]:
-    """Whether ``env_id`` seals, and its key generation (0: it never has); its own setting,
-    else the default (``DEFAULT``)."""
-    row = tx.one("sealing_of_env", (env_id,))
-    return (False, 0) if row is None else (bool(row[0]), int(row[1]))
-
-
-def switch(tx: Any, env_id: str, on: bool, now: int) -> int | None:
-    """Turn sealing on or off for ``env_id``; the generation new writes now use (None: off)."""
-    _, generation = setting(tx, env_id)
-    generation = max(generation, 1)
-    tx.run("sealing_save", (env_id, int(on), generation, now))
-    if env_id == DEFAULT:
-        SEALS.forget()
-    else:
-        SEALS.changed(env_id, generation if on else None)
-    return generation if on else None
-
-
-def rotate(tx: Any, env_id: str, now: int) -> int:
-    """Give ``env_id`` a new key for new writes (the next generation); the old ones keep
-    opening what they sealed. The new generation."""
-    on, generation = setting(tx, env_id)
-    generation += 1
-    tx.run("sealing_save", (env_id, int(on), generation, now))
-    SEALS.changed(env_id, generation if on else None)
-    return generation

@@ -21,8 +21,8 @@ import pytest
 import tidings
 from tests.conftest import TIDINGS, LiveServer, start_server, stop_server
 from tests.engine.conftest import Engine
-from tidings import sealing
 from tidings.core import Core
+from tidings.events.env_settings import rotate_sealing
 from tidings.events.model import iso
 from tidings.ids import now_ms
 from tidings.runs.model import COMPLETED
@@ -165,7 +165,7 @@ async def test_a_new_key_seals_new_writes_and_the_old_data_stays_readable(
     await engine.start(tidings.Tidings(app_id="none"))
     (old,) = await engine.send({"name": "a/b", "data": {"n": "before"}})
     generation = await engine.core.storage.write(
-        lambda tx: sealing.rotate(tx, engine.env_id, now_ms()))
+        lambda tx: rotate_sealing(tx, engine.env_id, now_ms()))
     assert generation == 2
     (new,) = await engine.send({"name": "a/b", "data": {"n": "after"}})
 

@@ -4,6 +4,9 @@ what a run still needs."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +193,31 @@ async def test_sqlite_gives_the_space_back(tmp_path: Path) -> None:
 
 def _size(path: Path) -> int:
     return path.stat().st_size
+
+
+async def test_a_change_made_elsewhere_reaches_both_settings_in_one_read(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retention and encrypt_data are one entry per environment (``env_settings.py``): changed
+    by another process, the old entry is used without waiting while it is read again in the
+    background, and both settings change together."""
+    from tidings.events import env_settings, retention
+    from tidings.ids import now_ms
+
+    await engine.start(app())
+    core, env_id, cache = engine.core, engine.env_id, env_settings.ENV_SETTINGS
+    monkeypatch.setattr(env_settings, "CACHE_SECONDS", 0.05)
+    before = await core.storage.read(partial(cache.read, env_id=env_id))
+    assert before.generation is None and before.retention == retention.Stored()
+
+    def elsewhere(tx: Any) -> None:  # what another process writes (this one's entry untouched)
+        retention.save(tx, env_id, retention.Stored(dedup_window_ms=60_000), now_ms())
+        tx.run("sealing_save", (env_id, 1, 3, now_ms()))
+
+    await core.storage.write(elsewhere)
+    assert await cache.of(core.storage, env_id) == before  # never waited for
+    deadline = time.monotonic() + 10
+    while (now := await cache.of(core.storage, env_id)) == before:
+        assert time.monotonic() < deadline, "the stale entry was never read again"
+        await asyncio.sleep(0.01)
+    assert now.generation == 3 and now.retention.dedup_window_ms == 60_000
+    assert (await core.ingest.retention(env_id)).dedup_window_ms == 60_000

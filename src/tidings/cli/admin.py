@@ -239,7 +239,7 @@ def keys_rotate_encryption(env: str | None, db: str | None) -> None:
 
 
 def _rotate_env_data_key(env: str, db: str | None) -> None:
-    from tidings import sealing
+    from tidings.events.env_settings import rotate_sealing
     from tidings.privacy.erase import env_by_name
 
     async def rotate(store: Any) -> int:
@@ -247,7 +247,7 @@ def _rotate_env_data_key(env: str, db: str | None) -> None:
         if env_id is None:
             raise click.ClickException(f"no environment named {env!r}")
         generation: int = await store.write(
-            lambda tx: sealing.rotate(tx, env_id, now_ms()))
+            lambda tx: rotate_sealing(tx, env_id, now_ms()))
         return generation
 
     generation = with_storage(db, rotate)

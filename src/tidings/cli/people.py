@@ -134,8 +134,7 @@ def settings_group() -> None:
 
 def _retention_of(env: str | None, db: str | None, changes: dict[str, Any] | None,
                   encrypt: bool | None = None) -> dict[str, Any]:
-    from tidings import sealing
-    from tidings.events import retention
+    from tidings.events import env_settings, retention
     from tidings.privacy.erase import env_by_name
 
     serve = bool(os.environ.get("TIDINGS_ENCRYPTION_KEY"))
@@ -153,8 +152,8 @@ def _retention_of(env: str | None, db: str | None, changes: dict[str, Any] | Non
                 own = retention.parse_changes(changes, own, base)
                 retention.save(tx, env_id, own, now_ms())
             if encrypt is not None:
-                sealing.switch(tx, env_id, encrypt, now_ms())
-            return own.effective(base), sealing.setting(tx, env_id)[0]
+                env_settings.switch_sealing(tx, env_id, encrypt, now_ms())
+            return own.effective(base), env_settings.sealing_setting(tx, env_id)[0]
 
         effective, sealed = await store.write(change)
         return {"env": name, **effective.to_json(), "encrypt_data": sealed}

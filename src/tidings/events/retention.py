@@ -10,18 +10,16 @@
 Each is set per environment (``POST /v1/settings``, ``tidings settings set``) or left to the
 default of the mode: ``tidings dev`` keeps everything, ``tidings serve`` keeps events and runs
 30 days; the dedup window is 24 hours in both. Stored in ``env_settings``: NULL is the default,
-0 is "forever".
+0 is "forever". A process believes what it read for a few seconds (``env_settings.py``).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 from tidings.durations import to_ms, to_text
 from tidings.errors import ConfigError, RequestRejected
-from tidings.storage.base import Storage
 from tidings.storage.tx import Tx
 
 HOUR_MS = 3_600_000
@@ -31,7 +29,6 @@ MIN_TTL_MS = HOUR_MS
 MIN_DEDUP_MS = 1000
 FOREVER = "forever"
 FIELDS = ("events_ttl", "runs_ttl", "dedup_window")
-CACHE_SECONDS = 5.0  # how long a process believes the settings it read
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,27 +136,3 @@ def save(tx: Tx, env_id: str, settings: Stored, now: int) -> None:
     tx.run("retention_save", (env_id, settings.events_ttl_ms, settings.runs_ttl_ms,
                               settings.dedup_window_ms, now))
 
-
-class RetentionCache:
-    """Each environment's effective settings as this process last read them (at most
-    ``CACHE_SECONDS`` ago: a change made elsewhere takes effect here within that time)."""
-
-    def __init__(self, storage: Storage, base: Retention) -> None:
-        self._storage = storage
-        self.base = base
-        self._known: dict[str, tuple[Retention, float]] = {}
-
-    async def of(self, env_id: str) -> Retention:
-        known = self._known.get(env_id)
-        now = time.monotonic()
-        if known is not None and known[1] > now:
-            return known[0]
-        found = (await self._storage.read(lambda tx: stored(tx, env_id))).effective(self.base)
-        if len(self._known) > 10_000:
-            self._known.clear()
-        self._known[env_id] = (found, now + CACHE_SECONDS)
-        return found
-
-    def changed(self, env_id: str, retention: Retention) -> None:
-        """This process changed them: believe the new ones at once."""
-        self._known[env_id] = (retention, time.monotonic() + CACHE_SECONDS)

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from tidings.events.env_settings import sealed_json
 from tidings.functions import registration
 from tidings.functions.expressions import matches
 from tidings.functions.flow_config import FlowControl
@@ -24,7 +25,7 @@ from tidings.ids import floor_id, new_id
 from tidings.observe import metrics
 from tidings.runs import store, traces
 from tidings.runs.model import TERMINAL, Run
-from tidings.sealing import PAUSE_AAD, opened, sealed_json
+from tidings.sealing import PAUSE_AAD, opened
 from tidings.storage.base import EventRow, internal_event
 from tidings.storage.tx import Tx
 

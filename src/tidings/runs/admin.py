@@ -8,13 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from tidings.events.env_settings import sealed_json
 from tidings.functions.model import FunctionRow, dumps, loads
 from tidings.functions.registration import function_by_id
 from tidings.ids import floor_id, new_id
 from tidings.observe import metrics
 from tidings.runs import journal, store
 from tidings.runs.model import CANCELLED, COMPLETED, FAILED, STATUSES, Run
-from tidings.sealing import STEP_AAD, sealed_json
+from tidings.sealing import STEP_AAD
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
 

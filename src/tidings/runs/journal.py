@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tidings.events.env_settings import sealed_json
 from tidings.functions.model import dumps, loads
 from tidings.runs.model import COMPLETED, TERMINAL, FailedAttempt, Run, StepRecord, StepRow
-from tidings.sealing import PAUSE_AAD, STEP_AAD, sealed_json
+from tidings.sealing import PAUSE_AAD, STEP_AAD
 from tidings.storage.tx import Tx
 
 

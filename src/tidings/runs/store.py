@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tidings.events.env_settings import ENV_SETTINGS, sealed_json
 from tidings.functions.model import FunctionRow, dumps, loads
 from tidings.ids import new_id
 from tidings.runs import journal, slots
@@ -24,7 +25,7 @@ from tidings.runs.model import (
     StepRecord,
     StepRow,
 )
-from tidings.sealing import RUN_AAD, SEALS, event_aad, sealed_json
+from tidings.sealing import RUN_AAD, SEALS, event_aad
 from tidings.storage.base import EventRow, event_from_row
 from tidings.storage.tx import Tx
 
@@ -241,7 +242,7 @@ def insert_event(tx: Tx, row: EventRow, *, delivered_at: int | None) -> None:
     """Store an event made here (a lifecycle event, an invocation's): its data sealed when its
     environment seals (``sealing.py``)."""
     data = row.data
-    generation = SEALS.generation(tx, row.env_id)
+    generation = ENV_SETTINGS.generation(tx, row.env_id)
     if generation is not None:
         data = SEALS.seal_json(row.env_id, generation, data, event_aad(row.id))
     tx.run("insert_event", (

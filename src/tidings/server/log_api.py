@@ -80,7 +80,7 @@ class EventLogAPI:
         check_params(request, {"name", "if", "since", "until", "cursor", "limit"})
         access = await read_access(core, request)
         env = access.env
-        ttl = (await core.ingest.retention.of(env.id)).events_ttl_ms
+        ttl = (await core.ingest.retention(env.id)).events_ttl_ms
         page = await search(core.storage, core.events, event_search(core, env, request))
         return json_response(200, {"data": [event.to_json(reads_user=access.reads_user)
                                             for event in page.events],

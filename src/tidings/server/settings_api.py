@@ -4,7 +4,7 @@ and whether it seals its data at rest (``encrypt_data``, ``sealing.py``).
 ``GET`` gives the settings in effect; ``POST {"events_ttl", "runs_ttl", "dedup_window",
 "encrypt_data"}`` changes those named (a duration, ``"forever"`` for the ttls, or null for the
 mode's default; ``encrypt_data`` true or false) and gives the result. Other processes take a
-change within ``retention.CACHE_SECONDS`` (``sealing.CACHE_SECONDS``).
+change within ``env_settings.CACHE_SECONDS``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tidings import sealing
 from tidings.core import Core
 from tidings.errors import RequestRejected
-from tidings.events import retention
+from tidings.events import env_settings, retention
 from tidings.ids import now_ms
 from tidings.json_input import decode_json
 from tidings.server.http import read_body
@@ -29,7 +28,7 @@ from tidings.storage.tx import Tx
 class SettingsAPI:
     def __init__(self, core: Core) -> None:
         self.core = core
-        self._base = core.ingest.retention.base
+        self._base = core.ingest.retention_base
 
     def routes(self) -> list[Route]:
         return [Route("/v1/settings", self.settings, methods=["GET", "POST"])]
@@ -39,7 +38,8 @@ class SettingsAPI:
         env = await read_env(self.core, request)
         if request.method == "GET":
             own = await self.core.storage.read(partial(retention.stored, env_id=env.id))
-            sealed, _ = await self.core.storage.read(partial(sealing.setting, env_id=env.id))
+            sealed, _ = await self.core.storage.read(
+                partial(env_settings.sealing_setting, env_id=env.id))
             return json_response(200, {"data": {**own.effective(self._base).to_json(),
                                                 "encrypt_data": sealed}})
         body = await read_body(request.scope, request.receive,
@@ -55,11 +55,12 @@ class SettingsAPI:
                 own = retention.parse_changes(payload, own, base, others=("encrypt_data",))
                 retention.save(tx, env.id, own, now_ms())
             if encrypt is not None:
-                sealing.switch(tx, env.id, encrypt, now_ms())
-            return own.effective(base), sealing.setting(tx, env.id)[0]
+                env_settings.switch_sealing(tx, env.id, encrypt, now_ms())
+            # This process believes the change at once.
+            env_settings.ENV_SETTINGS.read(tx, env.id)
+            return own.effective(base), env_settings.sealing_setting(tx, env.id)[0]
 
         effective, sealed = await self.core.storage.write(change)
-        self.core.ingest.retention.changed(env.id, effective)
         return json_response(200, {"data": {**effective.to_json(), "encrypt_data": sealed}})
 
 

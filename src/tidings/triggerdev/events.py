@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from tidings.core import Core
+from tidings.events.env_settings import ENV_SETTINGS
 from tidings.events.model import NewEvent, StoredEvent
 from tidings.router.handoff import Stored
 from tidings.sealing import SEALS, event_aad
@@ -45,7 +46,7 @@ def _by_key(tx: Tx, env_id: str, ident: str, index: str | None) -> Any:
     """The event an id names; by its blind index first while the environment seals (ids
     stored before it did are still found)."""
     row = None
-    if index is not None and SEALS.generation(tx, env_id) is not None:
+    if index is not None and ENV_SETTINGS.generation(tx, env_id) is not None:
         row = tx.one("trigger_event_by_key", (env_id, index))
     return row if row is not None else tx.one("trigger_event_by_key", (env_id, ident))
 
@@ -64,7 +65,7 @@ def _revise(tx: Tx, env_id: str, events: Sequence[NewEvent], now: int,
         found[event.key] = stored
         deliver_at = event.deliver_at if event.deliver_at is not None else now
         data = tx.json(event.data)
-        generation = SEALS.generation(tx, env_id)
+        generation = ENV_SETTINGS.generation(tx, env_id)
         if generation is not None:
             data = tx.json(SEALS.seal_json(env_id, generation, event.data, event_aad(stored)))
         context = None if event.context is None else tx.json(_encode(event.context))

@@ -3,6 +3,9 @@
 -- name: retention_of_env
 SELECT events_ttl_ms, runs_ttl_ms, dedup_window_ms FROM env_settings WHERE env_id = ?;
 
+-- name: retention_all
+SELECT env_id, events_ttl_ms, runs_ttl_ms, dedup_window_ms FROM env_settings;
+
 -- name: retention_save
 INSERT INTO env_settings (env_id, events_ttl_ms, runs_ttl_ms, dedup_window_ms, updated_at)
 VALUES (?, ?, ?, ?, ?)
