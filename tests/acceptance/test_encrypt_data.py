@@ -32,6 +32,7 @@ IN_ID = "signup-canary-77ab@example.org"
 IN_STEP = "canary-step-a913d2"
 IN_RUN = "canary-run-0be447"
 IN_WAIT = "canary-wait-4c2f80"
+IN_ERROR = "canary-error-3d9e71"  # quoted by errors: of a step's attempts, of a run
 CANARIES = (IN_DATA, IN_ID, IN_STEP, IN_RUN, IN_WAIT)
 
 
@@ -156,6 +157,44 @@ async def test_sealed_data_never_reaches_the_disk_in_clear_and_everything_still_
     assert key is not None and key.startswith("\x1fts1 ")
     disk = _on_disk(engine.core, tmp_path)
     assert [c for c in CANARIES if c.encode() in disk] == []
+
+
+async def test_errors_of_failed_steps_and_runs_are_sealed_and_shown_in_clear(
+    engine: Engine, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Errors often quote what a step or run was given: a step's failed attempts, its final
+    error, a run's error while it waits to retry and when it fails are stored sealed; the API
+    and the SDK read them as raised."""
+    app = tidings.Tidings(app_id="shop")
+    caught: list[str] = []
+
+    @app.function(id="charge", trigger=tidings.TriggerEvent(event="order/placed"), retries=1)
+    async def charge(ctx: tidings.Context) -> Any:
+        def pay() -> None:
+            raise ValueError(f"card {ctx.event.data['card']} declined")
+
+        try:
+            await ctx.step.run("pay", pay)
+        except tidings.StepError as exc:
+            caught.append(str(exc))
+        raise RuntimeError(f"gave up on {ctx.event.data['card']}")
+
+    await ok(await client.post("/v1/settings", json={"encrypt_data": True}))
+    await engine.start(app)
+    await engine.send({"name": "order/placed", "data": {"card": IN_ERROR}})
+    await engine.drain()
+    (run,) = await engine.runs()
+    waiting = await ok(await client.get(f"/v1/runs/{run.id}"))
+    assert IN_ERROR in waiting["error"]["message"]  # the attempt that failed, until the retry
+    await engine.settle()
+    run = await engine.run(run.id)
+    assert run.status == "Failed" and IN_ERROR in run.error["message"]
+    (pay,) = await engine.steps(run.id)
+    assert pay.status == "failed" and IN_ERROR in pay.output["error"]["message"]
+    shown = msgspec.json.encode(await ok(await client.get(f"/v1/runs/{run.id}"))).decode()
+    assert shown.count(IN_ERROR) >= 2, shown  # the run's error and its step's
+    assert caught and all(IN_ERROR in c for c in caught)  # the memoized error, opened
+    assert IN_ERROR.encode() not in _on_disk(engine.core, tmp_path)
 
 
 async def test_a_new_key_seals_new_writes_and_the_old_data_stays_readable(

@@ -10,7 +10,7 @@ from typing import Any
 from tidings.events.env_settings import sealed_json
 from tidings.functions.model import dumps, loads
 from tidings.runs.model import COMPLETED, TERMINAL, FailedAttempt, Run, StepRecord, StepRow
-from tidings.sealing import PAUSE_AAD, STEP_AAD
+from tidings.sealing import PAUSE_AAD, STEP_AAD, opened
 from tidings.storage.tx import Tx
 
 
@@ -29,7 +29,8 @@ def failed_attempts(tx: Tx, run_id: str) -> dict[str, list[FailedAttempt]]:
     for step, attempt, started_at, ended_at, error in tx.all("failed_attempts_of_run",
                                                              (run_id,)):
         found.setdefault(step, []).append(FailedAttempt(
-            attempt=attempt, started_at=started_at, ended_at=ended_at, error=loads(error)))
+            attempt=attempt, started_at=started_at, ended_at=ended_at,
+            error=loads(opened(error, STEP_AAD))))
     return found
 
 
@@ -115,9 +116,12 @@ def record_step_error(tx: Tx, run: Run, step: str, name: str, position: int,
     row = tx.one("step_attempts", (run.id, step))
     attempts = max(int(row[0]) if row else 0, attempt) + 1
     final = attempts > retries
+    # Errors often quote what the step was given: sealed like outputs.
     tx.run("insert_step", (run.id, step, name, position, "failed" if final else "errored",
-                           dumps({"error": error}), attempts, started_at, now, kind))
-    tx.run("insert_failed_attempt", (run.id, step, attempts, started_at, now, dumps(error)))
+                           sealed_json(tx, run.env_id, dumps({"error": error}), STEP_AAD),
+                           attempts, started_at, now, kind))
+    tx.run("insert_failed_attempt", (run.id, step, attempts, started_at, now,
+                                     sealed_json(tx, run.env_id, dumps(error), STEP_AAD)))
     if final:
         tx.run("progress", (now, run.id))
     return attempts

@@ -48,7 +48,7 @@ class Run:
             event_ids=loads(r[5]), status=r[6], attempt=r[7], due_at=r[8], lease_owner=r[9],
             lease_until=r[10], lease_token=r[11], created_at=r[12], started_at=r[13],
             ended_at=r[14], progress_at=r[15], output=loads(opened(r[16], RUN_AAD)),
-            error=loads(r[17]),
+            error=loads(opened(r[17], RUN_AAD)),
             parent_run_id=r[18], parent_step=r[19], rerun_of=r[20], replay_id=r[21],
         )
 

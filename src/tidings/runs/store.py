@@ -166,13 +166,19 @@ def reschedule(tx: Tx, run: Run, *, due_at: int, attempt: int, status: str = RUN
     """Hand the run back to the queue, due at ``due_at``. ``error``: the attempt that just
     failed, shown on the run until its next call goes on or it ends."""
     return tx.run("reschedule_run", (status, attempt, due_at,
-                                     None if error is None else dumps(error), run.id,
+                                     sealed_error(tx, run.env_id, error), run.id,
                                      run.lease_token)) > 0
 
 
 def hand_back(tx: Tx, run: Run, due_at: int) -> bool:
     """Free the run's lease without counting an attempt; due no sooner than ``due_at``."""
     return tx.run("hand_back_run", (due_at, due_at, run.id, run.lease_token)) > 0
+
+
+def sealed_error(tx: Tx, env_id: str, error: Any) -> str | None:
+    """A run's error as its ``error`` column stores it: sealed when ``env_id`` seals (errors
+    often quote what the run was given)."""
+    return None if error is None else sealed_json(tx, env_id, dumps(error), RUN_AAD)
 
 
 def finish(tx: Tx, run: Run, *, status: str, output: Any, error: Any, now: int,
@@ -182,7 +188,7 @@ def finish(tx: Tx, run: Run, *, status: str, output: Any, error: Any, now: int,
     written). ``paused=False`` says the run cannot have pauses left to remove."""
     done = tx.run("finish_run", (status, sealed_json(tx, run.env_id, dumps(output), RUN_AAD)
                                  if status == COMPLETED else None,
-                                 dumps(error) if error is not None else None, now, run.id,
+                                 sealed_error(tx, run.env_id, error), now, run.id,
                                  run.lease_token)) > 0
     if not done:
         return False
@@ -261,7 +267,8 @@ def cancel_fenced(tx: Tx, run_id: str, reason: str, now: int,
     """
     run = get_run(tx, run_id)
     error = {"name": "Cancelled", "message": reason}
-    if run is None or tx.run("cancel_run_fenced", (dumps(error), now, run_id)) == 0:
+    if run is None or tx.run("cancel_run_fenced", (sealed_error(tx, run.env_id, error), now,
+                                                   run_id)) == 0:
         return False
     tx.run("delete_pauses_of_run", (run_id,))
     # Flow control: free its concurrency slots at once (waking a waiter), drop the rest.
