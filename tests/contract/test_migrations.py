@@ -93,3 +93,37 @@ async def test_postgres_migrated_equals_fresh(pg_url: str) -> None:
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {other} CASCADE")
+
+
+# No 0020 was ever written (0021 was the next number taken): numbers only grow, gaps stay.
+GAPS = [20]
+
+
+def test_the_numbers_left_out_are_the_known_gaps() -> None:
+    """A gap is never filled: a database that has the migrations above it would run the new
+    one after them, out of order. A new migration takes the next number above every other
+    (docs/STORAGE.md)."""
+    for dialect in ("sqlite", "postgres"):
+        every = [v for v, _, _ in migration_files(dialect)]
+        assert sorted(set(range(1, max(every) + 1)) - set(every)) == GAPS, dialect
+
+
+async def test_sqlite_at_0019_migrates_over_the_gap_to_the_fresh_schema(tmp_path: Path) -> None:
+    old, fresh = tmp_path / "old.db", tmp_path / "fresh.db"
+    with sqlite3.connect(old, isolation_level=None) as conn:
+        conn.execute("CREATE TABLE tidings_migrations (version INTEGER PRIMARY KEY,"
+                     " name TEXT NOT NULL, applied_at INTEGER NOT NULL)")
+        for version, name, sql in migration_files("sqlite"):
+            if version <= 19:
+                conn.executescript(f"BEGIN;\n{sql}\nINSERT INTO tidings_migrations VALUES "
+                                   f"({version}, '{name}', 0);\nCOMMIT;")
+    store = SQLiteStorage(f"sqlite:///{old}")
+    applied = await store.migrate()
+    await store.close()
+    store = SQLiteStorage(f"sqlite:///{fresh}")
+    await store.migrate()
+    await store.close()
+
+    assert applied == [v for v, _, _ in migration_files("sqlite") if v > 19]
+    assert _versions_sqlite(old) == _versions_sqlite(fresh)
+    assert _sqlite_schema(old) == _sqlite_schema(fresh)

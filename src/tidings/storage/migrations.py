@@ -4,6 +4,10 @@ them in its own way (SQLite under a file lock, PostgreSQL under an advisory lock
 A database with no migrations at all gets the current schema (``schema.sql``) in one go, with
 every migration marked as applied, unless ``fresh_schema`` is false (the test that a migrated
 database equals a fresh one); either way the result is the same schema.
+
+Any other database gets the migrations it has not recorded, in number order. Numbers may skip
+(there is no 0020) but only grow: a number filled in below a database's newest would run after
+the migrations above it.
 """
 
 from __future__ import annotations
