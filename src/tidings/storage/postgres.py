@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 import psycopg
@@ -25,6 +26,7 @@ from tidings.storage import migrations
 from tidings.storage.base import EventRow, Sealed
 from tidings.storage.changes import Changes
 from tidings.storage.sql import dialect_file, split_queries
+from tidings.storage.threads import in_thread
 from tidings.storage.tx import PostgresTx, Tx, committed
 
 T = TypeVar("T")
@@ -85,15 +87,16 @@ class PostgresStorage:
                 await self._teller
             self._teller = None
         await self._pool.close()
+        # Calls handed to the threads end first: the pool's close leaves a connection in use
+        # open, its statement running after this returned (and holding its locks).
+        await asyncio.to_thread(self._threads.shutdown)
         await asyncio.to_thread(self._sync_pool.close)
-        self._threads.shutdown(wait=False)
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in one transaction on a pooled connection (in a worker thread)."""
-        loop = asyncio.get_running_loop()
         self._backlog += 1
         try:
-            result, tx = await loop.run_in_executor(self._threads, self._transact, fn)
+            result, tx = await in_thread(self._threads, partial(self._transact, fn))
         finally:
             self._backlog -= 1
         if tx.later:
@@ -103,10 +106,9 @@ class PostgresStorage:
         return result
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
-        loop = asyncio.get_running_loop()
         self._backlog += 1
         try:
-            result, tx = await loop.run_in_executor(self._threads, self._autocommit, fn)
+            result, tx = await in_thread(self._threads, partial(self._autocommit, fn))
         finally:
             self._backlog -= 1
         if tx.later:

@@ -33,6 +33,7 @@ from tidings.storage.base import EventRow
 from tidings.storage.changes import Changes
 from tidings.storage.sqlite_append import Append
 from tidings.storage.sqlite_writer import Checkpointer, Job, Writer, connect, fail_queue
+from tidings.storage.threads import in_thread
 from tidings.storage.tx import SQLiteTx, Tx, committed
 
 T = TypeVar("T")
@@ -267,8 +268,7 @@ class SQLiteStorage:
         return conn
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
+        return await in_thread(self._readers, lambda: fn(self._reader()))
 
     # -- events --------------------------------------------------------------------------------
 
