@@ -10,10 +10,8 @@ are the run's steps.
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import loopback
 from tests.acceptance.sdk_apps import (
     NODE_DIR,
     Api,
@@ -524,7 +523,7 @@ class Remote:
         remote = self
         self.requests: list[tuple[str, str, dict[str, str], str]] = []
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(loopback.Handler):
             def do_GET(self) -> None:
                 self.serve()
 
@@ -542,31 +541,17 @@ class Remote:
                     return self.answer(200, json.dumps({"echo": json.loads(body),
                                                         "token": self.headers["x-token"]}))
                 if self.path == "/plain":
-                    return self.answer(201, "hello", "text/plain")
+                    return self.answer(201, "hello", kind="text/plain")
                 if self.path == "/job":
                     state = {"state": "pending"} if seen == 0 else {"state": "done", "n": 7}
                     return self.answer(200, json.dumps(state))
                 return self.answer(404, '{"error": "no such thing"}')
 
-            def answer(self, status: int, text: str, kind: str = "application/json") -> None:
-                self.send_response(status)
-                self.send_header("content-type", kind)
-                self.send_header("content-length", str(len(text.encode())))
-                self.end_headers()
-                self.wfile.write(text.encode())
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server = loopback.Loopback(Handler)
+        self.url = self._server.url
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._server.close()
 
 
 def test_background_fetches_are_made_by_tidings_with_retries_and_polls(stack: Stack) -> None:

@@ -6,9 +6,7 @@ never a 5xx, and nothing half-stored."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import loopback
 from tests.acceptance.sdk_apps import Api, tidings_cli, wait_for
 from tests.conftest import LiveServer, start_server, stop_server
 
@@ -39,47 +38,37 @@ class StandIn:
         self.index = index
         self.executions: list[dict[str, Any]] = []
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(loopback.Handler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 if self.headers.get("x-trigger-api-key") != key:
-                    return self.answer(401, {"message": "Forbidden: client apiKey mismatch"})
+                    return self.reply(401, {"message": "Forbidden: client apiKey mismatch"})
                 action = self.headers.get("x-trigger-action")
                 if action == "PING":
                     endpoint = self.headers.get("x-trigger-endpoint-id")
-                    return self.answer(200, {"ok": True} if endpoint == CLIENT else {
+                    return self.reply(200, {"ok": True} if endpoint == CLIENT else {
                         "ok": False, "error": f"Endpoint ID mismatch error. Expected {CLIENT}, "
                                               f"got {endpoint}"})
                 if action == "INDEX_ENDPOINT":
-                    return self.answer(200, stand_in.index)
+                    return self.reply(200, stand_in.index)
                 execution = json.loads(body)
                 stand_in.executions.append(execution)
                 script = execution["event"]["payload"]
                 if "raw" in script:
-                    return self.answer(script.get("status", 200), None, script["raw"])
-                return self.answer(script.get("status", 200), script["answer"])
+                    return self.reply(script.get("status", 200), None, script["raw"])
+                return self.reply(script.get("status", 200), script["answer"])
 
             def do_PUT(self) -> None:
-                self.answer(401, {"message": "Unauthorized: missing x-trigger-api-key header"})
+                self.reply(401, {"message": "Unauthorized: missing x-trigger-api-key header"})
 
-            def answer(self, status: int, value: Any, raw: str | None = None) -> None:
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.end_headers()
-                self.wfile.write(raw.encode() if raw is not None else json.dumps(value).encode())
+            def reply(self, status: int, value: Any, raw: str | None = None) -> None:
+                self.answer(status, raw if raw is not None else json.dumps(value))
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/api/trigger"
+        self._server = loopback.Loopback(Handler)
+        self.url = f"{self._server.url}/api/trigger"
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._server.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ poll's deadline)."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import threading
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import loopback
 from tidings.triggerdev import operations
 from tidings.triggerdev.operations import FETCH, FETCH_POLL, Later, Settled
 
@@ -31,39 +31,24 @@ class Remote:
 
         remote = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(loopback.Handler):
             def do_GET(self) -> None:
                 path, _, query = self.path.partition("?")
                 if path == "/limited":
-                    return self.answer(429, {"error": "slow down"}, {
+                    return self.answer(429, json.dumps({"error": "slow down"}), headers={
                         "x-limit": "10", "x-remaining": "0", "x-reset": str(RESET)})
                 if path == "/busy":
-                    return self.answer(503, {"retry": query == "retry=yes"})
+                    return self.answer(503, json.dumps({"retry": query == "retry=yes"}))
                 if path == "/slow":
                     remote.release.wait(5)
-                    return self.answer(200, {"late": True})
+                    return self.answer(200, json.dumps({"late": True}))
                 if path == "/echo":
-                    return self.answer(200, {k.lower(): v for k, v in self.headers.items()})
-                return self.answer(200, {"state": "pending"})
+                    return self.answer(200, json.dumps({k.lower(): v
+                                                        for k, v in self.headers.items()}))
+                return self.answer(200, json.dumps({"state": "pending"}))
 
-            def answer(self, status: int, body: Any, headers: dict[str, str] | None = None,
-                       ) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server = loopback.Loopback(Handler)
+        self.url = self.server.url
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +56,7 @@ def remote() -> Iterator[Remote]:
     found = Remote()
     yield found
     found.release.set()
-    found.server.shutdown()
-    found.server.server_close()
-    found.thread.join()
+    found.server.close()
 
 
 async def attempt(operation: str, params: dict[str, Any], attempts: int = 0,
