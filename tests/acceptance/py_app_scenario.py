@@ -3,12 +3,27 @@ the dev and the serve scenarios."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import inngest
+import pytest
 
 from tests.acceptance.sdk_apps import Api, wait_for
+
+
+@contextlib.contextmanager
+def dev_sender(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[inngest.Inngest]:
+    """The SDK's own client, sending events to the dev server at ``url`` whatever the test
+    process's environment says of Inngest (its variables are unset for the test)."""
+    for name in ("INNGEST_DEV", "INNGEST_BASE_URL", "INNGEST_EVENT_KEY", "INNGEST_ENV"):
+        monkeypatch.delenv(name, raising=False)
+    client = inngest.Inngest(app_id="py-sender", is_production=False, event_api_base_url=url)
+    try:
+        yield client
+    finally:
+        client._http_client._http_client_sync.close()
 
 
 def send(client: inngest.Inngest, name: str, data: dict[str, Any] | None = None) -> str:

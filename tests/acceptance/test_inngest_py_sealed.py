@@ -12,7 +12,7 @@ from pathlib import Path
 import inngest
 import pytest
 
-from tests.acceptance.py_app_scenario import check_runs, send
+from tests.acceptance.py_app_scenario import check_runs, dev_sender, send
 from tests.acceptance.sdk_apps import Api, AppProcess, dev_stack, uvicorn_app, wait_for
 from tests.conftest import ROOT, LiveServer
 
@@ -33,12 +33,8 @@ def stack(tmp_path: Path) -> Iterator[tuple[LiveServer, AppProcess]]:
 @pytest.fixture
 def sender(stack: tuple[LiveServer, AppProcess],
            monkeypatch: pytest.MonkeyPatch) -> Iterator[inngest.Inngest]:
-    for name in ("INNGEST_DEV", "INNGEST_BASE_URL", "INNGEST_EVENT_KEY", "INNGEST_ENV"):
-        monkeypatch.delenv(name, raising=False)
-    client = inngest.Inngest(app_id="py-sender", is_production=False,
-                             event_api_base_url=stack[0].url)
-    yield client
-    client._http_client._http_client_sync.close()
+    with dev_sender(stack[0].url, monkeypatch) as client:
+        yield client
 
 
 def test_python_sdk_app_runs_on_sealed_storage(stack: tuple[LiveServer, AppProcess],
