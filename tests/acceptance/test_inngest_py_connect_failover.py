@@ -8,16 +8,15 @@ was in flight completes (its recorded step not run again) and a new run complete
 
 from __future__ import annotations
 
-import http.server
+import contextlib
 import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
+from tests import loopback
 from tests.acceptance.connect_stack import APP, ConnectStack
 from tests.acceptance.sdk_apps import production_keys, wait_for
 from tests.acceptance.test_inngest_py_connect import send
@@ -37,7 +36,7 @@ class Balancer:
         self.answered: list[tuple[str, str]] = []  # (upstream, path)
         self._http = httpx.Client(timeout=60)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(loopback.Handler):
             def _forward(self) -> None:
                 size = int(self.headers.get("content-length") or 0)
                 content = self.rfile.read(size) if size else b""
@@ -65,18 +64,11 @@ class Balancer:
 
             do_GET = do_PUT = do_POST = _forward
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = loopback.Loopback(Handler)
+        self.url = self._server.url
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._server.close()
         self._http.close()
 
 
@@ -94,14 +86,18 @@ def sockets_held(url: str, api_key: str | None) -> float | None:
     return None
 
 
-@pytest.fixture
-def balanced(tmp_path: Path) -> Iterator[tuple[ConnectStack, ConnectStack, Balancer]]:
+@contextlib.contextmanager
+def behind_balancer(tmp_path: Path, *first_args: str
+                    ) -> Iterator[tuple[ConnectStack, ConnectStack, Balancer]]:
+    """Two ``tidings serve`` processes on a fresh PostgreSQL schema (the first started with
+    ``first_args``) behind a ``Balancer``; the first's workers, the balancer and both
+    processes are stopped after."""
     with fresh_schema() as db:
         keys = production_keys(tmp_path, db=db)
         worker_env = {"INNGEST_DEV": "0", "INNGEST_SIGNING_KEY": keys.signing_key}
-        first, second = (ConnectStack(serve(tmp_path, name, db, keys.env), 0, tmp_path, [],
-                                      worker_env, keys.api_key, keys.event_key, keys)
-                         for name in ("first", "second"))
+        first, second = (ConnectStack(serve(tmp_path, name, db, keys.env, *args), 0, tmp_path,
+                                      [], worker_env, keys.api_key, keys.event_key, keys)
+                         for name, args in (("first", first_args), ("second", ())))
         balancer = Balancer([first.server.url, second.server.url])
         try:
             yield first, second, balancer
@@ -111,6 +107,12 @@ def balanced(tmp_path: Path) -> Iterator[tuple[ConnectStack, ConnectStack, Balan
             balancer.close()
             stop_server(second.server)
             stop_server(first.server)
+
+
+@pytest.fixture
+def balanced(tmp_path: Path) -> Iterator[tuple[ConnectStack, ConnectStack, Balancer]]:
+    with behind_balancer(tmp_path) as stacks:
+        yield stacks
 
 
 def test_workers_of_a_gateway_killed_with_sigkill_carry_on_at_another(
