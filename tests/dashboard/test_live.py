@@ -5,7 +5,9 @@ while it is stalled, and catches up from its cursor when it reads again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from tidings.ids import now_ms
 from tidings.keys import ensure_env
 from tidings.server import create_app
 from tidings.server.dashboard.live import Feed
-from tidings.storage import storage_for
+from tidings.storage import Storage, storage_for
 
 
 async def until(condition: Any, what: str, timeout: float = 15.0) -> None:
@@ -33,38 +35,53 @@ async def drain(stream: AsyncIterator[str]) -> None:
         pass
 
 
+@dataclass(slots=True)
+class Reads:
+    count: int = 0
+
+
+@contextlib.asynccontextmanager
+async def streaming(feed: Feed, storage: Storage) -> AsyncIterator[Reads]:
+    """A stream of ``feed`` that would read again only in 10 minutes, counting its reads; it
+    has read at its start and once more a gap later when this yields, and ends after."""
+    reads = Reads()
+
+    async def fresh() -> list[str]:
+        reads.count += 1
+        return []
+
+    reading = asyncio.create_task(drain(feed.stream(fresh, period=600)))
+    try:
+        await until(lambda: reads.count == 2 and not storage.changes.due,
+                    "the stream did not read at its start and once more a gap later")
+        yield reads
+    finally:
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+
+
 async def test_a_stream_reads_when_a_commit_changed_something(core: Core) -> None:
     """A stream that would read again only in 10 minutes reads as soon as this process stores
     an event and, on PostgreSQL, as soon as another process does."""
     env = await core.storage.write(lambda tx: ensure_env(tx, "dev"))
     await until(lambda: not core.storage.changes.due, "the hooks were never called")
     feed = Feed(core.storage, core.supervisor)
-    reads = 0
-
-    async def fresh() -> list[str]:
-        nonlocal reads
-        reads += 1
-        return []
-
-    reading = asyncio.create_task(drain(feed.stream(fresh, period=600)))
     try:
-        await until(lambda: reads == 2 and not core.storage.changes.due,
-                    "the stream did not read at its start and once more a gap later")
-        await core.storage.append_events([row(env.id)], now_ms() + 60_000)
-        await until(lambda: reads == 3, "a commit of this process did not wake the stream")
-        if core.storage.notifies:
-            other = storage_for(core.settings.database_url)  # as another process has
-            await other.open()
-            try:
-                seen = reads
-                await other.append_events([row(env.id)], now_ms() + 60_000)
-                await until(lambda: reads > seen,
-                            "a commit of another process did not wake the stream")
-            finally:
-                await other.close()
+        async with streaming(feed, core.storage) as reads:
+            await core.storage.append_events([row(env.id)], now_ms() + 60_000)
+            await until(lambda: reads.count == 3,
+                        "a commit of this process did not wake the stream")
+            if core.storage.notifies:
+                other = storage_for(core.settings.database_url)  # as another process has
+                await other.open()
+                try:
+                    seen = reads.count
+                    await other.append_events([row(env.id)], now_ms() + 60_000)
+                    await until(lambda: reads.count > seen,
+                                "a commit of another process did not wake the stream")
+                finally:
+                    await other.close()
     finally:
-        reading.cancel()
-        await asyncio.gather(reading, return_exceptions=True)
         await feed.close()
 
 
@@ -79,23 +96,10 @@ async def test_commits_are_noted_only_while_a_stream_is_open(sqlite_url: str,
         env = await core.storage.write(lambda tx: ensure_env(tx, "dev"))
         await core.storage.append_events([row(env.id)], now_ms() + 60_000)
         assert not core.storage.changes.due
-        reads = 0
-
-        async def fresh() -> list[str]:
-            nonlocal reads
-            reads += 1
-            return []
-
-        reading = asyncio.create_task(drain(feed.stream(fresh, period=600)))
-        try:
-            await until(lambda: reads == 2 and not core.storage.changes.due,
-                        "the stream did not read at its start and once more a gap later")
+        async with streaming(feed, core.storage) as reads:
             await core.storage.append_events([row(env.id)], now_ms() + 60_000)
             assert core.storage.changes.due
-            await until(lambda: reads == 3, "a commit did not wake the stream")
-        finally:
-            reading.cancel()
-            await asyncio.gather(reading, return_exceptions=True)
+            await until(lambda: reads.count == 3, "a commit did not wake the stream")
         await until(lambda: not core.storage.changes.due, "the hooks were never called")
         await core.storage.append_events([row(env.id)], now_ms() + 60_000)
         assert not core.storage.changes.due
