@@ -13,13 +13,13 @@ of medians and the median of per-round ratios (each pair of rounds saw the same 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from typing import Any
 
+from bench import alternating
 from bench.engine import Report, load, pin_self
-from bench.harness import OBSERVED, UNOBSERVED, BenchError, Plan, run_plan
+from bench.harness import OBSERVED, UNOBSERVED, Plan, run_plan
 from bench.p1_ingest import EVENT
 from bench.p3_throughput import tidings_round
 
@@ -96,38 +96,27 @@ def p3(rounds: int, n: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.p10_observe", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=8.0, help="P1 measured seconds")
-    parser.add_argument("--n", type=int, default=5_000, help="P3 runs per round")
-    parser.add_argument("--only", default="p1,p3")
-    args = parser.parse_args(argv)
+    args = alternating.parser("p10_observe", __doc__, seconds="P1", only="p1,p3").parse_args(argv)
     pin_self()
     report = Report("p10_observe", {"rounds": args.rounds, "p1_seconds": args.seconds,
                                     "p3_n": args.n, "off": list(UNOBSERVED),
                                     "on": list(OBSERVED)})
-    try:
-        for name in args.only.split(","):
-            print(f"P10 {name}: observability off vs on, {args.rounds} alternating rounds")
-            rows, summary = (p1(args.rounds, args.seconds) if name == "p1"
-                             else p3(args.rounds, args.n))
-            report.rounds.extend(rows)
-            report.summary[name] = summary
-            print(f"  {name}: on/off {summary['ratio_of_medians']} (medians), "
-                  f"{summary['median_of_round_ratios']} (per round); goal >= {GOAL}")
-            traced = summary["traced"]
-            print(f"  {name}: traced/off {traced['ratio_of_medians']} (medians), "
-                  f"{traced['median_of_round_ratios']} (per round); goal >= {GOAL_TRACED}")
-            cpu = summary["cpu"]
-            print(f"  {name}: by server CPU, on/off {cpu['on']['of_medians']} (medians), "
-                  f"{cpu['on']['median_of_round_ratios']} (per round); traced/off "
-                  f"{cpu['traced']['of_medians']}, {cpu['traced']['median_of_round_ratios']}")
-    except BenchError as exc:
-        print(f"P10 failed: {exc}", file=sys.stderr)
-        return 1
-    print(f"results: {report.save()}")
-    return 0
+
+    def part(name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        return p1(args.rounds, args.seconds) if name == "p1" else p3(args.rounds, args.n)
+
+    def show(name: str, summary: dict[str, Any]) -> None:
+        print(f"  {name}: on/off {summary['ratio_of_medians']} (medians), "
+              f"{summary['median_of_round_ratios']} (per round); goal >= {GOAL}")
+        traced = summary["traced"]
+        print(f"  {name}: traced/off {traced['ratio_of_medians']} (medians), "
+              f"{traced['median_of_round_ratios']} (per round); goal >= {GOAL_TRACED}")
+        cpu = summary["cpu"]
+        print(f"  {name}: by server CPU, on/off {cpu['on']['of_medians']} (medians), "
+              f"{cpu['on']['median_of_round_ratios']} (per round); traced/off "
+              f"{cpu['traced']['of_medians']}, {cpu['traced']['median_of_round_ratios']}")
+
+    return alternating.run_parts("P10", "observability off vs on", args, report, part, show)
 
 
 if __name__ == "__main__":

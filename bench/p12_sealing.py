@@ -15,7 +15,6 @@ neighbours); CPU is the steadier figure.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -24,8 +23,9 @@ from typing import Any
 
 import msgspec
 
+from bench import alternating
 from bench.engine import Report, load, pin_self
-from bench.harness import BenchError, Plan, run_plan
+from bench.harness import Plan, run_plan
 from bench.p1_ingest import EVENT
 from bench.p2_batch import BATCH, batch_body
 from bench.p3_throughput import tidings_round
@@ -101,12 +101,7 @@ def p3(targets: list[str], rounds: int, n: int) -> tuple[list[dict[str, Any]], d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.p12_sealing", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=8.0, help="P1/P2 measured seconds")
-    parser.add_argument("--n", type=int, default=5_000, help="P3 runs per round")
-    parser.add_argument("--only", default="p1,p2,p3")
+    parser = alternating.parser("p12_sealing", __doc__, seconds="P1/P2", only="p1,p2,p3")
     parser.add_argument("--base-src", type=Path, default=None, metavar="DIR",
                         help="another checkout's src: its code as a third target")
     args = parser.parse_args(argv)
@@ -121,25 +116,21 @@ def main(argv: list[str] | None = None) -> int:
     report = Report("p12_sealing", {"rounds": args.rounds, "seconds": args.seconds,
                                     "p3_n": args.n, "targets": targets,
                                     "base_src": str(args.base_src or "")})
-    try:
-        for name in args.only.split(","):
-            print(f"P12 {name}: encrypt_data off vs on, {args.rounds} alternating rounds")
-            rows, summary = (p3(targets, args.rounds, args.n) if name == "p3"
-                             else ingest(name, targets, args.rounds, args.seconds))
-            report.rounds.extend(rows)
-            report.summary[name] = summary
-            ratios = summary["on_vs_off"]
-            print(f"  {name}: on/off throughput {ratios['per_s_of_medians']} (medians), "
-                  f"{ratios['per_s_median_of_round_ratios']} (per round); by server CPU "
-                  f"{ratios['cpu_of_medians']}, {ratios['cpu_median_of_round_ratios']}; "
-                  f"goal >= {GOAL}")
-            if "off_vs_base" in summary:
-                print(f"  {name}: off/base {summary['off_vs_base']}")
-    except BenchError as exc:
-        print(f"P12 failed: {exc}", file=sys.stderr)
-        return 1
-    print(f"results: {report.save()}")
-    return 0
+
+    def part(name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        return (p3(targets, args.rounds, args.n) if name == "p3"
+                else ingest(name, targets, args.rounds, args.seconds))
+
+    def show(name: str, summary: dict[str, Any]) -> None:
+        ratios = summary["on_vs_off"]
+        print(f"  {name}: on/off throughput {ratios['per_s_of_medians']} (medians), "
+              f"{ratios['per_s_median_of_round_ratios']} (per round); by server CPU "
+              f"{ratios['cpu_of_medians']}, {ratios['cpu_median_of_round_ratios']}; "
+              f"goal >= {GOAL}")
+        if "off_vs_base" in summary:
+            print(f"  {name}: off/base {summary['off_vs_base']}")
+
+    return alternating.run_parts("P12", "encrypt_data off vs on", args, report, part, show)
 
 
 if __name__ == "__main__":
