@@ -5,12 +5,26 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import inngest
 import pytest
 
-from tests.acceptance.sdk_apps import Api, wait_for
+from tests.acceptance.sdk_apps import Api, AppProcess, dev_stack, uvicorn_app, wait_for
+from tests.conftest import ROOT, LiveServer
+
+
+@contextlib.contextmanager
+def py_app_stack(tmp_path: Path, *server_args: str, app_env: dict[str, str] | None = None,
+                 ) -> Iterator[tuple[LiveServer, AppProcess]]:
+    """``inngest_py_app`` (its environment more ``app_env``) synced by a ``tidings dev`` that
+    runs ``native_app`` too (its options more ``server_args``); both stopped after."""
+    with dev_stack(tmp_path, uvicorn_app("tests.acceptance.inngest_py_app"), name="py-app",
+                   app_env=app_env,
+                   server_args=(*server_args, "-a", "tests.acceptance.native_app:client"),
+                   server_env={"PYTHONPATH": str(ROOT)}) as (server, app, _):
+        yield server, app
 
 
 @contextlib.contextmanager

@@ -19,10 +19,11 @@ from tests.acceptance.py_app_scenario import (
     check_runs,
     check_synced,
     dev_sender,
+    py_app_stack,
     send,
 )
-from tests.acceptance.sdk_apps import Api, AppProcess, dev_stack, uvicorn_app, wait_for
-from tests.conftest import ROOT, LiveServer
+from tests.acceptance.sdk_apps import Api, AppProcess, wait_for
+from tests.conftest import LiveServer
 
 
 @pytest.fixture
@@ -34,10 +35,8 @@ def app_env(request: pytest.FixtureRequest) -> dict[str, str]:
 
 @pytest.fixture
 def stack(tmp_path: Path, app_env: dict[str, str]) -> Iterator[tuple[LiveServer, AppProcess]]:
-    with dev_stack(tmp_path, uvicorn_app("tests.acceptance.inngest_py_app"), name="py-app",
-                   app_env=app_env, server_args=("-a", "tests.acceptance.native_app:client"),
-                   server_env={"PYTHONPATH": str(ROOT)}) as (server, app, _):
-        yield server, app
+    with py_app_stack(tmp_path, app_env=app_env) as stack:
+        yield stack
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from pathlib import Path
 import inngest
 import pytest
 
-from tests.acceptance.py_app_scenario import check_runs, dev_sender, send
-from tests.acceptance.sdk_apps import Api, AppProcess, dev_stack, uvicorn_app, wait_for
-from tests.conftest import ROOT, LiveServer
+from tests.acceptance.py_app_scenario import check_runs, dev_sender, py_app_stack, send
+from tests.acceptance.sdk_apps import Api, AppProcess, wait_for
+from tests.conftest import LiveServer
 
 IN_DATA = "canary-sdk-data-91c2"
 # What the scenario's functions return from a step and as a run's output.
@@ -24,10 +24,8 @@ IN_RUN = "succeeded_on_attempt"
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[LiveServer, AppProcess]]:
-    with dev_stack(tmp_path, uvicorn_app("tests.acceptance.inngest_py_app"), name="py-app",
-                   server_args=("--encrypt-data", "-a", "tests.acceptance.native_app:client"),
-                   server_env={"PYTHONPATH": str(ROOT)}) as (server, app, _):
-        yield server, app
+    with py_app_stack(tmp_path, "--encrypt-data") as stack:
+        yield stack
 
 
 @pytest.fixture
