@@ -54,22 +54,8 @@ def fresh_schema() -> Iterator[str]:
     try:
         yield f"{base}{sep}options=-csearch_path%3D{schema}"
     finally:
-        _drop_schema(base, schema)
-
-
-def _drop_schema(base: str, schema: str) -> None:
-    """Drops the schema. A read that a stopped runtime had already sent may still be running
-    and hold a table's lock; PostgreSQL then picks the DROP as a deadlock's victim, and it is
-    tried again once that read is done (a few times, then the error stands)."""
-    for attempt in range(8):
-        try:
-            with psycopg.connect(base, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA {schema} CASCADE")
-            return
-        except psycopg.errors.DeadlockDetected:
-            if attempt == 7:
-                raise
-            time.sleep(0.05 * 2**attempt)
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture
