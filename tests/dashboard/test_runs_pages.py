@@ -221,6 +221,82 @@ async def test_a_status_filter_page_shorter_than_asked_says_so_and_its_older_lin
     assert notes >= 1
 
 
+async def test_a_live_status_filter_page_redraws_its_short_page_note_and_older_link(
+        engine: Engine, core: Core, client: httpx.AsyncClient,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The note under a short page ("looked at the newest ...") and its "Older" cursor follow
+    the rows the stream redraws: a page that matched nothing says it found one once a
+    matching run started, and its link to older runs starts below the runs it now looks at."""
+    await engine.start(shop({"tries": 1}))  # checkout's charge never fails: each run sleeps
+    for _ in range(3):
+        await engine.send({"name": "shop/quick", "data": {"n": 1}})
+        await _settle(engine)
+    monkeypatch.setattr(admin, "SCAN", 3)
+    page = await client.get("/runs?status=sleeping&limit=2")
+    assert "No runs match these filters among the newest 3 looked at" in page.text
+    found = re.search(r'sse-connect="([^"]+)"', page.text)
+    assert found is not None
+    live = html.unescape(found.group(1))
+
+    async def start_a_sleeping_run() -> None:
+        await engine.send({"name": "shop/checkout", "data": {"n": 1}})
+        await _settle(engine)
+
+    pager = await _stream_until(core, live, start_a_sleeping_run,
+                                lambda events: [data for name, data in events
+                                                if name == "pager" and "1 run matches" in data])
+    quick = [r["id"] for r in (await client.get(
+        "/v1/runs", params={"function": "shop-quick"})).json()["data"]]
+    assert "among the 3 runs this page looked at: older runs may match too" in pager[-1]
+    assert f"cursor={quick[1]}" in pager[-1] and "status=sleeping" in pager[-1], pager[-1]
+    assert '<div id="run-pager" sse-swap="pager"' in page.text  # where the page puts it
+
+
+async def _stream_until(core: Core, path: str, meanwhile: Any,
+                        wanted: Any) -> Any:
+    """What ``wanted(events)`` finds (the first truthy answer) in the events the stream at
+    ``path`` sent, as ``(name, data)``, read until it finds it (within a deadline);
+    ``meanwhile()`` is awaited once the stream sent its first event."""
+    app = create_app(core.settings, core)
+    url = urlsplit(path)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": url.path, "raw_path": url.path.encode(),
+             "query_string": url.query.encode(), "root_path": "",
+             "headers": [(b"host", b"tidings")], "client": ("127.0.0.1", 1),
+             "server": ("tidings", 80)}
+    body: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the browser stays until cancelled
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            body.append(message.get("body", b""))
+
+    def events() -> list[tuple[str, str]]:
+        return [(name, "\n".join(re.findall(r"^data: ?(.*)$", data, re.M)))
+                for name, data in re.findall(r"^event: (\S+)\n((?:data:.*\n)*)",
+                                             b"".join(body).decode(), re.M)]
+
+    task = asyncio.create_task(app(scope, receive, send))
+    loop = asyncio.get_running_loop()
+    try:
+        deadline = loop.time() + 15
+        while not events():
+            assert loop.time() < deadline, "no first event"
+            await asyncio.sleep(0.01)
+        await meanwhile()
+        while not (found := wanted(events())):
+            assert loop.time() < deadline, f"not sent: {events()}"
+            await asyncio.sleep(0.01)
+        return found
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def test_bulk_replay_previews_then_acts_as_the_api_does(
         engine: Engine, client: httpx.AsyncClient) -> None:
     await engine.start(shop({}))

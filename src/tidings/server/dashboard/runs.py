@@ -91,7 +91,8 @@ class RunPages:
         context: dict[str, Any] = {"form": form, "errors": {}, "runs": [], "counts": {},
                                    "statuses": STATUSES, "window": COUNT_WINDOW, "message": message,
                                    "failed": failed, "functions": await self._slugs(viewer),
-                                   "times": TIMES}
+                                   "times": TIMES, "filtered": _filtered(
+                                       _kept(request.query_params))}
         context["app_of"] = await self._apps(viewer)
         context["apps"] = sorted(set(context["app_of"].values()))
         try:
@@ -105,7 +106,6 @@ class RunPages:
             return self.pages.html(request, "runs.html", exc.status, **context)
         found, counts = await self.core.storage.read(partial(
             admin.find_runs_counted, query=query, window=_window(query)))
-        page = found.runs
         kept = _kept(request.query_params)
         live = None
         if query.before_id is None and (query.max_id is None
@@ -114,12 +114,10 @@ class RunPages:
             # runs that move on show up live (a range that ended cannot change its members).
             live = "/live/runs?" + urlencode(kept, doseq=True)
         context.update(
-            runs=page, counts=counts, live=live, now=now_ms(),
-            query_string=urlencode(kept, doseq=True), scan=admin.SCAN, limit=query.limit,
+            counts=counts, live=live, now=now_ms(), query_string=urlencode(kept, doseq=True),
             kept_but_status=_kept(request.query_params, but="status"),
-            next_page=("/runs?" + urlencode([*kept, ("cursor", found.cursor)], doseq=True))
-            if found.cursor else None,
-            cursor_first=("/runs?" + urlencode(kept, doseq=True)) if query.before_id else None)
+            cursor_first=("/runs?" + urlencode(kept, doseq=True)) if query.before_id else None,
+            **_pager(kept, found, query))
         return self.pages.html(request, "runs.html", 400 if failed else 200, **context)
 
     async def live_list(self, request: Request) -> Response:
@@ -129,6 +127,9 @@ class RunPages:
         templates = self.pages.templates
         app_of = await self._apps(viewer)
         sent: list[tuple[str, str, int | None]] = []
+        kept = _kept(request.query_params)
+        # What the page drew: its note and pager follow from the number of rows and the cursor.
+        pager_sent: tuple[int, str | None] = (-1, None)
         ticks = 0
         counts_sent: dict[str, int] = {}
         counted, moved = -COUNTS_GAP, True
@@ -138,15 +139,26 @@ class RunPages:
             return templates.get_template("_run_rows.html").render(runs=rows, now=now_ms(),
                                                                   app_of=app_of)
 
+        async def render_pager(found: RunPage) -> str:
+            return templates.get_template("_run_pager.html").render(
+                cursor_first=None, **_pager(kept, found, query))
+
         async def fresh() -> list[str]:
-            nonlocal sent, ticks, counts_sent, counted, moved
+            nonlocal sent, ticks, counts_sent, counted, moved, pager_sent
             messages = []
-            rows = (await feed.shared(("runs", key), lambda: self._page(query))).runs
+            found = await feed.shared(("runs", key), lambda: self._page(query))
+            rows = found.runs
             state = [(run.id, run.status, run.ended_at) for run, _ in rows]
             if state != sent:
                 html = await feed.shared(("run rows", key, repr(state)), lambda: render(rows))
                 messages.append(sse("rows", html))
                 sent, moved = state, True
+            if (len(rows), found.cursor) != pager_sent:
+                # A short page's note and its "Older" cursor move with the rows it holds.
+                pager_sent = (len(rows), found.cursor)
+                html = await feed.shared(("run pager", key, pager_sent),
+                                         lambda: render_pager(found))
+                messages.append(sse("pager", html))
             ticks += 1
             if (moved or ticks % COUNTS_EVERY == 0) and time.monotonic() - counted >= COUNTS_GAP:
                 counted, moved = time.monotonic(), False
@@ -323,6 +335,19 @@ def _window(query: RunQuery) -> int:
     range, or, where the filters read rows one by one (app, event, started or ended time), as
     many as a page looks at."""
     return COUNT_WINDOW if query.by_id_alone else admin.SCAN
+
+
+def _pager(kept: list[tuple[str, str]], found: RunPage, query: RunQuery) -> dict[str, Any]:
+    """What ``_run_pager.html`` draws under a page of runs: its note when the page is short or
+    empty (how many runs it looked at), and the link to older runs."""
+    return {"runs": found.runs, "limit": query.limit, "scan": admin.SCAN,
+            "filtered": _filtered(kept),
+            "next_page": ("/runs?" + urlencode([*kept, ("cursor", found.cursor)], doseq=True))
+            if found.cursor else None}
+
+
+def _filtered(kept: list[tuple[str, str]]) -> bool:
+    return any(key not in ("limit", "time") for key, _ in kept)
 
 
 def _moves(detail: RunDetail) -> tuple[Any, ...]:
