@@ -2,12 +2,14 @@
 each call: the plan its planner prefers for ``function_id = X AND id range ORDER BY id``
 (either way) walks ``runs_pkey`` and filters the function (every run of the table when a status
 filter matches none, or the function has no open run), and a prepared statement's generic plan
-was worse still."""
+was worse still. The plans are read as EXPLAIN (FORMAT JSON) trees: node types and index names,
+not text (``runs_function`` is also the start of ``runs_function_id_dedup_key_key``)."""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -21,18 +23,37 @@ from tidings.storage.tx import PostgresTx
 pytestmark = pytest.mark.postgres
 FUNCTION_READS = ("list_runs_of_function", "statuses_of_newest_function_runs",
                   "run_marks_of_function", "run_marks_of_functions", "flow_open_runs")
+# Reads along an index in its order: what a LIMIT of the newest (or oldest) runs needs. A bitmap
+# scan or a sort would read every run of the function first.
+ORDERED_SCANS = {"Index Scan", "Index Only Scan"}
 
-ON_RUNS_FUNCTION = re.compile(r"Index (Only )?Scan (Backward )?using runs_function on")
+
+def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _plan(conn: psycopg.Connection[Any], sql: str, params: tuple[object, ...]
+          ) -> list[dict[str, Any]]:
+    """The nodes of the plan PostgreSQL picks for ``sql`` with ``params``, depth first."""
+    found = conn.execute(f"EXPLAIN (FORMAT JSON) {sql}", params).fetchone()
+    assert found is not None
+    return list(_nodes(found[0][0]["Plan"]))
 
 
 def _params(name: str, function_id: str) -> tuple[object, ...]:
-    if name == "list_runs_of_function":
+    if name == "list_runs_of_function":  # a page of every status (the dashboard's first page)
+        return (function_id, ID_MIN, ID_MAX, *STATUSES, 51)
+    if name == "list_runs_of_function failed":  # a status filter (Trigger.dev's cancel of a Job)
         return (function_id, ID_MIN, ID_MAX, "Failed", *[None] * (len(STATUSES) - 1), 51)
+    # A window of the newest runs as the dashboard's is of a function's at 1,000,000 runs (2,000
+    # of 100,000): as big as the function, its runs are better read all at once and sorted.
     if name == "run_marks_of_functions":
-        return ([function_id], ID_MIN, ID_MAX, 200)
+        return ([function_id], ID_MIN, ID_MAX, 40)
     if name == "flow_open_runs":  # a bulk cancel's next batch (flow control)
         return (function_id, ID_MIN, ID_MAX, 10)
-    return (function_id, ID_MIN, ID_MAX, 2000)
+    return (function_id, ID_MIN, ID_MAX, 40)
 
 
 async def test_a_functions_runs_are_read_along_runs_function_in_every_call(
@@ -45,16 +66,31 @@ async def test_a_functions_runs_are_read_along_runs_function_in_every_call(
         function_id, env_id = found.fetchone()  # type: ignore[misc]
         tx = PostgresTx(conn)
         for name in FUNCTION_READS:
-            sql = tx._q[name]
-            plan = "\n".join(row[0] for row in conn.execute(
-                f"EXPLAIN {sql}", _params(name, function_id)).fetchall())
-            assert "runs_function" in plan and "runs_pkey" not in plan, (name, plan)
-        # A bulk cancel's batch of open runs, oldest first: with function_id = X the planner
-        # walks runs_pkey from the oldest run (at 1,000,000 runs every run of the table when
-        # the function has none open); it must be an index scan along runs_function.
-        plan = "\n".join(row[0] for row in conn.execute(
-            f"EXPLAIN {tx._q['flow_open_runs']}", _params("flow_open_runs", function_id)))
-        assert ON_RUNS_FUNCTION.search(plan), plan
+            nodes = _plan(conn, tx._q[name], _params(name, function_id))
+            shown = [(n["Node Type"], n.get("Relation Name"), n.get("Index Name"))
+                     for n in nodes]
+            on_runs = [n for n in nodes if n.get("Relation Name") == "runs"
+                       or n.get("Index Name", "").startswith("runs")]
+            # Each read of runs walks runs_function in order: no other index of runs (not
+            # runs_pkey, which the planner prefers for function_id = X), no bitmap, no sequential
+            # scan, and no sort above it.
+            assert on_runs, (name, shown)
+            assert all(n["Node Type"] in ORDERED_SCANS and n.get("Index Name") == "runs_function"
+                       for n in on_runs), (name, shown)
+            assert not any(n["Node Type"] in ("Sort", "Incremental Sort") for n in nodes), (
+                name, shown)
+        # A status filter that matches few runs reads every run of the function, in order or
+        # not (no index holds the status): a bitmap of runs_function and a sort is as good as
+        # walking it; never runs_pkey (the whole table) nor a sequential scan.
+        nodes = _plan(conn, tx._q["list_runs_of_function"],
+                      _params("list_runs_of_function failed", function_id))
+        on_runs = [n for n in nodes if n.get("Relation Name") == "runs"
+                   or n.get("Index Name", "").startswith("runs")]
+        # (Either index that starts with function_id: runs_function or the dedup key's.)
+        assert [n.get("Index Name") for n in on_runs if "Index Name" in n] in (
+            ["runs_function"], ["runs_function_id_dedup_key_key"]), nodes
+        assert {n["Node Type"] for n in on_runs} <= {*ORDERED_SCANS, "Bitmap Heap Scan",
+                                                      "Bitmap Index Scan"}, nodes
         for _ in range(8):  # psycopg prepares a statement on its fifth call
             for name in FUNCTION_READS:
                 tx.all(name, _params(name, function_id))
