@@ -8,15 +8,15 @@ streaming dashboards cost ingest (issue 13).
   the same server with no page open. ``--tidings PATH`` runs another build (the one before
   pages were woken by commits, to compare).
 - ``load``: P1 (single-event ``POST /e/{key}``, 32 connections, wrk) and P3 (event → 1-step
-  function completed, 500-event requests) on ``tidings dev`` (SQLite), with ``--pages``
-  dashboards open and streaming and with none, in alternating rounds. Goal: with/without
-  >= 0.95 for both (within 5 %).
+  function completed, 500-event requests) on ``tidings dev`` (SQLite, or PostgreSQL with
+  ``--postgres``; observability off), with ``--pages`` dashboards open and streaming and with
+  none, in alternating rounds. Goal: with/without >= 0.95 for both (within 5 %).
 - ``pages URL N``: the client the others start: N streams, read as fast as they come, until
   SIGTERM; prints how many messages and bytes they received.
 
 ``python -m bench.dashboard_live idle [--pages 20] [--seconds 30] [--fill 10000]
 [--postgres] [--tidings PATH]``; ``python -m bench.dashboard_live load [--rounds 4] [--seconds 8]
-[--n 5000] [--pages 20] [--only p1,p3]``
+[--n 5000] [--pages 20] [--only p1,p3] [--postgres]``
 
 The machine is shared: the summary gives the ratio of medians and the median of per-round
 ratios (each pair of rounds saw the same neighbours).
@@ -48,6 +48,7 @@ from bench.harness import (
     Plan,
     Server,
     pinned,
+    postgres_server,
     run_plan,
     sqlite_server,
 )
@@ -159,13 +160,19 @@ def idle(args: argparse.Namespace) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _with_pages(n: int) -> Iterator[Server]:
-    with sqlite_server(None, UNOBSERVED) as server, pages(
-            f"http://127.0.0.1:{server.port}", n):
+def _with_pages(kind: str, n: int) -> Iterator[Server]:
+    with _server(kind) as server, pages(f"http://127.0.0.1:{server.port}", n):
         yield server
 
 
-NONE, OPEN = "sqlite-unobserved", "sqlite-dashboards"
+def _server(kind: str) -> contextlib.AbstractContextManager[Server]:
+    return (sqlite_server(None, UNOBSERVED) if kind == "sqlite"
+            else postgres_server(UNOBSERVED))
+
+
+def _targets(kind: str) -> tuple[str, str]:
+    """The names of the runs without and with dashboards open."""
+    return f"{kind}-unobserved", f"{kind}-dashboards"
 
 
 def _ratios(none: list[float], opened: list[float]) -> dict[str, Any]:
@@ -177,10 +184,13 @@ def _ratios(none: list[float], opened: list[float]) -> dict[str, Any]:
             "met": per_round >= GOAL}
 
 
-def p1(rounds: int, seconds: float, n: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def p1(kind: str, rounds: int, seconds: float, n: int
+       ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import msgspec
 
-    SERVERS[OPEN] = partial(_with_pages, n)
+    NONE, OPEN = _targets(kind)
+    SERVERS[NONE] = partial(_server, kind)
+    SERVERS[OPEN] = partial(_with_pages, kind, n)
     plan = Plan(name="dashboard_live_p1", targets=[NONE, OPEN], body=msgspec.json.encode(EVENT),
                 events_per_request=1, rounds=rounds, seconds=seconds, warmup_seconds=2.0,
                 connections=32)
@@ -195,12 +205,14 @@ def p1(rounds: int, seconds: float, n: int) -> tuple[list[dict[str, Any]], dict[
                   "server_cpu_us_per_request": {"none": cpu[NONE], "open": cpu[OPEN]}}
 
 
-def p3(rounds: int, n: int, pages_open: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def p3(kind: str, rounds: int, n: int, pages_open: int
+       ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    NONE, OPEN = _targets(kind)
     rows = []
     for index in range(1, rounds + 1):
         for target, count in ((NONE, 0), (OPEN, pages_open)):
             before = load()
-            result = tidings_round("sqlite", n, 1, options=UNOBSERVED,
+            result = tidings_round(kind, n, 1, options=UNOBSERVED,
                                    beside=partial(_beside, count))
             rows.append({"bench": "p3", "target": target, "round": index,
                          "per_s": result["per_s"],
@@ -240,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     busy.add_argument("--n", type=int, default=5000)
     busy.add_argument("--pages", type=int, default=20)
     busy.add_argument("--only", default="p1,p3")
+    busy.add_argument("--postgres", action="store_true")
     args = parser.parse_args(argv)
     if args.what == "pages":
         print(json.dumps(asyncio.run(_pages(args.base, args.n))), flush=True)
@@ -251,11 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         report.summary = idle(args)
     else:
         only = set(args.only.split(","))
+        kind = "postgres" if args.postgres else "sqlite"
         if "p1" in only:
-            rows, report.summary["p1"] = p1(args.rounds, args.seconds, args.pages)
+            rows, report.summary["p1"] = p1(kind, args.rounds, args.seconds, args.pages)
             report.rounds.extend(rows)
         if "p3" in only:
-            rows, report.summary["p3"] = p3(args.rounds, args.n, args.pages)
+            rows, report.summary["p3"] = p3(kind, args.rounds, args.n, args.pages)
             report.rounds.extend(rows)
     print(json.dumps(report.summary, indent=2))
     print(f"saved {report.save()}")

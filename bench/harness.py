@@ -199,8 +199,8 @@ def postgres_available() -> str | None:
 
 
 @contextmanager
-def postgres_server() -> Iterator[Server]:
-    """``tidings dev`` on a fresh PostgreSQL schema, dropped afterwards."""
+def postgres_server(options: Sequence[str] = ()) -> Iterator[Server]:
+    """``tidings dev`` on a fresh PostgreSQL schema, with ``options``, dropped afterwards."""
     import psycopg
 
     schema = "bench_" + secrets.token_hex(6)
@@ -221,7 +221,7 @@ def postgres_server() -> Iterator[Server]:
             sep = "&" if "?" in PG_URL else "?"
             url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
             argv = [str(BIN / "tidings"), "dev", "--host", "127.0.0.1", "--port",
-                    str(server.port), "--db", url]
+                    str(server.port), "--db", url, *options]
             with _running(server, argv, _env(data_dir)):
                 yield server
     finally:
