@@ -15,7 +15,7 @@ from tidings.events.retention import Retention, defaults
 from tidings.ids import IdSeed, new_ids, now_ms
 from tidings.router.handoff import Handoff, Stored
 from tidings.router.route import Routed
-from tidings.sealing import SEALS, key_aad
+from tidings.sealing import SEALS, context_aad, key_aad, meta_aad
 from tidings.settings import Settings
 from tidings.storage.base import EventRow, Sealed, Storage
 from tidings.storage.tx import Tx
@@ -143,12 +143,20 @@ class Ingest:
                 seal_data: Callable[[bytes, str], bytes]) -> Sealed:
         """The event's ``data`` and ``id`` as stored sealed (``sealing.py``); the ``id``
         deduplicated by its blind index."""
-        key, dedup = event.key, None
-        if key is not None:
+        key, dedup, context, meta = event.key, None, None, None
+        if key is not None or event.context is not None or event.meta is not None:
             assert generation is not None
-            dedup = self._vault.sealer.key_index(env_id, key)
-            key = SEALS.seal_text(env_id, generation, key.encode(), key_aad(event_id))
-        return Sealed(data=seal_data(event.data, event_id), key=key, dedup=dedup)
+            if key is not None:
+                dedup = self._vault.sealer.key_index(env_id, key)
+                key = SEALS.seal_text(env_id, generation, key.encode(), key_aad(event_id))
+            if event.context is not None:  # Trigger.dev's context: the caller's, like data
+                context = SEALS.seal_json(env_id, generation, _encode(event.context),
+                                          context_aad(event_id))
+            if event.meta is not None:  # session ids: often a person's
+                meta = SEALS.seal_json(env_id, generation, _encode(event.meta),
+                                       meta_aad(event_id))
+        return Sealed(data=seal_data(event.data, event_id), key=key, dedup=dedup,
+                      context=context, meta=meta)
 
 
 class EventLog:

@@ -173,6 +173,8 @@ def is_sealed(value: bytes | str) -> bool:
 @overload
 def opened(value: None, aad: bytes) -> None: ...
 @overload
+def opened(value: bytes, aad: bytes) -> bytes: ...
+@overload
 def opened(value: bytes | str, aad: bytes) -> bytes | str: ...
 @overload
 def opened(value: bytes | str | None, aad: bytes) -> bytes | str | None: ...
@@ -201,6 +203,14 @@ def event_aad(event_id: str) -> bytes:
 
 def key_aad(event_id: str) -> bytes:
     return b"event-id\x00" + event_id.encode()
+
+
+def context_aad(event_id: str) -> bytes:
+    return b"event-context\x00" + event_id.encode()
+
+
+def meta_aad(event_id: str) -> bytes:
+    return b"event-meta\x00" + event_id.encode()
 
 
 SEALS = DataSeals()

@@ -33,6 +33,8 @@ IN_STEP = "canary-step-a913d2"
 IN_RUN = "canary-run-0be447"
 IN_WAIT = "canary-wait-4c2f80"
 IN_ERROR = "canary-error-3d9e71"  # quoted by errors: of a step's attempts, of a run
+IN_CONTEXT = "canary-context-81b2aa"
+IN_META = "canary-session-5e6f17"
 CANARIES = (IN_DATA, IN_ID, IN_STEP, IN_RUN, IN_WAIT)
 
 
@@ -195,6 +197,38 @@ async def test_errors_of_failed_steps_and_runs_are_sealed_and_shown_in_clear(
     assert shown.count(IN_ERROR) >= 2, shown  # the run's error and its step's
     assert caught and all(IN_ERROR in c for c in caught)  # the memoized error, opened
     assert IN_ERROR.encode() not in _on_disk(engine.core, tmp_path)
+
+
+async def test_an_events_context_and_meta_are_sealed_and_read_in_clear(
+    engine: Engine, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """``context`` (Trigger.dev's, the caller's) and ``meta`` (session ids, often a person's)
+    are sealed like ``data``: routed at once or later (delayed), the function gets them as sent,
+    and so does the API."""
+    app = tidings.Tidings(app_id="shop")
+
+    @app.function(id="seen", trigger=tidings.TriggerEvent(event="visit/started"))
+    async def seen(ctx: tidings.Context) -> Any:
+        return {"context": ctx.event.context, "meta": ctx.event.meta}
+
+    await ok(await client.post("/v1/settings", json={"encrypt_data": True}))
+    await engine.start(app)
+    sent = {"name": "visit/started", "data": {}, "context": {"page": IN_CONTEXT},
+            "meta": {"sessions": {"visitor": IN_META}}}
+    (now,) = await engine.send(sent)
+    (later,) = await engine.send({**sent, "deliver_after": 5})
+    await engine.drain()
+    engine.clock.advance(6_000)
+    await engine.settle()
+    runs = await engine.runs()
+    assert sorted(r.event_id for r in runs) == sorted([now, later])
+    expected = {"context": {"page": IN_CONTEXT}, "meta": {"sessions": {"visitor": IN_META}}}
+    assert all((r.status, r.output) == (COMPLETED, expected) for r in runs)
+    for event_id in (now, later):
+        shown = await ok(await client.get(f"/v1/events/{event_id}"))
+        assert (shown["context"], shown["meta"]) == (expected["context"], expected["meta"])
+    disk = _on_disk(engine.core, tmp_path)
+    assert [c for c in (IN_CONTEXT, IN_META) if c.encode() in disk] == []
 
 
 async def test_a_new_key_seals_new_writes_and_the_old_data_stays_readable(

@@ -49,6 +49,7 @@ from tidings.keys import get_env
 from tidings.netguard import Policy
 from tidings.netguard import transport as guarded_transport
 from tidings.runs.model import Run, StepRow
+from tidings.sealing import context_aad, event_aad, opened
 from tidings.storage.tx import Tx
 from tidings.triggerdev import callbacks, operations, statuses, tasks
 from tidings.triggerdev.keys import TriggerKeys
@@ -71,8 +72,8 @@ def _notification(tx: Tx, child: Run, *, environment: dict[str, Any]) -> dict[st
     config = fn.config if fn is not None else {}
     app = fn.app_id if fn is not None else ""
     row = tx.one("event_for_routing", (child.event_id,))
-    payload = _json(row[3]) if row else None
-    context = _json(row[8]) if row and row[8] is not None else None
+    payload = _json(opened(row[3], event_aad(row[0]))) if row else None
+    context = _json(opened(row[8], context_aad(row[0]))) if row and row[8] is not None else None
     invocation = {"id": child.event_id, "context": context, "timestamp": iso(row[5] if row else
                                                                              child.created_at),
                   "payload": payload}

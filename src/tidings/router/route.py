@@ -22,7 +22,7 @@ from tidings.functions.registry import Registry, aliases
 from tidings.observe import metrics
 from tidings.runs import journal, store
 from tidings.runs.model import QueuedRun, Run
-from tidings.sealing import PAUSE_AAD, event_aad, open_key, opened
+from tidings.sealing import PAUSE_AAD, context_aad, event_aad, meta_aad, open_key, opened
 from tidings.storage.base import EventRow
 from tidings.storage.tx import Tx
 
@@ -80,9 +80,10 @@ def routable(row: Sequence[Any]) -> Routable:
     if v is not None:
         event["v"] = v
     if meta:
-        event["meta"] = msgspec.json.decode(meta)
+        event["meta"] = msgspec.json.decode(opened(meta, meta_aad(event_id)))
     return Routable(event_id, env_id, event, source,
-                    msgspec.json.decode(context) if context else None)
+                    msgspec.json.decode(opened(context, context_aad(event_id))) if context
+                    else None)
 
 
 def route(tx: Tx, registry: Registry, event_ids: Sequence[str], now: int) -> Routed:

@@ -25,7 +25,7 @@ from tidings.runs.model import (
     StepRecord,
     StepRow,
 )
-from tidings.sealing import RUN_AAD, SEALS, event_aad
+from tidings.sealing import RUN_AAD, SEALS, context_aad, event_aad, meta_aad
 from tidings.storage.base import EventRow, event_from_row
 from tidings.storage.tx import Tx
 
@@ -247,14 +247,18 @@ def park(tx: Tx, run: Run, now: int) -> bool:
 def insert_event(tx: Tx, row: EventRow, *, delivered_at: int | None) -> None:
     """Store an event made here (a lifecycle event, an invocation's): its data sealed when its
     environment seals (``sealing.py``)."""
-    data = row.data
+    data, context, meta = row.data, row.context, row.meta
     generation = ENV_SETTINGS.generation(tx, row.env_id)
     if generation is not None:
         data = SEALS.seal_json(row.env_id, generation, data, event_aad(row.id))
+        if context is not None:
+            context = SEALS.seal_json(row.env_id, generation, context, context_aad(row.id))
+        if meta is not None:
+            meta = SEALS.seal_json(row.env_id, generation, meta, meta_aad(row.id))
     tx.run("insert_event", (
         row.id, row.env_id, row.name, tx.json(data), row.user, row.user_subject,
-        row.key, row.ts, row.v, row.source, tx.json(row.context), row.account_id,
-        row.received_at, row.deliver_at, delivered_at, tx.json(row.meta)))
+        row.key, row.ts, row.v, row.source, tx.json(context), row.account_id,
+        row.received_at, row.deliver_at, delivered_at, tx.json(meta)))
 
 
 def cancel_fenced(tx: Tx, run_id: str, reason: str, now: int,

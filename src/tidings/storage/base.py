@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import msgspec
 
-from tidings.sealing import JSON_MARK, SEALS, TEXT_MARK, event_aad, open_key
+from tidings.sealing import (
+    JSON_MARK,
+    SEALS,
+    TEXT_MARK,
+    context_aad,
+    event_aad,
+    meta_aad,
+    open_key,
+    opened,
+)
 
 if TYPE_CHECKING:
     from tidings.storage.changes import Changes
@@ -73,18 +82,21 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     meta: bytes | None = None
     # The W3C context it was sent in, kept when tracing is on (``observe/tracing.py``).
     traceparent: str | None = None
-    # What is stored in place of ``data`` and ``key`` when the environment seals its data
-    # (``sealing.py``); ``data`` and ``key`` stay plaintext for routing in the same transaction.
+    # What is stored in place of ``data``, ``key``, ``context`` and ``meta`` when the
+    # environment seals its data (``sealing.py``); they stay plaintext for routing in the same
+    # transaction.
     sealed: Sealed | None = None
 
 
 class Sealed(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """An event's ``data`` and ``id`` as stored sealed, and the blind index of its ``id``
-    (``event_idempotency`` holds that instead of the ``id``)."""
+    """An event's ``data``, ``id``, ``context`` and ``meta`` as stored sealed, and the blind
+    index of its ``id`` (``event_idempotency`` holds that instead of the ``id``)."""
 
     data: bytes
     key: str | None
     dedup: str | None
+    context: bytes | None = None
+    meta: bytes | None = None
 
     @staticmethod
     def claim_key(row: EventRow) -> str | None:
@@ -128,9 +140,10 @@ def event_from_row(r: Sequence[Any]) -> EventRow:
     return EventRow(
         id=r[0], env_id=r[1], name=r[2], data=data, user=_blob(r[4]),
         user_subject=_blob(r[5]), key=key, ts=r[7], v=r[8], source=r[9],
-        context=_bytes(r[10]) if r[10] is not None else None, account_id=r[11],
-        received_at=r[12], deliver_at=r[13], delivered_at=r[14], cancelled_at=r[15],
-        meta=_bytes(r[16]) if r[16] is not None else None,
+        context=opened(_bytes(r[10]), context_aad(r[0])) if r[10] is not None else None,
+        account_id=r[11], received_at=r[12], deliver_at=r[13], delivered_at=r[14],
+        cancelled_at=r[15],
+        meta=opened(_bytes(r[16]), meta_aad(r[0])) if r[16] is not None else None,
         traceparent=r[17] if len(r) > 17 else None)
 
 

@@ -314,10 +314,11 @@ async def _insert_events(conn: psycopg.AsyncConnection[Any], rows: Sequence[Even
 
 def _event_params(row: EventRow) -> tuple[Any, ...]:
     sealed = row.sealed
+    context, meta = (row.context, row.meta) if sealed is None else (sealed.context, sealed.meta)
     return (
         row.id, row.env_id, row.name, (row.data if sealed is None else sealed.data).decode(),
         row.user, row.user_subject, row.key if sealed is None else sealed.key,
-        row.ts, row.v, row.source, row.context.decode() if row.context is not None else None,
+        row.ts, row.v, row.source, context.decode() if context is not None else None,
         row.account_id, row.received_at, row.deliver_at, row.delivered_at,
-        row.meta.decode() if row.meta is not None else None, row.traceparent,
+        meta.decode() if meta is not None else None, row.traceparent,
     )

@@ -133,10 +133,16 @@ def _insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> None:
     by_shape: dict[tuple[bool, ...], list[Any]] = {}
     for row in rows:
         sealed = row.sealed
-        values = (row.id, row.env_id, row.name, row.data if sealed is None else sealed.data,
-                  row.user, row.user_subject, row.key if sealed is None else sealed.key,
-                  row.ts, row.v, row.source, row.context, row.account_id, row.received_at,
-                  row.deliver_at, row.delivered_at, row.meta, row.traceparent)
+        if sealed is None:
+            values = (row.id, row.env_id, row.name, row.data, row.user, row.user_subject,
+                      row.key, row.ts, row.v, row.source, row.context, row.account_id,
+                      row.received_at, row.deliver_at, row.delivered_at, row.meta,
+                      row.traceparent)
+        else:
+            values = (row.id, row.env_id, row.name, sealed.data, row.user, row.user_subject,
+                      sealed.key, row.ts, row.v, row.source, sealed.context, row.account_id,
+                      row.received_at, row.deliver_at, row.delivered_at, sealed.meta,
+                      row.traceparent)
         shape = tuple(map(is_not, values, _NONES))
         params = by_shape.get(shape)
         if params is None:

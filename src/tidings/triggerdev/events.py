@@ -23,7 +23,7 @@ from tidings.core import Core
 from tidings.events.env_settings import ENV_SETTINGS
 from tidings.events.model import NewEvent, StoredEvent
 from tidings.router.handoff import Stored
-from tidings.sealing import SEALS, event_aad
+from tidings.sealing import SEALS, context_aad, event_aad
 from tidings.storage.tx import Tx
 
 # The idempotency of a v2 id does not expire (the largest time both backends hold).
@@ -65,12 +65,15 @@ def _revise(tx: Tx, env_id: str, events: Sequence[NewEvent], now: int,
         found[event.key] = stored
         deliver_at = event.deliver_at if event.deliver_at is not None else now
         data = tx.json(event.data)
+        context = None if event.context is None else _encode(event.context)
         generation = ENV_SETTINGS.generation(tx, env_id)
         if generation is not None:
             data = tx.json(SEALS.seal_json(env_id, generation, event.data, event_aad(stored)))
-        context = None if event.context is None else tx.json(_encode(event.context))
+            if context is not None:
+                context = SEALS.seal_json(env_id, generation, context, context_aad(stored))
         tx.run("trigger_event_revise",
-               (data, context, deliver_at, event.account_id, env_id, stored))
+               (data, None if context is None else tx.json(context), deliver_at,
+                event.account_id, env_id, stored))
     return found
 
 
