@@ -113,7 +113,8 @@ def _connect_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _serve(settings: Settings, host: str, port: int, apps: tuple[str, ...] = (),
            env: str = "dev", retry_interval: float | None = None, watch: Any = None,
-           http: bool = True, connect: ConnectSettings | None = None) -> None:
+           http: bool = True, connect: ConnectSettings | None = None,
+           grace: float = 30.0) -> None:
     import uvicorn
 
     from tidings.server import create_app
@@ -133,7 +134,7 @@ def _serve(settings: Settings, host: str, port: int, apps: tuple[str, ...] = (),
 
     app = create_app(settings, apps=_load_apps(apps), env=env,
                      engine=_engine(retry_interval=retry_interval), watch=watch, http=http,
-                     on_dead=stop)
+                     on_dead=stop, grace=grace)
     where = safe_url(settings.database_url)
     from dataclasses import asdict
 
@@ -217,15 +218,19 @@ def dev(host: str, port: int, db: str | None, apps: tuple[str, ...],
 @click.option("--http/--no-http", "http", default=True, show_default=True,
               help="Call the functions of Inngest SDK apps in this process; with --no-http "
                    "`tidings worker`s make those calls.")
+@click.option("--grace", default=30.0, show_default=True, type=click.FloatRange(0),
+              envvar="TIDINGS_GRACE", metavar="SECONDS",
+              help="Seconds in-flight calls get to finish on SIGTERM before their runs are "
+                   "handed back (keep it under the orchestrator's own grace period).")
 @allow_host_option
 @encrypt_data_option
 @_load_options
 @observe_options(lambda: "json")
 @_connect_options
 def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
-          retry_interval: float | None, http: bool, allow_app_hosts: tuple[str, ...],
-          load: Load, observe: Observe, connect: ConnectSettings,
-          encrypt_data: bool | None) -> None:
+          retry_interval: float | None, http: bool, grace: float,
+          allow_app_hosts: tuple[str, ...], load: Load, observe: Observe,
+          connect: ConnectSettings, encrypt_data: bool | None) -> None:
     """Run a production server: keys required, TIDINGS_ENCRYPTION_KEY required.
 
     Inngest SDK apps sync with their environment's signing key (``tidings keys
@@ -238,7 +243,7 @@ def serve(host: str, port: int, db: str | None, apps: tuple[str, ...], env: str,
                             observe=observe, encrypt_data=encrypt_data)
     keyring_for(settings)  # fail here, with a clear message, rather than in the server's start
     _serve(settings, host, port, apps, env, retry_interval=retry_interval, http=http,
-           connect=connect)
+           connect=connect, grace=grace)
 
 
 def _load_apps(specs: tuple[str, ...]) -> list[Any]:

@@ -67,13 +67,21 @@ class Gateway:
             await self.hub.relay.start(self.hub, self.core.supervisor)
         log.info("Connect gateway on ws://%s:%s%s", settings.gateway_host, self.port, PATH)
 
-    async def stop(self, grace: float = DRAIN_SECONDS) -> None:
-        """Drain: refuse new sockets, tell every worker the gateway is closing
-        (``GATEWAY_CLOSING``: the SDKs reconnect elsewhere at once, their calls going on), wait
-        up to ``grace`` for them to leave, then close what is left with 1001."""
+    async def drain(self) -> None:
+        """Refuse new sockets and tell every worker the gateway is closing
+        (``GATEWAY_CLOSING``: the SDKs reconnect elsewhere at once, their calls going on: the
+        hub hands those it made over to the database, where the worker's new process extends
+        and answers them)."""
+        if self._closing:
+            return
         self._closing = True
         for session in list(self._sessions):
             await session.closing()
+
+    async def stop(self, grace: float = DRAIN_SECONDS) -> None:
+        """Drain (if not yet), wait up to ``grace`` for the workers to leave, then close what
+        is left with 1001."""
+        await self.drain()
         if self._sessions:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._all_left.wait(), grace)

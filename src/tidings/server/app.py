@@ -150,8 +150,10 @@ class TidingsApp:
     def __init__(self, settings: Settings, core: Core | None = None, *,
                  apps: Sequence[Tidings] = (), env: str = "dev",
                  engine: EngineSettings | None = None, watch: AppWatch | None = None,
-                 http: bool = True, on_dead: Callable[[str], None] | None = None) -> None:
+                 http: bool = True, on_dead: Callable[[str], None] | None = None,
+                 grace: float = 30.0) -> None:
         self.settings = settings
+        self._grace = grace
         self._on_dead = on_dead
         self._http = http
         self.core = core
@@ -270,8 +272,13 @@ class TidingsApp:
                 await self.sync.close()
             if self.dashboard is not None:
                 await self.dashboard.close()
+            # Workers leave first, while the engine's calls in flight still get their grace:
+            # the calls this process made to them are answered through the process they
+            # move to (the hub hands them over), not cut when the grace ends.
+            if self.gateway is not None:
+                await self.gateway.drain()
             if self.runtime is not None:
-                await self.runtime.stop()
+                await self.runtime.stop(self._grace)
                 self.runtime = None
             if self.gateway is not None:
                 await self.gateway.stop()
@@ -376,10 +383,12 @@ def create_app(settings: Settings, core: Core | None = None, *,
                apps: Sequence[Tidings] = (), env: str = "dev",
                engine: EngineSettings | None = None,
                watch: AppWatch | None = None, http: bool = True,
-               on_dead: Callable[[str], None] | None = None) -> TidingsApp:
+               on_dead: Callable[[str], None] | None = None,
+               grace: float = 30.0) -> TidingsApp:
     """The ASGI app. Without ``core`` it opens its own at lifespan start-up, with a runtime that
     routes events, runs the native functions of ``apps`` and (unless ``http`` is false) calls
     those of SDK apps; in dev, ``watch`` keeps SDK apps synced. ``on_dead(why)`` is called if
-    one of the process's loops dies for good (the CLI stops the server)."""
+    one of the process's loops dies for good (the CLI stops the server). On shutdown the calls
+    in flight get ``grace`` seconds to finish before their runs are handed back."""
     return TidingsApp(settings, core, apps=apps, env=env, engine=engine, watch=watch,
-                      http=http, on_dead=on_dead)
+                      http=http, on_dead=on_dead, grace=grace)

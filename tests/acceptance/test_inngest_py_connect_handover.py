@@ -1,0 +1,88 @@
+"""Scenario: a process stopped while it waits on a call it made itself. Two ``tidings serve``
+processes on one PostgreSQL database behind a load balancer, and a Connect worker (the
+official ``inngest`` SDK for Python, ``connect()``) that reaches them through it. The first
+holds the worker's socket and is the only one that calls SDK apps (the second runs with
+``--no-http``), so it claims the run and calls the worker down its own socket. While the run's
+long step is held in the worker, the first is stopped with SIGTERM (``--grace 25``): it tells
+the worker ``GATEWAY_CLOSING`` at once and hands the call over to the database, and the worker
+reconnects to the second while the first still waits on the call. The worker replies there;
+the first reads the reply from the database, the run completes within the grace, and no step
+runs twice."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.acceptance.connect_stack import APP, ConnectStack
+from tests.acceptance.sdk_apps import production_keys, wait_for
+from tests.acceptance.test_inngest_py_connect import send
+from tests.acceptance.test_inngest_py_connect_failover import Balancer, sockets_held
+from tests.acceptance.test_inngest_py_connect_processes import serve
+from tests.conftest import fresh_schema, stop_server
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def handing(tmp_path: Path) -> Iterator[tuple[ConnectStack, ConnectStack, Balancer]]:
+    with fresh_schema() as db:
+        keys = production_keys(tmp_path, db=db)
+        worker_env = {"INNGEST_DEV": "0", "INNGEST_SIGNING_KEY": keys.signing_key}
+        first, second = (ConnectStack(serve(tmp_path, name, db, keys.env, *args), 0, tmp_path,
+                                      [], worker_env, keys.api_key, keys.event_key, keys)
+                         for name, args in (("first", ("--grace", "25")),
+                                            ("second", ("--no-http",))))
+        balancer = Balancer([first.server.url, second.server.url])
+        try:
+            yield first, second, balancer
+        finally:
+            for worker in first.workers:
+                worker.stop()
+            balancer.close()
+            stop_server(second.server)
+            stop_server(first.server)
+
+
+def test_a_call_made_by_a_stopping_process_is_answered_through_the_next(
+        handing: tuple[ConnectStack, ConnectStack, Balancer], tmp_path: Path) -> None:
+    first, second, balancer = handing
+    worker = first.start_worker("w1", INNGEST_BASE_URL=balancer.url)
+    first_log = first.server.data_dir / "server.log"
+    second_log = second.server.data_dir / "server.log"
+
+    def logs() -> str:
+        return first.logs() + "\n--- second ---\n" + second_log.read_text(errors="replace")
+
+    wait_for(lambda: True if sockets_held(first.server.url, first.api_key) == 1 else None,
+             timeout=30, what="the worker to connect to the first process", logs=logs)
+    gate = tmp_path / "gate"
+    run = second.api.run_of(send(second, "connect/slow", {"gate": str(gate)}), f"{APP}-slow")
+
+    def ran(step: str) -> int:
+        return [s for _, run_id, s, _ in first.steps() if run_id == run["id"]].count(step)
+
+    wait_for(lambda: True if ran("long-start") else None, timeout=60,
+             what="the long step to start", logs=logs)
+
+    first.server.process.send_signal(signal.SIGTERM)
+    # The worker leaves at once, not when the first's grace is over, and its call goes with it.
+    wait_for(lambda: True if sockets_held(second.server.url, second.api_key) == 1 else None,
+             timeout=60, what="the worker to reconnect to the second process", logs=logs)
+    wait_for(lambda: True if "may come through any process" in first_log.read_text(
+        errors="replace") else None, timeout=30, what="the first to hand its call over",
+        logs=logs)
+    assert ran("long-end") == 0
+
+    gate.touch()
+    done = second.api.finished(run["id"], timeout=120, logs=logs)
+    assert done["status"] == "Completed", done
+    assert done["output"] == {"recorded_by": "w1", "long_by": "w1"}
+    # Each step ran once: the run was not handed back and called again.
+    assert (ran("recorded"), ran("long-start"), ran("long-end")) == (1, 1, 1), first.steps()
+    assert first.server.process.wait(timeout=60) in (0, -signal.SIGTERM), logs()
+    assert worker.process.poll() is None  # the worker carried on
+    assert "does not hold" not in second_log.read_text(errors="replace")
