@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Iterable
@@ -86,8 +87,10 @@ class Reply:
         return self.distrust is None
 
 
+@functools.lru_cache(maxsize=4096)
 def step_url(url: str, step_id: str) -> str:
-    """The function's URL aimed at ``step_id`` (its ``stepId`` parameter replaced)."""
+    """The function's URL aimed at ``step_id`` (its ``stepId`` parameter replaced). Every call
+    of a run asks for one of a few (most for ``step``): each is built once."""
     parts = urlsplit(url)
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "stepId"]
     return urlunsplit(parts._replace(query=urlencode([*query, ("stepId", step_id)])))
