@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from tidings.connect import wire_pb2 as pb
+from tidings.connect.outbox import envelope
 from tidings.connect.relay import POLL, CallRow, NotAcked, Relay, Remote
 from tidings.connect.request_ids import RequestIds
 from tidings.connect.worker import Worker
@@ -378,9 +379,7 @@ class Hub:
             request_id=request_id, env_id=worker.env_id, app_id=app, app_name=app,
             function_id=slug, function_slug=slug, step_id=step, request_payload=body,
             run_id=run_id, lease_id=lease_id, job_id=run_id)
-        data: bytes = pb.ConnectMessage(kind=pb.GATEWAY_EXECUTOR_REQUEST,
-                                        payload=request.SerializeToString()).SerializeToString()
-        return data
+        return envelope(pb.GATEWAY_EXECUTOR_REQUEST, request.SerializeToString())
 
     async def _call(self, worker: Worker, app: str, slug: str, step: str, run_id: str,
                     body: bytes) -> pb.SDKResponse:

@@ -34,6 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from tidings.apps.sync import AppSync
 from tidings.connect import wire_pb2 as pb
 from tidings.connect.hub import Hub, app_url, function_url
+from tidings.connect.outbox import Outbox, envelope
 from tidings.connect.worker import Worker
 from tidings.errors import RequestRejected
 from tidings.ids import now_ms
@@ -65,8 +66,7 @@ class Opening:
 
 
 def frame(kind: pb.Kind, payload: bytes = b"") -> bytes:
-    data: bytes = pb.ConnectMessage(kind=kind, payload=payload).SerializeToString()
-    return data
+    return envelope(kind, payload)
 
 
 def parse(message: Any) -> pb.ConnectMessage:
@@ -96,6 +96,7 @@ class Session:
                  settings: ConnectSettings,
                  authenticate: Callable[[pb.WorkerConnectRequestData], Awaitable[str]]) -> None:
         self.ws = ws
+        self._out = Outbox(ws)
         self.hub = hub
         self.sync = sync
         self.settings = settings
@@ -112,6 +113,7 @@ class Session:
             await self._converse()
         except Refused as exc:
             log.warning("connect %s: closed: %s", self.label, exc)
+            self._out.flush()
             await self.ws.close(exc.code, str(exc)[:120])
         except ConnectionClosed as exc:
             if exc.rcvd is not None and exc.rcvd.code not in (1000, 1001):
@@ -131,16 +133,16 @@ class Session:
         """The gateway is shutting down: the worker should reconnect (to another process)."""
         log.info("connect %s: told the gateway is closing", self.label)
         with contextlib.suppress(ConnectionClosed):
-            await self.ws.send(frame(pb.GATEWAY_CLOSING))
+            await self._out.send(frame(pb.GATEWAY_CLOSING))
 
     async def _send(self, data: bytes) -> None:
         try:
-            await self.ws.send(data)
+            await self._out.send(data)
         except ConnectionClosed as exc:
             raise ConnectionError(f"the worker's socket closed ({exc})") from None
 
     async def _converse(self) -> None:
-        await self.ws.send(frame(pb.GATEWAY_HELLO))
+        await self._out.send(frame(pb.GATEWAY_HELLO))
         try:
             first = await asyncio.wait_for(self.ws.recv(), self.settings.hello_timeout)
         except TimeoutError:
@@ -155,7 +157,7 @@ class Session:
         ready = pb.GatewayConnectionReadyData(
             heartbeat_interval="10s", extend_lease_interval=f"{self.settings.extend_interval}s",
             status_interval="0s")
-        await self.ws.send(frame(pb.GATEWAY_CONNECTION_READY, ready.SerializeToString()))
+        await self._out.send(frame(pb.GATEWAY_CONNECTION_READY, ready.SerializeToString()))
         await self.hub.add(self.worker)
         log.info("connect %s: ready (env %s, instance %s, apps %s)", self.label,
                  self.worker.env_id, self.worker.instance_id, sorted(self.worker.functions))
@@ -245,7 +247,7 @@ class Session:
 
     async def _sync_failed(self, why: str) -> Any:
         error = pb.SystemError(code="connect_invalid_function_config", message=why)
-        await self.ws.send(frame(pb.SYNC_FAILED, error.SerializeToString()))
+        await self._out.send(frame(pb.SYNC_FAILED, error.SerializeToString()))
         raise Refused(POLICY, f"connect_invalid_function_config: {why}")
 
     async def _handle(self, message: pb.ConnectMessage) -> None:
@@ -257,7 +259,7 @@ class Session:
         if kind == pb.WORKER_HEARTBEAT:
             if not worker.draining:
                 worker.last_beat = asyncio.get_running_loop().time()
-            await self.ws.send(frame(pb.GATEWAY_HEARTBEAT))
+            await self._out.send(frame(pb.GATEWAY_HEARTBEAT))
         elif kind == pb.WORKER_REQUEST_ACK:
             ack = payload(pb.WorkerRequestAckData, message)
             if not await self.hub.acked(worker, ack.request_id):
@@ -299,6 +301,7 @@ class Session:
         try:
             await word
         except Refused as exc:  # logged by ``run`` as the read loop ends
+            self._out.flush()
             with contextlib.suppress(ConnectionClosed):
                 await self.ws.close(exc.code, str(exc)[:120])
         except (ConnectionClosed, ConnectionError):
@@ -316,12 +319,12 @@ class Session:
         else:
             log.info("connect %s: lease of request %s not extended (lapsed or not its)",
                      self.label, extend.request_id)
-        await self.ws.send(frame(pb.WORKER_REQUEST_EXTEND_LEASE_ACK,
+        await self._out.send(frame(pb.WORKER_REQUEST_EXTEND_LEASE_ACK,
                                  answer.SerializeToString()))
 
     async def _reply(self, worker: Worker, reply: pb.SDKResponse) -> None:
         if not await self.hub.replied(worker, worker.env_id, reply):
             raise Refused(POLICY, f"reply for request {reply.request_id[:40]!r}, which "
                                   "this worker does not hold")
-        await self.ws.send(frame(pb.WORKER_REPLY_ACK, pb.WorkerReplyAckData(
+        await self._out.send(frame(pb.WORKER_REPLY_ACK, pb.WorkerReplyAckData(
             request_id=reply.request_id).SerializeToString()))
