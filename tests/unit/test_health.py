@@ -4,7 +4,9 @@ process staying live meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import httpx
@@ -14,9 +16,10 @@ import pytest
 from tests.conftest import make_settings
 from tests.faults import FaultySQLite, FlakyStorage
 from tidings.core import Core
-from tidings.server import create_app
+from tidings.server import create_app, health
 from tidings.storage import storage_for
 from tidings.storage.migrations import schema_version
+from tidings.storage.tx import Tx
 
 
 def _client(core: Core) -> httpx.AsyncClient:
@@ -101,3 +104,28 @@ async def test_sqlite_faults_make_the_process_not_ready(
     finally:
         switch.switch.unlink(missing_ok=True)
         await core.close()
+
+
+async def test_a_read_that_hangs_makes_ready_answer_503_at_its_timeout(
+        core: Core, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read is left to end on its own: a cancelled database call ends only once its thread
+    is done with it (``storage/threads.py``), which ``/ready`` does not wait for."""
+    release = threading.Event()
+
+    def hung(tx: Tx) -> int:
+        assert release.wait(30)
+        return 0
+
+    monkeypatch.setattr(health, "schema_version", hung)
+    monkeypatch.setattr(health, "READY_TIMEOUT", 0.2)
+    answering = asyncio.create_task(health.ready(core))
+    try:
+        done, _ = await asyncio.wait({answering}, timeout=20)
+        assert done, "/ready waited for the read that hangs"
+        status, body = answering.result()
+    finally:
+        release.set()
+        await asyncio.wait({answering})
+
+    assert status == 503
+    assert body["checks"]["database"] == "no answer within 0.2 s"

@@ -17,7 +17,8 @@ do not restart it.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,6 +31,8 @@ from tidings.storage.sql import migration_files
 from tidings.supervision import describe
 
 READY_TIMEOUT = 2.0
+T = TypeVar("T")
+_LEFT: set[asyncio.Future[Any]] = set()  # calls timed out, still ending (kept from the GC)
 
 
 def live(core: Core) -> tuple[int, dict[str, Any]]:
@@ -50,7 +53,7 @@ async def ready(core: Core) -> tuple[int, dict[str, Any]]:
     storage = core.storage
     checks: dict[str, str] = {}
     try:
-        version = await asyncio.wait_for(storage.read(schema_version), READY_TIMEOUT)
+        version = await _within(storage.read(schema_version))
         checks["database"] = "ok"
         expected = max((v for v, _, _ in migration_files(storage.dialect)), default=0)
         checks["migrations"] = ("ok" if version == expected else
@@ -60,7 +63,7 @@ async def ready(core: Core) -> tuple[int, dict[str, Any]]:
         checks["database"] = _failed(exc)
         checks["migrations"] = "unknown: the database did not answer"
     try:
-        await asyncio.wait_for(storage.write(lambda tx: tx.run("ready_probe")), READY_TIMEOUT)
+        await _within(storage.write(lambda tx: tx.run("ready_probe")))
         checks["writer"] = "ok"
     except Exception as exc:
         checks["writer"] = _failed(exc)
@@ -90,6 +93,20 @@ class HealthAPI:
 
     async def ready(self, request: Request) -> Response:
         return json_response(*await ready(self.core))
+
+
+async def _within(call: Coroutine[Any, Any, T]) -> T:
+    """``call``'s result, or ``TimeoutError`` after ``READY_TIMEOUT`` seconds. A call that
+    takes longer is cancelled and left to end on its own: a database call in a thread ends only
+    once its statement has (``storage/threads.py``), which the answer does not wait for."""
+    task = asyncio.ensure_future(call)
+    done, _ = await asyncio.wait({task}, timeout=READY_TIMEOUT)
+    if not done:
+        task.cancel()
+        _LEFT.add(task)
+        task.add_done_callback(_LEFT.discard)
+        raise TimeoutError
+    return task.result()
 
 
 def _failed(exc: BaseException) -> str:
