@@ -87,3 +87,34 @@ async def test_dev_reads_user_as_before(client: httpx.AsyncClient) -> None:
     assert one["user"] == USER and one["user_masked"] is False
     export = await client.get(f"/v1/users/{USER['external_id']}/events")
     assert export.status_code == 200 and "ada@example.com" in export.text
+
+
+async def test_only_api_keys_made_to_read_user_erase_a_person(db_url: str,
+                                                               tmp_path: Path) -> None:
+    core = await Core.start(make_settings(db_url, tmp_path, mode="serve"))
+    try:
+        event_key, _ = await create_key(core.storage, "production", "event")
+        reader, _ = await create_key(core.storage, "production", "api", reads_user=True)
+        plain, _ = await create_key(core.storage, "production", "api")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(
+                core.settings, core)), base_url="https://tidings") as http:
+            [event_id] = (await http.post(f"/e/{event_key}", json={
+                "name": "signup", "data": {}, "user": USER})).json()["ids"]
+            as_plain = {"authorization": f"Bearer {plain}"}
+            as_reader = {"authorization": f"Bearer {reader}"}
+            path = f"/v1/users/{USER['external_id']}"
+            refused = await http.delete(path, params={"events": "delete"}, headers=as_plain)
+            bad = await http.delete(path, params={"events": "all"}, headers=as_plain)
+            kept = (await http.get(f"/v1/events/{event_id}", headers=as_reader)).json()["data"]
+            erased = await http.delete(path, params={"events": "delete"}, headers=as_reader)
+            gone = await http.get(f"/v1/events/{event_id}", headers=as_reader)
+    finally:
+        await core.close()
+
+    assert refused.status_code == 403, refused.text
+    assert "reads-user permission" in refused.json()["error"]
+    assert bad.status_code == 400 and "events" in bad.json()["error"]
+    assert kept["user"] == USER  # the refused erasure destroyed nothing
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["data"]["key_destroyed"] and erased.json()["data"]["events_deleted"] == 1
+    assert gone.status_code == 404

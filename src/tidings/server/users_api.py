@@ -2,7 +2,9 @@
 erase a person (``privacy/erase.py``).
 
 A person is named by the ``external_id`` of their events' ``user`` objects, in the environment
-of the API key (or its ``x-inngest-env`` branch).
+of the API key (or its ``x-inngest-env`` branch). Under ``serve`` both need an API key with the
+reads-user permission, as the dashboard's erase button needs a session with it: whoever may
+erase a person may read them; ``dev`` is open.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from tidings.server.requests import (
     json_response,
     limit_param,
     read_access,
-    read_env,
 )
+
+# The dashboard's erase button asks the same of its session (dashboard/events.py).
+_NEEDS_READS_USER = ("{what} needs an API key with the reads-user permission (tidings keys "
+                     "create --kind api --reads-user)")
 
 
 class PersonConvertor(Convertor[str]):
@@ -109,8 +114,7 @@ class UsersAPI:
         if cursor is not None and not ULID_RE.fullmatch(cursor):
             raise RequestRejected(f"cursor: not a cursor this API returned: {cursor[:100]!r}")
         if not access.reads_user:
-            raise RequestRejected("exporting a person's events needs an API key made with "
-                                  "--reads-user (tidings keys create --kind api --reads-user)",
+            raise RequestRejected(_NEEDS_READS_USER.format(what="exporting a person's events"),
                                   status=403)
         env = access.env
         page = await export_page(self.core.storage, self.core.vault, env.id, external_id,
@@ -119,10 +123,13 @@ class UsersAPI:
 
     async def erase(self, request: Request) -> Response:
         check_params(request, {"events"})
-        env = await read_env(self.core, request)
+        access = await read_access(self.core, request)
         external_id = external_id_param(request, self.core.settings.limits.max_id_chars)
         mode = events_mode_param(request)
-        done = await erase(self.core.storage, self.core.vault, env.id, external_id,
+        if not access.reads_user:
+            raise RequestRejected(_NEEDS_READS_USER.format(what="erasing a person"),
+                                  status=403)
+        done = await erase(self.core.storage, self.core.vault, access.env.id, external_id,
                            events=mode, actor=actor(request, self.core.settings.dev))
         if done.runs_cancelled:
             self.core.wakers.wake(ALL)  # cancelled runs may have freed slots or parents

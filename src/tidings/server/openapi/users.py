@@ -88,7 +88,9 @@ def paths(api_key: ApiSecurity) -> dict[str, Any]:
                            "With events=delete their events go too, and the runs those events "
                            "started are cancelled if still active and kept as tombstones "
                            "(outputs replaced by {\"erased\": true}). Idempotent: a person "
-                           "never seen gives zero counts.",
+                           "never seen gives zero counts. Under tidings serve the API key "
+                           "needs the reads-user permission (tidings keys create --kind api "
+                           "--reads-user), 403 otherwise.",
             "security": api_key,
             "parameters": [EXTERNAL_ID, {
                 "name": "events", "in": "query", "required": False,
@@ -96,6 +98,6 @@ def paths(api_key: ApiSecurity) -> dict[str, Any]:
                 "description": "keep: only the key is destroyed; delete: their events too.",
             }, *READ_HEADERS],
             "responses": {"200": data(ref("Erasure"), "What was erased"),
-                          **errors(400, 401)},
+                          **errors(400, 401, 403)},
         }},
     }
