@@ -79,16 +79,17 @@ async def test_a_functions_runs_are_read_along_runs_function_in_every_call(
                        for n in on_runs), (name, shown)
             assert not any(n["Node Type"] in ("Sort", "Incremental Sort") for n in nodes), (
                 name, shown)
-        # A status filter that matches few runs reads every run of the function, in order or
-        # not (no index holds the status): a bitmap of runs_function and a sort is as good as
-        # walking it; never runs_pkey (the whole table) nor a sequential scan.
+        # A status filter that matches few runs: the runs of the function in that status along
+        # runs_function_status (function_id, status, id), then sorted (they are few), or every
+        # run of the function along an index that starts with function_id; never runs_pkey
+        # (the whole table) nor a sequential scan.
         nodes = _plan(conn, tx._q["list_runs_of_function"],
                       _params("list_runs_of_function failed", function_id))
         on_runs = [n for n in nodes if n.get("Relation Name") == "runs"
                    or n.get("Index Name", "").startswith("runs")]
-        # (Either index that starts with function_id: runs_function or the dedup key's.)
         assert [n.get("Index Name") for n in on_runs if "Index Name" in n] in (
-            ["runs_function"], ["runs_function_id_dedup_key_key"]), nodes
+            ["runs_function_status"], ["runs_function"], ["runs_function_id_dedup_key_key"]
+        ), nodes
         assert {n["Node Type"] for n in on_runs} <= {*ORDERED_SCANS, "Bitmap Heap Scan",
                                                       "Bitmap Index Scan"}, nodes
         for _ in range(8):  # psycopg prepares a statement on its fifth call

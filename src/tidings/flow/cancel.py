@@ -124,8 +124,8 @@ def cancel_between(tx: Tx, registry: Registry, fn: FunctionRow, since_ms: int, u
     """Cancel up to ``batch`` runs of ``fn`` created in ``[since_ms, until_ms)`` that have not
     ended; how many were cancelled (fewer than ``batch``: none is left)."""
     count = 0
-    for (run_id,) in tx.all("flow_open_runs", (fn.id, floor_id(since_ms), floor_id(until_ms),
-                                              batch)):
-        if cancel_run(tx, registry, run_id, BULK_REASON, now):
+    for row in tx.all("flow_open_runs", (fn.id, floor_id(since_ms), floor_id(until_ms),
+                                         batch)):
+        if cancel_run(tx, registry, row[0], BULK_REASON, now):
             count += 1
     return count

@@ -141,8 +141,8 @@ def find_runs(tx: Tx, query: RunQuery) -> RunPage:
     for a function or each function of an app, else ``runs_env``), reading a few columns of
     each, and reads only the matching runs in full. A page can then hold fewer runs than asked,
     even none, with a cursor to look further: no page costs more than ``SCAN`` index entries,
-    however rare its matches are among a million runs (no index holds the status: one would
-    cost every run's start and end a write)."""
+    however rare its matches are among a million runs (runs_function_status holds the status
+    but not the order of ids across statuses; the bulk previews count along it)."""
     if query.by_id_alone and query.every_status:
         rows = list_runs(tx, replace(query, limit=query.limit + 1))
         page = rows[:query.limit]

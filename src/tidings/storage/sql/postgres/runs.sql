@@ -102,8 +102,11 @@ WHERE r.function_id = ANY(ARRAY[%s]) AND r.id >= %s AND r.id < %s
 ORDER BY r.function_id DESC, r.id DESC LIMIT %s;
 
 -- name: statuses_of_newest_function_runs
--- The same range, counted (see list_runs_of_function). Planned on each call.
-SELECT status, count(*) FROM (SELECT status FROM runs
+-- The same range, counted (see list_runs_of_function). Planned on each call. It reads a
+-- column runs_function_status does not hold (event_id) on purpose: else, the table vacuumed,
+-- PostgreSQL read that index only, every run of the function, and sorted them by id (78 ms at
+-- 1,000,000 runs against 1 ms along runs_function).
+SELECT status, count(event_id) FROM (SELECT status, event_id FROM runs
                               WHERE function_id = ANY(ARRAY[%s]) AND id >= %s AND id < %s
                               ORDER BY function_id DESC, id DESC LIMIT %s) AS newest
 GROUP BY status;
@@ -128,7 +131,10 @@ FROM unnest(%s::text[]) AS f(id) CROSS JOIN LATERAL (
 -- runs_function (see list_runs_of_function): written as function_id = the function,
 -- PostgreSQL walked runs_pkey and filtered the function and the status, every run of the
 -- table when the function had none open (2.5 s at 1,000,000 runs). Planned on each call.
-SELECT id FROM runs
+-- It reads event_id, which runs_function_status does not hold: else PostgreSQL read that index
+-- only, every run of the function, and sorted them by id (see
+-- statuses_of_newest_function_runs). The caller takes the first column.
+SELECT id, event_id FROM runs
 WHERE function_id = ANY(ARRAY[%s]) AND id >= %s AND id < %s
     AND status NOT IN ('Completed', 'Failed', 'Cancelled')
 ORDER BY function_id, id LIMIT %s;

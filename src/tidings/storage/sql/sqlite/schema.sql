@@ -116,6 +116,7 @@ CREATE TABLE runs (
 CREATE INDEX runs_due ON runs (queue, due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX runs_env ON runs (env_id, id);
 CREATE INDEX runs_function ON runs (function_id, id);
+CREATE INDEX runs_function_status ON runs (function_id, status, id);
 CREATE INDEX runs_event ON runs (event_id);
 CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
 
