@@ -87,17 +87,17 @@ def sockets_held(url: str, api_key: str | None) -> float | None:
 
 
 @contextlib.contextmanager
-def behind_balancer(tmp_path: Path, *first_args: str
+def behind_balancer(tmp_path: Path, *first_args: str, second_args: tuple[str, ...] = ()
                     ) -> Iterator[tuple[ConnectStack, ConnectStack, Balancer]]:
-    """Two ``tidings serve`` processes on a fresh PostgreSQL schema (the first started with
-    ``first_args``) behind a ``Balancer``; the first's workers, the balancer and both
-    processes are stopped after."""
+    """Two ``tidings serve`` processes on a fresh PostgreSQL schema (started with
+    ``first_args`` and ``second_args``) behind a ``Balancer``; the first's workers, the
+    balancer and both processes are stopped after."""
     with fresh_schema() as db:
         keys = production_keys(tmp_path, db=db)
         worker_env = {"INNGEST_DEV": "0", "INNGEST_SIGNING_KEY": keys.signing_key}
         first, second = (ConnectStack(serve(tmp_path, name, db, keys.env, *args), 0, tmp_path,
                                       [], worker_env, keys.api_key, keys.event_key, keys)
-                         for name, args in (("first", first_args), ("second", ())))
+                         for name, args in (("first", first_args), ("second", second_args)))
         balancer = Balancer([first.server.url, second.server.url])
         try:
             yield first, second, balancer

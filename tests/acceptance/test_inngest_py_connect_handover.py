@@ -18,33 +18,21 @@ from pathlib import Path
 import pytest
 
 from tests.acceptance.connect_stack import APP, ConnectStack
-from tests.acceptance.sdk_apps import production_keys, wait_for
+from tests.acceptance.sdk_apps import wait_for
 from tests.acceptance.test_inngest_py_connect import send
-from tests.acceptance.test_inngest_py_connect_failover import Balancer, sockets_held
-from tests.acceptance.test_inngest_py_connect_processes import serve
-from tests.conftest import fresh_schema, stop_server
+from tests.acceptance.test_inngest_py_connect_failover import (
+    Balancer,
+    behind_balancer,
+    sockets_held,
+)
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
 def handing(tmp_path: Path) -> Iterator[tuple[ConnectStack, ConnectStack, Balancer]]:
-    with fresh_schema() as db:
-        keys = production_keys(tmp_path, db=db)
-        worker_env = {"INNGEST_DEV": "0", "INNGEST_SIGNING_KEY": keys.signing_key}
-        first, second = (ConnectStack(serve(tmp_path, name, db, keys.env, *args), 0, tmp_path,
-                                      [], worker_env, keys.api_key, keys.event_key, keys)
-                         for name, args in (("first", ("--grace", "25")),
-                                            ("second", ("--no-http",))))
-        balancer = Balancer([first.server.url, second.server.url])
-        try:
-            yield first, second, balancer
-        finally:
-            for worker in first.workers:
-                worker.stop()
-            balancer.close()
-            stop_server(second.server)
-            stop_server(first.server)
+    with behind_balancer(tmp_path, "--grace", "25", second_args=("--no-http",)) as stacks:
+        yield stacks
 
 
 def test_a_call_made_by_a_stopping_process_is_answered_through_the_next(
