@@ -4,6 +4,7 @@ label values folded past their bound and escaped, and who may scrape."""
 from __future__ import annotations
 
 import collections
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -149,6 +150,27 @@ async def test_under_serve_metrics_need_an_api_key_unless_public(
         assert (await scrape(off)).status_code == 404
     finally:
         await core.close()
+
+
+def test_updates_from_several_threads_add_up_and_a_raised_bound_is_used_at_once() -> None:
+    def count(name: str) -> float:
+        return metrics.REGISTRY.get_sample_value(
+            "tidings_runs_scheduled_total",
+            {"app": "cached-app", "function": "cached-fn", "trigger": name}) or 0.0
+
+    try:
+        metrics.configure(max_event_names=len(metrics.event_names._seen))  # full: "other"
+        metrics.scheduled("cached-app", "cached-fn", "cached/late")
+        metrics.configure(max_event_names=1_000_000)
+        metrics.scheduled("cached-app", "cached-fn", "cached/late", 2)
+        metrics.scheduled("cached-app", "cached-fn", "cached/late")
+        worker = threading.Thread(target=metrics.scheduled,
+                                  args=("cached-app", "cached-fn", "cached/late", 4))
+        worker.start()
+        worker.join()
+    finally:
+        metrics.configure()
+    assert count("other") == 1 and count("cached/late") == 7
 
 
 def test_the_bound_of_event_names_is_configurable() -> None:

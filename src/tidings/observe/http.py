@@ -58,7 +58,7 @@ class RequestObserver:
             if self._timed or span is not None:
                 route = self._route_of(scope)
                 if self._timed:
-                    metrics.http_request_duration.observe((route, method, str(status)), took)
+                    metrics.http_request(route, method, status, took)
                 if span is not None:
                     tracing.request_ended(span, route, method, status)
             if self._access_log:
