@@ -5,6 +5,7 @@ a call to an SDK app is a CLIENT span whose context goes with the request."""
 from __future__ import annotations
 
 import collections
+import gc
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -280,3 +281,32 @@ def test_spans_are_sampled_as_otel_traces_sampler_says() -> None:
         assert {"process f", "step s"} <= found
     else:
         assert not {"process f", "step s"} & found
+
+
+def test_spans_wait_for_export_as_records_the_garbage_collector_lets_go_of() -> None:
+    """A span waiting for export is a record of names, ids and numbers: once the collector
+    has met it, it no longer tracks it (a record holding an object of ours stayed tracked,
+    walked by every collection until its export)."""
+    records: list[Any] = []
+    tracing.use(SimpleSpanProcessor(InMemorySpanExporter()))
+    try:
+        sink = tracing._sink
+        assert sink is not None
+        sink.add = records.append
+        request = tracing.request_began([(b"traceparent", TRACEPARENT.encode())])
+        producer = tracing.producing(2)
+        assert request is not None and producer is not None
+        tracing.produced(producer)
+        tracing.request_ended(request, "/e/{key}", "POST", 200)
+        tracing.step_span("01RUN", step="s", name="s", op="run", attempt=0, started_at=1,
+                          ended_at=2, error={"name": "Error", "message": "boom"})
+        tracing.run_span("01RUN", function="f", app="a", status="Completed", started_at=1,
+                         ended_at=4, attempt=1, event_ids=["01EV"],
+                         traceparents=[producer.traceparent],
+                         pauses=[tracing.Pause(step="z", name="nap", kind="sleep",
+                                               started_at=2, ended_at=3)])
+    finally:
+        tracing.use(None)
+    gc.collect()
+    assert len(records) == 5
+    assert [record for record in records if gc.is_tracked(record)] == []

@@ -157,8 +157,13 @@ class Sampler:
 
 
 Record = tuple[Any, ...]
-"""A finished span as it waits for export: its maker (called in the export thread, with the
-sink and the record), then what the maker needs, as the caller had it."""
+"""A finished span as it waits for export: the name of its maker (called in the export thread,
+with the sink and the record), then what the maker needs, as the caller had it. Names, ids,
+numbers and tuples of them only, no object of ours: the garbage collector stops tracking such
+a tuple the first time it meets it, so records waiting in the queue are not walked again by
+each collection, nor promoted to the old generation (where they would bring on full
+collections). A maker or a span object in the record did both."""
+Maker = Callable[["Sink", Record], Any]
 
 
 class Sink:
@@ -173,7 +178,8 @@ class Sink:
     are made once."""
 
     def __init__(self, resource: Any, sampler: Sampler,
-                 parse: Callable[[str], tuple[int, int, bool] | None]) -> None:
+                 parse: Callable[[str], tuple[int, int, bool] | None],
+                 makers: Mapping[str, Maker]) -> None:
         from opentelemetry import trace
         from opentelemetry.sdk.trace import ReadableSpan
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -216,6 +222,7 @@ class Sink:
         self.status = Status
         self.error = StatusCode.ERROR
         self._parse = parse
+        self._makers: dict[str, Maker] = {"emitted": _emitted, **makers}
         self._links: dict[tuple[str, ...], tuple[Any, ...]] = {}
 
     def emit(self, name: str, kind: str, trace_id: int, span_id: int,
@@ -224,24 +231,25 @@ class Sink:
         """Record a finished span (sampled: the caller decided). Its attributes are
         ``values`` under ``keys`` (or ``values`` itself, a dict, when ``keys`` is None);
         ``error``: its status is ERROR with that description ("" for none)."""
-        self.add((_emitted, name, kind, trace_id, span_id, parent_span_id, remote_parent,
+        self.add(("emitted", name, kind, trace_id, span_id, parent_span_id, remote_parent,
                   start, end, keys, values, error))
 
     def span(self, record: Record) -> Any:
         """The ``ReadableSpan`` of a record."""
-        return record[0](self, record)
+        return self._makers[record[0]](self, record)
 
     def make(self, name: str, kind: str, trace_id: int, span_id: int,
              parent_span_id: int | None, remote_parent: bool, start: int, end: int,
              attributes: dict[str, Any], error: str | None,
              links: Sequence[Any] = ()) -> Any:
         """A ``ReadableSpan`` (for a maker); ``links`` as ``links_to`` gives them."""
-        context = self.context(trace_id, span_id, False, self.flags)
-        parent = None if parent_span_id is None else self.context(
-            trace_id, parent_span_id, remote_parent, self.flags)
-        status = self.unset if error is None else self.status(self.error, error or None)
-        return self.finished(name, context, parent, self.kinds[kind], attributes, start,
-                             max(end, start), status, links)
+        make, flags = self.context, self.flags
+        return self.finished(
+            name, make(trace_id, span_id, False, flags),
+            None if parent_span_id is None else make(trace_id, parent_span_id, remote_parent,
+                                                     flags),
+            self.kinds[kind], attributes, start, end if end > start else start,
+            self.unset if error is None else self.status(self.error, error or None), links)
 
     def links_to(self, traceparents: tuple[str, ...]) -> tuple[Any, ...]:
         """Links to the contexts of these ``traceparent``s (bad ones left out)."""
