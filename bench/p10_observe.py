@@ -5,7 +5,12 @@ connections) and P3 (event → 1-step function completed, 500-event requests) on
 nothing: ``bench/variants.py traced``), in alternating rounds. Goals: on/off >= 0.95 for both,
 traced/off >= 0.90.
 
-``python -m bench.p10_observe [--rounds 4] [--seconds 8] [--n 5000] [--only p1,p3]``
+``python -m bench.p10_observe [--rounds 4] [--seconds 8] [--n 5000] [--only p1,p3]
+[--base-src DIR]``
+
+With ``--base-src`` (another checkout's ``src``) "on" and "traced" also run on that code in the
+same alternating rounds (``base-on``, ``base-traced``), and the summary gives their ratios to
+"off" beside this code's: before and after in one run.
 
 The machine is shared: each round records the load average, and the summary gives the ratio
 of medians and the median of per-round ratios (each pair of rounds saw the same neighbours).
@@ -13,19 +18,23 @@ of medians and the median of per-round ratios (each pair of rounds saw the same 
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from bench import alternating
 from bench.engine import Report, load, pin_self
-from bench.harness import OBSERVED, UNOBSERVED, Plan, run_plan
+from bench.harness import OBSERVED, SERVERS, UNOBSERVED, Plan, run_plan, sqlite_server
 from bench.p1_ingest import EVENT
 from bench.p3_throughput import tidings_round
 
 GOAL = 0.95
 GOAL_TRACED = 0.90
 OFF, ON, TRACED = "sqlite-unobserved", "sqlite-observed", "sqlite-traced"
+BASE_ON, BASE_TRACED = "base-observed", "base-traced"
 
 
 def _ratios(off: list[float], on: list[float], goal: float = GOAL) -> dict[str, Any]:
@@ -36,6 +45,20 @@ def _ratios(off: list[float], on: list[float], goal: float = GOAL) -> dict[str, 
             "ratio_of_medians": round(of_medians, 3),
             "median_of_round_ratios": round(per_round, 3), "goal": goal,
             "met": per_round >= goal}
+
+
+def _base_ratios(by: dict[str, list[float]], cpu: dict[str, list[float]]) -> dict[str, Any]:
+    """The base code's "on" and "traced" against "off", by throughput and by CPU."""
+    if BASE_ON not in by:
+        return {}
+    return {"base_on": _ratios(by[OFF], by[BASE_ON]),
+            "base_traced": _ratios(by[OFF], by[BASE_TRACED], GOAL_TRACED),
+            "base_cpu": {name: {"of_medians": round(statistics.median(cpu[OFF])
+                                                    / statistics.median(cpu[target]), 3),
+                                "median_of_round_ratios": round(statistics.median(
+                                    a / b for a, b in zip(cpu[OFF], cpu[target], strict=True)),
+                                    3)}
+                         for name, target in (("on", BASE_ON), ("traced", BASE_TRACED))}}
 
 
 def _cpu_ratios(cpu: dict[str, list[float]]) -> dict[str, Any]:
@@ -51,10 +74,16 @@ def _cpu_ratios(cpu: dict[str, list[float]]) -> dict[str, Any]:
     return {"on": ratio(ON), "traced": ratio(TRACED)}
 
 
-def p1(rounds: int, seconds: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def p1(rounds: int, seconds: float, base: str | None = None
+       ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import msgspec
 
-    plan = Plan(name="p10_observe_p1", targets=[OFF, ON, TRACED],
+    targets = [OFF, ON, TRACED]
+    if base is not None:
+        SERVERS[BASE_ON] = partial(sqlite_server, None, OBSERVED, base)
+        SERVERS[BASE_TRACED] = partial(sqlite_server, "traced", OBSERVED, base)
+        targets += [BASE_ON, BASE_TRACED]
+    plan = Plan(name="p10_observe_p1", targets=targets,
                 body=msgspec.json.encode(EVENT),
                 events_per_request=1, rounds=rounds, seconds=seconds, warmup_seconds=2.0,
                 connections=32)
@@ -65,20 +94,25 @@ def p1(rounds: int, seconds: float) -> tuple[list[dict[str, Any]], dict[str, Any
     summary = {**_ratios(by[OFF], by[ON]), "unit": "req/s",
                "traced": _ratios(by[OFF], by[TRACED], GOAL_TRACED),
                "server_cpu_us_per_request": {t: statistics.median(cpu[t]) for t in cpu},
-               "cpu": _cpu_ratios(cpu)}
+               "cpu": _cpu_ratios(cpu), **_base_ratios(by, cpu)}
     rows = [{"bench": "p1", "target": r.target, "round": r.index, "per_s": r.req_per_s,
              "server_cpu_us": r.server_cpu_us_per_request, "load_before": r.load_before}
             for r in plan.results]
     return rows, summary
 
 
-def p3(rounds: int, n: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def p3(rounds: int, n: int, base: str | None = None
+       ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     rows = []
+    plan: list[tuple[str, tuple[str, ...], str | None, str | None]] = [
+        (OFF, UNOBSERVED, None, None), (ON, OBSERVED, None, None),
+            (TRACED, OBSERVED, "traced", None)]
+    if base is not None:
+        plan += [(BASE_ON, OBSERVED, None, base), (BASE_TRACED, OBSERVED, "traced", base)]
     for index in range(1, rounds + 1):
-        for target, options, variant in ((OFF, UNOBSERVED, None), (ON, OBSERVED, None),
-                                         (TRACED, OBSERVED, "traced")):
+        for target, options, variant, src in plan:
             before = load()
-            result = tidings_round("sqlite", n, 1, options=options, variant=variant)
+            result = tidings_round("sqlite", n, 1, options=options, variant=variant, src=src)
             rows.append({"bench": "p3", "target": target, "round": index,
                          "per_s": result["per_s"],
                          "server_cpu_us": result["server_cpu_us_per_run"],
@@ -86,24 +120,33 @@ def p3(rounds: int, n: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             print(f"  p3 round {index} {target:<18} {result['per_s']:>9,.0f} runs/s  server "
                   f"CPU {result['server_cpu_us_per_run']:,.0f} us/run  load {before}",
                   flush=True)
-    targets = (OFF, ON, TRACED)
+    targets = [target for target, *_ in plan]
     by = {t: [r["per_s"] for r in rows if r["target"] == t] for t in targets}
     cpu = {t: [r["server_cpu_us"] for r in rows if r["target"] == t] for t in targets}
     return rows, {**_ratios(by[OFF], by[ON]), "unit": "runs/s",
                   "traced": _ratios(by[OFF], by[TRACED], GOAL_TRACED),
                   "server_cpu_us_per_run": {t: statistics.median(cpu[t]) for t in cpu},
-                  "cpu": _cpu_ratios(cpu)}
+                  "cpu": _cpu_ratios(cpu), **_base_ratios(by, cpu)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = alternating.parser("p10_observe", __doc__, seconds="P1", only="p1,p3").parse_args(argv)
+    parser = alternating.parser("p10_observe", __doc__, seconds="P1", only="p1,p3")
+    parser.add_argument("--base-src", type=Path, default=None, metavar="DIR",
+                        help="another checkout's src: its on and traced as more targets")
+    args = parser.parse_args(argv)
+    base = None
+    if args.base_src is not None:
+        base = str(args.base_src.resolve())
+        if not os.path.isdir(os.path.join(base, "tidings")):
+            parser.error(f"--base-src {base}: no tidings package there")
     pin_self()
     report = Report("p10_observe", {"rounds": args.rounds, "p1_seconds": args.seconds,
                                     "p3_n": args.n, "off": list(UNOBSERVED),
-                                    "on": list(OBSERVED)})
+                                    "on": list(OBSERVED), "base_src": base or ""})
 
     def part(name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        return p1(args.rounds, args.seconds) if name == "p1" else p3(args.rounds, args.n)
+        return (p1(args.rounds, args.seconds, base) if name == "p1"
+                else p3(args.rounds, args.n, base))
 
     def show(name: str, summary: dict[str, Any]) -> None:
         print(f"  {name}: on/off {summary['ratio_of_medians']} (medians), "
@@ -115,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: by server CPU, on/off {cpu['on']['of_medians']} (medians), "
               f"{cpu['on']['median_of_round_ratios']} (per round); traced/off "
               f"{cpu['traced']['of_medians']}, {cpu['traced']['median_of_round_ratios']}")
+        if base is not None:
+            on, traced, by_cpu = summary["base_on"], summary["base_traced"], summary["base_cpu"]
+            print(f"  {name} base: on/off {on['ratio_of_medians']}, "
+                  f"{on['median_of_round_ratios']}; traced/off {traced['ratio_of_medians']}, "
+                  f"{traced['median_of_round_ratios']}; by server CPU on/off "
+                  f"{by_cpu['on']['of_medians']}, traced/off {by_cpu['traced']['of_medians']}")
 
     return alternating.run_parts("P10", "observability off vs on", args, report, part, show)
 
