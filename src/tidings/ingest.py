@@ -3,7 +3,8 @@ before their ids are returned."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Sequence
 from dataclasses import replace
 
 import msgspec
@@ -22,6 +23,7 @@ from tidings.storage.tx import Tx
 from tidings.vault import Lookups, UserVault
 
 _encode = msgspec.json.encode
+_UNSEALED = itertools.repeat(None)  # the sealed data of events stored as they came
 
 
 class Ingest:
@@ -67,8 +69,10 @@ class Ingest:
         rows = []
         env = await ENV_SETTINGS.of(self._storage, env_id)
         generation = env.generation
-        seal_data = None if generation is None else SEALS.event_data(env_id, generation)
-        for event_id, event in zip(ids, events, strict=True):
+        sealed = _UNSEALED if generation is None else SEALS.events_data(
+            env_id, generation, ids, [event.data for event in events])
+        # One id per event; off, ``sealed`` repeats None for ever.
+        for event_id, event, data in zip(ids, events, sealed, strict=False):
             user = subject = None
             if event.user:
                 user, subject = await seal(env_id, event_id, event.user, lookups)
@@ -93,8 +97,10 @@ class Ingest:
                         event.deliver_at is None or event.deliver_at <= now) else None,
                     meta=None if meta is None else _encode(meta),
                     traceparent=traceparent,
-                    sealed=None if seal_data is None else self._sealed(
-                        env_id, generation, event_id, event, seal_data),
+                    sealed=None if data is None else (
+                        Sealed(data=data, key=None, dedup=None)
+                        if event.key is None and context is None and meta is None
+                        else self._sealed(env_id, generation, event_id, event, data)),
                 )
             )
         until = now if dedup_until is None else dedup_until
@@ -140,23 +146,20 @@ class Ingest:
         return env.retention.effective(self.retention_base)
 
     def _sealed(self, env_id: str, generation: int | None, event_id: str, event: NewEvent,
-                seal_data: Callable[[bytes, str], bytes]) -> Sealed:
-        """The event's ``data`` and ``id`` as stored sealed (``sealing.py``); the ``id``
-        deduplicated by its blind index."""
+                data: bytes) -> Sealed:
+        """The event as stored sealed (``sealing.py``) when it has an ``id`` (deduplicated by
+        its blind index), a ``context`` or a ``meta``; ``data`` is sealed already."""
         key, dedup, context, meta = event.key, None, None, None
-        if key is not None or event.context is not None or event.meta is not None:
-            assert generation is not None
-            if key is not None:
-                dedup = self._vault.sealer.key_index(env_id, key)
-                key = SEALS.seal_text(env_id, generation, key.encode(), key_aad(event_id))
-            if event.context is not None:  # Trigger.dev's context: the caller's, like data
-                context = SEALS.seal_json(env_id, generation, _encode(event.context),
-                                          context_aad(event_id))
-            if event.meta is not None:  # session ids: often a person's
-                meta = SEALS.seal_json(env_id, generation, _encode(event.meta),
-                                       meta_aad(event_id))
-        return Sealed(data=seal_data(event.data, event_id), key=key, dedup=dedup,
-                      context=context, meta=meta)
+        assert generation is not None
+        if key is not None:
+            dedup = self._vault.sealer.key_index(env_id, key)
+            key = SEALS.seal_text(env_id, generation, key.encode(), key_aad(event_id))
+        if event.context is not None:  # Trigger.dev's context: the caller's, like data
+            context = SEALS.seal_json(env_id, generation, _encode(event.context),
+                                      context_aad(event_id))
+        if event.meta is not None:  # session ids: often a person's
+            meta = SEALS.seal_json(env_id, generation, _encode(event.meta), meta_aad(event_id))
+        return Sealed(data=data, key=key, dedup=dedup, context=context, meta=meta)
 
 
 class EventLog:

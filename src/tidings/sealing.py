@@ -34,7 +34,7 @@ import hmac
 import itertools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Iterable
 from typing import overload
 
 from cryptography.exceptions import InvalidTag
@@ -113,22 +113,24 @@ class DataSeals:
         # A child must never use the nonces its parent may still use.
         self._nonces = (os.urandom(8), itertools.count())
 
-    def event_data(self, env_id: str, generation: int) -> Callable[[bytes, str], bytes]:
-        """``seal_json`` of events' data for one request: ``(data, event_id) -> sealed``, with
-        what every event of it shares looked up once (ingest's hot path)."""
+    def events_data(self, env_id: str, generation: int, event_ids: Iterable[str],
+                    datas: Iterable[bytes]) -> list[bytes]:
+        """``seal_json`` of the data of one request's events, in one loop with what they share
+        looked up once (ingest's hot path: per event, this is all that sealing costs)."""
         cipher, head = self._sealer(env_id, generation)
-        encrypt, start = cipher.encrypt, JSON_MARK + head
-
-        def seal(data: bytes, event_id: str) -> bytes:
-            fixed, counter = self._nonces
+        encrypt, start, b2a = cipher.encrypt, JSON_MARK + head, _b2a
+        fixed, counter = self._nonces
+        sealed: list[bytes] = []
+        append = sealed.append
+        for event_id, data in zip(event_ids, datas, strict=True):
             invocation = next(counter)
-            if invocation >= 1 << 32:
-                return self.seal_json(env_id, generation, data, event_aad(event_id))
+            if invocation >= 1 << 32:  # ``_nonce`` starts a new field: the rest go that way
+                append(self.seal_json(env_id, generation, data, event_aad(event_id)))
+                continue
             nonce = fixed + invocation.to_bytes(4, "big")
-            sealed = encrypt(nonce, data, b"event\x00" + event_id.encode())
-            return start + _b2a(nonce + sealed, newline=False) + b'"'
-
-        return seal
+            append(start + b2a(nonce + encrypt(nonce, data, b"event\x00" + event_id.encode()),
+                               newline=False) + b'"')
+        return sealed
 
     def _seal(self, env_id: str, generation: int, plain: bytes, aad: bytes) -> bytes:
         cipher, head = self._sealer(env_id, generation)
