@@ -36,11 +36,14 @@ def expire_events(tx: Tx, env_id: str, before_ms: int, chunk: int = CHUNK) -> in
     if batched is not None and batched[0] is not None:
         before = min(before, str(batched[0]))
     rows = tx.all("retention_expired_events", (env_id, before, chunk))
+    if not rows:
+        return 0
     for event_id, event_key in rows:
-        tx.run("retention_delete_skips", (event_id,))
         if event_key is not None:
             tx.run("retention_delete_claim", (env_id, event_key, event_id))
-        tx.run("retention_delete_event", (event_id,))
+    upto = (env_id, rows[-1][0])  # the same rows, one statement each
+    tx.run("retention_delete_expired_skips", upto)
+    tx.run("retention_delete_expired_events", upto)
     return len(rows)
 
 

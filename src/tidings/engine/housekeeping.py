@@ -11,7 +11,8 @@ once: a delete only removes what is expired whoever removes it.
 
 Then retention (``engine/expiry.py``): each environment's expired events and ended runs go,
 ``expiry_chunk`` rows per transaction until none are left, and SQLite returns the freed pages
-to the file system.
+to the file system; the chunks are spaced so that they take at most a tenth of the writer's
+time (``storage/pacing.py``): ingest goes on at nearly full speed while millions of rows go.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from tidings.engine import expiry
 from tidings.events.retention import Retention
 from tidings.ids import now_ms
 from tidings.storage.base import Storage
+from tidings.storage.pacing import Pacer
 from tidings.storage.tx import Tx
 from tidings.supervision import Supervisor
 
 DAY_MS = 86_400_000
+PACER = Pacer()  # retention's chunks take at most a tenth of the writer's time
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +63,13 @@ class Housekeeper:
     def __init__(self, storage: Storage, *, supervisor: Supervisor,
                  clock: Callable[[], int] = now_ms, interval: float = 10.0,
                  chunk: int = 5000, retention: Retention | None = None,
-                 expiry_chunk: int = expiry.CHUNK) -> None:
+                 expiry_chunk: int = expiry.CHUNK, pacer: Pacer = PACER) -> None:
         """``retention``: the mode's defaults (``events.retention.defaults``); None leaves
         events and runs alone."""
         self._storage = storage
         self._retention = retention
         self._expiry_chunk = expiry_chunk
+        self._pacer = pacer
         self._supervisor = supervisor
         self._clock = clock
         self._interval = interval
@@ -89,26 +93,33 @@ class Housekeeper:
 
     async def expire(self) -> int:
         """Delete every expired event and ended run (``engine/expiry.py``) a chunk per
-        transaction; how many rows went."""
+        transaction, paced (``storage/pacing.py``); how many rows went. The environments'
+        settings are read again before each round of chunks, so a change takes effect within
+        one chunk."""
         if self._retention is None:
             return 0
         now = self._clock()
         chunk = self._expiry_chunk
         total = 0
-        for env_id, retention in await self._storage.read(
-                partial(expiry.envs, base=self._retention)):
-            for ttl, sweep_one in ((retention.events_ttl_ms, expiry.expire_events),
-                                   (retention.runs_ttl_ms, expiry.expire_runs)):
-                if ttl is None:
-                    continue
-                while True:
-                    count = await self._storage.write(partial(
-                        sweep_one, env_id=env_id, before_ms=now - ttl, chunk=chunk))
-                    total += count
+        done: set[tuple[str, int]] = set()  # (environment, sweep) with nothing left
+        sweeps = (expiry.expire_events, expiry.expire_runs)
+        while True:
+            went = 0
+            for env_id, retention in await self._storage.read(
+                    partial(expiry.envs, base=self._retention)):
+                for n, ttl in enumerate((retention.events_ttl_ms, retention.runs_ttl_ms)):
+                    if ttl is None or (env_id, n) in done:
+                        continue
+                    count = await self._pacer.write(self._storage, partial(
+                        sweeps[n], env_id=env_id, before_ms=now - ttl, chunk=chunk))
+                    went += count
                     if count < chunk:
-                        break
+                        done.add((env_id, n))
+            total += went
+            if not went:
+                break
         if total:
-            while await self._storage.write(expiry.free_pages) > 0:
+            while await self._pacer.write(self._storage, expiry.free_pages) > 0:
                 pass
         return total
 

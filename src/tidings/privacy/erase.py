@@ -7,14 +7,15 @@ One erasure is a few short transactions, so ingest never waits long behind it:
    on no process can open their ``user`` objects: every process looks the key up on use
    (``vault.py``). Then the audit record is written, naming the person only by the blind
    index of their ``external_id``.
-2. with ``delete``, their events are deleted ``chunk`` at a time, each chunk with the runs those
-   events started: a run still active is cancelled first, then every run of the chunk keeps
-   its row (status, times, function) as a tombstone, its output, error and step outputs
-   (and a Trigger.dev v2 run's tasks' params, outputs and errors, its statuses' data)
-   replaced by ``ERASED``, and the lifecycle events it emitted when it ended
-   (``tidings/function.finished`` …, which copy its event's data and its result) deleted.
-   Only events received before the erasure began are deleted: a later event of the same
-   person was sealed under a new key and is theirs to keep.
+2. with ``delete``, their events are deleted ``chunk`` at a time (a few statements per chunk,
+   not per event; chunks spaced to take at most a tenth of the writer's time,
+   ``storage/pacing.py``), each chunk with the runs those events started: a run still active
+   is cancelled first, then every run of the chunk keeps its row (status, times, function)
+   as a tombstone, its output, error and step outputs (and a Trigger.dev v2 run's tasks'
+   params, outputs and errors, its statuses' data) replaced by ``ERASED``, and the lifecycle
+   events it emitted when it ended (``tidings/function.finished`` …, which copy its event's
+   data and its result) deleted. Only events received before the erasure began are deleted:
+   a later event of the same person was sealed under a new key and is theirs to keep.
 3. the storage is scrubbed (``Storage.scrub``): SQLite deletes with ``secure_delete`` during
    the erasure and then checkpoints and truncates its WAL, so neither the key nor the deleted
    rows stay in free pages or in the log.
@@ -37,6 +38,7 @@ from tidings.runs import store
 from tidings.runs.model import TERMINAL
 from tidings.sealing import TEXT_MARK, event_aad, is_sealed, open_key, opened
 from tidings.storage.base import Storage
+from tidings.storage.pacing import Pacer
 from tidings.storage.tx import Tx
 from tidings.vault import UserVault, destroy_keys, secure_delete
 
@@ -46,6 +48,7 @@ EVENTS_MODES: tuple[EventsMode, ...] = ("keep", "delete")
 ERASED = '{"erased":true}'  # what a tombstone run and its steps hold in place of outputs
 CANCEL_REASON = "cancelled: the person whose event started it was erased"
 CHUNK = 200  # events per transaction
+PACER = Pacer()  # chunks take at most a tenth of the writer's time
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,33 +99,35 @@ def delete_chunk(tx: Tx, *, erasure_id: str, env_id: str, subject: bytes, before
     secure_delete(tx, True)
     try:
         events = tx.all("privacy_events_chunk", (env_id, subject, before, chunk))
+        if not events:
+            return 0
+        upto = (env_id, subject, events[-1][0], before)  # the chunk, for one statement each
         cancelled = erased = steps = 0
+        for run_id, status, ended_at in tx.all("privacy_runs_of_chunk", upto):
+            if status not in TERMINAL and store.cancel_fenced(tx, run_id, CANCEL_REASON, now):
+                cancelled += 1
+            elif ended_at is not None:
+                # What it emitted when it ended copies its event's data and its result.
+                for emitted, data in tx.all("privacy_lifecycle_events", (
+                        env_id, floor_id(ended_at), floor_id(ended_at + 1), run_id)):
+                    if is_sealed(data) and _run_of(data, emitted) != run_id:
+                        continue
+                    tx.run("privacy_delete_event", (env_id, emitted))
+            tx.run("privacy_blank_run_output", (ERASED, run_id))
+            tx.run("privacy_blank_run_error", (ERASED, run_id))
+            steps += tx.run("privacy_blank_steps", (ERASED, run_id))
+            # A Trigger.dev v2 run's tasks are its steps.
+            steps += tx.run("privacy_blank_trigger_tasks", (ERASED, ERASED, ERASED, run_id))
+            tx.run("privacy_blank_trigger_statuses", (ERASED, run_id))
+            tx.run("privacy_mark_run", (run_id, erasure_id))
+            erased += 1
         for event_id, event_key in events:
-            for run_id, status, ended_at in tx.all("privacy_runs_of_event", (event_id,)):
-                if status not in TERMINAL and store.cancel_fenced(tx, run_id, CANCEL_REASON,
-                                                                  now):
-                    cancelled += 1
-                elif ended_at is not None:
-                    # What it emitted when it ended copies its event's data and its result.
-                    for emitted, data in tx.all("privacy_lifecycle_events", (
-                            env_id, floor_id(ended_at), floor_id(ended_at + 1), run_id)):
-                        if is_sealed(data) and _run_of(data, emitted) != run_id:
-                            continue
-                        tx.run("privacy_delete_event", (env_id, emitted))
-                tx.run("privacy_blank_run_output", (ERASED, run_id))
-                tx.run("privacy_blank_run_error", (ERASED, run_id))
-                steps += tx.run("privacy_blank_steps", (ERASED, run_id))
-                # A Trigger.dev v2 run's tasks are its steps.
-                steps += tx.run("privacy_blank_trigger_tasks", (ERASED, ERASED, ERASED, run_id))
-                tx.run("privacy_blank_trigger_statuses", (ERASED, run_id))
-                tx.run("privacy_mark_run", (run_id, erasure_id))
-                erased += 1
-            tx.run("privacy_delete_skips", (event_id,))
             if event_key is not None:
                 if event_key.startswith(TEXT_MARK):
                     event_key = claim_key(open_key(event_key, event_id) or "")
                 tx.run("privacy_delete_claim", (env_id, event_key, event_id))
-            tx.run("privacy_delete_event", (env_id, event_id))
+        tx.run("privacy_delete_chunk_skips", upto)
+        tx.run("privacy_delete_chunk", upto)
         tx.run("privacy_erasure_progress", (len(events), cancelled, erased, steps, erasure_id))
         return len(events)
     finally:
@@ -155,8 +160,9 @@ def run_erasure(tx: Tx, run_id: str) -> str | None:
 
 async def erase(storage: Storage, vault: UserVault, env_id: str, external_id: str, *,
                 events: EventsMode = "keep", actor: str, chunk: int = CHUNK,
-                clock: Callable[[], int] = now_ms) -> Erasure:
-    """Erase a person of an environment (see the module's docstring); what was erased."""
+                clock: Callable[[], int] = now_ms, pacer: Pacer = PACER) -> Erasure:
+    """Erase a person of an environment (see the module's docstring); what was erased.
+    ``pacer`` spaces the chunks of events (``storage/pacing.py``)."""
     subject = vault.subject(env_id, external_id)
     began = clock()
     erasure_id = new_id(began)
@@ -166,7 +172,7 @@ async def erase(storage: Storage, vault: UserVault, env_id: str, external_id: st
     await storage.write(partial(record, erasure_id=erasure_id, env_id=env_id, subject=subject,
                                 actor=actor, mode=events, destroyed=destroyed > 0, now=began))
     if events == "delete":
-        while await storage.write(partial(delete_chunk, erasure_id=erasure_id, env_id=env_id,
+        while await pacer.write(storage, partial(delete_chunk, erasure_id=erasure_id, env_id=env_id,
                                           subject=subject, before=began, chunk=chunk,
                                           now=clock(), claim_key=partial(
                                               vault.sealer.key_index, env_id))):

@@ -18,11 +18,22 @@ DELETE FROM user_keys WHERE env_id = ? AND subject = ?;
 SELECT count(*) FROM events WHERE env_id = ? AND user_subject = ?;
 
 -- name: privacy_events_chunk
+-- The next chunk of the person's events, in id order: the statements below take the chunk as
+-- "their events up to the last id of it" (env_id, subject, last id, received by), so each is
+-- one statement walking the events_user_subject index, not one per event.
 SELECT id, event_key FROM events
-WHERE env_id = ? AND user_subject = ? AND received_at <= ? LIMIT ?;
+WHERE env_id = ? AND user_subject = ? AND received_at <= ? ORDER BY id LIMIT ?;
 
--- name: privacy_runs_of_event
-SELECT id, status, ended_at FROM runs WHERE event_id = ?;
+-- name: privacy_runs_of_chunk
+SELECT r.id, r.status, r.ended_at FROM events e JOIN runs r ON r.event_id = e.id
+WHERE e.env_id = ? AND e.user_subject = ? AND e.id <= ? AND e.received_at <= ?;
+
+-- name: privacy_delete_chunk_skips
+DELETE FROM flow_skips WHERE event_id IN (
+    SELECT id FROM events WHERE env_id = ? AND user_subject = ? AND id <= ? AND received_at <= ?);
+
+-- name: privacy_delete_chunk
+DELETE FROM events WHERE env_id = ? AND user_subject = ? AND id <= ? AND received_at <= ?;
 
 -- name: privacy_blank_run_output
 UPDATE runs SET output = ? WHERE id = ? AND output IS NOT NULL;
@@ -50,9 +61,6 @@ INSERT INTO erased_runs (run_id, erasure_id) VALUES (?, ?) ON CONFLICT (run_id) 
 
 -- name: privacy_run_erasure
 SELECT erasure_id FROM erased_runs WHERE run_id = ?;
-
--- name: privacy_delete_skips
-DELETE FROM flow_skips WHERE event_id = ?;
 
 -- name: privacy_delete_claim
 DELETE FROM event_idempotency WHERE env_id = ? AND event_key = ? AND event_id = ?;

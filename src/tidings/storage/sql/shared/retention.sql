@@ -32,11 +32,23 @@ WHERE e.env_id = ? AND e.id < ?
                   AND r.status NOT IN ('Completed', 'Failed', 'Cancelled'))
 ORDER BY e.id LIMIT ?;
 
--- name: retention_delete_event
-DELETE FROM events WHERE id = ?;
+-- name: retention_delete_expired_events
+-- The chunk retention_expired_events found, as one statement: the same expired events up to
+-- its last id (env_id, last id: below the cutoff, and the only bound, so that SQLite walks
+-- events_env_id up to it, not on to the cutoff).
+DELETE FROM events
+WHERE env_id = ? AND id <= ?
+  AND NOT (delivered_at IS NULL AND cancelled_at IS NULL)
+  AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = events.id
+                  AND r.status NOT IN ('Completed', 'Failed', 'Cancelled'));
 
--- name: retention_delete_skips
-DELETE FROM flow_skips WHERE event_id = ?;
+-- name: retention_delete_expired_skips
+DELETE FROM flow_skips WHERE event_id IN (
+    SELECT e.id FROM events e
+    WHERE e.env_id = ? AND e.id <= ?
+      AND NOT (e.delivered_at IS NULL AND e.cancelled_at IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = e.id
+                      AND r.status NOT IN ('Completed', 'Failed', 'Cancelled')));
 
 -- name: retention_delete_claim
 DELETE FROM event_idempotency WHERE env_id = ? AND event_key = ? AND event_id = ?;
