@@ -40,7 +40,8 @@ CREATE TABLE events (
     traceparent TEXT
 );
 
-CREATE INDEX events_env_id ON events (env_id, id);
+-- INCLUDE: retention's walk of expired events reads only the index (retention_expired_events).
+CREATE INDEX events_env_id ON events (env_id, id) INCLUDE (event_key, delivered_at, cancelled_at);
 CREATE INDEX events_env_name_id ON events (env_id, name, id);
 CREATE INDEX events_user_subject ON events (env_id, user_subject, id)
     WHERE user_subject IS NOT NULL;
@@ -114,10 +115,10 @@ CREATE TABLE runs (
 );
 
 CREATE INDEX runs_due ON runs (queue, due_at) WHERE due_at IS NOT NULL;
-CREATE INDEX runs_env ON runs (env_id, id);
+CREATE INDEX runs_env ON runs (env_id, id) INCLUDE (status, ended_at);
 CREATE INDEX runs_function ON runs (function_id, id);
 CREATE INDEX runs_function_status ON runs (function_id, status, id);
-CREATE INDEX runs_event ON runs (event_id);
+CREATE INDEX runs_event ON runs (event_id) INCLUDE (status);
 CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
 
 CREATE TABLE steps (
