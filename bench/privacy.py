@@ -1,14 +1,18 @@
 """Privacy and retention under load (issue 16), ``tidings dev`` on SQLite:
 
 * **erase**: a person with ``--events`` events (default 100,000) is erased with
-  ``events=delete`` while P1's single-event ingest runs at full speed over 32 connections. The
-  ingest rate while the erasure ran (events stored between its start and its end, read back
-  from the database) is compared with the rate of a round without it. Goal: within 10 %.
-* **expire**: ``--expired`` events (default 1,000,000) older than the retention are in the
-  database when ``events_ttl`` is set; housekeeping deletes them while P1 runs. Reported: the
-  rows deleted per second, and P1 beside a round without housekeeping. Goal: within 10 %.
+  ``events=delete`` while P1's single-event ingest runs at full speed over 32 connections (in
+  5 s slices until the erasure ends). The ingest rate while the erasure ran (events stored
+  between its start and its end, read back from the database) is compared with the mean of a
+  round alone before it and one after; the server's CPU per stored event is given for each
+  (the steadier figure). ``--base-src DIR`` runs the same on that code first. Goal: within 10 %.
+* **expire**: ``--expired`` events (default 1,000,000) older than the retention are seeded by
+  SQL; ``--rounds`` pairs alternate P1 with retention off (``forever``) and on (``1d``:
+  housekeeping deleting them). Reported: rows deleted per second over each "on" window, and P1
+  against the "off" round beside it. Goal: within 10 %.
 
-``python -m bench.privacy [--events N] [--expired N] [--seconds S] [--only erase|expire]``
+``python -m bench.privacy [--events N] [--expired N] [--seconds S] [--rounds N]
+[--base-src DIR] [--only erase|expire]``
 
 The server is pinned to core 0 and wrk to core 1, as for P1.
 """
