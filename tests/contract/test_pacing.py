@@ -1,0 +1,54 @@
+"""Paced sweeps (``storage/pacing.py``: erasure and retention's chunks) yield the database only
+to writes that want it: alone they run chunk after chunk, behind other writes they pause."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from tidings.storage import Storage
+from tidings.storage.migrations import schema_version
+from tidings.storage.pacing import Pacer
+from tidings.storage.tx import Tx
+
+
+class Pauses:
+    """The pacer's sleep, recorded (and not slept: the test asks only whether it paused)."""
+
+    def __init__(self) -> None:
+        self.taken: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.taken.append(seconds)
+
+
+async def test_a_chunk_with_no_other_write_waiting_is_followed_at_once(storage: Storage) -> None:
+    pauses = Pauses()
+    pacer = Pacer(sleep=pauses)
+
+    for _ in range(3):
+        assert await pacer.write(storage, schema_version) > 0
+
+    assert pauses.taken == []  # before, nine times each chunk's time, for nobody
+
+
+async def test_a_chunk_behind_another_write_pauses_for_nine_times_its_time(storage: Storage
+                                                                           ) -> None:
+    pauses = Pauses()
+    pacer = Pacer(sleep=pauses)
+    started, release = threading.Event(), threading.Event()
+
+    def held(tx: Tx) -> int:
+        started.set()
+        assert release.wait(30)
+        return schema_version(tx)
+
+    other = asyncio.create_task(storage.write(held))
+    assert await asyncio.to_thread(started.wait, 30)
+    chunk = asyncio.create_task(pacer.write(storage, schema_version))
+    await asyncio.sleep(0)  # the chunk has asked for the database behind the held write
+    release.set()
+    assert await chunk > 0
+    await other
+
+    assert len(pauses.taken) == 1 and pauses.taken[0] > 0
