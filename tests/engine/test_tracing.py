@@ -310,3 +310,31 @@ def test_spans_wait_for_export_as_records_the_garbage_collector_lets_go_of() -> 
     gc.collect()
     assert len(records) == 5
     assert [record for record in records if gc.is_tracked(record)] == []
+
+
+def test_ingest_spans_of_one_route_share_their_attributes_read_only_and_exact(
+        spans: InMemorySpanExporter) -> None:
+    """A SERVER span's name and attributes are made once per route, method and status, a
+    PRODUCER span's once per count, and shared: each span still has exactly its own, and
+    none can be changed through another."""
+    for status, count in ((200, 1), (200, 1), (404, 3), (503, 1)):
+        request = tracing.request_began([])
+        producer = tracing.producing(count)
+        assert request is not None and producer is not None
+        tracing.produced(producer)
+        tracing.request_ended(request, "/e/{key}", "POST", status)
+    found = list(spans.get_finished_spans())
+    servers = [s for s in found if s.kind == SpanKind.SERVER]
+    assert [(s.name, dict(s.attributes or {}), s.status.status_code) for s in servers] == [
+        ("POST /e/{key}", {"http.request.method": "POST", "http.route": "/e/{key}",
+                           "http.response.status_code": status}, code)
+        for status, code in ((200, StatusCode.UNSET), (200, StatusCode.UNSET),
+                             (404, StatusCode.UNSET), (503, StatusCode.ERROR))]
+    producers = [s for s in found if s.kind == SpanKind.PRODUCER]
+    assert [dict(s.attributes or {}) for s in producers] == [
+        {"messaging.system": "tidings", "messaging.operation.type": "send",
+         "messaging.operation.name": "send", "messaging.batch.message_count": count}
+        for count in (1, 1, 3, 1)]
+    for span in (servers[0], producers[0]):
+        with pytest.raises(TypeError):
+            span.attributes["http.route"] = "/changed"  # type: ignore[index]

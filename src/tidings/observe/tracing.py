@@ -199,7 +199,8 @@ def request_began(headers: Sequence[tuple[bytes, bytes]]) -> Request | None:
             break
     if parent is None:
         trace_id = _getrandbits(128) or 1
-        span = Request(trace_id, _getrandbits(64) or 1, None, sink.sampler.root(trace_id))
+        span = Request(trace_id, _getrandbits(64) or 1, None,
+                       sink.keeps_all or sink.sampler.root(trace_id))
     else:
         span = Request(parent[0], _getrandbits(64) or 1, parent[1],
                        sink.sampler.child(parent[0], parent[2]))
@@ -219,12 +220,26 @@ def request_ended(span: Request, route: str, method: str, status: int) -> None:
               _time_ns(), method, route, status))
 
 
+# A SERVER span's name and attributes, and a PRODUCER span's attributes, are the same for
+# every span of a route, method and status (of a count of events): made once and shared (a
+# ``ReadableSpan`` shows its attributes read only), they save a dict and a name per span in
+# the export thread.
+_served: dict[tuple[str, str, int], tuple[str, dict[str, Any]]] = {}
+_sent: dict[int, dict[str, Any]] = {}
+_SHARED_AT_MOST = 1024  # entries each; past that, the cache begins again
+
+
 def _server(sink: Sink, record: Record) -> Any:
     _, trace_id, span_id, parent_span_id, start, end, method, route, status = record
-    return sink.make(f"{method} {route}", "SERVER", trace_id, span_id, parent_span_id, True,
-                     start, end, {"http.request.method": method, "http.route": route,
-                                  "http.response.status_code": status},
-                     "" if status >= 500 else None)
+    found = _served.get((method, route, status))
+    if found is None:
+        if len(_served) >= _SHARED_AT_MOST:
+            _served.clear()
+        found = _served[method, route, status] = (f"{method} {route}", {
+            "http.request.method": method, "http.route": route,
+            "http.response.status_code": status})
+    return sink.make(found[0], "SERVER", trace_id, span_id, parent_span_id, True, start, end,
+                     found[1], "" if status >= 500 else None)
 
 
 class Producer:
@@ -261,7 +276,7 @@ def producing(count: int, sender: str | None = None) -> Producer | None:
         return Producer(count, parent[0], parent[1], True,
                         sink.sampler.child(parent[0], parent[2]))
     trace_id = _getrandbits(128) or 1
-    return Producer(count, trace_id, None, False, sink.sampler.root(trace_id))
+    return Producer(count, trace_id, None, False, sink.keeps_all or sink.sampler.root(trace_id))
 
 
 def produced(span: Producer) -> None:
@@ -274,11 +289,15 @@ def produced(span: Producer) -> None:
 
 def _producer(sink: Sink, record: Record) -> Any:
     _, trace_id, span_id, parent_span_id, remote_parent, start, end, count = record
+    attributes = _sent.get(count)
+    if attributes is None:
+        if len(_sent) >= _SHARED_AT_MOST:
+            _sent.clear()
+        attributes = _sent[count] = {
+            "messaging.system": SYSTEM, "messaging.operation.type": "send",
+            "messaging.operation.name": "send", "messaging.batch.message_count": count}
     return sink.make("send events", "PRODUCER", trace_id, span_id, parent_span_id,
-                     remote_parent, start, end,
-                     {"messaging.system": SYSTEM, "messaging.operation.type": "send",
-                      "messaging.operation.name": "send", "messaging.batch.message_count": count},
-                     None)
+                     remote_parent, start, end, attributes, None)
 
 
 # -- run spans -----------------------------------------------------------------------------------
