@@ -187,6 +187,13 @@ def opened(value: bytes | str | None, aad: bytes) -> bytes | str | None:
     return SEALS.open_json(value, aad)
 
 
+def opened_text(text: str | None, aad: bytes) -> str | None:
+    """A text column's value (``seal_text``) as plaintext, opened if it was sealed."""
+    if text is None or not text.startswith(TEXT_MARK):
+        return text
+    return SEALS.open_text(text, aad).decode()
+
+
 def open_key(key: str | None, event_id: str) -> str | None:
     """An event's ``id`` (idempotency key) as sent, opened if it was sealed."""
     if key is None or not key.startswith(TEXT_MARK):
@@ -213,6 +220,16 @@ def context_aad(event_id: str) -> bytes:
 
 def meta_aad(event_id: str) -> bytes:
     return b"event-meta\x00" + event_id.encode()
+
+
+def task_aad(column: str, task_id: str) -> bytes:
+    """A Trigger.dev v2 task's ``params``, ``output`` or ``error``."""
+    return f"trigger-task-{column}\x00{task_id}".encode()
+
+
+def status_aad(column: str, run_id: str, key: str) -> bytes:
+    """A Trigger.dev v2 status's ``data`` or ``history``."""
+    return f"trigger-status-{column}\x00{run_id}\x00{key}".encode()
 
 
 SEALS = DataSeals()

@@ -47,6 +47,7 @@ class Stack:
     api: Api
     key: str  # the app's trigger key, which sends events too
     task_log: Path
+    db: str  # the SQLite file, or the PostgreSQL URL
     restart: Any  # () -> None: stop the server and start it again on the same port and db
 
     def send(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -103,14 +104,14 @@ def stack(request: pytest.FixtureRequest,
     port = free_port()
     with contextlib.ExitStack() as cleanup:
         if request.param == "dev-sqlite":
-            db = str(tmp / "dev.db")
+            db = where = str(tmp / "dev.db")
             env = {"TIDINGS_DATA_DIR": str(tmp / "server")}  # the keyring the server reads
             args: tuple[str, ...] = ("--db", db, "--no-discovery", "--retry-interval", "0.2")
             command, server_env, api_key = "dev", env, None
             key = tidings_cli(tmp, env, "keys", "create", "--env", "dev", "--kind", "trigger",
                               "--db", db)
         else:
-            url = cleanup.enter_context(fresh_schema())
+            url = where = cleanup.enter_context(fresh_schema())
             keys = production_keys(tmp, db=url)
             args = ("--db", url, "--env", "production", "--retry-interval", "0.2")
             command, server_env, api_key = "serve", keys.env, keys.api_key
@@ -125,7 +126,7 @@ def stack(request: pytest.FixtureRequest,
             return start_server(tmp, *args, command=command, env=server_env, port=port)
 
         made = Stack(command, start(), app, Api(f"http://127.0.0.1:{port}", api_key), key,
-                     task_log, lambda: None)
+                     task_log, where, lambda: None)
 
         def restart() -> None:
             stop_server(made.server)
@@ -151,7 +152,7 @@ def delivered(stack: Stack, event_id: str) -> dict[str, Any]:
 
 def test_the_app_is_indexed_as_functions_with_v2_triggers(stack: Stack) -> None:
     [app] = [a for a in stack.api.apps() if a["url"] == stack.app.url]
-    assert (app["app_id"], app["sdk"], app["functions"]) == (APP, "trigger.dev:v2", 18)
+    assert (app["app_id"], app["sdk"], app["functions"]) == (APP, "trigger.dev:v2", 19)
     functions = {f["slug"]: f for f in stack.api.get("/v1/functions")}
     assert functions[f"{APP}-flow"]["triggers"] == [{"event": "v2.flow", "source": "tidings"}]
     assert functions[f"{APP}-filtered"]["triggers"] == [{
@@ -649,3 +650,41 @@ def test_an_invoke_trigger_job_runs_only_when_invoked(stack: Stack) -> None:
     # An event named like the trigger starts nothing.
     stray = stack.send({"name": "invoke", "payload": {"n": 1}})
     assert stack.api.runs_of(delivered(stack, stray["id"])["id"]) == []
+
+
+def on_disk(stack: Stack) -> bytes:
+    """Every byte the database holds: the SQLite file and its WAL, or a ``pg_dump``."""
+    if stack.mode == "dev":
+        db = Path(stack.db)
+        return b"".join(p.read_bytes() for p in sorted(db.parent.glob(db.name + "*")))
+    schema = stack.db.rsplit("%3D", 1)[1]
+    return subprocess.run(["pg_dump", "--no-owner", "-n", schema, stack.db.split("?", 1)[0]],
+                          check=True, capture_output=True, timeout=120).stdout
+
+
+def test_with_encrypt_data_a_jobs_task_data_is_sealed_and_the_app_reads_it_back(
+        stack: Stack) -> None:
+    canaries = {"params": "canary-params-6d1f0a", "output": "canary-output-b83e27",
+                "error": "canary-error-4c90d5", "status": "canary-status-e21a7b"}
+    switched = stack.api.post("/v1/settings", {"encrypt_data": True})
+    assert switched.status_code == 200, switched.text
+    try:
+        run = stack.run_of(stack.send({"name": "v2.sealed", "payload": canaries}), "sealed")
+        done = stack.finished(run)
+        # The Job ran again after its wait, its tasks answered from what Tidings keeps: each
+        # body ran once, and the SDK was handed the task's params, output and error back.
+        assert done["status"] == "Completed", done
+        assert done["output"]["kept"] == {"mark": canaries["output"],
+                                          "params": {"mark": canaries["params"]}}
+        assert canaries["error"] in done["output"]["caught"]  # v2 throws the cached error
+        assert stack.ran(run["id"]) == ["keep", "doomed"]
+        status = {"key": "mark", "label": "Sealing", "state": "success",
+                  "data": {"mark": canaries["status"], "done": True},
+                  "history": [{"label": "Sealing", "state": "loading",
+                               "data": {"mark": canaries["status"]}}]}
+        assert client(stack, "statuses", run["id"])["statuses"] == [status]
+        disk = on_disk(stack)
+        assert [c for c in canaries.values() if c.encode() in disk] == []
+    finally:
+        switched = stack.api.post("/v1/settings", {"encrypt_data": False})
+        assert switched.status_code == 200, switched.text

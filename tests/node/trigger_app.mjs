@@ -283,4 +283,23 @@ client.defineJob({
   },
 });
 
+client.defineJob({
+  id: "sealed",
+  name: "Task params, outputs, errors and statuses (sealed with encrypt_data on)",
+  version: "1.0.0",
+  trigger: eventTrigger({ name: "v2.sealed" }),
+  run: async (payload, io, ctx) => {
+    const status = await io.createStatus("mark", { label: "Sealing", state: "loading", data: { mark: payload.status } });
+    const kept = await io.runTask("keep", async (task) => { note(ctx, "keep"); return { mark: payload.output, params: task.params }; },
+      { params: { mark: payload.params } });
+    const caught = await io.try(
+      async () => io.runTask("doomed", async () => { note(ctx, "doomed"); throw new Error(payload.error); }),
+      async (error) => String(error.message ?? error),
+    );
+    await io.wait("pause", 1);  // the Job runs again: its tasks come back from Tidings' cache
+    await status.update("mark-done", { state: "success", data: { mark: payload.status, done: true } });
+    return { kept, caught };
+  },
+});
+
 createExpressServer(client, Number(process.env.PORT), "/api/trigger");

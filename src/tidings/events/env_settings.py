@@ -122,6 +122,14 @@ def sealed_json(tx: Any, env_id: str, value: str, aad: bytes) -> str:
     return SEALS.seal_json(env_id, generation, value, aad).decode()
 
 
+def sealed_text(tx: Any, env_id: str, text: str, aad: bytes) -> str:
+    """``text`` as a write in ``tx`` stores it: sealed (``seal_text``) when ``env_id`` seals."""
+    generation = ENV_SETTINGS.generation(tx, env_id)
+    if generation is None:
+        return text
+    return SEALS.seal_text(env_id, generation, text.encode(), aad)
+
+
 # -- encrypt_data as stored (``storage/sql/shared/sealing.sql``) --------------------------------
 
 

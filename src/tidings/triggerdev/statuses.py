@@ -2,6 +2,10 @@
 key, a label, a state (``loading``, ``success`` or ``failure``) and data, and keeps its earlier
 values in ``history``, oldest first, as v2 did. They are read back with the run
 (``GET /api/v2/runs/{id}``, ``…/statuses``) and in an invoked run's notification.
+
+A status's ``data`` and ``history`` are sealed when the run's environment seals its data
+(``encrypt_data``, ``sealing.py``), each under its own associated data (the column, the run and
+the key), and opened where they are read; rows stored in clear read as they are.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from typing import Any
 import msgspec
 
 from tidings.errors import RequestRejected
+from tidings.events.env_settings import sealed_json
+from tidings.sealing import opened, status_aad
 from tidings.storage.tx import Tx
 
 STATES = ("loading", "success", "failure")
@@ -72,18 +78,27 @@ def update(tx: Tx, run_id: str, key: str, change: Update, now: int) -> dict[str,
         label, state, data, history = change.label or key, change.state, change.data, []
     else:
         old_label, old_state, old_data, old_history = row
-        old_data = _loads(old_data)
-        history = [*_loads(old_history), _value(old_label, old_state, old_data)]
+        old_data = _loads(opened(old_data, status_aad("data", run_id, key)))
+        history = [*_loads(opened(old_history, status_aad("history", run_id, key))),
+                   _value(old_label, old_state, old_data)]
         label = change.label if change.label is not None else old_label
         state = change.state if change.state is not None else old_state
         data = change.data if change.data is not None else old_data
-    tx.run("trigger_status_put", (run_id, key, label, state, _dumps(data), _dumps(history), now))
+    env = tx.one("trigger_run_env", (run_id,))
+    env_id = "" if env is None else str(env[0])
+    text = _dumps(data)
+    sealed = None if text is None else sealed_json(tx, env_id, text,
+                                                   status_aad("data", run_id, key))
+    sealed_history = sealed_json(tx, env_id, msgspec.json.encode(history).decode(),
+                                 status_aad("history", run_id, key))
+    tx.run("trigger_status_put", (run_id, key, label, state, sealed, sealed_history, now))
     return _record(key, label, state, data, history)
 
 
 def of_run(tx: Tx, run_id: str) -> list[dict[str, Any]]:
     """The run's statuses, in the order they were created."""
-    return [_record(key, label, state, _loads(data), _loads(history))
+    return [_record(key, label, state, _loads(opened(data, status_aad("data", run_id, key))),
+                    _loads(opened(history, status_aad("history", run_id, key))))
             for key, label, state, data, history in tx.all("trigger_statuses_of_run", (run_id,))]
 
 

@@ -19,6 +19,10 @@ the job's next ``EXECUTE_JOB`` as cached tasks and are not run again. A task sta
 - ``RUNNING`` otherwise, attempt 1. After ``RETRY_WITH_TASK`` it is marked ``retrying``, and the
   SDK's next ``runTask`` for it starts attempt 2 (the SDK computes its own retry times from the
   task's ``attempts``).
+
+A task's ``params``, ``output`` and ``error`` are sealed when the run's environment seals its
+data (``encrypt_data``, ``sealing.py``), each under its own associated data (the column and the
+task id), and opened where the row becomes a ``Task``; rows stored in clear read as they are.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from typing import Any
 
 import msgspec
 
+from tidings.events.env_settings import sealed_json, sealed_text
 from tidings.events.model import iso
 from tidings.ids import new_id
+from tidings.sealing import opened, opened_text, task_aad
 from tidings.storage.tx import Tx
 
 RUNNING, WAITING, COMPLETED, ERRORED = "RUNNING", "WAITING", "COMPLETED", "ERRORED"
@@ -66,8 +72,11 @@ class Task:
     def from_row(cls, r: tuple[Any, ...]) -> Task:
         return cls(id=r[0], run_id=r[1], idempotency_key=r[2], name=r[3], display_key=r[4],
                    status=r[5], noop=bool(r[6]), attempts=r[7], retrying=bool(r[8]),
-                   parent_id=r[9], delay_until=r[10], params=_loads(r[11]),
-                   output=_loads(r[12]), error=r[13], started_at=r[14], completed_at=r[15],
+                   parent_id=r[9], delay_until=r[10],
+                   params=_loads(opened(r[11], task_aad("params", r[0]))),
+                   output=_loads(opened(r[12], task_aad("output", r[0]))),
+                   error=opened_text(r[13], task_aad("error", r[0])),
+                   started_at=r[14], completed_at=r[15],
                    callback_until=r[16], operation=r[17], callback_secret=r[18])
 
     @property
@@ -107,6 +116,22 @@ def _loads(text: str | None) -> Any:
 
 def _dumps(value: Any) -> str | None:
     return None if value is None else msgspec.json.encode(value).decode()
+
+
+def _env(tx: Tx, task_id: str) -> str:
+    row = tx.one("trigger_task_env", (task_id,))
+    return "" if row is None else str(row[0])  # no task: the write changes nothing
+
+
+def _sealed(tx: Tx, env_id: str, column: str, task_id: str, value: Any) -> str | None:
+    """``value`` as JSON, as the task's ``column`` stores it."""
+    text = _dumps(value)
+    return None if text is None else sealed_json(tx, env_id, text, task_aad(column, task_id))
+
+
+def _sealed_error(tx: Tx, env_id: str, task_id: str, message: str | None) -> str | None:
+    return None if message is None else sealed_text(tx, env_id, message,
+                                                    task_aad("error", task_id))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,9 +176,11 @@ def start(tx: Tx, run_id: str, new: NewTask, now: int) -> Task:
     else:
         status, completed = RUNNING, None
     task_id = new_id(now)
+    row = tx.one("trigger_run_env", (run_id,))
+    params = _sealed(tx, "" if row is None else str(row[0]), "params", task_id, new.params)
     tx.run("trigger_task_insert", (task_id, run_id, new.idempotency_key, new.name,
                                    new.display_key, status, int(new.noop), new.parent_id,
-                                   new.delay_until, _dumps(new.params), None, now, completed,
+                                   new.delay_until, params, None, now, completed,
                                    new.callback_until, new.operation,
                                    new.callback_secret))
     again = tx.one("trigger_task_by_key", (run_id, new.idempotency_key))
@@ -162,24 +189,29 @@ def start(tx: Tx, run_id: str, new: NewTask, now: int) -> Task:
 
 
 def complete(tx: Tx, task_id: str, output: Any, now: int) -> Task | None:
-    tx.run("trigger_task_complete", (_dumps(output), now, task_id))
+    sealed = _sealed(tx, _env(tx, task_id), "output", task_id, output)
+    tx.run("trigger_task_complete", (sealed, now, task_id))
     return by_id(tx, task_id)
 
 
 def fail(tx: Tx, task_id: str, error: dict[str, Any], now: int) -> Task | None:
-    message = str(error.get("message", ""))
-    tx.run("trigger_task_fail", (message, _dumps(error), now, task_id))
+    env_id = _env(tx, task_id)
+    message = _sealed_error(tx, env_id, task_id, str(error.get("message", "")))
+    tx.run("trigger_task_fail", (message, _sealed(tx, env_id, "output", task_id, error), now,
+                                 task_id))
     return by_id(tx, task_id)
 
 
 def later(tx: Tx, task_id: str, at: int, why: str) -> None:
     """A background fetch's attempt did not settle it: the next one, not before ``at``."""
-    tx.run("trigger_task_later", (at, why, task_id))
+    tx.run("trigger_task_later", (at, _sealed_error(tx, _env(tx, task_id), task_id, why),
+                                  task_id))
 
 
 def retry(tx: Tx, task_id: str, error: Any) -> None:
     """``RETRY_WITH_TASK``: the task's attempt failed; the next ``runTask`` starts another."""
-    tx.run("trigger_task_retry", (_dumps(error), task_id))
+    text = _dumps(error)
+    tx.run("trigger_task_retry", (_sealed_error(tx, _env(tx, task_id), task_id, text), task_id))
 
 
 def waited(tx: Tx, run_id: str, now: int) -> None:
@@ -194,4 +226,7 @@ def waited(tx: Tx, run_id: str, now: int) -> None:
 def timed_out(tx: Tx, task_id: str, now: int) -> None:
     """A callback that did not come before its timeout: the task errs with v2's words, which
     the SDK throws when the job runs again."""
-    tx.run("trigger_callback_fail", (CALLBACK_TIMEOUT, _dumps(CALLBACK_TIMEOUT), now, task_id))
+    env_id = _env(tx, task_id)
+    tx.run("trigger_callback_fail", (_sealed_error(tx, env_id, task_id, CALLBACK_TIMEOUT),
+                                     _sealed(tx, env_id, "output", task_id, CALLBACK_TIMEOUT),
+                                     now, task_id))
