@@ -309,9 +309,11 @@ async def test_export_gives_every_event_of_the_person_with_its_runs_page_by_page
         assert reply.status_code == 400 and field in reply.json()["error"], reply.text
 
 
+@pytest.mark.parametrize("sealed", [False, True], ids=["clear", "encrypt_data"])
 async def test_erase_with_events_replaces_a_trigger_dev_runs_tasks_and_statuses(
-    engine: Engine, client: httpx.AsyncClient
+    engine: Engine, client: httpx.AsyncClient, sealed: bool
 ) -> None:
+    from tidings.sealing import TEXT_MARK, is_sealed
     from tidings.triggerdev import statuses as v2_statuses
     from tidings.triggerdev import tasks as v2_tasks
 
@@ -325,7 +327,13 @@ async def test_erase_with_events_replaces_a_trigger_dev_runs_tasks_and_statuses(
     mine = next(r.id for r in runs if r.event_id != kept)
     theirs = next(r.id for r in runs if r.event_id == kept)
 
-    def add_v2_rows(tx: Any) -> None:  # what a v2 Job's run keeps beside its steps
+    def start_v2_tasks(tx: Any) -> None:  # what a v2 Job's run keeps beside its steps
+        for run_id in (mine, theirs):
+            v2_tasks.start(tx, run_id, v2_tasks.NewTask(
+                idempotency_key="charge", name="charge card", display_key=None, noop=False,
+                delay_until=None, parent_id=None, params={"card": "4242"}), engine.clock())
+
+    def add_v2_rows(tx: Any) -> None:
         for run_id in (mine, theirs):
             task = v2_tasks.start(tx, run_id, v2_tasks.NewTask(
                 idempotency_key="charge", name="charge card", display_key=None, noop=False,
@@ -340,7 +348,22 @@ async def test_erase_with_events_replaces_a_trigger_dev_runs_tasks_and_statuses(
                 v2_statuses.update(tx, run_id, "progress", v2_statuses.Update(
                     "Charging", None, data), engine.clock())
 
+    # The tasks start in clear; with encrypt_data switched on, what follows is sealed (the
+    # clear params stay readable beside it).
+    await engine.core.storage.write(start_v2_tasks)
+    if sealed:
+        await ok(await client.post("/v1/settings", json={"encrypt_data": True}))
     await engine.core.storage.write(add_v2_rows)
+
+    def stored(tx: Any) -> tuple[Any, Any, Any]:
+        return (tx.one("trigger_task_by_key", (theirs, "charge")),
+                tx.one("trigger_task_by_key", (theirs, "mail")),
+                tx.one("trigger_status_get", (theirs, "progress")))
+
+    charge, mail, status = await engine.core.storage.read(stored)
+    assert not is_sealed(charge[11])  # written before
+    assert [is_sealed(charge[12]), is_sealed(mail[12]), mail[13].startswith(TEXT_MARK),
+            is_sealed(status[2]), is_sealed(status[3])] == [sealed] * 5
     done = await ok(await client.delete(f"/v1/users/{PERSON}", params={"events": "delete"}))
     assert done["steps_erased"] >= 3  # the run's step and its two tasks
 
