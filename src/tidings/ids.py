@@ -57,6 +57,14 @@ class _Entropy:
         self.at = start + 10
         return int.from_bytes(self.data[start:start + 10], "big") >> 1
 
+    def bits120(self) -> int:
+        """120 random bits (15 bytes), for two ids drawn at once."""
+        if self.at + 15 > len(self.data):
+            self.data, self.at = os.urandom(4096), 0
+        start = self.at
+        self.at = start + 15
+        return int.from_bytes(self.data[start:start + 15], "big")
+
 
 _entropy = _Entropy()
 
@@ -107,6 +115,12 @@ def stamped_id(ms: int) -> str:
     with _lock:
         rand = _entropy.bits79()
     return encode((min(max(ms, 0), _MAX_MS) << _RANDOM_BITS) | rand)
+
+
+def random_bits120() -> int:
+    """120 fresh random bits from the same pool as the ids' (one draw for two ids' worth)."""
+    with _lock:
+        return _entropy.bits120()
 
 
 def floor_id(ms: int) -> str:

@@ -6,6 +6,8 @@ the call; and the session tokens ``/v0/connect/start`` hands out."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import time
 
 import pytest
@@ -17,6 +19,9 @@ from tidings.connect.request_ids import RequestIds
 from tidings.connect.worker import Worker
 from tidings.crypto import Keyring, new_key_text
 from tidings.engine.http_client import CallFailed
+from tidings.ids import floor_id, now_ms
+
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 URL = function_url("env1", "app", "app-fn")
 
@@ -266,3 +271,25 @@ def test_request_ids_are_ulids_only_the_deployment_recognises() -> None:
     assert not RequestIds.of(Keyring.parse(new_key_text())).issued(made)
     assert not ids.issued(made[:-1] + ("0" if made[-1] != "0" else "1"))
     assert not ids.issued("nope")
+
+
+def test_a_call_gets_its_request_and_lease_ids_from_one_draw() -> None:
+    """``new_call`` mints both ids at once: the request id is still one the deployment
+    recognises (and its tag is the one earlier releases wrote, so ids of a process not yet
+    upgraded are recognised), and the lease is a ULID of its expiry, fresh for each call."""
+    keyring = Keyring.parse(new_key_text())
+    ids = RequestIds.of(keyring)
+    expiry = now_ms() + 60_000
+    made = [ids.new_call(expiry) for _ in range(2000)]
+    requests, leases = [r for r, _ in made], [lease for _, lease in made]
+    assert len(set(requests)) == len(requests) and len(set(leases)) == len(leases)
+    assert all(RequestIds.of(keyring).issued(r) for r in requests)
+    assert all(len(lease) == 26 and lease[:10] == floor_id(expiry)[:10] for lease in leases)
+    # The lease's random part is not the request id's.
+    assert all(r[10:18] not in lease for r, lease in made)
+    # The tag, written as before: eight base32 characters of a 40-bit keyed BLAKE2b.
+    key = hmac.new(keyring.keys[keyring.active], b"tidings connect request id v1",
+                   hashlib.sha256).digest()
+    for r in requests[:50]:
+        value = int.from_bytes(hashlib.blake2b(r[:18].encode(), key=key, digest_size=5).digest())
+        assert r[18:] == "".join(ALPHABET[(value >> s) & 31] for s in range(35, -1, -5))

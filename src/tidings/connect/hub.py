@@ -341,8 +341,11 @@ class Hub:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=min(left, 1.0))
 
+    def _lease_ms(self) -> int:
+        return int((time.time() + self.lease_seconds) * 1000)
+
     def _lease(self) -> str:
-        return stamped_id(int((time.time() + self.lease_seconds) * 1000))
+        return stamped_id(self._lease_ms())
 
     def _open(self, worker: Worker, request_id: str, lease_id: str, *,
               remote: bool = False, run_id: str = "") -> _Call:
@@ -383,7 +386,8 @@ class Hub:
 
     async def _call(self, worker: Worker, app: str, slug: str, step: str, run_id: str,
                     body: bytes) -> pb.SDKResponse:
-        call = self._open(worker, self.ids.new(), self._lease(), run_id=run_id)
+        request_id, lease_id = self.ids.new_call(self._lease_ms())
+        call = self._open(worker, request_id, lease_id, run_id=run_id)
         # One timer per call, not a timeout per wait: it checks the acknowledgement, then the
         # lease (moved on by each extension) when it is due.
         loop = asyncio.get_running_loop()

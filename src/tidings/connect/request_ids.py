@@ -17,9 +17,13 @@ import hmac
 import secrets
 
 from tidings.crypto import Keyring
-from tidings.ids import now_ms, stamped_id
+from tidings.ids import encode, now_ms, random_bits120
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Two characters per 10 bits, as ``tidings.ids`` encodes: a tag is four lookups, a head nine.
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_MAX_MS = (1 << 48) - 1
+_LOW40 = (1 << 40) - 1
 _PURPOSE = b"tidings connect request id v1"
 _HEAD = 18  # characters kept from a fresh ULID: its time and 40 random bits
 _TAG_BYTES = 5  # 40 bits: eight characters
@@ -30,7 +34,18 @@ def _tag(key: bytes, head: str) -> str:
     # Keyed BLAKE2b is a MAC in one call: a quarter of an HMAC's cost, on every call made.
     value = int.from_bytes(hashlib.blake2b(head.encode(), key=key,
                                            digest_size=_TAG_BYTES).digest())
-    return "".join(_ALPHABET[(value >> shift) & 31] for shift in range(35, -1, -5))
+    p = _PAIRS
+    return p[value >> 30] + p[(value >> 20) & 1023] + p[(value >> 10) & 1023] + p[value & 1023]
+
+
+def _head(ms: int, rand40: int) -> str:
+    """The first 18 characters of a ULID of millisecond ``ms`` whose random part starts with
+    ``rand40``: 90 bits, the top two zero, as ``encode`` would write them."""
+    value = (min(max(ms, 0), _MAX_MS) << 40) | rand40
+    p = _PAIRS
+    return (p[value >> 80] + p[(value >> 70) & 1023] + p[(value >> 60) & 1023]
+            + p[(value >> 50) & 1023] + p[(value >> 40) & 1023] + p[(value >> 30) & 1023]
+            + p[(value >> 20) & 1023] + p[(value >> 10) & 1023] + p[value & 1023])
 
 
 class RequestIds:
@@ -51,10 +66,17 @@ class RequestIds:
         return cls([_PROCESS_KEY])
 
     def new(self) -> str:
-        # Fresh random bits for each id: ``new_id``s of one millisecond share their first 22
-        # characters, and only the first 18 are kept.
-        head = stamped_id(now_ms())[:_HEAD]
-        return head + _tag(self._keys[0], head)
+        return self.new_call(0)[0]
+
+    def new_call(self, lease_ms: int) -> tuple[str, str]:
+        """A request id, and a lease id expiring at ``lease_ms``, from one draw of 120 random
+        bits: 40 fresh ones for the request id (``new_id``s of one millisecond would share
+        their first 22 characters, and only 18 are kept) and 80 for the lease, a ULID of its
+        expiry the request id says nothing about."""
+        rand = random_bits120()
+        head = _head(now_ms(), rand & _LOW40)
+        lease = encode((min(max(lease_ms, 0), _MAX_MS) << 80) | (rand >> 40))
+        return head + _tag(self._keys[0], head), lease
 
     def issued(self, request_id: str) -> bool:
         """Whether a process of this deployment made this id."""
