@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -14,9 +15,12 @@ import pytest
 
 from tidings.calls.error_records import MALFORMED
 from tidings.calls.outcomes import Continue, RunDone, RunFailed
+from tidings.connect.hub import function_url
+from tidings.engine.http_client import Answer
 from tidings.engine.http_driver import HttpDriver
 from tidings.engine.http_wire import MAX_REQUEST_BYTES
 from tidings.functions.model import FunctionRow
+from tidings.keys import EnvSigningKeys
 from tidings.observe.logs import fields_of
 from tidings.runs.model import Run, StepRow
 
@@ -308,3 +312,45 @@ async def test_an_answer_that_is_not_the_protocol_fails_the_attempt_loudly(
         [record] = [r for r in caplog.records if r.name == "tidings.engine.http"]
         assert fields_of(record)["answer"] == answer.content.decode()  # what was wrong
         caplog.clear()
+
+
+class Keys:
+    """``SigningKeys`` with one environment's key."""
+
+    async def of_env(self, env_id: str) -> EnvSigningKeys:
+        return EnvSigningKeys(env_id, "signkey-prod-" + "ab" * 32, None, branch="b1")
+
+
+class Hub:
+    """A Connect hub that answers every call at once, keeping the headers it was given."""
+
+    def __init__(self) -> None:
+        self.headers: list[dict[str, str]] = []
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+        self.headers.append(dict(headers))
+        return Answer(200, SDK, b'"ok"', authenticated=True)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_connect_calls_are_not_signed_and_http_calls_are() -> None:
+    """A Connect worker's socket is authenticated and the hub reads no signature: signing each
+    call's body would be CPU spent for nothing. Calls over HTTP are still signed."""
+    hub, sent = Hub(), list[httpx.Headers]()
+
+    def app(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers)
+        return httpx.Response(200, headers=SDK, json="ok")
+
+    http = HttpDriver(Keys(), dev=False,  # type: ignore[arg-type]
+                      transport=httpx.MockTransport(app), connect=hub)
+    connected = FunctionRow(id="fn2", env_id="env1", app_id="app1", slug="app-g", name="g",
+                            queue="http", url=function_url("env1", "app1", "app-g"),
+                            config={}, archived_at=None)
+    assert await http.call(connected, Host(), run=run(), event=EVENT,
+                           events=[EVENT]) == RunDone(b'"ok"')
+    assert [h.get("x-inngest-signature") for h in hub.headers] == [None]
+    await http.call(FN, Host(), run=run(), event=EVENT, events=[EVENT])
+    assert [h["x-inngest-signature"][:2] for h in sent] == ["t="]
