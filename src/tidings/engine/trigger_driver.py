@@ -321,16 +321,17 @@ class TriggerDriver:
             log.info("run %s: background fetch task %s: %s; next attempt at %s", run.id,
                      found.id, result.why, iso(result.at))
             await storage.write(partial(tasks.later, task_id=found.id, at=result.at,
-                                        why=result.why))
+                                        why=result.why, env_id=run.env_id))
             return result.at
         if result.error is not None:
             log.warning("run %s: background fetch task %s failed: %s", run.id, found.id,
                         result.error["message"])
             await storage.write(partial(tasks.fail, task_id=found.id, error=result.error,
-                                        now=self._now()))
+                                        now=self._now(), env_id=run.env_id))
         else:
             await storage.write(partial(tasks.complete, task_id=found.id,
-                                        output=result.output, now=self._now()))
+                                        output=result.output, now=self._now(),
+                                        env_id=run.env_id))
         return None
 
     async def _parallel(self, run: Run, children: Any) -> tuple[Outcome | None, bool]:

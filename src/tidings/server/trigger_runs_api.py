@@ -232,7 +232,7 @@ class TriggerRunsAPI:
         run, task = await self.core.storage.write(
             partial(self._owned, run_id=request.path_params["run_id"], env_id=env.id,
                     task_id=task_id, change=partial(tasks.complete, output=output,
-                                                    now=now_ms())))
+                                                    now=now_ms(), env_id=env.id)))
         return self._answer(run, task, request)
 
     async def fail_task(self, request: Request) -> Response:
@@ -245,7 +245,8 @@ class TriggerRunsAPI:
             raise RequestRejected("error: an object with a message (and name, stack)")
         run, task = await self.core.storage.write(
             partial(self._owned, run_id=request.path_params["run_id"], env_id=env.id,
-                    task_id=task_id, change=partial(tasks.fail, error=error, now=now_ms())))
+                    task_id=task_id, change=partial(tasks.fail, error=error, now=now_ms(),
+                                                    env_id=env.id)))
         return self._answer(run, task, request)
 
     async def callback(self, request: Request) -> Response:
@@ -297,7 +298,8 @@ class TriggerRunsAPI:
         change = statuses.parse_update(await self._body(request))
         run = await self._run(request, env)
         record = await self.core.storage.write(partial(
-            statuses.update, run_id=run.id, key=key, change=change, now=now_ms()))
+            statuses.update, run_id=run.id, key=key, change=change, now=now_ms(),
+            env_id=env.id))
         return json_response(200, record)
 
     # -- the key-value store -------------------------------------------------------------------
@@ -360,7 +362,7 @@ def _start(tx: Any, *, run_id: str, env_id: str, new: tasks.NewTask,
     (as it is, or as it would have been) is answered CANCELED: the job stops."""
     run = _run_of(tx, run_id, env_id)
     if run.status != CANCELLED:
-        task = tasks.start(tx, run.id, new, now)
+        task = tasks.start(tx, run.id, new, now, env_id=run.env_id)
         if task.callback_secret is not None:
             callbacks.wait_for_request(tx, run, task)
         return run, task

@@ -172,24 +172,25 @@ def settle_callbacks(tx: Tx, run: Run, recorded: list[StepRow], notify: Any,
         if step is None:
             assert task.callback_until is not None
             if task.callback_until <= now and not _paused(tx, run.id, task.id):
-                tasks.timed_out(tx, task.id, now)  # never registered, and too late now
+                # never registered, and too late now
+                tasks.timed_out(tx, task.id, now, env_id=run.env_id)
             continue
         if step.kind == "invoke":
             if step.output == journal.INVOKE_TIMEOUT:
-                tasks.timed_out(tx, task.id, now)
+                tasks.timed_out(tx, task.id, now, env_id=run.env_id)
                 continue
             child_id = journal.invoked_runs(tx, run.id).get(task.id)
             child = store.get_run(tx, child_id) if child_id else None
             if child is None:
-                tasks.timed_out(tx, task.id, now)
+                tasks.timed_out(tx, task.id, now, env_id=run.env_id)
                 continue
-            tasks.complete(tx, task.id, notify(tx, child), now)
+            tasks.complete(tx, task.id, notify(tx, child), now, env_id=run.env_id)
         elif step.output is None:
-            tasks.timed_out(tx, task.id, now)
+            tasks.timed_out(tx, task.id, now, env_id=run.env_id)
         elif task.callback_secret is not None:  # io.waitForRequest: the request's body
-            tasks.complete(tx, task.id, step.output, now)
+            tasks.complete(tx, task.id, step.output, now, env_id=run.env_id)
         else:
-            tasks.complete(tx, task.id, event_as_v2(step.output), now)
+            tasks.complete(tx, task.id, event_as_v2(step.output), now, env_id=run.env_id)
 
 
 def event_as_v2(event: dict[str, Any]) -> dict[str, Any]:

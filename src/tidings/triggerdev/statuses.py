@@ -71,8 +71,10 @@ def _value(label: str, state: str | None, data: Any) -> dict[str, Any]:
     return value
 
 
-def update(tx: Tx, run_id: str, key: str, change: Update, now: int) -> dict[str, Any]:
-    """Create the status or update it (its value before joins its history); the record."""
+def update(tx: Tx, run_id: str, key: str, change: Update, now: int, *,
+           env_id: str | None = None) -> dict[str, Any]:
+    """Create the status or update it (its value before joins its history); the record.
+    ``env_id``: the run's environment, if the caller knows it."""
     row = tx.one("trigger_status_get", (run_id, key))
     if row is None:
         label, state, data, history = change.label or key, change.state, change.data, []
@@ -84,8 +86,9 @@ def update(tx: Tx, run_id: str, key: str, change: Update, now: int) -> dict[str,
         label = change.label if change.label is not None else old_label
         state = change.state if change.state is not None else old_state
         data = change.data if change.data is not None else old_data
-    env = tx.one("trigger_run_env", (run_id,))
-    env_id = "" if env is None else str(env[0])
+    if env_id is None:
+        env = tx.one("trigger_run_env", (run_id,))
+        env_id = "" if env is None else str(env[0])
     text = _dumps(data)
     sealed = None if text is None else sealed_json(tx, env_id, text,
                                                    status_aad("data", run_id, key))
