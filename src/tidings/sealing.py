@@ -232,6 +232,11 @@ def status_aad(column: str, run_id: str, key: str) -> bytes:
     return f"trigger-status-{column}\x00{run_id}\x00{key}".encode()
 
 
+def store_aad(env_id: str, key: str) -> bytes:
+    """A Trigger.dev v2 key-value store value (``io.store``), by environment and key."""
+    return f"trigger-store\x00{env_id}\x00{key}".encode()
+
+
 SEALS = DataSeals()
 os.register_at_fork(after_in_child=SEALS._forked)
 

@@ -665,7 +665,8 @@ def on_disk(stack: Stack) -> bytes:
 def test_with_encrypt_data_a_jobs_task_data_is_sealed_and_the_app_reads_it_back(
         stack: Stack) -> None:
     canaries = {"params": "canary-params-6d1f0a", "output": "canary-output-b83e27",
-                "error": "canary-error-4c90d5", "status": "canary-status-e21a7b"}
+                "error": "canary-error-4c90d5", "status": "canary-status-e21a7b",
+                "store": "canary-store-9a3c61"}
     switched = stack.api.post("/v1/settings", {"encrypt_data": True})
     assert switched.status_code == 200, switched.text
     try:
@@ -677,6 +678,7 @@ def test_with_encrypt_data_a_jobs_task_data_is_sealed_and_the_app_reads_it_back(
         assert done["output"]["kept"] == {"mark": canaries["output"],
                                           "params": {"mark": canaries["params"]}}
         assert canaries["error"] in done["output"]["caught"]  # v2 throws the cached error
+        assert done["output"]["stored"] == {"mark": canaries["store"]}  # io.store read back
         assert stack.ran(run["id"]) == ["keep", "doomed"]
         status = {"key": "mark", "label": "Sealing", "state": "success",
                   "data": {"mark": canaries["status"], "done": True},
@@ -688,3 +690,28 @@ def test_with_encrypt_data_a_jobs_task_data_is_sealed_and_the_app_reads_it_back(
     finally:
         switched = stack.api.post("/v1/settings", {"encrypt_data": False})
         assert switched.status_code == 200, switched.text
+
+
+def test_store_values_written_in_clear_still_read_with_encrypt_data_and_sealed_ones_after(
+        stack: Stack) -> None:
+    def put(key: str, value: str) -> None:
+        reply = httpx.put(f"{stack.server.url}/api/v1/store/{key}", content=value, timeout=10,
+                          headers={"authorization": f"Bearer {stack.key}"})
+        assert reply.status_code == 200, reply.text
+
+    def switch(on: bool) -> None:
+        switched = stack.api.post("/v1/settings", {"encrypt_data": on})
+        assert switched.status_code == 200, switched.text
+
+    clear, sealed = '{"mark":"canary-clear-5e02b4"}', '{"mark":"canary-sealed-71c9fd"}'
+    put("was-clear", clear)
+    switch(True)
+    try:
+        put("was-sealed", sealed)
+        assert v2_get(stack, "/api/v1/store/was-clear")["value"] == clear
+        assert v2_get(stack, "/api/v1/store/was-sealed")["value"] == sealed
+        disk = on_disk(stack)
+        assert b"canary-clear-5e02b4" in disk and b"canary-sealed-71c9fd" not in disk
+    finally:
+        switch(False)
+    assert v2_get(stack, "/api/v1/store/was-sealed")["value"] == sealed

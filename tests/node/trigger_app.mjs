@@ -285,7 +285,7 @@ client.defineJob({
 
 client.defineJob({
   id: "sealed",
-  name: "Task params, outputs, errors and statuses (sealed with encrypt_data on)",
+  name: "Task params, outputs, errors, statuses and the store (sealed with encrypt_data on)",
   version: "1.0.0",
   trigger: eventTrigger({ name: "v2.sealed" }),
   run: async (payload, io, ctx) => {
@@ -296,9 +296,11 @@ client.defineJob({
       async () => io.runTask("doomed", async () => { note(ctx, "doomed"); throw new Error(payload.error); }),
       async (error) => String(error.message ?? error),
     );
+    await io.store.env.set("stash", "sealed-mark", { mark: payload.store });
     await io.wait("pause", 1);  // the Job runs again: its tasks come back from Tidings' cache
+    const stored = await io.store.env.get("fetch", "sealed-mark");
     await status.update("mark-done", { state: "success", data: { mark: payload.status, done: true } });
-    return { kept, caught };
+    return { kept, caught, stored };
   },
 });
 

@@ -25,11 +25,13 @@ from tidings.apps.config import is_http_url
 from tidings.apps.sync import AppSync
 from tidings.core import Core
 from tidings.errors import ConfigError, RequestRejected
+from tidings.events.env_settings import sealed_text
 from tidings.functions.filters import check_filter
 from tidings.ids import new_id, now_ms
 from tidings.json_input import decode_json
 from tidings.runs import store
 from tidings.runs.model import CANCELLED, Run
+from tidings.sealing import opened_text, store_aad
 from tidings.server.http import read_body
 from tidings.server.requests import ULID_RE, check_params, json_response
 from tidings.storage.base import Environment
@@ -314,8 +316,8 @@ class TriggerRunsAPI:
             row = await storage.read(lambda tx: tx.one("trigger_store_get", (env.id, key)))
             if method == "HEAD":
                 return Response(status_code=200 if row else 404)
-            return json_response(200, {"action": "GET", "key": key,
-                                       **({"value": row[0]} if row else {})})
+            return json_response(200, {"action": "GET", "key": key, **(
+                {"value": opened_text(row[0], store_aad(env.id, key))} if row else {})})
         if method == "DELETE":
             deleted = await storage.write(
                 lambda tx: tx.run("trigger_store_delete", (env.id, key)))
@@ -330,7 +332,8 @@ class TriggerRunsAPI:
             raise RequestRejected("the body: the value to store under the key: JSON text, "
                                   "without NUL")
         now = now_ms()
-        await storage.write(lambda tx: tx.run("trigger_store_put", (env.id, key, value, now)))
+        await storage.write(lambda tx: tx.run("trigger_store_put", (
+            env.id, key, sealed_text(tx, env.id, value, store_aad(env.id, key)), now)))
         return json_response(200, {"action": "SET", "key": key, "value": value})
 
 
