@@ -333,7 +333,8 @@ def _raw_cases(method: str, path: str) -> Iterator[Case]:
     op = f"{method} {path}"
     params = {"key": "bad-input-key"}
     for label, body, status in (("invalid UTF-8", b"a" + BAD_UTF8, 400), ("NUL", b"a\x00b", 400),
-                                ("empty", b"", 400), ("oversized", b"a" * (256 * 1024 + 1), 413)):
+                                ("sealed-looking", b"\x1fts1 x", 400), ("empty", b"", 400),
+                                ("oversized", b"a" * (256 * 1024 + 1), 413)):
         yield Case(f"{op} text body {label}", method, path, "key" if status == 400 else "limit",
                    params=params, body=body, statuses=(status,))
 
@@ -527,3 +528,15 @@ def test_text_postgresql_cannot_hold_is_kept_inside_json_on_both_backends(
     assert stored["context"] == event["context"]
     assert stored["meta"] == {"sessions": {"s": "x\u0000y"}}
     assert re.fullmatch("[0-9A-Z]{26}", event_id)
+
+
+def test_an_event_id_that_looks_sealed_is_refused_and_the_lists_still_read(target: Target
+                                                                          ) -> None:
+    """A stored text starting with U+001F is read as sealed: such an id, stored in clear, made
+    every read of its event fail (``GET /v1/events`` and the dashboard's home page gave 500)."""
+    sent = httpx.post(f"{target.url}/e/{target.event_key()}", timeout=10,
+                      json={"name": "sealed/looking", "data": {}, "id": "\u001fts1 abc"})
+
+    assert sent.status_code == 400, sent.text
+    assert "id" in _message(sent) and "U+001F" in _message(sent)
+    assert _read(target, "/v1/events?name=sealed/looking")["data"] == []

@@ -24,6 +24,7 @@ from tidings.errors import EventsInvalid, FieldError, PayloadTooLarge, RequestRe
 from tidings.events.meta import MetaError, resolve_meta
 from tidings.events.model import DEFAULT_SOURCE, NewEvent
 from tidings.json_input import blame, is_utf8, reason, shallow_enough
+from tidings.sealing import TEXT_MARK
 from tidings.settings import Limits
 
 RESERVED_PREFIXES = ("inngest/", "tidings/")
@@ -222,7 +223,8 @@ def _plain(wire: _WireEvent, limits: Limits, now: int) -> NewEvent | None:
     elif not TS_MIN <= ts < TS_MAX:
         return None
     key = wire.id
-    if key is not None and (not key or len(key) > limits.max_id_chars or "\x00" in key):
+    if key is not None and (not key or len(key) > limits.max_id_chars or "\x00" in key
+                            or key.startswith(SEAL_MARK)):
         return None
     source = wire.source
     if source is None:
@@ -286,6 +288,8 @@ def _check(
         bad("id", "must be a non-empty string when given (omit it, or send null, for none)")
     elif key is not None and len(key) > limits.max_id_chars:
         bad("id", f"must be at most {limits.max_id_chars} characters, got {len(key)}")
+    elif key is not None and key.startswith(SEAL_MARK):
+        bad("id", NO_SEAL_MARK)
 
     source = DEFAULT_SOURCE if wire.source is None else wire.source
     if not source or len(source) > limits.max_name_chars:
@@ -332,6 +336,10 @@ def _check(
 
 
 _INTERNAL_MARK = b'"_inngest"'
+# A stored text that starts with U+001F is read as sealed (``sealing.TEXT_MARK``): an id sent so
+# would be stored in clear and then fail every read of it (lists included).
+SEAL_MARK = TEXT_MARK[0]
+NO_SEAL_MARK = "must not start with U+001F (\\u001f): it marks a sealed value"
 NO_NUL = "must not contain NUL (\\u0000): it cannot be stored as text"
 _encode = msgspec.json.encode
 _JSON_TYPES = {dict: "object", list: "array", str: "str", bool: "bool", int: "int",

@@ -26,6 +26,7 @@ from tidings.apps.sync import AppSync
 from tidings.core import Core
 from tidings.errors import ConfigError, RequestRejected
 from tidings.events.env_settings import sealed_text
+from tidings.events.parse import SEAL_MARK
 from tidings.functions.filters import check_filter
 from tidings.ids import new_id, now_ms
 from tidings.json_input import decode_json
@@ -328,9 +329,9 @@ class TriggerRunsAPI:
         except UnicodeDecodeError:
             raise RequestRejected("the body: the value to store under the key is not UTF-8 "
                                   "text") from None
-        if not value or "\x00" in value:
+        if not value or "\x00" in value or value.startswith(SEAL_MARK):
             raise RequestRejected("the body: the value to store under the key: JSON text, "
-                                  "without NUL")
+                                  "without NUL, not starting with U+001F")
         now = now_ms()
         await storage.write(lambda tx: tx.run("trigger_store_put", (
             env.id, key, sealed_text(tx, env.id, value, store_aad(env.id, key)), now)))

@@ -26,6 +26,8 @@ from tidings.server.openapi.parts import (
 
 # Text stored in a text column: no NUL (PostgreSQL text cannot hold it), on both backends.
 NO_NUL = "^[^\\x00]*$"
+# An idempotency key: no NUL, and not starting with U+001F (a stored text so starting is sealed).
+SENT_ID = "^([^\\x00\\x1f][^\\x00]*)?$"
 EVENT_TIME: dict[str, Any] = {"oneOf": [
     {"type": "integer", "minimum": TS_MIN, "maximum": TS_MAX - 1},
     {"type": "string", "format": "date-time"},
@@ -77,7 +79,7 @@ EVENT_IN: dict[str, Any] = {
         "user": {**MAYBE_OBJECT, "description": "Encrypted at rest; external_id identifies the "
                  "user for erasure."},
         "id": {"type": ["string", "null"], "minLength": 1, "maxLength": LIMITS.max_id_chars,
-               "pattern": NO_NUL, "description": "Idempotency key: a second event with the same "
+               "pattern": SENT_ID, "description": "Idempotency key: a second event with the same "
                "id in the dedup window is not stored again. Omit it (or null) for none; an "
                "empty id is refused."},
         "ts": {"oneOf": [{"type": "integer", "minimum": TS_MIN, "maximum": TS_MAX - 1},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tidings.server.openapi.events import EVENT_TIME, MAYBE_OBJECT, NO_NUL
+from tidings.server.openapi.events import EVENT_TIME, MAYBE_OBJECT, NO_NUL, SENT_ID
 from tidings.server.openapi.parts import (
     ANY_JSON,
     JSON_OBJECT,
@@ -32,7 +32,7 @@ V2_EVENT_IN: dict[str, Any] = {
         "payload": {**MAYBE_OBJECT, "description": "The event's data ({} when missing)."},
         "context": {**MAYBE_OBJECT, "description": "Given to runs as context.event.context."},
         "id": {"type": ["string", "null"], "minLength": 1, "maxLength": LIMITS.max_id_chars,
-               "pattern": NO_NUL, "description": "Unique in the environment for good: sending "
+               "pattern": SENT_ID, "description": "Unique in the environment for good: sending "
                "it again returns the event (a delivered or cancelled one unchanged, an "
                "undelivered one rescheduled with the new payload, context and time)."},
         "timestamp": {**EVENT_TIME, "description": "Default now."},
