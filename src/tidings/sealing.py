@@ -46,6 +46,7 @@ from tidings.errors import EncryptionError
 _TAG = "\x1fts1 "
 JSON_MARK = b'"\\u001fts1 '  # how a sealed JSON value starts (the tag, JSON-escaped)
 TEXT_MARK = _TAG  # how a sealed text column (the event id) starts
+SEALED_JSON = JSON_MARK.decode()  # how a sealed JSON column's text starts
 _b64 = base64.b64encode
 _unb64 = base64.b64decode
 _b2a = binascii.b2a_base64
@@ -168,7 +169,7 @@ class DataSeals:
 def is_sealed(value: bytes | str) -> bool:
     """Whether a JSON column's value is sealed (the check every read of one makes)."""
     if isinstance(value, str):
-        return value.startswith('"\\u001fts1 ')
+        return value.startswith(SEALED_JSON)
     return value.startswith(JSON_MARK)
 
 

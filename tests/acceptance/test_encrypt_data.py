@@ -361,3 +361,25 @@ async def test_erasing_a_person_with_their_events_reaches_sealed_rows(
     # The claim of its id (held as a blind index) went too: the same id is a new event.
     (again,) = await engine.send({"name": "order/placed", "id": IN_ID, "data": {"note": "new"}})
     assert again != mine
+
+
+async def test_an_output_that_looks_sealed_is_kept_apart_from_sealed_ones_when_off(
+    engine: Engine, client: httpx.AsyncClient
+) -> None:
+    """A run's output is any JSON its function returns; a string starting like a sealed value
+    (U+001F, "ts1 ") was stored in clear with sealing off and then read as sealed: the run
+    and every read of it failed. Such a value is now sealed even when off."""
+    client_app = tidings.Tidings(app_id="echo")
+
+    @client_app.function(id="echo", trigger=tidings.TriggerEvent(event="echo/it"), retries=0)
+    async def echo(ctx: tidings.Context) -> Any:
+        return "\x1fts1 " + ctx.event.data["text"]
+
+    await engine.start(client_app)
+    await engine.send({"name": "echo/it", "data": {"text": "not sealed"}})
+    await engine.drain()
+
+    (run,) = await engine.runs()
+    assert (run.status, run.output) == (COMPLETED, "\x1fts1 not sealed")
+    shown = await ok(await client.get(f"/v1/runs/{run.id}"))
+    assert shown["output"] == "\x1fts1 not sealed"

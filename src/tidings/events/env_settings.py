@@ -25,7 +25,7 @@ from functools import partial
 from typing import Any
 
 from tidings.events.retention import Stored, stored
-from tidings.sealing import SEALS
+from tidings.sealing import SEALED_JSON, SEALS, TEXT_MARK
 from tidings.storage.base import Storage
 
 CACHE_SECONDS = 5.0  # how long a process believes the settings it read
@@ -115,18 +115,25 @@ ENV_SETTINGS = EnvSettingsCache()
 
 
 def sealed_json(tx: Any, env_id: str, value: str, aad: bytes) -> str:
-    """``value`` (JSON text) as a write in ``tx`` stores it: sealed when ``env_id`` seals."""
+    """``value`` (JSON text) as a write in ``tx`` stores it: sealed when ``env_id`` seals, and
+    also when it does not but ``value`` starts as a sealed one does (a string beginning with
+    U+001F "ts1 ", which every read would take for sealed), under generation 0."""
     generation = ENV_SETTINGS.generation(tx, env_id)
     if generation is None:
-        return value
+        if not value.startswith(SEALED_JSON):
+            return value
+        generation = 0
     return SEALS.seal_json(env_id, generation, value, aad).decode()
 
 
 def sealed_text(tx: Any, env_id: str, text: str, aad: bytes) -> str:
-    """``text`` as a write in ``tx`` stores it: sealed (``seal_text``) when ``env_id`` seals."""
+    """``text`` as a write in ``tx`` stores it: sealed (``seal_text``) when ``env_id`` seals, or
+    when ``text`` starts as a sealed text does (``sealed_json``)."""
     generation = ENV_SETTINGS.generation(tx, env_id)
     if generation is None:
-        return text
+        if not text.startswith(TEXT_MARK):
+            return text
+        generation = 0
     return SEALS.seal_text(env_id, generation, text.encode(), aad)
 
 
