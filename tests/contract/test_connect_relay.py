@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
 
 import pytest
 
 from tidings.connect import wire_pb2 as pb
 from tidings.connect.hub import Hub, function_url
-from tidings.connect.relay import Relay
+from tidings.connect.relay import Relay, channel
 from tidings.connect.worker import Worker
-from tidings.engine.http_client import CallFailed
+from tidings.engine.http_client import Answer, CallFailed
 from tidings.observe import metrics
 from tidings.runs.local import Wakers
 from tidings.storage import Storage, storage_for
@@ -231,7 +232,6 @@ async def test_notices_wake_both_processes_on_postgres(
         socket = Socket()
         w = worker(socket)
         await owner.add(w)
-        await asyncio.sleep(0)  # the owner's loop takes its first (empty) look and naps
         call = asyncio.create_task(caller.post(URL, b"", {}))
         request = await asyncio.wait_for(socket.requests.get(), 10)
         assert await owner.acked(w, request.request_id)
@@ -246,3 +246,59 @@ async def test_notices_wake_both_processes_on_postgres(
                 await task
         for store in stores:
             await store.close()
+
+
+class _LookedDuring:
+    """The owner's store, on which a call arrives, with its notice, while the owner is in the
+    middle of a look (after its read, before its nap): the notice must not be lost."""
+
+    notifies = True
+
+    def __init__(self, storage: Storage, during: Callable[[], Awaitable[None]]) -> None:
+        self._storage = storage
+        self._during: Callable[[], Awaitable[None]] | None = during
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    async def read(self, fn: Callable[[Any], Any]) -> Any:
+        result = await self._storage.read(fn)
+        during, self._during = self._during, None
+        if during is not None:
+            await during()
+        return result
+
+
+async def test_a_notice_heard_during_a_look_is_not_lost(
+        storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notice that lands while the owner reads its calls wakes its next nap at once: with the
+    safety poll at a minute, the call still reaches the worker (it waited the minute when the
+    nap took a fresh event after the look)."""
+    caller = Hub(lease_seconds=2, relay=Relay(storage, owner="caller"))
+    wakers = Wakers()
+    call: list[asyncio.Task[Answer]] = []
+
+    async def arrives() -> None:
+        call.append(asyncio.create_task(caller.post(URL, b"", {})))
+        for _ in range(200):
+            if await storage.read(lambda tx: tx.all("connect_calls_for_owner", ("owner",))):
+                break
+            await asyncio.sleep(0.05)
+        wakers.wake(channel("owner"))
+
+    store = cast(Storage, _LookedDuring(storage, arrives))
+    owner = Hub(lease_seconds=2, relay=Relay(store, owner="owner", wakers=wakers))
+    assert owner.relay is not None
+    monkeypatch.setattr("tidings.connect.relay.POLL", 60.0)
+    socket = Socket()
+    w = worker(socket)
+    await owner.add(w)
+    await owner.relay.start(owner, Supervisor())
+    try:
+        request = await asyncio.wait_for(socket.requests.get(), 10)
+        assert await owner.acked(w, request.request_id)
+        assert await owner.replied(w, "env1", pb.SDKResponse(
+            request_id=request.request_id, status=pb.DONE, body=b'"heard"'))
+        assert (await asyncio.wait_for(call[0], 10)).body == b'"heard"'
+    finally:
+        await owner.relay.stop()

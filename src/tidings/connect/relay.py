@@ -180,9 +180,11 @@ class Relay:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def _nap(self, most: float) -> None:
-        """Until a notice names this process, or ``most`` seconds."""
-        changed = self._changed
+    @staticmethod
+    async def _nap(changed: asyncio.Event, most: float) -> None:
+        """Until a notice names this process, or ``most`` seconds. ``changed`` is the event
+        taken before the look this nap follows, so a notice heard during the look is not
+        lost (waiting on the event current at nap time would miss it)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(changed.wait(), most)
 
@@ -223,6 +225,7 @@ class Relay:
     async def _loop(self, ok: Callable[[], None]) -> None:
         seen = 0.0
         while True:
+            changed = self._changed
             hub = self._hub
             assert hub is not None
             mine = bool(hub.workers())
@@ -239,7 +242,7 @@ class Relay:
             ok()
             # Also every POLL: a call waiting for its instance to have room is sent when a
             # call ends, which no notice tells.
-            await self._nap(POLL)
+            await self._nap(changed, POLL)
 
     @staticmethod
     def _calls_for_me(owner: str, tx: Tx) -> list[CallRow]:
@@ -355,6 +358,7 @@ class Relay:
                      grace: float) -> pb.SDKResponse:
         acked_by = time.monotonic() + ack_within
         while True:
+            changed = self._changed
             state = await self.storage.read(
                 lambda tx: tx.one("connect_call_state", (request_id,)))
             if state is None:
@@ -371,7 +375,7 @@ class Relay:
                 log.warning("request %s: the worker (instance %s, via %s) stopped extending "
                             "its lease", request_id, remote.instance_id, remote.owner)
                 raise CallFailed("the Connect worker stopped responding (its lease expired)")
-            await self._nap(self._poll)
+            await self._nap(changed, self._poll)
 
 
 class NotAcked(Exception):
