@@ -316,6 +316,7 @@ class Hub:
         ending)."""
         deadline = time.monotonic() + self.lease_seconds
         while True:
+            changed = self._changed  # before the look: a call ending during it still wakes
             if self._closed:
                 raise CallFailed("the Connect gateway is shutting down")
             serving = [w for w in self._workers
@@ -337,7 +338,6 @@ class Hub:
                 why = ("every worker is at its max concurrency" if serving else
                        "no healthy connection")
                 raise CallFailed(f"Connect app {app!r}: {why}")
-            changed = self._changed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=min(left, 1.0))
 
