@@ -221,3 +221,32 @@ async def test_a_change_made_elsewhere_reaches_both_settings_in_one_read(
         await asyncio.sleep(0.01)
     assert now.generation == 3 and now.retention.dedup_window_ms == 60_000
     assert (await core.ingest.retention(env_id)).dedup_window_ms == 60_000
+
+
+async def test_one_read_gives_both_settings_as_stored(core: Core) -> None:
+    """``EnvSettingsCache.read`` reads an environment's retention and encrypt_data in one
+    statement: its own retention or the defaults, its own sealing or else the default's."""
+    from tidings.events import env_settings, retention
+    from tidings.ids import now_ms
+
+    cache, env_id = env_settings.EnvSettingsCache(), "env-read-once"
+
+    async def read() -> tuple[retention.Stored, int | None]:
+        found = await core.storage.read(partial(cache.read, env_id=env_id))
+        return found.retention, found.generation
+
+    def write(name: str, *params: Any) -> Any:
+        return core.storage.write(lambda tx: tx.run(name, params))
+
+    assert await read() == (retention.Stored(), None)
+    await write("sealing_save", env_settings.DEFAULT, 1, 2, now_ms())
+    assert await read() == (retention.Stored(), 2)
+    await write("retention_save", env_id, 0, HOUR, None, now_ms())
+    own = retention.Stored(events_ttl_ms=0, runs_ttl_ms=HOUR)
+    assert await read() == (own, 2)
+    await write("sealing_save", env_id, 0, 4, now_ms())
+    assert await read() == (own, None)  # its own setting (off) over the default (on)
+    await write("sealing_save", env_id, 1, 5, now_ms())
+    assert await read() == (own, 5)
+    await write("sealing_save", env_settings.DEFAULT, 0, 2, now_ms())
+    assert await read() == (own, 5)

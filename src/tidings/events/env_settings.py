@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from tidings.events.retention import Stored, stored
+from tidings.events.retention import Stored
 from tidings.sealing import SEALED_JSON, SEALS, TEXT_MARK
 from tidings.storage.base import Storage
 
@@ -54,9 +54,11 @@ class EnvSettingsCache:
 
     def read(self, tx: Any, env_id: str) -> EnvSettings:
         """Read ``env_id``'s settings in ``tx`` and believe them from now on."""
-        row = tx.one("sealing_of_env", (env_id,))
-        found = EnvSettings(retention=stored(tx, env_id),
-                            generation=int(row[1]) if row is not None and row[0] else None)
+        row = tx.one("env_settings_of_env", (env_id, env_id))
+        assert row is not None  # one row, whatever is stored
+        found = EnvSettings(retention=Stored(events_ttl_ms=row[0], runs_ttl_ms=row[1],
+                                             dedup_window_ms=row[2]),
+                            generation=int(row[4]) if row[3] else None)
         if len(self._known) > MAX_ENTRIES:
             self._known.clear()
         self._known[env_id] = (found, time.monotonic() + CACHE_SECONDS)

@@ -5,6 +5,16 @@
 SELECT enabled, generation FROM data_sealing WHERE env_id IN (?, '*')
 ORDER BY env_id = '*' LIMIT 1;
 
+-- name: env_settings_of_env
+-- What EnvSettingsCache.read believes, in one statement: the environment's retention settings
+-- (all NULL without a row of its own) and its encrypt_data setting (its own, else the
+-- default's; NULL without either).
+SELECT r.events_ttl_ms, r.runs_ttl_ms, r.dedup_window_ms, s.enabled, s.generation
+FROM (SELECT 1 AS one) AS o
+LEFT JOIN env_settings r ON r.env_id = ?
+LEFT JOIN (SELECT enabled, generation FROM data_sealing WHERE env_id IN (?, '*')
+           ORDER BY env_id = '*' LIMIT 1) AS s ON 1 = 1;
+
 -- name: sealing_all
 SELECT env_id, enabled, generation FROM data_sealing;
 
