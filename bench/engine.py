@@ -36,11 +36,13 @@ from bench.harness import (
     PG_URL,
     RESULTS,
     SERVER_CPU,
+    THREAD_NAMES,
     WRK_CPU,
     BenchError,
     free_port,
     machine,
     pinned,
+    threads_cpu,
 )
 
 APP = "bench.apps:client"
@@ -64,7 +66,8 @@ def bench_env(data_dir: Path | None = None) -> dict[str, str]:
     if data_dir is not None:
         env["TIDINGS_DATA_DIR"] = str(data_dir)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(THREAD_NAMES),
+                                                      env.get("PYTHONPATH")]))
     return env
 
 
@@ -115,6 +118,10 @@ class Engine:
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
+
+    def threads_cpu(self) -> dict[str, float]:
+        """CPU seconds so far by kind of thread (``bench.harness.threads_cpu``)."""
+        return threads_cpu(self.pid)
 
 
 def wait_ready(process: subprocess.Popen[bytes], port: int, log: Path, *,

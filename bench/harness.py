@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -31,6 +32,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 LUA = HERE / "post.lua"
+THREAD_NAMES = HERE / "threadnames"  # its sitecustomize names the servers' threads
 BIN = Path(sys.executable).parent
 PG_URL = os.environ.get("TIDINGS_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 SERVER_CPU = os.environ.get("TIDINGS_BENCH_SERVER_CPU", "0")
@@ -83,10 +85,41 @@ class Server:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def threads_cpu(self) -> dict[str, float]:
+        assert self.process is not None
+        return threads_cpu(self.process.pid)
+
     def stop(self) -> None:
         """Stop the server (gracefully: what it acknowledged is committed by then)."""
         if self.process is not None:
             _stop(self.process)
+
+
+def threads_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads so far, summed by kind of thread: ``loop`` (the
+    main thread: the event loop's), and the others by the name ``bench/threadnames`` gave
+    them without a pool's ``_N`` (``spans``, ``sqlite-writer``, ``sqlite-syncer``,
+    ``sqlite-read``, ``fn``, ...). Read from ``schedstat`` (nanoseconds on a core; ``stat``
+    counts 10 ms ticks, too coarse for a thread's share of a few thousand runs). A thread
+    that ended is not counted."""
+    found: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            ran = int((task / "schedstat").read_text().split()[0])
+            name = "loop" if task.name == str(pid) else (task / "comm").read_text().strip()
+        except (OSError, IndexError, ValueError):
+            continue  # ended meanwhile
+        kind = re.sub(r"_\d+$", "", name)
+        found[kind] = found.get(kind, 0.0) + ran / 1e9
+    return found
+
+
+def cpu_by_thread(before: dict[str, float], after: dict[str, float],
+                  per: int) -> dict[str, float]:
+    """CPU µs per ``per`` (requests, runs) of each kind of thread between two
+    ``threads_cpu``."""
+    return {kind: round(1e6 * (spent - before.get(kind, 0.0)) / max(per, 1), 1)
+            for kind, spent in sorted(after.items())}
 
 
 def _wait_ready(server: Server, log: Path, timeout: float = 30.0) -> None:
@@ -139,6 +172,7 @@ def _env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
     env["TIDINGS_DATA_DIR"] = str(data_dir)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(THREAD_NAMES), env.get("PYTHONPATH")]))
     return env
 
 
@@ -306,6 +340,7 @@ class Round:
     stored_events: int | None
     unrouted_at_stop: int | None  # stored but not yet routed when the server was stopped
     load_before: float
+    server_cpu_us_by_thread: dict[str, float] = field(default_factory=dict)  # per request
 
 
 @dataclass
@@ -330,10 +365,10 @@ def run_round(plan: Plan, target: str, index: int, body_file: Path) -> Round:
         if plan.warmup_seconds > 0:
             runs.append(run_wrk(server.url, body_file, seconds=plan.warmup_seconds,
                                 connections=plan.connections))
-        cpu_before = server.cpu_seconds()
+        cpu_before, threads_before = server.cpu_seconds(), server.threads_cpu()
         measured = run_wrk(server.url, body_file, seconds=plan.seconds,
                            connections=plan.connections)
-        cpu = server.cpu_seconds() - cpu_before
+        cpu, threads_after = server.cpu_seconds() - cpu_before, server.threads_cpu()
         runs.append(measured)
         # Count once the server has stopped: requests still in flight are settled by then.
         server.stop()
@@ -355,6 +390,8 @@ def run_round(plan: Plan, target: str, index: int, body_file: Path) -> Round:
         stored_events=stored if target not in STORES_NOTHING else None,
         unrouted_at_stop=unrouted if target not in STORES_NOTHING else None,
         load_before=round(load, 2),
+        server_cpu_us_by_thread=cpu_by_thread(threads_before, threads_after,
+                                              measured.requests),
     )
     check(plan, result, wrk_runs=len(runs))
     return result

@@ -12,6 +12,10 @@ With ``--base-src`` (another checkout's ``src``) "on" and "traced" also run on t
 same alternating rounds (``base-on``, ``base-traced``), and the summary gives their ratios to
 "off" beside this code's: before and after in one run.
 
+The server's CPU per request or run is also split by thread (``bench.harness.threads_cpu``:
+the event loop's, the span export thread's, SQLite's writer, syncer and readers, the
+functions' pool), medians per target, so where observability's cost goes is a measured figure.
+
 The machine is shared: each round records the load average, and the summary gives the ratio
 of medians and the median of per-round ratios (each pair of rounds saw the same neighbours).
 """
@@ -27,7 +31,15 @@ from typing import Any
 
 from bench import alternating
 from bench.engine import Report, load, pin_self
-from bench.harness import OBSERVED, SERVERS, UNOBSERVED, Plan, run_plan, sqlite_server
+from bench.harness import (
+    OBSERVED,
+    SERVERS,
+    UNOBSERVED,
+    Plan,
+    print_table,
+    run_plan,
+    sqlite_server,
+)
 from bench.p1_ingest import EVENT
 from bench.p3_throughput import tidings_round
 
@@ -61,6 +73,32 @@ def _base_ratios(by: dict[str, list[float]], cpu: dict[str, list[float]]) -> dic
                          for name, target in (("on", BASE_ON), ("traced", BASE_TRACED))}}
 
 
+def _by_thread(rows: list[dict[str, Any]], targets: list[str]) -> dict[str, dict[str, float]]:
+    """Per target, the median CPU µs per request or run of each kind of thread (a kind a
+    round did not see counts 0 there) and their sum."""
+    found: dict[str, dict[str, float]] = {}
+    for target in targets:
+        split = [r["server_cpu_us_by_thread"] for r in rows if r["target"] == target]
+        kinds = sorted({kind for one in split for kind in one})
+        found[target] = {kind: round(statistics.median(one.get(kind, 0.0) for one in split), 1)
+                         for kind in kinds}
+        found[target]["all"] = round(statistics.median(sum(one.values()) for one in split), 1)
+    return found
+
+
+def show_threads(split: dict[str, dict[str, float]], unit: str) -> None:
+    """The per-thread medians as a table: a row per target, the busiest kinds first."""
+    kinds = sorted({k for one in split.values() for k in one if k != "all"},
+                   key=lambda k: -max(one.get(k, 0.0) for one in split.values()))
+    shown = [k for k in kinds if max(one.get(k, 0.0) for one in split.values()) >= 0.5]
+    rest = [k for k in kinds if k not in shown]
+    header = ["target", *shown, *(["others"] if rest else []), "all"]
+    rows = [[target, *(f"{one.get(k, 0.0):.1f}" for k in shown),
+             *([f"{sum(one.get(k, 0.0) for k in rest):.1f}"] if rest else []),
+             f"{one['all']:.1f}"] for target, one in split.items()]
+    print_table(f"server CPU by thread, µs per {unit} (medians of rounds)", rows, header)
+
+
 def _cpu_ratios(cpu: dict[str, list[float]]) -> dict[str, Any]:
     """Throughput each target's CPU per request or run allows, against "off": off's median
     CPU over theirs (the steadier figure on a shared machine), and the median of the same
@@ -91,13 +129,15 @@ def p1(rounds: int, seconds: float, base: str | None = None
     by = {t: [r.req_per_s for r in plan.results if r.target == t] for t in plan.targets}
     cpu = {t: [r.server_cpu_us_per_request for r in plan.results if r.target == t]
            for t in plan.targets}
+    rows = [{"bench": "p1", "target": r.target, "round": r.index, "per_s": r.req_per_s,
+             "server_cpu_us": r.server_cpu_us_per_request,
+             "server_cpu_us_by_thread": r.server_cpu_us_by_thread, "load_before": r.load_before}
+            for r in plan.results]
     summary = {**_ratios(by[OFF], by[ON]), "unit": "req/s",
                "traced": _ratios(by[OFF], by[TRACED], GOAL_TRACED),
                "server_cpu_us_per_request": {t: statistics.median(cpu[t]) for t in cpu},
+               "server_cpu_us_by_thread": _by_thread(rows, plan.targets),
                "cpu": _cpu_ratios(cpu), **_base_ratios(by, cpu)}
-    rows = [{"bench": "p1", "target": r.target, "round": r.index, "per_s": r.req_per_s,
-             "server_cpu_us": r.server_cpu_us_per_request, "load_before": r.load_before}
-            for r in plan.results]
     return rows, summary
 
 
@@ -116,6 +156,7 @@ def p3(rounds: int, n: int, base: str | None = None
             rows.append({"bench": "p3", "target": target, "round": index,
                          "per_s": result["per_s"],
                          "server_cpu_us": result["server_cpu_us_per_run"],
+                         "server_cpu_us_by_thread": result["server_cpu_us_per_run_by_thread"],
                          "load_before": before})
             print(f"  p3 round {index} {target:<18} {result['per_s']:>9,.0f} runs/s  server "
                   f"CPU {result['server_cpu_us_per_run']:,.0f} us/run  load {before}",
@@ -126,6 +167,7 @@ def p3(rounds: int, n: int, base: str | None = None
     return rows, {**_ratios(by[OFF], by[ON]), "unit": "runs/s",
                   "traced": _ratios(by[OFF], by[TRACED], GOAL_TRACED),
                   "server_cpu_us_per_run": {t: statistics.median(cpu[t]) for t in cpu},
+                  "server_cpu_us_by_thread": _by_thread(rows, targets),
                   "cpu": _cpu_ratios(cpu), **_base_ratios(by, cpu)}
 
 
@@ -158,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: by server CPU, on/off {cpu['on']['of_medians']} (medians), "
               f"{cpu['on']['median_of_round_ratios']} (per round); traced/off "
               f"{cpu['traced']['of_medians']}, {cpu['traced']['median_of_round_ratios']}")
+        show_threads(summary["server_cpu_us_by_thread"], "request" if name == "p1" else "run")
         if base is not None:
             on, traced, by_cpu = summary["base_on"], summary["base_traced"], summary["base_cpu"]
             print(f"  {name} base: on/off {on['ratio_of_medians']}, "

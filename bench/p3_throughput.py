@@ -56,7 +56,15 @@ from bench.engine import (
     unpinned,
     wait_until,
 )
-from bench.harness import BIN, PG_URL, BenchError, postgres_available, print_table
+from bench.harness import (
+    BIN,
+    PG_URL,
+    THREAD_NAMES,
+    BenchError,
+    cpu_by_thread,
+    postgres_available,
+    print_table,
+)
 
 BATCH = 500
 GOAL_VS_CELERY = 10.0
@@ -79,7 +87,8 @@ def tidings_round(kind: str, n: int, connections: int, profile: Path | None = No
                   src: str | None = None) -> dict[str, Any]:
     """One round; ``beside(port)`` is open while the server works (``bench.dashboard_live``:
     dashboards streaming); ``src``: the server's code from that folder (another checkout's)."""
-    extra_env = None if src is None else {"PYTHONPATH": os.pathsep.join([src, str(ROOT)])}
+    extra_env = None if src is None else {
+        "PYTHONPATH": os.pathsep.join([src, str(ROOT), str(THREAD_NAMES)])}
     with tidings_dev(kind, profile=profile, args=("-a", APP, *options),
                      variant=variant, extra_env=extra_env) as engine, \
             (beside(engine.port) if beside else contextlib.nullcontext()):
@@ -93,18 +102,19 @@ def tidings_round(kind: str, n: int, connections: int, profile: Path | None = No
         warmup = BATCH
         post_all(engine.port, _bodies(warmup, "warmup"))
         wait_until("the warm-up runs", lambda: completed() >= warmup, timeout=60)
-        cpu_before = engine.cpu_seconds()
+        cpu_before, threads_before = engine.cpu_seconds(), engine.threads_cpu()
         started = time.time()
         post_all(engine.port, _bodies(n, "measured"), connections)
         acked = time.time()
         wait_until(f"{n} runs to complete", lambda: completed() >= warmup + n,
                    timeout=max(120, n / 100))
-        cpu = engine.cpu_seconds() - cpu_before
+        cpu, threads_after = engine.cpu_seconds() - cpu_before, engine.threads_cpu()
         ended_ms = engine.completed_runs(fn, warmup + n, f"tidings {kind}")
     elapsed = ended_ms / 1000 - started
     return {"n": n, "seconds": round(elapsed, 4), "per_s": round(n / elapsed, 1),
             "ingest_seconds": round(acked - started, 4),
-            "server_cpu_us_per_run": round(cpu / n * 1e6, 1)}
+            "server_cpu_us_per_run": round(cpu / n * 1e6, 1),
+            "server_cpu_us_per_run_by_thread": cpu_by_thread(threads_before, threads_after, n)}
 
 
 # -- Celery ------------------------------------------------------------------------------------
