@@ -165,6 +165,31 @@ def test_tasks_of_another_run_and_unknown_runs_are_404(
     assert late.status_code == 409 and "ended" in late.json()["error"]  # the run ended
 
 
+def test_a_completed_task_of_another_run_is_not_completed_and_fails_the_run(
+    dev: tuple[LiveServer, str], stand_in: StandIn,
+) -> None:
+    """``AUTO_YIELD_EXECUTION_WITH_COMPLETED_TASK`` completes the task it names only when it is
+    the run's own; naming another run's fails the run as other answers naming one do."""
+    server, key = dev
+    first = run_for(server, key, {"answer": {"status": "SUCCESS"}})
+    auth = {"authorization": f"Bearer {key}"}
+    task = {"idempotencyKey": "theirs", "name": "t"}
+    made = httpx.post(f"{server.url}/api/v1/runs/{first['id']}/tasks", headers=auth,
+                      json=task, timeout=10)
+    assert made.status_code == 200 and made.json()["status"] == "RUNNING", made.text
+
+    done = run_for(server, key, {"answer": {
+        "status": "AUTO_YIELD_EXECUTION_WITH_COMPLETED_TASK", "id": made.json()["id"],
+        "properties": [], "output": '"stolen"', "data": {}}})
+
+    assert done["status"] == "Failed"
+    assert "names a task this run does not have" in done["error"]["message"], done["error"]
+    again = httpx.post(f"{server.url}/api/v1/runs/{first['id']}/tasks", headers=auth,
+                       json=task, timeout=10)
+    assert again.json()["id"] == made.json()["id"]
+    assert (again.json()["status"], again.json()["output"]) == ("RUNNING", None)
+
+
 def test_bad_callbacks_are_refused_naming_the_field(
     dev: tuple[LiveServer, str], stand_in: StandIn,
 ) -> None:

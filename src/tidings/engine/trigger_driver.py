@@ -256,8 +256,13 @@ class TriggerDriver:
         if status == "AUTO_YIELD_EXECUTION_WITH_COMPLETED_TASK":
             output = answer.get("output")
             value = msgspec.json.decode(output) if isinstance(output, str) else None
-            await storage.write(lambda tx: tasks.complete(
-                tx, str(answer.get("id")), value, self._now()))
+            task_id = str(answer.get("id", ""))
+            done = await storage.write(partial(tasks.complete, task_id=task_id, output=value,
+                                               now=self._now(), env_id=run.env_id,
+                                               run_id=run.id))
+            if done is None or done.run_id != run.id:
+                return _failed("ProtocolError", f"{status} names a task this run does not "
+                               f"have: {task_id!r}"), False
             return None, True
         if status == "CANCELED":
             log.info("run %s: the job stopped: the run is cancelled", run.id)
@@ -274,7 +279,7 @@ class TriggerDriver:
         if status == "RESUME_WITH_PARALLEL_TASK":
             return await self._parallel(run, answer.get("childErrors"))
         if status == "RETRY_WITH_TASK":
-            at = await self._retry(found, answer)
+            at = await self._retry(run, found, answer)
             return RetryStep(step=found.id, retry_at=at), False
         if found.operation is not None and found.status == tasks.RUNNING:
             next_at = await self._operate(run, found)
@@ -300,10 +305,10 @@ class TriggerDriver:
                            f"have: {task_id!r}")
         return found
 
-    async def _retry(self, found: tasks.Task, answer: dict[str, Any]) -> int:
+    async def _retry(self, run: Run, found: tasks.Task, answer: dict[str, Any]) -> int:
         """``RETRY_WITH_TASK``: the task is marked for its next attempt, due at ``retryAt``."""
-        await self._core.storage.write(lambda tx: tasks.retry(tx, found.id,
-                                                              answer.get("error")))
+        await self._core.storage.write(partial(tasks.retry, task_id=found.id,
+                                               error=answer.get("error"), env_id=run.env_id))
         return _millis(answer.get("retryAt")) or self._now()
 
     async def _operate(self, run: Run, found: tasks.Task) -> int | None:
@@ -370,7 +375,7 @@ class TriggerDriver:
             if isinstance(found, RunFailed):
                 return found, False
             if status == "RETRY_WITH_TASK":
-                retries.append((found.id, await self._retry(found, child)))
+                retries.append((found.id, await self._retry(run, found, child)))
                 continue
             if found.operation is not None and found.status == tasks.RUNNING:
                 next_at = await self._operate(run, found)

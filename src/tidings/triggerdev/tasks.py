@@ -194,10 +194,15 @@ def start(tx: Tx, run_id: str, new: NewTask, now: int, *, env_id: str | None = N
     return Task.from_row(again)
 
 
-def complete(tx: Tx, task_id: str, output: Any, now: int, *,
-             env_id: str | None = None) -> Task | None:
+def complete(tx: Tx, task_id: str, output: Any, now: int, *, env_id: str | None = None,
+             run_id: str | None = None) -> Task | None:
+    """Complete the task with ``output`` (unless it has ended); the task. ``run_id``: complete
+    it only if it is that run's (a task named by the job, not found in the run's)."""
     sealed = _sealed(tx, _env(tx, task_id, env_id), "output", task_id, output)
-    tx.run("trigger_task_complete", (sealed, now, task_id))
+    if run_id is None:
+        tx.run("trigger_task_complete", (sealed, now, task_id))
+    else:
+        tx.run("trigger_task_complete_of_run", (sealed, now, task_id, run_id))
     return by_id(tx, task_id)
 
 

@@ -82,6 +82,10 @@ UPDATE trigger_tasks SET retrying = 1, error = ? WHERE id = ? AND status = 'RUNN
 UPDATE trigger_tasks SET status = 'COMPLETED', output = ?, completed_at = ?
 WHERE id = ? AND status IN ('RUNNING', 'WAITING');
 
+-- name: trigger_task_complete_of_run
+UPDATE trigger_tasks SET status = 'COMPLETED', output = ?, completed_at = ?
+WHERE id = ? AND run_id = ? AND status IN ('RUNNING', 'WAITING');
+
 -- name: trigger_task_fail
 -- The error is also the task's output, which the SDK reads back from an errored task.
 UPDATE trigger_tasks SET status = 'ERRORED', error = ?, output = ?, completed_at = ?
