@@ -1,15 +1,18 @@
 """The gateway's hand-made frames (``connect.outbox``) are byte for byte what protobuf and
 ``websockets`` would have made, and a burst of messages written through the outbox arrives
-whole and in order, before and after a close the gateway starts."""
+whole and in order, before and after a close the gateway starts; the ``websockets`` installed is
+one whose internals the outbox was checked against."""
 
 from __future__ import annotations
 
 import asyncio
+from importlib.metadata import version
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.frames import Frame, Opcode
+from websockets.protocol import OPEN
 
 from tidings.connect import wire_pb2 as pb
 from tidings.connect.outbox import Outbox, envelope, ws_header
@@ -52,3 +55,26 @@ async def test_a_burst_arrives_in_order_and_whole_then_the_close() -> None:
             assert got == messages
             await asyncio.wait_for(client.wait_closed(), 10)
             assert (client.close_code, client.close_reason) == (1000, "done")
+
+
+async def test_websockets_is_a_version_whose_internals_the_outbox_reads() -> None:
+    """The outbox reads ``protocol``, ``paused`` and ``transport`` of websockets' asyncio
+    connection (``connect/outbox.py`` says why): checked on 15.0 to 17.x. A new major version
+    fails here until they are checked again there (and pyproject's bound raised)."""
+    installed = version("websockets")
+    assert 15 <= int(installed.split(".")[0]) < 18, f"websockets {installed}: check the outbox"
+    seen: list[tuple[object, ...]] = []
+
+    async def session(ws: ServerConnection) -> None:
+        out = Outbox(ws)
+        before = (ws.protocol.state, ws.protocol.extensions, ws.paused, out._direct())
+        ws.pause_writing()  # what the transport calls when its buffer is full
+        paused = (ws.paused, out._direct())
+        ws.resume_writing()
+        seen.append((*before, *paused, ws.transport.is_closing()))
+
+    async with serve(session, "127.0.0.1", 0, compression=None) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}", compression=None) as client:
+            await asyncio.wait_for(client.wait_closed(), 10)
+    assert seen == [(OPEN, [], False, True, True, False, False)]
