@@ -9,6 +9,7 @@ import contextlib
 import html
 import json
 import re
+from collections.abc import AsyncIterator, MutableMapping
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -252,11 +253,12 @@ async def test_a_live_status_filter_page_redraws_its_short_page_note_and_older_l
     assert '<div id="run-pager" sse-swap="pager"' in page.text  # where the page puts it
 
 
-async def _stream_until(core: Core, path: str, meanwhile: Any,
-                        wanted: Any) -> Any:
-    """What ``wanted(events)`` finds (the first truthy answer) in the events the stream at
-    ``path`` sent, as ``(name, data)``, read until it finds it (within a deadline);
-    ``meanwhile()`` is awaited once the stream sent its first event."""
+@contextlib.asynccontextmanager
+async def _streaming(core: Core, path: str) -> AsyncIterator[tuple[Any, list[bytes],
+                                                                   asyncio.Task[None]]]:
+    """A GET of the stream at ``path`` over ASGI, from a browser that stays until the stream
+    ends or the block does (the request is then cancelled): the app, the chunks of the body as
+    they come, and the request's task."""
     app = create_app(core.settings, core)
     url = urlsplit(path)
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
@@ -267,34 +269,46 @@ async def _stream_until(core: Core, path: str, meanwhile: Any,
     body: list[bytes] = []
 
     async def receive() -> dict[str, Any]:
-        await asyncio.Event().wait()  # the browser stays until cancelled
+        await asyncio.Event().wait()  # the browser stays: only the server ends the stream
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.body":
             body.append(message.get("body", b""))
 
-    def events() -> list[tuple[str, str]]:
-        return [(name, "\n".join(re.findall(r"^data: ?(.*)$", data, re.M)))
-                for name, data in re.findall(r"^event: (\S+)\n((?:data:.*\n)*)",
-                                             b"".join(body).decode(), re.M)]
-
     task = asyncio.create_task(app(scope, receive, send))
-    loop = asyncio.get_running_loop()
     try:
-        deadline = loop.time() + 15
-        while not events():
-            assert loop.time() < deadline, "no first event"
-            await asyncio.sleep(0.01)
-        await meanwhile()
-        while not (found := wanted(events())):
-            assert loop.time() < deadline, f"not sent: {events()}"
-            await asyncio.sleep(0.01)
-        return found
+        yield app, body, task
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def _until_sent(body: list[bytes], wanted: Any, seconds: float = 10) -> Any:
+    """What ``wanted(text)`` finds (the first truthy answer) in the body sent so far, polled
+    until it finds it (within ``seconds``)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not (found := wanted(b"".join(body).decode())):
+        assert asyncio.get_running_loop().time() < deadline, f"not sent: {b''.join(body)!r}"
+        await asyncio.sleep(0.01)
+    return found
+
+
+async def _stream_until(core: Core, path: str, meanwhile: Any,
+                        wanted: Any) -> Any:
+    """What ``wanted(events)`` finds (the first truthy answer) in the events the stream at
+    ``path`` sent, as ``(name, data)``, read until it finds it (within a deadline);
+    ``meanwhile()`` is awaited once the stream sent its first event."""
+
+    def events(text: str) -> list[tuple[str, str]]:
+        return [(name, "\n".join(re.findall(r"^data: ?(.*)$", data, re.M)))
+                for name, data in re.findall(r"^event: (\S+)\n((?:data:.*\n)*)", text, re.M)]
+
+    async with _streaming(core, path) as (_, body, _):
+        await _until_sent(body, events, 15)
+        await meanwhile()
+        return await _until_sent(body, lambda text: wanted(events(text)), 15)
 
 
 async def test_bulk_replay_previews_then_acts_as_the_api_does(
@@ -349,33 +363,13 @@ async def test_cancel_and_rerun_from_a_run_page(engine: Engine,
 async def _first_event(core: Core, path: str) -> str:
     """The name of the first event the stream at ``path`` sends (over ASGI: the stream never
     ends by itself, so it is read until its first event and then cancelled)."""
-    app = create_app(core.settings, core)
-    url = urlsplit(path)
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-             "scheme": "http", "path": url.path, "raw_path": url.path.encode(),
-             "query_string": url.query.encode(), "root_path": "",
-             "headers": [(b"host", b"tidings")], "client": ("127.0.0.1", 1),
-             "server": ("tidings", 80)}
-    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+    def first(text: str) -> str | None:
+        found = re.search(r"^event: (\S+)$", text, re.M)
+        return found and found.group(1)
 
-    async def receive() -> dict[str, Any]:
-        await asyncio.Event().wait()  # the browser stays until cancelled
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.body":
-            await chunks.put(message.get("body", b""))
-
-    task = asyncio.create_task(app(scope, receive, send))
-    try:
-        text = ""
-        while "event: " not in text:
-            text += (await asyncio.wait_for(chunks.get(), 10)).decode()
-        return text.split("event: ", 1)[1].split("\n", 1)[0]
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with _streaming(core, path) as (_, body, _):
+        name: str = await _until_sent(body, first)
+        return name
 
 
 async def test_a_run_page_stream_sends_what_moved_since_the_page_was_drawn(
@@ -400,39 +394,15 @@ async def _whole_stream(core: Core, path: str, meanwhile: Any = None) -> tuple[l
     """The names of the events the stream at ``path`` sends until it ends by itself (within a
     deadline), and how many streams its feed still has open afterwards; ``meanwhile()`` is
     awaited once the stream sent its first event."""
-    app = create_app(core.settings, core)
-    assert app.dashboard is not None
-    url = urlsplit(path)
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-             "scheme": "http", "path": url.path, "raw_path": url.path.encode(),
-             "query_string": url.query.encode(), "root_path": "",
-             "headers": [(b"host", b"tidings")], "client": ("127.0.0.1", 1),
-             "server": ("tidings", 80)}
-    body: list[bytes] = []
-
-    async def receive() -> dict[str, Any]:
-        await asyncio.Event().wait()  # the browser stays: only the server ends the stream
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.body":
-            body.append(message.get("body", b""))
-
-    task = asyncio.create_task(app(scope, receive, send))
-    try:
+    async with _streaming(core, path) as (app, body, task):
+        assert app.dashboard is not None
         if meanwhile is not None:
-            deadline = asyncio.get_running_loop().time() + 10
-            while b"event: " not in b"".join(body):
-                assert asyncio.get_running_loop().time() < deadline, "no first event"
-                await asyncio.sleep(0.01)
+            await _until_sent(body, lambda text: "event: " in text)
             await meanwhile()
-        await asyncio.wait_for(asyncio.shield(task), 10)
-    except TimeoutError:
-        raise AssertionError(f"the stream did not end: {b''.join(body)[-300:]!r}") from None
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 10)
+        except TimeoutError:
+            raise AssertionError(f"the stream did not end: {b''.join(body)[-300:]!r}") from None
     text = b"".join(body).decode()
     return re.findall(r"^event: (\S+)$", text, re.M), len(app.dashboard.feed)
 
