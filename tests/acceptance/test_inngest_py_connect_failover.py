@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests import loopback
-from tests.acceptance.connect_stack import APP, ConnectStack
+from tests.acceptance.connect_stack import APP, ConnectStack, Worker
 from tests.acceptance.sdk_apps import production_keys, wait_for
 from tests.acceptance.test_inngest_py_connect import send
 from tests.acceptance.test_inngest_py_connect_processes import serve
@@ -109,6 +110,61 @@ def behind_balancer(tmp_path: Path, *first_args: str, second_args: tuple[str, ..
             stop_server(first.server)
 
 
+def both_logs(first: ConnectStack, second: ConnectStack) -> str:
+    """The first's logs (its server's and its workers'), then the second's server's."""
+    return first.logs() + "\n--- second ---\n" + (
+        second.server.data_dir / "server.log").read_text(errors="replace")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeldRun:
+    """A run of a slow function (``connect_stack.py``'s ``slow``, or the TypeScript worker's)
+    sent through the second process, whose long step a worker of the first holds until
+    ``gate`` exists (``hold_a_run``)."""
+
+    first: ConnectStack
+    second: ConnectStack
+    run_id: str
+    gate: Path
+
+    def logs(self) -> str:
+        return both_logs(self.first, self.second)
+
+    def ran(self, step: str) -> int:
+        """How many times ``step`` of the run ran."""
+        return [s for _, run_id, s, _ in self.first.steps()
+                if run_id == self.run_id].count(step)
+
+    def ends_once(self, worker: Worker) -> None:
+        """Let the long step end: the run completes, no step of it ran twice, the worker
+        carried on, and the second took no reply for a call it does not hold."""
+        self.gate.touch()
+        done = self.second.api.finished(self.run_id, timeout=120, logs=self.logs)
+        assert done["status"] == "Completed", done
+        assert done["output"] == {"recorded_by": "w1", "long_by": "w1"}
+        assert (self.ran("recorded"), self.ran("long-start"), self.ran("long-end")) == (
+            1, 1, 1), self.first.steps()
+        assert worker.process.poll() is None  # the worker carried on
+        second_log = self.second.server.data_dir / "server.log"
+        assert "does not hold" not in second_log.read_text(errors="replace")
+
+
+def hold_a_run(first: ConnectStack, second: ConnectStack, gate: Path, *,
+               event: str = "connect/slow", app: str = APP) -> HeldRun:
+    """Once the first holds the worker's socket: a run of ``event``'s slow function sent
+    through the second, returned once its long step started (held until ``gate`` exists)."""
+    def logs() -> str:
+        return both_logs(first, second)
+
+    wait_for(lambda: True if sockets_held(first.server.url, first.api_key) == 1 else None,
+             timeout=30, what="the worker to connect to the first process", logs=logs)
+    run = second.api.run_of(send(second, event, {"gate": str(gate)}), f"{app}-slow")
+    held = HeldRun(first=first, second=second, run_id=run["id"], gate=gate)
+    wait_for(lambda: True if held.ran("long-start") else None, timeout=60,
+             what="the long step to start", logs=logs)
+    return held
+
+
 @pytest.fixture
 def balanced(tmp_path: Path) -> Iterator[tuple[ConnectStack, ConnectStack, Balancer]]:
     with behind_balancer(tmp_path) as stacks:
@@ -121,8 +177,7 @@ def test_workers_of_a_gateway_killed_with_sigkill_carry_on_at_another(
     first.start_worker("w1", INNGEST_BASE_URL=balancer.url)
 
     def logs() -> str:
-        return first.logs() + "\n--- second ---\n" + (
-            second.server.data_dir / "server.log").read_text(errors="replace")
+        return both_logs(first, second)
 
     wait_for(lambda: True if sockets_held(first.server.url, first.api_key) == 1 else None,
              timeout=30, what="the worker to connect to the first process", logs=logs)
