@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +23,23 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 def shown_path(path: str) -> str:
     """``path`` as the log shows it: an event key masked."""
     return "/e/***" if path.startswith("/e/") else path
+
+
+class _Sending:
+    """``send`` for the app inside, noting the answer's status on its way out. It hands back
+    ``send``'s own awaitable: no coroutine of its own per message (a closure ``async def``
+    made one for each, and itself for each request)."""
+
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 0
+
+    def __call__(self, message: Message) -> Awaitable[None]:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        return self.send(message)
 
 
 class RequestObserver:
@@ -42,18 +59,12 @@ class RequestObserver:
             return
         span = tracing.request_began(scope["headers"])
         began = time.perf_counter()
-        status = 0
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sending = _Sending(send)
         try:
             await self.app(scope, receive, sending)
         finally:
             took = time.perf_counter() - began
+            status = sending.status
             method = scope["method"] if scope["method"] in METHODS else "other"
             if self._timed or span is not None:
                 route = self._route_of(scope)
