@@ -50,6 +50,11 @@ def pauses(steps: Sequence[StepRow], began: int) -> list[tracing.Pause]:
     """The sleeps, waits and invocations of a run, each from the end of the step before it
     (the call that reached the pause ended then, within milliseconds: the pause's own start
     is not kept) to its resumption."""
+    for s in steps:
+        if s.kind in PAUSES:
+            break
+    else:
+        return []  # most runs: no pause, nothing to sort
     found, last_end = [], began
     for s in sorted(steps, key=lambda s: s.position):
         if s.kind in PAUSES and s.ended_at is not None:
