@@ -6,7 +6,6 @@ erased key once the call has returned."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import time
@@ -18,8 +17,9 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import TIDINGS, fresh_schema, make_settings, start_server, stop_server
+from tests.conftest import fresh_schema, make_settings
 from tests.unit.helpers import app_client
+from tests.worker_pool import pool
 from tidings.settings import Settings
 
 PERSON = "backup-person-1"
@@ -129,17 +129,6 @@ def whoami(ctx):
 '''
 
 
-def _worker(tmp_path: Path, db: str, env: dict[str, str], n: int) -> subprocess.Popen[bytes]:
-    log = open(tmp_path / f"worker-{n}.log", "wb")  # noqa: SIM115
-    try:
-        return subprocess.Popen(
-            [TIDINGS, "worker", "whoapp:client", "--db", db, "--env", "dev", "--concurrency", "4"],
-            cwd=tmp_path, env={**os.environ, "TIDINGS_DATA_DIR": str(tmp_path / "server"), **env},
-            stdout=log, stderr=subprocess.STDOUT)
-    finally:
-        log.close()
-
-
 def _outputs(db: str, ids: list[str]) -> dict[str, Any]:
     """The outputs of the completed runs among ``ids``."""
     with psycopg.connect(db) as conn:
@@ -163,19 +152,10 @@ def _wait_for(check: Any, what: str, seconds: float = 60) -> Any:
 @pytest.mark.timeout(300)
 def test_no_process_uses_the_erased_key_once_the_call_returned(pg_url: str,
                                                                  tmp_path: Path) -> None:
-    (tmp_path / "whoapp.py").write_text(WHO_APP)
     # The data keys in PostgreSQL too (by default dev keeps them in a file of its data folder).
-    env = {"PYTHONPATH": str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "TIDINGS_KEYSTORE_URL": pg_url}
-    server = start_server(tmp_path, "--db", pg_url, "--no-discovery", env=env)
-    workers = [_worker(tmp_path, pg_url, env, n) for n in range(2)]
-    try:
-        def registered() -> bool:
-            with psycopg.connect(pg_url) as conn:
-                row = conn.execute("SELECT count(*) FROM functions").fetchone()
-            return bool(row and row[0])
-
-        _wait_for(registered, "the workers to register")
+    with pool(tmp_path, pg_url, "whoapp", WHO_APP, {"TIDINGS_KEYSTORE_URL": pg_url}, workers=2,
+              concurrency=4, server_args=("--no-discovery",)) as started:
+        server = started.server
         sent = httpx.post(f"{server.url}/e/key", json=[
             {"name": "who/asked", "data": {"n": n},
              "user": {"external_id": PERSON, "email": "one@example.org"}} for n in range(20)])
@@ -202,12 +182,6 @@ def test_no_process_uses_the_erased_key_once_the_call_returned(pg_url: str,
         after = _wait_for(lambda: (o := _outputs(pg_url, reruns)) and len(o) == len(reruns)
                           and o, "the reruns")
         assert [o["user"] for o in after.values()] == [{}] * len(reruns)
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.terminate()
-                worker.wait(timeout=30)
-        stop_server(server)
 
 
 CANARY_DATA = "canary-data-5d2c81"

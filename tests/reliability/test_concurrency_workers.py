@@ -5,16 +5,12 @@ outside the processes, never passes the limit, and every run finishes."""
 from __future__ import annotations
 
 import collections
-import os
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
-from tests.conftest import TIDINGS, start_server, stop_server
+from tests.worker_pool import pool, wait_completed
 
 APP = '''
 import os, time
@@ -50,18 +46,6 @@ PER_KEY = 20
 LIMIT = 2
 
 
-def _worker(tmp_path: Path, db: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log = open(tmp_path / f"worker-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
-    try:
-        return subprocess.Popen(
-            [TIDINGS, "worker", "limitedapp:client", "--db", db, "--env", "dev",
-             "--concurrency", "8"],
-            cwd=tmp_path, env={**os.environ, "TIDINGS_DATA_DIR": str(tmp_path / "server"), **env},
-            stdout=log, stderr=subprocess.STDOUT)
-    finally:
-        log.close()
-
-
 def most_at_once(spans: list[tuple[float, float]]) -> int:
     """The largest number of spans open at the same instant (an end before a start at a tie)."""
     marks = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans],
@@ -77,41 +61,14 @@ def most_at_once(spans: list[tuple[float, float]]) -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_keyed_limit_holds_across_three_workers(pg_url: str, tmp_path: Path) -> None:
-    (tmp_path / "limitedapp.py").write_text(APP)
     log = tmp_path / "steps.log"
-    env = {"STEPS_LOG": str(log),
-           "PYTHONPATH": str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    server = start_server(tmp_path, "--db", pg_url, env=env)
-    workers = [_worker(tmp_path, pg_url, env) for _ in range(3)]
     total = len(KEYS) * PER_KEY
-    try:
-        deadline = time.monotonic() + 30
-        registered = 0
-        while time.monotonic() < deadline and not registered:
-            with psycopg.connect(pg_url) as conn:
-                found = conn.execute("SELECT count(*) FROM functions").fetchone()
-                registered = found[0] if found else 0
-            time.sleep(0.05)
-        assert registered, "the workers did not register their functions"
+    with pool(tmp_path, pg_url, "limitedapp", APP, {"STEPS_LOG": str(log)}, workers=3,
+              concurrency=8) as started:
         events = [{"name": "limited/go", "data": {"key": key, "n": n}}
                   for n in range(PER_KEY) for key in KEYS]
-        assert httpx.post(f"{server.url}/e/key", json=events).status_code == 200
-        deadline = time.monotonic() + 180
-        done = 0
-        while time.monotonic() < deadline:
-            with psycopg.connect(pg_url) as conn:
-                row = conn.execute("SELECT count(*) FROM runs WHERE status = 'Completed'")
-                done = row.fetchone()[0]  # type: ignore[index]
-            if done == total:
-                break
-            time.sleep(0.2)
-        assert done == total
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.terminate()
-                worker.wait(timeout=30)
-        stop_server(server)
+        assert httpx.post(f"{started.server.url}/e/key", json=events).status_code == 200
+        wait_completed(pg_url, total, 180)
 
     spans: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
     pids: collections.Counter[str] = collections.Counter()
