@@ -9,37 +9,24 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.acceptance.sdk_apps import NODE_DIR, node_binary
 from tests.conftest import LiveServer
 
 pytestmark = pytest.mark.node
 
-NODE_DIR = Path(__file__).resolve().parent.parent / "node"
 SEED_HEADER = "x-inngest-event-id-seed"
 
 
 @pytest.fixture(scope="module")
 def node_bin() -> str:
-    found = shutil.which("node")
-    if found is None:
-        pytest.fail("Node.js (the `node` binary) is required by the node acceptance tests")
-    pinned = json.loads((NODE_DIR / "package.json").read_text())["dependencies"]["inngest"]
-    installed = NODE_DIR / "node_modules" / "inngest" / "package.json"
-    if not installed.exists():
-        pytest.fail(f"{installed} is missing: run `make node` (npm ci in tests/node)")
-    version = json.loads(installed.read_text())["version"]
-    if version != pinned:
-        pytest.fail(f"tests/node has inngest {version} installed but pins {pinned}: "
-                    "run `make node`")
-    return found
+    return node_binary()
 
 
 def run_send(node_bin: str, server: LiveServer, scenario: str) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,6 @@ parallel steps completes."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.acceptance.connect_stack import ConnectStack, Worker, running_stack
-from tests.acceptance.sdk_apps import clean_env, wait_for
+from tests.acceptance.sdk_apps import NODE_DIR, clean_env, node_binary, wait_for
 from tests.acceptance.test_inngest_py_connect import send
 
 pytestmark = pytest.mark.node
-NODE_DIR = Path(__file__).resolve().parent.parent / "node"
 APP = "node-connect"
 
 
@@ -28,11 +26,7 @@ def stack(tmp_path: Path) -> Iterator[ConnectStack]:
 
 
 def start_node_worker(stack: ConnectStack, name: str, **env: str) -> Worker:
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("Node.js (the `node` binary) is required by the node acceptance tests")
-    if not (NODE_DIR / "node_modules" / "inngest").exists():
-        pytest.fail("tests/node/node_modules is missing: run `make node`")
+    node = node_binary()
     log_path = stack.tmp_path / f"{name}.log"
     log = open(log_path, "ab")  # noqa: SIM115
     process = subprocess.Popen(
