@@ -120,23 +120,28 @@ def sealed_json(tx: Any, env_id: str, value: str, aad: bytes) -> str:
     """``value`` (JSON text) as a write in ``tx`` stores it: sealed when ``env_id`` seals, and
     also when it does not but ``value`` starts as a sealed one does (a string beginning with
     U+001F "ts1 ", which every read would take for sealed), under generation 0."""
-    generation = ENV_SETTINGS.generation(tx, env_id)
+    generation = _sealing(tx, env_id, value, SEALED_JSON)
     if generation is None:
-        if not value.startswith(SEALED_JSON):
-            return value
-        generation = 0
+        return value
     return SEALS.seal_json(env_id, generation, value, aad).decode()
 
 
 def sealed_text(tx: Any, env_id: str, text: str, aad: bytes) -> str:
     """``text`` as a write in ``tx`` stores it: sealed (``seal_text``) when ``env_id`` seals, or
     when ``text`` starts as a sealed text does (``sealed_json``)."""
-    generation = ENV_SETTINGS.generation(tx, env_id)
+    generation = _sealing(tx, env_id, text, TEXT_MARK)
     if generation is None:
-        if not text.startswith(TEXT_MARK):
-            return text
-        generation = 0
+        return text
     return SEALS.seal_text(env_id, generation, text.encode(), aad)
+
+
+def _sealing(tx: Any, env_id: str, value: str, mark: str) -> int | None:
+    """The generation ``value`` is sealed under when written in ``tx`` (None: stored as it
+    is): ``env_id``'s when it seals, else 0 if ``value`` starts with ``mark``."""
+    generation = ENV_SETTINGS.generation(tx, env_id)
+    if generation is None and value.startswith(mark):
+        return 0
+    return generation
 
 
 # -- encrypt_data as stored (``storage/sql/shared/sealing.sql``) --------------------------------
