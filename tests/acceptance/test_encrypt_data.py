@@ -26,6 +26,7 @@ from tidings.events.env_settings import rotate_sealing
 from tidings.events.model import iso
 from tidings.ids import now_ms
 from tidings.runs.model import COMPLETED
+from tidings.sealing import BINARY_MARK, JSON_MARK, SEALS, event_aad, is_sealed
 
 IN_DATA = "canary-data-5f0c1e"
 IN_ID = "signup-canary-77ab@example.org"
@@ -81,14 +82,25 @@ def _on_disk(core: Core, tmp_path: Path) -> bytes:
     return dump.stdout
 
 
-async def _stored_event(core: Core, event_id: str) -> tuple[str, str | None]:
+async def _stored_event(core: Core, event_id: str) -> tuple[bytes, str | None]:
     """The ``data`` and ``event_key`` columns of an event as the database holds them."""
     def read(tx: Any) -> Any:
         return tx.one("event_row", (event_id,))
 
     row = await core.storage.read(read)
     data = row[3]
-    return (data.decode() if isinstance(data, bytes) else data), row[6]
+    return (data.encode() if isinstance(data, str) else bytes(data)), row[6]
+
+
+def _sealed_under_generation(stored: bytes) -> int | None:
+    """The key generation a stored ``data`` is sealed under, in either form (``sealing.py``:
+    binary, or text in a JSON string); None when it is in clear."""
+    if stored.startswith(BINARY_MARK):
+        size = int.from_bytes(stored[1:3], "big")
+        return int(stored[3:3 + size].split(b" ")[1])
+    if stored.startswith(JSON_MARK):
+        return int(stored.split(b" ")[2])
+    return None
 
 
 async def test_sealed_data_never_reaches_the_disk_in_clear_and_everything_still_works(
@@ -154,7 +166,10 @@ async def test_sealed_data_never_reaches_the_disk_in_clear_and_everything_still_
     assert len(replayed) == 3 and all(r.output == run.output for r in replayed)
 
     data, key = await _stored_event(engine.core, free)
-    assert data.startswith('"\\u001fts1 ') and key is None
+    # In binary where the column is (SQLite's BLOB), as text in PostgreSQL's json.
+    binary = engine.core.storage.dialect == "sqlite"
+    assert data.startswith(BINARY_MARK if binary else JSON_MARK) and key is None
+    assert _sealed_under_generation(data) == 1
     data, key = await _stored_event(engine.core, pro)
     assert key is not None and key.startswith("\x1fts1 ")
     disk = _on_disk(engine.core, tmp_path)
@@ -244,7 +259,7 @@ async def test_a_new_key_seals_new_writes_and_the_old_data_stays_readable(
 
     old_data, _ = await _stored_event(engine.core, old)
     new_data, _ = await _stored_event(engine.core, new)
-    assert old_data.split(" ")[2] == "1" and new_data.split(" ")[2] == "2"
+    assert _sealed_under_generation(old_data) == 1 and _sealed_under_generation(new_data) == 2
     for event_id, n in ((old, "before"), (new, "after")):
         assert (await ok(await client.get(f"/v1/events/{event_id}")))["data"] == {"n": n}
 
@@ -254,13 +269,14 @@ async def test_switched_off_stores_as_before_and_still_reads_what_was_sealed(
 ) -> None:
     await engine.start(tidings.Tidings(app_id="none"))
     (plain,) = await engine.send({"name": "a/b", "id": "plain-id", "data": {"n": IN_DATA}})
-    assert await _stored_event(engine.core, plain) == ('{"n":"' + IN_DATA + '"}', "plain-id")
+    assert await _stored_event(engine.core, plain) == (b'{"n":"' + IN_DATA.encode() + b'"}',
+                                                       "plain-id")
 
     await ok(await client.post("/v1/settings", json={"encrypt_data": True}))
     (sealed,) = await engine.send({"name": "a/b", "data": {"n": "sealed"}})
     await ok(await client.post("/v1/settings", json={"encrypt_data": False}))
     (after,) = await engine.send({"name": "a/b", "data": {"n": "after"}})
-    assert (await _stored_event(engine.core, after))[0] == '{"n":"after"}'
+    assert (await _stored_event(engine.core, after))[0] == b'{"n":"after"}'
     listed = await ok(await client.get("/v1/events", params={"name": "a/b"}))
     assert [e["data"]["n"] for e in listed] == ["after", "sealed", IN_DATA]
     assert sealed in {e["id"] for e in listed}
@@ -281,7 +297,7 @@ def _cli(tmp_path: Path, server: LiveServer, *args: str) -> subprocess.Completed
                           timeout=120, check=False)
 
 
-def _sealed_under(server: LiveServer, db: Path, generation: int) -> tuple[str, str]:
+def _sealed_under(server: LiveServer, db: Path, generation: int) -> tuple[str, bytes]:
     """Send events to the live server until one is stored sealed under ``generation`` (the
     server takes a change made by the CLI within seconds); its id and stored ``data``."""
     deadline = time.monotonic() + 30
@@ -291,8 +307,8 @@ def _sealed_under(server: LiveServer, db: Path, generation: int) -> tuple[str, s
         with sqlite3.connect(db) as conn:
             (data,) = conn.execute("SELECT data FROM events WHERE id = ?", (event_id,)
                                    ).fetchone()
-        stored = data.decode() if isinstance(data, bytes) else data
-        if stored.startswith('"\\u001fts1 ') and stored.split(" ")[2] == str(generation):
+        stored = data.encode() if isinstance(data, str) else data
+        if _sealed_under_generation(stored) == generation:
             return event_id, stored
         assert time.monotonic() < deadline, f"still stored as {stored[:40]!r}"
         time.sleep(0.2)
@@ -383,3 +399,33 @@ async def test_an_output_that_looks_sealed_is_kept_apart_from_sealed_ones_when_o
     assert (run.status, run.output) == (COMPLETED, "\x1fts1 not sealed")
     shown = await ok(await client.get(f"/v1/runs/{run.id}"))
     assert shown["output"] == "\x1fts1 not sealed"
+
+
+async def test_sqlite_reads_event_data_sealed_in_binary_and_as_text(
+    engine: Engine, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """On SQLite an event's data is sealed in binary (its column is a BLOB); what was sealed
+    as text before still reads, and a lifecycle event sealed in binary does not break the
+    erasure's JSON filter over them (it is handed over to be opened and checked)."""
+    if engine.core.storage.dialect != "sqlite":
+        pytest.skip("PostgreSQL's data is json: it is sealed as text only")
+    await ok(await client.post("/v1/settings", json={"encrypt_data": True}))
+    await engine.start(tidings.Tidings(app_id="none"))
+    binary, text = await engine.send({"name": "a/b", "data": {"n": "binary"}},
+                                     {"name": "a/b", "data": {"n": "text"}})
+    as_text = SEALS.seal_json(engine.env_id, 1, b'{"n":"text"}', event_aad(text))
+    assert not as_text.startswith(BINARY_MARK)
+    with sqlite3.connect(tmp_path / "tidings.db", timeout=10) as conn:
+        conn.execute("UPDATE events SET data = ? WHERE id = ?", (as_text, text))
+        conn.execute("UPDATE events SET source = 'tidings' WHERE id = ?", (binary,))
+    assert (await _stored_event(engine.core, binary))[0].startswith(BINARY_MARK)
+    assert (await _stored_event(engine.core, text))[0] == as_text
+
+    for event_id, n in ((binary, "binary"), (text, "text")):
+        assert (await ok(await client.get(f"/v1/events/{event_id}")))["data"] == {"n": n}
+    listed = await ok(await client.get("/v1/events", params={"name": "a/b"}))
+    assert [e["data"] for e in listed] == [{"n": "text"}, {"n": "binary"}]
+
+    found = await engine.core.storage.read(lambda tx: tx.all("privacy_lifecycle_events", (
+        engine.env_id, binary, binary + "~", "some-run")))
+    assert [(row[0], is_sealed(row[1])) for row in found] == [(binary, True)]

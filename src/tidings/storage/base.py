@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 import msgspec
 
 from tidings.sealing import (
-    JSON_MARK,
+    SEALED_BYTES,
     SEALS,
     TEXT_MARK,
     context_aad,
@@ -133,7 +133,7 @@ def event_from_row(r: Sequence[Any]) -> EventRow:
     them back (JSON as text on PostgreSQL, as bytes on SQLite); ``traceparent`` when the query
     reads it (the runs' calls do: ``event_rows``)."""
     data, key = _bytes(r[3]), r[6]
-    if data.startswith(JSON_MARK):
+    if data.startswith(SEALED_BYTES):
         data = SEALS.open_json(data, event_aad(r[0]))
     if key is not None and key.startswith(TEXT_MARK):
         key = open_key(key, r[0])

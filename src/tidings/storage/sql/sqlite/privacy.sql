@@ -10,10 +10,11 @@ PRAGMA secure_delete = OFF;
 -- name: privacy_lifecycle_events
 -- The lifecycle events a run emitted when it ended (tidings/function.finished, failed,
 -- cancelled): their ids start with its end time, their data names the run (sealed data,
--- sealing.py, is opened and checked by the caller).
+-- sealing.py, is opened and checked by the caller; binary, it is not JSON to look into).
 SELECT id, data FROM events
 WHERE env_id = ? AND id >= ? AND id < ? AND source = 'tidings'
-  AND (json_extract(data, '$.run_id') = ? OR json_type(data) = 'text');
+  AND CASE WHEN substr(data, 1, 1) = x'00' THEN 1
+      ELSE json_extract(data, '$.run_id') = ? OR json_type(data) = 'text' END;
 
 -- name: retention_freelist
 SELECT freelist_count FROM pragma_freelist_count;
