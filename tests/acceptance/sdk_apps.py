@@ -260,6 +260,26 @@ class Proxy:
         self._http.close()
 
 
+def stored(server: LiveServer, event_id: str) -> dict[str, Any]:
+    """The event ``GET /v1/events/{id}`` shows."""
+    answer = httpx.get(f"{server.url}/v1/events/{event_id}", timeout=10)
+    assert answer.status_code == 200, answer.text
+    record: dict[str, Any] = answer.json()["data"]
+    return record
+
+
+def listed(server: LiveServer, name: str) -> list[dict[str, Any]]:
+    """The events named ``name`` that ``GET /v1/events`` lists (up to 100)."""
+    answer = httpx.get(f"{server.url}/v1/events", params={"name": name, "limit": 100}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    records: list[dict[str, Any]] = answer.json()["data"]
+    return records
+
+
+def listed_ids(server: LiveServer, name: str) -> list[str]:
+    return [record["id"] for record in listed(server, name)]
+
+
 NODE_DIR = ROOT / "tests" / "node"
 
 

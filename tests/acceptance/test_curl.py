@@ -7,14 +7,14 @@ import gzip
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.acceptance.sdk_apps import listed_ids, stored
 from tests.conftest import LiveServer
+from tidings.ids import now_ms
 
 EVENT_KEY = "test-event-key"
 
@@ -37,23 +37,6 @@ def curl(curl_bin: str, *args: str) -> tuple[int, dict[str, Any]]:
     assert done.returncode == 0, f"curl failed ({done.returncode}): {done.stderr}"
     body, _, status = done.stdout.rpartition("\n")
     return int(status), json.loads(body)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def stored(server: LiveServer, event_id: str) -> dict[str, Any]:
-    answer = httpx.get(f"{server.url}/v1/events/{event_id}", timeout=10)
-    assert answer.status_code == 200, answer.text
-    record: dict[str, Any] = answer.json()["data"]
-    return record
-
-
-def listed_ids(server: LiveServer, name: str) -> list[str]:
-    answer = httpx.get(f"{server.url}/v1/events", params={"name": name, "limit": 100}, timeout=10)
-    assert answer.status_code == 200, answer.text
-    return [record["id"] for record in answer.json()["data"]]
 
 
 def test_docs_curl_example_stores_the_event(live_server: LiveServer, curl_bin: str) -> None:

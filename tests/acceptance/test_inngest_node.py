@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.acceptance.sdk_apps import NODE_DIR, node_binary
+from tests.acceptance.sdk_apps import NODE_DIR, listed, node_binary, stored
 from tests.conftest import LiveServer
+from tidings.ids import now_ms
 
 pytestmark = pytest.mark.node
 
@@ -45,24 +44,6 @@ def output(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
         pytest.fail(f"send.mjs exited {done.returncode} without JSON output;\n"
                     f"stdout: {done.stdout}\nstderr: {done.stderr}")
     return result
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def stored(server: LiveServer, event_id: str) -> dict[str, Any]:
-    answer = httpx.get(f"{server.url}/v1/events/{event_id}", timeout=10)
-    assert answer.status_code == 200, answer.text
-    record: dict[str, Any] = answer.json()["data"]
-    return record
-
-
-def listed(server: LiveServer, name: str) -> list[dict[str, Any]]:
-    answer = httpx.get(f"{server.url}/v1/events", params={"name": name, "limit": 100}, timeout=10)
-    assert answer.status_code == 200, answer.text
-    records: list[dict[str, Any]] = answer.json()["data"]
-    return records
 
 
 def test_node_sdk_send_returns_the_stored_ids(live_server: LiveServer, node_bin: str) -> None:

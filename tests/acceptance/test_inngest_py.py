@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import base64
 import secrets
-import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import httpx
 import inngest
 import pytest
 
+from tests.acceptance.sdk_apps import listed_ids, stored
 from tests.conftest import LiveServer
+from tidings.ids import now_ms
 
 # Variables the SDK reads at construction that would send events to another environment.
 ENVIRONMENT_VARIABLES = (
@@ -22,10 +22,6 @@ ENVIRONMENT_VARIABLES = (
     "INNGEST_BASE_URL", "RAILWAY_GIT_BRANCH", "RENDER_GIT_BRANCH", "VERCEL_GIT_COMMIT_REF",
 )
 SEED_HEADER = "x-inngest-event-id-seed"
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def new_client(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> inngest.Inngest:
@@ -55,19 +51,6 @@ async def async_client(
     yield client
     await client._http_client._http_client.aclose()
     client._http_client._http_client_sync.close()
-
-
-def stored(server: LiveServer, event_id: str) -> dict[str, Any]:
-    answer = httpx.get(f"{server.url}/v1/events/{event_id}", timeout=10)
-    assert answer.status_code == 200, answer.text
-    record: dict[str, Any] = answer.json()["data"]
-    return record
-
-
-def listed_ids(server: LiveServer, name: str) -> list[str]:
-    answer = httpx.get(f"{server.url}/v1/events", params={"name": name, "limit": 100}, timeout=10)
-    assert answer.status_code == 200, answer.text
-    return [record["id"] for record in answer.json()["data"]]
 
 
 def test_send_sync_returns_the_stored_id(
