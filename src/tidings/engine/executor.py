@@ -130,16 +130,26 @@ class Executor:
                        supervisor.start(f"tidings-heartbeat[{self.queue}]", self._heartbeat)]
 
     async def stop(self, grace: float = 30.0) -> None:
-        """Stop claiming; let calls in flight finish for ``grace`` seconds, then hand the rest
-        back (their leases are released so another worker continues them at once)."""
+        """Stop claiming; let calls in flight finish for ``grace`` seconds, then abandon the
+        rest and hand back every other lease this executor holds (released, so another worker
+        continues those runs at once).
+
+        The leases of calls cut off at the grace are not handed back: cancelling the call does
+        not stop its code (a synchronous function's thread, an SDK app serving the request),
+        which may still be running a step, and a worker taking the run at once would run that
+        step beside it. They lapse instead (``lease_ms`` after their last renewal), as a dead
+        worker's do."""
         self._stopping = True
         self._wake.set()
-        handed_back: list[tuple[str, int]] = []
         if self._inflight:
             _, pending = await asyncio.wait(list(self._inflight.values()), timeout=grace)
-            handed_back = [(run_id, self._leases[run_id])
-                           for run_id, task in self._inflight.items()
-                           if task in pending and run_id in self._leases]
+            # (a call's lease leaves ``_leases`` as its task ends)
+            cut_off = [run_id for run_id, task in self._inflight.items() if task in pending]
+            for run_id in cut_off:
+                log.warning("run %s: still in its call after the %.0f s grace; abandoned, its "
+                            "lease left to lapse so that no other worker runs a step beside "
+                            "one that may still be running here", run_id, grace,
+                            extra={"run_id": run_id})
             for task in pending:
                 task.cancel()
             for task in pending:
@@ -149,7 +159,7 @@ class Executor:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        leases = [*self._leases.items(), *handed_back]
+        leases = list(self._leases.items())
         if leases:
 
             def release_all(tx: Tx) -> None:
