@@ -37,8 +37,6 @@ class Ingest:
         self.retention_base = replace(defaults(settings.dev),
                                       dedup_window_ms=settings.dedup_window_ms)
         self._handoff = handoff
-        # SQLite's ``data`` is a BLOB: sealed data goes there in binary (``sealing.py``).
-        self._binary_seals = storage.dialect == "sqlite"
 
     async def append(
         self,
@@ -150,7 +148,7 @@ class Ingest:
         their ``id`` (deduplicated by its blind index), ``context`` and ``meta`` if they have
         them."""
         datas = SEALS.events_data(env_id, generation, ids, [event.data for event in events],
-                                  binary=self._binary_seals)
+                                  binary=self._storage.binary_data)
         sealed = []
         for event_id, event, data in zip(ids, events, datas, strict=True):
             key, dedup, context, meta = event.key, None, None, None

@@ -185,6 +185,9 @@ class Storage(Protocol):
     ordered_writes: bool
     # ``subscribe`` hears other processes (runs due, keys revoked); without, they are polled.
     notifies: bool
+    # Events' ``data`` takes bytes as they are (a BLOB), so sealed data is stored in binary
+    # (``sealing.py``); without, it is JSON and sealed data is a JSON string.
+    binary_data: bool
     # This process's commits, told to hooks (coalesced): ``storage/changes.py``.
     changes: Changes
 

@@ -47,6 +47,7 @@ class PostgresStorage:
     routes_inline = False  # events are routed after their commit (``router/service.py``)
     ordered_writes = False  # a pool of connections: writes commit in any order
     notifies = True  # LISTEN/NOTIFY
+    binary_data = False  # events.data is json
 
     def __init__(self, url: str, *, min_size: int = 2, max_size: int = 16) -> None:
         self.url = url

@@ -80,6 +80,7 @@ class SQLiteStorage:
     routes_inline = True  # append_events(route=...) routes in the storing transaction
     ordered_writes = True  # one writer thread, jobs committed in submission order
     notifies = False  # nothing between processes: their executors poll
+    binary_data = True  # events.data is a BLOB
 
     def __init__(self, url: str) -> None:
         self.path = path_from_url(url)
