@@ -331,22 +331,26 @@ async def test_erase_with_events_replaces_a_trigger_dev_runs_tasks_and_statuses(
         for run_id in (mine, theirs):
             v2_tasks.start(tx, run_id, v2_tasks.NewTask(
                 idempotency_key="charge", name="charge card", display_key=None, noop=False,
-                delay_until=None, parent_id=None, params={"card": "4242"}), engine.clock())
+                delay_until=None, parent_id=None, params={"card": "4242"}), engine.clock(),
+                env_id=engine.env_id)
 
     def add_v2_rows(tx: Any) -> None:
         for run_id in (mine, theirs):
             task = v2_tasks.start(tx, run_id, v2_tasks.NewTask(
                 idempotency_key="charge", name="charge card", display_key=None, noop=False,
-                delay_until=None, parent_id=None, params={"card": "4242"}), engine.clock())
-            v2_tasks.complete(tx, task.id, {"receipt": "r-1"}, engine.clock())
+                delay_until=None, parent_id=None, params={"card": "4242"}), engine.clock(),
+                env_id=engine.env_id)
+            v2_tasks.complete(tx, task.id, {"receipt": "r-1"}, engine.clock(),
+                              env_id=engine.env_id)
             failed = v2_tasks.start(tx, run_id, v2_tasks.NewTask(
                 idempotency_key="mail", name="mail", display_key=None, noop=False,
-                delay_until=None, parent_id=None, params=None), engine.clock())
+                delay_until=None, parent_id=None, params=None), engine.clock(),
+                env_id=engine.env_id)
             v2_tasks.fail(tx, failed.id, {"message": "no mailbox p@example.org"},
-                          engine.clock())
+                          engine.clock(), env_id=engine.env_id)
             for data in ({"step": 1}, {"step": 2}):
                 v2_statuses.update(tx, run_id, "progress", v2_statuses.Update(
-                    "Charging", None, data), engine.clock())
+                    "Charging", None, data), engine.clock(), env_id=engine.env_id)
 
     # The tasks start in clear; with encrypt_data switched on, what follows is sealed (the
     # clear params stay readable beside it).

@@ -140,9 +140,9 @@ async def test_housekeeping_deletes_what_expired_and_keeps_what_runs_need(
     def add_v2_rows(tx: Any) -> None:  # what a v2 Job's run keeps beside its steps
         v2_tasks.start(tx, ended, v2_tasks.NewTask(
             idempotency_key="k", name="t", display_key=None, noop=True, delay_until=None,
-            parent_id=None, params=None), engine.clock())
+            parent_id=None, params=None), engine.clock(), env_id=engine.env_id)
         v2_statuses.update(tx, ended, "s", v2_statuses.Update("label", None, None),
-                           engine.clock())
+                           engine.clock(), env_id=engine.env_id)
 
     await engine.core.storage.write(add_v2_rows)
     assert await engine.core.storage.read(v2_rows) == 2

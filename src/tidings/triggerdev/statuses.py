@@ -72,9 +72,9 @@ def _value(label: str, state: str | None, data: Any) -> dict[str, Any]:
 
 
 def update(tx: Tx, run_id: str, key: str, change: Update, now: int, *,
-           env_id: str | None = None) -> dict[str, Any]:
+           env_id: str) -> dict[str, Any]:
     """Create the status or update it (its value before joins its history); the record.
-    ``env_id``: the run's environment, if the caller knows it."""
+    ``env_id``: the run's environment (its data is sealed for it)."""
     row = tx.one("trigger_status_get", (run_id, key))
     if row is None:
         label, state, data, history = change.label or key, change.state, change.data, []
@@ -86,9 +86,6 @@ def update(tx: Tx, run_id: str, key: str, change: Update, now: int, *,
         label = change.label if change.label is not None else old_label
         state = change.state if change.state is not None else old_state
         data = change.data if change.data is not None else old_data
-    if env_id is None:
-        env = tx.one("trigger_run_env", (run_id,))
-        env_id = "" if env is None else str(env[0])
     text = _dumps(data)
     sealed = None if text is None else sealed_json(tx, env_id, text,
                                                    status_aad("data", run_id, key))

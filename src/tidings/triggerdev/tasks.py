@@ -118,15 +118,6 @@ def _dumps(value: Any) -> str | None:
     return None if value is None else msgspec.json.encode(value).decode()
 
 
-def _env(tx: Tx, task_id: str, env_id: str | None) -> str:
-    """The environment the task's data is sealed for: ``env_id`` when the caller knows it (its
-    run's), looked up otherwise."""
-    if env_id is not None:
-        return env_id
-    row = tx.one("trigger_task_env", (task_id,))
-    return "" if row is None else str(row[0])  # no task: the write changes nothing
-
-
 def _sealed(tx: Tx, env_id: str, column: str, task_id: str, value: Any) -> str | None:
     """``value`` as JSON, as the task's ``column`` stores it."""
     text = _dumps(value)
@@ -163,9 +154,9 @@ def by_id(tx: Tx, task_id: str) -> Task | None:
     return Task.from_row(row) if row else None
 
 
-def start(tx: Tx, run_id: str, new: NewTask, now: int, *, env_id: str | None = None) -> Task:
+def start(tx: Tx, run_id: str, new: NewTask, now: int, *, env_id: str) -> Task:
     """The task for this key: created now, or found again (a retried one starting its next
-    attempt). ``env_id``: the run's environment, if the caller knows it."""
+    attempt). ``env_id``: the run's environment (its data is sealed for it)."""
     found = tx.one("trigger_task_by_key", (run_id, new.idempotency_key))
     if found is not None:
         task = Task.from_row(found)
@@ -180,9 +171,6 @@ def start(tx: Tx, run_id: str, new: NewTask, now: int, *, env_id: str | None = N
     else:
         status, completed = RUNNING, None
     task_id = new_id(now)
-    if env_id is None:
-        row = tx.one("trigger_run_env", (run_id,))
-        env_id = "" if row is None else str(row[0])
     params = _sealed(tx, env_id, "params", task_id, new.params)
     tx.run("trigger_task_insert", (task_id, run_id, new.idempotency_key, new.name,
                                    new.display_key, status, int(new.noop), new.parent_id,
@@ -194,11 +182,11 @@ def start(tx: Tx, run_id: str, new: NewTask, now: int, *, env_id: str | None = N
     return Task.from_row(again)
 
 
-def complete(tx: Tx, task_id: str, output: Any, now: int, *, env_id: str | None = None,
+def complete(tx: Tx, task_id: str, output: Any, now: int, *, env_id: str,
              run_id: str | None = None) -> Task | None:
     """Complete the task with ``output`` (unless it has ended); the task. ``run_id``: complete
     it only if it is that run's (a task named by the job, not found in the run's)."""
-    sealed = _sealed(tx, _env(tx, task_id, env_id), "output", task_id, output)
+    sealed = _sealed(tx, env_id, "output", task_id, output)
     if run_id is None:
         tx.run("trigger_task_complete", (sealed, now, task_id))
     else:
@@ -206,25 +194,23 @@ def complete(tx: Tx, task_id: str, output: Any, now: int, *, env_id: str | None 
     return by_id(tx, task_id)
 
 
-def fail(tx: Tx, task_id: str, error: dict[str, Any], now: int, *,
-         env_id: str | None = None) -> Task | None:
-    env_id = _env(tx, task_id, env_id)
+def fail(tx: Tx, task_id: str, error: dict[str, Any], now: int, *, env_id: str) -> Task | None:
     message = _sealed_error(tx, env_id, task_id, str(error.get("message", "")))
     tx.run("trigger_task_fail", (message, _sealed(tx, env_id, "output", task_id, error), now,
                                  task_id))
     return by_id(tx, task_id)
 
 
-def later(tx: Tx, task_id: str, at: int, why: str, *, env_id: str | None = None) -> None:
+def later(tx: Tx, task_id: str, at: int, why: str, *, env_id: str) -> None:
     """A background fetch's attempt did not settle it: the next one, not before ``at``."""
-    tx.run("trigger_task_later", (at, _sealed_error(tx, _env(tx, task_id, env_id), task_id, why),
+    tx.run("trigger_task_later", (at, _sealed_error(tx, env_id, task_id, why),
                                   task_id))
 
 
-def retry(tx: Tx, task_id: str, error: Any, *, env_id: str | None = None) -> None:
+def retry(tx: Tx, task_id: str, error: Any, *, env_id: str) -> None:
     """``RETRY_WITH_TASK``: the task's attempt failed; the next ``runTask`` starts another."""
     text = _dumps(error)
-    message = _sealed_error(tx, _env(tx, task_id, env_id), task_id, text)
+    message = _sealed_error(tx, env_id, task_id, text)
     tx.run("trigger_task_retry", (message, task_id))
 
 
@@ -237,10 +223,9 @@ def waited(tx: Tx, run_id: str, now: int) -> None:
             tx.run("trigger_task_complete", (None, now, task.id))
 
 
-def timed_out(tx: Tx, task_id: str, now: int, *, env_id: str | None = None) -> None:
+def timed_out(tx: Tx, task_id: str, now: int, *, env_id: str) -> None:
     """A callback that did not come before its timeout: the task errs with v2's words, which
     the SDK throws when the job runs again."""
-    env_id = _env(tx, task_id, env_id)
     tx.run("trigger_callback_fail", (_sealed_error(tx, env_id, task_id, CALLBACK_TIMEOUT),
                                      _sealed(tx, env_id, "output", task_id, CALLBACK_TIMEOUT),
                                      now, task_id))

@@ -51,13 +51,6 @@ SELECT id, run_id, idempotency_key, name, display_key, status, noop, attempts, r
        callback_until, operation, callback_secret
 FROM trigger_tasks WHERE run_id = ? ORDER BY started_at, id;
 
--- name: trigger_run_env
--- The environment a v2 run's tasks and statuses are sealed for (encrypt_data).
-SELECT env_id FROM runs WHERE id = ?;
-
--- name: trigger_task_env
-SELECT r.env_id FROM trigger_tasks t JOIN runs r ON r.id = t.run_id WHERE t.id = ?;
-
 -- name: trigger_task_insert
 INSERT INTO trigger_tasks (id, run_id, idempotency_key, name, display_key, status, noop,
                            attempts, parent_id, delay_until, params, output, started_at,
