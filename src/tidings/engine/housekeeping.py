@@ -27,12 +27,11 @@ from tidings.engine import expiry
 from tidings.events.retention import Retention
 from tidings.ids import now_ms
 from tidings.storage.base import Storage
-from tidings.storage.pacing import Pacer
+from tidings.storage.pacing import PACED, Pacer
 from tidings.storage.tx import Tx
 from tidings.supervision import Supervisor
 
 DAY_MS = 86_400_000
-PACER = Pacer()  # retention's chunks take at most a tenth of the writer's time
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +62,7 @@ class Housekeeper:
     def __init__(self, storage: Storage, *, supervisor: Supervisor,
                  clock: Callable[[], int] = now_ms, interval: float = 10.0,
                  chunk: int = 5000, retention: Retention | None = None,
-                 expiry_chunk: int = expiry.CHUNK, pacer: Pacer = PACER) -> None:
+                 expiry_chunk: int = expiry.CHUNK, pacer: Pacer = PACED) -> None:
         """``retention``: the mode's defaults (``events.retention.defaults``); None leaves
         events and runs alone."""
         self._storage = storage

@@ -38,7 +38,7 @@ from tidings.runs import store
 from tidings.runs.model import TERMINAL
 from tidings.sealing import TEXT_MARK, event_aad, is_sealed, open_key, opened
 from tidings.storage.base import Storage
-from tidings.storage.pacing import Pacer
+from tidings.storage.pacing import PACED, Pacer
 from tidings.storage.tx import Tx
 from tidings.vault import UserVault, destroy_keys, secure_delete
 
@@ -48,7 +48,6 @@ EVENTS_MODES: tuple[EventsMode, ...] = ("keep", "delete")
 ERASED = '{"erased":true}'  # what a tombstone run and its steps hold in place of outputs
 CANCEL_REASON = "cancelled: the person whose event started it was erased"
 CHUNK = 200  # events per transaction
-PACER = Pacer()  # chunks take at most a tenth of the writer's time
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,7 +159,7 @@ def run_erasure(tx: Tx, run_id: str) -> str | None:
 
 async def erase(storage: Storage, vault: UserVault, env_id: str, external_id: str, *,
                 events: EventsMode = "keep", actor: str, chunk: int = CHUNK,
-                clock: Callable[[], int] = now_ms, pacer: Pacer = PACER) -> Erasure:
+                clock: Callable[[], int] = now_ms, pacer: Pacer = PACED) -> Erasure:
     """Erase a person of an environment (see the module's docstring); what was erased.
     ``pacer`` spaces the chunks of events (``storage/pacing.py``)."""
     subject = vault.subject(env_id, external_id)
@@ -172,10 +171,10 @@ async def erase(storage: Storage, vault: UserVault, env_id: str, external_id: st
     await storage.write(partial(record, erasure_id=erasure_id, env_id=env_id, subject=subject,
                                 actor=actor, mode=events, destroyed=destroyed > 0, now=began))
     if events == "delete":
-        while await pacer.write(storage, partial(delete_chunk, erasure_id=erasure_id, env_id=env_id,
-                                          subject=subject, before=began, chunk=chunk,
-                                          now=clock(), claim_key=partial(
-                                              vault.sealer.key_index, env_id))):
+        while await pacer.write(storage, partial(
+                delete_chunk, erasure_id=erasure_id, env_id=env_id, subject=subject,
+                before=began, chunk=chunk, now=clock(),
+                claim_key=partial(vault.sealer.key_index, env_id))):
             pass
     done = await storage.write(partial(finish, erasure_id=erasure_id, now=clock()))
     await storage.scrub()

@@ -50,4 +50,5 @@ class Pacer:
         return result
 
 
+PACED = Pacer()  # background sweeps: at most a tenth of the writer's time
 UNPACED = Pacer(share=1.0)
