@@ -134,9 +134,9 @@ class DataSeals:
         encrypt = cipher.encrypt
         if binary:
             key_id = head[:-1]
-            start, end = BINARY_MARK + len(key_id).to_bytes(2, "big") + key_id, b""
+            start = BINARY_MARK + len(key_id).to_bytes(2, "big") + key_id
         else:
-            start, end = JSON_MARK + head, b'"'
+            start = JSON_MARK + head
         fixed, counter = self._nonces
         sealed: list[bytes] = []
         append = sealed.append
@@ -146,7 +146,7 @@ class DataSeals:
             nonce = fixed + invocation.to_bytes(4, "big") if invocation < 1 << 32 else \
                 self._nonce()
             body = nonce + encrypt(nonce, data, b"event\x00" + event_id.encode())
-            append(start + body if binary else start + _b2a(body, newline=False) + end)
+            append(start + body if binary else start + _b2a(body, newline=False) + b'"')
         return sealed
 
     def _seal(self, env_id: str, generation: int, plain: bytes, aad: bytes) -> bytes:
@@ -225,9 +225,7 @@ def opened_text(text: str | None, aad: bytes) -> str | None:
 
 def open_key(key: str | None, event_id: str) -> str | None:
     """An event's ``id`` (idempotency key) as sent, opened if it was sealed."""
-    if key is None or not key.startswith(TEXT_MARK):
-        return key
-    return SEALS.open_text(key, key_aad(event_id)).decode()
+    return opened_text(key, key_aad(event_id))
 
 
 STEP_AAD = b"step"
