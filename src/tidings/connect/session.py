@@ -34,7 +34,8 @@ from websockets.exceptions import ConnectionClosed
 from tidings.apps.sync import AppSync
 from tidings.connect import wire_pb2 as pb
 from tidings.connect.hub import Hub, app_url, function_url
-from tidings.connect.outbox import Outbox, envelope
+from tidings.connect.outbox import Outbox
+from tidings.connect.outbox import envelope as frame  # a ConnectMessage, serialised
 from tidings.connect.worker import Worker
 from tidings.errors import RequestRejected
 from tidings.ids import now_ms
@@ -63,10 +64,6 @@ class Opening:
 
     env_id: str
     request: pb.WorkerConnectRequestData
-
-
-def frame(kind: pb.Kind, payload: bytes = b"") -> bytes:
-    return envelope(kind, payload)
 
 
 def parse(message: Any) -> pb.ConnectMessage:
