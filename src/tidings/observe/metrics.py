@@ -123,12 +123,7 @@ class FastCounter(_Sharded):
     width = 1
 
     def inc(self, labels: tuple[str, ...], amount: float = 1) -> None:
-        shard = self._shard()
-        values = shard.get(labels)
-        if values is None:
-            shard[labels] = [float(amount)]
-        else:
-            values[0] += amount
+        self.series(labels)[0] += amount
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
@@ -144,17 +139,9 @@ class FastHistogram(_Sharded):
         self.width = len(self.bounds) + 2  # buckets, +Inf, sum
         super().__init__(name, documentation, labels)
 
-    def observe(self, labels: tuple[str, ...], value: float) -> None:
-        shard = self._shard()
-        series = shard.get(labels)
-        if series is None:
-            series = shard[labels] = [0.0] * (len(self.bounds) + 2)  # buckets, +Inf, sum
-        series[bisect.bisect_left(self.bounds, value)] += 1
-        series[-1] += value
-
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
-        for labels, series in self.summed(len(self.bounds) + 2).items():
+        for labels, series in self.summed(self.width).items():
             running, buckets = 0.0, []
             for bound, count in zip([*self.bounds, float("inf")], series[:-1], strict=True):
                 running += count
