@@ -280,47 +280,38 @@ def scheduled(app: str, function: str, trigger: str, count: int = 1) -> None:
     series[0] += count
 
 
-def started(app: str, function: str, latency_s: float) -> None:
-    if not _on:
-        return
+def _counted(key: tuple[str, ...], counter: FastCounter, histogram: FastHistogram,
+             value: float | None) -> None:
+    """One more in ``counter`` and ``value`` (unless None) in ``histogram``, both labelled by
+    ``key`` after its kind: the app and function, folded (``names``), then the rest as given
+    (a status or an outcome, from a fixed set)."""
     here = children.here()
-    found = here.get(("started", app, function))
+    found = here.get(key)
     if found is None:
-        key = (names(app), names(function))
-        found = here["started", app, function] = (runs_started.series(key),
-                                                  run_start_latency.series(key))
-    count, latency = found
+        labels = (names(key[1]), names(key[2]), *key[3:])
+        found = here[key] = (counter.series(labels), histogram.series(labels))
+    count, series = found
     count[0] += 1
-    _observe(latency, run_start_latency.bounds, max(0.0, latency_s))
+    if value is not None:
+        _observe(series, histogram.bounds, value)
+
+
+def started(app: str, function: str, latency_s: float) -> None:
+    if _on:
+        _counted(("started", app, function), runs_started, run_start_latency,
+                 max(0.0, latency_s))
 
 
 def finished(app: str, function: str, status: str, duration_s: float | None) -> None:
-    if not _on:
-        return
-    here = children.here()
-    found = here.get(("finished", app, function, status))
-    if found is None:
-        key = (names(app), names(function), status)
-        found = here["finished", app, function, status] = (runs_finished.series(key),
-                                                           run_duration.series(key))
-    count, duration = found
-    count[0] += 1
-    if duration_s is not None:
-        _observe(duration, run_duration.bounds, max(0.0, duration_s))
+    if _on:
+        _counted(("finished", app, function, status), runs_finished, run_duration,
+                 None if duration_s is None else max(0.0, duration_s))
 
 
 def sdk_request(app: str, function: str, outcome: str, duration_s: float) -> None:
-    if not _on:
-        return
-    here = children.here()
-    found = here.get(("sdk_request", app, function, outcome))
-    if found is None:
-        key = (names(app), names(function), outcome)
-        found = here["sdk_request", app, function, outcome] = (
-            sdk_requests.series(key), sdk_request_duration.series(key))
-    count, duration = found
-    count[0] += 1
-    _observe(duration, sdk_request_duration.bounds, duration_s)
+    if _on:
+        _counted(("sdk_request", app, function, outcome), sdk_requests,
+                 sdk_request_duration, duration_s)
 
 
 def http_request(route: str, method: str, status: int, took_s: float) -> None:
