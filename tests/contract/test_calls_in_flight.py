@@ -12,6 +12,7 @@ import pytest
 
 from tidings.storage import Storage, storage_for
 from tidings.storage.migrations import schema_version
+from tidings.storage.postgres import PostgresStorage
 from tidings.storage.tx import Tx
 
 
@@ -64,3 +65,33 @@ async def test_close_returns_only_once_a_read_in_flight_has_ended(db_url: str) -
 
     assert order == ["read ended", "closed"]
     assert await reading > 0
+
+
+@pytest.mark.postgres
+async def test_a_call_cancelled_while_it_waits_for_a_connection_leaves_at_once(
+        pg_url: str) -> None:
+    """Every pooled connection busy (here taken from the pool by the test): a call waits in its
+    thread for one, up to the pool's timeout (30 s). Cancelled, it has run nothing and leaves
+    without waiting; it never runs once the connections come back."""
+    store = PostgresStorage(pg_url, min_size=1, max_size=2)  # two threads, two connections
+    await store.open()
+    try:
+        ran: list[str] = []
+        held = [await asyncio.to_thread(store._sync_pool.getconn) for _ in range(2)]
+        try:
+            reading = asyncio.create_task(store.read(lambda tx: ran.append("read")))
+            writing = asyncio.create_task(store.write(lambda tx: ran.append("write")))
+            await asyncio.sleep(0)  # both handed to their threads
+            for call in (reading, writing):
+                call.cancel()
+            # Before, each cancelled call waited for its thread, stuck in the pool for 30 s.
+            done, _ = await asyncio.wait([reading, writing], timeout=10)
+            assert done == {reading, writing}
+            assert all(call.cancelled() for call in done)
+        finally:
+            for conn in held:
+                await asyncio.to_thread(store._sync_pool.putconn, conn)
+        assert await store.read(schema_version) > 0  # the connections serve the next call
+        assert ran == []  # the abandoned calls handed it back without running
+    finally:
+        await store.close()

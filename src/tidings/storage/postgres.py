@@ -26,7 +26,7 @@ from tidings.storage import migrations
 from tidings.storage.base import EventRow, Sealed
 from tidings.storage.changes import Changes
 from tidings.storage.sql import dialect_file, split_queries
-from tidings.storage.threads import in_thread
+from tidings.storage.threads import Gate, in_thread
 from tidings.storage.tx import PostgresTx, Tx, committed
 
 T = TypeVar("T")
@@ -97,7 +97,8 @@ class PostgresStorage:
         """Run ``fn`` in one transaction on a pooled connection (in a worker thread)."""
         self._backlog += 1
         try:
-            result, tx = await in_thread(self._threads, partial(self._transact, fn))
+            gate = Gate()
+            result, tx = await in_thread(self._threads, partial(self._transact, fn, gate), gate)
         finally:
             self._backlog -= 1
         if tx.later:
@@ -109,7 +110,8 @@ class PostgresStorage:
     async def read(self, fn: Callable[[Tx], T]) -> T:
         self._backlog += 1
         try:
-            result, tx = await in_thread(self._threads, partial(self._autocommit, fn))
+            gate = Gate()
+            result, tx = await in_thread(self._threads, partial(self._autocommit, fn, gate), gate)
         finally:
             self._backlog -= 1
         if tx.later:
@@ -121,13 +123,15 @@ class PostgresStorage:
         written (events count one each, any other operation one)."""
         return self._backlog
 
-    def _transact(self, fn: Callable[[Tx], T]) -> tuple[T, PostgresTx]:
+    def _transact(self, fn: Callable[[Tx], T], gate: Gate) -> tuple[T, PostgresTx]:
         """``fn``'s result, and the transaction it ran in once that committed."""
         for attempt in range(5):
             try:
-                with self._sync_pool.connection() as conn, conn.transaction():
-                    tx = PostgresTx(conn)
-                    result = fn(tx)
+                with self._sync_pool.connection() as conn:
+                    gate.enter()
+                    with conn.transaction():
+                        tx = PostgresTx(conn)
+                        result = fn(tx)
                 return result, tx
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
                 if attempt == 4:
@@ -137,9 +141,10 @@ class PostgresStorage:
                 raise
         raise AssertionError("unreachable")
 
-    def _autocommit(self, fn: Callable[[Tx], T]) -> tuple[T, PostgresTx]:
+    def _autocommit(self, fn: Callable[[Tx], T], gate: Gate) -> tuple[T, PostgresTx]:
         try:
             with self._sync_pool.connection() as conn:
+                gate.enter()
                 tx = PostgresTx(conn)
                 return fn(tx), tx
         except psycopg.OperationalError:
