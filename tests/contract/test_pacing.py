@@ -32,10 +32,12 @@ async def test_a_chunk_with_no_other_write_waiting_is_followed_at_once(storage: 
     assert pauses.taken == []  # before, nine times each chunk's time, for nobody
 
 
-async def test_a_chunk_behind_another_write_pauses_for_nine_times_its_time(storage: Storage
-                                                                           ) -> None:
+async def test_a_chunk_behind_another_write_pauses_by_its_cpu_time(storage: Storage) -> None:
+    """Its statements took 2 ms of CPU on their thread, which costs the process 3 times that:
+    the pause leaves it 7 % of the CPU."""
     pauses = Pauses()
-    pacer = Pacer(sleep=pauses)
+    readings = iter([10.0, 10.002])
+    pacer = Pacer(share=0.07, cost=3.0, sleep=pauses, cpu=lambda: next(readings))
     started, release = threading.Event(), threading.Event()
 
     def held(tx: Tx) -> int:
@@ -51,4 +53,5 @@ async def test_a_chunk_behind_another_write_pauses_for_nine_times_its_time(stora
     assert await chunk > 0
     await other
 
-    assert len(pauses.taken) == 1 and pauses.taken[0] > 0
+    assert len(pauses.taken) == 1
+    assert abs(pauses.taken[0] - 0.002 * 3 * 0.93 / 0.07) < 1e-9

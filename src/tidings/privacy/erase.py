@@ -8,7 +8,7 @@ One erasure is a few short transactions, so ingest never waits long behind it:
    (``vault.py``). Then the audit record is written, naming the person only by the blind
    index of their ``external_id``.
 2. with ``delete``, their events are deleted ``chunk`` at a time (a few statements per chunk,
-   not per event; chunks spaced to take at most a tenth of the writer's time,
+   not per event; chunks spaced to take about 7 % of the process's CPU,
    ``storage/pacing.py``), each chunk with the runs those events started: a run still active
    is cancelled first, then every run of the chunk keeps its row (status, times, function)
    as a tombstone, its output, error and step outputs (and a Trigger.dev v2 run's tasks'
