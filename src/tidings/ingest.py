@@ -69,14 +69,22 @@ class Ingest:
         rows = []
         env = await ENV_SETTINGS.of(self._storage, env_id)
         generation = env.generation
-        sealed = _UNSEALED if generation is None else self._sealed(env_id, generation, ids,
-                                                                     events)
-        # One id per event; off, ``sealed`` repeats None for ever.
-        for event_id, event, stored in zip(ids, events, sealed, strict=False):
+        datas = _UNSEALED if generation is None else SEALS.events_data(
+            env_id, generation, ids, [event.data for event in events],
+            binary=self._storage.binary_data)
+        # One id per event; off, ``datas`` repeats None for ever.
+        for event_id, event, data in zip(ids, events, datas, strict=False):
             user = subject = None
             if event.user:
                 user, subject = await seal(env_id, event_id, event.user, lookups)
             context, meta = event.context, event.meta
+            if data is None:
+                stored = None
+            elif event.key is None and context is None and meta is None:
+                stored = Sealed(data=data)
+            else:
+                assert generation is not None  # sealed data means a generation
+                stored = self._sealed(env_id, generation, event_id, event, data)
             rows.append(
                 EventRow(
                     id=event_id,
@@ -142,27 +150,20 @@ class Ingest:
         env = await ENV_SETTINGS.of(self._storage, env_id)
         return env.retention.effective(self.retention_base)
 
-    def _sealed(self, env_id: str, generation: int, ids: Sequence[str],
-                events: Sequence[NewEvent]) -> list[Sealed]:
-        """The events of one request as stored sealed (``sealing.py``): their ``data``, and
-        their ``id`` (deduplicated by its blind index), ``context`` and ``meta`` if they have
-        them."""
-        datas = SEALS.events_data(env_id, generation, ids, [event.data for event in events],
-                                  binary=self._storage.binary_data)
-        sealed = []
-        for event_id, event, data in zip(ids, events, datas, strict=True):
-            key, dedup, context, meta = event.key, None, None, None
-            if key is not None:
-                dedup = self._vault.sealer.key_index(env_id, key)
-                key = SEALS.seal_text(env_id, generation, key.encode(), key_aad(event_id))
-            if event.context is not None:  # Trigger.dev's context: the caller's, like data
-                context = SEALS.seal_json(env_id, generation, _encode(event.context),
-                                          context_aad(event_id))
-            if event.meta is not None:  # session ids: often a person's
-                meta = SEALS.seal_json(env_id, generation, _encode(event.meta),
-                                       meta_aad(event_id))
-            sealed.append(Sealed(data=data, key=key, dedup=dedup, context=context, meta=meta))
-        return sealed
+    def _sealed(self, env_id: str, generation: int, event_id: str, event: NewEvent,
+                data: bytes) -> Sealed:
+        """An event as stored sealed (``sealing.py``) when it has more than ``data`` to seal:
+        its ``id`` (deduplicated by its blind index), ``context`` and ``meta``."""
+        key, dedup, context, meta = event.key, None, None, None
+        if key is not None:
+            dedup = self._vault.sealer.key_index(env_id, key)
+            key = SEALS.seal_text(env_id, generation, key.encode(), key_aad(event_id))
+        if event.context is not None:  # Trigger.dev's context: the caller's, like data
+            context = SEALS.seal_json(env_id, generation, _encode(event.context),
+                                      context_aad(event_id))
+        if event.meta is not None:  # session ids: often a person's
+            meta = SEALS.seal_json(env_id, generation, _encode(event.meta), meta_aad(event_id))
+        return Sealed(data=data, key=key, dedup=dedup, context=context, meta=meta)
 
 
 class EventLog:

@@ -39,10 +39,9 @@ import base64
 import binascii
 import hashlib
 import hmac
-import itertools
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import overload
 
 from cryptography.exceptions import InvalidTag
@@ -71,7 +70,7 @@ class DataSeals:
         self._ciphers: dict[tuple[str, str, int], AESGCM] = {}
         self._sealers: dict[tuple[str, int], tuple[AESGCM, bytes]] = {}
         self._lock = threading.Lock()
-        self._nonces = (os.urandom(8), itertools.count())
+        self._field, self._used = _new_field(), 0
 
     def use(self, keyring: Keyring) -> None:
         """Open with every key of ``keyring`` from now on; seal with its active key."""
@@ -107,47 +106,47 @@ class DataSeals:
             self._sealers[(env_id, generation)] = found
         return found
 
+    def _invocations(self, count: int) -> range:
+        """``count`` nonces no other call gets, as numbers (``to_bytes(NONCE_BYTES)``): NIST SP
+        800-38D's deterministic nonces, a random 64-bit field per process and a 32-bit counter.
+        As cheap as a counter (a system call for each random nonce costs as much as the
+        encryption), and no two processes sharing a key are likely to pick the same field
+        (2**-64 a pair). A request takes its events' nonces at once; one that does not fit in
+        what is left of the field takes them from a new one."""
+        with self._lock:  # transactions seal from several threads
+            used = self._used
+            if used + count > 1 << 32:
+                self._field, used = _new_field(), 0
+            self._used = used + count
+            first = self._field + used
+        return range(first, first + count)
+
     def _nonce(self) -> bytes:
-        # NIST SP 800-38D's deterministic nonces: a random 64-bit field per process (new after
-        # a fork, or after 2**32 nonces) and a 32-bit counter. As cheap as a counter (a system
-        # call for each random nonce costs as much as the encryption), and no two processes
-        # sharing a key are likely to pick the same field (2**-64 a pair).
-        fixed, counter = self._nonces
-        invocation = next(counter)  # atomic: transactions seal from several threads
-        if invocation >= 1 << 32:
-            with self._lock:
-                if self._nonces[1] is counter:
-                    self._nonces = (os.urandom(8), itertools.count())
-            return self._nonce()
-        return fixed + invocation.to_bytes(4, "big")
+        return self._invocations(1)[0].to_bytes(NONCE_BYTES, "big")
 
     def _forked(self) -> None:
-        # A child must never use the nonces its parent may still use.
-        self._nonces = (os.urandom(8), itertools.count())
+        # A child must never use the nonces its parent may still use (nor a lock it held).
+        self._lock = threading.Lock()
+        self._field, self._used = _new_field(), 0
 
-    def events_data(self, env_id: str, generation: int, event_ids: Iterable[str],
+    def events_data(self, env_id: str, generation: int, event_ids: Sequence[str],
                     datas: Iterable[bytes], *, binary: bool) -> list[bytes]:
-        """The data of one request's events sealed, in one loop with what they share looked up
-        once (ingest's hot path: per event, this is all that sealing costs): as ``seal_json``
-        does, or in binary (``BINARY_MARK``) for a binary column."""
+        """The data of one request's events sealed, with what they share looked up once
+        (ingest's hot path: per event, this is all that sealing costs): as ``seal_json`` does,
+        or in binary (``BINARY_MARK``) for a binary column. Comprehensions, not a loop with
+        ``append``: a tenth of a microsecond an event, of about 0.9."""
         cipher, head = self._sealer(env_id, generation)
         encrypt = cipher.encrypt
+        nonces = [n.to_bytes(NONCE_BYTES, "big") for n in self._invocations(len(event_ids))]
         if binary:
             key_id = head[:-1]
             start = BINARY_MARK + len(key_id).to_bytes(2, "big") + key_id
-        else:
-            start = JSON_MARK + head
-        fixed, counter = self._nonces
-        sealed: list[bytes] = []
-        append = sealed.append
-        for event_id, data in zip(event_ids, datas, strict=True):
-            invocation = next(counter)
-            # Past 2**32, ``_nonce`` starts a new field: the rest of the request goes that way.
-            nonce = fixed + invocation.to_bytes(4, "big") if invocation < 1 << 32 else \
-                self._nonce()
-            body = nonce + encrypt(nonce, data, b"event\x00" + event_id.encode())
-            append(start + body if binary else start + _b2a(body, newline=False) + b'"')
-        return sealed
+            return [start + nonce + encrypt(nonce, data, b"event\x00" + event_id.encode())
+                    for nonce, event_id, data in zip(nonces, event_ids, datas, strict=True)]
+        start = JSON_MARK + head
+        return [start + _b2a(nonce + encrypt(nonce, data, b"event\x00" + event_id.encode()),
+                             newline=False) + b'"'
+                for nonce, event_id, data in zip(nonces, event_ids, datas, strict=True)]
 
     def _seal(self, env_id: str, generation: int, plain: bytes, aad: bytes) -> bytes:
         cipher, head = self._sealer(env_id, generation)
@@ -262,6 +261,10 @@ def status_aad(column: str, run_id: str, key: str) -> bytes:
 def store_aad(env_id: str, key: str) -> bytes:
     """A Trigger.dev v2 key-value store value (``io.store``), by environment and key."""
     return f"trigger-store\x00{env_id}\x00{key}".encode()
+
+
+def _new_field() -> int:
+    return int.from_bytes(os.urandom(8), "big") << 32
 
 
 SEALS = DataSeals()

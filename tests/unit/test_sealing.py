@@ -4,7 +4,6 @@ to what was sealed, only for its own event, with a nonce no other value got."""
 from __future__ import annotations
 
 import base64
-import itertools
 import os
 
 import pytest
@@ -44,15 +43,25 @@ def test_a_requests_data_opens_back_for_its_own_event_only(binary: bool) -> None
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "text"])
-def test_the_nonce_field_changes_when_the_counter_runs_out_mid_request(binary: bool) -> None:
+def test_a_request_the_nonce_field_cannot_hold_takes_a_new_field(binary: bool) -> None:
     seals = _seals()
     fixed = os.urandom(8)
-    seals._nonces = (fixed, itertools.count((1 << 32) - 1))  # one nonce left in this field
+    seals._field, seals._used = int.from_bytes(fixed, "big") << 32, (1 << 32) - 2
+    first = seals.events_data(ENV, 1, IDS[:2], DATAS[:2], binary=binary)  # the last two
+    assert [_nonce(s) for s in first] == [fixed + b"\xff\xff\xff\xfe", fixed + b"\xff" * 4]
     sealed = seals.events_data(ENV, 1, IDS, DATAS, binary=binary)
     nonces = [_nonce(s) for s in sealed]
-    assert nonces[0] == fixed + b"\xff\xff\xff\xff"
-    assert len(set(nonces)) == 3 and all(not n.startswith(fixed) for n in nonces[1:])
+    assert len(set(nonces)) == 3 and not any(n.startswith(fixed) for n in nonces)
+    assert [n[8:] for n in nonces] == [bytes(4), b"\0\0\0\1", b"\0\0\0\2"]
     assert [seals.open_json(s, event_aad(i)) for s, i in zip(sealed, IDS, strict=True)] == DATAS
+
+
+def test_values_sealed_one_by_one_and_by_request_never_share_a_nonce() -> None:
+    seals = _seals()
+    nonces = [seals._nonce()]
+    nonces += [_nonce(s) for s in seals.events_data(ENV, 1, IDS, DATAS, binary=True)]
+    nonces.append(seals._nonce())
+    assert len(set(nonces)) == 5 and len({n[:8] for n in nonces}) == 1
 
 
 def test_opened_passes_clear_values_through() -> None:

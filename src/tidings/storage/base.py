@@ -93,8 +93,8 @@ class Sealed(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     index of its ``id`` (``event_idempotency`` holds that instead of the ``id``)."""
 
     data: bytes
-    key: str | None
-    dedup: str | None
+    key: str | None = None
+    dedup: str | None = None
     context: bytes | None = None
     meta: bytes | None = None
 
