@@ -199,17 +199,22 @@ def _retention(server: Server, events_ttl: str) -> None:
         "events_ttl": events_ttl, "dedup_window": "1h"}).raise_for_status()
 
 
-def _sweep_off(server: Server, count: int) -> None:
+def _sweep_off(server: Server, count: int, timeout: float = 180.0) -> None:
     """Retention off, and back once the sweep under way has stopped (it reads the setting
-    before each chunk) and given the freed pages back (the file stops shrinking)."""
+    before each chunk) and given every freed page back (``PRAGMA freelist_count`` 0: the
+    housekeeper frees them, paced, once a pass ends), so an "off" round does none of it."""
     _retention(server, "forever")
-    seen = (-2, -2)
-    while True:
-        now = (_expired_deleted(server, count), _db(server).stat().st_size)
-        if now == seen:
+    deadline = time.monotonic() + timeout
+    seen = -2
+    while time.monotonic() < deadline:
+        with sqlite3.connect(_db(server)) as conn:
+            free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        gone = _expired_deleted(server, count)
+        if free == 0 and gone == seen:
             return
-        seen = now
+        seen = gone
         time.sleep(1.0)
+    raise RuntimeError("the housekeeper did not stop and free its pages within 3 minutes")
 
 
 def _sweep_on(server: Server, count: int, timeout: float = 60.0) -> int:
