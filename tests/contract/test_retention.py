@@ -113,7 +113,7 @@ async def test_housekeeping_deletes_what_expired_and_keeps_what_runs_need(
     await engine.start(app())
     changed = await _post(client, {"events_ttl": "1h", "runs_ttl": "2h", "dedup_window": "30m"})
     assert changed.status_code == 200, changed.text
-    await engine.send(*({"name": "quick", "data": {"n": n}} for n in range(30)))
+    quick = await engine.send(*({"name": "quick", "data": {"n": n}} for n in range(30)))
     (napping,) = await engine.send({"name": "nap"})
     batched = await engine.send({"name": "bunch"}, {"name": "bunch"})
     (delayed,) = await engine.send({"name": "quick", "deliver_after": 30 * 86_400})
@@ -121,9 +121,23 @@ async def test_housekeeping_deletes_what_expired_and_keeps_what_runs_need(
     listed = (await client.get("/v1/events", params={"limit": 1000})).json()
     assert len(listed["data"]) == 34 and listed["retained_since"] is not None
 
+    function_id = (await engine.runs())[0].function_id
+
+    def skip(tx: Any, event_id: str) -> None:  # as flow control records a run not started
+        tx.run("flow_skip", (event_id, function_id, "throttled", engine.clock()))
+
+    def skips(tx: Any, event_id: str) -> int:
+        return len(tx.all("flow_skips_of_event", (event_id,)))
+
+    for event_id in (quick[0], quick[-1], napping):
+        await engine.core.storage.write(partial(skip, event_id=event_id))
+
     engine.clock.advance(90 * 60_000)  # the events expired; the runs ended 1.5 h ago
     housekeeper = engine.runtime.housekeeper  # type: ignore[union-attr]
     deleted = await housekeeper.once()
+    # The skips of the events deleted went with them; the sleeping run's event keeps its own.
+    assert [await engine.core.storage.read(partial(skips, event_id=e))
+            for e in (quick[0], quick[-1], napping)] == [0, 0, 1]
     left = {e["id"] for e in (await client.get("/v1/events", params={"limit": 1000})
                               ).json()["data"]}
     assert left == {napping, *batched, delayed}

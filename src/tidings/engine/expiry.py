@@ -41,9 +41,8 @@ def expire_events(tx: Tx, env_id: str, before_ms: int, chunk: int = CHUNK) -> in
     for event_id, event_key in rows:
         if event_key is not None:
             tx.run("retention_delete_claim", (env_id, event_key, event_id))
-    upto = (env_id, rows[-1][0])  # the same rows, one statement each
-    tx.run("retention_delete_expired_skips", upto)
-    tx.run("retention_delete_expired_events", upto)
+    tx.run("retention_delete_expired_events", (env_id, rows[-1][0]))  # the same rows
+    tx.run("retention_delete_orphan_skips", (rows[0][0], rows[-1][0]))
     return len(rows)
 
 

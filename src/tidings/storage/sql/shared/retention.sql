@@ -42,13 +42,12 @@ WHERE env_id = ? AND id <= ?
   AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = events.id
                   AND r.status NOT IN ('Completed', 'Failed', 'Cancelled'));
 
--- name: retention_delete_expired_skips
-DELETE FROM flow_skips WHERE event_id IN (
-    SELECT e.id FROM events e
-    WHERE e.env_id = ? AND e.id <= ?
-      AND NOT (e.delivered_at IS NULL AND e.cancelled_at IS NULL)
-      AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = e.id
-                      AND r.status NOT IN ('Completed', 'Failed', 'Cancelled')));
+-- name: retention_delete_orphan_skips
+-- The flow-control skips of a chunk's events once they are deleted: from its first id to its
+-- last, those whose event is gone. A walk of flow_skips' key (usually empty), where matching
+-- the chunk's own test walked its events a second time (a sixth of the chunk's CPU).
+DELETE FROM flow_skips WHERE event_id >= ? AND event_id <= ?
+  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = flow_skips.event_id);
 
 -- name: retention_delete_claim
 DELETE FROM event_idempotency WHERE env_id = ? AND event_key = ? AND event_id = ?;
