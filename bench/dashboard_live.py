@@ -15,11 +15,15 @@ streaming dashboards cost ingest (issue 13).
   SIGTERM; prints how many messages and bytes they received.
 
 ``python -m bench.dashboard_live idle [--pages 20] [--seconds 30] [--fill 10000]
-[--postgres] [--tidings PATH]``; ``python -m bench.dashboard_live load [--rounds 4] [--seconds 8]
-[--n 5000] [--pages 20] [--only p1,p3] [--postgres]``
+[--postgres] [--tidings PATH]``; ``python -m bench.dashboard_live load [--rounds 6] [--seconds 8]
+[--n 15000] [--pages 20] [--only p1,p3] [--postgres] [--base-src DIR]``
 
-The machine is shared: the summary gives the ratio of medians and the median of per-round
-ratios (each pair of rounds saw the same neighbours).
+Each client stream first gets its page, as a browser does (the server compiles the templates
+the stream renders then, not inside a measured round). The machine is shared: the summary gives
+the ratio of medians and the median of per-round ratios (each pair of rounds saw the same
+neighbours), and for P3 the server's CPU per run, whole and by thread, against none (steadier
+than a round's throughput); ``--base-src`` (another checkout's ``src``) adds P3 with dashboards
+open on that code to the same rounds, before and after in one run.
 """
 
 from __future__ import annotations
@@ -54,9 +58,12 @@ from bench.harness import (
 )
 from bench.p1_ingest import EVENT
 from bench.p3_throughput import _bodies, tidings_round
+from bench.p10_observe import _by_thread, show_threads
 
 GOAL = 0.95
+BASE = "base-dashboards"  # P3 with dashboards open on another checkout's code (--base-src)
 PATHS = ("/live/events", "/live/runs")
+PAGE_OF = {"/live/events": "/", "/live/runs": "/runs"}  # the page that opens each stream
 
 
 # -- the client: N open pages ------------------------------------------------------------------
@@ -66,17 +73,28 @@ async def _read(base: str, path: str, got: dict[str, int], stop: asyncio.Event,
                 all_open: asyncio.Event, n: int) -> None:
     import httpx
 
-    async with httpx.AsyncClient(timeout=None) as http, http.stream("GET", base + path) as r:
-        if r.status_code != 200:
-            raise BenchError(f"{path}: {r.status_code}")
-        got["open"] += 1
-        if got["open"] == n:
-            all_open.set()
-        async for chunk in r.aiter_bytes():
-            got["bytes"] += len(chunk)
-            got["messages"] += chunk.count(b"\n\n")
-            if stop.is_set():
-                return
+    async with httpx.AsyncClient(timeout=None) as http:
+        # As a browser does: the page first (which draws the rows the stream then sends, so
+        # the server has its templates compiled before the round measures), then its stream.
+        page = await http.get(base + PAGE_OF[path])
+        if page.status_code != 200:
+            raise BenchError(f"{PAGE_OF[path]}: {page.status_code}")
+        async with http.stream("GET", base + path) as r:
+            if r.status_code != 200:
+                raise BenchError(f"{path}: {r.status_code}")
+            await _take(r, got, stop, all_open, n)
+
+
+async def _take(r: Any, got: dict[str, int], stop: asyncio.Event, all_open: asyncio.Event,
+                n: int) -> None:
+    got["open"] += 1
+    if got["open"] == n:
+        all_open.set()
+    async for chunk in r.aiter_bytes():
+        got["bytes"] += len(chunk)
+        got["messages"] += chunk.count(b"\n\n")
+        if stop.is_set():
+            return
 
 
 async def _pages(base: str, n: int) -> dict[str, int]:
@@ -205,27 +223,51 @@ def p1(kind: str, rounds: int, seconds: float, n: int
                   "server_cpu_us_per_request": {"none": cpu[NONE], "open": cpu[OPEN]}}
 
 
-def p3(kind: str, rounds: int, n: int, pages_open: int
+def p3(kind: str, rounds: int, n: int, pages_open: int, base: str | None = None
        ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """P3 rounds without and with dashboards open (and with ``base``, another checkout's
+    ``src``, with dashboards open as a third target), alternating. The summary gives
+    throughput ratios and CPU per run, whole and by thread (``bench.harness.threads_cpu``):
+    a P3 round lasts a few seconds, so throughput swings with the neighbours, while the
+    server's CPU per run, steadier, shows what the open pages cost."""
     NONE, OPEN = _targets(kind)
+    plan: list[tuple[str, int, str | None]] = [(NONE, 0, None), (OPEN, pages_open, None)]
+    if base is not None:
+        plan.append((BASE, pages_open, base))
     rows = []
     for index in range(1, rounds + 1):
-        for target, count in ((NONE, 0), (OPEN, pages_open)):
+        for target, count, src in plan:
             before = load()
             result = tidings_round(kind, n, 1, options=UNOBSERVED,
-                                   beside=partial(_beside, count))
+                                   beside=partial(_beside, count), src=src)
             rows.append({"bench": "p3", "target": target, "round": index,
                          "per_s": result["per_s"],
                          "server_cpu_us": result["server_cpu_us_per_run"],
+                         "server_cpu_us_by_thread": result["server_cpu_us_per_run_by_thread"],
                          "load_before": before})
             print(f"  p3 round {index} {target:<18} {result['per_s']:>9,.0f} runs/s  server "
                   f"CPU {result['server_cpu_us_per_run']:,.0f} us/run  load {before}",
                   flush=True)
-    by = {t: [r["per_s"] for r in rows if r["target"] == t] for t in (NONE, OPEN)}
-    cpu = {t: statistics.median(r["server_cpu_us"] for r in rows if r["target"] == t)
-           for t in (NONE, OPEN)}
-    return rows, {**_ratios(by[NONE], by[OPEN]), "unit": "runs/s",
-                  "server_cpu_us_per_run": {"none": cpu[NONE], "open": cpu[OPEN]}}
+    targets = [target for target, _, _ in plan]
+    by = {t: [r["per_s"] for r in rows if r["target"] == t] for t in targets}
+    cpu = {t: [r["server_cpu_us"] for r in rows if r["target"] == t] for t in targets}
+    split = _by_thread(rows, targets)
+    show_threads(split, "run")
+    summary = {**_ratios(by[NONE], by[OPEN]), "unit": "runs/s",
+               "server_cpu_us_per_run": {t: statistics.median(cpu[t]) for t in targets},
+               "cpu": _cpu_ratio(cpu[NONE], cpu[OPEN]),
+               "server_cpu_us_by_thread": split}
+    if base is not None:
+        summary["base"] = {**_ratios(by[NONE], by[BASE]), "cpu": _cpu_ratio(cpu[NONE], cpu[BASE])}
+    return rows, summary
+
+
+def _cpu_ratio(none: list[float], opened: list[float]) -> dict[str, Any]:
+    """The throughput the CPU per run allows with pages open, against none: none's CPU over
+    theirs, of the medians and the median of the rounds' (a ratio under 1 is a cost)."""
+    per_round = statistics.median(a / b for a, b in zip(none, opened, strict=True))
+    return {"of_medians": round(statistics.median(none) / statistics.median(opened), 3),
+            "median_of_round_ratios": round(per_round, 3), "met": per_round >= GOAL}
 
 
 def _beside(n: int, port: int) -> contextlib.AbstractContextManager[dict[str, int]]:
@@ -247,19 +289,25 @@ def main(argv: list[str] | None = None) -> int:
                          help="events (each a completed run) stored before measuring")
     at_rest.add_argument("--tidings", default=None)
     busy = sub.add_parser("load")
-    busy.add_argument("--rounds", type=int, default=4)
+    busy.add_argument("--rounds", type=int, default=6)
     busy.add_argument("--seconds", type=float, default=8)
-    busy.add_argument("--n", type=int, default=5000)
+    busy.add_argument("--n", type=int, default=15_000,
+                      help="P3 runs per round (at 8,000 runs/s, 5,000 was a round under a "
+                      "second: its throughput swung with every neighbour)")
     busy.add_argument("--pages", type=int, default=20)
     busy.add_argument("--only", default="p1,p3")
     busy.add_argument("--postgres", action="store_true")
+    busy.add_argument("--base-src", type=Path, default=None, metavar="DIR",
+                      help="another checkout's src: P3 with dashboards open on it, a third "
+                      "target in the same alternating rounds")
     args = parser.parse_args(argv)
     if args.what == "pages":
         print(json.dumps(asyncio.run(_pages(args.base, args.n))), flush=True)
         return 0
     pin_self()
     report = Report("dashboard_live", {"what": args.what, **{
-        k: v for k, v in vars(args).items() if k != "what"}, "postgres": PG_URL})
+        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+        if k != "what"}, "postgres": PG_URL})
     if args.what == "idle":
         report.summary = idle(args)
     else:
@@ -269,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
             rows, report.summary["p1"] = p1(kind, args.rounds, args.seconds, args.pages)
             report.rounds.extend(rows)
         if "p3" in only:
-            rows, report.summary["p3"] = p3(kind, args.rounds, args.n, args.pages)
+            base = None if args.base_src is None else str(args.base_src.resolve())
+            rows, report.summary["p3"] = p3(kind, args.rounds, args.n, args.pages, base)
             report.rounds.extend(rows)
     print(json.dumps(report.summary, indent=2))
     print(f"saved {report.save()}")
