@@ -118,8 +118,15 @@ class EventPages:
         templates = self.pages.templates
         feed = self.pages.feed  # open copies of this page share their reads and renders
 
+        # The messages, not only the HTML, are made once for the open copies of the page.
         async def rows(new: list[Any], counts: dict[str, dict[str, int]]) -> str:
-            return templates.get_template("_event_rows.html").render(events=new, counts=counts)
+            html = templates.get_template("_event_rows.html").render(events=new, counts=counts)
+            return sse("rows", html, new[0].id)
+
+        async def pills(changed: list[tuple[str, dict[str, int]]]) -> str:
+            macro = templates.get_template("_runs_pills.html").module.pills  # type: ignore[attr-defined]
+            return sse("counts", "".join(str(macro(event_id, now, oob=True))
+                                         for event_id, now in changed))
 
         async def fresh() -> list[str]:
             nonlocal newest
@@ -135,17 +142,15 @@ class EventPages:
             counts = await feed.shared(("event runs", tuple(ids)), lambda: self.core.storage.read(
                 partial(run_counts, event_ids=ids)))
             if new:
-                html = await feed.shared(
+                messages.append(await feed.shared(
                     ("event rows", tuple(event.id for event in new), repr(counts)),
-                    lambda: rows(new, counts))
-                messages.append(sse("rows", html, new[0].id))
+                    lambda: rows(new, counts)))
                 newest = replace(newest, min_id=new[0].id)
             changed = [(event_id, counts.get(event_id, {})) for event_id in recent
                        if counts.get(event_id, {}) != recent[event_id][1]]
             if changed:
-                pills = templates.get_template("_runs_pills.html").module.pills  # type: ignore[attr-defined]
-                messages.append(sse("counts", "".join(
-                    str(pills(event_id, now, oob=True)) for event_id, now in changed)))
+                messages.append(await feed.shared(("event pills", repr(changed)),
+                                                  lambda: pills(changed)))
             for event_id, now in changed:
                 recent[event_id] = (recent[event_id][0], now)
             for event in new[:RECENT]:

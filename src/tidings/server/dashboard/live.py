@@ -8,10 +8,11 @@ or ended; coalesced to a few calls a second however busy ingest is) and, on Post
 another process did (``NOTIFY tidings_live``, heard by one ``Storage.watch`` per process,
 started with the first open stream): a run a worker on another machine completed appears on
 every dashboard. A stream reads at most once every ``GAP`` seconds, on a beat common to all
-streams, and open copies of one page share each read and render (``Feed.shared``), so a busy
-database costs each distinct open page two reads a second, an idle one next to nothing: a read
-every ``RESCAN`` seconds, the safety net for what no poke told (SQLite written by another
-process, a notification lost while the listener reconnected). A page whose display changes
+streams, and open copies of one page share each read, render and the message made of it
+(``Feed.shared``), so a busy database costs each distinct open page two reads a second, and
+each copy only the sending; an idle one next to nothing: a read every ``RESCAN`` seconds, the
+safety net for what no poke told (SQLite written by another process, a notification lost
+while the listener reconnected). A page whose display changes
 with time alone (a run's open bars) asks for a shorter ``period``.
 
 Reading, not pushing, is what keeps browsers away from writers: a poke sets one flag per open

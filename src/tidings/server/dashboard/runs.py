@@ -133,15 +133,22 @@ class RunPages:
         ticks = 0
         counts_sent: dict[str, int] = {}
         counted, moved = -COUNTS_GAP, True
-        feed, key = self.pages.feed, repr(query)  # open copies share reads and renders
+        # Open copies (the same filters and links) share reads and renders.
+        feed, key = self.pages.feed, repr((query, kept))
 
+        # The messages, not only the HTML, are made once for the open copies of the page.
         async def render(rows: list[Any]) -> str:
-            return templates.get_template("_run_rows.html").render(runs=rows, now=now_ms(),
-                                                                  app_of=app_of)
+            return sse("rows", templates.get_template("_run_rows.html").render(
+                runs=rows, now=now_ms(), app_of=app_of))
 
         async def render_pager(found: RunPage) -> str:
-            return templates.get_template("_run_pager.html").render(
-                cursor_first=None, **_pager(kept, found, query))
+            return sse("pager", templates.get_template("_run_pager.html").render(
+                cursor_first=None, **_pager(kept, found, query)))
+
+        async def render_counts(counts: dict[str, int]) -> str:
+            return sse("counts", templates.get_template("_run_counts.html").render(
+                counts=counts, window=_window(query), statuses=STATUSES,
+                kept=_kept(request.query_params, but="status")))
 
         async def fresh() -> list[str]:
             nonlocal sent, ticks, counts_sent, counted, moved, pager_sent
@@ -150,24 +157,21 @@ class RunPages:
             rows = found.runs
             state = [(run.id, run.status, run.ended_at) for run, _ in rows]
             if state != sent:
-                html = await feed.shared(("run rows", key, repr(state)), lambda: render(rows))
-                messages.append(sse("rows", html))
+                messages.append(await feed.shared(("run rows", key, repr(state)),
+                                                  lambda: render(rows)))
                 sent, moved = state, True
             if (len(rows), found.cursor) != pager_sent:
                 # A short page's note and its "Older" cursor move with the rows it holds.
                 pager_sent = (len(rows), found.cursor)
-                html = await feed.shared(("run pager", key, pager_sent),
-                                         lambda: render_pager(found))
-                messages.append(sse("pager", html))
+                messages.append(await feed.shared(("run pager", key, pager_sent),
+                                                  lambda: render_pager(found)))
             ticks += 1
             if (moved or ticks % COUNTS_EVERY == 0) and time.monotonic() - counted >= COUNTS_GAP:
                 counted, moved = time.monotonic(), False
                 counts = await feed.shared(("run counts", key), lambda: self._counts(query))
                 if counts != counts_sent:
-                    html = templates.get_template("_run_counts.html").render(
-                        counts=counts, window=_window(query), statuses=STATUSES,
-                        kept=_kept(request.query_params, but="status"))
-                    messages.append(sse("counts", html))
+                    messages.append(await feed.shared(("run counts html", key, repr(counts)),
+                                                      lambda: render_counts(counts)))
                     counts_sent = counts
             return messages
 
