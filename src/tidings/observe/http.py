@@ -4,6 +4,14 @@ SERVER span (``tracing.request_began``), and with ``--access-log`` one INFO line
 has gone out — method, path, status, time taken, client address.
 
 Paths only, never query strings or headers; the event key in ``/e/{key}`` is masked.
+
+``RequestObserver.wrap`` is the ASGI middleware that does it for any app. The Event API
+(``POST /e/{key}``, raw ASGI, the hot path) is not wrapped: it calls
+``tracing.request_began`` and ``RequestObserver.ended`` itself, with the status it answered.
+There the wrapper cost more than what it observes — a coroutine more in every await chain, a
+call per message to note the status, calls through ``__call__``, a call to find the route:
+about 12,000 CPU instructions per request, on a request of some 180,000 (``bench/README.md``,
+"Metrics on P1, counted in instructions").
 """
 
 from __future__ import annotations
@@ -15,9 +23,9 @@ from collections.abc import Awaitable, Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidings.observe import metrics, tracing
+from tidings.observe.tracing import Request
 
 log = logging.getLogger("tidings.access")
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def shown_path(path: str) -> str:
@@ -25,57 +33,58 @@ def shown_path(path: str) -> str:
     return "/e/***" if path.startswith("/e/") else path
 
 
-class _Sending:
-    """``send`` for the app inside, noting the answer's status on its way out. It hands back
-    ``send``'s own awaitable: no coroutine of its own per message (a closure ``async def``
-    made one for each, and itself for each request)."""
-
-    __slots__ = ("send", "status")
-
-    def __init__(self, send: Send) -> None:
-        self.send = send
-        self.status = 0
-
-    def __call__(self, message: Message) -> Awaitable[None]:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-        return self.send(message)
-
-
 class RequestObserver:
-    """ASGI middleware around the whole app. ``route_of(scope)`` names the route template a
-    request went to, once it has been answered (``unmatched`` for none)."""
+    """Times, traces and logs HTTP requests as the settings say: ``timed`` (metrics on),
+    ``access_log``; a SERVER span whenever tracing is on. ``route_of(scope)`` names the
+    route template a request went to once it has been answered (``unmatched`` for none)."""
 
-    def __init__(self, app: ASGIApp, route_of: Callable[[Scope], str], *, access_log: bool,
+    def __init__(self, route_of: Callable[[Scope], str], *, access_log: bool,
                  timed: bool) -> None:
-        self.app = app
         self._route_of = route_of
         self._access_log = access_log
         self._timed = timed
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        span = tracing.request_began(scope["headers"])
-        began = time.perf_counter()
-        sending = _Sending(send)
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            took = time.perf_counter() - began
-            status = sending.status
-            method = scope["method"] if scope["method"] in METHODS else "other"
-            if self._timed or span is not None:
-                route = self._route_of(scope)
-                if self._timed:
-                    metrics.http_request(route, method, status, took)
-                if span is not None:
-                    tracing.request_ended(span, route, method, status)
+    def ended(self, scope: Scope, route: str, status: int, took_s: float,
+              span: Request | None) -> None:
+        """The request to ``route`` was answered ``status`` after ``took_s`` seconds; ``span``
+        is its SERVER span, ``tracing.request_began``'s (None when tracing is off)."""
+        if self._timed:
+            metrics.http_request(route, scope["method"], status, took_s)
+        if span is not None or self._access_log:
+            method = scope["method"] if scope["method"] in metrics.METHODS else metrics.OTHER
+            if span is not None:
+                tracing.request_ended(span, route, method, status)
             if self._access_log:
                 client = scope.get("client")
                 path = shown_path(scope["path"])
-                log.info("%s %s %d %.1f ms", method, path, status, took * 1000,
+                log.info("%s %s %d %.1f ms", method, path, status, took_s * 1000,
                          extra={"method": method, "path": path, "status": status,
-                                "duration_ms": round(took * 1000, 3),
+                                "duration_ms": round(took_s * 1000, 3),
                                 "client": client[0] if client else None})
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        """``app`` with each of its HTTP requests observed (the status noted from its
+        answer's start)."""
+
+        async def observed(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            span = tracing.request_began(scope["headers"])
+            status = 0
+
+            def noting(message: Message) -> Awaitable[None]:
+                # ``send``'s own awaitable back: no coroutine of its own per message
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                return send(message)
+
+            began = time.perf_counter()
+            try:
+                await app(scope, receive, noting)
+            finally:
+                self.ended(scope, self._route_of(scope), status, time.perf_counter() - began,
+                           span)
+
+        return observed

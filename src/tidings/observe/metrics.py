@@ -20,12 +20,13 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 OTHER = "other"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # others: other
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 
@@ -62,7 +63,7 @@ def configure(*, on: bool = True, max_event_names: int = 100, max_names: int = 1
     _on = on
     event_names.limit = max_event_names
     names.limit = max_names
-    children.clear()
+    _Found.clear()
 
 
 def counting() -> bool:
@@ -229,39 +230,43 @@ class InngestNames:
 REGISTRY.register(InngestNames())
 
 
-class Children:
-    """The series an update of each kind and label values as given goes to, per thread:
-    folding the values, making the label tuple and finding each metric's table for this
-    thread cost more than the update itself, and runs and requests repeat the same few
-    (``started``, ``finished``: about 1 µs each instead of 3). Label values as given come from
-    users, so a thread keeps at most ``LIMIT`` entries (then starts again); ``configure``
-    empties them, as the bounds they were folded by may change."""
+class _Found(threading.local):
+    """The series an update of each kind and label values as given goes to, in this thread
+    (``_found.series``): folding the values, making the label tuple and finding each metric's
+    table for this thread cost more than the update itself, and runs and requests repeat the
+    same few (``started``, ``finished``: about 1 µs each instead of 3). A ``threading.local``
+    whose table each thread gets on first use, so that an update finds it with one attribute
+    read rather than a call (``POST /e/{key}`` makes two updates, on a path of some 60 µs).
+    Label values as given come from users, so a thread keeps at most ``LIMIT`` entries (then
+    starts again: ``_kept``); ``configure`` empties them, as the bounds they were folded by
+    may change."""
 
-    LIMIT = 4096
+    LIMIT: ClassVar[int] = 4096
+    _all: ClassVar[list[dict[tuple[Any, ...], Any]]] = []
+    _lock: ClassVar[threading.Lock] = threading.Lock()  # taken once per thread, at its start
 
     def __init__(self) -> None:
-        self._local = threading.local()
-        self._all: list[dict[tuple[Any, ...], Any]] = []
-        self._lock = threading.Lock()  # taken once per thread, for its first update
-
-    def here(self) -> dict[tuple[Any, ...], Any]:
-        try:
-            found: dict[tuple[Any, ...], Any] = self._local.found
-        except AttributeError:
-            found = self._local.found = {}
-            with self._lock:
-                self._all.append(found)
-        if len(found) >= self.LIMIT:
-            found.clear()
-        return found
-
-    def clear(self) -> None:
+        self.series: dict[tuple[Any, ...], Any] = {}
         with self._lock:
-            for found in self._all:
+            self._all.append(self.series)
+
+    @classmethod
+    def clear(cls) -> None:
+        with cls._lock:
+            for found in cls._all:
                 found.clear()
 
 
-children = Children()
+_found = _Found()
+
+
+def _kept(key: tuple[Any, ...], series: Any) -> Any:
+    """``series`` kept as what an update ``key`` goes to in this thread."""
+    found = _found.series
+    if len(found) >= _Found.LIMIT:
+        found.clear()
+    found[key] = series
+    return series
 
 
 def _observe(series: list[float], bounds: list[float], value: float) -> None:
@@ -272,11 +277,10 @@ def _observe(series: list[float], bounds: list[float], value: float) -> None:
 def scheduled(app: str, function: str, trigger: str, count: int = 1) -> None:
     if not _on:
         return
-    here = children.here()
-    series = here.get(("scheduled", app, function, trigger))
+    series = _found.series.get(("scheduled", app, function, trigger))
     if series is None:
-        series = here["scheduled", app, function, trigger] = runs_scheduled.series(
-            (names(app), names(function), event_names(trigger)))
+        series = _kept(("scheduled", app, function, trigger), runs_scheduled.series(
+            (names(app), names(function), event_names(trigger))))
     series[0] += count
 
 
@@ -285,11 +289,10 @@ def _counted(key: tuple[str, ...], counter: FastCounter, histogram: FastHistogra
     """One more in ``counter`` and ``value`` (unless None) in ``histogram``, both labelled by
     ``key`` after its kind: the app and function, folded (``names``), then the rest as given
     (a status or an outcome, from a fixed set)."""
-    here = children.here()
-    found = here.get(key)
+    found = _found.series.get(key)
     if found is None:
         labels = (names(key[1]), names(key[2]), *key[3:])
-        found = here[key] = (counter.series(labels), histogram.series(labels))
+        found = _kept(key, (counter.series(labels), histogram.series(labels)))
     count, series = found
     count[0] += 1
     if value is not None:
@@ -315,15 +318,16 @@ def sdk_request(app: str, function: str, outcome: str, duration_s: float) -> Non
 
 
 def http_request(route: str, method: str, status: int, took_s: float) -> None:
-    """An HTTP request answered (by route template, never the raw path)."""
+    """An HTTP request answered (by route template, never the raw path; a method not in
+    ``METHODS`` as ``other``)."""
     if not _on:
         return
-    here = children.here()
-    series = here.get(("http", route, method, status))
+    series = _found.series.get(("http", route, method, status))
     if series is None:
-        series = here["http", route, method, status] = http_request_duration.series(
-            (route, method, str(status)))
-    _observe(series, http_request_duration.bounds, took_s)
+        series = _kept(("http", route, method, status), http_request_duration.series(
+            (route, method if method in METHODS else OTHER, str(status))))
+    series[bisect.bisect_left(http_request_duration.bounds, took_s)] += 1
+    series[-1] += took_s
 
 
 def step_retried(app: str, function: str) -> None:
@@ -341,10 +345,9 @@ def app_synced(app: str | None, result: str) -> None:
 def received(source: str, outcome: str, count: int = 1) -> None:
     if not _on:
         return
-    here = children.here()
-    series = here.get(("received", source, outcome))
+    series = _found.series.get(("received", source, outcome))
     if series is None:
-        series = here["received", source, outcome] = events_received.series((source, outcome))
+        series = _kept(("received", source, outcome), events_received.series((source, outcome)))
     series[0] += count
 
 

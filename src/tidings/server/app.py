@@ -173,12 +173,16 @@ class TidingsApp:
         self.hub = Hub(lease_seconds=settings.connect.lease_seconds)
         self.gateway: Gateway | None = None
         self._kind = (b"x-inngest-server-kind", settings.server_kind.encode())
-        self._http_app: ASGIApp = self._dispatch
         self._templates: dict[Any, str] = {}
+        # Requests are observed (timed, traced, logged) by ``_observer``'s middleware around
+        # every route but the Event API's, which tells the observer itself.
+        self._observer: RequestObserver | None = None
+        self._others: ASGIApp = self._route
         if settings.observe.access_log or settings.observe.metrics or tracing.on():
-            self._http_app = RequestObserver(self._dispatch, self._route_of,
+            self._observer = RequestObserver(self._route_of,
                                              access_log=settings.observe.access_log,
                                              timed=settings.observe.metrics)
+            self._others = self._observer.wrap(self._route)
         if core is not None:
             self._build(core)
 
@@ -186,7 +190,7 @@ class TidingsApp:
         kind = self.settings.server_kind.encode()
         self._shedder = Shedder(self.settings.load, core.storage.backlog,
                                 body_limit=core.settings.limits.max_body_bytes)
-        self._events = events = EventAPI(core, kind, self._shedder)
+        self._events = events = EventAPI(core, kind, self._shedder, self._observer)
         keys = SigningKeys(core.storage, core.vault.sealer.keyring)
         # Connect calls may go through workers connected to other processes (``relay``).
         self.hub = Hub(lease_seconds=self.settings.connect.lease_seconds,
@@ -318,18 +322,20 @@ class TidingsApp:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        await self._http_app(scope, receive, send)
+        await self._dispatch(scope, receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            method = scope["method"]
-            if method == "POST" and scope["path"].startswith("/e/"):
-                assert self._events is not None
-                await self._events(scope, receive, send)  # admits requests itself
-                return
-            if method in BODY_METHODS:
-                await self._admitted(scope, receive, send)
-                return
+        if scope["type"] == "http" and scope["method"] == "POST" \
+                and scope["path"].startswith("/e/"):
+            assert self._events is not None
+            await self._events(scope, receive, send)  # admits and observes requests itself
+            return
+        await self._others(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in BODY_METHODS:
+            await self._admitted(scope, receive, send)
+            return
         assert self._rest is not None
         await self._rest(scope, receive, send)
 

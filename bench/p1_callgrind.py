@@ -1,0 +1,63 @@
+"""P1 in one process, one mode per process, for counting CPU instructions with callgrind:
+counts do not depend on the machine's load, so a few hundred instructions per request show.
+The ASGI app (``tidings dev``'s, on a fresh SQLite file) is called directly with ``POST
+/e/{key}`` by 32 tasks at a time, as ``bench.p1_inproc`` does; the measured requests run
+between ``os.getppid()`` and ``os.getpgrp()``, which callgrind is told to start and stop at.
+Modes: ``off`` (``--no-metrics``, WARNING), ``on`` (metrics, INFO, JSON), ``traced`` (as on,
+every span exported to an exporter that drops it).
+
+``PYTHONHASHSEED=0 valgrind --tool=callgrind --zero-before=os_getppid --dump-before=os_getpgrp
+python -m bench.p1_callgrind MODE [N]``, then ``callgrind_annotate`` on the dump ending in
+``.1``: ``Py_RunMain``'s inclusive count is the event loop's thread, ``thread_run``'s the
+others (SQLite's writer and syncer, the span export thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.p1_inproc import _modes, _requests
+
+
+async def measure(mode: str, n: int) -> None:
+    from tidings.core import Core
+    from tidings.observe import logs, metrics
+    from tidings.server import create_app
+    from tidings.settings import Observe, Settings
+
+    logs.configure(format="json", level="warning" if mode == "off" else "info")
+    metrics.configure(on=mode != "off")
+    if mode == "traced":
+        _modes()["traced"]()
+    with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
+        settings = Settings(mode="dev", database_url=f"sqlite:///{Path(tmp) / 'tidings.db'}",
+                            data_dir=Path(tmp) / "data", observe=Observe(metrics=mode != "off"))
+        core = await Core.start(settings)
+        try:
+            app = create_app(core.settings, core)
+            await _requests(app, 1_600)
+            gc.freeze()  # as ``tidings dev`` does once started
+            await _requests(app, 640)
+            os.getppid()  # callgrind: --zero-before=os_getppid
+            await _requests(app, n)
+            os.getpgrp()  # callgrind: --dump-before=os_getpgrp
+        finally:
+            await core.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] not in ("off", "on", "traced"):
+        print(__doc__)
+        return 2
+    asyncio.run(measure(args[0], int(args[1]) if len(args) > 1 else 3_200))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
