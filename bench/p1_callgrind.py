@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.p1_inproc import _modes, _requests
+from bench.p1_inproc import _modes, posts
 
 
 async def measure(mode: str, n: int) -> None:
@@ -40,11 +40,11 @@ async def measure(mode: str, n: int) -> None:
         core = await Core.start(settings)
         try:
             app = create_app(core.settings, core)
-            await _requests(app, 1_600)
+            await posts(app, 1_600)
             gc.freeze()  # as ``tidings dev`` does once started
-            await _requests(app, 640)
+            await posts(app, 640)
             os.getppid()  # callgrind: --zero-before=os_getppid
-            await _requests(app, n)
+            await posts(app, n)
             os.getpgrp()  # callgrind: --dump-before=os_getpgrp
         finally:
             await core.close()

@@ -34,15 +34,20 @@ from bench.p1_ingest import EVENT
 
 CONCURRENCY = 32
 BODY = msgspec.json.encode(EVENT)
-HEADERS = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
-           (b"content-length", str(len(BODY)).encode())]
-SCOPE = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-         "scheme": "http", "path": "/e/benchkey", "raw_path": b"/e/benchkey",
-         "query_string": b"", "root_path": "", "headers": HEADERS,
-         "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8288)}
 
 
-async def _request(app: Any) -> None:
+def scope(body: bytes) -> dict[str, Any]:
+    """An ASGI ``POST /e/benchkey`` of ``body`` from a loopback client."""
+    headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": "/e/benchkey",
+            "raw_path": b"/e/benchkey", "query_string": b"", "root_path": "",
+            "headers": headers, "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8288)}
+
+
+async def post(app: Any, body: bytes = BODY) -> None:
+    """One request of ``body`` to the ASGI ``app``; raises unless it answers 200."""
     given = False
     status = 0
 
@@ -51,25 +56,65 @@ async def _request(app: Any) -> None:
         if given:  # the app asks again only to learn of a disconnect: there is none
             await asyncio.Event().wait()
         given = True
-        return {"type": "http.request", "body": BODY, "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]
 
-    await app(dict(SCOPE), receive, send)
+    await app(scope(body), receive, send)
     if status != 200:
         raise RuntimeError(f"POST /e/benchkey answered {status}")
 
 
-async def _requests(app: Any, total: int) -> None:
+async def posts(app: Any, total: int, *, body: bytes = BODY,
+                concurrency: int = CONCURRENCY) -> None:
+    """``total`` requests of ``body``, ``concurrency`` tasks each sending one after another."""
     async def one_after_another(count: int) -> None:
         for _ in range(count):
-            await _request(app)
+            await post(app, body)
 
-    await asyncio.gather(*(one_after_another(total // CONCURRENCY)
-                           for _ in range(CONCURRENCY)))
+    await asyncio.gather(*(one_after_another(total // concurrency)
+                           for _ in range(concurrency)))
+
+
+async def cpu_per(app: Any, n: int, per: int, *, body: bytes = BODY,
+                  concurrency: int = CONCURRENCY) -> dict[str, float]:
+    """CPU µs per unit (``per`` units a request) of ``n`` requests to ``app``: ``all`` of the
+    process, and each kind of thread's (``bench.harness.threads_cpu``)."""
+    cpu, threads = time.process_time(), threads_cpu(os.getpid())
+    await posts(app, n, body=body, concurrency=concurrency)
+    cpu, after = time.process_time() - cpu, threads_cpu(os.getpid())
+    done = n // concurrency * concurrency * per
+    split = {kind: 1e6 * (spent - threads.get(kind, 0.0)) / done for kind, spent in after.items()}
+    return {"all": 1e6 * cpu / done, **split}
+
+
+def on_the_server_core() -> None:
+    """This process on the server's core, the threads it starts naming themselves to the kernel
+    (``bench/threadnames``), as a bench's server is."""
+    spec = importlib.util.spec_from_file_location("bench_thread_names",
+                                                  THREAD_NAMES / "sitecustomize.py")
+    assert spec is not None and spec.loader is not None
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    os.sched_setaffinity(0, {int(c) for c in SERVER_CPU.split(",")})
+
+
+def show(found: dict[str, list[dict[str, float]]], *, digits: int) -> None:
+    """Each mode's median CPU (the minimum in brackets) and its threads' medians, largest
+    first, to ``digits`` decimals."""
+    def median(rounds: list[dict[str, float]], kind: str) -> float:
+        return statistics.median(one.get(kind, 0.0) for one in rounds)
+
+    width = max(len(mode) for mode in found)
+    for mode, rounds in found.items():
+        kinds = sorted({k for one in rounds for k in one if k != "all"},
+                       key=lambda k: -median(rounds, k))
+        split = "  ".join(f"{kind} {median(rounds, kind):.{digits}f}" for kind in kinds
+                          if median(rounds, kind) >= 10 ** -digits)
+        print(f"  {mode:<{width}} {median(rounds, 'all'):6.{digits}f} "
+              f"({min(one['all'] for one in rounds):.{digits}f})  {split}")
 
 
 def _modes() -> dict[str, Callable[[], None]]:
@@ -106,19 +151,13 @@ async def measure(modes: list[str], rounds: int, n: int) -> dict[str, list[dict[
             metrics.configure(on=True)
             setters["traced"]()  # so that the app is built with its request observer
             app = create_app(core.settings, core)
-            await _requests(app, 3_200)
+            await posts(app, 3_200)
             gc.freeze()  # as ``tidings dev`` does once started
             for _ in range(rounds):
                 for mode in modes:
                     setters[mode]()
-                    await _requests(app, 1_600)
-                    cpu, threads = time.process_time(), threads_cpu(os.getpid())
-                    await _requests(app, n)
-                    cpu, after = time.process_time() - cpu, threads_cpu(os.getpid())
-                    done = n // CONCURRENCY * CONCURRENCY
-                    split = {kind: 1e6 * (spent - threads.get(kind, 0.0)) / done
-                             for kind, spent in after.items()}
-                    found[mode].append({"all": 1e6 * cpu / done, **split})
+                    await posts(app, 1_600)
+                    found[mode].append(await cpu_per(app, n, 1))
         finally:
             await core.close()
     return found
@@ -135,22 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(modes) - {"on", "traced", "dropped"}
     if unknown:
         parser.error(f"unknown modes: {', '.join(sorted(unknown))}")
-    # The threads the app starts take their names to the kernel (``bench/threadnames``).
-    spec = importlib.util.spec_from_file_location("bench_thread_names",
-                                                  THREAD_NAMES / "sitecustomize.py")
-    assert spec is not None and spec.loader is not None
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
-    os.sched_setaffinity(0, {int(c) for c in SERVER_CPU.split(",")})
+    on_the_server_core()
     found = asyncio.run(measure(modes, args.rounds, args.n))
     print(f"CPU µs per request, medians of {args.rounds} rounds (min of all in brackets)")
-    for mode, rounds in found.items():
-        kinds = sorted({k for one in rounds for k in one if k != "all"},
-                       key=lambda k: -statistics.median(one.get(k, 0.0) for one in rounds))
-        split = "  ".join(f"{kind} {statistics.median(one.get(kind, 0.0) for one in rounds):.1f}"
-                          for kind in kinds
-                          if statistics.median(one.get(kind, 0.0) for one in rounds) >= 0.1)
-        print(f"  {mode:<8} {statistics.median(one['all'] for one in rounds):6.1f} "
-              f"({min(one['all'] for one in rounds):.1f})  {split}")
+    show(found, digits=1)
     return 0
 
 
