@@ -51,6 +51,7 @@ from bench.harness import (
     BenchError,
     Plan,
     Server,
+    in_turn,
     pinned,
     postgres_server,
     run_plan,
@@ -236,7 +237,7 @@ def p3(kind: str, rounds: int, n: int, pages_open: int, base: str | None = None
         plan.append((BASE, pages_open, base))
     rows = []
     for index in range(1, rounds + 1):
-        for target, count, src in plan:
+        for target, count, src in in_turn(plan, index):
             before = load()
             result = tidings_round(kind, n, 1, options=UNOBSERVED,
                                    beside=partial(_beside, count), src=src)

@@ -27,8 +27,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 LUA = HERE / "post.lua"
@@ -418,14 +419,21 @@ def check(plan: Plan, result: Round, *, wrk_runs: int) -> None:
                          f"than acknowledged (at most {slack} can be in flight at wrk's stop)")
 
 
+def in_turn(targets: Sequence[T], index: int) -> Sequence[T]:
+    """The targets of round ``index`` (from 1): in their order in odd rounds, reversed in even
+    ones (a b, b a, a b, ...), so that a machine drifting through the run does not always
+    favour the target measured first; each pair of rounds cancels a steady drift."""
+    return targets if index % 2 else targets[::-1]
+
+
 def run_plan(plan: Plan) -> list[Round]:
-    """Alternate the targets round by round (a, b, a, b, ...) so drift hits all alike."""
+    """Alternate the targets round by round (``in_turn``) so drift hits all alike."""
     wrk_available()
     with tempfile.NamedTemporaryFile(prefix="tidings-bench-", suffix=".json") as body:
         body.write(plan.body)
         body.flush()
         for index in range(1, plan.rounds + 1):
-            for target in plan.targets:
+            for target in in_turn(plan.targets, index):
                 result = run_round(plan, target, index, Path(body.name))
                 plan.results.append(result)
                 print(f"  round {index} {target:<9} {result.req_per_s:>10,.0f} req/s "

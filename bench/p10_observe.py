@@ -36,6 +36,7 @@ from bench.harness import (
     SERVERS,
     UNOBSERVED,
     Plan,
+    in_turn,
     print_table,
     run_plan,
     sqlite_server,
@@ -150,7 +151,7 @@ def p3(rounds: int, n: int, base: str | None = None
     if base is not None:
         plan += [(BASE_ON, OBSERVED, None, base), (BASE_TRACED, OBSERVED, "traced", base)]
     for index in range(1, rounds + 1):
-        for target, options, variant, src in plan:
+        for target, options, variant, src in in_turn(plan, index):
             before = load()
             result = tidings_round("sqlite", n, 1, options=options, variant=variant, src=src)
             rows.append({"bench": "p3", "target": target, "round": index,

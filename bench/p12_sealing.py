@@ -25,7 +25,7 @@ import msgspec
 
 from bench import alternating
 from bench.engine import Report, load, pin_self
-from bench.harness import Plan, run_plan
+from bench.harness import Plan, in_turn, run_plan
 from bench.p1_ingest import EVENT
 from bench.p2_batch import BATCH, batch_body
 from bench.p3_throughput import tidings_round
@@ -83,7 +83,7 @@ def ingest(name: str, targets: list[str], rounds: int, seconds: float
 def p3(targets: list[str], rounds: int, n: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     rows = []
     for index in range(1, rounds + 1):
-        for target in targets:
+        for target in in_turn(targets, index):
             before = load()
             options: tuple[str, ...] = ("--encrypt-data",) if target == ON else ()
             src = os.environ["TIDINGS_BENCH_BASE_SRC"] if target == BASE else None
