@@ -326,8 +326,7 @@ def http_request(route: str, method: str, status: int, took_s: float) -> None:
     if series is None:
         series = _kept(("http", route, method, status), http_request_duration.series(
             (route, method if method in METHODS else OTHER, str(status))))
-    series[bisect.bisect_left(http_request_duration.bounds, took_s)] += 1
-    series[-1] += took_s
+    _observe(series, http_request_duration.bounds, took_s)
 
 
 def step_retried(app: str, function: str) -> None:

@@ -133,8 +133,9 @@ class RunPages:
         ticks = 0
         counts_sent: dict[str, int] = {}
         counted, moved = -COUNTS_GAP, True
-        # Open copies (the same filters and links) share reads and renders.
-        feed, key = self.pages.feed, repr((query, kept))
+        # Open copies share reads and the rows by their query, the pager and counts (which
+        # carry the page's links) by their query and links.
+        feed, key, drawn = self.pages.feed, repr(query), repr((query, kept))
 
         # The messages, not only the HTML, are made once for the open copies of the page.
         async def render(rows: list[Any]) -> str:
@@ -163,14 +164,14 @@ class RunPages:
             if (len(rows), found.cursor) != pager_sent:
                 # A short page's note and its "Older" cursor move with the rows it holds.
                 pager_sent = (len(rows), found.cursor)
-                messages.append(await feed.shared(("run pager", key, pager_sent),
+                messages.append(await feed.shared(("run pager", drawn, pager_sent),
                                                   lambda: render_pager(found)))
             ticks += 1
             if (moved or ticks % COUNTS_EVERY == 0) and time.monotonic() - counted >= COUNTS_GAP:
                 counted, moved = time.monotonic(), False
                 counts = await feed.shared(("run counts", key), lambda: self._counts(query))
                 if counts != counts_sent:
-                    messages.append(await feed.shared(("run counts html", key, repr(counts)),
+                    messages.append(await feed.shared(("run counts html", drawn, repr(counts)),
                                                       lambda: render_counts(counts)))
                     counts_sent = counts
             return messages
