@@ -90,8 +90,10 @@ class Core:
 async def open_vault(settings: Settings, store: Storage, keyring: Keyring) -> UserVault:
     """The vault over ``store``, its data keys in the keystore the settings name (opened here,
     closed by ``UserVault.close``) or in ``store`` itself. The process opens sealed data
-    (``sealing.py``) with ``keyring`` from now on."""
+    (``sealing.py``) with ``keyring`` from now on, and the key references ``store`` knows."""
     SEALS.use(keyring)
+    SEALS.read_with(store.read_now)
+    await store.read(SEALS.load)
     keys = store
     if settings.keystore_url and settings.keystore_url != settings.database_url:
         keys = storage_for(settings.keystore_url)

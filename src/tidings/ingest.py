@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 
 import msgspec
 
@@ -69,6 +70,10 @@ class Ingest:
         rows = []
         env = await ENV_SETTINGS.of(self._storage, env_id)
         generation = env.generation
+        if generation is not None and not SEALS.registered(env_id, generation):
+            # Once per key and process: from then on values name it in 9 bytes, not ~40.
+            await self._storage.write(
+                partial(SEALS.register, env_id=env_id, generation=generation))
         datas = _UNSEALED if generation is None else SEALS.events_data(
             env_id, generation, ids, [event.data for event in events],
             binary=self._storage.binary_data)

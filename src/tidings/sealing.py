@@ -21,10 +21,26 @@ the setting costs when it is off.
 Event data sent to ``POST /e/{key}`` on SQLite is sealed in binary instead (``events_data(...,
 binary=True)``): its column is a BLOB, and base64, the JSON string's quotes and a third of the
 row were what sealing cost ingest beyond the cipher itself. The binary form starts with a NUL
-byte (``BINARY_MARK``), which JSON text never does, then the key id's length (two bytes) and
-text, the nonce and the ciphertext; every reader of a JSON column takes both forms
+byte (``BINARY_MARK``), which JSON text never does, then its key (below), the nonce and the
+ciphertext; every reader of a JSON column takes both forms
 (``is_sealed``, ``opened``, ``DataSeals.open_json``). PostgreSQL's ``data`` is ``json``: there
 the text form stays.
+
+Values name their key by a reference: the first six bytes of a hash of the key's name (master
+key id, environment, generation; ``key_ref``). In binary that is a name's length of 0 (two
+bytes) and the reference, 9 bytes with the mark instead of ~40 (P2's rows, 144 bytes, were a
+quarter key name, paid for again by the writer and the checkpointer); as text, ``#`` and its
+hex. The name of a reference is kept in the database (``sealing_keys``, made by ``register``
+in a write before the first value names it), read by every process at start (``load``) and,
+for one made by another process since, at once on the database's own connection
+(``Storage.read_now``), as readers far from a transaction (``event_from_row``, ``opened``)
+cannot wait. A name read back is believed only if it hashes to the reference, so which
+database answers cannot matter, and a reference whose row names another key (two names with
+the same hash) is never used: that key's values name it in full, as values sealed before
+references existed do (``env_id generation kid``), which still open. Until a key's reference
+is committed this process names it in full too, except in the transaction that makes it.
+Environment ids are unique, so a reference made in one database is not taken for made in
+another that one process also opened (tests), as ``events/env_settings.py`` assumes too.
 
 Rows become values in many places far from the process's wiring (``event_from_row``,
 ``Run.from_row``, ``StepRow.from_row``), so the master keys are held process-wide here
@@ -39,10 +55,13 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import os
 import threading
-from collections.abc import Iterable, Sequence
-from typing import overload
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import Any, NamedTuple, overload
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -59,6 +78,21 @@ SEALED_JSON = JSON_MARK.decode()  # how a sealed JSON column's text starts
 _b64 = base64.b64encode
 _unb64 = base64.b64decode
 _b2a = binascii.b2a_base64
+REF_BYTES = 6  # a key reference's: 2**-48 that two keys share one, and then one is named in full
+_REF_START = BINARY_MARK + b"\x00\x00"  # a binary value naming its key by reference
+KeyName = tuple[str, str, int]  # master key id, environment, generation
+ReadNow = Callable[[Callable[[Any], Any]], Any]  # ``Storage.read_now``
+log = logging.getLogger("tidings.sealing")
+
+
+class _Sealer(NamedTuple):
+    """What new writes of an environment seal with: the cipher, and how values name its key
+    as text (before the base64) and in binary (before the nonce)."""
+
+    cipher: AESGCM
+    head: bytes
+    binary: bytes
+    settled: bool  # named by reference, or never will be: nothing left to register
 
 
 class DataSeals:
@@ -68,9 +102,14 @@ class DataSeals:
         self._masters: dict[str, bytes] = {}
         self._active: str | None = None
         self._ciphers: dict[tuple[str, str, int], AESGCM] = {}
-        self._sealers: dict[tuple[str, int], tuple[AESGCM, bytes]] = {}
+        self._sealers: dict[tuple[str, int], _Sealer] = {}
         self._lock = threading.Lock()
         self._field, self._used = _new_field(), 0
+        self._names: dict[int, KeyName] = {}  # reference -> key, each checked (``_believe``)
+        self._by_ref: dict[int, AESGCM] = {}
+        self._registered: set[int] = set()  # references committed in the database, as named
+        self._taken: set[int] = set()  # references the database has for another key
+        self._readers: list[weakref.WeakMethod[ReadNow]] = []
 
     def use(self, keyring: Keyring) -> None:
         """Open with every key of ``keyring`` from now on; seal with its active key."""
@@ -78,6 +117,91 @@ class DataSeals:
         if keyring.active != self._active:
             self._active = keyring.active
             self._sealers.clear()
+
+    def read_with(self, read_now: ReadNow) -> None:
+        """Look references no one named to this process up with ``read_now`` (a storage's
+        ``read_now``; held weakly: a closed storage's goes with it)."""
+        if not any(ref() == read_now for ref in self._readers):
+            self._readers = [ref for ref in self._readers if ref() is not None]
+            self._readers.append(weakref.WeakMethod(read_now))
+
+    # -- key references ----------------------------------------------------------------------
+
+    def load(self, tx: Any) -> None:
+        """Believe every reference of ``tx``'s database (at start)."""
+        for ref, kid, env_id, generation in tx.all("sealing_keys_all"):
+            if self._believe(int(ref), (str(kid), str(env_id), int(generation))):
+                self._registered.add(int(ref))
+
+    def _believe(self, ref: int, name: KeyName) -> bool:
+        """Take ``name`` for ``ref``'s if it hashes to it (whoever said so)."""
+        if key_ref(*name) != ref:
+            return False
+        self._names[ref] = name
+        return True
+
+    def registered(self, env_id: str, generation: int) -> bool:
+        """Whether new writes of ``env_id`` name their key by reference (or never will: the
+        database has the reference for another key)."""
+        found = self._sealers.get((env_id, generation))
+        if found is not None:
+            return found.settled  # ingest asks on every request: this, not a hash
+        if self._active is None:
+            return True  # nothing to register: sealing fails for want of a key
+        ref = key_ref(self._active, env_id, generation)
+        return ref in self._registered or ref in self._taken
+
+    def register(self, tx: Any, env_id: str, generation: int) -> bool:
+        """Store the reference of the key new writes of ``env_id`` use in ``tx``'s database;
+        whether values written in ``tx`` may name the key by it. Once ``tx`` commits, every
+        new value does."""
+        kid = self._active
+        if kid is None:
+            return False
+        name = (kid, env_id, generation)
+        ref = key_ref(*name)
+        tx.run("sealing_key_save", (ref, *name))
+        row = tx.one("sealing_key_of", (ref,))
+        # What the row says is committed (PostgreSQL waits for a rival insert's end) or ours.
+        if row is None or (str(row[0]), str(row[1]), int(row[2])) != name:
+            self._taken.add(ref)
+            self._sealers.pop((env_id, generation), None)  # made again, settled
+            if row is not None:
+                self._believe(ref, (str(row[0]), str(row[1]), int(row[2])))
+            return False
+        self._names[ref] = name
+        tx.after_commit(partial(self._committed, ref, env_id, generation))
+        return True
+
+    def _committed(self, ref: int, env_id: str, generation: int) -> None:
+        self._registered.add(ref)
+        self._sealers.pop((env_id, generation), None)  # made again, naming its key by ``ref``
+
+    def _ref_cipher(self, ref: int) -> AESGCM:
+        cipher = self._by_ref.get(ref)
+        if cipher is None:
+            name = self._names.get(ref) or self._look_up(ref)
+            if name is None:
+                raise EncryptionError(f"ciphertext names sealing key #{ref:012x}, which no "
+                                      "database of this process knows")
+            cipher = self._by_ref[ref] = self._cipher(*name)
+        return cipher
+
+    def _look_up(self, ref: int) -> KeyName | None:
+        for weak in list(self._readers):
+            read_now = weak()
+            if read_now is None:
+                continue
+            try:
+                row = read_now(lambda tx: tx.one("sealing_key_of", (ref,)))
+            except Exception:  # a closed storage, a database of another kind: the next one
+                log.debug("looking sealing key #%012x up failed", ref, exc_info=True)
+                continue
+            if row is not None and self._believe(ref, (str(row[0]), str(row[1]),
+                                                       int(row[2]))):
+                self._registered.add(ref)
+                return self._names[ref]
+        return None
 
     # -- ciphers -----------------------------------------------------------------------------
 
@@ -93,16 +217,26 @@ class DataSeals:
             cipher = self._ciphers[(kid, env_id, generation)] = AESGCM(key)
         return cipher
 
-    def _sealer(self, env_id: str, generation: int) -> tuple[AESGCM, bytes]:
-        """The cipher new writes of ``env_id`` use, and the key id they are prefixed with
-        (``env_id generation kid``, and a space)."""
+    def _sealer(self, env_id: str, generation: int, tx: Any = None) -> _Sealer:
+        """What new writes of ``env_id`` seal with. Their key is named by reference once it is
+        registered (``register``; in ``tx``, when it is not yet), else in full."""
         found = self._sealers.get((env_id, generation))
         if found is None:
             kid = self._active
             if kid is None:
                 raise EncryptionError("no encryption key is configured in this process")
-            found = (self._cipher(kid, env_id, generation),
-                     f"{env_id} {generation} {kid} ".encode())
+            cipher = self._cipher(kid, env_id, generation)
+            ref = key_ref(kid, env_id, generation)
+            if ref in self._registered:
+                found = _by_reference(cipher, ref)
+            elif (tx is not None and ref not in self._taken
+                  and self.register(tx, env_id, generation)):
+                return _by_reference(cipher, ref)  # in ``tx`` only, until it commits
+            else:
+                key_id = f"{env_id} {generation} {kid}".encode()
+                found = _Sealer(cipher, key_id + b" ",
+                                BINARY_MARK + len(key_id).to_bytes(2, "big") + key_id,
+                                ref in self._taken)
             self._sealers[(env_id, generation)] = found
         return found
 
@@ -135,12 +269,10 @@ class DataSeals:
         (ingest's hot path: per event, this is all that sealing costs): as ``seal_json`` does,
         or in binary (``BINARY_MARK``) for a binary column. Comprehensions, not a loop with
         ``append``: a tenth of a microsecond an event, of about 0.9."""
-        cipher, head = self._sealer(env_id, generation)
+        cipher, head, start, _ = self._sealer(env_id, generation)
         encrypt = cipher.encrypt
         nonces = [n.to_bytes(NONCE_BYTES, "big") for n in self._invocations(len(event_ids))]
         if binary:
-            key_id = head[:-1]
-            start = BINARY_MARK + len(key_id).to_bytes(2, "big") + key_id
             return [start + nonce + encrypt(nonce, data, b"event\x00" + event_id.encode())
                     for nonce, event_id, data in zip(nonces, event_ids, datas, strict=True)]
         start = JSON_MARK + head
@@ -148,27 +280,34 @@ class DataSeals:
                              newline=False) + b'"'
                 for nonce, event_id, data in zip(nonces, event_ids, datas, strict=True)]
 
-    def _seal(self, env_id: str, generation: int, plain: bytes, aad: bytes) -> bytes:
-        cipher, head = self._sealer(env_id, generation)
+    def _seal(self, env_id: str, generation: int, plain: bytes, aad: bytes, tx: Any) -> bytes:
+        cipher, head, _, _ = self._sealer(env_id, generation, tx)
         nonce = self._nonce()
         return head + _b64(nonce + cipher.encrypt(nonce, plain, aad))
 
-    def seal_text(self, env_id: str, generation: int, plain: bytes, aad: bytes) -> str:
-        """Bytes sealed, as text (``TEXT_MARK``, the key id, the ciphertext in base64)."""
-        return _TAG + self._seal(env_id, generation, plain, aad).decode()
+    def seal_text(self, env_id: str, generation: int, plain: bytes, aad: bytes,
+                  tx: Any = None) -> str:
+        """Bytes sealed, as text (``TEXT_MARK``, the key's name, the ciphertext in base64);
+        written in ``tx``, which registers the key's reference if it is not yet."""
+        return _TAG + self._seal(env_id, generation, plain, aad, tx).decode()
 
-    def seal_json(self, env_id: str, generation: int, plain: bytes | str, aad: bytes) -> bytes:
-        """A JSON value sealed: a JSON string holding the ciphertext (``JSON_MARK`` ...)."""
+    def seal_json(self, env_id: str, generation: int, plain: bytes | str, aad: bytes,
+                  tx: Any = None) -> bytes:
+        """A JSON value sealed: a JSON string holding the ciphertext (``JSON_MARK`` ...); as
+        ``seal_text`` with ``tx``."""
         raw = plain.encode() if isinstance(plain, str) else plain
-        return JSON_MARK + self._seal(env_id, generation, raw, aad) + b'"'
+        return JSON_MARK + self._seal(env_id, generation, raw, aad, tx) + b'"'
 
     def _open(self, sealed: bytes, aad: bytes) -> bytes:
         head, _, body = sealed.rpartition(b" ")
-        env_id, generation, kid = head.decode().split(" ", 2)
+        if b" " in head:  # named in full: ``env_id generation kid``
+            env_id, generation, kid = head.decode().split(" ", 2)
+            cipher = self._cipher(kid, env_id, int(generation))
+        else:  # ``#`` and the reference in hex
+            cipher = self._ref_cipher(int(head[1:], 16))
         blob = _unb64(body)
         try:
-            return self._cipher(kid, env_id, int(generation)).decrypt(
-                blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+            return cipher.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
         except InvalidTag:
             raise EncryptionError() from None
 
@@ -183,12 +322,16 @@ class DataSeals:
         return self._open(raw[len(JSON_MARK):-1], aad)
 
     def _open_binary(self, sealed: bytes, aad: bytes) -> bytes:
-        size = int.from_bytes(sealed[1:3], "big")
-        env_id, generation, kid = sealed[3:3 + size].decode().split(" ", 2)
+        size = int.from_bytes(sealed[1:3], "big")  # of the key's name; 0: a reference
+        if size:
+            env_id, generation, kid = sealed[3:3 + size].decode().split(" ", 2)
+            cipher = self._cipher(kid, env_id, int(generation))
+        else:
+            cipher = self._ref_cipher(int.from_bytes(sealed[3:3 + REF_BYTES], "big"))
+            size = REF_BYTES
         blob = memoryview(sealed)[3 + size:]
         try:
-            return self._cipher(kid, env_id, int(generation)).decrypt(
-                blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+            return cipher.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
         except InvalidTag:
             raise EncryptionError() from None
 
@@ -261,6 +404,17 @@ def status_aad(column: str, run_id: str, key: str) -> bytes:
 def store_aad(env_id: str, key: str) -> bytes:
     """A Trigger.dev v2 key-value store value (``io.store``), by environment and key."""
     return f"trigger-store\x00{env_id}\x00{key}".encode()
+
+
+def key_ref(kid: str, env_id: str, generation: int) -> int:
+    """The reference values name a key by: the first ``REF_BYTES`` of a hash of its name."""
+    name = f"tidings-sealing-key\x00{kid}\x00{env_id}\x00{generation}".encode()
+    return int.from_bytes(hashlib.sha256(name).digest()[:REF_BYTES], "big")
+
+
+def _by_reference(cipher: AESGCM, ref: int) -> _Sealer:
+    return _Sealer(cipher, f"#{ref:012x} ".encode(), _REF_START + ref.to_bytes(REF_BYTES, "big"),
+                   True)
 
 
 def _new_field() -> int:

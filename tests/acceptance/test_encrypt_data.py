@@ -26,7 +26,7 @@ from tidings.events.env_settings import rotate_sealing
 from tidings.events.model import iso
 from tidings.ids import now_ms
 from tidings.runs.model import COMPLETED
-from tidings.sealing import BINARY_MARK, JSON_MARK, SEALS, event_aad, is_sealed
+from tidings.sealing import BINARY_MARK, JSON_MARK, REF_BYTES, SEALS, event_aad, is_sealed
 
 IN_DATA = "canary-data-5f0c1e"
 IN_ID = "signup-canary-77ab@example.org"
@@ -92,19 +92,42 @@ async def _stored_event(core: Core, event_id: str) -> tuple[bytes, str | None]:
     return (data.encode() if isinstance(data, str) else bytes(data)), row[6]
 
 
-def _sealed_under_generation(stored: bytes) -> int | None:
+def _sealed_under_generation(stored: bytes, refs: dict[int, int]) -> int | None:
     """The key generation a stored ``data`` is sealed under, in either form (``sealing.py``:
-    binary, or text in a JSON string); None when it is in clear."""
+    binary, or text in a JSON string), its key named in full or by reference (``refs``: the
+    generation of each, as ``sealing_keys`` has them); None when it is in clear."""
     if stored.startswith(BINARY_MARK):
         size = int.from_bytes(stored[1:3], "big")
+        if size == 0:
+            return refs[int.from_bytes(stored[3:3 + REF_BYTES], "big")]
         return int(stored[3:3 + size].split(b" ")[1])
     if stored.startswith(JSON_MARK):
-        return int(stored.split(b" ")[2])
+        head = stored[len(JSON_MARK):].split(b" ")
+        return refs[int(head[0][1:], 16)] if head[0].startswith(b"#") else int(head[1])
     return None
 
 
+async def _refs(core: Core) -> dict[int, int]:
+    """The generation of each key reference the database has."""
+    rows = await core.storage.read(lambda tx: tx.all("sealing_keys_all"))
+    return {int(r[0]): int(r[3]) for r in rows}
+
+
+def _by_reference(stored: bytes) -> bool:
+    return stored.startswith(BINARY_MARK + b"\0\0") or stored.startswith(JSON_MARK + b"#")
+
+
+@pytest.fixture(params=["by reference", "in full"])
+def naming(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How values name their key: by reference, or in full as they did before references
+    existed (no reference is ever registered), which must still work throughout."""
+    if request.param == "in full":
+        monkeypatch.setattr(SEALS, "register", lambda tx, env_id, generation: False)
+    return str(request.param)
+
+
 async def test_sealed_data_never_reaches_the_disk_in_clear_and_everything_still_works(
-    engine: Engine, client: httpx.AsyncClient, tmp_path: Path
+    engine: Engine, client: httpx.AsyncClient, tmp_path: Path, naming: str
 ) -> None:
     assert (await ok(await client.get("/v1/settings")))["encrypt_data"] is False
     assert (await ok(await client.post("/v1/settings", json={"encrypt_data": True})))[
@@ -169,9 +192,11 @@ async def test_sealed_data_never_reaches_the_disk_in_clear_and_everything_still_
     # In binary where the column is (SQLite's BLOB), as text in PostgreSQL's json.
     binary = engine.core.storage.dialect == "sqlite"
     assert data.startswith(BINARY_MARK if binary else JSON_MARK) and key is None
-    assert _sealed_under_generation(data) == 1
+    assert _sealed_under_generation(data, await _refs(engine.core)) == 1
+    assert _by_reference(data) is (naming == "by reference")
     data, key = await _stored_event(engine.core, pro)
     assert key is not None and key.startswith("\x1fts1 ")
+    assert key.startswith("\x1fts1 #") is (naming == "by reference")
     disk = _on_disk(engine.core, tmp_path)
     assert [c for c in CANARIES if c.encode() in disk] == []
 
@@ -247,7 +272,7 @@ async def test_an_events_context_and_meta_are_sealed_and_read_in_clear(
 
 
 async def test_a_new_key_seals_new_writes_and_the_old_data_stays_readable(
-    engine: Engine, client: httpx.AsyncClient
+    engine: Engine, client: httpx.AsyncClient, naming: str
 ) -> None:
     await ok(await client.post("/v1/settings", json={"encrypt_data": True}))
     await engine.start(tidings.Tidings(app_id="none"))
@@ -259,7 +284,10 @@ async def test_a_new_key_seals_new_writes_and_the_old_data_stays_readable(
 
     old_data, _ = await _stored_event(engine.core, old)
     new_data, _ = await _stored_event(engine.core, new)
-    assert _sealed_under_generation(old_data) == 1 and _sealed_under_generation(new_data) == 2
+    refs = await _refs(engine.core)
+    assert _sealed_under_generation(old_data, refs) == 1
+    assert _sealed_under_generation(new_data, refs) == 2
+    assert _by_reference(old_data) is _by_reference(new_data) is (naming == "by reference")
     for event_id, n in ((old, "before"), (new, "after")):
         assert (await ok(await client.get(f"/v1/events/{event_id}")))["data"] == {"n": n}
 
@@ -308,7 +336,9 @@ def _sealed_under(server: LiveServer, db: Path, generation: int) -> tuple[str, b
             (data,) = conn.execute("SELECT data FROM events WHERE id = ?", (event_id,)
                                    ).fetchone()
         stored = data.encode() if isinstance(data, str) else data
-        if _sealed_under_generation(stored) == generation:
+        with sqlite3.connect(db) as conn:
+            refs = dict(conn.execute("SELECT ref, generation FROM sealing_keys").fetchall())
+        if _sealed_under_generation(stored, refs) == generation:
             return event_id, stored
         assert time.monotonic() < deadline, f"still stored as {stored[:40]!r}"
         time.sleep(0.2)

@@ -123,7 +123,7 @@ def sealed_json(tx: Any, env_id: str, value: str, aad: bytes) -> str:
     generation = _sealing(tx, env_id, value, SEALED_JSON)
     if generation is None:
         return value
-    return SEALS.seal_json(env_id, generation, value, aad).decode()
+    return SEALS.seal_json(env_id, generation, value, aad, tx).decode()
 
 
 def sealed_text(tx: Any, env_id: str, text: str, aad: bytes) -> str:
@@ -132,7 +132,7 @@ def sealed_text(tx: Any, env_id: str, text: str, aad: bytes) -> str:
     generation = _sealing(tx, env_id, text, TEXT_MARK)
     if generation is None:
         return text
-    return SEALS.seal_text(env_id, generation, text.encode(), aad)
+    return SEALS.seal_text(env_id, generation, text.encode(), aad, tx)
 
 
 def _sealing(tx: Any, env_id: str, value: str, mark: str) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from tidings.events.env_settings import ENV_SETTINGS, sealed_json
@@ -250,11 +251,12 @@ def insert_event(tx: Tx, row: EventRow, *, delivered_at: int | None) -> None:
     data, context, meta = row.data, row.context, row.meta
     generation = ENV_SETTINGS.generation(tx, row.env_id)
     if generation is not None:
-        data = SEALS.seal_json(row.env_id, generation, data, event_aad(row.id))
+        seal = partial(SEALS.seal_json, row.env_id, generation, tx=tx)
+        data = seal(data, event_aad(row.id))
         if context is not None:
-            context = SEALS.seal_json(row.env_id, generation, context, context_aad(row.id))
+            context = seal(context, context_aad(row.id))
         if meta is not None:
-            meta = SEALS.seal_json(row.env_id, generation, meta, meta_aad(row.id))
+            meta = seal(meta, meta_aad(row.id))
     tx.run("insert_event", (
         row.id, row.env_id, row.name, tx.json(data), row.user, row.user_subject,
         row.key, row.ts, row.v, row.source, tx.json(context), row.account_id,

@@ -209,6 +209,11 @@ class Storage(Protocol):
     async def read(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` on a read connection."""
 
+    def read_now(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in the calling thread, at once, on a connection of its own (one at a
+        time): for the rare read that cannot wait for the event loop, a key reference made by
+        another process met by a reader with no transaction at hand (``sealing.py``)."""
+
     async def subscribe(self, due: Callable[[str], None], revoked: Callable[[], None],
                         listening: Callable[[], None]) -> None:
         """Hear other processes until the connection fails (it raises) or the task is

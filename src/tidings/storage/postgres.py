@@ -63,6 +63,10 @@ class PostgresStorage:
             configure=_text_json, name="tidings-sync",
         )
         self._backlog = 0  # rows (events; 1 per other operation) handed over, not answered
+        # ``read_now``'s, under ``_now_lock``; not the pool's: its every connection may be
+        # held by a transaction whose reader is the one asking.
+        self._now: psycopg.Connection[Any] | None = None
+        self._now_lock = threading.Lock()
         # Commits of this process: its hooks, and the other processes (``storage/changes.py``).
         self.changes = Changes()
         self._token = new_id()  # this process's name in its NOTIFY tidings_live
@@ -92,6 +96,10 @@ class PostgresStorage:
         # open, its statement running after this returned (and holding its locks).
         await asyncio.to_thread(self._threads.shutdown)
         await asyncio.to_thread(self._sync_pool.close)
+        with self._now_lock:
+            if self._now is not None:
+                self._now.close()
+                self._now = None
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in one transaction on a pooled connection (in a worker thread)."""
@@ -117,6 +125,17 @@ class PostgresStorage:
         if tx.later:
             committed(tx)
         return result
+
+    def read_now(self, fn: Callable[[Tx], T]) -> T:
+        with self._now_lock:
+            if self._now is None or self._now.closed:
+                self._now = psycopg.connect(self.url, autocommit=True)
+                _text_json(self._now)
+            try:
+                return fn(PostgresTx(self._now))
+            except psycopg.OperationalError:
+                self._now.close()  # the next call connects again
+                raise
 
     def backlog(self) -> int:
         """Rows handed to the pools and not answered yet: waiting for a connection or being

@@ -91,6 +91,8 @@ class SQLiteStorage:
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._now: sqlite3.Connection | None = None  # ``read_now``'s, under ``_now_lock``
+        self._now_lock = threading.Lock()
         self._backlog = 0  # rows (events; 1 per other write) queued and not yet answered
         self.changes = Changes()  # commits of this process (``storage/changes.py``)
 
@@ -127,6 +129,10 @@ class SQLiteStorage:
             for conn in self._reader_conns:
                 conn.close()
             self._reader_conns.clear()
+        with self._now_lock:
+            if self._now is not None:
+                self._now.close()
+                self._now = None
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in the writer's next group commit; its result once committed."""
@@ -176,6 +182,12 @@ class SQLiteStorage:
         if ran[-1].later:
             committed(ran[-1])
         return result
+
+    def read_now(self, fn: Callable[[Tx], T]) -> T:
+        with self._now_lock:
+            if self._now is None:
+                self._now = connect(self.path, readonly=True)
+            return fn(SQLiteTx(self._now))
 
     async def migrate(self, *, fresh_schema: bool = True) -> list[int]:
         return await asyncio.to_thread(self._migrate, fresh_schema)

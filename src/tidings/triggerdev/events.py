@@ -68,9 +68,10 @@ def _revise(tx: Tx, env_id: str, events: Sequence[NewEvent], now: int,
         context = None if event.context is None else _encode(event.context)
         generation = ENV_SETTINGS.generation(tx, env_id)
         if generation is not None:
-            data = tx.json(SEALS.seal_json(env_id, generation, event.data, event_aad(stored)))
+            seal = partial(SEALS.seal_json, env_id, generation, tx=tx)
+            data = tx.json(seal(event.data, event_aad(stored)))
             if context is not None:
-                context = SEALS.seal_json(env_id, generation, context, context_aad(stored))
+                context = seal(context, context_aad(stored))
         tx.run("trigger_event_revise",
                (data, None if context is None else tx.json(context), deliver_at,
                 event.account_id, env_id, stored))

@@ -22,3 +22,15 @@ SELECT env_id, enabled, generation FROM data_sealing;
 INSERT INTO data_sealing (env_id, enabled, generation, updated_at) VALUES (?, ?, ?, ?)
 ON CONFLICT (env_id) DO UPDATE SET enabled = excluded.enabled,
     generation = excluded.generation, updated_at = excluded.updated_at;
+
+-- name: sealing_key_save
+-- A key's reference (DataSeals.register); a row there already, maybe another key's whose
+-- reference is the same, stays.
+INSERT INTO sealing_keys (ref, kid, env_id, generation) VALUES (?, ?, ?, ?)
+ON CONFLICT (ref) DO NOTHING;
+
+-- name: sealing_key_of
+SELECT kid, env_id, generation FROM sealing_keys WHERE ref = ?;
+
+-- name: sealing_keys_all
+SELECT ref, kid, env_id, generation FROM sealing_keys;

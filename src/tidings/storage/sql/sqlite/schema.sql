@@ -428,3 +428,11 @@ CREATE TABLE data_sealing (
     generation INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
+
+-- The keys sealed values name by a short reference (sealing.py).
+CREATE TABLE sealing_keys (
+    ref BIGINT PRIMARY KEY,
+    kid TEXT NOT NULL,
+    env_id TEXT NOT NULL,
+    generation INTEGER NOT NULL
+);
