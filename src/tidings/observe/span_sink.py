@@ -46,12 +46,19 @@ class Batches:
     ``_MAX_EXPORT_BATCH_SIZE``, ``_EXPORT_TIMEOUT``): a thread exports a batch once one is
     full or the delay has passed, and what is left when the process exits.
 
-    Adding a span is a deque append, a count and a length check: the SDK's processor also
-    takes the process id (a system call) and counts for its own metrics on every span. What
-    waits is the span's compact ``Record``; its ``ReadableSpan`` is made as its batch goes
-    out. Whole spans waiting for export (over a kilobyte each, up to a batch of 512) made
-    every traced request dearer by some 15 µs in the cache misses they cause (``bench/
-    README.md``, P10). A full queue drops its oldest span; drops are counted and logged."""
+    ``add`` is the queue's own ``append``: adding a span runs no Python code on the caller's
+    thread (a method that also counted, checked the length and woke the thread cost some 26
+    opcodes a span, and the wake-up took the core from the event loop once a batch). The
+    thread looks every ``POLL_S`` instead. A full queue drops its oldest span; not counted
+    (that would take Python code on every add), but seen: the thread finds the queue full and
+    says so, as the SDK's processor does.
+
+    What waits is the span's compact ``Record``; its ``ReadableSpan`` is made as its batch
+    goes out. Whole spans waiting for export (over a kilobyte each, up to a batch of 512)
+    made every traced request dearer by some 15 µs in the cache misses they cause (``bench/
+    README.md``, P10)."""
+
+    POLL_S = 0.02
 
     def __init__(self, exporter: Any, environ: Mapping[str, str],
                  span: Callable[[Record], Any]) -> None:
@@ -62,33 +69,29 @@ class Batches:
         self.timeout = _setting(environ, "OTEL_BSP_EXPORT_TIMEOUT", 30000) / 1000
         limit = max(self.batch, _setting(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 2048))
         self.queue: collections.deque[Any] = collections.deque(maxlen=limit)
-        self.added = 0
-        self.sent = 0  # exported or dropped
-        self.dropped = 0
-        self.unreported = 0  # dropped, not logged yet
+        self.add: Callable[[Record], None] = self.queue.append
+        self.full = 0  # times the queue was found full, not logged yet
         self.reported = -DROPS_LOGGED_EVERY_S
-        self.awake = threading.Event()
+        self.awake = threading.Event()  # set to stop
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="tidings-spans", daemon=True)
         self.thread.start()
         atexit.register(self.shutdown)
 
-    def add(self, record: Record) -> None:
-        queue = self.queue
-        queue.append(record)
-        self.added += 1
-        if len(queue) >= self.batch and not self.awake.is_set():
-            self.awake.set()
-
     def _run(self) -> None:
+        poll = min(self.POLL_S, self.delay)
+        due = time.monotonic() + self.delay
         while not self.stopping:
-            self.awake.wait(self.delay)
-            self.awake.clear()
-            self._export()
+            self.awake.wait(poll)
+            if len(self.queue) >= self.batch or time.monotonic() >= due:
+                self._export()
+                due = time.monotonic() + self.delay
         self._export()
 
     def _export(self) -> None:
         queue = self.queue
+        if len(queue) == queue.maxlen:
+            self.full += 1
         while queue:
             batch = []
             with contextlib.suppress(IndexError):
@@ -98,17 +101,12 @@ class Batches:
                 self.exporter.export(batch)
             except Exception:
                 log.exception("exporting %d spans failed; they are dropped", len(batch))
-            self.sent += len(batch)
-        lost = self.added - self.sent - len(queue) - self.dropped  # read in this order, the
-        if lost > 0:                                                # adds meanwhile never count
-            self.dropped += lost
-            self.unreported += lost
         now = time.monotonic()
-        if self.unreported and (self.stopping or now - self.reported >= DROPS_LOGGED_EVERY_S):
-            log.warning("%d spans were dropped: they came faster than %s took them "
-                        "(OTEL_BSP_MAX_QUEUE_SIZE=%d)", self.unreported,
-                        type(self.exporter).__name__, queue.maxlen)
-            self.unreported, self.reported = 0, now
+        if self.full and (self.stopping or now - self.reported >= DROPS_LOGGED_EVERY_S):
+            log.warning("the span queue was full (OTEL_BSP_MAX_QUEUE_SIZE=%d): spans came "
+                        "faster than %s took them, and the oldest were dropped",
+                        queue.maxlen, type(self.exporter).__name__)
+            self.full, self.reported = 0, now
 
     def shutdown(self) -> None:
         if self.stopping:
@@ -188,8 +186,11 @@ class Sink:
         scope = InstrumentationScope("tidings", VERSION)
 
         class Finished(ReadableSpan):
-            """A span recorded whole: ``ReadableSpan`` without its keyword handling."""
+            """A span recorded whole: ``ReadableSpan`` without its keyword handling, its
+            fields in slots (stored and read a little faster than in its dict)."""
 
+            __slots__ = ("_attributes", "_context", "_end_time", "_kind", "_links", "_name",
+                         "_parent", "_start_time", "_status")
             _resource = resource
             _instrumentation_scope = scope
             _instrumentation_info = None
@@ -221,6 +222,9 @@ class Sink:
         self.unset = Status(StatusCode.UNSET)
         self.status = Status
         self.error = StatusCode.ERROR
+        # The parent context of the last span made, when a maker (``tracing._producer``)
+        # keeps it for the next (its request's SERVER span, whose own context it is).
+        self.held: Any = None
         self._parse = parse
         self._makers: dict[str, Maker] = {"emitted": _emitted, **makers}
         self._links: dict[tuple[str, ...], tuple[Any, ...]] = {}
@@ -241,11 +245,12 @@ class Sink:
     def make(self, name: str, kind: str, trace_id: int, span_id: int,
              parent_span_id: int | None, remote_parent: bool, start: int, end: int,
              attributes: dict[str, Any], error: str | None,
-             links: Sequence[Any] = ()) -> Any:
-        """A ``ReadableSpan`` (for a maker); ``links`` as ``links_to`` gives them."""
+             links: Sequence[Any] = (), context: Any = None) -> Any:
+        """A ``ReadableSpan`` (for a maker); ``links`` as ``links_to`` gives them;
+        ``context``: its own, when the maker has it made already."""
         make, flags = self.context, self.flags
         return self.finished(
-            name, make(trace_id, span_id, False, flags),
+            name, make(trace_id, span_id, False, flags) if context is None else context,
             None if parent_span_id is None else make(trace_id, parent_span_id, remote_parent,
                                                      flags),
             self.kinds[kind], attributes, start, end if end > start else start,

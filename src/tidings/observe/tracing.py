@@ -167,10 +167,17 @@ def _traceparent(trace_id: int, span_id: int, sampled: bool) -> str:
 
 
 class Request:
-    """The SERVER span of the HTTP request being answered, until it ends (``request_ended``).
-    ``token`` puts it back out of the context."""
+    """The SERVER span of the HTTP request being answered, until it ends (``request_ended``);
+    and, once it stores events (``producing``), their PRODUCER span too, whose context
+    ``traceparent`` each event keeps. One object for both: a request stores its events once,
+    and a second object per request cost more than the few fields it holds. ``token`` puts
+    it back out of the context (None: it was never put there, ``ingest_began``)."""
 
-    __slots__ = ("parent_span_id", "sampled", "span_id", "start", "token", "trace_id")
+    __slots__ = ("count", "parent_span_id", "produced_at", "producer_span_id", "sampled",
+                 "span_id", "start", "token", "trace_id", "traceparent")
+    count: int  # these three are set by ``producing``
+    produced_at: int
+    producer_span_id: int
 
     def __init__(self, trace_id: int, span_id: int, parent_span_id: int | None,
                  sampled: bool) -> None:
@@ -180,6 +187,7 @@ class Request:
         self.sampled = sampled
         self.start = _time_ns()
         self.token: Token[Request | None] | None = None
+        self.traceparent: str | None = None  # its PRODUCER span's context, once it stores
 
 
 _request: ContextVar[Request | None] = ContextVar("tidings_request_span", default=None)
@@ -187,25 +195,35 @@ _request: ContextVar[Request | None] = ContextVar("tidings_request_span", defaul
 
 def request_began(headers: Sequence[tuple[bytes, bytes]]) -> Request | None:
     """The SERVER span of a request with these (ASGI) headers, a child of its
-    ``traceparent``; None when tracing is off. It is the request's until
-    ``request_ended``."""
-    sink = _sink
-    if sink is None:
+    ``traceparent``; None when tracing is off. It is the request's (in the context, where
+    ``producing`` finds it) until ``request_ended``."""
+    if _sink is None:
         return None
     parent = None
     for key, value in headers:
         if key == b"traceparent":
-            parent = _parsed(value.decode("latin-1"))
+            parent = value
             break
+    span = ingest_began(parent)
+    if span is not None:
+        span.token = _request.set(span)
+    return span
+
+
+def ingest_began(traceparent: bytes | None) -> Request | None:
+    """The SERVER span of a request whose ``traceparent`` header is this, for a caller that
+    hands it to ``producing`` itself (the Event API): not put in the context, which costs a
+    set and a reset per request. None when tracing is off."""
+    sink = _sink
+    if sink is None:
+        return None
+    parent = None if traceparent is None else _parsed(traceparent.decode("latin-1"))
     if parent is None:
         trace_id = _getrandbits(128) or 1
-        span = Request(trace_id, _getrandbits(64) or 1, None,
+        return Request(trace_id, _getrandbits(64) or 1, None,
                        sink.keeps_all or sink.sampler.root(trace_id))
-    else:
-        span = Request(parent[0], _getrandbits(64) or 1, parent[1],
-                       sink.sampler.child(parent[0], parent[2]))
-    span.token = _request.set(span)
-    return span
+    return Request(parent[0], _getrandbits(64) or 1, parent[1],
+                   sink.sampler.child(parent[0], parent[2]))
 
 
 def request_ended(span: Request, route: str, method: str, status: int) -> None:
@@ -238,38 +256,52 @@ def _server(sink: Sink, record: Record) -> Any:
         found = _served[method, route, status] = (f"{method} {route}", {
             "http.request.method": method, "http.route": route,
             "http.response.status_code": status})
+    # Its own context is the parent of its PRODUCER span, recorded just before it (``produced``
+    # comes before ``request_ended``): made once for both.
+    held = sink.held
     return sink.make(found[0], "SERVER", trace_id, span_id, parent_span_id, True, start, end,
-                     found[1], "" if status >= 500 else None)
+                     found[1], "" if status >= 500 else None, (),
+                     held if held is not None and held[1] == span_id and held[0] == trace_id
+                     else None)
 
 
 class Producer:
-    """The PRODUCER span of storing a request's events; ``traceparent`` is its context,
-    which each of them keeps."""
+    """The PRODUCER span of storing events outside a request's span (under the sender's
+    ``traceparent``, or a trace of its own); ``traceparent`` is its context, which each of
+    them keeps. Inside a request, the ``Request`` is the PRODUCER span too."""
 
-    __slots__ = ("count", "parent_span_id", "remote_parent", "sampled", "span_id", "start",
-                 "trace_id", "traceparent")
+    __slots__ = ("count", "parent_span_id", "produced_at", "producer_span_id",
+                 "remote_parent", "sampled", "trace_id", "traceparent")
 
     def __init__(self, count: int, trace_id: int, parent_span_id: int | None,
                  remote_parent: bool, sampled: bool) -> None:
         self.count = count
         self.trace_id = trace_id
-        self.span_id = _getrandbits(64) or 1
+        self.producer_span_id = span_id = _getrandbits(64) or 1
         self.parent_span_id = parent_span_id
         self.remote_parent = remote_parent
         self.sampled = sampled
-        self.start = _time_ns()
-        self.traceparent = _traceparent(trace_id, self.span_id, sampled)
+        self.produced_at = _time_ns()
+        self.traceparent = _traceparent(trace_id, span_id, sampled)
 
 
-def producing(count: int, sender: str | None = None) -> Producer | None:
+def producing(count: int, sender: str | None = None, *,
+              request: Request | None = None) -> Request | Producer | None:
     """The PRODUCER span of storing ``count`` events (``produced`` records it), under the
-    request's SERVER span, or else under ``sender`` (a ``traceparent`` the events came
-    with); None when tracing is off."""
+    request's SERVER span (``request``, or else the one in the context), or else under
+    ``sender`` (a ``traceparent`` the events came with); None when tracing is off."""
     sink = _sink
     if sink is None:
         return None
-    request = _request.get()
-    if request is not None:
+    if request is None:
+        request = _request.get()
+    if request is not None and request.traceparent is None:
+        request.count = count
+        request.producer_span_id = span_id = _getrandbits(64) or 1
+        request.produced_at = _time_ns()
+        request.traceparent = _traceparent(request.trace_id, span_id, request.sampled)
+        return request
+    if request is not None:  # a second store in one request: a span of its own
         return Producer(count, request.trace_id, request.span_id, False, request.sampled)
     parent = _parsed(sender)
     if parent is not None:
@@ -279,12 +311,16 @@ def producing(count: int, sender: str | None = None) -> Producer | None:
     return Producer(count, trace_id, None, False, sink.keeps_all or sink.sampler.root(trace_id))
 
 
-def produced(span: Producer) -> None:
+def produced(span: Request | Producer) -> None:
     sink = _sink
     if sink is None or not span.sampled:
         return
-    sink.add(("producer", span.trace_id, span.span_id, span.parent_span_id,
-              span.remote_parent, span.start, _time_ns(), span.count))
+    if isinstance(span, Request):
+        sink.add(("producer", span.trace_id, span.producer_span_id, span.span_id, False,
+                  span.produced_at, _time_ns(), span.count))
+    else:
+        sink.add(("producer", span.trace_id, span.producer_span_id, span.parent_span_id,
+                  span.remote_parent, span.produced_at, _time_ns(), span.count))
 
 
 def _producer(sink: Sink, record: Record) -> Any:
@@ -296,8 +332,10 @@ def _producer(sink: Sink, record: Record) -> Any:
         attributes = _sent[count] = {
             "messaging.system": SYSTEM, "messaging.operation.type": "send",
             "messaging.operation.name": "send", "messaging.batch.message_count": count}
-    return sink.make("send events", "PRODUCER", trace_id, span_id, parent_span_id,
+    span = sink.make("send events", "PRODUCER", trace_id, span_id, parent_span_id,
                      remote_parent, start, end, attributes, None)
+    sink.held = span.parent
+    return span
 
 
 # -- run spans -----------------------------------------------------------------------------------

@@ -19,25 +19,28 @@ from tidings.storage.base import Environment
 
 async def accept_events(core: Core, *, key: str, branch: str | None,
                         read_body: Callable[[int], Awaitable[bytes]], seed: str | None,
-                        ticket: Ticket | None) -> tuple[Environment, list[str]]:
+                        ticket: Ticket | None, request: tracing.Request | None = None
+                        ) -> tuple[Environment, list[str]]:
     """The environment and the ids of the stored events. ``key`` is the event key (any in
     dev), ``read_body(limit)`` reads the request's body, ``seed`` is the
     ``x-inngest-event-id-seed`` header and ``ticket`` the request's admission ticket, which
-    counts the events once parsed."""
+    counts the events once parsed; ``request`` its SERVER span when the caller holds it
+    (``tracing.ingest_began``) rather than the context."""
     env = await core.gate.env_for(key, "event", branch)
     body = await read_body(core.settings.limits.max_body_bytes)
-    return env, await store_events(core, env, body, seed=seed, ticket=ticket)
+    return env, await store_events(core, env, body, seed=seed, ticket=ticket, request=request)
 
 
 async def store_events(core: Core, env: Environment, body: bytes, *, seed: str | None = None,
-                       ticket: Ticket | None = None) -> list[str]:
+                       ticket: Ticket | None = None,
+                       request: tracing.Request | None = None) -> list[str]:
     """Parse and store the events of a body for ``env`` (picked already); their ids."""
     limits = core.settings.limits
     now = now_ms()
     events = parse_events(body, limits, now)
     if ticket is not None:
         ticket.parsed(len(events))  # admission control counts them from here on
-    span = tracing.producing(len(events))
+    span = tracing.producing(len(events), request=request)
     if span is None:
         return await core.ingest.append(env.id, events, IdSeed.parse(seed), received_at=now)
     try:

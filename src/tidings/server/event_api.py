@@ -50,11 +50,11 @@ class EventAPI:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         observer = self.observer
-        span = None if observer is None else tracing.request_began(scope["headers"])
+        headers = header_map(scope)
+        span = None if observer is None else tracing.ingest_began(headers.get(b"traceparent"))
         began = time.perf_counter()
         status = 500
         try:
-            headers = header_map(scope)
             origin = headers.get(b"origin")
             extra = [self.kind] if origin is None else [self.kind, *cors_headers(origin)]
             ticket: Ticket | None = None
@@ -70,7 +70,8 @@ class EventAPI:
                     branch=decode_branch(branch) if branch else None,
                     read_body=lambda limit: read_body(scope, receive, limit, headers,
                                                       admitted),
-                    seed=seed.decode(errors="replace") if seed else None, ticket=admitted)
+                    seed=seed.decode(errors="replace") if seed else None, ticket=admitted,
+                    request=span)
             except RequestRejected as exc:
                 if isinstance(exc, Overloaded):
                     extra = [*extra, *exc.headers]
