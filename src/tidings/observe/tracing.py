@@ -52,6 +52,7 @@ SYSTEM = "tidings"
 _sink: Sink | None = None  # where finished spans go; None: tracing is off
 _getrandbits = random.getrandbits
 _time_ns = time.time_ns
+_LOW_64 = (1 << 64) - 1
 
 
 def wanted(environ: Mapping[str, str] = os.environ) -> bool:
@@ -124,11 +125,17 @@ def _makers() -> dict[str, Maker]:
 # -- contexts ------------------------------------------------------------------------------------
 
 
+_RUN_IDS = hashlib.sha256(b"tidings-run:")  # copied, then the run's id added: 0.2 µs less
+
+
 @functools.lru_cache(maxsize=4096)  # a run's steps, calls and end ask for the same ids
 def run_ids(run_id: str) -> tuple[int, int]:
-    """The trace id and span id of a run's span, the same in every process."""
-    digest = hashlib.sha256(f"tidings-run:{run_id}".encode()).digest()
-    return int.from_bytes(digest[:16]) or 1, int.from_bytes(digest[16:24]) or 1
+    """The trace id and span id of a run's span, the same in every process: the first 16
+    and next 8 bytes of the SHA-256 of ``tidings-run:{run_id}``."""
+    digest = _RUN_IDS.copy()
+    digest.update(run_id.encode())
+    both = int.from_bytes(digest.digest()[:24])
+    return both >> 64 or 1, both & _LOW_64 or 1
 
 
 def _parsed(traceparent: str | None) -> tuple[int, int, bool] | None:
