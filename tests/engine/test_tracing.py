@@ -23,6 +23,7 @@ from tests.unit.test_http_driver import FN, SDK, Host, run
 from tidings.engine.http_driver import HttpDriver
 from tidings.flow import cancel
 from tidings.observe import metrics, tracing
+from tidings.observe.span_sink import Batches
 from tidings.server import create_app
 from tidings.storage.tx import Tx
 
@@ -308,7 +309,7 @@ def test_spans_wait_for_export_as_records_the_garbage_collector_lets_go_of() -> 
     finally:
         tracing.use(None)
     gc.collect()
-    assert len(records) == 5
+    assert len(records) == 4  # the request and its stored events: one record
     assert [record for record in records if gc.is_tracked(record)] == []
 
 
@@ -338,3 +339,27 @@ def test_ingest_spans_of_one_route_share_their_attributes_read_only_and_exact(
     for span in (servers[0], producers[0]):
         with pytest.raises(TypeError):
             span.attributes["http.route"] = "/changed"  # type: ignore[index]
+
+
+def test_a_batch_holds_at_most_its_size_of_spans_when_a_record_makes_two() -> None:
+    """A request's record makes its SERVER and PRODUCER spans: a batch that would pass
+    ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` by the second goes out full, and the second opens the
+    next, in order."""
+    exported: list[list[Any]] = []
+
+    class Exporter:
+        def export(self, batch: list[Any]) -> None:
+            exported.append(list(batch))
+
+        def shutdown(self) -> None:
+            pass
+
+    batches = Batches(Exporter(), {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "3",
+                                   "OTEL_BSP_SCHEDULE_DELAY": "60000"},
+                      lambda record: record)
+    for n in range(5):
+        batches.add((f"{n}a", f"{n}b"))
+    batches.shutdown()
+    assert all(0 < len(batch) <= 3 for batch in exported), exported
+    assert [span for batch in exported for span in batch] == [
+        f"{n}{half}" for n in range(5) for half in "ab"]

@@ -1,5 +1,5 @@
 """How finished spans reach OpenTelemetry (``tracing.py`` makes them): each kept as a compact
-record (``Sink.emit``), made a ``ReadableSpan`` only when it is handed over (``Sink.span``),
+record (``Sink.emit``), made a ``ReadableSpan`` only when it is handed over (``Sink.spans``),
 sampled by ``OTEL_TRACES_SAMPLER`` (``Sampler``) and exported in batches by a thread of our own
 (``Batches``, with the SDK's ``OTEL_BSP_*`` settings). OpenTelemetry itself is imported only
 once a sink is made (tracing on)."""
@@ -55,17 +55,18 @@ class Batches:
     would take Python code on every add), but seen: the thread finds the queue full and says
     so, as the SDK's processor does.
 
-    What waits is the span's compact ``Record``; its ``ReadableSpan`` is made as its batch
-    goes out. Whole spans waiting for export (over a kilobyte each, up to a batch of 512)
+    What waits is the span's compact ``Record`` (a request's SERVER and PRODUCER spans share
+    one: the queue's limit counts records); its ``ReadableSpan`` is made as its batch goes
+    out. Whole spans waiting for export (over a kilobyte each, up to a batch of 512)
     made every traced request dearer by some 15 µs in the cache misses they cause (``bench/
     README.md``, P10)."""
 
     LOOK_S = (0.005, 0.1)
 
     def __init__(self, exporter: Any, environ: Mapping[str, str],
-                 span: Callable[[Record], Any]) -> None:
+                 spans: Callable[[Record], tuple[Any, ...]]) -> None:
         self.exporter = exporter
-        self.span = span
+        self.spans = spans
         self.delay = _setting(environ, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
         self.batch = _setting(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
         self.timeout = _setting(environ, "OTEL_BSP_EXPORT_TIMEOUT", 30000) / 1000
@@ -100,15 +101,21 @@ class Batches:
         queue = self.queue
         if len(queue) == queue.maxlen:
             self.full += 1
-        while queue:
-            batch = []
+        spans, size = self.spans, self.batch
+        batch: list[Any] = []
+        while queue or batch:
             with contextlib.suppress(IndexError):
-                for _ in range(self.batch):
-                    batch.append(self.span(queue.popleft()))
+                while len(batch) < size:
+                    batch += spans(queue.popleft())
+            if len(batch) > size:  # a record's second span: the next batch's first
+                batch, rest = batch[:size], batch[size:]
+            else:
+                rest = []
             try:
                 self.exporter.export(batch)
             except Exception:
                 log.exception("exporting %d spans failed; they are dropped", len(batch))
+            batch = rest
         now = time.monotonic()
         if self.full and (self.stopping or now - self.reported >= DROPS_LOGGED_EVERY_S):
             log.warning("the span queue was full (OTEL_BSP_MAX_QUEUE_SIZE=%d): spans came "
@@ -163,18 +170,18 @@ class Sampler:
 
 
 Record = tuple[Any, ...]
-"""A finished span as it waits for export: the name of its maker (called in the export thread,
-with the sink and the record), then what the maker needs, as the caller had it. Names, ids,
-numbers and tuples of them only, no object of ours: the garbage collector stops tracking such
-a tuple the first time it meets it, so records waiting in the queue are not walked again by
-each collection, nor promoted to the old generation (where they would bring on full
-collections). A maker or a span object in the record did both."""
-Maker = Callable[["Sink", Record], Any]
+"""A finished span (or a request's two) as it waits for export: the name of its maker (called
+in the export thread, with the sink and the record), then what the maker needs, as the caller
+had it. Names, ids, numbers and tuples of them only, no object of ours: the garbage collector
+stops tracking such a tuple the first time it meets it, so records waiting in the queue are
+not walked again by each collection, nor promoted to the old generation (where they would
+bring on full collections). A maker or a span object in the record did both."""
+Maker = Callable[["Sink", Record], tuple[Any, ...]]
 
 
 class Sink:
     """Where spans go: each finished span as a compact ``Record`` to ``add``, made a
-    ``ReadableSpan`` by ``span`` when it is handed to the exporter or processor; the constant
+    ``ReadableSpan`` by ``spans`` when it is handed to the exporter or processor; the constant
     parts (resource, scope, flags, kinds, the unset status) made once.
 
     The caller does as little as it can: a record keeps the values as they were given, and
@@ -194,8 +201,9 @@ class Sink:
         scope = InstrumentationScope("tidings", VERSION)
 
         class Finished(ReadableSpan):
-            """A span recorded whole: ``ReadableSpan`` without its keyword handling, its
-            fields in slots (stored and read a little faster than in its dict)."""
+            """A span recorded whole: ``ReadableSpan``'s fields in slots (stored and read a
+            little faster than in its dict), filled by ``Sink.make`` alone, without an
+            ``__init__`` (its call was a tenth of the cost of making a span)."""
 
             __slots__ = ("_attributes", "_context", "_end_time", "_kind", "_links", "_name",
                          "_parent", "_start_time", "_status")
@@ -204,24 +212,12 @@ class Sink:
             _instrumentation_info = None
             _events = ()
 
-            def __init__(self, name: str, context: Any, parent: Any, kind: Any,
-                         attributes: dict[str, Any], start: int, end: int, status: Any,
-                         links: Sequence[Any]) -> None:
-                self._name = name
-                self._context = context
-                self._parent = parent
-                self._kind = kind
-                self._attributes = attributes
-                self._start_time = start
-                self._end_time = end
-                self._status = status
-                self._links = links
-
         self.add: Callable[[Record], None] = lambda record: None
         self.sampler = sampler
         # Every trace that begins here is kept: a span of a run needs no id to be decided.
         self.keeps_all = sampler.bound >= 1 << 64
         self.finished = Finished
+        self.new = object.__new__
         self.context = _contexts(trace)
         self.link = trace.Link
         self.flags = trace.TraceFlags(trace.TraceFlags.SAMPLED)
@@ -230,9 +226,6 @@ class Sink:
         self.unset = Status(StatusCode.UNSET)
         self.status = Status
         self.error = StatusCode.ERROR
-        # The parent context of the last span made, when a maker (``tracing._producer``)
-        # keeps it for the next (its request's SERVER span, whose own context it is).
-        self.held: Any = None
         self._parse = parse
         self._makers: dict[str, Maker] = {"emitted": _emitted, **makers}
         self._links: dict[tuple[str, ...], tuple[Any, ...]] = {}
@@ -246,8 +239,8 @@ class Sink:
         self.add(("emitted", name, kind, trace_id, span_id, parent_span_id, remote_parent,
                   start, end, keys, values, error))
 
-    def span(self, record: Record) -> Any:
-        """The ``ReadableSpan`` of a record."""
+    def spans(self, record: Record) -> tuple[Any, ...]:
+        """The ``ReadableSpan``s of a record (one, or a request's two)."""
         return self._makers[record[0]](self, record)
 
     def make(self, name: str, kind: str, trace_id: int, span_id: int,
@@ -257,12 +250,18 @@ class Sink:
         """A ``ReadableSpan`` (for a maker); ``links`` as ``links_to`` gives them;
         ``context``: its own, when the maker has it made already."""
         make, flags = self.context, self.flags
-        return self.finished(
-            name, make(trace_id, span_id, False, flags) if context is None else context,
-            None if parent_span_id is None else make(trace_id, parent_span_id, remote_parent,
-                                                     flags),
-            self.kinds[kind], attributes, start, end if end > start else start,
-            self.unset if error is None else self.status(self.error, error or None), links)
+        span = self.new(self.finished)
+        span._name = name
+        span._context = make(trace_id, span_id, False, flags) if context is None else context
+        span._parent = (None if parent_span_id is None
+                        else make(trace_id, parent_span_id, remote_parent, flags))
+        span._kind = self.kinds[kind]
+        span._attributes = attributes
+        span._start_time = start
+        span._end_time = end if end > start else start
+        span._status = self.unset if error is None else self.status(self.error, error or None)
+        span._links = links
+        return span
 
     def links_to(self, traceparents: tuple[str, ...]) -> tuple[Any, ...]:
         """Links to the contexts of these ``traceparent``s (bad ones left out)."""
@@ -280,12 +279,12 @@ class Sink:
         return found
 
 
-def _emitted(sink: Sink, record: Record) -> Any:
+def _emitted(sink: Sink, record: Record) -> tuple[Any, ...]:
     (_, name, kind, trace_id, span_id, parent_span_id, remote_parent, start, end, keys, values,
      error) = record
     attributes = values if keys is None else dict(zip(keys, values))  # noqa: B905 (one length)
-    return sink.make(name, kind, trace_id, span_id, parent_span_id, remote_parent, start, end,
-                     attributes, error)
+    return (sink.make(name, kind, trace_id, span_id, parent_span_id, remote_parent, start, end,
+                      attributes, error),)
 
 
 def _contexts(trace: Any) -> Callable[[int, int, bool, Any], Any]:

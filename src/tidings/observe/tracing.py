@@ -24,7 +24,8 @@ Every span is built finished and handed to the span processor (``span_sink.Sink`
 started through the SDK's tracer: a span started there costs about 45 µs of CPU here (sampler,
 attribute checks, context attach and detach), against some 3 µs this way, and ingest makes two
 per request (``bench/README.md``, P10). What the caller does is keep the span's values as a
-record with its maker's name (``_makers``); ids derived from a run's id, names, attribute
+record with its maker's name (``_makers``; a request that stores events keeps its SERVER and
+PRODUCER spans in one); ids derived from a run's id, names, attribute
 dicts, contexts and links are made in the export thread. Sampling follows ``OTEL_TRACES_SAMPLER``
 (``span_sink.Sampler``): a sampled caller's context is followed; a trace that begins here is
 kept at the configured ratio of its trace id, so every process decides the same for a run's
@@ -94,7 +95,7 @@ def export_to(exporter: Any, environ: Mapping[str, str] = os.environ) -> None:
     sampled as ``environ`` says."""
     global _sink
     sink = Sink(resource(environ), Sampler.from_env(environ), _parsed, _makers())
-    sink.add = Batches(exporter, environ, sink.span).add
+    sink.add = Batches(exporter, environ, sink.spans).add
     _sink = sink
 
 
@@ -106,7 +107,12 @@ def use(processor: Any, environ: Mapping[str, str] = os.environ) -> None:
         _sink = None
         return
     sink = Sink(resource(environ), Sampler.from_env(environ), _parsed, _makers())
-    sink.add = lambda record: processor.on_end(sink.span(record))
+
+    def add(record: Record) -> None:
+        for span in sink.spans(record):
+            processor.on_end(span)
+
+    sink.add = add
     _sink = sink
 
 
@@ -116,8 +122,8 @@ def on() -> bool:
 
 def _makers() -> dict[str, Maker]:
     """The makers of the spans below, by the name their records begin with."""
-    return {"server": _server, "producer": _producer, "step": _step, "run": _run,
-            "pause": _pause}
+    return {"ingest": _ingest, "server": _server, "producer": _producer, "step": _step,
+            "run": _run, "pause": _pause}
 
 
 
@@ -177,14 +183,18 @@ class Request:
     """The SERVER span of the HTTP request being answered, until it ends (``request_ended``);
     and, once it stores events (``producing``), their PRODUCER span too, whose context
     ``traceparent`` each event keeps. One object for both: a request stores its events once,
-    and a second object per request cost more than the few fields it holds. ``token`` puts
-    it back out of the context (None: it was never put there, ``ingest_began``)."""
+    and a second object per request cost more than the few fields it holds. Both spans go
+    out as one record when the request ends (``_ingest`` makes the two): a second record per
+    request cost the event loop a tuple, an append and their share of the garbage
+    collections. ``token`` puts it back out of the context (None: it was never put there,
+    ``ingest_began``)."""
 
-    __slots__ = ("count", "parent_span_id", "produced_at", "producer_span_id", "sampled",
-                 "span_id", "start", "token", "trace_id", "traceparent")
-    count: int  # these three are set by ``producing``
+    __slots__ = ("count", "parent_span_id", "produced_at", "produced_end", "producer_span_id",
+                 "sampled", "span_id", "start", "token", "trace_id", "traceparent")
+    count: int  # these four are set by ``producing``
     produced_at: int
     producer_span_id: int
+    produced_end: int
 
     def __init__(self, trace_id: int, span_id: int, parent_span_id: int | None,
                  sampled: bool) -> None:
@@ -241,8 +251,13 @@ def request_ended(span: Request, route: str, method: str, status: int) -> None:
     sink = _sink
     if sink is None or not span.sampled:
         return
-    sink.add(("server", span.trace_id, span.span_id, span.parent_span_id, span.start,
-              _time_ns(), method, route, status))
+    if span.traceparent is None:
+        sink.add(("server", span.trace_id, span.span_id, span.parent_span_id, span.start,
+                  _time_ns(), method, route, status))
+    else:  # it stored events: its PRODUCER span in the same record
+        sink.add(("ingest", span.trace_id, span.span_id, span.parent_span_id, span.start,
+                  _time_ns(), method, route, status, span.producer_span_id, span.produced_at,
+                  span.produced_end, span.count))
 
 
 # A SERVER span's name and attributes, and a PRODUCER span's attributes, are the same for
@@ -254,22 +269,33 @@ _sent: dict[int, dict[str, Any]] = {}
 _SHARED_AT_MOST = 1024  # entries each; past that, the cache begins again
 
 
-def _server(sink: Sink, record: Record) -> Any:
+def _server(sink: Sink, record: Record) -> tuple[Any, ...]:
     _, trace_id, span_id, parent_span_id, start, end, method, route, status = record
-    found = _served.get((method, route, status))
-    if found is None:
-        if len(_served) >= _SHARED_AT_MOST:
-            _served.clear()
-        found = _served[method, route, status] = (f"{method} {route}", {
-            "http.request.method": method, "http.route": route,
-            "http.response.status_code": status})
-    # Its own context is the parent of its PRODUCER span, recorded just before it (``produced``
-    # comes before ``request_ended``): made once for both.
-    held = sink.held
-    return sink.make(found[0], "SERVER", trace_id, span_id, parent_span_id, True, start, end,
-                     found[1], "" if status >= 500 else None, (),
-                     held if held is not None and held[1] == span_id and held[0] == trace_id
-                     else None)
+    name, attributes = _served.get((method, route, status)) or _served_as(method, route, status)
+    return (sink.make(name, "SERVER", trace_id, span_id, parent_span_id, True, start, end,
+                      attributes, "" if status >= 500 else None),)
+
+
+def _ingest(sink: Sink, record: Record) -> tuple[Any, ...]:
+    # The two spans made here rather than by ``_producer`` and ``_server``: two calls less
+    # per request in the export thread.
+    (_, trace_id, span_id, parent_span_id, start, end, method, route, status,
+     producer_span_id, produced_at, produced_end, count) = record
+    producer = sink.make("send events", "PRODUCER", trace_id, producer_span_id, span_id, False,
+                         produced_at, produced_end, _sent.get(count) or _sent_as(count), None)
+    name, attributes = _served.get((method, route, status)) or _served_as(method, route, status)
+    # The SERVER span's own context is its PRODUCER span's parent: made once for both.
+    return producer, sink.make(name, "SERVER", trace_id, span_id, parent_span_id, True, start,
+                               end, attributes, "" if status >= 500 else None, (),
+                               producer.parent)
+
+
+def _served_as(method: str, route: str, status: int) -> tuple[str, dict[str, Any]]:
+    if len(_served) >= _SHARED_AT_MOST:
+        _served.clear()
+    found = _served[method, route, status] = (f"{method} {route}", {
+        "http.request.method": method, "http.route": route, "http.response.status_code": status})
+    return found
 
 
 class Producer:
@@ -305,7 +331,8 @@ def producing(count: int, sender: str | None = None, *,
     if request is not None and request.traceparent is None:
         request.count = count
         request.producer_span_id = span_id = _getrandbits(64) or 1
-        request.produced_at = _time_ns()
+        # its end too, should ``request_ended`` come first (``produced`` sets it again)
+        request.produced_at = request.produced_end = _time_ns()
         request.traceparent = _traceparent(request.trace_id, span_id, request.sampled)
         return request
     if request is not None:  # a second store in one request: a span of its own
@@ -319,30 +346,31 @@ def producing(count: int, sender: str | None = None, *,
 
 
 def produced(span: Request | Producer) -> None:
+    """The events are stored (or failed to be): a request's PRODUCER span ends now and is
+    recorded with its SERVER span (``request_ended``); one of its own is recorded now."""
+    if isinstance(span, Request):
+        span.produced_end = _time_ns()
+        return
     sink = _sink
     if sink is None or not span.sampled:
         return
-    if isinstance(span, Request):
-        sink.add(("producer", span.trace_id, span.producer_span_id, span.span_id, False,
-                  span.produced_at, _time_ns(), span.count))
-    else:
-        sink.add(("producer", span.trace_id, span.producer_span_id, span.parent_span_id,
-                  span.remote_parent, span.produced_at, _time_ns(), span.count))
+    sink.add(("producer", span.trace_id, span.producer_span_id, span.parent_span_id,
+              span.remote_parent, span.produced_at, _time_ns(), span.count))
 
 
-def _producer(sink: Sink, record: Record) -> Any:
+def _producer(sink: Sink, record: Record) -> tuple[Any, ...]:
     _, trace_id, span_id, parent_span_id, remote_parent, start, end, count = record
-    attributes = _sent.get(count)
-    if attributes is None:
-        if len(_sent) >= _SHARED_AT_MOST:
-            _sent.clear()
-        attributes = _sent[count] = {
-            "messaging.system": SYSTEM, "messaging.operation.type": "send",
-            "messaging.operation.name": "send", "messaging.batch.message_count": count}
-    span = sink.make("send events", "PRODUCER", trace_id, span_id, parent_span_id,
-                     remote_parent, start, end, attributes, None)
-    sink.held = span.parent
-    return span
+    return (sink.make("send events", "PRODUCER", trace_id, span_id, parent_span_id,
+                      remote_parent, start, end, _sent.get(count) or _sent_as(count), None),)
+
+
+def _sent_as(count: int) -> dict[str, Any]:
+    if len(_sent) >= _SHARED_AT_MOST:
+        _sent.clear()
+    attributes = _sent[count] = {
+        "messaging.system": SYSTEM, "messaging.operation.type": "send",
+        "messaging.operation.name": "send", "messaging.batch.message_count": count}
+    return attributes
 
 
 # -- run spans -----------------------------------------------------------------------------------
@@ -369,13 +397,14 @@ def step_span(run_id: str, *, step: str, name: str, op: str, attempt: int, start
               None if error is None else f"{error.get('name')}: {error.get('message')}"[:500]))
 
 
-def _step(sink: Sink, record: Record) -> Any:
+def _step(sink: Sink, record: Record) -> tuple[Any, ...]:
     _, run_id, step, name, op, attempt, started_at, ended_at, error = record
     trace_id, run_span_id = run_ids(run_id)
-    return sink.make(f"step {name}", "INTERNAL", trace_id, _getrandbits(64) or 1, run_span_id,
-                     True, _ms_ns(started_at), _ms_ns(ended_at),
-                     {"tidings.step.id": step, "tidings.step.name": name, "tidings.step.op": op,
-                      "tidings.step.attempt": attempt, "tidings.run.id": run_id}, error)
+    return (sink.make(f"step {name}", "INTERNAL", trace_id, _getrandbits(64) or 1,
+                      run_span_id, True, _ms_ns(started_at), _ms_ns(ended_at),
+                      {"tidings.step.id": step, "tidings.step.name": name,
+                       "tidings.step.op": op, "tidings.step.attempt": attempt,
+                       "tidings.run.id": run_id}, error),)
 
 
 def run_span(run_id: str, *, function: str, app: str, status: str, started_at: int,
@@ -399,7 +428,7 @@ def _one_or_all(values: Sequence[str]) -> str | tuple[str, ...] | None:
     return values[0] if len(values) == 1 else tuple(values) if values else None
 
 
-def _run(sink: Sink, record: Record) -> Any:
+def _run(sink: Sink, record: Record) -> tuple[Any, ...]:
     (_, run_id, function, app, status, started_at, ended_at, attempt, event_ids,
      traceparents) = record  # each one value, or a tuple of them (``_one_or_all``)
     trace_id, span_id = run_ids(run_id)
@@ -412,20 +441,20 @@ def _run(sink: Sink, record: Record) -> Any:
         attributes["messaging.message.id"] = event_ids
     else:
         attributes["messaging.batch.message_count"] = 0 if event_ids is None else len(event_ids)
-    return sink.make(f"process {function}", "CONSUMER", trace_id, span_id, None, False,
-                     _ms_ns(started_at), _ms_ns(ended_at), attributes,
-                     None if status == "Completed" else status,
-                     () if traceparents is None else sink.links_to(
-                         (traceparents,) if isinstance(traceparents, str) else traceparents))
+    return (sink.make(f"process {function}", "CONSUMER", trace_id, span_id, None, False,
+                      _ms_ns(started_at), _ms_ns(ended_at), attributes,
+                      None if status == "Completed" else status,
+                      () if traceparents is None else sink.links_to(
+                          (traceparents,) if isinstance(traceparents, str) else traceparents)),)
 
 
-def _pause(sink: Sink, record: Record) -> Any:
+def _pause(sink: Sink, record: Record) -> tuple[Any, ...]:
     _, run_id, step, name, kind, started_at, ended_at = record
     trace_id, span_id = run_ids(run_id)
-    return sink.make(f"{kind} {name}", "INTERNAL", trace_id, _getrandbits(64) or 1, span_id,
-                     False, _ms_ns(started_at), _ms_ns(ended_at),
-                     {"tidings.step.id": step, "tidings.step.name": name, "tidings.step.op": kind,
-                      "tidings.run.id": run_id}, None)
+    return (sink.make(f"{kind} {name}", "INTERNAL", trace_id, _getrandbits(64) or 1, span_id,
+                      False, _ms_ns(started_at), _ms_ns(ended_at),
+                      {"tidings.step.id": step, "tidings.step.name": name,
+                       "tidings.step.op": kind, "tidings.run.id": run_id}, None),)
 
 
 class Client:
