@@ -147,3 +147,49 @@ async def test_the_sqlite_writer_dying_stops_the_engine_loudly(
         with contextlib.suppress(StorageStopped):
             await runtime.stop(grace=0)
         await core.close()
+
+
+async def test_a_run_whose_hand_back_failed_in_an_outage_is_due_again_when_it_ends(
+        flaky: tuple[Core, FlakyStorage]) -> None:
+    """A call cut off by an outage hands its run back; when the database cannot take even
+    that, the run is freed as soon as the database answers again, not when its lease
+    expires (a minute here: the test's deadline is ten seconds)."""
+    core, storage = flaky
+    started, go = asyncio.Event(), asyncio.Event()
+    client = tidings.Tidings(app_id="app")
+
+    @client.function(id="held", trigger=tidings.TriggerEvent(event="go"))
+    async def held(ctx: tidings.Context) -> Any:
+        async def step() -> int:
+            started.set()
+            await go.wait()
+            return 1
+
+        return await ctx.step.run("one", step)
+
+    settings = EngineSettings(lease_ms=60_000, heartbeat_ms=30_000, idle_poll_ms=60_000,
+                              backoff=Backoff.fixed(100))
+    runtime = Runtime(core, [client], settings=settings)
+    await runtime.start()
+    try:
+        assert runtime.env is not None
+        env_id = runtime.env.id
+        await _send(core, env_id, 1)
+        await asyncio.wait_for(started.wait(), 30)
+        executor = runtime.executors[native_queue("app")]
+        storage.failing = True
+        go.set()  # the step's result cannot be recorded, nor the run handed back
+
+        async def call_ended() -> bool:
+            return not executor._inflight
+
+        await _until(call_ended)
+        storage.failing = False
+
+        async def completed() -> bool:
+            rows = await core.storage.read(lambda tx: tx.all("runs_of_env", (env_id,)))
+            return [row[6] for row in rows] == [COMPLETED]
+
+        await _until(completed, seconds=10)
+    finally:
+        await runtime.stop()

@@ -82,6 +82,7 @@ class Executor:
         self._wake = asyncio.Event()
         self._stopping = False
         self._saturated = False
+        self._orphans = False  # a run was left leased to this executor: free it (the loop)
         self._reserved = 0
         self._reserve_lock = threading.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -191,6 +192,9 @@ class Executor:
         starts it again with backoff."""
         await self._release_orphans()
         while not self._stopping:
+            if self._orphans:
+                self._orphans = False
+                await self._release_orphans()
             room = self.settings.concurrency - len(self._inflight) - self._reserved
             if room <= 0:
                 self._saturated = True
@@ -218,6 +222,15 @@ class Executor:
             tx, self.queue, self.owner, before, driving))
         if freed:
             log.info("%d runs leased to this worker before a failure are free again", freed)
+
+    def _orphaned(self) -> None:
+        """A run this executor drove is left leased to it, its hand-back written by no one
+        (the database away). The loop frees it once the database answers again: woken now, its
+        next claim either fails (the loop starts again, freeing orphans first) or succeeds and
+        frees them. Left to its lease, the run would wait for it to expire (30 s by
+        default)."""
+        self._orphans = True
+        self._wake.set()
 
     def _track(self, run_id: str, task: asyncio.Task[None]) -> None:
         self._inflight[run_id] = task
@@ -295,8 +308,10 @@ class Executor:
             log.warning("run %s: the database failed during the call (%s); the run is taken "
                         "up again once it is back", run.id, describe(exc))
             due = self.clock() + OUTAGE_RETRY_MS
-            with contextlib.suppress(Exception):
+            try:
                 await self.storage.write(lambda tx: store.hand_back(tx, run, due))
+            except Exception:
+                self._orphaned()
             return
         error = {"name": "EngineError",
                  "message": f"the call failed inside Tidings: {describe(exc)}"}
@@ -311,7 +326,8 @@ class Executor:
                 return
         except Exception as again:
             if unavailable(again):
-                return  # the lease expires, and the next call tries again
+                self._orphaned()
+                return
             log.exception("run %s: recording the failed attempt failed too; recording it alone",
                           run.id)
         # The plainest record of the attempt, without the function's settings or events.
