@@ -1,9 +1,11 @@
 """P10: what metrics, logs and traces cost. P1 (single-event ``POST /e/{key}``, 32
 connections) and P3 (event → 1-step function completed, 500-event requests) on ``tidings dev``
 (SQLite), with metrics and logging off (``--no-metrics --log-level warning``) and on as under
-``serve`` (metrics, INFO, JSON), and traced (as on, with tracing on besides, every span exported to
-nothing: ``bench/variants.py traced``), in alternating rounds. Goals: on/off >= 0.95 for both,
-traced/off >= 0.90.
+``serve`` (metrics, INFO, JSON), traced (as on, with tracing on besides, every span exported to
+nothing: ``bench/variants.py traced``), and tracing alone (as off, with the same tracing on), in
+alternating rounds. Goals: on/off >= 0.95 for both; tracing's own cost within 10 %, read two
+ways: tracing alone against off, and traced against on (each adds tracing alone to what is
+otherwise the same server). Traced against off (metrics, logs and tracing together) is given too.
 
 ``python -m bench.p10_observe [--rounds 4] [--seconds 8] [--n 5000] [--only p1,p3]
 [--base-src DIR]``
@@ -47,6 +49,8 @@ from bench.p3_throughput import tidings_round
 GOAL = 0.95
 GOAL_TRACED = 0.90
 OFF, ON, TRACED = "sqlite-unobserved", "sqlite-observed", "sqlite-traced"
+ALONE = "sqlite-traced-alone"
+SERVERS[ALONE] = partial(sqlite_server, "traced", UNOBSERVED)
 BASE_ON, BASE_TRACED = "base-observed", "base-traced"
 
 
@@ -110,14 +114,21 @@ def _cpu_ratios(cpu: dict[str, list[float]]) -> dict[str, Any]:
                 "median_of_round_ratios": round(statistics.median(
                     a / b for a, b in zip(cpu[OFF], cpu[target], strict=True)), 3)}
 
-    return {"on": ratio(ON), "traced": ratio(TRACED)}
+    def traced_on() -> dict[str, float]:
+        return {"of_medians": round(statistics.median(cpu[ON]) / statistics.median(cpu[TRACED]),
+                                    3),
+                "median_of_round_ratios": round(statistics.median(
+                    a / b for a, b in zip(cpu[ON], cpu[TRACED], strict=True)), 3)}
+
+    return {"on": ratio(ON), "traced": ratio(TRACED), "alone": ratio(ALONE),
+            "traced_on": traced_on()}
 
 
 def p1(rounds: int, seconds: float, base: str | None = None
        ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import msgspec
 
-    targets = [OFF, ON, TRACED]
+    targets = [OFF, ON, TRACED, ALONE]
     if base is not None:
         SERVERS[BASE_ON] = partial(sqlite_server, None, OBSERVED, base)
         SERVERS[BASE_TRACED] = partial(sqlite_server, "traced", OBSERVED, base)
@@ -136,6 +147,8 @@ def p1(rounds: int, seconds: float, base: str | None = None
             for r in plan.results]
     summary = {**_ratios(by[OFF], by[ON]), "unit": "req/s",
                "traced": _ratios(by[OFF], by[TRACED], GOAL_TRACED),
+               "alone": _ratios(by[OFF], by[ALONE], GOAL_TRACED),
+               "traced_on": _ratios(by[ON], by[TRACED], GOAL_TRACED),
                "server_cpu_us_per_request": {t: statistics.median(cpu[t]) for t in cpu},
                "server_cpu_us_by_thread": _by_thread(rows, plan.targets),
                "cpu": _cpu_ratios(cpu), **_base_ratios(by, cpu)}
@@ -147,7 +160,7 @@ def p3(rounds: int, n: int, base: str | None = None
     rows = []
     plan: list[tuple[str, tuple[str, ...], str | None, str | None]] = [
         (OFF, UNOBSERVED, None, None), (ON, OBSERVED, None, None),
-            (TRACED, OBSERVED, "traced", None)]
+            (TRACED, OBSERVED, "traced", None), (ALONE, UNOBSERVED, "traced", None)]
     if base is not None:
         plan += [(BASE_ON, OBSERVED, None, base), (BASE_TRACED, OBSERVED, "traced", base)]
     for index in range(1, rounds + 1):
@@ -167,6 +180,8 @@ def p3(rounds: int, n: int, base: str | None = None
     cpu = {t: [r["server_cpu_us"] for r in rows if r["target"] == t] for t in targets}
     return rows, {**_ratios(by[OFF], by[ON]), "unit": "runs/s",
                   "traced": _ratios(by[OFF], by[TRACED], GOAL_TRACED),
+                  "alone": _ratios(by[OFF], by[ALONE], GOAL_TRACED),
+                  "traced_on": _ratios(by[ON], by[TRACED], GOAL_TRACED),
                   "server_cpu_us_per_run": {t: statistics.median(cpu[t]) for t in cpu},
                   "server_cpu_us_by_thread": _by_thread(rows, targets),
                   "cpu": _cpu_ratios(cpu), **_base_ratios(by, cpu)}
@@ -196,11 +211,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{summary['median_of_round_ratios']} (per round); goal >= {GOAL}")
         traced = summary["traced"]
         print(f"  {name}: traced/off {traced['ratio_of_medians']} (medians), "
-              f"{traced['median_of_round_ratios']} (per round); goal >= {GOAL_TRACED}")
+              f"{traced['median_of_round_ratios']} (per round)")
+        for key, label in (("alone", "tracing alone/off"), ("traced_on", "traced/on")):
+            print(f"  {name}: {label} {summary[key]['ratio_of_medians']} (medians), "
+                  f"{summary[key]['median_of_round_ratios']} (per round); goal >= {GOAL_TRACED}")
         cpu = summary["cpu"]
         print(f"  {name}: by server CPU, on/off {cpu['on']['of_medians']} (medians), "
               f"{cpu['on']['median_of_round_ratios']} (per round); traced/off "
-              f"{cpu['traced']['of_medians']}, {cpu['traced']['median_of_round_ratios']}")
+              f"{cpu['traced']['of_medians']}, {cpu['traced']['median_of_round_ratios']}; "
+              f"tracing alone/off {cpu['alone']['of_medians']}, "
+              f"{cpu['alone']['median_of_round_ratios']}; traced/on "
+              f"{cpu['traced_on']['of_medians']}, {cpu['traced_on']['median_of_round_ratios']}")
         show_threads(summary["server_cpu_us_by_thread"], "request" if name == "p1" else "run")
         if base is not None:
             on, traced, by_cpu = summary["base_on"], summary["base_traced"], summary["base_cpu"]
