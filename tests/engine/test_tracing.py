@@ -363,3 +363,35 @@ def test_a_batch_holds_at_most_its_size_of_spans_when_a_record_makes_two() -> No
     assert all(0 < len(batch) <= 3 for batch in exported), exported
     assert [span for batch in exported for span in batch] == [
         f"{n}{half}" for n in range(5) for half in "ab"]
+
+
+def test_spans_handed_over_are_readable_spans_the_otlp_exporter_encodes(
+        spans: InMemorySpanExporter) -> None:
+    """The spans made from records (tuples underneath) are ``ReadableSpan``s in every way an
+    exporter reads them: the public properties, ``to_json``, identity as their equality, and
+    the OTLP exporter's own encoding, which reads them back the same."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    request = tracing.request_began([(b"traceparent", TRACEPARENT.encode())])
+    producer = tracing.producing(2)
+    assert request is not None and producer is not None
+    tracing.produced(producer)
+    tracing.request_ended(request, "/e/{key}", "POST", 503)
+    sent, server = spans.get_finished_spans()
+    assert all(isinstance(span, ReadableSpan) for span in (sent, server))
+    assert (server.name, server.kind, server.status.status_code) == (
+        "POST /e/{key}", SpanKind.SERVER, StatusCode.ERROR)
+    assert server.parent is not None and server.parent.span_id == SENDER_SPAN
+    assert sent.parent == server.context and server.get_span_context() == server.context
+    assert sent.start_time is not None and server.end_time is not None
+    assert sent.start_time <= sent.end_time  # type: ignore[operator]
+    assert (sent.events, sent.links, sent.dropped_attributes) == ((), (), 0)
+    assert sent.instrumentation_scope is not None and sent.resource is not None
+    assert sent == sent and sent != server and len({sent, server}) == 2
+    assert '"name": "send events"' in sent.to_json()
+    encoded = encode_spans([sent, server]).resource_spans[0].scope_spans[0].spans
+    assert [(s.name, s.span_id, s.parent_span_id) for s in encoded] == [
+        ("send events", sent.context.span_id.to_bytes(8), server.context.span_id.to_bytes(8)),
+        ("POST /e/{key}", server.context.span_id.to_bytes(8), SENDER_SPAN.to_bytes(8))]
+    assert {a.key: a.value.int_value for a in encoded[0].attributes
+            if a.key == "messaging.batch.message_count"} == {"messaging.batch.message_count": 2}

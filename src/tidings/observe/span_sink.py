@@ -9,7 +9,9 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import functools
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -200,30 +202,21 @@ class Sink:
 
         scope = InstrumentationScope("tidings", VERSION)
 
-        class Finished(ReadableSpan):
-            """A span recorded whole: ``ReadableSpan``'s fields in slots (stored and read a
-            little faster than in its dict), filled by ``Sink.make`` alone, without an
-            ``__init__`` (its call was a tenth of the cost of making a span)."""
-
-            __slots__ = ("_attributes", "_context", "_end_time", "_kind", "_links", "_name",
-                         "_parent", "_start_time", "_status")
-            _resource = resource
-            _instrumentation_scope = scope
-            _instrumentation_info = None
-            _events = ()
-
+        self.finished = _finished(ReadableSpan, resource, scope)
         self.add: Callable[[Record], None] = lambda record: None
         self.sampler = sampler
         # Every trace that begins here is kept: a span of a run needs no id to be decided.
         self.keeps_all = sampler.bound >= 1 << 64
-        self.finished = Finished
-        self.new = object.__new__
+        # A span of its ``FIELDS`` in order: one C call, for makers that give every field.
+        self.span: Callable[[tuple[Any, ...]], Any] = functools.partial(tuple.__new__,
+                                                                        self.finished)
         self.context = _contexts(trace)
         self.link = trace.Link
         self.flags = trace.TraceFlags(trace.TraceFlags.SAMPLED)
         self.unsampled = trace.TraceFlags(0)
         self.kinds = {kind.name: kind for kind in trace.SpanKind}
         self.unset = Status(StatusCode.UNSET)
+        self.failed = Status(StatusCode.ERROR)  # with no description
         self.status = Status
         self.error = StatusCode.ERROR
         self._parse = parse
@@ -249,19 +242,13 @@ class Sink:
              links: Sequence[Any] = (), context: Any = None) -> Any:
         """A ``ReadableSpan`` (for a maker); ``links`` as ``links_to`` gives them;
         ``context``: its own, when the maker has it made already."""
-        make, flags = self.context, self.flags
-        span = self.new(self.finished)
-        span._name = name
-        span._context = make(trace_id, span_id, False, flags) if context is None else context
-        span._parent = (None if parent_span_id is None
-                        else make(trace_id, parent_span_id, remote_parent, flags))
-        span._kind = self.kinds[kind]
-        span._attributes = attributes
-        span._start_time = start
-        span._end_time = end if end > start else start
-        span._status = self.unset if error is None else self.status(self.error, error or None)
-        span._links = links
-        return span
+        make = self.context
+        return self.span((
+            name, make(trace_id, span_id, False, self.flags) if context is None else context,
+            None if parent_span_id is None else make(trace_id, parent_span_id, remote_parent,
+                                                     self.flags),
+            self.kinds[kind], attributes, start, end if end > start else start,
+            self.unset if error is None else self.status(self.error, error or None), links))
 
     def links_to(self, traceparents: tuple[str, ...]) -> tuple[Any, ...]:
         """Links to the contexts of these ``traceparent``s (bad ones left out)."""
@@ -285,6 +272,35 @@ def _emitted(sink: Sink, record: Record) -> tuple[Any, ...]:
     attributes = values if keys is None else dict(zip(keys, values))  # noqa: B905 (one length)
     return (sink.make(name, kind, trace_id, span_id, parent_span_id, remote_parent, start, end,
                       attributes, error),)
+
+
+FIELDS = ("name", "context", "parent", "kind", "attributes", "start_time", "end_time", "status",
+          "links")
+"""A finished span's fields, in the order of its tuple (``_finished``)."""
+
+
+def _finished(readable: type, resource: Any, scope: Any) -> type:
+    """The class of finished spans: a ``ReadableSpan`` that is a tuple of its ``FIELDS``,
+    made by one C call (``tuple.__new__``) and read by C getters (``itemgetter``), each
+    field under the underscore name ``ReadableSpan``'s own methods read and, but for the
+    attributes (a read-only view) and links (a copy), its public one, where a ``ReadableSpan``'s nine slots were set one by one
+    and each read ran a Python property. Compared and hashed by identity, as span objects
+    are."""
+    namespace: dict[str, Any] = {
+        "__slots__": (), "__doc__": "A span recorded whole (``span_sink._finished``).",
+        "__eq__": object.__eq__, "__ne__": object.__ne__, "__hash__": object.__hash__,
+        "__repr__": object.__repr__,
+        "_resource": resource, "resource": resource, "_events": (),
+        "_instrumentation_scope": scope, "instrumentation_scope": scope,
+        "_instrumentation_info": None}
+    for index, field in enumerate(FIELDS):
+        namespace[f"_{field}"] = got = property(operator.itemgetter(index))
+        if field not in _VIEWED:
+            namespace[field] = got
+    return type("Finished", (tuple, readable), namespace)
+
+
+_VIEWED = ("attributes", "links")  # read through ``ReadableSpan``'s own: a view, a copy
 
 
 def _contexts(trace: Any) -> Callable[[int, int, bool, Any], Any]:

@@ -277,17 +277,22 @@ def _server(sink: Sink, record: Record) -> tuple[Any, ...]:
 
 
 def _ingest(sink: Sink, record: Record) -> tuple[Any, ...]:
-    # The two spans made here rather than by ``_producer`` and ``_server``: two calls less
-    # per request in the export thread.
+    # The two spans made here field by field (``span_sink.FIELDS``), each by one C call,
+    # rather than by ``_producer`` and ``_server`` through ``Sink.make``: a third less of
+    # the export thread's time per request. The SERVER span's own context is its PRODUCER
+    # span's parent: made once for both.
     (_, trace_id, span_id, parent_span_id, start, end, method, route, status,
      producer_span_id, produced_at, produced_end, count) = record
-    producer = sink.make("send events", "PRODUCER", trace_id, producer_span_id, span_id, False,
-                         produced_at, produced_end, _sent.get(count) or _sent_as(count), None)
+    context, flags, kinds, unset = sink.context, sink.flags, sink.kinds, sink.unset
+    server = context(trace_id, span_id, False, flags)
     name, attributes = _served.get((method, route, status)) or _served_as(method, route, status)
-    # The SERVER span's own context is its PRODUCER span's parent: made once for both.
-    return producer, sink.make(name, "SERVER", trace_id, span_id, parent_span_id, True, start,
-                               end, attributes, "" if status >= 500 else None, (),
-                               producer.parent)
+    return (sink.span(("send events", context(trace_id, producer_span_id, False, flags), server,
+                       kinds["PRODUCER"], _sent.get(count) or _sent_as(count), produced_at,
+                       produced_end if produced_end > produced_at else produced_at, unset, ())),
+            sink.span((name, server, None if parent_span_id is None
+                       else context(trace_id, parent_span_id, True, flags), kinds["SERVER"],
+                       attributes, start, end if end > start else start,
+                       unset if status < 500 else sink.failed, ())))
 
 
 def _served_as(method: str, route: str, status: int) -> tuple[str, dict[str, Any]]:
