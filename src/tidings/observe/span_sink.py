@@ -193,7 +193,7 @@ class Sink:
     are made once."""
 
     def __init__(self, resource: Any, sampler: Sampler,
-                 parse: Callable[[str], tuple[int, int, bool] | None],
+                 parse: Callable[[str | bytes], tuple[int, int, bool] | None],
                  makers: Mapping[str, Maker]) -> None:
         from opentelemetry import trace
         from opentelemetry.sdk.trace import ReadableSpan
@@ -221,7 +221,7 @@ class Sink:
         self.error = StatusCode.ERROR
         self._parse = parse
         self._makers: dict[str, Maker] = {"emitted": _emitted, **makers}
-        self._links: dict[tuple[str, ...], tuple[Any, ...]] = {}
+        self._links: dict[tuple[str | bytes, ...], tuple[Any, ...]] = {}
 
     def emit(self, name: str, kind: str, trace_id: int, span_id: int,
              parent_span_id: int | None, remote_parent: bool, start: int, end: int,
@@ -250,8 +250,9 @@ class Sink:
             self.kinds[kind], attributes, start, end if end > start else start,
             self.unset if error is None else self.status(self.error, error or None), links))
 
-    def links_to(self, traceparents: tuple[str, ...]) -> tuple[Any, ...]:
-        """Links to the contexts of these ``traceparent``s (bad ones left out)."""
+    def links_to(self, traceparents: tuple[str | bytes, ...]) -> tuple[Any, ...]:
+        """Links to these contexts, ``traceparent``s or packed (``trace_context.py``), bad
+        ones left out."""
         found = self._links.get(traceparents)
         if found is None:
             if len(self._links) >= 1024:
@@ -281,11 +282,11 @@ FIELDS = ("name", "context", "parent", "kind", "attributes", "start_time", "end_
 
 def _finished(readable: type, resource: Any, scope: Any) -> type:
     """The class of finished spans: a ``ReadableSpan`` that is a tuple of its ``FIELDS``,
-    made by one C call (``tuple.__new__``) and read by C getters (``itemgetter``), each
+    made by one C call (``tuple.__new__``) and read by C getters (``itemgetter``): each
     field under the underscore name ``ReadableSpan``'s own methods read and, but for the
-    attributes (a read-only view) and links (a copy), its public one, where a ``ReadableSpan``'s nine slots were set one by one
-    and each read ran a Python property. Compared and hashed by identity, as span objects
-    are."""
+    attributes (a read-only view) and links (a copy), under its public name too. Before, a
+    ``ReadableSpan``'s nine slots were set one by one and each read ran a Python property.
+    Compared and hashed by identity, as span objects are."""
     namespace: dict[str, Any] = {
         "__slots__": (), "__doc__": "A span recorded whole (``span_sink._finished``).",
         "__eq__": object.__eq__, "__ne__": object.__ne__, "__hash__": object.__hash__,
