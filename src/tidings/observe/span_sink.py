@@ -248,7 +248,11 @@ class Sink:
             None if parent_span_id is None else make(trace_id, parent_span_id, remote_parent,
                                                      self.flags),
             self.kinds[kind], attributes, start, end if end > start else start,
-            self.unset if error is None else self.status(self.error, error or None), links))
+            self.unset if error is None else self.failure(error), links))
+
+    def failure(self, error: str) -> Any:
+        """The ERROR status of a span that failed with ``error`` ("" for no description)."""
+        return self.failed if not error else self.status(self.error, error)
 
     def links_to(self, traceparents: tuple[str | bytes, ...]) -> tuple[Any, ...]:
         """Links to these contexts, ``traceparent``s or packed (``trace_context.py``), bad

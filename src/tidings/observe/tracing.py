@@ -389,13 +389,19 @@ def step_span(run_id: str, *, step: str, name: str, op: str, attempt: int, start
 
 
 def _step(sink: Sink, record: Record) -> tuple[Any, ...]:
+    # Made field by field (``span_sink.FIELDS``), as ``_ingest`` makes its two: a step's span
+    # is one of the two every run makes.
     _, run_id, step, name, op, attempt, started_at, ended_at, error = record
     trace_id, run_span_id = run_ids(run_id)
-    return (sink.make(f"step {name}", "INTERNAL", trace_id, _getrandbits(64) or 1,
-                      run_span_id, True, _ms_ns(started_at), _ms_ns(ended_at),
-                      {"tidings.step.id": step, "tidings.step.name": name,
-                       "tidings.step.op": op, "tidings.step.attempt": attempt,
-                       "tidings.run.id": run_id}, error),)
+    context, flags = sink.context, sink.flags
+    start, end = _ms_ns(started_at), _ms_ns(ended_at)
+    return (sink.span((f"step {name}", context(trace_id, _getrandbits(64) or 1, False, flags),
+                       context(trace_id, run_span_id, True, flags), sink.kinds["INTERNAL"],
+                       {"tidings.step.id": step, "tidings.step.name": name,
+                        "tidings.step.op": op, "tidings.step.attempt": attempt,
+                        "tidings.run.id": run_id},
+                       start, end if end > start else start,
+                       sink.unset if error is None else sink.failure(error), ())),)
 
 
 def run_span(run_id: str, *, function: str, app: str, status: str, started_at: int,
@@ -420,6 +426,7 @@ def _one_or_all(values: Sequence[str | bytes]) -> str | bytes | tuple[str | byte
 
 
 def _run(sink: Sink, record: Record) -> tuple[Any, ...]:
+    # Made field by field (``span_sink.FIELDS``), as ``_step`` is.
     (_, run_id, function, app, status, started_at, ended_at, attempt, event_ids,
      traceparents) = record  # each one value, or a tuple of them (``_one_or_all``)
     trace_id, span_id = run_ids(run_id)
@@ -432,12 +439,13 @@ def _run(sink: Sink, record: Record) -> tuple[Any, ...]:
         attributes["messaging.message.id"] = event_ids
     else:
         attributes["messaging.batch.message_count"] = 0 if event_ids is None else len(event_ids)
-    return (sink.make(f"process {function}", "CONSUMER", trace_id, span_id, None, False,
-                      _ms_ns(started_at), _ms_ns(ended_at), attributes,
-                      None if status == "Completed" else status,
-                      () if traceparents is None else sink.links_to(
-                          (traceparents,) if isinstance(traceparents, str | bytes)
-                          else traceparents)),)
+    start, end = _ms_ns(started_at), _ms_ns(ended_at)
+    return (sink.span((
+        f"process {function}", sink.context(trace_id, span_id, False, sink.flags), None,
+        sink.kinds["CONSUMER"], attributes, start, end if end > start else start,
+        sink.unset if status == "Completed" else sink.failure(status),
+        () if traceparents is None else sink.links_to(
+            (traceparents,) if isinstance(traceparents, str | bytes) else traceparents))),)
 
 
 def _pause(sink: Sink, record: Record) -> tuple[Any, ...]:
