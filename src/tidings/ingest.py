@@ -47,14 +47,13 @@ class Ingest:
         *,
         received_at: int | None = None,
         dedup_until: int | None = None,
-        traceparent: bytes | None = None,
+        traceparent: str | None = None,
     ) -> list[str]:
         """Store events; return their ids (a duplicate's id is the original's).
 
         With a ``seed`` the ids are the deterministic ones of the ``x-inngest-event-id-seed``
         header, so a retried request maps onto the rows its first attempt stored. With
-        ``traceparent`` (tracing on) each event keeps the context it was stored in
-        (``observe/trace_context.packed``).
+        ``traceparent`` (tracing on) each event keeps the context it was sent in.
         ``dedup_until`` overrides how long the events' idempotency keys hold (Trigger.dev's
         ids hold for good: ``triggerdev/events.py``).
         """

@@ -24,7 +24,6 @@ from tidings.engine.http_driver import HttpDriver
 from tidings.flow import cancel
 from tidings.observe import metrics, tracing
 from tidings.observe.span_sink import Batches
-from tidings.observe.trace_context import packed, w3c
 from tidings.server import create_app
 from tidings.storage.tx import Tx
 
@@ -182,43 +181,6 @@ async def test_a_cancelled_run_records_its_span_too(
     assert process.attributes["tidings.run.status"] == "Cancelled"
     assert process.status.status_code == StatusCode.ERROR
     assert (process.context.trace_id, process.context.span_id) == tracing.run_ids(run.id)
-
-
-async def test_each_event_keeps_its_creation_context_packed_or_as_text_and_its_run_links_it(
-        engine: Engine, spans: InMemorySpanExporter) -> None:
-    """SQLite keeps an event's creation context as 25 bytes, PostgreSQL (a text column) as
-    its ``traceparent``; a run whose span is recorded from what its transaction reads (a
-    cancellation) links to it from either."""
-    client = tidings.Tidings(app_id="traced")
-
-    @client.function(id="keeper", trigger=tidings.TriggerEvent(event="traced/keep"))
-    async def keeper(ctx: tidings.Context) -> Any:
-        await ctx.step.sleep("nap", timedelta(hours=1))
-
-    await engine.start(client)
-    app = create_app(engine.core.settings, engine.core)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://tidings") as http:
-        sent = await http.post("/e/any-key", json={"name": "traced/keep"},
-                               headers={"traceparent": TRACEPARENT})
-    assert sent.status_code == 200
-    [event_id] = sent.json()["ids"]
-    producer = _one(list(spans.get_finished_spans()), "send events")
-    row = await engine.core.storage.read(lambda tx: tx.one("event_traceparent", (event_id,)))
-    assert row is not None
-    expected = packed(SENDER_TRACE, producer.context.span_id, True)
-    if engine.core.settings.database_url.startswith("sqlite"):
-        assert row[0] == expected and len(row[0]) == 25
-    else:
-        assert row[0] == w3c(expected) == (
-            f"00-{SENDER_TRACE:032x}-{producer.context.span_id:016x}-01")
-    await engine.drain()
-    (run,) = await engine.runs()
-    cancelled = await engine.api("POST", f"/v1/runs/{run.id}/cancel")
-    assert cancelled.status_code == 200, cancelled.text
-    [link] = _one(list(spans.get_finished_spans()), "process traced-keeper").links
-    assert (link.context.trace_id, link.context.span_id, link.context.trace_flags.sampled) == (
-        SENDER_TRACE, producer.context.span_id, True)
 
 
 class RolledBack(Exception):

@@ -193,7 +193,7 @@ class Sink:
     are made once."""
 
     def __init__(self, resource: Any, sampler: Sampler,
-                 parse: Callable[[str | bytes], tuple[int, int, bool] | None],
+                 parse: Callable[[str], tuple[int, int, bool] | None],
                  makers: Mapping[str, Maker]) -> None:
         from opentelemetry import trace
         from opentelemetry.sdk.trace import ReadableSpan
@@ -221,7 +221,7 @@ class Sink:
         self.error = StatusCode.ERROR
         self._parse = parse
         self._makers: dict[str, Maker] = {"emitted": _emitted, **makers}
-        self._links: dict[tuple[str | bytes, ...], tuple[Any, ...]] = {}
+        self._links: dict[tuple[str, ...], tuple[Any, ...]] = {}
 
     def emit(self, name: str, kind: str, trace_id: int, span_id: int,
              parent_span_id: int | None, remote_parent: bool, start: int, end: int,
@@ -254,9 +254,8 @@ class Sink:
         """The ERROR status of a span that failed with ``error`` ("" for no description)."""
         return self.failed if not error else self.status(self.error, error)
 
-    def links_to(self, traceparents: tuple[str | bytes, ...]) -> tuple[Any, ...]:
-        """Links to these contexts, ``traceparent``s or packed (``trace_context.py``), bad
-        ones left out."""
+    def links_to(self, traceparents: tuple[str, ...]) -> tuple[Any, ...]:
+        """Links to the contexts of these ``traceparent``s (bad ones left out)."""
         found = self._links.get(traceparents)
         if found is None:
             if len(self._links) >= 1024:

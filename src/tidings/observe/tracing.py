@@ -8,8 +8,7 @@ The spans follow the OpenTelemetry messaging conventions (``messaging.system=tid
 - each HTTP request is a SERVER span, a child of the caller's ``traceparent`` header
   (``observe/http.py``); storing events adds a PRODUCER child ``send events``
   (``messaging.batch.message_count``), and each event keeps that span's context with it
-  (``events.traceparent``, packed: ``trace_context.py``): its creation context, inside the
-  sender's trace;
+  (``events.traceparent``): its creation context, inside the sender's trace;
 - each run is a CONSUMER span ``process {function}``, linked to the creation context of its
   events (``runs/traces.py``). Runs outlive processes, so it is recorded when the run ends —
   completed, failed or cancelled — with its real start time, and its ids are derived from
@@ -48,8 +47,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidings.observe.span_sink import Batches, Maker, Record, Sampler, Sink, resource
-from tidings.observe.trace_context import packed
-from tidings.observe.trace_context import parse as _parsed
 
 log = logging.getLogger("tidings.tracing")
 SYSTEM = "tidings"
@@ -147,6 +144,23 @@ def run_ids(run_id: str) -> tuple[int, int]:
     return both >> 64 or 1, both & _LOW_64 or 1
 
 
+def _parsed(traceparent: str | None) -> tuple[int, int, bool] | None:
+    """``(trace_id, span_id, sampled)`` of a W3C ``traceparent``; None when absent or bad."""
+    if not traceparent:
+        return None
+    parts = traceparent.strip().split("-")
+    if (len(parts) < 4 or len(parts[0]) != 2 or len(parts[1]) != 32 or len(parts[2]) != 16
+            or len(parts[3]) < 2 or parts[0].lower() == "ff"):
+        return None
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3][:2], 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    return trace_id, span_id, bool(flags & 1)
+
+
 def valid_traceparent(value: Any) -> str | None:
     """``value`` when it is a well-formed W3C ``traceparent``, else None."""
     return value if isinstance(value, str) and _parsed(value) is not None else None
@@ -168,12 +182,12 @@ def _traceparent(trace_id: int, span_id: int, sampled: bool) -> str:
 class Request:
     """The SERVER span of the HTTP request being answered, until it ends (``request_ended``);
     and, once it stores events (``producing``), their PRODUCER span too, whose context
-    ``traceparent`` (packed: ``trace_context.py``) each event keeps. One object for both: a
-    request stores its events once, and a second object per request cost more than the few
-    fields it holds. Both spans go out as one record when the request ends (``_ingest``
-    makes the two): a second record per request cost the event loop a tuple, an append and
-    their share of the garbage collections. ``token`` puts it back out of the context
-    (None: it was never put there, ``ingest_began``)."""
+    ``traceparent`` each event keeps. One object for both: a request stores its events once,
+    and a second object per request cost more than the few fields it holds. Both spans go
+    out as one record when the request ends (``_ingest`` makes the two): a second record per
+    request cost the event loop a tuple, an append and their share of the garbage
+    collections. ``token`` puts it back out of the context (None: it was never put there,
+    ``ingest_began``)."""
 
     __slots__ = ("count", "parent_span_id", "produced_at", "produced_end", "producer_span_id",
                  "sampled", "span_id", "start", "token", "trace_id", "traceparent")
@@ -190,7 +204,7 @@ class Request:
         self.sampled = sampled
         self.start = _time_ns()
         self.token: Token[Request | None] | None = None
-        self.traceparent: bytes | None = None  # its PRODUCER span's context, once it stores
+        self.traceparent: str | None = None  # its PRODUCER span's context, once it stores
 
 
 _request: ContextVar[Request | None] = ContextVar("tidings_request_span", default=None)
@@ -291,8 +305,8 @@ def _served_as(method: str, route: str, status: int) -> tuple[str, dict[str, Any
 
 class Producer:
     """The PRODUCER span of storing events outside a request's span (under the sender's
-    ``traceparent``, or a trace of its own); ``traceparent`` is its context (packed), which
-    each of them keeps. Inside a request, the ``Request`` is the PRODUCER span too."""
+    ``traceparent``, or a trace of its own); ``traceparent`` is its context, which each of
+    them keeps. Inside a request, the ``Request`` is the PRODUCER span too."""
 
     __slots__ = ("count", "parent_span_id", "produced_at", "producer_span_id",
                  "remote_parent", "sampled", "trace_id", "traceparent")
@@ -306,7 +320,7 @@ class Producer:
         self.remote_parent = remote_parent
         self.sampled = sampled
         self.produced_at = _time_ns()
-        self.traceparent = packed(trace_id, span_id, sampled)
+        self.traceparent = _traceparent(trace_id, span_id, sampled)
 
 
 def producing(count: int, sender: str | None = None, *,
@@ -324,7 +338,7 @@ def producing(count: int, sender: str | None = None, *,
         request.producer_span_id = span_id = _getrandbits(64) or 1
         # its end too, should ``request_ended`` come first (``produced`` sets it again)
         request.produced_at = request.produced_end = _time_ns()
-        request.traceparent = packed(request.trace_id, span_id, request.sampled)
+        request.traceparent = _traceparent(request.trace_id, span_id, request.sampled)
         return request
     if request is not None:  # a second store in one request: a span of its own
         return Producer(count, request.trace_id, request.span_id, False, request.sampled)
@@ -406,7 +420,7 @@ def _step(sink: Sink, record: Record) -> tuple[Any, ...]:
 
 def run_span(run_id: str, *, function: str, app: str, status: str, started_at: int,
              ended_at: int, attempt: int, event_ids: Sequence[str],
-             traceparents: Sequence[str | bytes], pauses: Sequence[Pause] = ()) -> None:
+             traceparents: Sequence[str], pauses: Sequence[Pause] = ()) -> None:
     """The CONSUMER span of a run that ended, with the ids ``run_ids`` gives, linked to the
     creation context of its events; and its pauses, under it."""
     sink = _sink
@@ -419,7 +433,7 @@ def run_span(run_id: str, *, function: str, app: str, status: str, started_at: i
               _one_or_all(event_ids), _one_or_all(traceparents)))
 
 
-def _one_or_all(values: Sequence[str | bytes]) -> str | bytes | tuple[str | bytes, ...] | None:
+def _one_or_all(values: Sequence[str]) -> str | tuple[str, ...] | None:
     # A record keeps one value as itself (the common case: one event, one context), so the
     # record holds no tuple the garbage collector would have to let go of first.
     return values[0] if len(values) == 1 else tuple(values) if values else None
@@ -445,7 +459,7 @@ def _run(sink: Sink, record: Record) -> tuple[Any, ...]:
         sink.kinds["CONSUMER"], attributes, start, end if end > start else start,
         sink.unset if status == "Completed" else sink.failure(status),
         () if traceparents is None else sink.links_to(
-            (traceparents,) if isinstance(traceparents, str | bytes) else traceparents))),)
+            (traceparents,) if isinstance(traceparents, str) else traceparents))),)
 
 
 def _pause(sink: Sink, record: Record) -> tuple[Any, ...]:

@@ -39,7 +39,7 @@ def ended(run: Run, *, function: str, app: str, status: str, now: int,
 
 
 def _record(run: Run, function: str, app: str, status: str, now: int,
-            traceparents: list[str | bytes], steps: Sequence[StepRow]) -> None:
+            traceparents: list[str], steps: Sequence[StepRow]) -> None:
     began = run.started_at if run.started_at is not None else run.created_at
     tracing.run_span(run.id, function=function, app=app, status=status, started_at=began,
                      ended_at=now, attempt=run.attempt, event_ids=run.event_ids or [run.event_id],

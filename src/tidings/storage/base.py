@@ -80,9 +80,8 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     delivered_at: int | None = None
     cancelled_at: int | None = None
     meta: bytes | None = None
-    # The context it was stored in, kept when tracing is on (``observe/tracing.py``): the
-    # bytes ``observe/trace_context.packed`` makes, or a W3C ``traceparent``.
-    traceparent: str | bytes | None = None
+    # The W3C context it was sent in, kept when tracing is on (``observe/tracing.py``).
+    traceparent: str | None = None
     # What is stored in place of ``data``, ``key``, ``context`` and ``meta`` when the
     # environment seals its data (``sealing.py``); they stay plaintext for routing in the same
     # transaction.

@@ -22,7 +22,6 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from tidings.errors import DatabaseUnavailable, StorageError
 from tidings.ids import new_id, now_ms
-from tidings.observe.trace_context import w3c
 from tidings.storage import migrations
 from tidings.storage.base import EventRow, Sealed
 from tidings.storage.changes import Changes
@@ -346,5 +345,5 @@ def _event_params(row: EventRow) -> tuple[Any, ...]:
         row.user, row.user_subject, row.key if sealed is None else sealed.key,
         row.ts, row.v, row.source, context.decode() if context is not None else None,
         row.account_id, row.received_at, row.deliver_at, row.delivered_at,
-        meta.decode() if meta is not None else None, w3c(row.traceparent),
+        meta.decode() if meta is not None else None, row.traceparent,
     )
