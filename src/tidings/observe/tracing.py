@@ -187,24 +187,26 @@ class Request:
     out as one record when the request ends (``_ingest`` makes the two): a second record per
     request cost the event loop a tuple, an append and their share of the garbage
     collections. ``token`` puts it back out of the context (None: it was never put there,
-    ``ingest_began``)."""
+    ``ingest_began``).
+
+    No ``__init__``: ``request_began`` and ``ingest_began`` set the fields themselves, which
+    spares the event loop a call through ``type.__call__`` per request."""
 
     __slots__ = ("count", "parent_span_id", "produced_at", "produced_end", "producer_span_id",
                  "sampled", "span_id", "start", "token", "trace_id", "traceparent")
-    count: int  # these four are set by ``producing``
-    produced_at: int
+    trace_id: int
+    span_id: int
+    parent_span_id: int | None
+    sampled: bool
+    start: int
+    token: Token[Request | None] | None
+    # Its PRODUCER span's id and context: drawn by ``ingest_began`` at once (they do not
+    # depend on when it stores), else by ``producing``; ``traceparent`` is None until then.
     producer_span_id: int
+    traceparent: str | None
+    count: int | None  # None until it stores (``producing``), its times with it
+    produced_at: int
     produced_end: int
-
-    def __init__(self, trace_id: int, span_id: int, parent_span_id: int | None,
-                 sampled: bool) -> None:
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.parent_span_id = parent_span_id
-        self.sampled = sampled
-        self.start = _time_ns()
-        self.token: Token[Request | None] | None = None
-        self.traceparent: str | None = None  # its PRODUCER span's context, once it stores
 
 
 _request: ContextVar[Request | None] = ContextVar("tidings_request_span", default=None)
@@ -214,33 +216,61 @@ def request_began(headers: Sequence[tuple[bytes, bytes]]) -> Request | None:
     """The SERVER span of a request with these (ASGI) headers, a child of its
     ``traceparent``; None when tracing is off. It is the request's (in the context, where
     ``producing`` finds it) until ``request_ended``."""
-    if _sink is None:
+    sink = _sink
+    if sink is None:
         return None
-    parent = None
+    header = None
     for key, value in headers:
         if key == b"traceparent":
-            parent = value
+            header = value
             break
-    span = ingest_began(parent)
-    if span is not None:
-        span.token = _request.set(span)
+    span = Request()
+    parent = None if header is None else _parsed(header.decode("latin-1"))
+    if parent is None:
+        span.trace_id = trace_id = _getrandbits(128) or 1
+        span.parent_span_id = None
+        span.sampled = sink.keeps_all or sink.sampler.root(trace_id)
+    else:
+        span.trace_id = parent[0]
+        span.parent_span_id = parent[1]
+        span.sampled = sink.sampler.child(parent[0], parent[2])
+    span.span_id = _getrandbits(64) or 1
+    span.start = _time_ns()
+    span.traceparent = span.count = None
+    span.token = _request.set(span)
     return span
 
 
 def ingest_began(traceparent: bytes | None) -> Request | None:
-    """The SERVER span of a request whose ``traceparent`` header is this, for a caller that
-    hands it to ``producing`` itself (the Event API): not put in the context, which costs a
-    set and a reset per request. None when tracing is off."""
+    """The SERVER span of a request whose ``traceparent`` header is this, made as
+    ``request_began`` makes it, for a caller that holds it itself (the Event API): not put
+    in the context, which costs a set and a reset per request. Its PRODUCER span's id and
+    context ``traceparent`` are drawn at once, as they do not depend on when the request
+    stores its events: storing them only notes their count and times then (what
+    ``producing`` and ``produced`` do, and ``accept.store_events`` does itself, two calls
+    less per request). None when tracing is off."""
     sink = _sink
     if sink is None:
         return None
+    # ``request_began``'s lines and ``_traceparent``'s, written out: two calls less per
+    # request on the hot path.
+    span = Request()
     parent = None if traceparent is None else _parsed(traceparent.decode("latin-1"))
     if parent is None:
-        trace_id = _getrandbits(128) or 1
-        return Request(trace_id, _getrandbits(64) or 1, None,
-                       sink.keeps_all or sink.sampler.root(trace_id))
-    return Request(parent[0], _getrandbits(64) or 1, parent[1],
-                   sink.sampler.child(parent[0], parent[2]))
+        span.trace_id = trace_id = _getrandbits(128) or 1
+        span.parent_span_id = None
+        span.sampled = sampled = sink.keeps_all or sink.sampler.root(trace_id)
+    else:
+        span.trace_id = trace_id = parent[0]
+        span.parent_span_id = parent[1]
+        span.sampled = sampled = sink.sampler.child(trace_id, parent[2])
+    span.span_id = _getrandbits(64) or 1
+    span.start = _time_ns()
+    span.token = span.count = None
+    span.producer_span_id = producer_span_id = _getrandbits(64) or 1
+    span.traceparent = (f"00-{trace_id.to_bytes(16).hex()}-"
+                        f"{producer_span_id.to_bytes(8).hex()}-{'01' if sampled else '00'}")
+    return span
 
 
 def request_ended(span: Request, route: str, method: str, status: int) -> None:
@@ -251,7 +281,7 @@ def request_ended(span: Request, route: str, method: str, status: int) -> None:
     sink = _sink
     if sink is None or not span.sampled:
         return
-    if span.traceparent is None:
+    if span.count is None:
         sink.add(("server", span.trace_id, span.span_id, span.parent_span_id, span.start,
                   _time_ns(), method, route, status))
     else:  # it stored events: its PRODUCER span in the same record
@@ -333,12 +363,13 @@ def producing(count: int, sender: str | None = None, *,
         return None
     if request is None:
         request = _request.get()
-    if request is not None and request.traceparent is None:
+    if request is not None and request.count is None:
         request.count = count
-        request.producer_span_id = span_id = _getrandbits(64) or 1
         # its end too, should ``request_ended`` come first (``produced`` sets it again)
         request.produced_at = request.produced_end = _time_ns()
-        request.traceparent = _traceparent(request.trace_id, span_id, request.sampled)
+        if request.traceparent is None:  # not drawn yet (``ingest_began`` draws it)
+            request.producer_span_id = span_id = _getrandbits(64) or 1
+            request.traceparent = _traceparent(request.trace_id, span_id, request.sampled)
         return request
     if request is not None:  # a second store in one request: a span of its own
         return Producer(count, request.trace_id, request.span_id, False, request.sampled)

@@ -6,6 +6,7 @@ send form, whose viewer has an environment already, goes through ``store_events`
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from time import time_ns
 from typing import Any
 
 from tidings.core import Core
@@ -25,7 +26,7 @@ async def accept_events(core: Core, *, key: str, branch: str | None,
     dev), ``read_body(limit)`` reads the request's body, ``seed`` is the
     ``x-inngest-event-id-seed`` header and ``ticket`` the request's admission ticket, which
     counts the events once parsed; ``request`` its SERVER span when the caller holds it
-    (``tracing.ingest_began``) rather than the context."""
+    (``tracing.ingest_began``'s) rather than the context."""
     env = await core.gate.env_for(key, "event", branch)
     body = await read_body(core.settings.limits.max_body_bytes)
     return env, await store_events(core, env, body, seed=seed, ticket=ticket, request=request)
@@ -40,6 +41,17 @@ async def store_events(core: Core, env: Environment, body: bytes, *, seed: str |
     events = parse_events(body, limits, now)
     if ticket is not None:
         ticket.parsed(len(events))  # admission control counts them from here on
+    if request is not None and request.count is None and request.traceparent is not None:
+        # The Event API's request (``tracing.ingest_began``), its PRODUCER span's id and
+        # context drawn already: what ``tracing.producing`` and ``produced`` would note,
+        # noted here, two calls less per request on the hot path.
+        request.count = len(events)
+        request.produced_at = time_ns()
+        try:
+            return await core.ingest.append(env.id, events, IdSeed.parse(seed),
+                                            received_at=now, traceparent=request.traceparent)
+        finally:
+            request.produced_end = time_ns()
     span = tracing.producing(len(events), request=request)
     if span is None:
         return await core.ingest.append(env.id, events, IdSeed.parse(seed), received_at=now)
