@@ -189,8 +189,8 @@ class Request:
     collections. ``token`` puts it back out of the context (None: it was never put there,
     ``ingest_began``).
 
-    No ``__init__``: ``request_began`` and ``ingest_began`` set the fields themselves, which
-    spares the event loop a call through ``type.__call__`` per request."""
+    No ``__init__``: ``ingest_began`` sets the fields itself, which spares the event loop a
+    call through ``type.__call__`` per request."""
 
     __slots__ = ("count", "parent_span_id", "produced_at", "produced_end", "producer_span_id",
                  "sampled", "span_id", "start", "token", "trace_id", "traceparent")
@@ -200,10 +200,9 @@ class Request:
     sampled: bool
     start: int
     token: Token[Request | None] | None
-    # Its PRODUCER span's id and context: drawn by ``ingest_began`` at once (they do not
-    # depend on when it stores), else by ``producing``; ``traceparent`` is None until then.
+    # Its PRODUCER span's id and context, drawn at once: they do not depend on when it stores
     producer_span_id: int
-    traceparent: str | None
+    traceparent: str
     count: int | None  # None until it stores (``producing``), its times with it
     produced_at: int
     produced_end: int
@@ -216,35 +215,23 @@ def request_began(headers: Sequence[tuple[bytes, bytes]]) -> Request | None:
     """The SERVER span of a request with these (ASGI) headers, a child of its
     ``traceparent``; None when tracing is off. It is the request's (in the context, where
     ``producing`` finds it) until ``request_ended``."""
-    sink = _sink
-    if sink is None:
+    if _sink is None:
         return None
-    header = None
+    parent = None
     for key, value in headers:
         if key == b"traceparent":
-            header = value
+            parent = value
             break
-    span = Request()
-    parent = None if header is None else _parsed(header.decode("latin-1"))
-    if parent is None:
-        span.trace_id = trace_id = _getrandbits(128) or 1
-        span.parent_span_id = None
-        span.sampled = sink.keeps_all or sink.sampler.root(trace_id)
-    else:
-        span.trace_id = parent[0]
-        span.parent_span_id = parent[1]
-        span.sampled = sink.sampler.child(parent[0], parent[2])
-    span.span_id = _getrandbits(64) or 1
-    span.start = _time_ns()
-    span.traceparent = span.count = None
-    span.token = _request.set(span)
+    span = ingest_began(parent)
+    if span is not None:
+        span.token = _request.set(span)
     return span
 
 
 def ingest_began(traceparent: bytes | None) -> Request | None:
-    """The SERVER span of a request whose ``traceparent`` header is this, made as
-    ``request_began`` makes it, for a caller that holds it itself (the Event API): not put
-    in the context, which costs a set and a reset per request. Its PRODUCER span's id and
+    """The SERVER span of a request whose ``traceparent`` header is this, for a caller that
+    holds it itself (the Event API): not put in the context, which costs a set and a reset
+    per request. Its PRODUCER span's id and
     context ``traceparent`` are drawn at once, as they do not depend on when the request
     stores its events: storing them only notes their count and times then (what
     ``producing`` and ``produced`` do, and ``accept.store_events`` does itself, two calls
@@ -252,8 +239,8 @@ def ingest_began(traceparent: bytes | None) -> Request | None:
     sink = _sink
     if sink is None:
         return None
-    # ``request_began``'s lines and ``_traceparent``'s, written out: two calls less per
-    # request on the hot path.
+    # ``Request`` without an ``__init__``, and ``_traceparent``'s line written out: two calls
+    # less per request on the hot path.
     span = Request()
     parent = None if traceparent is None else _parsed(traceparent.decode("latin-1"))
     if parent is None:
@@ -367,9 +354,6 @@ def producing(count: int, sender: str | None = None, *,
         request.count = count
         # its end too, should ``request_ended`` come first (``produced`` sets it again)
         request.produced_at = request.produced_end = _time_ns()
-        if request.traceparent is None:  # not drawn yet (``ingest_began`` draws it)
-            request.producer_span_id = span_id = _getrandbits(64) or 1
-            request.traceparent = _traceparent(request.trace_id, span_id, request.sampled)
         return request
     if request is not None:  # a second store in one request: a span of its own
         return Producer(count, request.trace_id, request.span_id, False, request.sampled)

@@ -41,10 +41,10 @@ async def store_events(core: Core, env: Environment, body: bytes, *, seed: str |
     events = parse_events(body, limits, now)
     if ticket is not None:
         ticket.parsed(len(events))  # admission control counts them from here on
-    if request is not None and request.count is None and request.traceparent is not None:
+    if request is not None and request.count is None:
         # The Event API's request (``tracing.ingest_began``), its PRODUCER span's id and
-        # context drawn already: what ``tracing.producing`` and ``produced`` would note,
-        # noted here, two calls less per request on the hot path.
+        # context drawn already: what ``tracing.producing`` and ``produced`` would note for
+        # it, noted here, two calls less per request on the hot path.
         request.count = len(events)
         request.produced_at = time_ns()
         try:
