@@ -49,7 +49,7 @@ def p3_round(sink: Any, records: list[Any], run_ids: list[str]) -> tuple[float, 
                          traceparents=[TRACEPARENT])
     made = time.process_time()
     for record in records:
-        sink.span(record)
+        sink.spans(record)
     done = time.process_time()
     return (made - began) / len(run_ids) * 1e6, (done - made) / len(run_ids) * 1e6
 
@@ -65,7 +65,7 @@ def p1_round(sink: Any, records: list[Any], n: int) -> tuple[float, float]:
         tracing.request_ended(request, "/e/{key}", "POST", 200)
     made = time.process_time()
     for record in records:
-        sink.span(record)
+        sink.spans(record)
     done = time.process_time()
     return (made - began) / n * 1e6, (done - made) / n * 1e6
 
