@@ -231,11 +231,11 @@ def request_began(headers: Sequence[tuple[bytes, bytes]]) -> Request | None:
 def ingest_began(traceparent: bytes | None) -> Request | None:
     """The SERVER span of a request whose ``traceparent`` header is this, for a caller that
     holds it itself (the Event API): not put in the context, which costs a set and a reset
-    per request. Its PRODUCER span's id and
-    context ``traceparent`` are drawn at once, as they do not depend on when the request
-    stores its events: storing them only notes their count and times then (what
-    ``producing`` and ``produced`` do, and ``accept.store_events`` does itself, two calls
-    less per request). None when tracing is off."""
+    per request. Its PRODUCER span's id and context ``traceparent`` are drawn at once, as
+    they do not depend on when the request stores its events: storing them only notes their
+    count and times then (what ``producing`` and ``produced`` do, and
+    ``accept.store_events`` does itself, two calls less per request). None when tracing is
+    off."""
     sink = _sink
     if sink is None:
         return None
@@ -295,7 +295,7 @@ def _server(sink: Sink, record: Record) -> tuple[Any, ...]:
 
 def _ingest(sink: Sink, record: Record) -> tuple[Any, ...]:
     # The two spans made here field by field (``span_sink.FIELDS``), each by one C call,
-    # rather than by ``_producer`` and ``_server`` through ``Sink.make``: a third less of
+    # rather than by ``_producer`` and ``_server`` through ``Sink.make``: an eighth less of
     # the export thread's time per request. The SERVER span's own context is its PRODUCER
     # span's parent: made once for both.
     (_, trace_id, span_id, parent_span_id, start, end, method, route, status,
