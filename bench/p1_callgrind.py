@@ -20,23 +20,31 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from bench.p1_inproc import _modes, posts
 
 
-async def measure(mode: str, n: int) -> None:
-    from tidings.core import Core
+def observed(mode: str, folder: Path) -> Any:
+    """Logs, metrics and tracing as ``mode`` has them (``off``, ``on``, ``traced``), and the
+    settings of a ``tidings dev`` on a fresh SQLite file in ``folder``."""
     from tidings.observe import logs, metrics
-    from tidings.server import create_app
     from tidings.settings import Observe, Settings
 
     logs.configure(format="json", level="warning" if mode == "off" else "info")
     metrics.configure(on=mode != "off")
     if mode == "traced":
         _modes()["traced"]()
+    return Settings(mode="dev", database_url=f"sqlite:///{folder / 'tidings.db'}",
+                    data_dir=folder / "data", observe=Observe(metrics=mode != "off"))
+
+
+async def measure(mode: str, n: int) -> None:
+    from tidings.core import Core
+    from tidings.server import create_app
+
     with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
-        settings = Settings(mode="dev", database_url=f"sqlite:///{Path(tmp) / 'tidings.db'}",
-                            data_dir=Path(tmp) / "data", observe=Observe(metrics=mode != "off"))
+        settings = observed(mode, Path(tmp))
         core = await Core.start(settings)
         try:
             app = create_app(core.settings, core)

@@ -25,7 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.p1_inproc import _modes, post
+from bench.p1_callgrind import observed
+from bench.p1_inproc import post
 from bench.p3_throughput import BATCH, _bodies
 
 DONE = "SELECT count(*) FROM runs WHERE status = 'Completed'"
@@ -59,19 +60,11 @@ async def _runs(app: Any, db: Path, bodies: list[bytes], until: int) -> None:
 
 async def measure(mode: str, n: int) -> None:
     from bench.apps import client
-    from tidings.observe import logs, metrics
     from tidings.server import create_app
-    from tidings.settings import Observe, Settings
 
-    logs.configure(format="json", level="warning" if mode == "off" else "info")
-    metrics.configure(on=mode != "off")
-    if mode == "traced":
-        _modes()["traced"]()
     with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
         db = Path(tmp) / "tidings.db"
-        settings = Settings(mode="dev", database_url=f"sqlite:///{db}",
-                            data_dir=Path(tmp) / "data", observe=Observe(metrics=mode != "off"))
-        app = create_app(settings, apps=[client])
+        app = create_app(observed(mode, Path(tmp)), apps=[client])
         inbox, lifespan = await _lifespan(app)
         try:
             await _runs(app, db, _bodies(BATCH * 2, "warm-up"), BATCH * 2)
