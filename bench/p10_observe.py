@@ -108,20 +108,14 @@ def _cpu_ratios(cpu: dict[str, list[float]]) -> dict[str, Any]:
     """Throughput each target's CPU per request or run allows, against "off": off's median
     CPU over theirs (the steadier figure on a shared machine), and the median of the same
     ratio per round."""
-    def ratio(target: str) -> dict[str, float]:
-        return {"of_medians": round(statistics.median(cpu[OFF]) / statistics.median(cpu[target]),
+    def ratio(target: str, base: str = OFF) -> dict[str, float]:
+        return {"of_medians": round(statistics.median(cpu[base]) / statistics.median(cpu[target]),
                                     3),
                 "median_of_round_ratios": round(statistics.median(
-                    a / b for a, b in zip(cpu[OFF], cpu[target], strict=True)), 3)}
-
-    def traced_on() -> dict[str, float]:
-        return {"of_medians": round(statistics.median(cpu[ON]) / statistics.median(cpu[TRACED]),
-                                    3),
-                "median_of_round_ratios": round(statistics.median(
-                    a / b for a, b in zip(cpu[ON], cpu[TRACED], strict=True)), 3)}
+                    a / b for a, b in zip(cpu[base], cpu[target], strict=True)), 3)}
 
     return {"on": ratio(ON), "traced": ratio(TRACED), "alone": ratio(ALONE),
-            "traced_on": traced_on()}
+            "traced_on": ratio(TRACED, ON)}
 
 
 def p1(rounds: int, seconds: float, base: str | None = None
