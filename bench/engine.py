@@ -42,6 +42,7 @@ from bench.harness import (
     free_port,
     machine,
     pinned,
+    process_cpu,
     threads_cpu,
 )
 
@@ -273,8 +274,9 @@ def rss_bytes(pid: int) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU of the process so far, and of its child processes (the span
+    process) still running (``bench.harness.process_cpu``)."""
+    return process_cpu(pid)
 
 
 def runnable_wait_seconds(pid: int) -> float:

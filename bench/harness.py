@@ -7,6 +7,7 @@ bare ASGI app measured in the same run, in alternating rounds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -81,10 +82,10 @@ class Server:
         return f"http://127.0.0.1:{self.port}/e/{EVENT_KEY}"
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far (all its threads)."""
+        """User + system CPU time the server process has used so far (all its threads), and
+        its child processes (the span process) still running."""
         assert self.process is not None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu(self.process.pid)
 
     def threads_cpu(self) -> dict[str, float]:
         assert self.process is not None
@@ -100,9 +101,10 @@ def threads_cpu(pid: int) -> dict[str, float]:
     """CPU seconds of a process's threads so far, summed by kind of thread: ``loop`` (the
     main thread: the event loop's), and the others by the name ``bench/threadnames`` gave
     them without a pool's ``_N`` (``spans``, ``sqlite-writer``, ``sqlite-syncer``,
-    ``sqlite-read``, ``fn``, ...). Read from ``schedstat`` (nanoseconds on a core; ``stat``
-    counts 10 ms ticks, too coarse for a thread's share of a few thousand runs). A thread
-    that ended is not counted."""
+    ``sqlite-read``, ``fn``, ...); its child processes' threads (the span process of
+    ``tidings.observe.span_export``) as ``children``. Read from ``schedstat`` (nanoseconds on
+    a core; ``stat`` counts 10 ms ticks, too coarse for a thread's share of a few thousand
+    runs). A thread that ended is not counted."""
     found: dict[str, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -112,6 +114,29 @@ def threads_cpu(pid: int) -> dict[str, float]:
             continue  # ended meanwhile
         kind = re.sub(r"_\d+$", "", name)
         found[kind] = found.get(kind, 0.0) + ran / 1e9
+    for child in children(pid):
+        found["children"] = found.get("children", 0.0) + sum(threads_cpu(child).values())
+    return found
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far, and of its child processes still
+    running."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(process_cpu(child) for child in children(pid))
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (gone ones left out)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                found += [int(child) for child in (task / "children").read_text().split()]
     return found
 
 

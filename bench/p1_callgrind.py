@@ -4,7 +4,8 @@ The ASGI app (``tidings dev``'s, on a fresh SQLite file) is called directly with
 /e/{key}`` by 32 tasks at a time, as ``bench.p1_inproc`` does; the measured requests run
 between ``os.getppid()`` and ``os.getpgrp()``, which callgrind is told to start and stop at.
 Modes: ``off`` (``--no-metrics``, WARNING), ``on`` (metrics, INFO, JSON), ``traced`` (as on,
-every span exported to an exporter that drops it).
+every span exported to an exporter that drops it, in this process), ``dropped`` (as traced,
+each span's record dropped as it is added: the event loop's part alone).
 
 ``PYTHONHASHSEED=0 valgrind --tool=callgrind --zero-before=os_getppid --dump-before=os_getpgrp
 python -m bench.p1_callgrind MODE [N]``, then ``callgrind_annotate`` on the dump ending in
@@ -26,15 +27,16 @@ from bench.p1_inproc import _modes, posts
 
 
 def observed(mode: str, folder: Path) -> Any:
-    """Logs, metrics and tracing as ``mode`` has them (``off``, ``on``, ``traced``), and the
-    settings of a ``tidings dev`` on a fresh SQLite file in ``folder``."""
+    """Logs, metrics and tracing as ``mode`` has them (``off``, ``on``, ``traced``,
+    ``dropped``), and the settings of a ``tidings dev`` on a fresh SQLite file in
+    ``folder``."""
     from tidings.observe import logs, metrics
     from tidings.settings import Observe, Settings
 
     logs.configure(format="json", level="warning" if mode == "off" else "info")
     metrics.configure(on=mode != "off")
-    if mode == "traced":
-        _modes()["traced"]()
+    if mode in ("traced", "dropped"):
+        _modes()[mode]()
     return Settings(mode="dev", database_url=f"sqlite:///{folder / 'tidings.db'}",
                     data_dir=folder / "data", observe=Observe(metrics=mode != "off"))
 
@@ -60,7 +62,7 @@ async def measure(mode: str, n: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] not in ("off", "on", "traced"):
+    if not args or args[0] not in ("off", "on", "traced", "dropped"):
         print(__doc__)
         return 2
     asyncio.run(measure(args[0], int(args[1]) if len(args) > 1 else 3_200))

@@ -6,7 +6,8 @@ sent 500-event requests of ``bench/p3.noop`` (a one-step function) directly, and
 measured runs, from the first request to the last run completed, go between
 ``os.getppid()`` and ``os.getpgrp()``, which callgrind is told to start and stop at. Modes:
 ``off`` (no metrics, WARNING), ``on`` (metrics, INFO, JSON), ``traced`` (as on, every span
-exported to an exporter that drops it).
+exported to an exporter that drops it, in this process), ``dropped`` (as traced, each span's
+record dropped as it is added: the event loop's part alone).
 
 ``PYTHONHASHSEED=0 valgrind --tool=callgrind --separate-threads=yes
 --zero-before=os_getppid --dump-before=os_getpgrp python -m bench.p3_callgrind MODE [N]``,
@@ -79,7 +80,7 @@ async def measure(mode: str, n: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] not in ("off", "on", "traced"):
+    if not args or args[0] not in ("off", "on", "traced", "dropped"):
         print(__doc__)
         return 2
     n = int(args[1]) if len(args) > 1 else 2_000

@@ -7,16 +7,22 @@
 - ``nosync``: everything as in ``tidings dev`` except the ``fdatasync`` that makes each group
   commit durable before it is acknowledged (``_Syncer``). NOT durable; only for measuring.
 - ``traced``: ``tidings dev`` with tracing on and every span handed to an exporter that drops
-  it (in batches, as OTLP's would be): what tracing costs, the network aside.
+  it (``Drop``, in batches, as OTLP's would be; made and exported by the span process, as
+  ``tidings.observe.span_export`` does for OTLP): what tracing costs, the network aside. On
+  code from before the span process (``--base-src``), in the server's own export thread.
 
 Benchmark-only: nothing here is reachable from ``tidings`` itself.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 VARIANTS = ("nostore", "nosync", "traced")
 
@@ -44,18 +50,22 @@ def _nosync() -> None:
     storage._Syncer._sync = skip  # type: ignore[method-assign]
 
 
+class Drop(SpanExporter):
+    """A span exporter that drops what it is given (``TIDINGS_SPAN_EXPORTER``'s form:
+    ``bench.variants:Drop``)."""
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
 def _traced() -> None:
-    from collections.abc import Sequence as Spans
+    if importlib.util.find_spec("tidings.observe.span_export") is not None:
+        # the CLI turns tracing on from the variable, its spans made by the span process
+        os.environ["TIDINGS_SPAN_EXPORTER"] = "bench.variants:Drop"
+    else:  # code from before the span process: spans made in the server's thread
+        from tidings.observe import tracing
 
-    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-
-    from tidings.observe import tracing
-
-    class Drop(SpanExporter):
-        def export(self, spans: Spans[Any]) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    tracing.export_to(Drop())  # as ``tracing.configure`` does with OTLP's exporter
+        tracing.export_to(Drop())
 
 
 def main() -> None:

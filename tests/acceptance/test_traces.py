@@ -11,6 +11,9 @@ its child, and the run's CONSUMER span is linked to the PRODUCER's context."""
 from __future__ import annotations
 
 import gzip
+import os
+import re
+import signal
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -148,3 +151,142 @@ async def test_an_inngest_py_senders_trace_goes_on_into_the_event_and_its_run(
     assert attributes["tidings.run.status"].string_value == "Completed"
     [step] = until(lambda: collector.named("step greet"), "the step's span")
     assert step.trace_id == consumer.trace_id and step.parent_span_id == consumer.span_id
+
+
+def _span_processes(server: LiveServer) -> list[int]:
+    """The span processes the server has said it started, in order."""
+    return [int(pid) for pid in re.findall(rb"spans are made and exported by process (\d+)",
+                                           (server.data_dir / "server.log").read_bytes())]
+
+
+def _children(pid: int) -> set[int]:
+    return {int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()}
+
+
+def _sign_up(server: LiveServer, who: str) -> str:
+    reply = httpx.post(f"{server.url}/e/key", timeout=10,
+                       json={"name": "app/signed-up", "data": {"who": who}})
+    assert reply.status_code == 200, reply.text
+    event_id: str = reply.json()["ids"][0]
+    return event_id
+
+
+def _run_spans_of(collector: Collector, event_id: str) -> list[Any]:
+    return [span for span in collector.named("process traced-welcome")
+            if any(a.key == "messaging.message.id" and a.value.string_value == event_id
+                   for a in span.attributes)]
+
+
+def test_spans_are_made_by_a_process_of_their_own_started_again_when_it_dies(
+        traced_server: LiveServer, collector: Collector) -> None:
+    """The server's spans go to a process of its own, which makes and exports them; when that
+    process dies, the server says so and starts another, and later spans go out through it."""
+    [first] = until(lambda: _span_processes(traced_server), "the span process to be started")
+    assert first in _children(traced_server.process.pid)
+    assert b"tidings.observe.span_export" in Path(f"/proc/{first}/cmdline").read_bytes()
+    ada = _sign_up(traced_server, "ada")
+    until(lambda: _run_spans_of(collector, ada), "ada's run's span to be exported")
+
+    os.kill(first, signal.SIGKILL)
+    # Spans handed over while no span process runs are dropped (the log counts them): sign
+    # up again and again until a run's span gets through the next process.
+    sent: list[str] = []
+
+    def through_the_next() -> list[Any]:
+        sent.append(_sign_up(traced_server, "bob"))
+        return [span for event_id in sent for span in _run_spans_of(collector, event_id)]
+
+    until(through_the_next, "a later run's span to be exported")
+    log = (traced_server.data_dir / "server.log").read_text()
+    assert f"the span process (pid {first}) exited with code -9" in log
+    processes = _span_processes(traced_server)
+    assert len(processes) == 2 and processes[1] != first
+    assert processes[1] in _children(traced_server.process.pid)
+
+
+EXPORTERS = '''
+import json
+import os
+
+
+class ToFile:
+    """Each exported span's name, a line in the file SPANS_FILE names."""
+
+    def export(self, spans):
+        with open(os.environ["SPANS_FILE"], "a") as out:
+            out.writelines(span.name + "\\n" for span in spans)
+        return 0
+
+    def shutdown(self):
+        pass
+
+
+class Broken:
+    def __init__(self):
+        raise RuntimeError("no credentials for the collector")
+'''
+
+
+def _server_with(tmp_path: Path, exporter: str, **env: str) -> LiveServer:
+    (tmp_path / "tracedapp.py").write_text(APP)
+    (tmp_path / "exporters.py").write_text(EXPORTERS)
+    return start_server(tmp_path, "--db", str(tmp_path / "traced.db"), "-a", "tracedapp:client",
+                        env={"TIDINGS_SPAN_EXPORTER": exporter, "PYTHONPATH": str(tmp_path),
+                             "SPANS_FILE": str(tmp_path / "spans.txt"), **env})
+
+
+def _completed(server: LiveServer, event_id: str) -> list[Any]:
+    return [r for r in httpx.get(f"{server.url}/v1/events/{event_id}/runs",
+                                 timeout=10).json()["data"] if r["status"] == "Completed"]
+
+
+def test_spans_waiting_when_the_server_stops_are_exported_by_an_exporter_of_ones_own(
+        tmp_path: Path) -> None:
+    """``TIDINGS_SPAN_EXPORTER`` names an exporter class of one's own. Spans still waiting
+    for their batch when the server is stopped (SIGTERM, as uvicorn ends the process by the
+    signal, past exit handlers) are handed over as it stops, and exported."""
+    server = _server_with(tmp_path, "exporters:ToFile", OTEL_BSP_SCHEDULE_DELAY="600000")
+    spans = tmp_path / "spans.txt"
+    try:
+        event_id = _sign_up(server, "ada")
+        until(lambda: _completed(server, event_id), "the run to complete")
+        assert not spans.exists()  # a batch waits ten minutes, or for 512 spans
+    finally:
+        stop_server(server)
+    until(lambda: spans.exists() and "process traced-welcome" in spans.read_text(),
+          "the run's span to be exported after the server stopped")
+    assert {"POST /e/{key}", "send events", "step greet", "process traced-welcome"} <= set(
+        spans.read_text().splitlines())
+
+
+def test_an_exporter_that_cannot_be_found_leaves_tracing_off_and_says_so(
+        tmp_path: Path) -> None:
+    server = _server_with(tmp_path, "exporters:Nowhere")
+    try:
+        event_id = _sign_up(server, "ada")
+        until(lambda: _completed(server, event_id), "the run to complete")
+        log = (server.data_dir / "server.log").read_text()
+    finally:
+        stop_server(server)
+    assert "TIDINGS_SPAN_EXPORTER='exporters:Nowhere' cannot be found" in log
+    assert "tracing stays off" in log
+    assert _span_processes(server) == []
+
+
+def test_an_exporter_that_cannot_be_made_is_said_so_and_not_started_again(
+        tmp_path: Path) -> None:
+    server = _server_with(tmp_path, "exporters:Broken", OTEL_BSP_SCHEDULE_DELAY="50")
+    log = server.data_dir / "server.log"
+    try:
+        event_id = _sign_up(server, "ada")
+        until(lambda: _completed(server, event_id), "the run to complete")
+        until(lambda: b"spans are dropped from now on" in log.read_bytes(),
+              "the server to say its spans are dropped")
+        bob = _sign_up(server, "bob")
+        until(lambda: _completed(server, bob), "a later run to complete")
+        text = log.read_text()
+    finally:
+        stop_server(server)
+    assert "the span exporter could not be made: no credentials for the collector" in text
+    assert len(_span_processes(server)) == 1

@@ -45,6 +45,7 @@ def test_tracing_is_off_unless_the_otel_environment_asks() -> None:
     assert tracing.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
     assert tracing.wanted({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"})
     assert tracing.wanted({"OTEL_TRACES_EXPORTER": "console"})
+    assert tracing.wanted({"TIDINGS_SPAN_EXPORTER": "exporters:ToFile"})
     assert not tracing.wanted({"OTEL_TRACES_EXPORTER": "none",
                                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
     assert not tracing.wanted({"OTEL_SDK_DISABLED": "true",
@@ -354,9 +355,9 @@ def test_a_batch_holds_at_most_its_size_of_spans_when_a_record_makes_two() -> No
         def shutdown(self) -> None:
             pass
 
-    batches = Batches(Exporter(), {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "3",
-                                   "OTEL_BSP_SCHEDULE_DELAY": "60000"},
-                      lambda record: record)
+    batches = Batches.exporting(Exporter(), {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "3",
+                                             "OTEL_BSP_SCHEDULE_DELAY": "60000"},
+                                lambda record: record)
     for n in range(5):
         batches.add((f"{n}a", f"{n}b"))
     batches.shutdown()
@@ -395,3 +396,30 @@ def test_spans_handed_over_are_readable_spans_the_otlp_exporter_encodes(
         ("POST /e/{key}", server.context.span_id.to_bytes(8), SENDER_SPAN.to_bytes(8))]
     assert {a.key: a.value.int_value for a in encoded[0].attributes
             if a.key == "messaging.batch.message_count"} == {"messaging.batch.message_count": 2}
+
+
+def test_a_flush_hands_the_waiting_spans_over_and_batching_goes_on() -> None:
+    """``flush`` (a server stopping) hands over what waits, long before its batch is due, and
+    the thread goes on batching what comes after."""
+    exported: list[list[Any]] = []
+
+    class Exporter:
+        def export(self, batch: list[Any]) -> None:
+            exported.append(list(batch))
+
+        def shutdown(self) -> None:
+            pass
+
+    batches = Batches.exporting(Exporter(), {"OTEL_BSP_SCHEDULE_DELAY": "600000"},
+                                lambda record: record)
+    try:
+        batches.add(("a",))
+        assert batches.flush(10)
+        assert exported == [["a"]]
+        batches.add(("b",))
+        batches.add(("c",))
+        assert batches.flush(10)
+        assert exported == [["a"], ["b", "c"]]
+    finally:
+        batches.shutdown()
+    assert not batches.flush(1)  # stopped: nothing more is handed over

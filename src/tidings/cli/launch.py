@@ -26,6 +26,7 @@ from tidings.cli.common import (
     settings_for,
 )
 from tidings.core import keyring_for
+from tidings.observe import tracing
 from tidings.observe.options import observe_options
 from tidings.settings import MIB, ConnectSettings, Load, Observe, Settings, parse_size
 from tidings.version import VERSION
@@ -372,6 +373,7 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
         except Exception:
             if not dead:
                 raise  # a dead storage cannot release leases: they expire
+        await asyncio.to_thread(tracing.flush)  # the spans of what stopped above
 
     dead: list[str] = []
     run_async(run)

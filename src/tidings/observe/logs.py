@@ -119,6 +119,7 @@ def _shown(value: Any) -> str:
 
 
 _HANDLER_NAME = "tidings"
+configured: tuple[LogFormat, str] = ("text", "INFO")  # what ``configure`` set last
 
 
 def configure(*, format: LogFormat = "text", level: str | int = "INFO",
@@ -132,6 +133,8 @@ def configure(*, format: LogFormat = "text", level: str | int = "INFO",
     number = level if isinstance(level, int) else logging.getLevelName(level.upper())
     if not isinstance(number, int):
         raise ValueError(f"not a log level: {level!r}")
+    global configured
+    configured = (format, logging.getLevelName(number))
     for name, at in (("tidings", number), ("uvicorn.error", max(number, logging.WARNING)
                                            if number > logging.DEBUG else number)):
         logger = logging.getLogger(name)

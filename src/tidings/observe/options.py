@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from tidings.observe import metrics, tracing
+from tidings.observe import metrics, span_export
 from tidings.observe.logs import LogFormat, configure
 from tidings.settings import Observe
 
@@ -34,7 +34,7 @@ def observe_options(default_format: Callable[[], LogFormat], *, http: bool = Tru
             configure(format=log_format or default_format(), level=log_level)
             metrics.configure(on=metrics_on, max_event_names=max_event_names,
                               max_names=max_names)
-            tracing.configure()  # on when the OTEL_* variables say where spans go
+            span_export.configure()  # on when the OTEL_* variables say where spans go
             observe = Observe(access_log=kwargs.pop("access_log", False), metrics=metrics_on,
                               metrics_public=kwargs.pop("metrics_public", False),
                               metrics_port=kwargs.pop("metrics_port", None),

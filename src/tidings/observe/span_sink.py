@@ -1,8 +1,9 @@
 """How finished spans reach OpenTelemetry (``tracing.py`` makes them): each kept as a compact
 record (``Sink.emit``), made a ``ReadableSpan`` only when it is handed over (``Sink.spans``),
-sampled by ``OTEL_TRACES_SAMPLER`` (``Sampler``) and exported in batches by a thread of our own
-(``Batches``, with the SDK's ``OTEL_BSP_*`` settings). OpenTelemetry itself is imported only
-once a sink is made (tracing on)."""
+sampled by ``OTEL_TRACES_SAMPLER`` (``Sampler``) and sent in batches by a thread of our own
+(``Batches``, with the SDK's ``OTEL_BSP_*`` settings) to the span process that makes and
+exports them (``span_export``), or exported from the thread itself (``Exporting``).
+OpenTelemetry itself is imported only once a sink is made (tracing on)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import atexit
 import collections
 import contextlib
 import functools
+import itertools
 import logging
 import operator
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from tidings.version import VERSION
@@ -43,10 +45,12 @@ def _setting(environ: Mapping[str, str], name: str, default: int) -> int:
 
 
 class Batches:
-    """Spans on their way to the exporter, in batches, as the SDK's ``BatchSpanProcessor``
-    sends them and with its settings (``OTEL_BSP_SCHEDULE_DELAY``, ``_MAX_QUEUE_SIZE``,
-    ``_MAX_EXPORT_BATCH_SIZE``, ``_EXPORT_TIMEOUT``): a thread exports a batch once one is
-    full or the delay has passed, and what is left when the process exits.
+    """Spans on their way out, in batches, as the SDK's ``BatchSpanProcessor`` sends them and
+    with its settings (``OTEL_BSP_SCHEDULE_DELAY``, ``_MAX_QUEUE_SIZE``,
+    ``_MAX_EXPORT_BATCH_SIZE``, ``_EXPORT_TIMEOUT``): a thread hands ``ship`` the records of a
+    batch once one is full or the delay has passed, and what is left when the process exits,
+    then calls ``close``. ``ship`` makes them spans and exports them here (``exporting``), or
+    sends them to the process that does (``span_export.SpanProcess``).
 
     ``add`` is the queue's own ``append``: adding a span runs no Python code on the caller's
     thread (a method that also counted, checked the length and woke the thread cost some 26
@@ -65,10 +69,9 @@ class Batches:
 
     LOOK_S = (0.005, 0.1)
 
-    def __init__(self, exporter: Any, environ: Mapping[str, str],
-                 spans: Callable[[Record], tuple[Any, ...]]) -> None:
-        self.exporter = exporter
-        self.spans = spans
+    def __init__(self, environ: Mapping[str, str], ship: Callable[[list[Record]], None],
+                 close: Callable[[float], None], taker: str) -> None:
+        self.ship, self.close, self.taker = ship, close, taker
         self.delay = _setting(environ, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
         self.batch = _setting(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
         self.timeout = _setting(environ, "OTEL_BSP_EXPORT_TIMEOUT", 30000) / 1000
@@ -77,11 +80,20 @@ class Batches:
         self.add: Callable[[Record], None] = self.queue.append
         self.full = 0  # times the queue was found full, not logged yet
         self.reported = -DROPS_LOGGED_EVERY_S
-        self.awake = threading.Event()  # set to stop
+        self.awake = threading.Event()  # set to stop, or to flush now
+        self.flushes: collections.deque[threading.Event] = collections.deque()
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="tidings-spans", daemon=True)
         self.thread.start()
         atexit.register(self.shutdown)
+
+    @classmethod
+    def exporting(cls, exporter: Any, environ: Mapping[str, str],
+                  spans: Callable[[Record], tuple[Any, ...]]) -> Batches:
+        """Batches made into spans by ``spans`` and handed to ``exporter`` in this process."""
+        made = Exporting(exporter, spans, _setting(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                                                   512))
+        return cls(environ, made, made.close, type(exporter).__name__)
 
     def _run(self) -> None:
         queue, batch = self.queue, self.batch
@@ -89,41 +101,52 @@ class Batches:
         looked = time.monotonic()
         due, left, wait = looked + self.delay, 0, longest
         while not self.stopping:
-            self.awake.wait(wait)
+            if self.awake.wait(wait) and not self.stopping:
+                self.awake.clear()
             now, waiting = time.monotonic(), len(queue)
             rate = (waiting - left) / max(now - looked, 1e-6)  # spans a second since
-            if waiting >= batch or now >= due:
+            if waiting >= batch or now >= due or self.flushes:
+                # the flushes asked for before this export: their spans are in it
+                flushed = [self.flushes.popleft() for _ in range(len(self.flushes))]
                 self._export()
                 due = now + self.delay
+                for done in flushed:
+                    done.set()
             looked, left = now, len(queue)
             wait = longest if rate <= 0 else max(shortest, min(longest, (batch - left) / rate))
         self._export()
 
     def _export(self) -> None:
-        queue = self.queue
+        queue, size = self.queue, self.batch
         if len(queue) == queue.maxlen:
             self.full += 1
-        spans, size = self.spans, self.batch
-        batch: list[Any] = []
-        while queue or batch:
-            with contextlib.suppress(IndexError):
-                while len(batch) < size:
-                    batch += spans(queue.popleft())
-            if len(batch) > size:  # a record's second span: the next batch's first
-                batch, rest = batch[:size], batch[size:]
-            else:
-                rest = []
+        take = queue.popleft
+        while queue:
+            # Only this thread takes from the queue: what it holds now is there to take,
+            # popped in C.
+            records: list[Record] = list(map(operator.call, itertools.repeat(
+                take, min(len(queue), size))))
             try:
-                self.exporter.export(batch)
+                self.ship(records)
             except Exception:
-                log.exception("exporting %d spans failed; they are dropped", len(batch))
-            batch = rest
+                log.exception("%d spans could not be handed to %s; they are dropped",
+                              len(records), self.taker)
         now = time.monotonic()
         if self.full and (self.stopping or now - self.reported >= DROPS_LOGGED_EVERY_S):
             log.warning("the span queue was full (OTEL_BSP_MAX_QUEUE_SIZE=%d): spans came "
                         "faster than %s took them, and the oldest were dropped",
-                        queue.maxlen, type(self.exporter).__name__)
+                        queue.maxlen, self.taker)
             self.full, self.reported = 0, now
+
+    def flush(self, timeout: float) -> bool:
+        """Hand over the spans waiting now (``ship``), within ``timeout`` seconds; True when
+        done."""
+        if self.stopping:
+            return False
+        done = threading.Event()
+        self.flushes.append(done)
+        self.awake.set()
+        return done.wait(timeout)
 
     def shutdown(self) -> None:
         if self.stopping:
@@ -132,7 +155,36 @@ class Batches:
         self.awake.set()
         self.thread.join(self.timeout)
         with contextlib.suppress(Exception):
-            self.exporter.shutdown()
+            self.close(self.timeout)
+
+
+class Exporting:
+    """Records made into spans (``spans``) and handed to ``exporter`` in batches of at most
+    ``size`` spans, in order: a record that makes two may end one batch and open the next."""
+
+    def __init__(self, exporter: Any, spans: Callable[[Record], tuple[Any, ...]],
+                 size: int) -> None:
+        self.exporter, self.spans, self.size = exporter, spans, size
+
+    def __call__(self, records: Iterable[Record]) -> None:
+        spans, size = self.spans, self.size
+        batch: list[Any] = []
+        for record in records:
+            batch += spans(record)
+            while len(batch) >= size:
+                self._send(batch[:size])
+                del batch[:size]
+        if batch:
+            self._send(batch)
+
+    def _send(self, batch: list[Any]) -> None:
+        try:
+            self.exporter.export(batch)
+        except Exception:
+            log.exception("exporting %d spans failed; they are dropped", len(batch))
+
+    def close(self, timeout: float) -> None:
+        self.exporter.shutdown()
 
 
 class Sampler:
@@ -173,7 +225,7 @@ class Sampler:
 
 Record = tuple[Any, ...]
 """A finished span (or a request's two) as it waits for export: the name of its maker (called
-in the export thread, with the sink and the record), then what the maker needs, as the caller
+in the span process, with the sink and the record), then what the maker needs, as the caller
 had it. Names, ids, numbers and tuples of them only, no object of ours: the garbage collector
 stops tracking such a tuple the first time it meets it, so records waiting in the queue are
 not walked again by each collection, nor promoted to the old generation (where they would
@@ -187,10 +239,11 @@ class Sink:
     parts (resource, scope, flags, kinds, the unset status) made once.
 
     The caller does as little as it can: a record keeps the values as they were given, and
-    its maker (names, attribute dicts, ids derived from a run's id, contexts, links) runs in
-    the export thread. ``parse`` reads a ``traceparent`` into ``(trace_id, span_id,
-    sampled)``: the links made of the same ``traceparent``s (a request's events share one)
-    are made once."""
+    its maker (names, attribute dicts, ids derived from a run's id, contexts, links) runs
+    where the spans are exported (the span process, ``span_export``; or the span thread, in
+    batches made here by ``Batches.exporting``). ``parse`` reads a ``traceparent`` into
+    ``(trace_id, span_id, sampled)``: the links made of the same ``traceparent``s (a
+    request's events share one) are made once."""
 
     def __init__(self, resource: Any, sampler: Sampler,
                  parse: Callable[[str], tuple[int, int, bool] | None],

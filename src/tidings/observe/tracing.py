@@ -26,7 +26,9 @@ attribute checks, context attach and detach), against some 3 µs this way, and i
 per request (``bench/README.md``, P10). What the caller does is keep the span's values as a
 record with its maker's name (``_makers``; a request that stores events keeps its SERVER and
 PRODUCER spans in one); ids derived from a run's id, names, attribute
-dicts, contexts and links are made in the export thread. Sampling follows ``OTEL_TRACES_SAMPLER``
+dicts, contexts and links are made where the spans are exported: in a process of their own
+(``span_export``), so that neither they nor the exporter's encoding hold the interpreter
+lock the server's event loop needs. Sampling follows ``OTEL_TRACES_SAMPLER``
 (``span_sink.Sampler``): a sampled caller's context is followed; a trace that begins here is
 kept at the configured ratio of its trace id, so every process decides the same for a run's
 trace.
@@ -36,21 +38,23 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import logging
 import os
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from tidings.observe.span_sink import Batches, Maker, Record, Sampler, Sink, resource
 
 log = logging.getLogger("tidings.tracing")
 SYSTEM = "tidings"
 _sink: Sink | None = None  # where finished spans go; None: tracing is off
+_batches: Batches | None = None  # their way out, when in batches
 _getrandbits = random.getrandbits
 _time_ns = time.time_ns
 _LOW_64 = (1 << 64) - 1
@@ -64,49 +68,78 @@ def wanted(environ: Mapping[str, str] = os.environ) -> bool:
     if exporter == "none":
         return False
     return bool(exporter or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-                or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+                or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                or environ.get("TIDINGS_SPAN_EXPORTER"))
 
 
-def configure(environ: Mapping[str, str] = os.environ) -> bool:
-    """Turn tracing on when the environment asks for it (once per process, at start); True
-    when on. Without the ``otel`` extra installed it says so and stays off."""
-    if not wanted(environ):
-        return False
-    try:
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-    except ImportError:
-        log.warning("OTEL_* variables ask for traces, but OpenTelemetry is not installed: "
-                    "pip install 'tidings[otel]'; tracing stays off")
-        return False
-    exporter: Any
+def exporter_class(environ: Mapping[str, str]) -> Callable[[], Any]:
+    """What makes the span exporter the environment names: ``TIDINGS_SPAN_EXPORTER``
+    (``module:Class``, made with no arguments), else ``OTEL_TRACES_EXPORTER=console``'s, else
+    OTLP over HTTP's (endpoint, headers, timeout: from the ``OTEL_*`` variables). ValueError
+    when ``TIDINGS_SPAN_EXPORTER`` names nothing to be found; ImportError without the
+    ``otel`` extra."""
+    import opentelemetry.sdk.trace  # noqa: F401  (ImportError without the extra)
+
+    custom = environ.get("TIDINGS_SPAN_EXPORTER", "").strip()
+    if custom:
+        module, _, name = custom.partition(":")
+        if not module or not name:
+            raise ValueError(f"TIDINGS_SPAN_EXPORTER={custom!r} is not module:Class")
+        try:
+            found = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"TIDINGS_SPAN_EXPORTER={custom!r} cannot be found: {exc}"
+                             ) from exc
+        if not callable(found):
+            raise ValueError(f"TIDINGS_SPAN_EXPORTER={custom!r} is not a class")
+        return cast(Callable[[], Any], found)
     if environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "console":
-        exporter = ConsoleSpanExporter()
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        exporter = OTLPSpanExporter()  # endpoint, headers, timeout: from the OTEL_* variables
-    export_to(exporter, environ)
-    log.info("tracing on: spans go to %s", type(exporter).__name__)
-    return True
+        return ConsoleSpanExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter
+
+
+def sink_from(environ: Mapping[str, str]) -> Sink:
+    """A sink with the resource and sampler the environment gives, and the makers below."""
+    return Sink(resource(environ), Sampler.from_env(environ), _parsed, _makers())
 
 
 def export_to(exporter: Any, environ: Mapping[str, str] = os.environ) -> None:
-    """Send spans to ``exporter`` (an OTel SDK span exporter) in batches (``Batches``),
-    sampled as ``environ`` says."""
-    global _sink
-    sink = Sink(resource(environ), Sampler.from_env(environ), _parsed, _makers())
-    sink.add = Batches(exporter, environ, sink.spans).add
-    _sink = sink
+    """Send spans to ``exporter`` (an OTel SDK span exporter) in batches (``Batches``), made
+    and exported in this process, sampled as ``environ`` says. (A server sends them to a
+    process of their own: ``span_export.configure``.)"""
+    sink = sink_from(environ)
+    send_to(sink, Batches.exporting(exporter, environ, sink.spans))
+
+
+def send_to(sink: Sink, batches: Batches) -> None:
+    """Turn tracing on: spans recorded by ``sink``, on their way out in ``batches``."""
+    global _sink, _batches
+    sink.add = batches.add
+    _sink, _batches = sink, batches
+
+
+def flush(timeout: float = 5.0) -> None:
+    """Hand the spans waiting over now (to the span process, or the exporter), as a server
+    stops: uvicorn ends the process by the signal that stopped it, and exit handlers do not
+    run then."""
+    batches = _batches
+    if batches is not None and not batches.flush(timeout):
+        log.warning("the spans waiting for export were not handed over in %.0f s", timeout)
 
 
 def use(processor: Any, environ: Mapping[str, str] = os.environ) -> None:
     """Send spans to ``processor`` (an OTel SDK span processor: tests give one with an
     in-memory exporter), sampled as ``environ`` says. ``None`` turns tracing off."""
-    global _sink
+    global _sink, _batches
+    _batches = None
     if processor is None:
         _sink = None
         return
-    sink = Sink(resource(environ), Sampler.from_env(environ), _parsed, _makers())
+    sink = sink_from(environ)
 
     def add(record: Record) -> None:
         for span in sink.spans(record):
@@ -279,8 +312,8 @@ def request_ended(span: Request, route: str, method: str, status: int) -> None:
 
 # A SERVER span's name and attributes, and a PRODUCER span's attributes, are the same for
 # every span of a route, method and status (of a count of events): made once and shared (a
-# ``ReadableSpan`` shows its attributes read only), they save a dict and a name per span in
-# the export thread.
+# ``ReadableSpan`` shows its attributes read only), they save a dict and a name per span
+# where spans are made.
 _served: dict[tuple[str, str, int], tuple[str, dict[str, Any]]] = {}
 _sent: dict[int, dict[str, Any]] = {}
 _SHARED_AT_MOST = 1024  # entries each; past that, the cache begins again
@@ -296,7 +329,7 @@ def _server(sink: Sink, record: Record) -> tuple[Any, ...]:
 def _ingest(sink: Sink, record: Record) -> tuple[Any, ...]:
     # The two spans made here field by field (``span_sink.FIELDS``), each by one C call,
     # rather than by ``_producer`` and ``_server`` through ``Sink.make``: an eighth less of
-    # the export thread's time per request. The SERVER span's own context is its PRODUCER
+    # the time making a request's spans. The SERVER span's own context is its PRODUCER
     # span's parent: made once for both.
     (_, trace_id, span_id, parent_span_id, start, end, method, route, status,
      producer_span_id, produced_at, produced_end, count) = record

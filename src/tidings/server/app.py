@@ -7,6 +7,7 @@ a new endpoint is added there, with its OpenAPI entry (``openapi/``) and bad-inp
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -290,6 +291,8 @@ class TidingsApp:
             if self._owns_core and self.core is not None:
                 await self.core.close()
                 self.core = None
+            # Last: the spans of what stopped above go out before the process ends.
+            await asyncio.to_thread(tracing.flush)
 
     async def _open_gateway(self, core: Core) -> None:
         """Workers' sockets (Connect) are taken where ``ConnectSettings.gateway_port`` says."""
