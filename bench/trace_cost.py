@@ -2,7 +2,8 @@
 its event) and a P1 request's spans (SERVER and ``send events``) cost to record on the path
 that makes them and to make into ``ReadableSpan``s for the exporter (the export thread's part),
 each the minimum over repeated rounds of process CPU, so a loaded machine's neighbours matter
-less than in P10's servers (``bench.p10_observe``).
+less than in P10's servers (``bench.p10_observe``); and what a span costs to encode for OTLP
+in the span process, against what its record costs the server to send there.
 
 ``python -m bench.trace_cost [--rounds 15] [--n 20000]``
 
@@ -70,6 +71,29 @@ def p1_round(sink: Any, records: list[Any], n: int) -> tuple[float, float]:
     return (made - began) / n * 1e6, (done - made) / n * 1e6
 
 
+def encoding(sink: Any, records: list[Any], run_ids: list[str], rounds: int) -> tuple[float, float]:
+    """What the span process does beyond making spans, per span, for a P3 run's two: OTLP's
+    protobuf encoding of a batch of 512 (``encode_spans`` and ``SerializeToString``, as its
+    HTTP exporter does), and the server's part of sending their records there (``marshal``
+    of the batch's records); the minimum over ``rounds``."""
+    import marshal
+
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    p3_round(sink, records, run_ids[:256])
+    batch = [span for record in records for span in sink.spans(record)]
+    kept = list(records)
+    otlp = sent = float("inf")
+    for _ in range(rounds):
+        began = time.process_time()
+        encode_spans(batch).SerializeToString()
+        otlp = min(otlp, (time.process_time() - began) / len(batch) * 1e6)
+        began = time.process_time()
+        marshal.dumps(kept)
+        sent = min(sent, (time.process_time() - began) / len(batch) * 1e6)
+    return otlp, sent
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.trace_cost", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
           f"total {sum(p3):.2f} us")
     print(f"P1, per request: on the path {p1[0]:.2f} us, made for export {p1[1]:.2f} us, "
           f"total {sum(p1):.2f} us")
+    otlp, sent = encoding(sink, records, new_ids(256, now_ms()), args.rounds)
+    print(f"per span: OTLP's encoding {otlp:.2f} us; its record sent to the span process "
+          f"(marshal) {sent:.3f} us")
     return 0
 
 
