@@ -342,20 +342,26 @@ def test_ingest_spans_of_one_route_share_their_attributes_read_only_and_exact(
             span.attributes["http.route"] = "/changed"  # type: ignore[index]
 
 
+class Batched:
+    """An exporter that keeps each batch it is handed."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Any]] = []
+
+    def export(self, batch: list[Any]) -> None:
+        self.batches.append(list(batch))
+
+    def shutdown(self) -> None:
+        pass
+
+
 def test_a_batch_holds_at_most_its_size_of_spans_when_a_record_makes_two() -> None:
     """A request's record makes its SERVER and PRODUCER spans: a batch that would pass
     ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` by the second goes out full, and the second opens the
     next, in order."""
-    exported: list[list[Any]] = []
-
-    class Exporter:
-        def export(self, batch: list[Any]) -> None:
-            exported.append(list(batch))
-
-        def shutdown(self) -> None:
-            pass
-
-    batches = Batches.exporting(Exporter(), {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "3",
+    exporter = Batched()
+    exported = exporter.batches
+    batches = Batches.exporting(exporter, {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "3",
                                              "OTEL_BSP_SCHEDULE_DELAY": "60000"},
                                 lambda record: record)
     for n in range(5):
@@ -401,16 +407,9 @@ def test_spans_handed_over_are_readable_spans_the_otlp_exporter_encodes(
 def test_a_flush_hands_the_waiting_spans_over_and_batching_goes_on() -> None:
     """``flush`` (a server stopping) hands over what waits, long before its batch is due, and
     the thread goes on batching what comes after."""
-    exported: list[list[Any]] = []
-
-    class Exporter:
-        def export(self, batch: list[Any]) -> None:
-            exported.append(list(batch))
-
-        def shutdown(self) -> None:
-            pass
-
-    batches = Batches.exporting(Exporter(), {"OTEL_BSP_SCHEDULE_DELAY": "600000"},
+    exporter = Batched()
+    exported = exporter.batches
+    batches = Batches.exporting(exporter, {"OTEL_BSP_SCHEDULE_DELAY": "600000"},
                                 lambda record: record)
     try:
         batches.add(("a",))
