@@ -245,13 +245,16 @@ def test_spans_waiting_when_the_server_stops_are_exported_by_an_exporter_of_ones
         tmp_path: Path) -> None:
     """``TIDINGS_SPAN_EXPORTER`` names an exporter class of one's own. Spans still waiting
     for their batch when the server is stopped (SIGTERM, as uvicorn ends the process by the
-    signal, past exit handlers) are handed over as it stops, and exported."""
+    signal, past exit handlers) are handed over as it stops, and exported; the span process
+    takes no SIGTERM of its own (a supervisor stopping the group) before its input ends."""
     server = _server_with(tmp_path, "exporters:ToFile", OTEL_BSP_SCHEDULE_DELAY="600000")
     spans = tmp_path / "spans.txt"
     try:
         event_id = _sign_up(server, "ada")
         until(lambda: _completed(server, event_id), "the run to complete")
         assert not spans.exists()  # a batch waits ten minutes, or for 512 spans
+        [helper] = _span_processes(server)
+        os.kill(helper, signal.SIGTERM)
     finally:
         stop_server(server)
     until(lambda: spans.exists() and "process traced-welcome" in spans.read_text(),

@@ -5,17 +5,21 @@ hands them to the exporter the ``OTEL_*`` variables name.
 
 Why a process: making a span and encoding it for OTLP are Python code, and Python code in any
 thread of the server holds the interpreter lock the event loop needs. A P3 run's two spans cost
-the export thread 5 to 6 µs of that lock with an exporter that drops them, and OTLP's protobuf
-encoding some 40 µs a span more (``bench/README.md``); sending a record down the pipe costs
-the server a fraction of a microsecond (``marshal``, then a write that lets go of the lock).
+the server's span thread about 6 µs of that lock with an exporter that drops them, and OTLP's
+protobuf encoding 30 to 40 µs a span more (``bench/README.md``); sending a record down the
+pipe costs the server a fraction of a microsecond (``marshal``, then a write that lets go of
+the lock).
 
 The pipe carries frames: a little-endian 32-bit length, then ``marshal.dumps`` of a list of
 records (names, ids, numbers, tuples and dicts of them only: ``span_sink.Record``). The helper
-ignores SIGINT and stops at the end of its input, having exported what it read; the server
-closes the pipe once its last batch is sent (``Batches.shutdown``, at exit). A helper that
-exits is logged with its exit code and the spans it cost, and started again, at most once every
-``RESTART_S``; one that could not make its exporter (``CONFIG_ERROR``) is not: tracing then
-stays off, said once.
+ignores SIGINT and SIGTERM (a Ctrl-C, or a supervisor stopping the whole group, would cut its
+last export) and stops at the end of its input, having exported what it read: when the server
+closes the pipe after its last batch (``Batches.shutdown``, at exit), or ends (the spans still
+waiting are handed over as a server stops: ``tracing.flush``). A helper that exits is logged
+with its exit code and started again, at once if it had run a minute, else after a wait that
+doubles from a second up to a minute (``RESTART_S``); the spans handed over meanwhile are
+dropped and counted in the log. One that could not make its exporter (``CONFIG_ERROR``) is
+not started again: the server says once that its spans are dropped from then on.
 """
 
 from __future__ import annotations
@@ -92,7 +96,7 @@ class SpanProcess:
     def _start(self) -> subprocess.Popen[bytes] | None:
         self.started_at = time.monotonic()
         try:
-            # Its own session: a Ctrl-C meant for the server does not cut its last export.
+            # Its own session: a Ctrl-C meant for the server is not its.
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tidings.observe.span_export"], stdin=subprocess.PIPE,
                 env=self.environ, start_new_session=True)
@@ -180,6 +184,7 @@ class SpanProcess:
 def main() -> int:
     """The helper: frames from stdin, made spans, exported; 0 at the end of its input."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     environ = os.environ
     logs.configure(format="json" if environ.get("TIDINGS_LOG_FORMAT") == "json" else "text",
                    level=environ.get("TIDINGS_LOG_LEVEL", "info"))

@@ -1,7 +1,8 @@
 """Traces (OpenTelemetry), optional: ``pip install 'tidings[otel]'``. Off unless the standard
 OTel environment says where spans go (``OTEL_EXPORTER_OTLP_ENDPOINT``,
-``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_TRACES_EXPORTER``, not ``none``); when off,
-nothing of OpenTelemetry is imported and every call here returns at once.
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_TRACES_EXPORTER``, not ``none``), or
+``TIDINGS_SPAN_EXPORTER`` names an exporter of one's own (``span_export.configure`` turns it
+on); when off, nothing of OpenTelemetry is imported and every call here returns at once.
 
 The spans follow the OpenTelemetry messaging conventions (``messaging.system=tidings``):
 
