@@ -25,6 +25,8 @@ from typing import Any
 
 from bench.p1_inproc import _modes, posts
 
+MODES = ("off", "on", "traced", "dropped")  # ``observed`` says what each one is
+
 
 def observed(mode: str, folder: Path) -> Any:
     """Logs, metrics and tracing as ``mode`` has them (``off``, ``on``, ``traced``,
@@ -62,7 +64,7 @@ async def measure(mode: str, n: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] not in ("off", "on", "traced", "dropped"):
+    if not args or args[0] not in MODES:
         print(__doc__)
         return 2
     asyncio.run(measure(args[0], int(args[1]) if len(args) > 1 else 3_200))

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.p1_callgrind import observed
+from bench.p1_callgrind import MODES, observed
 from bench.p1_inproc import post
 from bench.p3_throughput import BATCH, _bodies
 
@@ -80,7 +80,7 @@ async def measure(mode: str, n: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] not in ("off", "on", "traced", "dropped"):
+    if not args or args[0] not in MODES:
         print(__doc__)
         return 2
     n = int(args[1]) if len(args) > 1 else 2_000

@@ -373,8 +373,7 @@ def worker(apps: tuple[str, ...], db: str | None, env: str | None, http: bool | 
         except Exception:
             if not dead:
                 raise  # a dead storage cannot release leases: they expire
-        if tracing.on():  # the spans of what stopped above, before the process ends
-            await asyncio.to_thread(tracing.flush)
+        await asyncio.to_thread(tracing.flush)  # the spans of what stopped above
 
     dead: list[str] = []
     run_async(run)

@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tidings.observe import logs, tracing
-from tidings.observe.span_sink import Batches, Exporting, Record, _setting
+from tidings.observe.span_sink import Batches, Exporting, Record, export_batch_size
 
 log = logging.getLogger("tidings.tracing")
 FRAME = struct.Struct("<I")
@@ -56,16 +56,19 @@ def configure(environ: Mapping[str, str] = os.environ) -> bool:
     if not tracing.wanted(environ):
         return False
     try:
-        exporter = tracing.exporter_class(environ)
+        import opentelemetry.sdk.trace  # noqa: F401  (what the server needs of it)
     except ImportError:
         log.warning("OTEL_* variables ask for traces, but OpenTelemetry is not installed: "
                     "pip install 'tidings[otel]'; tracing stays off")
         return False
-    except ValueError as exc:
-        log.error("%s; tracing stays off", exc)
-        return False
+    if environ.get("TIDINGS_SPAN_EXPORTER", "").strip():
+        try:  # found here, so that a wrong name is said at start; made by the helper
+            tracing.exporter_class(environ)
+        except ValueError as exc:
+            log.error("%s; tracing stays off", exc)
+            return False
     start(environ)
-    log.info("tracing on: spans go to %s", getattr(exporter, "__name__", exporter))
+    log.info("tracing on: spans go to %s", tracing.exporter_named(environ))
     return True
 
 
@@ -165,18 +168,15 @@ class SpanProcess:
     def close(self, timeout: float) -> None:
         """Close the pipe and wait for the helper to export what it has and exit."""
         process = self.process
-        if process is None or process.stdin is None:
-            if self.dropped:
-                log.warning("%d spans were dropped: no span process took them", self.dropped)
-            return
-        process.stdin.close()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("the span process (pid %d) did not finish its export in %.0f s: "
-                        "stopped", process.pid, timeout)
-            process.kill()
-            process.wait()
+        if process is not None and process.stdin is not None:
+            process.stdin.close()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("the span process (pid %d) did not finish its export in %.0f s: "
+                            "stopped", process.pid, timeout)
+                process.kill()
+                process.wait()
         if self.dropped:
             log.warning("%d spans were dropped: no span process took them", self.dropped)
 
@@ -193,8 +193,7 @@ def main() -> int:
     except Exception as exc:
         log.error("the span exporter could not be made: %s", exc)
         return CONFIG_ERROR
-    made = Exporting(exporter, tracing.sink_from(environ).spans,
-                     _setting(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512))
+    made = Exporting(exporter, tracing.sink_from(environ).spans, export_batch_size(environ))
     read = sys.stdin.buffer.read
     while len(head := read(FRAME.size)) == FRAME.size:
         size = FRAME.unpack(head)[0]

@@ -44,6 +44,11 @@ def _setting(environ: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def export_batch_size(environ: Mapping[str, str]) -> int:
+    """Spans in an export's batch at the most (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``)."""
+    return _setting(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
+
+
 class Batches:
     """Spans on their way out, in batches, as the SDK's ``BatchSpanProcessor`` sends them and
     with its settings (``OTEL_BSP_SCHEDULE_DELAY``, ``_MAX_QUEUE_SIZE``,
@@ -73,7 +78,7 @@ class Batches:
                  close: Callable[[float], None], taker: str) -> None:
         self.ship, self.close, self.taker = ship, close, taker
         self.delay = _setting(environ, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
-        self.batch = _setting(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
+        self.batch = export_batch_size(environ)
         self.timeout = _setting(environ, "OTEL_BSP_EXPORT_TIMEOUT", 30000) / 1000
         limit = max(self.batch, _setting(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 2048))
         self.queue: collections.deque[Any] = collections.deque(maxlen=limit)
@@ -91,8 +96,7 @@ class Batches:
     def exporting(cls, exporter: Any, environ: Mapping[str, str],
                   spans: Callable[[Record], tuple[Any, ...]]) -> Batches:
         """Batches made into spans by ``spans`` and handed to ``exporter`` in this process."""
-        made = Exporting(exporter, spans, _setting(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-                                                   512))
+        made = Exporting(exporter, spans, export_batch_size(environ))
         return cls(environ, made, made.close, type(exporter).__name__)
 
     def _run(self) -> None:

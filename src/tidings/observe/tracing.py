@@ -73,6 +73,16 @@ def wanted(environ: Mapping[str, str] = os.environ) -> bool:
                 or environ.get("TIDINGS_SPAN_EXPORTER"))
 
 
+def exporter_named(environ: Mapping[str, str]) -> str:
+    """The span exporter the environment names: ``TIDINGS_SPAN_EXPORTER`` as given, else
+    ``ConsoleSpanExporter`` (``OTEL_TRACES_EXPORTER=console``), else ``OTLPSpanExporter``."""
+    custom = environ.get("TIDINGS_SPAN_EXPORTER", "").strip()
+    if custom:
+        return custom
+    console = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "console"
+    return "ConsoleSpanExporter" if console else "OTLPSpanExporter"
+
+
 def exporter_class(environ: Mapping[str, str]) -> Callable[[], Any]:
     """What makes the span exporter the environment names: ``TIDINGS_SPAN_EXPORTER``
     (``module:Class``, made with no arguments), else ``OTEL_TRACES_EXPORTER=console``'s, else
@@ -94,7 +104,7 @@ def exporter_class(environ: Mapping[str, str]) -> Callable[[], Any]:
         if not callable(found):
             raise ValueError(f"TIDINGS_SPAN_EXPORTER={custom!r} is not a class")
         return cast(Callable[[], Any], found)
-    if environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "console":
+    if exporter_named(environ) == "ConsoleSpanExporter":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         return ConsoleSpanExporter

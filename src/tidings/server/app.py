@@ -291,8 +291,8 @@ class TidingsApp:
             if self._owns_core and self.core is not None:
                 await self.core.close()
                 self.core = None
-            if tracing.on():  # last: the spans of what stopped above, before the process ends
-                await asyncio.to_thread(tracing.flush)
+            # Last: the spans of what stopped above, before the process ends.
+            await asyncio.to_thread(tracing.flush)
 
     async def _open_gateway(self, core: Core) -> None:
         """Workers' sockets (Connect) are taken where ``ConnectSettings.gateway_port`` says."""
